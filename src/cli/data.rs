@@ -1,0 +1,198 @@
+//! `trm data ...`: data set builders.
+
+use crate::data::{arc, format, maze, sudoku};
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Sudoku-Extreme from CSV (`question,answer` columns; plain or .gz)
+    Sudoku(SudokuArgs),
+    /// Maze-Hard from CSV (`question,answer` columns of `# SGo` characters; plain or .gz)
+    Maze(MazeArgs),
+    /// ARC-AGI-1/2 and ConceptARC from Kaggle-format challenges/solutions JSON
+    Arc(ArcArgs),
+    /// The embedded default: generate unique-solution Sudoku puzzles (no download needed)
+    Generate(GenerateArgs),
+    /// Print the statistics of a built data set folder
+    Inspect {
+        /// Data set folder (holding train/ and test/)
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct SudokuArgs {
+    /// Training CSV file
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Test CSV file (never augmented)
+    #[arg(long)]
+    pub test: PathBuf,
+    /// Output folder (gets train/, test/, identifiers.json)
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Keep N training puzzles drawn at random (seeded) [default: all]
+    #[arg(long)]
+    pub subsample: Option<usize>,
+    /// Keep N test puzzles drawn at random (seeded) [default: all]
+    #[arg(long)]
+    pub test_subsample: Option<usize>,
+    /// Random validity-preserving shuffles per training puzzle (reference README: 1000)
+    #[arg(long, default_value_t = 0)]
+    pub num_aug: usize,
+    /// Seed of every random choice (same seed, byte-identical output)
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct MazeArgs {
+    /// Training CSV file
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Test CSV file
+    #[arg(long)]
+    pub test: PathBuf,
+    /// Output folder
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Add the 8 dihedral transforms of each training maze
+    #[arg(long)]
+    pub aug: bool,
+    /// Seed (accepted for a uniform command line; maze augmentation is deterministic)
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct ArcArgs {
+    /// Prefix of the JSON files: PREFIX_<subset>_challenges.json / _solutions.json
+    #[arg(long, alias = "input-file-prefix")]
+    pub input_prefix: String,
+    /// Subsets to include, in order (e.g. training evaluation concept)
+    #[arg(long, num_args = 1.., required = true)]
+    pub subsets: Vec<String>,
+    /// Subset(s) whose test pairs form the test split (e.g. evaluation)
+    #[arg(long = "test-set", alias = "test-set-name", num_args = 1.., required = true)]
+    pub test_set: Vec<String>,
+    /// Output folder
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Augmentations per task (dihedral x colour permutation; reference: 1000)
+    #[arg(long, default_value_t = 1000)]
+    pub num_aug: usize,
+    /// Seed of every random choice
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Do not translate training examples on the 30x30 canvas (reference translates)
+    #[arg(long)]
+    pub no_translate: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// Output folder
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Training puzzles to generate
+    #[arg(long, default_value_t = 1000)]
+    pub train: usize,
+    /// Test puzzles to generate
+    #[arg(long, default_value_t = 200)]
+    pub test: usize,
+    /// Target number of givens (clues); fewer is harder. 17 is the minimum possible.
+    #[arg(long, default_value_t = 30)]
+    pub givens: usize,
+    /// Shuffled copies per training puzzle
+    #[arg(long, default_value_t = 0)]
+    pub num_aug: usize,
+    /// Seed
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also write train.csv / test.csv (Sudoku-Extreme format) into the output folder
+    #[arg(long)]
+    pub csv: bool,
+}
+
+pub fn run(cmd: DataCommand) -> Result<()> {
+    let t0 = Instant::now();
+    match cmd {
+        DataCommand::Sudoku(a) => {
+            let opt = sudoku::BuildOptions { subsample: a.subsample, test_subsample: a.test_subsample, num_aug: a.num_aug, seed: a.seed };
+            sudoku::build(&a.train, &a.test, &a.out, &opt)?;
+            print_summary(&a.out)?;
+        }
+        DataCommand::Maze(a) => {
+            maze::build(&a.train, &a.test, &a.out, a.aug)?;
+            print_summary(&a.out)?;
+        }
+        DataCommand::Arc(a) => {
+            let opt = arc::BuildOptions {
+                input_prefix: a.input_prefix,
+                subsets: a.subsets,
+                test_sets: a.test_set,
+                num_aug: a.num_aug,
+                seed: a.seed,
+                translate: !a.no_translate,
+            };
+            let s = arc::build(&a.out, &opt)?;
+            println!(
+                "identifiers: {} (incl. blank); {} of {} groups got fewer than {} members",
+                s.identifiers,
+                s.groups_below_full,
+                s.train.groups.max(s.test.groups),
+                opt.num_aug + 1
+            );
+            print_summary(&a.out)?;
+        }
+        DataCommand::Generate(a) => {
+            let train = sudoku::generate(a.train, a.givens, a.seed, 0);
+            let test = sudoku::generate(a.test, a.givens, a.seed, 1);
+            sudoku::write_dataset(&a.out, &train, &test, a.num_aug, a.seed)?;
+            if a.csv {
+                write_sudoku_csv(&a.out.join("train.csv"), &train)?;
+                write_sudoku_csv(&a.out.join("test.csv"), &test)?;
+            }
+            print_summary(&a.out)?;
+        }
+        DataCommand::Inspect { dir } => print_summary(&dir)?,
+    }
+    eprintln!("done in {:.1}s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn write_sudoku_csv(path: &std::path::Path, puzzles: &[sudoku::Puzzle]) -> Result<()> {
+    use crate::data::sudoku_solver::{format_grid, solve};
+    let mut text = String::from("source,question,answer,rating\n");
+    for p in puzzles {
+        let rating = solve(&p.question, 2).guesses;
+        text += &format!("trm-generated,{},{},{rating}\n", format_grid(&p.question), format_grid(&p.answer));
+    }
+    crate::util::fs::write_atomic(path, text.as_bytes())
+}
+
+/// Prints the metadata of both splits (reads only dataset.json and the index arrays' sizes).
+fn print_summary(dir: &std::path::Path) -> Result<()> {
+    for split in ["train", "test"] {
+        let m = format::read_metadata(&dir.join(split))?;
+        println!(
+            "{split:>5}: {} groups, {} puzzles, {:.0} examples (mean {:.4}/puzzle), seq_len {}, vocab {}, identifiers {}",
+            m.total_groups,
+            puzzles_in(&dir.join(split))?,
+            m.mean_puzzle_examples * puzzles_in(&dir.join(split))? as f64,
+            m.mean_puzzle_examples,
+            m.seq_len,
+            m.vocab_size,
+            m.num_puzzle_identifiers
+        );
+    }
+    Ok(())
+}
+
+fn puzzles_in(split_dir: &std::path::Path) -> Result<usize> {
+    let a = crate::data::npy::read_i32(&format::array_path(split_dir, "all", "puzzle_identifiers"))?;
+    Ok(a.data.len())
+}

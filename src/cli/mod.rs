@@ -1,0 +1,27 @@
+//! The `trm` command line: subcommands grouped by job.
+
+pub mod data;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "trm", version, about = "Tiny Recursive Models: build data sets, train, evaluate and solve puzzles", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Build data sets in the reference on-disk layout (Sudoku-Extreme, Maze-Hard, ARC, generated Sudoku)
+    #[command(subcommand)]
+    Data(data::DataCommand),
+}
+
+pub fn run() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Data(cmd) => data::run(cmd),
+    }
+}

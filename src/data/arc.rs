@@ -1,0 +1,296 @@
+//! ARC builder (`trm data arc`), following the reference `build_arc_dataset.py` (TRM version):
+//!
+//! 1. Each subset's tasks are shuffled (seeded). A task's demonstration pairs always go to the
+//!    train split; its test pairs go to the test split if the subset is a test set, else to train
+//!    as well. So the evaluation tasks' demonstrations are trained on, with their own identifiers.
+//! 2. Each task becomes a group: the original plus up to `num_aug` augmentations (dihedral x
+//!    colour permutation fixing 0), drawn in up to `5 * num_aug` trials; a trial whose augmented
+//!    puzzle (the multiset of its pairs' grid hashes) was already seen is rejected.
+//! 3. Identifiers 1.. in order of first appearance (train split first), 0 = blank. The same
+//!    augmented puzzle has the same identifier in both splits.
+//! 4. Each pair becomes two 900-token sequences on the 30x30 canvas (see `arc_task::to_canvas`).
+//!    In the train split every example but one random one per puzzle is translated to a random
+//!    offset (same for input and output); the test split is never translated.
+//!
+//! Tokens for all augmentations are produced on the fly from (task, augmentation) and streamed to
+//! disk, so building ARC-1 x 1000 (3.6M examples, 6.5 GB of tokens) needs little memory.
+
+use super::arc_task::{self, Augmentation, Grid, MAX_SIDE, Task};
+use super::format::{self, SplitData};
+use super::npy::U8Stream;
+use crate::util::rng;
+use anyhow::{Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::Rng;
+use rand::seq::SliceRandom;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+pub const SEQ_LEN: usize = MAX_SIDE * MAX_SIDE;
+pub const VOCAB: usize = 12;
+/// Trials per wanted augmentation before giving up on a low-symmetry task (reference: 5).
+const RETRIES_FACTOR: usize = 5;
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Path prefix of the JSON files: `<prefix>_<subset>_challenges.json`.
+    pub input_prefix: String,
+    pub subsets: Vec<String>,
+    /// Subsets whose test pairs form the test split.
+    pub test_sets: Vec<String>,
+    pub num_aug: usize,
+    pub seed: u64,
+    /// Random translation of training examples (reference: on).
+    pub translate: bool,
+}
+
+/// One group: a task, where its test pairs go, and its member augmentations (first = identity).
+struct Group {
+    task: Task,
+    test_to_test_split: bool,
+    members: Vec<Augmentation>,
+}
+
+impl Group {
+    /// The pairs this group contributes to `split` (0 = train, 1 = test), un-augmented.
+    fn pairs(&self, split: usize) -> Vec<&arc_task::Pair> {
+        match (split, self.test_to_test_split) {
+            (0, true) => self.task.train.iter().collect(),
+            (0, false) => self.task.train.iter().chain(&self.task.test).collect(),
+            (_, true) => self.task.test.iter().collect(),
+            (_, false) => Vec::new(),
+        }
+    }
+}
+
+/// Hash of an augmented puzzle: SHA-256 over the sorted (input hash, output hash) of all pairs,
+/// so two augmentations that map the task's pair set onto itself count as duplicates.
+fn puzzle_hash(task: &Task, aug: &Augmentation) -> [u8; 32] {
+    let mut keys: Vec<[u8; 64]> = task
+        .train
+        .iter()
+        .chain(&task.test)
+        .map(|p| {
+            let mut k = [0u8; 64];
+            k[..32].copy_from_slice(&p.input.augment(aug).hash());
+            k[32..].copy_from_slice(&p.output.augment(aug).hash());
+            k
+        })
+        .collect();
+    keys.sort_unstable();
+    let mut h = Sha256::new();
+    for k in &keys {
+        h.update(k);
+    }
+    h.finalize().into()
+}
+
+/// Draws the distinct augmentations of one task.
+fn plan_members(task: &Task, num_aug: usize, rng: &mut impl Rng) -> Vec<Augmentation> {
+    let mut members = vec![Augmentation::IDENTITY];
+    if num_aug == 0 {
+        return members;
+    }
+    let mut seen = HashSet::from([puzzle_hash(task, &Augmentation::IDENTITY)]);
+    for _ in 0..RETRIES_FACTOR * num_aug {
+        let tid = rng.random_range(0..8u8);
+        let mut perm = [1u8, 2, 3, 4, 5, 6, 7, 8, 9];
+        perm.shuffle(rng);
+        let mut colours = [0u8; 10];
+        colours[1..].copy_from_slice(&perm);
+        let aug = Augmentation { tid, colours };
+        if seen.insert(puzzle_hash(task, &aug)) {
+            members.push(aug);
+            if members.len() > num_aug {
+                break;
+            }
+        }
+    }
+    members
+}
+
+/// Counts of one written split.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SplitStats {
+    pub groups: usize,
+    pub puzzles: usize,
+    pub examples: usize,
+}
+
+/// What `build` produced.
+#[derive(Debug, Clone)]
+pub struct BuildSummary {
+    pub identifiers: usize,
+    pub train: SplitStats,
+    pub test: SplitStats,
+    pub groups_below_full: usize,
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})").unwrap().progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// `trm data arc`: builds DIR/train, DIR/test, DIR/identifiers.json, DIR/test_puzzles.json.
+pub fn build(out: &Path, opt: &BuildOptions) -> Result<BuildSummary> {
+    for t in &opt.test_sets {
+        if !opt.subsets.contains(t) {
+            bail!("test set `{t}` is not one of the subsets {:?}", opt.subsets);
+        }
+    }
+    // 1. Load and shuffle each subset.
+    let mut loaded: Vec<(Task, bool)> = Vec::new();
+    let mut test_puzzles = serde_json::Map::new();
+    for (si, subset) in opt.subsets.iter().enumerate() {
+        let mut tasks = arc_task::load_subset(&opt.input_prefix, subset)?;
+        tasks.shuffle(&mut rng::derive(opt.seed, &[0, si as u64]));
+        let is_test = opt.test_sets.contains(subset);
+        for t in tasks {
+            if is_test {
+                test_puzzles.insert(t.name.clone(), t.to_json());
+            }
+            loaded.push((t, is_test));
+        }
+    }
+    // 2. Augment every task in parallel; each task has its own seeded stream.
+    let pb = bar(loaded.len() as u64, "augmenting");
+    let groups: Vec<Group> = loaded
+        .into_par_iter()
+        .enumerate()
+        .map(|(gi, (task, test_to_test_split))| {
+            let members = plan_members(&task, opt.num_aug, &mut rng::derive(opt.seed, &[1, gi as u64]));
+            pb.inc(1);
+            Group { task, test_to_test_split, members }
+        })
+        .collect();
+    pb.finish();
+    let groups_below_full = groups.iter().filter(|g| g.members.len() < opt.num_aug + 1).count();
+
+    // 3. Identifiers in order of first appearance, train split first.
+    let mut names = vec!["<blank>".to_string()];
+    let mut ids: HashMap<String, i32> = HashMap::new();
+    let mut group_ids: Vec<Vec<i32>> = vec![Vec::new(); groups.len()];
+    for split in 0..2 {
+        for (gi, g) in groups.iter().enumerate() {
+            if g.pairs(split).is_empty() || !group_ids[gi].is_empty() {
+                continue;
+            }
+            group_ids[gi] = g
+                .members
+                .iter()
+                .map(|aug| {
+                    let name = aug.name(&g.task.name);
+                    *ids.entry(name.clone()).or_insert_with(|| {
+                        names.push(name);
+                        (names.len() - 1) as i32
+                    })
+                })
+                .collect();
+        }
+    }
+
+    // 4. Serialise both splits.
+    let mut stats = [SplitStats { groups: 0, puzzles: 0, examples: 0 }; 2];
+    for (split, name) in ["train", "test"].iter().enumerate() {
+        stats[split] = write_split(&out.join(name), &groups, &group_ids, split, names.len(), opt)?;
+    }
+    format::write_identifiers(out, &names)?;
+    crate::util::fs::write_json(&out.join("test_puzzles.json"), &serde_json::Value::Object(test_puzzles))?;
+    Ok(BuildSummary { identifiers: names.len(), train: stats[0], test: stats[1], groups_below_full })
+}
+
+/// Tokens of one group for one split: all members' examples, translated in the train split.
+fn serialise_group(g: &Group, split: usize, gi: usize, opt: &BuildOptions) -> (Vec<u8>, Vec<u8>) {
+    let pairs = g.pairs(split);
+    let n = g.members.len() * pairs.len();
+    let (mut inputs, mut labels) = (vec![0u8; n * SEQ_LEN], vec![0u8; n * SEQ_LEN]);
+    let mut k = 0;
+    for (mi, aug) in g.members.iter().enumerate() {
+        let mut r = rng::derive(opt.seed, &[2, split as u64, gi as u64, mi as u64]);
+        let keep_in_place = r.random_range(0..pairs.len());
+        for (pi, p) in pairs.iter().enumerate() {
+            let (a, b): (Grid, Grid) = (p.input.augment(aug), p.output.augment(aug));
+            let (mut pr, mut pc) = (0, 0);
+            if split == 0 && opt.translate && pi != keep_in_place {
+                pr = r.random_range(0..=MAX_SIDE - a.h.max(b.h));
+                pc = r.random_range(0..=MAX_SIDE - a.w.max(b.w));
+            }
+            arc_task::to_canvas(&a, pr, pc, &mut inputs[k * SEQ_LEN..(k + 1) * SEQ_LEN]);
+            arc_task::to_canvas(&b, pr, pc, &mut labels[k * SEQ_LEN..(k + 1) * SEQ_LEN]);
+            k += 1;
+        }
+    }
+    (inputs, labels)
+}
+
+fn write_split(
+    dir: &Path,
+    groups: &[Group],
+    group_ids: &[Vec<i32>],
+    split: usize,
+    num_ids: usize,
+    opt: &BuildOptions,
+) -> Result<SplitStats> {
+    // Index arrays first (small), so the token files can be streamed with a known shape.
+    let mut index = SplitData::new(SEQ_LEN);
+    let mut members: Vec<usize> = Vec::new();
+    let mut examples = 0usize;
+    for (gi, g) in groups.iter().enumerate() {
+        let np = g.pairs(split).len();
+        if np == 0 {
+            continue;
+        }
+        for &id in &group_ids[gi] {
+            examples += np;
+            index.puzzle_indices.push(examples as i32);
+            index.puzzle_identifiers.push(id);
+        }
+        index.group_indices.push(index.puzzle_identifiers.len() as i32);
+        members.push(gi);
+    }
+    let stats = SplitStats { groups: members.len(), puzzles: index.puzzle_identifiers.len(), examples };
+    let mut inputs = U8Stream::create(&format::array_path(dir, "all", "inputs"), examples, SEQ_LEN)?;
+    let mut labels = U8Stream::create(&format::array_path(dir, "all", "labels"), examples, SEQ_LEN)?;
+    let pb = bar(examples as u64, if split == 0 { "train split" } else { "test split" });
+    for chunk in members.chunks(8) {
+        let bufs: Vec<(Vec<u8>, Vec<u8>)> = chunk.par_iter().map(|&gi| serialise_group(&groups[gi], split, gi, opt)).collect();
+        for (i, l) in bufs {
+            inputs.write(&i)?;
+            labels.write(&l)?;
+            pb.inc((i.len() / SEQ_LEN) as u64);
+        }
+    }
+    pb.finish();
+    inputs.finish()?;
+    labels.finish()?;
+    format::write_index_arrays(dir, &index)?;
+    let meta = format::Metadata {
+        pad_id: 0,
+        ignore_label_id: Some(0),
+        blank_identifier_id: 0,
+        vocab_size: VOCAB,
+        seq_len: SEQ_LEN,
+        num_puzzle_identifiers: num_ids,
+        total_groups: stats.groups,
+        mean_puzzle_examples: examples as f64 / stats.puzzles.max(1) as f64,
+        total_puzzles: Some(stats.groups),
+        sets: vec!["all".into()],
+    };
+    crate::util::fs::write_json(&dir.join("dataset.json"), &meta)?;
+    Ok(stats)
+}
+
+/// Reads `test_puzzles.json` back into tasks (for the evaluator).
+pub fn read_test_puzzles(dir: &Path) -> Result<Vec<Task>> {
+    let path = dir.join("test_puzzles.json");
+    let v: serde_json::Value = crate::util::fs::read_json(&path)?;
+    let obj = v.as_object().ok_or_else(|| anyhow::anyhow!("{}: expected an object of tasks", path.display()))?;
+    let what = path.display().to_string();
+    obj.iter().map(|(name, t)| arc_task::task_from_json(name, t, None, &what)).collect()
+}

@@ -1,0 +1,207 @@
+//! The reference on-disk data set layout, read and written byte-compatibly with the Python
+//! builders (`dataset/build_*_dataset.py`) and reader (`puzzle_dataset.py`):
+//!
+//! ```text
+//! DIR/identifiers.json                 ["<blank>", name1, ...]   index = puzzle identifier
+//! DIR/test_puzzles.json                (ARC) original test tasks with solutions, for the evaluator
+//! DIR/<split>/dataset.json             Metadata
+//! DIR/<split>/all__inputs.npy          [examples, seq_len] uint8
+//! DIR/<split>/all__labels.npy          [examples, seq_len] uint8
+//! DIR/<split>/all__puzzle_identifiers.npy   [puzzles] int32
+//! DIR/<split>/all__puzzle_indices.npy       [puzzles + 1] int32  (CSR: puzzle -> examples)
+//! DIR/<split>/all__group_indices.npy        [groups + 1] int32   (CSR: group -> puzzles)
+//! ```
+//! A group is one original puzzle; its puzzles are the original and its augmented copies (each
+//! with its own identifier); a puzzle owns one or more input/label examples.
+
+use super::npy;
+use anyhow::{Context, Result, bail, ensure};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// `dataset.json`, field for field as the reference's `PuzzleDatasetMetadata`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    pub pad_id: i32,
+    pub ignore_label_id: Option<i32>,
+    pub blank_identifier_id: i32,
+    pub vocab_size: usize,
+    pub seq_len: usize,
+    pub num_puzzle_identifiers: usize,
+    pub total_groups: usize,
+    pub mean_puzzle_examples: f64,
+    /// Absent in HRM-built data sets; we fill it from the arrays when missing.
+    #[serde(default)]
+    pub total_puzzles: Option<usize>,
+    pub sets: Vec<String>,
+}
+
+/// One split (train or test) of one set, fully in memory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SplitData {
+    pub seq_len: usize,
+    pub inputs: Vec<u8>,
+    pub labels: Vec<u8>,
+    pub puzzle_identifiers: Vec<i32>,
+    pub puzzle_indices: Vec<i32>,
+    pub group_indices: Vec<i32>,
+}
+
+impl SplitData {
+    pub fn new(seq_len: usize) -> Self {
+        SplitData { seq_len, puzzle_indices: vec![0], group_indices: vec![0], ..Default::default() }
+    }
+    pub fn num_examples(&self) -> usize {
+        self.inputs.len() / self.seq_len.max(1)
+    }
+    pub fn num_puzzles(&self) -> usize {
+        self.puzzle_identifiers.len()
+    }
+    pub fn num_groups(&self) -> usize {
+        self.group_indices.len() - 1
+    }
+    /// Appends one input/label example to the puzzle being built.
+    pub fn push_example(&mut self, input: &[u8], label: &[u8]) {
+        debug_assert_eq!(input.len(), self.seq_len);
+        debug_assert_eq!(label.len(), self.seq_len);
+        self.inputs.extend_from_slice(input);
+        self.labels.extend_from_slice(label);
+    }
+    /// Closes the current puzzle (all examples pushed since the last call) with its identifier.
+    pub fn end_puzzle(&mut self, identifier: i32) {
+        self.puzzle_indices.push(self.num_examples() as i32);
+        self.puzzle_identifiers.push(identifier);
+    }
+    /// Closes the current group (all puzzles closed since the last call).
+    pub fn end_group(&mut self) {
+        self.group_indices.push(self.num_puzzles() as i32);
+    }
+    pub fn example_input(&self, i: usize) -> &[u8] {
+        &self.inputs[i * self.seq_len..(i + 1) * self.seq_len]
+    }
+    pub fn example_label(&self, i: usize) -> &[u8] {
+        &self.labels[i * self.seq_len..(i + 1) * self.seq_len]
+    }
+
+    /// Metadata for this split as the reference builders compute it.
+    pub fn metadata(&self, vocab_size: usize, num_puzzle_identifiers: usize, total_puzzles: usize) -> Metadata {
+        Metadata {
+            pad_id: 0,
+            ignore_label_id: Some(0),
+            blank_identifier_id: 0,
+            vocab_size,
+            seq_len: self.seq_len,
+            num_puzzle_identifiers,
+            total_groups: self.num_groups(),
+            mean_puzzle_examples: self.num_examples() as f64 / self.num_puzzles().max(1) as f64,
+            total_puzzles: Some(total_puzzles),
+            sets: vec!["all".into()],
+        }
+    }
+}
+
+pub fn array_path(split_dir: &Path, set: &str, field: &str) -> PathBuf {
+    split_dir.join(format!("{set}__{field}.npy"))
+}
+
+/// Writes the arrays of one split plus its `dataset.json`.
+pub fn write_split(split_dir: &Path, data: &SplitData, meta: &Metadata) -> Result<()> {
+    let (n, s) = (data.num_examples(), data.seq_len);
+    npy::write(&array_path(split_dir, "all", "inputs"), &[n, s], &data.inputs)?;
+    npy::write(&array_path(split_dir, "all", "labels"), &[n, s], &data.labels)?;
+    write_index_arrays(split_dir, data)?;
+    crate::util::fs::write_json(&split_dir.join("dataset.json"), meta)
+}
+
+/// Writes the three int32 index arrays of a split.
+pub fn write_index_arrays(split_dir: &Path, data: &SplitData) -> Result<()> {
+    let ids = &data.puzzle_identifiers;
+    npy::write(&array_path(split_dir, "all", "puzzle_identifiers"), &[ids.len()], ids)?;
+    let pi = &data.puzzle_indices;
+    npy::write(&array_path(split_dir, "all", "puzzle_indices"), &[pi.len()], pi)?;
+    let gi = &data.group_indices;
+    npy::write(&array_path(split_dir, "all", "group_indices"), &[gi.len()], gi)
+}
+
+/// Writes `identifiers.json` (index = identifier; index 0 is the blank identifier).
+pub fn write_identifiers(dir: &Path, names: &[String]) -> Result<()> {
+    crate::util::fs::write_json(&dir.join("identifiers.json"), names)
+}
+
+pub fn read_identifiers(dir: &Path) -> Result<Vec<String>> {
+    crate::util::fs::read_json(&dir.join("identifiers.json"))
+}
+
+pub fn read_metadata(split_dir: &Path) -> Result<Metadata> {
+    crate::util::fs::read_json(&split_dir.join("dataset.json"))
+}
+
+/// A split read from disk: metadata plus one `SplitData` per set (the reference allows several).
+#[derive(Debug, Clone)]
+pub struct Split {
+    pub dir: PathBuf,
+    pub metadata: Metadata,
+    pub sets: Vec<(String, SplitData)>,
+}
+
+/// Reads and validates a split folder (`DIR/train` or `DIR/test`). Every inconsistency is an error
+/// naming the file, never a panic later in training.
+pub fn read_split(split_dir: &Path) -> Result<Split> {
+    let mut metadata = read_metadata(split_dir)?;
+    ensure!(!metadata.sets.is_empty(), "{}: `sets` is empty", split_dir.join("dataset.json").display());
+    let mut sets = Vec::new();
+    for set in metadata.sets.clone() {
+        let data = read_set(split_dir, &set, &metadata)?;
+        sets.push((set, data));
+    }
+    if metadata.total_puzzles.is_none() {
+        metadata.total_puzzles = Some(sets.iter().map(|(_, d)| d.num_puzzles()).sum());
+    }
+    Ok(Split { dir: split_dir.to_path_buf(), metadata, sets })
+}
+
+fn read_set(dir: &Path, set: &str, meta: &Metadata) -> Result<SplitData> {
+    let s = meta.seq_len;
+    let inputs = npy::read_u8(&array_path(dir, set, "inputs"))?;
+    let labels = npy::read_u8(&array_path(dir, set, "labels"))?;
+    for (a, name) in [(&inputs, "inputs"), (&labels, "labels")] {
+        let p = array_path(dir, set, name);
+        ensure!(a.shape.len() == 2 && a.shape[1] == s, "{}: shape {:?}, expected [N, {s}] (seq_len in dataset.json)", p.display(), a.shape);
+        if let Some((i, &v)) = a.data.iter().enumerate().find(|&(_, &v)| v as usize >= meta.vocab_size) {
+            bail!("{}: example {} position {} holds token {v} >= vocab_size {}", p.display(), i / s, i % s, meta.vocab_size);
+        }
+    }
+    ensure!(inputs.shape == labels.shape, "{}: inputs {:?} and labels {:?} differ in shape", dir.display(), inputs.shape, labels.shape);
+    let ids = npy::read_i32(&array_path(dir, set, "puzzle_identifiers"))?.data;
+    let pidx = npy::read_i32(&array_path(dir, set, "puzzle_indices"))?.data;
+    let gidx = npy::read_i32(&array_path(dir, set, "group_indices"))?.data;
+    let n = inputs.shape[0];
+    check_csr(&array_path(dir, set, "puzzle_indices"), &pidx, ids.len(), n)?;
+    check_csr(&array_path(dir, set, "group_indices"), &gidx, gidx.len().saturating_sub(1), ids.len())?;
+    if let Some((i, &id)) = ids.iter().enumerate().find(|&(_, &id)| id < 0 || id as usize >= meta.num_puzzle_identifiers) {
+        bail!(
+            "{}: puzzle {i} has identifier {id}, outside 0..{} (num_puzzle_identifiers)",
+            array_path(dir, set, "puzzle_identifiers").display(),
+            meta.num_puzzle_identifiers
+        );
+    }
+    Ok(SplitData { seq_len: s, inputs: inputs.data, labels: labels.data, puzzle_identifiers: ids, puzzle_indices: pidx, group_indices: gidx })
+}
+
+/// CSR offsets: `count + 1` entries, starting at 0, non-decreasing, ending at `total`.
+fn check_csr(path: &Path, idx: &[i32], count: usize, total: usize) -> Result<()> {
+    let p = path.display();
+    ensure!(idx.len() == count + 1, "{p}: {} entries, expected {}", idx.len(), count + 1);
+    ensure!(idx[0] == 0, "{p}: must start at 0, starts at {}", idx[0]);
+    if let Some(w) = idx.windows(2).position(|w| w[1] < w[0]) {
+        bail!("{p}: decreasing at entry {}", w + 1);
+    }
+    ensure!(*idx.last().unwrap() as usize == total, "{p}: ends at {}, expected {total}", idx.last().unwrap());
+    Ok(())
+}
+
+/// Reads `DIR/<split>` or fails with a message naming the folder.
+pub fn read_dataset_split(dir: &Path, split: &str) -> Result<Split> {
+    let p = dir.join(split);
+    read_split(&p).with_context(|| format!("cannot load the {split} split of data set {}", dir.display()))
+}

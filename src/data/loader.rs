@@ -1,0 +1,280 @@
+//! Batches for training and evaluation, sampled as the reference `puzzle_dataset.py` does, but
+//! fully seeded (the reference draws examples within a puzzle from an unseeded global RNG):
+//!
+//! * **train**: per iteration (= `epochs_per_iter` epochs) a fresh stream seeded by
+//!   `(seed, iteration)`. The group order is `epochs_per_iter` random permutations of all groups.
+//!   Walking it, each group contributes one random member puzzle, whose examples (random order,
+//!   without replacement) fill the global batch; a puzzle cut by the batch boundary loses the
+//!   rest; the last incomplete batch is dropped. Rank `r` takes rows `[r*B, (r+1)*B)`.
+//! * **test**: every example once, in file order, in global windows; the last window is padded.
+//!
+//! Batches are assembled on a background thread (`prefetch`) so the model never waits.
+
+use super::format::{Split, SplitData};
+use crate::util::rng;
+use rand::Rng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+/// Label value that the losses ignore (the reference's `IGNORE_LABEL_ID`).
+pub const IGNORE_LABEL: i32 = -100;
+
+/// One per-rank batch, ready for the model. Padding rows have `inputs = pad`, all labels ignored,
+/// and the blank puzzle identifier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Index of the set (data set part) within the split; the reference names it (`all`).
+    pub set: usize,
+    pub batch_size: usize,
+    pub seq_len: usize,
+    /// `[batch_size * seq_len]`
+    pub inputs: Vec<i32>,
+    /// `[batch_size * seq_len]`, `IGNORE_LABEL` where not supervised
+    pub labels: Vec<i32>,
+    /// `[batch_size]`
+    pub puzzle_identifiers: Vec<i32>,
+    /// Real (non-padding) rows in the global batch.
+    pub global_effective: usize,
+}
+
+/// Where a training loader stands: iteration number (0-based) and batches already taken in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    pub iteration: u64,
+    pub batch: u64,
+}
+
+/// Gathers the rows `examples` (with their puzzle indices) of `data` into a padded batch.
+fn collate(split: &Split, set: usize, rows: &[(usize, usize)], batch_size: usize, global_effective: usize) -> Batch {
+    let data = &split.sets[set].1;
+    let meta = &split.metadata;
+    let s = data.seq_len;
+    let mut b = Batch {
+        set,
+        batch_size,
+        seq_len: s,
+        inputs: vec![meta.pad_id; batch_size * s],
+        labels: vec![IGNORE_LABEL; batch_size * s],
+        puzzle_identifiers: vec![meta.blank_identifier_id; batch_size],
+        global_effective,
+    };
+    for (r, &(ex, puzzle)) in rows.iter().enumerate() {
+        for (dst, &t) in b.inputs[r * s..(r + 1) * s].iter_mut().zip(data.example_input(ex)) {
+            *dst = t as i32;
+        }
+        for (dst, &t) in b.labels[r * s..(r + 1) * s].iter_mut().zip(data.example_label(ex)) {
+            *dst = if Some(t as i32) == meta.ignore_label_id { IGNORE_LABEL } else { t as i32 };
+        }
+        b.puzzle_identifiers[r] = data.puzzle_identifiers[puzzle];
+    }
+    b
+}
+
+/// Training sampler configuration.
+#[derive(Debug, Clone)]
+pub struct TrainSampler {
+    pub split: Arc<Split>,
+    pub global_batch: usize,
+    pub rank: usize,
+    pub world: usize,
+    pub seed: u64,
+    pub epochs_per_iter: usize,
+}
+
+impl TrainSampler {
+    pub fn local_batch(&self) -> usize {
+        self.global_batch / self.world
+    }
+
+    /// The global batches of one iteration of one set: `(example, puzzle)` rows, exactly
+    /// `global_batch` each.
+    pub fn plan(&self, iteration: u64, set: usize) -> Vec<Vec<(usize, usize)>> {
+        let data: &SplitData = &self.split.sets[set].1;
+        let mut r = rng::derive(self.seed, &[10, iteration, set as u64]);
+        let n_groups = data.num_groups();
+        let mut order: Vec<usize> = Vec::with_capacity(n_groups * self.epochs_per_iter);
+        for _ in 0..self.epochs_per_iter {
+            let mut p: Vec<usize> = (0..n_groups).collect();
+            p.shuffle(&mut r);
+            order.extend(p);
+        }
+        let mut batches = Vec::new();
+        let mut cur: Vec<(usize, usize)> = Vec::with_capacity(self.global_batch);
+        for &g in &order {
+            let (g0, g1) = (data.group_indices[g] as usize, data.group_indices[g + 1] as usize);
+            if g1 == g0 {
+                continue;
+            }
+            let puzzle = r.random_range(g0..g1);
+            let (p0, p1) = (data.puzzle_indices[puzzle] as usize, data.puzzle_indices[puzzle + 1] as usize);
+            let take = (p1 - p0).min(self.global_batch - cur.len());
+            let all: Vec<usize> = (p0..p1).collect();
+            cur.extend(all.choose_multiple(&mut r, take).map(|&e| (e, puzzle)));
+            if cur.len() == self.global_batch {
+                batches.push(std::mem::replace(&mut cur, Vec::with_capacity(self.global_batch)));
+            }
+        }
+        batches // the incomplete last batch is dropped
+    }
+
+    /// Number of full global batches in one iteration (all sets).
+    pub fn batches_per_iteration(&self) -> u64 {
+        (0..self.split.sets.len()).map(|s| self.plan(0, s).len() as u64).sum()
+    }
+
+    /// Batches of iteration `pos.iteration`, skipping the first `pos.batch` (resume).
+    pub fn iteration(&self, pos: Position) -> impl Iterator<Item = Batch> + Send + 'static {
+        let me = self.clone();
+        let b = self.local_batch();
+        (0..self.split.sets.len())
+            .flat_map(move |set| me.plan(pos.iteration, set).into_iter().map(move |rows| (set, rows)).collect::<Vec<_>>())
+            .skip(pos.batch as usize)
+            .map({
+                let split = self.split.clone();
+                let (rank, global) = (self.rank, self.global_batch);
+                move |(set, rows)| collate(&split, set, &rows[rank * b..(rank + 1) * b], b, global)
+            })
+    }
+}
+
+/// Evaluation batches: every example of every set once, in order, padded to the local batch.
+pub fn test_batches(split: Arc<Split>, global_batch: usize, rank: usize, world: usize) -> impl Iterator<Item = Batch> + Send + 'static {
+    let b = global_batch / world;
+    (0..split.sets.len()).flat_map(move |set| {
+        let split = split.clone();
+        let data = &split.sets[set].1;
+        // example -> puzzle, from the CSR offsets
+        let mut owner = vec![0usize; data.num_examples()];
+        for p in 0..data.num_puzzles() {
+            for e in data.puzzle_indices[p] as usize..data.puzzle_indices[p + 1] as usize {
+                owner[e] = p;
+            }
+        }
+        let n = data.num_examples();
+        (0..n.div_ceil(global_batch)).map(move |w| {
+            let start = w * global_batch;
+            let end = (start + global_batch).min(n);
+            let lo = (start + rank * b).min(end);
+            let hi = (start + (rank + 1) * b).min(end);
+            let rows: Vec<(usize, usize)> = (lo..hi).map(|e| (e, owner[e])).collect();
+            collate(&split, set, &rows, b, end - start)
+        })
+    })
+}
+
+/// Runs `iter` on a background thread, keeping up to `depth` items ready.
+pub fn prefetch<T: Send + 'static>(iter: impl Iterator<Item = T> + Send + 'static, depth: usize) -> impl Iterator<Item = T> {
+    let (tx, rx) = mpsc::sync_channel(depth.max(1));
+    std::thread::Builder::new()
+        .name("trm-loader".into())
+        .spawn(move || {
+            for item in iter {
+                if tx.send(item).is_err() {
+                    break; // consumer gone
+                }
+            }
+        })
+        .expect("cannot start the data loader thread");
+    rx.into_iter()
+}
+
+/// Total optimiser steps as the reference computes them:
+/// `int(epochs * total_groups * mean_puzzle_examples / global_batch)`.
+pub fn total_steps(split: &Split, epochs: usize, global_batch: usize) -> u64 {
+    let m = &split.metadata;
+    (epochs as f64 * m.total_groups as f64 * m.mean_puzzle_examples / global_batch as f64) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::format::Metadata;
+
+    fn toy_split() -> Arc<Split> {
+        // 3 groups: group 0 has 2 puzzles of 3 examples, groups 1 and 2 one puzzle of 2 examples.
+        let mut d = SplitData::new(2);
+        let mut e = 0u8;
+        for (g, puzzles) in [vec![3, 3], vec![2], vec![2]].iter().enumerate() {
+            for (p, &n) in puzzles.iter().enumerate() {
+                for _ in 0..n {
+                    d.push_example(&[e, 1], &[0, e]);
+                    e += 1;
+                }
+                d.end_puzzle((g * 10 + p + 1) as i32);
+            }
+            d.end_group();
+        }
+        let metadata = Metadata {
+            pad_id: 0,
+            ignore_label_id: Some(0),
+            blank_identifier_id: 0,
+            vocab_size: 100,
+            seq_len: 2,
+            num_puzzle_identifiers: 30,
+            total_groups: 3,
+            mean_puzzle_examples: 2.5,
+            total_puzzles: Some(4),
+            sets: vec!["all".into()],
+        };
+        Arc::new(Split { dir: ".".into(), metadata, sets: vec![("all".into(), d)] })
+    }
+
+    #[test]
+    fn train_batches_are_full_seeded_and_consistent() {
+        let s = TrainSampler { split: toy_split(), global_batch: 4, rank: 0, world: 1, seed: 3, epochs_per_iter: 4 };
+        let a: Vec<Batch> = s.iteration(Position::default()).collect();
+        let b: Vec<Batch> = s.iteration(Position::default()).collect();
+        assert_eq!(a, b, "same seed, same batches");
+        assert!(!a.is_empty());
+        for batch in &a {
+            assert_eq!(batch.inputs.len(), 8);
+            for r in 0..4 {
+                let ex = batch.inputs[r * 2];
+                // label 0 (ignore id) became IGNORE_LABEL; label 1 is the example number
+                assert_eq!(batch.labels[r * 2], IGNORE_LABEL);
+                assert_eq!(batch.labels[r * 2 + 1], if ex == 0 { IGNORE_LABEL } else { ex });
+                let id = batch.puzzle_identifiers[r];
+                let expect = match ex { 0..=2 => 1, 3..=5 => 2, 6 | 7 => 11, _ => 21 };
+                assert_eq!(id, expect, "example {ex} carries its puzzle's identifier");
+            }
+        }
+        // resume skips exactly the consumed batches
+        let tail: Vec<Batch> = s.iteration(Position { iteration: 0, batch: 2 }).collect();
+        assert_eq!(tail, a[2..].to_vec());
+        // a different iteration draws a different order
+        let c: Vec<Batch> = s.iteration(Position { iteration: 1, batch: 0 }).collect();
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn ranks_split_the_global_batch() {
+        let split = toy_split();
+        let whole = TrainSampler { split: split.clone(), global_batch: 4, rank: 0, world: 1, seed: 1, epochs_per_iter: 2 };
+        let r0 = TrainSampler { rank: 0, world: 2, ..whole.clone() };
+        let r1 = TrainSampler { rank: 1, world: 2, ..whole.clone() };
+        for ((w, a), b) in whole.iteration(Position::default()).zip(r0.iteration(Position::default())).zip(r1.iteration(Position::default())) {
+            assert_eq!(&w.inputs[..4], &a.inputs[..]);
+            assert_eq!(&w.inputs[4..], &b.inputs[..]);
+        }
+    }
+
+    #[test]
+    fn test_batches_cover_every_example_once_with_padding() {
+        let split = toy_split();
+        let batches: Vec<Batch> = test_batches(split, 4, 0, 1).collect();
+        assert_eq!(batches.len(), 3); // 10 examples in windows of 4
+        let seen: Vec<i32> = batches.iter().flat_map(|b| (0..b.batch_size).map(|r| b.inputs[r * 2]).collect::<Vec<_>>()).collect();
+        assert_eq!(&seen[..10], &(0..10).collect::<Vec<i32>>()[..]);
+        let last = &batches[2];
+        assert_eq!(last.global_effective, 2);
+        assert_eq!(last.puzzle_identifiers[2..], [0, 0]);
+        assert!(last.labels[4..].iter().all(|&l| l == IGNORE_LABEL));
+    }
+
+    #[test]
+    fn prefetch_preserves_order() {
+        let v: Vec<u32> = prefetch(0..100u32, 3).collect();
+        assert_eq!(v, (0..100).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,159 @@
+//! `.npy` arrays in the layout the reference builders write: C order, `|u1` for token grids,
+//! `<i4` for identifiers and CSR offsets. Thin wrappers over `npyz` that name the file in errors.
+
+use anyhow::{Context, Result, bail};
+use npyz::WriterBuilder;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::Path;
+
+/// An n-d array read from disk: flat row-major data plus its shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Array<T> {
+    pub shape: Vec<usize>,
+    pub data: Vec<T>,
+}
+
+fn read_any<T: npyz::Deserialize>(path: &Path) -> Result<Array<T>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let npy = npyz::NpyFile::new(BufReader::with_capacity(1 << 20, file))
+        .with_context(|| format!("{}: not a valid .npy file", path.display()))?;
+    if npy.order() != npyz::Order::C {
+        bail!("{}: Fortran-ordered arrays are not supported", path.display());
+    }
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let dtype = npy.dtype().descr();
+    let data = npy
+        .into_vec::<T>()
+        .with_context(|| format!("{}: unexpected dtype {dtype} or truncated data", path.display()))?;
+    Ok(Array { shape, data })
+}
+
+/// Reads a `uint8` array (token grids). Also accepts int32/int64 files whose values fit in a byte,
+/// since some hand-made data sets store tokens wider than the reference does.
+pub fn read_u8(path: &Path) -> Result<Array<u8>> {
+    match read_any::<u8>(path) {
+        Ok(a) => Ok(a),
+        Err(_) => {
+            let wide = read_i64_lossless(path)?;
+            let mut data = Vec::with_capacity(wide.data.len());
+            for (i, &v) in wide.data.iter().enumerate() {
+                if !(0..=255).contains(&v) {
+                    bail!("{}: element {i} = {v} does not fit a uint8 token", path.display());
+                }
+                data.push(v as u8);
+            }
+            Ok(Array { shape: wide.shape, data })
+        }
+    }
+}
+
+fn read_i64_lossless(path: &Path) -> Result<Array<i64>> {
+    if let Ok(a) = read_any::<i64>(path) {
+        return Ok(a);
+    }
+    let a = read_any::<i32>(path)?;
+    Ok(Array { shape: a.shape, data: a.data.into_iter().map(i64::from).collect() })
+}
+
+/// Reads an `int32` array (identifiers, CSR offsets); int64 files are accepted if in range.
+pub fn read_i32(path: &Path) -> Result<Array<i32>> {
+    let a = read_i64_lossless(path)?;
+    let mut data = Vec::with_capacity(a.data.len());
+    for (i, &v) in a.data.iter().enumerate() {
+        let v32 = i32::try_from(v).with_context(|| format!("{}: element {i} = {v} overflows int32", path.display()))?;
+        data.push(v32);
+    }
+    Ok(Array { shape: a.shape, data })
+}
+
+/// Writes `data` with the given shape to `path` atomically (temp file + rename).
+pub fn write<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[usize], data: &[T]) -> Result<()> {
+    let n: usize = shape.iter().product();
+    if n != data.len() {
+        bail!("{}: shape {shape:?} does not match {} elements", path.display(), data.len());
+    }
+    crate::util::fs::write_atomic_with(path, |w| {
+        let shape64: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+        let mut npy = npyz::WriteOptions::<T>::new().default_dtype().shape(&shape64).writer(w).begin_nd()?;
+        npy.extend(data.iter().copied())?;
+        npy.finish()?;
+        Ok(())
+    })
+}
+
+/// Streams a `[rows, cols]` uint8 array to disk without holding it in memory (the ARC builder
+/// writes GBs of tokens). Bytes go to `<path>.tmp`; `finish` checks the count and renames.
+pub struct U8Stream {
+    path: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+    w: BufWriter<File>,
+    expected: u64,
+    written: u64,
+}
+
+impl U8Stream {
+    pub fn create(path: &Path, rows: usize, cols: usize) -> Result<U8Stream> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).with_context(|| format!("cannot create folder {}", parent.display()))?;
+        }
+        let tmp = path.with_extension("npy.tmp");
+        let file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut w = BufWriter::with_capacity(1 << 22, file);
+        npyz::WriteOptions::new_header_only()
+            .dtype(npyz::DType::new_scalar("|u1".parse().expect("valid type string")))
+            .shape(&[rows as u64, cols as u64])
+            .writer(&mut w)
+            .write_header_only()
+            .with_context(|| format!("cannot write the header of {}", tmp.display()))?;
+        Ok(U8Stream { path: path.to_path_buf(), tmp, w, expected: (rows * cols) as u64, written: 0 })
+    }
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.w.write_all(bytes).with_context(|| format!("cannot write {}", self.tmp.display()))?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+    pub fn finish(self) -> Result<()> {
+        if self.written != self.expected {
+            bail!("{}: wrote {} bytes of data, expected {}", self.path.display(), self.written, self.expected);
+        }
+        let file = self.w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&self.tmp, &self.path).with_context(|| format!("cannot rename {}", self.tmp.display()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_u8_and_i32() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.npy");
+        write(&p, &[2, 3], &[1u8, 2, 3, 4, 5, 6]).unwrap();
+        let a = read_u8(&p).unwrap();
+        assert_eq!(a.shape, vec![2, 3]);
+        assert_eq!(a.data, vec![1, 2, 3, 4, 5, 6]);
+        let q = dir.path().join("b.npy");
+        write(&q, &[3], &[0i32, -7, 1 << 30]).unwrap();
+        assert_eq!(read_i32(&q).unwrap().data, vec![0, -7, 1 << 30]);
+        // A streamed file reads back the same as a buffered one.
+        let r = dir.path().join("c.npy");
+        let mut st = U8Stream::create(&r, 2, 3).unwrap();
+        st.write(&[1, 2, 3]).unwrap();
+        st.write(&[4, 5, 6]).unwrap();
+        st.finish().unwrap();
+        assert_eq!(std::fs::read(&r).unwrap(), std::fs::read(&p).unwrap());
+    }
+
+    #[test]
+    fn garbage_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.npy");
+        std::fs::write(&p, b"not numpy").unwrap();
+        let err = format!("{:#}", read_u8(&p).unwrap_err());
+        assert!(err.contains("bad.npy"), "{err}");
+    }
+}

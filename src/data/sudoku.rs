@@ -1,0 +1,198 @@
+//! Sudoku-Extreme builder (`trm data sudoku`), as the reference `build_sudoku_dataset.py`:
+//! tokens 0 = PAD, 1 = blank, 2..=10 = digits 1..9; seq_len 81, vocab 11, one puzzle identifier
+//! (0, the blank one) shared by every puzzle. Each training puzzle becomes one group holding the
+//! original plus `num_aug` validity-preserving shuffles; the test split is never augmented.
+
+use super::format::{self, SplitData};
+use super::sudoku_solver::{self, Grid};
+use crate::util::rng;
+use anyhow::{Result, bail};
+use rand::Rng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rayon::prelude::*;
+use std::path::Path;
+
+pub const SEQ_LEN: usize = 81;
+pub const VOCAB: usize = 11;
+
+/// One puzzle with its solution (digits, 0 = blank).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Puzzle {
+    pub question: Grid,
+    pub answer: Grid,
+}
+
+/// Parses and checks the CSV rows: 81 cells, digits or `.`, the answer a valid grid that agrees
+/// with every given.
+pub fn read_csv(path: &Path) -> Result<Vec<Puzzle>> {
+    let mut out = Vec::new();
+    for row in super::csv_rows::read(path)? {
+        let at = format!("{}:{}", path.display(), row.line);
+        let question = sudoku_solver::parse_grid(&row.question).map_err(|e| anyhow::anyhow!("{at}: question: {e}"))?;
+        let answer = sudoku_solver::parse_grid(&row.answer).map_err(|e| anyhow::anyhow!("{at}: answer: {e}"))?;
+        if !sudoku_solver::is_valid_solution(&answer) {
+            bail!("{at}: answer is not a complete valid Sudoku grid");
+        }
+        if !sudoku_solver::solves(&question, &answer) {
+            bail!("{at}: answer contradicts a given of the question");
+        }
+        out.push(Puzzle { question, answer });
+    }
+    Ok(out)
+}
+
+/// Tokens of a question (blank -> 1, digit d -> d + 1).
+pub fn tokens(grid: &Grid) -> [u8; 81] {
+    grid.map(|d| d + 1)
+}
+
+/// A random validity-preserving shuffle, as the reference draws it: digit relabelling (blank kept),
+/// transpose with probability 1/2, band order and rows within each band, stack order and columns
+/// within each stack. The same transform is applied to question and answer.
+pub fn shuffle(p: &Puzzle, rng: &mut impl Rng) -> Puzzle {
+    let mut digits = [1u8, 2, 3, 4, 5, 6, 7, 8, 9];
+    digits.shuffle(rng);
+    let transpose = rng.random_bool(0.5);
+    let lines = |rng: &mut dyn rand::RngCore| {
+        let mut bands = [0usize, 1, 2];
+        bands.shuffle(rng);
+        let mut perm = [0usize; 9];
+        for (k, b) in bands.iter().enumerate() {
+            let mut within = [0usize, 1, 2];
+            within.shuffle(rng);
+            for (j, w) in within.iter().enumerate() {
+                perm[k * 3 + j] = b * 3 + w;
+            }
+        }
+        perm
+    };
+    let rows = lines(rng);
+    let cols = lines(rng);
+    let map = |g: &Grid| {
+        let mut out = [0u8; 81];
+        for r in 0..9 {
+            for c in 0..9 {
+                let (sr, sc) = (rows[r], cols[c]);
+                let d = if transpose { g[sc * 9 + sr] } else { g[sr * 9 + sc] };
+                out[r * 9 + c] = if d == 0 { 0 } else { digits[d as usize - 1] };
+            }
+        }
+        out
+    };
+    Puzzle { question: map(&p.question), answer: map(&p.answer) }
+}
+
+/// Options of `trm data sudoku`.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Keep this many training puzzles, drawn at random (seeded); all when None.
+    pub subsample: Option<usize>,
+    /// Keep this many test puzzles, drawn at random (seeded); all when None.
+    pub test_subsample: Option<usize>,
+    /// Augmented copies per training puzzle.
+    pub num_aug: usize,
+    pub seed: u64,
+}
+
+/// Draws `n` of `items` without replacement, keeping file order.
+pub fn subsample<T: Clone>(items: &[T], n: Option<usize>, seed: u64, stream: u64) -> Result<Vec<T>> {
+    let Some(n) = n else { return Ok(items.to_vec()) };
+    if n > items.len() {
+        bail!("cannot subsample {n} puzzles from a file of {}", items.len());
+    }
+    let mut idx: Vec<usize> = (0..items.len()).collect::<Vec<_>>().choose_multiple(&mut rng::derive(seed, &[stream]), n).copied().collect();
+    idx.sort_unstable();
+    Ok(idx.into_iter().map(|i| items[i].clone()).collect())
+}
+
+/// Builds one split: each puzzle a group of `1 + num_aug` single-example puzzles.
+pub fn build_split(puzzles: &[Puzzle], num_aug: usize, seed: u64, split_stream: u64) -> SplitData {
+    let groups: Vec<Vec<Puzzle>> = puzzles
+        .par_iter()
+        .enumerate()
+        .map(|(g, p)| {
+            let mut r = rng::derive(seed, &[split_stream, g as u64]);
+            std::iter::once(*p).chain((0..num_aug).map(|_| shuffle(p, &mut r))).collect()
+        })
+        .collect();
+    let mut split = SplitData::new(SEQ_LEN);
+    for group in groups {
+        for p in group {
+            split.push_example(&tokens(&p.question), &tokens(&p.answer));
+            split.end_puzzle(0);
+        }
+        split.end_group();
+    }
+    split
+}
+
+/// Writes a complete Sudoku data set (train + test + identifiers.json) from puzzle lists.
+pub fn write_dataset(out: &Path, train: &[Puzzle], test: &[Puzzle], num_aug: usize, seed: u64) -> Result<(SplitData, SplitData)> {
+    let tr = build_split(train, num_aug, seed, 0);
+    let te = build_split(test, 0, seed, 1);
+    // As the reference: total_puzzles counts the original puzzles (= groups).
+    format::write_split(&out.join("train"), &tr, &tr.metadata(VOCAB, 1, tr.num_groups()))?;
+    format::write_split(&out.join("test"), &te, &te.metadata(VOCAB, 1, te.num_groups()))?;
+    format::write_identifiers(out, &["<blank>".to_string()])?;
+    Ok((tr, te))
+}
+
+/// `trm data sudoku`: CSV files in, reference layout out.
+pub fn build(train_csv: &Path, test_csv: &Path, out: &Path, opt: &BuildOptions) -> Result<(SplitData, SplitData)> {
+    let train = subsample(&read_csv(train_csv)?, opt.subsample, opt.seed, 100)?;
+    let test = subsample(&read_csv(test_csv)?, opt.test_subsample, opt.seed, 101)?;
+    write_dataset(out, &train, &test, opt.num_aug, opt.seed)
+}
+
+/// Generates `n` unique-solution puzzles with about `givens` clues, in parallel, seeded.
+pub fn generate(n: usize, givens: usize, seed: u64, stream: u64) -> Vec<Puzzle> {
+    (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let g = sudoku_solver::generate(&mut rng::derive(seed, &[stream, i as u64]), givens);
+            Puzzle { question: g.puzzle, answer: g.solution }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> Puzzle {
+        let q = sudoku_solver::parse_grid(".47.5....6.9.3.4..53..........9..6.....3.6.82.....5.4.79...4..64.37......56.9....").unwrap();
+        let a = sudoku_solver::parse_grid("247659318689137425531482967874921653915346782362875149798514236423768591156293874").unwrap();
+        Puzzle { question: q, answer: a }
+    }
+
+    proptest! {
+        #[test]
+        fn shuffle_keeps_a_valid_solution_of_the_shuffled_question(seed in any::<u64>()) {
+            let p = sample();
+            let s = shuffle(&p, &mut rng::derive(seed, &[]));
+            prop_assert!(sudoku_solver::solves(&s.question, &s.answer));
+            // Blanks stay blanks, givens stay givens.
+            prop_assert_eq!(s.question.iter().filter(|&&d| d == 0).count(), p.question.iter().filter(|&&d| d == 0).count());
+            // And it is still the unique solution.
+            let r = sudoku_solver::solve(&s.question, 2);
+            prop_assert_eq!(r.count, 1);
+            prop_assert_eq!(r.solution.unwrap(), s.answer);
+        }
+    }
+
+    #[test]
+    fn split_layout_matches_the_reference() {
+        let s = build_split(&[sample(), sample()], 3, 0, 0);
+        assert_eq!(s.num_groups(), 2);
+        assert_eq!(s.num_puzzles(), 8);
+        assert_eq!(s.num_examples(), 8);
+        assert_eq!(s.group_indices, vec![0, 4, 8]);
+        assert_eq!(s.puzzle_indices, (0..=8).collect::<Vec<i32>>());
+        assert!(s.puzzle_identifiers.iter().all(|&i| i == 0));
+        // First member is the original: blank -> 1, digit d -> d + 1.
+        assert_eq!(s.example_input(0)[0], 1);
+        assert_eq!(s.example_input(0)[1], 5);
+        assert_eq!(s.example_label(0)[0], 3);
+    }
+}

@@ -1,0 +1,4 @@
+//! Small shared helpers: crash-safe files and seeded randomness.
+
+pub mod fs;
+pub mod rng;
