@@ -1,0 +1,7 @@
+//! The TRM model: configuration, parameters, layers, the recursion, and the ACT wrapper.
+
+pub mod act;
+pub mod config;
+pub mod layers;
+pub mod trm;
+pub mod weights;

@@ -1,0 +1,247 @@
+//! The TRM parameters as plain tensors (llm.c style), named exactly as the reference's
+//! `state_dict` (without the `model.inner.` prefix), plus initialisation.
+//!
+//! Training keeps the master copy on the inner (non-autodiff) backend; each step maps it to
+//! autodiff leaves (`require_grad`) for the differentiated cycle. Optimisers, EMA and
+//! checkpoints work on the flat `named` list.
+
+use super::config::{ModelConfig, PosEncoding};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use rand::Rng;
+
+/// `y = x W^T (+ b)`; weight `[out, in]`.
+#[derive(Debug, Clone)]
+pub struct Linear<B: Backend> {
+    pub weight: Tensor<B, 2>,
+    pub bias: Option<Tensor<B, 1>>,
+}
+
+/// Token mixing of a block.
+#[derive(Debug, Clone)]
+pub enum Mixer<B: Backend> {
+    /// `qkv_proj [3D, D]`, `o_proj [D, D]`.
+    Attention { qkv: Linear<B>, o: Linear<B> },
+    /// SwiGLU across the sequence axis: `gate_up [2 I_T, T]`, `down [T, I_T]`.
+    MlpT { gate_up: Linear<B>, down: Linear<B> },
+}
+
+/// One post-norm block: mixer then channel SwiGLU (`gate_up [2I, D]`, `down [D, I]`).
+#[derive(Debug, Clone)]
+pub struct Block<B: Backend> {
+    pub mixer: Mixer<B>,
+    pub gate_up: Linear<B>,
+    pub down: Linear<B>,
+}
+
+/// All trainable parameters and the two fixed init buffers.
+#[derive(Debug, Clone)]
+pub struct Weights<B: Backend> {
+    /// `[vocab, D]`
+    pub embed_tokens: Tensor<B, 2>,
+    /// `[T, D]` when pos_encodings = learned
+    pub embed_pos: Option<Tensor<B, 2>>,
+    /// `[vocab, D]`, no bias
+    pub lm_head: Linear<B>,
+    /// `[2, D]` + bias `[2]`: (halt, continue) logits read at position 0
+    pub q_head: Linear<B>,
+    pub layers: Vec<Block<B>>,
+    /// Fixed random start states of y (z_H) and z (z_L), `[D]`; buffers, never trained.
+    pub h_init: Tensor<B, 1>,
+    pub l_init: Tensor<B, 1>,
+}
+
+/// A tensor of any rank up to 2, flattened to `[rows, cols]` with its real shape kept.
+#[derive(Debug, Clone)]
+pub struct Named<B: Backend> {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub tensor: Tensor<B, 2>,
+    /// False for the H_init / L_init buffers.
+    pub trainable: bool,
+}
+
+fn flat2<B: Backend>(t: Tensor<B, 2>) -> (Vec<usize>, Tensor<B, 2>) {
+    (t.dims().to_vec(), t)
+}
+fn flat1<B: Backend>(t: Tensor<B, 1>) -> (Vec<usize>, Tensor<B, 2>) {
+    let n = t.dims()[0];
+    (vec![n], t.reshape([1, n]))
+}
+
+impl<B: Backend> Weights<B> {
+    /// Every tensor with its reference name, in a fixed order.
+    pub fn into_named(self) -> Vec<Named<B>> {
+        let mut out = Vec::new();
+        let mut push = |name: String, (shape, tensor): (Vec<usize>, Tensor<B, 2>), trainable: bool| {
+            out.push(Named { name, shape, tensor, trainable })
+        };
+        push("embed_tokens.embedding_weight".into(), flat2(self.embed_tokens), true);
+        if let Some(p) = self.embed_pos {
+            push("embed_pos.embedding_weight".into(), flat2(p), true);
+        }
+        push("lm_head.weight".into(), flat2(self.lm_head.weight), true);
+        push("q_head.weight".into(), flat2(self.q_head.weight), true);
+        push("q_head.bias".into(), flat1(self.q_head.bias.expect("q_head has a bias")), true);
+        for (i, b) in self.layers.into_iter().enumerate() {
+            let p = format!("L_level.layers.{i}");
+            match b.mixer {
+                Mixer::Attention { qkv, o } => {
+                    push(format!("{p}.self_attn.qkv_proj.weight"), flat2(qkv.weight), true);
+                    push(format!("{p}.self_attn.o_proj.weight"), flat2(o.weight), true);
+                }
+                Mixer::MlpT { gate_up, down } => {
+                    push(format!("{p}.mlp_t.gate_up_proj.weight"), flat2(gate_up.weight), true);
+                    push(format!("{p}.mlp_t.down_proj.weight"), flat2(down.weight), true);
+                }
+            }
+            push(format!("{p}.mlp.gate_up_proj.weight"), flat2(b.gate_up.weight), true);
+            push(format!("{p}.mlp.down_proj.weight"), flat2(b.down.weight), true);
+        }
+        push("H_init".into(), flat1(self.h_init), false);
+        push("L_init".into(), flat1(self.l_init), false);
+        out
+    }
+
+    /// Rebuilds the struct from named tensors (any order); errors name missing or misshapen keys.
+    pub fn from_named(cfg: &ModelConfig, named: Vec<Named<B>>) -> anyhow::Result<Self> {
+        let mut map: std::collections::HashMap<String, Named<B>> = named.into_iter().map(|n| (n.name.clone(), n)).collect();
+        let expected = expected_shapes(cfg);
+        let mut take2 = |name: &str| -> anyhow::Result<Tensor<B, 2>> {
+            let n = map.remove(name).ok_or_else(|| anyhow::anyhow!("missing weight `{name}`"))?;
+            let want = &expected.iter().find(|(k, _)| k == name).expect("known name").1;
+            anyhow::ensure!(&n.shape == want, "weight `{name}` has shape {:?}, the config needs {:?}", n.shape, want);
+            Ok(n.tensor)
+        };
+        let lin = |w: Tensor<B, 2>| Linear { weight: w, bias: None };
+        let embed_tokens = take2("embed_tokens.embedding_weight")?;
+        let embed_pos = if cfg.arch.pos_encodings == PosEncoding::Learned { Some(take2("embed_pos.embedding_weight")?) } else { None };
+        let lm_head = lin(take2("lm_head.weight")?);
+        let q_w = take2("q_head.weight")?;
+        let q_b = take2("q_head.bias")?;
+        let q_head = Linear { weight: q_w, bias: Some(q_b.reshape([2])) };
+        let mut layers = Vec::new();
+        for i in 0..cfg.arch.l_layers {
+            let p = format!("L_level.layers.{i}");
+            let mixer = if cfg.arch.mlp_t {
+                Mixer::MlpT { gate_up: lin(take2(&format!("{p}.mlp_t.gate_up_proj.weight"))?), down: lin(take2(&format!("{p}.mlp_t.down_proj.weight"))?) }
+            } else {
+                Mixer::Attention { qkv: lin(take2(&format!("{p}.self_attn.qkv_proj.weight"))?), o: lin(take2(&format!("{p}.self_attn.o_proj.weight"))?) }
+            };
+            let gate_up = lin(take2(&format!("{p}.mlp.gate_up_proj.weight"))?);
+            let down = lin(take2(&format!("{p}.mlp.down_proj.weight"))?);
+            layers.push(Block { mixer, gate_up, down });
+        }
+        let d = cfg.d();
+        let h_init = take2("H_init")?.reshape([d]);
+        let l_init = take2("L_init")?.reshape([d]);
+        if let Some(k) = map.keys().next() {
+            anyhow::bail!("unexpected weight `{k}` for this configuration");
+        }
+        Ok(Weights { embed_tokens, embed_pos, lm_head, q_head, layers, h_init, l_init })
+    }
+
+    /// Applies `f` to every tensor (e.g. move to autodiff leaves, cast, clone to a device).
+    pub fn map<B2: Backend>(self, cfg: &ModelConfig, mut f: impl FnMut(&str, bool, Tensor<B, 2>) -> Tensor<B2, 2>) -> Weights<B2> {
+        let named = self.into_named().into_iter().map(|n| Named { tensor: f(&n.name, n.trainable, n.tensor), name: n.name, shape: n.shape, trainable: n.trainable }).collect();
+        Weights::from_named(cfg, named).expect("mapping keeps names and shapes")
+    }
+
+    /// Number of trainable parameters (the reference's `num_params`; excludes the puzzle table).
+    pub fn num_params(&self) -> usize {
+        self.clone().into_named().iter().filter(|n| n.trainable).map(|n| n.shape.iter().product::<usize>()).sum()
+    }
+}
+
+/// Names and shapes of all tensors for a config, in `into_named` order.
+pub fn expected_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let (d, v, t) = (cfg.d(), cfg.vocab_size, cfg.total_len());
+    let mut out: Vec<(String, Vec<usize>)> = vec![("embed_tokens.embedding_weight".into(), vec![v, d])];
+    if cfg.arch.pos_encodings == PosEncoding::Learned {
+        out.push(("embed_pos.embedding_weight".into(), vec![t, d]));
+    }
+    out.push(("lm_head.weight".into(), vec![v, d]));
+    out.push(("q_head.weight".into(), vec![2, d]));
+    out.push(("q_head.bias".into(), vec![2]));
+    let (i, it) = (cfg.mlp_inner(), cfg.mlp_t_inner());
+    for l in 0..cfg.arch.l_layers {
+        let p = format!("L_level.layers.{l}");
+        if cfg.arch.mlp_t {
+            out.push((format!("{p}.mlp_t.gate_up_proj.weight"), vec![2 * it, t]));
+            out.push((format!("{p}.mlp_t.down_proj.weight"), vec![t, it]));
+        } else {
+            out.push((format!("{p}.self_attn.qkv_proj.weight"), vec![3 * d, d]));
+            out.push((format!("{p}.self_attn.o_proj.weight"), vec![d, d]));
+        }
+        out.push((format!("{p}.mlp.gate_up_proj.weight"), vec![2 * i, d]));
+        out.push((format!("{p}.mlp.down_proj.weight"), vec![d, i]));
+    }
+    out.push(("H_init".into(), vec![d]));
+    out.push(("L_init".into(), vec![d]));
+    out
+}
+
+/// Truncated-normal sample with the reference's corrected std: a standard normal truncated to
+/// [-2, 2] times `1.1368472343385565 * std`, so the empirical std equals `std`.
+pub fn trunc_normal(rng: &mut impl Rng, n: usize, std: f64) -> Vec<f32> {
+    const COMP: f64 = 1.1368472343385565;
+    let mut out = Vec::with_capacity(n);
+    if std == 0.0 {
+        out.resize(n, 0.0);
+        return out;
+    }
+    while out.len() < n {
+        // Box-Muller, rejecting draws outside [-2, 2].
+        let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+        let u2: f64 = rng.random();
+        let r = (-2.0 * u1.ln()).sqrt();
+        for z in [r * (std::f64::consts::TAU * u2).cos(), r * (std::f64::consts::TAU * u2).sin()] {
+            if z.abs() <= 2.0 && out.len() < n {
+                out.push((z * COMP * std) as f32);
+            }
+        }
+    }
+    out
+}
+
+/// Fresh weights with the reference initialisation: truncated LeCun normal for linear layers,
+/// `1/sqrt(D)` for embeddings, std-1 init states, zero Q head with bias -5.
+pub fn init<B: Backend>(cfg: &ModelConfig, rng: &mut impl Rng, device: &B::Device) -> Weights<B> {
+    let named = expected_shapes(cfg)
+        .into_iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let values: Vec<f32> = if name == "q_head.weight" {
+                vec![0.0; n]
+            } else if name == "q_head.bias" {
+                vec![-5.0; n]
+            } else if name.ends_with("embedding_weight") {
+                trunc_normal(rng, n, 1.0 / (cfg.d() as f64).sqrt())
+            } else if name == "H_init" || name == "L_init" {
+                trunc_normal(rng, n, 1.0)
+            } else {
+                trunc_normal(rng, n, 1.0 / (shape[1] as f64).sqrt()) // LeCun: 1/sqrt(fan_in)
+            };
+            let (r, c) = if shape.len() == 1 { (1, shape[0]) } else { (shape[0], shape[1]) };
+            let tensor = Tensor::<B, 2>::from_data(TensorData::new(values, [r, c]), device);
+            let trainable = !name.ends_with("_init");
+            Named { name, shape, tensor, trainable }
+        })
+        .collect();
+    Weights::from_named(cfg, named).expect("init builds every weight")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trunc_normal_has_the_requested_std_and_bounds() {
+        let mut r = crate::util::rng::derive(1, &[]);
+        let v = trunc_normal(&mut r, 200_000, 0.5);
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+        let std = (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+        assert!((std - 0.5).abs() < 0.005, "std {std}");
+        assert!(v.iter().all(|&x| x.abs() as f64 <= 2.2736944686771130 * 0.5 + 1e-6));
+    }
+}

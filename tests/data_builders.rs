@@ -1,0 +1,181 @@
+//! End-to-end checks of the data builders against the real data sets in ../shared/data.
+
+mod common;
+
+use common::{shared, write};
+use trm::data::{arc, arc_task, format, maze, npy, sudoku};
+
+#[test]
+fn maze_npy_from_the_reference_equals_our_build_from_csv() {
+    let d = shared().join("data/maze-30x30-hard-1k");
+    let out = tempfile::tempdir().unwrap();
+    maze::build(&d.join("train.csv.gz"), &d.join("test.csv.gz"), out.path(), false).unwrap();
+    for split in ["train", "test"] {
+        for field in ["inputs", "labels"] {
+            let reference = npy::read_u8(&d.join("npy").join(split).join(format!("all__{field}.npy"))).unwrap();
+            let ours = npy::read_u8(&format::array_path(&out.path().join(split), "all", field)).unwrap();
+            assert_eq!(reference.shape, vec![1000, 900]);
+            assert_eq!(ours, reference, "{split} {field}");
+        }
+        let ref_meta = format::read_metadata(&d.join("npy").join(split)).unwrap();
+        let our_meta = format::read_metadata(&out.path().join(split)).unwrap();
+        assert_eq!(our_meta, ref_meta, "{split} dataset.json");
+    }
+    // The whole folder loads through the validating reader.
+    let s = format::read_dataset_split(out.path(), "train").unwrap();
+    assert_eq!(s.sets[0].1.num_examples(), 1000);
+}
+
+#[test]
+fn maze_augmentation_gives_eight_members_per_group() {
+    let d = shared().join("data/maze-30x30-hard-1k");
+    let out = tempfile::tempdir().unwrap();
+    let (tr, te) = maze::build(&d.join("train.csv.gz"), &d.join("test.csv.gz"), out.path(), true).unwrap();
+    assert_eq!((tr.num_groups(), tr.num_puzzles()), (1000, 8000));
+    assert_eq!(te.num_puzzles(), 1000);
+    // Every augmented answer is still a valid path of its augmented question.
+    for i in 0..16 {
+        maze::check_path(30, tr.example_input(i), tr.example_label(i)).unwrap();
+    }
+}
+
+#[test]
+fn sudoku_build_is_seeded_byte_identical_and_valid() {
+    let d = shared().join("data/sudoku-extreme-1k");
+    let opt = sudoku::BuildOptions { subsample: Some(100), test_subsample: Some(50), num_aug: 4, seed: 9 };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (tr, te) = sudoku::build(&d.join("train.csv"), &d.join("test_hard.csv.gz"), a.path(), &opt).unwrap();
+    sudoku::build(&d.join("train.csv"), &d.join("test_hard.csv.gz"), b.path(), &opt).unwrap();
+    for split in ["train", "test"] {
+        for f in ["inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices"] {
+            let pa = std::fs::read(format::array_path(&a.path().join(split), "all", f)).unwrap();
+            let pb = std::fs::read(format::array_path(&b.path().join(split), "all", f)).unwrap();
+            assert_eq!(pa, pb, "{split}/{f} differs between two runs with the same seed");
+        }
+    }
+    assert_eq!((tr.num_groups(), tr.num_puzzles()), (100, 500));
+    assert_eq!((te.num_groups(), te.num_puzzles()), (50, 50));
+    // Every training example (original and shuffles) is a valid puzzle/solution pair.
+    for i in 0..tr.num_examples() {
+        let q: [u8; 81] = std::array::from_fn(|k| tr.example_input(i)[k] - 1);
+        let s: [u8; 81] = std::array::from_fn(|k| tr.example_label(i)[k] - 1);
+        assert!(trm::data::sudoku_solver::solves(&q, &s), "example {i}");
+    }
+    let meta = format::read_metadata(&a.path().join("train")).unwrap();
+    assert_eq!((meta.seq_len, meta.vocab_size, meta.num_puzzle_identifiers), (81, 11, 1));
+}
+
+fn err_of<T: std::fmt::Debug>(r: anyhow::Result<T>) -> String {
+    format!("{:#}", r.unwrap_err())
+}
+
+#[test]
+fn bad_sudoku_csv_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let good_q = ".47.5....6.9.3.4..53..........9..6.....3.6.82.....5.4.79...4..64.37......56.9....";
+    let good_a = "247659318689137425531482967874921653915346782362875149798514236423768591156293874";
+    let hdr = "source,question,answer,rating\n";
+    // truncated line (missing fields)
+    let p = write(dir.path(), "trunc.csv", &format!("{hdr}x,{good_q},{good_a},1\nx,{good_q}\n"));
+    let e = err_of(sudoku::read_csv(&p));
+    assert!(e.contains("trunc.csv:3") && e.contains("truncated"), "{e}");
+    // wrong grid size
+    let p = write(dir.path(), "size.csv", &format!("{hdr}x,{},{good_a},1\n", &good_q[..80]));
+    let e = err_of(sudoku::read_csv(&p));
+    assert!(e.contains("size.csv:2") && e.contains("81 cells"), "{e}");
+    // non-digit
+    let p = write(dir.path(), "digit.csv", &format!("{hdr}x,{good_q},{}x,1\n", &good_a[..80]));
+    let e = err_of(sudoku::read_csv(&p));
+    assert!(e.contains("digit.csv:2") && e.contains("'x'"), "{e}");
+    // answer that breaks the rules
+    let bad_a = format!("1{}", &good_a[1..]);
+    let p = write(dir.path(), "rules.csv", &format!("{hdr}x,{good_q},{bad_a},1\n"));
+    let e = err_of(sudoku::read_csv(&p));
+    assert!(e.contains("rules.csv:2") && e.contains("not a complete valid"), "{e}");
+    // missing column
+    let p = write(dir.path(), "cols.csv", "a,b\n1,2\n");
+    assert!(err_of(sudoku::read_csv(&p)).contains("no `question` column"));
+}
+
+#[test]
+fn bad_maze_csv_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "m.csv", "question,answer\n\"# SG\",\"#oSG\"\n\"# S\",\"# S\"\n");
+    let e = err_of(maze::read_csv(&p));
+    assert!(e.contains("m.csv:3") && e.contains("not a square"), "{e}");
+    let p = write(dir.path(), "m2.csv", "question,answer\n\"# SX\",\"# SG\"\n");
+    let e = err_of(maze::read_csv(&p));
+    assert!(e.contains("m2.csv:2") && e.contains("row 2, column 2"), "{e}");
+}
+
+#[test]
+fn bad_arc_json_names_file_and_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("x").to_string_lossy().to_string();
+    // malformed JSON
+    write(dir.path(), "x_a_challenges.json", "{\"t1\": {\"train\": [");
+    let e = err_of(arc_task::load_subset(&prefix, "a"));
+    assert!(e.contains("x_a_challenges.json") && e.contains("invalid JSON"), "{e}");
+    // solution count that does not match the test inputs
+    write(dir.path(), "x_b_challenges.json", r#"{"t9": {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[1]]}, {"input": [[3]]}]}}"#);
+    write(dir.path(), "x_b_solutions.json", r#"{"t9": [[[2]]]}"#);
+    let e = err_of(arc_task::load_subset(&prefix, "b"));
+    assert!(e.contains("task t9") && e.contains("1 solution grids for 2 test inputs"), "{e}");
+    // grid too large
+    let big = format!("[{}]", vec![format!("[{}]", vec!["1"; 31].join(","))].join(","));
+    write(dir.path(), "x_c_challenges.json", &format!(r#"{{"t3": {{"train": [{{"input": {big}, "output": [[2]]}}], "test": []}}}}"#));
+    let e = err_of(arc_task::load_subset(&prefix, "c"));
+    assert!(e.contains("task t3") && e.contains("31 columns"), "{e}");
+}
+
+#[test]
+fn arc_build_small_is_consistent_and_invertible() {
+    let prefix = shared().join("data/arc/arc-agi").to_string_lossy().to_string();
+    let out = tempfile::tempdir().unwrap();
+    let opt = arc::BuildOptions {
+        input_prefix: prefix,
+        subsets: vec!["evaluation2".into()],
+        test_sets: vec!["evaluation2".into()],
+        num_aug: 3,
+        seed: 42,
+        translate: true,
+    };
+    let s = arc::build(out.path(), &opt).unwrap();
+    assert_eq!(s.train.groups, 120);
+    assert_eq!(s.test.groups, 120);
+    assert_eq!(s.identifiers, 1 + s.train.puzzles);
+    // 120 tasks, 358 demonstration pairs, 172 test pairs (data README), up to 4 members each
+    assert!(s.train.puzzles <= 480 && s.train.puzzles > 400);
+    // every ARC task has at least two demonstrations
+    assert!(s.train.examples >= 2 * s.train.puzzles);
+    let train = format::read_dataset_split(out.path(), "train").unwrap();
+    let test = format::read_dataset_split(out.path(), "test").unwrap();
+    assert_eq!(train.metadata.num_puzzle_identifiers, s.identifiers);
+    let names = format::read_identifiers(out.path()).unwrap();
+    let tasks = arc::read_test_puzzles(out.path()).unwrap();
+    assert_eq!(tasks.len(), 120);
+    // Every test example, cropped and un-augmented by its identifier's name, is the original
+    // task's test pair.
+    let t = &test.sets[0].1;
+    for p in 0..t.num_puzzles() {
+        let (task, aug) = arc_task::parse_name(&names[t.puzzle_identifiers[p] as usize]).unwrap();
+        let orig = tasks.iter().find(|x| x.name == task).unwrap();
+        for (k, e) in (t.puzzle_indices[p] as usize..t.puzzle_indices[p + 1] as usize).enumerate() {
+            let input = arc_task::from_canvas(t.example_input(e)).unwrap().unaugment(&aug);
+            let output = arc_task::from_canvas(t.example_label(e)).unwrap().unaugment(&aug);
+            assert_eq!(input, orig.test[k].input);
+            assert_eq!(output, orig.test[k].output);
+        }
+    }
+    // Training examples are translated except one per puzzle: exactly one sits at the origin
+    // unless the translation drew (0, 0) by chance.
+    let tr = &train.sets[0].1;
+    let at_origin = |e: usize| tr.example_input(e)[0] >= 2;
+    let mut puzzles_with_origin = 0;
+    for p in 0..tr.num_puzzles() {
+        if (tr.puzzle_indices[p]..tr.puzzle_indices[p + 1]).any(|e| at_origin(e as usize)) {
+            puzzles_with_origin += 1;
+        }
+    }
+    assert_eq!(puzzles_with_origin, tr.num_puzzles());
+}
