@@ -3,5 +3,7 @@
 
 pub mod cli;
 pub mod data;
+pub mod eval;
 pub mod model;
+pub mod train;
 pub mod util;

@@ -1,6 +1,7 @@
 //! The `trm` command line: subcommands grouped by job.
 
 pub mod data;
+pub mod parity;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -17,11 +18,14 @@ pub enum Command {
     /// Build data sets in the reference on-disk layout (Sudoku-Extreme, Maze-Hard, ARC, generated Sudoku)
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Compare against a golden fixture from the reference PyTorch code (exit 1 on any mismatch)
+    Parity(parity::ParityArgs),
 }
 
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Data(cmd) => data::run(cmd),
+        Command::Parity(a) => parity::run(a),
     }
 }

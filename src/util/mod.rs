@@ -2,3 +2,4 @@
 
 pub mod fs;
 pub mod rng;
+pub mod tensors;

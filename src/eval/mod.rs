@@ -1,0 +1,3 @@
+//! Evaluation: golden-fixture parity, test-split evaluation.
+
+pub mod parity;

@@ -1,0 +1,350 @@
+//! `trm parity DIR`: replays a golden fixture produced by the reference PyTorch code and compares
+//! every expected tensor (format of `shared/fixtures/trm-small-attn`: weights.safetensors,
+//! batch.safetensors, expected.safetensors, config.json). Works for any size and for the mlp_t
+//! variant: everything is read from the fixture's config.
+//!
+//! Experiments replayed (see the fixture README): K training-mode and K eval-mode ACT calls with
+//! fixed weights; one real training step (gradients, sign-SGD + AdamATan2, EMA, logged metrics);
+//! a second training step with the persisted carry and the updated weights.
+
+use crate::data::loader::Batch;
+use crate::model::act::Carry;
+use crate::model::config::{ArchConfig, ForwardDtype, LossType, ModelConfig, PosEncoding};
+use crate::model::layers::block;
+use crate::model::trm::{embed_input, reasoning_net};
+use crate::model::weights::{Named, Weights, expected_shapes};
+use crate::train::loss::Metrics;
+use crate::train::optim::{AdamHyper, AdamState, OptimizerKind, adam_step, ema_update, sign_sgd_rows};
+use crate::train::step::{Ropes, eval_forward, to_host_f32, train_forward};
+use crate::util::tensors::{HostTensor, read_safetensors};
+use anyhow::{Context, Result, anyhow, bail};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use burn::tensor::backend::AutodiffBackend;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One compared tensor.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: String,
+    /// max |got - expected| / max |expected| (or absolute / exact, see `mode`)
+    pub error: f64,
+    pub tolerance: f64,
+    pub mode: &'static str,
+}
+
+impl Check {
+    pub fn ok(&self) -> bool {
+        self.error <= self.tolerance
+    }
+}
+
+/// Training hyper-parameters the fixture used.
+struct Hyper {
+    global_batch: usize,
+    lr: f64,
+    puzzle_lr: f64,
+    wd: f64,
+    puzzle_wd: f64,
+    beta1: f64,
+    beta2: f64,
+    ema_rate: f64,
+}
+
+fn num(v: &Value, key: &str) -> Result<f64> {
+    v.get(key).and_then(Value::as_f64).ok_or_else(|| anyhow!("config.json: missing number `{key}`"))
+}
+
+/// The model configuration from `model_config_effective` (reference field names).
+pub fn model_config(cfg: &Value) -> Result<ModelConfig> {
+    let m = cfg.get("model_config_effective").or_else(|| cfg.get("model_config_passed_to_model")).context("config.json: no model config")?;
+    let u = |k: &str| num(m, k).map(|x| x as usize);
+    let pos = match m.get("pos_encodings").and_then(Value::as_str) {
+        Some("rope") => PosEncoding::Rope,
+        Some("learned") => PosEncoding::Learned,
+        _ => PosEncoding::None,
+    };
+    let loss = cfg.pointer("/pretrain_config/arch/loss/loss_type").and_then(Value::as_str).unwrap_or("stablemax_cross_entropy");
+    let arch = ArchConfig {
+        hidden_size: u("hidden_size")?,
+        num_heads: u("num_heads")?,
+        expansion: num(m, "expansion")?,
+        h_cycles: u("H_cycles")?,
+        l_cycles: u("L_cycles")?,
+        l_layers: u("L_layers")?,
+        h_layers: u("H_layers").unwrap_or(0),
+        mlp_t: m.get("mlp_t").and_then(Value::as_bool).unwrap_or(false),
+        pos_encodings: pos,
+        puzzle_emb_ndim: u("puzzle_emb_ndim")?,
+        puzzle_emb_len: u("puzzle_emb_len").unwrap_or(16),
+        halt_max_steps: u("halt_max_steps")?,
+        halt_exploration_prob: num(m, "halt_exploration_prob")?,
+        no_act_continue: m.get("no_ACT_continue").and_then(Value::as_bool).unwrap_or(true),
+        rms_norm_eps: num(m, "rms_norm_eps").unwrap_or(1e-5),
+        rope_theta: num(m, "rope_theta").unwrap_or(10000.0),
+        forward_dtype: ForwardDtype::Float32,
+        loss_type: if loss == "softmax_cross_entropy" { LossType::SoftmaxCrossEntropy } else { LossType::StablemaxCrossEntropy },
+    };
+    let c = ModelConfig { arch, seq_len: u("seq_len")?, vocab_size: u("vocab_size")?, num_puzzle_identifiers: u("num_puzzle_identifiers")? };
+    c.validate()?;
+    Ok(c)
+}
+
+/// Strips the reference's wrapper prefixes from a state-dict key.
+pub fn canonical_name(key: &str) -> &str {
+    let k = key.strip_prefix("_orig_mod.").unwrap_or(key);
+    k.strip_prefix("model.inner.").unwrap_or(k)
+}
+
+/// Builds named weights (+ puzzle table) from reference state-dict tensors.
+pub fn weights_from_state_dict<B: Backend>(cfg: &ModelConfig, sd: &BTreeMap<String, HostTensor>, prefix: &str, device: &B::Device) -> Result<(Vec<Named<B>>, Option<Tensor<B, 2>>)> {
+    let get = |name: &str| sd.get(&format!("{prefix}{name}")).or_else(|| sd.iter().find(|(k, _)| canonical_name(k.strip_prefix(prefix).unwrap_or(k)) == name).map(|(_, v)| v));
+    let mut named = Vec::new();
+    for (name, shape) in expected_shapes(cfg) {
+        let t = get(&name).ok_or_else(|| anyhow!("weights: missing `{name}`"))?;
+        if t.shape != shape {
+            bail!("weights: `{name}` has shape {:?}, the config needs {shape:?}", t.shape);
+        }
+        let (r, c) = if shape.len() == 1 { (1, shape[0]) } else { (shape[0], shape[1]) };
+        let tensor = Tensor::<B, 2>::from_data(TensorData::new(t.f32s(), [r, c]), device);
+        named.push(Named { trainable: !name.ends_with("_init"), name, shape, tensor });
+    }
+    let table = match (cfg.arch.puzzle_emb_ndim, get("puzzle_emb.weights")) {
+        (0, _) => None,
+        (_, Some(t)) => Some(Tensor::<B, 2>::from_data(TensorData::new(t.f32s(), [t.shape[0], t.shape[1]]), device)),
+        (_, None) => bail!("weights: missing `puzzle_emb.weights`"),
+    };
+    Ok((named, table))
+}
+
+fn batch_from(b: &BTreeMap<String, HostTensor>) -> Result<Batch> {
+    let inputs = b.get("inputs").context("batch: no `inputs`")?;
+    let labels = b.get("labels").context("batch: no `labels`")?;
+    let ids = b.get("puzzle_identifiers").context("batch: no `puzzle_identifiers`")?;
+    let (n, s) = (inputs.shape[0], inputs.shape[1]);
+    Ok(Batch { set: 0, batch_size: n, seq_len: s, inputs: inputs.i32s(), labels: labels.i32s(), puzzle_identifiers: ids.i32s(), global_effective: n })
+}
+
+/// Compares one tensor and records the result.
+struct Checker<'a> {
+    expected: &'a BTreeMap<String, HostTensor>,
+    noise: Option<&'a Value>,
+    results: Vec<Check>,
+}
+
+impl Checker<'_> {
+    /// Relative-to-max comparison (forward tensors, gradients).
+    fn rel(&mut self, key: &str, got: &[f64], tol: f64) {
+        let Some(e) = self.expected.get(key) else { return };
+        let scale = e.max_abs().max(1e-30);
+        let err = if got.len() != e.values.len() { f64::INFINITY } else { got.iter().zip(&e.values).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max) / scale };
+        self.results.push(Check { name: key.into(), error: err, tolerance: tol, mode: "rel-to-max" });
+    }
+    fn abs(&mut self, key: &str, got: &[f64], tol: f64) {
+        let Some(e) = self.expected.get(key) else { return };
+        let err = if got.len() != e.values.len() { f64::INFINITY } else { got.iter().zip(&e.values).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max) };
+        self.results.push(Check { name: key.into(), error: err, tolerance: tol, mode: "absolute" });
+    }
+    fn scalar_rel(&mut self, key: &str, got: f64, tol: f64) {
+        let Some(e) = self.expected.get(key) else { return };
+        let want = e.values[0];
+        let err = (got - want).abs() / want.abs().max(1e-12);
+        self.results.push(Check { name: key.into(), error: err, tolerance: tol, mode: "relative" });
+    }
+    fn exact(&mut self, key: &str, got: &[f64]) {
+        let Some(e) = self.expected.get(key) else { return };
+        let wrong = if got.len() != e.values.len() { got.len().max(e.values.len()) } else { got.iter().zip(&e.values).filter(|(a, b)| a != b).count() };
+        self.results.push(Check { name: key.into(), error: wrong as f64, tolerance: 0.0, mode: "exact (mismatches)" });
+    }
+    /// Forward tolerance of `what` at call `k`: 1e-5 at call 1, later 10x the fp32-vs-fp64 noise
+    /// floor the fixture lists (at least 1e-5).
+    fn fwd_tol(&self, mode: &str, what: &str, k: usize) -> f64 {
+        if k <= 1 {
+            return 1e-5;
+        }
+        let floor = self.noise.and_then(|n| n.get(format!("{mode}.{what}")).and_then(|m| m.get(format!("step{k}"))).and_then(Value::as_f64));
+        floor.map_or(1e-4, |f| (10.0 * f).max(1e-5))
+    }
+}
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+fn check_step<B: Backend, C: Backend>(c: &mut Checker, prefix: &str, mode: &str, k: usize, out: &crate::model::trm::StepOutput<B>, loss: &crate::train::loss::LossOutput<B>, carry: &Carry<C>) {
+    let tol = |w: &str| c.fwd_tol(mode, w, k);
+    let (tl, tq, tc, th, tz) = (tol("logits"), tol("q_halt_logits"), tol("q_continue_logits"), tol("z_H"), tol("z_L"));
+    c.rel(&format!("{prefix}.logits"), &f64s(&to_host_f32(&out.logits)), tl);
+    c.rel(&format!("{prefix}.q_halt_logits"), &f64s(&to_host_f32(&out.q_halt)), tq);
+    c.rel(&format!("{prefix}.q_continue_logits"), &f64s(&to_host_f32(&out.q_continue)), tc);
+    c.rel(&format!("{prefix}.z_H"), &f64s(&to_host_f32(&out.z_h)), th);
+    c.rel(&format!("{prefix}.z_L"), &f64s(&to_host_f32(&out.z_l)), tz);
+    c.exact(&format!("{prefix}.preds"), &loss.preds.iter().map(|&p| p as f64).collect::<Vec<_>>());
+    c.exact(&format!("{prefix}.steps"), &carry.steps.iter().map(|&s| s as f64).collect::<Vec<_>>());
+    c.exact(&format!("{prefix}.halted"), &carry.halted.iter().map(|&h| h as u8 as f64).collect::<Vec<_>>());
+    c.exact(&format!("{prefix}.all_halted"), &[carry.halted.iter().all(|&h| h) as u8 as f64]);
+    let total = loss.total.clone().into_scalar().to_f64();
+    c.scalar_rel(&format!("{prefix}.loss.total"), total, 1e-6);
+    c.scalar_rel(&format!("{prefix}.loss.lm_loss"), loss.metrics.lm_loss, 1e-6);
+    c.scalar_rel(&format!("{prefix}.loss.q_halt_loss"), loss.metrics.q_halt_loss, 1e-6);
+    let m = &loss.metrics;
+    c.exact(&format!("{prefix}.metrics.count"), &[m.count]);
+    c.exact(&format!("{prefix}.metrics.exact_accuracy"), &[m.exact_accuracy]);
+    c.exact(&format!("{prefix}.metrics.q_halt_accuracy"), &[m.q_halt_accuracy]);
+    c.exact(&format!("{prefix}.metrics.steps"), &[m.steps]);
+    c.abs(&format!("{prefix}.metrics.accuracy"), &[m.accuracy], 1e-6);
+}
+
+fn calls_in(expected: &BTreeMap<String, HostTensor>, mode: &str) -> usize {
+    (1..).take_while(|k| expected.keys().any(|key| key.starts_with(&format!("{mode}.step{k}.")))).count()
+}
+
+/// Runs every experiment of the fixture; returns one check per expected tensor.
+pub fn run<AD: AutodiffBackend>(dir: &Path, device: &AD::Device) -> Result<Vec<Check>> {
+    let cfg_json: Value = crate::util::fs::read_json(&dir.join("config.json"))?;
+    let cfg = model_config(&cfg_json)?;
+    let p = cfg_json.get("pretrain_config").context("config.json: no pretrain_config")?;
+    let h = Hyper {
+        global_batch: num(p, "global_batch_size")? as usize,
+        lr: num(p, "lr")?,
+        puzzle_lr: num(p, "puzzle_emb_lr")?,
+        wd: num(p, "weight_decay")?,
+        puzzle_wd: num(p, "puzzle_emb_weight_decay")?,
+        beta1: num(p, "beta1")?,
+        beta2: num(p, "beta2")?,
+        ema_rate: num(p, "ema_rate").unwrap_or(0.999),
+    };
+    let weights = read_safetensors(&dir.join("weights.safetensors"))?;
+    let batch = batch_from(&read_safetensors(&dir.join("batch.safetensors"))?)?;
+    let expected = read_safetensors(&dir.join("expected.safetensors"))?;
+    let prefix = if weights.keys().any(|k| k.starts_with("model.inner.")) { "model.inner." } else { "" };
+    let (params, table) = weights_from_state_dict::<AD::InnerBackend>(&cfg, &weights, prefix, device)?;
+    let w = Weights::from_named(&cfg, params.clone())?;
+    let ropes = Ropes::<AD>::new(&cfg, device);
+    let mut c = Checker { expected: &expected, noise: cfg_json.get("fp32_vs_fp64_noise_floor_rel_to_max"), results: Vec::new() };
+    let b = batch.batch_size;
+    let mut rng = crate::util::rng::derive(0, &[]);
+
+    // Debug intermediates: RoPE tables, the input embedding, the first network application.
+    c.rel("debug.rope.cos", &f64s(&to_host_f32(&ropes.inner.cos)), 1e-5);
+    c.rel("debug.rope.sin", &f64s(&to_host_f32(&ropes.inner.sin)), 1e-5);
+    {
+        let mut carry = Carry::<AD::InnerBackend>::new(&cfg, b, device);
+        carry.reset_and_load(&w, &batch);
+        let ids = Tensor::<AD::InnerBackend, 1, Int>::from_data(TensorData::new(carry.puzzle_ids.clone(), [b]), device);
+        let x = embed_input(&w, &cfg, carry.inputs_tensor(device), table.clone().map(|t| t.select(0, ids)));
+        c.rel("debug.train.step1.input_embeddings", &f64s(&to_host_f32(&x)), 1e-5);
+        let inj = carry.z_h.clone() + x.clone();
+        let b0 = block(carry.z_l.clone() + inj.clone(), &w.layers[0], &cfg, Some(&ropes.inner));
+        c.rel("debug.train.step1.L_level_block0_call1_out", &f64s(&to_host_f32(&b0)), 1e-5);
+        let z1 = reasoning_net(&w, &cfg, &ropes.inner, carry.z_l.clone(), inj);
+        c.rel("debug.train.step1.L_level_call1_out", &f64s(&to_host_f32(&z1)), 1e-5);
+    }
+
+    // 1. Training-mode rollout with fixed weights.
+    let mut carry = Carry::<AD::InnerBackend>::new(&cfg, b, device);
+    for k in 1..=calls_in(&expected, "train") {
+        let (loss, out, _) = train_forward::<AD>(&cfg, &params, table.as_ref(), &mut carry, &batch, &ropes, &mut rng);
+        check_step(&mut c, &format!("train.step{k}"), "train", k, &out, &loss, &carry);
+    }
+    // 2. Eval-mode rollout.
+    let mut carry = Carry::<AD::InnerBackend>::new(&cfg, b, device);
+    for k in 1..=calls_in(&expected, "eval") {
+        let (loss, out) = eval_forward(&cfg, &w, table.as_ref(), &mut carry, &batch, &ropes.inner, cfg.arch.halt_max_steps);
+        check_step(&mut c, &format!("eval.step{k}"), "eval", k, &out, &loss, &carry);
+    }
+
+    // 3. One real training step: gradients of total / global_batch.
+    let mut carry = Carry::<AD::InnerBackend>::new(&cfg, b, device);
+    let (loss, _, leaves) = train_forward::<AD>(&cfg, &params, table.as_ref(), &mut carry, &batch, &ropes, &mut rng);
+    let grads = (loss.total.clone() / h.global_batch as f64).backward();
+    let (pgrads, puzzle_grad) = leaves.grads(&grads);
+    for (n, g) in params.iter().zip(&pgrads) {
+        if let Some(g) = g {
+            c.rel(&format!("grad.model.inner.{}", n.name), &f64s(&to_host_f32(g)), 1e-4);
+        }
+    }
+    if let Some(g) = &puzzle_grad {
+        c.rel("grad.model.inner.puzzle_emb.local_weights", &f64s(&to_host_f32(g)), 1e-4);
+    }
+    // Logged metrics: losses / global batch, the rest / max(count, 1).
+    let m: Metrics = loss.metrics;
+    let norm = m.count.max(1.0);
+    for (k, v) in [
+        ("accuracy", m.accuracy / norm),
+        ("count", m.count),
+        ("exact_accuracy", m.exact_accuracy / norm),
+        ("lm_loss", m.lm_loss / h.global_batch as f64),
+        ("q_halt_accuracy", m.q_halt_accuracy / norm),
+        ("q_halt_loss", m.q_halt_loss / h.global_batch as f64),
+        ("steps", m.steps / norm),
+        ("lr", h.lr),
+    ] {
+        c.abs(&format!("trainstep1.logged.train/{k}"), &[v], 1e-6 * v.abs().max(1.0));
+    }
+
+    // Optimisers fed the fixture's own gradients (isolates the optimiser from the backward pass).
+    let grad_of = |name: &str, shape: &[usize]| -> Option<Tensor<AD::InnerBackend, 2>> {
+        expected.get(&format!("grad.model.inner.{name}")).map(|g| {
+            let (r, cc) = if shape.len() == 1 { (1, shape[0]) } else { (shape[0], shape[1]) };
+            Tensor::from_data(TensorData::new(g.f32s(), [r, cc]), device)
+        })
+    };
+    let fixture_grads: Vec<_> = params.iter().map(|n| if n.trainable { grad_of(&n.name, &n.shape) } else { None }).collect();
+    let mut updated = params.clone();
+    let mut adam = AdamState::new(&updated);
+    let hyper = AdamHyper { lr: h.lr, beta1: h.beta1, beta2: h.beta2, weight_decay: h.wd, kind: OptimizerKind::AdamAtan2 };
+    let mut new_table = table.clone();
+    if let (Some(t), Some(g)) = (&table, expected.get("grad.model.inner.puzzle_emb.local_weights")) {
+        new_table = Some(sign_sgd_rows(t.clone(), &batch.puzzle_identifiers, &g.f32s(), h.puzzle_lr, h.puzzle_wd));
+    }
+    adam_step(&mut updated, &fixture_grads, &mut adam, &hyper);
+    for n in &updated {
+        c.abs(&format!("after_step.model.inner.{}", n.name), &f64s(&to_host_f32(&n.tensor)), 1e-6);
+    }
+    if let Some(t) = &new_table {
+        c.abs("after_step.model.inner.puzzle_emb.weights", &f64s(&to_host_f32(t)), 1e-6);
+    }
+    let mut shadow = params.clone();
+    ema_update(&mut shadow, &updated, h.ema_rate);
+    for n in shadow.iter().filter(|n| n.trainable) {
+        c.abs(&format!("ema.model.inner.{}", n.name), &f64s(&to_host_f32(&n.tensor)), 1e-6);
+    }
+    // The same optimiser step from our own gradients: reported, with the README's caveat that
+    // elements with a near-zero gradient may flip sign (first AdamATan2 step ~ lr * sign(g)).
+    let mut own = params.clone();
+    let mut own_state = AdamState::new(&own);
+    adam_step(&mut own, &pgrads, &mut own_state, &hyper);
+    for n in own.iter().filter(|n| n.trainable) {
+        let (Some(want), Some(g)) = (expected.get(&format!("after_step.model.inner.{}", n.name)), expected.get(&format!("grad.model.inner.{}", n.name))) else { continue };
+        let gmax = g.max_abs();
+        let got = to_host_f32(&n.tensor);
+        let err = got.iter().zip(&want.values).zip(&g.values).filter(|(_, gv)| gv.abs() >= 1e-4 * gmax).map(|((a, b), _)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+        c.results.push(Check { name: format!("after_step(own grads).{}", n.name), error: err, tolerance: 1e-6, mode: "absolute, |g| >= 1e-4 max|g|" });
+    }
+
+    // 4. Second training step: persisted carry, weights after the step (the fixture's).
+    let (loss2, out2, _) = train_forward::<AD>(&cfg, &updated, new_table.as_ref(), &mut carry, &batch, &ropes, &mut rng);
+    let tol2 = c.fwd_tol("train", "logits", 2);
+    c.rel("trainstep2.logits", &f64s(&to_host_f32(&out2.logits)), tol2);
+    let tq2 = c.fwd_tol("train", "q_halt_logits", 2);
+    c.rel("trainstep2.q_halt_logits", &f64s(&to_host_f32(&out2.q_halt)), tq2);
+    let tc2 = c.fwd_tol("train", "q_continue_logits", 2);
+    c.rel("trainstep2.q_continue_logits", &f64s(&to_host_f32(&out2.q_continue)), tc2);
+    c.exact("trainstep2.steps", &carry.steps.iter().map(|&s| s as f64).collect::<Vec<_>>());
+    c.exact("trainstep2.halted", &carry.halted.iter().map(|&x| x as u8 as f64).collect::<Vec<_>>());
+    c.scalar_rel("trainstep2.loss.total", loss2.total.clone().into_scalar().to_f64(), 1e-6);
+    c.scalar_rel("trainstep2.loss.lm_loss", loss2.metrics.lm_loss, 1e-6);
+    c.scalar_rel("trainstep2.loss.q_halt_loss", loss2.metrics.q_halt_loss, 1e-6);
+
+    // Every expected tensor must have been checked.
+    let checked: std::collections::HashSet<&str> = c.results.iter().map(|r| r.name.as_str()).collect();
+    let missing: Vec<String> = expected.keys().filter(|k| !checked.contains(k.as_str())).cloned().collect();
+    let mut results = c.results;
+    for k in missing {
+        results.push(Check { name: k, error: f64::INFINITY, tolerance: 0.0, mode: "not computed" });
+    }
+    Ok(results)
+}

@@ -1,0 +1,156 @@
+//! The ACT loss head of one supervision step, as the reference `ACTLossHead`:
+//!
+//! * `lm_loss`: per-token cross-entropy (stable-max in float64 by default), averaged over each
+//!   row's valid tokens, **summed** over rows;
+//! * `q_halt_loss`: BCE-with-logits of q_halt against "this step's argmax is exactly right",
+//!   summed over every row (halted or not);
+//! * `total = lm_loss + 0.5 * q_halt_loss`; the trainer backpropagates `total / global_batch`.
+//!
+//! Metrics count only rows that halted on this step and have at least one valid label.
+
+use crate::data::loader::IGNORE_LABEL;
+use crate::model::config::LossType;
+use burn::prelude::*;
+use burn::tensor::{FloatDType, TensorData};
+
+/// Summed (not yet normalised) metrics of one step, as the reference reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Metrics {
+    pub count: f64,
+    pub accuracy: f64,
+    pub exact_accuracy: f64,
+    pub q_halt_accuracy: f64,
+    pub steps: f64,
+    pub lm_loss: f64,
+    pub q_halt_loss: f64,
+}
+
+impl Metrics {
+    pub fn add(&mut self, o: &Metrics) {
+        self.count += o.count;
+        self.accuracy += o.accuracy;
+        self.exact_accuracy += o.exact_accuracy;
+        self.q_halt_accuracy += o.q_halt_accuracy;
+        self.steps += o.steps;
+        self.lm_loss += o.lm_loss;
+        self.q_halt_loss += o.q_halt_loss;
+    }
+}
+
+/// What the loss head returns.
+#[derive(Debug, Clone)]
+pub struct LossOutput<B: Backend> {
+    /// Scalar total loss `[1]` (float64 with the stable-max loss), differentiable.
+    pub total: Tensor<B, 1>,
+    pub metrics: Metrics,
+    /// argmax predictions `[B*S]`.
+    pub preds: Vec<i64>,
+    /// Per row: every valid token predicted right.
+    pub seq_correct: Vec<bool>,
+}
+
+/// `log(s(x)_label / sum s(x))` with `s(x) = x + 1` (x >= 0), `1 / (1 - x + 1e-30)` (x < 0).
+fn log_stablemax_at<B: Backend>(logits: Tensor<B, 3>, labels: Tensor<B, 3, Int>) -> Tensor<B, 3> {
+    let x = logits.cast(FloatDType::F64);
+    let neg = x.clone().lower_elem(0.0);
+    let s = (x.clone() + 1.0).mask_where(neg, (x.neg() + 1.0 + 1e-30).recip());
+    let sum = s.clone().sum_dim(2);
+    s.gather(2, labels).log() - sum.log()
+}
+
+fn log_softmax_at<B: Backend>(logits: Tensor<B, 3>, labels: Tensor<B, 3, Int>) -> Tensor<B, 3> {
+    burn::tensor::activation::log_softmax(logits, 2).gather(2, labels)
+}
+
+/// Loss and metrics of one step. `labels` `[B*S]` on the host (IGNORE_LABEL = not supervised),
+/// `halted`/`steps` the carry after this step.
+pub fn act_loss<B: Backend>(
+    logits: Tensor<B, 3>,
+    q_halt: Tensor<B, 1>,
+    labels: &[i32],
+    halted: &[bool],
+    steps: &[u32],
+    loss_type: LossType,
+) -> LossOutput<B> {
+    let [b, s, _] = logits.dims();
+    let device = logits.device();
+    // Discrete parts on the host: predictions, correctness, per-row valid counts.
+    let preds: Vec<i64> = logits.clone().argmax(2).into_data().convert::<i64>().to_vec().expect("int predictions");
+    let q_host: Vec<f32> = q_halt.clone().into_data().convert::<f32>().to_vec().expect("float q");
+    let mut metrics = Metrics::default();
+    let mut seq_correct = vec![false; b];
+    let mut inv_div = vec![0f64; b];
+    for r in 0..b {
+        let (mut n, mut right) = (0usize, 0usize);
+        for k in 0..s {
+            let l = labels[r * s + k];
+            if l != IGNORE_LABEL {
+                n += 1;
+                right += (preds[r * s + k] == l as i64) as usize;
+            }
+        }
+        seq_correct[r] = right == n; // true for rows with nothing to predict, as the reference
+        inv_div[r] = 1.0 / n.max(1) as f64;
+        if halted[r] && n > 0 {
+            metrics.count += 1.0;
+            metrics.accuracy += right as f64 / n as f64;
+            metrics.exact_accuracy += seq_correct[r] as u8 as f64;
+            metrics.q_halt_accuracy += ((q_host[r] >= 0.0) == seq_correct[r]) as u8 as f64;
+            metrics.steps += steps[r] as f64;
+        }
+    }
+    // Token loss, masked, mean per row, summed over rows.
+    let mask: Vec<f64> = labels.iter().map(|&l| (l != IGNORE_LABEL) as u8 as f64).collect();
+    let safe: Vec<i32> = labels.iter().map(|&l| if l == IGNORE_LABEL { 0 } else { l }).collect();
+    let labels_t = Tensor::<B, 3, Int>::from_data(TensorData::new(safe, [b, s, 1]), &device);
+    let logp = match loss_type {
+        LossType::StablemaxCrossEntropy => log_stablemax_at(logits, labels_t),
+        LossType::SoftmaxCrossEntropy => log_softmax_at(logits, labels_t).cast(FloatDType::F64),
+    };
+    let mask_t = Tensor::<B, 3>::from_data(TensorData::new(mask, [b, s, 1]), (&device, burn::tensor::DType::F64));
+    let div_t = Tensor::<B, 2>::from_data(TensorData::new(inv_div, [b, 1]), (&device, burn::tensor::DType::F64));
+    let per_row = (logp.neg() * mask_t).sum_dim(1).reshape([b, 1]) * div_t;
+    let lm_loss = per_row.sum().reshape([1]);
+    // Q-halt: BCE with logits against exact correctness, summed over all rows.
+    let target: Vec<f32> = seq_correct.iter().map(|&c| c as u8 as f32).collect();
+    let t = Tensor::<B, 1>::from_data(TensorData::new(target, [b]), &device);
+    let q_halt_loss = bce_with_logits(q_halt, t).sum().reshape([1]);
+    metrics.lm_loss = lm_loss.clone().into_scalar().to_f64();
+    metrics.q_halt_loss = q_halt_loss.clone().into_scalar().to_f64();
+    let total = lm_loss + q_halt_loss.cast(FloatDType::F64) * 0.5;
+    LossOutput { total, metrics, preds, seq_correct }
+}
+
+/// Numerically stable `BCEWithLogits(x, t) = max(x, 0) - x t + log(1 + exp(-|x|))`.
+pub fn bce_with_logits<B: Backend>(x: Tensor<B, 1>, t: Tensor<B, 1>) -> Tensor<B, 1> {
+    let relu = x.clone().clamp_min(0.0);
+    relu - x.clone() * t + (x.abs().neg().exp() + 1.0).log()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    type B = burn::backend::Flex;
+
+    #[test]
+    fn stablemax_check_values() {
+        let dev = Default::default();
+        // logits [1, -1]: s = [2, 0.5] -> p = [0.8, 0.2]
+        let logits = Tensor::<B, 3>::from_data(TensorData::new(vec![1.0f32, -1.0, 0.0, 0.0], [1, 2, 2]), &dev);
+        let labels = Tensor::<B, 3, Int>::from_data(TensorData::new(vec![0i32, 1], [1, 2, 1]), &dev);
+        let lp: Vec<f64> = log_stablemax_at(logits, labels).into_data().convert::<f64>().to_vec().unwrap();
+        assert!((lp[0] - 0.8f64.ln()).abs() < 1e-12);
+        assert!((lp[1] - 0.5f64.ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn bce_matches_the_formula() {
+        let dev = Default::default();
+        let x = Tensor::<B, 1>::from_data(TensorData::new(vec![-5.0f32, 0.0, 3.0], [3]), &dev);
+        let t = Tensor::<B, 1>::from_data(TensorData::new(vec![0.0f32, 1.0, 1.0], [3]), &dev);
+        let v: Vec<f32> = bce_with_logits(x, t).into_data().to_vec().unwrap();
+        assert!((v[0] - 0.006715348).abs() < 1e-6); // BCE(-5, 0)
+        assert!((v[1] - std::f32::consts::LN_2).abs() < 1e-6);
+        assert!((v[2] - 0.04858735).abs() < 1e-6);
+    }
+}

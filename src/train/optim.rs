@@ -1,0 +1,142 @@
+//! Optimisers and schedules, as the reference wires them:
+//!
+//! * **AdamATan2** (default) for every trainable parameter: decoupled decay first, then
+//!   `p -= lr/(1-b1^t) * atan2(m, sqrt(v)/sqrt(1-b2^t))` (no epsilon); or **AdamW** (torch's).
+//! * **sign-SGD** for the puzzle-embedding table: per distinct id in the global batch, the
+//!   gradient rows are summed, then `w <- w (1 - lr wd) - lr sign(sum)`; other rows untouched.
+//! * **LR schedule**: linear warmup, then cosine down to `lr_min_ratio` (constant at ratio 1).
+//! * **EMA** of the trainable parameters (not the buffers, not the puzzle table).
+
+use crate::model::weights::Named;
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use burn::tensor::IndexingUpdateOp;
+use serde::{Deserialize, Serialize};
+
+/// Which optimiser updates the network weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    #[default]
+    AdamAtan2,
+    Adamw,
+}
+
+/// Hyper-parameters of one network-optimiser step.
+#[derive(Debug, Clone, Copy)]
+pub struct AdamHyper {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub weight_decay: f64,
+    pub kind: OptimizerKind,
+}
+
+/// First and second moments, one per named tensor (None for buffers), and the step count.
+#[derive(Debug, Clone)]
+pub struct AdamState<B: Backend> {
+    pub step: u64,
+    pub m: Vec<Option<Tensor<B, 2>>>,
+    pub v: Vec<Option<Tensor<B, 2>>>,
+}
+
+impl<B: Backend> AdamState<B> {
+    pub fn new(params: &[Named<B>]) -> Self {
+        let zeros = |n: &Named<B>| n.trainable.then(|| n.tensor.zeros_like());
+        AdamState { step: 0, m: params.iter().map(zeros).collect(), v: params.iter().map(zeros).collect() }
+    }
+}
+
+/// One step over `params` with `grads` (same order; None = no gradient: skipped, not decayed).
+pub fn adam_step<B: Backend>(params: &mut [Named<B>], grads: &[Option<Tensor<B, 2>>], st: &mut AdamState<B>, h: &AdamHyper) {
+    st.step += 1;
+    let t = st.step as i32;
+    let bc1 = 1.0 - h.beta1.powi(t);
+    let bc2 = 1.0 - h.beta2.powi(t);
+    for (i, p) in params.iter_mut().enumerate() {
+        let (Some(g), true) = (&grads[i], p.trainable) else { continue };
+        let (m, v) = (st.m[i].take().expect("moment"), st.v[i].take().expect("moment"));
+        let m = m.clone() + (g.clone() - m) * (1.0 - h.beta1);
+        let v = v.clone() + (g.clone() * g.clone() - v) * (1.0 - h.beta2);
+        let decayed = p.tensor.clone() * (1.0 - h.lr * h.weight_decay);
+        p.tensor = match h.kind {
+            OptimizerKind::AdamAtan2 => decayed - m.clone().atan2(v.clone().sqrt() * (1.0 / bc2.sqrt())) * (h.lr / bc1),
+            OptimizerKind::Adamw => decayed - (m.clone() * (1.0 / bc1)) / ((v.clone() * (1.0 / bc2)).sqrt() + 1e-8) * h.lr,
+        };
+        st.m[i] = Some(m);
+        st.v[i] = Some(v);
+    }
+}
+
+/// sign-SGD on the rows of `table` `[N, ndim]` used by this batch. `ids` `[rows]` and `grad`
+/// `[rows, ndim]` (host) are the whole global batch's.
+pub fn sign_sgd_rows<B: Backend>(table: Tensor<B, 2>, ids: &[i32], grad: &[f32], lr: f64, wd: f64) -> Tensor<B, 2> {
+    let ndim = table.dims()[1];
+    let mut uniq: Vec<i32> = ids.to_vec();
+    uniq.sort_unstable();
+    uniq.dedup();
+    let mut sums = vec![0f32; uniq.len() * ndim];
+    for (r, id) in ids.iter().enumerate() {
+        let u = uniq.binary_search(id).expect("id present");
+        for k in 0..ndim {
+            sums[u * ndim + k] += grad[r * ndim + k];
+        }
+    }
+    let device = table.device();
+    let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(uniq.clone(), [uniq.len()]), &device);
+    let rows = table.clone().select(0, idx.clone());
+    let sign: Vec<f32> = sums.iter().map(|&g| if g > 0.0 { 1.0 } else if g < 0.0 { -1.0 } else { 0.0 }).collect();
+    let sign = Tensor::<B, 2>::from_data(TensorData::new(sign, [uniq.len(), ndim]), &device);
+    // new = w (1 - lr wd) - lr sign  =>  add  -w lr wd - lr sign  to the selected rows
+    let delta = rows * (-lr * wd) - sign * lr;
+    table.select_assign(0, idx, delta, IndexingUpdateOp::Add)
+}
+
+/// Learning rate at 1-based `step`: linear warmup over `warmup` steps, then cosine from `base` to
+/// `base * min_ratio` at `total` (the reference's `cosine_schedule_with_warmup_lr_lambda`).
+pub fn lr_at(step: u64, base: f64, warmup: u64, total: u64, min_ratio: f64) -> f64 {
+    if step < warmup {
+        return base * step as f64 / warmup.max(1) as f64;
+    }
+    let progress = (step - warmup) as f64 / (total.saturating_sub(warmup)).max(1) as f64;
+    base * (min_ratio + ((1.0 - min_ratio) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())).max(0.0))
+}
+
+/// Exponential moving average of the trainable tensors: `shadow <- (1-mu) p + mu shadow`.
+pub fn ema_update<B: Backend>(shadow: &mut [Named<B>], params: &[Named<B>], mu: f64) {
+    for (s, p) in shadow.iter_mut().zip(params) {
+        debug_assert_eq!(s.name, p.name);
+        if p.trainable {
+            s.tensor = p.tensor.clone() * (1.0 - mu) + s.tensor.clone() * mu;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_is_warmup_then_cosine() {
+        assert_eq!(lr_at(50, 1.0, 100, 1000, 0.1), 0.5);
+        assert!((lr_at(100, 1.0, 100, 1000, 0.1) - 1.0).abs() < 1e-12);
+        assert!((lr_at(1000, 1.0, 100, 1000, 0.1) - 0.1).abs() < 1e-12);
+        assert!((lr_at(550, 1.0, 100, 1000, 0.1) - 0.55).abs() < 1e-12);
+        // min_ratio 1: constant after warmup
+        assert_eq!(lr_at(700, 2.0, 100, 1000, 1.0), 2.0);
+    }
+
+    #[test]
+    fn sign_sgd_sums_duplicate_ids_and_touches_only_their_rows() {
+        type B = burn::backend::Flex;
+        let dev = Default::default();
+        let table = Tensor::<B, 2>::from_data(TensorData::new(vec![1.0f32, 1.0, 2.0, 2.0, 3.0, 3.0], [3, 2]), &dev);
+        // rows with id 1 twice: grads (+1, -1) and (-3, -1) sum to (-2, -2) -> sign (-1, -1)
+        let out = sign_sgd_rows(table, &[1, 1], &[1.0, -1.0, -3.0, -1.0], 0.1, 0.5);
+        let v: Vec<f32> = out.into_data().to_vec().unwrap();
+        let want = [1.0, 1.0, 2.0 * 0.95 + 0.1, 2.0 * 0.95 + 0.1, 3.0, 3.0];
+        for (a, b) in v.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{v:?}");
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! One deep-supervision step through the ACT wrapper and the loss head, in two flavours:
+//!
+//! * `train_forward`: autodiff leaves for the weights (and the batch's puzzle-embedding rows), the
+//!   first H_cycles-1 recursions on the inner backend, loss ready for `backward`;
+//! * `eval_forward`: everything on a plain backend, no graph.
+//!
+//! The carry, the master weights and the puzzle table always live on the inner backend.
+
+use super::loss::{LossOutput, act_loss};
+use crate::data::loader::Batch;
+use crate::model::act::Carry;
+use crate::model::config::ModelConfig;
+use crate::model::layers::Rope;
+use crate::model::trm::{StepOutput, deep_recursion, deep_recursion_train, embed_input};
+use crate::model::weights::{Named, Weights};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use burn::tensor::backend::AutodiffBackend;
+use rand::Rng;
+
+/// The autodiff leaves of one training step, to read gradients from after `backward`.
+pub struct Leaves<AD: AutodiffBackend> {
+    pub params: Vec<Named<AD>>,
+    /// `[B, puzzle_emb_ndim]` rows of the puzzle table used by this batch.
+    pub puzzle: Option<Tensor<AD, 2>>,
+}
+
+impl<AD: AutodiffBackend> Leaves<AD> {
+    /// Gradients of every named tensor (None for buffers) and of the puzzle rows.
+    pub fn grads(&self, grads: &AD::Gradients) -> (Vec<Option<Tensor<AD::InnerBackend, 2>>>, Option<Tensor<AD::InnerBackend, 2>>) {
+        let g = self.params.iter().map(|n| if n.trainable { n.tensor.grad(grads) } else { None }).collect();
+        (g, self.puzzle.as_ref().and_then(|p| p.grad(grads)))
+    }
+}
+
+/// Puzzle-embedding rows for the carry's current identifiers.
+fn puzzle_rows<B: Backend>(table: Option<&Tensor<B, 2>>, carry: &Carry<B>) -> Option<Tensor<B, 2>> {
+    table.map(|t| {
+        let n = carry.puzzle_ids.len();
+        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(carry.puzzle_ids.clone(), [n]), &t.device());
+        t.clone().select(0, ids)
+    })
+}
+
+pub fn to_host_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Vec<f32> {
+    t.clone().into_data().convert::<f32>().to_vec().expect("float tensor")
+}
+
+/// Ropes for both backends of a training step.
+pub struct Ropes<AD: AutodiffBackend> {
+    pub ad: Rope<AD>,
+    pub inner: Rope<AD::InnerBackend>,
+}
+
+impl<AD: AutodiffBackend> Ropes<AD> {
+    pub fn new(cfg: &ModelConfig, device: &AD::Device) -> Self {
+        Ropes { ad: Rope::new(cfg, device), inner: Rope::new(cfg, device) }
+    }
+}
+
+/// A training step's forward: reset/load, recursion, halting, loss. The carry is updated
+/// (detached); call `backward` on `loss.total` and read gradients from the leaves.
+#[allow(clippy::too_many_arguments)]
+pub fn train_forward<AD: AutodiffBackend>(
+    cfg: &ModelConfig,
+    params: &[Named<AD::InnerBackend>],
+    table: Option<&Tensor<AD::InnerBackend, 2>>,
+    carry: &mut Carry<AD::InnerBackend>,
+    batch: &Batch,
+    ropes: &Ropes<AD>,
+    rng: &mut impl Rng,
+) -> (LossOutput<AD>, StepOutput<AD>, Leaves<AD>) {
+    let w_inner = Weights::from_named(cfg, params.to_vec()).expect("valid weights");
+    carry.reset_and_load(&w_inner, batch);
+    let leaves: Vec<Named<AD>> = params
+        .iter()
+        .map(|n| {
+            let t = Tensor::<AD, 2>::from_inner(n.tensor.clone());
+            Named { tensor: if n.trainable { t.require_grad() } else { t }, name: n.name.clone(), shape: n.shape.clone(), trainable: n.trainable }
+        })
+        .collect();
+    let w_ad = Weights::from_named(cfg, leaves.clone()).expect("valid weights");
+    let puzzle = puzzle_rows(table, carry).map(|p| Tensor::<AD, 2>::from_inner(p).require_grad());
+    let device = w_inner.h_init.device();
+    let x = embed_input(&w_ad, cfg, carry.inputs_tensor(&device), puzzle.clone());
+    let out = deep_recursion_train(&w_ad, &w_inner, cfg, &ropes.ad, &ropes.inner, carry.z_h.clone(), carry.z_l.clone(), &x);
+    carry.z_h = out.z_h.clone().inner();
+    carry.z_l = out.z_l.clone().inner();
+    let q = to_host_f32(&out.q_halt);
+    carry.advance(&q, true, cfg, cfg.arch.halt_max_steps, rng);
+    let loss = act_loss(out.logits.clone(), out.q_halt.clone(), &carry.labels, &carry.halted, &carry.steps, cfg.arch.loss_type);
+    (loss, out, Leaves { params: leaves, puzzle })
+}
+
+/// An evaluation (or inference) step on any backend: no graph, halting only at `max_steps`.
+pub fn eval_forward<B: Backend>(
+    cfg: &ModelConfig,
+    w: &Weights<B>,
+    table: Option<&Tensor<B, 2>>,
+    carry: &mut Carry<B>,
+    batch: &Batch,
+    rope: &Rope<B>,
+    max_steps: usize,
+) -> (LossOutput<B>, StepOutput<B>) {
+    carry.reset_and_load(w, batch);
+    let device = w.h_init.device();
+    let x = embed_input(w, cfg, carry.inputs_tensor(&device), puzzle_rows(table, carry));
+    let out = deep_recursion(w, cfg, rope, carry.z_h.clone(), carry.z_l.clone(), &x);
+    carry.z_h = out.z_h.clone();
+    carry.z_l = out.z_l.clone();
+    let q = to_host_f32(&out.q_halt);
+    carry.advance(&q, false, cfg, max_steps, &mut crate::util::rng::derive(0, &[]));
+    let loss = act_loss(out.logits.clone(), out.q_halt.clone(), &carry.labels, &carry.halted, &carry.steps, cfg.arch.loss_type);
+    (loss, out)
+}

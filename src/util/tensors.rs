@@ -1,0 +1,72 @@
+//! Host-side tensors and safetensors files: reading any numeric dtype into f64 (for fixtures and
+//! checkpoints), writing float32 tensors with names.
+
+use anyhow::{Context, Result, bail};
+use safetensors::{Dtype, SafeTensors};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A tensor on the host: shape and values widened to f64 (bools as 0/1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    pub values: Vec<f64>,
+}
+
+impl HostTensor {
+    pub fn f32s(&self) -> Vec<f32> {
+        self.values.iter().map(|&v| v as f32).collect()
+    }
+    pub fn i32s(&self) -> Vec<i32> {
+        self.values.iter().map(|&v| v as i32).collect()
+    }
+    pub fn max_abs(&self) -> f64 {
+        self.values.iter().fold(0.0, |m, v| m.max(v.abs()))
+    }
+}
+
+fn widen(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f64>> {
+    macro_rules! le {
+        ($t:ty, $n:expr) => {
+            bytes.chunks_exact($n).map(|c| <$t>::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+        };
+    }
+    Ok(match dtype {
+        Dtype::F64 => le!(f64, 8),
+        Dtype::F32 => le!(f32, 4),
+        Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64()).collect(),
+        Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64()).collect(),
+        Dtype::I64 => le!(i64, 8),
+        Dtype::I32 => le!(i32, 4),
+        Dtype::I16 => le!(i16, 2),
+        Dtype::I8 => bytes.iter().map(|&b| b as i8 as f64).collect(),
+        Dtype::U8 => bytes.iter().map(|&b| b as f64).collect(),
+        Dtype::BOOL => bytes.iter().map(|&b| (b != 0) as u8 as f64).collect(),
+        other => bail!("unsupported dtype {other:?}"),
+    })
+}
+
+/// Reads every tensor of a safetensors file, sorted by name.
+pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let values = widen(view.dtype(), view.data()).with_context(|| format!("{}: tensor `{name}`", path.display()))?;
+        out.insert(name.to_string(), HostTensor { dtype: format!("{:?}", view.dtype()), shape: view.shape().to_vec(), values });
+    }
+    Ok(out)
+}
+
+/// Writes float32 tensors (name, shape, values) plus string metadata, atomically.
+pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)], metadata: Option<std::collections::HashMap<String, String>>) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s, _), b)| Ok((n.clone(), safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)?)))
+        .collect::<Result<_>>()?;
+    let data = safetensors::tensor::serialize(views, metadata).context("cannot serialise tensors")?;
+    crate::util::fs::write_atomic(path, &data)
+}
