@@ -1,6 +1,8 @@
 //! The `trm` command line: subcommands grouped by job.
 
 pub mod data;
+pub mod device;
+pub mod train;
 pub mod parity;
 
 use anyhow::Result;
@@ -18,6 +20,10 @@ pub enum Command {
     /// Build data sets in the reference on-disk layout (Sudoku-Extreme, Maze-Hard, ARC, generated Sudoku)
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Train a TRM (presets or TOML; reference-style key=value overrides)
+    Train(train::TrainArgs),
+    /// Evaluate a checkpoint on a data set's test split
+    Eval(train::EvalArgs),
     /// Compare against a golden fixture from the reference PyTorch code (exit 1 on any mismatch)
     Parity(parity::ParityArgs),
 }
@@ -27,5 +33,7 @@ pub fn run() -> Result<()> {
     match cli.command {
         Command::Data(cmd) => data::run(cmd),
         Command::Parity(a) => parity::run(a),
+        Command::Train(a) => train::train(a),
+        Command::Eval(a) => train::eval(a),
     }
 }

@@ -1,3 +1,4 @@
 //! Evaluation: golden-fixture parity, test-split evaluation.
 
+pub mod evaluate;
 pub mod parity;

@@ -40,6 +40,8 @@ pub fn rms_norm<B: Backend>(x: Tensor<B, 3>, eps: f64) -> Tensor<B, 3> {
 pub struct Rope<B: Backend> {
     pub cos: Tensor<B, 2>,
     pub sin: Tensor<B, 2>,
+    /// `[d, d]` signed permutation: `x R = rotate_half(x)`.
+    pub rotate: Tensor<B, 2>,
 }
 
 impl<B: Backend> Rope<B> {
@@ -55,20 +57,27 @@ impl<B: Backend> Rope<B> {
                 sin.push(f.sin());
             }
         }
+        let half = d / 2;
+        let mut rot = vec![0f32; d * d];
+        for i in 0..half {
+            rot[(i + half) * d + i] = -1.0; // out_i = -x_{i+d/2}
+            rot[i * d + i + half] = 1.0; // out_{i+d/2} = x_i
+        }
         Rope {
             cos: Tensor::from_data(TensorData::new(cos, [t, d]), device),
             sin: Tensor::from_data(TensorData::new(sin, [t, d]), device),
+            rotate: Tensor::from_data(TensorData::new(rot, [d, d]), device),
         }
     }
 
-    /// Rotates `[B, H, T, d]`: `x cos + rotate_half(x) sin`, `rotate_half = [-x2, x1]`.
+    /// Rotates `[B, T, H, d]` (heads in the third axis, so everything stays contiguous):
+    /// `x cos + rotate_half(x) sin` with `rotate_half = [-x2, x1]`, done as a product with a
+    /// fixed signed permutation so no strided half-views are materialised.
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let d = x.dims()[3];
-        let x1 = x.clone().narrow(3, 0, d / 2);
-        let x2 = x.clone().narrow(3, d / 2, d / 2);
-        let rot = Tensor::cat(vec![x2.neg(), x1], 3);
-        let cos = self.cos.clone().unsqueeze::<4>();
-        let sin = self.sin.clone().unsqueeze::<4>();
+        let [b, t, h, d] = x.dims();
+        let rot = x.clone().reshape([b * t * h, d]).matmul(self.rotate.clone()).reshape([b, t, h, d]);
+        let cos = self.cos.clone().reshape([1, t, 1, d]);
+        let sin = self.sin.clone().reshape([1, t, 1, d]);
         x * cos + rot * sin
     }
 }
@@ -77,13 +86,14 @@ impl<B: Backend> Rope<B> {
 pub fn attention<B: Backend>(x: Tensor<B, 3>, qkv: &Linear<B>, o: &Linear<B>, heads: usize, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
     let [b, t, d] = x.dims();
     let hd = d / heads;
-    let qkv = linear3(x, qkv).reshape([b, t, 3 * heads, hd]);
-    let split = |k: usize| qkv.clone().narrow(2, k * heads, heads).swap_dims(1, 2); // [B, H, T, hd]
-    let (mut q, mut k, v) = (split(0), split(1), split(2));
+    // Row blocks of the qkv weight give contiguous q, k, v directly.
+    let part = |k: usize| linear3(x.clone(), &Linear { weight: qkv.weight.clone().narrow(0, k * d, d), bias: None }).reshape([b, t, heads, hd]);
+    let (mut q, mut k, v) = (part(0), part(1), part(2));
     if let Some(r) = rope {
         q = r.apply(q);
         k = r.apply(k);
     }
+    let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2)); // [B, H, T, hd]
     let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt()); // [B, H, T, T]
     let out = softmax(scores, 3).matmul(v); // [B, H, T, hd]
     linear3(out.swap_dims(1, 2).reshape([b, t, d]), o)
@@ -91,11 +101,31 @@ pub fn attention<B: Backend>(x: Tensor<B, 3>, qkv: &Linear<B>, o: &Linear<B>, he
 
 /// SwiGLU: `down(silu(gate) * up)` where `[gate | up] = gate_up(x)`.
 pub fn swiglu<B: Backend>(x: Tensor<B, 3>, gate_up: &Linear<B>, down: &Linear<B>) -> Tensor<B, 3> {
-    let gu = linear3(x, gate_up);
-    let i = gu.dims()[2] / 2;
-    let gate = gu.clone().narrow(2, 0, i);
-    let up = gu.narrow(2, i, i);
+    let i = gate_up.weight.dims()[0] / 2;
+    // Row blocks of the weight instead of column halves of the output: both stay contiguous.
+    let gate = linear3(x.clone(), &Linear { weight: gate_up.weight.clone().narrow(0, 0, i), bias: None });
+    let up = linear3(x, &Linear { weight: gate_up.weight.clone().narrow(0, i, i), bias: None });
     linear3(silu(gate) * up, down)
+}
+
+/// SwiGLU across the sequence axis of `[B, T, D]` (the mlp_t mixer), without transposing:
+/// `W_gate [I, T] x h [B, T, D] -> [B, I, D]`, then `W_down [T, I] x [B, I, D] -> [B, T, D]`.
+pub fn swiglu_seq<B: Backend>(h: Tensor<B, 3>, gate_up: &Linear<B>, down: &Linear<B>) -> Tensor<B, 3> {
+    let [b, _, _] = h.dims();
+    let i = gate_up.weight.dims()[0] / 2;
+    let left = |w: Tensor<B, 2>| {
+        let [r, c] = w.dims();
+        w.reshape([1, r, c]).expand([b, r, c])
+    };
+    let gate = left(gate_up.weight.clone().narrow(0, 0, i)).matmul(h.clone());
+    let up = left(gate_up.weight.clone().narrow(0, i, i)).matmul(h);
+    left(down.weight.clone()).matmul(silu(gate) * up)
+}
+
+/// RMS norm over the sequence axis (axis 1) of `[B, T, D]`, as mlp_t's transposed norm.
+pub fn rms_norm_seq<B: Backend>(x: Tensor<B, 3>, eps: f64) -> Tensor<B, 3> {
+    let ms = x.clone().powi_scalar(2).mean_dim(1);
+    x * (ms + eps).sqrt().recip()
 }
 
 /// Post-norm block: `h = rms(h + mix(h))`, then `h = rms(h + mlp(h))`. The mlp_t mixer works on
@@ -107,10 +137,7 @@ pub fn block<B: Backend>(h: Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope:
             let rope = if cfg.arch.pos_encodings == PosEncoding::Rope { rope } else { None };
             rms_norm(h.clone() + attention(h, qkv, o, cfg.arch.num_heads, rope), eps)
         }
-        Mixer::MlpT { gate_up, down } => {
-            let ht = h.swap_dims(1, 2);
-            rms_norm(ht.clone() + swiglu(ht, gate_up, down), eps).swap_dims(1, 2)
-        }
+        Mixer::MlpT { gate_up, down } => rms_norm_seq(h.clone() + swiglu_seq(h, gate_up, down), eps),
     };
     rms_norm(h.clone() + swiglu(h, &w.gate_up, &w.down), eps)
 }

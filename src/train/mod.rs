@@ -1,5 +1,9 @@
 //! Training: losses, optimisers, the training step and loop, checkpoints.
 
+pub mod checkpoint;
+pub mod config;
+pub mod logging;
 pub mod loss;
 pub mod optim;
 pub mod step;
+pub mod trainer;

@@ -1,0 +1,156 @@
+//! `trm train` and `trm eval`.
+
+use super::device::{DeviceSpec, require_cuda, set_threads};
+use crate::data::format;
+use crate::eval::evaluate::{EvalResult, evaluate};
+use crate::model::weights::Weights;
+use crate::train::checkpoint;
+use crate::train::config;
+use crate::train::trainer::{self, TrainJob};
+use anyhow::{Context, Result};
+use burn::prelude::*;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Preset name (sudoku-mlp, sudoku-att, maze, arc1, arc2, sudoku-tiny, demo) or a TOML file
+    #[arg(long, default_value = "sudoku-tiny")]
+    pub config: String,
+    /// Data set folder (train/ and test/ in the reference layout)
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Run folder: config, metrics.jsonl, TensorBoard events, checkpoints/
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Override a configuration key with the reference's names, e.g. --set arch.L_cycles=4
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Overrides written as the reference's hydra command line does: `arch.L_cycles=6 ema=True`
+    #[arg(value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Continue the run in --out from its newest checkpoint
+    #[arg(long)]
+    pub resume: bool,
+    /// Start from the weights of a checkpoint (folder or model.safetensors)
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// CPU threads [default: all cores]
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress bar
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn train(a: TrainArgs) -> Result<()> {
+    set_threads(a.threads);
+    require_cuda(a.device)?;
+    let mut ov = a.set.clone();
+    ov.extend(a.overrides.iter().cloned());
+    let cfg = config::resolve(&a.config, &ov)?;
+    let init_from = match &a.init_from {
+        Some(p) if p.is_dir() => Some(checkpoint::resolve(p)?.join("model.safetensors")),
+        other => other.clone(),
+    };
+    let job = TrainJob { config: cfg, data: a.data, out: a.out.clone(), resume: a.resume, quiet: a.quiet, init_from };
+    let s = match a.device {
+        DeviceSpec::Cpu => trainer::train::<super::device::CpuAutodiff>(&job, &Default::default())?,
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(n) => trainer::train::<super::device::GpuAutodiff>(&job, &burn::backend::cuda::CudaDevice::new(n))?,
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => unreachable!(),
+    };
+    println!("trained {} steps in {:.1}s; checkpoint {}", s.steps, s.seconds, s.checkpoint.map(|p| p.display().to_string()).unwrap_or_default());
+    if let Some((step, r)) = s.evals.last() {
+        println!("final eval (step {step}): token accuracy {:.4}, exact accuracy {:.4} on {} examples", r.accuracy, r.exact_accuracy, r.count);
+    }
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Run folder, checkpoint folder, or a model .safetensors file (then --config is needed)
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Data set folder; its test split is evaluated
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Supervision steps to run [default: the model's halt_max_steps]; more = test-time recursion
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Evaluate at most N test examples
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Rows per batch
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Configuration for a bare .safetensors (preset or TOML), plus overrides with --set
+    #[arg(long)]
+    pub config: Option<String>,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Print the metrics as JSON
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// Evaluates a checkpoint on a data set's test split.
+pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<EvalResult> {
+    let test = Arc::new(format::read_dataset_split(&a.data, "test")?);
+    let (model, file) = if a.checkpoint.is_file() {
+        let preset = a.config.as_deref().context("--config is required to evaluate a bare .safetensors file")?;
+        let cfg = config::resolve(preset, &a.set)?;
+        (trainer::model_config(&cfg, &test)?, a.checkpoint.clone())
+    } else {
+        let ckpt = checkpoint::resolve(&a.checkpoint)?;
+        (checkpoint::read_state_json(&ckpt)?.model, ckpt.join("model.safetensors"))
+    };
+    if test.metadata.seq_len != model.seq_len || test.metadata.vocab_size != model.vocab_size {
+        anyhow::bail!(
+            "{}: seq_len {} / vocab {} do not match the model's {} / {}",
+            a.data.display(),
+            test.metadata.seq_len,
+            test.metadata.vocab_size,
+            model.seq_len,
+            model.vocab_size
+        );
+    }
+    let (params, table) = checkpoint::load_model::<B>(&file, &model, device)?;
+    let w = Weights::from_named(&model, params)?;
+    let steps = a.steps.unwrap_or(model.arch.halt_max_steps);
+    Ok(evaluate(&model, &w, table.as_ref(), test, a.batch, steps, a.limit, |_, _, _, _| {}))
+}
+
+pub fn eval(a: EvalArgs) -> Result<()> {
+    set_threads(a.threads);
+    require_cuda(a.device)?;
+    let r = match a.device {
+        DeviceSpec::Cpu => eval_checkpoint::<super::device::Cpu>(&a, &Default::default())?,
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(n) => eval_checkpoint::<super::device::Gpu>(&a, &burn::backend::cuda::CudaDevice::new(n))?,
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => unreachable!(),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!("examples         {}", r.count);
+        println!("token accuracy   {:.4}", r.accuracy);
+        println!("exact accuracy   {:.4}  (95% CI {:.4}-{:.4})", r.exact_accuracy, r.exact_accuracy_ci95.0, r.exact_accuracy_ci95.1);
+        println!("q_halt accuracy  {:.4}", r.q_halt_accuracy);
+        println!("lm_loss          {:.4}", r.lm_loss);
+        println!("per step (token / exact accuracy):");
+        for (k, (acc, ex)) in r.per_step.iter().enumerate() {
+            println!("  step {:>3}: {:.4} / {:.4}", k + 1, acc, ex);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! Evaluation on a test split: every example once, `halt_max_steps` supervision steps (or more:
+//! test-time recursion), metrics of the final step normalised by the number of real examples,
+//! plus token and exact accuracy after every step.
+
+use crate::data::format::Split;
+use crate::data::loader::{Batch, IGNORE_LABEL, test_batches};
+use crate::model::act::Carry;
+use crate::model::config::ModelConfig;
+use crate::model::layers::Rope;
+use crate::model::weights::Weights;
+use crate::train::loss::Metrics;
+use crate::train::step::eval_forward;
+use burn::prelude::*;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// Normalised evaluation metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalResult {
+    /// Real (non-padding) examples evaluated.
+    pub count: usize,
+    /// Mean per-example token accuracy at the final step.
+    pub accuracy: f64,
+    /// Fraction of examples entirely right at the final step (the headline number).
+    pub exact_accuracy: f64,
+    /// Wilson 95% interval of `exact_accuracy`.
+    pub exact_accuracy_ci95: (f64, f64),
+    pub lm_loss: f64,
+    pub q_halt_loss: f64,
+    pub q_halt_accuracy: f64,
+    pub steps: f64,
+    /// (token accuracy, exact accuracy) after each supervision step.
+    pub per_step: Vec<(f64, f64)>,
+    /// Fraction of examples whose q_halt first became positive at step k (index k-1); the last
+    /// entry counts the ones that never did: where adaptive halting would have stopped.
+    pub halt_step_histogram: Vec<f64>,
+}
+
+/// Wilson score interval for `k` successes out of `n` (z = 1.96).
+pub fn wilson95(k: f64, n: f64) -> (f64, f64) {
+    if n == 0.0 {
+        return (0.0, 0.0);
+    }
+    let z = 1.96f64;
+    let p = k / n;
+    let denom = 1.0 + z * z / n;
+    let center = (p + z * z / (2.0 * n)) / denom;
+    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denom;
+    ((center - half).max(0.0), (center + half).min(1.0))
+}
+
+/// Per-row correctness of predictions against labels: (rows with labels, token-acc sum, exact).
+fn score(preds: &[i64], labels: &[i32], rows: usize, s: usize) -> (usize, f64, usize) {
+    let (mut n, mut acc, mut exact) = (0, 0.0, 0);
+    for r in 0..rows {
+        let (mut v, mut right) = (0, 0);
+        for k in 0..s {
+            let l = labels[r * s + k];
+            if l != IGNORE_LABEL {
+                v += 1;
+                right += (preds[r * s + k] == l as i64) as usize;
+            }
+        }
+        if v > 0 {
+            n += 1;
+            acc += right as f64 / v as f64;
+            exact += (right == v) as usize;
+        }
+    }
+    (n, acc, exact)
+}
+
+/// Evaluates `weights` on `split`. `on_batch` sees each batch's final predictions (ARC voting,
+/// report pictures) and the progress.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate<B: Backend>(
+    cfg: &ModelConfig,
+    w: &Weights<B>,
+    table: Option<&Tensor<B, 2>>,
+    split: Arc<Split>,
+    global_batch: usize,
+    max_steps: usize,
+    max_examples: Option<usize>,
+    mut on_batch: impl FnMut(&Batch, &[i64], &[f32], usize),
+) -> EvalResult {
+    let device = w.h_init.device();
+    let rope = Rope::<B>::new(cfg, &device);
+    let mut total = Metrics::default();
+    let mut per_step = vec![(0.0, 0.0); max_steps];
+    let mut halt_hist = vec![0.0; max_steps + 1];
+    let mut seen = 0usize;
+    for batch in crate::data::loader::prefetch(test_batches(split, global_batch, 0, 1), 2) {
+        if max_examples.is_some_and(|m| seen >= m) {
+            break;
+        }
+        let real = batch.puzzle_identifiers.len().min(batch.global_effective);
+        let mut carry = Carry::<B>::new(cfg, batch.batch_size, &device);
+        let mut first_halt = vec![0usize; batch.batch_size];
+        let mut last = None;
+        for k in 0..max_steps {
+            let (loss, out) = eval_forward(cfg, w, table, &mut carry, &batch, &rope, max_steps);
+            let q = crate::train::step::to_host_f32(&out.q_halt);
+            for r in 0..batch.batch_size {
+                if first_halt[r] == 0 && q[r] > 0.0 {
+                    first_halt[r] = k + 1;
+                }
+            }
+            let (n, acc, exact) = score(&loss.preds, &carry.labels, batch.batch_size, batch.seq_len);
+            per_step[k].0 += acc;
+            per_step[k].1 += exact as f64;
+            let _ = n;
+            last = Some((loss, q));
+        }
+        let (loss, q) = last.expect("at least one step");
+        total.add(&loss.metrics);
+        for r in 0..real {
+            halt_hist[if first_halt[r] == 0 { max_steps } else { first_halt[r] - 1 }] += 1.0;
+        }
+        on_batch(&batch, &loss.preds, &q, real);
+        seen += real;
+    }
+    let n = total.count.max(1.0);
+    let count = total.count as usize;
+    EvalResult {
+        count,
+        accuracy: total.accuracy / n,
+        exact_accuracy: total.exact_accuracy / n,
+        exact_accuracy_ci95: wilson95(total.exact_accuracy, total.count),
+        lm_loss: total.lm_loss / n,
+        q_halt_loss: total.q_halt_loss / n,
+        q_halt_accuracy: total.q_halt_accuracy / n,
+        steps: total.steps / n,
+        per_step: per_step.iter().map(|(a, e)| (a / n, e / n)).collect(),
+        halt_step_histogram: halt_hist.iter().map(|h| h / (seen.max(1) as f64)).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn wilson_interval_check_values() {
+        let (lo, hi) = super::wilson95(87.0, 100.0);
+        assert!((lo - 0.7907).abs() < 1e-3 && (hi - 0.9221).abs() < 1e-3, "{lo} {hi}");
+        assert_eq!(super::wilson95(0.0, 0.0), (0.0, 0.0));
+    }
+}

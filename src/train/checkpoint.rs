@@ -1,0 +1,254 @@
+//! Checkpoints: everything needed to resume exactly, written atomically.
+//!
+//! ```text
+//! RUN/checkpoints/step_00001234/model.safetensors  evaluation weights (EMA if enabled) and the
+//!                                                  puzzle table, reference names `model.inner.*`
+//! RUN/checkpoints/step_00001234/state.safetensors  raw weights, Adam moments, EMA shadow, carry
+//! RUN/checkpoints/step_00001234/state.json         step, loader position, RNG, carry rows, config
+//! RUN/checkpoints/latest                           name of the newest complete checkpoint
+//! ```
+//! A checkpoint folder is written as `*.tmp` and renamed when complete; `latest` is replaced
+//! atomically after that, so a kill at any moment leaves the previous checkpoint usable.
+
+use super::config::TrainConfig;
+use crate::data::loader::Position;
+use crate::model::act::Carry;
+use crate::model::config::ModelConfig;
+use crate::model::weights::Named;
+use crate::train::optim::AdamState;
+use crate::util::tensors::{HostTensor, read_safetensors, write_safetensors};
+use anyhow::{Context, Result, anyhow, bail};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const PREFIX: &str = "model.inner.";
+
+/// Everything of a training run that changes while it trains.
+#[derive(Debug, Clone)]
+pub struct TrainState<B: Backend> {
+    pub params: Vec<Named<B>>,
+    /// Puzzle-embedding table `[num_puzzle_identifiers, puzzle_emb_ndim]`.
+    pub table: Option<Tensor<B, 2>>,
+    pub adam: AdamState<B>,
+    pub ema: Option<Vec<Named<B>>>,
+    pub carry: Option<Carry<B>>,
+    /// Optimiser steps taken.
+    pub step: u64,
+    /// Loader position of the next batch.
+    pub position: Position,
+    /// Exploration randomness.
+    pub rng: ChaCha8Rng,
+}
+
+/// The JSON part of a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateJson {
+    pub format: String,
+    pub step: u64,
+    pub adam_step: u64,
+    pub position: Position,
+    pub rng: ChaCha8Rng,
+    pub config: TrainConfig,
+    pub model: ModelConfig,
+    pub carry: Option<CarryRows>,
+    /// Whether model.safetensors holds the EMA weights.
+    pub model_is_ema: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CarryRows {
+    pub steps: Vec<u32>,
+    pub halted: Vec<bool>,
+    pub inputs: Vec<i32>,
+    pub labels: Vec<i32>,
+    pub puzzle_ids: Vec<i32>,
+}
+
+pub fn host<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Vec<f32> {
+    t.clone().into_data().convert::<f32>().to_vec().expect("float tensor")
+}
+
+fn named_entries<B: Backend>(prefix: &str, v: &[Named<B>]) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    v.iter().map(|n| (format!("{prefix}{}", n.name), n.shape.clone(), host(&n.tensor))).collect()
+}
+
+/// Writes the evaluation weights (+ table) in the reference's naming.
+pub fn write_model(path: &Path, weights: &[Named<impl Backend>], table: Option<&Tensor<impl Backend, 2>>, meta: BTreeMap<String, String>) -> Result<()> {
+    let mut entries = named_entries(PREFIX, weights);
+    if let Some(t) = table {
+        entries.push((format!("{PREFIX}puzzle_emb.weights"), t.dims().to_vec(), host(t)));
+    }
+    write_safetensors(path, &entries, Some(meta.into_iter().collect()))
+}
+
+/// Saves a checkpoint under `run/checkpoints/`, prunes old ones, returns its folder.
+pub fn save<B: Backend>(run: &Path, st: &TrainState<B>, cfg: &TrainConfig, model: &ModelConfig) -> Result<PathBuf> {
+    let root = run.join("checkpoints");
+    let name = format!("step_{:08}", st.step);
+    let tmp = root.join(format!("{name}.tmp"));
+    let dst = root.join(&name);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir_all(&tmp)?;
+    let eval_weights = st.ema.as_ref().unwrap_or(&st.params);
+    let meta = BTreeMap::from([("format".to_string(), "trm".to_string()), ("step".to_string(), st.step.to_string())]);
+    write_model(&tmp.join("model.safetensors"), eval_weights, st.table.as_ref(), meta)?;
+    let mut entries = named_entries("params.", &st.params);
+    for (i, n) in st.params.iter().enumerate() {
+        if let (Some(m), Some(v)) = (&st.adam.m[i], &st.adam.v[i]) {
+            entries.push((format!("adam_m.{}", n.name), n.shape.clone(), host(m)));
+            entries.push((format!("adam_v.{}", n.name), n.shape.clone(), host(v)));
+        }
+    }
+    if let Some(e) = &st.ema {
+        entries.extend(named_entries("ema.", e));
+    }
+    let carry = st.carry.as_ref().map(|c| {
+        entries.push(("carry.z_h".into(), c.z_h.dims().to_vec(), host(&c.z_h)));
+        entries.push(("carry.z_l".into(), c.z_l.dims().to_vec(), host(&c.z_l)));
+        CarryRows { steps: c.steps.clone(), halted: c.halted.clone(), inputs: c.inputs.clone(), labels: c.labels.clone(), puzzle_ids: c.puzzle_ids.clone() }
+    });
+    write_safetensors(&tmp.join("state.safetensors"), &entries, None)?;
+    let js = StateJson {
+        format: "trm-checkpoint-1".into(),
+        step: st.step,
+        adam_step: st.adam.step,
+        position: st.position,
+        rng: st.rng.clone(),
+        config: cfg.clone(),
+        model: model.clone(),
+        carry,
+        model_is_ema: st.ema.is_some(),
+    };
+    crate::util::fs::write_json(&tmp.join("state.json"), &js)?;
+    if dst.exists() {
+        std::fs::remove_dir_all(&dst)?;
+    }
+    std::fs::rename(&tmp, &dst).with_context(|| format!("cannot rename {} to {}", tmp.display(), dst.display()))?;
+    crate::util::fs::write_atomic(&root.join("latest"), name.as_bytes())?;
+    // Keep the newest `keep_checkpoints`.
+    let mut all: Vec<PathBuf> = std::fs::read_dir(&root)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step_") && !n.to_string_lossy().ends_with(".tmp")))
+        .collect();
+    all.sort();
+    while all.len() > cfg.keep_checkpoints {
+        let old = all.remove(0);
+        if old != dst {
+            std::fs::remove_dir_all(&old).ok();
+        }
+    }
+    Ok(dst)
+}
+
+/// The newest complete checkpoint folder of a run (or the folder itself if it is one).
+pub fn resolve(path: &Path) -> Result<PathBuf> {
+    if path.join("state.json").exists() || path.join("model.safetensors").exists() {
+        return Ok(path.to_path_buf());
+    }
+    let latest = path.join("checkpoints").join("latest");
+    let name = std::fs::read_to_string(&latest).with_context(|| format!("{} has no checkpoint (no {})", path.display(), latest.display()))?;
+    Ok(path.join("checkpoints").join(name.trim()))
+}
+
+pub fn read_state_json(ckpt: &Path) -> Result<StateJson> {
+    crate::util::fs::read_json(&ckpt.join("state.json"))
+}
+
+fn tensor2<B: Backend>(t: &HostTensor, device: &B::Device) -> Tensor<B, 2> {
+    let (r, c) = match t.shape.len() {
+        1 => (1, t.shape[0]),
+        2 => (t.shape[0], t.shape[1]),
+        _ => (t.shape[..t.shape.len() - 1].iter().product(), *t.shape.last().unwrap()),
+    };
+    Tensor::from_data(TensorData::new(t.f32s(), [r, c]), device)
+}
+
+/// Named tensors `prefix<name>` of `map` in the order of `like`.
+fn take_named<B: Backend>(map: &BTreeMap<String, HostTensor>, prefix: &str, like: &[(String, Vec<usize>)], device: &B::Device, file: &Path) -> Result<Vec<Named<B>>> {
+    like.iter()
+        .map(|(name, shape)| {
+            let t = map.get(&format!("{prefix}{name}")).ok_or_else(|| anyhow!("{}: missing `{prefix}{name}`", file.display()))?;
+            if &t.shape != shape {
+                bail!("{}: `{prefix}{name}` has shape {:?}, expected {shape:?}", file.display(), t.shape);
+            }
+            Ok(Named { name: name.clone(), shape: shape.clone(), tensor: tensor2(t, device), trainable: !name.ends_with("_init") })
+        })
+        .collect()
+}
+
+/// Loads the evaluation weights and the puzzle table of a checkpoint (ours, or a reference
+/// state dict exported to safetensors: `_orig_mod.` / `model.inner.` prefixes are accepted).
+pub fn load_model<B: Backend>(file: &Path, model: &ModelConfig, device: &B::Device) -> Result<(Vec<Named<B>>, Option<Tensor<B, 2>>)> {
+    let map = read_safetensors(file)?;
+    let canon: BTreeMap<String, HostTensor> = map.into_iter().map(|(k, v)| (crate::eval::parity::canonical_name(&k).to_string(), v)).collect();
+    let like = crate::model::weights::expected_shapes(model);
+    let params = take_named(&canon, "", &like, device, file)?;
+    let table = match canon.get("puzzle_emb.weights") {
+        Some(t) if model.arch.puzzle_emb_ndim > 0 => {
+            if t.shape != [model.num_puzzle_identifiers, model.arch.puzzle_emb_ndim] {
+                bail!(
+                    "{}: puzzle_emb.weights is {:?} but the data set has {} identifiers x {} (rebuild the data set with the same command, or use `trm adapt`)",
+                    file.display(),
+                    t.shape,
+                    model.num_puzzle_identifiers,
+                    model.arch.puzzle_emb_ndim
+                );
+            }
+            Some(tensor2(t, device))
+        }
+        None if model.arch.puzzle_emb_ndim > 0 => bail!("{}: no puzzle_emb.weights", file.display()),
+        _ => None,
+    };
+    Ok((params, table))
+}
+
+/// Restores the full training state of a checkpoint folder.
+pub fn load_state<B: Backend>(ckpt: &Path, device: &B::Device) -> Result<(StateJson, TrainState<B>)> {
+    let js = read_state_json(ckpt)?;
+    let model = &js.model;
+    let (_, table) = load_model::<B>(&ckpt.join("model.safetensors"), model, device)?;
+    let file = ckpt.join("state.safetensors");
+    let map = read_safetensors(&file)?;
+    let like = crate::model::weights::expected_shapes(model);
+    let params = take_named::<B>(&map, "params.", &like, device, &file)?;
+    let mut adam = AdamState::new(&params);
+    adam.step = js.adam_step;
+    if js.adam_step > 0 {
+        for (i, n) in params.iter().enumerate().filter(|(_, n)| n.trainable) {
+            let m = map.get(&format!("adam_m.{}", n.name)).ok_or_else(|| anyhow!("{}: missing adam_m.{}", file.display(), n.name))?;
+            let v = map.get(&format!("adam_v.{}", n.name)).ok_or_else(|| anyhow!("{}: missing adam_v.{}", file.display(), n.name))?;
+            adam.m[i] = Some(tensor2(m, device));
+            adam.v[i] = Some(tensor2(v, device));
+        }
+    }
+    let ema = if js.config.ema { Some(take_named::<B>(&map, "ema.", &like, device, &file)?) } else { None };
+    let carry = match &js.carry {
+        Some(rows) => {
+            let zh = map.get("carry.z_h").ok_or_else(|| anyhow!("{}: missing carry.z_h", file.display()))?;
+            let zl = map.get("carry.z_l").ok_or_else(|| anyhow!("{}: missing carry.z_l", file.display()))?;
+            let s3 = |t: &HostTensor| -> Result<Tensor<B, 3>> {
+                anyhow::ensure!(t.shape.len() == 3, "{}: carry tensor is not 3-d", file.display());
+                Ok(Tensor::from_data(TensorData::new(t.f32s(), [t.shape[0], t.shape[1], t.shape[2]]), device))
+            };
+            Some(Carry {
+                z_h: s3(zh)?,
+                z_l: s3(zl)?,
+                steps: rows.steps.clone(),
+                halted: rows.halted.clone(),
+                inputs: rows.inputs.clone(),
+                labels: rows.labels.clone(),
+                puzzle_ids: rows.puzzle_ids.clone(),
+                seq_len: model.seq_len,
+            })
+        }
+        None => None,
+    };
+    let st = TrainState { params, table, adam, ema, carry, step: js.step, position: js.position, rng: js.rng.clone() };
+    Ok((js, st))
+}

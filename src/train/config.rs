@@ -1,0 +1,288 @@
+//! Training configuration. Keys and meanings are the reference's (`config/cfg_pretrain.yaml` and
+//! `config/arch/trm.yaml`), so reference command lines work unchanged as overrides:
+//! `trm train --config sudoku-mlp --data DIR arch.L_cycles=6 ema=True lr=1e-4`.
+//! Named presets live in `configs/*.toml` and are compiled into the binary.
+
+use crate::model::config::ArchConfig;
+use crate::train::optim::OptimizerKind;
+use anyhow::{Context, Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub arch: ArchConfig,
+    /// Data set folders (the first one is used; `--data` overrides).
+    pub data_paths: Vec<String>,
+    /// Rows per optimiser step over all ranks (the reference's G).
+    pub global_batch_size: usize,
+    /// Passes over the puzzle groups (one random augmentation of each original per epoch).
+    pub epochs: usize,
+    /// Epochs between evaluations; must divide `epochs` (None = only at the end).
+    pub eval_interval: Option<usize>,
+    /// First iteration index at which evaluation and checkpointing happen.
+    pub min_eval_interval: usize,
+    pub lr: f64,
+    /// Cosine floor as a fraction of `lr` (1.0 = constant after warmup, the reference default).
+    pub lr_min_ratio: f64,
+    pub lr_warmup_steps: u64,
+    pub beta1: f64,
+    pub beta2: f64,
+    /// Decoupled weight decay of the network optimiser.
+    pub weight_decay: f64,
+    /// sign-SGD learning rate of the puzzle embeddings.
+    pub puzzle_emb_lr: f64,
+    pub puzzle_emb_weight_decay: f64,
+    /// Evaluate and save the exponential moving average of the weights.
+    pub ema: bool,
+    pub ema_rate: f64,
+    pub seed: u64,
+    /// Train only the puzzle embeddings (test-time adaptation of new tasks).
+    pub freeze_weights: bool,
+    pub checkpoint_every_eval: bool,
+    /// Run name (reference: `+run_name=...`); informational.
+    pub run_name: Option<String>,
+    pub project_name: Option<String>,
+
+    // ---- trm additions (not in the reference) ----
+    /// Network optimiser: `adam_atan2` (reference) or `adamw`.
+    pub optimizer: OptimizerKind,
+    /// Also checkpoint every N optimiser steps (0 = only at evaluations), so a kill loses little.
+    pub checkpoint_interval_steps: u64,
+    /// Stop after this many optimiser steps (None = the reference's total).
+    pub max_steps: Option<u64>,
+    /// Evaluate on at most this many test examples (None = the whole test split).
+    pub eval_max_examples: Option<usize>,
+    /// Global batch of evaluation (None = `global_batch_size`).
+    pub eval_batch_size: Option<usize>,
+    /// Checkpoints kept on disk (older ones are deleted).
+    pub keep_checkpoints: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            arch: ArchConfig::default(),
+            data_paths: vec![],
+            global_batch_size: 768,
+            epochs: 100_000,
+            eval_interval: Some(10_000),
+            min_eval_interval: 0,
+            lr: 1e-4,
+            lr_min_ratio: 1.0,
+            lr_warmup_steps: 2000,
+            beta1: 0.9,
+            beta2: 0.95,
+            weight_decay: 0.1,
+            puzzle_emb_lr: 1e-2,
+            puzzle_emb_weight_decay: 0.1,
+            ema: false,
+            ema_rate: 0.999,
+            seed: 0,
+            freeze_weights: false,
+            checkpoint_every_eval: true,
+            run_name: None,
+            project_name: None,
+            optimizer: OptimizerKind::AdamAtan2,
+            checkpoint_interval_steps: 0,
+            max_steps: None,
+            eval_max_examples: None,
+            eval_batch_size: None,
+            keep_checkpoints: 2,
+        }
+    }
+}
+
+/// The presets shipped in `configs/`.
+pub const PRESETS: &[(&str, &str)] = &[
+    ("sudoku-mlp", include_str!("../../configs/sudoku-mlp.toml")),
+    ("sudoku-att", include_str!("../../configs/sudoku-att.toml")),
+    ("maze", include_str!("../../configs/maze.toml")),
+    ("arc1", include_str!("../../configs/arc1.toml")),
+    ("arc2", include_str!("../../configs/arc2.toml")),
+    ("sudoku-tiny", include_str!("../../configs/sudoku-tiny.toml")),
+    ("demo", include_str!("../../configs/demo.toml")),
+];
+
+/// Loads a preset name or a TOML file path.
+pub fn load_base(preset_or_file: &str) -> Result<toml::Table> {
+    let text = match PRESETS.iter().find(|(n, _)| *n == preset_or_file) {
+        Some((_, t)) => t.to_string(),
+        None => std::fs::read_to_string(preset_or_file).with_context(|| {
+            format!("`{preset_or_file}` is neither a preset ({}) nor a readable TOML file", PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", "))
+        })?,
+    };
+    text.parse::<toml::Table>().with_context(|| format!("{preset_or_file}: invalid TOML"))
+}
+
+/// All valid dotted keys (from the defaults), for unknown-key errors.
+pub fn known_keys() -> Vec<String> {
+    let t = toml::Table::try_from(TrainConfig::default()).expect("config serialises");
+    let mut out = Vec::new();
+    for (k, v) in &t {
+        match v {
+            toml::Value::Table(sub) => out.extend(sub.keys().map(|s| format!("{k}.{s}"))),
+            _ => out.push(k.clone()),
+        }
+    }
+    // Optional keys without a default value are not serialised: list them explicitly.
+    for k in ["run_name", "project_name", "max_steps", "eval_max_examples", "eval_batch_size", "eval_interval"] {
+        if !out.iter().any(|o| o == k) {
+            out.push(k.to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.to_lowercase().chars().collect(), b.to_lowercase().chars().collect());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut cur = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + (a[i - 1] != b[j - 1]) as usize);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Parses a hydra-style value: `True`/`False`, `null`/`None`, numbers, `[a,b]` lists, strings.
+fn parse_value(raw: &str) -> toml::Value {
+    let v = raw.trim();
+    match v {
+        "True" | "true" => return toml::Value::Boolean(true),
+        "False" | "false" => return toml::Value::Boolean(false),
+        _ => {}
+    }
+    if let Ok(t) = format!("x = {v}").parse::<toml::Table>() {
+        return t["x"].clone();
+    }
+    if v.starts_with('[') && v.ends_with(']') {
+        let items = v[1..v.len() - 1].split(',').map(str::trim).filter(|s| !s.is_empty()).map(parse_value).collect();
+        return toml::Value::Array(items);
+    }
+    toml::Value::String(v.trim_matches('"').trim_matches('\'').to_string())
+}
+
+/// Applies `key=value` overrides (reference names; `+key=value` as hydra's append is accepted).
+pub fn apply_overrides(base: &mut toml::Table, overrides: &[String]) -> Result<()> {
+    let known = known_keys();
+    for ov in overrides {
+        let (key, value) = ov.split_once('=').ok_or_else(|| anyhow!("override `{ov}` is not key=value"))?;
+        let key = key.trim().trim_start_matches('+');
+        if key == "arch.loss.loss_type" || key == "loss_type" {
+            set(base, "arch.loss_type", parse_value(value));
+            continue;
+        }
+        if !known.iter().any(|k| k == key) {
+            let mut close: Vec<(usize, &String)> = known.iter().map(|k| (edit_distance(k, key), k)).collect();
+            close.sort();
+            let sugg: Vec<&str> = close.iter().take(3).filter(|(d, _)| *d <= key.len() / 2 + 2).map(|(_, k)| k.as_str()).collect();
+            bail!("unknown configuration key `{key}`{}", if sugg.is_empty() { String::new() } else { format!(" (did you mean {}?)", sugg.join(", ")) });
+        }
+        let mut v = parse_value(value);
+        // `data_paths=dir` is a one-element list; numbers where floats are expected stay numbers.
+        if key == "data_paths" && !v.is_array() {
+            v = toml::Value::Array(vec![v]);
+        }
+        set(base, key, v);
+    }
+    Ok(())
+}
+
+fn set(t: &mut toml::Table, key: &str, v: toml::Value) {
+    match key.split_once('.') {
+        Some((head, rest)) => {
+            let sub = t.entry(head.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(sub) = sub {
+                set(sub, rest, v);
+            }
+        }
+        None => {
+            t.insert(key.to_string(), v);
+        }
+    }
+}
+
+/// Integers given where floats are expected (e.g. `lr=1`) are widened before deserialising.
+fn widen_numbers(t: &mut toml::Table, defaults: &toml::Table) {
+    for (k, v) in t.iter_mut() {
+        match (&mut *v, defaults.get(k)) {
+            (toml::Value::Integer(i), Some(toml::Value::Float(_))) => {
+                let f = *i as f64;
+                *v = toml::Value::Float(f);
+            }
+            (toml::Value::Table(sub), Some(toml::Value::Table(dsub))) => widen_numbers(sub, dsub),
+            _ => {}
+        }
+    }
+}
+
+/// Builds the final config from a preset/file and overrides.
+pub fn resolve(preset_or_file: &str, overrides: &[String]) -> Result<TrainConfig> {
+    let mut base = load_base(preset_or_file)?;
+    apply_overrides(&mut base, overrides)?;
+    from_table(base).with_context(|| format!("configuration `{preset_or_file}` with overrides {overrides:?}"))
+}
+
+pub fn from_table(mut t: toml::Table) -> Result<TrainConfig> {
+    let defaults = toml::Table::try_from(TrainConfig::default())?;
+    widen_numbers(&mut t, &defaults);
+    let cfg: TrainConfig = toml::Value::Table(t).try_into().map_err(|e: toml::de::Error| anyhow!("{}", e.message()))?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        anyhow::ensure!(self.global_batch_size > 0, "global_batch_size must be positive");
+        anyhow::ensure!(self.epochs > 0, "epochs must be positive");
+        if let Some(e) = self.eval_interval {
+            anyhow::ensure!(e > 0 && self.epochs % e == 0, "eval_interval {e} must divide epochs {}", self.epochs);
+        }
+        anyhow::ensure!((0.0..=1.0).contains(&self.ema_rate), "ema_rate must be in [0, 1]");
+        anyhow::ensure!(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1");
+        Ok(())
+    }
+    /// Epochs per iteration (between evaluations).
+    pub fn epochs_per_iter(&self) -> usize {
+        self.eval_interval.unwrap_or(self.epochs)
+    }
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_parses() {
+        for (name, _) in PRESETS {
+            resolve(name, &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        }
+    }
+
+    #[test]
+    fn reference_style_overrides() {
+        let c = resolve("sudoku-att", &["arch.L_cycles=4".into(), "ema=True".into(), "lr=1".into(), "+run_name=x".into(), "arch.pos_encodings=none".into(), "arch.forward_dtype=float32".into()]).unwrap();
+        assert_eq!(c.arch.l_cycles, 4);
+        assert!(c.ema);
+        assert_eq!(c.lr, 1.0);
+        assert_eq!(c.run_name.as_deref(), Some("x"));
+        assert_eq!(c.arch.pos_encodings, crate::model::config::PosEncoding::None);
+    }
+
+    #[test]
+    fn unknown_keys_list_close_matches() {
+        let e = format!("{:#}", resolve("sudoku-att", &["arch.L_cycle=4".into()]).unwrap_err());
+        assert!(e.contains("unknown configuration key `arch.L_cycle`") && e.contains("arch.L_cycles"), "{e}");
+        let e = format!("{:#}", resolve("sudoku-att", &["globl_batch_size=4".into()]).unwrap_err());
+        assert!(e.contains("global_batch_size"), "{e}");
+        let e = format!("{:#}", resolve("sudoku-att", &["epochs=10".into(), "eval_interval=3".into()]).unwrap_err());
+        assert!(e.contains("must divide"), "{e}");
+    }
+}

@@ -1,0 +1,203 @@
+//! Metrics sinks: a JSON-lines log (`metrics.jsonl`, one object per step or evaluation) and a
+//! TensorBoard event file (`events.out.tfevents.*`, scalars only), both append-only so a resumed
+//! run continues them.
+
+use anyhow::{Context, Result};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+pub struct MetricsLog {
+    jsonl: File,
+    tb: File,
+}
+
+impl MetricsLog {
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let jsonl = OpenOptions::new().create(true).append(true).open(dir.join("metrics.jsonl")).context("cannot open metrics.jsonl")?;
+        let tb_path = match std::fs::read_dir(dir)?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("events.out.tfevents."))) {
+            Some(p) => p,
+            None => dir.join(format!("events.out.tfevents.{}.trm", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs())),
+        };
+        let fresh = !tb_path.exists();
+        let mut tb = OpenOptions::new().create(true).append(true).open(&tb_path).context("cannot open the TensorBoard event file")?;
+        if fresh {
+            // Event { wall_time = 1, file_version = 3: "brain.Event:2" }
+            let mut ev = Vec::new();
+            put_double(&mut ev, 1, now());
+            put_bytes(&mut ev, 3, b"brain.Event:2");
+            write_record(&mut tb, &ev)?;
+        }
+        Ok(MetricsLog { jsonl, tb })
+    }
+
+    /// Logs `values` under `prefix/` (e.g. `train/lm_loss`) at `step`.
+    pub fn log(&mut self, step: u64, prefix: &str, values: &[(&str, f64)]) -> Result<()> {
+        let mut obj = serde_json::Map::new();
+        obj.insert("step".into(), step.into());
+        obj.insert("split".into(), prefix.into());
+        obj.insert("time".into(), now().into());
+        for (k, v) in values {
+            obj.insert((*k).into(), serde_json::Number::from_f64(*v).map_or(serde_json::Value::Null, serde_json::Value::Number));
+        }
+        writeln!(self.jsonl, "{}", serde_json::Value::Object(obj))?;
+        // Event { wall_time = 1, step = 2, summary = 5 { value = 1 { tag = 1, simple_value = 2 } } }
+        let mut summary = Vec::new();
+        for (k, v) in values {
+            let mut val = Vec::new();
+            put_bytes(&mut val, 1, format!("{prefix}/{k}").as_bytes());
+            val.push((2 << 3) | 5); // field 2, fixed32
+            val.extend_from_slice(&(*v as f32).to_le_bytes());
+            put_bytes(&mut summary, 1, &val);
+        }
+        let mut ev = Vec::new();
+        put_double(&mut ev, 1, now());
+        put_varint_field(&mut ev, 2, step);
+        put_bytes(&mut ev, 5, &summary);
+        write_record(&mut self.tb, &ev)?;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        self.jsonl.flush()?;
+        self.tb.flush()?;
+        Ok(())
+    }
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+fn put_varint_field(buf: &mut Vec<u8>, field: u32, v: u64) {
+    put_varint(buf, (field as u64) << 3);
+    put_varint(buf, v);
+}
+fn put_double(buf: &mut Vec<u8>, field: u32, v: f64) {
+    put_varint(buf, ((field as u64) << 3) | 1);
+    buf.extend_from_slice(&v.to_le_bytes());
+}
+fn put_bytes(buf: &mut Vec<u8>, field: u32, b: &[u8]) {
+    put_varint(buf, ((field as u64) << 3) | 2);
+    put_varint(buf, b.len() as u64);
+    buf.extend_from_slice(b);
+}
+
+/// TFRecord framing: length, masked CRC32C of the length, data, masked CRC32C of the data.
+fn write_record(w: &mut impl Write, data: &[u8]) -> Result<()> {
+    let masked = |crc: u32| (crc.rotate_right(15)).wrapping_add(0xa282_ead8);
+    let len = (data.len() as u64).to_le_bytes();
+    w.write_all(&len)?;
+    w.write_all(&masked(crc32c::crc32c(&len)).to_le_bytes())?;
+    w.write_all(data)?;
+    w.write_all(&masked(crc32c::crc32c(data)).to_le_bytes())?;
+    Ok(())
+}
+
+/// Reads back the scalar values of an event file: (step, tag, value). Used by tests and `trm report`.
+pub fn read_events(path: &Path) -> Result<Vec<(u64, String, f32)>> {
+    let bytes = std::fs::read(path)?;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 12 <= bytes.len() {
+        let len = u64::from_le_bytes(bytes[i..i + 8].try_into()?) as usize;
+        let data = &bytes[i + 12..i + 12 + len];
+        i += 12 + len + 4;
+        let mut step = 0;
+        let mut p = 0;
+        while p < data.len() {
+            let (key, n) = varint(&data[p..]);
+            p += n;
+            match (key >> 3, key & 7) {
+                (2, 0) => {
+                    let (v, n) = varint(&data[p..]);
+                    step = v;
+                    p += n;
+                }
+                (_, 1) => p += 8,
+                (f, 2) => {
+                    let (l, n) = varint(&data[p..]);
+                    p += n;
+                    if f == 5 {
+                        parse_summary(&data[p..p + l as usize], step, &mut out);
+                    }
+                    p += l as usize;
+                }
+                _ => break,
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn parse_summary(s: &[u8], step: u64, out: &mut Vec<(u64, String, f32)>) {
+    let mut p = 0;
+    while p < s.len() {
+        let (_, n) = varint(&s[p..]);
+        p += n;
+        let (l, n) = varint(&s[p..]);
+        p += n;
+        let val = &s[p..p + l as usize];
+        p += l as usize;
+        let (mut tag, mut value, mut q) = (String::new(), 0f32, 0);
+        while q < val.len() {
+            let (key, n) = varint(&val[q..]);
+            q += n;
+            if key == (1 << 3) | 2 {
+                let (l, n) = varint(&val[q..]);
+                q += n;
+                tag = String::from_utf8_lossy(&val[q..q + l as usize]).into();
+                q += l as usize;
+            } else if key == (2 << 3) | 5 {
+                value = f32::from_le_bytes(val[q..q + 4].try_into().unwrap());
+                q += 4;
+            } else {
+                break;
+            }
+        }
+        out.push((step, tag, value));
+    }
+}
+
+fn varint(b: &[u8]) -> (u64, usize) {
+    let (mut v, mut shift, mut i) = (0u64, 0, 0);
+    while i < b.len() {
+        v |= ((b[i] & 0x7f) as u64) << shift;
+        i += 1;
+        if b[i - 1] < 0x80 {
+            break;
+        }
+        shift += 7;
+    }
+    (v, i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_file_roundtrip_and_crc() {
+        // Masked CRC32C of the empty string is the TFRecord reference value 0xa282ead8.
+        assert_eq!(crc32c::crc32c(b"").rotate_right(15).wrapping_add(0xa282_ead8), 0xa282_ead8);
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut log = MetricsLog::open(dir.path()).unwrap();
+            log.log(7, "train", &[("lm_loss", 1.5), ("accuracy", 0.25)]).unwrap();
+            log.flush().unwrap();
+        }
+        let tb = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().contains("tfevents")).unwrap();
+        let ev = read_events(&tb).unwrap();
+        assert_eq!(ev, vec![(7, "train/lm_loss".to_string(), 1.5), (7, "train/accuracy".to_string(), 0.25)]);
+        let line = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+        assert!(line.contains("\"lm_loss\":1.5"));
+    }
+}

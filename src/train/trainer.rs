@@ -1,0 +1,244 @@
+//! The training loop (the reference's `pretrain.py` main loop):
+//!
+//! ```text
+//! for iteration in 0..epochs/eval_interval:          # one iteration = eval_interval epochs
+//!     for batch in loader(iteration):                # one batch = one ACT step = one optimiser step
+//!         loss = supervision step on the persistent carry
+//!         backward(loss / global_batch); sign-SGD on the batch's puzzle rows; AdamATan2 on weights
+//!         EMA update; log; checkpoint every `checkpoint_interval_steps`
+//!     evaluate (EMA weights if enabled) on the test split; log; checkpoint
+//! ```
+//! Everything that changes is in `TrainState` and saved by `checkpoint::save`, so a run killed at
+//! any moment resumes with `--resume` exactly where its last checkpoint stood.
+
+use super::checkpoint::{self, TrainState};
+use super::config::TrainConfig;
+use super::logging::MetricsLog;
+use super::loss::Metrics;
+use super::optim::{AdamHyper, AdamState, adam_step, ema_update, lr_at, sign_sgd_rows};
+use super::step::{Ropes, train_forward};
+use crate::data::format::{self, Split};
+use crate::data::loader::{Position, TrainSampler, prefetch, total_steps};
+use crate::eval::evaluate::{EvalResult, evaluate};
+use crate::model::act::Carry;
+use crate::model::config::ModelConfig;
+use crate::model::weights::{self, Weights};
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What `train` was asked to do.
+pub struct TrainJob {
+    pub config: TrainConfig,
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub resume: bool,
+    /// Print no progress bar (tests, CI logs).
+    pub quiet: bool,
+    /// Start from these weights (fine-tuning / adaptation): a model.safetensors file.
+    pub init_from: Option<PathBuf>,
+}
+
+/// Summary of a finished run.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub steps: u64,
+    pub last_train: Metrics,
+    pub evals: Vec<(u64, EvalResult)>,
+    pub seconds: f64,
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// The model configuration for a data set.
+pub fn model_config(cfg: &TrainConfig, split: &Split) -> Result<ModelConfig> {
+    let m = ModelConfig {
+        arch: cfg.arch.clone(),
+        seq_len: split.metadata.seq_len,
+        vocab_size: split.metadata.vocab_size,
+        num_puzzle_identifiers: split.metadata.num_puzzle_identifiers,
+    };
+    m.validate()?;
+    Ok(m)
+}
+
+fn fresh_state<B: Backend>(cfg: &TrainConfig, model: &ModelConfig, device: &B::Device, init_from: Option<&Path>) -> Result<TrainState<B>> {
+    let mut rng = crate::util::rng::derive(cfg.seed, &[7]);
+    let (params, table) = match init_from {
+        Some(file) => {
+            let (p, t) = checkpoint::load_model::<B>(file, model, device).with_context(|| format!("cannot start from {}", file.display()))?;
+            (p, t)
+        }
+        None => {
+            let p = weights::init::<B>(model, &mut rng, device).into_named();
+            let t = (model.arch.puzzle_emb_ndim > 0).then(|| Tensor::zeros([model.num_puzzle_identifiers, model.arch.puzzle_emb_ndim], device));
+            (p, t)
+        }
+    };
+    let adam = AdamState::new(&params);
+    let ema = cfg.ema.then(|| params.clone());
+    Ok(TrainState { params, table, adam, ema, carry: None, step: 0, position: Position::default(), rng })
+}
+
+/// Runs (or resumes) a training job on backend `AD`.
+pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result<TrainSummary> {
+    let t0 = Instant::now();
+    let train_split = Arc::new(format::read_dataset_split(&job.data, "train")?);
+    let test_split = format::read_dataset_split(&job.data, "test").ok().map(Arc::new);
+    if test_split.is_none() {
+        eprintln!("warning: {} has no test split: training without evaluation", job.data.display());
+    }
+    std::fs::create_dir_all(&job.out).with_context(|| format!("cannot create {}", job.out.display()))?;
+
+    // Resume: the checkpoint's config wins (a changed config would not resume exactly).
+    let (cfg, mut st) = if job.resume {
+        let ckpt = checkpoint::resolve(&job.out)?;
+        let (js, st) = checkpoint::load_state::<AD::InnerBackend>(&ckpt, device)?;
+        eprintln!("resuming from {} (step {})", ckpt.display(), js.step);
+        let mut cfg = js.config.clone();
+        cfg.max_steps = job.config.max_steps.or(cfg.max_steps);
+        (cfg, st)
+    } else {
+        if job.out.join("checkpoints").join("latest").exists() {
+            bail!("{} already holds a run; pass --resume to continue it or choose another --out", job.out.display());
+        }
+        let cfg = job.config.clone();
+        let model = model_config(&cfg, &train_split)?;
+        (cfg.clone(), fresh_state::<AD::InnerBackend>(&cfg, &model, device, job.init_from.as_deref())?)
+    };
+    let model = model_config(&cfg, &train_split)?;
+    crate::util::fs::write_atomic(&job.out.join("config.toml"), cfg.to_toml().as_bytes())?;
+    if let Ok(ids) = format::read_identifiers(&job.data) {
+        crate::util::fs::write_json(&job.out.join("identifiers.json"), &ids)?;
+    }
+
+    let g = cfg.global_batch_size;
+    let sampler = TrainSampler { split: train_split.clone(), global_batch: g, rank: 0, world: 1, seed: cfg.seed, epochs_per_iter: cfg.epochs_per_iter() };
+    let total = total_steps(&train_split, cfg.epochs, g);
+    let stop_at = cfg.max_steps.map_or(total, |m| m.min(total));
+    let iterations = (cfg.epochs / cfg.epochs_per_iter()) as u64;
+    let ropes = Ropes::<AD>::new(&model, device);
+    let mut log = MetricsLog::open(&job.out)?;
+    if st.step == 0 {
+        let n = Weights::from_named(&model, st.params.clone())?.num_params();
+        log.log(0, "info", &[("num_params", n as f64), ("total_steps", total as f64)])?;
+    }
+    let hyper = |step: u64| AdamHyper {
+        lr: lr_at(step, cfg.lr, cfg.lr_warmup_steps, total, cfg.lr_min_ratio),
+        beta1: cfg.beta1,
+        beta2: cfg.beta2,
+        weight_decay: cfg.weight_decay,
+        kind: cfg.optimizer,
+    };
+    let pb = if job.quiet { ProgressBar::hidden() } else { ProgressBar::new(stop_at) };
+    pb.set_style(ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}").unwrap().progress_chars("=> "));
+    pb.set_position(st.step);
+    let mut evals = Vec::new();
+    let mut last_train = Metrics::default();
+    let mut last_ckpt = None;
+    let (mut window_rows, mut window_t) = (0usize, Instant::now());
+
+    'outer: for iteration in st.position.iteration..iterations {
+        let start = if iteration == st.position.iteration { st.position } else { Position { iteration, batch: 0 } };
+        st.position = start;
+        for batch in prefetch(sampler.iteration(start), 4) {
+            if st.step >= stop_at {
+                break 'outer;
+            }
+            st.step += 1;
+            let carry = st.carry.get_or_insert_with(|| Carry::new(&model, batch.batch_size, device));
+            let (loss, _out, leaves) = train_forward::<AD>(&model, &st.params, st.table.as_ref(), carry, &batch, &ropes, &mut st.rng);
+            let grads = (loss.total.clone() / g as f64).backward();
+            let (pgrads, puzzle_grad) = leaves.grads(&grads);
+            if let (Some(table), Some(pg)) = (st.table.take(), puzzle_grad) {
+                let plr = lr_at(st.step, cfg.puzzle_emb_lr, cfg.lr_warmup_steps, total, cfg.lr_min_ratio);
+                let gh = checkpoint::host(&pg);
+                st.table = Some(sign_sgd_rows(table, &carry.puzzle_ids, &gh, plr, cfg.puzzle_emb_weight_decay));
+            }
+            let h = hyper(st.step);
+            if !cfg.freeze_weights {
+                adam_step(&mut st.params, &pgrads, &mut st.adam, &h);
+            }
+            if let Some(shadow) = st.ema.as_mut() {
+                ema_update(shadow, &st.params, cfg.ema_rate);
+            }
+            st.position.batch += 1;
+
+            let m = loss.metrics;
+            last_train = m;
+            let n = m.count.max(1.0);
+            window_rows += g;
+            let vals = [
+                ("lm_loss", m.lm_loss / g as f64),
+                ("q_halt_loss", m.q_halt_loss / g as f64),
+                ("accuracy", m.accuracy / n),
+                ("exact_accuracy", m.exact_accuracy / n),
+                ("q_halt_accuracy", m.q_halt_accuracy / n),
+                ("steps", m.steps / n),
+                ("count", m.count),
+                ("lr", h.lr),
+            ];
+            log.log(st.step, "train", &vals)?;
+            pb.set_position(st.step);
+            if st.step % 10 == 0 || st.step == 1 {
+                let rate = window_rows as f64 / window_t.elapsed().as_secs_f64().max(1e-9);
+                pb.set_message(format!("loss {:.4} acc {:.3} exact {:.3} | {:.0} ex/s", vals[0].1, vals[2].1, vals[3].1, rate));
+                (window_rows, window_t) = (0, Instant::now());
+            }
+            if cfg.checkpoint_interval_steps > 0 && st.step % cfg.checkpoint_interval_steps == 0 {
+                log.flush()?;
+                last_ckpt = Some(checkpoint::save(&job.out, &st, &cfg, &model)?);
+            }
+        }
+        // End of an iteration: evaluation + checkpoint.
+        st.position = Position { iteration: iteration + 1, batch: 0 };
+        if iteration as usize >= cfg.min_eval_interval {
+            if let Some(test) = &test_split {
+                let w_eval = Weights::from_named(&model, st.ema.clone().unwrap_or_else(|| st.params.clone()))?;
+                let eb = cfg.eval_batch_size.unwrap_or(g);
+                let r = evaluate(&model, &w_eval, st.table.as_ref(), test.clone(), eb, model.arch.halt_max_steps, cfg.eval_max_examples, |_, _, _, _| {});
+                log.log(
+                    st.step,
+                    "eval",
+                    &[
+                        ("accuracy", r.accuracy),
+                        ("exact_accuracy", r.exact_accuracy),
+                        ("lm_loss", r.lm_loss),
+                        ("q_halt_accuracy", r.q_halt_accuracy),
+                        ("q_halt_loss", r.q_halt_loss),
+                        ("steps", r.steps),
+                        ("count", r.count as f64),
+                    ],
+                )?;
+                pb.println(format!(
+                    "eval @ step {}: token accuracy {:.4}, exact accuracy {:.4} (95% CI {:.4}-{:.4}) on {} examples",
+                    st.step, r.accuracy, r.exact_accuracy, r.exact_accuracy_ci95.0, r.exact_accuracy_ci95.1, r.count
+                ));
+                evals.push((st.step, r));
+            }
+            if cfg.checkpoint_every_eval || iteration + 1 == iterations {
+                log.flush()?;
+                last_ckpt = Some(checkpoint::save(&job.out, &st, &cfg, &model)?);
+            }
+        }
+        if st.step >= stop_at {
+            break;
+        }
+    }
+    // A run cut short by max_steps still ends with an evaluation of its final weights.
+    if let (Some(test), false) = (&test_split, evals.last().is_some_and(|(s, _)| *s == st.step)) {
+        let w_eval = Weights::from_named(&model, st.ema.clone().unwrap_or_else(|| st.params.clone()))?;
+        let r = evaluate(&model, &w_eval, st.table.as_ref(), test.clone(), cfg.eval_batch_size.unwrap_or(g), model.arch.halt_max_steps, cfg.eval_max_examples, |_, _, _, _| {});
+        log.log(st.step, "eval", &[("accuracy", r.accuracy), ("exact_accuracy", r.exact_accuracy), ("lm_loss", r.lm_loss), ("q_halt_accuracy", r.q_halt_accuracy), ("steps", r.steps), ("count", r.count as f64)])?;
+        evals.push((st.step, r));
+    }
+    log.flush()?;
+    if last_ckpt.as_ref().is_none_or(|p| !p.ends_with(format!("step_{:08}", st.step))) {
+        last_ckpt = Some(checkpoint::save(&job.out, &st, &cfg, &model)?);
+    }
+    pb.finish_and_clear();
+    Ok(TrainSummary { steps: st.step, last_train, evals, seconds: t0.elapsed().as_secs_f64(), checkpoint: last_ckpt })
+}
