@@ -117,12 +117,16 @@ fn bad_arc_json_names_file_and_task() {
     let e = err_of(arc_task::load_subset(&prefix, "a"));
     assert!(e.contains("x_a_challenges.json") && e.contains("invalid JSON"), "{e}");
     // solution count that does not match the test inputs
-    write(dir.path(), "x_b_challenges.json", r#"{"t9": {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[1]]}, {"input": [[3]]}]}}"#);
+    write(
+        dir.path(),
+        "x_b_challenges.json",
+        r#"{"t9": {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[1]]}, {"input": [[3]]}]}}"#,
+    );
     write(dir.path(), "x_b_solutions.json", r#"{"t9": [[[2]]]}"#);
     let e = err_of(arc_task::load_subset(&prefix, "b"));
     assert!(e.contains("task t9") && e.contains("1 solution grids for 2 test inputs"), "{e}");
     // grid too large
-    let big = format!("[{}]", vec![format!("[{}]", vec!["1"; 31].join(","))].join(","));
+    let big = format!("[[{}]]", ["1"; 31].join(","));
     write(dir.path(), "x_c_challenges.json", &format!(r#"{{"t3": {{"train": [{{"input": {big}, "output": [[2]]}}], "test": []}}}}"#));
     let e = err_of(arc_task::load_subset(&prefix, "c"));
     assert!(e.contains("task t3") && e.contains("31 columns"), "{e}");

@@ -97,7 +97,14 @@ fn a_second_run_into_the_same_folder_needs_resume() {
     let data = tempfile::tempdir().unwrap();
     tiny_data(data.path());
     let runs = tempfile::tempdir().unwrap();
-    let job = TrainJob { config: tiny_config(&["max_steps=2"]), data: data.path().into(), out: runs.path().into(), resume: false, quiet: true, init_from: None };
+    let job = TrainJob {
+        config: tiny_config(&["max_steps=2"]),
+        data: data.path().into(),
+        out: runs.path().into(),
+        resume: false,
+        quiet: true,
+        init_from: None,
+    };
     train::<AD>(&job, &Default::default()).unwrap();
     let e = format!("{:#}", train::<AD>(&job, &Default::default()).unwrap_err());
     assert!(e.contains("--resume"), "{e}");
@@ -145,13 +152,24 @@ fn a_tiny_trm_learns_real_sudoku() {
     let (_, first) = &s.evals[0];
     let (_, last) = s.evals.last().unwrap();
     let blank_acc = (last.accuracy * (n * 81) as f64 - givens as f64) / blanks as f64;
-    eprintln!("baseline {baseline:.4}; eval token accuracy {:.4} -> {:.4}; blank-cell accuracy {blank_acc:.4}", first.accuracy, last.accuracy);
+    eprintln!(
+        "baseline {baseline:.4}; eval token accuracy {:.4} -> {:.4}; blank-cell accuracy {blank_acc:.4}",
+        first.accuracy, last.accuracy
+    );
     assert_eq!(last.count, 256);
-    assert!(last.accuracy > baseline + 0.02, "token accuracy {:.4} is not clearly above the copy+chance baseline {baseline:.4}", last.accuracy);
+    assert!(
+        last.accuracy > baseline + 0.02,
+        "token accuracy {:.4} is not clearly above the copy+chance baseline {baseline:.4}",
+        last.accuracy
+    );
     assert!(blank_acc > 1.25 / 9.0, "blank cells {blank_acc:.4} are no better than chance");
     // The training loss fell.
     let log = std::fs::read_to_string(runs.path().join("metrics.jsonl")).unwrap();
-    let losses: Vec<f64> = log.lines().filter(|l| l.contains("\"split\":\"train\"")).map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["lm_loss"].as_f64().unwrap()).collect();
+    let losses: Vec<f64> = log
+        .lines()
+        .filter(|l| l.contains("\"split\":\"train\""))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["lm_loss"].as_f64().unwrap())
+        .collect();
     let head: f64 = losses[..10].iter().sum::<f64>() / 10.0;
     let tail: f64 = losses[losses.len() - 10..].iter().sum::<f64>() / 10.0;
     assert!(tail < 0.85 * head, "training loss {head:.4} -> {tail:.4} did not fall");

@@ -2,8 +2,8 @@
 
 pub mod data;
 pub mod device;
-pub mod train;
 pub mod parity;
+pub mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

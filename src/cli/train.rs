@@ -64,9 +64,17 @@ pub fn train(a: TrainArgs) -> Result<()> {
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => unreachable!(),
     };
-    println!("trained {} steps in {:.1}s; checkpoint {}", s.steps, s.seconds, s.checkpoint.map(|p| p.display().to_string()).unwrap_or_default());
+    println!(
+        "trained {} steps in {:.1}s; checkpoint {}",
+        s.steps,
+        s.seconds,
+        s.checkpoint.map(|p| p.display().to_string()).unwrap_or_default()
+    );
     if let Some((step, r)) = s.evals.last() {
-        println!("final eval (step {step}): token accuracy {:.4}, exact accuracy {:.4} on {} examples", r.accuracy, r.exact_accuracy, r.count);
+        println!(
+            "final eval (step {step}): token accuracy {:.4}, exact accuracy {:.4} on {} examples",
+            r.accuracy, r.exact_accuracy, r.count
+        );
     }
     Ok(())
 }

@@ -130,9 +130,7 @@ pub struct BuildSummary {
 
 fn bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})").unwrap().progress_chars("=> "),
-    );
+    pb.set_style(ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})").unwrap().progress_chars("=> "));
     pb.set_message(what.to_string());
     pb
 }

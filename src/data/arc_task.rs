@@ -99,9 +99,8 @@ impl Task {
 /// Parses one task object `{"train": [{input, output}], "test": [{input[, output]}]}`.
 pub fn task_from_json(name: &str, v: &Value, solutions: Option<&Value>, what: &str) -> Result<Task> {
     let at = format!("{what}: task {name}");
-    let list = |key: &str| -> Result<&Vec<Value>> {
-        v.get(key).and_then(Value::as_array).ok_or_else(|| anyhow!("{at}: missing `{key}` list"))
-    };
+    let list =
+        |key: &str| -> Result<&Vec<Value>> { v.get(key).and_then(Value::as_array).ok_or_else(|| anyhow!("{at}: missing `{key}` list")) };
     let mut train = Vec::new();
     for (i, p) in list("train")?.iter().enumerate() {
         let input = Grid::from_json(p.get("input").unwrap_or(&Value::Null), &format!("{at}: train pair {i}: input"))?;
@@ -155,10 +154,8 @@ pub fn load_subset(prefix: &str, subset: &str) -> Result<Vec<Task>> {
         };
         tasks.push(task_from_json(name, v, sol, &ch_path)?);
     }
-    if let Some(s) = sols {
-        if let Some(extra) = s.keys().find(|k| !obj.contains_key(*k)) {
-            bail!("{sol_path}: task {extra} has solutions but is not in {ch_path}");
-        }
+    if let Some(extra) = sols.and_then(|s| s.keys().find(|k| !obj.contains_key(*k))) {
+        bail!("{sol_path}: task {extra} has solutions but is not in {ch_path}");
     }
     tasks.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(tasks)
@@ -201,7 +198,11 @@ pub fn parse_name(name: &str) -> Result<(String, Augmentation)> {
     match parts.as_slice() {
         [task] => Ok((task.to_string(), Augmentation::IDENTITY)),
         [task, t, map] => {
-            let tid: u8 = t.strip_prefix('t').and_then(|x| x.parse().ok()).filter(|&x| x < 8).ok_or_else(|| anyhow!("identifier `{name}`: bad transform `{t}`"))?;
+            let tid: u8 = t
+                .strip_prefix('t')
+                .and_then(|x| x.parse().ok())
+                .filter(|&x| x < 8)
+                .ok_or_else(|| anyhow!("identifier `{name}`: bad transform `{t}`"))?;
             let bytes = map.as_bytes();
             let mut colours = [0u8; 10];
             let mut seen = [false; 10];
@@ -282,18 +283,20 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_grid() -> impl Strategy<Value = Grid> {
-        (1usize..=30, 1usize..=30).prop_flat_map(|(h, w)| {
-            proptest::collection::vec(0u8..10, h * w).prop_map(move |cells| Grid { h, w, cells })
-        })
+        (1usize..=30, 1usize..=30)
+            .prop_flat_map(|(h, w)| proptest::collection::vec(0u8..10, h * w).prop_map(move |cells| Grid { h, w, cells }))
     }
 
     fn arb_aug() -> impl Strategy<Value = Augmentation> {
-        (0u8..8, any::<u64>().prop_map(|seed| {
-            use rand::seq::SliceRandom;
-            let mut p = [1u8, 2, 3, 4, 5, 6, 7, 8, 9];
-            p.shuffle(&mut crate::util::rng::derive(seed, &[]));
-            p
-        }))
+        (
+            0u8..8,
+            any::<u64>().prop_map(|seed| {
+                use rand::seq::SliceRandom;
+                let mut p = [1u8, 2, 3, 4, 5, 6, 7, 8, 9];
+                p.shuffle(&mut crate::util::rng::derive(seed, &[]));
+                p
+            }),
+        )
             .prop_map(|(tid, p)| {
                 let mut colours = [0u8; 10];
                 colours[1..].copy_from_slice(&p);

@@ -28,10 +28,9 @@ pub fn read(path: &Path) -> Result<Vec<Row>> {
         let rec = rec.map_err(|e| {
             let line = e.position().map(|p| p.line());
             match e.kind() {
-                csv::ErrorKind::UnequalLengths { expected_len, len, .. } => anyhow!(
-                    "{}: {len} fields where the header has {expected_len} (truncated or malformed line)",
-                    where_(line)
-                ),
+                csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                    anyhow!("{}: {len} fields where the header has {expected_len} (truncated or malformed line)", where_(line))
+                }
                 _ => anyhow!("{}: {e}", where_(line)),
             }
         })?;

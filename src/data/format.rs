@@ -185,7 +185,14 @@ fn read_set(dir: &Path, set: &str, meta: &Metadata) -> Result<SplitData> {
             meta.num_puzzle_identifiers
         );
     }
-    Ok(SplitData { seq_len: s, inputs: inputs.data, labels: labels.data, puzzle_identifiers: ids, puzzle_indices: pidx, group_indices: gidx })
+    Ok(SplitData {
+        seq_len: s,
+        inputs: inputs.data,
+        labels: labels.data,
+        puzzle_identifiers: ids,
+        puzzle_indices: pidx,
+        group_indices: gidx,
+    })
 }
 
 /// CSR offsets: `count + 1` entries, starting at 0, non-decreasing, ending at `total`.

@@ -235,7 +235,12 @@ mod tests {
                 assert_eq!(batch.labels[r * 2], IGNORE_LABEL);
                 assert_eq!(batch.labels[r * 2 + 1], if ex == 0 { IGNORE_LABEL } else { ex });
                 let id = batch.puzzle_identifiers[r];
-                let expect = match ex { 0..=2 => 1, 3..=5 => 2, 6 | 7 => 11, _ => 21 };
+                let expect = match ex {
+                    0..=2 => 1,
+                    3..=5 => 2,
+                    6 | 7 => 11,
+                    _ => 21,
+                };
                 assert_eq!(id, expect, "example {ex} carries its puzzle's identifier");
             }
         }
@@ -253,7 +258,9 @@ mod tests {
         let whole = TrainSampler { split: split.clone(), global_batch: 4, rank: 0, world: 1, seed: 1, epochs_per_iter: 2 };
         let r0 = TrainSampler { rank: 0, world: 2, ..whole.clone() };
         let r1 = TrainSampler { rank: 1, world: 2, ..whole.clone() };
-        for ((w, a), b) in whole.iteration(Position::default()).zip(r0.iteration(Position::default())).zip(r1.iteration(Position::default())) {
+        for ((w, a), b) in
+            whole.iteration(Position::default()).zip(r0.iteration(Position::default())).zip(r1.iteration(Position::default()))
+        {
             assert_eq!(&w.inputs[..4], &a.inputs[..]);
             assert_eq!(&w.inputs[4..], &b.inputs[..]);
         }

@@ -89,7 +89,15 @@ pub fn build(train_csv: &Path, test_csv: &Path, out: &Path, aug: bool) -> Result
     let train = read_csv(train_csv)?;
     let test = read_csv(test_csv)?;
     if train[0].side != test[0].side {
-        bail!("{} has {}x{} mazes but {} has {}x{}", train_csv.display(), train[0].side, train[0].side, test_csv.display(), test[0].side, test[0].side);
+        bail!(
+            "{} has {}x{} mazes but {} has {}x{}",
+            train_csv.display(),
+            train[0].side,
+            train[0].side,
+            test_csv.display(),
+            test[0].side,
+            test[0].side
+        );
     }
     let tr = build_split(&train, aug);
     let te = build_split(&test, false);
@@ -116,10 +124,18 @@ pub fn check_path(side: usize, question: &[u8], answer: &[u8]) -> Result<usize, 
     let neighbours = |i: usize| {
         let (r, c) = (i / side, i % side);
         let mut v = Vec::with_capacity(4);
-        if r > 0 { v.push(i - side) }
-        if r + 1 < side { v.push(i + side) }
-        if c > 0 { v.push(i - 1) }
-        if c + 1 < side { v.push(i + 1) }
+        if r > 0 {
+            v.push(i - side)
+        }
+        if r + 1 < side {
+            v.push(i + side)
+        }
+        if c > 0 {
+            v.push(i - 1)
+        }
+        if c + 1 < side {
+            v.push(i + 1)
+        }
         v
     };
     // Walk from S along path cells; a simple path never has a choice.

@@ -23,9 +23,7 @@ fn read_any<T: npyz::Deserialize>(path: &Path) -> Result<Array<T>> {
     }
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let dtype = npy.dtype().descr();
-    let data = npy
-        .into_vec::<T>()
-        .with_context(|| format!("{}: unexpected dtype {dtype} or truncated data", path.display()))?;
+    let data = npy.into_vec::<T>().with_context(|| format!("{}: unexpected dtype {dtype} or truncated data", path.display()))?;
     Ok(Array { shape, data })
 }
 

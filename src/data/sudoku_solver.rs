@@ -142,11 +142,8 @@ pub fn solves(puzzle: &Grid, solution: &Grid) -> bool {
 /// Rule violations of a (possibly partial) grid, as human-readable strings (for `trm solve`).
 pub fn violations(grid: &Grid) -> Vec<String> {
     let mut v = Vec::new();
-    let units: [(&str, fn(usize, usize) -> usize); 3] = [
-        ("row", |u, k| u * 9 + k),
-        ("column", |u, k| k * 9 + u),
-        ("box", |u, k| (u / 3) * 27 + (u % 3) * 3 + (k / 3) * 9 + k % 3),
-    ];
+    let units: [(&str, fn(usize, usize) -> usize); 3] =
+        [("row", |u, k| u * 9 + k), ("column", |u, k| k * 9 + u), ("box", |u, k| (u / 3) * 27 + (u % 3) * 3 + (k / 3) * 9 + k % 3)];
     for (name, cell) in units {
         for u in 0..9 {
             let mut seen = [0u8; 10];

@@ -59,7 +59,8 @@ fn num(v: &Value, key: &str) -> Result<f64> {
 
 /// The model configuration from `model_config_effective` (reference field names).
 pub fn model_config(cfg: &Value) -> Result<ModelConfig> {
-    let m = cfg.get("model_config_effective").or_else(|| cfg.get("model_config_passed_to_model")).context("config.json: no model config")?;
+    let m =
+        cfg.get("model_config_effective").or_else(|| cfg.get("model_config_passed_to_model")).context("config.json: no model config")?;
     let u = |k: &str| num(m, k).map(|x| x as usize);
     let pos = match m.get("pos_encodings").and_then(Value::as_str) {
         Some("rope") => PosEncoding::Rope,
@@ -87,7 +88,8 @@ pub fn model_config(cfg: &Value) -> Result<ModelConfig> {
         forward_dtype: ForwardDtype::Float32,
         loss_type: if loss == "softmax_cross_entropy" { LossType::SoftmaxCrossEntropy } else { LossType::StablemaxCrossEntropy },
     };
-    let c = ModelConfig { arch, seq_len: u("seq_len")?, vocab_size: u("vocab_size")?, num_puzzle_identifiers: u("num_puzzle_identifiers")? };
+    let c =
+        ModelConfig { arch, seq_len: u("seq_len")?, vocab_size: u("vocab_size")?, num_puzzle_identifiers: u("num_puzzle_identifiers")? };
     c.validate()?;
     Ok(c)
 }
@@ -99,8 +101,16 @@ pub fn canonical_name(key: &str) -> &str {
 }
 
 /// Builds named weights (+ puzzle table) from reference state-dict tensors.
-pub fn weights_from_state_dict<B: Backend>(cfg: &ModelConfig, sd: &BTreeMap<String, HostTensor>, prefix: &str, device: &B::Device) -> Result<(Vec<Named<B>>, Option<Tensor<B, 2>>)> {
-    let get = |name: &str| sd.get(&format!("{prefix}{name}")).or_else(|| sd.iter().find(|(k, _)| canonical_name(k.strip_prefix(prefix).unwrap_or(k)) == name).map(|(_, v)| v));
+pub fn weights_from_state_dict<B: Backend>(
+    cfg: &ModelConfig,
+    sd: &BTreeMap<String, HostTensor>,
+    prefix: &str,
+    device: &B::Device,
+) -> Result<(Vec<Named<B>>, Option<Tensor<B, 2>>)> {
+    let get = |name: &str| {
+        sd.get(&format!("{prefix}{name}"))
+            .or_else(|| sd.iter().find(|(k, _)| canonical_name(k.strip_prefix(prefix).unwrap_or(k)) == name).map(|(_, v)| v))
+    };
     let mut named = Vec::new();
     for (name, shape) in expected_shapes(cfg) {
         let t = get(&name).ok_or_else(|| anyhow!("weights: missing `{name}`"))?;
@@ -124,7 +134,15 @@ fn batch_from(b: &BTreeMap<String, HostTensor>) -> Result<Batch> {
     let labels = b.get("labels").context("batch: no `labels`")?;
     let ids = b.get("puzzle_identifiers").context("batch: no `puzzle_identifiers`")?;
     let (n, s) = (inputs.shape[0], inputs.shape[1]);
-    Ok(Batch { set: 0, batch_size: n, seq_len: s, inputs: inputs.i32s(), labels: labels.i32s(), puzzle_identifiers: ids.i32s(), global_effective: n })
+    Ok(Batch {
+        set: 0,
+        batch_size: n,
+        seq_len: s,
+        inputs: inputs.i32s(),
+        labels: labels.i32s(),
+        puzzle_identifiers: ids.i32s(),
+        global_effective: n,
+    })
 }
 
 /// Compares one tensor and records the result.
@@ -139,12 +157,20 @@ impl Checker<'_> {
     fn rel(&mut self, key: &str, got: &[f64], tol: f64) {
         let Some(e) = self.expected.get(key) else { return };
         let scale = e.max_abs().max(1e-30);
-        let err = if got.len() != e.values.len() { f64::INFINITY } else { got.iter().zip(&e.values).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max) / scale };
+        let err = if got.len() != e.values.len() {
+            f64::INFINITY
+        } else {
+            got.iter().zip(&e.values).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max) / scale
+        };
         self.results.push(Check { name: key.into(), error: err, tolerance: tol, mode: "rel-to-max" });
     }
     fn abs(&mut self, key: &str, got: &[f64], tol: f64) {
         let Some(e) = self.expected.get(key) else { return };
-        let err = if got.len() != e.values.len() { f64::INFINITY } else { got.iter().zip(&e.values).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max) };
+        let err = if got.len() != e.values.len() {
+            f64::INFINITY
+        } else {
+            got.iter().zip(&e.values).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max)
+        };
         self.results.push(Check { name: key.into(), error: err, tolerance: tol, mode: "absolute" });
     }
     fn scalar_rel(&mut self, key: &str, got: f64, tol: f64) {
@@ -155,7 +181,11 @@ impl Checker<'_> {
     }
     fn exact(&mut self, key: &str, got: &[f64]) {
         let Some(e) = self.expected.get(key) else { return };
-        let wrong = if got.len() != e.values.len() { got.len().max(e.values.len()) } else { got.iter().zip(&e.values).filter(|(a, b)| a != b).count() };
+        let wrong = if got.len() != e.values.len() {
+            got.len().max(e.values.len())
+        } else {
+            got.iter().zip(&e.values).filter(|(a, b)| a != b).count()
+        };
         self.results.push(Check { name: key.into(), error: wrong as f64, tolerance: 0.0, mode: "exact (mismatches)" });
     }
     /// Forward tolerance of `what` at call `k`: 1e-5 at call 1, later 10x the fp32-vs-fp64 noise
@@ -164,7 +194,8 @@ impl Checker<'_> {
         if k <= 1 {
             return 1e-5;
         }
-        let floor = self.noise.and_then(|n| n.get(format!("{mode}.{what}")).and_then(|m| m.get(format!("step{k}"))).and_then(Value::as_f64));
+        let floor =
+            self.noise.and_then(|n| n.get(format!("{mode}.{what}")).and_then(|m| m.get(format!("step{k}"))).and_then(Value::as_f64));
         floor.map_or(1e-4, |f| (10.0 * f).max(1e-5))
     }
 }
@@ -173,7 +204,15 @@ fn f64s(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
 
-fn check_step<B: Backend, C: Backend>(c: &mut Checker, prefix: &str, mode: &str, k: usize, out: &crate::model::trm::StepOutput<B>, loss: &crate::train::loss::LossOutput<B>, carry: &Carry<C>) {
+fn check_step<B: Backend, C: Backend>(
+    c: &mut Checker,
+    prefix: &str,
+    mode: &str,
+    k: usize,
+    out: &crate::model::trm::StepOutput<B>,
+    loss: &crate::train::loss::LossOutput<B>,
+    carry: &Carry<C>,
+) {
     let tol = |w: &str| c.fwd_tol(mode, w, k);
     let (tl, tq, tc, th, tz) = (tol("logits"), tol("q_halt_logits"), tol("q_continue_logits"), tol("z_H"), tol("z_L"));
     c.rel(&format!("{prefix}.logits"), &f64s(&to_host_f32(&out.logits)), tl);
@@ -318,11 +357,26 @@ pub fn run<AD: AutodiffBackend>(dir: &Path, device: &AD::Device) -> Result<Vec<C
     let mut own_state = AdamState::new(&own);
     adam_step(&mut own, &pgrads, &mut own_state, &hyper);
     for n in own.iter().filter(|n| n.trainable) {
-        let (Some(want), Some(g)) = (expected.get(&format!("after_step.model.inner.{}", n.name)), expected.get(&format!("grad.model.inner.{}", n.name))) else { continue };
+        let (Some(want), Some(g)) =
+            (expected.get(&format!("after_step.model.inner.{}", n.name)), expected.get(&format!("grad.model.inner.{}", n.name)))
+        else {
+            continue;
+        };
         let gmax = g.max_abs();
         let got = to_host_f32(&n.tensor);
-        let err = got.iter().zip(&want.values).zip(&g.values).filter(|(_, gv)| gv.abs() >= 1e-4 * gmax).map(|((a, b), _)| (*a as f64 - b).abs()).fold(0.0, f64::max);
-        c.results.push(Check { name: format!("after_step(own grads).{}", n.name), error: err, tolerance: 1e-6, mode: "absolute, |g| >= 1e-4 max|g|" });
+        let err = got
+            .iter()
+            .zip(&want.values)
+            .zip(&g.values)
+            .filter(|(_, gv)| gv.abs() >= 1e-4 * gmax)
+            .map(|((a, b), _)| (*a as f64 - b).abs())
+            .fold(0.0, f64::max);
+        c.results.push(Check {
+            name: format!("after_step(own grads).{}", n.name),
+            error: err,
+            tolerance: 1e-6,
+            mode: "absolute, |g| >= 1e-4 max|g|",
+        });
     }
 
     // 4. Second training step: persisted carry, weights after the step (the fixture's).

@@ -151,11 +151,23 @@ impl ModelConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         let a = &self.arch;
         anyhow::ensure!(a.hidden_size > 0 && a.num_heads > 0, "arch.hidden_size and arch.num_heads must be positive");
-        anyhow::ensure!(a.hidden_size % a.num_heads == 0, "arch.hidden_size {} is not divisible by arch.num_heads {}", a.hidden_size, a.num_heads);
-        anyhow::ensure!(self.head_dim() % 2 == 0 || a.pos_encodings != PosEncoding::Rope, "RoPE needs an even head dim");
-        anyhow::ensure!(a.h_cycles >= 1 && a.l_cycles >= 1 && a.l_layers >= 1, "arch.H_cycles, arch.L_cycles and arch.L_layers must be >= 1");
+        anyhow::ensure!(
+            a.hidden_size.is_multiple_of(a.num_heads),
+            "arch.hidden_size {} is not divisible by arch.num_heads {}",
+            a.hidden_size,
+            a.num_heads
+        );
+        anyhow::ensure!(self.head_dim().is_multiple_of(2) || a.pos_encodings != PosEncoding::Rope, "RoPE needs an even head dim");
+        anyhow::ensure!(
+            a.h_cycles >= 1 && a.l_cycles >= 1 && a.l_layers >= 1,
+            "arch.H_cycles, arch.L_cycles and arch.L_layers must be >= 1"
+        );
         anyhow::ensure!(a.halt_max_steps >= 1, "arch.halt_max_steps must be >= 1");
-        anyhow::ensure!(a.puzzle_emb_ndim <= self.prefix_len() * a.hidden_size, "arch.puzzle_emb_ndim {} does not fit in puzzle_emb_len x hidden_size", a.puzzle_emb_ndim);
+        anyhow::ensure!(
+            a.puzzle_emb_ndim <= self.prefix_len() * a.hidden_size,
+            "arch.puzzle_emb_ndim {} does not fit in puzzle_emb_len x hidden_size",
+            a.puzzle_emb_ndim
+        );
         anyhow::ensure!((0.0..=1.0).contains(&a.halt_exploration_prob), "arch.halt_exploration_prob must be in [0, 1]");
         Ok(())
     }

@@ -87,7 +87,8 @@ pub fn attention<B: Backend>(x: Tensor<B, 3>, qkv: &Linear<B>, o: &Linear<B>, he
     let [b, t, d] = x.dims();
     let hd = d / heads;
     // Row blocks of the qkv weight give contiguous q, k, v directly.
-    let part = |k: usize| linear3(x.clone(), &Linear { weight: qkv.weight.clone().narrow(0, k * d, d), bias: None }).reshape([b, t, heads, hd]);
+    let part =
+        |k: usize| linear3(x.clone(), &Linear { weight: qkv.weight.clone().narrow(0, k * d, d), bias: None }).reshape([b, t, heads, hd]);
     let (mut q, mut k, v) = (part(0), part(1), part(2));
     if let Some(r) = rope {
         q = r.apply(q);

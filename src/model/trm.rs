@@ -25,11 +25,8 @@ pub fn embed_input<B: Backend>(w: &Weights<B>, cfg: &ModelConfig, inputs: Tensor
     if p > 0 {
         let puzzle = puzzle.expect("a puzzle embedding is configured");
         let ndim = puzzle.dims()[1];
-        let padded = if p * d > ndim {
-            Tensor::cat(vec![puzzle.clone(), Tensor::zeros([b, p * d - ndim], &puzzle.device())], 1)
-        } else {
-            puzzle
-        };
+        let padded =
+            if p * d > ndim { Tensor::cat(vec![puzzle.clone(), Tensor::zeros([b, p * d - ndim], &puzzle.device())], 1) } else { puzzle };
         e = Tensor::cat(vec![padded.reshape([b, p, d]), e], 1);
     }
     if let (PosEncoding::Learned, Some(pos)) = (cfg.arch.pos_encodings, &w.embed_pos) {
@@ -39,7 +36,13 @@ pub fn embed_input<B: Backend>(w: &Weights<B>, cfg: &ModelConfig, inputs: Tensor
 }
 
 /// The shared network: add the injection once, then run the blocks in order.
-pub fn reasoning_net<B: Backend>(w: &Weights<B>, cfg: &ModelConfig, rope: &Rope<B>, hidden: Tensor<B, 3>, injection: Tensor<B, 3>) -> Tensor<B, 3> {
+pub fn reasoning_net<B: Backend>(
+    w: &Weights<B>,
+    cfg: &ModelConfig,
+    rope: &Rope<B>,
+    hidden: Tensor<B, 3>,
+    injection: Tensor<B, 3>,
+) -> Tensor<B, 3> {
     let mut h = hidden + injection;
     for b in &w.layers {
         h = block(h, b, cfg, Some(rope));
@@ -48,7 +51,14 @@ pub fn reasoning_net<B: Backend>(w: &Weights<B>, cfg: &ModelConfig, rope: &Rope<
 }
 
 /// One recursion: z <- net(z, y + x) `L_cycles` times, then y <- net(y, z). Returns (y, z).
-pub fn latent_recursion<B: Backend>(w: &Weights<B>, cfg: &ModelConfig, rope: &Rope<B>, y: Tensor<B, 3>, mut z: Tensor<B, 3>, x: &Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>) {
+pub fn latent_recursion<B: Backend>(
+    w: &Weights<B>,
+    cfg: &ModelConfig,
+    rope: &Rope<B>,
+    y: Tensor<B, 3>,
+    mut z: Tensor<B, 3>,
+    x: &Tensor<B, 3>,
+) -> (Tensor<B, 3>, Tensor<B, 3>) {
     for _ in 0..cfg.arch.l_cycles {
         z = reasoning_net(w, cfg, rope, z, y.clone() + x.clone());
     }
@@ -83,7 +93,14 @@ pub fn heads<B: Backend>(w: &Weights<B>, cfg: &ModelConfig, z_h: Tensor<B, 3>, z
 }
 
 /// Deep recursion without autodiff (evaluation, inference): all `H_cycles` recursions.
-pub fn deep_recursion<B: Backend>(w: &Weights<B>, cfg: &ModelConfig, rope: &Rope<B>, z_h: Tensor<B, 3>, z_l: Tensor<B, 3>, x: &Tensor<B, 3>) -> StepOutput<B> {
+pub fn deep_recursion<B: Backend>(
+    w: &Weights<B>,
+    cfg: &ModelConfig,
+    rope: &Rope<B>,
+    z_h: Tensor<B, 3>,
+    z_l: Tensor<B, 3>,
+    x: &Tensor<B, 3>,
+) -> StepOutput<B> {
     let (mut y, mut z) = (z_h, z_l);
     for _ in 0..cfg.arch.h_cycles {
         (y, z) = latent_recursion(w, cfg, rope, y, z, x);

@@ -73,9 +73,8 @@ impl<B: Backend> Weights<B> {
     /// Every tensor with its reference name, in a fixed order.
     pub fn into_named(self) -> Vec<Named<B>> {
         let mut out = Vec::new();
-        let mut push = |name: String, (shape, tensor): (Vec<usize>, Tensor<B, 2>), trainable: bool| {
-            out.push(Named { name, shape, tensor, trainable })
-        };
+        let mut push =
+            |name: String, (shape, tensor): (Vec<usize>, Tensor<B, 2>), trainable: bool| out.push(Named { name, shape, tensor, trainable });
         push("embed_tokens.embedding_weight".into(), flat2(self.embed_tokens), true);
         if let Some(p) = self.embed_pos {
             push("embed_pos.embedding_weight".into(), flat2(p), true);
@@ -124,9 +123,15 @@ impl<B: Backend> Weights<B> {
         for i in 0..cfg.arch.l_layers {
             let p = format!("L_level.layers.{i}");
             let mixer = if cfg.arch.mlp_t {
-                Mixer::MlpT { gate_up: lin(take2(&format!("{p}.mlp_t.gate_up_proj.weight"))?), down: lin(take2(&format!("{p}.mlp_t.down_proj.weight"))?) }
+                Mixer::MlpT {
+                    gate_up: lin(take2(&format!("{p}.mlp_t.gate_up_proj.weight"))?),
+                    down: lin(take2(&format!("{p}.mlp_t.down_proj.weight"))?),
+                }
             } else {
-                Mixer::Attention { qkv: lin(take2(&format!("{p}.self_attn.qkv_proj.weight"))?), o: lin(take2(&format!("{p}.self_attn.o_proj.weight"))?) }
+                Mixer::Attention {
+                    qkv: lin(take2(&format!("{p}.self_attn.qkv_proj.weight"))?),
+                    o: lin(take2(&format!("{p}.self_attn.o_proj.weight"))?),
+                }
             };
             let gate_up = lin(take2(&format!("{p}.mlp.gate_up_proj.weight"))?);
             let down = lin(take2(&format!("{p}.mlp.down_proj.weight"))?);
@@ -143,7 +148,11 @@ impl<B: Backend> Weights<B> {
 
     /// Applies `f` to every tensor (e.g. move to autodiff leaves, cast, clone to a device).
     pub fn map<B2: Backend>(self, cfg: &ModelConfig, mut f: impl FnMut(&str, bool, Tensor<B, 2>) -> Tensor<B2, 2>) -> Weights<B2> {
-        let named = self.into_named().into_iter().map(|n| Named { tensor: f(&n.name, n.trainable, n.tensor), name: n.name, shape: n.shape, trainable: n.trainable }).collect();
+        let named = self
+            .into_named()
+            .into_iter()
+            .map(|n| Named { tensor: f(&n.name, n.trainable, n.tensor), name: n.name, shape: n.shape, trainable: n.trainable })
+            .collect();
         Weights::from_named(cfg, named).expect("mapping keeps names and shapes")
     }
 
@@ -242,6 +251,6 @@ mod tests {
         let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
         let std = (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
         assert!((std - 0.5).abs() < 0.005, "std {std}");
-        assert!(v.iter().all(|&x| x.abs() as f64 <= 2.2736944686771130 * 0.5 + 1e-6));
+        assert!(v.iter().all(|&x| x.abs() as f64 <= 2.273_694_468_677_113 * 0.5 + 1e-6));
     }
 }

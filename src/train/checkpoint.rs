@@ -77,7 +77,12 @@ fn named_entries<B: Backend>(prefix: &str, v: &[Named<B>]) -> Vec<(String, Vec<u
 }
 
 /// Writes the evaluation weights (+ table) in the reference's naming.
-pub fn write_model(path: &Path, weights: &[Named<impl Backend>], table: Option<&Tensor<impl Backend, 2>>, meta: BTreeMap<String, String>) -> Result<()> {
+pub fn write_model(
+    path: &Path,
+    weights: &[Named<impl Backend>],
+    table: Option<&Tensor<impl Backend, 2>>,
+    meta: BTreeMap<String, String>,
+) -> Result<()> {
     let mut entries = named_entries(PREFIX, weights);
     if let Some(t) = table {
         entries.push((format!("{PREFIX}puzzle_emb.weights"), t.dims().to_vec(), host(t)));
@@ -111,7 +116,13 @@ pub fn save<B: Backend>(run: &Path, st: &TrainState<B>, cfg: &TrainConfig, model
     let carry = st.carry.as_ref().map(|c| {
         entries.push(("carry.z_h".into(), c.z_h.dims().to_vec(), host(&c.z_h)));
         entries.push(("carry.z_l".into(), c.z_l.dims().to_vec(), host(&c.z_l)));
-        CarryRows { steps: c.steps.clone(), halted: c.halted.clone(), inputs: c.inputs.clone(), labels: c.labels.clone(), puzzle_ids: c.puzzle_ids.clone() }
+        CarryRows {
+            steps: c.steps.clone(),
+            halted: c.halted.clone(),
+            inputs: c.inputs.clone(),
+            labels: c.labels.clone(),
+            puzzle_ids: c.puzzle_ids.clone(),
+        }
     });
     write_safetensors(&tmp.join("state.safetensors"), &entries, None)?;
     let js = StateJson {
@@ -134,7 +145,9 @@ pub fn save<B: Backend>(run: &Path, st: &TrainState<B>, cfg: &TrainConfig, model
     // Keep the newest `keep_checkpoints`.
     let mut all: Vec<PathBuf> = std::fs::read_dir(&root)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step_") && !n.to_string_lossy().ends_with(".tmp")))
+        .filter(|p| {
+            p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step_") && !n.to_string_lossy().ends_with(".tmp"))
+        })
         .collect();
     all.sort();
     while all.len() > cfg.keep_checkpoints {
@@ -152,7 +165,8 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     let latest = path.join("checkpoints").join("latest");
-    let name = std::fs::read_to_string(&latest).with_context(|| format!("{} has no checkpoint (no {})", path.display(), latest.display()))?;
+    let name =
+        std::fs::read_to_string(&latest).with_context(|| format!("{} has no checkpoint (no {})", path.display(), latest.display()))?;
     Ok(path.join("checkpoints").join(name.trim()))
 }
 
@@ -170,7 +184,13 @@ fn tensor2<B: Backend>(t: &HostTensor, device: &B::Device) -> Tensor<B, 2> {
 }
 
 /// Named tensors `prefix<name>` of `map` in the order of `like`.
-fn take_named<B: Backend>(map: &BTreeMap<String, HostTensor>, prefix: &str, like: &[(String, Vec<usize>)], device: &B::Device, file: &Path) -> Result<Vec<Named<B>>> {
+fn take_named<B: Backend>(
+    map: &BTreeMap<String, HostTensor>,
+    prefix: &str,
+    like: &[(String, Vec<usize>)],
+    device: &B::Device,
+    file: &Path,
+) -> Result<Vec<Named<B>>> {
     like.iter()
         .map(|(name, shape)| {
             let t = map.get(&format!("{prefix}{name}")).ok_or_else(|| anyhow!("{}: missing `{prefix}{name}`", file.display()))?;
@@ -186,7 +206,8 @@ fn take_named<B: Backend>(map: &BTreeMap<String, HostTensor>, prefix: &str, like
 /// state dict exported to safetensors: `_orig_mod.` / `model.inner.` prefixes are accepted).
 pub fn load_model<B: Backend>(file: &Path, model: &ModelConfig, device: &B::Device) -> Result<(Vec<Named<B>>, Option<Tensor<B, 2>>)> {
     let map = read_safetensors(file)?;
-    let canon: BTreeMap<String, HostTensor> = map.into_iter().map(|(k, v)| (crate::eval::parity::canonical_name(&k).to_string(), v)).collect();
+    let canon: BTreeMap<String, HostTensor> =
+        map.into_iter().map(|(k, v)| (crate::eval::parity::canonical_name(&k).to_string(), v)).collect();
     let like = crate::model::weights::expected_shapes(model);
     let params = take_named(&canon, "", &like, device, file)?;
     let table = match canon.get("puzzle_emb.weights") {

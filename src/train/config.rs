@@ -109,7 +109,10 @@ pub fn load_base(preset_or_file: &str) -> Result<toml::Table> {
     let text = match PRESETS.iter().find(|(n, _)| *n == preset_or_file) {
         Some((_, t)) => t.to_string(),
         None => std::fs::read_to_string(preset_or_file).with_context(|| {
-            format!("`{preset_or_file}` is neither a preset ({}) nor a readable TOML file", PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", "))
+            format!(
+                "`{preset_or_file}` is neither a preset ({}) nor a readable TOML file",
+                PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+            )
         })?,
     };
     text.parse::<toml::Table>().with_context(|| format!("{preset_or_file}: invalid TOML"))
@@ -180,7 +183,10 @@ pub fn apply_overrides(base: &mut toml::Table, overrides: &[String]) -> Result<(
             let mut close: Vec<(usize, &String)> = known.iter().map(|k| (edit_distance(k, key), k)).collect();
             close.sort();
             let sugg: Vec<&str> = close.iter().take(3).filter(|(d, _)| *d <= key.len() / 2 + 2).map(|(_, k)| k.as_str()).collect();
-            bail!("unknown configuration key `{key}`{}", if sugg.is_empty() { String::new() } else { format!(" (did you mean {}?)", sugg.join(", ")) });
+            bail!(
+                "unknown configuration key `{key}`{}",
+                if sugg.is_empty() { String::new() } else { format!(" (did you mean {}?)", sugg.join(", ")) }
+            );
         }
         let mut v = parse_value(value);
         // `data_paths=dir` is a one-element list; numbers where floats are expected stay numbers.
@@ -240,7 +246,7 @@ impl TrainConfig {
         anyhow::ensure!(self.global_batch_size > 0, "global_batch_size must be positive");
         anyhow::ensure!(self.epochs > 0, "epochs must be positive");
         if let Some(e) = self.eval_interval {
-            anyhow::ensure!(e > 0 && self.epochs % e == 0, "eval_interval {e} must divide epochs {}", self.epochs);
+            anyhow::ensure!(e > 0 && self.epochs.is_multiple_of(e), "eval_interval {e} must divide epochs {}", self.epochs);
         }
         anyhow::ensure!((0.0..=1.0).contains(&self.ema_rate), "ema_rate must be in [0, 1]");
         anyhow::ensure!(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1");
@@ -268,7 +274,18 @@ mod tests {
 
     #[test]
     fn reference_style_overrides() {
-        let c = resolve("sudoku-att", &["arch.L_cycles=4".into(), "ema=True".into(), "lr=1".into(), "+run_name=x".into(), "arch.pos_encodings=none".into(), "arch.forward_dtype=float32".into()]).unwrap();
+        let c = resolve(
+            "sudoku-att",
+            &[
+                "arch.L_cycles=4".into(),
+                "ema=True".into(),
+                "lr=1".into(),
+                "+run_name=x".into(),
+                "arch.pos_encodings=none".into(),
+                "arch.forward_dtype=float32".into(),
+            ],
+        )
+        .unwrap();
         assert_eq!(c.arch.l_cycles, 4);
         assert!(c.ema);
         assert_eq!(c.lr, 1.0);

@@ -16,9 +16,14 @@ impl MetricsLog {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let jsonl = OpenOptions::new().create(true).append(true).open(dir.join("metrics.jsonl")).context("cannot open metrics.jsonl")?;
-        let tb_path = match std::fs::read_dir(dir)?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("events.out.tfevents."))) {
+        let tb_path = match std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("events.out.tfevents.")))
+        {
             Some(p) => p,
-            None => dir.join(format!("events.out.tfevents.{}.trm", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs())),
+            None => dir
+                .join(format!("events.out.tfevents.{}.trm", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs())),
         };
         let fresh = !tb_path.exists();
         let mut tb = OpenOptions::new().create(true).append(true).open(&tb_path).context("cannot open the TensorBoard event file")?;
@@ -194,7 +199,8 @@ mod tests {
             log.log(7, "train", &[("lm_loss", 1.5), ("accuracy", 0.25)]).unwrap();
             log.flush().unwrap();
         }
-        let tb = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().contains("tfevents")).unwrap();
+        let tb =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().contains("tfevents")).unwrap();
         let ev = read_events(&tb).unwrap();
         assert_eq!(ev, vec![(7, "train/lm_loss".to_string(), 1.5), (7, "train/accuracy".to_string(), 0.25)]);
         let line = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();

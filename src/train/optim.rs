@@ -9,8 +9,8 @@
 
 use crate::model::weights::Named;
 use burn::prelude::*;
-use burn::tensor::TensorData;
 use burn::tensor::IndexingUpdateOp;
+use burn::tensor::TensorData;
 use serde::{Deserialize, Serialize};
 
 /// Which optimiser updates the network weights.
@@ -85,7 +85,18 @@ pub fn sign_sgd_rows<B: Backend>(table: Tensor<B, 2>, ids: &[i32], grad: &[f32],
     let device = table.device();
     let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(uniq.clone(), [uniq.len()]), &device);
     let rows = table.clone().select(0, idx.clone());
-    let sign: Vec<f32> = sums.iter().map(|&g| if g > 0.0 { 1.0 } else if g < 0.0 { -1.0 } else { 0.0 }).collect();
+    let sign: Vec<f32> = sums
+        .iter()
+        .map(|&g| {
+            if g > 0.0 {
+                1.0
+            } else if g < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
     let sign = Tensor::<B, 2>::from_data(TensorData::new(sign, [uniq.len(), ndim]), &device);
     // new = w (1 - lr wd) - lr sign  =>  add  -w lr wd - lr sign  to the selected rows
     let delta = rows * (-lr * wd) - sign * lr;

@@ -76,7 +76,12 @@ pub fn train_forward<AD: AutodiffBackend>(
         .iter()
         .map(|n| {
             let t = Tensor::<AD, 2>::from_inner(n.tensor.clone());
-            Named { tensor: if n.trainable { t.require_grad() } else { t }, name: n.name.clone(), shape: n.shape.clone(), trainable: n.trainable }
+            Named {
+                tensor: if n.trainable { t.require_grad() } else { t },
+                name: n.name.clone(),
+                shape: n.shape.clone(),
+                trainable: n.trainable,
+            }
         })
         .collect();
     let w_ad = Weights::from_named(cfg, leaves.clone()).expect("valid weights");

@@ -69,12 +69,14 @@ fn fresh_state<B: Backend>(cfg: &TrainConfig, model: &ModelConfig, device: &B::D
     let mut rng = crate::util::rng::derive(cfg.seed, &[7]);
     let (params, table) = match init_from {
         Some(file) => {
-            let (p, t) = checkpoint::load_model::<B>(file, model, device).with_context(|| format!("cannot start from {}", file.display()))?;
+            let (p, t) =
+                checkpoint::load_model::<B>(file, model, device).with_context(|| format!("cannot start from {}", file.display()))?;
             (p, t)
         }
         None => {
             let p = weights::init::<B>(model, &mut rng, device).into_named();
-            let t = (model.arch.puzzle_emb_ndim > 0).then(|| Tensor::zeros([model.num_puzzle_identifiers, model.arch.puzzle_emb_ndim], device));
+            let t =
+                (model.arch.puzzle_emb_ndim > 0).then(|| Tensor::zeros([model.num_puzzle_identifiers, model.arch.puzzle_emb_ndim], device));
             (p, t)
         }
     };
@@ -116,7 +118,14 @@ pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result
     }
 
     let g = cfg.global_batch_size;
-    let sampler = TrainSampler { split: train_split.clone(), global_batch: g, rank: 0, world: 1, seed: cfg.seed, epochs_per_iter: cfg.epochs_per_iter() };
+    let sampler = TrainSampler {
+        split: train_split.clone(),
+        global_batch: g,
+        rank: 0,
+        world: 1,
+        seed: cfg.seed,
+        epochs_per_iter: cfg.epochs_per_iter(),
+    };
     let total = total_steps(&train_split, cfg.epochs, g);
     let stop_at = cfg.max_steps.map_or(total, |m| m.min(total));
     let iterations = (cfg.epochs / cfg.epochs_per_iter()) as u64;
@@ -199,7 +208,16 @@ pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result
             if let Some(test) = &test_split {
                 let w_eval = Weights::from_named(&model, st.ema.clone().unwrap_or_else(|| st.params.clone()))?;
                 let eb = cfg.eval_batch_size.unwrap_or(g);
-                let r = evaluate(&model, &w_eval, st.table.as_ref(), test.clone(), eb, model.arch.halt_max_steps, cfg.eval_max_examples, |_, _, _, _| {});
+                let r = evaluate(
+                    &model,
+                    &w_eval,
+                    st.table.as_ref(),
+                    test.clone(),
+                    eb,
+                    model.arch.halt_max_steps,
+                    cfg.eval_max_examples,
+                    |_, _, _, _| {},
+                );
                 log.log(
                     st.step,
                     "eval",
@@ -231,8 +249,28 @@ pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result
     // A run cut short by max_steps still ends with an evaluation of its final weights.
     if let (Some(test), false) = (&test_split, evals.last().is_some_and(|(s, _)| *s == st.step)) {
         let w_eval = Weights::from_named(&model, st.ema.clone().unwrap_or_else(|| st.params.clone()))?;
-        let r = evaluate(&model, &w_eval, st.table.as_ref(), test.clone(), cfg.eval_batch_size.unwrap_or(g), model.arch.halt_max_steps, cfg.eval_max_examples, |_, _, _, _| {});
-        log.log(st.step, "eval", &[("accuracy", r.accuracy), ("exact_accuracy", r.exact_accuracy), ("lm_loss", r.lm_loss), ("q_halt_accuracy", r.q_halt_accuracy), ("steps", r.steps), ("count", r.count as f64)])?;
+        let r = evaluate(
+            &model,
+            &w_eval,
+            st.table.as_ref(),
+            test.clone(),
+            cfg.eval_batch_size.unwrap_or(g),
+            model.arch.halt_max_steps,
+            cfg.eval_max_examples,
+            |_, _, _, _| {},
+        );
+        log.log(
+            st.step,
+            "eval",
+            &[
+                ("accuracy", r.accuracy),
+                ("exact_accuracy", r.exact_accuracy),
+                ("lm_loss", r.lm_loss),
+                ("q_halt_accuracy", r.q_halt_accuracy),
+                ("steps", r.steps),
+                ("count", r.count as f64),
+            ],
+        )?;
         evals.push((st.step, r));
     }
     log.flush()?;
