@@ -64,6 +64,7 @@ fn resume_is_exact() {
         resume,
         quiet: true,
         init_from: None,
+        time_limit: None,
     };
     let straight = train::<AD>(&job("straight", n, false), &Default::default()).unwrap();
     assert_eq!(straight.steps, n);
@@ -104,6 +105,7 @@ fn a_second_run_into_the_same_folder_needs_resume() {
         resume: false,
         quiet: true,
         init_from: None,
+        time_limit: None,
     };
     train::<AD>(&job, &Default::default()).unwrap();
     let e = format!("{:#}", train::<AD>(&job, &Default::default()).unwrap_err());
@@ -147,7 +149,15 @@ fn a_tiny_trm_learns_real_sudoku() {
         .map(String::from),
     )
     .unwrap();
-    let job = TrainJob { config: cfg, data: data.path().into(), out: runs.path().into(), resume: false, quiet: true, init_from: None };
+    let job = TrainJob {
+        config: cfg,
+        data: data.path().into(),
+        out: runs.path().into(),
+        resume: false,
+        quiet: true,
+        init_from: None,
+        time_limit: None,
+    };
     let s = train::<AD>(&job, &Default::default()).unwrap();
     let (_, first) = &s.evals[0];
     let (_, last) = s.evals.last().unwrap();

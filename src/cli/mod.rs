@@ -1,8 +1,11 @@
 //! The `trm` command line: subcommands grouped by job.
 
+pub mod bench;
 pub mod data;
+pub mod demo;
 pub mod device;
 pub mod parity;
+pub mod solve;
 pub mod train;
 
 use anyhow::Result;
@@ -24,6 +27,12 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Evaluate a checkpoint on a data set's test split
     Eval(train::EvalArgs),
+    /// Solve one new puzzle and show how the answer forms step by step
+    Solve(solve::SolveArgs),
+    /// The whole pipeline on a laptop CPU: generate Sudoku, train for minutes, evaluate, solve one
+    Demo(demo::DemoArgs),
+    /// Time training or evaluation steps at the presets' shapes
+    Bench(bench::BenchArgs),
     /// Compare against a golden fixture from the reference PyTorch code (exit 1 on any mismatch)
     Parity(parity::ParityArgs),
 }
@@ -33,6 +42,9 @@ pub fn run() -> Result<()> {
     match cli.command {
         Command::Data(cmd) => data::run(cmd),
         Command::Parity(a) => parity::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Solve(a) => solve::run(a),
+        Command::Demo(a) => demo::run(a),
         Command::Train(a) => train::train(a),
         Command::Eval(a) => train::eval(a),
     }

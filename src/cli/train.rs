@@ -56,7 +56,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         Some(p) if p.is_dir() => Some(checkpoint::resolve(p)?.join("model.safetensors")),
         other => other.clone(),
     };
-    let job = TrainJob { config: cfg, data: a.data, out: a.out.clone(), resume: a.resume, quiet: a.quiet, init_from };
+    let job = TrainJob { config: cfg, data: a.data, out: a.out.clone(), resume: a.resume, quiet: a.quiet, init_from, time_limit: None };
     let s = match a.device {
         DeviceSpec::Cpu => trainer::train::<super::device::CpuAutodiff>(&job, &Default::default())?,
         #[cfg(feature = "cuda")]

@@ -12,12 +12,12 @@ use crate::model::act::Carry;
 use crate::model::config::{ArchConfig, ForwardDtype, LossType, ModelConfig, PosEncoding};
 use crate::model::layers::block;
 use crate::model::trm::{embed_input, reasoning_net};
-use crate::model::weights::{Named, Weights, expected_shapes};
+use crate::model::weights::Weights;
 use crate::train::loss::Metrics;
 use crate::train::optim::{AdamHyper, AdamState, OptimizerKind, adam_step, ema_update, sign_sgd_rows};
 use crate::train::step::{Ropes, eval_forward, to_host_f32, train_forward};
 use crate::util::tensors::{HostTensor, read_safetensors};
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn::tensor::backend::AutodiffBackend;
@@ -92,41 +92,6 @@ pub fn model_config(cfg: &Value) -> Result<ModelConfig> {
         ModelConfig { arch, seq_len: u("seq_len")?, vocab_size: u("vocab_size")?, num_puzzle_identifiers: u("num_puzzle_identifiers")? };
     c.validate()?;
     Ok(c)
-}
-
-/// Strips the reference's wrapper prefixes from a state-dict key.
-pub fn canonical_name(key: &str) -> &str {
-    let k = key.strip_prefix("_orig_mod.").unwrap_or(key);
-    k.strip_prefix("model.inner.").unwrap_or(k)
-}
-
-/// Builds named weights (+ puzzle table) from reference state-dict tensors.
-pub fn weights_from_state_dict<B: Backend>(
-    cfg: &ModelConfig,
-    sd: &BTreeMap<String, HostTensor>,
-    prefix: &str,
-    device: &B::Device,
-) -> Result<(Vec<Named<B>>, Option<Tensor<B, 2>>)> {
-    let get = |name: &str| {
-        sd.get(&format!("{prefix}{name}"))
-            .or_else(|| sd.iter().find(|(k, _)| canonical_name(k.strip_prefix(prefix).unwrap_or(k)) == name).map(|(_, v)| v))
-    };
-    let mut named = Vec::new();
-    for (name, shape) in expected_shapes(cfg) {
-        let t = get(&name).ok_or_else(|| anyhow!("weights: missing `{name}`"))?;
-        if t.shape != shape {
-            bail!("weights: `{name}` has shape {:?}, the config needs {shape:?}", t.shape);
-        }
-        let (r, c) = if shape.len() == 1 { (1, shape[0]) } else { (shape[0], shape[1]) };
-        let tensor = Tensor::<B, 2>::from_data(TensorData::new(t.f32s(), [r, c]), device);
-        named.push(Named { trainable: !name.ends_with("_init"), name, shape, tensor });
-    }
-    let table = match (cfg.arch.puzzle_emb_ndim, get("puzzle_emb.weights")) {
-        (0, _) => None,
-        (_, Some(t)) => Some(Tensor::<B, 2>::from_data(TensorData::new(t.f32s(), [t.shape[0], t.shape[1]]), device)),
-        (_, None) => bail!("weights: missing `puzzle_emb.weights`"),
-    };
-    Ok((named, table))
 }
 
 fn batch_from(b: &BTreeMap<String, HostTensor>) -> Result<Batch> {
@@ -255,11 +220,10 @@ pub fn run<AD: AutodiffBackend>(dir: &Path, device: &AD::Device) -> Result<Vec<C
         beta2: num(p, "beta2")?,
         ema_rate: num(p, "ema_rate").unwrap_or(0.999),
     };
-    let weights = read_safetensors(&dir.join("weights.safetensors"))?;
     let batch = batch_from(&read_safetensors(&dir.join("batch.safetensors"))?)?;
     let expected = read_safetensors(&dir.join("expected.safetensors"))?;
-    let prefix = if weights.keys().any(|k| k.starts_with("model.inner.")) { "model.inner." } else { "" };
-    let (params, table) = weights_from_state_dict::<AD::InnerBackend>(&cfg, &weights, prefix, device)?;
+    // The reference's state dict, read by the same loader as our checkpoints.
+    let (params, table) = crate::train::checkpoint::load_model::<AD::InnerBackend>(&dir.join("weights.safetensors"), &cfg, device)?;
     let w = Weights::from_named(&cfg, params.clone())?;
     let ropes = Ropes::<AD>::new(&cfg, device);
     let mut c = Checker { expected: &expected, noise: cfg_json.get("fp32_vs_fp64_noise_floor_rel_to_max"), results: Vec::new() };

@@ -202,12 +202,18 @@ fn take_named<B: Backend>(
         .collect()
 }
 
+/// Strips the reference's wrapper prefixes (`_orig_mod.` from torch.compile, `model.inner.` from
+/// the loss head and ACT wrapper) from a state-dict key.
+pub fn canonical_name(key: &str) -> &str {
+    let k = key.strip_prefix("_orig_mod.").unwrap_or(key);
+    k.strip_prefix("model.inner.").unwrap_or(k)
+}
+
 /// Loads the evaluation weights and the puzzle table of a checkpoint (ours, or a reference
 /// state dict exported to safetensors: `_orig_mod.` / `model.inner.` prefixes are accepted).
 pub fn load_model<B: Backend>(file: &Path, model: &ModelConfig, device: &B::Device) -> Result<(Vec<Named<B>>, Option<Tensor<B, 2>>)> {
     let map = read_safetensors(file)?;
-    let canon: BTreeMap<String, HostTensor> =
-        map.into_iter().map(|(k, v)| (crate::eval::parity::canonical_name(&k).to_string(), v)).collect();
+    let canon: BTreeMap<String, HostTensor> = map.into_iter().map(|(k, v)| (canonical_name(&k).to_string(), v)).collect();
     let like = crate::model::weights::expected_shapes(model);
     let params = take_named(&canon, "", &like, device, file)?;
     let table = match canon.get("puzzle_emb.weights") {

@@ -1,0 +1,205 @@
+//! `trm bench`: timing of training steps (forward + backward + optimisers, one supervision step)
+//! and evaluation steps at the presets' shapes, with achieved FLOP/s and peak memory.
+
+use crate::data::loader::Batch;
+use crate::model::act::Carry;
+use crate::model::config::{ArchConfig, ModelConfig, PosEncoding};
+use crate::model::layers::Rope;
+use crate::model::weights::{self, Weights};
+use crate::train::optim::{AdamHyper, AdamState, OptimizerKind, adam_step, sign_sgd_rows};
+use crate::train::step::{Ropes, eval_forward, train_forward};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use rand::Rng;
+use serde::Serialize;
+use std::time::Instant;
+
+/// The benchmark shapes: the presets' architectures at their data sets' sizes.
+pub fn shape(name: &str) -> anyhow::Result<ModelConfig> {
+    let mut arch = ArchConfig::default();
+    let (seq_len, vocab, ids) = match name {
+        "sudoku-att" => (81, 11, 1),
+        "sudoku-mlp" => {
+            arch.mlp_t = true;
+            arch.pos_encodings = PosEncoding::None;
+            (81, 11, 1)
+        }
+        "maze-att" => {
+            arch.l_cycles = 4;
+            (900, 6, 1)
+        }
+        "arc-att" => {
+            arch.l_cycles = 4;
+            (900, 12, 4096)
+        }
+        _ => anyhow::bail!("unknown shape `{name}` (sudoku-att, sudoku-mlp, maze-att, arc-att)"),
+    };
+    arch.forward_dtype = crate::model::config::ForwardDtype::Float32;
+    Ok(ModelConfig { arch, seq_len, vocab_size: vocab, num_puzzle_identifiers: ids })
+}
+
+/// Matmul FLOPs of one network application on `b` rows.
+fn net_flops(c: &ModelConfig, b: usize) -> f64 {
+    let (t, d, i) = (c.total_len() as f64, c.d() as f64, c.mlp_inner() as f64);
+    let rows = b as f64 * t;
+    let mlp = 2.0 * rows * d * 3.0 * i; // gate, up, down
+    let mixer = if c.arch.mlp_t {
+        let it = c.mlp_t_inner() as f64;
+        2.0 * b as f64 * d * t * 3.0 * it
+    } else {
+        2.0 * rows * d * 4.0 * d + 2.0 * 2.0 * b as f64 * t * t * d // qkv + o, QK^T and PV
+    };
+    c.arch.l_layers as f64 * (mlp + mixer)
+}
+
+/// (forward FLOPs of one supervision step, training FLOPs = forward + backward of the last cycle).
+pub fn step_flops(c: &ModelConfig, b: usize) -> (f64, f64) {
+    let apps = (c.arch.h_cycles * (c.arch.l_cycles + 1)) as f64;
+    let last = (c.arch.l_cycles + 1) as f64;
+    let heads = 2.0 * b as f64 * c.total_len() as f64 * c.d() as f64 * c.vocab_size as f64;
+    let fwd = apps * net_flops(c, b) + heads;
+    (fwd, fwd + 2.0 * (last * net_flops(c, b) + heads))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub shape: String,
+    pub mode: String,
+    pub batch: usize,
+    pub device: String,
+    pub repetitions: usize,
+    pub median_step_s: f64,
+    pub min_step_s: f64,
+    pub examples_per_s: f64,
+    pub tokens_per_s: f64,
+    pub flops_per_step: f64,
+    pub achieved_tflops: f64,
+    /// Model FLOP utilisation against `peak_tflops`, when a peak is known.
+    pub mfu: Option<f64>,
+    pub peak_tflops: Option<f64>,
+    /// Peak resident memory of the process (CPU) in bytes.
+    pub peak_bytes: Option<u64>,
+}
+
+fn random_batch(c: &ModelConfig, b: usize, rng: &mut impl Rng) -> Batch {
+    let s = c.seq_len;
+    let inputs: Vec<i32> = (0..b * s).map(|_| rng.random_range(1..c.vocab_size as i32)).collect();
+    let labels: Vec<i32> = (0..b * s).map(|_| rng.random_range(1..c.vocab_size as i32)).collect();
+    let ids = (0..b).map(|_| rng.random_range(0..c.num_puzzle_identifiers as i32)).collect();
+    Batch { set: 0, batch_size: b, seq_len: s, inputs, labels, puzzle_identifiers: ids, global_effective: b }
+}
+
+/// Peak resident set size of this process (Linux), in bytes.
+pub fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
+fn summarise(
+    shape: &str,
+    mode: &str,
+    c: &ModelConfig,
+    b: usize,
+    device: String,
+    mut times: Vec<f64>,
+    flops: f64,
+    peak: Option<f64>,
+) -> BenchResult {
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let med = times[times.len() / 2];
+    let tflops = flops / med / 1e12;
+    BenchResult {
+        shape: shape.into(),
+        mode: mode.into(),
+        batch: b,
+        device,
+        repetitions: times.len(),
+        median_step_s: med,
+        min_step_s: times[0],
+        examples_per_s: b as f64 / med,
+        tokens_per_s: (b * c.seq_len) as f64 / med,
+        flops_per_step: flops,
+        achieved_tflops: tflops,
+        mfu: peak.map(|p| tflops / p),
+        peak_tflops: peak,
+        peak_bytes: peak_rss(),
+    }
+}
+
+/// Times `reps` training steps after `warmup` on backend `AD`.
+pub fn bench_train<AD: AutodiffBackend>(
+    shape_name: &str,
+    b: usize,
+    warmup: usize,
+    reps: usize,
+    peak: Option<f64>,
+    device: &AD::Device,
+) -> anyhow::Result<BenchResult> {
+    let c = shape(shape_name)?;
+    let mut rng = crate::util::rng::derive(0, &[]);
+    let mut params = weights::init::<AD::InnerBackend>(&c, &mut rng, device).into_named();
+    let mut table = Some(Tensor::<AD::InnerBackend, 2>::zeros([c.num_puzzle_identifiers, c.arch.puzzle_emb_ndim], device));
+    let mut adam = AdamState::new(&params);
+    let ropes = Ropes::<AD>::new(&c, device);
+    let mut carry = Carry::new(&c, b, device);
+    let batch = random_batch(&c, b, &mut rng);
+    let h = AdamHyper { lr: 1e-4, beta1: 0.9, beta2: 0.95, weight_decay: 0.1, kind: OptimizerKind::AdamAtan2 };
+    let mut times = Vec::new();
+    for i in 0..warmup + reps {
+        let t = Instant::now();
+        let (loss, _, leaves) = train_forward::<AD>(&c, &params, table.as_ref(), &mut carry, &batch, &ropes, &mut rng);
+        let grads = (loss.total / b as f64).backward();
+        let (g, pg) = leaves.grads(&grads);
+        if let (Some(tb), Some(pg)) = (table.take(), pg) {
+            table = Some(sign_sgd_rows(tb, &carry.puzzle_ids, &crate::train::checkpoint::host(&pg), 1e-2, 0.1));
+        }
+        adam_step(&mut params, &g, &mut adam, &h);
+        // Wait for the device: reading one value forces all queued work to finish.
+        let _ = crate::train::checkpoint::host(&params[0].tensor.clone().slice([0..1, 0..1]));
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(summarise(shape_name, "train", &c, b, format!("{device:?}"), times, step_flops(&c, b).1, peak))
+}
+
+/// Times `reps` evaluation (inference) supervision steps after `warmup` on backend `B`.
+pub fn bench_eval<B: Backend>(
+    shape_name: &str,
+    b: usize,
+    warmup: usize,
+    reps: usize,
+    peak: Option<f64>,
+    device: &B::Device,
+) -> anyhow::Result<BenchResult> {
+    let c = shape(shape_name)?;
+    let mut rng = crate::util::rng::derive(0, &[]);
+    let w: Weights<B> = weights::init::<B>(&c, &mut rng, device);
+    let table = Some(Tensor::<B, 2>::zeros([c.num_puzzle_identifiers, c.arch.puzzle_emb_ndim], device));
+    let rope = Rope::<B>::new(&c, device);
+    let mut carry = Carry::new(&c, b, device);
+    let batch = random_batch(&c, b, &mut rng);
+    let mut times = Vec::new();
+    for i in 0..warmup + reps {
+        let t = Instant::now();
+        let _ = eval_forward(&c, &w, table.as_ref(), &mut carry, &batch, &rope, usize::MAX);
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(summarise(shape_name, "eval", &c, b, format!("{device:?}"), times, step_flops(&c, b).0, peak))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn flop_count_of_the_sudoku_attention_block() {
+        // One attention block on 97 tokens at D = 512: 3.4M params -> 2 * 97 * 3.41M matmul FLOPs
+        // plus the attention products 4 * 97^2 * 512.
+        let c = super::shape("sudoku-att").unwrap();
+        let per_block = super::net_flops(&c, 1) / 2.0;
+        let want = 2.0 * 97.0 * 3_407_872.0 + 4.0 * 97.0 * 97.0 * 512.0;
+        assert!((per_block - want).abs() < 1.0, "{per_block} vs {want}");
+    }
+}

@@ -1,0 +1,87 @@
+//! `trm bench`: step timings at the presets' shapes.
+
+use super::device::{DeviceSpec, require_cuda, set_threads};
+use crate::bench;
+use anyhow::Result;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// sudoku-att, sudoku-mlp, maze-att or arc-att
+    #[arg(long, default_value = "sudoku-att")]
+    pub shape: String,
+    /// Rows per step
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// `train` (forward + backward + optimisers) or `eval` (forward only)
+    #[arg(long, default_value = "train")]
+    pub mode: String,
+    /// Untimed steps first
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Timed steps
+    #[arg(long, default_value_t = 10)]
+    pub reps: usize,
+    /// Peak TFLOP/s of the device, for the model FLOP utilisation
+    #[arg(long)]
+    pub peak_tflops: Option<f64>,
+    /// CPU threads [default: all cores]
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    set_threads(a.threads);
+    require_cuda(a.device)?;
+    let r = match (a.device, a.mode.as_str()) {
+        (DeviceSpec::Cpu, "train") => {
+            bench::bench_train::<super::device::CpuAutodiff>(&a.shape, a.batch, a.warmup, a.reps, a.peak_tflops, &Default::default())?
+        }
+        (DeviceSpec::Cpu, "eval") => {
+            bench::bench_eval::<super::device::Cpu>(&a.shape, a.batch, a.warmup, a.reps, a.peak_tflops, &Default::default())?
+        }
+        #[cfg(feature = "cuda")]
+        (DeviceSpec::Cuda(n), "train") => bench::bench_train::<super::device::GpuAutodiff>(
+            &a.shape,
+            a.batch,
+            a.warmup,
+            a.reps,
+            a.peak_tflops,
+            &burn::backend::cuda::CudaDevice::new(n),
+        )?,
+        #[cfg(feature = "cuda")]
+        (DeviceSpec::Cuda(n), "eval") => bench::bench_eval::<super::device::Gpu>(
+            &a.shape,
+            a.batch,
+            a.warmup,
+            a.reps,
+            a.peak_tflops,
+            &burn::backend::cuda::CudaDevice::new(n),
+        )?,
+        (_, m) => anyhow::bail!("unknown --mode `{m}` (train or eval)"),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "{} {} batch {} on {}: median {:.4} s/step (min {:.4}), {:.1} examples/s, {:.0} tokens/s, {:.3} TFLOP/s{}, peak RSS {:.0} MiB",
+            r.shape,
+            r.mode,
+            r.batch,
+            r.device,
+            r.median_step_s,
+            r.min_step_s,
+            r.examples_per_s,
+            r.tokens_per_s,
+            r.achieved_tflops,
+            r.mfu.map(|m| format!(" (MFU {:.1}%)", m * 100.0)).unwrap_or_default(),
+            r.peak_bytes.unwrap_or(0) as f64 / (1 << 20) as f64
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! `trm solve`: one new puzzle from the command line, with its step-by-step trace.
+
+use super::device::Cpu;
+use crate::data::{maze, sudoku_solver};
+use crate::infer::solve::{StepTrace, solve_tokens};
+use crate::model::weights::Weights;
+use crate::train::checkpoint;
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("puzzle").required(true).args(["sudoku", "maze", "arc_task"])))]
+pub struct SolveArgs {
+    /// Run or checkpoint folder of a trained model
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// An 81-character Sudoku, row by row, `.` or `0` for blanks
+    #[arg(long)]
+    pub sudoku: Option<String>,
+    /// A text file with a square maze of `# SGo` characters (one row per line)
+    #[arg(long)]
+    pub maze: Option<PathBuf>,
+    /// An ARC task JSON (Kaggle format); not yet supported by this build
+    #[arg(long)]
+    pub arc_task: Option<PathBuf>,
+    /// Supervision steps [default: the model's halt_max_steps]; more = test-time recursion
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Stop as soon as the model's halting head says the answer is done
+    #[arg(long)]
+    pub halt: bool,
+    /// Print JSON instead of grids
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct StepJson {
+    step: usize,
+    answer: String,
+    q_halt: f64,
+    changed: usize,
+}
+
+#[derive(Serialize)]
+struct SolveJson {
+    kind: &'static str,
+    input: String,
+    answer: String,
+    valid: bool,
+    problems: Vec<String>,
+    steps: Vec<StepJson>,
+}
+
+/// Parses a Sudoku argument into model tokens.
+pub fn sudoku_tokens(text: &str) -> Result<(sudoku_solver::Grid, Vec<u8>)> {
+    let g = sudoku_solver::parse_grid(text).map_err(|e| anyhow::anyhow!("--sudoku: {e}"))?;
+    if let Some(v) = sudoku_solver::violations(&g).first() {
+        bail!("--sudoku: the givens break the rules: {v}");
+    }
+    Ok((g, g.iter().map(|&d| d + 1).collect()))
+}
+
+/// Reads a maze text file into model tokens.
+pub fn maze_tokens(path: &std::path::Path) -> Result<(usize, Vec<u8>)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let rows: Vec<&str> = text.lines().map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()).collect();
+    if let Some((i, r)) = rows.iter().enumerate().find(|(_, r)| r.len() != rows.len()) {
+        bail!("{}: line {} has {} characters; a maze of {} rows must be {} wide", path.display(), i + 1, r.len(), rows.len(), rows.len());
+    }
+    let (side, tokens) = maze::parse(&rows.concat(), &path.display().to_string())?;
+    for (t, name) in [(3u8, "S"), (4, "G")] {
+        let n = tokens.iter().filter(|&&x| x == t).count();
+        if n != 1 {
+            bail!("{}: the maze needs exactly one {name}, found {n}", path.display());
+        }
+    }
+    Ok((side, tokens))
+}
+
+fn sudoku_text(tokens: &[u8]) -> String {
+    tokens.iter().map(|&t| if (2..=10).contains(&t) { (b'0' + t - 1) as char } else { '.' }).collect()
+}
+
+fn print_sudoku(question: &sudoku_solver::Grid, answer: &str) {
+    let a: Vec<char> = answer.chars().collect();
+    for r in 0..9 {
+        if r % 3 == 0 {
+            println!("+-------+-------+-------+");
+        }
+        let mut line = String::new();
+        for c in 0..9 {
+            if c % 3 == 0 {
+                line += "| ";
+            }
+            let ch = a[r * 9 + c];
+            line.push(ch);
+            line.push(if question[r * 9 + c] == 0 { '\'' } else { ' ' });
+        }
+        println!("{line}|");
+    }
+    println!("+-------+-------+-------+   (digits with ' were filled in by the model)");
+}
+
+pub fn run(a: SolveArgs) -> Result<()> {
+    let ckpt = checkpoint::resolve(&a.checkpoint)?;
+    let model = checkpoint::read_state_json(&ckpt)?.model;
+    let device = Default::default();
+    let (params, table) = checkpoint::load_model::<Cpu>(&ckpt.join("model.safetensors"), &model, &device)?;
+    let w = Weights::from_named(&model, params)?;
+    let steps = a.steps.unwrap_or(model.arch.halt_max_steps);
+    if a.arc_task.is_some() {
+        bail!("--arc-task is not supported yet: ARC solving needs the voting evaluator and `trm adapt` (tracked in the issues)");
+    }
+    let (kind, input, side) = if let Some(s) = &a.sudoku {
+        let (_, t) = sudoku_tokens(s)?;
+        ("sudoku", t, 9)
+    } else {
+        let (side, t) = maze_tokens(a.maze.as_ref().expect("one puzzle kind"))?;
+        ("maze", t, side)
+    };
+    if input.len() != model.seq_len {
+        bail!("the model was trained on sequences of {} tokens, this {kind} has {}", model.seq_len, input.len());
+    }
+    let trace: Vec<StepTrace> = solve_tokens(&model, &w, table.as_ref(), &input, 0, steps, a.halt);
+    let last = trace.last().expect("at least one step");
+    let (answer, valid, problems) = match kind {
+        "sudoku" => {
+            let q: sudoku_solver::Grid = std::array::from_fn(|i| input[i] - 1);
+            let text = sudoku_text(&last.tokens);
+            let g = sudoku_solver::parse_grid(&text).unwrap_or([0; 81]);
+            let mut problems = sudoku_solver::violations(&g);
+            if text.contains('.') {
+                problems.push("some cells are not digits".into());
+            }
+            for i in 0..81 {
+                if q[i] != 0 && g[i] != q[i] {
+                    problems.push(format!("given at row {}, column {} was changed", i / 9 + 1, i % 9 + 1));
+                }
+            }
+            (text, problems.is_empty(), problems)
+        }
+        _ => {
+            let text: String = last.tokens.iter().map(|&t| maze::char_of(t)).collect();
+            match maze::check_path(side, &input, &last.tokens) {
+                Ok(_) => (text, true, vec![]),
+                Err(e) => (text, false, vec![e]),
+            }
+        }
+    };
+    let render = |t: &[u8]| if kind == "sudoku" { sudoku_text(t) } else { t.iter().map(|&x| maze::char_of(x)).collect() };
+    if a.json {
+        let js = SolveJson {
+            kind,
+            input: render(&input),
+            answer,
+            valid,
+            problems,
+            steps: trace
+                .iter()
+                .map(|s| StepJson { step: s.step, answer: render(&s.tokens), q_halt: s.q_halt, changed: s.changed })
+                .collect(),
+        };
+        println!("{}", serde_json::to_string_pretty(&js)?);
+        return Ok(());
+    }
+    println!("step  halt-conf  changed  answer");
+    for s in &trace {
+        let shown =
+            if kind == "sudoku" { render(&s.tokens) } else { format!("({} path cells)", s.tokens.iter().filter(|&&t| t == 5).count()) };
+        println!("{:>4}  {:>9.3}  {:>7}  {}", s.step, s.q_halt, s.changed, shown);
+    }
+    if kind == "sudoku" {
+        let q: sudoku_solver::Grid = std::array::from_fn(|i| input[i] - 1);
+        print_sudoku(&q, &answer);
+    } else {
+        for r in answer.as_bytes().chunks(side) {
+            println!("{}", String::from_utf8_lossy(r));
+        }
+    }
+    if valid {
+        println!("valid: the answer satisfies every rule");
+    } else {
+        println!("NOT valid: {}", problems.iter().take(5).cloned().collect::<Vec<_>>().join("; "));
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Inference on single puzzles.
+
+pub mod solve;

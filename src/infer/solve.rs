@@ -1,0 +1,61 @@
+//! Solving one new puzzle with a trained model, keeping the answer after every supervision step
+//! so a person can watch it form (`trm solve`).
+
+use crate::data::loader::{Batch, IGNORE_LABEL};
+use crate::model::act::Carry;
+use crate::model::config::ModelConfig;
+use crate::model::layers::Rope;
+use crate::model::weights::Weights;
+use crate::train::step::{eval_forward, to_host_f32};
+use burn::prelude::*;
+use serde::Serialize;
+
+/// The state of the answer after one supervision step.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepTrace {
+    pub step: usize,
+    /// Decoded tokens `[S]` (argmax of the logits).
+    pub tokens: Vec<u8>,
+    /// sigmoid(q_halt): the model's confidence that this answer is right.
+    pub q_halt: f64,
+    /// Cells that changed since the previous step.
+    pub changed: usize,
+}
+
+/// Runs up to `max_steps` supervision steps on one input; with `halt`, stops at the first step
+/// whose q_halt is positive (the model's own halting).
+pub fn solve_tokens<B: Backend>(
+    cfg: &ModelConfig,
+    w: &Weights<B>,
+    table: Option<&Tensor<B, 2>>,
+    input: &[u8],
+    puzzle_id: i32,
+    max_steps: usize,
+    halt: bool,
+) -> Vec<StepTrace> {
+    let device = w.h_init.device();
+    let rope = Rope::<B>::new(cfg, &device);
+    let s = input.len();
+    let batch = Batch {
+        set: 0,
+        batch_size: 1,
+        seq_len: s,
+        inputs: input.iter().map(|&t| t as i32).collect(),
+        labels: vec![IGNORE_LABEL; s],
+        puzzle_identifiers: vec![puzzle_id],
+        global_effective: 1,
+    };
+    let mut carry = Carry::<B>::new(cfg, 1, &device);
+    let mut trace: Vec<StepTrace> = Vec::new();
+    for step in 1..=max_steps {
+        let (loss, out) = eval_forward(cfg, w, table, &mut carry, &batch, &rope, max_steps);
+        let tokens: Vec<u8> = loss.preds.iter().map(|&p| p as u8).collect();
+        let q = to_host_f32(&out.q_halt)[0] as f64;
+        let changed = trace.last().map_or(s, |prev| prev.tokens.iter().zip(&tokens).filter(|(a, b)| a != b).count());
+        trace.push(StepTrace { step, tokens, q_halt: 1.0 / (1.0 + (-q).exp()), changed });
+        if halt && q > 0.0 {
+            break;
+        }
+    }
+    trace
+}
