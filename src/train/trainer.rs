@@ -87,6 +87,34 @@ fn fresh_state<B: Backend>(cfg: &TrainConfig, model: &ModelConfig, device: &B::D
     Ok(TrainState { params, table, adam, ema, carry: None, step: 0, position: Position::default(), rng })
 }
 
+/// Evaluates the current evaluation weights (EMA if enabled) on the test split and logs it.
+fn eval_and_log<B: Backend>(
+    model: &ModelConfig,
+    cfg: &TrainConfig,
+    st: &TrainState<B>,
+    test: &Arc<Split>,
+    log: &mut MetricsLog,
+) -> Result<EvalResult> {
+    let w_eval = Weights::from_named(model, st.ema.clone().unwrap_or_else(|| st.params.clone()))?;
+    let eb = cfg.eval_batch_size.unwrap_or(cfg.global_batch_size);
+    let r =
+        evaluate(model, &w_eval, st.table.as_ref(), test.clone(), eb, model.arch.halt_max_steps, cfg.eval_max_examples, |_, _, _, _| {});
+    log.log(
+        st.step,
+        "eval",
+        &[
+            ("accuracy", r.accuracy),
+            ("exact_accuracy", r.exact_accuracy),
+            ("lm_loss", r.lm_loss),
+            ("q_halt_accuracy", r.q_halt_accuracy),
+            ("q_halt_loss", r.q_halt_loss),
+            ("steps", r.steps),
+            ("count", r.count as f64),
+        ],
+    )?;
+    Ok(r)
+}
+
 /// Runs (or resumes) a training job on backend `AD`.
 pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result<TrainSummary> {
     let t0 = Instant::now();
@@ -211,31 +239,7 @@ pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result
         st.position = Position { iteration: iteration + 1, batch: 0 };
         if iteration as usize >= cfg.min_eval_interval {
             if let Some(test) = &test_split {
-                let w_eval = Weights::from_named(&model, st.ema.clone().unwrap_or_else(|| st.params.clone()))?;
-                let eb = cfg.eval_batch_size.unwrap_or(g);
-                let r = evaluate(
-                    &model,
-                    &w_eval,
-                    st.table.as_ref(),
-                    test.clone(),
-                    eb,
-                    model.arch.halt_max_steps,
-                    cfg.eval_max_examples,
-                    |_, _, _, _| {},
-                );
-                log.log(
-                    st.step,
-                    "eval",
-                    &[
-                        ("accuracy", r.accuracy),
-                        ("exact_accuracy", r.exact_accuracy),
-                        ("lm_loss", r.lm_loss),
-                        ("q_halt_accuracy", r.q_halt_accuracy),
-                        ("q_halt_loss", r.q_halt_loss),
-                        ("steps", r.steps),
-                        ("count", r.count as f64),
-                    ],
-                )?;
+                let r = eval_and_log(&model, &cfg, &st, test, &mut log)?;
                 pb.println(format!(
                     "eval @ step {}: token accuracy {:.4}, exact accuracy {:.4} (95% CI {:.4}-{:.4}) on {} examples",
                     st.step, r.accuracy, r.exact_accuracy, r.exact_accuracy_ci95.0, r.exact_accuracy_ci95.1, r.count
@@ -253,29 +257,7 @@ pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result
     }
     // A run cut short by max_steps still ends with an evaluation of its final weights.
     if let (Some(test), false) = (&test_split, evals.last().is_some_and(|(s, _)| *s == st.step)) {
-        let w_eval = Weights::from_named(&model, st.ema.clone().unwrap_or_else(|| st.params.clone()))?;
-        let r = evaluate(
-            &model,
-            &w_eval,
-            st.table.as_ref(),
-            test.clone(),
-            cfg.eval_batch_size.unwrap_or(g),
-            model.arch.halt_max_steps,
-            cfg.eval_max_examples,
-            |_, _, _, _| {},
-        );
-        log.log(
-            st.step,
-            "eval",
-            &[
-                ("accuracy", r.accuracy),
-                ("exact_accuracy", r.exact_accuracy),
-                ("lm_loss", r.lm_loss),
-                ("q_halt_accuracy", r.q_halt_accuracy),
-                ("steps", r.steps),
-                ("count", r.count as f64),
-            ],
-        )?;
+        let r = eval_and_log(&model, &cfg, &st, test, &mut log)?;
         evals.push((st.step, r));
     }
     log.flush()?;
