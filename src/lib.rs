@@ -7,5 +7,6 @@ pub mod data;
 pub mod eval;
 pub mod infer;
 pub mod model;
+pub mod report;
 pub mod train;
 pub mod util;

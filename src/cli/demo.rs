@@ -34,12 +34,12 @@ pub fn run(a: DemoArgs) -> Result<()> {
     if run.exists() {
         std::fs::remove_dir_all(&run)?;
     }
-    println!("[1/4] generating Sudoku puzzles with unique solutions ({} givens) into {}", a.givens, data.display());
+    println!("[1/5] generating Sudoku puzzles with unique solutions ({} givens) into {}", a.givens, data.display());
     let train = sudoku::generate(3000, a.givens, a.seed, 0);
     let test = sudoku::generate(300, a.givens, a.seed, 1);
     sudoku::write_dataset(&data, &train, &test, 3, a.seed)?;
 
-    println!("[2/4] training a small TRM on the CPU for {:.1} minutes (preset `demo`)", a.minutes);
+    println!("[2/5] training a small TRM on the CPU for {:.1} minutes (preset `demo`)", a.minutes);
     let cfg = config::resolve("demo", &[format!("seed={}", a.seed)])?;
     let job = trainer::TrainJob {
         config: cfg,
@@ -53,7 +53,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let s = trainer::train::<CpuAutodiff>(&job, &Default::default())?;
     println!("      {} optimiser steps in {:.0}s", s.steps, s.seconds);
 
-    println!("[3/4] evaluating on {} held-out puzzles", test.len());
+    println!("[3/5] evaluating on {} held-out puzzles", test.len());
     let args = super::train::EvalArgs {
         checkpoint: run.clone(),
         data: data.clone(),
@@ -63,6 +63,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         config: None,
         set: vec![],
         json: false,
+        submission: None,
         device: super::device::DeviceSpec::Cpu,
         threads: None,
     };
@@ -78,16 +79,21 @@ pub fn run(a: DemoArgs) -> Result<()> {
 
     let split = format::read_dataset_split(&data, "test")?;
     let q: sudoku_solver::Grid = std::array::from_fn(|i| split.sets[0].1.example_input(0)[i] - 1);
-    println!("[4/4] solving a held-out puzzle, step by step:\n      {}", sudoku_solver::format_grid(&q));
+    println!("[4/5] solving a held-out puzzle, step by step:\n      {}", sudoku_solver::format_grid(&q));
     super::solve::run(super::solve::SolveArgs {
         checkpoint: run.clone(),
         sudoku: Some(sudoku_solver::format_grid(&q)),
         maze: None,
         arc_task: None,
+        task: None,
         steps: None,
         halt: false,
         json: false,
     })?;
-    println!("\nrun folder: {} (metrics.jsonl, TensorBoard events, checkpoints/)", run.display());
+    let html = a.out.join("report.html");
+    let o = crate::report::ReportOptions { run: run.clone(), out: html.clone(), data: Some(data), puzzles: 3, steps: None, png: true };
+    crate::report::write_report(&o)?;
+    println!("\n[5/5] report: {} (curves and puzzles step by step) and {}", html.display(), html.with_extension("png").display());
+    println!("run folder: {} (metrics.jsonl, TensorBoard events, checkpoints/)", run.display());
     Ok(())
 }

@@ -1,11 +1,14 @@
 //! The `trm` command line: subcommands grouped by job.
 
+pub mod adapt;
 pub mod bench;
 pub mod data;
 pub mod demo;
 pub mod device;
 pub mod parity;
+pub mod report;
 pub mod solve;
+pub mod solve_arc;
 pub mod train;
 
 use anyhow::Result;
@@ -29,8 +32,12 @@ pub enum Command {
     Eval(train::EvalArgs),
     /// Solve one new puzzle and show how the answer forms step by step
     Solve(solve::SolveArgs),
+    /// Test-time training on new ARC tasks from a trained checkpoint, then voting and a submission
+    Adapt(adapt::AdaptArgs),
     /// The whole pipeline on a laptop CPU: generate Sudoku, train for minutes, evaluate, solve one
     Demo(demo::DemoArgs),
+    /// Write an HTML report of a run: curves, and test puzzles solved step by step (+ PNG charts)
+    Report(report::ReportArgs),
     /// Time training or evaluation steps at the presets' shapes
     Bench(bench::BenchArgs),
     /// Compare against a golden fixture from the reference PyTorch code (exit 1 on any mismatch)
@@ -45,6 +52,8 @@ pub fn run() -> Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Solve(a) => solve::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Adapt(a) => adapt::run(a),
+        Command::Report(a) => report::run(a),
         Command::Train(a) => train::train(a),
         Command::Eval(a) => train::eval(a),
     }

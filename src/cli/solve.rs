@@ -21,9 +21,13 @@ pub struct SolveArgs {
     /// A text file with a square maze of `# SGo` characters (one row per line)
     #[arg(long)]
     pub maze: Option<PathBuf>,
-    /// An ARC task JSON (Kaggle format); not yet supported by this build
+    /// An ARC task JSON (`{train, test}`, or a Kaggle challenges file with --task); the model must
+    /// have identifiers for the task (trained on it, or `trm adapt`ed to it)
     #[arg(long)]
     pub arc_task: Option<PathBuf>,
+    /// With --arc-task: the task's name in a challenges file
+    #[arg(long)]
+    pub task: Option<String>,
     /// Supervision steps [default: the model's halt_max_steps]; more = test-time recursion
     #[arg(long)]
     pub steps: Option<usize>,
@@ -105,14 +109,14 @@ fn print_sudoku(question: &sudoku_solver::Grid, answer: &str) {
 
 pub fn run(a: SolveArgs) -> Result<()> {
     let ckpt = checkpoint::resolve(&a.checkpoint)?;
+    if let Some(file) = &a.arc_task {
+        return super::solve_arc::run(&ckpt, file, a.task.as_deref(), a.steps, a.halt, a.json);
+    }
     let model = checkpoint::read_state_json(&ckpt)?.model;
     let device = Default::default();
     let (params, table) = checkpoint::load_model::<Cpu>(&ckpt.join("model.safetensors"), &model, &device)?;
     let w = Weights::from_named(&model, params)?;
     let steps = a.steps.unwrap_or(model.arch.halt_max_steps);
-    if a.arc_task.is_some() {
-        bail!("--arc-task is not supported yet: ARC solving needs the voting evaluator and `trm adapt` (tracked in the issues)");
-    }
     let (kind, input, side) = if let Some(s) = &a.sudoku {
         let (_, t) = sudoku_tokens(s)?;
         ("sudoku", t, 9)

@@ -2,6 +2,7 @@
 
 use super::device::{DeviceSpec, require_cuda, set_threads};
 use crate::data::format;
+use crate::eval::arc_vote::ArcEval;
 use crate::eval::evaluate::{EvalResult, evaluate};
 use crate::model::weights::Weights;
 use crate::train::checkpoint;
@@ -104,6 +105,10 @@ pub struct EvalArgs {
     /// Print the metrics as JSON
     #[arg(long)]
     pub json: bool,
+    /// ARC data: where to write the Kaggle submission (two attempts per test input)
+    /// [default: submission.json in the run folder, or beside a bare .safetensors]
+    #[arg(long)]
+    pub submission: Option<PathBuf>,
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
     #[arg(long)]
@@ -134,7 +139,25 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     let (params, table) = checkpoint::load_model::<B>(&file, &model, device)?;
     let w = Weights::from_named(&model, params)?;
     let steps = a.steps.unwrap_or(model.arch.halt_max_steps);
-    Ok(evaluate(&model, &w, table.as_ref(), test, a.batch, steps, a.limit, |_, _, _, _| {}))
+    let mut arc = ArcEval::open(&a.data)?;
+    let mut arc_err = Ok(());
+    let mut r = evaluate(&model, &w, table.as_ref(), test, a.batch, steps, a.limit, |b, p, q, n| {
+        if let (Some(v), Ok(())) = (arc.as_mut(), &arc_err) {
+            arc_err = v.on_batch(b, p, q, n);
+        }
+    });
+    arc_err?;
+    if let Some(v) = arc {
+        let path = a.submission.clone().unwrap_or_else(|| {
+            let dir =
+                if a.checkpoint.is_file() { a.checkpoint.parent().map(PathBuf::from).unwrap_or_default() } else { a.checkpoint.clone() };
+            dir.join("submission.json")
+        });
+        crate::util::fs::write_json(&path, &v.submission())?;
+        eprintln!("wrote {} ({} tasks, two attempts per test input)", path.display(), v.tasks.len());
+        r.arc = Some(v.score());
+    }
+    Ok(r)
 }
 
 pub fn eval(a: EvalArgs) -> Result<()> {
@@ -158,6 +181,15 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         println!("per step (token / exact accuracy):");
         for (k, (acc, ex)) in r.per_step.iter().enumerate() {
             println!("  step {:>3}: {:.4} / {:.4}", k + 1, acc, ex);
+        }
+        if let Some(s) = &r.arc {
+            println!(
+                "ARC: {} tasks, {} test inputs ({} with a prediction), after voting over augmentations:",
+                s.tasks, s.test_inputs, s.answered_inputs
+            );
+            for (k, v) in &s.pass_at {
+                println!("  pass@{k:<5} {v:.4}");
+            }
         }
     }
     Ok(())

@@ -144,16 +144,24 @@ pub fn build(out: &Path, opt: &BuildOptions) -> Result<BuildSummary> {
     }
     // 1. Load and shuffle each subset.
     let mut loaded: Vec<(Task, bool)> = Vec::new();
-    let mut test_puzzles = serde_json::Map::new();
     for (si, subset) in opt.subsets.iter().enumerate() {
         let mut tasks = arc_task::load_subset(&opt.input_prefix, subset)?;
         tasks.shuffle(&mut rng::derive(opt.seed, &[0, si as u64]));
         let is_test = opt.test_sets.contains(subset);
-        for t in tasks {
-            if is_test {
-                test_puzzles.insert(t.name.clone(), t.to_json());
-            }
-            loaded.push((t, is_test));
+        loaded.extend(tasks.into_iter().map(|t| (t, is_test)));
+    }
+    build_tasks(out, loaded, vec!["<blank>".to_string()], opt)
+}
+
+/// Builds the data set from tasks in memory: `(task, its test pairs go to the test split)`.
+/// Identifiers continue after `names` (first entry: the blank identifier), so a data set for new
+/// tasks can extend a trained model's identifier map (`trm adapt`); names already there keep
+/// their identifier.
+pub fn build_tasks(out: &Path, loaded: Vec<(Task, bool)>, mut names: Vec<String>, opt: &BuildOptions) -> Result<BuildSummary> {
+    let mut test_puzzles = serde_json::Map::new();
+    for (t, is_test) in &loaded {
+        if *is_test {
+            test_puzzles.insert(t.name.clone(), t.to_json());
         }
     }
     // 2. Augment every task in parallel; each task has its own seeded stream.
@@ -171,8 +179,7 @@ pub fn build(out: &Path, opt: &BuildOptions) -> Result<BuildSummary> {
     let groups_below_full = groups.iter().filter(|g| g.members.len() < opt.num_aug + 1).count();
 
     // 3. Identifiers in order of first appearance, train split first.
-    let mut names = vec!["<blank>".to_string()];
-    let mut ids: HashMap<String, i32> = HashMap::new();
+    let mut ids: HashMap<String, i32> = names.iter().enumerate().skip(1).map(|(i, n)| (n.clone(), i as i32)).collect();
     let mut group_ids: Vec<Vec<i32>> = vec![Vec::new(); groups.len()];
     for split in 0..2 {
         for (gi, g) in groups.iter().enumerate() {

@@ -34,6 +34,9 @@ pub struct EvalResult {
     /// Fraction of examples whose q_halt first became positive at step k (index k-1); the last
     /// entry counts the ones that never did: where adaptive halting would have stopped.
     pub halt_step_histogram: Vec<f64>,
+    /// ARC data only: pass@k after undoing augmentations and voting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arc: Option<super::arc_vote::ArcScore>,
 }
 
 /// Wilson score interval for `k` successes out of `n` (z = 1.96).
@@ -132,6 +135,7 @@ pub fn evaluate<B: Backend>(
         steps: total.steps / n,
         per_step: per_step.iter().map(|(a, e)| (a / n, e / n)).collect(),
         halt_step_histogram: halt_hist.iter().map(|h| h / (seen.max(1) as f64)).collect(),
+        arc: None,
     }
 }
 

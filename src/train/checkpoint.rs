@@ -103,6 +103,10 @@ pub fn save<B: Backend>(run: &Path, st: &TrainState<B>, cfg: &TrainConfig, model
     let eval_weights = st.ema.as_ref().unwrap_or(&st.params);
     let meta = BTreeMap::from([("format".to_string(), "trm".to_string()), ("step".to_string(), st.step.to_string())]);
     write_model(&tmp.join("model.safetensors"), eval_weights, st.table.as_ref(), meta)?;
+    // The identifier map travels with the weights: row i of the table is identifier i.
+    if run.join("identifiers.json").exists() {
+        std::fs::copy(run.join("identifiers.json"), tmp.join("identifiers.json"))?;
+    }
     let mut entries = named_entries("params.", &st.params);
     for (i, n) in st.params.iter().enumerate() {
         if let (Some(m), Some(v)) = (&st.adam.m[i], &st.adam.v[i]) {
@@ -170,6 +174,17 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     Ok(path.join("checkpoints").join(name.trim()))
 }
 
+/// The identifier map of a checkpoint folder (its own copy, else the run folder's).
+pub fn read_identifiers(ckpt: &Path) -> Result<Vec<String>> {
+    let own = ckpt.join("identifiers.json");
+    let run = ckpt.parent().and_then(Path::parent).map(|r| r.join("identifiers.json"));
+    match run {
+        _ if own.exists() => crate::util::fs::read_json(&own),
+        Some(r) if r.exists() => crate::util::fs::read_json(&r),
+        _ => anyhow::bail!("{}: no identifiers.json in the checkpoint or its run folder", ckpt.display()),
+    }
+}
+
 pub fn read_state_json(ckpt: &Path) -> Result<StateJson> {
     crate::util::fs::read_json(&ckpt.join("state.json"))
 }
@@ -212,11 +227,36 @@ pub fn canonical_name(key: &str) -> &str {
 /// Loads the evaluation weights and the puzzle table of a checkpoint (ours, or a reference
 /// state dict exported to safetensors: `_orig_mod.` / `model.inner.` prefixes are accepted).
 pub fn load_model<B: Backend>(file: &Path, model: &ModelConfig, device: &B::Device) -> Result<(Vec<Named<B>>, Option<Tensor<B, 2>>)> {
+    load_model_impl(file, model, device, false)
+}
+
+/// As `load_model`, but a puzzle-embedding table with fewer rows than the data set has identifiers
+/// is extended with zero rows: the new identifiers (appended after the checkpoint's, as `trm adapt`
+/// builds them) start from zero embeddings, as freshly initialised ones do.
+pub fn load_model_growing<B: Backend>(
+    file: &Path,
+    model: &ModelConfig,
+    device: &B::Device,
+) -> Result<(Vec<Named<B>>, Option<Tensor<B, 2>>)> {
+    load_model_impl(file, model, device, true)
+}
+
+fn load_model_impl<B: Backend>(
+    file: &Path,
+    model: &ModelConfig,
+    device: &B::Device,
+    grow: bool,
+) -> Result<(Vec<Named<B>>, Option<Tensor<B, 2>>)> {
     let map = read_safetensors(file)?;
     let canon: BTreeMap<String, HostTensor> = map.into_iter().map(|(k, v)| (canonical_name(&k).to_string(), v)).collect();
     let like = crate::model::weights::expected_shapes(model);
     let params = take_named(&canon, "", &like, device, file)?;
     let table = match canon.get("puzzle_emb.weights") {
+        Some(t) if grow && t.shape.len() == 2 && t.shape[0] < model.num_puzzle_identifiers && t.shape[1] == model.arch.puzzle_emb_ndim => {
+            let fresh = model.num_puzzle_identifiers - t.shape[0];
+            eprintln!("{}: {} new puzzle identifiers start from zero embeddings", file.display(), fresh);
+            Some(Tensor::cat(vec![tensor2(t, device), Tensor::zeros([fresh, t.shape[1]], device)], 0))
+        }
         Some(t) if model.arch.puzzle_emb_ndim > 0 => {
             if t.shape != [model.num_puzzle_identifiers, model.arch.puzzle_emb_ndim] {
                 bail!(

@@ -1,5 +1,6 @@
 //! Training: losses, optimisers, the training step and loop, checkpoints.
 
+pub mod adapt;
 pub mod checkpoint;
 pub mod config;
 pub mod logging;

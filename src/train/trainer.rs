@@ -19,6 +19,7 @@ use super::optim::{AdamHyper, AdamState, adam_step, ema_update, lr_at, sign_sgd_
 use super::step::{Ropes, train_forward};
 use crate::data::format::{self, Split};
 use crate::data::loader::{Position, TrainSampler, prefetch, total_steps};
+use crate::eval::arc_vote::ArcEval;
 use crate::eval::evaluate::{EvalResult, evaluate};
 use crate::model::act::Carry;
 use crate::model::config::ModelConfig;
@@ -71,8 +72,8 @@ fn fresh_state<B: Backend>(cfg: &TrainConfig, model: &ModelConfig, device: &B::D
     let mut rng = crate::util::rng::derive(cfg.seed, &[7]);
     let (params, table) = match init_from {
         Some(file) => {
-            let (p, t) =
-                checkpoint::load_model::<B>(file, model, device).with_context(|| format!("cannot start from {}", file.display()))?;
+            let (p, t) = checkpoint::load_model_growing::<B>(file, model, device)
+                .with_context(|| format!("cannot start from {}", file.display()))?;
             (p, t)
         }
         None => {
@@ -93,25 +94,39 @@ fn eval_and_log<B: Backend>(
     cfg: &TrainConfig,
     st: &TrainState<B>,
     test: &Arc<Split>,
+    data: &Path,
+    out: &Path,
     log: &mut MetricsLog,
 ) -> Result<EvalResult> {
     let w_eval = Weights::from_named(model, st.ema.clone().unwrap_or_else(|| st.params.clone()))?;
     let eb = cfg.eval_batch_size.unwrap_or(cfg.global_batch_size);
-    let r =
-        evaluate(model, &w_eval, st.table.as_ref(), test.clone(), eb, model.arch.halt_max_steps, cfg.eval_max_examples, |_, _, _, _| {});
-    log.log(
-        st.step,
-        "eval",
-        &[
-            ("accuracy", r.accuracy),
-            ("exact_accuracy", r.exact_accuracy),
-            ("lm_loss", r.lm_loss),
-            ("q_halt_accuracy", r.q_halt_accuracy),
-            ("q_halt_loss", r.q_halt_loss),
-            ("steps", r.steps),
-            ("count", r.count as f64),
-        ],
-    )?;
+    // ARC: votes of this evaluation only (the reference's aggregated_voting=False).
+    let mut arc = ArcEval::open(data)?;
+    let mut arc_err = Ok(());
+    let mut r =
+        evaluate(model, &w_eval, st.table.as_ref(), test.clone(), eb, model.arch.halt_max_steps, cfg.eval_max_examples, |b, p, q, n| {
+            if let (Some(a), Ok(())) = (arc.as_mut(), &arc_err) {
+                arc_err = a.on_batch(b, p, q, n);
+            }
+        });
+    arc_err?;
+    let mut fields = vec![
+        ("accuracy".to_string(), r.accuracy),
+        ("exact_accuracy".to_string(), r.exact_accuracy),
+        ("lm_loss".to_string(), r.lm_loss),
+        ("q_halt_accuracy".to_string(), r.q_halt_accuracy),
+        ("q_halt_loss".to_string(), r.q_halt_loss),
+        ("steps".to_string(), r.steps),
+        ("count".to_string(), r.count as f64),
+    ];
+    if let Some(a) = arc {
+        crate::util::fs::write_json(&out.join("submission.json"), &a.submission())?;
+        let s = a.score();
+        fields.extend(s.pass_at.iter().map(|(k, v)| (format!("ARC/pass@{k}"), *v)));
+        r.arc = Some(s);
+    }
+    let refs: Vec<(&str, f64)> = fields.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    log.log(st.step, "eval", &refs)?;
     Ok(r)
 }
 
@@ -137,7 +152,11 @@ pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result
         if job.out.join("checkpoints").join("latest").exists() {
             bail!("{} already holds a run; pass --resume to continue it or choose another --out", job.out.display());
         }
-        let cfg = job.config.clone();
+        let mut cfg = job.config.clone();
+        if cfg.data_paths.is_empty() {
+            // Recorded so that `trm report` and `trm eval` can find the data again.
+            cfg.data_paths = vec![std::path::absolute(&job.data).unwrap_or(job.data.clone()).display().to_string()];
+        }
         let model = model_config(&cfg, &train_split)?;
         (cfg.clone(), fresh_state::<AD::InnerBackend>(&cfg, &model, device, job.init_from.as_deref())?)
     };
@@ -239,7 +258,7 @@ pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result
         st.position = Position { iteration: iteration + 1, batch: 0 };
         if iteration as usize >= cfg.min_eval_interval {
             if let Some(test) = &test_split {
-                let r = eval_and_log(&model, &cfg, &st, test, &mut log)?;
+                let r = eval_and_log(&model, &cfg, &st, test, &job.data, &job.out, &mut log)?;
                 pb.println(format!(
                     "eval @ step {}: token accuracy {:.4}, exact accuracy {:.4} (95% CI {:.4}-{:.4}) on {} examples",
                     st.step, r.accuracy, r.exact_accuracy, r.exact_accuracy_ci95.0, r.exact_accuracy_ci95.1, r.count
@@ -257,7 +276,7 @@ pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result
     }
     // A run cut short by max_steps still ends with an evaluation of its final weights.
     if let (Some(test), false) = (&test_split, evals.last().is_some_and(|(s, _)| *s == st.step)) {
-        let r = eval_and_log(&model, &cfg, &st, test, &mut log)?;
+        let r = eval_and_log(&model, &cfg, &st, test, &job.data, &job.out, &mut log)?;
         evals.push((st.step, r));
     }
     log.flush()?;

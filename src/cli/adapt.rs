@@ -1,0 +1,102 @@
+//! `trm adapt`: test-time training on new ARC tasks, then voting and a submission.
+
+use super::device::{CpuAutodiff, DeviceSpec, require_cuda, set_threads};
+use crate::data::arc_task::{Task, task_from_json};
+use crate::train::adapt::{AdaptJob, AdaptResult, adapt};
+use anyhow::{Context, Result, anyhow};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug)]
+pub struct AdaptArgs {
+    /// Run or checkpoint folder of a trained ARC model
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Tasks: a Kaggle challenges file `{name: {train, test}}` or one task `{train, test}`
+    #[arg(long)]
+    pub tasks: PathBuf,
+    /// Kaggle solutions file `{name: [grid, ...]}`, to score the adapted model
+    #[arg(long)]
+    pub solutions: Option<PathBuf>,
+    /// Output folder: data/, run/ (metrics, checkpoint, submission.json)
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Augmented copies per task
+    #[arg(long, default_value_t = 100)]
+    pub num_aug: usize,
+    /// Optimiser steps
+    #[arg(long, default_value_t = 200)]
+    pub steps: u64,
+    /// Tune all weights, not only the new tasks' puzzle embeddings
+    #[arg(long)]
+    pub all_weights: bool,
+    /// Rows per batch [default: min(checkpoint's, 64)]
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Reference-style overrides, e.g. --set puzzle_emb_lr=0.05
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Reads tasks from a challenges file or a single-task file (named after the file stem).
+pub fn read_tasks(path: &Path, solutions: Option<&Path>) -> Result<Vec<Task>> {
+    let v: Value = crate::util::fs::read_json(path)?;
+    let sols: Option<Value> = solutions.map(crate::util::fs::read_json).transpose()?;
+    let what = path.display().to_string();
+    let obj = v.as_object().ok_or_else(|| anyhow!("{what}: expected a JSON object (a task or a map of tasks)"))?;
+    if obj.contains_key("train") && obj.contains_key("test") {
+        let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "task".into());
+        let sol = sols.as_ref().and_then(|s| s.get(&name).or(Some(s)).filter(|x| x.is_array()));
+        return Ok(vec![task_from_json(&name, &v, sol, &what)?]);
+    }
+    let mut tasks = Vec::new();
+    for (name, t) in obj {
+        tasks.push(task_from_json(name, t, sols.as_ref().and_then(|s| s.get(name)), &what)?);
+    }
+    tasks.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(tasks)
+}
+
+fn report(r: &AdaptResult) {
+    println!("{} new puzzle identifiers; {} steps in {:.0}s", r.new_identifiers, r.train.steps, r.train.seconds);
+    if let Some(s) = &r.score {
+        let p = |k| s.at(k).map_or("-".into(), |v| format!("{v:.3}"));
+        println!("ARC on the adapted tasks: pass@1 {}, pass@2 {}, pass@10 {} ({} tasks)", p(1), p(2), p(10), s.tasks);
+    }
+    println!("data {}, run {}, submission {}", r.data.display(), r.run.display(), r.run.join("submission.json").display());
+}
+
+pub fn run(a: AdaptArgs) -> Result<()> {
+    set_threads(a.threads);
+    require_cuda(a.device)?;
+    let tasks = read_tasks(&a.tasks, a.solutions.as_deref()).with_context(|| format!("reading tasks from {}", a.tasks.display()))?;
+    let job = AdaptJob {
+        checkpoint: a.checkpoint,
+        tasks,
+        out: a.out,
+        num_aug: a.num_aug,
+        steps: a.steps,
+        all_weights: a.all_weights,
+        batch: a.batch,
+        overrides: a.set,
+        seed: a.seed,
+        quiet: a.quiet,
+    };
+    let r = match a.device {
+        DeviceSpec::Cpu => adapt::<CpuAutodiff>(&job, &Default::default())?,
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(n) => adapt::<super::device::GpuAutodiff>(&job, &burn::backend::cuda::CudaDevice::new(n))?,
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => unreachable!(),
+    };
+    report(&r);
+    Ok(())
+}

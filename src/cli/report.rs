@@ -1,0 +1,41 @@
+//! `trm report`: the HTML page (and PNG charts) of a training run.
+
+use crate::report::{ReportOptions, write_report};
+use anyhow::Result;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// Run folder (metrics.jsonl, checkpoints/)
+    #[arg(long)]
+    pub run: PathBuf,
+    /// HTML file to write; the PNG charts go beside it with the extension .png
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Data set whose test puzzles are drawn [default: the data the run was trained on]
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Test puzzles to solve and draw step by step
+    #[arg(long, default_value_t = 3)]
+    pub puzzles: usize,
+    /// Supervision steps per puzzle [default: the model's halt_max_steps]
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Do not write the PNG charts
+    #[arg(long)]
+    pub no_png: bool,
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+pub fn run(a: ReportArgs) -> Result<()> {
+    super::device::set_threads(a.threads);
+    let o = ReportOptions { run: a.run, out: a.out, data: a.data, puzzles: a.puzzles, steps: a.steps, png: !a.no_png };
+    let n = write_report(&o)?;
+    println!(
+        "wrote {} ({n} puzzles drawn){}",
+        o.out.display(),
+        if o.png { format!(" and {}", o.out.with_extension("png").display()) } else { String::new() }
+    );
+    Ok(())
+}

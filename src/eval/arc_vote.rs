@@ -1,0 +1,322 @@
+//! ARC scoring: undo each augmentation of a prediction, vote across the augmented copies of a test
+//! input, rank the candidates, and report pass@k and a Kaggle submission.
+//!
+//! Follows the reference evaluator (reference-spec §11.1): the predicted EOS placement decides the
+//! output size (`from_canvas`), the inverse dihedral transform then the inverse colour map restore
+//! the original frame, candidates are ranked by vote count with the mean Q-halt probability only
+//! breaking ties, and a task with several test inputs earns fractional credit.
+//! One deliberate difference: a prediction with no colour in its top-left cell (an empty grid) is
+//! not a candidate, since it can never be right; the reference stores it as an empty grid.
+
+use crate::data::arc_task::{Grid, Task, from_canvas, parse_name};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+
+/// The reference's pass@k list.
+pub const PASS_KS: [usize; 6] = [1, 2, 5, 10, 100, 1000];
+
+/// One distinct predicted grid for one test input, with its votes.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub grid: Grid,
+    pub votes: usize,
+    /// Sum of sigmoid(q_halt) over the votes (mean = q_sum / votes).
+    pub q_sum: f64,
+}
+
+impl Candidate {
+    pub fn mean_q(&self) -> f64 {
+        self.q_sum / self.votes as f64
+    }
+}
+
+/// Vote pool: (original task, hash of the un-augmented test input) -> candidates by grid hash.
+#[derive(Debug, Default, Clone)]
+pub struct Votes {
+    pool: HashMap<(String, [u8; 32]), HashMap<[u8; 32], Candidate>>,
+    /// Predictions that decoded to no grid at all.
+    pub empty: usize,
+}
+
+impl Votes {
+    /// Adds the model's answer for one augmented test example: `name` is its identifier name
+    /// (`task|||tN|||map` or `task`), `input`/`pred` are 900-token canvases, `q` = sigmoid(q_halt).
+    pub fn add(&mut self, name: &str, input: &[u8], pred: &[u8], q: f64) -> Result<()> {
+        let (task, aug) = parse_name(name)?;
+        let shown = from_canvas(input).with_context(|| format!("test example of `{name}`: its input canvas holds no grid"))?;
+        let key = (task, shown.unaugment(&aug).hash());
+        let Some(pred) = from_canvas(pred) else {
+            self.empty += 1;
+            return Ok(());
+        };
+        self.add_grid(key, pred.unaugment(&aug), q);
+        Ok(())
+    }
+
+    /// Adds one vote for `grid` (already in the original frame) as the answer to `key`.
+    pub fn add_grid(&mut self, key: (String, [u8; 32]), grid: Grid, q: f64) {
+        let c = self.pool.entry(key).or_default().entry(grid.hash()).or_insert(Candidate { grid, votes: 0, q_sum: 0.0 });
+        c.votes += 1;
+        c.q_sum += q;
+    }
+
+    /// Candidates for one test input, best first: more votes, then higher mean q; the grid hash
+    /// orders exact ties so the ranking never depends on the order votes arrived in.
+    pub fn ranked(&self, task: &str, input: &Grid) -> Vec<&Candidate> {
+        let Some(m) = self.pool.get(&(task.to_string(), input.hash())) else {
+            return vec![];
+        };
+        let mut v: Vec<(&[u8; 32], &Candidate)> = m.iter().collect();
+        v.sort_by(|(ha, a), (hb, b)| b.votes.cmp(&a.votes).then(b.mean_q().total_cmp(&a.mean_q())).then(ha.cmp(hb)));
+        v.into_iter().map(|(_, c)| c).collect()
+    }
+}
+
+/// pass@k over a task list.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArcScore {
+    pub tasks: usize,
+    pub test_inputs: usize,
+    /// Test inputs that received at least one (non-empty) prediction.
+    pub answered_inputs: usize,
+    /// (k, score): mean over tasks of the fraction of the task's test outputs found in the top k.
+    pub pass_at: Vec<(usize, f64)>,
+    /// Per task: (name, fraction right at k = 2).
+    pub per_task_pass2: Vec<(String, f64)>,
+}
+
+impl ArcScore {
+    pub fn at(&self, k: usize) -> Option<f64> {
+        self.pass_at.iter().find(|(kk, _)| *kk == k).map(|(_, s)| *s)
+    }
+}
+
+/// Scores `votes` against the tasks' test outputs.
+pub fn score(votes: &Votes, tasks: &[Task], ks: &[usize]) -> ArcScore {
+    let mut sums = vec![0.0; ks.len()];
+    let (mut n_tasks, mut n_inputs, mut answered) = (0, 0, 0);
+    let mut per_task = Vec::new();
+    for t in tasks {
+        let pairs: Vec<_> = t.test.iter().map(|p| (&p.input, &p.output)).collect();
+        if pairs.is_empty() {
+            continue;
+        }
+        n_tasks += 1;
+        n_inputs += pairs.len();
+        let mut right = vec![0usize; ks.len()];
+        for (input, output) in &pairs {
+            let ranked = votes.ranked(&t.name, input);
+            answered += !ranked.is_empty() as usize;
+            if let Some(pos) = ranked.iter().position(|c| &c.grid == *output) {
+                for (i, &k) in ks.iter().enumerate() {
+                    right[i] += (pos < k) as usize;
+                }
+            }
+        }
+        for i in 0..ks.len() {
+            sums[i] += right[i] as f64 / pairs.len() as f64;
+        }
+        let k2 = ks.iter().position(|&k| k == 2);
+        per_task.push((t.name.clone(), k2.map_or(0.0, |i| right[i] as f64 / pairs.len() as f64)));
+    }
+    let n = n_tasks.max(1) as f64;
+    ArcScore {
+        tasks: n_tasks,
+        test_inputs: n_inputs,
+        answered_inputs: answered,
+        pass_at: ks.iter().zip(&sums).map(|(&k, &s)| (k, s / n)).collect(),
+        per_task_pass2: per_task,
+    }
+}
+
+/// Kaggle submission: for every task, one `{"attempt_1", "attempt_2", ...}` object per test input
+/// in order; missing attempts repeat the first, and an input with no prediction gets `[[0]]`.
+pub fn submission(votes: &Votes, tasks: &[Task], attempts: usize) -> Value {
+    let mut out = Map::new();
+    for t in tasks {
+        let entries: Vec<Value> = t
+            .test
+            .iter()
+            .map(|p| {
+                let ranked = votes.ranked(&t.name, &p.input);
+                let fallback = Grid { h: 1, w: 1, cells: vec![0] };
+                let first = ranked.first().map_or(&fallback, |c| &c.grid);
+                let mut o = Map::new();
+                for a in 0..attempts {
+                    let g = ranked.get(a).map_or(first, |c| &c.grid);
+                    o.insert(format!("attempt_{}", a + 1), g.to_json());
+                }
+                Value::Object(o)
+            })
+            .collect();
+        out.insert(t.name.clone(), Value::Array(entries));
+    }
+    json!(out)
+}
+
+/// Everything needed to score an ARC test split while it is evaluated: identifier names, the
+/// tasks of `test_puzzles.json`, and the vote pool.
+pub struct ArcEval {
+    names: Vec<String>,
+    pub tasks: Vec<Task>,
+    pub votes: Votes,
+}
+
+impl ArcEval {
+    /// Some(..) when `data` is an ARC data set (it has `test_puzzles.json`).
+    pub fn open(data: &std::path::Path) -> Result<Option<ArcEval>> {
+        if !data.join("test_puzzles.json").exists() {
+            return Ok(None);
+        }
+        let names = crate::data::format::read_identifiers(data)?;
+        let tasks = crate::data::arc::read_test_puzzles(data)?;
+        Ok(Some(ArcEval { names, tasks, votes: Votes::default() }))
+    }
+
+    /// Takes the final predictions of one evaluation batch (`q_logits` = q_halt logits).
+    pub fn on_batch(&mut self, batch: &crate::data::loader::Batch, preds: &[i64], q_logits: &[f32], real: usize) -> Result<()> {
+        let s = batch.seq_len;
+        for r in 0..real {
+            let id = batch.puzzle_identifiers[r];
+            if id == 0 {
+                continue; // padding row
+            }
+            let name = self.names.get(id as usize).with_context(|| format!("puzzle identifier {id} is not in identifiers.json"))?;
+            let input: Vec<u8> = batch.inputs[r * s..(r + 1) * s].iter().map(|&t| t as u8).collect();
+            let pred: Vec<u8> = preds[r * s..(r + 1) * s].iter().map(|&t| t.clamp(0, 255) as u8).collect();
+            let q = 1.0 / (1.0 + (-(q_logits[r] as f64)).exp());
+            self.votes.add(name, &input, &pred, q)?;
+        }
+        Ok(())
+    }
+
+    pub fn score(&self) -> ArcScore {
+        score(&self.votes, &self.tasks, &PASS_KS)
+    }
+    pub fn submission(&self) -> Value {
+        submission(&self.votes, &self.tasks, 2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::arc_task::{Augmentation, Pair, to_canvas};
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
+
+    fn g(rows: &[&[u8]]) -> Grid {
+        Grid { h: rows.len(), w: rows[0].len(), cells: rows.concat() }
+    }
+    fn task(name: &str, tests: Vec<(Grid, Grid)>) -> Task {
+        Task { name: name.into(), train: vec![], test: tests.into_iter().map(|(i, o)| Pair { input: i, output: o }).collect() }
+    }
+    fn key(t: &str, input: &Grid) -> (String, [u8; 32]) {
+        (t.to_string(), input.hash())
+    }
+
+    #[test]
+    fn an_augmented_prediction_is_voted_in_the_original_frame() {
+        let input = g(&[&[1, 2, 0], &[3, 4, 5]]);
+        let answer = g(&[&[5, 0], &[1, 7]]);
+        let aug = Augmentation { tid: 5, colours: [0, 3, 9, 1, 2, 4, 8, 6, 5, 7] };
+        let (mut ci, mut cp) = (vec![0u8; 900], vec![0u8; 900]);
+        to_canvas(&input.augment(&aug), 0, 0, &mut ci);
+        to_canvas(&answer.augment(&aug), 0, 0, &mut cp);
+        let mut v = Votes::default();
+        v.add(&aug.name("t1"), &ci, &cp, 0.9).unwrap();
+        let r = v.ranked("t1", &input);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].grid, answer);
+        // a canvas whose first cell is not a colour decodes to nothing and casts no vote
+        v.add(&aug.name("t1"), &ci, &[0u8; 900], 0.9).unwrap();
+        assert_eq!((v.empty, v.ranked("t1", &input)[0].votes), (1, 1));
+        assert!(v.add("t1|||x|||0", &ci, &cp, 0.5).is_err());
+    }
+
+    #[test]
+    fn votes_come_first_and_mean_q_breaks_ties() {
+        let i = g(&[&[1]]);
+        let (a, b, c) = (g(&[&[2]]), g(&[&[3]]), g(&[&[4]]));
+        let mut v = Votes::default();
+        // a: 2 votes, low confidence; b: 1 vote, q 0.9; c: 1 vote, q 0.6
+        v.add_grid(key("t", &i), a.clone(), 0.1);
+        v.add_grid(key("t", &i), a.clone(), 0.2);
+        v.add_grid(key("t", &i), c.clone(), 0.6);
+        v.add_grid(key("t", &i), b.clone(), 0.9);
+        let r: Vec<_> = v.ranked("t", &i).iter().map(|c| c.grid.clone()).collect();
+        assert_eq!(r, vec![a.clone(), b.clone(), c.clone()]);
+        assert!((v.ranked("t", &i)[0].mean_q() - 0.15).abs() < 1e-12);
+        // pass@1 needs the top candidate, pass@2 the top two
+        let s = score(&v, &[task("t", vec![(i.clone(), b.clone())])], &[1, 2, 3]);
+        assert_eq!(s.pass_at, vec![(1, 0.0), (2, 1.0), (3, 1.0)]);
+        let sub = submission(&v, &[task("t", vec![(i.clone(), b)])], 2);
+        assert_eq!(sub["t"][0]["attempt_1"], a.to_json());
+        assert_eq!(sub["t"][0]["attempt_2"], json!([[3]]));
+    }
+
+    #[test]
+    fn pass_at_k_on_a_hand_built_case_with_fractional_credit() {
+        // Task A has two test inputs: the first is right at rank 1, the second at rank 3.
+        // Task B has one test input, right at rank 2. Task C has no prediction at all.
+        let (ia1, ia2, ib, ic) = (g(&[&[1]]), g(&[&[2]]), g(&[&[3]]), g(&[&[4]]));
+        let (x, y, z, w) = (g(&[&[5]]), g(&[&[6]]), g(&[&[7]]), g(&[&[8]]));
+        let mut v = Votes::default();
+        for (k, grid, n) in [(key("A", &ia1), x.clone(), 3), (key("A", &ia1), y.clone(), 1)] {
+            (0..n).for_each(|_| v.add_grid(k.clone(), grid.clone(), 0.5));
+        }
+        for (k, grid, n) in [(key("A", &ia2), y.clone(), 3), (key("A", &ia2), z.clone(), 2), (key("A", &ia2), w.clone(), 1)] {
+            (0..n).for_each(|_| v.add_grid(k.clone(), grid.clone(), 0.5));
+        }
+        for (k, grid, n) in [(key("B", &ib), x.clone(), 2), (key("B", &ib), y.clone(), 1)] {
+            (0..n).for_each(|_| v.add_grid(k.clone(), grid.clone(), 0.5));
+        }
+        let tasks =
+            vec![task("A", vec![(ia1, x.clone()), (ia2, w.clone())]), task("B", vec![(ib, y.clone())]), task("C", vec![(ic, x.clone())])];
+        let s = score(&v, &tasks, &[1, 2, 3, 1000]);
+        // pass@1: A 1/2, B 0, C 0 -> 0.5/3; pass@2: A 1/2, B 1 -> 1.5/3; pass@3: A 1, B 1 -> 2/3
+        let want = [(1, 0.5 / 3.0), (2, 1.5 / 3.0), (3, 2.0 / 3.0), (1000, 2.0 / 3.0)];
+        for ((k, got), (wk, w)) in s.pass_at.iter().zip(want) {
+            assert_eq!(*k, wk);
+            assert!((got - w).abs() < 1e-12, "pass@{k}: {got} vs {w}");
+        }
+        assert_eq!((s.tasks, s.test_inputs, s.answered_inputs), (3, 4, 3));
+        let sub = submission(&v, &tasks, 2);
+        assert_eq!(sub["C"][0]["attempt_1"], json!([[0]]));
+        assert_eq!(sub["A"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn ranking_and_scores_do_not_depend_on_the_order_of_votes() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let inputs: Vec<Grid> = (0..4).map(|i| g(&[&[i as u8, 1]])).collect();
+        let mut events = Vec::new();
+        for _ in 0..300 {
+            let i = rng.random_range(0..4);
+            let answer = g(&[&[rng.random_range(0..4u8)]]);
+            events.push((i, answer, (rng.random_range(0..8) as f64) / 8.0));
+        }
+        let tasks: Vec<Task> = (0..4).map(|i| task(&format!("t{i}"), vec![(inputs[i].clone(), g(&[&[1]]))])).collect();
+        let run = |ev: &[(usize, Grid, f64)]| {
+            let mut v = Votes::default();
+            for (i, a, q) in ev {
+                v.add_grid(key(&format!("t{i}"), &inputs[*i]), a.clone(), *q);
+            }
+            let ranks: Vec<Vec<(Grid, usize)>> =
+                (0..4).map(|i| v.ranked(&format!("t{i}"), &inputs[i]).iter().map(|c| (c.grid.clone(), c.votes)).collect()).collect();
+            (ranks, score(&v, &tasks, &PASS_KS).pass_at, submission(&v, &tasks, 2))
+        };
+        let base = run(&events);
+        for _ in 0..10 {
+            events.shuffle(&mut rng);
+            let other = run(&events);
+            assert_eq!(base.0, other.0);
+            assert_eq!(base.2, other.2);
+            for ((_, a), (_, b)) in base.1.iter().zip(&other.1) {
+                assert!((a - b).abs() < 1e-12);
+            }
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! `trm report`: one self-contained HTML page for a run: training curves from `metrics.jsonl`
+//! and test puzzles solved by the latest checkpoint, drawn after every supervision step with the
+//! changed cells outlined and the halting confidence under each step. Also `charts.png` (the same
+//! curves as a picture, for terminals and chat).
+
+pub mod png;
+pub mod svg;
+
+use crate::data::format::{self, Split};
+use crate::infer::solve::{StepTrace, solve_tokens};
+use crate::model::weights::Weights;
+use crate::train::checkpoint;
+use anyhow::{Context, Result};
+use burn::backend::Flex;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use svg::{Cell, PALETTE, Series};
+
+pub struct ReportOptions {
+    pub run: PathBuf,
+    pub out: PathBuf,
+    /// Data set whose test split supplies the puzzles [default: the run's data_paths[0]].
+    pub data: Option<PathBuf>,
+    pub puzzles: usize,
+    /// Supervision steps per puzzle [default: the model's halt_max_steps].
+    pub steps: Option<usize>,
+    /// Also write `<out stem>.png` with the curves.
+    pub png: bool,
+}
+
+/// One curve: (step, value) points of `key` in rows of `split`.
+pub struct Metrics {
+    rows: Vec<Value>,
+}
+
+impl Metrics {
+    pub fn read(run: &Path) -> Result<Metrics> {
+        let path = run.join("metrics.jsonl");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut rows = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            // A run killed mid-write may leave a torn last line: skip it, reject any other.
+            match serde_json::from_str::<Value>(line) {
+                Ok(v) => rows.push(v),
+                Err(e) if i + 1 == text.lines().count() => eprintln!("warning: {}:{}: skipped torn line ({e})", path.display(), i + 1),
+                Err(e) => anyhow::bail!("{}:{}: not JSON: {e}", path.display(), i + 1),
+            }
+        }
+        Ok(Metrics { rows })
+    }
+
+    /// Points of `key` for `split`; train metrics that need halted rows are skipped where none halted.
+    pub fn curve(&self, split: &str, key: &str) -> Vec<(f64, f64)> {
+        let needs_count = split == "train" && !matches!(key, "lm_loss" | "q_halt_loss" | "lr");
+        self.rows
+            .iter()
+            .filter(|r| r["split"] == split)
+            .filter(|r| !needs_count || r["count"].as_f64().unwrap_or(0.0) > 0.0)
+            .filter_map(|r| Some((r["step"].as_f64()?, r[key].as_f64()?)))
+            .collect()
+    }
+}
+
+/// Moving mean over a window that keeps about 200 points visible.
+fn smooth(p: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let k = (p.len() / 100).max(1);
+    p.chunks(k).map(|c| (c[c.len() - 1].0, c.iter().map(|x| x.1).sum::<f64>() / c.len() as f64)).collect()
+}
+
+/// The charts of a run: (title, series).
+pub fn chart_specs(m: &Metrics) -> Vec<(String, Vec<Series>)> {
+    let s = |label: &str, i: usize, points: Vec<(f64, f64)>| Series { label: label.into(), colour: PALETTE[i], points };
+    let mut out = vec![
+        ("LM loss".to_string(), vec![s("train", 0, smooth(&m.curve("train", "lm_loss"))), s("test", 1, m.curve("eval", "lm_loss"))]),
+        (
+            "token accuracy".to_string(),
+            vec![s("train", 0, smooth(&m.curve("train", "accuracy"))), s("test", 1, m.curve("eval", "accuracy"))],
+        ),
+        (
+            "exact accuracy".to_string(),
+            vec![s("train", 0, smooth(&m.curve("train", "exact_accuracy"))), s("test", 1, m.curve("eval", "exact_accuracy"))],
+        ),
+        ("supervision steps used (train)".to_string(), vec![s("train", 0, smooth(&m.curve("train", "steps")))]),
+        ("learning rate".to_string(), vec![s("lr", 2, m.curve("train", "lr"))]),
+        (
+            "Q-halt accuracy".to_string(),
+            vec![s("train", 0, smooth(&m.curve("train", "q_halt_accuracy"))), s("test", 1, m.curve("eval", "q_halt_accuracy"))],
+        ),
+    ];
+    let arc: Vec<Series> =
+        [1, 2, 10].iter().enumerate().map(|(i, k)| s(&format!("pass@{k}"), i + 2, m.curve("eval", &format!("ARC/pass@{k}")))).collect();
+    if arc.iter().any(|x| !x.points.is_empty()) {
+        out.push(("ARC pass@k (test)".to_string(), arc));
+    }
+    out
+}
+
+/// What kind of puzzle a data set holds, from its shape.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Kind {
+    Sudoku,
+    Maze,
+    Arc,
+    Other,
+}
+
+fn kind_of(split: &Split) -> Kind {
+    match (split.metadata.seq_len, split.metadata.vocab_size) {
+        (81, 11) => Kind::Sudoku,
+        (_, 6) => Kind::Maze,
+        (900, 12) => Kind::Arc,
+        _ => Kind::Other,
+    }
+}
+
+const ARC_COLOURS: [&str; 10] =
+    ["#000000", "#0074d9", "#ff4136", "#2ecc40", "#ffdc00", "#aaaaaa", "#f012be", "#ff851b", "#7fdbff", "#870c25"];
+
+fn cell(kind: Kind, t: u8, given: bool) -> Cell {
+    let (fill, text) = match kind {
+        Kind::Sudoku => (if given { "#e4e4e4" } else { "#ffffff" }, (t >= 2).then(|| (b'0' + t - 1) as char)),
+        Kind::Maze => (["#ffffff", "#333333", "#ffffff", "#2ca02c", "#d62728", "#1f77b4"].get(t as usize).copied().unwrap_or("#fff"), None),
+        Kind::Arc => match t {
+            0 => ("#f2f2f2", None),
+            1 => ("#c8c8c8", None),
+            c => (ARC_COLOURS.get(c as usize - 2).copied().unwrap_or("#fff"), None),
+        },
+        Kind::Other => ("#ffffff", char::from_digit(t as u32 % 36, 36)),
+    };
+    Cell { fill, text, changed: false, wrong: false }
+}
+
+/// The square region worth drawing: the whole board, or for ARC the box holding the input and
+/// target (plus the EOS border).
+fn view(kind: Kind, input: &[u8], label: &[u8]) -> (usize, usize) {
+    let side = (input.len() as f64).sqrt() as usize;
+    if kind != Kind::Arc {
+        return (side, side);
+    }
+    let mut n = 1;
+    for i in 0..input.len() {
+        if input[i] >= 2 || label[i] >= 2 {
+            n = n.max(i / side + 2).max(i % side + 2);
+        }
+    }
+    (side, n.min(side))
+}
+
+fn draw(kind: Kind, tokens: &[u8], input: &[u8], label: Option<&[u8]>, prev: Option<&[u8]>, side: usize, n: usize) -> String {
+    let mut cells = Vec::with_capacity(n * n);
+    for r in 0..n {
+        for c in 0..n {
+            let i = r * side + c;
+            let mut x = cell(kind, tokens[i], kind == Kind::Sudoku && input[i] >= 2);
+            x.changed = prev.is_some_and(|p| p[i] != tokens[i]);
+            x.wrong = label.is_some_and(|l| l[i] != 0 && l[i] != tokens[i]);
+            cells.push(x);
+        }
+    }
+    let px = (170.0 / n as f64).clamp(5.0, 20.0);
+    svg::grid(&cells, n, px, (kind == Kind::Sudoku).then_some(3))
+}
+
+fn figure(svg: &str, caption: &str, class: &str) -> String {
+    format!(r#"<figure class="{class}">{svg}<figcaption>{caption}</figcaption></figure>"#)
+}
+
+/// HTML for one solved puzzle: input, the answer after each step, target.
+fn puzzle_html(kind: Kind, idx: usize, input: &[u8], label: &[u8], trace: &[StepTrace]) -> String {
+    let (side, n) = view(kind, input, label);
+    let mut s = String::new();
+    let last = trace.last().map(|t| &t.tokens);
+    let right = last.is_some_and(|p| label.iter().zip(p).all(|(&l, &t)| l == 0 || l == t));
+    let halt_at = trace.iter().position(|t| t.q_halt > 0.5).map(|k| k + 1);
+    let _ = write!(
+        s,
+        "<section class=puzzle><h3>test example {idx}: {} after {} steps{}</h3><div class=row>",
+        if right { "<span class=ok>solved</span>" } else { "<span class=bad>not solved</span>" },
+        trace.len(),
+        halt_at.map_or(String::from(", the halting head never fired"), |k| format!(", the halting head would stop at step {k}"))
+    );
+    s.push_str(&figure(&draw(kind, input, input, None, None, side, n), "input", "io"));
+    let mut prev: Option<&[u8]> = None;
+    for t in trace {
+        let wrong = label.iter().zip(&t.tokens).filter(|(l, p)| **l != 0 && l != p).count();
+        let class = if Some(t.step) == halt_at { "step halt" } else { "step" };
+        let cap =
+            format!("step {} · q {:.2}<br>{} changed · {} wrong", t.step, t.q_halt, if prev.is_some() { t.changed } else { 0 }, wrong);
+        s.push_str(&figure(&draw(kind, &t.tokens, input, Some(label), prev, side, n), &cap, class));
+        prev = Some(&t.tokens);
+    }
+    s.push_str(&figure(&draw(kind, label, input, None, None, side, n), "target", "io"));
+    s.push_str("</div></section>");
+    s
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
+h1{font-size:22px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}h3{font-size:14px;font-weight:600}
+.charts{display:flex;flex-wrap:wrap;gap:12px}.chart text{font-size:11px;fill:#333}.chart .title{font-size:13px;font-weight:600}
+.chart .grid{stroke:#eee}.chart .frame{fill:none;stroke:#888}.row{display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start}
+figure{margin:0;text-align:center;font-size:11px;color:#444}figure.halt svg{outline:3px solid #2ca02c}
+figure.io figcaption{font-weight:600}.ok{color:#2ca02c}.bad{color:#d62728}table{border-collapse:collapse;font-size:13px}
+td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}.note{color:#666;font-size:12px}";
+
+/// Writes the report; returns the puzzles drawn.
+pub fn write_report(o: &ReportOptions) -> Result<usize> {
+    let m = Metrics::read(&o.run)?;
+    let mut html = String::new();
+    let title = o.run.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let _ = write!(
+        html,
+        "<!doctype html><html><head><meta charset=utf-8><title>trm report: {title}</title><style>{STYLE}</style></head><body><h1>trm report: {title}</h1>"
+    );
+    // Run summary: configuration and the last evaluation.
+    let ckpt = checkpoint::resolve(&o.run).ok();
+    let state = ckpt.as_ref().map(|c| checkpoint::read_state_json(c)).transpose()?;
+    html.push_str("<table>");
+    if let Some(st) = &state {
+        let a = &st.model.arch;
+        let c = &st.config;
+        let rows: BTreeMap<&str, String> = BTreeMap::from([
+            ("checkpoint", format!("{} (step {})", ckpt.as_ref().unwrap().display(), st.step)),
+            (
+                "model",
+                format!(
+                    "hidden {}, {} layers, H_cycles {}, L_cycles {}, mlp_t {}, pos {:?}",
+                    a.hidden_size, a.l_layers, a.h_cycles, a.l_cycles, a.mlp_t, a.pos_encodings
+                ),
+            ),
+            (
+                "training",
+                format!("batch {}, lr {}, weight decay {}, epochs {}, EMA {}", c.global_batch_size, c.lr, c.weight_decay, c.epochs, c.ema),
+            ),
+        ]);
+        for (k, v) in rows {
+            let _ = write!(html, "<tr><th>{k}</th><td>{v}</td></tr>");
+        }
+    }
+    for key in ["accuracy", "exact_accuracy"] {
+        if let Some((s, v)) = m.curve("eval", key).last() {
+            let _ = write!(html, "<tr><th>test {key}</th><td>{v:.4} at step {s}</td></tr>");
+        }
+    }
+    html.push_str("</table><h2>Training curves</h2><div class=charts>");
+    let specs = chart_specs(&m);
+    for (t, series) in &specs {
+        html.push_str(&svg::line_chart(t, "optimiser step", series, 440.0, 260.0));
+    }
+    html.push_str("</div>");
+
+    // Puzzles solved step by step by the checkpoint.
+    let mut drawn = 0;
+    let data = o.data.clone().or_else(|| state.as_ref().and_then(|s| s.config.data_paths.first().map(PathBuf::from)));
+    match (&ckpt, &state, data) {
+        (Some(ckpt), Some(st), Some(data)) if o.puzzles > 0 => {
+            let test = format::read_dataset_split(&data, "test")?;
+            let kind = kind_of(&test);
+            let device = Default::default();
+            let (params, table) = checkpoint::load_model::<Flex>(&ckpt.join("model.safetensors"), &st.model, &device)?;
+            let w = Weights::from_named(&st.model, params)?;
+            let steps = o.steps.unwrap_or(st.model.arch.halt_max_steps);
+            let _ = write!(
+                html,
+                "<h2>Test puzzles, step by step</h2><p class=note>Data {}. Each picture is the decoded answer after one supervision step; \
+                 orange outlines mark cells that changed since the previous step, red marks cells that differ from the target, \
+                 q is the halting head's confidence that the answer is right (green frame: the first step where q &gt; 0.5).</p>",
+                data.display()
+            );
+            let (_, set) = &test.sets[0];
+            let n = set.num_examples();
+            for j in 0..o.puzzles.min(n) {
+                let idx = j * n / o.puzzles.min(n);
+                let p = set.puzzle_indices.partition_point(|&s| s as usize <= idx).saturating_sub(1);
+                let (input, label) = (set.example_input(idx), set.example_label(idx));
+                let trace = solve_tokens(&st.model, &w, table.as_ref(), input, set.puzzle_identifiers[p], steps, false);
+                html.push_str(&puzzle_html(kind, idx, input, label, &trace));
+                drawn += 1;
+            }
+        }
+        _ => html.push_str("<p class=note>No checkpoint or test data found: puzzles not drawn (pass --data).</p>"),
+    }
+    html.push_str("</body></html>\n");
+    crate::util::fs::write_atomic(&o.out, html.as_bytes())?;
+    if o.png {
+        png::write_charts(&o.out.with_extension("png"), &specs)?;
+    }
+    Ok(drawn)
+}

@@ -1,0 +1,119 @@
+//! The report's curves as one PNG (plotters' bitmap backend, encoded with the `png` crate).
+//! Text needs a TrueType font: the first of a few common system fonts is used; without one the
+//! curves are drawn without titles, tick labels or legends, and a warning says so.
+
+use super::svg::Series;
+use anyhow::{Context, Result, anyhow};
+use plotters::prelude::*;
+use std::path::Path;
+use std::sync::OnceLock;
+
+const FONT_PATHS: [&str; 4] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/Library/Fonts/Arial Unicode.ttf",
+];
+
+/// Registers a system font once; false when none is found (or `TRM_NO_FONT` is set).
+fn font_available() -> bool {
+    static FOUND: OnceLock<bool> = OnceLock::new();
+    *FOUND.get_or_init(|| {
+        if std::env::var_os("TRM_NO_FONT").is_some() {
+            return false;
+        }
+        for p in FONT_PATHS {
+            if let Ok(bytes) = std::fs::read(p) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        eprintln!("warning: no TrueType font found ({}): the PNG charts carry no text", FONT_PATHS[0]);
+        false
+    })
+}
+
+fn rgb(hex: &str) -> RGBColor {
+    let v = u32::from_str_radix(hex.trim_start_matches('#'), 16).unwrap_or(0);
+    RGBColor((v >> 16) as u8, (v >> 8) as u8, v as u8)
+}
+
+fn draw_chart<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, title: &str, series: &[Series], text: bool) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let finite = || series.iter().flat_map(|s| s.points.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in finite() {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    if x0 > x1 {
+        return Ok(());
+    }
+    if x1 == x0 {
+        x1 += 1.0;
+    }
+    if y1 == y0 {
+        (y0, y1) = (y0 - 0.5, y1 + 0.5);
+    }
+    let pad = (y1 - y0) * 0.05;
+    let mut b = ChartBuilder::on(area);
+    b.margin(10);
+    if text {
+        b.caption(title, ("sans-serif", 18)).x_label_area_size(30).y_label_area_size(55);
+    }
+    let mut chart = b.build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad)).map_err(|e| anyhow!("{title}: {e}"))?;
+    let mut mesh = chart.configure_mesh();
+    if !text {
+        mesh.x_labels(0).y_labels(0);
+    }
+    mesh.light_line_style(RGBColor(238, 238, 238)).draw().map_err(|e| anyhow!("{title}: {e}"))?;
+    for s in series.iter().filter(|s| !s.points.is_empty()) {
+        let c = rgb(s.colour);
+        let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+        let drawn = chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2))).map_err(|e| anyhow!("{title}: {e}"))?;
+        if text {
+            drawn.label(s.label.clone()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], c.stroke_width(2)));
+        }
+        if pts.len() <= 40 {
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(|e| anyhow!("{title}: {e}"))?;
+        }
+    }
+    if text {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(180, 180, 180))
+            .draw()
+            .map_err(|e| anyhow!("{title}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Draws the charts in a grid of 3 columns and writes them as an RGB PNG.
+pub fn write_charts(path: &Path, specs: &[(String, Vec<Series>)]) -> Result<()> {
+    let cols = 3usize;
+    let rows = specs.len().div_ceil(cols).max(1);
+    let (w, h) = (cols as u32 * 480, rows as u32 * 300);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    let text = font_available();
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+        for (area, (title, series)) in root.split_evenly((rows, cols)).iter().zip(specs) {
+            draw_chart(area, title, series, text)?;
+        }
+        root.present().map_err(|e| anyhow!("{e}"))?;
+    }
+    let mut bytes = Vec::new();
+    {
+        let mut enc = ::png::Encoder::new(&mut bytes, w, h);
+        enc.set_color(::png::ColorType::Rgb);
+        enc.set_depth(::png::BitDepth::Eight);
+        let mut wr = enc.write_header().context("png header")?;
+        wr.write_image_data(&buf).context("png data")?;
+    }
+    crate::util::fs::write_atomic(path, &bytes)
+}

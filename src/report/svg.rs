@@ -1,0 +1,181 @@
+//! Hand-written SVG for the HTML report: line charts of the training curves and puzzle grids.
+//! The browser renders the text, so the page needs no fonts, scripts or network.
+
+use std::fmt::Write;
+
+/// One line of a chart.
+pub struct Series {
+    pub label: String,
+    pub colour: &'static str,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Colours for series, in order.
+pub const PALETTE: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// A "nice" tick step for a span (1, 2 or 5 times a power of ten).
+fn tick_step(span: f64, target: usize) -> f64 {
+    let raw = (span / target as f64).max(f64::MIN_POSITIVE);
+    let p = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * p).find(|s| *s >= raw).unwrap_or(10.0 * p)
+}
+
+fn fmt_tick(v: f64) -> String {
+    let v = if v.abs() < 1e-12 { 0.0 } else { v }; // no "-0"
+    if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e5) { format!("{v:.0e}") } else { format!("{}", (v * 1e6).round() / 1e6) }
+}
+
+/// A line chart `w`×`h` pixels with axes, ticks, grid lines and a legend. Points with a
+/// non-finite value are skipped.
+pub fn line_chart(title: &str, x_label: &str, series: &[Series], w: f64, h: f64) -> String {
+    let (l, r, t, b) = (56.0, 12.0, 28.0, 40.0);
+    let pts = || series.iter().flat_map(|s| s.points.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in pts() {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    let mut s = String::new();
+    let _ = write!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" class="chart">"#);
+    let _ = write!(s, r#"<text x="{}" y="18" text-anchor="middle" class="title">{}</text>"#, w / 2.0, esc(title));
+    if x0 > x1 {
+        let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="middle">no data yet</text></svg>"#, w / 2.0, h / 2.0);
+        return s;
+    }
+    if x1 == x0 {
+        x1 = x0 + 1.0;
+    }
+    if y1 == y0 {
+        (y0, y1) = (y0 - 0.5, y1 + 0.5);
+    }
+    let pad = (y1 - y0) * 0.05;
+    (y0, y1) = (y0 - pad, y1 + pad);
+    let px = |x: f64| l + (x - x0) / (x1 - x0) * (w - l - r);
+    let py = |y: f64| h - b - (y - y0) / (y1 - y0) * (h - t - b);
+    let ys = tick_step(y1 - y0, 5);
+    let mut y = (y0 / ys).ceil() * ys;
+    while y <= y1 {
+        let _ = write!(s, r#"<line x1="{l}" x2="{}" y1="{:.1}" y2="{:.1}" class="grid"/>"#, w - r, py(y), py(y));
+        let _ = write!(s, r#"<text x="{}" y="{:.1}" text-anchor="end" class="tick">{}</text>"#, l - 4.0, py(y) + 4.0, fmt_tick(y));
+        y += ys;
+    }
+    let xs = tick_step(x1 - x0, 6);
+    let mut x = (x0 / xs).ceil() * xs;
+    while x <= x1 {
+        let _ = write!(s, r#"<line x1="{:.1}" x2="{:.1}" y1="{t}" y2="{}" class="grid"/>"#, px(x), px(x), h - b);
+        let _ = write!(s, r#"<text x="{:.1}" y="{}" text-anchor="middle" class="tick">{}</text>"#, px(x), h - b + 14.0, fmt_tick(x));
+        x += xs;
+    }
+    let _ = write!(s, r#"<rect x="{l}" y="{t}" width="{}" height="{}" class="frame"/>"#, w - l - r, h - t - b);
+    let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="middle" class="tick">{}</text>"#, (l + w - r) / 2.0, h - 6.0, esc(x_label));
+    for (i, se) in series.iter().enumerate() {
+        let path: Vec<String> =
+            se.points.iter().filter(|(x, y)| x.is_finite() && y.is_finite()).map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
+        if path.len() == 1 {
+            let (cx, cy) = path[0].split_once(',').unwrap_or(("0", "0"));
+            let _ = write!(s, r#"<circle cx="{cx}" cy="{cy}" r="3" fill="{}"/>"#, se.colour);
+        } else if path.len() <= 40 {
+            let _ = write!(s, r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="1.5"/>"#, path.join(" "), se.colour);
+            for p in &path {
+                let (cx, cy) = p.split_once(',').unwrap_or(("0", "0"));
+                let _ = write!(s, r#"<circle cx="{cx}" cy="{cy}" r="2.5" fill="{}"/>"#, se.colour);
+            }
+        } else {
+            let _ = write!(s, r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="1.2"/>"#, path.join(" "), se.colour);
+        }
+        let ly = t + 14.0 + 14.0 * i as f64;
+        let _ = write!(s, r#"<rect x="{}" y="{}" width="10" height="3" fill="{}"/>"#, l + 8.0, ly - 4.0, se.colour);
+        let _ = write!(s, r#"<text x="{}" y="{ly}" class="legend">{}</text>"#, l + 22.0, esc(&se.label));
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// How to draw one cell of a puzzle.
+pub struct Cell {
+    pub fill: &'static str,
+    pub text: Option<char>,
+    /// Outline: this cell changed since the previous step.
+    pub changed: bool,
+    /// Red text / cross: differs from the target.
+    pub wrong: bool,
+}
+
+/// A `side`×`side` grid of cells; `thick_every` draws box lines (3 for Sudoku).
+pub fn grid(cells: &[Cell], side: usize, cell_px: f64, thick_every: Option<usize>) -> String {
+    let size = side as f64 * cell_px;
+    let mut s = String::new();
+    let _ =
+        write!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" viewBox="0 0 {size} {size}" class="grid">"#);
+    for (i, c) in cells.iter().enumerate() {
+        let (x, y) = ((i % side) as f64 * cell_px, (i / side) as f64 * cell_px);
+        let _ = write!(
+            s,
+            r##"<rect x="{x}" y="{y}" width="{cell_px}" height="{cell_px}" fill="{}" stroke="#999" stroke-width="0.5"/>"##,
+            c.fill
+        );
+        if let Some(ch) = c.text {
+            let colour = if c.wrong { "#d00" } else { "#111" };
+            let _ = write!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" font-size="{:.0}" text-anchor="middle" fill="{colour}">{}</text>"#,
+                x + cell_px / 2.0,
+                y + cell_px * 0.75,
+                cell_px * 0.7,
+                esc(&ch.to_string())
+            );
+        } else if c.wrong {
+            let _ = write!(s, r##"<path d="M{x} {y}l{cell_px} {cell_px}" stroke="#d00" stroke-width="1"/>"##);
+        }
+        if c.changed {
+            let _ = write!(
+                s,
+                r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="none" stroke="#f5a300" stroke-width="2"/>"##,
+                x + 1.0,
+                y + 1.0,
+                cell_px - 2.0,
+                cell_px - 2.0
+            );
+        }
+    }
+    if let Some(k) = thick_every {
+        for j in (0..=side).step_by(k) {
+            let p = j as f64 * cell_px;
+            let _ = write!(s, r##"<path d="M{p} 0V{size}M0 {p}H{size}" stroke="#222" stroke-width="2"/>"##);
+        }
+    }
+    s.push_str("</svg>");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_round_numbers() {
+        assert_eq!(tick_step(1.0, 5), 0.2);
+        assert_eq!(tick_step(730.0, 6), 200.0);
+        assert_eq!(tick_step(0.03, 5), 0.01);
+    }
+
+    #[test]
+    fn a_chart_has_one_polyline_per_series_and_escapes_labels() {
+        let s = vec![
+            Series {
+                label: "train <loss>".into(),
+                colour: PALETTE[0],
+                points: (0..50).map(|i| (i as f64, 1.0 / (1.0 + i as f64))).collect(),
+            },
+            Series { label: "eval".into(), colour: PALETTE[1], points: vec![(10.0, 0.5), (40.0, f64::NAN)] },
+        ];
+        let svg = line_chart("loss", "step", &s, 400.0, 250.0);
+        assert_eq!(svg.matches("<polyline").count(), 1, "the two-point series has one finite point: a dot");
+        assert_eq!(svg.matches("<circle").count(), 1);
+        assert!(svg.contains("train &lt;loss&gt;") && !svg.contains("<loss>"));
+        assert!(line_chart("empty", "step", &[], 100.0, 100.0).contains("no data yet"));
+    }
+}

@@ -1,0 +1,116 @@
+//! Test-time training for ARC tasks the model never saw (`trm adapt`).
+//!
+//! 1. The new tasks' demonstration pairs are augmented (dihedral transforms, colour permutations,
+//!    translations) into a training split and their test inputs into a test split, exactly as the
+//!    ARC builder does, under identifiers that continue the checkpoint's identifier map.
+//! 2. Training starts from the checkpoint; the new identifiers' embedding rows start at zero.
+//!    By default only the puzzle embeddings learn (`freeze_weights`); `all_weights` tunes the
+//!    network too.
+//! 3. The adapted model is evaluated on the new test inputs with augmentation voting, and a
+//!    Kaggle submission is written.
+
+use super::checkpoint;
+use super::config::{TrainConfig, apply_overrides, from_table};
+use super::trainer::{TrainJob, TrainSummary, train};
+use crate::data::arc::{self, BuildOptions};
+use crate::data::arc_task::Task;
+use crate::eval::arc_vote::ArcScore;
+use anyhow::{Context, Result, bail};
+use burn::tensor::backend::AutodiffBackend;
+use std::path::PathBuf;
+
+pub struct AdaptJob {
+    /// Run or checkpoint folder of a trained ARC model.
+    pub checkpoint: PathBuf,
+    pub tasks: Vec<Task>,
+    /// Output folder: data/ (the built data set), run/ (checkpoints, metrics), submission.json.
+    pub out: PathBuf,
+    /// Augmented copies of each task (reference ARC builder: 1000).
+    pub num_aug: usize,
+    /// Optimiser steps.
+    pub steps: u64,
+    /// Tune every weight, not only the new puzzle embeddings.
+    pub all_weights: bool,
+    /// Rows per batch [default: min(checkpoint's, 64)].
+    pub batch: Option<usize>,
+    /// Further reference-style overrides (`puzzle_emb_lr=0.05` ...).
+    pub overrides: Vec<String>,
+    pub seed: u64,
+    pub quiet: bool,
+}
+
+pub struct AdaptResult {
+    pub train: TrainSummary,
+    pub score: Option<ArcScore>,
+    pub new_identifiers: usize,
+    pub data: PathBuf,
+    pub run: PathBuf,
+}
+
+/// The adaptation recipe on top of the checkpoint's training configuration; `examples_per_epoch`
+/// sizes the epoch count so that the schedule, not the data, ends at `job.steps`.
+fn adapt_config(base: &TrainConfig, job: &AdaptJob, data: &std::path::Path, examples_per_epoch: f64) -> Result<TrainConfig> {
+    let mut c = base.clone();
+    c.data_paths = vec![data.display().to_string()];
+    c.freeze_weights = !job.all_weights;
+    c.global_batch_size = job.batch.unwrap_or(base.global_batch_size.min(64));
+    c.max_steps = Some(job.steps);
+    // Enough epochs for `steps` batches; one evaluation, at the end.
+    c.epochs = ((job.steps as f64 * c.global_batch_size as f64 / examples_per_epoch.max(1.0)).ceil() as usize + 1).max(1);
+    c.eval_interval = Some(c.epochs);
+    c.lr_warmup_steps = (job.steps / 10).max(1);
+    c.lr_min_ratio = 1.0;
+    c.ema = false;
+    c.seed = job.seed;
+    c.checkpoint_interval_steps = 0;
+    c.checkpoint_every_eval = false;
+    let mut t = toml::Table::try_from(&c)?;
+    apply_overrides(&mut t, &job.overrides)?;
+    from_table(t)
+}
+
+pub fn adapt<AD: AutodiffBackend>(job: &AdaptJob, device: &AD::Device) -> Result<AdaptResult> {
+    if job.tasks.is_empty() {
+        bail!("no tasks to adapt to");
+    }
+    let ckpt = checkpoint::resolve(&job.checkpoint)?;
+    let state = checkpoint::read_state_json(&ckpt)?;
+    if state.model.seq_len != arc::SEQ_LEN || state.model.vocab_size != arc::VOCAB {
+        bail!("{}: not an ARC model (seq_len {}, vocab {})", ckpt.display(), state.model.seq_len, state.model.vocab_size);
+    }
+    let names = checkpoint::read_identifiers(&ckpt)?;
+    let old = names.len();
+
+    let data = job.out.join("data");
+    let run = job.out.join("run");
+    if run.exists() {
+        std::fs::remove_dir_all(&run).with_context(|| format!("cannot clear {}", run.display()))?;
+    }
+    let opt = BuildOptions {
+        input_prefix: String::new(),
+        subsets: vec![],
+        test_sets: vec![],
+        num_aug: job.num_aug,
+        seed: job.seed,
+        translate: true,
+    };
+    let tasks: Vec<(Task, bool)> = job.tasks.iter().cloned().map(|t| (t, true)).collect();
+    let built = arc::build_tasks(&data, tasks, names, &opt)?;
+    let new_identifiers = built.identifiers - old;
+
+    let train_split = crate::data::format::read_dataset_split(&data, "train")?;
+    let per_epoch = train_split.metadata.total_groups as f64 * train_split.metadata.mean_puzzle_examples;
+    let cfg = adapt_config(&state.config, job, &data, per_epoch)?;
+    let tj = TrainJob {
+        config: cfg,
+        data: data.clone(),
+        out: run.clone(),
+        resume: false,
+        quiet: job.quiet,
+        init_from: Some(ckpt.join("model.safetensors")),
+        time_limit: None,
+    };
+    let summary = train::<AD>(&tj, device)?;
+    let score = summary.evals.last().and_then(|(_, r)| r.arc.clone());
+    Ok(AdaptResult { train: summary, score, new_identifiers, data, run })
+}
