@@ -23,66 +23,16 @@ import time
 import types
 
 import torch
-from torch.optim.optimizer import Optimizer
 
 torch.set_num_threads(int(os.environ.get("REF_THREADS", 2)))
 
 
 # --------------------------------------------------------------------------
-# AdamATan2 on plain PyTorch ops.
-#
-# Mirrors the update of the `adam-atan2` 0.0.3 CUDA kernel (also what
-# src/train/optim.rs implements), per parameter tensor and step t:
-#     p <- p * (1 - lr * wd)                        (decoupled weight decay)
-#     m <- b1 * m + (1 - b1) * g
-#     v <- b2 * v + (1 - b2) * g^2
-#     p <- p - lr / (1 - b1^t) * atan2(m, sqrt(v) / sqrt(1 - b2^t))
-# REF_ATAN2=hat switches the last line to the fully bias-corrected form
-#     p <- p - lr * atan2(m / (1 - b1^t), sqrt(v / (1 - b2^t)))
-# which only differs while 1 - b1^t is far from 1 (the first few dozen steps).
+# AdamATan2 on plain PyTorch ops (bench/adam_atan2_torch.py, shared with
+# bench/reference_step.py), registered as the `adam_atan2` module.
 # --------------------------------------------------------------------------
-class AdamATan2(Optimizer):
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-2):
-        if float(lr) < 0.0:
-            raise ValueError(f"bad learning rate: {lr}")
-        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
-            raise ValueError(f"bad betas: {betas}")
-        if weight_decay < 0.0:
-            raise ValueError(f"bad weight_decay: {weight_decay}")
-        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
-        self._hat_form = os.environ.get("REF_ATAN2", "kernel") == "hat"
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        assert closure is None, "closures are not supported"
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            lr = float(group["lr"])  # the reference assigns a float each step; a tensor also works
-            wd = group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                st = self.state[p]
-                if not st:
-                    st["step"] = 0
-                    st["exp_avg"] = torch.zeros_like(p)
-                    st["exp_avg_sq"] = torch.zeros_like(p)
-                st["step"] += 1
-                t = st["step"]
-                m, v = st["exp_avg"], st["exp_avg_sq"]
-
-                p.mul_(1.0 - lr * wd)
-                m.lerp_(g, 1.0 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
-
-                bc1 = 1.0 - b1 ** t
-                bc2 = 1.0 - b2 ** t
-                if self._hat_form:
-                    p.add_(torch.atan2(m / bc1, (v / bc2).sqrt()), alpha=-lr)
-                else:
-                    p.add_(torch.atan2(m, v.sqrt() / math.sqrt(bc2)), alpha=-lr / bc1)
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from adam_atan2_torch import AdamATan2  # noqa: E402
 
 _atan2_mod = types.ModuleType("adam_atan2")
 _atan2_mod.AdamATan2 = AdamATan2

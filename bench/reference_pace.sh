@@ -4,8 +4,8 @@
 # JSONL so its accuracy curve can be laid beside ours.
 #
 # The reference source is never committed: every run copies it afresh into
-# bench/reference/ (git-ignored), patches the copy for CPU, and writes all
-# outputs under bench/out/ (git-ignored).
+# bench/reference/ (git-ignored) and patches the copy for CPU, both done by
+# bench/prepare_reference.sh, and writes all outputs under bench/out/ (git-ignored).
 #
 # Usage:
 #   bench/reference_pace.sh [extra hydra overrides...]
@@ -47,67 +47,10 @@ if ! "$PY" -c "import torch, numpy, einops, pydantic, omegaconf, hydra, wandb, c
   "$PY" -m pip install -q numpy einops pydantic omegaconf hydra-core wandb coolname argdantic tqdm pyyaml
 fi
 
-# --- 2. Fresh copy of the reference source ----------------------------------
-rm -rf "$REF_DIR"
-mkdir -p "$REF_DIR"
-if [ -d "$MIRROR" ]; then
-  git --git-dir="$MIRROR" archive HEAD | tar -x -C "$REF_DIR"
-  REF_COMMIT=$(git --git-dir="$MIRROR" rev-parse HEAD)
-else
-  git clone -q --depth 1 https://github.com/SamsungSAILMontreal/TinyRecursiveModels "$REF_DIR"
-  REF_COMMIT=$(git -C "$REF_DIR" rev-parse HEAD)
-fi
-echo "[reference_pace] reference commit $REF_COMMIT copied to $REF_DIR"
-
-# --- 3. CPU patches (applied to the copy only) ------------------------------
-# Each rule is a regex over the copied .py files; the list of what changed is
-# printed and kept in bench/reference/CPU_PATCHES.txt.
-"$PY" - "$REF_DIR" "$REF_COMMIT" <<'PYEOF'
-import pathlib, re, sys
-
-root, commit = pathlib.Path(sys.argv[1]), sys.argv[2]
-rules = [
-    # (description, pattern, replacement)
-    ("tensor.cuda() -> tensor.cpu()",                 r"\.cuda\(\)",                    ".cpu()"),
-    ('torch.device("cuda") -> torch.device("cpu")',   r"torch\.device\(\s*[\"']cuda[\"']\s*\)", 'torch.device("cpu")'),
-    ('map_location="cuda" -> "cpu"',                  r"map_location\s*=\s*[\"']cuda[\"']", 'map_location="cpu"'),
-    ('device="cuda" -> "cpu"',                        r"(?<![\w.])device\s*=\s*[\"']cuda[\"']", 'device="cpu"'),
-    ("DataLoader pin_memory=True -> False",           r"pin_memory\s*=\s*True",         "pin_memory=False"),
-    ('dist backend "nccl" -> "gloo"',                 r"backend\s*=\s*[\"']nccl[\"']",  'backend="gloo"'),
-    ("torch.cuda.set_device(...) -> no-op",           r"^(\s*)(torch\.cuda\.set_device\(.*\))\s*$", r"\1pass  # [cpu patch] \2"),
-]
-log = [f"reference commit {commit}; CPU patches applied by bench/reference_pace.sh"]
-for path in sorted(root.rglob("*.py")):
-    src = path.read_text()
-    new = src
-    for desc, pat, rep in rules:
-        new, n = re.subn(pat, rep, new, flags=re.M)
-        if n:
-            log.append(f"{path.relative_to(root)}: {desc} (x{n})")
-    if new != src:
-        path.write_text(new)
-
-# Things handled outside the source: say so, and check the hooks still exist.
-pre = (root / "pretrain.py").read_text()
-checks = {
-    "from adam_atan2 import AdamATan2": "adam_atan2 -> pure-PyTorch AdamATan2 registered by reference_cpu_shim.py",
-    "DISABLE_COMPILE": "torch.compile skipped via env DISABLE_COMPILE=1",
-    "wandb.log(": "wandb.log wrapped by reference_cpu_shim.py -> REF_METRICS JSONL (WANDB_MODE=disabled)",
-    '"LOCAL_RANK" in os.environ': "single process: LOCAL_RANK/RANK/WORLD_SIZE unset by the shim",
-}
-for needle, note in checks.items():
-    if needle not in pre:
-        sys.exit(f"pretrain.py no longer contains {needle!r}; the CPU shim needs updating")
-    log.append(f"pretrain.py: {note} (no source edit)")
-leftover = [f"{p.relative_to(root)}:{i+1}" for p in root.rglob("*.py")
-            for i, line in enumerate(p.read_text().splitlines())
-            if re.search(r"[\"']cuda[\"']|\.cuda\(|torch\.cuda\.", line) and not line.lstrip().startswith("#")
-            and "[cpu patch]" not in line]
-if leftover:
-    log.append("WARNING: CUDA references left: " + ", ".join(leftover))
-(root / "CPU_PATCHES.txt").write_text("\n".join(log) + "\n")
-print("\n".join("[patch] " + l for l in log))
-PYEOF
+# --- 2+3. Fresh copy of the reference source, patched for CPU ----------------
+# (bench/prepare_reference.sh, shared with bench/reference_step.sh; it prints
+#  the commit and the list of patches, kept in bench/reference/CPU_PATCHES.txt)
+REF_DIR="$REF_DIR" REF_MIRROR="$MIRROR" PYTHON="$PY" "$BENCH/prepare_reference.sh"
 
 # --- 4. Train + eval ----------------------------------------------------------
 # Defaults for the pace comparison; anything in "$@" is appended (later wins).

@@ -124,4 +124,19 @@ fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
     let entries = sub["25ff71a9"].as_array().unwrap();
     assert_eq!(entries.len(), 2);
     assert!(entries.iter().all(|e| e["attempt_1"].is_array() && e["attempt_2"].is_array()));
+
+    // 5. `trm solve --arc-task`: the adapted model answers; the base model explains what to do.
+    let task_file = dir.path().join("25ff71a9.json");
+    std::fs::write(&task_file, new_task.to_json().to_string()).unwrap();
+    trm::cli::solve_arc::run(&checkpoint::resolve(&r.run).unwrap(), &task_file, None, Some(2), false, true).unwrap();
+    let e = format!("{:#}", trm::cli::solve_arc::run(&base_ckpt, &task_file, None, None, false, true).unwrap_err());
+    assert!(e.contains("25ff71a9") && e.contains("trm adapt"), "{e}");
+
+    // 6. The report draws ARC puzzles (palette grids cropped to the used region) and a pass@k chart.
+    let html = dir.path().join("report.html");
+    let o = trm::report::ReportOptions { run: r.run.clone(), out: html.clone(), data: None, puzzles: 2, steps: None, png: false };
+    assert_eq!(trm::report::write_report(&o).unwrap(), 2);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("ARC pass@k (test)"), "ARC chart");
+    assert!(page.contains(r##"fill="#000000""##), "ARC palette: background colour 0 is black");
 }

@@ -183,4 +183,112 @@ fn a_tiny_trm_learns_real_sudoku() {
     let head: f64 = losses[..10].iter().sum::<f64>() / 10.0;
     let tail: f64 = losses[losses.len() - 10..].iter().sum::<f64>() / 10.0;
     assert!(tail < 0.85 * head, "training loss {head:.4} -> {tail:.4} did not fall");
+
+    // The trained run answers a held-out puzzle through the CLI, as JSON, with one entry per step
+    // (6 > halt_max_steps 4: test-time recursion), and the HTML report draws it.
+    let q: String = test.example_input(0).iter().map(|&t| if t >= 2 { (b'0' + t - 1) as char } else { '.' }).collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
+        .args(["solve", "--steps", "6", "--json", "--sudoku", &q, "--checkpoint"])
+        .arg(runs.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let js: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(js["steps"].as_array().unwrap().len(), 6);
+    let answer = js["answer"].as_str().unwrap();
+    assert_eq!(answer.len(), 81);
+    for (a, g) in answer.chars().zip(q.chars()).filter(|(_, g)| *g != '.') {
+        assert!(js["valid"] == false || a == g, "a valid answer keeps the givens");
+    }
+    assert_eq!(js["valid"].as_bool().unwrap(), js["problems"].as_array().unwrap().is_empty());
+    assert!(js["steps"].as_array().unwrap().iter().all(|s| (0.0..=1.0).contains(&s["q_halt"].as_f64().unwrap())));
+
+    let html = runs.path().join("report.html");
+    let o = trm::report::ReportOptions { run: runs.path().into(), out: html.clone(), data: None, puzzles: 2, steps: None, png: true };
+    assert_eq!(trm::report::write_report(&o).unwrap(), 2, "puzzles found through the run's recorded data path");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(page.matches("class=\"chart\"").count(), 6, "six curves");
+    assert_eq!(page.matches("<section class=puzzle>").count(), 2);
+    assert_eq!(page.matches("step 4 · q").count(), 2, "one grid per supervision step");
+    assert!(!page.contains("http://") || page.matches("http://").count() == page.matches("xmlns=\"http://www.w3.org/2000/svg\"").count());
+    assert!(!page.contains("https://") && !page.contains("<script"), "self-contained: no network, no scripts");
+    let png = std::fs::read(html.with_extension("png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+/// The `trm` binary is killed with SIGKILL in the middle of training (checkpoints every 2 steps);
+/// `--resume` continues from the last checkpoint and ends bit-identical to a run never killed.
+#[test]
+fn kill_dash_nine_then_resume_matches_an_uninterrupted_run() {
+    let data = tempfile::tempdir().unwrap();
+    tiny_data(data.path());
+    let runs = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_trm");
+    let overrides = [
+        "arch.hidden_size=16",
+        "arch.num_heads=2",
+        "arch.puzzle_emb_ndim=16",
+        "arch.mlp_t=False",
+        "arch.pos_encodings=rope",
+        "arch.H_cycles=2",
+        "arch.L_cycles=1",
+        "arch.halt_max_steps=3",
+        "global_batch_size=8",
+        "epochs=400",
+        "eval_interval=200",
+        "lr_warmup_steps=3",
+        "ema=True",
+        "eval_max_examples=8",
+        "checkpoint_interval_steps=2",
+    ];
+    let cmd = |out: &Path, extra: &[&str]| {
+        let mut c = std::process::Command::new(bin);
+        c.args(["train", "--config", "sudoku-tiny", "--quiet", "--threads", "1", "--data"]).arg(data.path()).arg("--out").arg(out);
+        c.args(overrides).args(extra);
+        c
+    };
+    let killed = runs.path().join("killed");
+    let mut child = cmd(&killed, &[]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    // Wait for a checkpoint at step >= 6, then SIGKILL (std's kill is SIGKILL on Unix).
+    let t0 = std::time::Instant::now();
+    loop {
+        let at =
+            trm::train::checkpoint::resolve(&killed).ok().and_then(|c| trm::train::checkpoint::read_state_json(&c).ok()).map(|s| s.step);
+        if at.is_some_and(|s| s >= 6) {
+            break;
+        }
+        assert!(t0.elapsed().as_secs() < 300, "no checkpoint after 300 s");
+        assert!(child.try_wait().unwrap().is_none(), "training ended before it could be killed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at_kill = trm::train::checkpoint::read_state_json(&trm::train::checkpoint::resolve(&killed).unwrap()).unwrap().step;
+
+    let n = at_kill + 5;
+    let max = format!("max_steps={n}");
+    let resumed = cmd(&killed, &["--resume", &max]).output().unwrap();
+    assert!(resumed.status.success(), "resume failed: {}", String::from_utf8_lossy(&resumed.stderr));
+    let straight = runs.path().join("straight");
+    assert!(cmd(&straight, &[&max]).output().unwrap().status.success());
+
+    let a = final_state(&straight);
+    let b = final_state(&killed);
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (k, va) in &a {
+        assert_eq!(va.values, b[k].values, "{k} differs after kill -9 + resume (killed at checkpoint step {at_kill})");
+    }
+    // Each step is logged once: what the killed run logged after its checkpoint was dropped.
+    let steps: Vec<u64> = std::fs::read_to_string(killed.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["split"] == "train")
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=n).collect::<Vec<_>>());
+    let tb = std::fs::read_dir(&killed).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().contains("tfevents")).unwrap();
+    let events = trm::train::logging::read_events(&tb).unwrap();
+    let loss_steps: Vec<u64> = events.iter().filter(|(_, tag, _)| tag == "train/lm_loss").map(|(s, _, _)| *s).collect();
+    assert_eq!(loss_steps, (1..=n).collect::<Vec<_>>());
 }

@@ -12,10 +12,71 @@ pub struct MetricsLog {
     tb: File,
 }
 
+/// Splits an event file into its complete, checksum-valid records (a kill can tear the last one).
+fn records(bytes: &[u8]) -> Vec<&[u8]> {
+    let masked = |crc: u32| (crc.rotate_right(15)).wrapping_add(0xa282_ead8);
+    let (mut out, mut i) = (Vec::new(), 0);
+    while i + 12 <= bytes.len() {
+        let len = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes")) as usize;
+        let end = i + 12 + len + 4;
+        if end > bytes.len() || masked(crc32c::crc32c(&bytes[i..i + 8])).to_le_bytes() != bytes[i + 8..i + 12] {
+            break;
+        }
+        let data = &bytes[i + 12..i + 12 + len];
+        if masked(crc32c::crc32c(data)).to_le_bytes() != bytes[end - 4..end] {
+            break;
+        }
+        out.push(&bytes[i..end]);
+        i = end;
+    }
+    out
+}
+
+/// The `step` field of an Event record (0 when absent).
+fn record_step(record: &[u8]) -> u64 {
+    let data = &record[12..record.len() - 4];
+    let mut p = 0;
+    while p < data.len() {
+        let (key, n) = varint(&data[p..]);
+        p += n;
+        match (key >> 3, key & 7) {
+            (2, 0) => return varint(&data[p..]).0,
+            (_, 0) => p += varint(&data[p..]).1,
+            (_, 1) => p += 8,
+            (_, 2) => {
+                let (l, n) = varint(&data[p..]);
+                p += n + l as usize;
+            }
+            _ => break,
+        }
+    }
+    0
+}
+
+/// Before a resumed run appends: drops what the killed run logged after its checkpoint at `step`
+/// (and any torn last line or record), so every step appears once in both logs.
+fn truncate_logs(dir: &Path, tb_path: &Path, step: u64) -> Result<()> {
+    let jsonl = dir.join("metrics.jsonl");
+    if let Ok(text) = std::fs::read_to_string(&jsonl) {
+        let kept: String = text
+            .lines()
+            .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v["step"].as_u64().is_some_and(|s| s <= step)))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        crate::util::fs::write_atomic(&jsonl, kept.as_bytes())?;
+    }
+    if let Ok(bytes) = std::fs::read(tb_path) {
+        let kept: Vec<u8> = records(&bytes).into_iter().filter(|r| record_step(r) <= step).flatten().copied().collect();
+        crate::util::fs::write_atomic(tb_path, &kept)?;
+    }
+    Ok(())
+}
+
 impl MetricsLog {
-    pub fn open(dir: &Path) -> Result<Self> {
+    /// Opens (appends to) the logs of `dir`; `resume_step` = the checkpoint step a resumed run
+    /// restarts from, whose later entries are dropped first.
+    pub fn open(dir: &Path, resume_step: Option<u64>) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let jsonl = OpenOptions::new().create(true).append(true).open(dir.join("metrics.jsonl")).context("cannot open metrics.jsonl")?;
         let tb_path = match std::fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .map(|e| e.path())
@@ -25,6 +86,10 @@ impl MetricsLog {
             None => dir
                 .join(format!("events.out.tfevents.{}.trm", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs())),
         };
+        if let Some(step) = resume_step {
+            truncate_logs(dir, &tb_path, step)?;
+        }
+        let jsonl = OpenOptions::new().create(true).append(true).open(dir.join("metrics.jsonl")).context("cannot open metrics.jsonl")?;
         let fresh = !tb_path.exists();
         let mut tb = OpenOptions::new().create(true).append(true).open(&tb_path).context("cannot open the TensorBoard event file")?;
         if fresh {
@@ -111,11 +176,8 @@ fn write_record(w: &mut impl Write, data: &[u8]) -> Result<()> {
 pub fn read_events(path: &Path) -> Result<Vec<(u64, String, f32)>> {
     let bytes = std::fs::read(path)?;
     let mut out = Vec::new();
-    let mut i = 0;
-    while i + 12 <= bytes.len() {
-        let len = u64::from_le_bytes(bytes[i..i + 8].try_into()?) as usize;
-        let data = &bytes[i + 12..i + 12 + len];
-        i += 12 + len + 4;
+    for rec in records(&bytes) {
+        let data = &rec[12..rec.len() - 4];
         let mut step = 0;
         let mut p = 0;
         while p < data.len() {
@@ -195,7 +257,7 @@ mod tests {
         assert_eq!(crc32c::crc32c(b"").rotate_right(15).wrapping_add(0xa282_ead8), 0xa282_ead8);
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut log = MetricsLog::open(dir.path()).unwrap();
+            let mut log = MetricsLog::open(dir.path(), None).unwrap();
             log.log(7, "train", &[("lm_loss", 1.5), ("accuracy", 0.25)]).unwrap();
             log.flush().unwrap();
         }

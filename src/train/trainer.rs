@@ -182,7 +182,7 @@ pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result
     let stop_at = cfg.max_steps.map_or(total, |m| m.min(total));
     let iterations = (cfg.epochs / cfg.epochs_per_iter()) as u64;
     let ropes = Ropes::<AD>::new(&model, device);
-    let mut log = MetricsLog::open(&job.out)?;
+    let mut log = MetricsLog::open(&job.out, job.resume.then_some(st.step))?;
     if st.step == 0 {
         let n = Weights::from_named(&model, st.params.clone())?.num_params();
         log.log(0, "info", &[("num_params", n as f64), ("total_steps", total as f64)])?;

@@ -1,0 +1,88 @@
+//! `trm solve` input parsing and its error messages (Sudoku text, maze files, ARC task files).
+
+mod common;
+
+use common::write;
+use trm::cli::adapt::read_tasks;
+use trm::cli::solve::{maze_tokens, sudoku_tokens};
+
+const PUZZLE: &str = "98314.26714.267.83...98.....395....46....8...571.36.........716418.7.5...5.31..2.";
+
+fn err<T: std::fmt::Debug>(r: anyhow::Result<T>) -> String {
+    format!("{:#}", r.unwrap_err())
+}
+
+#[test]
+fn sudoku_text_becomes_tokens_with_blanks_as_1() {
+    let (grid, tokens) = sudoku_tokens(PUZZLE).unwrap();
+    assert_eq!(tokens.len(), 81);
+    assert_eq!(&tokens[..6], &[10, 9, 4, 2, 5, 1]);
+    assert_eq!(grid[5], 0);
+    // '0' is a blank too, and whitespace (a grid pasted over 9 lines) is ignored
+    let spaced: String = PUZZLE.replace('.', "0").as_bytes().chunks(9).map(|r| String::from_utf8_lossy(r) + "\n").collect();
+    assert_eq!(sudoku_tokens(&spaced).unwrap().1, tokens);
+}
+
+#[test]
+fn sudoku_errors_say_what_is_wrong_and_where() {
+    let e = err(sudoku_tokens(&PUZZLE[..80]));
+    assert!(e.contains("--sudoku") && e.contains("81 cells, got 80"), "{e}");
+    let bad = format!("{}x{}", &PUZZLE[..10], &PUZZLE[11..]);
+    let e = err(sudoku_tokens(&bad));
+    assert!(e.contains("cell 11 (row 2, column 2) is 'x'"), "{e}");
+    // Two 9s in the first row: the givens themselves break the rules.
+    let clash = format!("99{}", &PUZZLE[2..]);
+    let e = err(sudoku_tokens(&clash));
+    assert!(e.contains("givens break the rules") && e.contains("row 1"), "{e}");
+}
+
+#[test]
+fn maze_files_parse_and_errors_name_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = write(dir.path(), "ok.txt", "#####\n#S  #\n# # #\n#  G#\n#####\n");
+    let (side, tokens) = maze_tokens(&ok).unwrap();
+    assert_eq!((side, tokens.len()), (5, 25));
+    assert_eq!(tokens[6], 3, "S is token 3");
+    let ragged = write(dir.path(), "ragged.txt", "#####\n#S  #\n# #\n#  G#\n#####\n");
+    let e = err(maze_tokens(&ragged));
+    assert!(e.contains("ragged.txt") && e.contains("line 3 has 3 characters"), "{e}");
+    let no_goal = write(dir.path(), "nogoal.txt", "#####\n#S  #\n# # #\n#   #\n#####\n");
+    let e = err(maze_tokens(&no_goal));
+    assert!(e.contains("nogoal.txt") && e.contains("exactly one G, found 0"), "{e}");
+    let bad_char = write(dir.path(), "bad.txt", "#####\n#S  #\n# x #\n#  G#\n#####\n");
+    let e = err(maze_tokens(&bad_char));
+    assert!(e.contains("bad.txt") && e.contains("row 3, column 3"), "{e}");
+    let e = err(maze_tokens(&dir.path().join("missing.txt")));
+    assert!(e.contains("missing.txt"), "{e}");
+}
+
+#[test]
+fn arc_task_files_single_or_challenges_and_their_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = write(
+        dir.path(),
+        "mytask.json",
+        r#"{"train": [{"input": [[1,2]], "output": [[2,1]]}], "test": [{"input": [[3,4]], "output": [[4,3]]}]}"#,
+    );
+    let t = read_tasks(&one, None).unwrap();
+    assert_eq!((t.len(), t[0].name.as_str()), (1, "mytask"));
+    assert_eq!(t[0].test[0].output.cells, vec![4, 3]);
+    let many = write(
+        dir.path(),
+        "ch.json",
+        r#"{"b": {"train": [], "test": [{"input": [[1]]}]}, "a": {"train": [], "test": [{"input": [[2]]}, {"input": [[3]]}]}}"#,
+    );
+    let sols = write(dir.path(), "sol.json", r#"{"a": [[[5]], [[6]]], "b": [[[7]]]}"#);
+    let t = read_tasks(&many, Some(&sols)).unwrap();
+    assert_eq!(t.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(t[0].test[1].output.cells, vec![6]);
+    let bad = write(dir.path(), "bad.json", r#"{"train": [{"input": [[1,2],[3]], "output": [[1]]}], "test": []}"#);
+    let e = err(read_tasks(&bad, None));
+    assert!(e.contains("bad.json") && e.contains("train pair 0") && e.contains("rectangular"), "{e}");
+    let colour = write(dir.path(), "colour.json", r#"{"train": [], "test": [{"input": [[12]]}]}"#);
+    let e = err(read_tasks(&colour, None));
+    assert!(e.contains("cell (0, 0) is 12"), "{e}");
+    let wrong_count = write(dir.path(), "sol2.json", r#"{"a": [[[5]]], "b": [[[7]]]}"#);
+    let e = err(read_tasks(&many, Some(&wrong_count)));
+    assert!(e.contains("1 solution grids for 2 test inputs"), "{e}");
+}
