@@ -59,15 +59,31 @@ pub fn read_tasks(path: &Path, solutions: Option<&Path>) -> Result<Vec<Task>> {
     }
     let mut tasks = Vec::new();
     for (name, t) in obj {
-        tasks.push(task_from_json(name, t, sols.as_ref().and_then(|s| s.get(name)), &what)?);
+        let sol = match &sols {
+            Some(s) => Some(s.get(name).ok_or_else(|| anyhow!("{}: no solutions for task `{name}`", solutions.unwrap().display()))?),
+            None => None,
+        };
+        tasks.push(task_from_json(name, t, sol, &what)?);
     }
     tasks.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(tasks)
 }
 
-fn report(r: &AdaptResult) {
+/// Whether every test input of the file's tasks has a known output (in the file or `solutions`).
+pub fn outputs_known(path: &Path, solutions: Option<&Path>) -> bool {
+    if solutions.is_some() {
+        return true; // read_tasks insists on an entry per task
+    }
+    let Ok(v) = crate::util::fs::read_json::<Value>(path) else { return false };
+    let all = |t: &Value| t["test"].as_array().is_some_and(|a| a.iter().all(|p| p.get("output").is_some()));
+    if v.get("test").is_some() { all(&v) } else { v.as_object().is_some_and(|o| o.values().all(all)) }
+}
+
+fn report(r: &AdaptResult, known: bool) {
     println!("{} new puzzle identifiers; {} steps in {:.0}s", r.new_identifiers, r.train.steps, r.train.seconds);
-    if let Some(s) = &r.score {
+    if !known {
+        println!("test outputs unknown (pass --solutions to score): see the submission for the answers");
+    } else if let Some(s) = &r.score {
         let p = |k| s.at(k).map_or("-".into(), |v| format!("{v:.3}"));
         println!("ARC on the adapted tasks: pass@1 {}, pass@2 {}, pass@10 {} ({} tasks)", p(1), p(2), p(10), s.tasks);
     }
@@ -97,6 +113,6 @@ pub fn run(a: AdaptArgs) -> Result<()> {
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => unreachable!(),
     };
-    report(&r);
+    report(&r, outputs_known(&a.tasks, a.solutions.as_deref()));
     Ok(())
 }

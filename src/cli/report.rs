@@ -2,6 +2,7 @@
 
 use crate::report::{ReportOptions, write_report};
 use anyhow::Result;
+use clap::builder::TypedValueParser as _;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -19,7 +20,7 @@ pub struct ReportArgs {
     #[arg(long, default_value_t = 3)]
     pub puzzles: usize,
     /// Supervision steps per puzzle [default: the model's halt_max_steps]
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
     pub steps: Option<usize>,
     /// Do not write the PNG charts
     #[arg(long)]

@@ -6,6 +6,7 @@ use crate::infer::solve::{StepTrace, solve_tokens};
 use crate::model::weights::Weights;
 use crate::train::checkpoint;
 use anyhow::{Context, Result, bail};
+use clap::builder::TypedValueParser as _;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -29,7 +30,7 @@ pub struct SolveArgs {
     #[arg(long)]
     pub task: Option<String>,
     /// Supervision steps [default: the model's halt_max_steps]; more = test-time recursion
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
     pub steps: Option<usize>,
     /// Stop as soon as the model's halting head says the answer is done
     #[arg(long)]

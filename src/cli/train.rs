@@ -10,6 +10,7 @@ use crate::train::config;
 use crate::train::trainer::{self, TrainJob};
 use anyhow::{Context, Result};
 use burn::prelude::*;
+use clap::builder::TypedValueParser as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -89,7 +90,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub data: PathBuf,
     /// Supervision steps to run [default: the model's halt_max_steps]; more = test-time recursion
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
     pub steps: Option<usize>,
     /// Evaluate at most N test examples
     #[arg(long)]
@@ -134,6 +135,14 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
             test.metadata.vocab_size,
             model.seq_len,
             model.vocab_size
+        );
+    }
+    let max_id = test.sets.iter().flat_map(|(_, s)| s.puzzle_identifiers.iter().copied()).max().unwrap_or(0);
+    if max_id as usize >= model.num_puzzle_identifiers {
+        anyhow::bail!(
+            "{}: puzzle identifier {max_id} is beyond the model's {} (a data set built for another model? `trm adapt` makes one for new tasks)",
+            a.data.display(),
+            model.num_puzzle_identifiers
         );
     }
     let (params, table) = checkpoint::load_model::<B>(&file, &model, device)?;

@@ -36,6 +36,8 @@ impl Candidate {
 #[derive(Debug, Default, Clone)]
 pub struct Votes {
     pool: HashMap<(String, [u8; 32]), HashMap<[u8; 32], Candidate>>,
+    /// Test inputs that were evaluated (with or without a usable answer).
+    seen: std::collections::HashSet<(String, [u8; 32])>,
     /// Predictions that decoded to no grid at all.
     pub empty: usize,
 }
@@ -47,6 +49,7 @@ impl Votes {
         let (task, aug) = parse_name(name)?;
         let shown = from_canvas(input).with_context(|| format!("test example of `{name}`: its input canvas holds no grid"))?;
         let key = (task, shown.unaugment(&aug).hash());
+        self.seen.insert(key.clone());
         let Some(pred) = from_canvas(pred) else {
             self.empty += 1;
             return Ok(());
@@ -57,6 +60,7 @@ impl Votes {
 
     /// Adds one vote for `grid` (already in the original frame) as the answer to `key`.
     pub fn add_grid(&mut self, key: (String, [u8; 32]), grid: Grid, q: f64) {
+        self.seen.insert(key.clone());
         let c = self.pool.entry(key).or_default().entry(grid.hash()).or_insert(Candidate { grid, votes: 0, q_sum: 0.0 });
         c.votes += 1;
         c.q_sum += q;
@@ -78,6 +82,8 @@ impl Votes {
 #[derive(Debug, Clone, Serialize)]
 pub struct ArcScore {
     pub tasks: usize,
+    /// Tasks left out because the evaluation never reached them (`--limit`, `eval_max_examples`).
+    pub tasks_not_evaluated: usize,
     pub test_inputs: usize,
     /// Test inputs that received at least one (non-empty) prediction.
     pub answered_inputs: usize,
@@ -93,12 +99,17 @@ impl ArcScore {
     }
 }
 
-/// Scores `votes` against the tasks' test outputs.
+/// Scores `votes` against the tasks' test outputs. Tasks none of whose test inputs were
+/// evaluated are left out (a limited evaluation); in a full evaluation every task counts.
 pub fn score(votes: &Votes, tasks: &[Task], ks: &[usize]) -> ArcScore {
     let mut sums = vec![0.0; ks.len()];
-    let (mut n_tasks, mut n_inputs, mut answered) = (0, 0, 0);
+    let (mut n_tasks, mut n_inputs, mut answered, mut skipped) = (0, 0, 0, 0);
     let mut per_task = Vec::new();
     for t in tasks {
+        if !votes.seen.is_empty() && !t.test.iter().any(|p| votes.seen.contains(&(t.name.clone(), p.input.hash()))) {
+            skipped += 1;
+            continue;
+        }
         let pairs: Vec<_> = t.test.iter().map(|p| (&p.input, &p.output)).collect();
         if pairs.is_empty() {
             continue;
@@ -124,6 +135,7 @@ pub fn score(votes: &Votes, tasks: &[Task], ks: &[usize]) -> ArcScore {
     let n = n_tasks.max(1) as f64;
     ArcScore {
         tasks: n_tasks,
+        tasks_not_evaluated: skipped,
         test_inputs: n_inputs,
         answered_inputs: answered,
         pass_at: ks.iter().zip(&sums).map(|(&k, &s)| (k, s / n)).collect(),
@@ -178,6 +190,7 @@ impl ArcEval {
     /// Takes the final predictions of one evaluation batch (`q_logits` = q_halt logits).
     pub fn on_batch(&mut self, batch: &crate::data::loader::Batch, preds: &[i64], q_logits: &[f32], real: usize) -> Result<()> {
         let s = batch.seq_len;
+        anyhow::ensure!(s == crate::data::arc::SEQ_LEN, "ARC scoring needs 900-token examples, this data set has {s}");
         for r in 0..real {
             let id = batch.puzzle_identifiers[r];
             if id == 0 {
@@ -273,6 +286,7 @@ mod tests {
         for (k, grid, n) in [(key("B", &ib), x.clone(), 2), (key("B", &ib), y.clone(), 1)] {
             (0..n).for_each(|_| v.add_grid(k.clone(), grid.clone(), 0.5));
         }
+        v.seen.insert(key("C", &ic)); // evaluated, but every copy decoded to no grid
         let tasks =
             vec![task("A", vec![(ia1, x.clone()), (ia2, w.clone())]), task("B", vec![(ib, y.clone())]), task("C", vec![(ic, x.clone())])];
         let s = score(&v, &tasks, &[1, 2, 3, 1000]);
@@ -282,7 +296,11 @@ mod tests {
             assert_eq!(*k, wk);
             assert!((got - w).abs() < 1e-12, "pass@{k}: {got} vs {w}");
         }
-        assert_eq!((s.tasks, s.test_inputs, s.answered_inputs), (3, 4, 3));
+        assert_eq!((s.tasks, s.test_inputs, s.answered_inputs, s.tasks_not_evaluated), (3, 4, 3, 0));
+        // A task the evaluation never reached is left out rather than scored 0.
+        let s = score(&v, &[tasks.clone(), vec![task("D", vec![(g(&[&[9]]), x.clone())])]].concat(), &[1000]);
+        assert_eq!((s.tasks, s.tasks_not_evaluated), (3, 1));
+        assert!((s.pass_at[0].1 - 2.0 / 3.0).abs() < 1e-12);
         let sub = submission(&v, &tasks, 2);
         assert_eq!(sub["C"][0]["attempt_1"], json!([[0]]));
         assert_eq!(sub["A"].as_array().unwrap().len(), 2);

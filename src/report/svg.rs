@@ -56,18 +56,17 @@ pub fn line_chart(title: &str, x_label: &str, series: &[Series], w: f64, h: f64)
     let px = |x: f64| l + (x - x0) / (x1 - x0) * (w - l - r);
     let py = |y: f64| h - b - (y - y0) / (y1 - y0) * (h - t - b);
     let ys = tick_step(y1 - y0, 5);
-    let mut y = (y0 / ys).ceil() * ys;
-    while y <= y1 {
+    // Ticks by integer index: a float accumulator can stall when |y| >> step (diverged losses).
+    let y_first = (y0 / ys).ceil();
+    for y in (0..=((y1 / ys).floor() - y_first).clamp(0.0, 50.0) as usize).map(|i| (y_first + i as f64) * ys) {
         let _ = write!(s, r#"<line x1="{l}" x2="{}" y1="{:.1}" y2="{:.1}" class="grid"/>"#, w - r, py(y), py(y));
         let _ = write!(s, r#"<text x="{}" y="{:.1}" text-anchor="end" class="tick">{}</text>"#, l - 4.0, py(y) + 4.0, fmt_tick(y));
-        y += ys;
     }
     let xs = tick_step(x1 - x0, 6);
-    let mut x = (x0 / xs).ceil() * xs;
-    while x <= x1 {
+    let x_first = (x0 / xs).ceil();
+    for x in (0..=((x1 / xs).floor() - x_first).clamp(0.0, 50.0) as usize).map(|i| (x_first + i as f64) * xs) {
         let _ = write!(s, r#"<line x1="{:.1}" x2="{:.1}" y1="{t}" y2="{}" class="grid"/>"#, px(x), px(x), h - b);
         let _ = write!(s, r#"<text x="{:.1}" y="{}" text-anchor="middle" class="tick">{}</text>"#, px(x), h - b + 14.0, fmt_tick(x));
-        x += xs;
     }
     let _ = write!(s, r#"<rect x="{l}" y="{t}" width="{}" height="{}" class="frame"/>"#, w - l - r, h - t - b);
     let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="middle" class="tick">{}</text>"#, (l + w - r) / 2.0, h - 6.0, esc(x_label));
@@ -177,5 +176,8 @@ mod tests {
         assert_eq!(svg.matches("<circle").count(), 1);
         assert!(svg.contains("train &lt;loss&gt;") && !svg.contains("<loss>"));
         assert!(line_chart("empty", "step", &[], 100.0, 100.0).contains("no data yet"));
+        // A diverged loss (huge values, tiny span) must not stall the tick loop.
+        let big = vec![Series { label: "x".into(), colour: PALETTE[0], points: vec![(0.0, 1e16), (1.0, 1e16 + 4.0)] }];
+        assert!(line_chart("big", "step", &big, 100.0, 100.0).ends_with("</svg>"));
     }
 }

@@ -81,8 +81,11 @@ pub fn adapt<AD: AutodiffBackend>(job: &AdaptJob, device: &AD::Device) -> Result
     let names = checkpoint::read_identifiers(&ckpt)?;
     let old = names.len();
 
-    let data = job.out.join("data");
-    let run = job.out.join("run");
+    let out = std::path::absolute(&job.out)?;
+    let (data, run) = (out.join("data"), out.join("run"));
+    if std::path::absolute(&ckpt)?.starts_with(&run) {
+        bail!("--out {} would overwrite the checkpoint it starts from ({}): choose another --out", job.out.display(), ckpt.display());
+    }
     if run.exists() {
         std::fs::remove_dir_all(&run).with_context(|| format!("cannot clear {}", run.display()))?;
     }

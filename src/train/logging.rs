@@ -18,10 +18,10 @@ fn records(bytes: &[u8]) -> Vec<&[u8]> {
     let (mut out, mut i) = (Vec::new(), 0);
     while i + 12 <= bytes.len() {
         let len = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes")) as usize;
-        let end = i + 12 + len + 4;
-        if end > bytes.len() || masked(crc32c::crc32c(&bytes[i..i + 8])).to_le_bytes() != bytes[i + 8..i + 12] {
+        if masked(crc32c::crc32c(&bytes[i..i + 8])).to_le_bytes() != bytes[i + 8..i + 12] {
             break;
         }
+        let Some(end) = len.checked_add(i + 16).filter(|&e| e <= bytes.len()) else { break };
         let data = &bytes[i + 12..i + 12 + len];
         if masked(crc32c::crc32c(data)).to_le_bytes() != bytes[end - 4..end] {
             break;
@@ -73,10 +73,19 @@ fn truncate_logs(dir: &Path, tb_path: &Path, step: u64) -> Result<()> {
 }
 
 impl MetricsLog {
-    /// Opens (appends to) the logs of `dir`; `resume_step` = the checkpoint step a resumed run
-    /// restarts from, whose later entries are dropped first.
+    /// Opens the logs of `dir`. `resume_step` = the checkpoint step a resumed run restarts from:
+    /// later entries are dropped and the logs continue. None = a new run: logs left by an earlier
+    /// attempt that never reached a checkpoint are removed.
     pub fn open(dir: &Path, resume_step: Option<u64>) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
+        if resume_step.is_none() {
+            for e in std::fs::read_dir(dir)?.filter_map(|e| e.ok()) {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name == "metrics.jsonl" || name.starts_with("events.out.tfevents.") {
+                    std::fs::remove_file(e.path())?;
+                }
+            }
+        }
         let tb_path = match std::fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .map(|e| e.path())
@@ -267,5 +276,41 @@ mod tests {
         assert_eq!(ev, vec![(7, "train/lm_loss".to_string(), 1.5), (7, "train/accuracy".to_string(), 0.25)]);
         let line = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
         assert!(line.contains("\"lm_loss\":1.5"));
+    }
+
+    #[test]
+    fn resume_drops_entries_after_the_checkpoint_and_torn_tails_and_a_new_run_starts_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut log = MetricsLog::open(dir.path(), None).unwrap();
+            for step in 1..=5 {
+                log.log(step, "train", &[("lm_loss", step as f64)]).unwrap();
+            }
+            log.flush().unwrap();
+        }
+        let tb =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().contains("tfevents")).unwrap();
+        // A kill mid-write: a torn JSON line and a torn event record.
+        let mut f = OpenOptions::new().append(true).open(dir.path().join("metrics.jsonl")).unwrap();
+        f.write_all(b"{\"step\":6,\"lm").unwrap();
+        let mut t = OpenOptions::new().append(true).open(&tb).unwrap();
+        t.write_all(&[9, 0, 0, 0, 0, 0, 0]).unwrap();
+        drop((f, t));
+        {
+            let mut log = MetricsLog::open(dir.path(), Some(3)).unwrap();
+            log.log(4, "train", &[("lm_loss", 40.0)]).unwrap();
+            log.flush().unwrap();
+        }
+        let steps: Vec<u64> = std::fs::read_to_string(dir.path().join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps, vec![1, 2, 3, 4]);
+        let ev: Vec<(u64, f32)> = read_events(&tb).unwrap().into_iter().map(|(s, _, v)| (s, v)).collect();
+        assert_eq!(ev, vec![(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)]);
+        // Not resuming: the old logs go.
+        drop(MetricsLog::open(dir.path(), None).unwrap());
+        assert_eq!(std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap(), "");
     }
 }
