@@ -110,8 +110,10 @@ pub fn attention<B: Backend>(x: Tensor<B, 3>, qkv: &Linear<B>, o: &Linear<B>, he
     let [b, t, d] = x.dims();
     let hd = d / heads;
     // Row blocks of the qkv weight give contiguous q, k, v directly.
-    let part =
-        |k: usize| linear3(x.clone(), &Linear { weight: qkv.weight.clone().narrow(0, k * d, d), bias: None }).reshape([b, t, heads, hd]);
+    let part = |k: usize| {
+        let rows = Linear { weight: qkv.weight.clone().narrow(0, k * d, d), bias: qkv.bias.clone().map(|c| c.narrow(0, k * d, d)) };
+        linear3(x.clone(), &rows).reshape([b, t, heads, hd])
+    };
     let (mut q, mut k, v) = (part(0), part(1), part(2));
     if let Some(r) = rope {
         q = r.apply(q);
@@ -127,8 +129,10 @@ pub fn attention<B: Backend>(x: Tensor<B, 3>, qkv: &Linear<B>, o: &Linear<B>, he
 pub fn swiglu<B: Backend>(x: Tensor<B, 3>, gate_up: &Linear<B>, down: &Linear<B>) -> Tensor<B, 3> {
     let i = gate_up.weight.dims()[0] / 2;
     // Row blocks of the weight instead of column halves of the output: both stay contiguous.
-    let gate = linear3(x.clone(), &Linear { weight: gate_up.weight.clone().narrow(0, 0, i), bias: None });
-    let up = linear3(x, &Linear { weight: gate_up.weight.clone().narrow(0, i, i), bias: None });
+    let half =
+        |k: usize| Linear { weight: gate_up.weight.clone().narrow(0, k * i, i), bias: gate_up.bias.clone().map(|c| c.narrow(0, k * i, i)) };
+    let gate = linear3(x.clone(), &half(0));
+    let up = linear3(x, &half(1));
     linear3(silu(gate) * up, down)
 }
 
@@ -155,6 +159,14 @@ pub fn rms_norm_seq<B: Backend>(x: Tensor<B, 3>, eps: f64) -> Tensor<B, 3> {
 /// Post-norm block: `h = rms(h + mix(h))`, then `h = rms(h + mlp(h))`. The mlp_t mixer works on
 /// the transposed `[B, D, T]` stream, so its norm runs over the sequence axis.
 pub fn block<B: Backend>(h: Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
+    if let Some(out) = super::cpu::block(&h, w, cfg, rope) {
+        return out; // the same block, fused, on the CPU backend
+    }
+    block_generic(h, w, cfg, rope)
+}
+
+/// `block` from burn's tensor ops, for every backend (and autodiff).
+pub fn block_generic<B: Backend>(h: Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
     let eps = cfg.arch.rms_norm_eps;
     let h = match &w.mixer {
         Mixer::Attention { qkv, o } => {

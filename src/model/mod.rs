@@ -2,6 +2,7 @@
 
 pub mod act;
 pub mod config;
+pub mod cpu;
 pub mod layers;
 pub mod trm;
 pub mod weights;

@@ -1,5 +1,6 @@
-//! Small shared helpers: crash-safe files and seeded randomness.
+//! Small shared helpers: crash-safe files, seeded randomness, allocator settings.
 
+pub mod alloc;
 pub mod fs;
 pub mod rng;
 pub mod tensors;

@@ -1,0 +1,296 @@
+//! A fused forward pass of one block on burn's CPU backend (Flex, float32).
+//!
+//! burn-flex runs every op as its own pass: a fresh zeroed output (then copied once more to
+//! align it), element-wise work on one thread with scalar libm `exp`, heads moved between axes
+//! by strided copies. Its matmuls run close to the core's peak on all threads, so at the
+//! sudoku-att shape more than half of an evaluation step was spent outside them
+//! (docs/benchmarks.md). Here a block is a handful of gemm calls on row-major buffers plus
+//! fused, multi-threaded, vectorised passes (`elementwise`):
+//!
+//! - attention: one gemm for q|k|v; per (batch, head), RoPE while gathering q and k, scores,
+//!   softmax and the value product with gemm strides that read the heads in place; o_proj;
+//! - SwiGLU: two gemms on the weight's row blocks, SiLU(gate)*up in one pass, down_proj;
+//! - each residual add and RMSNorm in one pass.
+//!
+//! It is used when the backend *is* Flex: evaluation, inference and the no-grad cycles of
+//! training. The differentiated cycle (Autodiff<Flex>) and the GPU keep the generic layers.
+//! `TRM_FUSED_CPU=0` turns it off (for A/B timing). Tests: equality with the generic block
+//! here, and the golden fixtures (tests/parity.rs) whose no-grad cycles run through it.
+
+mod elementwise;
+
+use super::config::{ModelConfig, PosEncoding};
+use super::layers::Rope;
+use super::weights::{Block, Linear, Mixer};
+use burn::backend::Flex;
+use burn::prelude::*;
+use burn::tensor::{Bytes, DType, TensorPrimitive};
+use burn_flex::{FlexTensor, Layout};
+use rayon::prelude::*;
+use std::any::{Any, TypeId};
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+/// Whether `block` below applies to backend `B`.
+pub fn applies<B: Backend>() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    TypeId::of::<B>() == TypeId::of::<Flex>() && *ON.get_or_init(|| std::env::var("TRM_FUSED_CPU").map_or(true, |v| v != "0"))
+}
+
+/// `Tensor<B>` -> the Flex primitive, when `B` is Flex (checked by the caller).
+fn into_flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> FlexTensor {
+    let any: Box<dyn Any> = Box::new(t);
+    any.downcast::<Tensor<Flex, D>>().expect("backend is Flex").into_primitive().tensor()
+}
+
+fn from_flex<B: Backend, const D: usize>(t: FlexTensor) -> Tensor<B, D> {
+    let any: Box<dyn Any> = Box::new(Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(t)));
+    *any.downcast::<Tensor<B, D>>().expect("backend is Flex")
+}
+
+/// The float32 values of a tensor in row-major order (borrowed when already contiguous).
+fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("contiguous").to_vec()),
+    }
+}
+
+/// Weight (and bias) values of a linear layer.
+struct Dense {
+    w: FlexTensor,
+    b: Option<FlexTensor>,
+}
+
+impl Dense {
+    fn of<B: Backend>(l: &Linear<B>) -> Self {
+        Dense { w: into_flex(l.weight.clone()), b: l.bias.clone().map(into_flex) }
+    }
+}
+
+/// Output rows allocated without zeroing: every element is written by gemm before it is read.
+fn uninit(n: usize) -> Vec<f32> {
+    Vec::with_capacity(n)
+}
+
+/// Raw output pointer shared by tasks that write disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: only used by tasks writing disjoint regions, joined before the buffer is read.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// A method, so closures capture the whole `Out` (Send) rather than its raw field.
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `dst[m, n] (row stride dst_rs) = scale * lhs[m, k] · rhs[k, n]`, strides in elements.
+/// gemm does not read `dst` (`read_dst = false`), so it may be uninitialised.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: *const f32,
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: *const f32,
+    (rhs_rs, rhs_cs): (usize, usize),
+    scale: f32,
+    parallel: bool,
+) {
+    // Same rule as burn-flex: split one product over threads only when it is big enough.
+    let par = if parallel && m * n * k >= 192 * 192 * 192 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    // SAFETY: the caller guarantees the pointers cover the strided extents.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            0.0,
+            scale,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// `x [rows, in] · W^T (+ b)` with `W` rows `first..first+out` of the layer's `[*, in]` weight.
+fn linear_rows(x: &[f32], rows: usize, l: &Dense, first: usize, out: usize) -> Vec<f32> {
+    let w = values(&l.w);
+    let inp = l.w.layout().shape()[1];
+    assert_eq!(x.len(), rows * inp, "fused linear: input width");
+    let w = &w[first * inp..(first + out) * inp];
+    let mut y = uninit(rows * out);
+    // SAFETY: y has capacity rows*out and gemm writes all of it; x and w cover their extents.
+    unsafe {
+        gemm_into(rows, out, inp, y.as_mut_ptr(), out, x.as_ptr(), (inp, 1), w.as_ptr(), (1, inp), 1.0, true);
+        y.set_len(rows * out);
+    }
+    if let Some(b) = &l.b {
+        let b = values(b);
+        let b = &b[first..first + out];
+        y.par_chunks_mut(out).for_each(|row| row.iter_mut().zip(b).for_each(|(v, c)| *v += c));
+    }
+    y
+}
+
+/// Element-wise passes split into chunks over the thread pool.
+const CHUNK: usize = 1 << 15;
+
+/// Non-causal multi-head attention of `h [B*T, D]`, returning `[B*T, D]` before the residual.
+fn attention(
+    h: &[f32],
+    batch: usize,
+    t: usize,
+    d: usize,
+    heads: usize,
+    qkv: &Dense,
+    o: &Dense,
+    rope: Option<(&[f32], &[f32])>,
+) -> Vec<f32> {
+    let hd = d / heads;
+    let qkv_rows = linear_rows(h, batch * t, qkv, 0, 3 * d); // [B*T, q | k | v]
+    let mut ctx = uninit(batch * t * d);
+    let out = Out(ctx.as_mut_ptr());
+    let scale = 1.0 / (hd as f32).sqrt();
+    (0..batch * heads).into_par_iter().for_each_init(
+        || (vec![0f32; t * hd], vec![0f32; t * hd], vec![0f32; t * t]),
+        |(q, k, s), job| {
+            let (b, head) = (job / heads, job % heads);
+            let base = b * t * 3 * d + head * hd;
+            let rows = &qkv_rows[base..];
+            match rope {
+                Some((cos, sin)) => {
+                    elementwise::rope_gather(rows, 3 * d, t, hd, cos, sin, q);
+                    elementwise::rope_gather(&rows[d..], 3 * d, t, hd, cos, sin, k);
+                }
+                None => {
+                    for i in 0..t {
+                        q[i * hd..(i + 1) * hd].copy_from_slice(&rows[i * 3 * d..i * 3 * d + hd]);
+                        k[i * hd..(i + 1) * hd].copy_from_slice(&rows[i * 3 * d + d..i * 3 * d + d + hd]);
+                    }
+                }
+            }
+            // SAFETY: q, k, s are [t, hd], [t, hd], [t, t]; v is read in place from qkv_rows with
+            // row stride 3D; this job writes only rows b*t.. and columns head*hd.. of ctx.
+            unsafe {
+                gemm_into(t, t, hd, s.as_mut_ptr(), t, q.as_ptr(), (hd, 1), k.as_ptr(), (1, hd), scale, false);
+                elementwise::softmax_rows(s, t);
+                let v = rows[2 * d..].as_ptr();
+                let dst = out.ptr().add(b * t * d + head * hd);
+                gemm_into(t, hd, t, dst, d, s.as_ptr(), (t, 1), v, (3 * d, 1), 1.0, false);
+            }
+        },
+    );
+    // SAFETY: the jobs above wrote every [row, head] block of ctx.
+    unsafe { ctx.set_len(batch * t * d) };
+    linear_rows(&ctx, batch * t, o, 0, d)
+}
+
+/// SwiGLU of `h [rows, D]`: `down(silu(gate) * up)`, `[gate | up]` the weight's row halves.
+fn swiglu(h: &[f32], rows: usize, gate_up: &Dense, down: &Dense) -> Vec<f32> {
+    let i = gate_up.w.layout().shape()[0] / 2;
+    let mut gate = linear_rows(h, rows, gate_up, 0, i);
+    let up = linear_rows(h, rows, gate_up, i, i);
+    gate.par_chunks_mut(CHUNK).zip(up.par_chunks(CHUNK)).for_each(|(g, u)| elementwise::silu_mul(g, u));
+    linear_rows(&gate, rows, down, 0, down.w.layout().shape()[0])
+}
+
+/// `out <- rms_norm(residual + out)` over rows of `d`.
+fn add_rms_norm(out: &mut [f32], residual: &[f32], d: usize, eps: f32) {
+    let chunk = (CHUNK / d).max(1) * d;
+    out.par_chunks_mut(chunk).zip(residual.par_chunks(chunk)).for_each(|(o, r)| elementwise::add_rms_norm(o, r, d, eps));
+}
+
+/// The post-norm block (see `layers::block`), or None when this path does not cover it
+/// (another backend, non-f32 data, or the mlp_t mixer).
+pub fn block<B: Backend>(h: &Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope: Option<&Rope<B>>) -> Option<Tensor<B, 3>> {
+    if !applies::<B>() {
+        return None;
+    }
+    let Mixer::Attention { qkv, o } = &w.mixer else { return None };
+    let [batch, t, d] = h.dims();
+    let x = into_flex(h.clone());
+    if x.dtype() != DType::F32 {
+        return None;
+    }
+    let eps = cfg.arch.rms_norm_eps as f32;
+    let x = values(&x);
+    let tables = match (rope, cfg.arch.pos_encodings) {
+        (Some(r), PosEncoding::Rope) => Some((into_flex(r.cos.clone()), into_flex(r.sin.clone()))),
+        _ => None,
+    };
+    let tables_f32 = tables.as_ref().map(|(c, s)| (values(c), values(s)));
+    let rope = tables_f32.as_ref().map(|(c, s)| (&c[..], &s[..]));
+    let mut h1 = attention(&x, batch, t, d, cfg.arch.num_heads, &Dense::of(qkv), &Dense::of(o), rope);
+    add_rms_norm(&mut h1, &x, d, eps);
+    let mut h2 = swiglu(&h1, batch * t, &Dense::of(&w.gate_up), &Dense::of(&w.down));
+    add_rms_norm(&mut h2, &h1, d, eps);
+    let out = FlexTensor::new(Bytes::from_elems(h2), Layout::contiguous([batch, t, d].into()), DType::F32);
+    Some(from_flex(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::{ArchConfig, ModelConfig};
+    use crate::model::layers::block_generic;
+    use crate::model::weights;
+    use burn::tensor::{Distribution, TensorData};
+
+    fn config(pos: PosEncoding) -> ModelConfig {
+        let arch =
+            ArchConfig { hidden_size: 64, num_heads: 4, pos_encodings: pos, puzzle_emb_ndim: 64, puzzle_emb_len: 2, ..Default::default() };
+        ModelConfig { arch, seq_len: 21, vocab_size: 11, num_puzzle_identifiers: 3 }
+    }
+
+    #[test]
+    fn fused_block_matches_the_generic_block() {
+        let device = Default::default();
+        for (pos, bias) in [(PosEncoding::Rope, false), (PosEncoding::None, true), (PosEncoding::Learned, false)] {
+            let cfg = config(pos);
+            let mut rng = crate::util::rng::derive(7, &[]);
+            let mut w = weights::init::<Flex>(&cfg, &mut rng, &device);
+            if bias {
+                // The TRM layers have no biases; the fused linear supports them anyway.
+                let Mixer::Attention { qkv, .. } = &mut w.layers[0].mixer else { unreachable!() };
+                qkv.bias = Some(Tensor::random([3 * 64], Distribution::Normal(0.0, 0.5), &device));
+                w.layers[0].gate_up.bias = Some(Tensor::random([2 * cfg.mlp_inner()], Distribution::Normal(0.0, 0.5), &device));
+            }
+            let rope = Rope::<Flex>::new(&cfg, &device);
+            let t = cfg.total_len();
+            let h: Tensor<Flex, 3> = Tensor::random([3, t, 64], Distribution::Normal(0.0, 1.0), &device);
+            for layer in &w.layers {
+                let fused = block(&h, layer, &cfg, Some(&rope)).expect("the fused path applies to Flex");
+                let generic = block_generic(h.clone(), layer, &cfg, Some(&rope));
+                let (a, b) = (fused.into_data().to_vec::<f32>().unwrap(), generic.into_data().to_vec::<f32>().unwrap());
+                let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+                assert!(worst < 2e-5, "{pos:?}: fused and generic blocks differ by {worst}");
+            }
+            // A non-contiguous input (a transposed view) goes through the same path.
+            let ht: Tensor<Flex, 3> =
+                Tensor::from_data(TensorData::new(h.clone().into_data().to_vec::<f32>().unwrap(), [3, t, 64]), &device);
+            let view = ht.clone().swap_dims(0, 1).swap_dims(0, 1);
+            let a = block(&view, &w.layers[0], &cfg, Some(&rope)).unwrap().into_data().to_vec::<f32>().unwrap();
+            let b = block_generic(ht, &w.layers[0], &cfg, Some(&rope)).into_data().to_vec::<f32>().unwrap();
+            assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 2e-5));
+        }
+    }
+}

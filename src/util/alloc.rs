@@ -1,0 +1,27 @@
+//! Allocator settings for the CPU backend's allocation pattern.
+//!
+//! Every burn-flex op allocates a fresh, zeroed output (a `[B, T, 1536]` SwiGLU activation is
+//! 19 MB at batch 32) and frees its inputs. glibc serves such sizes from `mmap` at first and
+//! then, as its threshold adapts, from the heap top, which it trims back to the kernel when
+//! freed. Either way the next op's output lands on fresh pages: a page fault and a kernel page
+//! clear per 4 KiB, which a call-stack profile measured at half of the main thread's time in a
+//! sudoku-att evaluation step (docs/benchmarks.md). Fixing the mmap threshold at its maximum
+//! and never trimming keeps freed blocks in the heap for the next op; the cost is that the
+//! process keeps its peak heap until it exits.
+
+/// Keep freed memory for reuse (glibc on Linux; a no-op elsewhere). Call once, first thing.
+/// `TRM_MALLOC_DEFAULT=1` leaves glibc's defaults (to compare, or to return memory early).
+pub fn keep_freed_memory() {
+    if std::env::var_os("TRM_MALLOC_DEFAULT").is_some_and(|v| v == "1") {
+        return;
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called before any other thread
+    // exists, and both values are within glibc's documented ranges.
+    unsafe {
+        // 32 MiB is glibc's largest mmap threshold on 64-bit; setting it also turns off the
+        // dynamic adjustment. Larger blocks (ARC attention scores) still use mmap.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, -1); // -1: never trim (mallopt(3))
+    }
+}
