@@ -70,20 +70,54 @@ fn sum_squares(x: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// `out <- rms_norm(residual + out)` row by row (rows of `width`), the post-norm of a block.
+/// `out <- rms_norm(residual + out)` row by row (rows of `width`), the post-norm of a block;
+/// each row's `1 / rms` goes to `inv` (the backward pass needs it).
 #[inline(always)]
-fn add_rms_norm_body(out: &mut [f32], residual: &[f32], width: usize, eps: f32) {
-    for (o, r) in out.chunks_exact_mut(width).zip(residual.chunks_exact(width)) {
+fn add_rms_norm_body(out: &mut [f32], residual: &[f32], width: usize, eps: f32, inv: &mut [f32]) {
+    for ((o, r), inv) in out.chunks_exact_mut(width).zip(residual.chunks_exact(width)).zip(inv) {
         for (a, &b) in o.iter_mut().zip(r) {
             *a += b;
         }
-        let inv = 1.0 / (sum_squares(o) / width as f32 + eps).sqrt();
+        *inv = 1.0 / (sum_squares(o) / width as f32 + eps).sqrt();
         for a in o.iter_mut() {
-            *a *= inv;
+            *a *= *inv;
         }
     }
 }
-dispatch!(add_rms_norm, add_rms_norm_body, (out: &mut [f32], residual: &[f32], width: usize, eps: f32));
+dispatch!(add_rms_norm, add_rms_norm_body, (out: &mut [f32], residual: &[f32], width: usize, eps: f32, inv: &mut [f32]));
+
+/// Backward of `y = s / rms(s)` per row, in place on the incoming gradient:
+/// `ds = inv * (dy - y * mean(dy * y))`.
+#[inline(always)]
+fn rms_norm_backward_body(grad: &mut [f32], y: &[f32], inv: &[f32], width: usize) {
+    for ((g, y), &inv) in grad.chunks_exact_mut(width).zip(y.chunks_exact(width)).zip(inv) {
+        let mut lanes = [0f32; 16];
+        let (gc, yc) = (g.chunks_exact(16), y.chunks_exact(16));
+        let tail: f32 = gc.remainder().iter().zip(yc.remainder()).map(|(a, b)| a * b).sum();
+        for (a, b) in gc.zip(yc) {
+            for l in 0..16 {
+                lanes[l] += a[l] * b[l];
+            }
+        }
+        let mean = (lanes.iter().sum::<f32>() + tail) / width as f32;
+        for (g, &y) in g.iter_mut().zip(y) {
+            *g = inv * (*g - y * mean);
+        }
+    }
+}
+dispatch!(rms_norm_backward, rms_norm_backward_body, (grad: &mut [f32], y: &[f32], inv: &[f32], width: usize));
+
+/// Backward of `a = silu(g) * u`: `da` becomes `dg` in place and `du` is written.
+#[inline(always)]
+fn silu_mul_backward_body(da: &mut [f32], g: &[f32], u: &[f32], du: &mut [f32]) {
+    for (((da, &g), &u), du) in da.iter_mut().zip(g).zip(u).zip(du) {
+        let sig = 1.0 / (1.0 + exp(-g));
+        let silu = g * sig;
+        *du = *da * silu;
+        *da = *da * u * (sig + silu * (1.0 - sig));
+    }
+}
+dispatch!(silu_mul_backward, silu_mul_backward_body, (da: &mut [f32], g: &[f32], u: &[f32], du: &mut [f32]));
 
 /// Softmax of each row of `width`, in place.
 #[inline(always)]
@@ -156,7 +190,7 @@ mod tests {
         }
 
         let mut o = x.clone();
-        add_rms_norm(&mut o, &y, 100, 1e-5);
+        add_rms_norm(&mut o, &y, 100, 1e-5, &mut [0.0; 3]);
         for row in 0..3 {
             let s: Vec<f32> = (0..100).map(|j| x[row * 100 + j] + y[row * 100 + j]).collect();
             let inv = 1.0 / (s.iter().map(|v| v * v).sum::<f32>() / 100.0 + 1e-5).sqrt();

@@ -17,6 +17,7 @@
 //! `TRM_FUSED_CPU=0` turns it off (for A/B timing). Tests: equality with the generic block
 //! here, and the golden fixtures (tests/parity.rs) whose no-grad cycles run through it.
 
+mod backward;
 mod elementwise;
 
 use super::config::{ModelConfig, PosEncoding};
@@ -37,15 +38,19 @@ pub fn applies<B: Backend>() -> bool {
     TypeId::of::<B>() == TypeId::of::<Flex>() && *ON.get_or_init(|| std::env::var("TRM_FUSED_CPU").map_or(true, |v| v != "0"))
 }
 
+/// The same tensor under its concrete backend type (`B` and `T` are the same type).
+fn cast<B: Backend, T: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<T, D> {
+    let any: Box<dyn Any> = Box::new(t);
+    *any.downcast::<Tensor<T, D>>().expect("the backend type was checked")
+}
+
 /// `Tensor<B>` -> the Flex primitive, when `B` is Flex (checked by the caller).
 fn into_flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> FlexTensor {
-    let any: Box<dyn Any> = Box::new(t);
-    any.downcast::<Tensor<Flex, D>>().expect("backend is Flex").into_primitive().tensor()
+    cast::<B, Flex, D>(t).into_primitive().tensor()
 }
 
 fn from_flex<B: Backend, const D: usize>(t: FlexTensor) -> Tensor<B, D> {
-    let any: Box<dyn Any> = Box::new(Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(t)));
-    *any.downcast::<Tensor<B, D>>().expect("backend is Flex")
+    cast::<Flex, B, D>(Tensor::from_primitive(TensorPrimitive::Float(t)))
 }
 
 /// The float32 values of a tensor in row-major order (borrowed when already contiguous).
@@ -87,8 +92,8 @@ impl Out {
     }
 }
 
-/// `dst[m, n] (row stride dst_rs) = scale * lhs[m, k] · rhs[k, n]`, strides in elements.
-/// gemm does not read `dst` (`read_dst = false`), so it may be uninitialised.
+/// `dst[m, n] (row stride dst_rs) = scale * lhs[m, k] · rhs[k, n]` (`+= ` when `accumulate`),
+/// strides in elements. Without `accumulate` gemm does not read `dst`: it may be uninitialised.
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_into(
     m: usize,
@@ -101,6 +106,7 @@ unsafe fn gemm_into(
     rhs: *const f32,
     (rhs_rs, rhs_cs): (usize, usize),
     scale: f32,
+    accumulate: bool,
     parallel: bool,
 ) {
     // Same rule as burn-flex: split one product over threads only when it is big enough.
@@ -114,14 +120,14 @@ unsafe fn gemm_into(
             dst,
             1,
             dst_rs as isize,
-            false,
+            accumulate,
             lhs,
             lhs_cs as isize,
             lhs_rs as isize,
             rhs,
             rhs_cs as isize,
             rhs_rs as isize,
-            0.0,
+            1.0,
             scale,
             false,
             false,
@@ -140,7 +146,7 @@ fn linear_rows(x: &[f32], rows: usize, l: &Dense, first: usize, out: usize) -> V
     let mut y = uninit(rows * out);
     // SAFETY: y has capacity rows*out and gemm writes all of it; x and w cover their extents.
     unsafe {
-        gemm_into(rows, out, inp, y.as_mut_ptr(), out, x.as_ptr(), (inp, 1), w.as_ptr(), (1, inp), 1.0, true);
+        gemm_into(rows, out, inp, y.as_mut_ptr(), out, x.as_ptr(), (inp, 1), w.as_ptr(), (1, inp), 1.0, false, true);
         y.set_len(rows * out);
     }
     if let Some(b) = &l.b {
@@ -154,74 +160,151 @@ fn linear_rows(x: &[f32], rows: usize, l: &Dense, first: usize, out: usize) -> V
 /// Element-wise passes split into chunks over the thread pool.
 const CHUNK: usize = 1 << 15;
 
-/// Non-causal multi-head attention of `h [B*T, D]`, returning `[B*T, D]` before the residual.
-fn attention(
-    h: &[f32],
+/// What attention computes on the way, kept for the backward pass (`backward.rs`).
+struct Attention {
+    /// `[B*T, 3D]`: q | k | v projections (before RoPE).
+    qkv: Vec<f32>,
+    /// `[B*H, T, hd]` each: q and k after RoPE, one contiguous block per (batch, head).
+    q: Vec<f32>,
+    k: Vec<f32>,
+    /// `[B*H, T, T]`: attention probabilities.
+    p: Vec<f32>,
+    /// `[B*T, D]`: the heads' outputs side by side, input of o_proj.
+    ctx: Vec<f32>,
+    /// `[B*T, D]`: o_proj(ctx).
+    out: Vec<f32>,
+}
+
+/// The attention geometry: batch, positions, width, heads.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
     batch: usize,
     t: usize,
     d: usize,
     heads: usize,
-    qkv: &Dense,
-    o: &Dense,
-    rope: Option<(&[f32], &[f32])>,
-) -> Vec<f32> {
-    let hd = d / heads;
-    let qkv_rows = linear_rows(h, batch * t, qkv, 0, 3 * d); // [B*T, q | k | v]
-    let mut ctx = uninit(batch * t * d);
-    let out = Out(ctx.as_mut_ptr());
+}
+
+impl Dims {
+    fn hd(self) -> usize {
+        self.d / self.heads
+    }
+    fn rows(self) -> usize {
+        self.batch * self.t
+    }
+}
+
+/// Non-causal multi-head attention of `h [B*T, D]` (before the residual).
+fn attention(h: &[f32], g: Dims, qkv_w: &Dense, o: &Dense, rope: Option<(&[f32], &[f32])>) -> Attention {
+    let (t, d, hd) = (g.t, g.d, g.hd());
+    let qkv = linear_rows(h, g.rows(), qkv_w, 0, 3 * d); // [B*T, q | k | v]
+    let jobs = g.batch * g.heads;
+    let (mut q, mut k, mut p) = (vec![0f32; jobs * t * hd], vec![0f32; jobs * t * hd], uninit(jobs * t * t));
+    let mut ctx = uninit(g.rows() * d);
+    let (out, probs) = (Out(ctx.as_mut_ptr()), Out(p.as_mut_ptr()));
     let scale = 1.0 / (hd as f32).sqrt();
-    (0..batch * heads).into_par_iter().for_each_init(
-        || (vec![0f32; t * hd], vec![0f32; t * hd], vec![0f32; t * t]),
-        |(q, k, s), job| {
-            let (b, head) = (job / heads, job % heads);
-            let base = b * t * 3 * d + head * hd;
-            let rows = &qkv_rows[base..];
-            match rope {
-                Some((cos, sin)) => {
-                    elementwise::rope_gather(rows, 3 * d, t, hd, cos, sin, q);
-                    elementwise::rope_gather(&rows[d..], 3 * d, t, hd, cos, sin, k);
-                }
-                None => {
-                    for i in 0..t {
-                        q[i * hd..(i + 1) * hd].copy_from_slice(&rows[i * 3 * d..i * 3 * d + hd]);
-                        k[i * hd..(i + 1) * hd].copy_from_slice(&rows[i * 3 * d + d..i * 3 * d + d + hd]);
-                    }
-                }
-            }
-            // SAFETY: q, k, s are [t, hd], [t, hd], [t, t]; v is read in place from qkv_rows with
-            // row stride 3D; this job writes only rows b*t.. and columns head*hd.. of ctx.
-            unsafe {
-                gemm_into(t, t, hd, s.as_mut_ptr(), t, q.as_ptr(), (hd, 1), k.as_ptr(), (1, hd), scale, false);
-                elementwise::softmax_rows(s, t);
-                let v = rows[2 * d..].as_ptr();
-                let dst = out.ptr().add(b * t * d + head * hd);
-                gemm_into(t, hd, t, dst, d, s.as_ptr(), (t, 1), v, (3 * d, 1), 1.0, false);
-            }
-        },
-    );
-    // SAFETY: the jobs above wrote every [row, head] block of ctx.
-    unsafe { ctx.set_len(batch * t * d) };
-    linear_rows(&ctx, batch * t, o, 0, d)
+    q.par_chunks_mut(t * hd).zip(k.par_chunks_mut(t * hd)).enumerate().for_each(|(job, (q, k))| {
+        let (b, head) = (job / g.heads, job % g.heads);
+        let rows = &qkv[b * t * 3 * d + head * hd..];
+        gather_heads(rows, 3 * d, t, hd, rope, q);
+        gather_heads(&rows[d..], 3 * d, t, hd, rope, k);
+        // SAFETY: q, k are [t, hd]; this job's [t, t] block of p and its (rows b*t.., columns
+        // head*hd..) block of ctx are written by this job only; v is read in place (stride 3D).
+        unsafe {
+            let s = std::slice::from_raw_parts_mut(probs.ptr().add(job * t * t), t * t);
+            gemm_into(t, t, hd, s.as_mut_ptr(), t, q.as_ptr(), (hd, 1), k.as_ptr(), (1, hd), scale, false, false);
+            elementwise::softmax_rows(s, t);
+            let v = rows[2 * d..].as_ptr();
+            gemm_into(t, hd, t, out.ptr().add(b * t * d + head * hd), d, s.as_ptr(), (t, 1), v, (3 * d, 1), 1.0, false, false);
+        }
+    });
+    // SAFETY: the jobs above wrote all of p and every [row, head] block of ctx.
+    unsafe {
+        p.set_len(jobs * t * t);
+        ctx.set_len(g.rows() * d);
+    }
+    let out = linear_rows(&ctx, g.rows(), o, 0, d);
+    Attention { qkv, q, k, p, ctx, out }
 }
 
-/// SwiGLU of `h [rows, D]`: `down(silu(gate) * up)`, `[gate | up]` the weight's row halves.
-fn swiglu(h: &[f32], rows: usize, gate_up: &Dense, down: &Dense) -> Vec<f32> {
-    let i = gate_up.w.layout().shape()[0] / 2;
-    let mut gate = linear_rows(h, rows, gate_up, 0, i);
-    let up = linear_rows(h, rows, gate_up, i, i);
-    gate.par_chunks_mut(CHUNK).zip(up.par_chunks(CHUNK)).for_each(|(g, u)| elementwise::silu_mul(g, u));
-    linear_rows(&gate, rows, down, 0, down.w.layout().shape()[0])
+/// One head's `[t, hd]` block out of rows `stride` apart, rotated by RoPE when given.
+fn gather_heads(rows: &[f32], stride: usize, t: usize, hd: usize, rope: Option<(&[f32], &[f32])>, out: &mut [f32]) {
+    match rope {
+        Some((cos, sin)) => elementwise::rope_gather(rows, stride, t, hd, cos, sin, out),
+        None => {
+            for i in 0..t {
+                out[i * hd..(i + 1) * hd].copy_from_slice(&rows[i * stride..i * stride + hd]);
+            }
+        }
+    }
 }
 
-/// `out <- rms_norm(residual + out)` over rows of `d`.
-fn add_rms_norm(out: &mut [f32], residual: &[f32], d: usize, eps: f32) {
-    let chunk = (CHUNK / d).max(1) * d;
-    out.par_chunks_mut(chunk).zip(residual.par_chunks(chunk)).for_each(|(o, r)| elementwise::add_rms_norm(o, r, d, eps));
+/// `out <- rms_norm(residual + out)` over rows of `d`; returns each row's `1 / rms`.
+fn add_rms_norm(out: &mut [f32], residual: &[f32], d: usize, eps: f32) -> Vec<f32> {
+    let rows_per = (CHUNK / d).max(1);
+    let mut inv = vec![0f32; out.len() / d];
+    out.par_chunks_mut(rows_per * d)
+        .zip(residual.par_chunks(rows_per * d))
+        .zip(inv.par_chunks_mut(rows_per))
+        .for_each(|((o, r), inv)| elementwise::add_rms_norm(o, r, d, eps, inv));
+    inv
+}
+
+/// One block's four weight matrices.
+struct Layer {
+    qkv: Dense,
+    o: Dense,
+    gate_up: Dense,
+    down: Dense,
+}
+
+/// What a block computed on the way, kept for the backward pass (`backward.rs`).
+struct Trace {
+    attn: Attention,
+    /// `[B*T, D]`: after the first residual + norm, and its rows' `1 / rms`.
+    h1: Vec<f32>,
+    inv1: Vec<f32>,
+    /// `[B*T, I]`: the SwiGLU gate and up projections (before SiLU).
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    /// `[B*T, D]`: the block output, and its rows' `1 / rms`.
+    y: Vec<f32>,
+    inv2: Vec<f32>,
+}
+
+/// The block on row-major values `x [B*T, D]`: `h1 = rms(x + attn(x))`, `y = rms(h1 + mlp(h1))`.
+/// With `keep`, the intermediates come back too.
+fn block_values(x: &[f32], g: Dims, eps: f32, l: &Layer, rope: Option<(&[f32], &[f32])>, keep: bool) -> (Vec<f32>, Option<Trace>) {
+    let (rows, d) = (g.rows(), g.d);
+    let mut attn = attention(x, g, &l.qkv, &l.o, rope);
+    let mut h1 = std::mem::take(&mut attn.out);
+    let inv1 = add_rms_norm(&mut h1, x, d, eps);
+    let i = l.gate_up.w.layout().shape()[0] / 2;
+    let mut gate = linear_rows(&h1, rows, &l.gate_up, 0, i);
+    let up = linear_rows(&h1, rows, &l.gate_up, i, i);
+    let mut act = if keep { gate.clone() } else { std::mem::take(&mut gate) };
+    act.par_chunks_mut(CHUNK).zip(up.par_chunks(CHUNK)).for_each(|(a, u)| elementwise::silu_mul(a, u));
+    let mut y = linear_rows(&act, rows, &l.down, 0, d);
+    let inv2 = add_rms_norm(&mut y, &h1, d, eps);
+    if !keep {
+        return (y, None);
+    }
+    (y.clone(), Some(Trace { attn, h1, inv1, gate, up, y, inv2 }))
+}
+
+/// RoPE tables `[T, hd]` as Flex tensors, when this block applies RoPE.
+fn rope_tables<B: Backend>(rope: Option<&Rope<B>>, cfg: &ModelConfig) -> Option<(FlexTensor, FlexTensor)> {
+    match (rope, cfg.arch.pos_encodings) {
+        (Some(r), PosEncoding::Rope) => Some((into_flex(r.cos.clone()), into_flex(r.sin.clone()))),
+        _ => None,
+    }
 }
 
 /// The post-norm block (see `layers::block`), or None when this path does not cover it
 /// (another backend, non-f32 data, or the mlp_t mixer).
 pub fn block<B: Backend>(h: &Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope: Option<&Rope<B>>) -> Option<Tensor<B, 3>> {
+    if backward::applies::<B>() {
+        return backward::block(h, w, cfg, rope);
+    }
     if !applies::<B>() {
         return None;
     }
@@ -231,20 +314,18 @@ pub fn block<B: Backend>(h: &Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope
     if x.dtype() != DType::F32 {
         return None;
     }
-    let eps = cfg.arch.rms_norm_eps as f32;
-    let x = values(&x);
-    let tables = match (rope, cfg.arch.pos_encodings) {
-        (Some(r), PosEncoding::Rope) => Some((into_flex(r.cos.clone()), into_flex(r.sin.clone()))),
-        _ => None,
-    };
+    let layer = Layer { qkv: Dense::of(qkv), o: Dense::of(o), gate_up: Dense::of(&w.gate_up), down: Dense::of(&w.down) };
+    let tables = rope_tables(rope, cfg);
     let tables_f32 = tables.as_ref().map(|(c, s)| (values(c), values(s)));
     let rope = tables_f32.as_ref().map(|(c, s)| (&c[..], &s[..]));
-    let mut h1 = attention(&x, batch, t, d, cfg.arch.num_heads, &Dense::of(qkv), &Dense::of(o), rope);
-    add_rms_norm(&mut h1, &x, d, eps);
-    let mut h2 = swiglu(&h1, batch * t, &Dense::of(&w.gate_up), &Dense::of(&w.down));
-    add_rms_norm(&mut h2, &h1, d, eps);
-    let out = FlexTensor::new(Bytes::from_elems(h2), Layout::contiguous([batch, t, d].into()), DType::F32);
-    Some(from_flex(out))
+    let g = Dims { batch, t, d, heads: cfg.arch.num_heads };
+    let (y, _) = block_values(&values(&x), g, cfg.arch.rms_norm_eps as f32, &layer, rope, false);
+    Some(from_flex(flex_tensor(y, [batch, t, d])))
+}
+
+/// A contiguous float32 Flex tensor holding `v`.
+fn flex_tensor<const D: usize>(v: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+    FlexTensor::new(Bytes::from_elems(v), Layout::contiguous(shape.into()), DType::F32)
 }
 
 #[cfg(test)]

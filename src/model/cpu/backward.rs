@@ -1,0 +1,317 @@
+//! The fused block on `Autodiff<Flex>` (the differentiated cycle of CPU training): the forward
+//! pass of `mod.rs` keeping its intermediates, and a hand-written backward pass registered as
+//! one node of burn's autodiff graph (burn's custom-operation mechanism), with parents
+//! `[h, qkv_proj, o_proj, gate_up_proj, down_proj]`.
+//!
+//! Backward, from the block output y back to its input x (rows `[B*T, ·]`, weights `[out, in]`):
+//!
+//! 1. `y = rms(h1 + down(a))`: `ds2 = inv2 (dy - y mean(dy y))`; `dW_down = ds2^T a`;
+//!    `da = ds2 W_down`, with `a = silu(g) u` recomputed from the kept g and u.
+//! 2. SwiGLU: `dg = da u silu'(g)`, `du = da silu(g)`; `dW_gate_up = [dg | du]^T h1`;
+//!    `dh1 = ds2 + dg W_gate + du W_up`.
+//! 3. `h1 = rms(x + o(ctx))`: `ds1` as in 1; `dW_o = ds1^T ctx`; `dctx = ds1 W_o`.
+//! 4. Per (batch, head): `dV = P^T dctx`, `dP = dctx V^T`, `dS = P (dP - rowsum(dP P))`,
+//!    `dQ = scale dS K`, `dK = scale dS^T Q`, then RoPE transposed (`x cos + [x2, -x1] sin`).
+//! 5. `dW_qkv = dqkv^T x`; `dx = ds1 + dqkv W_qkv`.
+//!
+//! Checked against burn's own autodiff of the generic block in the tests below, and by the
+//! golden gradients of the reference (tests/parity.rs).
+
+use super::*;
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::ops::FloatTensor;
+use std::sync::Arc;
+
+type Ad = Autodiff<Flex>;
+
+/// Whether the fused autodiff block applies to backend `B`.
+pub fn applies<B: Backend>() -> bool {
+    TypeId::of::<B>() == TypeId::of::<Ad>() && super::applies::<Flex>()
+}
+
+/// Everything the backward pass reads; shared (`Arc`) because burn clones op states.
+#[derive(Clone)]
+struct Saved(Arc<SavedBlock>);
+
+struct SavedBlock {
+    g: Dims,
+    x: Vec<f32>,
+    trace: Trace,
+    layer: Layer,
+    rope: Option<(FlexTensor, FlexTensor)>,
+}
+
+impl std::fmt::Debug for Saved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FusedBlock {:?}", self.0.g)
+    }
+}
+
+#[derive(Debug)]
+struct FusedBlock;
+
+/// The block on `Autodiff<Flex>` (mixer = attention, no biases), or None to use the generic one.
+pub fn block<B: Backend>(h: &Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope: Option<&Rope<B>>) -> Option<Tensor<B, 3>> {
+    let Mixer::Attention { qkv, o } = &w.mixer else { return None };
+    if [qkv, o, &w.gate_up, &w.down].iter().any(|l| l.bias.is_some()) {
+        return None;
+    }
+    let ad = |t: &Tensor<B, 2>| cast::<B, Ad, 2>(t.clone()).into_primitive().tensor();
+    let x = cast::<B, Ad, 3>(h.clone()).into_primitive().tensor();
+    if x.primitive.dtype() != DType::F32 {
+        return None;
+    }
+    let [batch, t, d] = h.dims();
+    let (wqkv, wo, wgu, wd) = (ad(&qkv.weight), ad(&o.weight), ad(&w.gate_up.weight), ad(&w.down.weight));
+    let dense = |t: &FloatTensor<Ad>| Dense { w: t.primitive.clone(), b: None };
+    let layer = Layer { qkv: dense(&wqkv), o: dense(&wo), gate_up: dense(&wgu), down: dense(&wd) };
+    let tables = match (rope, cfg.arch.pos_encodings) {
+        (Some(r), PosEncoding::Rope) => Some((ad(&r.cos).primitive, ad(&r.sin).primitive)),
+        _ => None,
+    };
+    let g = Dims { batch, t, d, heads: cfg.arch.num_heads };
+    let xv = values(&x.primitive).into_owned();
+    let prep =
+        FusedBlock.prepare::<NoCheckpointing>([x.node.clone(), wqkv.node.clone(), wo.node.clone(), wgu.node.clone(), wd.node.clone()]);
+    let out = match prep.compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let (y, trace) = {
+                let tf = tables.as_ref().map(|(c, s)| (values(c), values(s)));
+                let rope = tf.as_ref().map(|(c, s)| (&c[..], &s[..]));
+                block_values(&xv, g, cfg.arch.rms_norm_eps as f32, &layer, rope, true)
+            };
+            let saved = SavedBlock { g, x: xv, trace: trace.expect("kept"), layer, rope: tables };
+            prep.finish(Saved(Arc::new(saved)), flex_tensor(y, [batch, t, d]))
+        }
+        OpsKind::UnTracked(prep) => {
+            let tf = tables.as_ref().map(|(c, s)| (values(c), values(s)));
+            let rope = tf.as_ref().map(|(c, s)| (&c[..], &s[..]));
+            let (y, _) = block_values(&xv, g, cfg.arch.rms_norm_eps as f32, &layer, rope, false);
+            prep.finish(flex_tensor(y, [batch, t, d]))
+        }
+    };
+    Some(cast::<Ad, B, 3>(Tensor::from_primitive(TensorPrimitive::Float(out))))
+}
+
+/// `out [m, n] = a[k, m]^T · b[k, n]` (a weight gradient: rows of k are the batch rows).
+fn matmul_tn(a: &[f32], b: &[f32], k: usize, m: usize, n: usize) -> Vec<f32> {
+    let mut out = uninit(m * n);
+    // SAFETY: out has capacity m*n, written in full by gemm; a and b cover k*m and k*n.
+    unsafe {
+        gemm_into(m, n, k, out.as_mut_ptr(), n, a.as_ptr(), (1, m), b.as_ptr(), (n, 1), 1.0, false, true);
+        out.set_len(m * n);
+    }
+    out
+}
+
+/// `dst [m, n] += a[m, k] · b[k, n]`.
+fn matmul_acc(dst: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
+    assert!(dst.len() == m * n && a.len() >= m * k && b.len() >= k * n);
+    // SAFETY: sizes checked above.
+    unsafe { gemm_into(m, n, k, dst.as_mut_ptr(), n, a.as_ptr(), (k, 1), b.as_ptr(), (n, 1), 1.0, true, true) }
+}
+
+/// `a[m, k] · b[k, n]`.
+fn matmul_nn(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut out = vec![0f32; m * n];
+    matmul_acc(&mut out, a, b, m, k, n);
+    out
+}
+
+impl Backward<Flex, 5> for FusedBlock {
+    type State = Saved;
+
+    fn backward(self, ops: Ops<Saved, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let s = &*ops.state.0;
+        let (g, tr, l) = (s.g, &s.trace, &s.layer);
+        let (rows, d, i) = (g.rows(), g.d, tr.gate.len() / g.rows());
+        let dy = grads.consume::<Flex>(&ops.node);
+        let mut ds2 = values(&dy).into_owned();
+        rms_backward(&mut ds2, &tr.y, &tr.inv2, d);
+
+        // 1-2. SwiGLU and its projections.
+        let (wgu, wd, wo, wqkv) = (values(&l.gate_up.w), values(&l.down.w), values(&l.o.w), values(&l.qkv.w));
+        let mut act = tr.gate.clone();
+        act.par_chunks_mut(CHUNK).zip(tr.up.par_chunks(CHUNK)).for_each(|(a, u)| elementwise::silu_mul(a, u));
+        let d_down = matmul_tn(&ds2, &act, rows, d, i);
+        let mut dgate = matmul_nn(&ds2, &wd, rows, d, i);
+        let mut dup = act; // reused as the du buffer
+        dgate
+            .par_chunks_mut(CHUNK)
+            .zip(tr.gate.par_chunks(CHUNK))
+            .zip(tr.up.par_chunks(CHUNK))
+            .zip(dup.par_chunks_mut(CHUNK))
+            .for_each(|(((da, gt), u), du)| elementwise::silu_mul_backward(da, gt, u, du));
+        let mut d_gate_up = matmul_tn(&dgate, &tr.h1, rows, i, d);
+        d_gate_up.extend_from_slice(&matmul_tn(&dup, &tr.h1, rows, i, d));
+        let mut dh1 = ds2;
+        matmul_acc(&mut dh1, &dgate, &wgu[..i * d], rows, i, d);
+        matmul_acc(&mut dh1, &dup, &wgu[i * d..], rows, i, d);
+        drop((dgate, dup));
+
+        // 3. First norm and o_proj.
+        rms_backward(&mut dh1, &tr.h1, &tr.inv1, d);
+        let ds1 = dh1;
+        let d_o = matmul_tn(&ds1, &tr.attn.ctx, rows, d, d);
+        let dctx = matmul_nn(&ds1, &wo, rows, d, d);
+
+        // 4. Attention, per (batch, head).
+        let rope_f32 = s.rope.as_ref().map(|(c, sn)| (values(c), values(sn)));
+        let rope = rope_f32.as_ref().map(|(c, sn)| (&c[..], &sn[..]));
+        let dqkv = attention_backward(&tr.attn, &dctx, g, rope);
+
+        // 5. qkv_proj and the input.
+        let d_qkv = matmul_tn(&dqkv, &s.x, rows, 3 * d, d);
+        let mut dx = ds1;
+        matmul_acc(&mut dx, &dqkv, &wqkv, rows, 3 * d, d);
+
+        let [ph, pqkv, po, pgu, pd] = ops.parents;
+        let shapes = [(pqkv, d_qkv, [3 * d, d]), (po, d_o, [d, d]), (pgu, d_gate_up, [2 * i, d]), (pd, d_down, [d, i])];
+        for (parent, grad, shape) in shapes {
+            if let Some(node) = parent {
+                grads.register::<Flex>(node.id, flex_tensor(grad, shape));
+            }
+        }
+        if let Some(node) = ph {
+            grads.register::<Flex>(node.id, flex_tensor(dx, [g.batch, g.t, d]));
+        }
+    }
+}
+
+/// Parallel `elementwise::rms_norm_backward` over row chunks.
+fn rms_backward(grad: &mut [f32], y: &[f32], inv: &[f32], d: usize) {
+    let rows_per = (CHUNK / d).max(1);
+    grad.par_chunks_mut(rows_per * d)
+        .zip(y.par_chunks(rows_per * d))
+        .zip(inv.par_chunks(rows_per))
+        .for_each(|((gr, y), inv)| elementwise::rms_norm_backward(gr, y, inv, d));
+}
+
+/// Gradient of the attention input projections `[B*T, 3D]` (q | k | v) from `dctx [B*T, D]`.
+fn attention_backward(a: &Attention, dctx: &[f32], g: Dims, rope: Option<(&[f32], &[f32])>) -> Vec<f32> {
+    let (t, d, hd) = (g.t, g.d, g.hd());
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut dqkv = vec![0f32; g.rows() * 3 * d];
+    let out = Out(dqkv.as_mut_ptr());
+    (0..g.batch * g.heads).into_par_iter().for_each_init(
+        || (vec![0f32; t * t], vec![0f32; t * hd], vec![0f32; t * hd]),
+        |(dp, dq, dk), job| {
+            let (b, head) = (job / g.heads, job % g.heads);
+            let p = &a.p[job * t * t..(job + 1) * t * t];
+            let (q, k) = (&a.q[job * t * hd..(job + 1) * t * hd], &a.k[job * t * hd..(job + 1) * t * hd]);
+            let dc = &dctx[b * t * d + head * hd..];
+            let v = &a.qkv[b * t * 3 * d + 2 * d + head * hd..];
+            let base = b * t * 3 * d + head * hd;
+            // SAFETY: every slice covers its strided extent; this job writes only rows b*t..
+            // and the q, k, v columns of its head in dqkv.
+            unsafe {
+                let dst = out.ptr().add(base);
+                gemm_into(t, hd, t, dst.add(2 * d), 3 * d, p.as_ptr(), (1, t), dc.as_ptr(), (d, 1), 1.0, false, false);
+                gemm_into(t, t, hd, dp.as_mut_ptr(), t, dc.as_ptr(), (d, 1), v.as_ptr(), (1, 3 * d), 1.0, false, false);
+                for (dpr, pr) in dp.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
+                    let dot: f32 = dpr.iter().zip(pr).map(|(x, y)| x * y).sum();
+                    dpr.iter_mut().zip(pr).for_each(|(x, &y)| *x = y * (*x - dot));
+                }
+                gemm_into(t, hd, t, dq.as_mut_ptr(), hd, dp.as_ptr(), (t, 1), k.as_ptr(), (hd, 1), scale, false, false);
+                gemm_into(t, hd, t, dk.as_mut_ptr(), hd, dp.as_ptr(), (1, t), q.as_ptr(), (hd, 1), scale, false, false);
+                scatter_heads(dq, dst, 3 * d, t, hd, rope);
+                scatter_heads(dk, dst.add(d), 3 * d, t, hd, rope);
+            }
+        },
+    );
+    dqkv
+}
+
+/// Writes a head's `[t, hd]` gradient to rows `stride` apart, through RoPE transposed.
+///
+/// # Safety
+/// `dst` must be valid for `t` rows of `hd` values, `stride` apart.
+unsafe fn scatter_heads(src: &[f32], dst: *mut f32, stride: usize, t: usize, hd: usize, rope: Option<(&[f32], &[f32])>) {
+    let half = hd / 2;
+    for r in 0..t {
+        // SAFETY: row r of the destination, per the contract above.
+        let o = unsafe { std::slice::from_raw_parts_mut(dst.add(r * stride), hd) };
+        let x = &src[r * hd..(r + 1) * hd];
+        match rope {
+            Some((cos, sin)) => {
+                let (c, s) = (&cos[r * hd..(r + 1) * hd], &sin[r * hd..(r + 1) * hd]);
+                for j in 0..half {
+                    o[j] = x[j] * c[j] + x[j + half] * s[j + half];
+                    o[j + half] = x[j + half] * c[j + half] - x[j] * s[j];
+                }
+            }
+            None => o.copy_from_slice(x),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::ArchConfig;
+    use crate::model::layers::block_generic;
+    use crate::model::weights::{self, Linear};
+    use burn::tensor::Distribution;
+
+    fn leaf(t: Tensor<Flex, 2>) -> Tensor<Ad, 2> {
+        Tensor::from_inner(t).require_grad()
+    }
+
+    fn grad_values<const D: usize>(t: &Tensor<Ad, D>, g: &<Ad as burn::tensor::backend::AutodiffBackend>::Gradients) -> Vec<f32> {
+        t.grad(g).expect("a gradient").into_data().to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn fused_backward_matches_burns_autodiff_of_the_generic_block() {
+        let device = Default::default();
+        assert!(applies::<Ad>() && !applies::<Flex>(), "layers::block dispatches Autodiff<Flex> here");
+        for pos in [PosEncoding::Rope, PosEncoding::None] {
+            let arch = ArchConfig {
+                hidden_size: 64,
+                num_heads: 4,
+                pos_encodings: pos,
+                puzzle_emb_ndim: 64,
+                puzzle_emb_len: 2,
+                ..Default::default()
+            };
+            let cfg = ModelConfig { arch, seq_len: 19, vocab_size: 11, num_puzzle_identifiers: 3 };
+            let mut rng = crate::util::rng::derive(3, &[]);
+            let w = &weights::init::<Flex>(&cfg, &mut rng, &device).layers[0];
+            let Mixer::Attention { qkv, o } = &w.mixer else { unreachable!() };
+            let lin = |l: &Linear<Flex>| Linear { weight: leaf(l.weight.clone()), bias: None };
+            let wad = Block { mixer: Mixer::Attention { qkv: lin(qkv), o: lin(o) }, gate_up: lin(&w.gate_up), down: lin(&w.down) };
+            let rope = Rope::<Ad>::new(&cfg, &device);
+            let t = cfg.total_len();
+            let h0: Tensor<Flex, 3> = Tensor::random([2, t, 64], Distribution::Normal(0.0, 1.0), &device);
+            let probe: Tensor<Flex, 3> = Tensor::random([2, t, 64], Distribution::Normal(0.0, 1.0), &device);
+            let run = |fused: bool| {
+                let h = Tensor::<Ad, 3>::from_inner(h0.clone()).require_grad();
+                // Two blocks in a row, so the input gradient of one feeds the other.
+                let once = |x: Tensor<Ad, 3>| {
+                    if fused { crate::model::layers::block(x, &wad, &cfg, Some(&rope)) } else { block_generic(x, &wad, &cfg, Some(&rope)) }
+                };
+                let y = once(once(h.clone()));
+                let loss = (y * Tensor::from_inner(probe.clone())).sum();
+                let g = loss.backward();
+                let Mixer::Attention { qkv, o } = &wad.mixer else { unreachable!() };
+                [
+                    grad_values(&h, &g),
+                    grad_values(&qkv.weight, &g),
+                    grad_values(&o.weight, &g),
+                    grad_values(&wad.gate_up.weight, &g),
+                    grad_values(&wad.down.weight, &g),
+                ]
+            };
+            let (fused, generic) = (run(true), run(false));
+            for (name, (a, b)) in ["h", "qkv", "o", "gate_up", "down"].iter().zip(fused.iter().zip(&generic)) {
+                let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert!(scale > 0.0 && worst <= 1e-4 * scale, "{pos:?} d{name}: worst {worst} vs scale {scale}");
+            }
+        }
+    }
+}
