@@ -1,7 +1,8 @@
 //! The fused block on `Autodiff<Flex>` (the differentiated cycle of CPU training): the forward
 //! pass of `mod.rs` keeping its intermediates, and a hand-written backward pass registered as
 //! one node of burn's autodiff graph (burn's custom-operation mechanism), with parents
-//! `[h, qkv_proj, o_proj, gate_up_proj, down_proj]`.
+//! `[h, mixer weight 1, mixer weight 2, gate_up_proj, down_proj]` (the mixer's are qkv_proj and
+//! o_proj, or for mlp_t its gate_up and down; their backward is in `mlp_t.rs`).
 //!
 //! Backward, from the block output y back to its input x (rows `[B*T, ·]`, weights `[out, in]`):
 //!
@@ -54,10 +55,13 @@ impl std::fmt::Debug for Saved {
 #[derive(Debug)]
 struct FusedBlock;
 
-/// The block on `Autodiff<Flex>` (mixer = attention, no biases), or None to use the generic one.
+/// The block on `Autodiff<Flex>` (no biases), or None to use the generic one.
 pub fn block<B: Backend>(h: &Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope: Option<&Rope<B>>) -> Option<Tensor<B, 3>> {
-    let Mixer::Attention { qkv, o } = &w.mixer else { return None };
-    if [qkv, o, &w.gate_up, &w.down].iter().any(|l| l.bias.is_some()) {
+    let (m1, m2) = match &w.mixer {
+        Mixer::Attention { qkv, o } => (qkv, o),
+        Mixer::MlpT { gate_up, down } => (gate_up, down),
+    };
+    if [m1, m2, &w.gate_up, &w.down].iter().any(|l| l.bias.is_some()) {
         return None;
     }
     let ad = |t: &Tensor<B, 2>| cast::<B, Ad, 2>(t.clone()).into_primitive().tensor();
@@ -66,17 +70,20 @@ pub fn block<B: Backend>(h: &Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope
         return None;
     }
     let [batch, t, d] = h.dims();
-    let (wqkv, wo, wgu, wd) = (ad(&qkv.weight), ad(&o.weight), ad(&w.gate_up.weight), ad(&w.down.weight));
+    let (w1, w2, wgu, wd) = (ad(&m1.weight), ad(&m2.weight), ad(&w.gate_up.weight), ad(&w.down.weight));
     let dense = |t: &FloatTensor<Ad>| Dense { w: t.primitive.clone(), b: None };
-    let layer = Layer { qkv: dense(&wqkv), o: dense(&wo), gate_up: dense(&wgu), down: dense(&wd) };
+    let mixer = match &w.mixer {
+        Mixer::Attention { .. } => MixerW::Attention { qkv: dense(&w1), o: dense(&w2) },
+        Mixer::MlpT { .. } => MixerW::MlpT { gate_up: dense(&w1), down: dense(&w2) },
+    };
+    let layer = Layer { mixer, gate_up: dense(&wgu), down: dense(&wd) };
     let tables = match (rope, cfg.arch.pos_encodings) {
         (Some(r), PosEncoding::Rope) => Some((ad(&r.cos).primitive, ad(&r.sin).primitive)),
         _ => None,
     };
     let g = Dims { batch, t, d, heads: cfg.arch.num_heads };
     let xv = values(&x.primitive).into_owned();
-    let prep =
-        FusedBlock.prepare::<NoCheckpointing>([x.node.clone(), wqkv.node.clone(), wo.node.clone(), wgu.node.clone(), wd.node.clone()]);
+    let prep = FusedBlock.prepare::<NoCheckpointing>([x.node.clone(), w1.node.clone(), w2.node.clone(), wgu.node.clone(), wd.node.clone()]);
     let out = match prep.compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
             let (y, trace) = {
@@ -134,7 +141,7 @@ impl Backward<Flex, 5> for FusedBlock {
         rms_backward(&mut ds2, &tr.y, &tr.inv2, d);
 
         // 1-2. SwiGLU and its projections.
-        let (wgu, wd, wo, wqkv) = (values(&l.gate_up.w), values(&l.down.w), values(&l.o.w), values(&l.qkv.w));
+        let (wgu, wd) = (values(&l.gate_up.w), values(&l.down.w));
         let mut act = tr.gate.clone();
         act.par_chunks_mut(CHUNK).zip(tr.up.par_chunks(CHUNK)).for_each(|(a, u)| elementwise::silu_mul(a, u));
         let d_down = matmul_tn(&ds2, &act, rows, d, i);
@@ -153,25 +160,34 @@ impl Backward<Flex, 5> for FusedBlock {
         matmul_acc(&mut dh1, &dup, &wgu[i * d..], rows, i, d);
         drop((dgate, dup));
 
-        // 3. First norm and o_proj.
-        rms_backward(&mut dh1, &tr.h1, &tr.inv1, d);
-        let ds1 = dh1;
-        let d_o = matmul_tn(&ds1, &tr.attn.ctx, rows, d, d);
-        let dctx = matmul_nn(&ds1, &wo, rows, d, d);
+        // 3-5. The first norm, the mixer, and the input.
+        let (dx, d_m1, d_m2, (m1, m2)) = match (&l.mixer, &tr.mixer) {
+            (MixerW::Attention { qkv, o }, MixerTrace::Attention(a)) => {
+                rms_backward(&mut dh1, &tr.h1, &tr.inv1, d);
+                let ds1 = dh1;
+                let d_o = matmul_tn(&ds1, &a.ctx, rows, d, d);
+                let dctx = matmul_nn(&ds1, &values(&o.w), rows, d, d);
+                let rope_f32 = s.rope.as_ref().map(|(c, sn)| (values(c), values(sn)));
+                let rope = rope_f32.as_ref().map(|(c, sn)| (&c[..], &sn[..]));
+                let dqkv = attention_backward(a, &dctx, g, rope);
+                let d_qkv = matmul_tn(&dqkv, &s.x, rows, 3 * d, d);
+                let mut dx = ds1;
+                matmul_acc(&mut dx, &dqkv, &values(&qkv.w), rows, 3 * d, d);
+                (dx, d_qkv, d_o, (qkv, o))
+            }
+            (MixerW::MlpT { gate_up, down }, MixerTrace::MlpT(m)) => {
+                mlp_t::rms_seq_backward(&mut dh1, &tr.h1, &tr.inv1, g);
+                let mut dx = dh1.clone();
+                let (d_gu, d_dn) = mlp_t::backward(m, &s.x, &dh1, g, gate_up, down, &mut dx);
+                (dx, d_gu, d_dn, (gate_up, down))
+            }
+            _ => unreachable!("the trace comes from the same layer"),
+        };
 
-        // 4. Attention, per (batch, head).
-        let rope_f32 = s.rope.as_ref().map(|(c, sn)| (values(c), values(sn)));
-        let rope = rope_f32.as_ref().map(|(c, sn)| (&c[..], &sn[..]));
-        let dqkv = attention_backward(&tr.attn, &dctx, g, rope);
-
-        // 5. qkv_proj and the input.
-        let d_qkv = matmul_tn(&dqkv, &s.x, rows, 3 * d, d);
-        let mut dx = ds1;
-        matmul_acc(&mut dx, &dqkv, &wqkv, rows, 3 * d, d);
-
-        let [ph, pqkv, po, pgu, pd] = ops.parents;
-        let shapes = [(pqkv, d_qkv, [3 * d, d]), (po, d_o, [d, d]), (pgu, d_gate_up, [2 * i, d]), (pd, d_down, [d, i])];
-        for (parent, grad, shape) in shapes {
+        let shape = |w: &Dense| -> [usize; 2] { [w.w.layout().shape()[0], w.w.layout().shape()[1]] };
+        let [ph, p1, p2, pgu, pd] = ops.parents;
+        let weights = [(p1, d_m1, shape(m1)), (p2, d_m2, shape(m2)), (pgu, d_gate_up, [2 * i, d]), (pd, d_down, [d, i])];
+        for (parent, grad, shape) in weights {
             if let Some(node) = parent {
                 grads.register::<Flex>(node.id, flex_tensor(grad, shape));
             }
@@ -269,11 +285,12 @@ mod tests {
     fn fused_backward_matches_burns_autodiff_of_the_generic_block() {
         let device = Default::default();
         assert!(applies::<Ad>() && !applies::<Flex>(), "layers::block dispatches Autodiff<Flex> here");
-        for pos in [PosEncoding::Rope, PosEncoding::None] {
+        for (pos, mlp_t) in [(PosEncoding::Rope, false), (PosEncoding::None, false), (PosEncoding::None, true)] {
             let arch = ArchConfig {
                 hidden_size: 64,
                 num_heads: 4,
                 pos_encodings: pos,
+                mlp_t,
                 puzzle_emb_ndim: 64,
                 puzzle_emb_len: 2,
                 ..Default::default()
@@ -281,9 +298,12 @@ mod tests {
             let cfg = ModelConfig { arch, seq_len: 19, vocab_size: 11, num_puzzle_identifiers: 3 };
             let mut rng = crate::util::rng::derive(3, &[]);
             let w = &weights::init::<Flex>(&cfg, &mut rng, &device).layers[0];
-            let Mixer::Attention { qkv, o } = &w.mixer else { unreachable!() };
             let lin = |l: &Linear<Flex>| Linear { weight: leaf(l.weight.clone()), bias: None };
-            let wad = Block { mixer: Mixer::Attention { qkv: lin(qkv), o: lin(o) }, gate_up: lin(&w.gate_up), down: lin(&w.down) };
+            let mixer = match &w.mixer {
+                Mixer::Attention { qkv, o } => Mixer::Attention { qkv: lin(qkv), o: lin(o) },
+                Mixer::MlpT { gate_up, down } => Mixer::MlpT { gate_up: lin(gate_up), down: lin(down) },
+            };
+            let wad = Block { mixer, gate_up: lin(&w.gate_up), down: lin(&w.down) };
             let rope = Rope::<Ad>::new(&cfg, &device);
             let t = cfg.total_len();
             let h0: Tensor<Flex, 3> = Tensor::random([2, t, 64], Distribution::Normal(0.0, 1.0), &device);
@@ -297,20 +317,23 @@ mod tests {
                 let y = once(once(h.clone()));
                 let loss = (y * Tensor::from_inner(probe.clone())).sum();
                 let g = loss.backward();
-                let Mixer::Attention { qkv, o } = &wad.mixer else { unreachable!() };
+                let (m1, m2) = match &wad.mixer {
+                    Mixer::Attention { qkv, o } => (qkv, o),
+                    Mixer::MlpT { gate_up, down } => (gate_up, down),
+                };
                 [
                     grad_values(&h, &g),
-                    grad_values(&qkv.weight, &g),
-                    grad_values(&o.weight, &g),
+                    grad_values(&m1.weight, &g),
+                    grad_values(&m2.weight, &g),
                     grad_values(&wad.gate_up.weight, &g),
                     grad_values(&wad.down.weight, &g),
                 ]
             };
             let (fused, generic) = (run(true), run(false));
-            for (name, (a, b)) in ["h", "qkv", "o", "gate_up", "down"].iter().zip(fused.iter().zip(&generic)) {
+            for (name, (a, b)) in ["h", "mixer 1", "mixer 2", "gate_up", "down"].iter().zip(fused.iter().zip(&generic)) {
                 let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
                 let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-                assert!(scale > 0.0 && worst <= 1e-4 * scale, "{pos:?} d{name}: worst {worst} vs scale {scale}");
+                assert!(scale > 0.0 && worst <= 1e-4 * scale, "{pos:?} mlp_t {mlp_t}: d {name}: worst {worst} vs scale {scale}");
             }
         }
     }

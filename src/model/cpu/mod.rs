@@ -9,16 +9,19 @@
 //!
 //! - attention: one gemm for q|k|v; per (batch, head), RoPE while gathering q and k, scores,
 //!   softmax and the value product with gemm strides that read the heads in place; o_proj;
+//! - or the mlp_t mixer: per batch row, gemms against the `[·, T]` weights (`mlp_t.rs`);
 //! - SwiGLU: two gemms on the weight's row blocks, SiLU(gate)*up in one pass, down_proj;
 //! - each residual add and RMSNorm in one pass.
 //!
-//! It is used when the backend *is* Flex: evaluation, inference and the no-grad cycles of
-//! training. The differentiated cycle (Autodiff<Flex>) and the GPU keep the generic layers.
-//! `TRM_FUSED_CPU=0` turns it off (for A/B timing). Tests: equality with the generic block
-//! here, and the golden fixtures (tests/parity.rs) whose no-grad cycles run through it.
+//! It is used when the backend is Flex (evaluation, inference, the no-grad cycles of training)
+//! and, with a hand-written backward pass, when it is Autodiff<Flex> (the differentiated cycle,
+//! `backward.rs`). The GPU keeps the generic layers. `TRM_FUSED_CPU=0` turns it off (for A/B
+//! timing). Tests: equality with the generic block and with burn's autodiff of it, and the
+//! golden fixtures (tests/parity.rs) whose forward and gradients run through it.
 
 mod backward;
 mod elementwise;
+mod mlp_t;
 
 use super::config::{ModelConfig, PosEncoding};
 use super::layers::Rope;
@@ -249,18 +252,47 @@ fn add_rms_norm(out: &mut [f32], residual: &[f32], d: usize, eps: f32) -> Vec<f3
     inv
 }
 
-/// One block's four weight matrices.
+/// A block's token mixer weights.
+enum MixerW {
+    Attention {
+        qkv: Dense,
+        o: Dense,
+    },
+    /// SwiGLU across the sequence: `gate_up [2I_T, T]`, `down [T, I_T]`.
+    MlpT {
+        gate_up: Dense,
+        down: Dense,
+    },
+}
+
+/// One block's weights: the mixer, then the channel SwiGLU.
 struct Layer {
-    qkv: Dense,
-    o: Dense,
+    mixer: MixerW,
     gate_up: Dense,
     down: Dense,
 }
 
+impl Layer {
+    fn of<B: Backend>(w: &Block<B>) -> Self {
+        let mixer = match &w.mixer {
+            Mixer::Attention { qkv, o } => MixerW::Attention { qkv: Dense::of(qkv), o: Dense::of(o) },
+            Mixer::MlpT { gate_up, down } => MixerW::MlpT { gate_up: Dense::of(gate_up), down: Dense::of(down) },
+        };
+        Layer { mixer, gate_up: Dense::of(&w.gate_up), down: Dense::of(&w.down) }
+    }
+}
+
+/// What the mixer computed on the way.
+enum MixerTrace {
+    Attention(Attention),
+    MlpT(mlp_t::SeqMlp),
+}
+
 /// What a block computed on the way, kept for the backward pass (`backward.rs`).
 struct Trace {
-    attn: Attention,
-    /// `[B*T, D]`: after the first residual + norm, and its rows' `1 / rms`.
+    mixer: MixerTrace,
+    /// `[B*T, D]`: after the first residual + norm, and its `1 / rms` (per row for attention,
+    /// per (batch, channel) for mlp_t, whose norm runs over the sequence).
     h1: Vec<f32>,
     inv1: Vec<f32>,
     /// `[B*T, I]`: the SwiGLU gate and up projections (before SiLU).
@@ -271,13 +303,24 @@ struct Trace {
     inv2: Vec<f32>,
 }
 
-/// The block on row-major values `x [B*T, D]`: `h1 = rms(x + attn(x))`, `y = rms(h1 + mlp(h1))`.
+/// The block on row-major values `x [B*T, D]`: `h1 = rms(x + mix(x))`, `y = rms(h1 + mlp(h1))`.
 /// With `keep`, the intermediates come back too.
 fn block_values(x: &[f32], g: Dims, eps: f32, l: &Layer, rope: Option<(&[f32], &[f32])>, keep: bool) -> (Vec<f32>, Option<Trace>) {
     let (rows, d) = (g.rows(), g.d);
-    let mut attn = attention(x, g, &l.qkv, &l.o, rope);
-    let mut h1 = std::mem::take(&mut attn.out);
-    let inv1 = add_rms_norm(&mut h1, x, d, eps);
+    let (h1, inv1, mixer) = match &l.mixer {
+        MixerW::Attention { qkv, o } => {
+            let mut attn = attention(x, g, qkv, o, rope);
+            let mut h1 = std::mem::take(&mut attn.out);
+            let inv1 = add_rms_norm(&mut h1, x, d, eps);
+            (h1, inv1, MixerTrace::Attention(attn))
+        }
+        MixerW::MlpT { gate_up, down } => {
+            let mut m = mlp_t::forward(x, g, gate_up, down, keep);
+            let mut h1 = std::mem::take(&mut m.out);
+            let inv1 = mlp_t::add_rms_norm_seq(&mut h1, x, g, eps);
+            (h1, inv1, MixerTrace::MlpT(m))
+        }
+    };
     let i = l.gate_up.w.layout().shape()[0] / 2;
     let mut gate = linear_rows(&h1, rows, &l.gate_up, 0, i);
     let up = linear_rows(&h1, rows, &l.gate_up, i, i);
@@ -288,7 +331,7 @@ fn block_values(x: &[f32], g: Dims, eps: f32, l: &Layer, rope: Option<(&[f32], &
     if !keep {
         return (y, None);
     }
-    (y.clone(), Some(Trace { attn, h1, inv1, gate, up, y, inv2 }))
+    (y.clone(), Some(Trace { mixer, h1, inv1, gate, up, y, inv2 }))
 }
 
 /// RoPE tables `[T, hd]` as Flex tensors, when this block applies RoPE.
@@ -300,7 +343,7 @@ fn rope_tables<B: Backend>(rope: Option<&Rope<B>>, cfg: &ModelConfig) -> Option<
 }
 
 /// The post-norm block (see `layers::block`), or None when this path does not cover it
-/// (another backend, non-f32 data, or the mlp_t mixer).
+/// (another backend, or non-f32 data).
 pub fn block<B: Backend>(h: &Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope: Option<&Rope<B>>) -> Option<Tensor<B, 3>> {
     if backward::applies::<B>() {
         return backward::block(h, w, cfg, rope);
@@ -308,13 +351,12 @@ pub fn block<B: Backend>(h: &Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope
     if !applies::<B>() {
         return None;
     }
-    let Mixer::Attention { qkv, o } = &w.mixer else { return None };
     let [batch, t, d] = h.dims();
     let x = into_flex(h.clone());
     if x.dtype() != DType::F32 {
         return None;
     }
-    let layer = Layer { qkv: Dense::of(qkv), o: Dense::of(o), gate_up: Dense::of(&w.gate_up), down: Dense::of(&w.down) };
+    let layer = Layer::of(w);
     let tables = rope_tables(rope, cfg);
     let tables_f32 = tables.as_ref().map(|(c, s)| (values(c), values(s)));
     let rope = tables_f32.as_ref().map(|(c, s)| (&c[..], &s[..]));
@@ -345,8 +387,14 @@ mod tests {
     #[test]
     fn fused_block_matches_the_generic_block() {
         let device = Default::default();
-        for (pos, bias) in [(PosEncoding::Rope, false), (PosEncoding::None, true), (PosEncoding::Learned, false)] {
-            let cfg = config(pos);
+        for (pos, bias, mlp_t) in [
+            (PosEncoding::Rope, false, false),
+            (PosEncoding::None, true, false),
+            (PosEncoding::Learned, false, false),
+            (PosEncoding::None, false, true),
+        ] {
+            let mut cfg = config(pos);
+            cfg.arch.mlp_t = mlp_t;
             let mut rng = crate::util::rng::derive(7, &[]);
             let mut w = weights::init::<Flex>(&cfg, &mut rng, &device);
             if bias {
