@@ -97,8 +97,10 @@ impl<B: Backend> Rope<B> {
         let n = t * h * d;
         let rot = x.clone().reshape([b * t * h, d]).matmul(self.rotate.clone()).reshape([b, n]);
         if self.cos_heads.dims()[1] != n {
-            // Called with another head count than the config's: broadcast the [T, d] tables.
-            let (cos, sin) = (self.cos.clone().reshape([1, t, 1, d]), self.sin.clone().reshape([1, t, 1, d]));
+            // Called with another head count or fewer positions than the config's: broadcast the
+            // first t rows of the [T, d] tables.
+            let (cos, sin) =
+                (self.cos.clone().narrow(0, 0, t).reshape([1, t, 1, d]), self.sin.clone().narrow(0, 0, t).reshape([1, t, 1, d]));
             return x * cos + rot.reshape([b, t, h, d]) * sin;
         }
         (x.reshape([b, n]) * self.cos_heads.clone() + rot * self.sin_heads.clone()).reshape([b, t, h, d])

@@ -106,6 +106,7 @@ pub fn block<B: Backend>(h: &Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope
 
 /// `out [m, n] = a[k, m]^T · b[k, n]` (a weight gradient: rows of k are the batch rows).
 fn matmul_tn(a: &[f32], b: &[f32], k: usize, m: usize, n: usize) -> Vec<f32> {
+    assert!(a.len() >= k * m && b.len() >= k * n, "matmul_tn: operand sizes");
     let mut out = uninit(m * n);
     // SAFETY: out has capacity m*n, written in full by gemm; a and b cover k*m and k*n.
     unsafe {
@@ -285,17 +286,26 @@ mod tests {
     fn fused_backward_matches_burns_autodiff_of_the_generic_block() {
         let device = Default::default();
         assert!(applies::<Ad>() && !applies::<Flex>(), "layers::block dispatches Autodiff<Flex> here");
-        for (pos, mlp_t) in [(PosEncoding::Rope, false), (PosEncoding::None, false), (PosEncoding::None, true)] {
+        // (positions, mlp_t, hidden, heads, seq_len, batch): the last case is one head of a
+        // width that is not a multiple of 16, 6 positions (gemm's small-matrix kernels), batch 1.
+        let cases = [
+            (PosEncoding::Rope, false, 64, 4, 19, 2),
+            (PosEncoding::None, false, 64, 4, 19, 2),
+            (PosEncoding::None, true, 64, 4, 19, 2),
+            (PosEncoding::Rope, false, 40, 1, 5, 1),
+            (PosEncoding::None, true, 40, 1, 5, 1),
+        ];
+        for (pos, mlp_t, hidden, heads, seq_len, batch) in cases {
             let arch = ArchConfig {
-                hidden_size: 64,
-                num_heads: 4,
+                hidden_size: hidden,
+                num_heads: heads,
                 pos_encodings: pos,
                 mlp_t,
-                puzzle_emb_ndim: 64,
-                puzzle_emb_len: 2,
+                puzzle_emb_ndim: hidden,
+                puzzle_emb_len: 1,
                 ..Default::default()
             };
-            let cfg = ModelConfig { arch, seq_len: 19, vocab_size: 11, num_puzzle_identifiers: 3 };
+            let cfg = ModelConfig { arch, seq_len, vocab_size: 11, num_puzzle_identifiers: 3 };
             let mut rng = crate::util::rng::derive(3, &[]);
             let w = &weights::init::<Flex>(&cfg, &mut rng, &device).layers[0];
             let lin = |l: &Linear<Flex>| Linear { weight: leaf(l.weight.clone()), bias: None };
@@ -306,8 +316,8 @@ mod tests {
             let wad = Block { mixer, gate_up: lin(&w.gate_up), down: lin(&w.down) };
             let rope = Rope::<Ad>::new(&cfg, &device);
             let t = cfg.total_len();
-            let h0: Tensor<Flex, 3> = Tensor::random([2, t, 64], Distribution::Normal(0.0, 1.0), &device);
-            let probe: Tensor<Flex, 3> = Tensor::random([2, t, 64], Distribution::Normal(0.0, 1.0), &device);
+            let h0: Tensor<Flex, 3> = Tensor::random([batch, t, hidden], Distribution::Normal(0.0, 1.0), &device);
+            let probe: Tensor<Flex, 3> = Tensor::random([batch, t, hidden], Distribution::Normal(0.0, 1.0), &device);
             let run = |fused: bool| {
                 let h = Tensor::<Ad, 3>::from_inner(h0.clone()).require_grad();
                 // Two blocks in a row, so the input gradient of one feeds the other.
@@ -333,7 +343,10 @@ mod tests {
             for (name, (a, b)) in ["h", "mixer 1", "mixer 2", "gate_up", "down"].iter().zip(fused.iter().zip(&generic)) {
                 let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
                 let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-                assert!(scale > 0.0 && worst <= 1e-4 * scale, "{pos:?} mlp_t {mlp_t}: d {name}: worst {worst} vs scale {scale}");
+                assert!(
+                    scale > 0.0 && worst <= 1e-4 * scale,
+                    "{pos:?} mlp_t {mlp_t} D {hidden} T {t}: d {name}: worst {worst} vs scale {scale}"
+                );
             }
         }
     }

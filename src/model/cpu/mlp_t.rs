@@ -20,6 +20,7 @@ pub(super) struct SeqMlp {
 /// `out_b [m, D] = W [m, k] (row stride w_rs, column stride w_cs) · in_b [k, D]` for every b.
 fn per_batch(w: &[f32], (w_rs, w_cs): (usize, usize), input: &[f32], m: usize, k: usize, g: Dims) -> Vec<f32> {
     let d = g.d;
+    assert!(input.len() == g.batch * k * d && w.len() > (m - 1) * w_rs + (k - 1) * w_cs, "mlp_t: operand sizes");
     let mut out = uninit(g.batch * m * d);
     let spare = &mut out.spare_capacity_mut()[..g.batch * m * d];
     spare.par_chunks_mut(m * d).zip(input.par_chunks(k * d)).for_each(|(o, x)| {
@@ -31,11 +32,19 @@ fn per_batch(w: &[f32], (w_rs, w_cs): (usize, usize), input: &[f32], m: usize, k
     out
 }
 
+/// `gate_up [2I, T]` and `down [T, I]` (the raw gemm calls rely on it); returns I.
+fn check_shapes(gate_up: &Dense, down: &Dense, t: usize) -> usize {
+    let i = gate_up.w.layout().shape()[0] / 2;
+    assert_eq!(gate_up.w.layout().shape().dims::<2>(), [2 * i, t], "mlp_t: gate_up shape vs sequence length");
+    assert_eq!(down.w.layout().shape().dims::<2>(), [t, i], "mlp_t: down shape");
+    i
+}
+
 /// Forward of the mixer on `x [B, T, D]` (g.t = T).
 pub(super) fn forward(x: &[f32], g: Dims, gate_up: &Dense, down: &Dense, keep: bool) -> SeqMlp {
     let (t, wgu, wd) = (g.t, values(&gate_up.w), values(&down.w));
     let i = gate_up.w.layout().shape()[0] / 2;
-    assert_eq!(gate_up.w.layout().shape()[1], t, "mlp_t: gate_up width vs sequence length");
+    check_shapes(gate_up, down, t);
     let mut gate = per_batch(&wgu[..i * t], (t, 1), x, i, t, g);
     let up = per_batch(&wgu[i * t..], (t, 1), x, i, t, g);
     let mut act = if keep { gate.clone() } else { std::mem::take(&mut gate) };
@@ -89,7 +98,8 @@ pub(super) fn rms_seq_backward(grad: &mut [f32], h: &[f32], inv: &[f32], g: Dims
 pub(super) fn backward(m: &SeqMlp, x: &[f32], dm: &[f32], g: Dims, gate_up: &Dense, down: &Dense, dx: &mut [f32]) -> (Vec<f32>, Vec<f32>) {
     let (t, d, b) = (g.t, g.d, g.batch);
     let (wgu, wd) = (values(&gate_up.w), values(&down.w));
-    let i = gate_up.w.layout().shape()[0] / 2;
+    let i = check_shapes(gate_up, down, t);
+    assert!(dm.len() == b * t * d && dx.len() == b * t * d && x.len() == b * t * d, "mlp_t backward: sizes");
     let mut act = m.gate.clone();
     act.par_chunks_mut(CHUNK).zip(m.up.par_chunks(CHUNK)).for_each(|(a, u)| elementwise::silu_mul(a, u));
     // d down [T, I] = sum_b dm_b [T, D] act_b^T; da_b [I, D] = W_down^T dm_b.

@@ -145,6 +145,7 @@ fn linear_rows(x: &[f32], rows: usize, l: &Dense, first: usize, out: usize) -> V
     let w = values(&l.w);
     let inp = l.w.layout().shape()[1];
     assert_eq!(x.len(), rows * inp, "fused linear: input width");
+    assert!((first + out) * inp <= w.len(), "fused linear: weight rows");
     let w = &w[first * inp..(first + out) * inp];
     let mut y = uninit(rows * out);
     // SAFETY: y has capacity rows*out and gemm writes all of it; x and w cover their extents.
@@ -199,6 +200,9 @@ impl Dims {
 /// Non-causal multi-head attention of `h [B*T, D]` (before the residual).
 fn attention(h: &[f32], g: Dims, qkv_w: &Dense, o: &Dense, rope: Option<(&[f32], &[f32])>) -> Attention {
     let (t, d, hd) = (g.t, g.d, g.hd());
+    // ModelConfig::validate guarantees both; the writes below rely on them (every ctx column).
+    assert!(d.is_multiple_of(g.heads) && (rope.is_none() || hd.is_multiple_of(2)), "fused attention: D {d}, {} heads", g.heads);
+    assert_eq!(qkv_w.w.layout().shape().dims::<2>(), [3 * d, d], "fused attention: qkv_proj shape");
     let qkv = linear_rows(h, g.rows(), qkv_w, 0, 3 * d); // [B*T, q | k | v]
     let jobs = g.batch * g.heads;
     let (mut q, mut k, mut p) = (vec![0f32; jobs * t * hd], vec![0f32; jobs * t * hd], uninit(jobs * t * t));
@@ -213,8 +217,9 @@ fn attention(h: &[f32], g: Dims, qkv_w: &Dense, o: &Dense, rope: Option<(&[f32],
         // SAFETY: q, k are [t, hd]; this job's [t, t] block of p and its (rows b*t.., columns
         // head*hd..) block of ctx are written by this job only; v is read in place (stride 3D).
         unsafe {
-            let s = std::slice::from_raw_parts_mut(probs.ptr().add(job * t * t), t * t);
-            gemm_into(t, t, hd, s.as_mut_ptr(), t, q.as_ptr(), (hd, 1), k.as_ptr(), (1, hd), scale, false, false);
+            let scores = probs.ptr().add(job * t * t);
+            gemm_into(t, t, hd, scores, t, q.as_ptr(), (hd, 1), k.as_ptr(), (1, hd), scale, false, false);
+            let s = std::slice::from_raw_parts_mut(scores, t * t); // written in full just above
             elementwise::softmax_rows(s, t);
             let v = rows[2 * d..].as_ptr();
             gemm_into(t, hd, t, out.ptr().add(b * t * d + head * hd), d, s.as_ptr(), (t, 1), v, (3 * d, 1), 1.0, false, false);
@@ -376,7 +381,7 @@ mod tests {
     use crate::model::config::{ArchConfig, ModelConfig};
     use crate::model::layers::block_generic;
     use crate::model::weights;
-    use burn::tensor::{Distribution, TensorData};
+    use burn::tensor::Distribution;
 
     fn config(pos: PosEncoding) -> ModelConfig {
         let arch =
@@ -413,13 +418,14 @@ mod tests {
                 let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
                 assert!(worst < 2e-5, "{pos:?}: fused and generic blocks differ by {worst}");
             }
-            // A non-contiguous input (a transposed view) goes through the same path.
-            let ht: Tensor<Flex, 3> =
-                Tensor::from_data(TensorData::new(h.clone().into_data().to_vec::<f32>().unwrap(), [3, t, 64]), &device);
-            let view = ht.clone().swap_dims(0, 1).swap_dims(0, 1);
+            // A non-contiguous input: the [T, B, D] layout seen as [B, T, D] through a transpose.
+            let tb: Tensor<Flex, 3> = Tensor::random([t, 3, 64], Distribution::Normal(0.0, 1.0), &device);
+            let view = tb.clone().swap_dims(0, 1);
+            assert!(!into_flex(view.clone()).is_contiguous(), "the test input must be a strided view");
+            let dense: Tensor<Flex, 3> = Tensor::from_data(view.clone().into_data(), &device);
             let a = block(&view, &w.layers[0], &cfg, Some(&rope)).unwrap().into_data().to_vec::<f32>().unwrap();
-            let b = block_generic(ht, &w.layers[0], &cfg, Some(&rope)).into_data().to_vec::<f32>().unwrap();
-            assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 2e-5));
+            let b = block_generic(dense, &w.layers[0], &cfg, Some(&rope)).into_data().to_vec::<f32>().unwrap();
+            assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 2e-5), "{pos:?}: strided input");
         }
     }
 }
