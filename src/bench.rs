@@ -3,12 +3,14 @@
 
 use crate::data::loader::Batch;
 use crate::model::act::Carry;
-use crate::model::config::{ArchConfig, ModelConfig, PosEncoding};
+use crate::model::config::{ArchConfig, ForwardDtype, ModelConfig, PosEncoding};
 use crate::model::layers::Rope;
+use crate::model::precision::activation_dtype;
 use crate::model::weights::{self, Weights};
 use crate::train::optim::{AdamHyper, AdamState, OptimizerKind, adam_step, sign_sgd_rows};
 use crate::train::step::{Ropes, eval_forward, train_forward};
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
 use rand::Rng;
 use serde::Serialize;
@@ -65,6 +67,8 @@ pub fn step_flops(c: &ModelConfig, b: usize) -> (f64, f64) {
 pub struct BenchResult {
     pub shape: String,
     pub mode: String,
+    /// The activations' dtype the step really ran in (`float32` or `bfloat16`).
+    pub dtype: String,
     pub batch: usize,
     pub device: String,
     pub repetitions: usize,
@@ -81,7 +85,8 @@ pub struct BenchResult {
     pub peak_bytes: Option<u64>,
 }
 
-fn random_batch(c: &ModelConfig, b: usize, rng: &mut impl Rng) -> Batch {
+/// A batch of random tokens and labels at a shape (for timing and numerics checks).
+pub fn random_batch(c: &ModelConfig, b: usize, rng: &mut impl Rng) -> Batch {
     let s = c.seq_len;
     let inputs: Vec<i32> = (0..b * s).map(|_| rng.random_range(1..c.vocab_size as i32)).collect();
     let labels: Vec<i32> = (0..b * s).map(|_| rng.random_range(1..c.vocab_size as i32)).collect();
@@ -99,6 +104,7 @@ pub fn peak_rss() -> Option<u64> {
 fn summarise(
     shape: &str,
     mode: &str,
+    dtype: DType,
     c: &ModelConfig,
     b: usize,
     device: String,
@@ -112,6 +118,7 @@ fn summarise(
     BenchResult {
         shape: shape.into(),
         mode: mode.into(),
+        dtype: if dtype == DType::BF16 { "bfloat16".into() } else { "float32".into() },
         batch: b,
         device,
         repetitions: times.len(),
@@ -130,13 +137,15 @@ fn summarise(
 /// Times `reps` training steps after `warmup` on backend `AD`.
 pub fn bench_train<AD: AutodiffBackend>(
     shape_name: &str,
+    dtype: ForwardDtype,
     b: usize,
     warmup: usize,
     reps: usize,
     peak: Option<f64>,
     device: &AD::Device,
 ) -> anyhow::Result<BenchResult> {
-    let c = shape(shape_name)?;
+    let mut c = shape(shape_name)?;
+    c.arch.forward_dtype = dtype;
     let mut rng = crate::util::rng::derive(0, &[]);
     let mut params = weights::init::<AD::InnerBackend>(&c, &mut rng, device).into_named();
     let mut table = Some(Tensor::<AD::InnerBackend, 2>::zeros([c.num_puzzle_identifiers, c.arch.puzzle_emb_ndim], device));
@@ -161,19 +170,21 @@ pub fn bench_train<AD: AutodiffBackend>(
             times.push(t.elapsed().as_secs_f64());
         }
     }
-    Ok(summarise(shape_name, "train", &c, b, format!("{device:?}"), times, step_flops(&c, b).1, peak))
+    Ok(summarise(shape_name, "train", activation_dtype::<AD>(&c), &c, b, format!("{device:?}"), times, step_flops(&c, b).1, peak))
 }
 
 /// Times `reps` evaluation (inference) supervision steps after `warmup` on backend `B`.
 pub fn bench_eval<B: Backend>(
     shape_name: &str,
+    dtype: ForwardDtype,
     b: usize,
     warmup: usize,
     reps: usize,
     peak: Option<f64>,
     device: &B::Device,
 ) -> anyhow::Result<BenchResult> {
-    let c = shape(shape_name)?;
+    let mut c = shape(shape_name)?;
+    c.arch.forward_dtype = dtype;
     let mut rng = crate::util::rng::derive(0, &[]);
     let w: Weights<B> = weights::init::<B>(&c, &mut rng, device);
     let table = Some(Tensor::<B, 2>::zeros([c.num_puzzle_identifiers, c.arch.puzzle_emb_ndim], device));
@@ -188,7 +199,7 @@ pub fn bench_eval<B: Backend>(
             times.push(t.elapsed().as_secs_f64());
         }
     }
-    Ok(summarise(shape_name, "eval", &c, b, format!("{device:?}"), times, step_flops(&c, b).0, peak))
+    Ok(summarise(shape_name, "eval", activation_dtype::<B>(&c), &c, b, format!("{device:?}"), times, step_flops(&c, b).0, peak))
 }
 
 #[cfg(test)]

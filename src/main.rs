@@ -1,5 +1,8 @@
 fn main() {
     trm::util::alloc::keep_freed_memory();
+    if std::env::var_os("TRM_CPU_BF16").is_some_and(|v| v == "1") {
+        trm::model::precision::allow_bf16_on_cpu(true);
+    }
     if let Err(e) = trm::cli::run() {
         eprintln!("error: {e:#}");
         std::process::exit(1);

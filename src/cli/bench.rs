@@ -2,6 +2,7 @@
 
 use super::device::{DeviceSpec, require_cuda, set_threads};
 use crate::bench;
+use crate::model::config::ForwardDtype;
 use anyhow::Result;
 
 #[derive(clap::Args, Debug)]
@@ -24,6 +25,10 @@ pub struct BenchArgs {
     /// Timed steps
     #[arg(long, default_value_t = 10)]
     pub reps: usize,
+    /// Forward dtype: float32, or bfloat16 as the reference trains (on CPU bfloat16 is only
+    /// emulated, and runs in float32 unless TRM_CPU_BF16=1; the output says which ran)
+    #[arg(long, default_value = "float32")]
+    pub dtype: String,
     /// Peak TFLOP/s of the device, for the model FLOP utilisation
     #[arg(long)]
     pub peak_tflops: Option<f64>,
@@ -38,16 +43,22 @@ pub struct BenchArgs {
 pub fn run(a: BenchArgs) -> Result<()> {
     set_threads(a.threads);
     require_cuda(a.device)?;
+    let dt = match a.dtype.as_str() {
+        "float32" => ForwardDtype::Float32,
+        "bfloat16" => ForwardDtype::Bfloat16,
+        other => anyhow::bail!("unknown --dtype `{other}` (float32 or bfloat16)"),
+    };
     let r = match (a.device, a.mode.as_str()) {
         (DeviceSpec::Cpu, "train") => {
-            bench::bench_train::<super::device::CpuAutodiff>(&a.shape, a.batch, a.warmup, a.reps, a.peak_tflops, &Default::default())?
+            bench::bench_train::<super::device::CpuAutodiff>(&a.shape, dt, a.batch, a.warmup, a.reps, a.peak_tflops, &Default::default())?
         }
         (DeviceSpec::Cpu, "eval") => {
-            bench::bench_eval::<super::device::Cpu>(&a.shape, a.batch, a.warmup, a.reps, a.peak_tflops, &Default::default())?
+            bench::bench_eval::<super::device::Cpu>(&a.shape, dt, a.batch, a.warmup, a.reps, a.peak_tflops, &Default::default())?
         }
         #[cfg(feature = "cuda")]
         (DeviceSpec::Cuda(n), "train") => bench::bench_train::<super::device::GpuAutodiff>(
             &a.shape,
+            dt,
             a.batch,
             a.warmup,
             a.reps,
@@ -57,6 +68,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         #[cfg(feature = "cuda")]
         (DeviceSpec::Cuda(n), "eval") => bench::bench_eval::<super::device::Gpu>(
             &a.shape,
+            dt,
             a.batch,
             a.warmup,
             a.reps,
@@ -69,9 +81,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
-            "{} {} batch {} on {}: median {:.4} s/step (min {:.4}), {:.1} examples/s, {:.0} tokens/s, {:.3} TFLOP/s{}, peak RSS {:.0} MiB",
+            "{} {} {} batch {} on {}: median {:.4} s/step (min {:.4}), {:.1} examples/s, {:.0} tokens/s, {:.3} TFLOP/s{}, peak RSS {:.0} MiB",
             r.shape,
             r.mode,
+            r.dtype,
             r.batch,
             r.device,
             r.median_step_s,

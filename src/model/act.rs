@@ -12,6 +12,7 @@
 //! The halting state and the current data live on the host (B values per step).
 
 use super::config::ModelConfig;
+use super::precision::to_dtype;
 use super::weights::Weights;
 use crate::data::loader::Batch;
 use burn::prelude::*;
@@ -72,8 +73,9 @@ impl<B: Backend> Carry<B> {
         let [b, t, d] = self.z_h.dims();
         let device = self.z_h.device();
         let mask = Tensor::<B, 1, Bool>::from_data(TensorData::new(self.halted.clone(), [b]), &device).reshape([b, 1, 1]).expand([b, t, d]);
-        let h0 = w.h_init.clone().reshape([1, 1, d]).expand([b, t, d]);
-        let l0 = w.l_init.clone().reshape([1, 1, d]).expand([b, t, d]);
+        // The init states in the carry's dtype (bfloat16 once a bfloat16 forward has run).
+        let h0 = to_dtype(w.h_init.clone(), self.z_h.dtype()).reshape([1, 1, d]).expand([b, t, d]);
+        let l0 = to_dtype(w.l_init.clone(), self.z_l.dtype()).reshape([1, 1, d]).expand([b, t, d]);
         self.z_h = self.z_h.clone().mask_where(mask.clone(), h0);
         self.z_l = self.z_l.clone().mask_where(mask, l0);
     }

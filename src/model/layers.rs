@@ -2,6 +2,7 @@
 //! (half-split), non-causal multi-head attention, SwiGLU, and the post-norm block.
 
 use super::config::{ModelConfig, PosEncoding};
+use super::precision::{in_f32, to_dtype};
 use super::weights::{Block, Linear, Mixer};
 use burn::prelude::*;
 use burn::tensor::TensorData;
@@ -11,27 +12,26 @@ use burn::tensor::activation::{silu, softmax};
 pub fn linear3<B: Backend>(x: Tensor<B, 3>, l: &Linear<B>) -> Tensor<B, 3> {
     let [b, t, i] = x.dims();
     let [o, _] = l.weight.dims();
-    let y = x.reshape([b * t, i]).matmul(l.weight.clone().transpose());
-    let y = match &l.bias {
-        Some(bias) => y + bias.clone().unsqueeze::<2>(),
-        None => y,
-    };
-    y.reshape([b, t, o])
+    linear2(x.reshape([b * t, i]), l).reshape([b, t, o])
 }
 
-/// `x W^T (+ b)` for a `[B, in]` tensor.
+/// `x W^T (+ b)` for a `[B, in]` tensor; the weight (and bias) cast to `x`'s dtype per call,
+/// like the reference's CastedLinear (a bfloat16 matmul under forward_dtype = bfloat16).
 pub fn linear2<B: Backend>(x: Tensor<B, 2>, l: &Linear<B>) -> Tensor<B, 2> {
-    let y = x.matmul(l.weight.clone().transpose());
+    let dt = x.dtype();
+    let y = x.matmul(to_dtype(l.weight.clone(), dt).transpose());
     match &l.bias {
-        Some(bias) => y + bias.clone().unsqueeze::<2>(),
+        Some(bias) => y + to_dtype(bias.clone(), dt).unsqueeze::<2>(),
         None => y,
     }
 }
 
-/// `x / sqrt(mean(x^2, last axis) + eps)`; no learnable scale anywhere in TRM.
+/// `x / sqrt(mean(x^2, last axis) + eps)`, in float32; no learnable scale anywhere in TRM.
 pub fn rms_norm<B: Backend>(x: Tensor<B, 3>, eps: f64) -> Tensor<B, 3> {
-    let ms = x.clone().powi_scalar(2).mean_dim(2);
-    x * (ms + eps).sqrt().recip()
+    in_f32(x, |x| {
+        let ms = x.clone().powi_scalar(2).mean_dim(2);
+        x * (ms + eps).sqrt().recip()
+    })
 }
 
 /// RoPE tables `[T, head_dim]`: `cos/sin(t * inv_freq)` with the frequencies repeated twice
@@ -93,6 +93,10 @@ impl<B: Backend> Rope<B> {
     /// `x cos + rotate_half(x) sin` with `rotate_half = [-x2, x1]`, done as a product with a
     /// fixed signed permutation so no strided half-views are materialised.
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        in_f32(x, |x| self.apply_f32(x))
+    }
+
+    fn apply_f32(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, t, h, d] = x.dims();
         let n = t * h * d;
         let rot = x.clone().reshape([b * t * h, d]).matmul(self.rotate.clone()).reshape([b, n]);
@@ -123,7 +127,7 @@ pub fn attention<B: Backend>(x: Tensor<B, 3>, qkv: &Linear<B>, o: &Linear<B>, he
     }
     let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2)); // [B, H, T, hd]
     let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt()); // [B, H, T, T]
-    let out = softmax(scores, 3).matmul(v); // [B, H, T, hd]
+    let out = in_f32(scores, |s| softmax(s, 3)).matmul(v); // [B, H, T, hd], softmax in float32
     linear3(out.swap_dims(1, 2).reshape([b, t, d]), o)
 }
 
@@ -143,9 +147,10 @@ pub fn swiglu<B: Backend>(x: Tensor<B, 3>, gate_up: &Linear<B>, down: &Linear<B>
 pub fn swiglu_seq<B: Backend>(h: Tensor<B, 3>, gate_up: &Linear<B>, down: &Linear<B>) -> Tensor<B, 3> {
     let [b, _, _] = h.dims();
     let i = gate_up.weight.dims()[0] / 2;
+    let dt = h.dtype();
     let left = |w: Tensor<B, 2>| {
         let [r, c] = w.dims();
-        w.reshape([1, r, c]).expand([b, r, c])
+        to_dtype(w, dt).reshape([1, r, c]).expand([b, r, c])
     };
     let gate = left(gate_up.weight.clone().narrow(0, 0, i)).matmul(h.clone());
     let up = left(gate_up.weight.clone().narrow(0, i, i)).matmul(h);
@@ -154,8 +159,10 @@ pub fn swiglu_seq<B: Backend>(h: Tensor<B, 3>, gate_up: &Linear<B>, down: &Linea
 
 /// RMS norm over the sequence axis (axis 1) of `[B, T, D]`, as mlp_t's transposed norm.
 pub fn rms_norm_seq<B: Backend>(x: Tensor<B, 3>, eps: f64) -> Tensor<B, 3> {
-    let ms = x.clone().powi_scalar(2).mean_dim(1);
-    x * (ms + eps).sqrt().recip()
+    in_f32(x, |x| {
+        let ms = x.clone().powi_scalar(2).mean_dim(1);
+        x * (ms + eps).sqrt().recip()
+    })
 }
 
 /// Post-norm block: `h = rms(h + mix(h))`, then `h = rms(h + mlp(h))`. The mlp_t mixer works on

@@ -4,5 +4,6 @@ pub mod act;
 pub mod config;
 pub mod cpu;
 pub mod layers;
+pub mod precision;
 pub mod trm;
 pub mod weights;

@@ -11,8 +11,10 @@
 
 use super::config::{ModelConfig, PosEncoding};
 use super::layers::{Rope, block, linear2, linear3};
+use super::precision::{activation_dtype, to_dtype};
 use super::weights::Weights;
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
 
 /// x = sqrt(D) * [puzzle prefix ; token embeddings] (+ learned positions, averaged by 1/sqrt 2).
@@ -20,17 +22,21 @@ use burn::tensor::backend::AutodiffBackend;
 pub fn embed_input<B: Backend>(w: &Weights<B>, cfg: &ModelConfig, inputs: Tensor<B, 2, Int>, puzzle: Option<Tensor<B, 2>>) -> Tensor<B, 3> {
     let [b, s] = inputs.dims();
     let d = cfg.d();
-    let mut e = w.embed_tokens.clone().select(0, inputs.reshape([b * s])).reshape([b, s, d]);
+    let dt = activation_dtype::<B>(cfg); // lookups are cast to the forward dtype, as CastedEmbedding
+    let mut e = to_dtype(w.embed_tokens.clone().select(0, inputs.reshape([b * s])), dt).reshape([b, s, d]);
     let p = cfg.prefix_len();
     if p > 0 {
-        let puzzle = puzzle.expect("a puzzle embedding is configured");
+        let puzzle = to_dtype(puzzle.expect("a puzzle embedding is configured"), dt);
         let ndim = puzzle.dims()[1];
-        let padded =
-            if p * d > ndim { Tensor::cat(vec![puzzle.clone(), Tensor::zeros([b, p * d - ndim], &puzzle.device())], 1) } else { puzzle };
+        let padded = if p * d > ndim {
+            Tensor::cat(vec![puzzle.clone(), to_dtype(Tensor::zeros([b, p * d - ndim], &puzzle.device()), dt)], 1)
+        } else {
+            puzzle
+        };
         e = Tensor::cat(vec![padded.reshape([b, p, d]), e], 1);
     }
     if let (PosEncoding::Learned, Some(pos)) = (cfg.arch.pos_encodings, &w.embed_pos) {
-        e = (e + pos.clone().unsqueeze::<3>()) * std::f64::consts::FRAC_1_SQRT_2;
+        e = (e + to_dtype(pos.clone(), dt).unsqueeze::<3>()) * std::f64::consts::FRAC_1_SQRT_2;
     }
     e * (d as f64).sqrt()
 }
@@ -85,8 +91,9 @@ pub struct StepOutput<B: Backend> {
 pub fn heads<B: Backend>(w: &Weights<B>, cfg: &ModelConfig, z_h: Tensor<B, 3>, z_l: Tensor<B, 3>) -> StepOutput<B> {
     let [b, t, d] = z_h.dims();
     let p = cfg.prefix_len();
-    let logits = linear3(z_h.clone().narrow(1, p, t - p), &w.lm_head);
-    let q = linear2(z_h.clone().narrow(1, 0, 1).reshape([b, d]), &w.q_head);
+    // Both heads run in the forward dtype; their outputs leave the model as float32.
+    let logits = to_dtype(linear3(z_h.clone().narrow(1, p, t - p), &w.lm_head), DType::F32);
+    let q = to_dtype(linear2(z_h.clone().narrow(1, 0, 1).reshape([b, d]), &w.q_head), DType::F32);
     let q_halt = q.clone().narrow(1, 0, 1).reshape([b]);
     let q_continue = q.narrow(1, 1, 1).reshape([b]);
     StepOutput { z_h, z_l, logits, q_halt, q_continue }
@@ -101,7 +108,7 @@ pub fn deep_recursion<B: Backend>(
     z_l: Tensor<B, 3>,
     x: &Tensor<B, 3>,
 ) -> StepOutput<B> {
-    let (mut y, mut z) = (z_h, z_l);
+    let (mut y, mut z) = (to_dtype(z_h, x.dtype()), to_dtype(z_l, x.dtype())); // a float32 carry from a checkpoint
     for _ in 0..cfg.arch.h_cycles {
         (y, z) = latent_recursion(w, cfg, rope, y, z, x);
     }
@@ -122,7 +129,7 @@ pub fn deep_recursion_train<AD: AutodiffBackend>(
     x: &Tensor<AD, 3>,
 ) -> StepOutput<AD> {
     let x_inner = x.clone().inner();
-    let (mut y, mut z) = (z_h, z_l);
+    let (mut y, mut z) = (to_dtype(z_h, x_inner.dtype()), to_dtype(z_l, x_inner.dtype()));
     for _ in 0..cfg.arch.h_cycles - 1 {
         (y, z) = latent_recursion(w_inner, cfg, rope_inner, y, z, &x_inner);
     }

@@ -165,8 +165,10 @@ pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result
         (cfg.clone(), fresh_state::<AD::InnerBackend>(&cfg, &model, device, job.init_from.as_deref())?)
     };
     let model = model_config(&cfg, &train_split)?;
-    if model.arch.forward_dtype == crate::model::config::ForwardDtype::Bfloat16 {
-        eprintln!("note: arch.forward_dtype=bfloat16 is not implemented yet; this run computes its forward pass in float32");
+    if crate::model::precision::bf16_falls_back::<AD>(&model) {
+        eprintln!(
+            "note: arch.forward_dtype=bfloat16 runs in float32 on the CPU backend (bfloat16 would only be emulated there, slower); TRM_CPU_BF16=1 emulates it anyway"
+        );
     }
     crate::util::fs::write_atomic(&job.out.join("config.toml"), cfg.to_toml().as_bytes())?;
     if let Ok(ids) = format::read_identifiers(&job.data) {
