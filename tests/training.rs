@@ -16,28 +16,24 @@ fn tiny_data(dir: &Path) {
     trm::data::sudoku::write_dataset(dir, &train, &test, 1, 1).unwrap();
 }
 
+/// The tiny attention model and recipe the resume tests share (in process and through the CLI).
+const TINY: [&str; 11] = [
+    "arch.hidden_size=16",
+    "arch.num_heads=2",
+    "arch.puzzle_emb_ndim=16",
+    "arch.mlp_t=False",
+    "arch.pos_encodings=rope",
+    "arch.H_cycles=2",
+    "arch.L_cycles=1",
+    "arch.halt_max_steps=3",
+    "global_batch_size=8",
+    "lr_warmup_steps=3",
+    "ema=True",
+];
+
 fn tiny_config(extra: &[&str]) -> config::TrainConfig {
-    let mut ov: Vec<String> = [
-        "arch.hidden_size=16",
-        "arch.num_heads=2",
-        "arch.puzzle_emb_ndim=16",
-        "arch.mlp_t=False",
-        "arch.pos_encodings=rope",
-        "arch.H_cycles=2",
-        "arch.L_cycles=1",
-        "arch.halt_max_steps=3",
-        "arch.halt_exploration_prob=0.5",
-        "global_batch_size=8",
-        "epochs=4",
-        "eval_interval=2",
-        "lr_warmup_steps=3",
-        "ema=True",
-        "eval_max_examples=8",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    ov.extend(extra.iter().map(|s| s.to_string()));
+    let run = ["arch.halt_exploration_prob=0.5", "epochs=4", "eval_interval=2", "eval_max_examples=8"];
+    let ov: Vec<String> = TINY.iter().chain(&run).chain(extra).map(|s| s.to_string()).collect();
     config::resolve("sudoku-tiny", &ov).unwrap()
 }
 
@@ -224,27 +220,11 @@ fn kill_dash_nine_then_resume_matches_an_uninterrupted_run() {
     tiny_data(data.path());
     let runs = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_trm");
-    let overrides = [
-        "arch.hidden_size=16",
-        "arch.num_heads=2",
-        "arch.puzzle_emb_ndim=16",
-        "arch.mlp_t=False",
-        "arch.pos_encodings=rope",
-        "arch.H_cycles=2",
-        "arch.L_cycles=1",
-        "arch.halt_max_steps=3",
-        "global_batch_size=8",
-        "epochs=400",
-        "eval_interval=200",
-        "lr_warmup_steps=3",
-        "ema=True",
-        "eval_max_examples=8",
-        "checkpoint_interval_steps=2",
-    ];
+    let overrides = TINY.iter().chain(&["epochs=400", "eval_interval=200", "eval_max_examples=8", "checkpoint_interval_steps=2"]);
     let cmd = |out: &Path, extra: &[&str]| {
         let mut c = std::process::Command::new(bin);
         c.args(["train", "--config", "sudoku-tiny", "--quiet", "--threads", "1", "--data"]).arg(data.path()).arg("--out").arg(out);
-        c.args(overrides).args(extra);
+        c.args(overrides.clone()).args(extra);
         c
     };
     let killed = runs.path().join("killed");

@@ -26,10 +26,11 @@ pub fn linear2<B: Backend>(x: Tensor<B, 2>, l: &Linear<B>) -> Tensor<B, 2> {
     }
 }
 
-/// `x / sqrt(mean(x^2, last axis) + eps)`, in float32; no learnable scale anywhere in TRM.
-pub fn rms_norm<B: Backend>(x: Tensor<B, 3>, eps: f64) -> Tensor<B, 3> {
+/// `x / sqrt(mean(x^2, axis) + eps)`, in float32; no learnable scale anywhere in TRM. The
+/// blocks normalise the channel axis (2); the mlp_t mixer's transposed norm the sequence (1).
+pub fn rms_norm<B: Backend>(x: Tensor<B, 3>, axis: usize, eps: f64) -> Tensor<B, 3> {
     in_f32(x, |x| {
-        let ms = x.clone().powi_scalar(2).mean_dim(2);
+        let ms = x.clone().powi_scalar(2).mean_dim(axis);
         x * (ms + eps).sqrt().recip()
     })
 }
@@ -157,14 +158,6 @@ pub fn swiglu_seq<B: Backend>(h: Tensor<B, 3>, gate_up: &Linear<B>, down: &Linea
     left(down.weight.clone()).matmul(silu(gate) * up)
 }
 
-/// RMS norm over the sequence axis (axis 1) of `[B, T, D]`, as mlp_t's transposed norm.
-pub fn rms_norm_seq<B: Backend>(x: Tensor<B, 3>, eps: f64) -> Tensor<B, 3> {
-    in_f32(x, |x| {
-        let ms = x.clone().powi_scalar(2).mean_dim(1);
-        x * (ms + eps).sqrt().recip()
-    })
-}
-
 /// Post-norm block: `h = rms(h + mix(h))`, then `h = rms(h + mlp(h))`. The mlp_t mixer works on
 /// the transposed `[B, D, T]` stream, so its norm runs over the sequence axis.
 pub fn block<B: Backend>(h: Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
@@ -180,9 +173,9 @@ pub fn block_generic<B: Backend>(h: Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfi
     let h = match &w.mixer {
         Mixer::Attention { qkv, o } => {
             let rope = if cfg.arch.pos_encodings == PosEncoding::Rope { rope } else { None };
-            rms_norm(h.clone() + attention(h, qkv, o, cfg.arch.num_heads, rope), eps)
+            rms_norm(h.clone() + attention(h, qkv, o, cfg.arch.num_heads, rope), 2, eps)
         }
-        Mixer::MlpT { gate_up, down } => rms_norm_seq(h.clone() + swiglu_seq(h, gate_up, down), eps),
+        Mixer::MlpT { gate_up, down } => rms_norm(h.clone() + swiglu_seq(h, gate_up, down), 1, eps),
     };
-    rms_norm(h.clone() + swiglu(h, &w.gate_up, &w.down), eps)
+    rms_norm(h.clone() + swiglu(h, &w.gate_up, &w.down), 2, eps)
 }

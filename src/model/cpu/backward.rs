@@ -30,7 +30,7 @@ use std::sync::Arc;
 type Ad = Autodiff<Flex>;
 
 /// Whether the fused autodiff block applies to backend `B`.
-pub fn applies<B: Backend>() -> bool {
+pub fn applies_autodiff<B: Backend>() -> bool {
     TypeId::of::<B>() == TypeId::of::<Ad>() && super::applies::<Flex>()
 }
 
@@ -82,24 +82,17 @@ pub fn block<B: Backend>(h: &Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope
         _ => None,
     };
     let g = Dims { batch, t, d, heads: cfg.arch.num_heads };
-    let xv = values(&x.primitive).into_owned();
+    let (xv, eps) = (values(&x.primitive), cfg.arch.rms_norm_eps as f32);
+    let tables_f32 = tables.as_ref().map(|(c, s)| (values(c), values(s)));
+    let rope = tables_f32.as_ref().map(|(c, s)| (&c[..], &s[..]));
     let prep = FusedBlock.prepare::<NoCheckpointing>([x.node.clone(), w1.node.clone(), w2.node.clone(), wgu.node.clone(), wd.node.clone()]);
     let out = match prep.compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            let (y, trace) = {
-                let tf = tables.as_ref().map(|(c, s)| (values(c), values(s)));
-                let rope = tf.as_ref().map(|(c, s)| (&c[..], &s[..]));
-                block_values(&xv, g, cfg.arch.rms_norm_eps as f32, &layer, rope, true)
-            };
-            let saved = SavedBlock { g, x: xv, trace: trace.expect("kept"), layer, rope: tables };
+            let (y, trace) = block_values(&xv, g, eps, &layer, rope, true);
+            let saved = SavedBlock { g, x: xv.into_owned(), trace: trace.expect("kept"), layer, rope: tables.clone() };
             prep.finish(Saved(Arc::new(saved)), flex_tensor(y, [batch, t, d]))
         }
-        OpsKind::UnTracked(prep) => {
-            let tf = tables.as_ref().map(|(c, s)| (values(c), values(s)));
-            let rope = tf.as_ref().map(|(c, s)| (&c[..], &s[..]));
-            let (y, _) = block_values(&xv, g, cfg.arch.rms_norm_eps as f32, &layer, rope, false);
-            prep.finish(flex_tensor(y, [batch, t, d]))
-        }
+        OpsKind::UnTracked(prep) => prep.finish(flex_tensor(block_values(&xv, g, eps, &layer, rope, false).0, [batch, t, d])),
     };
     Some(cast::<Ad, B, 3>(Tensor::from_primitive(TensorPrimitive::Float(out))))
 }
@@ -144,16 +137,11 @@ impl Backward<Flex, 5> for FusedBlock {
         // 1-2. SwiGLU and its projections.
         let (wgu, wd) = (values(&l.gate_up.w), values(&l.down.w));
         let mut act = tr.gate.clone();
-        act.par_chunks_mut(CHUNK).zip(tr.up.par_chunks(CHUNK)).for_each(|(a, u)| elementwise::silu_mul(a, u));
+        silu_mul_par(&mut act, &tr.up);
         let d_down = matmul_tn(&ds2, &act, rows, d, i);
         let mut dgate = matmul_nn(&ds2, &wd, rows, d, i);
         let mut dup = act; // reused as the du buffer
-        dgate
-            .par_chunks_mut(CHUNK)
-            .zip(tr.gate.par_chunks(CHUNK))
-            .zip(tr.up.par_chunks(CHUNK))
-            .zip(dup.par_chunks_mut(CHUNK))
-            .for_each(|(((da, gt), u), du)| elementwise::silu_mul_backward(da, gt, u, du));
+        silu_mul_backward_par(&mut dgate, &tr.gate, &tr.up, &mut dup);
         let mut d_gate_up = matmul_tn(&dgate, &tr.h1, rows, i, d);
         d_gate_up.extend_from_slice(&matmul_tn(&dup, &tr.h1, rows, i, d));
         let mut dh1 = ds2;
@@ -285,7 +273,7 @@ mod tests {
     #[test]
     fn fused_backward_matches_burns_autodiff_of_the_generic_block() {
         let device = Default::default();
-        assert!(applies::<Ad>() && !applies::<Flex>(), "layers::block dispatches Autodiff<Flex> here");
+        assert!(applies_autodiff::<Ad>() && !applies_autodiff::<Flex>(), "layers::block dispatches Autodiff<Flex> here");
         // (positions, mlp_t, hidden, heads, seq_len, batch): the last case is one head of a
         // width that is not a multiple of 16, 6 positions (gemm's small-matrix kernels), batch 1.
         let cases = [

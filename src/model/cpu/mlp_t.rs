@@ -5,7 +5,7 @@
 //! `W_gate_up [2I, T]`), `m_b = W_down (silu(gate_b) up_b)` (`[T, D]`, `W_down [T, I]`); then
 //! `h1 = (x + m) / rms` where the rms runs over T for each (b, channel).
 
-use super::{CHUNK, Dense, Dims, elementwise, gemm_into, uninit, values};
+use super::{Dense, Dims, gemm_into, silu_mul_backward_par, silu_mul_par, uninit, values};
 use rayon::prelude::*;
 
 /// What the mixer computed, kept for the backward pass.
@@ -48,7 +48,7 @@ pub(super) fn forward(x: &[f32], g: Dims, gate_up: &Dense, down: &Dense, keep: b
     let mut gate = per_batch(&wgu[..i * t], (t, 1), x, i, t, g);
     let up = per_batch(&wgu[i * t..], (t, 1), x, i, t, g);
     let mut act = if keep { gate.clone() } else { std::mem::take(&mut gate) };
-    act.par_chunks_mut(CHUNK).zip(up.par_chunks(CHUNK)).for_each(|(a, u)| elementwise::silu_mul(a, u));
+    silu_mul_par(&mut act, &up);
     let out = per_batch(&wd, (i, 1), &act, t, i, g);
     SeqMlp { gate, up: if keep { up } else { Vec::new() }, out }
 }
@@ -101,7 +101,7 @@ pub(super) fn backward(m: &SeqMlp, x: &[f32], dm: &[f32], g: Dims, gate_up: &Den
     let i = check_shapes(gate_up, down, t);
     assert!(dm.len() == b * t * d && dx.len() == b * t * d && x.len() == b * t * d, "mlp_t backward: sizes");
     let mut act = m.gate.clone();
-    act.par_chunks_mut(CHUNK).zip(m.up.par_chunks(CHUNK)).for_each(|(a, u)| elementwise::silu_mul(a, u));
+    silu_mul_par(&mut act, &m.up);
     // d down [T, I] = sum_b dm_b [T, D] act_b^T; da_b [I, D] = W_down^T dm_b.
     let mut d_down = vec![0f32; t * i];
     let mut d_gate_up = vec![0f32; 2 * i * t];
@@ -112,12 +112,7 @@ pub(super) fn backward(m: &SeqMlp, x: &[f32], dm: &[f32], g: Dims, gate_up: &Den
     }
     let mut dgate = per_batch(&wd, (1, i), dm, i, t, g);
     let mut dup = act;
-    dgate
-        .par_chunks_mut(CHUNK)
-        .zip(m.gate.par_chunks(CHUNK))
-        .zip(m.up.par_chunks(CHUNK))
-        .zip(dup.par_chunks_mut(CHUNK))
-        .for_each(|(((da, gt), u), du)| elementwise::silu_mul_backward(da, gt, u, du));
+    silu_mul_backward_par(&mut dgate, &m.gate, &m.up, &mut dup);
     // d W_gate [I, T] = sum_b dg_b [I, D] X_b^T; same for up, stacked as [2I, T].
     let (dwg, dwu) = d_gate_up.split_at_mut(i * t);
     for bi in 0..b {

@@ -246,6 +246,20 @@ fn gather_heads(rows: &[f32], stride: usize, t: usize, hd: usize, rope: Option<(
     }
 }
 
+/// `gate <- silu(gate) * up`, over the thread pool.
+fn silu_mul_par(gate: &mut [f32], up: &[f32]) {
+    gate.par_chunks_mut(CHUNK).zip(up.par_chunks(CHUNK)).for_each(|(g, u)| elementwise::silu_mul(g, u));
+}
+
+/// Backward of `silu_mul_par`: `da` becomes `d gate` in place, `du` receives `d up`.
+fn silu_mul_backward_par(da: &mut [f32], gate: &[f32], up: &[f32], du: &mut [f32]) {
+    da.par_chunks_mut(CHUNK)
+        .zip(gate.par_chunks(CHUNK))
+        .zip(up.par_chunks(CHUNK))
+        .zip(du.par_chunks_mut(CHUNK))
+        .for_each(|(((da, g), u), du)| elementwise::silu_mul_backward(da, g, u, du));
+}
+
 /// `out <- rms_norm(residual + out)` over rows of `d`; returns each row's `1 / rms`.
 fn add_rms_norm(out: &mut [f32], residual: &[f32], d: usize, eps: f32) -> Vec<f32> {
     let rows_per = (CHUNK / d).max(1);
@@ -330,7 +344,7 @@ fn block_values(x: &[f32], g: Dims, eps: f32, l: &Layer, rope: Option<(&[f32], &
     let mut gate = linear_rows(&h1, rows, &l.gate_up, 0, i);
     let up = linear_rows(&h1, rows, &l.gate_up, i, i);
     let mut act = if keep { gate.clone() } else { std::mem::take(&mut gate) };
-    act.par_chunks_mut(CHUNK).zip(up.par_chunks(CHUNK)).for_each(|(a, u)| elementwise::silu_mul(a, u));
+    silu_mul_par(&mut act, &up);
     let mut y = linear_rows(&act, rows, &l.down, 0, d);
     let inv2 = add_rms_norm(&mut y, &h1, d, eps);
     if !keep {
@@ -350,7 +364,7 @@ fn rope_tables<B: Backend>(rope: Option<&Rope<B>>, cfg: &ModelConfig) -> Option<
 /// The post-norm block (see `layers::block`), or None when this path does not cover it
 /// (another backend, or non-f32 data).
 pub fn block<B: Backend>(h: &Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope: Option<&Rope<B>>) -> Option<Tensor<B, 3>> {
-    if backward::applies::<B>() {
+    if backward::applies_autodiff::<B>() {
         return backward::block(h, w, cfg, rope);
     }
     if !applies::<B>() {
