@@ -49,7 +49,7 @@ fn bfloat16_forward_and_gradients_track_float32_on_cpu() {
             let rope = Rope::<Flex>::new(&c, &device);
             let _ = eval_forward(&c, &w, Some(&table), &mut carry, &batch, &rope, usize::MAX);
             let (_, out) = eval_forward(&c, &w, Some(&table), &mut carry, &batch, &rope, usize::MAX);
-            (out.logits.dtype(), out.z_h.dtype(), values(out.logits), values(out.q_halt))
+            (out.logits.dtype(), out.states[0].dtype(), values(out.logits), values(out.q_halt))
         };
         let (dt32, carry32, l32, q32) = forward(ForwardDtype::Float32);
         let (dt16, carry16, l16, q16) = forward(ForwardDtype::Bfloat16);
@@ -93,11 +93,11 @@ fn one_bfloat16_block_is_within_bfloat16_rounding_of_float32() {
         let w = weights::init::<Flex>(&c, &mut rng, &device);
         let rope = Rope::<Flex>::new(&c, &device);
         let h: Tensor<Flex, 3> = Tensor::random([4, c.total_len(), 64], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
-        let f32_out = values(trm::model::layers::block_generic(h.clone(), &w.layers[0], &c, Some(&rope)));
+        let f32_out = values(trm::model::layers::block_generic(h.clone(), &w.nets[0][0], &c, Some(&rope)));
         let h16 = h.cast(DType::BF16);
         let rounded = Tensor::<Flex, 3>::from_data(burn::tensor::TensorData::new(values(h16.clone()), [4, c.total_len(), 64]), &device);
-        let from_rounded_input = values(trm::model::layers::block_generic(rounded, &w.layers[0], &c, Some(&rope)));
-        let bf16_out = values(trm::model::layers::block_generic(h16, &w.layers[0], &c, Some(&rope)));
+        let from_rounded_input = values(trm::model::layers::block_generic(rounded, &w.nets[0][0], &c, Some(&rope)));
+        let bf16_out = values(trm::model::layers::block_generic(h16, &w.nets[0][0], &c, Some(&rope)));
         let (e, e_in) = (rel_l2(&bf16_out, &f32_out), rel_l2(&from_rounded_input, &f32_out));
         // bfloat16 keeps 8 significant bits (relative rounding 2^-9 = 0.2%): rounding the input
         // alone costs ~0.2%, the whole block in bfloat16 ~0.5% (measured).

@@ -1,6 +1,12 @@
 //! Evaluation on a test split: every example once, `halt_max_steps` supervision steps (or more:
 //! test-time recursion), metrics of the final step normalised by the number of real examples,
 //! plus token and exact accuracy after every step.
+//!
+//! With adaptive halting in evaluation (the baseline's `act_inference`), each example's result is
+//! taken at the step where it first halts and `steps` is its mean. The reference instead keeps
+//! calling the model until every row of a batch halts on the same call, restarting the rows that
+//! halted earlier; evaluation is deterministic, so a restarted row halts again at the same step
+//! with the same answer and both report the same numbers.
 
 use crate::data::format::Split;
 use crate::data::loader::{Batch, IGNORE_LABEL, test_batches};
@@ -86,7 +92,8 @@ pub fn evaluate<B: Backend>(
     max_examples: Option<usize>,
     mut on_batch: impl FnMut(&Batch, &[i64], &[f32], usize),
 ) -> EvalResult {
-    let device = w.h_init.device();
+    let device = w.device();
+    let adaptive = cfg.arch.adaptive_in_eval();
     let rope = Rope::<B>::new(cfg, &device);
     let mut total = Metrics::default();
     let mut per_step = vec![(0.0, 0.0); max_steps];
@@ -100,6 +107,10 @@ pub fn evaluate<B: Backend>(
         let mut carry = Carry::<B>::new(cfg, batch.batch_size, &device);
         let mut first_halt = vec![0usize; batch.batch_size];
         let mut last = None;
+        // Adaptive: each row is taken at its first halt (metrics, answer, q) and then left alone.
+        let (mut done, mut at_halt) = (vec![false; batch.batch_size], Metrics::default());
+        let s = batch.seq_len;
+        let (mut answers, mut answer_q) = (vec![0i64; batch.batch_size * s], vec![0f32; batch.batch_size]);
         for k in 0..max_steps {
             let (loss, out) = eval_forward(cfg, w, table, &mut carry, &batch, &rope, max_steps);
             let q = crate::train::step::to_host_f32(&out.q_halt);
@@ -107,19 +118,34 @@ pub fn evaluate<B: Backend>(
                 if first_halt[r] == 0 && q[r] > 0.0 {
                     first_halt[r] = k + 1;
                 }
+                if !done[r] {
+                    answers[r * s..(r + 1) * s].copy_from_slice(&loss.preds[r * s..(r + 1) * s]);
+                    answer_q[r] = q[r];
+                }
+                if adaptive && carry.halted[r] && !done[r] {
+                    done[r] = true;
+                    at_halt.add(&loss.rows[r]);
+                    carry.halted[r] = false; // not restarted on the next call
+                }
             }
-            let (n, acc, exact) = score(&loss.preds, &carry.labels, batch.batch_size, batch.seq_len);
+            let (_, acc, exact) = score(&answers, &carry.labels, batch.batch_size, s);
+            if adaptive && done.iter().all(|&d| d) {
+                // Every row has answered: later steps would report the same answers.
+                per_step[k..].iter_mut().for_each(|p| *p = (p.0 + acc, p.1 + exact as f64));
+                last = Some(loss);
+                break;
+            }
             per_step[k].0 += acc;
             per_step[k].1 += exact as f64;
-            let _ = n;
-            last = Some((loss, q));
+            last = Some(loss);
         }
-        let (loss, q) = last.expect("at least one step");
-        total.add(&loss.metrics);
+        let loss = last.expect("at least one step");
+        total.add(if adaptive { &at_halt } else { &loss.metrics });
+        let (preds, q) = (answers, answer_q);
         for r in 0..real {
             halt_hist[if first_halt[r] == 0 { max_steps } else { first_halt[r] - 1 }] += 1.0;
         }
-        on_batch(&batch, &loss.preds, &q, real);
+        on_batch(&batch, &preds, &q, real);
         seen += real;
     }
     let n = total.count.max(1.0);

@@ -1,7 +1,18 @@
 //! `trm parity DIR`: replays a golden fixture produced by the reference PyTorch code and compares
 //! every expected tensor (format of `shared/fixtures/trm-small-attn`: weights.safetensors,
-//! batch.safetensors, expected.safetensors, config.json). Works for any size and for the mlp_t
-//! variant: everything is read from the fixture's config.
+//! batch.safetensors, expected.safetensors, config.json). Works for any architecture the
+//! reference has (trm, hrm, trm_singlez, trm_hier6, transformers_baseline), any size, mlp_t,
+//! any position encoding and prefix length: everything is read from the fixture's config
+//! (`bench/make_fixture.py` writes such fixtures).
+//!
+//! Tolerances: forward tensors `tol · max|expected|` with tol 1e-5 at call 1 and 10x the
+//! fixture's float32-vs-float64 noise floor at later calls (at least 1e-5); gradients 1e-4;
+//! optimiser results 1e-6 absolute; discrete outputs exact. A loss inherits the tolerance of what
+//! it is computed from (`loss_bound`): with logits within δ = tol·max|logits| (max-norm), each
+//! token's log-probability moves by at most 2δ (stable-max and softmax alike), so the row-summed
+//! lm_loss by at most 2Bδ; a BCE sum over B rows moves by at most B·δ_q (its derivative in the
+//! logit is bounded by 1) plus B·max|q|·δ_target for a soft target; the total adds them with the
+//! 0.5 weight. The bound, relative to |expected|, is the loss's tolerance (never below 1e-6).
 //!
 //! Experiments replayed (see the fixture README): K training-mode and K eval-mode ACT calls with
 //! fixed weights; one real training step (gradients, sign-SGD + AdamATan2, EMA, logged metrics);
@@ -9,9 +20,10 @@
 
 use crate::data::loader::Batch;
 use crate::model::act::Carry;
-use crate::model::config::{ArchConfig, ForwardDtype, LossType, ModelConfig, PosEncoding};
+use crate::model::config::{Architecture, ForwardDtype, LossType, ModelConfig, PosEncoding};
+use crate::model::forward::{StepOutput, embed_input, run_net, update_input};
 use crate::model::layers::block;
-use crate::model::trm::{embed_input, reasoning_net};
+use crate::model::schedule::Schedule;
 use crate::model::weights::Weights;
 use crate::train::loss::Metrics;
 use crate::train::optim::{AdamHyper, AdamState, OptimizerKind, adam_step, ema_update, sign_sgd_rows};
@@ -57,37 +69,58 @@ fn num(v: &Value, key: &str) -> Result<f64> {
     v.get(key).and_then(Value::as_f64).ok_or_else(|| anyhow!("config.json: missing number `{key}`"))
 }
 
-/// The model configuration from `model_config_effective` (reference field names).
+/// The architecture a fixture was made with, from the reference's `arch.name`
+/// (`recursive_reasoning.hrm@...`, HRM's own `hrm.hrm_act_v1@...`).
+fn architecture(cfg: &Value) -> Result<Architecture> {
+    let name = cfg.pointer("/pretrain_config/arch/name").and_then(Value::as_str).unwrap_or("recursive_reasoning.trm@");
+    let module = name.split('@').next().unwrap_or(name);
+    let short = module.rsplit('.').next().unwrap_or(module);
+    let short = if short == "hrm_act_v1" { "hrm" } else { short };
+    Architecture::parse(short).ok_or_else(|| anyhow!("config.json: unknown architecture `{name}`"))
+}
+
+/// The model configuration from `model_config_effective` (reference field names), on top of the
+/// architecture's defaults. Keys the reference model ignores (TRM's H_layers) are not read.
 pub fn model_config(cfg: &Value) -> Result<ModelConfig> {
     let m =
         cfg.get("model_config_effective").or_else(|| cfg.get("model_config_passed_to_model")).context("config.json: no model config")?;
     let u = |k: &str| num(m, k).map(|x| x as usize);
-    let pos = match m.get("pos_encodings").and_then(Value::as_str) {
+    let flag = |k: &str, default: bool| m.get(k).and_then(Value::as_bool).unwrap_or(default);
+    let name = architecture(cfg)?;
+    let mut arch = name.defaults();
+    arch.pos_encodings = match m.get("pos_encodings").and_then(Value::as_str) {
         Some("rope") => PosEncoding::Rope,
         Some("learned") => PosEncoding::Learned,
         _ => PosEncoding::None,
     };
     let loss = cfg.pointer("/pretrain_config/arch/loss/loss_type").and_then(Value::as_str).unwrap_or("stablemax_cross_entropy");
-    let arch = ArchConfig {
-        hidden_size: u("hidden_size")?,
-        num_heads: u("num_heads")?,
-        expansion: num(m, "expansion")?,
-        h_cycles: u("H_cycles")?,
-        l_cycles: u("L_cycles")?,
-        l_layers: u("L_layers")?,
-        h_layers: u("H_layers").unwrap_or(0),
-        mlp_t: m.get("mlp_t").and_then(Value::as_bool).unwrap_or(false),
-        pos_encodings: pos,
-        puzzle_emb_ndim: u("puzzle_emb_ndim")?,
-        puzzle_emb_len: u("puzzle_emb_len").unwrap_or(16),
-        halt_max_steps: u("halt_max_steps")?,
-        halt_exploration_prob: num(m, "halt_exploration_prob")?,
-        no_act_continue: m.get("no_ACT_continue").and_then(Value::as_bool).unwrap_or(true),
-        rms_norm_eps: num(m, "rms_norm_eps").unwrap_or(1e-5),
-        rope_theta: num(m, "rope_theta").unwrap_or(10000.0),
-        forward_dtype: ForwardDtype::Float32,
-        loss_type: if loss == "softmax_cross_entropy" { LossType::SoftmaxCrossEntropy } else { LossType::StablemaxCrossEntropy },
-    };
+    arch.loss_type = if loss == "softmax_cross_entropy" { LossType::SoftmaxCrossEntropy } else { LossType::StablemaxCrossEntropy };
+    arch.hidden_size = u("hidden_size")?;
+    arch.num_heads = u("num_heads")?;
+    arch.expansion = num(m, "expansion")?;
+    arch.puzzle_emb_ndim = u("puzzle_emb_ndim").unwrap_or(0);
+    arch.halt_max_steps = u("halt_max_steps")?;
+    arch.halt_exploration_prob = num(m, "halt_exploration_prob")?;
+    arch.rms_norm_eps = num(m, "rms_norm_eps").unwrap_or(1e-5);
+    arch.rope_theta = num(m, "rope_theta").unwrap_or(10000.0);
+    arch.forward_dtype = ForwardDtype::Float32;
+    arch.mlp_t = flag("mlp_t", false);
+    match name {
+        Architecture::Trm | Architecture::TrmSinglez | Architecture::TrmHier6 => {
+            (arch.h_cycles, arch.l_cycles, arch.l_layers) = (u("H_cycles")?, u("L_cycles")?, u("L_layers")?);
+            arch.h_layers = 0; // the reference's TRM files ignore it
+            arch.puzzle_emb_len = u("puzzle_emb_len").unwrap_or(16);
+            arch.no_act_continue = flag("no_ACT_continue", true);
+        }
+        Architecture::Hrm => {
+            (arch.h_cycles, arch.l_cycles, arch.l_layers, arch.h_layers) = (u("H_cycles")?, u("L_cycles")?, u("L_layers")?, u("H_layers")?);
+        }
+        Architecture::TransformersBaseline => {
+            arch.h_layers = u("H_layers")?;
+            arch.act_enabled = flag("act_enabled", true);
+            arch.act_inference = flag("act_inference", false);
+        }
+    }
     let c =
         ModelConfig { arch, seq_len: u("seq_len")?, vocab_size: u("vocab_size")?, num_puzzle_identifiers: u("num_puzzle_identifiers")? };
     c.validate()?;
@@ -138,12 +171,6 @@ impl Checker<'_> {
         };
         self.results.push(Check { name: key.into(), error: err, tolerance: tol, mode: "absolute" });
     }
-    fn scalar_rel(&mut self, key: &str, got: f64, tol: f64) {
-        let Some(e) = self.expected.get(key) else { return };
-        let want = e.values[0];
-        let err = (got - want).abs() / want.abs().max(1e-12);
-        self.results.push(Check { name: key.into(), error: err, tolerance: tol, mode: "relative" });
-    }
     fn exact(&mut self, key: &str, got: &[f64]) {
         let Some(e) = self.expected.get(key) else { return };
         let wrong = if got.len() != e.values.len() {
@@ -165,6 +192,36 @@ impl Checker<'_> {
     }
 }
 
+impl Checker<'_> {
+    /// Absolute bounds of (total, lm_loss, q_halt_loss, q_continue_loss) at one call, from the
+    /// tolerances of the logits, Q logits and target they are computed from (module docs).
+    fn loss_bounds(&self, prefix: &str, mode: &str, k: usize) -> [f64; 4] {
+        let get = |what: &str| self.expected.get(&format!("{prefix}.{what}"));
+        let b = get("q_halt_logits").map_or(1, |t| t.values.len()) as f64;
+        let delta = |what: &str| get(what).map_or(0.0, |t| self.fwd_tol(mode, what, k) * t.max_abs());
+        let max_qc = get("q_continue_logits").map_or(0.0, |t| t.max_abs());
+        let lm = 2.0 * b * delta("logits");
+        let qh = b * delta("q_halt_logits");
+        let qc = b * (delta("q_continue_logits") + max_qc * delta("target_q_continue"));
+        [lm + 0.5 * (qh + qc), lm, qh, qc]
+    }
+
+    /// The losses of one call, each with the tolerance derived from its inputs'.
+    fn losses(&mut self, prefix: &str, mode: &str, k: usize, loss: &crate::train::loss::LossOutput<impl Backend>) {
+        let bounds = self.loss_bounds(prefix, mode, k);
+        let m = &loss.metrics;
+        let got = [loss.total.clone().into_scalar().to_f64(), m.lm_loss, m.q_halt_loss, m.q_continue_loss];
+        for ((what, got), bound) in ["loss.total", "loss.lm_loss", "loss.q_halt_loss", "loss.q_continue_loss"].iter().zip(got).zip(bounds) {
+            let key = format!("{prefix}.{what}");
+            let Some(e) = self.expected.get(&key) else { continue };
+            let want = e.values[0];
+            let tol = (bound / want.abs().max(1e-12)).max(1e-6);
+            let err = (got - want).abs() / want.abs().max(1e-12);
+            self.results.push(Check { name: key, error: err, tolerance: tol, mode: "relative, derived from the inputs" });
+        }
+    }
+}
+
 fn f64s(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
@@ -174,25 +231,29 @@ fn check_step<B: Backend, C: Backend>(
     prefix: &str,
     mode: &str,
     k: usize,
-    out: &crate::model::trm::StepOutput<B>,
+    sched: &Schedule,
+    out: &StepOutput<B>,
     loss: &crate::train::loss::LossOutput<B>,
     carry: &Carry<C>,
 ) {
     let tol = |w: &str| c.fwd_tol(mode, w, k);
-    let (tl, tq, tc, th, tz) = (tol("logits"), tol("q_halt_logits"), tol("q_continue_logits"), tol("z_H"), tol("z_L"));
+    let (tl, tq, tc) = (tol("logits"), tol("q_halt_logits"), tol("q_continue_logits"));
     c.rel(&format!("{prefix}.logits"), &f64s(&to_host_f32(&out.logits)), tl);
     c.rel(&format!("{prefix}.q_halt_logits"), &f64s(&to_host_f32(&out.q_halt)), tq);
     c.rel(&format!("{prefix}.q_continue_logits"), &f64s(&to_host_f32(&out.q_continue)), tc);
-    c.rel(&format!("{prefix}.z_H"), &f64s(&to_host_f32(&out.z_h)), th);
-    c.rel(&format!("{prefix}.z_L"), &f64s(&to_host_f32(&out.z_l)), tz);
+    for (spec, state) in sched.states.iter().zip(&out.states) {
+        let t = c.fwd_tol(mode, &spec.key, k);
+        c.rel(&format!("{prefix}.{}", spec.key), &f64s(&to_host_f32(state)), t);
+    }
+    if let Some(target) = &loss.q_continue_target {
+        let t = c.fwd_tol(mode, "target_q_continue", k);
+        c.rel(&format!("{prefix}.target_q_continue"), &f64s(target), t);
+    }
     c.exact(&format!("{prefix}.preds"), &loss.preds.iter().map(|&p| p as f64).collect::<Vec<_>>());
     c.exact(&format!("{prefix}.steps"), &carry.steps.iter().map(|&s| s as f64).collect::<Vec<_>>());
     c.exact(&format!("{prefix}.halted"), &carry.halted.iter().map(|&h| h as u8 as f64).collect::<Vec<_>>());
     c.exact(&format!("{prefix}.all_halted"), &[carry.halted.iter().all(|&h| h) as u8 as f64]);
-    let total = loss.total.clone().into_scalar().to_f64();
-    c.scalar_rel(&format!("{prefix}.loss.total"), total, 1e-6);
-    c.scalar_rel(&format!("{prefix}.loss.lm_loss"), loss.metrics.lm_loss, 1e-6);
-    c.scalar_rel(&format!("{prefix}.loss.q_halt_loss"), loss.metrics.q_halt_loss, 1e-6);
+    c.losses(prefix, mode, k, loss);
     let m = &loss.metrics;
     c.exact(&format!("{prefix}.metrics.count"), &[m.count]);
     c.exact(&format!("{prefix}.metrics.exact_accuracy"), &[m.exact_accuracy]);
@@ -230,7 +291,9 @@ pub fn run<AD: AutodiffBackend>(dir: &Path, device: &AD::Device) -> Result<Vec<C
     let b = batch.batch_size;
     let mut rng = crate::util::rng::derive(0, &[]);
 
-    // Debug intermediates: RoPE tables, the input embedding, the first network application.
+    // Debug intermediates: RoPE tables, the input embedding, the first network application
+    // (`{net}_block0_call1_out`, `{net}_call1_out`, named after the network of the first update).
+    let sched = Schedule::of(&cfg.arch);
     c.rel("debug.rope.cos", &f64s(&to_host_f32(&ropes.inner.cos)), 1e-5);
     c.rel("debug.rope.sin", &f64s(&to_host_f32(&ropes.inner.sin)), 1e-5);
     {
@@ -239,24 +302,26 @@ pub fn run<AD: AutodiffBackend>(dir: &Path, device: &AD::Device) -> Result<Vec<C
         let ids = Tensor::<AD::InnerBackend, 1, Int>::from_data(TensorData::new(carry.puzzle_ids.clone(), [b]), device);
         let x = embed_input(&w, &cfg, carry.inputs_tensor(device), table.clone().map(|t| t.select(0, ids)));
         c.rel("debug.train.step1.input_embeddings", &f64s(&to_host_f32(&x)), 1e-5);
-        let inj = carry.z_h.clone() + x.clone();
-        let b0 = block(carry.z_l.clone() + inj.clone(), &w.layers[0], &cfg, Some(&ropes.inner));
-        c.rel("debug.train.step1.L_level_block0_call1_out", &f64s(&to_host_f32(&b0)), 1e-5);
-        let z1 = reasoning_net(&w, &cfg, &ropes.inner, carry.z_l.clone(), inj);
-        c.rel("debug.train.step1.L_level_call1_out", &f64s(&to_host_f32(&z1)), 1e-5);
+        let first = &sched.updates[0];
+        let net = sched.nets[first.net].name;
+        let input = update_input(first, &carry.states, &x);
+        let b0 = block(input.clone(), &w.nets[first.net][0], &cfg, Some(&ropes.inner));
+        c.rel(&format!("debug.train.step1.{net}_block0_call1_out"), &f64s(&to_host_f32(&b0)), 1e-5);
+        let z1 = run_net(&w, first.net, &cfg, &ropes.inner, input);
+        c.rel(&format!("debug.train.step1.{net}_call1_out"), &f64s(&to_host_f32(&z1)), 1e-5);
     }
 
     // 1. Training-mode rollout with fixed weights.
     let mut carry = Carry::<AD::InnerBackend>::new(&cfg, b, device);
     for k in 1..=calls_in(&expected, "train") {
         let (loss, out, _) = train_forward::<AD>(&cfg, &params, table.as_ref(), &mut carry, &batch, &ropes, &mut rng);
-        check_step(&mut c, &format!("train.step{k}"), "train", k, &out, &loss, &carry);
+        check_step(&mut c, &format!("train.step{k}"), "train", k, &sched, &out, &loss, &carry);
     }
     // 2. Eval-mode rollout.
     let mut carry = Carry::<AD::InnerBackend>::new(&cfg, b, device);
     for k in 1..=calls_in(&expected, "eval") {
         let (loss, out) = eval_forward(&cfg, &w, table.as_ref(), &mut carry, &batch, &ropes.inner, cfg.arch.halt_max_steps);
-        check_step(&mut c, &format!("eval.step{k}"), "eval", k, &out, &loss, &carry);
+        check_step(&mut c, &format!("eval.step{k}"), "eval", k, &sched, &out, &loss, &carry);
     }
 
     // 3. One real training step: gradients of total / global_batch.
@@ -272,20 +337,24 @@ pub fn run<AD: AutodiffBackend>(dir: &Path, device: &AD::Device) -> Result<Vec<C
     if let Some(g) = &puzzle_grad {
         c.rel("grad.model.inner.puzzle_emb.local_weights", &f64s(&to_host_f32(g)), 1e-4);
     }
-    // Logged metrics: losses / global batch, the rest / max(count, 1).
+    // Logged metrics: losses / global batch (their tolerance derived as the step's losses'),
+    // the rest / max(count, 1).
     let m: Metrics = loss.metrics;
     let norm = m.count.max(1.0);
-    for (k, v) in [
-        ("accuracy", m.accuracy / norm),
-        ("count", m.count),
-        ("exact_accuracy", m.exact_accuracy / norm),
-        ("lm_loss", m.lm_loss / h.global_batch as f64),
-        ("q_halt_accuracy", m.q_halt_accuracy / norm),
-        ("q_halt_loss", m.q_halt_loss / h.global_batch as f64),
-        ("steps", m.steps / norm),
-        ("lr", h.lr),
+    let g = h.global_batch as f64;
+    let [_, lm_bound, qh_bound, qc_bound] = c.loss_bounds("train.step1", "train", 1);
+    for (k, v, bound) in [
+        ("accuracy", m.accuracy / norm, 0.0),
+        ("count", m.count, 0.0),
+        ("exact_accuracy", m.exact_accuracy / norm, 0.0),
+        ("lm_loss", m.lm_loss / g, lm_bound / g),
+        ("q_halt_accuracy", m.q_halt_accuracy / norm, 0.0),
+        ("q_halt_loss", m.q_halt_loss / g, qh_bound / g),
+        ("q_continue_loss", m.q_continue_loss / g, qc_bound / g),
+        ("steps", m.steps / norm, 0.0),
+        ("lr", h.lr, 0.0),
     ] {
-        c.abs(&format!("trainstep1.logged.train/{k}"), &[v], 1e-6 * v.abs().max(1.0));
+        c.abs(&format!("trainstep1.logged.train/{k}"), &[v], (1e-6 * v.abs().max(1.0)).max(bound));
     }
 
     // Optimisers fed the fixture's own gradients (isolates the optimiser from the backward pass).
@@ -353,9 +422,11 @@ pub fn run<AD: AutodiffBackend>(dir: &Path, device: &AD::Device) -> Result<Vec<C
     c.rel("trainstep2.q_continue_logits", &f64s(&to_host_f32(&out2.q_continue)), tc2);
     c.exact("trainstep2.steps", &carry.steps.iter().map(|&s| s as f64).collect::<Vec<_>>());
     c.exact("trainstep2.halted", &carry.halted.iter().map(|&x| x as u8 as f64).collect::<Vec<_>>());
-    c.scalar_rel("trainstep2.loss.total", loss2.total.clone().into_scalar().to_f64(), 1e-6);
-    c.scalar_rel("trainstep2.loss.lm_loss", loss2.metrics.lm_loss, 1e-6);
-    c.scalar_rel("trainstep2.loss.q_halt_loss", loss2.metrics.q_halt_loss, 1e-6);
+    if let Some(target) = &loss2.q_continue_target {
+        let t = c.fwd_tol("train", "target_q_continue", 2);
+        c.rel("trainstep2.target_q_continue", &f64s(target), t);
+    }
+    c.losses("trainstep2", "train", 2, &loss2);
 
     // Every expected tensor must have been checked.
     let checked: std::collections::HashSet<&str> = c.results.iter().map(|r| r.name.as_str()).collect();

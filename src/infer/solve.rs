@@ -33,7 +33,7 @@ pub fn solve_tokens<B: Backend>(
     max_steps: usize,
     halt: bool,
 ) -> Vec<StepTrace> {
-    let device = w.h_init.device();
+    let device = w.device();
     let rope = Rope::<B>::new(cfg, &device);
     let s = input.len();
     let batch = Batch {

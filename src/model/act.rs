@@ -1,17 +1,22 @@
 //! The ACT wrapper: a per-row carry that persists across calls (and, in training, across
 //! optimiser steps). One call = one deep-supervision step:
 //!
-//! 1. rows that halted on the previous call restart from (H_init, L_init), step 0, and take the
-//!    same row of the incoming batch; other rows keep their state and data (the incoming row is
-//!    discarded, as in the reference);
-//! 2. the inner model runs (see `trm.rs`);
-//! 3. `steps += 1`; a row halts at `halt_max_steps`, or in training when `q_halt > 0` (unless
-//!    exploration, with probability `halt_exploration_prob`, demands a random minimum of steps in
-//!    `[2, halt_max_steps]`). Evaluation never halts early.
+//! 1. rows that halted on the previous call restart from their init states, step 0, and take
+//!    the same row of the incoming batch; other rows keep their states and data (the incoming
+//!    row is discarded, as in the reference);
+//! 2. the inner model runs (`forward.rs`);
+//! 3. `steps += 1`; a row halts at `halt_max_steps`, or when halting is adaptive (training;
+//!    the baseline's `act_inference` in evaluation) by the architecture's rule: q_halt > 0 (TRM)
+//!    or q_halt > q_continue (HRM, TRM "w/ ACT", the baseline). In training, exploration (with
+//!    probability `halt_exploration_prob`) demands a random minimum of steps in
+//!    `[2, halt_max_steps]`.
+//! 4. with the Q-continue loss on (HRM), the target of q_continue is bootstrapped from one more
+//!    no-grad pass on the new carry: sigmoid(next q_halt) at the last step, else
+//!    sigmoid(max(next q_halt, next q_continue)) (`continue_target`).
 //!
 //! The halting state and the current data live on the host (B values per step).
 
-use super::config::ModelConfig;
+use super::config::{HaltRule, ModelConfig};
 use super::precision::to_dtype;
 use super::weights::Weights;
 use crate::data::loader::Batch;
@@ -21,10 +26,8 @@ use rand::Rng;
 
 #[derive(Debug, Clone)]
 pub struct Carry<B: Backend> {
-    /// y, `[B, T, D]`
-    pub z_h: Tensor<B, 3>,
-    /// z, `[B, T, D]`
-    pub z_l: Tensor<B, 3>,
+    /// The carried states `[B, T, D]`, in the schedule's order (`schedule::StateSpec`).
+    pub states: Vec<Tensor<B, 3>>,
     /// Supervision steps taken by each row since its reset.
     pub steps: Vec<u32>,
     /// Rows that halted on the last call (they are reset on the next one).
@@ -40,9 +43,9 @@ impl<B: Backend> Carry<B> {
     /// A carry in which every row counts as halted, so the first call loads the whole batch.
     pub fn new(cfg: &ModelConfig, batch: usize, device: &B::Device) -> Self {
         let (t, d, s) = (cfg.total_len(), cfg.d(), cfg.seq_len);
+        let n = super::schedule::Schedule::of(&cfg.arch).states.len();
         Carry {
-            z_h: Tensor::zeros([batch, t, d], device),
-            z_l: Tensor::zeros([batch, t, d], device),
+            states: (0..n).map(|_| Tensor::zeros([batch, t, d], device)).collect(),
             steps: vec![0; batch],
             halted: vec![true; batch],
             inputs: vec![0; batch * s],
@@ -70,14 +73,14 @@ impl<B: Backend> Carry<B> {
             self.puzzle_ids[r] = batch.puzzle_identifiers[r];
             self.steps[r] = 0;
         }
-        let [b, t, d] = self.z_h.dims();
-        let device = self.z_h.device();
+        let [b, t, d] = self.states[0].dims();
+        let device = self.states[0].device();
         let mask = Tensor::<B, 1, Bool>::from_data(TensorData::new(self.halted.clone(), [b]), &device).reshape([b, 1, 1]).expand([b, t, d]);
-        // The init states in the carry's dtype (bfloat16 once a bfloat16 forward has run).
-        let h0 = to_dtype(w.h_init.clone(), self.z_h.dtype()).reshape([1, 1, d]).expand([b, t, d]);
-        let l0 = to_dtype(w.l_init.clone(), self.z_l.dtype()).reshape([1, 1, d]).expand([b, t, d]);
-        self.z_h = self.z_h.clone().mask_where(mask.clone(), h0);
-        self.z_l = self.z_l.clone().mask_where(mask, l0);
+        for (state, init) in self.states.iter_mut().zip(&w.inits) {
+            // The init state in the carry's dtype (bfloat16 once a bfloat16 forward has run).
+            let init = to_dtype(init.clone(), state.dtype()).reshape([1, 1, d]).expand([b, t, d]);
+            *state = state.clone().mask_where(mask.clone(), init);
+        }
     }
 
     /// The current inputs as a `[B, S]` int tensor.
@@ -85,20 +88,46 @@ impl<B: Backend> Carry<B> {
         Tensor::from_data(TensorData::new(self.inputs.clone(), [self.batch_size(), self.seq_len]), device)
     }
 
-    /// Step 3: count the step and decide which rows halt. `explore` draws the exploration.
-    pub fn advance(&mut self, q_halt: &[f32], training: bool, cfg: &ModelConfig, max_steps: usize, rng: &mut impl Rng) {
-        let a = &cfg.arch;
+    /// Step 3: count the step and decide which rows halt. `adaptive` lets the Q head stop a row
+    /// early; `explore` (training) draws the exploration from `rng`. Returns, per row, whether
+    /// this was its last allowed step (the bootstrap target needs it).
+    pub fn advance(
+        &mut self,
+        q: (&[f32], &[f32]),
+        rule: HaltRule,
+        adaptive: bool,
+        explore: Option<f64>,
+        max_steps: usize,
+        rng: &mut impl Rng,
+    ) -> Vec<bool> {
+        let (q_halt, q_continue) = q;
+        let mut last_step = vec![false; self.batch_size()];
         for r in 0..self.batch_size() {
             self.steps[r] += 1;
             let last = self.steps[r] as usize >= max_steps;
+            last_step[r] = last;
             let mut halt = last;
-            if training && max_steps > 1 {
-                // no_ACT_continue = True: halt on the sign of q_halt alone.
-                halt |= q_halt[r] > 0.0;
-                let min_halt = if rng.random::<f64>() < a.halt_exploration_prob { rng.random_range(2..=max_steps as u32) } else { 0 };
-                halt &= self.steps[r] >= min_halt;
+            if adaptive && max_steps > 1 {
+                halt |= match rule {
+                    HaltRule::Sign => q_halt[r] > 0.0,
+                    HaltRule::VersusContinue => q_halt[r] > q_continue[r],
+                };
+                if let Some(p) = explore {
+                    let min_halt = if rng.random::<f64>() < p { rng.random_range(2..=max_steps as u32) } else { 0 };
+                    halt &= self.steps[r] >= min_halt;
+                }
             }
             self.halted[r] = halt;
         }
+        last_step
     }
+}
+
+/// The bootstrapped Q-continue target (step 4): `sigmoid(next_q_halt)` where this was the row's
+/// last step, else `sigmoid(max(next_q_halt, next_q_continue))`.
+pub fn continue_target<B: Backend>(next_q_halt: Tensor<B, 1>, next_q_continue: Tensor<B, 1>, last_step: &[bool]) -> Tensor<B, 1> {
+    let n = last_step.len();
+    let last = Tensor::<B, 1, Bool>::from_data(TensorData::new(last_step.to_vec(), [n]), &next_q_halt.device());
+    let best = next_q_halt.clone().max_pair(next_q_continue);
+    burn::tensor::activation::sigmoid(best.mask_where(last, next_q_halt))
 }

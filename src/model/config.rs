@@ -34,26 +34,116 @@ pub enum LossType {
     SoftmaxCrossEntropy,
 }
 
-/// The `arch:` block. Defaults are the reference's `config/arch/trm.yaml`.
+/// The reasoning architecture: which states the model carries, which networks update them and
+/// in what order (`schedule.rs`). The names are the reference's `arch=` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Architecture {
+    /// The Tiny Recursive Model (`arch=trm`).
+    #[default]
+    Trm,
+    /// The Hierarchical Reasoning Model (`arch=hrm`).
+    Hrm,
+    /// TRM with a single latent (`arch=trm_singlez`).
+    TrmSinglez,
+    /// TRM with six latents (`arch=trm_hier6`).
+    TrmHier6,
+    /// A plain transformer in the same ACT loop (`arch=transformers_baseline`).
+    TransformersBaseline,
+}
+
+/// The default `arch:` block of every architecture (the reference's `config/arch/*.yaml`, plus
+/// trm's ablation switches). A key missing from an architecture's table does not apply to it
+/// and is refused in configurations (`train::config`).
+pub const ARCH_DEFAULTS: &[(Architecture, &str)] = &[
+    (Architecture::Trm, include_str!("../../configs/arch/trm.toml")),
+    (Architecture::Hrm, include_str!("../../configs/arch/hrm.toml")),
+    (Architecture::TrmSinglez, include_str!("../../configs/arch/trm_singlez.toml")),
+    (Architecture::TrmHier6, include_str!("../../configs/arch/trm_hier6.toml")),
+    (Architecture::TransformersBaseline, include_str!("../../configs/arch/transformers_baseline.toml")),
+];
+
+impl Architecture {
+    /// The name used by `arch=NAME` (the reference's), also accepting HRM's own `hrm_v1`.
+    pub fn parse(name: &str) -> Option<Architecture> {
+        match name {
+            "trm" => Some(Architecture::Trm),
+            "hrm" | "hrm_v1" => Some(Architecture::Hrm),
+            "trm_singlez" => Some(Architecture::TrmSinglez),
+            "trm_hier6" => Some(Architecture::TrmHier6),
+            "transformers_baseline" => Some(Architecture::TransformersBaseline),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::Trm => "trm",
+            Architecture::Hrm => "hrm",
+            Architecture::TrmSinglez => "trm_singlez",
+            Architecture::TrmHier6 => "trm_hier6",
+            Architecture::TransformersBaseline => "transformers_baseline",
+        }
+    }
+    pub const ALL: [Architecture; 5] =
+        [Architecture::Trm, Architecture::Hrm, Architecture::TrmSinglez, Architecture::TrmHier6, Architecture::TransformersBaseline];
+
+    /// This architecture's default `arch:` table (every key it accepts).
+    pub fn defaults_table(self) -> toml::Table {
+        let text = ARCH_DEFAULTS.iter().find(|(a, _)| *a == self).expect("every architecture has defaults").1;
+        text.parse().expect("the embedded architecture defaults parse")
+    }
+
+    /// The values of the struct's fields that are not keys of this architecture (their
+    /// `ArchConfig::default` would otherwise show through): the baseline has no L network,
+    /// HRM and the baseline no `puzzle_emb_len`.
+    fn inert(self) -> toml::Table {
+        let text = match self {
+            Architecture::TransformersBaseline => "L_cycles = 0\nL_layers = 0\npuzzle_emb_len = 0",
+            Architecture::Hrm => "puzzle_emb_len = 0",
+            _ => "",
+        };
+        text.parse().expect("inert values parse")
+    }
+
+    /// A complete `arch:` table: the architecture's defaults, `overrides` on top (keys of this
+    /// architecture only: the caller checks), and the inert values of the other fields.
+    pub fn full_table(self, overrides: &toml::Table) -> toml::Table {
+        let mut t = self.inert();
+        t.extend(self.defaults_table());
+        t.extend(overrides.clone());
+        t
+    }
+
+    /// This architecture's defaults as a config.
+    pub fn defaults(self) -> ArchConfig {
+        toml::Value::Table(self.full_table(&toml::Table::new())).try_into().expect("the embedded architecture defaults deserialise")
+    }
+}
+
+/// The `arch:` block. Defaults are the reference's `config/arch/trm.yaml`; other architectures
+/// start from `Architecture::defaults` (`configs/arch/*.toml`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ArchConfig {
+    /// Which model (`arch=trm`, `arch=hrm`, ...).
+    pub name: Architecture,
     /// Width D of every token state (512 in the paper).
     pub hidden_size: usize,
-    /// Attention heads; head dim = hidden_size / num_heads.
+    /// Attention heads; head dim = hidden_size / num_heads (rounded down, as the reference).
     pub num_heads: usize,
     /// SwiGLU expansion; inner width = ceil256(round(expansion * width * 2/3)).
     pub expansion: f64,
-    /// T in the paper: recursions per supervision step (only the last one is differentiated).
+    /// T in the paper: recursions (HRM: high-level cycles) per supervision step.
     #[serde(rename = "H_cycles")]
     pub h_cycles: usize,
-    /// n in the paper: latent updates per recursion.
+    /// n in the paper: latent updates per recursion (HRM: low-level steps per cycle).
     #[serde(rename = "L_cycles")]
     pub l_cycles: usize,
-    /// Blocks in the one shared network.
+    /// Blocks of the L_level network (TRM's one shared network).
     #[serde(rename = "L_layers")]
     pub l_layers: usize,
-    /// Unused by TRM (kept for HRM and for reference command lines).
+    /// Blocks of the H_level network: HRM's high-level network, the baseline's only network,
+    /// TRM's separate answer network when > 0 (0 = TRM's shared network updates y too).
     #[serde(rename = "H_layers")]
     pub h_layers: usize,
     /// MLP across the sequence instead of attention (the Sudoku-Extreme 87.4% model).
@@ -67,9 +157,17 @@ pub struct ArchConfig {
     pub halt_max_steps: usize,
     /// Probability that a row must run a random minimum number of steps (training only).
     pub halt_exploration_prob: f64,
-    /// Halt on sign(q_halt) alone, without the Q-continue target (TRM default).
+    /// true: halt on sign(q_halt) alone, no Q-continue loss (TRM). false: halt when
+    /// q_halt > q_continue and train q_continue on a bootstrapped target (HRM, "w/ ACT").
     #[serde(rename = "no_ACT_continue")]
     pub no_act_continue: bool,
+    /// Differentiate only the last two updates (HRM's 1-step gradient) instead of the last
+    /// whole recursion (TRM).
+    pub one_step_grad: bool,
+    /// Baseline: adaptive halting in training (false = always halt_max_steps).
+    pub act_enabled: bool,
+    /// Baseline: adaptive halting in evaluation as well.
+    pub act_inference: bool,
     pub rms_norm_eps: f64,
     pub rope_theta: f64,
     pub forward_dtype: ForwardDtype,
@@ -79,6 +177,7 @@ pub struct ArchConfig {
 impl Default for ArchConfig {
     fn default() -> Self {
         ArchConfig {
+            name: Architecture::Trm,
             hidden_size: 512,
             num_heads: 8,
             expansion: 4.0,
@@ -93,11 +192,43 @@ impl Default for ArchConfig {
             halt_max_steps: 16,
             halt_exploration_prob: 0.1,
             no_act_continue: true,
+            one_step_grad: false,
+            act_enabled: true,
+            act_inference: false,
             rms_norm_eps: 1e-5,
             rope_theta: 10000.0,
             forward_dtype: ForwardDtype::Bfloat16,
             loss_type: LossType::StablemaxCrossEntropy,
         }
+    }
+}
+
+/// When a row stops in training (and, for the baseline with `act_inference`, in evaluation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HaltRule {
+    /// q_halt > 0 (TRM).
+    Sign,
+    /// q_halt > q_continue (HRM, TRM "w/ ACT", the baseline).
+    VersusContinue,
+}
+
+impl ArchConfig {
+    /// The rule that decides an adaptive halt.
+    pub fn halt_rule(&self) -> HaltRule {
+        if self.name != Architecture::TransformersBaseline && self.no_act_continue { HaltRule::Sign } else { HaltRule::VersusContinue }
+    }
+    /// Whether training computes the bootstrapped Q-continue target (one extra no-grad forward
+    /// pass per step) and adds its loss.
+    pub fn continue_target(&self) -> bool {
+        self.name != Architecture::TransformersBaseline && !self.no_act_continue
+    }
+    /// Adaptive halting in training (the baseline can switch it off).
+    pub fn adaptive_in_training(&self) -> bool {
+        self.name != Architecture::TransformersBaseline || self.act_enabled
+    }
+    /// Adaptive halting in evaluation (only the baseline's `act_inference`).
+    pub fn adaptive_in_eval(&self) -> bool {
+        self.name == Architecture::TransformersBaseline && self.act_inference
     }
 }
 
@@ -126,12 +257,17 @@ impl ModelConfig {
     pub fn head_dim(&self) -> usize {
         self.arch.hidden_size / self.arch.num_heads
     }
+    /// Width of the attention's q, k, v and of o_proj's input: heads x head_dim, which is less
+    /// than D when the heads do not divide it (the baseline's 12 heads of 42 on D = 512).
+    pub fn attention_width(&self) -> usize {
+        self.arch.num_heads * self.head_dim()
+    }
     /// P: prefix positions for the puzzle embedding.
     pub fn prefix_len(&self) -> usize {
         let a = &self.arch;
         if a.puzzle_emb_ndim == 0 {
             0
-        } else if a.puzzle_emb_len > 0 {
+        } else if a.puzzle_emb_len > 0 && !matches!(a.name, Architecture::Hrm | Architecture::TransformersBaseline) {
             a.puzzle_emb_len
         } else {
             a.puzzle_emb_ndim.div_ceil(a.hidden_size)
@@ -149,26 +285,45 @@ impl ModelConfig {
         swiglu_inner(self.total_len(), self.arch.expansion)
     }
     pub fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::ensure;
         let a = &self.arch;
-        anyhow::ensure!(a.hidden_size > 0 && a.num_heads > 0, "arch.hidden_size and arch.num_heads must be positive");
-        anyhow::ensure!(
-            a.hidden_size.is_multiple_of(a.num_heads),
-            "arch.hidden_size {} is not divisible by arch.num_heads {}",
-            a.hidden_size,
-            a.num_heads
-        );
-        anyhow::ensure!(self.head_dim().is_multiple_of(2) || a.pos_encodings != PosEncoding::Rope, "RoPE needs an even head dim");
-        anyhow::ensure!(
-            a.h_cycles >= 1 && a.l_cycles >= 1 && a.l_layers >= 1,
-            "arch.H_cycles, arch.L_cycles and arch.L_layers must be >= 1"
-        );
-        anyhow::ensure!(a.halt_max_steps >= 1, "arch.halt_max_steps must be >= 1");
-        anyhow::ensure!(
+        ensure!(a.hidden_size > 0 && a.num_heads > 0, "arch.hidden_size and arch.num_heads must be positive");
+        ensure!(a.num_heads <= a.hidden_size, "arch.num_heads {} exceeds arch.hidden_size {}", a.num_heads, a.hidden_size);
+        ensure!(a.expansion.is_finite() && a.expansion > 0.0, "arch.expansion must be a positive number, not {}", a.expansion);
+        ensure!(self.head_dim().is_multiple_of(2) || a.pos_encodings != PosEncoding::Rope, "RoPE needs an even head dim");
+        ensure!(a.halt_max_steps >= 1, "arch.halt_max_steps must be >= 1");
+        ensure!(
             a.puzzle_emb_ndim <= self.prefix_len() * a.hidden_size,
             "arch.puzzle_emb_ndim {} does not fit in puzzle_emb_len x hidden_size",
             a.puzzle_emb_ndim
         );
-        anyhow::ensure!((0.0..=1.0).contains(&a.halt_exploration_prob), "arch.halt_exploration_prob must be in [0, 1]");
+        ensure!((0.0..=1.0).contains(&a.halt_exploration_prob), "arch.halt_exploration_prob must be in [0, 1]");
+        ensure!(a.rms_norm_eps.is_finite() && a.rms_norm_eps > 0.0, "arch.rms_norm_eps must be positive");
+        match a.name {
+            Architecture::Trm | Architecture::TrmSinglez | Architecture::TrmHier6 | Architecture::Hrm => {
+                ensure!(a.h_cycles >= 1 && a.l_cycles >= 1, "arch.H_cycles and arch.L_cycles must be >= 1");
+                ensure!(a.l_layers >= 1, "arch.L_layers must be >= 1");
+            }
+            Architecture::TransformersBaseline => {
+                ensure!(a.h_cycles == 1, "arch=transformers_baseline has no recursion: arch.H_cycles must be 1 (kept for compatibility)");
+                ensure!(a.h_layers >= 1, "arch.H_layers must be >= 1");
+                ensure!(a.l_cycles == 0 && a.l_layers == 0, "arch=transformers_baseline has no L network");
+                ensure!(!a.mlp_t, "arch=transformers_baseline has attention blocks only (no mlp_t)");
+                ensure!(
+                    a.pos_encodings != PosEncoding::None,
+                    "arch=transformers_baseline needs pos_encodings rope or learned (the reference raises on anything else)"
+                );
+            }
+        }
+        if a.name == Architecture::Hrm {
+            ensure!(a.h_layers >= 1, "arch=hrm needs arch.H_layers >= 1 (its high-level network)");
+        }
+        if a.name == Architecture::TrmSinglez {
+            ensure!(a.h_layers == 0, "arch=trm_singlez has no answer state, so no H_level network: arch.H_layers must be 0");
+        }
+        if a.name == Architecture::TrmHier6 {
+            ensure!(a.l_cycles <= 6, "arch=trm_hier6 has six latents: arch.L_cycles must be <= 6, not {}", a.l_cycles);
+        }
         Ok(())
     }
 }
@@ -176,6 +331,27 @@ impl ModelConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_architecture_default_table_deserialises_and_validates() {
+        for arch in Architecture::ALL {
+            let a = arch.defaults();
+            assert_eq!(a.name, arch);
+            let c = ModelConfig { arch: a, seq_len: 81, vocab_size: 11, num_puzzle_identifiers: 1 };
+            c.validate().unwrap_or_else(|e| panic!("{}: {e:#}", arch.name()));
+        }
+        // The struct's Default is the reference's trm.yaml.
+        assert_eq!(Architecture::Trm.defaults(), ArchConfig::default());
+    }
+
+    #[test]
+    fn prefix_length_follows_the_architecture() {
+        let mk = |arch: Architecture| ModelConfig { arch: arch.defaults(), seq_len: 81, vocab_size: 11, num_puzzle_identifiers: 1 };
+        assert_eq!(mk(Architecture::Trm).total_len(), 97);
+        assert_eq!(mk(Architecture::Hrm).total_len(), 82);
+        assert_eq!(mk(Architecture::TransformersBaseline).total_len(), 82);
+        assert_eq!(mk(Architecture::TransformersBaseline).attention_width(), 504);
+    }
 
     #[test]
     fn swiglu_rounding_matches_the_reference_check_values() {

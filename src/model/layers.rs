@@ -112,13 +112,16 @@ impl<B: Backend> Rope<B> {
     }
 }
 
-/// Non-causal multi-head attention, no mask; `qkv` output columns are [q heads | k heads | v heads].
+/// Non-causal multi-head attention, no mask; `qkv` output columns are [q heads | k heads | v heads],
+/// each `heads x head_dim` wide with `head_dim = D / heads` (so the width is below D when the heads
+/// do not divide D, as the reference's), and `o` maps that width back to D.
 pub fn attention<B: Backend>(x: Tensor<B, 3>, qkv: &Linear<B>, o: &Linear<B>, heads: usize, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
     let [b, t, d] = x.dims();
     let hd = d / heads;
+    let aw = hd * heads;
     // Row blocks of the qkv weight give contiguous q, k, v directly.
     let part = |k: usize| {
-        let rows = Linear { weight: qkv.weight.clone().narrow(0, k * d, d), bias: qkv.bias.clone().map(|c| c.narrow(0, k * d, d)) };
+        let rows = Linear { weight: qkv.weight.clone().narrow(0, k * aw, aw), bias: qkv.bias.clone().map(|c| c.narrow(0, k * aw, aw)) };
         linear3(x.clone(), &rows).reshape([b, t, heads, hd])
     };
     let (mut q, mut k, v) = (part(0), part(1), part(2));
@@ -129,7 +132,7 @@ pub fn attention<B: Backend>(x: Tensor<B, 3>, qkv: &Linear<B>, o: &Linear<B>, he
     let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2)); // [B, H, T, hd]
     let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt()); // [B, H, T, T]
     let out = in_f32(scores, |s| softmax(s, 3)).matmul(v); // [B, H, T, hd], softmax in float32
-    linear3(out.swap_dims(1, 2).reshape([b, t, d]), o)
+    linear3(out.swap_dims(1, 2).reshape([b, t, aw]), o)
 }
 
 /// SwiGLU: `down(silu(gate) * up)` where `[gate | up] = gate_up(x)`.

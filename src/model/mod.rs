@@ -1,9 +1,11 @@
-//! The TRM model: configuration, parameters, layers, the recursion, and the ACT wrapper.
+//! The models: configuration, the recursion schedule of each architecture, parameters, layers,
+//! the forward pass, and the ACT wrapper.
 
 pub mod act;
 pub mod config;
 pub mod cpu;
+pub mod forward;
 pub mod layers;
 pub mod precision;
-pub mod trm;
+pub mod schedule;
 pub mod weights;

@@ -1,11 +1,13 @@
-//! The TRM parameters as plain tensors (llm.c style), named exactly as the reference's
-//! `state_dict` (without the `model.inner.` prefix), plus initialisation.
+//! The model's parameters as plain tensors (llm.c style), named exactly as the reference's
+//! `state_dict` (without the `model.inner.` prefix), plus initialisation. Which networks and
+//! init buffers exist comes from the architecture's schedule (`schedule.rs`).
 //!
 //! Training keeps the master copy on the inner (non-autodiff) backend; each step maps it to
 //! autodiff leaves (`require_grad`) for the differentiated cycle. Optimisers, EMA and
 //! checkpoints work on the flat `named` list.
 
 use super::config::{ModelConfig, PosEncoding};
+use super::schedule::Schedule;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use rand::Rng;
@@ -34,7 +36,7 @@ pub struct Block<B: Backend> {
     pub down: Linear<B>,
 }
 
-/// All trainable parameters and the two fixed init buffers.
+/// All trainable parameters and the fixed init buffers.
 #[derive(Debug, Clone)]
 pub struct Weights<B: Backend> {
     /// `[vocab, D]`
@@ -45,10 +47,21 @@ pub struct Weights<B: Backend> {
     pub lm_head: Linear<B>,
     /// `[2, D]` + bias `[2]`: (halt, continue) logits read at position 0
     pub q_head: Linear<B>,
-    pub layers: Vec<Block<B>>,
-    /// Fixed random start states of y (z_H) and z (z_L), `[D]`; buffers, never trained.
-    pub h_init: Tensor<B, 1>,
-    pub l_init: Tensor<B, 1>,
+    /// The blocks of each network, in the schedule's network order (`L_level`, `H_level`).
+    pub nets: Vec<Vec<Block<B>>>,
+    /// Fixed random start vector of each carried state, `[D]`, in the schedule's state order
+    /// (`H_init`, `L_init`, ...); buffers, never trained.
+    pub inits: Vec<Tensor<B, 1>>,
+    /// The serialised names of the networks and init buffers (from the schedule).
+    pub net_names: Vec<&'static str>,
+    pub init_names: Vec<String>,
+}
+
+/// The reference's name of one block's tensors: `{net}.layers.{i}.{self_attn|mlp_t|mlp}...`.
+fn block_names(net: &str, i: usize, mlp_t: bool) -> [String; 4] {
+    let p = format!("{net}.layers.{i}");
+    let (m1, m2) = if mlp_t { ("mlp_t.gate_up_proj", "mlp_t.down_proj") } else { ("self_attn.qkv_proj", "self_attn.o_proj") };
+    [format!("{p}.{m1}.weight"), format!("{p}.{m2}.weight"), format!("{p}.mlp.gate_up_proj.weight"), format!("{p}.mlp.down_proj.weight")]
 }
 
 /// A tensor of any rank up to 2, flattened to `[rows, cols]` with its real shape kept.
@@ -82,23 +95,22 @@ impl<B: Backend> Weights<B> {
         push("lm_head.weight".into(), flat2(self.lm_head.weight), true);
         push("q_head.weight".into(), flat2(self.q_head.weight), true);
         push("q_head.bias".into(), flat1(self.q_head.bias.expect("q_head has a bias")), true);
-        for (i, b) in self.layers.into_iter().enumerate() {
-            let p = format!("L_level.layers.{i}");
-            match b.mixer {
-                Mixer::Attention { qkv, o } => {
-                    push(format!("{p}.self_attn.qkv_proj.weight"), flat2(qkv.weight), true);
-                    push(format!("{p}.self_attn.o_proj.weight"), flat2(o.weight), true);
-                }
-                Mixer::MlpT { gate_up, down } => {
-                    push(format!("{p}.mlp_t.gate_up_proj.weight"), flat2(gate_up.weight), true);
-                    push(format!("{p}.mlp_t.down_proj.weight"), flat2(down.weight), true);
-                }
+        for (net, blocks) in self.net_names.iter().zip(self.nets) {
+            for (i, b) in blocks.into_iter().enumerate() {
+                let (m1, m2, mlp_t) = match b.mixer {
+                    Mixer::Attention { qkv, o } => (qkv, o, false),
+                    Mixer::MlpT { gate_up, down } => (gate_up, down, true),
+                };
+                let [n1, n2, n3, n4] = block_names(net, i, mlp_t);
+                push(n1, flat2(m1.weight), true);
+                push(n2, flat2(m2.weight), true);
+                push(n3, flat2(b.gate_up.weight), true);
+                push(n4, flat2(b.down.weight), true);
             }
-            push(format!("{p}.mlp.gate_up_proj.weight"), flat2(b.gate_up.weight), true);
-            push(format!("{p}.mlp.down_proj.weight"), flat2(b.down.weight), true);
         }
-        push("H_init".into(), flat1(self.h_init), false);
-        push("L_init".into(), flat1(self.l_init), false);
+        for (name, init) in self.init_names.iter().zip(self.inits) {
+            push(name.clone(), flat1(init), false);
+        }
         out
     }
 
@@ -119,31 +131,38 @@ impl<B: Backend> Weights<B> {
         let q_w = take2("q_head.weight")?;
         let q_b = take2("q_head.bias")?;
         let q_head = Linear { weight: q_w, bias: Some(q_b.reshape([2])) };
-        let mut layers = Vec::new();
-        for i in 0..cfg.arch.l_layers {
-            let p = format!("L_level.layers.{i}");
-            let mixer = if cfg.arch.mlp_t {
-                Mixer::MlpT {
-                    gate_up: lin(take2(&format!("{p}.mlp_t.gate_up_proj.weight"))?),
-                    down: lin(take2(&format!("{p}.mlp_t.down_proj.weight"))?),
-                }
-            } else {
-                Mixer::Attention {
-                    qkv: lin(take2(&format!("{p}.self_attn.qkv_proj.weight"))?),
-                    o: lin(take2(&format!("{p}.self_attn.o_proj.weight"))?),
-                }
-            };
-            let gate_up = lin(take2(&format!("{p}.mlp.gate_up_proj.weight"))?);
-            let down = lin(take2(&format!("{p}.mlp.down_proj.weight"))?);
-            layers.push(Block { mixer, gate_up, down });
+        let sched = Schedule::of(&cfg.arch);
+        let mut nets = Vec::new();
+        for net in &sched.nets {
+            let mut blocks = Vec::new();
+            for i in 0..net.layers {
+                let [n1, n2, n3, n4] = block_names(net.name, i, cfg.arch.mlp_t);
+                let (w1, w2) = (lin(take2(&n1)?), lin(take2(&n2)?));
+                let mixer = if cfg.arch.mlp_t { Mixer::MlpT { gate_up: w1, down: w2 } } else { Mixer::Attention { qkv: w1, o: w2 } };
+                blocks.push(Block { mixer, gate_up: lin(take2(&n3)?), down: lin(take2(&n4)?) });
+            }
+            nets.push(blocks);
         }
         let d = cfg.d();
-        let h_init = take2("H_init")?.reshape([d]);
-        let l_init = take2("L_init")?.reshape([d]);
+        let inits = sched.states.iter().map(|s| take2(&s.init).map(|t| t.reshape([d]))).collect::<anyhow::Result<Vec<_>>>()?;
         if let Some(k) = map.keys().next() {
-            anyhow::bail!("unexpected weight `{k}` for this configuration");
+            anyhow::bail!("unexpected weight `{k}` for this configuration (arch={})", cfg.arch.name.name());
         }
-        Ok(Weights { embed_tokens, embed_pos, lm_head, q_head, layers, h_init, l_init })
+        Ok(Weights {
+            embed_tokens,
+            embed_pos,
+            lm_head,
+            q_head,
+            nets,
+            inits,
+            net_names: sched.nets.iter().map(|n| n.name).collect(),
+            init_names: sched.states.iter().map(|s| s.init.clone()).collect(),
+        })
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> B::Device {
+        self.embed_tokens.device()
     }
 
     /// Applies `f` to every tensor (e.g. move to autodiff leaves, cast, clone to a device).
@@ -172,22 +191,29 @@ pub fn expected_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     out.push(("lm_head.weight".into(), vec![v, d]));
     out.push(("q_head.weight".into(), vec![2, d]));
     out.push(("q_head.bias".into(), vec![2]));
-    let (i, it) = (cfg.mlp_inner(), cfg.mlp_t_inner());
-    for l in 0..cfg.arch.l_layers {
-        let p = format!("L_level.layers.{l}");
-        if cfg.arch.mlp_t {
-            out.push((format!("{p}.mlp_t.gate_up_proj.weight"), vec![2 * it, t]));
-            out.push((format!("{p}.mlp_t.down_proj.weight"), vec![t, it]));
-        } else {
-            out.push((format!("{p}.self_attn.qkv_proj.weight"), vec![3 * d, d]));
-            out.push((format!("{p}.self_attn.o_proj.weight"), vec![d, d]));
+    let (i, it, aw) = (cfg.mlp_inner(), cfg.mlp_t_inner(), cfg.attention_width());
+    let sched = Schedule::of(&cfg.arch);
+    for net in &sched.nets {
+        for l in 0..net.layers {
+            let [n1, n2, n3, n4] = block_names(net.name, l, cfg.arch.mlp_t);
+            if cfg.arch.mlp_t {
+                out.push((n1, vec![2 * it, t]));
+                out.push((n2, vec![t, it]));
+            } else {
+                out.push((n1, vec![3 * aw, d]));
+                out.push((n2, vec![d, aw]));
+            }
+            out.push((n3, vec![2 * i, d]));
+            out.push((n4, vec![d, i]));
         }
-        out.push((format!("{p}.mlp.gate_up_proj.weight"), vec![2 * i, d]));
-        out.push((format!("{p}.mlp.down_proj.weight"), vec![d, i]));
     }
-    out.push(("H_init".into(), vec![d]));
-    out.push(("L_init".into(), vec![d]));
+    out.extend(sched.states.iter().map(|s| (s.init.clone(), vec![d])));
     out
+}
+
+/// Whether a tensor name is a fixed init buffer (never trained, not averaged by the EMA).
+pub fn is_init_buffer(name: &str) -> bool {
+    name.ends_with("_init")
 }
 
 /// Truncated-normal sample with the reference's corrected std: a standard normal truncated to
@@ -226,14 +252,14 @@ pub fn init<B: Backend>(cfg: &ModelConfig, rng: &mut impl Rng, device: &B::Devic
                 vec![-5.0; n]
             } else if name.ends_with("embedding_weight") {
                 trunc_normal(rng, n, 1.0 / (cfg.d() as f64).sqrt())
-            } else if name == "H_init" || name == "L_init" {
+            } else if is_init_buffer(&name) {
                 trunc_normal(rng, n, 1.0)
             } else {
                 trunc_normal(rng, n, 1.0 / (shape[1] as f64).sqrt()) // LeCun: 1/sqrt(fan_in)
             };
             let (r, c) = if shape.len() == 1 { (1, shape[0]) } else { (shape[0], shape[1]) };
             let tensor = Tensor::<B, 2>::from_data(TensorData::new(values, [r, c]), device);
-            let trainable = !name.ends_with("_init");
+            let trainable = !is_init_buffer(&name);
             Named { name, shape, tensor, trainable }
         })
         .collect();

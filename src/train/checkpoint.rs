@@ -117,9 +117,11 @@ pub fn save<B: Backend>(run: &Path, st: &TrainState<B>, cfg: &TrainConfig, model
     if let Some(e) = &st.ema {
         entries.extend(named_entries("ema.", e));
     }
+    let sched = crate::model::schedule::Schedule::of(&model.arch);
     let carry = st.carry.as_ref().map(|c| {
-        entries.push(("carry.z_h".into(), c.z_h.dims().to_vec(), host(&c.z_h)));
-        entries.push(("carry.z_l".into(), c.z_l.dims().to_vec(), host(&c.z_l)));
+        for (spec, t) in sched.states.iter().zip(&c.states) {
+            entries.push((format!("carry.{}", spec.key), t.dims().to_vec(), host(t)));
+        }
         CarryRows {
             steps: c.steps.clone(),
             halted: c.halted.clone(),
@@ -212,7 +214,12 @@ fn take_named<B: Backend>(
             if &t.shape != shape {
                 bail!("{}: `{prefix}{name}` has shape {:?}, expected {shape:?}", file.display(), t.shape);
             }
-            Ok(Named { name: name.clone(), shape: shape.clone(), tensor: tensor2(t, device), trainable: !name.ends_with("_init") })
+            Ok(Named {
+                name: name.clone(),
+                shape: shape.clone(),
+                tensor: tensor2(t, device),
+                trainable: !crate::model::weights::is_init_buffer(name),
+            })
         })
         .collect()
 }
@@ -297,15 +304,19 @@ pub fn load_state<B: Backend>(ckpt: &Path, device: &B::Device) -> Result<(StateJ
     let ema = if js.config.ema { Some(take_named::<B>(&map, "ema.", &like, device, &file)?) } else { None };
     let carry = match &js.carry {
         Some(rows) => {
-            let zh = map.get("carry.z_h").ok_or_else(|| anyhow!("{}: missing carry.z_h", file.display()))?;
-            let zl = map.get("carry.z_l").ok_or_else(|| anyhow!("{}: missing carry.z_l", file.display()))?;
-            let s3 = |t: &HostTensor| -> Result<Tensor<B, 3>> {
-                anyhow::ensure!(t.shape.len() == 3, "{}: carry tensor is not 3-d", file.display());
-                Ok(Tensor::from_data(TensorData::new(t.f32s(), [t.shape[0], t.shape[1], t.shape[2]]), device))
+            let want = [rows.steps.len(), model.total_len(), model.d()];
+            let state = |key: &str| -> Result<Tensor<B, 3>> {
+                // Checkpoints written before the schedule refactor named TRM's states in lower case.
+                let t = map
+                    .get(&format!("carry.{key}"))
+                    .or_else(|| map.get(&format!("carry.{}", key.to_lowercase())))
+                    .ok_or_else(|| anyhow!("{}: missing carry.{key}", file.display()))?;
+                anyhow::ensure!(t.shape == want, "{}: carry.{key} has shape {:?}, expected {want:?}", file.display(), t.shape);
+                Ok(Tensor::from_data(TensorData::new(t.f32s(), want), device))
             };
+            let sched = crate::model::schedule::Schedule::of(&model.arch);
             Some(Carry {
-                z_h: s3(zh)?,
-                z_l: s3(zl)?,
+                states: sched.states.iter().map(|s| state(&s.key)).collect::<Result<Vec<_>>>()?,
                 steps: rows.steps.clone(),
                 halted: rows.halted.clone(),
                 inputs: rows.inputs.clone(),

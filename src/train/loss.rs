@@ -4,7 +4,10 @@
 //!   row's valid tokens, **summed** over rows;
 //! * `q_halt_loss`: BCE-with-logits of q_halt against "this step's argmax is exactly right",
 //!   summed over every row (halted or not);
-//! * `total = lm_loss + 0.5 * q_halt_loss`; the trainer backpropagates `total / global_batch`.
+//! * `q_continue_loss` (HRM, TRM "w/ ACT"): BCE-with-logits of q_continue against the
+//!   bootstrapped target (`act::continue_target`), summed over every row;
+//! * `total = lm_loss + 0.5 * (q_halt_loss + q_continue_loss)`; the trainer backpropagates
+//!   `total / global_batch`.
 //!
 //! Metrics count only rows that halted on this step and have at least one valid label.
 
@@ -23,6 +26,9 @@ pub struct Metrics {
     pub steps: f64,
     pub lm_loss: f64,
     pub q_halt_loss: f64,
+    /// 0 when the architecture trains no Q-continue head.
+    #[serde(default)]
+    pub q_continue_loss: f64,
 }
 
 impl Metrics {
@@ -34,6 +40,7 @@ impl Metrics {
         self.steps += o.steps;
         self.lm_loss += o.lm_loss;
         self.q_halt_loss += o.q_halt_loss;
+        self.q_continue_loss += o.q_continue_loss;
     }
 }
 
@@ -47,6 +54,11 @@ pub struct LossOutput<B: Backend> {
     pub preds: Vec<i64>,
     /// Per row: every valid token predicted right.
     pub seq_correct: Vec<bool>,
+    /// Per row: its metrics as if it alone had halted at this step (count 1 when it has labels),
+    /// with its own token loss and Q-halt loss (adaptive evaluation takes each row at its halt).
+    pub rows: Vec<Metrics>,
+    /// The bootstrapped Q-continue target `[B]`, when this step trained q_continue.
+    pub q_continue_target: Option<Vec<f32>>,
 }
 
 /// `log(s(x)_label / sum s(x))` with `s(x) = x + 1` (x >= 0), `1 / (1 - x + 1e-30)` (x < 0).
@@ -63,10 +75,12 @@ fn log_softmax_at<B: Backend>(logits: Tensor<B, 3>, labels: Tensor<B, 3, Int>) -
 }
 
 /// Loss and metrics of one step. `labels` `[B*S]` on the host (IGNORE_LABEL = not supervised),
-/// `halted`/`steps` the carry after this step.
+/// `halted`/`steps` the carry after this step; `q_continue` the continue logits with their
+/// bootstrapped target when the architecture trains them.
 pub fn act_loss<B: Backend>(
     logits: Tensor<B, 3>,
     q_halt: Tensor<B, 1>,
+    q_continue: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
     labels: &[i32],
     halted: &[bool],
     steps: &[u32],
@@ -78,6 +92,7 @@ pub fn act_loss<B: Backend>(
     let preds: Vec<i64> = logits.clone().argmax(2).into_data().convert::<i64>().to_vec().expect("int predictions");
     let q_host: Vec<f32> = q_halt.clone().into_data().convert::<f32>().to_vec().expect("float q");
     let mut metrics = Metrics::default();
+    let mut rows = vec![Metrics::default(); b];
     let mut seq_correct = vec![false; b];
     let mut inv_div = vec![0f64; b];
     for r in 0..b {
@@ -91,12 +106,16 @@ pub fn act_loss<B: Backend>(
         }
         seq_correct[r] = right == n; // true for rows with nothing to predict, as the reference
         inv_div[r] = 1.0 / n.max(1) as f64;
-        if halted[r] && n > 0 {
-            metrics.count += 1.0;
-            metrics.accuracy += right as f64 / n as f64;
-            metrics.exact_accuracy += seq_correct[r] as u8 as f64;
-            metrics.q_halt_accuracy += ((q_host[r] >= 0.0) == seq_correct[r]) as u8 as f64;
-            metrics.steps += steps[r] as f64;
+        if n > 0 {
+            let row = &mut rows[r];
+            row.count = 1.0;
+            row.accuracy = right as f64 / n as f64;
+            row.exact_accuracy = seq_correct[r] as u8 as f64;
+            row.q_halt_accuracy = ((q_host[r] >= 0.0) == seq_correct[r]) as u8 as f64;
+            row.steps = steps[r] as f64;
+        }
+        if halted[r] {
+            metrics.add(&rows[r]);
         }
     }
     // Token loss, masked, mean per row, summed over rows.
@@ -110,15 +129,29 @@ pub fn act_loss<B: Backend>(
     let mask_t = Tensor::<B, 3>::from_data(TensorData::new(mask, [b, s, 1]), (&device, burn::tensor::DType::F64));
     let div_t = Tensor::<B, 2>::from_data(TensorData::new(inv_div, [b, 1]), (&device, burn::tensor::DType::F64));
     let per_row = (logp.neg() * mask_t).sum_dim(1).reshape([b, 1]) * div_t;
+    let row_lm: Vec<f64> = per_row.clone().into_data().convert::<f64>().to_vec().expect("float losses");
     let lm_loss = per_row.sum().reshape([1]);
     // Q-halt: BCE with logits against exact correctness, summed over all rows.
     let target: Vec<f32> = seq_correct.iter().map(|&c| c as u8 as f32).collect();
     let t = Tensor::<B, 1>::from_data(TensorData::new(target, [b]), &device);
-    let q_halt_loss = bce_with_logits(q_halt, t).sum().reshape([1]);
+    let q_halt_rows = bce_with_logits(q_halt, t);
+    let row_q: Vec<f64> = q_halt_rows.clone().into_data().convert::<f64>().to_vec().expect("float losses");
+    for (r, row) in rows.iter_mut().enumerate() {
+        (row.lm_loss, row.q_halt_loss) = (row_lm[r], row_q[r]);
+    }
+    let q_halt_loss = q_halt_rows.sum().reshape([1]);
     metrics.lm_loss = lm_loss.clone().into_scalar().to_f64();
     metrics.q_halt_loss = q_halt_loss.clone().into_scalar().to_f64();
-    let total = lm_loss + q_halt_loss.cast(FloatDType::F64) * 0.5;
-    LossOutput { total, metrics, preds, seq_correct }
+    let mut q_loss = q_halt_loss;
+    let mut q_continue_target = None;
+    if let Some((q_continue, target)) = q_continue {
+        q_continue_target = Some(target.clone().into_data().convert::<f32>().to_vec().expect("float target"));
+        let q_continue_loss = bce_with_logits(q_continue, target).sum().reshape([1]);
+        metrics.q_continue_loss = q_continue_loss.clone().into_scalar().to_f64();
+        q_loss = q_loss + q_continue_loss;
+    }
+    let total = lm_loss + q_loss.cast(FloatDType::F64) * 0.5;
+    LossOutput { total, metrics, preds, seq_correct, rows, q_continue_target }
 }
 
 /// Numerically stable `BCEWithLogits(x, t) = max(x, 0) - x t + log(1 + exp(-|x|))`.

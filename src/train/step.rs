@@ -1,17 +1,18 @@
 //! One deep-supervision step through the ACT wrapper and the loss head, in two flavours:
 //!
 //! * `train_forward`: autodiff leaves for the weights (and the batch's puzzle-embedding rows), the
-//!   first H_cycles-1 recursions on the inner backend, loss ready for `backward`;
+//!   updates before the schedule's gradient cut on the inner backend, the bootstrap pass of the
+//!   Q-continue target when the architecture has one, loss ready for `backward`;
 //! * `eval_forward`: everything on a plain backend, no graph.
 //!
 //! The carry, the master weights and the puzzle table always live on the inner backend.
 
 use super::loss::{LossOutput, act_loss};
 use crate::data::loader::Batch;
-use crate::model::act::Carry;
+use crate::model::act::{Carry, continue_target};
 use crate::model::config::ModelConfig;
+use crate::model::forward::{StepOutput, deep_recursion, deep_recursion_train, embed_input};
 use crate::model::layers::Rope;
-use crate::model::trm::{StepOutput, deep_recursion, deep_recursion_train, embed_input};
 use crate::model::weights::{Named, Weights};
 use burn::prelude::*;
 use burn::tensor::TensorData;
@@ -86,18 +87,26 @@ pub fn train_forward<AD: AutodiffBackend>(
         .collect();
     let w_ad = Weights::from_named(cfg, leaves.clone()).expect("valid weights");
     let puzzle = puzzle_rows(table, carry).map(|p| Tensor::<AD, 2>::from_inner(p).require_grad());
-    let device = w_inner.h_init.device();
+    let device = w_inner.device();
     let x = embed_input(&w_ad, cfg, carry.inputs_tensor(&device), puzzle.clone());
-    let out = deep_recursion_train(&w_ad, &w_inner, cfg, &ropes.ad, &ropes.inner, carry.z_h.clone(), carry.z_l.clone(), &x);
-    carry.z_h = out.z_h.clone().inner();
-    carry.z_l = out.z_l.clone().inner();
-    let q = to_host_f32(&out.q_halt);
-    carry.advance(&q, true, cfg, cfg.arch.halt_max_steps, rng);
-    let loss = act_loss(out.logits.clone(), out.q_halt.clone(), &carry.labels, &carry.halted, &carry.steps, cfg.arch.loss_type);
+    let out = deep_recursion_train(&w_ad, &w_inner, cfg, &ropes.ad, &ropes.inner, &carry.states, &x);
+    carry.states = out.states.iter().map(|s| s.clone().inner()).collect();
+    let (qh, qc) = (to_host_f32(&out.q_halt), to_host_f32(&out.q_continue));
+    let a = &cfg.arch;
+    let max = a.halt_max_steps;
+    let last = carry.advance((&qh, &qc), a.halt_rule(), a.adaptive_in_training(), Some(a.halt_exploration_prob), max, rng);
+    // The bootstrap pass: the new carry, the same data, no graph (one more forward pass).
+    let target = (a.continue_target() && max > 1).then(|| {
+        let next = deep_recursion(&w_inner, cfg, &ropes.inner, &carry.states, &x.clone().inner());
+        Tensor::<AD, 1>::from_inner(continue_target(next.q_halt, next.q_continue, &last))
+    });
+    let q_continue = target.map(|t| (out.q_continue.clone(), t));
+    let loss = act_loss(out.logits.clone(), out.q_halt.clone(), q_continue, &carry.labels, &carry.halted, &carry.steps, a.loss_type);
     (loss, out, Leaves { params: leaves, puzzle })
 }
 
-/// An evaluation (or inference) step on any backend: no graph, halting only at `max_steps`.
+/// An evaluation (or inference) step on any backend: no graph; halting at `max_steps` (or
+/// adaptively, for the baseline's `act_inference`).
 pub fn eval_forward<B: Backend>(
     cfg: &ModelConfig,
     w: &Weights<B>,
@@ -108,13 +117,13 @@ pub fn eval_forward<B: Backend>(
     max_steps: usize,
 ) -> (LossOutput<B>, StepOutput<B>) {
     carry.reset_and_load(w, batch);
-    let device = w.h_init.device();
+    let device = w.device();
     let x = embed_input(w, cfg, carry.inputs_tensor(&device), puzzle_rows(table, carry));
-    let out = deep_recursion(w, cfg, rope, carry.z_h.clone(), carry.z_l.clone(), &x);
-    carry.z_h = out.z_h.clone();
-    carry.z_l = out.z_l.clone();
-    let q = to_host_f32(&out.q_halt);
-    carry.advance(&q, false, cfg, max_steps, &mut crate::util::rng::derive(0, &[]));
-    let loss = act_loss(out.logits.clone(), out.q_halt.clone(), &carry.labels, &carry.halted, &carry.steps, cfg.arch.loss_type);
+    let out = deep_recursion(w, cfg, rope, &carry.states, &x);
+    carry.states = out.states.clone();
+    let (qh, qc) = (to_host_f32(&out.q_halt), to_host_f32(&out.q_continue));
+    let a = &cfg.arch;
+    carry.advance((&qh, &qc), a.halt_rule(), a.adaptive_in_eval(), None, max_steps, &mut crate::util::rng::derive(0, &[]));
+    let loss = act_loss(out.logits.clone(), out.q_halt.clone(), None, &carry.labels, &carry.halted, &carry.steps, a.loss_type);
     (loss, out)
 }

@@ -154,14 +154,15 @@ impl Backward<Flex, 5> for FusedBlock {
             (MixerW::Attention { qkv, o }, MixerTrace::Attention(a)) => {
                 rms_backward(&mut dh1, &tr.h1, &tr.inv1, d);
                 let ds1 = dh1;
-                let d_o = matmul_tn(&ds1, &a.ctx, rows, d, d);
-                let dctx = matmul_nn(&ds1, &values(&o.w), rows, d, d);
+                let aw = g.aw();
+                let d_o = matmul_tn(&ds1, &a.ctx, rows, d, aw);
+                let dctx = matmul_nn(&ds1, &values(&o.w), rows, d, aw);
                 let rope_f32 = s.rope.as_ref().map(|(c, sn)| (values(c), values(sn)));
                 let rope = rope_f32.as_ref().map(|(c, sn)| (&c[..], &sn[..]));
                 let dqkv = attention_backward(a, &dctx, g, rope);
-                let d_qkv = matmul_tn(&dqkv, &s.x, rows, 3 * d, d);
+                let d_qkv = matmul_tn(&dqkv, &s.x, rows, 3 * aw, d);
                 let mut dx = ds1;
-                matmul_acc(&mut dx, &dqkv, &values(&qkv.w), rows, 3 * d, d);
+                matmul_acc(&mut dx, &dqkv, &values(&qkv.w), rows, 3 * aw, d);
                 (dx, d_qkv, d_o, (qkv, o))
             }
             (MixerW::MlpT { gate_up, down }, MixerTrace::MlpT(m)) => {
@@ -196,11 +197,11 @@ fn rms_backward(grad: &mut [f32], y: &[f32], inv: &[f32], d: usize) {
         .for_each(|((gr, y), inv)| elementwise::rms_norm_backward(gr, y, inv, d));
 }
 
-/// Gradient of the attention input projections `[B*T, 3D]` (q | k | v) from `dctx [B*T, D]`.
+/// Gradient of the attention input projections `[B*T, 3A]` (q | k | v) from `dctx [B*T, A]`.
 fn attention_backward(a: &Attention, dctx: &[f32], g: Dims, rope: Option<(&[f32], &[f32])>) -> Vec<f32> {
-    let (t, d, hd) = (g.t, g.d, g.hd());
+    let (t, hd, aw) = (g.t, g.hd(), g.aw());
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut dqkv = vec![0f32; g.rows() * 3 * d];
+    let mut dqkv = vec![0f32; g.rows() * 3 * aw];
     let out = Out(dqkv.as_mut_ptr());
     (0..g.batch * g.heads).into_par_iter().for_each_init(
         || (vec![0f32; t * t], vec![0f32; t * hd], vec![0f32; t * hd]),
@@ -208,23 +209,23 @@ fn attention_backward(a: &Attention, dctx: &[f32], g: Dims, rope: Option<(&[f32]
             let (b, head) = (job / g.heads, job % g.heads);
             let p = &a.p[job * t * t..(job + 1) * t * t];
             let (q, k) = (&a.q[job * t * hd..(job + 1) * t * hd], &a.k[job * t * hd..(job + 1) * t * hd]);
-            let dc = &dctx[b * t * d + head * hd..];
-            let v = &a.qkv[b * t * 3 * d + 2 * d + head * hd..];
-            let base = b * t * 3 * d + head * hd;
+            let dc = &dctx[b * t * aw + head * hd..];
+            let v = &a.qkv[b * t * 3 * aw + 2 * aw + head * hd..];
+            let base = b * t * 3 * aw + head * hd;
             // SAFETY: every slice covers its strided extent; this job writes only rows b*t..
             // and the q, k, v columns of its head in dqkv.
             unsafe {
                 let dst = out.ptr().add(base);
-                gemm_into(t, hd, t, dst.add(2 * d), 3 * d, p.as_ptr(), (1, t), dc.as_ptr(), (d, 1), 1.0, false, false);
-                gemm_into(t, t, hd, dp.as_mut_ptr(), t, dc.as_ptr(), (d, 1), v.as_ptr(), (1, 3 * d), 1.0, false, false);
+                gemm_into(t, hd, t, dst.add(2 * aw), 3 * aw, p.as_ptr(), (1, t), dc.as_ptr(), (aw, 1), 1.0, false, false);
+                gemm_into(t, t, hd, dp.as_mut_ptr(), t, dc.as_ptr(), (aw, 1), v.as_ptr(), (1, 3 * aw), 1.0, false, false);
                 for (dpr, pr) in dp.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
                     let dot: f32 = dpr.iter().zip(pr).map(|(x, y)| x * y).sum();
                     dpr.iter_mut().zip(pr).for_each(|(x, &y)| *x = y * (*x - dot));
                 }
                 gemm_into(t, hd, t, dq.as_mut_ptr(), hd, dp.as_ptr(), (t, 1), k.as_ptr(), (hd, 1), scale, false, false);
                 gemm_into(t, hd, t, dk.as_mut_ptr(), hd, dp.as_ptr(), (1, t), q.as_ptr(), (hd, 1), scale, false, false);
-                scatter_heads(dq, dst, 3 * d, t, hd, rope);
-                scatter_heads(dk, dst.add(d), 3 * d, t, hd, rope);
+                scatter_heads(dq, dst, 3 * aw, t, hd, rope);
+                scatter_heads(dk, dst.add(aw), 3 * aw, t, hd, rope);
             }
         },
     );
@@ -282,6 +283,8 @@ mod tests {
             (PosEncoding::None, true, 64, 4, 19, 2),
             (PosEncoding::Rope, false, 40, 1, 5, 1),
             (PosEncoding::None, true, 40, 1, 5, 1),
+            // Heads that do not divide the width (as the baseline's 12 heads on 512): A = 6 x 6.
+            (PosEncoding::Rope, false, 40, 6, 7, 2),
         ];
         for (pos, mlp_t, hidden, heads, seq_len, batch) in cases {
             let arch = ArchConfig {
@@ -295,7 +298,7 @@ mod tests {
             };
             let cfg = ModelConfig { arch, seq_len, vocab_size: 11, num_puzzle_identifiers: 3 };
             let mut rng = crate::util::rng::derive(3, &[]);
-            let w = &weights::init::<Flex>(&cfg, &mut rng, &device).layers[0];
+            let w = &weights::init::<Flex>(&cfg, &mut rng, &device).nets[0][0];
             let lin = |l: &Linear<Flex>| Linear { weight: leaf(l.weight.clone()), bias: None };
             let mixer = match &w.mixer {
                 Mixer::Attention { qkv, o } => Mixer::Attention { qkv: lin(qkv), o: lin(o) },

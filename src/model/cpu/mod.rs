@@ -166,14 +166,14 @@ const CHUNK: usize = 1 << 15;
 
 /// What attention computes on the way, kept for the backward pass (`backward.rs`).
 struct Attention {
-    /// `[B*T, 3D]`: q | k | v projections (before RoPE).
+    /// `[B*T, 3A]`: q | k | v projections (before RoPE), A = heads x head_dim.
     qkv: Vec<f32>,
     /// `[B*H, T, hd]` each: q and k after RoPE, one contiguous block per (batch, head).
     q: Vec<f32>,
     k: Vec<f32>,
     /// `[B*H, T, T]`: attention probabilities.
     p: Vec<f32>,
-    /// `[B*T, D]`: the heads' outputs side by side, input of o_proj.
+    /// `[B*T, A]`: the heads' outputs side by side, input of o_proj.
     ctx: Vec<f32>,
     /// `[B*T, D]`: o_proj(ctx).
     out: Vec<f32>,
@@ -189,8 +189,13 @@ struct Dims {
 }
 
 impl Dims {
+    /// Head width: D / heads, rounded down as the reference does.
     fn hd(self) -> usize {
         self.d / self.heads
+    }
+    /// Attention width A = heads x head_dim (D when the heads divide D).
+    fn aw(self) -> usize {
+        self.heads * self.hd()
     }
     fn rows(self) -> usize {
         self.batch * self.t
@@ -199,36 +204,37 @@ impl Dims {
 
 /// Non-causal multi-head attention of `h [B*T, D]` (before the residual).
 fn attention(h: &[f32], g: Dims, qkv_w: &Dense, o: &Dense, rope: Option<(&[f32], &[f32])>) -> Attention {
-    let (t, d, hd) = (g.t, g.d, g.hd());
-    // ModelConfig::validate guarantees both; the writes below rely on them (every ctx column).
-    assert!(d.is_multiple_of(g.heads) && (rope.is_none() || hd.is_multiple_of(2)), "fused attention: D {d}, {} heads", g.heads);
-    assert_eq!(qkv_w.w.layout().shape().dims::<2>(), [3 * d, d], "fused attention: qkv_proj shape");
-    let qkv = linear_rows(h, g.rows(), qkv_w, 0, 3 * d); // [B*T, q | k | v]
+    let (t, d, hd, aw) = (g.t, g.d, g.hd(), g.aw());
+    // The writes below rely on these (every ctx column is written by exactly one head).
+    assert!(hd > 0 && (rope.is_none() || hd.is_multiple_of(2)), "fused attention: D {d}, {} heads", g.heads);
+    assert_eq!(qkv_w.w.layout().shape().dims::<2>(), [3 * aw, d], "fused attention: qkv_proj shape");
+    assert_eq!(o.w.layout().shape().dims::<2>(), [d, aw], "fused attention: o_proj shape");
+    let qkv = linear_rows(h, g.rows(), qkv_w, 0, 3 * aw); // [B*T, q | k | v]
     let jobs = g.batch * g.heads;
     let (mut q, mut k, mut p) = (vec![0f32; jobs * t * hd], vec![0f32; jobs * t * hd], uninit(jobs * t * t));
-    let mut ctx = uninit(g.rows() * d);
+    let mut ctx = uninit(g.rows() * aw);
     let (out, probs) = (Out(ctx.as_mut_ptr()), Out(p.as_mut_ptr()));
     let scale = 1.0 / (hd as f32).sqrt();
     q.par_chunks_mut(t * hd).zip(k.par_chunks_mut(t * hd)).enumerate().for_each(|(job, (q, k))| {
         let (b, head) = (job / g.heads, job % g.heads);
-        let rows = &qkv[b * t * 3 * d + head * hd..];
-        gather_heads(rows, 3 * d, t, hd, rope, q);
-        gather_heads(&rows[d..], 3 * d, t, hd, rope, k);
+        let rows = &qkv[b * t * 3 * aw + head * hd..];
+        gather_heads(rows, 3 * aw, t, hd, rope, q);
+        gather_heads(&rows[aw..], 3 * aw, t, hd, rope, k);
         // SAFETY: q, k are [t, hd]; this job's [t, t] block of p and its (rows b*t.., columns
-        // head*hd..) block of ctx are written by this job only; v is read in place (stride 3D).
+        // head*hd..) block of ctx are written by this job only; v is read in place (stride 3A).
         unsafe {
             let scores = probs.ptr().add(job * t * t);
             gemm_into(t, t, hd, scores, t, q.as_ptr(), (hd, 1), k.as_ptr(), (1, hd), scale, false, false);
             let s = std::slice::from_raw_parts_mut(scores, t * t); // written in full just above
             elementwise::softmax_rows(s, t);
-            let v = rows[2 * d..].as_ptr();
-            gemm_into(t, hd, t, out.ptr().add(b * t * d + head * hd), d, s.as_ptr(), (t, 1), v, (3 * d, 1), 1.0, false, false);
+            let v = rows[2 * aw..].as_ptr();
+            gemm_into(t, hd, t, out.ptr().add(b * t * aw + head * hd), aw, s.as_ptr(), (t, 1), v, (3 * aw, 1), 1.0, false, false);
         }
     });
     // SAFETY: the jobs above wrote all of p and every [row, head] block of ctx.
     unsafe {
         p.set_len(jobs * t * t);
-        ctx.set_len(g.rows() * d);
+        ctx.set_len(g.rows() * aw);
     }
     let out = linear_rows(&ctx, g.rows(), o, 0, d);
     Attention { qkv, q, k, p, ctx, out }
@@ -406,26 +412,29 @@ mod tests {
     #[test]
     fn fused_block_matches_the_generic_block() {
         let device = Default::default();
-        for (pos, bias, mlp_t) in [
-            (PosEncoding::Rope, false, false),
-            (PosEncoding::None, true, false),
-            (PosEncoding::Learned, false, false),
-            (PosEncoding::None, false, true),
+        // (positions, biases, mlp_t, heads): 6 heads do not divide D = 64 (head dim 10, A = 60).
+        for (pos, bias, mlp_t, heads) in [
+            (PosEncoding::Rope, false, false, 4),
+            (PosEncoding::None, true, false, 4),
+            (PosEncoding::Learned, false, false, 4),
+            (PosEncoding::None, false, true, 4),
+            (PosEncoding::Rope, false, false, 6),
         ] {
             let mut cfg = config(pos);
             cfg.arch.mlp_t = mlp_t;
+            cfg.arch.num_heads = heads;
             let mut rng = crate::util::rng::derive(7, &[]);
             let mut w = weights::init::<Flex>(&cfg, &mut rng, &device);
             if bias {
                 // The TRM layers have no biases; the fused linear supports them anyway.
-                let Mixer::Attention { qkv, .. } = &mut w.layers[0].mixer else { unreachable!() };
+                let Mixer::Attention { qkv, .. } = &mut w.nets[0][0].mixer else { unreachable!() };
                 qkv.bias = Some(Tensor::random([3 * 64], Distribution::Normal(0.0, 0.5), &device));
-                w.layers[0].gate_up.bias = Some(Tensor::random([2 * cfg.mlp_inner()], Distribution::Normal(0.0, 0.5), &device));
+                w.nets[0][0].gate_up.bias = Some(Tensor::random([2 * cfg.mlp_inner()], Distribution::Normal(0.0, 0.5), &device));
             }
             let rope = Rope::<Flex>::new(&cfg, &device);
             let t = cfg.total_len();
             let h: Tensor<Flex, 3> = Tensor::random([3, t, 64], Distribution::Normal(0.0, 1.0), &device);
-            for layer in &w.layers {
+            for layer in &w.nets[0] {
                 let fused = block(&h, layer, &cfg, Some(&rope)).expect("the fused path applies to Flex");
                 let generic = block_generic(h.clone(), layer, &cfg, Some(&rope));
                 let (a, b) = (fused.into_data().to_vec::<f32>().unwrap(), generic.into_data().to_vec::<f32>().unwrap());
@@ -437,8 +446,8 @@ mod tests {
             let view = tb.clone().swap_dims(0, 1);
             assert!(!into_flex(view.clone()).is_contiguous(), "the test input must be a strided view");
             let dense: Tensor<Flex, 3> = Tensor::from_data(view.clone().into_data(), &device);
-            let a = block(&view, &w.layers[0], &cfg, Some(&rope)).unwrap().into_data().to_vec::<f32>().unwrap();
-            let b = block_generic(dense, &w.layers[0], &cfg, Some(&rope)).into_data().to_vec::<f32>().unwrap();
+            let a = block(&view, &w.nets[0][0], &cfg, Some(&rope)).unwrap().into_data().to_vec::<f32>().unwrap();
+            let b = block_generic(dense, &w.nets[0][0], &cfg, Some(&rope)).into_data().to_vec::<f32>().unwrap();
             assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 2e-5), "{pos:?}: strided input");
         }
     }
