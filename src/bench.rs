@@ -3,7 +3,7 @@
 
 use crate::data::loader::Batch;
 use crate::model::act::Carry;
-use crate::model::config::{ArchConfig, ForwardDtype, ModelConfig, PosEncoding};
+use crate::model::config::{ArchConfig, Architecture, ForwardDtype, ModelConfig, PosEncoding};
 use crate::model::layers::Rope;
 use crate::model::precision::activation_dtype;
 use crate::model::weights::{self, Weights};
@@ -40,8 +40,24 @@ pub fn shape(name: &str) -> anyhow::Result<ModelConfig> {
     Ok(ModelConfig { arch, seq_len, vocab_size: vocab, num_puzzle_identifiers: ids })
 }
 
-/// Matmul FLOPs of one network application on `b` rows.
-fn net_flops(c: &ModelConfig, b: usize) -> f64 {
+/// A benchmark shape run by another architecture: its reference defaults at the shape's sequence
+/// and vocabulary (the shape's mlp_t / positions kept where the architecture has them).
+pub fn shape_for(name: &str, arch: Architecture) -> anyhow::Result<ModelConfig> {
+    let mut c = shape(name)?;
+    if arch != Architecture::Trm {
+        let mut a = arch.defaults();
+        if arch != Architecture::TransformersBaseline {
+            (a.mlp_t, a.pos_encodings) = (c.arch.mlp_t, c.arch.pos_encodings);
+        }
+        a.forward_dtype = c.arch.forward_dtype;
+        c.arch = a;
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+/// Matmul FLOPs of one block on `b` rows.
+fn block_flops(c: &ModelConfig, b: usize) -> f64 {
     let (t, d, i) = (c.total_len() as f64, c.d() as f64, c.mlp_inner() as f64);
     let rows = b as f64 * t;
     let mlp = 2.0 * rows * d * 3.0 * i; // gate, up, down
@@ -49,18 +65,21 @@ fn net_flops(c: &ModelConfig, b: usize) -> f64 {
         let it = c.mlp_t_inner() as f64;
         2.0 * b as f64 * d * t * 3.0 * it
     } else {
-        2.0 * rows * d * 4.0 * d + 2.0 * 2.0 * b as f64 * t * t * d // qkv + o, QK^T and PV
+        let aw = c.attention_width() as f64;
+        2.0 * rows * d * 4.0 * aw + 2.0 * 2.0 * b as f64 * t * t * aw // qkv + o, QK^T and PV
     };
-    c.arch.l_layers as f64 * (mlp + mixer)
+    mlp + mixer
 }
 
-/// (forward FLOPs of one supervision step, training FLOPs = forward + backward of the last cycle).
+/// (forward FLOPs of one supervision step, training FLOPs = forward + backward of the
+/// differentiated updates + the bootstrap pass of the Q-continue target when there is one).
 pub fn step_flops(c: &ModelConfig, b: usize) -> (f64, f64) {
-    let apps = (c.arch.h_cycles * (c.arch.l_cycles + 1)) as f64;
-    let last = (c.arch.l_cycles + 1) as f64;
+    let s = crate::model::schedule::Schedule::of(&c.arch);
     let heads = 2.0 * b as f64 * c.total_len() as f64 * c.d() as f64 * c.vocab_size as f64;
-    let fwd = apps * net_flops(c, b) + heads;
-    (fwd, fwd + 2.0 * (last * net_flops(c, b) + heads))
+    let blocks = block_flops(c, b);
+    let fwd = s.effective_depth() as f64 * blocks + heads;
+    let bootstrap = if c.arch.continue_target() { fwd } else { 0.0 };
+    (fwd, fwd + bootstrap + 2.0 * (s.differentiated_blocks() as f64 * blocks + heads))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -137,6 +156,7 @@ fn summarise(
 /// Times `reps` training steps after `warmup` on backend `AD`.
 pub fn bench_train<AD: AutodiffBackend>(
     shape_name: &str,
+    arch: Architecture,
     dtype: ForwardDtype,
     b: usize,
     warmup: usize,
@@ -144,7 +164,7 @@ pub fn bench_train<AD: AutodiffBackend>(
     peak: Option<f64>,
     device: &AD::Device,
 ) -> anyhow::Result<BenchResult> {
-    let mut c = shape(shape_name)?;
+    let mut c = shape_for(shape_name, arch)?;
     c.arch.forward_dtype = dtype;
     let mut rng = crate::util::rng::derive(0, &[]);
     let mut params = weights::init::<AD::InnerBackend>(&c, &mut rng, device).into_named();
@@ -170,12 +190,14 @@ pub fn bench_train<AD: AutodiffBackend>(
             times.push(t.elapsed().as_secs_f64());
         }
     }
-    Ok(summarise(shape_name, "train", activation_dtype::<AD>(&c), &c, b, format!("{device:?}"), times, step_flops(&c, b).1, peak))
+    let label = if arch == Architecture::Trm { shape_name.to_string() } else { format!("{shape_name}/{}", arch.name()) };
+    Ok(summarise(&label, "train", activation_dtype::<AD>(&c), &c, b, format!("{device:?}"), times, step_flops(&c, b).1, peak))
 }
 
 /// Times `reps` evaluation (inference) supervision steps after `warmup` on backend `B`.
 pub fn bench_eval<B: Backend>(
     shape_name: &str,
+    arch: Architecture,
     dtype: ForwardDtype,
     b: usize,
     warmup: usize,
@@ -183,7 +205,7 @@ pub fn bench_eval<B: Backend>(
     peak: Option<f64>,
     device: &B::Device,
 ) -> anyhow::Result<BenchResult> {
-    let mut c = shape(shape_name)?;
+    let mut c = shape_for(shape_name, arch)?;
     c.arch.forward_dtype = dtype;
     let mut rng = crate::util::rng::derive(0, &[]);
     let w: Weights<B> = weights::init::<B>(&c, &mut rng, device);
@@ -199,7 +221,8 @@ pub fn bench_eval<B: Backend>(
             times.push(t.elapsed().as_secs_f64());
         }
     }
-    Ok(summarise(shape_name, "eval", activation_dtype::<B>(&c), &c, b, format!("{device:?}"), times, step_flops(&c, b).0, peak))
+    let label = if arch == Architecture::Trm { shape_name.to_string() } else { format!("{shape_name}/{}", arch.name()) };
+    Ok(summarise(&label, "eval", activation_dtype::<B>(&c), &c, b, format!("{device:?}"), times, step_flops(&c, b).0, peak))
 }
 
 #[cfg(test)]
@@ -209,7 +232,7 @@ mod tests {
         // One attention block on 97 tokens at D = 512: 3.4M params -> 2 * 97 * 3.41M matmul FLOPs
         // plus the attention products 4 * 97^2 * 512.
         let c = super::shape("sudoku-att").unwrap();
-        let per_block = super::net_flops(&c, 1) / 2.0;
+        let per_block = super::block_flops(&c, 1);
         let want = 2.0 * 97.0 * 3_407_872.0 + 4.0 * 97.0 * 97.0 * 512.0;
         assert!((per_block - want).abs() < 1.0, "{per_block} vs {want}");
     }

@@ -10,6 +10,10 @@ pub struct BenchArgs {
     /// sudoku-att, sudoku-mlp, maze-att or arc-att
     #[arg(long, default_value = "sudoku-att")]
     pub shape: String,
+    /// Architecture run at that shape: trm, hrm, trm_singlez, trm_hier6, transformers_baseline
+    /// (its reference defaults; the shape's mlp_t and positions kept where it has them)
+    #[arg(long, default_value = "trm")]
+    pub arch: String,
     /// Rows per step
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
@@ -48,16 +52,25 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "bfloat16" => ForwardDtype::Bfloat16,
         other => anyhow::bail!("unknown --dtype `{other}` (float32 or bfloat16)"),
     };
+    let arch = crate::model::config::Architecture::parse(&a.arch).ok_or_else(|| anyhow::anyhow!("unknown --arch `{}`", a.arch))?;
     let r = match (a.device, a.mode.as_str()) {
-        (DeviceSpec::Cpu, "train") => {
-            bench::bench_train::<super::device::CpuAutodiff>(&a.shape, dt, a.batch, a.warmup, a.reps, a.peak_tflops, &Default::default())?
-        }
+        (DeviceSpec::Cpu, "train") => bench::bench_train::<super::device::CpuAutodiff>(
+            &a.shape,
+            arch,
+            dt,
+            a.batch,
+            a.warmup,
+            a.reps,
+            a.peak_tflops,
+            &Default::default(),
+        )?,
         (DeviceSpec::Cpu, "eval") => {
-            bench::bench_eval::<super::device::Cpu>(&a.shape, dt, a.batch, a.warmup, a.reps, a.peak_tflops, &Default::default())?
+            bench::bench_eval::<super::device::Cpu>(&a.shape, arch, dt, a.batch, a.warmup, a.reps, a.peak_tflops, &Default::default())?
         }
         #[cfg(feature = "cuda")]
         (DeviceSpec::Cuda(n), "train") => bench::bench_train::<super::device::GpuAutodiff>(
             &a.shape,
+            arch,
             dt,
             a.batch,
             a.warmup,
@@ -68,6 +81,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         #[cfg(feature = "cuda")]
         (DeviceSpec::Cuda(n), "eval") => bench::bench_eval::<super::device::Gpu>(
             &a.shape,
+            arch,
             dt,
             a.batch,
             a.warmup,

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod data;
 pub mod demo;
 pub mod device;
+pub mod info;
 pub mod parity;
 pub mod report;
 pub mod solve;
@@ -26,7 +27,8 @@ pub enum Command {
     /// Build data sets in the reference on-disk layout (Sudoku-Extreme, Maze-Hard, ARC, generated Sudoku)
     #[command(subcommand)]
     Data(data::DataCommand),
-    /// Train a TRM (presets or TOML; reference-style key=value overrides)
+    /// Train a model: TRM, HRM, their ablations or the baseline (presets or TOML; reference-style
+    /// key=value overrides, `arch=hrm` selects an architecture)
     Train(train::TrainArgs),
     /// Evaluate a checkpoint on a data set's test split
     Eval(train::EvalArgs),
@@ -40,6 +42,8 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Time training or evaluation steps at the presets' shapes
     Bench(bench::BenchArgs),
+    /// What a configuration builds: parameters, effective depth, forward passes, the paper's numbers
+    Info(info::InfoArgs),
     /// Compare against a golden fixture from the reference PyTorch code (exit 1 on any mismatch)
     Parity(parity::ParityArgs),
 }
@@ -49,6 +53,7 @@ pub fn run() -> Result<()> {
     match cli.command {
         Command::Data(cmd) => data::run(cmd),
         Command::Parity(a) => parity::run(a),
+        Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Solve(a) => solve::run(a),
         Command::Demo(a) => demo::run(a),

@@ -3,7 +3,7 @@
 
 use crate::data::loader::{Batch, IGNORE_LABEL};
 use crate::model::act::Carry;
-use crate::model::config::ModelConfig;
+use crate::model::config::{HaltRule, ModelConfig};
 use crate::model::layers::Rope;
 use crate::model::weights::Weights;
 use crate::train::step::{eval_forward, to_host_f32};
@@ -20,10 +20,13 @@ pub struct StepTrace {
     pub q_halt: f64,
     /// Cells that changed since the previous step.
     pub changed: usize,
+    /// Whether the model's own halting rule stops here (q_halt > 0, or q_halt > q_continue for
+    /// HRM, TRM "w/ ACT" and the baseline).
+    pub halts: bool,
 }
 
 /// Runs up to `max_steps` supervision steps on one input; with `halt`, stops at the first step
-/// whose q_halt is positive (the model's own halting).
+/// where the model's own halting rule fires.
 pub fn solve_tokens<B: Backend>(
     cfg: &ModelConfig,
     w: &Weights<B>,
@@ -50,10 +53,14 @@ pub fn solve_tokens<B: Backend>(
     for step in 1..=max_steps {
         let (loss, out) = eval_forward(cfg, w, table, &mut carry, &batch, &rope, max_steps);
         let tokens: Vec<u8> = loss.preds.iter().map(|&p| p as u8).collect();
-        let q = to_host_f32(&out.q_halt)[0] as f64;
+        let (q, qc) = (to_host_f32(&out.q_halt)[0] as f64, to_host_f32(&out.q_continue)[0] as f64);
+        let halts = match cfg.arch.halt_rule() {
+            HaltRule::Sign => q > 0.0,
+            HaltRule::VersusContinue => q > qc,
+        };
         let changed = trace.last().map_or(s, |prev| prev.tokens.iter().zip(&tokens).filter(|(a, b)| a != b).count());
-        trace.push(StepTrace { step, tokens, q_halt: 1.0 / (1.0 + (-q).exp()), changed });
-        if halt && q > 0.0 {
+        trace.push(StepTrace { step, tokens, q_halt: 1.0 / (1.0 + (-q).exp()), changed, halts });
+        if halt && halts {
             break;
         }
     }

@@ -211,6 +211,12 @@ pub fn expected_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     out
 }
 
+/// Trainable parameters of a configuration (the reference's `num_params`: the puzzle-embedding
+/// table and the init buffers excluded), from the shapes alone.
+pub fn count_params(cfg: &ModelConfig) -> usize {
+    expected_shapes(cfg).iter().filter(|(n, _)| !is_init_buffer(n)).map(|(_, s)| s.iter().product::<usize>()).sum()
+}
+
 /// Whether a tensor name is a fixed init buffer (never trained, not averaged by the EMA).
 pub fn is_init_buffer(name: &str) -> bool {
     name.ends_with("_init")

@@ -175,7 +175,7 @@ fn puzzle_html(kind: Kind, idx: usize, input: &[u8], label: &[u8], trace: &[Step
     let mut s = String::new();
     let last = trace.last().map(|t| &t.tokens);
     let right = last.is_some_and(|p| label.iter().zip(p).all(|(&l, &t)| l == 0 || l == t));
-    let halt_at = trace.iter().position(|t| t.q_halt > 0.5).map(|k| k + 1);
+    let halt_at = trace.iter().position(|t| t.halts).map(|k| k + 1);
     let _ = write!(
         s,
         "<section class=puzzle><h3>test example {idx}: {} after {} steps{}</h3><div class=row>",
@@ -224,13 +224,21 @@ pub fn write_report(o: &ReportOptions) -> Result<usize> {
         let c = &st.config;
         let rows: BTreeMap<&str, String> = BTreeMap::from([
             ("checkpoint", format!("{} (step {})", ckpt.as_ref().unwrap().display(), st.step)),
-            (
-                "model",
+            ("model", {
+                let s = crate::model::schedule::Schedule::of(a);
+                let nets: Vec<String> = s.nets.iter().map(|n| format!("{} {} blocks", n.name, n.layers)).collect();
                 format!(
-                    "hidden {}, {} layers, H_cycles {}, L_cycles {}, mlp_t {}, pos {:?}",
-                    a.hidden_size, a.l_layers, a.h_cycles, a.l_cycles, a.mlp_t, a.pos_encodings
-                ),
-            ),
+                    "arch={}, hidden {}, {}, H_cycles {}, L_cycles {}, mlp_t {}, pos {:?}, effective depth {}",
+                    a.name.name(),
+                    a.hidden_size,
+                    nets.join(" + "),
+                    a.h_cycles,
+                    a.l_cycles,
+                    a.mlp_t,
+                    a.pos_encodings,
+                    s.effective_depth()
+                )
+            }),
             (
                 "training",
                 format!("batch {}, lr {}, weight decay {}, epochs {}, EMA {}", c.global_batch_size, c.lr, c.weight_decay, c.epochs, c.ema),

@@ -1,9 +1,9 @@
 //! Training configuration. Keys and meanings are the reference's (`config/cfg_pretrain.yaml` and
 //! `config/arch/trm.yaml`), so reference command lines work unchanged as overrides:
 //! `trm train --config sudoku-mlp --data DIR arch.L_cycles=6 ema=True lr=1e-4`.
-//! Named presets live in `configs/*.toml` and are compiled into the binary.
+//! Named presets live in `configs/` and are compiled into the binary (`presets.rs`).
 
-use crate::model::config::ArchConfig;
+use crate::model::config::{ArchConfig, Architecture};
 use crate::train::optim::OptimizerKind;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
@@ -93,48 +93,20 @@ impl Default for TrainConfig {
     }
 }
 
-/// The presets shipped in `configs/`.
-pub const PRESETS: &[(&str, &str)] = &[
-    ("sudoku-mlp", include_str!("../../configs/sudoku-mlp.toml")),
-    ("sudoku-att", include_str!("../../configs/sudoku-att.toml")),
-    ("maze", include_str!("../../configs/maze.toml")),
-    ("arc1", include_str!("../../configs/arc1.toml")),
-    ("arc2", include_str!("../../configs/arc2.toml")),
-    ("sudoku-tiny", include_str!("../../configs/sudoku-tiny.toml")),
-    ("demo", include_str!("../../configs/demo.toml")),
-];
-
-/// Loads a preset name or a TOML file path.
-pub fn load_base(preset_or_file: &str) -> Result<toml::Table> {
-    let text = match PRESETS.iter().find(|(n, _)| *n == preset_or_file) {
-        Some((_, t)) => t.to_string(),
-        None => std::fs::read_to_string(preset_or_file).with_context(|| {
-            format!(
-                "`{preset_or_file}` is neither a preset ({}) nor a readable TOML file",
-                PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
-            )
-        })?,
-    };
-    text.parse::<toml::Table>().with_context(|| format!("{preset_or_file}: invalid TOML"))
-}
-
-/// All valid dotted keys (from the defaults), for unknown-key errors.
+/// All valid dotted keys (the top-level defaults and every architecture's `arch.*` keys), for
+/// unknown-key errors.
 pub fn known_keys() -> Vec<String> {
     let t = toml::Table::try_from(TrainConfig::default()).expect("config serialises");
-    let mut out = Vec::new();
-    for (k, v) in &t {
-        match v {
-            toml::Value::Table(sub) => out.extend(sub.keys().map(|s| format!("{k}.{s}"))),
-            _ => out.push(k.clone()),
-        }
+    let mut out: Vec<String> = t.iter().filter(|(_, v)| !v.is_table()).map(|(k, _)| k.clone()).collect();
+    for arch in Architecture::ALL {
+        out.extend(arch.defaults_table().keys().map(|k| format!("arch.{k}")));
     }
     // Optional keys without a default value are not serialised: list them explicitly.
-    for k in ["run_name", "project_name", "max_steps", "eval_max_examples", "eval_batch_size", "eval_interval"] {
-        if !out.iter().any(|o| o == k) {
-            out.push(k.to_string());
-        }
-    }
+    out.extend(
+        ["run_name", "project_name", "max_steps", "eval_max_examples", "eval_batch_size", "eval_interval", "arch"].map(String::from),
+    );
     out.sort();
+    out.dedup();
     out
 }
 
@@ -169,12 +141,53 @@ fn parse_value(raw: &str) -> toml::Value {
     toml::Value::String(v.trim_matches('"').trim_matches('\'').to_string())
 }
 
+/// The architecture an `arch` table names (`trm` when it names none).
+fn arch_of(t: &toml::Table) -> Result<Architecture> {
+    match t.get("arch").and_then(|a| a.get("name")) {
+        None => Ok(Architecture::Trm),
+        Some(toml::Value::String(n)) => Architecture::parse(n)
+            .ok_or_else(|| anyhow!("unknown architecture `{n}` (arch= one of {})", Architecture::ALL.map(|a| a.name()).join(", "))),
+        Some(v) => bail!("arch.name must be a string, not {v}"),
+    }
+}
+
 /// Applies `key=value` overrides (reference names; `+key=value` as hydra's append is accepted).
-pub fn apply_overrides(base: &mut toml::Table, overrides: &[String]) -> Result<()> {
+/// `arch=NAME` selects an architecture as hydra's config group does: when it differs from the
+/// preset's, the preset's `[arch]` block is replaced by NAME's defaults (a note lists what was
+/// dropped); `arch.*` overrides apply after it, wherever they stand on the command line.
+/// Returns notes for the user (what `arch=` replaced).
+pub fn apply_overrides(base: &mut toml::Table, overrides: &[String]) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
     let known = known_keys();
+    let mut pairs = Vec::new();
     for ov in overrides {
         let (key, value) = ov.split_once('=').ok_or_else(|| anyhow!("override `{ov}` is not key=value"))?;
-        let key = key.trim().trim_start_matches('+');
+        pairs.push((key.trim().trim_start_matches('+'), value));
+    }
+    // Group selection first.
+    for (_, value) in pairs.iter().filter(|(k, _)| *k == "arch") {
+        let name = value.trim().trim_matches('"').trim_matches('\'');
+        let arch = Architecture::parse(name)
+            .ok_or_else(|| anyhow!("unknown architecture `arch={name}` (one of {})", Architecture::ALL.map(|a| a.name()).join(", ")))?;
+        if arch_of(base)? != arch {
+            let dropped: Vec<String> = base
+                .get("arch")
+                .and_then(|a| a.as_table())
+                .map(|a| a.iter().filter(|(k, _)| *k != "name").map(|(k, v)| format!("{k}={v}")).collect())
+                .unwrap_or_default();
+            if !dropped.is_empty() {
+                notes.push(format!(
+                    "arch={} replaces the preset's arch settings ({}) with its own defaults",
+                    arch.name(),
+                    dropped.join(", ")
+                ));
+            }
+            let mut t = toml::Table::new();
+            t.insert("name".into(), toml::Value::String(arch.name().into()));
+            base.insert("arch".into(), toml::Value::Table(t));
+        }
+    }
+    for (key, value) in pairs.into_iter().filter(|(k, _)| *k != "arch") {
         if key == "arch.loss.loss_type" || key == "loss_type" {
             set(base, "arch.loss_type", parse_value(value));
             continue;
@@ -195,7 +208,7 @@ pub fn apply_overrides(base: &mut toml::Table, overrides: &[String]) -> Result<(
         }
         set(base, key, v);
     }
-    Ok(())
+    Ok(notes)
 }
 
 fn set(t: &mut toml::Table, key: &str, v: toml::Value) {
@@ -228,12 +241,37 @@ fn widen_numbers(t: &mut toml::Table, defaults: &toml::Table) {
 
 /// Builds the final config from a preset/file and overrides.
 pub fn resolve(preset_or_file: &str, overrides: &[String]) -> Result<TrainConfig> {
-    let mut base = load_base(preset_or_file)?;
-    apply_overrides(&mut base, overrides)?;
+    let mut base = super::presets::load_base(preset_or_file)?;
+    for note in apply_overrides(&mut base, overrides)? {
+        eprintln!("note: {note}");
+    }
     from_table(base).with_context(|| format!("configuration `{preset_or_file}` with overrides {overrides:?}"))
 }
 
 pub fn from_table(mut t: toml::Table) -> Result<TrainConfig> {
+    // The arch block: the architecture's defaults with the given keys on top. A key that is not
+    // one of that architecture's is refused, never ignored.
+    let arch = arch_of(&t)?;
+    let given = match t.remove("arch") {
+        Some(toml::Value::Table(a)) => a,
+        None => toml::Table::new(),
+        Some(v) => bail!("`arch` must be a table or an architecture name, not {v}"),
+    };
+    let keys = arch.defaults_table();
+    let mut foreign: Vec<&String> = given.keys().filter(|k| !keys.contains_key(*k)).collect();
+    foreign.sort();
+    if let Some(k) = foreign.first() {
+        let mut own: Vec<&String> = keys.keys().collect();
+        own.sort();
+        let elsewhere: Vec<&str> = Architecture::ALL.iter().filter(|a| a.defaults_table().contains_key(*k)).map(|a| a.name()).collect();
+        bail!(
+            "arch.{k} does not apply to arch={}{}; its keys are {}",
+            arch.name(),
+            if elsewhere.is_empty() { String::new() } else { format!(" (it is a key of {})", elsewhere.join(", ")) },
+            own.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    t.insert("arch".into(), toml::Value::Table(arch.full_table(&given)));
     let defaults = toml::Table::try_from(TrainConfig::default())?;
     widen_numbers(&mut t, &defaults);
     let cfg: TrainConfig = toml::Value::Table(t).try_into().map_err(|e: toml::de::Error| anyhow!("{}", e.message()))?;
@@ -256,8 +294,14 @@ impl TrainConfig {
     pub fn epochs_per_iter(&self) -> usize {
         self.eval_interval.unwrap_or(self.epochs)
     }
+    /// The config as TOML, with only the keys of its architecture in `[arch]` (so it reads back).
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("config serialises")
+        let mut t = toml::Table::try_from(self).expect("config serialises");
+        let keys = self.arch.name.defaults_table();
+        if let Some(toml::Value::Table(a)) = t.get_mut("arch") {
+            a.retain(|k, _| keys.contains_key(k));
+        }
+        toml::to_string_pretty(&t).expect("config serialises")
     }
 }
 
@@ -267,8 +311,8 @@ mod tests {
 
     #[test]
     fn every_preset_parses() {
-        for (name, _) in PRESETS {
-            resolve(name, &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        for name in super::super::presets::names() {
+            resolve(&name, &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         }
     }
 
@@ -291,6 +335,41 @@ mod tests {
         assert_eq!(c.lr, 1.0);
         assert_eq!(c.run_name.as_deref(), Some("x"));
         assert_eq!(c.arch.pos_encodings, crate::model::config::PosEncoding::None);
+    }
+
+    #[test]
+    fn arch_selects_an_architecture_with_its_defaults() {
+        let c = resolve("sudoku-att", &["arch=hrm".into(), "arch.L_layers=2".into()]).unwrap();
+        assert_eq!(c.arch.name, Architecture::Hrm);
+        assert_eq!((c.arch.h_layers, c.arch.l_layers, c.arch.h_cycles, c.arch.l_cycles), (4, 2, 2, 2));
+        assert!(!c.arch.no_act_continue && c.arch.one_step_grad);
+        // The same architecture as the preset's keeps the preset's settings.
+        let c = resolve("sudoku-mlp", &["arch=trm".into()]).unwrap();
+        assert!(c.arch.mlp_t);
+        // Order on the command line does not matter (hydra applies the group first).
+        let c = resolve("sudoku-att", &["arch.H_layers=2".into(), "arch=hrm".into()]).unwrap();
+        assert_eq!(c.arch.h_layers, 2);
+        let e = format!("{:#}", resolve("sudoku-att", &["arch=hrmm".into()]).unwrap_err());
+        assert!(e.contains("unknown architecture"), "{e}");
+    }
+
+    #[test]
+    fn keys_of_another_architecture_are_refused() {
+        let e = format!("{:#}", resolve("sudoku-att", &["arch.act_inference=True".into()]).unwrap_err());
+        assert!(e.contains("arch.act_inference does not apply to arch=trm") && e.contains("transformers_baseline"), "{e}");
+        let e = format!("{:#}", resolve("sudoku-att", &["arch=hrm".into(), "arch.puzzle_emb_len=4".into()]).unwrap_err());
+        assert!(e.contains("does not apply to arch=hrm"), "{e}");
+        let e = format!("{:#}", resolve("sudoku-att", &["arch=transformers_baseline".into(), "arch.L_cycles=4".into()]).unwrap_err());
+        assert!(e.contains("does not apply"), "{e}");
+    }
+
+    #[test]
+    fn a_written_config_reads_back_for_every_architecture() {
+        for arch in Architecture::ALL {
+            let c = resolve("sudoku-att", &[format!("arch={}", arch.name())]).unwrap();
+            let back = from_table(c.to_toml().parse().unwrap()).unwrap_or_else(|e| panic!("{}: {e:#}", arch.name()));
+            assert_eq!(back, c);
+        }
     }
 
     #[test]

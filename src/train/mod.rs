@@ -6,5 +6,6 @@ pub mod config;
 pub mod logging;
 pub mod loss;
 pub mod optim;
+pub mod presets;
 pub mod step;
 pub mod trainer;

@@ -1,0 +1,248 @@
+//! `trm info`: what a configuration builds, without training it: the architecture, its states and
+//! networks, the parameter count, the recursion per supervision step (effective depth, network
+//! applications run and differentiated), the forward passes per optimisation step, and, for a
+//! row of the TRM paper's tables, the paper's numbers beside ours.
+
+use crate::data::format;
+use crate::model::config::{HaltRule, ModelConfig};
+use crate::model::schedule::Schedule;
+use crate::model::weights::count_params;
+use crate::train::{config, presets};
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct InfoArgs {
+    /// Preset name (trm info --list), paper row, or TOML file
+    #[arg(long, default_value = "sudoku-mlp")]
+    pub config: String,
+    /// Overrides as the reference's hydra command line writes them: `arch=hrm arch.L_cycles=4`
+    #[arg(value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Data set folder (its sequence length, vocabulary and identifiers); else --shape
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// sudoku (81 cells, 11 tokens), maze or arc (900 cells; 6 / 12 tokens) [default: the preset's]
+    #[arg(long)]
+    pub shape: Option<String>,
+    /// List the presets and the paper's rows
+    #[arg(long)]
+    pub list: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The counts `trm info` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct Info {
+    pub config: String,
+    pub arch: String,
+    pub seq_len: usize,
+    pub vocab_size: usize,
+    pub states: Vec<String>,
+    pub networks: Vec<(String, usize)>,
+    pub params: usize,
+    pub h_cycles: usize,
+    pub l_cycles: usize,
+    /// Network applications per supervision step, and those the gradient flows through.
+    pub applications: usize,
+    pub differentiated_applications: usize,
+    pub differentiated_blocks: usize,
+    /// Blocks applied per supervision step: the paper's T(n+1)·layers.
+    pub effective_depth: usize,
+    /// Forward passes per optimisation step.
+    pub nfp: usize,
+    pub halt_max_steps: usize,
+    pub paper: Option<PaperComparison>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PaperComparison {
+    pub table: String,
+    pub row: String,
+    pub accuracy: Option<f64>,
+    pub depth: Option<usize>,
+    pub nfp: Option<usize>,
+    pub params: Option<String>,
+}
+
+/// Sequence length and vocabulary of the shipped data sets.
+fn shape_dims(shape: &str) -> Result<(usize, usize)> {
+    Ok(match shape {
+        "sudoku" => (81, 11),
+        "maze" => (900, 6),
+        "arc" => (900, 12),
+        other => bail!("unknown --shape `{other}` (sudoku, maze or arc)"),
+    })
+}
+
+/// The counts of a configuration at a data shape.
+pub fn info(name: &str, cfg: &config::TrainConfig, seq_len: usize, vocab: usize, ids: usize) -> Result<Info> {
+    let model = ModelConfig { arch: cfg.arch.clone(), seq_len, vocab_size: vocab, num_puzzle_identifiers: ids };
+    model.validate()?;
+    let s = Schedule::of(&model.arch);
+    let paper = presets::paper_rows().remove(name).map(|r| PaperComparison {
+        table: r.table,
+        row: r.row,
+        accuracy: r.accuracy,
+        depth: r.depth,
+        nfp: r.nfp,
+        params: r.params,
+    });
+    Ok(Info {
+        config: name.to_string(),
+        arch: model.arch.name.name().into(),
+        seq_len,
+        vocab_size: vocab,
+        states: s.states.iter().map(|st| format!("{} ({})", st.name, st.key)).collect(),
+        networks: s.nets.iter().map(|n| (n.name.to_string(), n.layers)).collect(),
+        params: count_params(&model),
+        h_cycles: model.arch.h_cycles,
+        l_cycles: model.arch.l_cycles,
+        applications: s.applications(),
+        differentiated_applications: s.differentiated_applications(),
+        differentiated_blocks: s.differentiated_blocks(),
+        effective_depth: s.effective_depth(),
+        nfp: Schedule::forward_passes(&model.arch),
+        halt_max_steps: model.arch.halt_max_steps,
+        paper,
+    })
+}
+
+/// "5M"-style rounding, as the paper prints parameter counts.
+pub fn millions(n: usize) -> String {
+    format!("{}M", (n as f64 / 1e6).round() as usize)
+}
+
+/// 27275266 -> "27,275,266".
+fn grouped(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn run(a: InfoArgs) -> Result<()> {
+    if a.list {
+        println!("presets:");
+        for (name, _) in presets::PRESETS {
+            println!("  {name}");
+        }
+        println!("rows of the TRM paper's tables (arXiv 2510.04871 v1):");
+        for (name, row) in presets::paper_rows() {
+            println!("  {name:<28} Table {}: {}", row.table, row.row);
+        }
+        return Ok(());
+    }
+    let mut ov = a.set.clone();
+    ov.extend(a.overrides.iter().cloned());
+    let cfg = config::resolve(&a.config, &ov)?;
+    let (seq_len, vocab, ids) = match &a.data {
+        Some(dir) => {
+            let m = format::read_metadata(&dir.join("train")).with_context(|| format!("cannot read the metadata of {}", dir.display()))?;
+            (m.seq_len, m.vocab_size, m.num_puzzle_identifiers)
+        }
+        None => {
+            let shape = a
+                .shape
+                .clone()
+                .or_else(|| presets::shape_of(&a.config))
+                .with_context(|| format!("{} names no data set: pass --data DIR or --shape sudoku|maze|arc", a.config))?;
+            let (s, v) = shape_dims(&shape)?;
+            (s, v, 1)
+        }
+    };
+    let i = info(&a.config, &cfg, seq_len, vocab, ids)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&i)?);
+        return Ok(());
+    }
+    let arch = &cfg.arch;
+    println!("{} (arch={}), sequence {} tokens, vocabulary {}", i.config, i.arch, i.seq_len, i.vocab_size);
+    println!("  states carried between supervision steps: {}", i.states.join(", "));
+    let block = if arch.mlp_t { "mlp_t" } else { "attention" };
+    let nets: Vec<String> = i.networks.iter().map(|(n, l)| format!("{n} ({l} {block} blocks)")).collect();
+    println!("  networks: {}", nets.join(", "));
+    println!("  parameters: {} ({}), puzzle-embedding table excluded", grouped(i.params), millions(i.params));
+    println!(
+        "  per supervision step: T = {}, n = {}: {} network applications, {} differentiated ({} blocks)",
+        i.h_cycles, i.l_cycles, i.applications, i.differentiated_applications, i.differentiated_blocks
+    );
+    println!("  effective depth per supervision step, T(n+1)·layers: {}", i.effective_depth);
+    println!("  forward passes per optimisation step (NFP): {}", i.nfp);
+    let halt = match (arch.halt_rule(), arch.continue_target()) {
+        (HaltRule::Sign, _) => "q_halt > 0".to_string(),
+        (HaltRule::VersusContinue, true) => "q_halt > q_continue, q_continue trained on a bootstrapped target".into(),
+        (HaltRule::VersusContinue, false) => "q_halt > q_continue (q_continue untrained)".into(),
+    };
+    println!("  supervision steps: up to {}; halting in training: {halt}", i.halt_max_steps);
+    if let Some(p) = &i.paper {
+        let mut parts = Vec::new();
+        let ours = |same: bool, v: String| if same { format!("ours {v}") } else { format!("ours {v}, differs") };
+        if let Some(acc) = p.accuracy {
+            parts.push(format!("test accuracy {acc:.1}%"));
+        }
+        if let Some(d) = p.depth {
+            parts.push(format!("depth {d} ({})", ours(d == i.effective_depth, i.effective_depth.to_string())));
+        }
+        if let Some(n) = p.nfp {
+            parts.push(format!("NFP {n} ({})", ours(n == i.nfp, i.nfp.to_string())));
+        }
+        if let Some(pp) = &p.params {
+            parts.push(format!("params {pp} ({})", ours(*pp == millions(i.params), millions(i.params))));
+        }
+        println!("  paper, Table {} \"{}\": {}", p.table, p.row, parts.join(", "));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(name: &str) -> Info {
+        let cfg = config::resolve(name, &[]).unwrap();
+        let (s, v) = shape_dims(&presets::shape_of(name).unwrap()).unwrap();
+        info(name, &cfg, s, v, 1).unwrap()
+    }
+
+    #[test]
+    fn parameter_counts_match_the_reference_check_values() {
+        // reference-spec §14: num_params of the reference's models.
+        assert_eq!(of("sudoku-att").params, 6_828_034);
+        assert_eq!(of("sudoku-mlp").params, 5_028_866);
+        assert_eq!(of("maze").params, 6_822_914);
+        assert_eq!(of("hrm-sudoku").params, 27_275_266);
+        assert_eq!(of("hrm-maze").params, 27_270_146);
+        assert_eq!(of("hrm-arc1").params, 27_276_290);
+        let base = config::resolve("arc1", &["arch=transformers_baseline".into()]).unwrap();
+        assert_eq!(info("x", &base, 900, 12, 1).unwrap().params, 27_145_218);
+    }
+
+    #[test]
+    fn every_paper_row_has_the_papers_depth_nfp_and_parameter_count() {
+        for (name, row) in presets::paper_rows() {
+            let i = of(&name);
+            if let Some(p) = &row.params {
+                assert_eq!(*p, millions(i.params), "{name}: params {}", i.params);
+            }
+            if let Some(n) = row.nfp {
+                assert_eq!(n, i.nfp, "{name}: NFP");
+            }
+            if let Some(d) = row.depth {
+                // The paper's k = 1 row of Table 3 prints 9 and 7 where T(n+1)·layers is 8 and 6.
+                let want = if name.contains("-k1-t1") { d - 1 } else { d };
+                assert_eq!(want, i.effective_depth, "{name}: depth");
+            }
+        }
+    }
+}
