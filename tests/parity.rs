@@ -1,21 +1,57 @@
-//! Golden parity with the reference PyTorch code (shared/fixtures): every expected tensor
-//! within the fixture README's tolerance.
+//! Golden parity with the reference PyTorch code: every expected tensor within its tolerance,
+//! for the shared TRM fixture and for the fixtures bench/make_fixture.py made of every other
+//! architecture (tests/fixtures: HRM, single z, six latents, the transformer baseline, TRM with
+//! the ACT continue loss).
 
 mod common;
 
+type AD = burn::backend::Autodiff<burn::backend::Flex>;
+
+fn assert_parity(dir: &std::path::Path, min_tensors: usize) {
+    let checks = trm::eval::parity::run::<AD>(dir, &Default::default()).unwrap_or_else(|e| panic!("{}: {e:#}", dir.display()));
+    assert!(checks.len() >= min_tensors, "{}: only {} tensors compared", dir.display(), checks.len());
+    let failed: Vec<_> = checks.iter().filter(|c| !c.ok()).collect();
+    assert!(failed.is_empty(), "{}: {failed:#?}", dir.display());
+}
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
 #[test]
 fn trm_small_attn_fixture_matches_the_reference() {
-    type AD = burn::backend::Autodiff<burn::backend::Flex>;
-    let dir = common::shared().join("fixtures/trm-small-attn");
-    let checks = trm::eval::parity::run::<AD>(&dir, &Default::default()).unwrap();
-    assert!(checks.len() > 200, "only {} tensors compared", checks.len());
-    let failed: Vec<_> = checks.iter().filter(|c| !c.ok()).collect();
-    assert!(failed.is_empty(), "{failed:#?}");
+    assert_parity(&common::shared().join("fixtures/trm-small-attn"), 200);
+}
+
+#[test]
+fn hrm_fixture_matches_the_reference() {
+    // Two networks, the 1-step gradient, the Q-continue loss and its bootstrap pass.
+    assert_parity(&fixture("hrm-small"), 200);
+}
+
+#[test]
+fn single_z_fixture_matches_the_reference() {
+    assert_parity(&fixture("trm-singlez-small"), 150);
+}
+
+#[test]
+fn six_latent_fixture_matches_the_reference() {
+    assert_parity(&fixture("trm-hier6-small"), 200);
+}
+
+#[test]
+fn transformer_baseline_fixture_matches_the_reference() {
+    // 3 heads on a width of 20 (attention width 18), adaptive halting in evaluation.
+    assert_parity(&fixture("baseline-small"), 150);
+}
+
+#[test]
+fn trm_with_the_act_continue_loss_matches_the_reference_with_its_unpacking_bug_fixed() {
+    assert_parity(&fixture("trm-act-small"), 200);
 }
 
 #[test]
 fn a_fixture_with_a_wrong_shape_is_a_clear_error() {
-    type AD = burn::backend::Autodiff<burn::backend::Flex>;
     let src = common::shared().join("fixtures/trm-small-attn");
     let dir = tempfile::tempdir().unwrap();
     for f in ["weights.safetensors", "batch.safetensors", "expected.safetensors"] {
@@ -26,4 +62,18 @@ fn a_fixture_with_a_wrong_shape_is_a_clear_error() {
     std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
     let e = format!("{:#}", trm::eval::parity::run::<AD>(dir.path(), &Default::default()).unwrap_err());
     assert!(e.contains("shape"), "{e}");
+}
+
+#[test]
+fn a_fixture_without_its_expected_tensors_is_refused() {
+    let src = fixture("hrm-small");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["weights.safetensors", "batch.safetensors", "config.json"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    // An expected file holding a single tensor.
+    let entries = vec![("train.step1.steps".to_string(), vec![3], vec![1.0f32, 1.0, 1.0])];
+    trm::util::tensors::write_safetensors(&dir.path().join("expected.safetensors"), &entries, None).unwrap();
+    let e = format!("{:#}", trm::eval::parity::run::<AD>(dir.path(), &Default::default()).unwrap_err());
+    assert!(e.contains("not a complete fixture"), "{e}");
 }

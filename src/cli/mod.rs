@@ -45,6 +45,7 @@ pub enum Command {
     /// What a configuration builds: parameters, effective depth, forward passes, the paper's numbers
     Info(info::InfoArgs),
     /// Compare against a golden fixture from the reference PyTorch code (exit 1 on any mismatch)
+    #[command(long_about = parity::LONG_ABOUT)]
     Parity(parity::ParityArgs),
 }
 
