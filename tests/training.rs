@@ -70,7 +70,7 @@ fn resume_is_exact() {
     let a = final_state(&runs.path().join("straight"));
     let b = final_state(&runs.path().join("split"));
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    assert!(a.keys().any(|k| k.starts_with("adam_m.")) && a.keys().any(|k| k.starts_with("ema.")) && a.contains_key("carry.z_h"));
+    assert!(a.keys().any(|k| k.starts_with("adam_m.")) && a.keys().any(|k| k.starts_with("ema.")) && a.contains_key("carry.z_H"));
     for (k, va) in &a {
         assert_eq!(va.values, b[k].values, "{k} differs after resume");
     }

@@ -64,7 +64,7 @@ fn adapt_config(base: &TrainConfig, job: &AdaptJob, data: &std::path::Path, exam
     c.seed = job.seed;
     c.checkpoint_interval_steps = 0;
     c.checkpoint_every_eval = false;
-    let mut t = toml::Table::try_from(&c)?;
+    let mut t = c.to_table();
     apply_overrides(&mut t, &job.overrides)?;
     from_table(t)
 }

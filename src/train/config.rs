@@ -294,14 +294,20 @@ impl TrainConfig {
     pub fn epochs_per_iter(&self) -> usize {
         self.eval_interval.unwrap_or(self.epochs)
     }
-    /// The config as TOML, with only the keys of its architecture in `[arch]` (so it reads back).
-    pub fn to_toml(&self) -> String {
+    /// The config as a table, with only the keys of its architecture in `[arch]` (so that
+    /// `from_table` reads it back).
+    pub fn to_table(&self) -> toml::Table {
         let mut t = toml::Table::try_from(self).expect("config serialises");
         let keys = self.arch.name.defaults_table();
         if let Some(toml::Value::Table(a)) = t.get_mut("arch") {
             a.retain(|k, _| keys.contains_key(k));
         }
-        toml::to_string_pretty(&t).expect("config serialises")
+        t
+    }
+
+    /// The config as TOML (`to_table`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(&self.to_table()).expect("config serialises")
     }
 }
 

@@ -238,7 +238,7 @@ pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result
             last_train = m;
             let n = m.count.max(1.0);
             window_rows += g;
-            let vals = [
+            let mut vals = vec![
                 ("lm_loss", m.lm_loss / g as f64),
                 ("q_halt_loss", m.q_halt_loss / g as f64),
                 ("accuracy", m.accuracy / n),
@@ -248,6 +248,9 @@ pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result
                 ("count", m.count),
                 ("lr", h.lr),
             ];
+            if model.arch.continue_target() {
+                vals.push(("q_continue_loss", m.q_continue_loss / g as f64));
+            }
             log.log(st.step, "train", &vals)?;
             pb.set_position(st.step);
             if st.step % 10 == 0 || st.step == 1 {

@@ -88,11 +88,15 @@ pub fn block<B: Backend>(h: &Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope
     let prep = FusedBlock.prepare::<NoCheckpointing>([x.node.clone(), w1.node.clone(), w2.node.clone(), wgu.node.clone(), wd.node.clone()]);
     let out = match prep.compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
+            count(|c| c.tracked += 1);
             let (y, trace) = block_values(&xv, g, eps, &layer, rope, true);
             let saved = SavedBlock { g, x: xv.into_owned(), trace: trace.expect("kept"), layer, rope: tables.clone() };
             prep.finish(Saved(Arc::new(saved)), flex_tensor(y, [batch, t, d]))
         }
-        OpsKind::UnTracked(prep) => prep.finish(flex_tensor(block_values(&xv, g, eps, &layer, rope, false).0, [batch, t, d])),
+        OpsKind::UnTracked(prep) => {
+            count(|c| c.forward += 1);
+            prep.finish(flex_tensor(block_values(&xv, g, eps, &layer, rope, false).0, [batch, t, d]))
+        }
     };
     Some(cast::<Ad, B, 3>(Tensor::from_primitive(TensorPrimitive::Float(out))))
 }
@@ -127,6 +131,7 @@ impl Backward<Flex, 5> for FusedBlock {
     type State = Saved;
 
     fn backward(self, ops: Ops<Saved, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
+        count(|c| c.backward += 1);
         let s = &*ops.state.0;
         let (g, tr, l) = (s.g, &s.trace, &s.layer);
         let (rows, d, i) = (g.rows(), g.d, tr.gate.len() / g.rows());

@@ -35,6 +35,33 @@ use std::any::{Any, TypeId};
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
+/// Per-thread counts of fused block applications since the thread started: plain forward passes
+/// (no graph), forward passes recorded for backprop, and backward passes. Tests read them to
+/// check what a schedule really runs and differentiates (tests/variants.rs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlockCounts {
+    pub forward: usize,
+    pub tracked: usize,
+    pub backward: usize,
+}
+
+thread_local! {
+    static COUNTS: std::cell::Cell<BlockCounts> = const { std::cell::Cell::new(BlockCounts { forward: 0, tracked: 0, backward: 0 }) };
+}
+
+/// This thread's counts so far.
+pub fn block_counts() -> BlockCounts {
+    COUNTS.with(|c| c.get())
+}
+
+fn count(f: impl FnOnce(&mut BlockCounts)) {
+    COUNTS.with(|c| {
+        let mut v = c.get();
+        f(&mut v);
+        c.set(v);
+    });
+}
+
 /// Whether `block` below applies to backend `B`.
 pub fn applies<B: Backend>() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
@@ -387,6 +414,7 @@ pub fn block<B: Backend>(h: &Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope
     let rope = tables_f32.as_ref().map(|(c, s)| (&c[..], &s[..]));
     let g = Dims { batch, t, d, heads: cfg.arch.num_heads };
     let (y, _) = block_values(&values(&x), g, cfg.arch.rms_norm_eps as f32, &layer, rope, false);
+    count(|c| c.forward += 1);
     Some(from_flex(flex_tensor(y, [batch, t, d])))
 }
 
