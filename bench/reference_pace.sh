@@ -20,6 +20,7 @@
 #   REF_METRICS  JSONL metrics file                    (default $REF_OUT/reference_metrics.jsonl)
 #   REF_THREADS  torch CPU threads                     (default 2)
 #   REF_ATAN2    "kernel" (default, same update as the adam-atan2 CUDA kernel) or "hat"
+#   ARCH         the reference's arch group: trm (default), hrm, trm_singlez, ...
 #   PYTHON       interpreter                           (default python3)
 #
 # Python packages (installed on demand if an import fails):
@@ -55,7 +56,7 @@ REF_DIR="$REF_DIR" REF_MIRROR="$MIRROR" PYTHON="$PY" "$BENCH/prepare_reference.s
 # --- 4. Train + eval ----------------------------------------------------------
 # Defaults for the pace comparison; anything in "$@" is appended (later wins).
 ARGS=(
-  arch=trm
+  "arch=${ARCH:-trm}"
   "data_paths=['$DATA']"
   "evaluators=[]"
   arch.mlp_t=True arch.pos_encodings=none arch.hidden_size=64

@@ -80,6 +80,54 @@ pub struct TrainSampler {
     pub world: usize,
     pub seed: u64,
     pub epochs_per_iter: usize,
+    /// A recorded order to replay instead of sampling (`batch_order` in the config).
+    pub recorded: Option<Arc<RecordedOrder>>,
+}
+
+/// A sampler's batches recorded elsewhere (the reference's, by bench/record_reference_order.py):
+/// for each iteration, its global batches of `(example, puzzle)` rows of set 0.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedOrder {
+    pub iterations: Vec<Vec<Vec<(usize, usize)>>>,
+}
+
+impl RecordedOrder {
+    /// Reads an int `.npy` of shape `[iterations, batches, global_batch, 2]` (example index,
+    /// puzzle index) and checks it against the split and the global batch.
+    pub fn read(path: &std::path::Path, split: &Split, global_batch: usize) -> anyhow::Result<RecordedOrder> {
+        let a = super::npy::read_i32(path)?;
+        anyhow::ensure!(
+            a.shape.len() == 4 && a.shape[2] == global_batch && a.shape[3] == 2,
+            "{}: shape {:?}, expected [iterations, batches, {global_batch}, 2]",
+            path.display(),
+            a.shape
+        );
+        anyhow::ensure!(split.sets.len() == 1, "{}: a recorded order covers one set; the split has {}", path.display(), split.sets.len());
+        let data = &split.sets[0].1;
+        let (its, nb) = (a.shape[0], a.shape[1]);
+        let mut iterations = Vec::with_capacity(its);
+        for i in 0..its {
+            let mut batches = Vec::with_capacity(nb);
+            for b in 0..nb {
+                let rows: Vec<(usize, usize)> = (0..global_batch)
+                    .map(|r| {
+                        let at = ((i * nb + b) * global_batch + r) * 2;
+                        (a.data[at] as usize, a.data[at + 1] as usize)
+                    })
+                    .collect();
+                for &(ex, p) in &rows {
+                    anyhow::ensure!(
+                        p < data.num_puzzles() && (data.puzzle_indices[p] as usize..data.puzzle_indices[p + 1] as usize).contains(&ex),
+                        "{}: iteration {i} batch {b}: example {ex} is not in puzzle {p}",
+                        path.display()
+                    );
+                }
+                batches.push(rows);
+            }
+            iterations.push(batches);
+        }
+        Ok(RecordedOrder { iterations })
+    }
 }
 
 impl TrainSampler {
@@ -90,6 +138,10 @@ impl TrainSampler {
     /// The global batches of one iteration of one set: `(example, puzzle)` rows, exactly
     /// `global_batch` each.
     pub fn plan(&self, iteration: u64, set: usize) -> Vec<Vec<(usize, usize)>> {
+        if let Some(rec) = &self.recorded {
+            // The trainer checks that the recording covers every iteration of the run.
+            return rec.iterations.get(iteration as usize).cloned().unwrap_or_default();
+        }
         let data: &SplitData = &self.split.sets[set].1;
         let mut r = rng::derive(self.seed, &[10, iteration, set as u64]);
         let n_groups = data.num_groups();
@@ -222,7 +274,7 @@ mod tests {
 
     #[test]
     fn train_batches_are_full_seeded_and_consistent() {
-        let s = TrainSampler { split: toy_split(), global_batch: 4, rank: 0, world: 1, seed: 3, epochs_per_iter: 4 };
+        let s = TrainSampler { split: toy_split(), global_batch: 4, rank: 0, world: 1, seed: 3, epochs_per_iter: 4, recorded: None };
         let a: Vec<Batch> = s.iteration(Position::default()).collect();
         let b: Vec<Batch> = s.iteration(Position::default()).collect();
         assert_eq!(a, b, "same seed, same batches");
@@ -255,7 +307,7 @@ mod tests {
     #[test]
     fn ranks_split_the_global_batch() {
         let split = toy_split();
-        let whole = TrainSampler { split: split.clone(), global_batch: 4, rank: 0, world: 1, seed: 1, epochs_per_iter: 2 };
+        let whole = TrainSampler { split: split.clone(), global_batch: 4, rank: 0, world: 1, seed: 1, epochs_per_iter: 2, recorded: None };
         let r0 = TrainSampler { rank: 0, world: 2, ..whole.clone() };
         let r1 = TrainSampler { rank: 1, world: 2, ..whole.clone() };
         for ((w, a), b) in

@@ -111,6 +111,13 @@ impl Architecture {
         let mut t = self.inert();
         t.extend(self.defaults_table());
         t.extend(overrides.clone());
+        // The reference's yaml says `puzzle_emb_ndim: ${.hidden_size}`: it follows the width
+        // unless it is given.
+        if !overrides.contains_key("puzzle_emb_ndim")
+            && let Some(h) = t.get("hidden_size").cloned()
+        {
+            t.insert("puzzle_emb_ndim".into(), h);
+        }
         t
     }
 
@@ -149,7 +156,7 @@ pub struct ArchConfig {
     /// MLP across the sequence instead of attention (the Sudoku-Extreme 87.4% model).
     pub mlp_t: bool,
     pub pos_encodings: PosEncoding,
-    /// Width of the per-puzzle embedding (0 = no puzzle embedding).
+    /// Width of the per-puzzle embedding (0 = no puzzle embedding); hidden_size unless given.
     pub puzzle_emb_ndim: usize,
     /// Prefix positions holding the puzzle embedding (0 = ceil(puzzle_emb_ndim / hidden)).
     pub puzzle_emb_len: usize,

@@ -57,6 +57,10 @@ pub struct TrainConfig {
     pub eval_batch_size: Option<usize>,
     /// Checkpoints kept on disk (older ones are deleted).
     pub keep_checkpoints: usize,
+    /// Replay a recorded sampler order instead of sampling: an int `.npy` of shape
+    /// `[iterations, batches, global_batch, 2]` (example, puzzle), such as the reference's order
+    /// written by bench/record_reference_order.py. For side-by-side comparisons.
+    pub batch_order: Option<String>,
 }
 
 impl Default for TrainConfig {
@@ -89,6 +93,7 @@ impl Default for TrainConfig {
             eval_max_examples: None,
             eval_batch_size: None,
             keep_checkpoints: 2,
+            batch_order: None,
         }
     }
 }
@@ -103,7 +108,8 @@ pub fn known_keys() -> Vec<String> {
     }
     // Optional keys without a default value are not serialised: list them explicitly.
     out.extend(
-        ["run_name", "project_name", "max_steps", "eval_max_examples", "eval_batch_size", "eval_interval", "arch"].map(String::from),
+        ["run_name", "project_name", "max_steps", "eval_max_examples", "eval_batch_size", "eval_interval", "arch", "batch_order"]
+            .map(String::from),
     );
     out.sort();
     out.dedup();
@@ -357,6 +363,14 @@ mod tests {
         assert_eq!(c.arch.h_layers, 2);
         let e = format!("{:#}", resolve("sudoku-att", &["arch=hrmm".into()]).unwrap_err());
         assert!(e.contains("unknown architecture"), "{e}");
+    }
+
+    #[test]
+    fn the_puzzle_embedding_follows_the_width_unless_given() {
+        let c = resolve("sudoku-att", &["arch=hrm".into(), "arch.hidden_size=64".into()]).unwrap();
+        assert_eq!(c.arch.puzzle_emb_ndim, 64);
+        let c = resolve("sudoku-att", &["arch.hidden_size=64".into(), "arch.puzzle_emb_ndim=32".into()]).unwrap();
+        assert_eq!(c.arch.puzzle_emb_ndim, 32);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::loss::Metrics;
 use super::optim::{AdamHyper, AdamState, adam_step, ema_update, lr_at, sign_sgd_rows};
 use super::step::{Ropes, train_forward};
 use crate::data::format::{self, Split};
-use crate::data::loader::{Position, TrainSampler, prefetch, total_steps};
+use crate::data::loader::{Position, RecordedOrder, TrainSampler, prefetch, total_steps};
 use crate::eval::arc_vote::ArcEval;
 use crate::eval::evaluate::{EvalResult, evaluate};
 use crate::model::act::Carry;
@@ -183,10 +183,24 @@ pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result
         world: 1,
         seed: cfg.seed,
         epochs_per_iter: cfg.epochs_per_iter(),
+        recorded: None,
+    };
+    let iterations = (cfg.epochs / cfg.epochs_per_iter()) as u64;
+    let sampler = match &cfg.batch_order {
+        None => sampler,
+        Some(path) => {
+            let rec = RecordedOrder::read(Path::new(path), &train_split, g).with_context(|| format!("batch_order = {path}"))?;
+            anyhow::ensure!(
+                rec.iterations.len() as u64 >= iterations,
+                "batch_order {path} records {} iterations; this run has {iterations}",
+                rec.iterations.len()
+            );
+            eprintln!("replaying the recorded batch order {path} ({} iterations)", rec.iterations.len());
+            TrainSampler { recorded: Some(Arc::new(rec)), ..sampler }
+        }
     };
     let total = total_steps(&train_split, cfg.epochs, g);
     let stop_at = cfg.max_steps.map_or(total, |m| m.min(total));
-    let iterations = (cfg.epochs / cfg.epochs_per_iter()) as u64;
     let ropes = Ropes::<AD>::new(&model, device);
     let mut log = MetricsLog::open(&job.out, job.resume.then_some(st.step))?;
     if st.step == 0 {
