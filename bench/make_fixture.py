@@ -428,6 +428,8 @@ def rollout_margins(model, batch, a):
     import torch
 
     calls = a.calls or a.halt_max_steps
+    if a.arch == "transformers_baseline" and a.no_act_enabled:
+        return float("inf"), True  # no adaptive halting in training: every row runs to the limit
     model.train()
     keys = ["q_halt_logits", "q_continue_logits"]
     margin, early, kept = float("inf"), False, False
