@@ -15,22 +15,16 @@ out = Path(os.environ.get("PACE_OUT", Path(__file__).resolve().parent / "out"))
 tag, seeds = sys.argv[1], sys.argv[2:]
 
 
-def curve(path, split, prefix, key="accuracy"):
-    c = {}
-    for line in open(path):
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if split is not None and r.get("split") != split:
-            continue
-        if prefix + key in r:
-            c[int(r["step"])] = r[prefix + key]
-    return c
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pace_table import curve  # noqa: E402
 
 
-trm = {s: curve(out / f"pace-trm-{tag}-s{s}" / "metrics.jsonl", "eval", "") for s in seeds}
-ref = {s: curve(out / f"pace-ref-{tag}-s{s}.jsonl", None, "all/") for s in seeds}
+def accuracy(path, split, prefix):
+    return {step: row["accuracy"] for step, row in curve(path, split, prefix).items()}
+
+
+trm = {s: accuracy(out / f"pace-trm-{tag}-s{s}" / "metrics.jsonl", "eval", "") for s in seeds}
+ref = {s: accuracy(out / f"pace-ref-{tag}-s{s}.jsonl", None, "all/") for s in seeds}
 steps = sorted(set.intersection(*[set(c) for c in list(trm.values()) + list(ref.values())]))
 print("| step | " + " | ".join(f"seed {s} trm / ref" for s in seeds) + " | trm mean ± sd | ref mean ± sd | trm − ref (± s.e.) |")
 print("|---" * (len(seeds) + 4) + "|")

@@ -23,11 +23,16 @@ def curve(path, split_key, prefix):
     return out
 
 
-ours = curve(sys.argv[1], "eval", "")
-ref = curve(sys.argv[2], None, "all/")
-print("| step | trm token acc | reference token acc | trm exact | reference exact | trm lm_loss | reference lm_loss |")
-print("|---|---|---|---|---|---|---|")
-for step in sorted(set(ours) | set(ref)):
-    a, b = ours.get(step, {}), ref.get(step, {})
-    f = lambda d, k: "-" if d.get(k) is None else f"{d[k]:.4f}"
-    print(f"| {step} | {f(a, 'accuracy')} | {f(b, 'accuracy')} | {f(a, 'exact_accuracy')} | {f(b, 'exact_accuracy')} | {f(a, 'lm_loss')} | {f(b, 'lm_loss')} |")
+def main():
+    ours = curve(sys.argv[1], "eval", "")
+    ref = curve(sys.argv[2], None, "all/")
+    print("| step | trm token acc | reference token acc | trm exact | reference exact | trm lm_loss | reference lm_loss |")
+    print("|---|---|---|---|---|---|---|")
+    for step in sorted(set(ours) | set(ref)):
+        a, b = ours.get(step, {}), ref.get(step, {})
+        f = lambda d, k: "-" if d.get(k) is None else f"{d[k]:.4f}"
+        print(f"| {step} | {f(a, 'accuracy')} | {f(b, 'accuracy')} | {f(a, 'exact_accuracy')} | {f(b, 'exact_accuracy')} | {f(a, 'lm_loss')} | {f(b, 'lm_loss')} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -82,6 +82,19 @@ pub fn step_flops(c: &ModelConfig, b: usize) -> (f64, f64) {
     (fwd, fwd + bootstrap + 2.0 * (s.differentiated_blocks() as f64 * blocks + heads))
 }
 
+/// What to time: a benchmark shape run by an architecture, its dtype, batch and repetitions.
+#[derive(Debug, Clone)]
+pub struct BenchSpec {
+    pub shape: String,
+    pub arch: Architecture,
+    pub dtype: ForwardDtype,
+    pub batch: usize,
+    pub warmup: usize,
+    pub reps: usize,
+    /// Peak TFLOP/s of the device, for the model FLOP utilisation.
+    pub peak_tflops: Option<f64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchResult {
     pub shape: String,
@@ -154,16 +167,9 @@ fn summarise(
 }
 
 /// Times `reps` training steps after `warmup` on backend `AD`.
-pub fn bench_train<AD: AutodiffBackend>(
-    shape_name: &str,
-    arch: Architecture,
-    dtype: ForwardDtype,
-    b: usize,
-    warmup: usize,
-    reps: usize,
-    peak: Option<f64>,
-    device: &AD::Device,
-) -> anyhow::Result<BenchResult> {
+pub fn bench_train<AD: AutodiffBackend>(spec: &BenchSpec, device: &AD::Device) -> anyhow::Result<BenchResult> {
+    let BenchSpec { shape: shape_name, arch, dtype, batch: b, warmup, reps, peak_tflops: peak } = spec.clone();
+    let shape_name = shape_name.as_str();
     let mut c = shape_for(shape_name, arch)?;
     c.arch.forward_dtype = dtype;
     let mut rng = crate::util::rng::derive(0, &[]);
@@ -195,16 +201,9 @@ pub fn bench_train<AD: AutodiffBackend>(
 }
 
 /// Times `reps` evaluation (inference) supervision steps after `warmup` on backend `B`.
-pub fn bench_eval<B: Backend>(
-    shape_name: &str,
-    arch: Architecture,
-    dtype: ForwardDtype,
-    b: usize,
-    warmup: usize,
-    reps: usize,
-    peak: Option<f64>,
-    device: &B::Device,
-) -> anyhow::Result<BenchResult> {
+pub fn bench_eval<B: Backend>(spec: &BenchSpec, device: &B::Device) -> anyhow::Result<BenchResult> {
+    let BenchSpec { shape: shape_name, arch, dtype, batch: b, warmup, reps, peak_tflops: peak } = spec.clone();
+    let shape_name = shape_name.as_str();
     let mut c = shape_for(shape_name, arch)?;
     c.arch.forward_dtype = dtype;
     let mut rng = crate::util::rng::derive(0, &[]);

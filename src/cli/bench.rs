@@ -53,42 +53,24 @@ pub fn run(a: BenchArgs) -> Result<()> {
         other => anyhow::bail!("unknown --dtype `{other}` (float32 or bfloat16)"),
     };
     let arch = crate::model::config::Architecture::parse(&a.arch).ok_or_else(|| anyhow::anyhow!("unknown --arch `{}`", a.arch))?;
+    let spec = bench::BenchSpec {
+        shape: a.shape.clone(),
+        arch,
+        dtype: dt,
+        batch: a.batch,
+        warmup: a.warmup,
+        reps: a.reps,
+        peak_tflops: a.peak_tflops,
+    };
     let r = match (a.device, a.mode.as_str()) {
-        (DeviceSpec::Cpu, "train") => bench::bench_train::<super::device::CpuAutodiff>(
-            &a.shape,
-            arch,
-            dt,
-            a.batch,
-            a.warmup,
-            a.reps,
-            a.peak_tflops,
-            &Default::default(),
-        )?,
-        (DeviceSpec::Cpu, "eval") => {
-            bench::bench_eval::<super::device::Cpu>(&a.shape, arch, dt, a.batch, a.warmup, a.reps, a.peak_tflops, &Default::default())?
+        (DeviceSpec::Cpu, "train") => bench::bench_train::<super::device::CpuAutodiff>(&spec, &Default::default())?,
+        (DeviceSpec::Cpu, "eval") => bench::bench_eval::<super::device::Cpu>(&spec, &Default::default())?,
+        #[cfg(feature = "cuda")]
+        (DeviceSpec::Cuda(n), "train") => {
+            bench::bench_train::<super::device::GpuAutodiff>(&spec, &burn::backend::cuda::CudaDevice::new(n))?
         }
         #[cfg(feature = "cuda")]
-        (DeviceSpec::Cuda(n), "train") => bench::bench_train::<super::device::GpuAutodiff>(
-            &a.shape,
-            arch,
-            dt,
-            a.batch,
-            a.warmup,
-            a.reps,
-            a.peak_tflops,
-            &burn::backend::cuda::CudaDevice::new(n),
-        )?,
-        #[cfg(feature = "cuda")]
-        (DeviceSpec::Cuda(n), "eval") => bench::bench_eval::<super::device::Gpu>(
-            &a.shape,
-            arch,
-            dt,
-            a.batch,
-            a.warmup,
-            a.reps,
-            a.peak_tflops,
-            &burn::backend::cuda::CudaDevice::new(n),
-        )?,
+        (DeviceSpec::Cuda(n), "eval") => bench::bench_eval::<super::device::Gpu>(&spec, &burn::backend::cuda::CudaDevice::new(n))?,
         (_, m) => anyhow::bail!("unknown --mode `{m}` (train or eval)"),
     };
     if a.json {

@@ -11,7 +11,7 @@
 use crate::data::format::Split;
 use crate::data::loader::{Batch, IGNORE_LABEL, test_batches};
 use crate::model::act::Carry;
-use crate::model::config::ModelConfig;
+use crate::model::config::{HaltRule, ModelConfig};
 use crate::model::layers::Rope;
 use crate::model::weights::Weights;
 use crate::train::loss::Metrics;
@@ -37,8 +37,9 @@ pub struct EvalResult {
     pub steps: f64,
     /// (token accuracy, exact accuracy) after each supervision step.
     pub per_step: Vec<(f64, f64)>,
-    /// Fraction of examples whose q_halt first became positive at step k (index k-1); the last
-    /// entry counts the ones that never did: where adaptive halting would have stopped.
+    /// Fraction of examples whose halting rule (q_halt > 0, or q_halt > q_continue) first fired at
+    /// step k (index k-1); the last entry counts the ones where it never did: where adaptive
+    /// halting would have stopped.
     pub halt_step_histogram: Vec<f64>,
     /// ARC data only: pass@k after undoing augmentations and voting.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -94,6 +95,7 @@ pub fn evaluate<B: Backend>(
 ) -> EvalResult {
     let device = w.device();
     let adaptive = cfg.arch.adaptive_in_eval();
+    let rule = cfg.arch.halt_rule();
     let rope = Rope::<B>::new(cfg, &device);
     let mut total = Metrics::default();
     let mut per_step = vec![(0.0, 0.0); max_steps];
@@ -114,8 +116,13 @@ pub fn evaluate<B: Backend>(
         for k in 0..max_steps {
             let (loss, out) = eval_forward(cfg, w, table, &mut carry, &batch, &rope, max_steps);
             let q = crate::train::step::to_host_f32(&out.q_halt);
+            let qc = crate::train::step::to_host_f32(&out.q_continue);
             for r in 0..batch.batch_size {
-                if first_halt[r] == 0 && q[r] > 0.0 {
+                let fires = match rule {
+                    HaltRule::Sign => q[r] > 0.0,
+                    HaltRule::VersusContinue => q[r] > qc[r],
+                };
+                if first_halt[r] == 0 && fires {
                     first_halt[r] = k + 1;
                 }
                 if !done[r] {
