@@ -46,8 +46,9 @@ for row in $ROWS; do
     rm -rf "$run"
     read -r -a args <<< "$(row_args "$row")"
     start=$(date +%s)
+    # The row's overrides come last, so they win over the recipe (no-ema's ema=False).
     "$TRM" train --config sudoku-tiny --data "$DATA" --out "$run" --threads 2 --quiet \
-      "${args[@]}" "${TINY[@]}" "${RECIPE[@]}" "seed=$seed" > "$run.log" 2>&1
+      "${TINY[@]}" "${RECIPE[@]}" "seed=$seed" "${args[@]}" > "$run.log" 2>&1
     echo $(( $(date +%s) - start )) > "$run/done"
   done
 done

@@ -74,6 +74,16 @@ SHAPES = {
     "arc-att": (900, 12, 4096, dict(L_cycles=4)),
 }
 
+# Other architectures at a shape: their reference defaults (config/arch/*.yaml), the shape's mlp_t
+# and positions kept where they have them (src/bench.rs `shape_for`).
+ARCHS = {
+    "trm": ("models.recursive_reasoning.trm", "TinyRecursiveReasoningModel_ACTV1", {}),
+    "hrm": ("models.recursive_reasoning.hrm", "HierarchicalReasoningModel_ACTV1",
+            dict(H_cycles=2, L_cycles=2, H_layers=4, L_layers=4)),
+    "transformers_baseline": ("models.recursive_reasoning.transformers_baseline", "Model_ACTV2",
+                              dict(H_cycles=1, H_layers=8, num_heads=12, mlp_t=False)),
+}
+
 # Optimiser settings of bench_train (src/bench.rs).
 ADAM_LR, ADAM_BETAS, ADAM_WD = 1e-4, (0.9, 0.95), 0.1
 SIGN_SGD_LR, SIGN_SGD_WD = 1e-2, 0.1
@@ -83,6 +93,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", default="sudoku-att", choices=sorted(SHAPES))
+    p.add_argument("--arch", default="trm", choices=sorted(ARCHS),
+                   help="model class run at that shape, with its reference defaults (as trm bench --arch)")
     p.add_argument("--batch", type=int, default=32, help="rows per step (default 32, as trm bench)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--mode", default="both", choices=["train", "eval", "both"])
@@ -134,22 +146,30 @@ def swiglu_inner(width, expansion):
     return -(round(expansion * width * 2 / 3) // -256) * 256
 
 
-def step_flops(seq_len, vocab, arch, b):
-    t = seq_len + arch["puzzle_emb_len"]
+def step_flops(seq_len, vocab, arch, b, name):
+    """(forward FLOPs of one supervision step, training FLOPs), as src/bench.rs `step_flops`."""
     d = arch["hidden_size"]
+    p = arch["puzzle_emb_len"] if name == "trm" and arch["puzzle_emb_len"] > 0 else -(arch["puzzle_emb_ndim"] // -d)
+    t = seq_len + p
     i = swiglu_inner(d, arch["expansion"])
+    aw = arch["num_heads"] * (d // arch["num_heads"])
     rows = b * t
     mlp = 2.0 * rows * d * 3.0 * i
     if arch["mlp_t"]:
         mixer = 2.0 * b * d * t * 3.0 * swiglu_inner(t, arch["expansion"])
     else:
-        mixer = 2.0 * rows * d * 4.0 * d + 2.0 * 2.0 * b * t * t * d
-    net = arch["L_layers"] * (mlp + mixer)
-    apps = arch["H_cycles"] * (arch["L_cycles"] + 1)
-    last = arch["L_cycles"] + 1
+        mixer = 2.0 * rows * d * 4.0 * aw + 2.0 * 2.0 * b * t * t * aw
+    block = mlp + mixer
+    n, big_t = arch.get("L_cycles", 0), arch["H_cycles"]
+    if name == "trm":
+        depth, grad, bootstrap = big_t * (n + 1) * arch["L_layers"], (n + 1) * arch["L_layers"], False
+    elif name == "hrm":
+        depth, grad, bootstrap = big_t * (n * arch["L_layers"] + arch["H_layers"]), arch["L_layers"] + arch["H_layers"], True
+    else:
+        depth, grad, bootstrap = arch["H_layers"], arch["H_layers"], False
     heads = 2.0 * b * t * d * vocab
-    fwd = apps * net + heads
-    return fwd, fwd + 2.0 * (last * net + heads)
+    fwd = depth * block + heads
+    return fwd, fwd + (fwd if bootstrap else 0.0) + 2.0 * (grad * block + heads)
 
 
 def main(argv=None):
@@ -188,7 +208,10 @@ def main(argv=None):
         sys.exit(f"unsupported --device {args.device} (cpu, cuda, cuda:N)")
 
     sys.path.insert(0, str(ref_dir))
-    from models.recursive_reasoning.trm import TinyRecursiveReasoningModel_ACTV1
+    import importlib
+
+    module, cls_name, arch_defaults = ARCHS[args.arch]
+    model_cls = getattr(importlib.import_module(module), cls_name)
     from models.losses import ACTLossHead
     from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 
@@ -216,6 +239,7 @@ def main(argv=None):
 
     seq_len, vocab, n_ids, overrides = SHAPES[args.shape]
     arch = dict(ARCH_DEFAULT, **overrides)
+    arch.update(arch_defaults)
     b = args.batch
     model_cfg = dict(arch, batch_size=b, seq_len=seq_len, vocab_size=vocab,
                      num_puzzle_identifiers=n_ids, forward_dtype=args.dtype, causal=False)
@@ -239,7 +263,7 @@ def main(argv=None):
     def build(training):
         torch.manual_seed(args.seed)
         with torch.device(device):  # as pretrain.py's create_model
-            inner = TinyRecursiveReasoningModel_ACTV1(model_cfg)
+            inner = model_cls(model_cfg)
             head = ACTLossHead(inner, loss_type=LOSS_TYPE)
         head.train(training)
         model = torch.compile(head) if args.compile else head
@@ -286,13 +310,13 @@ def main(argv=None):
             if i >= args.warmup:
                 times.append(dt)
 
-        fwd, trn = step_flops(seq_len, vocab, arch, b)
+        fwd, trn = step_flops(seq_len, vocab, arch, b, args.arch)
         flops = trn if training else fwd
         med = sorted(times)[len(times) // 2]  # as trm bench (the upper median for even counts)
         rss = peak_rss()
         res = dict(
             tool="bench/reference_step.py",
-            shape=args.shape,
+            shape=args.shape if args.arch == "trm" else f"{args.shape}/{args.arch}",
             mode=mode,
             batch=b,
             device=str(device),
