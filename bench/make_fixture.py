@@ -176,7 +176,7 @@ def main():
         a.act_continue = not m.get("no_ACT_continue", True) and a.arch != "hrm"
     pretrain = setup_reference(a.act_continue)
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
     from dataset.common import PuzzleDatasetMetadata
     from models.ema import EMAHelper
 
@@ -345,8 +345,6 @@ def discrete_margins(expected, noise, calls, max_floor=1e-3):
     """Whether float32 can reproduce the fixture's discrete outputs: the reference's own float32
     run must stay close to float64 (noise floor below max_floor at every call), and every argmax
     of the stored logits must win by more than 10x the float32 noise of those logits."""
-    import torch
-
     problems, worst_floor, min_gap = [], 0.0, float("inf")
     for key, per_call in noise.items():
         for step, f in per_call.items():
@@ -503,21 +501,17 @@ def write(a, expected, weights, batch, config, arch, loss_type, seq_len, vocab, 
     out = a.out
     out.mkdir(parents=True, exist_ok=True)
     weights = {k: v.contiguous() for k, v in weights.items() if not k.endswith(("local_weights", "local_ids"))}
-    expected = {k: (v if v.dtype != torch.bool else v).contiguous() for k, v in expected.items()}
+    expected = {k: v.contiguous() for k, v in expected.items()}
     save_file(weights, out / "weights.safetensors")
     save_file({k: v.contiguous() for k, v in batch.items()}, out / "batch.safetensors")
     save_file(expected, out / "expected.safetensors")
     sha = {f: hashlib.sha256((out / f).read_bytes()).hexdigest() for f in ("weights.safetensors", "batch.safetensors", "expected.safetensors")}
     model_cfg = dict(arch, batch_size=batch_size, vocab_size=vocab, seq_len=seq_len, num_puzzle_identifiers=num_ids, causal=False)
-    import pydantic  # noqa: F401
-
     effective = dict(config.arch.__pydantic_extra__)
     effective.update(batch_size=batch_size, vocab_size=vocab, seq_len=seq_len, num_puzzle_identifiers=num_ids,
                      rms_norm_eps=1e-5, rope_theta=10000.0)
     if "puzzle_emb_len" in effective and effective["puzzle_emb_len"] == 0:
         effective["puzzle_emb_len"] = P
-    import torch as _t
-
     pc = json.loads(config.model_dump_json())
     cfg = {
         "fixture_set": out.name,
@@ -526,7 +520,7 @@ def write(a, expected, weights, batch, config, arch, loss_type, seq_len, vocab, 
         "command": "python3 bench/make_fixture.py " + " ".join(sys.argv[1:]),
         "reference_repo": "SamsungSAILMontreal/TinyRecursiveModels (copy prepared by bench/prepare_reference.sh; see its CPU_PATCHES.txt)"
         + ("; trm.py's no_ACT_continue unpacking bug fixed as in hrm.py" if a.act_continue else ""),
-        "environment": {"torch": _t.__version__, "python": sys.version.split()[0], "device": "cpu", "torch_num_threads": 1,
+        "environment": {"torch": torch.__version__, "python": sys.version.split()[0], "device": "cpu", "torch_num_threads": 1,
                         "torch.use_deterministic_algorithms": True, "torch_compile": False},
         "seeds": {"torch.random.manual_seed (before model construction, as pretrain.py does with seed+rank)": seed,
                   "perturbation generator seed (torch.Generator, draws puzzle table then q_head.weight with randn)": pert_seed},
@@ -560,7 +554,7 @@ def write(a, expected, weights, batch, config, arch, loss_type, seq_len, vocab, 
 
 Made by `python3 bench/make_fixture.py {" ".join(sys.argv[1:])}`
 from the reference PyTorch code ({MODULES[a.arch]}), CPU, float32,
-one thread, deterministic algorithms, torch {_t.__version__}. Same format and experiments as
+one thread, deterministic algorithms, torch {torch.__version__}. Same format and experiments as
 `shared/fixtures/trm-small-attn` (see its README); `trm parity {out}` replays it. config.json lists
 every configuration value, seed and tensor. {total} bytes in all.
 

@@ -5,7 +5,6 @@ usage: python3 bench/pace_summary.py TAG SEED [SEED ...]    (reads bench/out/pac
 Prints test token accuracy per step: each seed, then the mean and standard deviation per side,
 the mean difference trm - reference and its standard error over seeds (paired by seed).
 """
-import json
 import os
 import statistics as st
 import sys

@@ -11,7 +11,7 @@
 use crate::data::format::Split;
 use crate::data::loader::{Batch, IGNORE_LABEL, test_batches};
 use crate::model::act::Carry;
-use crate::model::config::{HaltRule, ModelConfig};
+use crate::model::config::ModelConfig;
 use crate::model::layers::Rope;
 use crate::model::weights::Weights;
 use crate::train::loss::Metrics;
@@ -118,11 +118,7 @@ pub fn evaluate<B: Backend>(
             let q = crate::train::step::to_host_f32(&out.q_halt);
             let qc = crate::train::step::to_host_f32(&out.q_continue);
             for r in 0..batch.batch_size {
-                let fires = match rule {
-                    HaltRule::Sign => q[r] > 0.0,
-                    HaltRule::VersusContinue => q[r] > qc[r],
-                };
-                if first_halt[r] == 0 && fires {
+                if first_halt[r] == 0 && rule.fires(q[r], qc[r]) {
                     first_halt[r] = k + 1;
                 }
                 if !done[r] {

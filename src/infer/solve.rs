@@ -3,7 +3,7 @@
 
 use crate::data::loader::{Batch, IGNORE_LABEL};
 use crate::model::act::Carry;
-use crate::model::config::{HaltRule, ModelConfig};
+use crate::model::config::ModelConfig;
 use crate::model::layers::Rope;
 use crate::model::weights::Weights;
 use crate::train::step::{eval_forward, to_host_f32};
@@ -53,11 +53,9 @@ pub fn solve_tokens<B: Backend>(
     for step in 1..=max_steps {
         let (loss, out) = eval_forward(cfg, w, table, &mut carry, &batch, &rope, max_steps);
         let tokens: Vec<u8> = loss.preds.iter().map(|&p| p as u8).collect();
-        let (q, qc) = (to_host_f32(&out.q_halt)[0] as f64, to_host_f32(&out.q_continue)[0] as f64);
-        let halts = match cfg.arch.halt_rule() {
-            HaltRule::Sign => q > 0.0,
-            HaltRule::VersusContinue => q > qc,
-        };
+        let (q, qc) = (to_host_f32(&out.q_halt)[0], to_host_f32(&out.q_continue)[0]);
+        let halts = cfg.arch.halt_rule().fires(q, qc);
+        let q = q as f64;
         let changed = trace.last().map_or(s, |prev| prev.tokens.iter().zip(&tokens).filter(|(a, b)| a != b).count());
         trace.push(StepTrace { step, tokens, q_halt: 1.0 / (1.0 + (-q).exp()), changed, halts });
         if halt && halts {

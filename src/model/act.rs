@@ -108,10 +108,7 @@ impl<B: Backend> Carry<B> {
             last_step[r] = last;
             let mut halt = last;
             if adaptive && max_steps > 1 {
-                halt |= match rule {
-                    HaltRule::Sign => q_halt[r] > 0.0,
-                    HaltRule::VersusContinue => q_halt[r] > q_continue[r],
-                };
+                halt |= rule.fires(q_halt[r], q_continue[r]);
                 if let Some(p) = explore {
                     let min_halt = if rng.random::<f64>() < p { rng.random_range(2..=max_steps as u32) } else { 0 };
                     halt &= self.steps[r] >= min_halt;

@@ -66,14 +66,8 @@ pub const ARCH_DEFAULTS: &[(Architecture, &str)] = &[
 impl Architecture {
     /// The name used by `arch=NAME` (the reference's), also accepting HRM's own `hrm_v1`.
     pub fn parse(name: &str) -> Option<Architecture> {
-        match name {
-            "trm" => Some(Architecture::Trm),
-            "hrm" | "hrm_v1" => Some(Architecture::Hrm),
-            "trm_singlez" => Some(Architecture::TrmSinglez),
-            "trm_hier6" => Some(Architecture::TrmHier6),
-            "transformers_baseline" => Some(Architecture::TransformersBaseline),
-            _ => None,
-        }
+        let name = if name == "hrm_v1" { "hrm" } else { name };
+        Architecture::ALL.into_iter().find(|a| a.name() == name)
     }
     pub fn name(self) -> &'static str {
         match self {
@@ -217,6 +211,16 @@ pub enum HaltRule {
     Sign,
     /// q_halt > q_continue (HRM, TRM "w/ ACT", the baseline).
     VersusContinue,
+}
+
+impl HaltRule {
+    /// Whether the rule stops a row with these Q logits.
+    pub fn fires(self, q_halt: f32, q_continue: f32) -> bool {
+        match self {
+            HaltRule::Sign => q_halt > 0.0,
+            HaltRule::VersusContinue => q_halt > q_continue,
+        }
+    }
 }
 
 impl ArchConfig {
