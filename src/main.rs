@@ -5,6 +5,7 @@ fn main() {
     }
     if let Err(e) = trm::cli::run() {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        let interrupted = e.downcast_ref::<trm::util::interrupt::Interrupted>().is_some();
+        std::process::exit(if interrupted { trm::util::interrupt::EXIT_CODE } else { 1 });
     }
 }

@@ -59,6 +59,7 @@ fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
         data: base_data.clone(),
         out: base_run.clone(),
         resume: false,
+        overrides: vec![],
         quiet: true,
         init_from: None,
         time_limit: None,

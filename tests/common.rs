@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The `shared/` folder beside the checkout (real data sets and golden fixtures).
 /// Override with `TRM_SHARED=/path/to/shared`.
@@ -23,3 +23,25 @@ pub fn write(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&p, text).unwrap();
     p
 }
+
+/// A tiny generated Sudoku data set (the embedded default), built once per test.
+pub fn tiny_data(dir: &Path) {
+    let train = trm::data::sudoku::generate(48, 30, 1, 0);
+    let test = trm::data::sudoku::generate(16, 30, 1, 1);
+    trm::data::sudoku::write_dataset(dir, &train, &test, 1, 1).unwrap();
+}
+
+/// The tiny attention model and recipe the resume tests share (in process and through the CLI).
+pub const TINY: [&str; 11] = [
+    "arch.hidden_size=16",
+    "arch.num_heads=2",
+    "arch.puzzle_emb_ndim=16",
+    "arch.mlp_t=False",
+    "arch.pos_encodings=rope",
+    "arch.H_cycles=2",
+    "arch.L_cycles=1",
+    "arch.halt_max_steps=3",
+    "global_batch_size=8",
+    "lr_warmup_steps=3",
+    "ema=True",
+];

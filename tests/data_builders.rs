@@ -183,3 +183,28 @@ fn arc_build_small_is_consistent_and_invertible() {
     }
     assert_eq!(puzzles_with_origin, tr.num_puzzles());
 }
+
+#[test]
+fn mazes_need_one_start_and_one_goal_and_arc_tasks_need_pairs() {
+    let dir = tempfile::tempdir().unwrap();
+    for (row, want) in [
+        ("\"#  G\",\"#  G\"", "exactly one start S, found 0"),
+        ("\"#SSG\",\"#SSG\"", "exactly one start S, found 2"),
+        ("\"# S \",\"# S \"", "exactly one goal G, found 0"),
+        ("\"#oSG\",\"#oSG\"", "already contains path cells"),
+    ] {
+        let p = write(dir.path(), "m.csv", &format!("question,answer\n\"# SG\",\"#oSG\"\n{row}\n"));
+        let e = err_of(maze::read_csv(&p));
+        assert!(e.contains("m.csv:3") && e.contains(want), "{row}: {e}");
+    }
+    let prefix = dir.path().join("x").to_string_lossy().to_string();
+    let pair = r#"{"input": [[1]], "output": [[2]]}"#;
+    for (name, body, want) in [
+        ("notest", format!(r#"{{"t1": {{"train": [{pair}], "test": []}}}}"#), "task t1 has 1 train and 0 test pairs"),
+        ("notrain", format!(r#"{{"t2": {{"train": [], "test": [{pair}]}}}}"#), "task t2 has 0 train and 1 test pairs"),
+    ] {
+        write(dir.path(), &format!("x_{name}_challenges.json"), &body);
+        let e = err_of(arc_task::load_subset(&prefix, name));
+        assert!(e.contains(&format!("x_{name}_challenges.json")) && e.contains(want), "{e}");
+    }
+}

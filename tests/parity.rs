@@ -77,3 +77,62 @@ fn a_fixture_without_its_expected_tensors_is_refused() {
     let e = format!("{:#}", trm::eval::parity::run::<AD>(dir.path(), &Default::default()).unwrap_err());
     assert!(e.contains("not a complete fixture"), "{e}");
 }
+
+/// A copy of a fixture with one of its files rewritten by `edit`.
+fn edited_fixture(
+    name: &str,
+    file: &str,
+    edit: impl Fn(&mut std::collections::BTreeMap<String, trm::util::tensors::HostTensor>),
+) -> tempfile::TempDir {
+    let src = fixture(name);
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["weights.safetensors", "batch.safetensors", "config.json", "expected.safetensors"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let mut t = trm::util::tensors::read_safetensors(&src.join(file)).unwrap();
+    edit(&mut t);
+    let entries: Vec<_> = t.into_iter().map(|(k, v)| (k, v.shape.clone(), v.f32s())).collect();
+    trm::util::tensors::write_safetensors(&dir.path().join(file), &entries, None).unwrap();
+    dir
+}
+
+#[test]
+fn bad_batches_and_mis_shaped_expected_tensors_are_errors_not_panics() {
+    let cases: Vec<(&str, Box<dyn Fn(&mut std::collections::BTreeMap<String, trm::util::tensors::HostTensor>)>, &str)> = vec![
+        ("batch.safetensors", Box::new(|t| t.get_mut("inputs").unwrap().values[5] = 99.0), "outside the vocabulary"),
+        ("batch.safetensors", Box::new(|t| t.get_mut("puzzle_identifiers").unwrap().values[0] = 1e6), "outside 0.."),
+        ("batch.safetensors", Box::new(|t| t.get_mut("labels").unwrap().values[0] = -7.0), "neither a token"),
+        (
+            "batch.safetensors",
+            Box::new(|t| {
+                let x = t.get_mut("inputs").unwrap();
+                x.shape = vec![x.values.len()];
+            }),
+            "expected [batch,",
+        ),
+        (
+            "expected.safetensors",
+            Box::new(|t| {
+                let k = t.keys().find(|k| k.starts_with("grad.model.inner.")).unwrap().clone();
+                let g = t.get_mut(&k).unwrap();
+                g.values.truncate(3);
+                g.shape = vec![3];
+            }),
+            "what it is compared with has",
+        ),
+        (
+            "expected.safetensors",
+            Box::new(|t| {
+                let g = t.get_mut("train.step1.logits").unwrap();
+                g.values.pop();
+                g.shape = vec![g.values.len()];
+            }),
+            "train.step1.logits",
+        ),
+    ];
+    for (file, edit, want) in cases {
+        let dir = edited_fixture("hrm-small", file, edit);
+        let e = format!("{:#}", trm::eval::parity::run::<AD>(dir.path(), &Default::default()).unwrap_err());
+        assert!(e.contains(want), "{file}: {e}");
+    }
+}

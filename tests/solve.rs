@@ -48,7 +48,7 @@ fn maze_files_parse_and_errors_name_the_file_and_line() {
     assert!(e.contains("ragged.txt") && e.contains("line 3 has 3 characters"), "{e}");
     let no_goal = write(dir.path(), "nogoal.txt", "#####\n#S  #\n# # #\n#   #\n#####\n");
     let e = err(maze_tokens(&no_goal));
-    assert!(e.contains("nogoal.txt") && e.contains("exactly one G, found 0"), "{e}");
+    assert!(e.contains("nogoal.txt") && e.contains("exactly one goal G, found 0"), "{e}");
     let bad_char = write(dir.path(), "bad.txt", "#####\n#S  #\n# x #\n#  G#\n#####\n");
     let e = err(maze_tokens(&bad_char));
     assert!(e.contains("bad.txt") && e.contains("row 3, column 3"), "{e}");
@@ -82,6 +82,12 @@ fn arc_task_files_single_or_challenges_and_their_errors() {
     let colour = write(dir.path(), "colour.json", r#"{"train": [], "test": [{"input": [[12]]}]}"#);
     let e = err(read_tasks(&colour, None));
     assert!(e.contains("cell (0, 0) is 12"), "{e}");
+    // A single task without its `test` list says so (it used to report a missing `train` list).
+    let no_test = write(dir.path(), "notest.json", r#"{"train": [{"input": [[1]], "output": [[2]]}]}"#);
+    let e = err(read_tasks(&no_test, None));
+    assert!(e.contains("notest.json") && e.contains("`test`"), "{e}");
+    let not_a_task = write(dir.path(), "list.json", r#"{"x": [1, 2]}"#);
+    assert!(err(read_tasks(&not_a_task, None)).contains("entry `x` is not a task object"));
     let wrong_count = write(dir.path(), "sol2.json", r#"{"a": [[[5]]], "b": [[[7]]]}"#);
     let e = err(read_tasks(&many, Some(&wrong_count)));
     assert!(e.contains("1 solution grids for 2 test inputs"), "{e}");

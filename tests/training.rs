@@ -9,27 +9,7 @@ use trm::util::tensors::read_safetensors;
 
 type AD = burn::backend::Autodiff<burn::backend::Flex>;
 
-/// A tiny generated Sudoku data set (the embedded default), built once per test.
-fn tiny_data(dir: &Path) {
-    let train = trm::data::sudoku::generate(48, 30, 1, 0);
-    let test = trm::data::sudoku::generate(16, 30, 1, 1);
-    trm::data::sudoku::write_dataset(dir, &train, &test, 1, 1).unwrap();
-}
-
-/// The tiny attention model and recipe the resume tests share (in process and through the CLI).
-const TINY: [&str; 11] = [
-    "arch.hidden_size=16",
-    "arch.num_heads=2",
-    "arch.puzzle_emb_ndim=16",
-    "arch.mlp_t=False",
-    "arch.pos_encodings=rope",
-    "arch.H_cycles=2",
-    "arch.L_cycles=1",
-    "arch.halt_max_steps=3",
-    "global_batch_size=8",
-    "lr_warmup_steps=3",
-    "ema=True",
-];
+use common::{TINY, tiny_data};
 
 fn tiny_config(extra: &[&str]) -> config::TrainConfig {
     let run = ["arch.halt_exploration_prob=0.5", "epochs=4", "eval_interval=2", "eval_max_examples=8"];
@@ -58,6 +38,7 @@ fn resume_is_exact() {
         data: data.path().to_path_buf(),
         out: runs.path().join(out),
         resume,
+        overrides: vec![format!("max_steps={steps}")],
         quiet: true,
         init_from: None,
         time_limit: None,
@@ -99,6 +80,7 @@ fn a_second_run_into_the_same_folder_needs_resume() {
         data: data.path().into(),
         out: runs.path().into(),
         resume: false,
+        overrides: vec![],
         quiet: true,
         init_from: None,
         time_limit: None,
@@ -150,6 +132,7 @@ fn a_tiny_trm_learns_real_sudoku() {
         data: data.path().into(),
         out: runs.path().into(),
         resume: false,
+        overrides: vec![],
         quiet: true,
         init_from: None,
         time_limit: None,

@@ -194,6 +194,7 @@ fn every_architecture_trains_resumes_exactly_evaluates_and_solves() {
             data: data.path().to_path_buf(),
             out: runs.path().join(format!("{name}-{out}")),
             resume,
+            overrides: vec![format!("max_steps={steps}")],
             quiet: true,
             init_from: None,
             time_limit: None,

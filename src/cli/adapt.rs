@@ -52,13 +52,15 @@ pub fn read_tasks(path: &Path, solutions: Option<&Path>) -> Result<Vec<Task>> {
     let sols: Option<Value> = solutions.map(crate::util::fs::read_json).transpose()?;
     let what = path.display().to_string();
     let obj = v.as_object().ok_or_else(|| anyhow!("{what}: expected a JSON object (a task or a map of tasks)"))?;
-    if obj.contains_key("train") && obj.contains_key("test") {
+    // A single task (a file with `train` or `test` at the top: task_from_json names what is missing).
+    if obj.contains_key("train") || obj.contains_key("test") {
         let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "task".into());
         let sol = sols.as_ref().and_then(|s| s.get(&name).or(Some(s)).filter(|x| x.is_array()));
         return Ok(vec![task_from_json(&name, &v, sol, &what)?]);
     }
     let mut tasks = Vec::new();
     for (name, t) in obj {
+        anyhow::ensure!(t.is_object(), "{what}: entry `{name}` is not a task object {{\"train\": [...], \"test\": [...]}}");
         let sol = match &sols {
             Some(s) => Some(s.get(name).ok_or_else(|| anyhow!("{}: no solutions for task `{name}`", solutions.unwrap().display()))?),
             None => None,

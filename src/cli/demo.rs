@@ -46,6 +46,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         data: data.clone(),
         out: run.clone(),
         resume: false,
+        overrides: vec![],
         quiet: false,
         init_from: None,
         time_limit: Some(Duration::from_secs_f64(a.minutes * 60.0)),

@@ -75,12 +75,7 @@ pub fn maze_tokens(path: &std::path::Path) -> Result<(usize, Vec<u8>)> {
         bail!("{}: line {} has {} characters; a maze of {} rows must be {} wide", path.display(), i + 1, r.len(), rows.len(), rows.len());
     }
     let (side, tokens) = maze::parse(&rows.concat(), &path.display().to_string())?;
-    for (t, name) in [(3u8, "S"), (4, "G")] {
-        let n = tokens.iter().filter(|&&x| x == t).count();
-        if n != 1 {
-            bail!("{}: the maze needs exactly one {name}, found {n}", path.display());
-        }
-    }
+    maze::check_endpoints(&tokens, &path.display().to_string())?;
     Ok((side, tokens))
 }
 

@@ -31,7 +31,9 @@ pub struct TrainArgs {
     /// Overrides written as the reference's hydra command line does: `arch.L_cycles=6 ema=True`
     #[arg(value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
-    /// Continue the run in --out from its newest checkpoint
+    /// Continue the run in --out from its newest intact checkpoint, with the configuration saved
+    /// in it (--config is not read); KEY=VALUE overrides of keys that may change on resume apply
+    /// (max_steps, checkpoint and evaluation settings, learning rates), others are refused
     #[arg(long)]
     pub resume: bool,
     /// Start from the weights of a checkpoint (folder or model.safetensors)
@@ -58,7 +60,17 @@ pub fn train(a: TrainArgs) -> Result<()> {
         Some(p) if p.is_dir() => Some(checkpoint::resolve(p)?.join("model.safetensors")),
         other => other.clone(),
     };
-    let job = TrainJob { config: cfg, data: a.data, out: a.out.clone(), resume: a.resume, quiet: a.quiet, init_from, time_limit: None };
+    crate::util::interrupt::install()?;
+    let job = TrainJob {
+        config: cfg,
+        data: a.data,
+        out: a.out.clone(),
+        resume: a.resume,
+        overrides: ov,
+        quiet: a.quiet,
+        init_from,
+        time_limit: None,
+    };
     let s = match a.device {
         DeviceSpec::Cpu => trainer::train::<super::device::CpuAutodiff>(&job, &Default::default())?,
         #[cfg(feature = "cuda")]
@@ -92,11 +104,11 @@ pub struct EvalArgs {
     /// Supervision steps to run [default: the model's halt_max_steps]; more = test-time recursion
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
     pub steps: Option<usize>,
-    /// Evaluate at most N test examples
-    #[arg(long)]
+    /// Evaluate at most N test examples (the first N)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
     pub limit: Option<usize>,
     /// Rows per batch
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
     pub batch: usize,
     /// Configuration for a bare .safetensors (preset or TOML), plus overrides with --set
     #[arg(long)]

@@ -160,6 +160,9 @@ pub fn build(out: &Path, opt: &BuildOptions) -> Result<BuildSummary> {
 pub fn build_tasks(out: &Path, loaded: Vec<(Task, bool)>, mut names: Vec<String>, opt: &BuildOptions) -> Result<BuildSummary> {
     let mut test_puzzles = serde_json::Map::new();
     for (t, is_test) in &loaded {
+        // Dropping such a task silently would change what is trained or scored.
+        anyhow::ensure!(!t.train.is_empty(), "task {}: no train pairs, so its puzzle embedding would never be trained", t.name);
+        anyhow::ensure!(!*is_test || !t.test.is_empty(), "task {}: no test pairs to evaluate", t.name);
         if *is_test {
             test_puzzles.insert(t.name.clone(), t.to_json());
         }

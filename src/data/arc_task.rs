@@ -152,7 +152,14 @@ pub fn load_subset(prefix: &str, subset: &str) -> Result<Vec<Task>> {
             Some(s) => Some(s.get(name).with_context(|| format!("{sol_path}: no solutions for task {name}"))?),
             None => None,
         };
-        tasks.push(task_from_json(name, v, sol, &ch_path)?);
+        let t = task_from_json(name, v, sol, &ch_path)?;
+        anyhow::ensure!(
+            !t.train.is_empty() && !t.test.is_empty(),
+            "{ch_path}: task {name} has {} train and {} test pairs; every task needs at least one of each",
+            t.train.len(),
+            t.test.len()
+        );
+        tasks.push(t);
     }
     if let Some(extra) = sols.and_then(|s| s.keys().find(|k| !obj.contains_key(*k))) {
         bail!("{sol_path}: task {extra} has solutions but is not in {ch_path}");

@@ -49,6 +49,15 @@ pub fn parse(text: &str, what: &str) -> Result<(usize, Vec<u8>)> {
     Ok((side, out))
 }
 
+/// Checks that a maze has exactly one start `S` and one goal `G`.
+pub fn check_endpoints(tokens: &[u8], what: &str) -> Result<()> {
+    for (t, name) in [(3u8, "start S"), (4, "goal G")] {
+        let n = tokens.iter().filter(|&&x| x == t).count();
+        anyhow::ensure!(n == 1, "{what}: a maze needs exactly one {name}, found {n}");
+    }
+    Ok(())
+}
+
 /// Reads a maze CSV (`question`, `answer` columns); all mazes must share one side length.
 pub fn read_csv(path: &Path) -> Result<Vec<Maze>> {
     let mut out: Vec<Maze> = Vec::new();
@@ -59,6 +68,9 @@ pub fn read_csv(path: &Path) -> Result<Vec<Maze>> {
         if side != side_a {
             bail!("{at}: question is {side}x{side} but answer is {side_a}x{side_a}");
         }
+        check_endpoints(&question, &format!("{at}: question"))?;
+        check_endpoints(&answer, &format!("{at}: answer"))?;
+        anyhow::ensure!(!question.contains(&5), "{at}: the question already contains path cells 'o'");
         if let Some(first) = out.first().filter(|m| m.side != side) {
             bail!("{at}: maze is {side}x{side} but earlier mazes are {0}x{0}", first.side);
         }

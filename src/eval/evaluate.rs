@@ -101,9 +101,17 @@ pub fn evaluate<B: Backend>(
     let mut per_step = vec![(0.0, 0.0); max_steps];
     let mut halt_hist = vec![0.0; max_steps + 1];
     let mut seen = 0usize;
-    for batch in crate::data::loader::prefetch(test_batches(split, global_batch, 0, 1), 2) {
-        if max_examples.is_some_and(|m| seen >= m) {
+    // No padding rows beyond what a limit lets through.
+    let global_batch = max_examples.map_or(global_batch, |m| global_batch.min(m.max(1)));
+    for mut batch in crate::data::loader::prefetch(test_batches(split, global_batch, 0, 1), 2) {
+        // A stop asked for by a signal: the caller discards the partial result.
+        if max_examples.is_some_and(|m| seen >= m) || crate::util::interrupt::requested() {
             break;
+        }
+        if let Some(keep) = max_examples.map(|m| m - seen).filter(|&k| k < batch.global_effective.min(batch.batch_size)) {
+            // The last batch under a limit: rows past it become padding (unsupervised, not counted).
+            batch.labels[keep * batch.seq_len..].fill(IGNORE_LABEL);
+            batch.global_effective = keep;
         }
         let real = batch.puzzle_identifiers.len().min(batch.global_effective);
         let mut carry = Carry::<B>::new(cfg, batch.batch_size, &device);

@@ -21,7 +21,7 @@
 //! fixed weights; one real training step (gradients, sign-SGD + AdamATan2, EMA, logged metrics);
 //! a second training step with the persisted carry and the updated weights.
 
-use crate::data::loader::Batch;
+use crate::data::loader::{Batch, IGNORE_LABEL};
 use crate::model::act::Carry;
 use crate::model::config::{Architecture, ForwardDtype, LossType, ModelConfig, PosEncoding};
 use crate::model::forward::{StepOutput, embed_input, run_net, update_input};
@@ -32,7 +32,7 @@ use crate::train::loss::Metrics;
 use crate::train::optim::{AdamHyper, AdamState, OptimizerKind, adam_step, ema_update, sign_sgd_rows};
 use crate::train::step::{Ropes, eval_forward, to_host_f32, train_forward};
 use crate::util::tensors::{HostTensor, read_safetensors};
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn::tensor::backend::AutodiffBackend;
@@ -130,11 +130,33 @@ pub fn model_config(cfg: &Value) -> Result<ModelConfig> {
     Ok(c)
 }
 
-fn batch_from(b: &BTreeMap<String, HostTensor>) -> Result<Batch> {
-    let inputs = b.get("inputs").context("batch: no `inputs`")?;
-    let labels = b.get("labels").context("batch: no `labels`")?;
-    let ids = b.get("puzzle_identifiers").context("batch: no `puzzle_identifiers`")?;
+/// The fixture's batch, checked against the model config (shapes, token and identifier ranges).
+fn batch_from(b: &BTreeMap<String, HostTensor>, cfg: &ModelConfig, file: &Path) -> Result<Batch> {
+    let f = file.display();
+    let inputs = b.get("inputs").with_context(|| format!("{f}: no `inputs`"))?;
+    let labels = b.get("labels").with_context(|| format!("{f}: no `labels`"))?;
+    let ids = b.get("puzzle_identifiers").with_context(|| format!("{f}: no `puzzle_identifiers`"))?;
+    anyhow::ensure!(
+        inputs.shape.len() == 2 && inputs.shape[0] > 0 && inputs.shape[1] == cfg.seq_len,
+        "{f}: `inputs` has shape {:?}, expected [batch, {}] (seq_len of config.json)",
+        inputs.shape,
+        cfg.seq_len
+    );
     let (n, s) = (inputs.shape[0], inputs.shape[1]);
+    anyhow::ensure!(labels.shape == inputs.shape, "{f}: `labels` has shape {:?}, `inputs` {:?}", labels.shape, inputs.shape);
+    anyhow::ensure!(ids.shape == [n], "{f}: `puzzle_identifiers` has shape {:?}, expected [{n}]", ids.shape);
+    let v = cfg.vocab_size as f64;
+    let bad = |t: &HostTensor, ok: &dyn Fn(f64) -> bool| t.values.iter().position(|&x| !ok(x) || x.fract() != 0.0);
+    if let Some(i) = bad(inputs, &|x| (0.0..v).contains(&x)) {
+        bail!("{f}: `inputs` row {}, position {}: token {} is outside the vocabulary 0..{v}", i / s, i % s, inputs.values[i]);
+    }
+    if let Some(i) = bad(labels, &|x| x == IGNORE_LABEL as f64 || (0.0..v).contains(&x)) {
+        bail!("{f}: `labels` row {}, position {}: {} is neither a token of 0..{v} nor {IGNORE_LABEL}", i / s, i % s, labels.values[i]);
+    }
+    let np = cfg.num_puzzle_identifiers as f64;
+    if let Some(i) = bad(ids, &|x| (0.0..np.max(1.0)).contains(&x)) {
+        bail!("{f}: `puzzle_identifiers` row {i}: {} is outside 0..{np}", ids.values[i]);
+    }
     Ok(Batch {
         set: 0,
         batch_size: n,
@@ -240,7 +262,10 @@ impl Checker<'_> {
         for ((what, got), bound) in ["loss.total", "loss.lm_loss", "loss.q_halt_loss", "loss.q_continue_loss"].iter().zip(got).zip(bounds) {
             let key = format!("{prefix}.{what}");
             let Some(e) = self.expected.get(&key) else { continue };
-            let want = e.values[0];
+            let Some(&want) = e.values.first().filter(|_| e.values.len() == 1) else {
+                self.results.push(Check { name: key, error: f64::INFINITY, tolerance: 0.0, mode: "size mismatch: a loss is one value" });
+                continue;
+            };
             let tol = (bound / want.abs().max(1e-12)).max(1e-6);
             let err = (got - want).abs() / want.abs().max(1e-12);
             self.results.push(Check { name: key, error: err, tolerance: tol, mode: "relative, derived from the inputs" });
@@ -307,7 +332,9 @@ pub fn run<AD: AutodiffBackend>(dir: &Path, device: &AD::Device) -> Result<Vec<C
         beta2: num(p, "beta2")?,
         ema_rate: num(p, "ema_rate").unwrap_or(0.999),
     };
-    let batch = batch_from(&read_safetensors(&dir.join("batch.safetensors"))?)?;
+    let batch_file = dir.join("batch.safetensors");
+    let batch = batch_from(&read_safetensors(&batch_file)?, &cfg, &batch_file)?;
+    anyhow::ensure!(h.global_batch > 0, "{}: pretrain_config.global_batch_size must be positive", dir.join("config.json").display());
     let expected = read_safetensors(&dir.join("expected.safetensors"))?;
     // The reference's state dict, read by the same loader as our checkpoints.
     let (params, table) = crate::train::checkpoint::load_model::<AD::InnerBackend>(&dir.join("weights.safetensors"), &cfg, device)?;
@@ -323,6 +350,33 @@ pub fn run<AD: AutodiffBackend>(dir: &Path, device: &AD::Device) -> Result<Vec<C
         missing.len(),
         missing[0]
     );
+    // Every tensor that is there has the size of what it is compared with.
+    let (n, sl) = (batch.batch_size, cfg.seq_len);
+    let mut sizes: Vec<(String, usize)> = vec![];
+    for n_ in &params {
+        let len: usize = n_.shape.iter().product();
+        for k in ["grad", "after_step", "ema"] {
+            sizes.push((format!("{k}.model.inner.{}", n_.name), len));
+        }
+    }
+    sizes.push(("grad.model.inner.puzzle_emb.local_weights".into(), n * cfg.arch.puzzle_emb_ndim));
+    if let Some(t) = &table {
+        sizes.push(("after_step.model.inner.puzzle_emb.weights".into(), t.dims().iter().product()));
+    }
+    for k in expected.keys().filter(|k| k.ends_with(".logits")) {
+        sizes.push((k.clone(), n * sl * cfg.vocab_size));
+    }
+    for (key, len) in sizes {
+        if let Some(t) = expected.get(&key) {
+            anyhow::ensure!(
+                t.values.len() == len,
+                "{}: `{key}` has shape {:?} ({} values), but what it is compared with has {len}",
+                dir.join("expected.safetensors").display(),
+                t.shape,
+                t.values.len()
+            );
+        }
+    }
     let ropes = Ropes::<AD>::new(&cfg, device);
     let sched = Schedule::of(&cfg.arch);
     let gain = |l: &crate::model::weights::Linear<AD::InnerBackend>| {

@@ -304,6 +304,24 @@ impl ModelConfig {
         ensure!(self.head_dim().is_multiple_of(2) || a.pos_encodings != PosEncoding::Rope, "RoPE needs an even head dim");
         ensure!(a.halt_max_steps >= 1, "arch.halt_max_steps must be >= 1");
         ensure!(
+            self.seq_len > 0 && self.vocab_size > 0,
+            "the data set has seq_len {} and vocab_size {}: both must be positive",
+            self.seq_len,
+            self.vocab_size
+        );
+        ensure!(
+            self.mlp_inner() > 0 && (!a.mlp_t || self.mlp_t_inner() > 0),
+            "arch.expansion {} gives an MLP of width 0 at hidden_size {}",
+            a.expansion,
+            a.hidden_size
+        );
+        ensure!(
+            a.puzzle_emb_ndim == 0 || self.num_puzzle_identifiers >= 1,
+            "arch.puzzle_emb_ndim {} needs at least one puzzle identifier (the data set has none)",
+            a.puzzle_emb_ndim
+        );
+        ensure!(a.rope_theta.is_finite() && a.rope_theta > 0.0, "arch.rope_theta must be positive, not {}", a.rope_theta);
+        ensure!(
             a.puzzle_emb_ndim <= self.prefix_len() * a.hidden_size,
             "arch.puzzle_emb_ndim {} does not fit in puzzle_emb_len x hidden_size",
             a.puzzle_emb_ndim

@@ -216,7 +216,16 @@ pub fn write_report(o: &ReportOptions) -> Result<usize> {
         "<!doctype html><html><head><meta charset=utf-8><title>trm report: {title}</title><style>{STYLE}</style></head><body><h1>trm report: {title}</h1>"
     );
     // Run summary: configuration and the last evaluation.
-    let ckpt = checkpoint::resolve(&o.run).ok();
+    // A run without checkpoints still has curves; a checkpoint that fails verification is named.
+    let ckpt = match checkpoint::resolve(&o.run) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            if o.run.join("checkpoints").exists() {
+                eprintln!("warning: no puzzles in the report: {e:#}");
+            }
+            None
+        }
+    };
     let state = ckpt.as_ref().map(|c| checkpoint::read_state_json(c)).transpose()?;
     html.push_str("<table>");
     if let Some(st) = &state {

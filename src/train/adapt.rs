@@ -109,6 +109,7 @@ pub fn adapt<AD: AutodiffBackend>(job: &AdaptJob, device: &AD::Device) -> Result
         data: data.clone(),
         out: run.clone(),
         resume: false,
+        overrides: vec![],
         quiet: job.quiet,
         init_from: Some(ckpt.join("model.safetensors")),
         time_limit: None,

@@ -5,12 +5,16 @@
 //!                                                  puzzle table, reference names `model.inner.*`
 //! RUN/checkpoints/step_00001234/state.safetensors  raw weights, Adam moments, EMA shadow, carry
 //! RUN/checkpoints/step_00001234/state.json         step, loader position, RNG, carry rows, config
+//! RUN/checkpoints/step_00001234/SHA256SUMS         checksums of the files above (integrity.rs)
 //! RUN/checkpoints/latest                           name of the newest complete checkpoint
 //! ```
-//! A checkpoint folder is written as `*.tmp` and renamed when complete; `latest` is replaced
-//! atomically after that, so a kill at any moment leaves the previous checkpoint usable.
+//! A checkpoint folder is written as `*.tmp`, checksummed, verified and renamed when complete
+//! (swapped atomically with an existing folder of the same step); `latest` is replaced atomically
+//! after that, so a kill at any moment leaves the previous checkpoint usable. Non-finite weights
+//! are never written, so a diverged run cannot rotate away its last good checkpoint.
 
 use super::config::TrainConfig;
+use super::integrity;
 use crate::data::loader::Position;
 use crate::model::act::Carry;
 use crate::model::config::ModelConfig;
@@ -87,6 +91,7 @@ pub fn write_model(
     if let Some(t) = table {
         entries.push((format!("{PREFIX}puzzle_emb.weights"), t.dims().to_vec(), host(t)));
     }
+    ensure_finite(&entries, &format!("refusing to write {}", path.display()))?;
     write_safetensors(path, &entries, Some(meta.into_iter().collect()))
 }
 
@@ -117,6 +122,7 @@ pub fn save<B: Backend>(run: &Path, st: &TrainState<B>, cfg: &TrainConfig, model
     if let Some(e) = &st.ema {
         entries.extend(named_entries("ema.", e));
     }
+    ensure_finite(&entries, &format!("refusing to save the checkpoint of step {}", st.step))?;
     let sched = crate::model::schedule::Schedule::of(&model.arch);
     let carry = st.carry.as_ref().map(|c| {
         for (spec, t) in sched.states.iter().zip(&c.states) {
@@ -143,37 +149,63 @@ pub fn save<B: Backend>(run: &Path, st: &TrainState<B>, cfg: &TrainConfig, model
         model_is_ema: st.ema.is_some(),
     };
     crate::util::fs::write_json(&tmp.join("state.json"), &js)?;
-    if dst.exists() {
-        std::fs::remove_dir_all(&dst)?;
-    }
-    std::fs::rename(&tmp, &dst).with_context(|| format!("cannot rename {} to {}", tmp.display(), dst.display()))?;
+    // Checksums last, then read everything back against them before the folder counts.
+    integrity::write_sums(&tmp)?;
+    integrity::forget(&tmp);
+    integrity::verify(&tmp).with_context(|| format!("the checkpoint just written to {} does not verify", tmp.display()))?;
+    integrity::forget(&tmp);
+    install(&tmp, &dst)?;
     crate::util::fs::write_atomic(&root.join("latest"), name.as_bytes())?;
-    // Keep the newest `keep_checkpoints`.
-    let mut all: Vec<PathBuf> = std::fs::read_dir(&root)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step_") && !n.to_string_lossy().ends_with(".tmp"))
-        })
-        .collect();
-    all.sort();
-    while all.len() > cfg.keep_checkpoints {
-        let old = all.remove(0);
-        if old != dst {
-            std::fs::remove_dir_all(&old).ok();
-        }
+    crate::util::fs::sync_dir(&root);
+    // Keep the newest `keep_checkpoints` (the one just written is intact, so older ones may go).
+    let mut all = integrity::checkpoints(run);
+    all.retain(|p| p != &dst);
+    while all.len() + 1 > cfg.keep_checkpoints {
+        let old = all.pop().expect("non-empty");
+        std::fs::remove_dir_all(&old).ok();
     }
     Ok(dst)
 }
 
-/// The newest complete checkpoint folder of a run (or the folder itself if it is one).
-pub fn resolve(path: &Path) -> Result<PathBuf> {
-    if path.join("state.json").exists() || path.join("model.safetensors").exists() {
-        return Ok(path.to_path_buf());
+/// Moves a complete checkpoint folder `tmp` to `dst`. When `dst` exists (the same step saved
+/// again), the two folders are swapped atomically where the OS can (Linux `RENAME_EXCHANGE`), so
+/// `latest` never names a missing folder; elsewhere the old folder is removed first.
+fn install(tmp: &Path, dst: &Path) -> Result<()> {
+    integrity::forget(dst);
+    if dst.exists() {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).expect("path without NUL");
+            let (a, b) = (c(tmp), c(dst));
+            // SAFETY: two valid NUL-terminated paths; renameat2 does not keep the pointers.
+            let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
+            if rc == 0 {
+                // `tmp` now holds the previous content of `dst`.
+                std::fs::remove_dir_all(tmp).ok();
+                return Ok(());
+            }
+        }
+        std::fs::remove_dir_all(dst).with_context(|| format!("cannot replace {}", dst.display()))?;
     }
-    let latest = path.join("checkpoints").join("latest");
-    let name =
-        std::fs::read_to_string(&latest).with_context(|| format!("{} has no checkpoint (no {})", path.display(), latest.display()))?;
-    Ok(path.join("checkpoints").join(name.trim()))
+    std::fs::rename(tmp, dst).with_context(|| format!("cannot rename {} to {}", tmp.display(), dst.display()))
+}
+
+/// Refuses to write (or read) weights that are not finite: a diverged run must never replace a
+/// good checkpoint, and evaluating NaN weights gives meaningless numbers.
+fn ensure_finite(entries: &[(String, Vec<usize>, Vec<f32>)], what: &str) -> Result<()> {
+    for (name, _, v) in entries {
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            bail!("{what}: `{name}` holds a non-finite value ({} at flat index {i}): the weights have diverged", v[i]);
+        }
+    }
+    Ok(())
+}
+
+/// The checkpoint a reader loads: a checkpoint folder, or a run's latest, verified
+/// (`integrity::resolve`).
+pub fn resolve(path: &Path) -> Result<PathBuf> {
+    integrity::resolve(path)
 }
 
 /// The identifier map of a checkpoint folder (its own copy, else the run folder's).
@@ -188,7 +220,10 @@ pub fn read_identifiers(ckpt: &Path) -> Result<Vec<String>> {
 }
 
 pub fn read_state_json(ckpt: &Path) -> Result<StateJson> {
-    crate::util::fs::read_json(&ckpt.join("state.json"))
+    let file = ckpt.join("state.json");
+    let js: StateJson = crate::util::fs::read_json(&file)?;
+    js.model.validate().with_context(|| format!("{}: model", file.display()))?;
+    Ok(js)
 }
 
 fn tensor2<B: Backend>(t: &HostTensor, device: &B::Device) -> Tensor<B, 2> {
@@ -224,6 +259,27 @@ fn take_named<B: Backend>(
         .collect()
 }
 
+/// Verifies the checkpoint folder a weights file sits in, when that folder has checksums.
+fn verify_parent(file: &Path) -> Result<()> {
+    match file.parent() {
+        Some(dir) if dir.join(integrity::SUMS).exists() => integrity::verify(dir).map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
+fn ensure_finite_host(map: &BTreeMap<String, HostTensor>, file: &Path) -> Result<()> {
+    for (name, t) in map {
+        if let Some(i) = t.values.iter().position(|x| !x.is_finite()) {
+            bail!(
+                "{}: `{name}` holds a non-finite value ({} at flat index {i}): written by a run that diverged",
+                file.display(),
+                t.values[i]
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Strips the reference's wrapper prefixes (`_orig_mod.` from torch.compile, `model.inner.` from
 /// the loss head and ACT wrapper) from a state-dict key.
 pub fn canonical_name(key: &str) -> &str {
@@ -254,7 +310,9 @@ fn load_model_impl<B: Backend>(
     device: &B::Device,
     grow: bool,
 ) -> Result<(Vec<Named<B>>, Option<Tensor<B, 2>>)> {
+    verify_parent(file)?;
     let map = read_safetensors(file)?;
+    ensure_finite_host(&map, file)?;
     let canon: BTreeMap<String, HostTensor> = map.into_iter().map(|(k, v)| (canonical_name(&k).to_string(), v)).collect();
     let like = crate::model::weights::expected_shapes(model);
     let params = take_named(&canon, "", &like, device, file)?;
@@ -284,11 +342,13 @@ fn load_model_impl<B: Backend>(
 
 /// Restores the full training state of a checkpoint folder.
 pub fn load_state<B: Backend>(ckpt: &Path, device: &B::Device) -> Result<(StateJson, TrainState<B>)> {
+    integrity::verify(ckpt)?;
     let js = read_state_json(ckpt)?;
     let model = &js.model;
     let (_, table) = load_model::<B>(&ckpt.join("model.safetensors"), model, device)?;
     let file = ckpt.join("state.safetensors");
     let map = read_safetensors(&file)?;
+    ensure_finite_host(&map, &file)?;
     let like = crate::model::weights::expected_shapes(model);
     let params = take_named::<B>(&map, "params.", &like, device, &file)?;
     let mut adam = AdamState::new(&params);

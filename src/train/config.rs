@@ -61,6 +61,9 @@ pub struct TrainConfig {
     /// `[iterations, batches, global_batch, 2]` (example, puzzle), such as the reference's order
     /// written by bench/record_reference_order.py. For side-by-side comparisons.
     pub batch_order: Option<String>,
+    /// Batches whose loss or gradient is not finite that may be skipped (weights, carry and
+    /// randomness left as before the batch) before the run stops; 0 = stop at the first.
+    pub skip_nonfinite_batches: u64,
 }
 
 impl Default for TrainConfig {
@@ -94,6 +97,7 @@ impl Default for TrainConfig {
             eval_batch_size: None,
             keep_checkpoints: 2,
             batch_order: None,
+            skip_nonfinite_batches: 0,
         }
     }
 }
@@ -254,6 +258,78 @@ pub fn resolve(preset_or_file: &str, overrides: &[String]) -> Result<TrainConfig
     from_table(base).with_context(|| format!("configuration `{preset_or_file}` with overrides {overrides:?}"))
 }
 
+/// Keys a resumed run may change: how long it runs, how often it checkpoints and evaluates, what it
+/// keeps. The continued run is the same training as an uninterrupted one.
+pub const RESUME_SAFE: [&str; 9] = [
+    "max_steps",
+    "checkpoint_interval_steps",
+    "keep_checkpoints",
+    "checkpoint_every_eval",
+    "eval_max_examples",
+    "eval_batch_size",
+    "min_eval_interval",
+    "run_name",
+    "project_name",
+];
+
+/// Keys a resumed run may change that change the training from there on (to recover from a
+/// divergence, say); a note says so.
+pub const RESUME_CHANGES_TRAINING: [&str; 5] = ["lr", "puzzle_emb_lr", "weight_decay", "puzzle_emb_weight_decay", "skip_nonfinite_batches"];
+
+fn flatten(t: &toml::Table, prefix: &str, out: &mut std::collections::BTreeMap<String, toml::Value>) {
+    for (k, v) in t {
+        match v {
+            toml::Value::Table(sub) => flatten(sub, &format!("{prefix}{k}."), out),
+            v => {
+                out.insert(format!("{prefix}{k}"), v.clone());
+            }
+        }
+    }
+}
+
+/// The config of a resumed run: the checkpoint's, with the overrides given on the command line
+/// applied where that is safe (`RESUME_SAFE`, `RESUME_CHANGES_TRAINING`); an override of any
+/// other key that changes its value is refused.
+pub fn resume_config(saved: &TrainConfig, overrides: &[String]) -> Result<TrainConfig> {
+    let mut base = saved.to_table();
+    for note in apply_overrides(&mut base, overrides)? {
+        eprintln!("note: {note}");
+    }
+    let new = from_table(base).with_context(|| format!("overrides {overrides:?} on the resumed run's config"))?;
+    let (mut a, mut b) = (Default::default(), Default::default());
+    flatten(&saved.to_table(), "", &mut a);
+    flatten(&new.to_table(), "", &mut b);
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let mut refused = vec![];
+    for k in keys {
+        let (old, now) = (a.get(k), b.get(k));
+        if old == now {
+            continue;
+        }
+        let show = |v: Option<&toml::Value>| v.map_or("unset".to_string(), |v| v.to_string());
+        if RESUME_SAFE.contains(&k.as_str()) {
+            eprintln!("note: resuming with {k} = {} (was {})", show(now), show(old));
+        } else if RESUME_CHANGES_TRAINING.contains(&k.as_str()) {
+            eprintln!(
+                "note: resuming with {k} = {} (was {}): from here on the run differs from an uninterrupted one",
+                show(now),
+                show(old)
+            );
+        } else {
+            refused.push(format!("{k} ({} -> {})", show(old), show(now)));
+        }
+    }
+    if !refused.is_empty() {
+        bail!(
+            "--resume continues the run with its saved configuration; these keys cannot change: {}. Keys that can: {}, {}",
+            refused.join(", "),
+            RESUME_SAFE.join(", "),
+            RESUME_CHANGES_TRAINING.join(", ")
+        );
+    }
+    Ok(new)
+}
+
 pub fn from_table(mut t: toml::Table) -> Result<TrainConfig> {
     // The arch block: the architecture's defaults with the given keys on top. A key that is not
     // one of that architecture's is refused, never ignored.
@@ -289,10 +365,24 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         anyhow::ensure!(self.global_batch_size > 0, "global_batch_size must be positive");
         anyhow::ensure!(self.epochs > 0, "epochs must be positive");
+        anyhow::ensure!(self.eval_batch_size != Some(0), "eval_batch_size must be positive");
+        anyhow::ensure!(self.eval_max_examples != Some(0), "eval_max_examples must be positive (leave it unset for the whole test split)");
         if let Some(e) = self.eval_interval {
             anyhow::ensure!(e > 0 && self.epochs.is_multiple_of(e), "eval_interval {e} must divide epochs {}", self.epochs);
         }
-        anyhow::ensure!((0.0..=1.0).contains(&self.ema_rate), "ema_rate must be in [0, 1]");
+        let nonneg = |key: &str, v: f64| {
+            anyhow::ensure!(v.is_finite() && v >= 0.0, "{key} must be a finite number >= 0, not {v}");
+            Ok(())
+        };
+        nonneg("lr", self.lr)?;
+        nonneg("puzzle_emb_lr", self.puzzle_emb_lr)?;
+        nonneg("weight_decay", self.weight_decay)?;
+        nonneg("puzzle_emb_weight_decay", self.puzzle_emb_weight_decay)?;
+        anyhow::ensure!((0.0..=1.0).contains(&self.lr_min_ratio), "lr_min_ratio must be in [0, 1], not {}", self.lr_min_ratio);
+        for (key, v) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            anyhow::ensure!((0.0..1.0).contains(&v), "{key} must be in [0, 1), not {v}");
+        }
+        anyhow::ensure!((0.0..=1.0).contains(&self.ema_rate), "ema_rate must be in [0, 1], not {}", self.ema_rate);
         anyhow::ensure!(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1");
         Ok(())
     }

@@ -3,6 +3,8 @@
 pub mod adapt;
 pub mod checkpoint;
 pub mod config;
+pub mod guard;
+pub mod integrity;
 pub mod logging;
 pub mod loss;
 pub mod optim;

@@ -13,6 +13,8 @@
 
 use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
+use super::guard;
+use super::integrity;
 use super::logging::MetricsLog;
 use super::loss::Metrics;
 use super::optim::{AdamHyper, AdamState, adam_step, ema_update, lr_at, sign_sgd_rows};
@@ -38,6 +40,10 @@ pub struct TrainJob {
     pub data: PathBuf,
     pub out: PathBuf,
     pub resume: bool,
+    /// The KEY=VALUE overrides as given. A resumed run applies them to its checkpoint's config
+    /// where that is safe and refuses the others (`config::resume_config`); `config` is then
+    /// not used.
+    pub overrides: Vec<String>,
     /// Print no progress bar (tests, CI logs).
     pub quiet: bool,
     /// Start from these weights (fine-tuning / adaptation): a model.safetensors file.
@@ -109,6 +115,9 @@ fn eval_and_log<B: Backend>(
                 arc_err = a.on_batch(b, p, q, n);
             }
         });
+    if crate::util::interrupt::requested() {
+        return Ok(r); // partial: the caller discards it, nothing is logged
+    }
     if let Err(e) = arc_err {
         // Scoring is bookkeeping: a bad identifier name must not end a long training run.
         eprintln!("warning: ARC scoring skipped at step {}: {e:#}", st.step);
@@ -134,26 +143,52 @@ fn eval_and_log<B: Backend>(
     Ok(r)
 }
 
+fn carry_ids<B: Backend>(st: &TrainState<B>) -> Vec<i32> {
+    st.carry.as_ref().map(|c| c.puzzle_ids.clone()).unwrap_or_default()
+}
+
 /// Runs (or resumes) a training job on backend `AD`.
 pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result<TrainSummary> {
     let t0 = Instant::now();
     let train_split = Arc::new(format::read_dataset_split(&job.data, "train")?);
-    let test_split = format::read_dataset_split(&job.data, "test").ok().map(Arc::new);
-    if test_split.is_none() {
+    let examples: usize = train_split.sets.iter().map(|(_, d)| d.num_examples()).sum();
+    anyhow::ensure!(examples > 0, "{}: the train split holds no examples: nothing to train on (rebuild the data set)", job.data.display());
+    let test_split = if job.data.join("test").exists() {
+        // Present but unreadable is an error: a long run must not silently skip its evaluations.
+        Some(Arc::new(format::read_dataset_split(&job.data, "test").context("the test split exists but cannot be read")?))
+    } else {
         eprintln!("warning: {} has no test split: training without evaluation", job.data.display());
-    }
-    std::fs::create_dir_all(&job.out).with_context(|| format!("cannot create {}", job.out.display()))?;
+        None
+    };
+    // One writer per run folder, held until this function returns (or the process dies).
+    let _lock = crate::util::lock::RunLock::acquire(&job.out)?;
 
-    // Resume: the checkpoint's config wins (a changed config would not resume exactly).
+    // Resume: the checkpoint's config wins, except the keys that are safe to change
+    // (config::resume_config says which; the others are refused).
+    let mut resumed_from = None;
     let (cfg, mut st) = if job.resume {
-        let ckpt = checkpoint::resolve(&job.out)?;
+        let ckpt = integrity::resolve_for_resume(&job.out)?;
+        anyhow::ensure!(job.init_from.is_none(), "--init-from starts a new run; it cannot be combined with --resume");
         let (js, st) = checkpoint::load_state::<AD::InnerBackend>(&ckpt, device)?;
         eprintln!("resuming from {} (step {})", ckpt.display(), js.step);
-        let mut cfg = js.config.clone();
-        cfg.max_steps = job.config.max_steps.or(cfg.max_steps);
+        let here = model_config(&js.config, &train_split)?;
+        anyhow::ensure!(
+            here == js.model,
+            "{} does not describe the data set this run trained on (seq_len/vocab/identifiers {}/{}/{} here, {}/{}/{} in {})",
+            job.data.display(),
+            here.seq_len,
+            here.vocab_size,
+            here.num_puzzle_identifiers,
+            js.model.seq_len,
+            js.model.vocab_size,
+            js.model.num_puzzle_identifiers,
+            ckpt.display()
+        );
+        let cfg = super::config::resume_config(&js.config, &job.overrides)?;
+        resumed_from = Some(ckpt);
         (cfg, st)
     } else {
-        if job.out.join("checkpoints").join("latest").exists() {
+        if job.out.join("checkpoints").join("latest").exists() || !integrity::checkpoints(&job.out).is_empty() {
             bail!("{} already holds a run; pass --resume to continue it or choose another --out", job.out.display());
         }
         let mut cfg = job.config.clone();
@@ -165,6 +200,20 @@ pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result
         (cfg.clone(), fresh_state::<AD::InnerBackend>(&cfg, &model, device, job.init_from.as_deref())?)
     };
     let model = model_config(&cfg, &train_split)?;
+    if let Some(t) = &test_split {
+        let m = &t.metadata;
+        anyhow::ensure!(
+            m.seq_len == model.seq_len && m.vocab_size <= model.vocab_size && m.num_puzzle_identifiers <= model.num_puzzle_identifiers,
+            "{}: the test split (seq_len {}, vocab {}, {} identifiers) does not fit the model built from the train split (seq_len {}, vocab {}, {} identifiers)",
+            job.data.join("test").display(),
+            m.seq_len,
+            m.vocab_size,
+            m.num_puzzle_identifiers,
+            model.seq_len,
+            model.vocab_size,
+            model.num_puzzle_identifiers
+        );
+    }
     if crate::model::precision::bf16_falls_back::<AD>(&model) {
         eprintln!(
             "note: arch.forward_dtype=bfloat16 runs in float32 on the CPU backend (bfloat16 would only be emulated there, slower); TRM_CPU_BF16=1 emulates it anyway"
@@ -200,6 +249,16 @@ pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result
         }
     };
     let total = total_steps(&train_split, cfg.epochs, g);
+    let per_iteration = sampler.batches_per_iteration();
+    if total == 0 || per_iteration == 0 {
+        let m = &train_split.metadata;
+        bail!(
+            "this run would take 0 optimiser steps: global_batch_size={g} is larger than the {} examples that one iteration ({} epoch(s)) of {} puzzle groups gives; lower global_batch_size or raise eval_interval/epochs",
+            (cfg.epochs_per_iter() as f64 * m.total_groups as f64 * m.mean_puzzle_examples) as u64,
+            cfg.epochs_per_iter(),
+            m.total_groups
+        );
+    }
     let stop_at = cfg.max_steps.map_or(total, |m| m.min(total));
     let ropes = Ropes::<AD>::new(&model, device);
     let mut log = MetricsLog::open(&job.out, job.resume.then_some(st.step))?;
@@ -220,6 +279,7 @@ pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result
     let mut evals = Vec::new();
     let mut last_train = Metrics::default();
     let mut last_ckpt = None;
+    let (mut skipped, mut interrupted) = (0u64, false);
     let (mut window_rows, mut window_t) = (0usize, Instant::now());
 
     'outer: for iteration in st.position.iteration..iterations {
@@ -229,17 +289,49 @@ pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result
             if st.step >= stop_at || job.time_limit.is_some_and(|l| t0.elapsed() >= l) {
                 break 'outer;
             }
+            if crate::util::interrupt::requested() {
+                interrupted = true;
+                break 'outer;
+            }
+            // Kept to undo a skipped step (tensors are shared, so this copies no data).
+            let before = (st.carry.clone(), st.rng.clone());
             st.step += 1;
             let carry = st.carry.get_or_insert_with(|| Carry::new(&model, batch.batch_size, device));
             let (loss, _out, leaves) = train_forward::<AD>(&model, &st.params, st.table.as_ref(), carry, &batch, &ropes, &mut st.rng);
-            let grads = (loss.total.clone() / g as f64).backward();
-            let (pgrads, puzzle_grad) = leaves.grads(&grads);
-            if let (Some(table), Some(pg)) = (st.table.take(), puzzle_grad) {
-                let plr = lr_at(st.step, cfg.puzzle_emb_lr, cfg.lr_warmup_steps, total, cfg.lr_min_ratio);
-                let gh = checkpoint::host(&pg);
-                st.table = Some(sign_sgd_rows(table, &carry.puzzle_ids, &gh, plr, cfg.puzzle_emb_weight_decay));
-            }
             let h = hyper(st.step);
+            let mut bad = guard::nonfinite_loss(&loss.metrics, model.arch.continue_target());
+            let mut update = None;
+            if bad.is_none() {
+                let grads = (loss.total.clone() / g as f64).backward();
+                let (pgrads, puzzle_grad) = leaves.grads(&grads);
+                let gh = puzzle_grad.as_ref().map(checkpoint::host);
+                bad = guard::nonfinite_grad(&pgrads, gh.as_deref());
+                update = Some((pgrads, gh));
+            }
+            if let Some((what, value)) = bad {
+                (st.carry, st.rng) = before;
+                st.step -= 1;
+                if skipped < cfg.skip_nonfinite_batches {
+                    skipped += 1;
+                    st.position.batch += 1;
+                    pb.println(format!(
+                        "warning: skipped batch {} of iteration {iteration} (step {}): the {what} is {value} ({skipped} of skip_nonfinite_batches={} skipped)",
+                        st.position.batch,
+                        st.step + 1,
+                        cfg.skip_nonfinite_batches
+                    ));
+                    log.log(st.step + 1, "skipped", &[("skipped_batches", skipped as f64)])?;
+                    continue;
+                }
+                log.flush()?;
+                pb.finish_and_clear();
+                bail!(guard::divergence_message(st.step + 1, what, value, last_ckpt.as_deref().or(resumed_from.as_deref()), h.lr));
+            }
+            let (pgrads, gh) = update.expect("gradients of a finite step");
+            if let (Some(table), Some(gh)) = (st.table.take(), gh) {
+                let plr = lr_at(st.step, cfg.puzzle_emb_lr, cfg.lr_warmup_steps, total, cfg.lr_min_ratio);
+                st.table = Some(sign_sgd_rows(table, &carry_ids(&st), &gh, plr, cfg.puzzle_emb_weight_decay));
+            }
             if !cfg.freeze_weights {
                 adam_step(&mut st.params, &pgrads, &mut st.adam, &h);
             }
@@ -278,10 +370,17 @@ pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result
             }
         }
         // End of an iteration: evaluation + checkpoint.
+        let end_of_batches = st.position;
         st.position = Position { iteration: iteration + 1, batch: 0 };
         if iteration as usize >= cfg.min_eval_interval {
             if let Some(test) = &test_split {
                 let r = eval_and_log(&model, &cfg, &st, test, &job.data, &job.out, &mut log)?;
+                if crate::util::interrupt::requested() {
+                    // Stopped inside the evaluation: a resume runs it again.
+                    st.position = end_of_batches;
+                    interrupted = true;
+                    break;
+                }
                 pb.println(format!(
                     "eval @ step {}: token accuracy {:.4}, exact accuracy {:.4} (95% CI {:.4}-{:.4}) on {} examples",
                     st.step, r.accuracy, r.exact_accuracy, r.exact_accuracy_ci95.0, r.exact_accuracy_ci95.1, r.count
@@ -296,6 +395,19 @@ pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result
         if st.step >= stop_at {
             break;
         }
+    }
+    if interrupted || crate::util::interrupt::requested() {
+        log.flush()?;
+        let at = checkpoint::save(&job.out, &st, &cfg, &model)?;
+        pb.finish_and_clear();
+        return Err(crate::util::interrupt::Interrupted(format!(
+            "interrupted at step {}: checkpoint written to {}; continue with `trm train --data {} --out {} --resume`",
+            st.step,
+            at.display(),
+            job.data.display(),
+            job.out.display()
+        ))
+        .into());
     }
     // A run cut short by max_steps still ends with an evaluation of its final weights.
     if let (Some(test), false) = (&test_split, evals.last().is_some_and(|(s, _)| *s == st.step)) {

@@ -53,3 +53,13 @@ pub fn open_text(path: &Path) -> Result<Box<dyn std::io::Read>> {
         Ok(Box::new(std::io::BufReader::new(file)))
     }
 }
+
+/// Flushes a folder's entries (renames into it) to disk where the OS allows; best effort.
+pub fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(d) = File::open(dir) {
+        d.sync_all().ok();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}

@@ -2,5 +2,7 @@
 
 pub mod alloc;
 pub mod fs;
+pub mod interrupt;
+pub mod lock;
 pub mod rng;
 pub mod tensors;

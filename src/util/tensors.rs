@@ -72,5 +72,20 @@ pub fn write_safetensors(
         .map(|((n, s, _), b)| Ok((n.clone(), safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)?)))
         .collect::<Result<_>>()?;
     let data = safetensors::tensor::serialize(views, metadata).context("cannot serialise tensors")?;
-    crate::util::fs::write_atomic(path, &data)
+    crate::util::fs::write_atomic(path, &canonical_header(data)?)
+}
+
+/// Rewrites a serialised safetensors file's JSON header with sorted keys (safetensors writes its
+/// metadata map in hash order), so that the same tensors always give the same bytes and
+/// checksums. Offsets are relative to the data, so only the header changes.
+fn canonical_header(file: Vec<u8>) -> Result<Vec<u8>> {
+    let n = u64::from_le_bytes(file[..8].try_into()?) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&file[8..8 + n])?;
+    let mut text = serde_json::to_vec(&header)?; // serde_json objects are sorted maps
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + file.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&file[8 + n..]);
+    Ok(out)
 }

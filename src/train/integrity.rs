@@ -1,0 +1,259 @@
+//! Checkpoint integrity: every checkpoint folder carries `SHA256SUMS` (the coreutils format, so
+//! `sha256sum -c SHA256SUMS` checks it by hand too), written last, before the folder is renamed
+//! into place. Every reader (eval, solve, adapt, report, resume) verifies it before trusting a
+//! byte; a run folder resolves to its `latest` checkpoint, or, when `latest` is missing, empty or
+//! dangling, to the newest intact one.
+//!
+//! ```text
+//! resolve(RUN)            latest, verified; a corrupt one is refused, naming the newest intact one
+//! resolve(RUN/ckpt)       that checkpoint, verified
+//! resolve_for_resume(RUN) latest if intact, else the newest intact one, saying so
+//! ```
+
+use anyhow::{Context, Result, anyhow, bail};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The checksum file of a checkpoint folder.
+pub const SUMS: &str = "SHA256SUMS";
+
+/// The files a training checkpoint must have (a folder with only `model.safetensors` is a
+/// weights-only checkpoint, as exported for inference).
+const REQUIRED: [&str; 1] = ["model.safetensors"];
+
+/// Hex SHA-256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes `dir/SHA256SUMS` over every regular file of `dir` (sorted by name).
+pub fn write_sums(dir: &Path) -> Result<()> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != SUMS && !n.ends_with(".tmp"))
+        .collect();
+    names.sort();
+    let mut text = String::new();
+    for n in &names {
+        text.push_str(&format!("{}  {n}\n", sha256_file(&dir.join(n))?));
+    }
+    crate::util::fs::write_atomic(&dir.join(SUMS), text.as_bytes())
+}
+
+/// What verification found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Integrity {
+    /// Every file listed in SHA256SUMS is present with its checksum.
+    Verified,
+    /// No SHA256SUMS: a checkpoint written before trm checked its checkpoints, or by hand.
+    Unverified,
+}
+
+/// Folders verified by this process (verification reads every byte; loading reads them again).
+static VERIFIED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+
+/// Checks a checkpoint folder against its SHA256SUMS.
+pub fn verify(dir: &Path) -> Result<Integrity> {
+    let key = std::path::absolute(dir).unwrap_or(dir.to_path_buf());
+    if VERIFIED.lock().unwrap().as_ref().is_some_and(|s| s.contains(&key)) {
+        return Ok(Integrity::Verified);
+    }
+    if !dir.is_dir() {
+        bail!("{} does not exist", dir.display());
+    }
+    let sums = dir.join(SUMS);
+    if !sums.exists() {
+        for f in REQUIRED {
+            anyhow::ensure!(dir.join(f).is_file(), "{}: no {f}", dir.display());
+        }
+        return Ok(Integrity::Unverified);
+    }
+    let text = std::fs::read_to_string(&sums).with_context(|| format!("cannot read {}", sums.display()))?;
+    let mut listed = HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let (hash, name) = line
+            .split_once("  ")
+            .filter(|(h, n)| h.len() == 64 && !n.is_empty() && !n.contains('/'))
+            .ok_or_else(|| anyhow!("{}:{}: not a `<sha256>  <file>` line", sums.display(), i + 1))?;
+        let file = dir.join(name);
+        anyhow::ensure!(file.is_file(), "{}: {name} is listed in {SUMS} but missing", dir.display());
+        let got = sha256_file(&file)?;
+        anyhow::ensure!(got == hash, "{}: checksum mismatch (the file is corrupt or was changed after it was written)", file.display());
+        listed.insert(name.to_string());
+    }
+    for f in REQUIRED {
+        anyhow::ensure!(listed.contains(f), "{}: {SUMS} does not list {f}", dir.display());
+    }
+    if dir.join("state.json").exists() {
+        for f in ["state.json", "state.safetensors"] {
+            anyhow::ensure!(listed.contains(f), "{}: {SUMS} does not list {f}", dir.display());
+        }
+    }
+    VERIFIED.lock().unwrap().get_or_insert_with(HashSet::new).insert(key);
+    Ok(Integrity::Verified)
+}
+
+/// Drops a folder from the verified cache (its files are about to be replaced).
+pub fn forget(dir: &Path) {
+    let key = std::path::absolute(dir).unwrap_or(dir.to_path_buf());
+    if let Some(s) = VERIFIED.lock().unwrap().as_mut() {
+        s.remove(&key);
+    }
+}
+
+/// `verify`, with a warning for a checkpoint without checksums.
+fn verify_noisy(dir: &Path) -> Result<()> {
+    if verify(dir)? == Integrity::Unverified {
+        eprintln!("warning: {} has no {SUMS} (written by an older trm): its files are not verified", dir.display());
+    }
+    Ok(())
+}
+
+/// The `step_*` checkpoint folders of a run, newest first.
+pub fn checkpoints(run: &Path) -> Vec<PathBuf> {
+    let mut all: Vec<PathBuf> = std::fs::read_dir(run.join("checkpoints"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step_") && !n.contains('.'))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    all.sort();
+    all.reverse();
+    all
+}
+
+/// The newest checkpoint of a run that verifies (other than `except`).
+pub fn newest_intact(run: &Path, except: Option<&Path>) -> Option<PathBuf> {
+    checkpoints(run).into_iter().filter(|p| Some(p.as_path()) != except).find(|p| verify(p).is_ok())
+}
+
+fn is_checkpoint_folder(path: &Path) -> bool {
+    path.join("state.json").exists() || path.join("model.safetensors").exists() || path.join(SUMS).exists()
+}
+
+fn run_of(ckpt: &Path) -> Option<&Path> {
+    ckpt.parent().filter(|p| p.file_name().is_some_and(|n| n == "checkpoints")).and_then(Path::parent)
+}
+
+fn intact_hint(run: Option<&Path>, except: &Path) -> String {
+    match run.and_then(|r| newest_intact(r, Some(except))) {
+        Some(p) => format!("; the newest intact checkpoint is {}", p.display()),
+        None => "; no intact checkpoint is left in this run".to_string(),
+    }
+}
+
+/// What `latest` names, if it names an existing folder.
+fn latest_of(run: &Path) -> Result<PathBuf, String> {
+    let latest = run.join("checkpoints").join("latest");
+    let name = std::fs::read_to_string(&latest).map_err(|_| format!("{} is missing", latest.display()))?;
+    let name = name.trim();
+    if name.is_empty() || name.contains('/') {
+        return Err(format!("{} is empty or invalid", latest.display()));
+    }
+    let dir = run.join("checkpoints").join(name);
+    if !dir.is_dir() {
+        return Err(format!("{} names {name}, which does not exist", latest.display()));
+    }
+    Ok(dir)
+}
+
+/// The checkpoint a reader should load: a checkpoint folder itself, or a run's `latest`, verified.
+pub fn resolve(path: &Path) -> Result<PathBuf> {
+    if is_checkpoint_folder(path) {
+        verify_noisy(path).map_err(|e| anyhow!("{e:#}{}", intact_hint(run_of(path), path)))?;
+        return Ok(path.to_path_buf());
+    }
+    if !path.join("checkpoints").is_dir() {
+        bail!("{} is neither a checkpoint nor a run folder with checkpoints", path.display());
+    }
+    match latest_of(path) {
+        Ok(dir) => {
+            verify_noisy(&dir).map_err(|e| anyhow!("{e:#}{}", intact_hint(Some(path), &dir)))?;
+            Ok(dir)
+        }
+        Err(why) => {
+            let dir = newest_intact(path, None).ok_or_else(|| anyhow!("{why}, and {} has no intact checkpoint", path.display()))?;
+            eprintln!("warning: {why}; using the newest intact checkpoint, {}", dir.display());
+            Ok(dir)
+        }
+    }
+}
+
+/// The checkpoint a resumed run continues from: `latest` if it verifies, else the newest intact
+/// checkpoint (saying so).
+pub fn resolve_for_resume(run: &Path) -> Result<PathBuf> {
+    let why = match latest_of(run) {
+        Ok(dir) => match verify(&dir) {
+            Ok(Integrity::Verified) => return Ok(dir),
+            Ok(Integrity::Unverified) => {
+                verify_noisy(&dir)?;
+                return Ok(dir);
+            }
+            Err(e) => format!("{e:#}"),
+        },
+        Err(why) => why,
+    };
+    let dir =
+        newest_intact(run, None).ok_or_else(|| anyhow!("cannot resume {}: {why}, and no intact checkpoint is left", run.display()))?;
+    eprintln!("warning: {why}; resuming from the newest intact checkpoint, {}", dir.display());
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ckpt(run: &Path, step: u64, body: &str) -> PathBuf {
+        let d = run.join("checkpoints").join(format!("step_{step:08}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("model.safetensors"), body).unwrap();
+        write_sums(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn corrupt_latest_is_refused_and_resume_falls_back() {
+        let t = tempfile::tempdir().unwrap();
+        let run = t.path();
+        let old = ckpt(run, 1, "old weights");
+        let new = ckpt(run, 2, "new weights");
+        std::fs::write(run.join("checkpoints/latest"), "step_00000002").unwrap();
+        assert_eq!(resolve(run).unwrap(), new);
+        std::fs::write(new.join("model.safetensors"), "new weightz").unwrap();
+        VERIFIED.lock().unwrap().take();
+        let e = format!("{:#}", resolve(run).unwrap_err());
+        assert!(e.contains("checksum mismatch") && e.contains(&old.display().to_string()), "{e}");
+        assert_eq!(resolve_for_resume(run).unwrap(), old);
+        // A dangling or empty `latest` falls back for readers too.
+        for body in ["step_00000009", "", "  \n"] {
+            std::fs::write(run.join("checkpoints/latest"), body).unwrap();
+            assert_eq!(resolve(run).unwrap(), old, "latest = {body:?}");
+        }
+        // A missing listed file and a malformed line are refused.
+        std::fs::remove_file(old.join("model.safetensors")).unwrap();
+        VERIFIED.lock().unwrap().take();
+        assert!(format!("{:#}", verify(&old).unwrap_err()).contains("missing"));
+        std::fs::write(old.join(SUMS), "abc model.safetensors\n").unwrap();
+        assert!(format!("{:#}", verify(&old).unwrap_err()).contains("SHA256SUMS:1"));
+        assert!(resolve_for_resume(run).is_err());
+    }
+}

@@ -1,0 +1,68 @@
+//! One writer per run folder: an exclusive OS lock on `RUN/.lock`, held while a process trains
+//! into it. The OS releases it when the process ends however it ends (kill -9 included), so a
+//! stale lock cannot exist; the file only records the holder's pid for the error message.
+
+use anyhow::{Context, Result, bail};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::Path;
+
+pub const LOCK_FILE: &str = ".lock";
+
+/// Held for as long as it lives.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    /// Takes the lock of `dir` (created if needed), or says who holds it.
+    pub fn acquire(dir: &Path) -> Result<RunLock> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                file.read_to_string(&mut holder).ok();
+                let who = match holder.trim() {
+                    "" => "another process".to_string(),
+                    pid => format!("another trm process (pid {pid})"),
+                };
+                bail!(
+                    "{} is in use by {who}: two processes writing one run folder would overwrite each other's checkpoints. \
+                     Wait for it to finish or stop it (Ctrl-C checkpoints it), then --resume; or choose another --out",
+                    dir.display()
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        write!(file, "{}", std::process::id())?;
+        file.flush()?;
+        Ok(RunLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_holder_is_refused_until_the_first_lets_go() {
+        let t = tempfile::tempdir().unwrap();
+        let first = RunLock::acquire(t.path()).unwrap();
+        let e = format!("{:#}", RunLock::acquire(t.path()).unwrap_err());
+        assert!(e.contains(&format!("pid {}", std::process::id())) && e.contains("in use"), "{e}");
+        drop(first);
+        RunLock::acquire(t.path()).unwrap();
+    }
+}

@@ -1,0 +1,307 @@
+//! Nothing lost, nothing silently wrong (docs/reliability.md): the divergence guard, checkpoint
+//! integrity and fallback, one writer per run folder, clean interrupts, and the surprises that
+//! became errors.
+
+mod common;
+
+use common::{TINY, tiny_data};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use trm::train::checkpoint;
+use trm::train::config;
+use trm::train::trainer::{TrainJob, train};
+
+type AD = burn::backend::Autodiff<burn::backend::Flex>;
+
+fn job(data: &Path, out: &Path, extra: &[&str], resume: bool) -> TrainJob {
+    let run = ["epochs=400", "eval_interval=200", "eval_max_examples=8"];
+    let ov: Vec<String> = TINY.iter().chain(&run).chain(extra).map(|s| s.to_string()).collect();
+    TrainJob {
+        config: config::resolve("sudoku-tiny", &ov).unwrap(),
+        data: data.into(),
+        out: out.into(),
+        resume,
+        overrides: ov,
+        quiet: true,
+        init_from: None,
+        time_limit: None,
+    }
+}
+
+fn err<T: std::fmt::Debug>(r: anyhow::Result<T>) -> String {
+    format!("{:#}", r.unwrap_err())
+}
+
+fn step_of(ckpt: &Path) -> u64 {
+    checkpoint::read_state_json(ckpt).unwrap().step
+}
+
+fn flip_byte(file: &Path, at_from_end: usize) {
+    let mut b = std::fs::read(file).unwrap();
+    let i = b.len() - at_from_end;
+    b[i] ^= 0x40;
+    std::fs::write(file, b).unwrap();
+}
+
+#[test]
+fn an_exploding_learning_rate_stops_the_run_and_keeps_the_last_finite_checkpoint() {
+    let (data, runs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    tiny_data(data.path());
+    let out = runs.path().join("boom");
+    // lr 1e30: the first step multiplies the weights' scale by ~1e29, the forward then overflows.
+    let e = err(train::<AD>(
+        &job(data.path(), &out, &["lr=1e30", "checkpoint_interval_steps=1", "keep_checkpoints=1"], false),
+        &Default::default(),
+    ));
+    assert!(e.contains("training diverged at step") && e.contains(" is "), "{e}");
+    assert!(e.contains("the last finite checkpoint is"), "{e}");
+    // The surviving checkpoint is finite, intact, and loads for evaluation.
+    let ckpt = checkpoint::resolve(&out).unwrap();
+    let at: u64 = e.split("diverged at step ").nth(1).unwrap().split(':').next().unwrap().parse().unwrap();
+    assert!(step_of(&ckpt) < at, "checkpoint {} is not before the diverged step {at}", ckpt.display());
+    let js = checkpoint::read_state_json(&ckpt).unwrap();
+    checkpoint::load_model::<burn::backend::Flex>(&ckpt.join("model.safetensors"), &js.model, &Default::default()).unwrap();
+    checkpoint::load_state::<burn::backend::Flex>(&ckpt, &Default::default()).unwrap();
+
+    // With skipping allowed, bad batches are skipped (and logged) up to the bound, then it stops.
+    let out = runs.path().join("skip");
+    let e = err(train::<AD>(&job(data.path(), &out, &["lr=1e30", "skip_nonfinite_batches=2"], false), &Default::default()));
+    assert!(e.contains("training diverged"), "{e}");
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(log.matches("\"split\":\"skipped\"").count(), 2, "{log}");
+}
+
+#[test]
+fn non_finite_or_negative_hyperparameters_are_refused() {
+    for (ov, key) in [
+        ("lr=nan", "lr"),
+        ("lr=inf", "lr"),
+        ("lr=-1e-4", "lr"),
+        ("weight_decay=-0.1", "weight_decay"),
+        ("puzzle_emb_lr=-1", "puzzle_emb_lr"),
+        ("puzzle_emb_weight_decay=nan", "puzzle_emb_weight_decay"),
+        ("beta2=1.0", "beta2"),
+        ("lr_min_ratio=2", "lr_min_ratio"),
+        ("ema_rate=nan", "ema_rate"),
+        ("arch.rms_norm_eps=-1e-5", "rms_norm_eps"),
+    ] {
+        let e = match config::resolve("sudoku-tiny", &[ov.to_string()]) {
+            Err(e) => format!("{e:#}"),
+            // arch keys are checked when the model is built
+            Ok(c) => format!(
+                "{:#}",
+                trm::model::config::ModelConfig { arch: c.arch, seq_len: 81, vocab_size: 11, num_puzzle_identifiers: 1 }
+                    .validate()
+                    .unwrap_err()
+            ),
+        };
+        assert!(e.contains(key), "{ov}: {e}");
+    }
+}
+
+#[test]
+fn a_non_finite_checkpoint_is_refused_on_load() {
+    let (data, runs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    tiny_data(data.path());
+    train::<AD>(&job(data.path(), runs.path(), &["max_steps=2"], false), &Default::default()).unwrap();
+    let ckpt = checkpoint::resolve(runs.path()).unwrap();
+    let js = checkpoint::read_state_json(&ckpt).unwrap();
+    // NaN written in place of a weight, with checksums that match (as a diverged run would have).
+    let file = ckpt.join("model.safetensors");
+    let mut t = trm::util::tensors::read_safetensors(&file).unwrap();
+    let entries: Vec<(String, Vec<usize>, Vec<f32>)> = t
+        .iter_mut()
+        .map(|(k, v)| {
+            let mut f = v.f32s();
+            if k.ends_with("lm_head.weight") {
+                f[3] = f32::NAN;
+            }
+            (k.clone(), v.shape.clone(), f)
+        })
+        .collect();
+    trm::util::tensors::write_safetensors(&file, &entries, None).unwrap();
+    trm::train::integrity::write_sums(&ckpt).unwrap();
+    trm::train::integrity::forget(&ckpt);
+    let e = err(checkpoint::load_model::<burn::backend::Flex>(&file, &js.model, &Default::default()));
+    assert!(e.contains("lm_head.weight") && e.contains("non-finite"), "{e}");
+}
+
+#[test]
+fn a_corrupt_checkpoint_is_refused_and_resume_falls_back_to_the_intact_one() {
+    let (data, runs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    tiny_data(data.path());
+    let run = runs.path().join("run");
+    train::<AD>(&job(data.path(), &run, &["max_steps=6", "checkpoint_interval_steps=2"], false), &Default::default()).unwrap();
+    let latest = checkpoint::resolve(&run).unwrap();
+    assert_eq!(step_of(&latest), 6);
+    flip_byte(&latest.join("model.safetensors"), 100);
+    trm::train::integrity::forget(&latest);
+    // Readers refuse it and name the intact one; the CLI exits non-zero.
+    let e = err(checkpoint::resolve(&run));
+    assert!(e.contains("checksum mismatch") && e.contains("step_00000004"), "{e}");
+    let o =
+        Command::new(env!("CARGO_BIN_EXE_trm")).args(["eval", "--checkpoint"]).arg(&run).arg("--data").arg(data.path()).output().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("checksum mismatch"));
+    // Resume continues from step 4, re-saves step 6 in place, and ends as a run never corrupted.
+    let resumed = train::<AD>(&job(data.path(), &run, &["max_steps=8", "checkpoint_interval_steps=2"], true), &Default::default()).unwrap();
+    assert_eq!(resumed.steps, 8);
+    let straight = runs.path().join("straight");
+    train::<AD>(&job(data.path(), &straight, &["max_steps=8", "checkpoint_interval_steps=2"], false), &Default::default()).unwrap();
+    let (a, b) = (checkpoint::resolve(&run).unwrap(), checkpoint::resolve(&straight).unwrap());
+    for f in ["model.safetensors", "state.safetensors"] {
+        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f}");
+    }
+    // Every checkpoint left is intact (the corrupt step 6 was replaced by the re-saved one).
+    let left = trm::train::integrity::checkpoints(&run);
+    assert!(left.len() == 2 && left.iter().all(|c| trm::train::integrity::verify(c).is_ok()), "{left:?}");
+    // A dangling `latest` falls back to the newest intact checkpoint.
+    std::fs::write(run.join("checkpoints/latest"), "step_00000099").unwrap();
+    assert_eq!(step_of(&checkpoint::resolve(&run).unwrap()), 8);
+}
+
+fn trm_train(data: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_trm"));
+    c.args(["train", "--config", "sudoku-tiny", "--quiet", "--threads", "1", "--data"]).arg(data).arg("--out").arg(out);
+    c.args(TINY).args(["epochs=4000", "eval_interval=2000", "eval_max_examples=8"]).args(extra);
+    c
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < Duration::from_secs(300), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn logged_steps(run: &Path) -> u64 {
+    std::fs::read_to_string(run.join("metrics.jsonl")).map(|t| t.matches("\"split\":\"train\"").count() as u64).unwrap_or(0)
+}
+
+#[test]
+fn two_processes_cannot_write_one_run_folder() {
+    let (data, runs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    tiny_data(data.path());
+    let out = runs.path().join("run");
+    // Both started at once; each runs for a few seconds if it gets the folder.
+    let spawn = || trm_train(data.path(), &out, &["max_steps=300"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success() != b.status.success(), "exactly one may run: {:?} {:?}", a.status, b.status);
+    let loser = if a.status.success() { &b } else { &a };
+    let msg = String::from_utf8_lossy(&loser.stderr);
+    // (the pid is named once the winner has written it)
+    assert!(msg.contains("is in use by another"), "{msg}");
+    assert_eq!(logged_steps(&out), 300, "the winner's log is whole");
+
+    // --resume while the run is alive is refused too.
+    let live = runs.path().join("live");
+    let mut child =
+        trm_train(data.path(), &live, &["checkpoint_interval_steps=2"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for("a checkpoint", || checkpoint::resolve(&live).is_ok());
+    let o = trm_train(data.path(), &live, &["--resume"]).output().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("in use"), "{}", String::from_utf8_lossy(&o.stderr));
+    // kill -9 (std's kill) leaves no stale lock: the run resumes at once.
+    let n = format!("max_steps={}", step_of(&checkpoint::resolve(&live).unwrap()) + 1);
+    let o = trm_train(data.path(), &live, &["--resume", &n]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_checkpoints_and_the_run_resumes_exactly() {
+    let (data, runs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    tiny_data(data.path());
+    let out = runs.path().join("run");
+    // No periodic checkpoints: before this, an interrupt lost the whole run.
+    let child = trm_train(data.path(), &out, &[]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for("5 steps", || logged_steps(&out) >= 5);
+    signal(&child, "-INT");
+    let o = child.wait_with_output().unwrap();
+    let msg = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{msg}");
+    assert!(msg.contains("interrupted at step") && msg.contains("--resume"), "{msg}");
+    let at = step_of(&checkpoint::resolve(&out).unwrap());
+    assert!(at >= 5 && at == logged_steps(&out), "checkpoint at {at}, {} steps logged", logged_steps(&out));
+    // Resume, and compare with a run that was never interrupted.
+    let n = format!("max_steps={}", at + 3);
+    let o = trm_train(data.path(), &out, &["--resume", &n]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let straight = runs.path().join("straight");
+    assert!(trm_train(data.path(), &straight, &[&n]).output().unwrap().status.success());
+    let (a, b) = (checkpoint::resolve(&out).unwrap(), checkpoint::resolve(&straight).unwrap());
+    assert_eq!(std::fs::read(a.join("state.safetensors")).unwrap(), std::fs::read(b.join("state.safetensors")).unwrap());
+
+    // SIGTERM twice: the second exits at once, and the last complete checkpoint is intact.
+    let out = runs.path().join("term");
+    let mut child =
+        trm_train(data.path(), &out, &["checkpoint_interval_steps=1"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for("3 steps", || logged_steps(&out) >= 3);
+    signal(&child, "-TERM");
+    signal(&child, "-TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let c = checkpoint::resolve(&out).unwrap();
+    trm::train::integrity::verify(&c).unwrap();
+    assert!(step_of(&c) >= 2);
+}
+
+#[test]
+fn surprises_are_clear_errors() {
+    let (data, runs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    tiny_data(data.path());
+    let d = data.path();
+    let run = |name: &str, extra: &[&str]| train::<AD>(&job(d, &runs.path().join(name), extra, false), &Default::default());
+    // A global batch larger than an iteration's data: no steps would run.
+    let e = err(run("big", &["global_batch_size=20000", "max_steps=1"]));
+    assert!(e.contains("0 optimiser steps") && e.contains("global_batch_size=20000"), "{e}");
+    // An expansion that leaves no MLP.
+    let e = err(run("exp", &["arch.expansion=0.01"]));
+    assert!(e.contains("arch.expansion"), "{e}");
+    // --resume: safe keys apply, the others are refused by name.
+    run("r", &["max_steps=2"]).unwrap();
+    let resume = |extra: &[&str]| train::<AD>(&job(d, &runs.path().join("r"), extra, true), &Default::default());
+    let e = err(resume(&["max_steps=3", "seed=5", "arch.L_cycles=3"]));
+    assert!(e.contains("seed (0 -> 5)") && e.contains("arch.L_cycles (1 -> 3)") && e.contains("max_steps"), "{e}");
+    assert_eq!(resume(&["max_steps=3", "lr=5e-5", "keep_checkpoints=3"]).unwrap().steps, 3);
+    assert!(
+        err(train::<AD>(&TrainJob { init_from: Some(d.into()), ..job(d, &runs.path().join("r"), &[], true) }, &Default::default()))
+            .contains("--init-from")
+    );
+    // A test split that exists but cannot be read stops the run (it used to train without evaluation).
+    let broken = runs.path().join("broken-data");
+    tiny_data(&broken);
+    std::fs::write(broken.join("test/dataset.json"), "{").unwrap();
+    let e = format!("{:#}", train::<AD>(&job(&broken, &runs.path().join("b"), &["max_steps=1"], false), &Default::default()).unwrap_err());
+    assert!(e.contains("test split exists but cannot be read") && e.contains("dataset.json"), "{e}");
+    // An empty train split.
+    let empty = runs.path().join("empty-data");
+    trm::data::sudoku::write_dataset(&empty, &[], &trm::data::sudoku::generate(4, 30, 1, 1), 1, 1).unwrap();
+    let e = format!("{:#}", train::<AD>(&job(&empty, &runs.path().join("e"), &[], false), &Default::default()).unwrap_err());
+    assert!(e.contains("no examples"), "{e}");
+}
+
+#[test]
+fn eval_limit_counts_exactly_n_examples() {
+    let (data, runs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    tiny_data(data.path());
+    train::<AD>(&job(data.path(), runs.path(), &["max_steps=1"], false), &Default::default()).unwrap();
+    for limit in ["3", "9"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_trm"))
+            .args(["eval", "--json", "--batch", "4", "--limit", limit, "--checkpoint"])
+            .arg(runs.path())
+            .arg("--data")
+            .arg(data.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["count"].as_u64().unwrap().to_string(), limit);
+    }
+}
