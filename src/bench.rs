@@ -2,13 +2,15 @@
 //! and evaluation steps at the presets' shapes, with achieved FLOP/s and peak memory.
 
 use crate::data::loader::Batch;
-use crate::model::act::Carry;
+use crate::dist::Single;
+use crate::model::act::{Carry, Exploration};
 use crate::model::config::{ArchConfig, Architecture, ForwardDtype, ModelConfig, PosEncoding};
 use crate::model::layers::Rope;
 use crate::model::precision::activation_dtype;
 use crate::model::weights::{self, Weights};
-use crate::train::optim::{AdamHyper, AdamState, OptimizerKind, adam_step, sign_sgd_rows};
+use crate::train::optim::{AdamHyper, AdamState, OptimizerKind};
 use crate::train::step::{Ropes, eval_forward, train_forward};
+use crate::train::update::{Learner, LocalGrads, StepHyper, apply_gradients};
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
@@ -179,17 +181,18 @@ pub fn bench_train<AD: AutodiffBackend>(spec: &BenchSpec, device: &AD::Device) -
     let ropes = Ropes::<AD>::new(&c, device);
     let mut carry = Carry::new(&c, b, device);
     let batch = random_batch(&c, b, &mut rng);
-    let h = AdamHyper { lr: 1e-4, beta1: 0.9, beta2: 0.95, weight_decay: 0.1, kind: OptimizerKind::AdamAtan2 };
+    let adam_h = AdamHyper { lr: 1e-4, beta1: 0.9, beta2: 0.95, weight_decay: 0.1, kind: OptimizerKind::AdamAtan2 };
+    let h = StepHyper { adam: adam_h, puzzle_lr: 1e-2, puzzle_weight_decay: 0.1, ema_rate: 0.999, freeze_weights: false };
     let mut times = Vec::new();
     for i in 0..warmup + reps {
         let t = Instant::now();
-        let (loss, _, leaves) = train_forward::<AD>(&c, &params, table.as_ref(), &mut carry, &batch, &ropes, &mut rng);
+        let explore = Exploration { prob: 0.0, seed: 0, step: i as u64 + 1, first_row: 0 };
+        let (loss, _, leaves) = train_forward::<AD>(&c, &params, table.as_ref(), &mut carry, &batch, &ropes, explore);
         let grads = (loss.total / b as f64).backward();
         let (g, pg) = leaves.grads(&grads);
-        if let (Some(tb), Some(pg)) = (table.take(), pg) {
-            table = Some(sign_sgd_rows(tb, &carry.puzzle_ids, &crate::train::checkpoint::host(&pg), 1e-2, 0.1));
-        }
-        adam_step(&mut params, &g, &mut adam, &h);
+        let local = LocalGrads { params: g, puzzle: pg.map(|pg| (carry.puzzle_ids.clone(), crate::train::checkpoint::host(&pg))) };
+        let learner = Learner { params: &mut params, table: &mut table, adam: &mut adam, ema: None };
+        apply_gradients(learner, local, &h, &mut Single)?;
         // Wait for the device: reading one value forces all queued work to finish.
         let _ = crate::train::checkpoint::host(&params[0].tensor.clone().slice([0..1, 0..1]));
         if i >= warmup {

@@ -1,6 +1,6 @@
 fn main() {
     trm::util::alloc::keep_freed_memory();
-    if std::env::var_os("TRM_CPU_BF16").is_some_and(|v| v == "1") {
+    if trm::util::env::cpu_bf16() {
         trm::model::precision::allow_bf16_on_cpu(true);
     }
     if let Err(e) = trm::cli::run() {

@@ -69,7 +69,15 @@ fn bfloat16_forward_and_gradients_track_float32_on_cpu() {
             let batch = trm::bench::random_batch(&c, 4, &mut rng);
             let mut carry = Carry::new(&c, 4, &device);
             let ropes = Ropes::<Ad>::new(&c, &device);
-            let (loss, _, leaves) = train_forward::<Ad>(&c, &params, Some(&table), &mut carry, &batch, &ropes, &mut rng);
+            let (loss, _, leaves) = train_forward::<Ad>(
+                &c,
+                &params,
+                Some(&table),
+                &mut carry,
+                &batch,
+                &ropes,
+                trm::model::act::Exploration { prob: 0.0, seed: 6, step: 1, first_row: 0 },
+            );
             assert_eq!(loss.total.dtype(), DType::F64, "stable-max loss in float64");
             let g = loss.total.backward();
             let (g, _) = leaves.grads(&g);

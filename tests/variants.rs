@@ -49,7 +49,15 @@ fn run(c: &ModelConfig) -> (Counts, Vec<(String, f64)>) {
     let ropes = Ropes::<AD>::new(c, &device);
     let mut carry = Carry::<B>::new(c, 3, &device);
     let t0 = block_counts();
-    let (loss, _, leaves) = train_forward::<AD>(c, &params, table.as_ref(), &mut carry, &batch, &ropes, &mut rng);
+    let (loss, _, leaves) = train_forward::<AD>(
+        c,
+        &params,
+        table.as_ref(),
+        &mut carry,
+        &batch,
+        &ropes,
+        trm::model::act::Exploration { prob: 0.0, seed: 6, step: 1, first_row: 0 },
+    );
     let t1 = block_counts();
     let grads = loss.total.backward();
     let t2 = block_counts();

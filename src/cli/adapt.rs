@@ -93,6 +93,7 @@ fn report(r: &AdaptResult, known: bool) {
 }
 
 pub fn run(a: AdaptArgs) -> Result<()> {
+    crate::util::interrupt::install()?;
     set_threads(a.threads);
     require_cuda(a.device)?;
     let tasks = read_tasks(&a.tasks, a.solutions.as_deref()).with_context(|| format!("reading tasks from {}", a.tasks.display()))?;

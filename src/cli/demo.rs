@@ -28,6 +28,7 @@ pub struct DemoArgs {
 }
 
 pub fn run(a: DemoArgs) -> Result<()> {
+    crate::util::interrupt::install()?;
     set_threads(a.threads);
     let data = a.out.join("data");
     let run = a.out.join("run");

@@ -6,6 +6,7 @@ pub mod data;
 pub mod demo;
 pub mod device;
 pub mod info;
+pub mod launch;
 pub mod parity;
 pub mod report;
 pub mod solve;
@@ -16,7 +17,14 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "trm", version, about = "Tiny Recursive Models: build data sets, train, evaluate and solve puzzles", long_about = None)]
+#[command(
+    name = "trm",
+    version,
+    about = "Tiny Recursive Models: build data sets, train, evaluate and solve puzzles",
+    after_help = "Environment variables (all optional): RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT (torchrun, trm launch); \
+SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID (srun); TRM_RENDEZVOUS_TIMEOUT, TRM_NCCL_LIB (docs/distributed.md); TRM_CPU_BF16, \
+TRM_FUSED_CPU, TRM_MALLOC_DEFAULT, TRM_NO_FONT (src/util/env.rs)."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -30,6 +38,8 @@ pub enum Command {
     /// Train a model: TRM, HRM, their ablations or the baseline (presets or TOML; reference-style
     /// key=value overrides, `arch=hrm` selects an architecture)
     Train(train::TrainArgs),
+    /// Start N training ranks on this machine, one per GPU (NCCL): `trm launch --nproc 4 -- train --device cuda ...`
+    Launch(launch::LaunchArgs),
     /// Evaluate a checkpoint on a data set's test split
     Eval(train::EvalArgs),
     /// Solve one new puzzle and show how the answer forms step by step
@@ -61,6 +71,7 @@ pub fn run() -> Result<()> {
         Command::Adapt(a) => adapt::run(a),
         Command::Report(a) => report::run(a),
         Command::Train(a) => train::train(a),
+        Command::Launch(a) => launch::run(a),
         Command::Eval(a) => train::eval(a),
     }
 }

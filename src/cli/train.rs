@@ -8,7 +8,7 @@ use crate::model::weights::Weights;
 use crate::train::checkpoint;
 use crate::train::config;
 use crate::train::trainer::{self, TrainJob};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use clap::builder::TypedValueParser as _;
 use std::path::PathBuf;
@@ -55,7 +55,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
     require_cuda(a.device)?;
     let mut ov = a.set.clone();
     ov.extend(a.overrides.iter().cloned());
-    let cfg = config::resolve(&a.config, &ov)?;
+    // A resumed run takes its configuration from its checkpoint (overrides: config::resume_config).
+    let cfg = if a.resume { config::TrainConfig::default() } else { config::resolve(&a.config, &ov)? };
     let init_from = match &a.init_from {
         Some(p) if p.is_dir() => Some(checkpoint::resolve(p)?.join("model.safetensors")),
         other => other.clone(),
@@ -71,13 +72,35 @@ pub fn train(a: TrainArgs) -> Result<()> {
         init_from,
         time_limit: None,
     };
-    let s = match a.device {
-        DeviceSpec::Cpu => trainer::train::<super::device::CpuAutodiff>(&job, &Default::default())?,
+    // A launcher's world of one on the CPU is a plain run; on a GPU it still goes through NCCL.
+    let launch = crate::util::env::launch()?.filter(|l| l.world > 1 || a.device != DeviceSpec::Cpu);
+    let s = match (a.device, &launch) {
+        (DeviceSpec::Cpu, None) => trainer::train::<super::device::CpuAutodiff>(&job, &Default::default())?,
+        (DeviceSpec::Cpu, Some(l)) => bail!(
+            "the {} environment asks for {} ranks, but ranks in separate processes talk through NCCL, which needs CUDA GPUs \
+             (--device cuda and a trm built with --features cuda). On the CPU one process already uses every core: run \
+             `trm train` without a launcher (or unset WORLD_SIZE/RANK)",
+            l.source,
+            l.world
+        ),
         #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(n) => trainer::train::<super::device::GpuAutodiff>(&job, &burn::backend::cuda::CudaDevice::new(n))?,
+        (DeviceSpec::Cuda(n), None) => trainer::train::<super::device::GpuAutodiff>(&job, &burn::backend::cuda::CudaDevice::new(n))?,
+        #[cfg(feature = "cuda")]
+        (DeviceSpec::Cuda(n), Some(l)) => {
+            // One GPU per rank: cuda:LOCAL_RANK.
+            if n != 0 && n != l.local_rank {
+                bail!("--device cuda:{n}: under a launcher each rank uses cuda:LOCAL_RANK (here {}); pass --device cuda", l.local_rank);
+            }
+            let mut reducer = crate::dist::nccl::NcclReducer::new(l, crate::util::env::rendezvous_timeout()?)?;
+            let device = burn::backend::cuda::CudaDevice::new(l.local_rank);
+            trainer::train_with::<super::device::GpuAutodiff>(&job, &device, &mut reducer)?
+        }
         #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => unreachable!(),
+        (DeviceSpec::Cuda(_), _) => unreachable!(),
     };
+    if launch.as_ref().is_some_and(|l| l.rank != 0) {
+        return Ok(());
+    }
     println!(
         "trained {} steps in {:.1}s; checkpoint {}",
         s.steps,
@@ -134,7 +157,7 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     let (model, file) = if a.checkpoint.is_file() {
         let preset = a.config.as_deref().context("--config is required to evaluate a bare .safetensors file")?;
         let cfg = config::resolve(preset, &a.set)?;
-        (trainer::model_config(&cfg, &test)?, a.checkpoint.clone())
+        (crate::train::setup::model_config(&cfg, &test)?, a.checkpoint.clone())
     } else {
         let ckpt = checkpoint::resolve(&a.checkpoint)?;
         (checkpoint::read_state_json(&ckpt)?.model, ckpt.join("model.safetensors"))
@@ -162,11 +185,13 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     let steps = a.steps.unwrap_or(model.arch.halt_max_steps);
     let mut arc = ArcEval::open(&a.data)?;
     let mut arc_err = Ok(());
-    let mut r = evaluate(&model, &w, table.as_ref(), test, a.batch, steps, a.limit, |b, p, q, n| {
+    let mut single = crate::dist::Single;
+    let mut r = evaluate(&model, &w, table.as_ref(), test, a.batch, steps, a.limit, &mut single, |b, p, q, n| {
         if let (Some(v), Ok(())) = (arc.as_mut(), &arc_err) {
             arc_err = v.on_batch(b, p, q, n);
         }
-    });
+    })?
+    .context("the evaluation was interrupted")?;
     arc_err?;
     if let Some(v) = arc {
         let path = a.submission.clone().unwrap_or_else(|| {

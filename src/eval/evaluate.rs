@@ -10,12 +10,14 @@
 
 use crate::data::format::Split;
 use crate::data::loader::{Batch, IGNORE_LABEL, test_batches};
+use crate::dist::Reducer;
 use crate::model::act::Carry;
 use crate::model::config::ModelConfig;
 use crate::model::layers::Rope;
 use crate::model::weights::Weights;
 use crate::train::loss::Metrics;
 use crate::train::step::eval_forward;
+use anyhow::Result;
 use burn::prelude::*;
 use serde::Serialize;
 use std::sync::Arc;
@@ -80,8 +82,11 @@ fn score(preds: &[i64], labels: &[i32], rows: usize, s: usize) -> (usize, f64, u
     (n, acc, exact)
 }
 
-/// Evaluates `weights` on `split`. `on_batch` sees each batch's final predictions (ARC voting,
-/// report pictures) and the progress.
+/// Evaluates `weights` on `split`, this rank's share of every window of `global_batch` examples
+/// (all of it with one rank); sums are reduced over the ranks, so every rank returns the whole
+/// split's numbers. `on_batch` sees each window's final predictions on rank 0 (gathered from the
+/// ranks: ARC voting, report pictures). Returns None when a stop was asked for (a signal) before
+/// the end; the ranks agree on it.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate<B: Backend>(
     cfg: &ModelConfig,
@@ -91,8 +96,14 @@ pub fn evaluate<B: Backend>(
     global_batch: usize,
     max_steps: usize,
     max_examples: Option<usize>,
+    reducer: &mut dyn Reducer,
     mut on_batch: impl FnMut(&Batch, &[i64], &[f32], usize),
-) -> EvalResult {
+) -> Result<Option<EvalResult>> {
+    let (rank, world) = (reducer.rank(), reducer.world());
+    // No padding rows beyond what a limit lets through.
+    let global_batch = max_examples.map_or(global_batch, |m| global_batch.min(m.max(1)).next_multiple_of(world));
+    anyhow::ensure!(global_batch.is_multiple_of(world), "the evaluation batch {global_batch} does not split over {world} ranks");
+    let b = global_batch / world;
     let device = w.device();
     let adaptive = cfg.arch.adaptive_in_eval();
     let rule = cfg.arch.halt_rule();
@@ -100,20 +111,26 @@ pub fn evaluate<B: Backend>(
     let mut total = Metrics::default();
     let mut per_step = vec![(0.0, 0.0); max_steps];
     let mut halt_hist = vec![0.0; max_steps + 1];
-    let mut seen = 0usize;
-    // No padding rows beyond what a limit lets through.
-    let global_batch = max_examples.map_or(global_batch, |m| global_batch.min(m.max(1)));
-    for mut batch in crate::data::loader::prefetch(test_batches(split, global_batch, 0, 1), 2) {
-        // A stop asked for by a signal: the caller discards the partial result.
-        if max_examples.is_some_and(|m| seen >= m) || crate::util::interrupt::requested() {
+    let mut seen = 0usize; // over all ranks
+    for mut batch in crate::data::loader::prefetch(test_batches(split, global_batch, rank, world), 2) {
+        let mut stop = [(max_examples.is_some_and(|m| seen >= m) as u8 as f32), crate::util::interrupt::requested() as u8 as f32];
+        if world > 1 {
+            reducer.all_reduce_sum(&mut stop)?;
+        }
+        if stop[1] > 0.0 {
+            return Ok(None);
+        }
+        if stop[0] > 0.0 {
             break;
         }
-        if let Some(keep) = max_examples.map(|m| m - seen).filter(|&k| k < batch.global_effective.min(batch.batch_size)) {
-            // The last batch under a limit: rows past it become padding (unsupervised, not counted).
-            batch.labels[keep * batch.seq_len..].fill(IGNORE_LABEL);
-            batch.global_effective = keep;
+        // Real rows: of the window (all ranks), then this rank's, cut at the limit.
+        let window = max_examples.map_or(batch.global_effective, |m| batch.global_effective.min(m - seen));
+        let real = window.saturating_sub(rank * b).min(b);
+        if real < batch.global_effective.saturating_sub(rank * b).min(b) {
+            // Rows past a limit become padding (unsupervised, not counted).
+            batch.labels[real * batch.seq_len..].fill(IGNORE_LABEL);
         }
-        let real = batch.puzzle_identifiers.len().min(batch.global_effective);
+        batch.global_effective = window;
         let mut carry = Carry::<B>::new(cfg, batch.batch_size, &device);
         let mut first_halt = vec![0usize; batch.batch_size];
         let mut last = None;
@@ -152,16 +169,58 @@ pub fn evaluate<B: Backend>(
         }
         let loss = last.expect("at least one step");
         total.add(if adaptive { &at_halt } else { &loss.metrics });
-        let (preds, q) = (answers, answer_q);
         for r in 0..real {
             halt_hist[if first_halt[r] == 0 { max_steps } else { first_halt[r] - 1 }] += 1.0;
         }
-        on_batch(&batch, &preds, &q, real);
-        seen += real;
+        if world == 1 {
+            on_batch(&batch, &answers, &answer_q, real);
+        } else {
+            // Rank order is row order in the window: real rows first, then padding.
+            let as_i32: Vec<i32> = answers.iter().map(|&v| v as i32).collect();
+            let (inputs, ids) = (reducer.all_gather_i32(&batch.inputs)?, reducer.all_gather_i32(&batch.puzzle_identifiers)?);
+            let (preds, q) = (reducer.all_gather_i32(&as_i32)?, reducer.all_gather(&answer_q)?);
+            if rank == 0 {
+                let n = ids.len();
+                let whole = Batch {
+                    set: batch.set,
+                    batch_size: n,
+                    seq_len: s,
+                    inputs,
+                    labels: vec![IGNORE_LABEL; n * s],
+                    puzzle_identifiers: ids,
+                    global_effective: window,
+                };
+                on_batch(&whole, &preds.iter().map(|&v| v as i64).collect::<Vec<_>>(), &q, window);
+            }
+        }
+        seen += window;
+    }
+    if world > 1 {
+        let m = &total;
+        let mut sums = vec![m.count, m.accuracy, m.exact_accuracy, m.q_halt_accuracy, m.steps, m.lm_loss, m.q_halt_loss, m.q_continue_loss];
+        sums.extend(per_step.iter().flat_map(|&(a, e)| [a, e]));
+        sums.extend(&halt_hist);
+        let mut flat: Vec<f32> = sums.iter().map(|&v| v as f32).collect();
+        reducer.all_reduce_sum(&mut flat)?;
+        let v: Vec<f64> = flat.iter().map(|&x| x as f64).collect();
+        total = Metrics {
+            count: v[0],
+            accuracy: v[1],
+            exact_accuracy: v[2],
+            q_halt_accuracy: v[3],
+            steps: v[4],
+            lm_loss: v[5],
+            q_halt_loss: v[6],
+            q_continue_loss: v[7],
+        };
+        for (k, p) in per_step.iter_mut().enumerate() {
+            *p = (v[8 + 2 * k], v[9 + 2 * k]);
+        }
+        halt_hist.copy_from_slice(&v[8 + 2 * max_steps..]);
     }
     let n = total.count.max(1.0);
     let count = total.count as usize;
-    EvalResult {
+    Ok(Some(EvalResult {
         count,
         accuracy: total.accuracy / n,
         exact_accuracy: total.exact_accuracy / n,
@@ -173,7 +232,7 @@ pub fn evaluate<B: Backend>(
         per_step: per_step.iter().map(|(a, e)| (a / n, e / n)).collect(),
         halt_step_histogram: halt_hist.iter().map(|h| h / (seen.max(1) as f64)).collect(),
         arc: None,
-    }
+    }))
 }
 
 #[cfg(test)]

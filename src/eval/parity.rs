@@ -22,15 +22,18 @@
 //! a second training step with the persisted carry and the updated weights.
 
 use crate::data::loader::{Batch, IGNORE_LABEL};
+use crate::dist::Single;
 use crate::model::act::Carry;
+use crate::model::act::Exploration;
 use crate::model::config::{Architecture, ForwardDtype, LossType, ModelConfig, PosEncoding};
 use crate::model::forward::{StepOutput, embed_input, run_net, update_input};
 use crate::model::layers::block;
 use crate::model::schedule::Schedule;
 use crate::model::weights::Weights;
 use crate::train::loss::Metrics;
-use crate::train::optim::{AdamHyper, AdamState, OptimizerKind, adam_step, ema_update, sign_sgd_rows};
+use crate::train::optim::{AdamHyper, AdamState, OptimizerKind};
 use crate::train::step::{Ropes, eval_forward, to_host_f32, train_forward};
+use crate::train::update::{Learner, LocalGrads, StepHyper, apply_gradients};
 use crate::util::tensors::{HostTensor, read_safetensors};
 use anyhow::{Context, Result, anyhow, bail};
 use burn::prelude::*;
@@ -392,7 +395,8 @@ pub fn run<AD: AutodiffBackend>(dir: &Path, device: &AD::Device) -> Result<Vec<C
         gains: (gain(&w.lm_head), gain(&w.q_head)),
     };
     let b = batch.batch_size;
-    let mut rng = crate::util::rng::derive(0, &[]);
+    // The fixtures train without exploration (the reference's draws cannot be reproduced).
+    let explore = |step: u64| Exploration { prob: 0.0, seed: 0, step, first_row: 0 };
 
     // Debug intermediates: RoPE tables, the input embedding, the first network application
     // (`{net}_block0_call1_out`, `{net}_call1_out`, named after the network of the first update).
@@ -416,7 +420,7 @@ pub fn run<AD: AutodiffBackend>(dir: &Path, device: &AD::Device) -> Result<Vec<C
     // 1. Training-mode rollout with fixed weights.
     let mut carry = Carry::<AD::InnerBackend>::new(&cfg, b, device);
     for k in 1..=calls_in(&expected, "train") {
-        let (loss, out, _) = train_forward::<AD>(&cfg, &params, table.as_ref(), &mut carry, &batch, &ropes, &mut rng);
+        let (loss, out, _) = train_forward::<AD>(&cfg, &params, table.as_ref(), &mut carry, &batch, &ropes, explore(k as u64));
         check_step(&mut c, &format!("train.step{k}"), "train", k, &sched, &out, &loss, &carry);
     }
     // 2. Eval-mode rollout.
@@ -428,7 +432,7 @@ pub fn run<AD: AutodiffBackend>(dir: &Path, device: &AD::Device) -> Result<Vec<C
 
     // 3. One real training step: gradients of total / global_batch.
     let mut carry = Carry::<AD::InnerBackend>::new(&cfg, b, device);
-    let (loss, _, leaves) = train_forward::<AD>(&cfg, &params, table.as_ref(), &mut carry, &batch, &ropes, &mut rng);
+    let (loss, _, leaves) = train_forward::<AD>(&cfg, &params, table.as_ref(), &mut carry, &batch, &ropes, explore(1));
     let grads = (loss.total.clone() / h.global_batch as f64).backward();
     let (pgrads, puzzle_grad) = leaves.grads(&grads);
     for (n, g) in params.iter().zip(&pgrads) {
@@ -467,30 +471,31 @@ pub fn run<AD: AutodiffBackend>(dir: &Path, device: &AD::Device) -> Result<Vec<C
         })
     };
     let fixture_grads: Vec<_> = params.iter().map(|n| if n.trainable { grad_of(&n.name, &n.shape) } else { None }).collect();
-    let mut updated = params.clone();
-    let mut adam = AdamState::new(&updated);
     let hyper = AdamHyper { lr: h.lr, beta1: h.beta1, beta2: h.beta2, weight_decay: h.wd, kind: OptimizerKind::AdamAtan2 };
-    let mut new_table = table.clone();
-    if let (Some(t), Some(g)) = (&table, expected.get("grad.model.inner.puzzle_emb.local_weights")) {
-        new_table = Some(sign_sgd_rows(t.clone(), &batch.puzzle_identifiers, &g.f32s(), h.puzzle_lr, h.puzzle_wd));
-    }
-    adam_step(&mut updated, &fixture_grads, &mut adam, &hyper);
+    let step_h =
+        StepHyper { adam: hyper, puzzle_lr: h.puzzle_lr, puzzle_weight_decay: h.puzzle_wd, ema_rate: h.ema_rate, freeze_weights: false };
+    // The trainer's step (update.rs), fed the fixture's gradients.
+    let (mut updated, mut new_table, mut shadow) = (params.clone(), table.clone(), params.clone());
+    let mut adam = AdamState::new(&updated);
+    let puzzle = expected.get("grad.model.inner.puzzle_emb.local_weights").map(|g| (batch.puzzle_identifiers.clone(), g.f32s()));
+    let learner = Learner { params: &mut updated, table: &mut new_table, adam: &mut adam, ema: Some(&mut shadow) };
+    let nonfinite = apply_gradients(learner, LocalGrads { params: fixture_grads, puzzle }, &step_h, &mut Single)?;
+    anyhow::ensure!(nonfinite.is_none(), "{}: the fixture's gradients are not finite: {nonfinite:?}", dir.display());
     for n in &updated {
         c.abs(&format!("after_step.model.inner.{}", n.name), &f64s(&to_host_f32(&n.tensor)), 1e-6);
     }
     if let Some(t) = &new_table {
         c.abs("after_step.model.inner.puzzle_emb.weights", &f64s(&to_host_f32(t)), 1e-6);
     }
-    let mut shadow = params.clone();
-    ema_update(&mut shadow, &updated, h.ema_rate);
     for n in shadow.iter().filter(|n| n.trainable) {
         c.abs(&format!("ema.model.inner.{}", n.name), &f64s(&to_host_f32(&n.tensor)), 1e-6);
     }
     // The same optimiser step from our own gradients: reported, with the README's caveat that
     // elements with a near-zero gradient may flip sign (first AdamATan2 step ~ lr * sign(g)).
-    let mut own = params.clone();
+    let (mut own, mut own_table) = (params.clone(), None);
     let mut own_state = AdamState::new(&own);
-    adam_step(&mut own, &pgrads, &mut own_state, &hyper);
+    let learner = Learner { params: &mut own, table: &mut own_table, adam: &mut own_state, ema: None };
+    apply_gradients(learner, LocalGrads { params: pgrads, puzzle: None }, &step_h, &mut Single)?;
     for n in own.iter().filter(|n| n.trainable) {
         let (Some(want), Some(g)) =
             (expected.get(&format!("after_step.model.inner.{}", n.name)), expected.get(&format!("grad.model.inner.{}", n.name)))
@@ -515,7 +520,7 @@ pub fn run<AD: AutodiffBackend>(dir: &Path, device: &AD::Device) -> Result<Vec<C
     }
 
     // 4. Second training step: persisted carry, weights after the step (the fixture's).
-    let (loss2, out2, _) = train_forward::<AD>(&cfg, &updated, new_table.as_ref(), &mut carry, &batch, &ropes, &mut rng);
+    let (loss2, out2, _) = train_forward::<AD>(&cfg, &updated, new_table.as_ref(), &mut carry, &batch, &ropes, explore(2));
     let tol2 = c.fwd_tol("train", "logits", 2);
     c.rel("trainstep2.logits", &f64s(&to_host_f32(&out2.logits)), tol2);
     let tq2 = c.fwd_tol("train", "q_halt_logits", 2);

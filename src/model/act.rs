@@ -24,6 +24,26 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use rand::Rng;
 
+/// Where a training step's exploration draws come from: row `r` of the global batch at optimiser
+/// step `step` draws from its own stream `(seed, step, r)`, so the draws do not depend on how the
+/// batch is split across ranks (the reference seeds each rank instead, so its draws do).
+#[derive(Debug, Clone, Copy)]
+pub struct Exploration {
+    pub prob: f64,
+    pub seed: u64,
+    pub step: u64,
+    /// Global index of this rank's first row (rank x local batch).
+    pub first_row: usize,
+}
+
+impl Exploration {
+    /// The minimum number of steps row `r` (local) must run: 0, or a draw in `[2, max_steps]`.
+    fn min_steps(&self, r: usize, max_steps: usize) -> u32 {
+        let mut g = crate::util::rng::derive(self.seed, &[11, self.step, (self.first_row + r) as u64]);
+        if g.random::<f64>() < self.prob { g.random_range(2..=max_steps as u32) } else { 0 }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Carry<B: Backend> {
     /// The carried states `[B, T, D]`, in the schedule's order (`schedule::StateSpec`).
@@ -89,16 +109,15 @@ impl<B: Backend> Carry<B> {
     }
 
     /// Step 3: count the step and decide which rows halt. `adaptive` lets the Q head stop a row
-    /// early; `explore` (training) draws the exploration from `rng`. Returns, per row, whether
+    /// early; `explore` (training) demands a random minimum of steps. Returns, per row, whether
     /// this was its last allowed step (the bootstrap target needs it).
     pub fn advance(
         &mut self,
         q: (&[f32], &[f32]),
         rule: HaltRule,
         adaptive: bool,
-        explore: Option<f64>,
+        explore: Option<Exploration>,
         max_steps: usize,
-        rng: &mut impl Rng,
     ) -> Vec<bool> {
         let (q_halt, q_continue) = q;
         let mut last_step = vec![false; self.batch_size()];
@@ -109,9 +128,8 @@ impl<B: Backend> Carry<B> {
             let mut halt = last;
             if adaptive && max_steps > 1 {
                 halt |= rule.fires(q_halt[r], q_continue[r]);
-                if let Some(p) = explore {
-                    let min_halt = if rng.random::<f64>() < p { rng.random_range(2..=max_steps as u32) } else { 0 };
-                    halt &= self.steps[r] >= min_halt;
+                if let Some(e) = explore.filter(|e| e.prob > 0.0) {
+                    halt &= self.steps[r] >= e.min_steps(r, max_steps);
                 }
             }
             self.halted[r] = halt;

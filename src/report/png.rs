@@ -19,7 +19,7 @@ const FONT_PATHS: [&str; 4] = [
 fn font_available() -> bool {
     static FOUND: OnceLock<bool> = OnceLock::new();
     *FOUND.get_or_init(|| {
-        if std::env::var_os("TRM_NO_FONT").is_some() {
+        if crate::util::env::no_font() {
             return false;
         }
         for p in FONT_PATHS {

@@ -24,7 +24,6 @@ use crate::util::tensors::{HostTensor, read_safetensors, write_safetensors};
 use anyhow::{Context, Result, anyhow, bail};
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,8 +43,8 @@ pub struct TrainState<B: Backend> {
     pub step: u64,
     /// Loader position of the next batch.
     pub position: Position,
-    /// Exploration randomness.
-    pub rng: ChaCha8Rng,
+    /// Batches skipped so far by the divergence guard (`skip_nonfinite_batches`).
+    pub skipped: u64,
 }
 
 /// The JSON part of a checkpoint.
@@ -55,7 +54,10 @@ pub struct StateJson {
     pub step: u64,
     pub adam_step: u64,
     pub position: Position,
-    pub rng: ChaCha8Rng,
+    /// (Checkpoints written before exploration was drawn per row also hold `rng`; it is ignored:
+    /// the draws are a function of seed, step and row, `act::Exploration`.)
+    #[serde(default)]
+    pub skipped_batches: u64,
     pub config: TrainConfig,
     pub model: ModelConfig,
     pub carry: Option<CarryRows>,
@@ -122,7 +124,6 @@ pub fn save<B: Backend>(run: &Path, st: &TrainState<B>, cfg: &TrainConfig, model
     if let Some(e) = &st.ema {
         entries.extend(named_entries("ema.", e));
     }
-    ensure_finite(&entries, &format!("refusing to save the checkpoint of step {}", st.step))?;
     let sched = crate::model::schedule::Schedule::of(&model.arch);
     let carry = st.carry.as_ref().map(|c| {
         for (spec, t) in sched.states.iter().zip(&c.states) {
@@ -136,13 +137,15 @@ pub fn save<B: Backend>(run: &Path, st: &TrainState<B>, cfg: &TrainConfig, model
             puzzle_ids: c.puzzle_ids.clone(),
         }
     });
+    // The same check as load_state's: a checkpoint that could not be loaded is never written.
+    ensure_finite(&entries, &format!("refusing to save the checkpoint of step {}", st.step))?;
     write_safetensors(&tmp.join("state.safetensors"), &entries, None)?;
     let js = StateJson {
         format: "trm-checkpoint-1".into(),
         step: st.step,
         adam_step: st.adam.step,
         position: st.position,
-        rng: st.rng.clone(),
+        skipped_batches: st.skipped,
         config: cfg.clone(),
         model: model.clone(),
         carry,
@@ -157,9 +160,11 @@ pub fn save<B: Backend>(run: &Path, st: &TrainState<B>, cfg: &TrainConfig, model
     install(&tmp, &dst)?;
     crate::util::fs::write_atomic(&root.join("latest"), name.as_bytes())?;
     crate::util::fs::sync_dir(&root);
-    // Keep the newest `keep_checkpoints` (the one just written is intact, so older ones may go).
+    // Keep `keep_checkpoints` (the one just written is intact, so others may go): folders that
+    // fail verification go first (after a fallback resume), then the oldest.
     let mut all = integrity::checkpoints(run);
     all.retain(|p| p != &dst);
+    all.sort_by_key(|p| (integrity::verify(p).is_err(), std::cmp::Reverse(p.clone())));
     while all.len() + 1 > cfg.keep_checkpoints {
         let old = all.pop().expect("non-empty");
         std::fs::remove_dir_all(&old).ok();
@@ -387,6 +392,6 @@ pub fn load_state<B: Backend>(ckpt: &Path, device: &B::Device) -> Result<(StateJ
         }
         None => None,
     };
-    let st = TrainState { params, table, adam, ema, carry, step: js.step, position: js.position, rng: js.rng.clone() };
+    let st = TrainState { params, table, adam, ema, carry, step: js.step, position: js.position, skipped: js.skipped_batches };
     Ok((js, st))
 }

@@ -66,16 +66,18 @@ pub enum Integrity {
 }
 
 /// Folders verified by this process (verification reads every byte; loading reads them again).
+/// trm replaces a checkpoint's files only through `checkpoint::save`, which forgets the folder;
+/// files changed behind its back by another program while this process runs are not re-read.
 static VERIFIED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
 
 /// Checks a checkpoint folder against its SHA256SUMS.
 pub fn verify(dir: &Path) -> Result<Integrity> {
+    if !dir.is_dir() {
+        bail!("{} does not exist", dir.display());
+    }
     let key = std::path::absolute(dir).unwrap_or(dir.to_path_buf());
     if VERIFIED.lock().unwrap().as_ref().is_some_and(|s| s.contains(&key)) {
         return Ok(Integrity::Verified);
-    }
-    if !dir.is_dir() {
-        bail!("{} does not exist", dir.display());
     }
     let sums = dir.join(SUMS);
     if !sums.exists() {
@@ -87,8 +89,10 @@ pub fn verify(dir: &Path) -> Result<Integrity> {
     let text = std::fs::read_to_string(&sums).with_context(|| format!("cannot read {}", sums.display()))?;
     let mut listed = HashSet::new();
     for (i, line) in text.lines().enumerate() {
+        // `sha256sum` writes "<hash>  <name>" (text mode) or "<hash> *<name>" (binary mode).
         let (hash, name) = line
             .split_once("  ")
+            .or_else(|| line.split_once(" *"))
             .filter(|(h, n)| h.len() == 64 && !n.is_empty() && !n.contains('/'))
             .ok_or_else(|| anyhow!("{}:{}: not a `<sha256>  <file>` line", sums.display(), i + 1))?;
         let file = dir.join(name);
@@ -147,7 +151,9 @@ pub fn newest_intact(run: &Path, except: Option<&Path>) -> Option<PathBuf> {
 }
 
 fn is_checkpoint_folder(path: &Path) -> bool {
-    path.join("state.json").exists() || path.join("model.safetensors").exists() || path.join(SUMS).exists()
+    // A run folder (with checkpoints/) is never taken for a checkpoint, whatever else it holds.
+    !path.join("checkpoints").is_dir()
+        && (path.join("state.json").exists() || path.join("model.safetensors").exists() || path.join(SUMS).exists())
 }
 
 fn run_of(ckpt: &Path) -> Option<&Path> {
@@ -166,7 +172,7 @@ fn latest_of(run: &Path) -> Result<PathBuf, String> {
     let latest = run.join("checkpoints").join("latest");
     let name = std::fs::read_to_string(&latest).map_err(|_| format!("{} is missing", latest.display()))?;
     let name = name.trim();
-    if name.is_empty() || name.contains('/') {
+    if !name.starts_with("step_") || name.contains(['/', '\\', '.']) {
         return Err(format!("{} is empty or invalid", latest.display()));
     }
     let dir = run.join("checkpoints").join(name);

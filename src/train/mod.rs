@@ -2,6 +2,7 @@
 
 pub mod adapt;
 pub mod checkpoint;
+pub mod collective;
 pub mod config;
 pub mod guard;
 pub mod integrity;
@@ -9,5 +10,7 @@ pub mod logging;
 pub mod loss;
 pub mod optim;
 pub mod presets;
+pub mod setup;
 pub mod step;
 pub mod trainer;
+pub mod update;

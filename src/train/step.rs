@@ -9,7 +9,7 @@
 
 use super::loss::{LossOutput, act_loss};
 use crate::data::loader::Batch;
-use crate::model::act::{Carry, continue_target};
+use crate::model::act::{Carry, Exploration, continue_target};
 use crate::model::config::ModelConfig;
 use crate::model::forward::{StepOutput, deep_recursion, deep_recursion_train, embed_input};
 use crate::model::layers::Rope;
@@ -17,7 +17,6 @@ use crate::model::weights::{Named, Weights};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn::tensor::backend::AutodiffBackend;
-use rand::Rng;
 
 /// The autodiff leaves of one training step, to read gradients from after `backward`.
 pub struct Leaves<AD: AutodiffBackend> {
@@ -60,7 +59,8 @@ impl<AD: AutodiffBackend> Ropes<AD> {
 }
 
 /// A training step's forward: reset/load, recursion, halting, loss. The carry is updated
-/// (detached); call `backward` on `loss.total` and read gradients from the leaves.
+/// (detached); call `backward` on `loss.total` and read gradients from the leaves. `explore`
+/// names the step and the rows' place in the global batch (its `prob` is the architecture's).
 #[allow(clippy::too_many_arguments)]
 pub fn train_forward<AD: AutodiffBackend>(
     cfg: &ModelConfig,
@@ -69,7 +69,7 @@ pub fn train_forward<AD: AutodiffBackend>(
     carry: &mut Carry<AD::InnerBackend>,
     batch: &Batch,
     ropes: &Ropes<AD>,
-    rng: &mut impl Rng,
+    explore: Exploration,
 ) -> (LossOutput<AD>, StepOutput<AD>, Leaves<AD>) {
     let w_inner = Weights::from_named(cfg, params.to_vec()).expect("valid weights");
     carry.reset_and_load(&w_inner, batch);
@@ -94,7 +94,8 @@ pub fn train_forward<AD: AutodiffBackend>(
     let (qh, qc) = (to_host_f32(&out.q_halt), to_host_f32(&out.q_continue));
     let a = &cfg.arch;
     let max = a.halt_max_steps;
-    let last = carry.advance((&qh, &qc), a.halt_rule(), a.adaptive_in_training(), Some(a.halt_exploration_prob), max, rng);
+    let explore = Exploration { prob: a.halt_exploration_prob, ..explore };
+    let last = carry.advance((&qh, &qc), a.halt_rule(), a.adaptive_in_training(), Some(explore), max);
     // The bootstrap pass: the new carry, the same data, no graph (one more forward pass).
     let target = (a.continue_target() && max > 1).then(|| {
         let next = deep_recursion(&w_inner, cfg, &ropes.inner, &carry.states, &x.clone().inner());
@@ -123,7 +124,7 @@ pub fn eval_forward<B: Backend>(
     carry.states = out.states.clone();
     let (qh, qc) = (to_host_f32(&out.q_halt), to_host_f32(&out.q_continue));
     let a = &cfg.arch;
-    carry.advance((&qh, &qc), a.halt_rule(), a.adaptive_in_eval(), None, max_steps, &mut crate::util::rng::derive(0, &[]));
+    carry.advance((&qh, &qc), a.halt_rule(), a.adaptive_in_eval(), None, max_steps);
     let loss = act_loss(out.logits.clone(), out.q_halt.clone(), None, &carry.labels, &carry.halted, &carry.steps, a.loss_type);
     (loss, out)
 }

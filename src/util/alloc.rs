@@ -12,7 +12,7 @@
 /// Keep freed memory for reuse (glibc on Linux; a no-op elsewhere). Call once, first thing.
 /// `TRM_MALLOC_DEFAULT=1` leaves glibc's defaults (to compare, or to return memory early).
 pub fn keep_freed_memory() {
-    if std::env::var_os("TRM_MALLOC_DEFAULT").is_some_and(|v| v == "1") {
+    if crate::util::env::malloc_default() {
         return;
     }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -1,6 +1,7 @@
 //! Small shared helpers: crash-safe files, seeded randomness, allocator settings.
 
 pub mod alloc;
+pub mod env;
 pub mod fs;
 pub mod interrupt;
 pub mod lock;

@@ -65,7 +65,7 @@ fn count(f: impl FnOnce(&mut BlockCounts)) {
 /// Whether `block` below applies to backend `B`.
 pub fn applies<B: Backend>() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    TypeId::of::<B>() == TypeId::of::<Flex>() && *ON.get_or_init(|| std::env::var("TRM_FUSED_CPU").map_or(true, |v| v != "0"))
+    TypeId::of::<B>() == TypeId::of::<Flex>() && *ON.get_or_init(|| !crate::util::env::fused_cpu_off())
 }
 
 /// The same tensor under its concrete backend type (`B` and `T` are the same type).

@@ -1,0 +1,156 @@
+//! `trm launch --nproc N -- train ...`: starts N ranks of `trm train` on this machine, one per
+//! GPU, with the torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT),
+//! and waits for them. A rank that fails stops the others. Ctrl-C reaches every rank (one
+//! process group); SIGTERM to the launcher is passed on. For several machines use torchrun or
+//! srun (docs/distributed.md).
+
+use anyhow::{Context, Result, bail};
+use clap::builder::TypedValueParser as _;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+#[derive(clap::Args, Debug)]
+pub struct LaunchArgs {
+    /// Ranks to start on this machine (one per GPU)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
+    pub nproc: usize,
+    /// Port rank 0 hands out the NCCL id on [default: a free port]
+    #[arg(long)]
+    pub master_port: Option<u16>,
+    /// The command each rank runs: `train ...` (with --device cuda)
+    #[arg(last = true, required = true, value_name = "train ARGS")]
+    pub command: Vec<String>,
+}
+
+/// Why a launch cannot work, before anything starts.
+fn check(a: &LaunchArgs) -> Result<()> {
+    if a.command.first().map(String::as_str) != Some("train") {
+        bail!("trm launch runs `train` ranks: trm launch --nproc {} -- train --device cuda ...", a.nproc);
+    }
+    let device = a.command.iter().position(|x| x == "--device").and_then(|i| a.command.get(i + 1)).map(String::as_str);
+    let device = a.command.iter().find_map(|x| x.strip_prefix("--device=")).or(device).unwrap_or("cpu");
+    if !device.starts_with("cuda") {
+        bail!(
+            "trm launch starts one rank per GPU, and ranks talk through NCCL, which needs CUDA GPUs: pass --device cuda to train \
+             (this command trains on `{device}`). On the CPU, run `trm train` without a launcher: one process already uses every core"
+        );
+    }
+    if device != "cuda" {
+        bail!("--device {device}: each rank uses cuda:LOCAL_RANK; pass --device cuda");
+    }
+    if !cfg!(feature = "cuda") {
+        bail!("this trm was built without CUDA: rebuild with `cargo build --release --features cuda`");
+    }
+    Ok(())
+}
+
+/// A folder with `libnccl.so` pointing at `TRM_NCCL_LIB`, for the ranks' LD_LIBRARY_PATH (cudarc
+/// does not look for the pip wheel's `libnccl.so.2`).
+fn nccl_link_dir() -> Result<Option<std::path::PathBuf>> {
+    let Some(lib) = crate::util::env::nccl_lib() else { return Ok(None) };
+    anyhow::ensure!(lib.is_file(), "TRM_NCCL_LIB={}: no such file", lib.display());
+    let dir = std::env::temp_dir().join(format!("trm-nccl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let link = dir.join("libnccl.so");
+    std::fs::remove_file(&link).ok();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(std::path::absolute(&lib)?, &link).with_context(|| format!("cannot link {}", link.display()))?;
+    Ok(Some(dir))
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn terminate(children: &mut [(usize, Child)]) {
+    for (_, c) in children.iter_mut() {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+        c.kill().ok();
+    }
+}
+
+pub fn run(a: LaunchArgs) -> Result<()> {
+    check(&a)?;
+    crate::util::interrupt::install()?;
+    let exe = std::env::current_exe().context("cannot find the trm executable")?;
+    let port = match a.master_port {
+        Some(p) => p,
+        None => free_port()?,
+    };
+    let link = nccl_link_dir()?;
+    let mut children = Vec::new();
+    for rank in 0..a.nproc {
+        let mut c = Command::new(&exe);
+        c.args(&a.command)
+            .env("RANK", rank.to_string())
+            .env("WORLD_SIZE", a.nproc.to_string())
+            .env("LOCAL_RANK", rank.to_string())
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string());
+        if let Some(dir) = &link {
+            let old = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+            c.env("LD_LIBRARY_PATH", if old.is_empty() { dir.display().to_string() } else { format!("{}:{old}", dir.display()) });
+        }
+        children.push((rank, c.spawn().with_context(|| format!("cannot start rank {rank}"))?));
+    }
+    let mut failed: Option<(usize, std::process::ExitStatus)> = None;
+    let mut forwarded = false;
+    while !children.is_empty() {
+        if crate::util::interrupt::requested() && !forwarded {
+            terminate(&mut children);
+            forwarded = true;
+        }
+        let mut i = 0;
+        while i < children.len() {
+            match children[i].1.try_wait()? {
+                Some(status) => {
+                    let (rank, _) = children.remove(i);
+                    if !status.success() && failed.is_none() {
+                        failed = Some((rank, status));
+                        eprintln!("trm launch: rank {rank} ended with {status}; stopping the others");
+                        terminate(&mut children);
+                    }
+                }
+                None => i += 1,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if let Some(dir) = link {
+        std::fs::remove_dir_all(dir).ok();
+    }
+    match failed {
+        Some((rank, status)) if status.code() == Some(crate::util::interrupt::EXIT_CODE) => {
+            Err(crate::util::interrupt::Interrupted(format!("rank {rank} was interrupted; resume with the same command and --resume"))
+                .into())
+        }
+        Some((rank, status)) => bail!("rank {rank} failed ({status}); see its error above"),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(cmd: &[&str]) -> LaunchArgs {
+        LaunchArgs { nproc: 2, master_port: None, command: cmd.iter().map(|s| s.to_string()).collect() }
+    }
+
+    #[test]
+    fn launching_without_gpus_is_refused_before_anything_starts() {
+        let e = format!("{:#}", check(&args(&["train", "--data", "d", "--out", "o"])).unwrap_err());
+        assert!(e.contains("needs CUDA GPUs") && e.contains("without a launcher"), "{e}");
+        let e = format!("{:#}", check(&args(&["train", "--device", "cpu"])).unwrap_err());
+        assert!(e.contains("`cpu`"), "{e}");
+        assert!(format!("{:#}", check(&args(&["eval"])).unwrap_err()).contains("runs `train` ranks"));
+        assert!(format!("{:#}", check(&args(&["train", "--device=cuda:1"])).unwrap_err()).contains("cuda:LOCAL_RANK"));
+        let cuda = check(&args(&["train", "--device", "cuda"]));
+        assert_eq!(cuda.is_ok(), cfg!(feature = "cuda"), "{cuda:?}");
+    }
+}

@@ -1,0 +1,185 @@
+//! What a training run needs before its first step and at its evaluations: the data splits, the
+//! model configuration, the starting state (fresh, from weights, or resumed from the newest
+//! intact checkpoint, with this rank's rows of its carry), and the logged evaluation.
+
+use super::checkpoint::{self, TrainState};
+use super::collective;
+use super::config::TrainConfig;
+use super::integrity;
+use super::logging::MetricsLog;
+use super::optim::AdamState;
+use super::trainer::TrainJob;
+use crate::data::format::{self, Split};
+use crate::data::loader::Position;
+use crate::dist::Reducer;
+use crate::eval::arc_vote::ArcEval;
+use crate::eval::evaluate::{EvalResult, evaluate};
+use crate::model::config::ModelConfig;
+use crate::model::weights::{self, Weights};
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The model configuration for a data set.
+pub fn model_config(cfg: &TrainConfig, split: &Split) -> Result<ModelConfig> {
+    let m = ModelConfig {
+        arch: cfg.arch.clone(),
+        seq_len: split.metadata.seq_len,
+        vocab_size: split.metadata.vocab_size,
+        num_puzzle_identifiers: split.metadata.num_puzzle_identifiers,
+    };
+    m.validate()?;
+    Ok(m)
+}
+
+/// The train split and, when the data set has a `test/` folder, the test split (present but
+/// unreadable is an error: a long run must not silently skip its evaluations).
+pub fn read_splits(data: &Path) -> Result<(Arc<Split>, Option<Arc<Split>>)> {
+    let train = Arc::new(format::read_dataset_split(data, "train")?);
+    let examples: usize = train.sets.iter().map(|(_, d)| d.num_examples()).sum();
+    anyhow::ensure!(examples > 0, "{}: the train split holds no examples: nothing to train on (rebuild the data set)", data.display());
+    let test = if data.join("test").exists() {
+        Some(Arc::new(format::read_dataset_split(data, "test").context("the test split exists but cannot be read")?))
+    } else {
+        eprintln!("warning: {} has no test split: training without evaluation", data.display());
+        None
+    };
+    Ok((train, test))
+}
+
+fn fresh_state<B: Backend>(cfg: &TrainConfig, model: &ModelConfig, device: &B::Device, init_from: Option<&Path>) -> Result<TrainState<B>> {
+    let (params, table) = match init_from {
+        Some(file) => {
+            checkpoint::load_model_growing::<B>(file, model, device).with_context(|| format!("cannot start from {}", file.display()))?
+        }
+        None => {
+            let p = weights::init::<B>(model, &mut crate::util::rng::derive(cfg.seed, &[7]), device).into_named();
+            let t =
+                (model.arch.puzzle_emb_ndim > 0).then(|| Tensor::zeros([model.num_puzzle_identifiers, model.arch.puzzle_emb_ndim], device));
+            (p, t)
+        }
+    };
+    let adam = AdamState::new(&params);
+    let ema = cfg.ema.then(|| params.clone());
+    Ok(TrainState { params, table, adam, ema, carry: None, step: 0, position: Position::default(), skipped: 0 })
+}
+
+/// The run's configuration and starting state on this rank, and the checkpoint it resumed from.
+pub fn open_state<B: Backend>(
+    job: &TrainJob,
+    train: &Split,
+    device: &B::Device,
+    r: &mut dyn Reducer,
+) -> Result<(TrainConfig, TrainState<B>, Option<PathBuf>)> {
+    if job.resume {
+        anyhow::ensure!(job.init_from.is_none(), "--init-from starts a new run; it cannot be combined with --resume");
+        let ckpt = integrity::resolve_for_resume(&job.out)?;
+        let (js, mut st) = checkpoint::load_state::<B>(&ckpt, device)?;
+        if r.rank() == 0 {
+            eprintln!("resuming from {} (step {})", ckpt.display(), js.step);
+        }
+        let here = model_config(&js.config, train)?;
+        anyhow::ensure!(
+            here == js.model,
+            "{} does not describe the data set this run trained on (seq_len/vocab/identifiers {}/{}/{} here, {}/{}/{} in {})",
+            job.data.display(),
+            here.seq_len,
+            here.vocab_size,
+            here.num_puzzle_identifiers,
+            js.model.seq_len,
+            js.model.vocab_size,
+            js.model.num_puzzle_identifiers,
+            ckpt.display()
+        );
+        let recorded = js.config.data_paths.first().map(PathBuf::from);
+        let given = std::path::absolute(&job.data).unwrap_or(job.data.clone());
+        if r.rank() == 0 && recorded.as_ref().is_some_and(|p| p != &given) {
+            eprintln!("note: resuming on {} (the run was started on {})", given.display(), recorded.unwrap().display());
+        }
+        let cfg = super::config::resume_config(&js.config, &job.overrides)?;
+        st.carry = st.carry.map(|c| collective::local_carry(c, r.rank(), r.world())).transpose()?;
+        return Ok((cfg, st, Some(ckpt)));
+    }
+    if job.out.join("checkpoints").join("latest").exists() || !integrity::checkpoints(&job.out).is_empty() {
+        bail!("{} already holds a run; pass --resume to continue it or choose another --out", job.out.display());
+    }
+    let mut cfg = job.config.clone();
+    if cfg.data_paths.is_empty() {
+        // Recorded so that `trm report` and `trm eval` can find the data again.
+        cfg.data_paths = vec![std::path::absolute(&job.data).unwrap_or(job.data.clone()).display().to_string()];
+    }
+    let model = model_config(&cfg, train)?;
+    let mut st = fresh_state::<B>(&cfg, &model, device, job.init_from.as_deref())?;
+    collective::broadcast_weights(&mut st, r)?;
+    Ok((cfg, st, None))
+}
+
+/// The test split fits the model built from the train split.
+pub fn check_test_split(test: &Split, model: &ModelConfig, data: &Path) -> Result<()> {
+    let m = &test.metadata;
+    anyhow::ensure!(
+        m.seq_len == model.seq_len && m.vocab_size <= model.vocab_size && m.num_puzzle_identifiers <= model.num_puzzle_identifiers,
+        "{}: the test split (seq_len {}, vocab {}, {} identifiers) does not fit the model built from the train split (seq_len {}, vocab {}, {} identifiers)",
+        data.join("test").display(),
+        m.seq_len,
+        m.vocab_size,
+        m.num_puzzle_identifiers,
+        model.seq_len,
+        model.vocab_size,
+        model.num_puzzle_identifiers
+    );
+    Ok(())
+}
+
+/// Evaluates the current evaluation weights (EMA if enabled) on the test split (every rank its
+/// share), logs on rank 0. None when a signal stopped it (nothing is logged; a resumed run
+/// evaluates again).
+#[allow(clippy::too_many_arguments)]
+pub fn eval_and_log<B: Backend>(
+    model: &ModelConfig,
+    cfg: &TrainConfig,
+    st: &TrainState<B>,
+    test: &Arc<Split>,
+    data: &Path,
+    out: &Path,
+    log: Option<&mut MetricsLog>,
+    r: &mut dyn Reducer,
+) -> Result<Option<EvalResult>> {
+    let w_eval = Weights::from_named(model, st.ema.clone().unwrap_or_else(|| st.params.clone()))?;
+    let eb = cfg.eval_batch_size.unwrap_or(cfg.global_batch_size);
+    // ARC: votes of this evaluation only (the reference's aggregated_voting=False), on rank 0.
+    let mut arc = if r.rank() == 0 { ArcEval::open(data)? } else { None };
+    let mut arc_err = Ok(());
+    let table = st.table.as_ref();
+    let done = evaluate(model, &w_eval, table, test.clone(), eb, model.arch.halt_max_steps, cfg.eval_max_examples, r, |b, p, q, n| {
+        if let (Some(a), Ok(())) = (arc.as_mut(), &arc_err) {
+            arc_err = a.on_batch(b, p, q, n);
+        }
+    })?;
+    let Some(mut res) = done else { return Ok(None) };
+    if let Err(e) = arc_err {
+        // Scoring is bookkeeping: a bad identifier name must not end a long training run.
+        eprintln!("warning: ARC scoring skipped at step {}: {e:#}", st.step);
+        arc = None;
+    }
+    let Some(log) = log else { return Ok(Some(res)) };
+    let mut fields = vec![
+        ("accuracy".to_string(), res.accuracy),
+        ("exact_accuracy".to_string(), res.exact_accuracy),
+        ("lm_loss".to_string(), res.lm_loss),
+        ("q_halt_accuracy".to_string(), res.q_halt_accuracy),
+        ("q_halt_loss".to_string(), res.q_halt_loss),
+        ("steps".to_string(), res.steps),
+        ("count".to_string(), res.count as f64),
+    ];
+    if let Some(a) = arc {
+        crate::util::fs::write_json(&out.join("submission.json"), &a.submission())?;
+        let s = a.score();
+        fields.extend(s.pass_at.iter().map(|(k, v)| (format!("ARC/pass@{k}"), *v)));
+        res.arc = Some(s);
+    }
+    let refs: Vec<(&str, f64)> = fields.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    log.log(st.step, "eval", &refs)?;
+    Ok(Some(res))
+}

@@ -1,0 +1,146 @@
+//! Every environment variable trm reads, in one place (listed in `trm --help` and
+//! docs/distributed.md). Behaviour is otherwise chosen by command-line options.
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `RANK`, `WORLD_SIZE`, `LOCAL_RANK` | this process's rank, the number of ranks, its GPU on this node (torchrun, `trm launch`) |
+//! | `MASTER_ADDR`, `MASTER_PORT` | where rank 0 hands out the NCCL id (default port 29500) |
+//! | `SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID` | the same under `srun`, when `RANK`/`WORLD_SIZE` are not set |
+//! | `TRM_RENDEZVOUS_TIMEOUT` | seconds to wait for every rank to arrive (default 300) |
+//! | `TRM_NCCL_LIB` | path of the NCCL library when it is only present as `libnccl.so.2` (`trm launch`) |
+//! | `TRM_CPU_BF16=1` | emulate bfloat16 forwards on the CPU instead of running them in float32 |
+//! | `TRM_FUSED_CPU=0` | turn off the fused CPU transformer block (burn's ops instead) |
+//! | `TRM_MALLOC_DEFAULT=1` | keep glibc's default malloc thresholds |
+//! | `TRM_NO_FONT=1` | PNG charts without text |
+
+use anyhow::{Context, Result, bail};
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn flag(name: &str, on: &str) -> bool {
+    var(name).is_some_and(|v| v == on)
+}
+
+pub fn cpu_bf16() -> bool {
+    flag("TRM_CPU_BF16", "1")
+}
+
+pub fn fused_cpu_off() -> bool {
+    flag("TRM_FUSED_CPU", "0")
+}
+
+pub fn malloc_default() -> bool {
+    flag("TRM_MALLOC_DEFAULT", "1")
+}
+
+pub fn no_font() -> bool {
+    var("TRM_NO_FONT").is_some()
+}
+
+pub fn nccl_lib() -> Option<std::path::PathBuf> {
+    var("TRM_NCCL_LIB").map(Into::into)
+}
+
+/// How long ranks wait for each other at start-up.
+pub fn rendezvous_timeout() -> Result<std::time::Duration> {
+    match var("TRM_RENDEZVOUS_TIMEOUT") {
+        None => Ok(std::time::Duration::from_secs(300)),
+        Some(v) => {
+            let s: f64 = v.parse().with_context(|| format!("TRM_RENDEZVOUS_TIMEOUT={v}: not a number of seconds"))?;
+            anyhow::ensure!(s.is_finite() && s > 0.0, "TRM_RENDEZVOUS_TIMEOUT={v}: must be positive");
+            Ok(std::time::Duration::from_secs_f64(s))
+        }
+    }
+}
+
+/// Where this process sits in a multi-process run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    pub rank: usize,
+    pub world: usize,
+    pub local_rank: usize,
+    pub master_addr: String,
+    pub master_port: u16,
+    /// `torchrun` (RANK/WORLD_SIZE) or `slurm`.
+    pub source: &'static str,
+}
+
+/// The launch environment, or None for a plain single process (no WORLD_SIZE, no Slurm tasks).
+/// `trm launch` and torchrun set `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`,
+/// `MASTER_PORT`; under `srun`, `SLURM_PROCID`, `SLURM_NTASKS` and `SLURM_LOCALID` stand in for
+/// the first three.
+pub fn launch() -> Result<Option<Launch>> {
+    launch_from(&|name| var(name))
+}
+
+/// `launch` over any variable source (tests).
+pub fn launch_from(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Launch>> {
+    let num = |name: &str| -> Result<Option<usize>> {
+        get(name).map(|v| v.trim().parse::<usize>().with_context(|| format!("{name}={v}: not a non-negative integer"))).transpose()
+    };
+    let (rank, world, local, source) = if let Some(world) = num("WORLD_SIZE")? {
+        let rank = num("RANK")?.context("WORLD_SIZE is set but RANK is not")?;
+        (rank, world, num("LOCAL_RANK")?.unwrap_or(rank), "torchrun")
+    } else if let Some(world) = num("SLURM_NTASKS")? {
+        if world <= 1 {
+            return Ok(None); // a single Slurm task is a plain process
+        }
+        let rank = num("SLURM_PROCID")?.context("SLURM_NTASKS is set but SLURM_PROCID is not")?;
+        (rank, world, num("SLURM_LOCALID")?.unwrap_or(0), "slurm")
+    } else {
+        return Ok(None);
+    };
+    if world == 0 || rank >= world {
+        bail!("rank {rank} of world size {world} ({source} environment): the rank must be below the world size");
+    }
+    let port = match get("MASTER_PORT") {
+        None => 29500,
+        Some(p) => p.trim().parse::<u16>().with_context(|| format!("MASTER_PORT={p}: not a port number"))?,
+    };
+    let addr = match get("MASTER_ADDR") {
+        Some(a) => a,
+        None if world == 1 => "127.0.0.1".into(),
+        None => bail!(
+            "{source} launch of {world} ranks without MASTER_ADDR: set it to the host of rank 0 (for Slurm: \
+             export MASTER_ADDR=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1))"
+        ),
+    };
+    Ok(Some(Launch { rank, world, local_rank: local, master_addr: addr, master_port: port, source }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Result<Option<Launch>> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        launch_from(&|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn torchrun_and_slurm_environments() {
+        assert_eq!(env(&[]).unwrap(), None);
+        let l = env(&[("RANK", "3"), ("WORLD_SIZE", "8"), ("LOCAL_RANK", "1"), ("MASTER_ADDR", "node0"), ("MASTER_PORT", "1234")])
+            .unwrap()
+            .unwrap();
+        assert_eq!((l.rank, l.world, l.local_rank, l.master_addr.as_str(), l.master_port, l.source), (3, 8, 1, "node0", 1234, "torchrun"));
+        let l = env(&[("SLURM_PROCID", "5"), ("SLURM_NTASKS", "16"), ("SLURM_LOCALID", "1"), ("MASTER_ADDR", "n1")]).unwrap().unwrap();
+        assert_eq!((l.rank, l.world, l.local_rank, l.master_port, l.source), (5, 16, 1, 29500, "slurm"));
+        assert_eq!(env(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "1")]).unwrap(), None);
+        // torchrun variables win over Slurm's
+        assert_eq!(env(&[("RANK", "0"), ("WORLD_SIZE", "1"), ("SLURM_NTASKS", "4"), ("SLURM_PROCID", "2")]).unwrap().unwrap().world, 1);
+        for (bad, want) in [
+            (vec![("RANK", "2"), ("WORLD_SIZE", "2")], "below the world size"),
+            (vec![("WORLD_SIZE", "2")], "RANK is not"),
+            (vec![("RANK", "x"), ("WORLD_SIZE", "2")], "RANK=x"),
+            (vec![("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "a"), ("MASTER_PORT", "99999")], "MASTER_PORT"),
+            (vec![("SLURM_PROCID", "0"), ("SLURM_NTASKS", "4")], "MASTER_ADDR"),
+        ] {
+            let e = format!("{:#}", env(&bad).unwrap_err());
+            assert!(e.contains(want), "{bad:?}: {e}");
+        }
+    }
+}
