@@ -19,6 +19,7 @@ Rules (error and tolerance relative to the tensor's max |expected| unless said o
   (at least 1e-6).
 Exit code 1 on any mismatch or any expected tensor left unchecked.";
 
+use super::device::{DeviceSpec, require_cuda};
 use crate::eval::parity;
 use anyhow::Result;
 use std::path::PathBuf;
@@ -30,11 +31,20 @@ pub struct ParityArgs {
     /// Print only failures and the summary
     #[arg(long)]
     pub quiet: bool,
+    /// cpu, cuda or cuda:N (float32: the fixtures' precision; a new backend's first check)
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
 }
 
 pub fn run(a: ParityArgs) -> Result<()> {
-    type AD = burn::backend::Autodiff<burn::backend::Flex>;
-    let checks = parity::run::<AD>(&a.dir, &Default::default())?;
+    require_cuda(a.device)?;
+    let checks = match a.device {
+        DeviceSpec::Cpu => parity::run::<super::device::CpuAutodiff>(&a.dir, &Default::default())?,
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(n) => parity::run::<super::device::GpuAutodiff>(&a.dir, &burn::backend::cuda::CudaDevice::new(n))?,
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => unreachable!(),
+    };
     let failed: Vec<&parity::Check> = checks.iter().filter(|c| !c.ok()).collect();
     for c in &checks {
         if !a.quiet || !c.ok() {

@@ -48,6 +48,9 @@ pub struct TrainArgs {
     /// No progress bar
     #[arg(long)]
     pub quiet: bool,
+    /// Stop after this many minutes of wall time (then evaluate and checkpoint, as at the end)
+    #[arg(long, value_name = "MINUTES")]
+    pub time_limit: Option<f64>,
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
@@ -61,6 +64,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
         Some(p) if p.is_dir() => Some(checkpoint::resolve(p)?.join("model.safetensors")),
         other => other.clone(),
     };
+    if let Some(m) = a.time_limit {
+        anyhow::ensure!(m.is_finite() && m > 0.0, "--time-limit {m}: must be a positive number of minutes");
+    }
     crate::util::interrupt::install()?;
     let job = TrainJob {
         config: cfg,
@@ -70,7 +76,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         overrides: ov,
         quiet: a.quiet,
         init_from,
-        time_limit: None,
+        time_limit: a.time_limit.map(|m| std::time::Duration::from_secs_f64(m * 60.0)),
     };
     // A launcher's world of one on the CPU is a plain run; on a GPU it still goes through NCCL.
     let launch = crate::util::env::launch()?.filter(|l| l.world > 1 || a.device != DeviceSpec::Cpu);

@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# The first check of trm on a GPU machine, in one command and at most about 9 minutes. It prints
+# a table and writes $OUT/gpu-check.json. Every part has its own time cap, so the table always
+# prints.
+#
+#   1. the machine: nvidia-smi, driver, trm and torch versions
+#   2. correctness: `trm parity --device cuda` on every golden fixture (float32)
+#   3. speed: `trm bench` training and evaluation steps at the reference's shapes and batches
+#      (Sudoku attention and mlp_t at 768, ARC attention at 192 per GPU), float32 and
+#      bfloat16: step time, examples/s, TFLOP/s, MFU against the bf16 peak, peak GPU memory
+#   4. the reference at the same shapes on the machine's PyTorch, eager and torch.compile, so
+#      the table shows ratios from one run
+#   5. learning: Sudoku-Extreme 1k with 1000 augmentations, preset sudoku-mlp, a few minutes of
+#      training on the GPU, then its test accuracy
+#   6. NCCL with one rank (`trm launch --nproc 1`): the same short run through NCCL and without
+#      it, so the all-reduce path is shown to initialise and to match (issue 12; GPU only)
+#
+# Usage (from the repository root):
+#   bench/gpu-kit.sh                                         # here: build and gather gpu-kit/
+#   bash bench/gpu-check.sh --kit gpu-kit --out "$OUT"       # there, on the GPU machine
+#   bash bench/gpu-check.sh --kit gpu-kit --out /tmp/gc --device cpu --tiny   # rehearsal on a CPU
+#
+# --tiny: small batches, few steps and short caps, to test the script itself on a CPU.
+# Environment: PEAK_TFLOPS (bf16 dense peak for MFU; default from the GPU's name: H100 989,
+# H200 989), PYTHON (default python3), CAPS="parity bench reference train nccl" seconds.
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+KIT=gpu-kit OUT="" DEVICE=cuda TINY=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --kit) KIT=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --device) DEVICE=$2; shift 2 ;;
+    --tiny) TINY=1; shift ;;
+    -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) echo "gpu-check.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[ -n "$OUT" ] || { echo "gpu-check.sh: --out is required" >&2; exit 2; }
+KIT=$(realpath "$KIT"); mkdir -p "$OUT"; OUT=$(realpath "$OUT")
+TRM="$KIT/trm"
+PY="${PYTHON:-python3}"
+RES="$OUT/results.jsonl"; : > "$RES"
+LOG="$OUT/gpu-check.log"; : > "$LOG"
+read -r CAP_PARITY CAP_BENCH CAP_REF CAP_TRAIN CAP_NCCL <<< "${CAPS:-50 150 130 130 60}"
+if [ "$TINY" = 1 ]; then read -r CAP_PARITY CAP_BENCH CAP_REF CAP_TRAIN CAP_NCCL <<< "${CAPS:-120 240 240 240 60}"; fi
+T0=$(date +%s)
+say() { echo "[gpu-check $(( $(date +%s) - T0 ))s] $*" | tee -a "$LOG" >&2; }
+# Appends one JSON record: part, name, then the fields of a JSON object given as the third argument.
+record() { "$PY" - "$1" "$2" "$3" >> "$RES" <<'PYEOF'
+import json, sys
+part, name, body = sys.argv[1], sys.argv[2], sys.argv[3]
+try:
+    rec = json.loads(body) if body.strip() else {}
+except ValueError:
+    rec = {"error": body.strip()[-300:]}
+if not isinstance(rec, dict):
+    rec = {"value": rec}
+print(json.dumps({"part": part, "name": name, **rec}))
+PYEOF
+}
+# Runs a command with a time cap; its stdout is returned, stderr goes to the log.
+capped() { local cap=$1; shift; timeout --kill-after=10 "$cap" "$@" 2>>"$LOG"; }
+# Peak GPU memory (MiB) while a command runs (empty on a machine without nvidia-smi).
+MEMLOG="$OUT/.mem"
+mem_start() { : > "$MEMLOG"; if command -v nvidia-smi >/dev/null; then nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$MEMLOG" 2>/dev/null & MEMPID=$!; else MEMPID=""; fi; }
+mem_stop() { [ -n "$MEMPID" ] && kill "$MEMPID" 2>/dev/null; wait "$MEMPID" 2>/dev/null; sort -n "$MEMLOG" | tail -n 1; }
+
+# ---- 1. the machine ----------------------------------------------------------------------------
+say "1/6 machine"
+GPU=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -n 1)
+TORCH=$("$PY" -c "import torch; print(torch.__version__, torch.version.cuda)" 2>/dev/null)
+record machine info "$("$PY" -c 'import json,sys; print(json.dumps(dict(gpu=sys.argv[1], torch=sys.argv[2], trm=sys.argv[3], commit=sys.argv[4], device=sys.argv[5])))' \
+  "${GPU:-none}" "${TORCH:-none}" "$("$TRM" --version 2>&1)" "$(cat "$KIT/COMMIT.txt" 2>/dev/null)" "$DEVICE")"
+case "$GPU" in *H100*|*H200*) PEAK=${PEAK_TFLOPS:-989} ;; *) PEAK=${PEAK_TFLOPS:-} ;; esac
+PEAK_ARG=(); [ -n "$PEAK" ] && PEAK_ARG=(--peak-tflops "$PEAK")
+# Offline machines: the reference's two small dependencies travel as wheels.
+if ! "$PY" -c "import einops, pydantic" 2>/dev/null && [ -d "$KIT/wheels" ]; then
+  "$PY" -m pip install -q --no-index --find-links "$KIT/wheels" einops pydantic >>"$LOG" 2>&1
+fi
+
+# ---- 2. parity ---------------------------------------------------------------------------------
+say "2/6 parity on $DEVICE"
+END=$(( $(date +%s) + CAP_PARITY ))
+for fx in "$KIT"/fixtures/*/; do
+  left=$(( END - $(date +%s) )); [ "$left" -gt 5 ] || { record parity "$(basename "$fx")" '{"error":"part time cap reached"}'; continue; }
+  out=$(capped "$left" "$TRM" parity "$fx" --device "$DEVICE" --quiet); rc=$?
+  summary=$(echo "$out" | tail -n 1)
+  record parity "$(basename "$fx")" "$("$PY" -c 'import json,sys; print(json.dumps(dict(ok=sys.argv[1]=="0", summary=sys.argv[2])))' "$rc" "$summary")"
+done
+
+# ---- 3. trm bench --------------------------------------------------------------------------------
+say "3/6 trm bench on $DEVICE"
+if [ "$TINY" = 1 ]; then
+  CASES="sudoku-att:2:train:float32 sudoku-att:2:train:bfloat16 sudoku-mlp:2:train:float32 sudoku-att:2:eval:float32 arc-att:1:train:float32"
+  REPS=(--warmup 1 --reps 1)
+else
+  CASES="sudoku-att:768:train:float32 sudoku-att:768:train:bfloat16 sudoku-mlp:768:train:float32 sudoku-mlp:768:train:bfloat16 sudoku-att:768:eval:bfloat16 arc-att:192:train:bfloat16"
+  REPS=(--warmup 2 --reps 5)
+fi
+END=$(( $(date +%s) + CAP_BENCH ))
+for c in $CASES; do
+  IFS=: read -r shape batch mode dtype <<< "$c"
+  left=$(( END - $(date +%s) )); [ "$left" -gt 5 ] || { record bench "$c" '{"error":"part time cap reached"}'; continue; }
+  mem_start
+  out=$(capped "$left" "$TRM" bench --device "$DEVICE" --shape "$shape" --batch "$batch" --mode "$mode" --dtype "$dtype" "${REPS[@]}" "${PEAK_ARG[@]}" --json)
+  peak=$(mem_stop)
+  body=$(echo "$out" | "$PY" -c 'import json,sys
+t=sys.stdin.read().strip()
+try: r=json.loads(t)
+except ValueError: r={"error":"no result (crash or time cap; see gpu-check.log)"}
+if sys.argv[1]: r["gpu_peak_mib"]=float(sys.argv[1])
+print(json.dumps(r))' "${peak:-}")
+  record bench "$c" "$body"
+done
+
+# ---- 4. the reference ----------------------------------------------------------------------------
+say "4/6 reference (PyTorch) on $DEVICE"
+END=$(( $(date +%s) + CAP_REF ))
+for c in $CASES; do
+  IFS=: read -r shape batch mode dtype <<< "$c"
+  for compile in eager compile; do
+    # Rehearsal: torch.compile on one case only (compiling for a CPU takes minutes).
+    if [ "$compile" = compile ] && [ "$TINY" = 1 ] && [ "$c" != "sudoku-att:2:train:float32" ]; then continue; fi
+    left=$(( END - $(date +%s) )); [ "$left" -gt 5 ] || { record reference "$c:$compile" '{"error":"part time cap reached"}'; continue; }
+    flags=(); [ "$compile" = compile ] && flags=(--compile)
+    out=$(capped "$left" "$PY" "$ROOT/bench/reference_step.py" --ref-dir "$KIT/reference" --device "$DEVICE" --shape "$shape" --batch "$batch" \
+      --mode "$mode" --dtype "$dtype" --optimizer adam-atan2 "${REPS[@]}" --threads "$(nproc)" "${flags[@]}" --json | tail -n 1)
+    [ -n "$out" ] || out='{"error":"no result (crash or time cap; see gpu-check.log)"}'
+    record reference "$c:$compile" "$out"
+  done
+done
+
+# ---- 5. learning on the device -----------------------------------------------------------------------
+say "5/6 training sudoku-mlp on $DEVICE"
+DATA="$OUT/sudoku-1k-aug"; RUN="$OUT/run"
+rm -rf "$RUN"
+if [ "$TINY" = 1 ]; then
+  BUILD=(--subsample 64 --num-aug 4 --test-subsample 64); TRAIN=(global_batch_size=16 arch.hidden_size=64 arch.num_heads=2 arch.puzzle_emb_ndim=64 arch.H_cycles=1 arch.L_cycles=1 arch.halt_max_steps=2 eval_max_examples=32 max_steps=4); MIN=0.5
+else
+  BUILD=(--subsample 1000 --num-aug 1000 --test-subsample 4096); TRAIN=(eval_max_examples=4096); MIN=2
+fi
+if [ ! -d "$DATA/train" ]; then
+  capped 120 "$TRM" data sudoku --train "$KIT/data/train.csv" --test "$KIT/data/test_hard.csv.gz" --out "$DATA" "${BUILD[@]}" >/dev/null
+fi
+mem_start
+capped "$CAP_TRAIN" "$TRM" train --config sudoku-mlp --device "$DEVICE" --data "$DATA" --out "$RUN" --quiet --time-limit "$MIN" "${TRAIN[@]}" >/dev/null
+rc=$?
+peak=$(mem_stop)
+record train sudoku-mlp "$("$PY" - "$RUN/metrics.jsonl" "$rc" "${peak:-}" <<'PYEOF'
+import json, sys
+path, rc, peak = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+rows = []
+try:
+    rows = [json.loads(l) for l in open(path)]
+except OSError:
+    pass
+train = [r for r in rows if r.get("split") == "train"]
+ev = [r for r in rows if r.get("split") == "eval"]
+out = {"exit_code": rc, "steps": train[-1]["step"] if train else 0}
+if train:
+    out["first_lm_loss"], out["last_lm_loss"] = train[0]["lm_loss"], train[-1]["lm_loss"]
+if ev:
+    out.update(test_exact_accuracy=ev[-1]["exact_accuracy"], test_token_accuracy=ev[-1]["accuracy"], test_count=ev[-1]["count"])
+if peak:
+    out["gpu_peak_mib"] = float(peak)
+print(json.dumps(out))
+PYEOF
+)"
+
+# ---- 6. NCCL, one rank -----------------------------------------------------------------------------
+if [ "$DEVICE" != cpu ]; then
+  say "6/6 NCCL world size 1 vs plain"
+  TINYRUN=(--config sudoku-tiny --device "$DEVICE" --data "$DATA" --quiet max_steps=150 eval_max_examples=256 checkpoint_every_eval=False)
+  rm -rf "$OUT/plain" "$OUT/nccl"
+  capped $(( CAP_NCCL / 2 )) "$TRM" train "${TINYRUN[@]}" --out "$OUT/plain" >/dev/null; rc1=$?
+  capped $(( CAP_NCCL / 2 )) "$TRM" launch --nproc 1 -- train "${TINYRUN[@]}" --out "$OUT/nccl" >/dev/null; rc2=$?
+  record nccl world1 "$("$PY" - "$OUT/plain/metrics.jsonl" "$OUT/nccl/metrics.jsonl" "$rc1" "$rc2" <<'PYEOF'
+import json, sys
+def losses(p):
+    try:
+        return [r["lm_loss"] for r in map(json.loads, open(p)) if r.get("split") == "train"]
+    except OSError:
+        return []
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+n = min(len(a), len(b))
+diff = max((abs(x - y) for x, y in zip(a, b)), default=None)
+print(json.dumps({"plain_exit": int(sys.argv[3]), "nccl_exit": int(sys.argv[4]), "steps_compared": n,
+                  "max_lm_loss_diff": diff, "last_plain": a[-1] if a else None, "last_nccl": b[-1] if b else None}))
+PYEOF
+)"
+fi
+
+say "done; table:"
+"$PY" "$ROOT/bench/gpu_check_table.py" "$RES" "$OUT/gpu-check.json" | tee "$OUT/gpu-check.txt"
+# Exit 1 when a correctness part failed (parity, training, NCCL); timings never fail the check.
+"$PY" - "$RES" <<'PYEOF'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+bad = [r for r in recs if (r["part"] == "parity" and not r.get("ok")) or (r["part"] == "train" and r.get("exit_code") != 0)
+       or (r["part"] == "nccl" and (r.get("nccl_exit") != 0 or r.get("plain_exit") != 0))]
+sys.exit(1 if bad else 0)
+PYEOF

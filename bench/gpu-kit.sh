@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Prepare what a GPU check needs in one git-ignored folder, gpu-kit/ (well under the 64 MiB a GPU
+# machine is sent): the stripped CUDA build of trm (profile `dist`), the golden fixtures, the
+# Sudoku-Extreme CSVs of the short training run, and the reference's models/ for the side-by-side
+# timings. Then, on the GPU machine, from the repository root:
+#
+#   bash bench/gpu-check.sh --kit gpu-kit --out "$OUT"
+#
+# Usage: bench/gpu-kit.sh [--bin PATH]   (--bin: take that trm binary instead of building one, e.g.
+#        target/release/trm for a CPU rehearsal: bash bench/gpu-check.sh --device cpu --tiny)
+# Environment: SHARED (default ../shared), CARGO_FEATURES (default cuda), WHEELS (a folder of
+# einops and pydantic wheels: `pip download einops pydantic -d DIR`).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SHARED="${SHARED:-$ROOT/../shared}"
+KIT="$ROOT/gpu-kit"
+BIN=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bin) BIN=$(realpath "$2"); shift 2 ;;
+    -h|--help) sed -n '2,13p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) echo "gpu-kit.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+cd "$ROOT"
+if [ -z "$BIN" ]; then
+  cargo build --profile dist --features "${CARGO_FEATURES:-cuda}"
+  BIN=target/dist/trm
+fi
+rm -rf "$KIT" && mkdir -p "$KIT/fixtures" "$KIT/data" "$KIT/reference"
+cp "$BIN" "$KIT/trm"
+cp -r "$SHARED/fixtures/trm-small-attn" "$KIT/fixtures/"
+for f in tests/fixtures/*/; do cp -r "$f" "$KIT/fixtures/"; done
+cp "$SHARED/data/sudoku-extreme-1k/train.csv" "$SHARED/data/sudoku-extreme-1k/test_hard.csv.gz" "$KIT/data/"
+# The reference's model code only (bench/reference_step.py imports models/); prepared by
+# bench/prepare_reference.sh from the mirror, never committed.
+PYTHON="${PYTHON:-python3}" bench/prepare_reference.sh --reuse >&2
+cp -r bench/reference/models bench/reference/LICENSE bench/reference/CPU_PATCHES.txt "$KIT/reference/"
+git rev-parse HEAD > "$KIT/COMMIT.txt"
+# The reference's two small dependencies, for a machine without a package index.
+if [ -n "${WHEELS:-}" ]; then cp -r "$WHEELS" "$KIT/wheels"; fi
+find "$KIT" -name __pycache__ -prune -exec rm -rf {} +
+du -sh "$KIT" && ls -la "$KIT/trm"

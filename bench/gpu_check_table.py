@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""The table of bench/gpu-check.sh: reads its results.jsonl, prints the table, writes the JSON.
+
+Usage: bench/gpu_check_table.py RESULTS.jsonl OUT.json
+"""
+import json
+import sys
+
+
+def fmt(v, spec):
+    return format(v, spec) if isinstance(v, (int, float)) else "-"
+
+
+def main(results, out_json):
+    recs = [json.loads(l) for l in open(results) if l.strip()]
+    by = lambda part: [r for r in recs if r["part"] == part]
+    lines = []
+    for m in by("machine"):
+        lines.append(f"machine: {m.get('gpu')} | torch {m.get('torch')} | {m.get('trm')} | commit {m.get('commit')} | device {m.get('device')}")
+    lines.append("")
+    lines.append("parity (float32)")
+    for r in by("parity"):
+        lines.append(f"  {'ok  ' if r.get('ok') else 'FAIL'} {r['name']:<22} {r.get('summary', r.get('error', ''))}")
+    lines.append("")
+    ref = {r["name"]: r for r in by("reference")}
+    head = f"  {'case':<30} {'trm s':>8} {'ex/s':>9} {'TFLOP/s':>8} {'MFU':>6} {'GPU MiB':>8} {'ref eager':>9} {'ref comp':>9} {'/eager':>7} {'/comp':>7}"
+    lines += ["step times (median; ratios = trm / reference, < 1 is faster)", head]
+    for r in by("bench"):
+        eager, comp = ref.get(r["name"] + ":eager", {}), ref.get(r["name"] + ":compile", {})
+        t = r.get("median_step_s")
+        te, tc = eager.get("median_step_s"), comp.get("median_step_s")
+        ratio = lambda a, b: a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0 else None
+        if "error" in r:
+            lines.append(f"  {r['name']:<30} {r['error']}")
+            continue
+        lines.append(
+            f"  {r['name']:<30} {fmt(t, '8.4f')} {fmt(r.get('examples_per_s'), '9.0f')} {fmt(r.get('achieved_tflops'), '8.2f')} "
+            f"{fmt(r.get('mfu'), '6.3f')} {fmt(r.get('gpu_peak_mib'), '8.0f')} {fmt(te, '9.4f')} {fmt(tc, '9.4f')} "
+            f"{fmt(ratio(t, te), '7.2f')} {fmt(ratio(t, tc), '7.2f')}"
+        )
+    errs = [r for r in by("reference") if "error" in r]
+    for r in errs:
+        lines.append(f"  reference {r['name']}: {r['error']}")
+    lines.append("")
+    for r in by("train"):
+        lines.append(
+            f"training {r['name']}: exit {r.get('exit_code')}, {r.get('steps')} steps, lm_loss {fmt(r.get('first_lm_loss'), '.3f')} -> "
+            f"{fmt(r.get('last_lm_loss'), '.3f')}, test exact accuracy {fmt(r.get('test_exact_accuracy'), '.4f')} "
+            f"(token {fmt(r.get('test_token_accuracy'), '.4f')}, {r.get('test_count', '-')} puzzles), GPU MiB {fmt(r.get('gpu_peak_mib'), '.0f')}"
+        )
+    for r in by("nccl"):
+        lines.append(
+            f"NCCL world 1 vs plain: exits {r.get('nccl_exit')}/{r.get('plain_exit')}, {r.get('steps_compared')} steps compared, "
+            f"max |lm_loss diff| {fmt(r.get('max_lm_loss_diff'), '.2e')}"
+        )
+    print("\n".join(lines))
+    json.dump({"records": recs}, open(out_json, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
