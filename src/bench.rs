@@ -186,7 +186,7 @@ pub fn bench_train<AD: AutodiffBackend>(spec: &BenchSpec, device: &AD::Device) -
     let mut times = Vec::new();
     for i in 0..warmup + reps {
         let t = Instant::now();
-        let explore = Exploration { prob: 0.0, seed: 0, step: i as u64 + 1, first_row: 0 };
+        let explore = Exploration { prob: c.arch.halt_exploration_prob, seed: 0, step: i as u64 + 1, first_row: 0 };
         let (loss, _, leaves) = train_forward::<AD>(&c, &params, table.as_ref(), &mut carry, &batch, &ropes, explore);
         let grads = (loss.total / b as f64).backward();
         let (g, pg) = leaves.grads(&grads);

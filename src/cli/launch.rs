@@ -1,8 +1,9 @@
 //! `trm launch --nproc N -- train ...`: starts N ranks of `trm train` on this machine, one per
 //! GPU, with the torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT),
-//! and waits for them. A rank that fails stops the others. Ctrl-C reaches every rank (one
-//! process group); SIGTERM to the launcher is passed on. For several machines use torchrun or
-//! srun (docs/distributed.md).
+//! and waits for them. A rank that fails stops the others (SIGTERM, then SIGKILL after a grace
+//! period). Ctrl-C or SIGTERM to the launcher is passed on as one SIGTERM per rank, so each
+//! finishes its step and rank 0 writes a checkpoint. For several machines use torchrun or srun
+//! (docs/distributed.md).
 
 use anyhow::{Context, Result, bail};
 use clap::builder::TypedValueParser as _;
@@ -62,17 +63,25 @@ fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn terminate(children: &mut [(usize, Child)]) {
+/// SIGTERM to every rank (each then finishes its step and rank 0 checkpoints); SIGKILL with
+/// `hard` (a rank stuck in a collective whose peer died cannot finish its step).
+fn terminate(children: &mut [(usize, Child)], hard: bool) {
     for (_, c) in children.iter_mut() {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(c.id() as i32, libc::SIGTERM);
+        if !hard {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            continue;
         }
-        #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+        let _ = hard;
         c.kill().ok();
     }
 }
+
+/// Seconds the ranks get to stop by themselves after a rank failed, before SIGKILL.
+const GRACE_S: u64 = 60;
 
 pub fn run(a: LaunchArgs) -> Result<()> {
     check(&a)?;
@@ -86,6 +95,10 @@ pub fn run(a: LaunchArgs) -> Result<()> {
     let mut children = Vec::new();
     for rank in 0..a.nproc {
         let mut c = Command::new(&exe);
+        // Their own process group: a terminal's Ctrl-C reaches only the launcher, which passes on
+        // one SIGTERM (two signals would make a rank exit without its checkpoint).
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut c, 0);
         c.args(&a.command)
             .env("RANK", rank.to_string())
             .env("WORLD_SIZE", a.nproc.to_string())
@@ -100,10 +113,16 @@ pub fn run(a: LaunchArgs) -> Result<()> {
     }
     let mut failed: Option<(usize, std::process::ExitStatus)> = None;
     let mut forwarded = false;
+    let mut since: Option<std::time::Instant> = None;
     while !children.is_empty() {
         if crate::util::interrupt::requested() && !forwarded {
-            terminate(&mut children);
+            terminate(&mut children, false);
             forwarded = true;
+        }
+        if since.is_some_and(|t| t.elapsed() > Duration::from_secs(GRACE_S)) {
+            eprintln!("trm launch: {} rank(s) still running {GRACE_S} s after the failure; killing them", children.len());
+            terminate(&mut children, true);
+            since = None;
         }
         let mut i = 0;
         while i < children.len() {
@@ -113,7 +132,8 @@ pub fn run(a: LaunchArgs) -> Result<()> {
                     if !status.success() && failed.is_none() {
                         failed = Some((rank, status));
                         eprintln!("trm launch: rank {rank} ended with {status}; stopping the others");
-                        terminate(&mut children);
+                        terminate(&mut children, false);
+                        since = Some(std::time::Instant::now());
                     }
                 }
                 None => i += 1,

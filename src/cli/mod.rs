@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
     version,
     about = "Tiny Recursive Models: build data sets, train, evaluate and solve puzzles",
     after_help = "Environment variables (all optional): RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT (torchrun, trm launch); \
-SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID (srun); TRM_RENDEZVOUS_TIMEOUT, TRM_NCCL_LIB (docs/distributed.md); TRM_CPU_BF16, \
+SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID (srun); TRM_RENDEZVOUS_PORT, TRM_RENDEZVOUS_TIMEOUT, TRM_NCCL_LIB (docs/distributed.md); TRM_CPU_BF16, \
 TRM_FUSED_CPU, TRM_MALLOC_DEFAULT, TRM_NO_FONT (src/util/env.rs)."
 )]
 pub struct Cli {

@@ -124,7 +124,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// Run folder, checkpoint folder, or a model .safetensors file (then --config is needed)
+    /// Run folder, checkpoint folder, or a weights file: .safetensors or the reference's torch.save
+    /// checkpoint, FILE#ema to pick a nested state dict (then --config is needed)
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Data set folder; its test split is evaluated
@@ -139,7 +140,8 @@ pub struct EvalArgs {
     /// Rows per batch
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
     pub batch: usize,
-    /// Configuration for a bare .safetensors (preset or TOML), plus overrides with --set
+    /// Configuration for a bare weights file (preset or TOML), plus overrides with --set: a
+    /// .safetensors, or the reference's torch.save checkpoint (FILE#key picks a nested state dict)
     #[arg(long)]
     pub config: Option<String>,
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -160,8 +162,8 @@ pub struct EvalArgs {
 /// Evaluates a checkpoint on a data set's test split.
 pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<EvalResult> {
     let test = Arc::new(format::read_dataset_split(&a.data, "test")?);
-    let (model, file) = if a.checkpoint.is_file() {
-        let preset = a.config.as_deref().context("--config is required to evaluate a bare .safetensors file")?;
+    let (model, file) = if checkpoint::is_weights_file(&a.checkpoint) {
+        let preset = a.config.as_deref().context("--config is required to evaluate a bare weights file (.safetensors or torch.save)")?;
         let cfg = config::resolve(preset, &a.set)?;
         (crate::train::setup::model_config(&cfg, &test)?, a.checkpoint.clone())
     } else {
@@ -201,8 +203,11 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     arc_err?;
     if let Some(v) = arc {
         let path = a.submission.clone().unwrap_or_else(|| {
-            let dir =
-                if a.checkpoint.is_file() { a.checkpoint.parent().map(PathBuf::from).unwrap_or_default() } else { a.checkpoint.clone() };
+            let dir = if checkpoint::is_weights_file(&a.checkpoint) {
+                file.parent().map(PathBuf::from).unwrap_or_default()
+            } else {
+                a.checkpoint.clone()
+            };
             dir.join("submission.json")
         });
         crate::util::fs::write_json(&path, &v.submission())?;

@@ -38,7 +38,11 @@ fn serve(l: &Launch, payload: &[u8], timeout: Duration) -> Result<()> {
                 s.set_nonblocking(false)?;
                 s.set_read_timeout(Some(Duration::from_secs(10)))?;
                 let mut hello = [0u8; 24];
-                s.read_exact(&mut hello).with_context(|| format!("rendezvous: no hello from {peer}"))?;
+                if let Err(e) = s.read_exact(&mut hello) {
+                    // A port scan or a health check, not a rank: keep waiting for the ranks.
+                    eprintln!("warning: rendezvous: ignored a connection from {peer} that sent no hello ({e})");
+                    continue;
+                }
                 if &hello[..8] != MAGIC {
                     eprintln!("warning: rendezvous: ignored a connection from {peer} that is not a trm rank");
                     continue;

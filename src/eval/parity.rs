@@ -395,8 +395,8 @@ pub fn run<AD: AutodiffBackend>(dir: &Path, device: &AD::Device) -> Result<Vec<C
         gains: (gain(&w.lm_head), gain(&w.q_head)),
     };
     let b = batch.batch_size;
-    // The fixtures train without exploration (the reference's draws cannot be reproduced).
-    let explore = |step: u64| Exploration { prob: 0.0, seed: 0, step, first_row: 0 };
+    // The fixture's exploration probability (they use 0: the reference's draws cannot be reproduced).
+    let explore = |step: u64| Exploration { prob: cfg.arch.halt_exploration_prob, seed: 0, step, first_row: 0 };
 
     // Debug intermediates: RoPE tables, the input embedding, the first network application
     // (`{net}_block0_call1_out`, `{net}_call1_out`, named after the network of the first update).

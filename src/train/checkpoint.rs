@@ -20,7 +20,7 @@ use crate::model::act::Carry;
 use crate::model::config::ModelConfig;
 use crate::model::weights::Named;
 use crate::train::optim::AdamState;
-use crate::util::tensors::{HostTensor, read_safetensors, write_safetensors};
+use crate::util::tensors::{F32Tensor, read_safetensors_f32, write_safetensors};
 use anyhow::{Context, Result, anyhow, bail};
 use burn::prelude::*;
 use burn::tensor::TensorData;
@@ -231,18 +231,18 @@ pub fn read_state_json(ckpt: &Path) -> Result<StateJson> {
     Ok(js)
 }
 
-fn tensor2<B: Backend>(t: &HostTensor, device: &B::Device) -> Tensor<B, 2> {
+fn tensor2<B: Backend>(t: &F32Tensor, device: &B::Device) -> Tensor<B, 2> {
     let (r, c) = match t.shape.len() {
         1 => (1, t.shape[0]),
         2 => (t.shape[0], t.shape[1]),
         _ => (t.shape[..t.shape.len() - 1].iter().product(), *t.shape.last().unwrap()),
     };
-    Tensor::from_data(TensorData::new(t.f32s(), [r, c]), device)
+    Tensor::from_data(TensorData::new(t.values.clone(), [r, c]), device)
 }
 
 /// Named tensors `prefix<name>` of `map` in the order of `like`.
 fn take_named<B: Backend>(
-    map: &BTreeMap<String, HostTensor>,
+    map: &BTreeMap<String, F32Tensor>,
     prefix: &str,
     like: &[(String, Vec<usize>)],
     device: &B::Device,
@@ -272,7 +272,7 @@ fn verify_parent(file: &Path) -> Result<()> {
     }
 }
 
-fn ensure_finite_host(map: &BTreeMap<String, HostTensor>, file: &Path) -> Result<()> {
+fn ensure_finite_host(map: &BTreeMap<String, F32Tensor>, file: &Path) -> Result<()> {
     for (name, t) in map {
         if let Some(i) = t.values.iter().position(|x| !x.is_finite()) {
             bail!(
@@ -292,8 +292,44 @@ pub fn canonical_name(key: &str) -> &str {
     k.strip_prefix("model.inner.").unwrap_or(k)
 }
 
-/// Loads the evaluation weights and the puzzle table of a checkpoint (ours, or a reference
-/// state dict exported to safetensors: `_orig_mod.` / `model.inner.` prefixes are accepted).
+/// Buffers the reference may hold at run time that carry no weights (skipped when present).
+const RUNTIME_BUFFERS: [&str; 4] = ["puzzle_emb.local_weights", "puzzle_emb.local_ids", "rotary_emb.cos_cached", "rotary_emb.sin_cached"];
+
+/// Whether `spec` names a weights file (`FILE` or `FILE#key`) rather than a folder.
+pub fn is_weights_file(spec: &Path) -> bool {
+    spec.is_file() || spec.to_string_lossy().rsplit_once('#').is_some_and(|(f, _)| Path::new(f).is_file())
+}
+
+/// The tensors of a weights file, by canonical name (`canonical_name`), as float32: a safetensors
+/// file, or a `torch.save` state dict (the reference's checkpoints, recognised by their bytes;
+/// `FILE#key` picks a nested one, e.g. `step_1000#ema`). Returns the file's own path too.
+pub fn read_weights(spec: &Path) -> Result<(PathBuf, BTreeMap<String, F32Tensor>)> {
+    let text = spec.to_string_lossy();
+    let (file, key) = match text.rsplit_once('#') {
+        Some((f, k)) if !spec.exists() && Path::new(f).exists() => (PathBuf::from(f), k.to_string()),
+        _ => (spec.to_path_buf(), String::new()),
+    };
+    let torch = crate::util::torch_zip::is_torch_file(&file);
+    let map = if torch {
+        crate::util::torch_zip::read(&file, &key)?
+    } else {
+        anyhow::ensure!(key.is_empty(), "{}: a #key picks a state dict inside a torch file; this is a safetensors file", file.display());
+        verify_parent(&file)?;
+        read_safetensors_f32(&file)?
+    };
+    let mut canon = BTreeMap::new();
+    for (k, v) in map {
+        let name = canonical_name(&k).to_string();
+        if canon.insert(name.clone(), v).is_some() {
+            bail!("{}: `{name}` appears twice (with and without a wrapper prefix)", file.display());
+        }
+    }
+    Ok((file, canon))
+}
+
+/// Loads the evaluation weights and the puzzle table of a checkpoint: ours, a reference state
+/// dict exported to safetensors, or the reference's own `torch.save` file (`read_weights`).
+/// Every tensor must be one the model has: a key of another model is an error naming it.
 pub fn load_model<B: Backend>(file: &Path, model: &ModelConfig, device: &B::Device) -> Result<(Vec<Named<B>>, Option<Tensor<B, 2>>)> {
     load_model_impl(file, model, device, false)
 }
@@ -315,11 +351,24 @@ fn load_model_impl<B: Backend>(
     device: &B::Device,
     grow: bool,
 ) -> Result<(Vec<Named<B>>, Option<Tensor<B, 2>>)> {
-    verify_parent(file)?;
-    let map = read_safetensors(file)?;
-    ensure_finite_host(&map, file)?;
-    let canon: BTreeMap<String, HostTensor> = map.into_iter().map(|(k, v)| (canonical_name(&k).to_string(), v)).collect();
+    let (file, canon) = read_weights(file)?;
+    let file = file.as_path();
+    ensure_finite_host(&canon, file)?;
     let like = crate::model::weights::expected_shapes(model);
+    let unknown: Vec<&String> = canon
+        .keys()
+        .filter(|k| *k != "puzzle_emb.weights" && !RUNTIME_BUFFERS.contains(&k.as_str()) && !like.iter().any(|(n, _)| n == *k))
+        .collect();
+    if !unknown.is_empty() {
+        bail!(
+            "{}: {} tensor(s) that the {} model configured here does not have: {}{} (weights of another architecture or size? check --config and arch=)",
+            file.display(),
+            unknown.len(),
+            model.arch.name.name(),
+            unknown.iter().take(6).map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+            if unknown.len() > 6 { ", ..." } else { "" }
+        );
+    }
     let params = take_named(&canon, "", &like, device, file)?;
     let table = match canon.get("puzzle_emb.weights") {
         Some(t) if grow && t.shape.len() == 2 && t.shape[0] < model.num_puzzle_identifiers && t.shape[1] == model.arch.puzzle_emb_ndim => {
@@ -352,7 +401,7 @@ pub fn load_state<B: Backend>(ckpt: &Path, device: &B::Device) -> Result<(StateJ
     let model = &js.model;
     let (_, table) = load_model::<B>(&ckpt.join("model.safetensors"), model, device)?;
     let file = ckpt.join("state.safetensors");
-    let map = read_safetensors(&file)?;
+    let map = read_safetensors_f32(&file)?;
     ensure_finite_host(&map, &file)?;
     let like = crate::model::weights::expected_shapes(model);
     let params = take_named::<B>(&map, "params.", &like, device, &file)?;
@@ -377,7 +426,7 @@ pub fn load_state<B: Backend>(ckpt: &Path, device: &B::Device) -> Result<(StateJ
                     .or_else(|| map.get(&format!("carry.{}", key.to_lowercase())))
                     .ok_or_else(|| anyhow!("{}: missing carry.{key}", file.display()))?;
                 anyhow::ensure!(t.shape == want, "{}: carry.{key} has shape {:?}, expected {want:?}", file.display(), t.shape);
-                Ok(Tensor::from_data(TensorData::new(t.f32s(), want), device))
+                Ok(Tensor::from_data(TensorData::new(t.values.clone(), want), device))
             };
             let sched = crate::model::schedule::Schedule::of(&model.arch);
             Some(Carry {

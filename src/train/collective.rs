@@ -82,6 +82,41 @@ pub fn gather_carry<B: Backend>(c: &Carry<B>, r: &mut dyn Reducer) -> Result<Car
     })
 }
 
+/// A result only rank 0 has (its lock, its files): every rank learns whether it failed, so none
+/// waits forever on a collective rank 0 will not reach. Rank 0 returns its value or error; the
+/// others return None, or an error pointing at rank 0's.
+pub fn lead_result<T>(mine: Option<Result<T>>, what: &str, r: &mut dyn Reducer) -> Result<Option<T>> {
+    if r.is_single() {
+        return mine.transpose();
+    }
+    let mut failed = [mine.as_ref().is_some_and(|m| m.is_err()) as u8 as f32];
+    r.all_reduce_sum(&mut failed)?;
+    match mine {
+        Some(m) => m.map(Some),
+        None if failed[0] > 0.0 => bail!("rank 0 failed to {what} (see its error)"),
+        None => Ok(None),
+    }
+}
+
+/// Every rank holds the same step and loader position (they resumed from the same checkpoint).
+pub fn check_same_position(step: u64, iteration: u64, batch: u64, r: &mut dyn Reducer) -> Result<()> {
+    if r.is_single() {
+        return Ok(());
+    }
+    let mine = [step as i32, iteration as i32, batch as i32];
+    let all = r.all_gather_i32(&mine)?;
+    if let Some((k, c)) = all.chunks(3).enumerate().find(|(_, c)| *c != mine) {
+        bail!(
+            "rank {k} starts at step {} (iteration {}, batch {}) but rank {} at step {step}: the ranks resumed from different checkpoints (a file system that is not the same on every node?)",
+            c[0],
+            c[1],
+            c[2],
+            r.rank()
+        );
+    }
+    Ok(())
+}
+
 /// Why a run should stop after this step, agreed by every rank.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stop {

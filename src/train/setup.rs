@@ -112,6 +112,7 @@ pub fn open_state<B: Backend>(
     let model = model_config(&cfg, train)?;
     let mut st = fresh_state::<B>(&cfg, &model, device, job.init_from.as_deref())?;
     collective::broadcast_weights(&mut st, r)?;
+    st.ema = cfg.ema.then(|| st.params.clone()); // of the broadcast weights
     Ok((cfg, st, None))
 }
 

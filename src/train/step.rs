@@ -60,7 +60,8 @@ impl<AD: AutodiffBackend> Ropes<AD> {
 
 /// A training step's forward: reset/load, recursion, halting, loss. The carry is updated
 /// (detached); call `backward` on `loss.total` and read gradients from the leaves. `explore`
-/// names the step and the rows' place in the global batch (its `prob` is the architecture's).
+/// names the step, the rows' place in the global batch and the probability (the trainer passes
+/// the architecture's `halt_exploration_prob`).
 #[allow(clippy::too_many_arguments)]
 pub fn train_forward<AD: AutodiffBackend>(
     cfg: &ModelConfig,
@@ -94,7 +95,6 @@ pub fn train_forward<AD: AutodiffBackend>(
     let (qh, qc) = (to_host_f32(&out.q_halt), to_host_f32(&out.q_continue));
     let a = &cfg.arch;
     let max = a.halt_max_steps;
-    let explore = Exploration { prob: a.halt_exploration_prob, ..explore };
     let last = carry.advance((&qh, &qc), a.halt_rule(), a.adaptive_in_training(), Some(explore), max);
     // The bootstrap pass: the new carry, the same data, no graph (one more forward pass).
     let target = (a.continue_target() && max > 1).then(|| {

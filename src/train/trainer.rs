@@ -77,8 +77,9 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
     let lead = rank == 0;
     let (train_split, test_split) = read_splits(&job.data)?;
     // One writer per run folder, held until this function returns (or the process dies).
-    let _lock = if lead { Some(crate::util::lock::RunLock::acquire(&job.out)?) } else { None };
+    let _lock = collective::lead_result(lead.then(|| crate::util::lock::RunLock::acquire(&job.out)), "lock the run folder", reducer)?;
     let (cfg, mut st, resumed_from) = open_state::<AD::InnerBackend>(job, &train_split, device, reducer)?;
+    collective::check_same_position(st.step, st.position.iteration, st.position.batch, reducer)?;
     let model = model_config(&cfg, &train_split)?;
     if let Some(t) = &test_split {
         check_test_split(t, &model, &job.data)?;
@@ -87,12 +88,6 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
         eprintln!(
             "note: arch.forward_dtype=bfloat16 runs in float32 on the CPU backend (bfloat16 would only be emulated there, slower); TRM_CPU_BF16=1 emulates it anyway"
         );
-    }
-    if lead {
-        crate::util::fs::write_atomic(&job.out.join("config.toml"), cfg.to_toml().as_bytes())?;
-        if let Ok(ids) = format::read_identifiers(&job.data) {
-            crate::util::fs::write_json(&job.out.join("identifiers.json"), &ids)?;
-        }
     }
 
     let g = cfg.global_batch_size;
@@ -134,8 +129,19 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
     }
     let stop_at = cfg.max_steps.map_or(total, |m| m.min(total));
     let ropes = Ropes::<AD>::new(&model, device);
-    // Only rank 0 logs.
-    let mut log = if lead { Some(MetricsLog::open(&job.out, job.resume.then_some(st.step))?) } else { None };
+    if test_split.is_some() && world > 1 {
+        let eb = cfg.eval_batch_size.unwrap_or(g);
+        anyhow::ensure!(eb.is_multiple_of(world), "eval_batch_size {eb} does not split over {world} ranks: make it a multiple of {world}");
+    }
+    // Only rank 0 writes: the config, the identifier map, the logs.
+    let open_run = || -> Result<MetricsLog> {
+        crate::util::fs::write_atomic(&job.out.join("config.toml"), cfg.to_toml().as_bytes())?;
+        if let Ok(ids) = format::read_identifiers(&job.data) {
+            crate::util::fs::write_json(&job.out.join("identifiers.json"), &ids)?;
+        }
+        MetricsLog::open(&job.out, job.resume.then_some(st.step))
+    };
+    let mut log = collective::lead_result(lead.then(open_run), "write the run folder", reducer)?;
     if let (Some(log), 0) = (log.as_mut(), st.step) {
         let n = Weights::from_named(&model, st.params.clone())?.num_params();
         log.log(0, "info", &[("num_params", n as f64), ("total_steps", total as f64), ("world_size", world as f64)])?;
@@ -168,7 +174,7 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
             let before = st.carry.clone();
             st.step += 1;
             let carry = st.carry.get_or_insert_with(|| Carry::new(&model, batch.batch_size, device));
-            let explore = Exploration { prob: 0.0, seed: cfg.seed, step: st.step, first_row: rank * b };
+            let explore = Exploration { prob: model.arch.halt_exploration_prob, seed: cfg.seed, step: st.step, first_row: rank * b };
             let (loss, _out, leaves) = train_forward::<AD>(&model, &st.params, st.table.as_ref(), carry, &batch, &ropes, explore);
             let local_stop =
                 Stop { interrupt: crate::util::interrupt::requested(), time_up: job.time_limit.is_some_and(|l| t0.elapsed() >= l) };

@@ -5,7 +5,8 @@
 //! |---|---|
 //! | `RANK`, `WORLD_SIZE`, `LOCAL_RANK` | this process's rank, the number of ranks, its GPU on this node (torchrun, `trm launch`) |
 //! | `MASTER_ADDR`, `MASTER_PORT` | where rank 0 hands out the NCCL id (default port 29500) |
-//! | `SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID` | the same under `srun`, when `RANK`/`WORLD_SIZE` are not set |
+//! | `TRM_RENDEZVOUS_PORT` | the port of that hand-off when not MASTER_PORT (default: MASTER_PORT + 1 under torchrun, whose own store holds MASTER_PORT) |
+//! | `SLURM_PROCID`, `SLURM_STEP_NUM_TASKS`, `SLURM_LOCALID` | the same under `srun` (a step's tasks), when `RANK`/`WORLD_SIZE` are not set |
 //! | `TRM_RENDEZVOUS_TIMEOUT` | seconds to wait for every rank to arrive (default 300) |
 //! | `TRM_NCCL_LIB` | path of the NCCL library when it is only present as `libnccl.so.2` (`trm launch`) |
 //! | `TRM_CPU_BF16=1` | emulate bfloat16 forwards on the CPU instead of running them in float32 |
@@ -62,15 +63,18 @@ pub struct Launch {
     pub world: usize,
     pub local_rank: usize,
     pub master_addr: String,
+    /// The port rank 0 listens on for the hand-off of the NCCL id.
     pub master_port: u16,
     /// `torchrun` (RANK/WORLD_SIZE) or `slurm`.
     pub source: &'static str,
 }
 
-/// The launch environment, or None for a plain single process (no WORLD_SIZE, no Slurm tasks).
+/// The launch environment, or None for a plain single process (no WORLD_SIZE, no srun step).
 /// `trm launch` and torchrun set `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`,
-/// `MASTER_PORT`; under `srun`, `SLURM_PROCID`, `SLURM_NTASKS` and `SLURM_LOCALID` stand in for
-/// the first three.
+/// `MASTER_PORT`; under `srun`, `SLURM_PROCID`, `SLURM_STEP_NUM_TASKS` and `SLURM_LOCALID` stand
+/// in for the first three (`SLURM_STEP_NUM_TASKS`, not `SLURM_NTASKS`: a batch script itself, run
+/// once, also has `SLURM_NTASKS`). torchrun's own store listens on `MASTER_PORT`, so under torchrun
+/// (`TORCHELASTIC_RUN_ID` set) the hand-off uses `MASTER_PORT + 1`; `TRM_RENDEZVOUS_PORT` overrides.
 pub fn launch() -> Result<Option<Launch>> {
     launch_from(&|name| var(name))
 }
@@ -83,11 +87,11 @@ pub fn launch_from(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Launch
     let (rank, world, local, source) = if let Some(world) = num("WORLD_SIZE")? {
         let rank = num("RANK")?.context("WORLD_SIZE is set but RANK is not")?;
         (rank, world, num("LOCAL_RANK")?.unwrap_or(rank), "torchrun")
-    } else if let Some(world) = num("SLURM_NTASKS")? {
+    } else if let Some(world) = num("SLURM_STEP_NUM_TASKS")? {
         if world <= 1 {
-            return Ok(None); // a single Slurm task is a plain process
+            return Ok(None); // a single srun task is a plain process
         }
-        let rank = num("SLURM_PROCID")?.context("SLURM_NTASKS is set but SLURM_PROCID is not")?;
+        let rank = num("SLURM_PROCID")?.context("SLURM_STEP_NUM_TASKS is set but SLURM_PROCID is not")?;
         (rank, world, num("SLURM_LOCALID")?.unwrap_or(0), "slurm")
     } else {
         return Ok(None);
@@ -98,6 +102,13 @@ pub fn launch_from(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Launch
     let port = match get("MASTER_PORT") {
         None => 29500,
         Some(p) => p.trim().parse::<u16>().with_context(|| format!("MASTER_PORT={p}: not a port number"))?,
+    };
+    let port = match get("TRM_RENDEZVOUS_PORT") {
+        Some(p) => p.trim().parse::<u16>().with_context(|| format!("TRM_RENDEZVOUS_PORT={p}: not a port number"))?,
+        None if get("TORCHELASTIC_RUN_ID").is_some() => {
+            port.checked_add(1).context("MASTER_PORT 65535 leaves no port for the hand-off: set TRM_RENDEZVOUS_PORT")?
+        }
+        None => port,
     };
     let addr = match get("MASTER_ADDR") {
         Some(a) => a,
@@ -127,17 +138,26 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((l.rank, l.world, l.local_rank, l.master_addr.as_str(), l.master_port, l.source), (3, 8, 1, "node0", 1234, "torchrun"));
-        let l = env(&[("SLURM_PROCID", "5"), ("SLURM_NTASKS", "16"), ("SLURM_LOCALID", "1"), ("MASTER_ADDR", "n1")]).unwrap().unwrap();
+        let l =
+            env(&[("SLURM_PROCID", "5"), ("SLURM_STEP_NUM_TASKS", "16"), ("SLURM_LOCALID", "1"), ("MASTER_ADDR", "n1")]).unwrap().unwrap();
         assert_eq!((l.rank, l.world, l.local_rank, l.master_port, l.source), (5, 16, 1, 29500, "slurm"));
-        assert_eq!(env(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "1")]).unwrap(), None);
-        // torchrun variables win over Slurm's
-        assert_eq!(env(&[("RANK", "0"), ("WORLD_SIZE", "1"), ("SLURM_NTASKS", "4"), ("SLURM_PROCID", "2")]).unwrap().unwrap().world, 1);
+        assert_eq!(env(&[("SLURM_PROCID", "0"), ("SLURM_STEP_NUM_TASKS", "1")]).unwrap(), None);
+        // A batch script (SLURM_NTASKS, no srun step) is a plain process.
+        assert_eq!(env(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "8")]).unwrap(), None);
+        // torchrun variables win over Slurm's; under torchrun the hand-off avoids its store's port.
+        assert_eq!(
+            env(&[("RANK", "0"), ("WORLD_SIZE", "1"), ("SLURM_STEP_NUM_TASKS", "4"), ("SLURM_PROCID", "2")]).unwrap().unwrap().world,
+            1
+        );
+        let t = [("RANK", "1"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "29500"), ("TORCHELASTIC_RUN_ID", "x")];
+        assert_eq!(env(&t).unwrap().unwrap().master_port, 29501);
+        assert_eq!(env(&[t.as_slice(), &[("TRM_RENDEZVOUS_PORT", "4000")]].concat()).unwrap().unwrap().master_port, 4000);
         for (bad, want) in [
             (vec![("RANK", "2"), ("WORLD_SIZE", "2")], "below the world size"),
             (vec![("WORLD_SIZE", "2")], "RANK is not"),
             (vec![("RANK", "x"), ("WORLD_SIZE", "2")], "RANK=x"),
             (vec![("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "a"), ("MASTER_PORT", "99999")], "MASTER_PORT"),
-            (vec![("SLURM_PROCID", "0"), ("SLURM_NTASKS", "4")], "MASTER_ADDR"),
+            (vec![("SLURM_PROCID", "0"), ("SLURM_STEP_NUM_TASKS", "4")], "MASTER_ADDR"),
         ] {
             let e = format!("{:#}", env(&bad).unwrap_err());
             assert!(e.contains(want), "{bad:?}: {e}");

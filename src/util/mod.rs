@@ -7,3 +7,4 @@ pub mod interrupt;
 pub mod lock;
 pub mod rng;
 pub mod tensors;
+pub mod torch_zip;

@@ -59,6 +59,31 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
     Ok(out)
 }
 
+/// A tensor widened to float32 at most (weights: never to float64, an ARC table is ~2 GB).
+#[derive(Debug, Clone, PartialEq)]
+pub struct F32Tensor {
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+/// Reads the float tensors (float32, bfloat16, float16) of a safetensors file as float32.
+pub fn read_safetensors_f32(path: &Path) -> Result<BTreeMap<String, F32Tensor>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let b = view.data();
+        let values: Vec<f32> = match view.dtype() {
+            Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            other => bail!("{}: tensor `{name}` is {other:?}; weights must be float32, bfloat16 or float16", path.display()),
+        };
+        out.insert(name.to_string(), F32Tensor { shape: view.shape().to_vec(), values });
+    }
+    Ok(out)
+}
+
 /// Writes float32 tensors (name, shape, values) plus string metadata, atomically.
 pub fn write_safetensors(
     path: &Path,

@@ -1,0 +1,447 @@
+//! A strict reader of `torch.save` files (the zip format of PyTorch >= 1.6): `ARCHIVE/data.pkl`
+//! is a pickle whose tensors point, through persistent ids, at raw storages `ARCHIVE/data/<key>`.
+//! Only what a state dict needs is understood: dicts (plain and `collections.OrderedDict`),
+//! tensors rebuilt by `torch._utils._rebuild_tensor_v2` / `_rebuild_parameter`, and the usual
+//! scalars, strings, lists and tuples. Every tensor must be a contiguous view inside its storage
+//! (a transposed or out-of-range view is an error, never garbage); float32, bfloat16 and float16
+//! storages become float32, read straight into the output buffer (an ARC puzzle table is ~2 GB).
+//! A pre-1.6 (non-zip) file, a missing storage or a short one is an error naming it.
+
+use super::tensors::F32Tensor;
+use anyhow::{Context, Result, anyhow, bail};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::Path;
+
+/// A value of the pickle, as far as a state dict needs.
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // scalar payloads are kept for the error messages (Debug)
+enum Value {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    Tuple(Vec<Value>),
+    List(Vec<Value>),
+    Dict(Vec<(Value, Value)>),
+    Global(String, String),
+    Storage {
+        key: String,
+        dtype: Dtype,
+        numel: usize,
+    },
+    Tensor(TensorRef),
+    /// Any other reduced object (kept only to name it in errors).
+    Object(String),
+    Mark,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    F32,
+    BF16,
+    F16,
+}
+
+impl Dtype {
+    fn of_storage(name: &str) -> Result<Dtype> {
+        Ok(match name {
+            "FloatStorage" => Dtype::F32,
+            "BFloat16Storage" => Dtype::BF16,
+            "HalfStorage" => Dtype::F16,
+            other => bail!("storage type torch.{other} is not supported (float32, bfloat16 and float16 are)"),
+        })
+    }
+    fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::BF16 | Dtype::F16 => 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct TensorRef {
+    key: String,
+    dtype: Dtype,
+    storage_numel: usize,
+    offset: usize,
+    shape: Vec<usize>,
+    stride: Vec<usize>,
+}
+
+fn as_usize(v: &Value, what: &str) -> Result<usize> {
+    match v {
+        Value::Int(i) if *i >= 0 => Ok(*i as usize),
+        other => bail!("{what}: expected a non-negative integer, found {other:?}"),
+    }
+}
+
+fn as_usizes(v: &Value, what: &str) -> Result<Vec<usize>> {
+    match v {
+        Value::Tuple(xs) | Value::List(xs) => xs.iter().map(|x| as_usize(x, what)).collect(),
+        other => bail!("{what}: expected a tuple of integers, found {other:?}"),
+    }
+}
+
+/// The pickle machine: just the opcodes `torch.save` (protocol 2, and 3/4 for good measure) emits.
+fn unpickle(bytes: &[u8]) -> Result<Value> {
+    let mut stack: Vec<Value> = Vec::new();
+    let mut memo: HashMap<u32, Value> = HashMap::new();
+    let mut i = 0usize;
+    let take = |i: &mut usize, n: usize| -> Result<&[u8]> {
+        let s = bytes.get(*i..*i + n).ok_or_else(|| anyhow!("data.pkl ends inside an opcode at byte {}", *i))?;
+        *i += n;
+        Ok(s)
+    };
+    let line = |i: &mut usize| -> Result<String> {
+        let end = bytes[*i..].iter().position(|&b| b == b'\n').ok_or_else(|| anyhow!("data.pkl: unterminated line at byte {}", *i))?;
+        let s = String::from_utf8_lossy(&bytes[*i..*i + end]).into_owned();
+        *i += end + 1;
+        Ok(s)
+    };
+    fn pop(stack: &mut Vec<Value>) -> Result<Value> {
+        stack.pop().ok_or_else(|| anyhow!("data.pkl: stack underflow"))
+    }
+    fn pop_mark(stack: &mut Vec<Value>) -> Result<Vec<Value>> {
+        let at = stack.iter().rposition(|v| matches!(v, Value::Mark)).ok_or_else(|| anyhow!("data.pkl: no MARK"))?;
+        let items = stack.split_off(at + 1);
+        stack.pop();
+        Ok(items)
+    }
+    fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>> {
+        anyhow::ensure!(items.len().is_multiple_of(2), "data.pkl: odd number of dict items");
+        let mut it = items.into_iter();
+        let mut out = vec![];
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            out.push((k, v));
+        }
+        Ok(out)
+    }
+    loop {
+        let at = i;
+        let op = *take(&mut i, 1)?.first().unwrap();
+        match op {
+            0x80 => {
+                take(&mut i, 1)?; // PROTO
+            }
+            0x95 => {
+                take(&mut i, 8)?; // FRAME
+            }
+            b'.' => return pop(&mut stack),
+            b'(' => stack.push(Value::Mark),
+            b'N' => stack.push(Value::None),
+            0x88 => stack.push(Value::Bool(true)),
+            0x89 => stack.push(Value::Bool(false)),
+            b'J' => stack.push(Value::Int(i32::from_le_bytes(take(&mut i, 4)?.try_into()?) as i64)),
+            b'K' => stack.push(Value::Int(take(&mut i, 1)?[0] as i64)),
+            b'M' => stack.push(Value::Int(u16::from_le_bytes(take(&mut i, 2)?.try_into()?) as i64)),
+            0x8a => {
+                let n = take(&mut i, 1)?[0] as usize;
+                let b = take(&mut i, n)?;
+                anyhow::ensure!(n <= 8, "data.pkl: integer of {n} bytes at byte {at}");
+                let mut v: i64 = 0;
+                for (k, &x) in b.iter().enumerate() {
+                    v |= (x as i64) << (8 * k);
+                }
+                if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
+                    v -= 1i64 << (8 * n); // negative
+                }
+                stack.push(Value::Int(v));
+            }
+            b'G' => stack.push(Value::Float(f64::from_be_bytes(take(&mut i, 8)?.try_into()?))),
+            b'X' => {
+                let n = u32::from_le_bytes(take(&mut i, 4)?.try_into()?) as usize;
+                stack.push(Value::Str(String::from_utf8(take(&mut i, n)?.to_vec()).context("data.pkl: string is not UTF-8")?));
+            }
+            0x8c => {
+                let n = take(&mut i, 1)?[0] as usize;
+                stack.push(Value::Str(String::from_utf8(take(&mut i, n)?.to_vec()).context("data.pkl: string is not UTF-8")?));
+            }
+            b'U' => {
+                let n = take(&mut i, 1)?[0] as usize;
+                stack.push(Value::Str(String::from_utf8_lossy(take(&mut i, n)?).into_owned()));
+            }
+            b'T' => {
+                let n = u32::from_le_bytes(take(&mut i, 4)?.try_into()?) as usize;
+                stack.push(Value::Str(String::from_utf8_lossy(take(&mut i, n)?).into_owned()));
+            }
+            b'C' => {
+                let n = take(&mut i, 1)?[0] as usize;
+                stack.push(Value::Bytes(take(&mut i, n)?.to_vec()));
+            }
+            b'B' => {
+                let n = u32::from_le_bytes(take(&mut i, 4)?.try_into()?) as usize;
+                stack.push(Value::Bytes(take(&mut i, n)?.to_vec()));
+            }
+            b'c' => {
+                let (m, n) = (line(&mut i)?, line(&mut i)?);
+                stack.push(Value::Global(m, n));
+            }
+            0x93 => {
+                let n = pop(&mut stack)?;
+                let m = pop(&mut stack)?;
+                match (m, n) {
+                    (Value::Str(m), Value::Str(n)) => stack.push(Value::Global(m, n)),
+                    other => bail!("data.pkl: STACK_GLOBAL of {other:?}"),
+                }
+            }
+            b'q' => {
+                let k = take(&mut i, 1)?[0] as u32;
+                memo.insert(k, stack.last().cloned().ok_or_else(|| anyhow!("data.pkl: BINPUT on an empty stack"))?);
+            }
+            b'r' => {
+                let k = u32::from_le_bytes(take(&mut i, 4)?.try_into()?);
+                memo.insert(k, stack.last().cloned().ok_or_else(|| anyhow!("data.pkl: LONG_BINPUT on an empty stack"))?);
+            }
+            0x94 => {
+                let k = memo.len() as u32;
+                memo.insert(k, stack.last().cloned().ok_or_else(|| anyhow!("data.pkl: MEMOIZE on an empty stack"))?);
+            }
+            b'h' => {
+                let k = take(&mut i, 1)?[0] as u32;
+                stack.push(memo.get(&k).cloned().ok_or_else(|| anyhow!("data.pkl: memo {k} unset"))?);
+            }
+            b'j' => {
+                let k = u32::from_le_bytes(take(&mut i, 4)?.try_into()?);
+                stack.push(memo.get(&k).cloned().ok_or_else(|| anyhow!("data.pkl: memo {k} unset"))?);
+            }
+            b'}' => stack.push(Value::Dict(vec![])),
+            b']' => stack.push(Value::List(vec![])),
+            b')' => stack.push(Value::Tuple(vec![])),
+            b't' => {
+                let items = pop_mark(&mut stack)?;
+                stack.push(Value::Tuple(items));
+            }
+            b'l' => {
+                let items = pop_mark(&mut stack)?;
+                stack.push(Value::List(items));
+            }
+            b'd' => {
+                let items = pop_mark(&mut stack)?;
+                stack.push(Value::Dict(pairs(items)?));
+            }
+            0x85..=0x87 => {
+                let n = (op - 0x84) as usize;
+                anyhow::ensure!(stack.len() >= n, "data.pkl: stack underflow");
+                let items = stack.split_off(stack.len() - n);
+                stack.push(Value::Tuple(items));
+            }
+            b'a' => {
+                let v = pop(&mut stack)?;
+                match stack.last_mut() {
+                    Some(Value::List(l)) => l.push(v),
+                    _ => bail!("data.pkl: APPEND to a non-list"),
+                }
+            }
+            b'e' => {
+                let items = pop_mark(&mut stack)?;
+                match stack.last_mut() {
+                    Some(Value::List(l)) => l.extend(items),
+                    _ => bail!("data.pkl: APPENDS to a non-list"),
+                }
+            }
+            b's' => {
+                let v = pop(&mut stack)?;
+                let k = pop(&mut stack)?;
+                match stack.last_mut() {
+                    Some(Value::Dict(d)) => d.push((k, v)),
+                    _ => bail!("data.pkl: SETITEM on a non-dict"),
+                }
+            }
+            b'u' => {
+                let items = pairs(pop_mark(&mut stack)?)?;
+                match stack.last_mut() {
+                    Some(Value::Dict(d)) => d.extend(items),
+                    _ => bail!("data.pkl: SETITEMS on a non-dict"),
+                }
+            }
+            b'b' => {
+                pop(&mut stack)?; // BUILD: object state (e.g. a state dict's `_metadata`), not needed
+            }
+            b'Q' => {
+                let pid = pop(&mut stack)?;
+                stack.push(persistent(pid)?);
+            }
+            b'R' => {
+                let args = pop(&mut stack)?;
+                let f = pop(&mut stack)?;
+                stack.push(reduce(f, args)?);
+            }
+            other => bail!("data.pkl: unsupported pickle opcode 0x{other:02x} at byte {at}"),
+        }
+    }
+}
+
+/// `('storage', torch.<T>Storage, key, location, numel)`.
+fn persistent(pid: Value) -> Result<Value> {
+    let Value::Tuple(t) = pid else { bail!("data.pkl: persistent id {pid:?} is not a tuple") };
+    match t.as_slice() {
+        [Value::Str(kind), Value::Global(_, ty), Value::Str(key), _, numel] if kind == "storage" => {
+            Ok(Value::Storage { key: key.clone(), dtype: Dtype::of_storage(ty)?, numel: as_usize(numel, "storage size")? })
+        }
+        _ => bail!("data.pkl: unsupported persistent id {t:?}"),
+    }
+}
+
+fn reduce(f: Value, args: Value) -> Result<Value> {
+    let Value::Global(m, n) = &f else { bail!("data.pkl: REDUCE of {f:?}") };
+    let Value::Tuple(a) = args else { bail!("data.pkl: {m}.{n} called with {args:?}") };
+    Ok(match (m.as_str(), n.as_str()) {
+        ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
+            let (Some(Value::Storage { key, dtype, numel }), Some(off), Some(size), Some(stride)) =
+                (a.first(), a.get(1), a.get(2), a.get(3))
+            else {
+                bail!("data.pkl: {n} with arguments {a:?}")
+            };
+            Value::Tensor(TensorRef {
+                key: key.clone(),
+                dtype: *dtype,
+                storage_numel: *numel,
+                offset: as_usize(off, "storage offset")?,
+                shape: as_usizes(size, "tensor size")?,
+                stride: as_usizes(stride, "tensor stride")?,
+            })
+        }
+        ("torch._utils", "_rebuild_parameter") | ("torch._utils", "_rebuild_parameter_with_state") => {
+            a.into_iter().next().ok_or_else(|| anyhow!("data.pkl: {n} without data"))?
+        }
+        ("collections", "OrderedDict") => Value::Dict(vec![]),
+        _ => Value::Object(format!("{m}.{n}")),
+    })
+}
+
+/// The state dict a key path names: the top level (`""`), or a nested entry (`"model"`,
+/// `"ema"`, `"a.b"`), as `name -> tensor`.
+fn pick<'a>(top: &'a Value, key: &str) -> Result<&'a [(Value, Value)]> {
+    let mut cur = top;
+    if !key.is_empty() {
+        for part in key.split('.') {
+            let Value::Dict(d) = cur else { bail!("`{part}` of --key {key}: not inside a dict") };
+            cur = d
+                .iter()
+                .find(|(k, _)| matches!(k, Value::Str(s) if s == part))
+                .map(|(_, v)| v)
+                .ok_or_else(|| anyhow!("no entry `{part}` (of {key}); entries: {}", names(d)))?;
+        }
+    }
+    let Value::Dict(d) = cur else { bail!("the checkpoint's {} is not a dict of tensors", if key.is_empty() { "top level" } else { key }) };
+    if d.iter().any(|(_, v)| matches!(v, Value::Tensor(_))) {
+        return Ok(d);
+    }
+    // A wrapper ({"model": {...}, "config": ...}): the one entry that is a dict of tensors.
+    let inner: Vec<&(Value, Value)> =
+        d.iter().filter(|(_, v)| matches!(v, Value::Dict(x) if x.iter().any(|(_, t)| matches!(t, Value::Tensor(_))))).collect();
+    match inner.as_slice() {
+        [(_, Value::Dict(x))] => Ok(x),
+        [] => bail!("no tensors in {} (entries: {})", if key.is_empty() { "the checkpoint" } else { key }, names(d)),
+        many => bail!(
+            "the checkpoint holds several state dicts ({}): choose one with a #key suffix, e.g. FILE#{}",
+            many.iter().map(|(k, _)| format!("{k:?}")).collect::<Vec<_>>().join(", "),
+            match &many[0].0 {
+                Value::Str(s) => s.as_str(),
+                _ => "model",
+            }
+        ),
+    }
+}
+
+fn names(d: &[(Value, Value)]) -> String {
+    d.iter().map(|(k, _)| if let Value::Str(s) = k { s.clone() } else { format!("{k:?}") }).collect::<Vec<_>>().join(", ")
+}
+
+/// Whether a file is a torch checkpoint (by its first bytes: a zip archive, or the pickle of the
+/// legacy format, which `read` refuses with advice).
+pub fn is_torch_file(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && (&magic == b"PK\x03\x04" || magic[0] == 0x80)
+}
+
+/// Reads the tensors of a `torch.save` state dict; `key` picks a nested dict ("" = the top
+/// level, or the single dict of tensors inside it).
+pub fn read(path: &Path, key: &str) -> Result<BTreeMap<String, F32Tensor>> {
+    let f = path.display();
+    let mut head = [0u8; 2];
+    std::fs::File::open(path).and_then(|mut x| x.read_exact(&mut head)).with_context(|| format!("cannot read {f}"))?;
+    if head[0] == 0x80 {
+        bail!("{f}: a legacy (pre-1.6, non-zip) torch file; re-save it with a current PyTorch: torch.save(torch.load(p), p)");
+    }
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {f}"))?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).with_context(|| format!("{f}: not a torch zip checkpoint"))?;
+    let pkl_name = zip
+        .file_names()
+        .find(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1)
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("{f}: no ARCHIVE/data.pkl inside: not a torch.save file"))?;
+    let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
+    if let Ok(mut b) = zip.by_name(&format!("{prefix}byteorder")) {
+        let mut s = String::new();
+        b.read_to_string(&mut s)?;
+        anyhow::ensure!(s.trim() == "little", "{f}: byte order `{}` (only little-endian files are read)", s.trim());
+    }
+    let mut pkl = vec![];
+    zip.by_name(&pkl_name)?.read_to_end(&mut pkl)?;
+    let top = unpickle(&pkl).with_context(|| format!("{f}: {pkl_name}"))?;
+    let dict = pick(&top, key).with_context(|| format!("{f}"))?;
+    let mut out = BTreeMap::new();
+    for (k, v) in dict {
+        let Value::Str(name) = k else { bail!("{f}: a state-dict key is {k:?}, not a string") };
+        let t = match v {
+            Value::Tensor(t) => t,
+            Value::None | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Str(_) => {
+                bail!("{f}: `{name}` is not a tensor ({v:?})")
+            }
+            other => bail!("{f}: `{name}` is not a tensor ({})", if let Value::Object(o) = other { o.as_str() } else { "a container" }),
+        };
+        out.insert(name.clone(), read_tensor(&mut zip, &prefix, name, t).with_context(|| format!("{f}: tensor `{name}`"))?);
+    }
+    Ok(out)
+}
+
+fn read_tensor<R: std::io::Read + std::io::Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    prefix: &str,
+    name: &str,
+    t: &TensorRef,
+) -> Result<F32Tensor> {
+    let numel: usize = t.shape.iter().product();
+    anyhow::ensure!(t.stride.len() == t.shape.len(), "{} strides for {} dimensions", t.stride.len(), t.shape.len());
+    // Contiguous (row-major) strides; dimensions of size 1 may carry any stride.
+    let mut expect = 1usize;
+    for d in (0..t.shape.len()).rev() {
+        if t.shape[d] != 1 && t.stride[d] != expect {
+            bail!("a non-contiguous view (size {:?}, stride {:?}): save `{name}.contiguous()` instead", t.shape, t.stride);
+        }
+        expect *= t.shape[d];
+    }
+    anyhow::ensure!(t.offset + numel <= t.storage_numel, "its view ends at {} but its storage holds {}", t.offset + numel, t.storage_numel);
+    let entry = format!("{prefix}data/{}", t.key);
+    let mut r = zip.by_name(&entry).map_err(|_| anyhow!("its storage {entry} is missing from the archive"))?;
+    let bytes = r.size() as usize;
+    let want = t.storage_numel * t.dtype.size();
+    anyhow::ensure!(bytes == want, "its storage {entry} has {bytes} bytes, {want} expected ({} values)", t.storage_numel);
+    // Skip to the view, then read exactly its values.
+    std::io::copy(&mut (&mut r).take((t.offset * t.dtype.size()) as u64), &mut std::io::sink())?;
+    let mut values = vec![0f32; numel];
+    match t.dtype {
+        Dtype::F32 => {
+            // SAFETY: f32 has no invalid bit patterns; the buffer is exactly numel * 4 bytes.
+            let buf = unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr() as *mut u8, numel * 4) };
+            r.read_exact(buf)?;
+            if cfg!(target_endian = "big") {
+                values.iter_mut().for_each(|v| *v = f32::from_bits(v.to_bits().swap_bytes()));
+            }
+        }
+        Dtype::BF16 | Dtype::F16 => {
+            let mut raw = vec![0u8; numel * 2];
+            r.read_exact(&mut raw)?;
+            for (v, c) in values.iter_mut().zip(raw.chunks_exact(2)) {
+                let bits = u16::from_le_bytes([c[0], c[1]]);
+                *v = if t.dtype == Dtype::BF16 { half::bf16::from_bits(bits).to_f32() } else { half::f16::from_bits(bits).to_f32() };
+            }
+        }
+    }
+    Ok(F32Tensor { shape: t.shape.clone(), values })
+}

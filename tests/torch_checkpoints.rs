@@ -1,0 +1,126 @@
+//! The reference's checkpoints (`torch.save` state dicts) read directly: both key prefixes,
+//! wrapped and nested dicts, bfloat16/float16 storages, views at an offset, and the strictness
+//! errors. The files are made by tests/fixtures/torch/make.py with the reference's model class;
+//! `trm parity` of a reference fixture with its weights as a torch file gives the reference's
+//! logits.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use trm::train::checkpoint::{load_model, read_weights};
+use trm::util::tensors::{F32Tensor, read_safetensors_f32};
+
+type B = burn::backend::Flex;
+type AD = burn::backend::Autodiff<B>;
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch")
+}
+
+fn weights(name: &str) -> BTreeMap<String, F32Tensor> {
+    read_weights(&dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e:#}")).1
+}
+
+/// The truth, by canonical name (prefix `prefix` stripped).
+fn truth(file: &str, prefix: &str) -> BTreeMap<String, F32Tensor> {
+    read_safetensors_f32(&dir().join(file))
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k.strip_prefix(prefix).unwrap().strip_prefix("model.inner.").unwrap().to_string(), v))
+        .collect()
+}
+
+fn err(spec: &str) -> String {
+    format!("{:#}", read_weights(&dir().join(spec)).unwrap_err())
+}
+
+#[test]
+fn state_dicts_in_every_published_shape_read_bit_exactly() {
+    let want = truth("values.safetensors", "");
+    assert!(want.len() >= 10 && want.contains_key("H_init") && want.contains_key("puzzle_emb.weights"));
+    assert_eq!(weights("plain.pt"), want, "plain prefix");
+    assert_eq!(weights("compiled.pt"), want, "_orig_mod. prefix");
+    assert_eq!(weights("wrapped.pt"), want, "the one state dict inside a wrapper");
+    assert_eq!(weights("nested.pt#model"), want, "#model");
+    assert_eq!(weights("nested.pt#ema"), truth("ema_values.safetensors", "ema."), "#ema");
+    let e = err("nested.pt");
+    assert!(e.contains("several state dicts") && e.contains("#"), "{e}");
+    assert!(err("nested.pt#optimizer").contains("no entry `optimizer`"));
+    // bfloat16 buffers (H_init, L_init) widened exactly.
+    assert_eq!(weights("bf16.pt"), truth("bf16_values.safetensors", ""));
+    // float16 and bfloat16 storages; views at an offset in a shared storage.
+    let h = weights("half.pt");
+    let x: Vec<f32> = (0..12).map(|v| v as f32).collect();
+    assert_eq!((h["a"].values.clone(), h["a"].shape.clone()), (x.clone(), vec![3, 4]));
+    assert_eq!(h["b"].values, x);
+    let o = weights("offset.pt");
+    assert_eq!((o["a"].values.clone(), o["a"].shape.clone()), (x[4..].to_vec(), vec![2, 4]));
+    assert_eq!((o["b"].values.clone(), o["b"].shape.clone()), (x[..4].to_vec(), vec![4]));
+}
+
+/// A copy of plain.pt with one storage entry rewritten (None = dropped).
+fn with_storage(edit: Option<usize>, dir_out: &Path) -> PathBuf {
+    let src = dir().join("plain.pt");
+    let mut zin = zip::ZipArchive::new(std::fs::File::open(&src).unwrap()).unwrap();
+    let out = dir_out.join("edited.pt");
+    let mut zout = zip::ZipWriter::new(std::fs::File::create(&out).unwrap());
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for i in 0..zin.len() {
+        let mut f = zin.by_index(i).unwrap();
+        let name = f.name().to_string();
+        let mut bytes = vec![];
+        f.read_to_end(&mut bytes).unwrap();
+        if name == "plain/data/3" {
+            match edit {
+                None => continue,
+                Some(n) => bytes.truncate(n),
+            }
+        }
+        zout.start_file(name, opts).unwrap();
+        zout.write_all(&bytes).unwrap();
+    }
+    zout.finish().unwrap();
+    out
+}
+
+#[test]
+fn broken_files_are_errors_naming_what_is_wrong() {
+    let e = err("transposed.pt");
+    assert!(e.contains("`a`") && e.contains("non-contiguous") && e.contains("stride [1, 4]"), "{e}");
+    assert!(err("legacy.pt").contains("legacy (pre-1.6"), "legacy");
+    let t = tempfile::tempdir().unwrap();
+    let e = format!("{:#}", read_weights(&with_storage(None, t.path())).unwrap_err());
+    assert!(e.contains("plain/data/3 is missing"), "{e}");
+    let e = format!("{:#}", read_weights(&with_storage(Some(5), t.path())).unwrap_err());
+    assert!(e.contains("plain/data/3 has 5 bytes"), "{e}");
+    let junk = t.path().join("junk.pt");
+    std::fs::write(&junk, b"PK\x03\x04 not really a zip").unwrap();
+    assert!(format!("{:#}", read_weights(&junk).unwrap_err()).contains("not a torch zip checkpoint"));
+}
+
+#[test]
+fn weights_of_another_architecture_are_refused_by_name() {
+    // HRM's weights (a separate H network) into the TRM of the same size: every extra tensor named.
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fx.join("trm-act-small/config.json")).unwrap()).unwrap();
+    let trm = trm::eval::parity::model_config(&cfg).unwrap();
+    let hrm = fx.join("hrm-small/weights.safetensors");
+    let e = format!("{:#}", load_model::<B>(&hrm, &trm, &Default::default()).unwrap_err());
+    assert!(e.contains("H_level.layers.0") && e.contains("does not have"), "{e}");
+    // The torch file of the right model loads.
+    load_model::<B>(&dir().join("plain.pt"), &trm, &Default::default()).unwrap();
+}
+
+#[test]
+fn a_reference_fixture_replayed_from_its_torch_file_matches_the_reference() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/trm-act-small");
+    let t = tempfile::tempdir().unwrap();
+    for f in ["batch.safetensors", "expected.safetensors", "config.json"] {
+        std::fs::copy(src.join(f), t.path().join(f)).unwrap();
+    }
+    // The loader goes by the bytes, not the name: the torch file stands in for weights.safetensors.
+    std::fs::copy(dir().join("plain.pt"), t.path().join("weights.safetensors")).unwrap();
+    let checks = trm::eval::parity::run::<AD>(t.path(), &Default::default()).unwrap();
+    let failed: Vec<_> = checks.iter().filter(|c| !c.ok()).collect();
+    assert!(checks.len() > 200 && failed.is_empty(), "{failed:#?}");
+}
