@@ -91,6 +91,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
         steps: None,
         halt: false,
         json: false,
+        views: None,
+        seed: 0,
     })?;
     let html = a.out.join("report.html");
     let o = crate::report::ReportOptions { run: run.clone(), out: html.clone(), data: Some(data), puzzles: 3, steps: None, png: true };

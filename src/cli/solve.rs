@@ -38,6 +38,15 @@ pub struct SolveArgs {
     /// Print JSON instead of grids
     #[arg(long)]
     pub json: bool,
+    /// Sudoku: test-time scaling. Solve K validity-preserving views of the puzzle side by side
+    /// (digits relabelled, transposed, bands/stacks and rows/columns permuted; view 1 is the
+    /// puzzle itself), map every answer back, check it against the rules and the givens (never a
+    /// solution), and stop at the first step where one checks; else the views' majority
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
+    pub views: Option<usize>,
+    /// Seed of the views' random transforms
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(Serialize)]
@@ -122,6 +131,40 @@ pub fn run(a: SolveArgs) -> Result<()> {
     };
     if input.len() != model.seq_len {
         bail!("the model was trained on sequences of {} tokens, this {kind} has {}", model.seq_len, input.len());
+    }
+    if let Some(k) = a.views {
+        anyhow::ensure!(kind == "sudoku", "--views is implemented for Sudoku; mazes are not yet (their 8 dihedral views)");
+        anyhow::ensure!(!a.halt, "--views stops when an answer checks; --halt (the model's own halting) does not combine with it");
+        let q: sudoku_solver::Grid = std::array::from_fn(|i| input[i] - 1);
+        let t0 = std::time::Instant::now();
+        let r = crate::infer::views::solve_sudoku(&model, &w, table.as_ref(), &q, k, steps, a.seed, true);
+        let secs = t0.elapsed().as_secs_f64();
+        let answer: String = r.answer.iter().map(|&d| if d == 0 { '.' } else { (b'0' + d) as char }).collect();
+        if a.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({"kind": "sudoku", "answer": answer, "result": r, "seconds": secs}))?
+            );
+            return Ok(());
+        }
+        print_sudoku(&q, &answer);
+        let compute = format!("{} views x {} steps = {} supervision steps, {secs:.2} s", r.views, r.steps_run, r.views * r.steps_run);
+        if r.checked {
+            println!(
+                "checked: a valid completion of the givens, from view {} at step {} ({} of {} views agree; q_halt {:.3}); {compute}",
+                r.view + 1,
+                r.step,
+                r.agreeing,
+                r.views,
+                r.q_halt
+            );
+        } else {
+            println!(
+                "NOT checked: no view's answer satisfies the rules by step {}; the majority of {} views is shown ({} agree); {compute}",
+                r.step, r.views, r.agreeing
+            );
+        }
+        return Ok(());
     }
     let trace: Vec<StepTrace> = solve_tokens(&model, &w, table.as_ref(), &input, 0, steps, a.halt);
     let last = trace.last().expect("at least one step");

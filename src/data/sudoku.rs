@@ -46,40 +46,89 @@ pub fn tokens(grid: &Grid) -> [u8; 81] {
     grid.map(|d| d + 1)
 }
 
-/// A random validity-preserving shuffle, as the reference draws it: digit relabelling (blank kept),
-/// transpose with probability 1/2, band order and rows within each band, stack order and columns
-/// within each stack. The same transform is applied to question and answer.
-pub fn shuffle(p: &Puzzle, rng: &mut impl Rng) -> Puzzle {
-    let mut digits = [1u8, 2, 3, 4, 5, 6, 7, 8, 9];
-    digits.shuffle(rng);
-    let transpose = rng.random_bool(0.5);
-    let lines = |rng: &mut dyn rand::RngCore| {
-        let mut bands = [0usize, 1, 2];
-        bands.shuffle(rng);
-        let mut perm = [0usize; 9];
-        for (k, b) in bands.iter().enumerate() {
-            let mut within = [0usize, 1, 2];
-            within.shuffle(rng);
-            for (j, w) in within.iter().enumerate() {
-                perm[k * 3 + j] = b * 3 + w;
-            }
-        }
-        perm
+/// A validity-preserving view of a Sudoku: digit relabelling (blank kept), an optional
+/// transpose, band order and rows within each band, stack order and columns within each stack.
+/// Training augments with random views (`shuffle`); `trm solve --views` solves several views of
+/// one puzzle and maps each answer back with `invert`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SudokuView {
+    /// `digits[d - 1]` is the new label of digit d.
+    pub digits: [u8; 9],
+    pub transpose: bool,
+    /// Row r of the view is row `rows[r]` of the (transposed) original; likewise columns.
+    pub rows: [usize; 9],
+    pub cols: [usize; 9],
+}
+
+impl SudokuView {
+    pub const IDENTITY: SudokuView = SudokuView {
+        digits: [1, 2, 3, 4, 5, 6, 7, 8, 9],
+        transpose: false,
+        rows: [0, 1, 2, 3, 4, 5, 6, 7, 8],
+        cols: [0, 1, 2, 3, 4, 5, 6, 7, 8],
     };
-    let rows = lines(rng);
-    let cols = lines(rng);
-    let map = |g: &Grid| {
+
+    /// A random view, drawn as the reference draws its augmentations.
+    pub fn random(rng: &mut impl Rng) -> SudokuView {
+        let mut digits = [1u8, 2, 3, 4, 5, 6, 7, 8, 9];
+        digits.shuffle(rng);
+        let transpose = rng.random_bool(0.5);
+        let lines = |rng: &mut dyn rand::RngCore| {
+            let mut bands = [0usize, 1, 2];
+            bands.shuffle(rng);
+            let mut perm = [0usize; 9];
+            for (k, b) in bands.iter().enumerate() {
+                let mut within = [0usize, 1, 2];
+                within.shuffle(rng);
+                for (j, w) in within.iter().enumerate() {
+                    perm[k * 3 + j] = b * 3 + w;
+                }
+            }
+            perm
+        };
+        let rows = lines(rng);
+        let cols = lines(rng);
+        SudokuView { digits, transpose, rows, cols }
+    }
+
+    /// Where cell (r, c) of the view comes from in the original grid.
+    fn source(&self, r: usize, c: usize) -> usize {
+        let (sr, sc) = (self.rows[r], self.cols[c]);
+        if self.transpose { sc * 9 + sr } else { sr * 9 + sc }
+    }
+
+    /// The view of a grid (0 = blank).
+    pub fn apply(&self, g: &Grid) -> Grid {
         let mut out = [0u8; 81];
         for r in 0..9 {
             for c in 0..9 {
-                let (sr, sc) = (rows[r], cols[c]);
-                let d = if transpose { g[sc * 9 + sr] } else { g[sr * 9 + sc] };
-                out[r * 9 + c] = if d == 0 { 0 } else { digits[d as usize - 1] };
+                let d = g[self.source(r, c)];
+                out[r * 9 + c] = if d == 0 { 0 } else { self.digits[d as usize - 1] };
             }
         }
         out
-    };
-    Puzzle { question: map(&p.question), answer: map(&p.answer) }
+    }
+
+    /// The original grid of a view's grid: `invert(apply(g)) == g`.
+    pub fn invert(&self, v: &Grid) -> Grid {
+        let mut back = [0u8; 10];
+        for (d, &to) in self.digits.iter().enumerate() {
+            back[to as usize] = d as u8 + 1;
+        }
+        let mut out = [0u8; 81];
+        for r in 0..9 {
+            for c in 0..9 {
+                out[self.source(r, c)] = back[v[r * 9 + c].min(9) as usize];
+            }
+        }
+        out
+    }
+}
+
+/// A random validity-preserving shuffle (`SudokuView::random`), the same for question and answer.
+pub fn shuffle(p: &Puzzle, rng: &mut impl Rng) -> Puzzle {
+    let v = SudokuView::random(rng);
+    Puzzle { question: v.apply(&p.question), answer: v.apply(&p.answer) }
 }
 
 /// Options of `trm data sudoku`.

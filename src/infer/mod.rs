@@ -1,3 +1,4 @@
 //! Inference on single puzzles.
 
 pub mod solve;
+pub mod views;

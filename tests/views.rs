@@ -1,0 +1,85 @@
+//! Test-time scaling for Sudoku (`trm solve --views`): every view and its inverse round-trip and
+//! keep solutions valid; answers are mapped back to the puzzle's frame; the check consults the
+//! rules and the givens only; a view that checks ends the search; one view without checking is
+//! the plain answer.
+
+mod common;
+
+use trm::data::sudoku::{SudokuView, generate};
+use trm::data::sudoku_solver::{Grid, is_valid_solution, solves};
+use trm::infer::views::{search, solve_sudoku, views_of};
+
+type B = burn::backend::Flex;
+
+fn tokens_of(g: &Grid) -> Vec<i64> {
+    g.iter().map(|&d| d as i64 + 1).collect()
+}
+
+#[test]
+fn views_round_trip_and_keep_solutions_valid() {
+    let puzzles = generate(20, 30, 3, 0);
+    for (k, p) in puzzles.iter().enumerate() {
+        for v in views_of(12, k as u64) {
+            assert_eq!(v.invert(&v.apply(&p.question)), p.question);
+            assert_eq!(v.invert(&v.apply(&p.answer)), p.answer);
+            assert!(is_valid_solution(&v.apply(&p.answer)), "{v:?}");
+            assert!(solves(&v.apply(&p.question), &v.apply(&p.answer)));
+        }
+    }
+    assert_eq!(SudokuView::IDENTITY.apply(&puzzles[0].question), puzzles[0].question);
+    // Views differ from each other (the seed matters) but the first is always the puzzle itself.
+    let (a, b) = (views_of(4, 1), views_of(4, 2));
+    assert_eq!((a[0], b[0]), (SudokuView::IDENTITY, SudokuView::IDENTITY));
+    assert_ne!(a[1], b[1]);
+}
+
+#[test]
+fn a_view_that_checks_ends_the_search_in_the_puzzles_frame() {
+    let p = &generate(1, 28, 7, 0)[0];
+    let views = views_of(5, 3);
+    // A stand-in for the model: view 3 finds the solution (in its own frame) at step 4, the
+    // others answer with the givens only. The search sees tokens, never the solution.
+    let mut calls = 0;
+    let r = search(&p.question, &views, 16, true, |step| {
+        calls += 1;
+        (0..views.len())
+            .map(|k| {
+                let g = if k == 3 && step >= 4 { views[k].apply(&p.answer) } else { views[k].apply(&p.question) };
+                (tokens_of(&g), 0.0)
+            })
+            .collect()
+    });
+    assert!(r.checked && r.answer == p.answer, "mapped back to the puzzle's frame");
+    assert_eq!((r.view, r.step, r.steps_run, calls, r.agreeing), (3, 4, 4, 4, 1), "stopped at the first checked step");
+    // An answer that breaks a rule, or changes a given, never checks: the majority is returned.
+    let mut wrong = p.answer;
+    let i = (0..81).find(|&i| p.question[i] == 0).unwrap();
+    wrong[i] = wrong[i] % 9 + 1;
+    let r = search(&p.question, &views, 3, true, |_| views.iter().map(|v| (tokens_of(&v.apply(&wrong)), 1.0)).collect());
+    assert!(!r.checked && r.answer == wrong && r.agreeing == 5 && r.steps_run == 3);
+}
+
+#[test]
+fn one_view_without_checking_is_the_plain_answer() {
+    // A small untrained model is enough: the point is that the two paths compute the same thing.
+    let c = trm::bench::shape("sudoku-att").unwrap();
+    let mut c = c;
+    c.arch.hidden_size = 32;
+    c.arch.num_heads = 2;
+    c.arch.puzzle_emb_ndim = 32;
+    c.arch.h_cycles = 1;
+    c.arch.l_cycles = 1;
+    let device = Default::default();
+    let w = trm::model::weights::init::<B>(&c, &mut trm::util::rng::derive(1, &[]), &device);
+    let table = burn::tensor::Tensor::<B, 2>::zeros([c.num_puzzle_identifiers, c.arch.puzzle_emb_ndim], &device);
+    let p = &generate(1, 30, 9, 0)[0];
+    let input = trm::data::sudoku::tokens(&p.question);
+    let plain = trm::infer::solve::solve_tokens(&c, &w, Some(&table), &input, 0, 3, false);
+    let r = solve_sudoku(&c, &w, Some(&table), &p.question, 1, 3, 0, false);
+    let last: Grid = std::array::from_fn(|i| match plain.last().unwrap().tokens[i] {
+        t @ 2..=10 => t - 1,
+        _ => 0,
+    });
+    assert_eq!(r.answer, last);
+    assert_eq!((r.views, r.steps_run), (1, 3));
+}
