@@ -45,3 +45,19 @@ pub const TINY: [&str; 11] = [
     "lr_warmup_steps=3",
     "ema=True",
 ];
+
+/// A quiet training job of the tiny model on `data`: TINY, then `overrides` (also handed to a
+/// resumed run as its command-line overrides).
+pub fn tiny_job(data: &Path, out: &Path, overrides: &[String], resume: bool) -> trm::train::trainer::TrainJob {
+    let ov: Vec<String> = TINY.iter().map(|s| s.to_string()).chain(overrides.iter().cloned()).collect();
+    trm::train::trainer::TrainJob {
+        config: trm::train::config::resolve("sudoku-tiny", &ov).unwrap(),
+        data: data.into(),
+        out: out.into(),
+        resume,
+        overrides: ov,
+        quiet: true,
+        init_from: None,
+        time_limit: None,
+    }
+}

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{TINY, tiny_data};
+use common::tiny_data;
 use std::collections::BTreeMap;
 use std::path::Path;
 use trm::dist::threads;
@@ -44,18 +44,9 @@ fn job(data: &Path, out: &Path, steps: u64, resume: bool) -> TrainJob {
         "checkpoint_interval_steps=3",
         "lr=1e-3",
     ];
-    let mut ov: Vec<String> = TINY.iter().chain(&run).map(|s| s.to_string()).collect();
+    let mut ov: Vec<String> = run.iter().map(|s| s.to_string()).collect();
     ov.push(format!("max_steps={steps}"));
-    TrainJob {
-        config: trm::train::config::resolve("sudoku-tiny", &ov).unwrap(),
-        data: data.into(),
-        out: out.into(),
-        resume,
-        overrides: ov,
-        quiet: true,
-        init_from: None,
-        time_limit: None,
-    }
+    common::tiny_job(data, out, &ov, resume)
 }
 
 /// Runs `job` on `world` threads; returns every rank's summary.

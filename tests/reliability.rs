@@ -16,17 +16,8 @@ type AD = burn::backend::Autodiff<burn::backend::Flex>;
 
 fn job(data: &Path, out: &Path, extra: &[&str], resume: bool) -> TrainJob {
     let run = ["epochs=400", "eval_interval=200", "eval_max_examples=8"];
-    let ov: Vec<String> = TINY.iter().chain(&run).chain(extra).map(|s| s.to_string()).collect();
-    TrainJob {
-        config: config::resolve("sudoku-tiny", &ov).unwrap(),
-        data: data.into(),
-        out: out.into(),
-        resume,
-        overrides: ov,
-        quiet: true,
-        init_from: None,
-        time_limit: None,
-    }
+    let ov: Vec<String> = run.iter().chain(extra).map(|s| s.to_string()).collect();
+    common::tiny_job(data, out, &ov, resume)
 }
 
 fn err<T: std::fmt::Debug>(r: anyhow::Result<T>) -> String {

@@ -196,23 +196,13 @@ pub fn evaluate<B: Backend>(
         seen += window;
     }
     if world > 1 {
-        let m = &total;
-        let mut sums = vec![m.count, m.accuracy, m.exact_accuracy, m.q_halt_accuracy, m.steps, m.lm_loss, m.q_halt_loss, m.q_continue_loss];
+        let mut sums = total.to_array().to_vec();
         sums.extend(per_step.iter().flat_map(|&(a, e)| [a, e]));
         sums.extend(&halt_hist);
         let mut flat: Vec<f32> = sums.iter().map(|&v| v as f32).collect();
         reducer.all_reduce_sum(&mut flat)?;
         let v: Vec<f64> = flat.iter().map(|&x| x as f64).collect();
-        total = Metrics {
-            count: v[0],
-            accuracy: v[1],
-            exact_accuracy: v[2],
-            q_halt_accuracy: v[3],
-            steps: v[4],
-            lm_loss: v[5],
-            q_halt_loss: v[6],
-            q_continue_loss: v[7],
-        };
+        total = Metrics::from_array(&v);
         for (k, p) in per_step.iter_mut().enumerate() {
             *p = (v[8 + 2 * k], v[9 + 2 * k]);
         }

@@ -131,31 +131,10 @@ pub fn reduce_step(m: Metrics, stop: Stop, r: &mut dyn Reducer) -> Result<(Metri
     if r.is_single() {
         return Ok((m, stop));
     }
-    let mut v = [
-        m.count,
-        m.accuracy,
-        m.exact_accuracy,
-        m.q_halt_accuracy,
-        m.steps,
-        m.lm_loss,
-        m.q_halt_loss,
-        m.q_continue_loss,
-        stop.interrupt as u8 as f64,
-        stop.time_up as u8 as f64,
-    ]
-    .map(|x| x as f32);
+    let mut v: Vec<f32> = m.to_array().iter().chain(&[stop.interrupt as u8 as f64, stop.time_up as u8 as f64]).map(|&x| x as f32).collect();
     r.all_reduce_sum(&mut v)?;
-    let v = v.map(|x| x as f64);
-    let m = Metrics {
-        count: v[0],
-        accuracy: v[1],
-        exact_accuracy: v[2],
-        q_halt_accuracy: v[3],
-        steps: v[4],
-        lm_loss: v[5],
-        q_halt_loss: v[6],
-        q_continue_loss: v[7],
-    };
+    let v: Vec<f64> = v.iter().map(|&x| x as f64).collect();
+    let m = Metrics::from_array(&v);
     Ok((m, Stop { interrupt: v[8] > 0.0, time_up: v[9] > 0.0 }))
 }
 

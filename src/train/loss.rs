@@ -42,6 +42,34 @@ impl Metrics {
         self.q_halt_loss += o.q_halt_loss;
         self.q_continue_loss += o.q_continue_loss;
     }
+
+    /// The fields in a fixed order (for sums over ranks).
+    pub fn to_array(&self) -> [f64; 8] {
+        [
+            self.count,
+            self.accuracy,
+            self.exact_accuracy,
+            self.q_halt_accuracy,
+            self.steps,
+            self.lm_loss,
+            self.q_halt_loss,
+            self.q_continue_loss,
+        ]
+    }
+
+    /// The inverse of `to_array`.
+    pub fn from_array(v: &[f64]) -> Metrics {
+        Metrics {
+            count: v[0],
+            accuracy: v[1],
+            exact_accuracy: v[2],
+            q_halt_accuracy: v[3],
+            steps: v[4],
+            lm_loss: v[5],
+            q_halt_loss: v[6],
+            q_continue_loss: v[7],
+        }
+    }
 }
 
 /// What the loss head returns.
