@@ -4,6 +4,8 @@
 //! `trm parity` of a reference fixture with its weights as a torch file gives the reference's
 //! logits.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -123,4 +125,29 @@ fn a_reference_fixture_replayed_from_its_torch_file_matches_the_reference() {
     let checks = trm::eval::parity::run::<AD>(t.path(), &Default::default()).unwrap();
     let failed: Vec<_> = checks.iter().filter(|c| !c.ok()).collect();
     assert!(checks.len() > 200 && failed.is_empty(), "{failed:#?}");
+}
+
+/// `trm export --format torch` writes what the reference loads (checked against the reference's
+/// own model class by bench/check_torch_export.py); here: it reads back to the checkpoint's
+/// evaluation weights, every one, bit for bit.
+#[test]
+fn export_writes_the_checkpoints_weights_in_torch_format() {
+    let (data, run) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    common::tiny_data(data.path());
+    let ov: Vec<String> = ["max_steps=2", "epochs=4", "eval_interval=2", "eval_max_examples=8"].map(String::from).to_vec();
+    trm::train::trainer::train::<AD>(&common::tiny_job(data.path(), run.path(), &ov, false), &Default::default()).unwrap();
+    let out = run.path().join("step_2");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
+        .args(["export", "--checkpoint"])
+        .arg(run.path())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ckpt = trm::train::checkpoint::resolve(run.path()).unwrap();
+    let (_, ours) = read_weights(&ckpt.join("model.safetensors")).unwrap();
+    let (_, back) = read_weights(&out).unwrap();
+    assert_eq!(back, ours);
+    assert!(trm::util::torch_zip::is_torch_file(&out));
 }

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod data;
 pub mod demo;
 pub mod device;
+pub mod export;
 pub mod info;
 pub mod launch;
 pub mod parity;
@@ -40,6 +41,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Start N training ranks on this machine, one per GPU (NCCL): `trm launch --nproc 4 -- train --device cuda ...`
     Launch(launch::LaunchArgs),
+    /// Write a trained model in the reference's torch.save format (its own scripts load it)
+    Export(export::ExportArgs),
     /// Evaluate a checkpoint on a data set's test split
     Eval(train::EvalArgs),
     /// Solve one new puzzle and show how the answer forms step by step
@@ -72,6 +75,7 @@ pub fn run() -> Result<()> {
         Command::Report(a) => report::run(a),
         Command::Train(a) => train::train(a),
         Command::Launch(a) => launch::run(a),
+        Command::Export(a) => export::run(a),
         Command::Eval(a) => train::eval(a),
     }
 }

@@ -8,3 +8,4 @@ pub mod lock;
 pub mod rng;
 pub mod tensors;
 pub mod torch_zip;
+pub mod torch_zip_write;

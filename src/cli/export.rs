@@ -1,0 +1,51 @@
+//! `trm export`: a trained model in another program's format. `--format torch` writes the
+//! reference's own checkpoint format (torch.save of the state dict under `model.inner.*`), which
+//! its evaluation code loads with `model.load_state_dict(torch.load(path))`.
+
+use crate::train::checkpoint;
+use anyhow::{Result, bail};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// Run or checkpoint folder
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// torch: the reference's torch.save format (the only one for now)
+    #[arg(long, default_value = "torch")]
+    pub format: String,
+    /// Output file (the reference names its checkpoints step_N)
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run(a: ExportArgs) -> Result<()> {
+    if a.format != "torch" {
+        bail!(
+            "--format {}: only `torch` (the reference's torch.save format) is written; trm's own checkpoints are already safetensors",
+            a.format
+        );
+    }
+    let ckpt = checkpoint::resolve(&a.checkpoint)?;
+    let model = checkpoint::read_state_json(&ckpt)?.model;
+    // Every tensor the model has, verified and finite, in the reference's names (EMA weights when
+    // the run kept an EMA: they are what model.safetensors holds and what evaluation uses).
+    let (_, weights) = checkpoint::read_weights(&ckpt.join("model.safetensors"))?;
+    let (params, _) = checkpoint::load_model::<super::device::Cpu>(&ckpt.join("model.safetensors"), &model, &Default::default())?;
+    let mut tensors = Vec::new();
+    for p in &params {
+        let t = &weights[&p.name];
+        tensors.push((format!("{}{}", checkpoint::PREFIX, p.name), t.shape.clone(), t.values.clone()));
+    }
+    if let Some(t) = weights.get("puzzle_emb.weights") {
+        tensors.push((format!("{}puzzle_emb.weights", checkpoint::PREFIX), t.shape.clone(), t.values.clone()));
+    }
+    crate::util::torch_zip_write::write(&a.out, &tensors)?;
+    println!(
+        "wrote {} ({} tensors, float32, keys {}*): load it with model.load_state_dict(torch.load(path)) in the reference's code",
+        a.out.display(),
+        tensors.len(),
+        checkpoint::PREFIX
+    );
+    Ok(())
+}
