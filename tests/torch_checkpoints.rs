@@ -150,4 +150,19 @@ fn export_writes_the_checkpoints_weights_in_torch_format() {
     let (_, back) = read_weights(&out).unwrap();
     assert_eq!(back, ours);
     assert!(trm::util::torch_zip::is_torch_file(&out));
+    // `trm solve` on the bare torch file (with the run's config) answers as on the run itself.
+    let puzzle = "..3.2.6..9..3.5..1..18.64....81.29..7.......8..67.82....26.95..8..2.3..9..5.1.3..";
+    let solve = |extra: &[&std::ffi::OsStr]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
+            .args(["solve", "--json", "--sudoku", puzzle])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["steps"].clone()
+    };
+    let cfg = run.path().join("config.toml");
+    let on_run = solve(&["--checkpoint".as_ref(), run.path().as_os_str()]);
+    let on_file = solve(&["--checkpoint".as_ref(), out.as_os_str(), "--config".as_ref(), cfg.as_os_str()]);
+    assert_eq!(on_run, on_file);
 }

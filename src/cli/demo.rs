@@ -93,6 +93,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
         json: false,
         views: None,
         seed: 0,
+        config: None,
+        set: vec![],
     })?;
     let html = a.out.join("report.html");
     let o = crate::report::ReportOptions { run: run.clone(), out: html.clone(), data: Some(data), puzzles: 3, steps: None, png: true };

@@ -13,9 +13,15 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("puzzle").required(true).args(["sudoku", "maze", "arc_task"])))]
 pub struct SolveArgs {
-    /// Run or checkpoint folder of a trained model
+    /// Run or checkpoint folder of a trained model, or a bare weights file (.safetensors, or the
+    /// reference's torch.save checkpoint, FILE#key for a nested state dict) with --config
     #[arg(long)]
     pub checkpoint: PathBuf,
+    /// Configuration of a bare weights file (preset or TOML), plus overrides with --set
+    #[arg(long)]
+    pub config: Option<String>,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     /// An 81-character Sudoku, row by row, `.` or `0` for blanks
     #[arg(long)]
     pub sudoku: Option<String>,
@@ -112,16 +118,25 @@ fn print_sudoku(question: &sudoku_solver::Grid, answer: &str) {
     println!("+-------+-------+-------+   (digits with ' were filled in by the model)");
 }
 
+/// The model of a bare weights file: the configuration given, the puzzle's sequence and
+/// vocabulary, and as many identifiers as the file's puzzle table has rows.
+fn bare_model(a: &SolveArgs, seq_len: usize, vocab_size: usize) -> Result<crate::model::config::ModelConfig> {
+    let preset = a.config.as_deref().context("--config is required with a bare weights file (.safetensors or torch.save)")?;
+    let cfg = crate::train::config::resolve(preset, &a.set)?;
+    let (_, w) = checkpoint::read_weights(&a.checkpoint)?;
+    let ids = w.get("puzzle_emb.weights").map_or(1, |t| t.shape.first().copied().unwrap_or(1));
+    let m = crate::model::config::ModelConfig { arch: cfg.arch, seq_len, vocab_size, num_puzzle_identifiers: ids };
+    m.validate()?;
+    Ok(m)
+}
+
 pub fn run(a: SolveArgs) -> Result<()> {
-    let ckpt = checkpoint::resolve(&a.checkpoint)?;
+    let bare = checkpoint::is_weights_file(&a.checkpoint);
     if let Some(file) = &a.arc_task {
+        anyhow::ensure!(!bare, "--arc-task needs a run or checkpoint folder (its identifiers.json names the tasks)");
+        let ckpt = checkpoint::resolve(&a.checkpoint)?;
         return super::solve_arc::run(&ckpt, file, a.task.as_deref(), a.steps, a.halt, a.json);
     }
-    let model = checkpoint::read_state_json(&ckpt)?.model;
-    let device = Default::default();
-    let (params, table) = checkpoint::load_model::<Cpu>(&ckpt.join("model.safetensors"), &model, &device)?;
-    let w = Weights::from_named(&model, params)?;
-    let steps = a.steps.unwrap_or(model.arch.halt_max_steps);
     let (kind, input, side) = if let Some(s) = &a.sudoku {
         let (_, t) = sudoku_tokens(s)?;
         ("sudoku", t, 9)
@@ -129,6 +144,16 @@ pub fn run(a: SolveArgs) -> Result<()> {
         let (side, t) = maze_tokens(a.maze.as_ref().expect("one puzzle kind"))?;
         ("maze", t, side)
     };
+    let (model, file) = if bare {
+        (bare_model(&a, input.len(), if kind == "sudoku" { 11 } else { 6 })?, a.checkpoint.clone())
+    } else {
+        let ckpt = checkpoint::resolve(&a.checkpoint)?;
+        (checkpoint::read_state_json(&ckpt)?.model, ckpt.join("model.safetensors"))
+    };
+    let device = Default::default();
+    let (params, table) = checkpoint::load_model::<Cpu>(&file, &model, &device)?;
+    let w = Weights::from_named(&model, params)?;
+    let steps = a.steps.unwrap_or(model.arch.halt_max_steps);
     if input.len() != model.seq_len {
         bail!("the model was trained on sequences of {} tokens, this {kind} has {}", model.seq_len, input.len());
     }
