@@ -83,3 +83,35 @@ fn one_view_without_checking_is_the_plain_answer() {
     assert_eq!(r.answer, last);
     assert_eq!((r.views, r.steps_run), (1, 3));
 }
+
+#[test]
+fn maze_views_round_trip_keep_shortest_paths_and_one_view_is_plain() {
+    use trm::data::dihedral::{inverse, transform};
+    use trm::data::maze;
+    // A 4x4 maze: S (0,0) along the top and down the right to G (3,3), 6 moves.
+    let q = maze::parse("S   ###      ##G", "q").unwrap().1;
+    let best = maze::shortest_len(4, &q).unwrap();
+    assert_eq!(best, 6);
+    for tid in 0..8u8 {
+        let tq = transform(&q, 4, 4, tid);
+        assert_eq!(inverse(&tq, 4, 4, tid), q);
+        assert_eq!(maze::shortest_len(4, &tq), Some(best), "a view keeps the shortest length");
+    }
+    // One view without checking computes the plain answer.
+    let mut c = trm::bench::shape("sudoku-att").unwrap();
+    (c.seq_len, c.vocab_size) = (16, 6);
+    c.arch.hidden_size = 32;
+    c.arch.num_heads = 2;
+    c.arch.puzzle_emb_ndim = 32;
+    c.arch.h_cycles = 1;
+    c.arch.l_cycles = 1;
+    let device = Default::default();
+    let w = trm::model::weights::init::<B>(&c, &mut trm::util::rng::derive(2, &[]), &device);
+    let table = burn::tensor::Tensor::<B, 2>::zeros([c.num_puzzle_identifiers, c.arch.puzzle_emb_ndim], &device);
+    let plain = trm::infer::solve::solve_tokens(&c, &w, Some(&table), &q, 0, 3, false);
+    let r = trm::infer::views::solve_maze(&c, &w, Some(&table), &q, 4, 1, 3, false);
+    assert_eq!(r.answer, plain.last().unwrap().tokens);
+    let r = trm::infer::views::solve_maze(&c, &w, Some(&table), &q, 4, 8, 2, true);
+    assert_eq!((r.views, r.answer.len()), (8, 16));
+    assert_eq!(r.checked, maze::solves(4, &q, &r.answer), "checked means a shortest path");
+}

@@ -44,10 +44,11 @@ pub struct SolveArgs {
     /// Print JSON instead of grids
     #[arg(long)]
     pub json: bool,
-    /// Sudoku: test-time scaling. Solve K validity-preserving views of the puzzle side by side
-    /// (digits relabelled, transposed, bands/stacks and rows/columns permuted; view 1 is the
-    /// puzzle itself), map every answer back, check it against the rules and the givens (never a
-    /// solution), and stop at the first step where one checks; else the views' majority
+    /// Test-time scaling: solve K validity-preserving views of the puzzle side by side (Sudoku:
+    /// digits relabelled, transposed, bands/stacks and rows/columns permuted; maze: its 8 dihedral
+    /// transforms; view 1 is the puzzle itself), map every answer back, check it (Sudoku: the
+    /// rules and the givens; maze: a shortest S-G path; never a solution), and stop at the first
+    /// step where one checks; else the views' majority
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
     pub views: Option<usize>,
     /// Seed of the views' random transforms
@@ -157,8 +158,41 @@ pub fn run(a: SolveArgs) -> Result<()> {
     if input.len() != model.seq_len {
         bail!("the model was trained on sequences of {} tokens, this {kind} has {}", model.seq_len, input.len());
     }
+    if let (Some(k), "maze") = (a.views, kind) {
+        anyhow::ensure!(!a.halt, "--views stops when an answer checks; --halt (the model's own halting) does not combine with it");
+        anyhow::ensure!(k <= 8, "--views {k}: a maze has 8 views (its dihedral transforms)");
+        let t0 = std::time::Instant::now();
+        let r = crate::infer::views::solve_maze(&model, &w, table.as_ref(), &input, side, k, steps, true);
+        let secs = t0.elapsed().as_secs_f64();
+        let answer: String = r.answer.iter().map(|&t| maze::char_of(t)).collect();
+        if a.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({"kind": "maze", "answer": answer, "result": r, "seconds": secs}))?
+            );
+            return Ok(());
+        }
+        for row in answer.as_bytes().chunks(side) {
+            println!("{}", String::from_utf8_lossy(row));
+        }
+        let compute = format!("{} views x {} steps = {} supervision steps, {secs:.2} s", r.views, r.steps_run, r.views * r.steps_run);
+        if r.checked {
+            println!(
+                "checked: a shortest path from S to G, from view {} at step {} ({} of {} views agree); {compute}",
+                r.view + 1,
+                r.step,
+                r.agreeing,
+                r.views
+            );
+        } else {
+            println!(
+                "NOT checked: no view's answer is a shortest S-G path by step {}; the majority of {} views is shown; {compute}",
+                r.step, r.views
+            );
+        }
+        return Ok(());
+    }
     if let Some(k) = a.views {
-        anyhow::ensure!(kind == "sudoku", "--views is implemented for Sudoku; mazes are not yet (their 8 dihedral views)");
         anyhow::ensure!(!a.halt, "--views stops when an answer checks; --halt (the model's own halting) does not combine with it");
         let q: sudoku_solver::Grid = std::array::from_fn(|i| input[i] - 1);
         let t0 = std::time::Instant::now();

@@ -170,9 +170,47 @@ pub fn check_path(side: usize, question: &[u8], answer: &[u8]) -> Result<usize, 
     Ok(len)
 }
 
+/// Moves on a shortest S-to-G path through the question's open cells (None: G unreachable).
+pub fn shortest_len(side: usize, question: &[u8]) -> Option<usize> {
+    let start = question.iter().position(|&t| t == 3)?;
+    let mut dist = vec![usize::MAX; side * side];
+    let mut queue = std::collections::VecDeque::from([start]);
+    dist[start] = 0;
+    while let Some(i) = queue.pop_front() {
+        if question[i] == 4 {
+            return Some(dist[i]);
+        }
+        let (r, c) = (i / side, i % side);
+        let near = [(r > 0).then(|| i - side), (r + 1 < side).then(|| i + side), (c > 0).then(|| i - 1), (c + 1 < side).then(|| i + 1)];
+        for n in near.into_iter().flatten() {
+            if question[n] != 1 && dist[n] == usize::MAX {
+                dist[n] = dist[i] + 1;
+                queue.push_back(n);
+            }
+        }
+    }
+    None
+}
+
+/// A maze answer that is a valid S-G path (`check_path`) and a shortest one: what Maze-Hard asks.
+pub fn solves(side: usize, question: &[u8], answer: &[u8]) -> bool {
+    matches!((check_path(side, question, answer), shortest_len(side, question)), (Ok(len), Some(best)) if len == best)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shortest_paths_only_solve() {
+        // S at (0,0), G at (0,2) of a 3x3 with a wall at (0,1): shortest is 4 moves round the wall.
+        let q = [3, 1, 4, 2, 2, 2, 2, 2, 2];
+        assert_eq!(shortest_len(3, &q), Some(4));
+        let short = [3, 1, 4, 5, 5, 5, 2, 2, 2];
+        assert!(solves(3, &q, &short));
+        let long = [3, 1, 4, 5, 2, 5, 5, 5, 5];
+        assert!(check_path(3, &q, &long).is_ok() && !solves(3, &q, &long));
+    }
 
     #[test]
     fn parse_rejects_bad_characters_and_shapes() {

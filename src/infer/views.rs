@@ -49,7 +49,7 @@ fn grid_of(tokens: &[i64]) -> Grid {
 }
 
 /// The most frequent of `answers` (index, count), ties to the higher q.
-fn majority(answers: &[(usize, Grid, f64)]) -> Option<(usize, usize)> {
+fn majority<T: PartialEq>(answers: &[(usize, T, f64)]) -> Option<(usize, usize)> {
     let mut best: Option<(usize, usize, f64)> = None;
     for (i, (_, a, q)) in answers.iter().enumerate() {
         let n = answers.iter().filter(|(_, b, _)| b == a).count();
@@ -135,4 +135,73 @@ pub fn solve_sudoku<B: Backend>(
         let q = to_host_f32(&out.q_halt);
         (0..views).map(|k| (loss.preds[k * s..(k + 1) * s].to_vec(), q[k])).collect()
     })
+}
+
+/// What the maze views found (tokens in the maze's frame).
+#[derive(Debug, Clone, Serialize)]
+pub struct MazeViewsResult {
+    pub answer: Vec<u8>,
+    /// A valid path from S to G, and a shortest one.
+    pub checked: bool,
+    pub view: usize,
+    pub step: usize,
+    pub views: usize,
+    pub steps_run: usize,
+    pub agreeing: usize,
+    pub q_halt: f64,
+}
+
+/// Test-time scaling for a maze: up to 8 views (the dihedral transforms; view 0 the maze itself),
+/// one batch, answers mapped back with the inverse transform and checked as a shortest S-G path
+/// through the maze's open cells (`maze::solves`); stops at the first step where one checks.
+#[allow(clippy::too_many_arguments)]
+pub fn solve_maze<B: Backend>(
+    cfg: &ModelConfig,
+    w: &Weights<B>,
+    table: Option<&Tensor<B, 2>>,
+    question: &[u8],
+    side: usize,
+    views: usize,
+    max_steps: usize,
+    check: bool,
+) -> MazeViewsResult {
+    use crate::data::dihedral::{inverse, transform};
+    let n = views.clamp(1, 8);
+    let s = side * side;
+    let inputs: Vec<i32> = (0..n as u8).flat_map(|tid| transform(question, side, side, tid)).map(|t| t as i32).collect();
+    let batch = Batch {
+        set: 0,
+        batch_size: n,
+        seq_len: s,
+        inputs,
+        labels: vec![IGNORE_LABEL; n * s],
+        puzzle_identifiers: vec![0; n],
+        global_effective: n,
+    };
+    let device = w.device();
+    let rope = Rope::<B>::new(cfg, &device);
+    let mut carry = Carry::<B>::new(cfg, n, &device);
+    let mut last: Vec<(usize, Vec<u8>, f64)> = vec![];
+    for step in 1..=max_steps {
+        let (loss, out) = eval_forward(cfg, w, table, &mut carry, &batch, &rope, max_steps);
+        let q = to_host_f32(&out.q_halt);
+        last = (0..n)
+            .map(|k| {
+                let tokens: Vec<u8> = loss.preds[k * s..(k + 1) * s].iter().map(|&t| t.clamp(0, 255) as u8).collect();
+                (k, inverse(&tokens, side, side, k as u8), 1.0 / (1.0 + (-(q[k] as f64)).exp()))
+            })
+            .collect();
+        if check {
+            let ok: Vec<(usize, Vec<u8>, f64)> =
+                last.iter().filter(|(_, a, _)| crate::data::maze::solves(side, question, a)).cloned().collect();
+            if let Some((i, agree)) = majority(&ok) {
+                let (view, answer, q_halt) = ok[i].clone();
+                return MazeViewsResult { answer, checked: true, view, step, views: n, steps_run: step, agreeing: agree, q_halt };
+            }
+        }
+    }
+    let (i, agree) = majority(&last).expect("at least one view");
+    let (view, answer, q_halt) = last[i].clone();
+    let checked = crate::data::maze::solves(side, question, &answer);
+    MazeViewsResult { answer, checked, view, step: max_steps, views: n, steps_run: max_steps, agreeing: agree, q_halt }
 }
