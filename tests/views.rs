@@ -59,19 +59,28 @@ fn a_view_that_checks_ends_the_search_in_the_puzzles_frame() {
     assert!(!r.checked && r.answer == wrong && r.agreeing == 5 && r.steps_run == 3);
 }
 
-#[test]
-fn one_view_without_checking_is_the_plain_answer() {
-    // A small untrained model is enough: the point is that the two paths compute the same thing.
-    let c = trm::bench::shape("sudoku-att").unwrap();
-    let mut c = c;
+/// A small untrained model at a puzzle's shape: enough to show that two paths compute the same.
+fn small_model(
+    seq_len: usize,
+    vocab: usize,
+    seed: u64,
+) -> (trm::model::config::ModelConfig, trm::model::weights::Weights<B>, burn::tensor::Tensor<B, 2>) {
+    let mut c = trm::bench::shape("sudoku-att").unwrap();
+    (c.seq_len, c.vocab_size) = (seq_len, vocab);
     c.arch.hidden_size = 32;
     c.arch.num_heads = 2;
     c.arch.puzzle_emb_ndim = 32;
     c.arch.h_cycles = 1;
     c.arch.l_cycles = 1;
     let device = Default::default();
-    let w = trm::model::weights::init::<B>(&c, &mut trm::util::rng::derive(1, &[]), &device);
+    let w = trm::model::weights::init::<B>(&c, &mut trm::util::rng::derive(seed, &[]), &device);
     let table = burn::tensor::Tensor::<B, 2>::zeros([c.num_puzzle_identifiers, c.arch.puzzle_emb_ndim], &device);
+    (c, w, table)
+}
+
+#[test]
+fn one_view_without_checking_is_the_plain_answer() {
+    let (c, w, table) = small_model(81, 11, 1);
     let p = &generate(1, 30, 9, 0)[0];
     let input = trm::data::sudoku::tokens(&p.question);
     let plain = trm::infer::solve::solve_tokens(&c, &w, Some(&table), &input, 0, 3, false);
@@ -98,16 +107,7 @@ fn maze_views_round_trip_keep_shortest_paths_and_one_view_is_plain() {
         assert_eq!(maze::shortest_len(4, &tq), Some(best), "a view keeps the shortest length");
     }
     // One view without checking computes the plain answer.
-    let mut c = trm::bench::shape("sudoku-att").unwrap();
-    (c.seq_len, c.vocab_size) = (16, 6);
-    c.arch.hidden_size = 32;
-    c.arch.num_heads = 2;
-    c.arch.puzzle_emb_ndim = 32;
-    c.arch.h_cycles = 1;
-    c.arch.l_cycles = 1;
-    let device = Default::default();
-    let w = trm::model::weights::init::<B>(&c, &mut trm::util::rng::derive(2, &[]), &device);
-    let table = burn::tensor::Tensor::<B, 2>::zeros([c.num_puzzle_identifiers, c.arch.puzzle_emb_ndim], &device);
+    let (c, w, table) = small_model(16, 6, 2);
     let plain = trm::infer::solve::solve_tokens(&c, &w, Some(&table), &q, 0, 3, false);
     let r = trm::infer::views::solve_maze(&c, &w, Some(&table), &q, 4, 1, 3, false);
     assert_eq!(r.answer, plain.last().unwrap().tokens);

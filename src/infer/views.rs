@@ -20,13 +20,13 @@ use crate::train::step::{eval_forward, to_host_f32};
 use burn::prelude::*;
 use serde::Serialize;
 
-/// What the views found.
+/// What the views found. `A` is the answer in the puzzle's frame: a Sudoku grid (0 where a cell
+/// is not a digit) or a maze's tokens.
 #[derive(Debug, Clone, Serialize)]
-pub struct ViewsResult {
-    /// The chosen answer in the puzzle's frame (0 where a cell is not a digit).
+pub struct ViewsResult<A> {
     #[serde(skip)]
-    pub answer: Grid,
-    /// Whether it satisfies every rule and keeps every given.
+    pub answer: A,
+    /// Whether it checks (Sudoku: every rule and every given; maze: a shortest S-G path).
     pub checked: bool,
     /// The view that gave it (0 = the puzzle as typed) and the step it was read at.
     pub view: usize,
@@ -67,36 +67,46 @@ pub fn views_of(n: usize, seed: u64) -> Vec<SudokuView> {
         .collect()
 }
 
-/// The search over steps, whatever produces the answers: `step(n)` returns, for supervision step
-/// n, every view's answer tokens (in the view's frame) and q_halt logit. Only the puzzle's givens
-/// and the rules are consulted.
+/// The search over steps, for any puzzle kind: `step(n)` returns, for supervision step n, every
+/// view's answer already mapped back to the puzzle's frame, and its q_halt logit; `checks` says
+/// whether an answer is right by the puzzle's rules alone. Stops at the first step where one
+/// checks (with `check`); else the majority at the last step.
+pub fn search_views<A: PartialEq + Clone>(
+    max_steps: usize,
+    check: bool,
+    mut step: impl FnMut(usize) -> Vec<(A, f32)>,
+    checks: impl Fn(&A) -> bool,
+) -> ViewsResult<A> {
+    let mut last: Vec<(usize, A, f64)> = vec![];
+    for k in 1..=max_steps {
+        last = step(k).into_iter().enumerate().map(|(v, (a, q))| (v, a, 1.0 / (1.0 + (-(q as f64)).exp()))).collect();
+        if check {
+            let ok: Vec<(usize, A, f64)> = last.iter().filter(|(_, a, _)| checks(a)).cloned().collect();
+            if let Some((i, agree)) = majority(&ok) {
+                let (view, answer, q_halt) = ok[i].clone();
+                return ViewsResult { answer, checked: true, view, step: k, views: last.len(), steps_run: k, agreeing: agree, q_halt };
+            }
+        }
+    }
+    let (i, agree) = majority(&last).expect("at least one view and one step");
+    let (view, answer, q_halt) = last[i].clone();
+    let checked = checks(&answer);
+    ViewsResult { answer, checked, view, step: max_steps, views: last.len(), steps_run: max_steps, agreeing: agree, q_halt }
+}
+
+/// The Sudoku search: `step(n)` returns every view's answer tokens in the view's frame; they are
+/// mapped back with the view's inverse and checked against the rules and the givens only.
 pub fn search(
     puzzle: &Grid,
     views: &[SudokuView],
     max_steps: usize,
     check: bool,
     mut step: impl FnMut(usize) -> Vec<(Vec<i64>, f32)>,
-) -> ViewsResult {
-    let n = views.len();
-    let mut last: Vec<(usize, Grid, f64)> = vec![];
-    for k in 1..=max_steps {
-        // Every view's answer, back in the puzzle's frame.
-        last = step(k)
-            .into_iter()
-            .enumerate()
-            .map(|(v, (tokens, q))| (v, views[v].invert(&grid_of(&tokens)), 1.0 / (1.0 + (-(q as f64)).exp())))
-            .collect();
-        if check {
-            let ok: Vec<(usize, Grid, f64)> = last.iter().filter(|(_, a, _)| solves(puzzle, a)).cloned().collect();
-            if let Some((i, agree)) = majority(&ok) {
-                let (view, answer, q_halt) = ok[i];
-                return ViewsResult { answer, checked: true, view, step: k, views: n, steps_run: k, agreeing: agree, q_halt };
-            }
-        }
-    }
-    let (i, agree) = majority(&last).expect("at least one view and one step");
-    let (view, answer, q_halt) = last[i];
-    ViewsResult { answer, checked: solves(puzzle, &answer), view, step: max_steps, views: n, steps_run: max_steps, agreeing: agree, q_halt }
+) -> ViewsResult<Grid> {
+    let back = |k: usize| -> Vec<(Grid, f32)> {
+        step(k).into_iter().enumerate().map(|(v, (tokens, q))| (views[v].invert(&grid_of(&tokens)), q)).collect()
+    };
+    search_views(max_steps, check, back, |a| solves(puzzle, a))
 }
 
 /// Solves `puzzle` with `views` views (`views_of`) for up to `max_steps` supervision steps of the
@@ -112,7 +122,7 @@ pub fn solve_sudoku<B: Backend>(
     max_steps: usize,
     seed: u64,
     check: bool,
-) -> ViewsResult {
+) -> ViewsResult<Grid> {
     let all = views_of(views, seed);
     let views = all.len();
     let device = w.device();
@@ -137,20 +147,6 @@ pub fn solve_sudoku<B: Backend>(
     })
 }
 
-/// What the maze views found (tokens in the maze's frame).
-#[derive(Debug, Clone, Serialize)]
-pub struct MazeViewsResult {
-    pub answer: Vec<u8>,
-    /// A valid path from S to G, and a shortest one.
-    pub checked: bool,
-    pub view: usize,
-    pub step: usize,
-    pub views: usize,
-    pub steps_run: usize,
-    pub agreeing: usize,
-    pub q_halt: f64,
-}
-
 /// Test-time scaling for a maze: up to 8 views (the dihedral transforms; view 0 the maze itself),
 /// one batch, answers mapped back with the inverse transform and checked as a shortest S-G path
 /// through the maze's open cells (`maze::solves`); stops at the first step where one checks.
@@ -164,7 +160,7 @@ pub fn solve_maze<B: Backend>(
     views: usize,
     max_steps: usize,
     check: bool,
-) -> MazeViewsResult {
+) -> ViewsResult<Vec<u8>> {
     use crate::data::dihedral::{inverse, transform};
     let n = views.clamp(1, 8);
     let s = side * side;
@@ -181,27 +177,15 @@ pub fn solve_maze<B: Backend>(
     let device = w.device();
     let rope = Rope::<B>::new(cfg, &device);
     let mut carry = Carry::<B>::new(cfg, n, &device);
-    let mut last: Vec<(usize, Vec<u8>, f64)> = vec![];
-    for step in 1..=max_steps {
+    let step = |_: usize| -> Vec<(Vec<u8>, f32)> {
         let (loss, out) = eval_forward(cfg, w, table, &mut carry, &batch, &rope, max_steps);
         let q = to_host_f32(&out.q_halt);
-        last = (0..n)
+        (0..n)
             .map(|k| {
                 let tokens: Vec<u8> = loss.preds[k * s..(k + 1) * s].iter().map(|&t| t.clamp(0, 255) as u8).collect();
-                (k, inverse(&tokens, side, side, k as u8), 1.0 / (1.0 + (-(q[k] as f64)).exp()))
+                (inverse(&tokens, side, side, k as u8), q[k])
             })
-            .collect();
-        if check {
-            let ok: Vec<(usize, Vec<u8>, f64)> =
-                last.iter().filter(|(_, a, _)| crate::data::maze::solves(side, question, a)).cloned().collect();
-            if let Some((i, agree)) = majority(&ok) {
-                let (view, answer, q_halt) = ok[i].clone();
-                return MazeViewsResult { answer, checked: true, view, step, views: n, steps_run: step, agreeing: agree, q_halt };
-            }
-        }
-    }
-    let (i, agree) = majority(&last).expect("at least one view");
-    let (view, answer, q_halt) = last[i].clone();
-    let checked = crate::data::maze::solves(side, question, &answer);
-    MazeViewsResult { answer, checked, view, step: max_steps, views: n, steps_run: max_steps, agreeing: agree, q_halt }
+            .collect()
+    };
+    search_views(max_steps, check, step, |a| crate::data::maze::solves(side, question, a))
 }
