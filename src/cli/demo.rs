@@ -92,7 +92,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         halt: false,
         json: false,
         views: None,
-        seed: 0,
+        seed: None,
         config: None,
         set: vec![],
     })?;

@@ -30,15 +30,11 @@ pub fn run(a: ExportArgs) -> Result<()> {
     let model = checkpoint::read_state_json(&ckpt)?.model;
     // Every tensor the model has, verified and finite, in the reference's names (EMA weights when
     // the run kept an EMA: they are what model.safetensors holds and what evaluation uses).
-    let (_, weights) = checkpoint::read_weights(&ckpt.join("model.safetensors"))?;
-    let (params, _) = checkpoint::load_model::<super::device::Cpu>(&ckpt.join("model.safetensors"), &model, &Default::default())?;
-    let mut tensors = Vec::new();
-    for p in &params {
-        let t = &weights[&p.name];
-        tensors.push((format!("{}{}", checkpoint::PREFIX, p.name), t.shape.clone(), t.values.clone()));
-    }
-    if let Some(t) = weights.get("puzzle_emb.weights") {
-        tensors.push((format!("{}puzzle_emb.weights", checkpoint::PREFIX), t.shape.clone(), t.values.clone()));
+    let (params, table) = checkpoint::load_model::<super::device::Cpu>(&ckpt.join("model.safetensors"), &model, &Default::default())?;
+    let mut tensors: Vec<_> =
+        params.iter().map(|p| (format!("{}{}", checkpoint::PREFIX, p.name), p.shape.clone(), checkpoint::host(&p.tensor))).collect();
+    if let Some(t) = &table {
+        tensors.push((format!("{}puzzle_emb.weights", checkpoint::PREFIX), t.dims().to_vec(), checkpoint::host(t)));
     }
     crate::util::torch_zip_write::write(&a.out, &tensors)?;
     println!(

@@ -51,9 +51,9 @@ pub struct SolveArgs {
     /// step where one checks; else the views' majority
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
     pub views: Option<usize>,
-    /// Seed of the views' random transforms
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed of the views' random transforms (with --views) [default: 0]
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -133,6 +133,11 @@ fn bare_model(a: &SolveArgs, seq_len: usize, vocab_size: usize) -> Result<crate:
 
 pub fn run(a: SolveArgs) -> Result<()> {
     let bare = checkpoint::is_weights_file(&a.checkpoint);
+    anyhow::ensure!(
+        bare || (a.config.is_none() && a.set.is_empty()),
+        "--config/--set describe a bare weights file; a run or checkpoint folder carries its own configuration"
+    );
+    anyhow::ensure!(a.seed.is_none() || a.views.is_some(), "--seed draws the transforms of --views; without --views it would do nothing");
     if let Some(file) = &a.arc_task {
         anyhow::ensure!(!bare, "--arc-task needs a run or checkpoint folder (its identifiers.json names the tasks)");
         let ckpt = checkpoint::resolve(&a.checkpoint)?;
@@ -196,7 +201,7 @@ pub fn run(a: SolveArgs) -> Result<()> {
         anyhow::ensure!(!a.halt, "--views stops when an answer checks; --halt (the model's own halting) does not combine with it");
         let q: sudoku_solver::Grid = std::array::from_fn(|i| input[i] - 1);
         let t0 = std::time::Instant::now();
-        let r = crate::infer::views::solve_sudoku(&model, &w, table.as_ref(), &q, k, steps, a.seed, true);
+        let r = crate::infer::views::solve_sudoku(&model, &w, table.as_ref(), &q, k, steps, a.seed.unwrap_or(0), true);
         let secs = t0.elapsed().as_secs_f64();
         let answer: String = r.answer.iter().map(|&d| if d == 0 { '.' } else { (b'0' + d) as char }).collect();
         if a.json {

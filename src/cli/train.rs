@@ -162,6 +162,10 @@ pub struct EvalArgs {
 /// Evaluates a checkpoint on a data set's test split.
 pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<EvalResult> {
     let test = Arc::new(format::read_dataset_split(&a.data, "test")?);
+    anyhow::ensure!(
+        checkpoint::is_weights_file(&a.checkpoint) || (a.config.is_none() && a.set.is_empty()),
+        "--config/--set describe a bare weights file; a run or checkpoint folder carries its own configuration"
+    );
     let (model, file) = if checkpoint::is_weights_file(&a.checkpoint) {
         let preset = a.config.as_deref().context("--config is required to evaluate a bare weights file (.safetensors or torch.save)")?;
         let cfg = config::resolve(preset, &a.set)?;
