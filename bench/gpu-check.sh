@@ -68,6 +68,14 @@ mem_stop() { [ -n "$MEMPID" ] && kill "$MEMPID" 2>/dev/null; wait "$MEMPID" 2>/d
 
 # ---- 1. the machine ----------------------------------------------------------------------------
 say "1/6 machine"
+# The CUDA libraries trm opens at run time (libcuda, libnvrtc): the toolkit's folder joins the
+# search path when the loader's cache lacks NVRTC.
+if ! ldconfig -p 2>/dev/null | grep -q libnvrtc; then
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+    [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  done
+fi
+{ echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"; ldconfig -p 2>/dev/null | grep -E 'libcuda\.|libnvrtc|libnccl' ; } >>"$LOG"
 GPU=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -n 1)
 TORCH=$("$PY" -c "import torch; print(torch.__version__, torch.version.cuda)" 2>/dev/null)
 record machine info "$("$PY" -c 'import json,sys; print(json.dumps(dict(gpu=sys.argv[1], torch=sys.argv[2], trm=sys.argv[3], commit=sys.argv[4], device=sys.argv[5])))' \
@@ -75,8 +83,10 @@ record machine info "$("$PY" -c 'import json,sys; print(json.dumps(dict(gpu=sys.
 case "$GPU" in *H100*|*H200*) PEAK=${PEAK_TFLOPS:-989} ;; *) PEAK=${PEAK_TFLOPS:-} ;; esac
 PEAK_ARG=(); [ -n "$PEAK" ] && PEAK_ARG=(--peak-tflops "$PEAK")
 # Offline machines: the reference's two small dependencies travel as wheels.
+# (Installed into a folder of its own, so the machine's Python is left as it was.)
 if ! "$PY" -c "import einops, pydantic" 2>/dev/null && [ -d "$KIT/wheels" ]; then
-  "$PY" -m pip install -q --no-index --find-links "$KIT/wheels" einops pydantic >>"$LOG" 2>&1
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$OUT/.site" "$KIT"/wheels/*.whl >>"$LOG" 2>&1
+  export PYTHONPATH="$OUT/.site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
 # ---- 2. parity ---------------------------------------------------------------------------------
@@ -138,7 +148,9 @@ rm -rf "$RUN"
 if [ "$TINY" = 1 ]; then
   BUILD=(--subsample 64 --num-aug 4 --test-subsample 64); TRAIN=(global_batch_size=16 arch.hidden_size=64 arch.num_heads=2 arch.puzzle_emb_ndim=64 arch.H_cycles=1 arch.L_cycles=1 arch.halt_max_steps=2 eval_max_examples=32 max_steps=4); MIN=0.5
 else
-  BUILD=(--subsample 1000 --num-aug 1000 --test-subsample 4096); TRAIN=(eval_max_examples=4096); MIN=2
+  BUILD=(--subsample 1000 --num-aug 1000 --test-subsample 4096); TRAIN=(eval_max_examples=4096)
+  # Training stops 45 s before the cap, leaving time for start-up and the test evaluation.
+  MIN=$(awk -v c="$CAP_TRAIN" 'BEGIN { m = (c - 45) / 60; print (m < 0.5 ? 0.5 : m) }')
 fi
 if [ ! -d "$DATA/train" ]; then
   capped 120 "$TRM" data sudoku --train "$KIT/data/train.csv" --test "$KIT/data/test_hard.csv.gz" --out "$DATA" "${BUILD[@]}" >/dev/null
@@ -171,6 +183,13 @@ PYEOF
 # ---- 6. NCCL, one rank -----------------------------------------------------------------------------
 if [ "$DEVICE" != cpu ]; then
   say "6/6 NCCL world size 1 vs plain"
+  # cudarc looks for libnccl.so; the pip wheel (nvidia-nccl-cu13) ships libnccl.so.2 only, and
+  # `trm launch` links it when TRM_NCCL_LIB names it.
+  if [ -z "${TRM_NCCL_LIB:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libnccl\.so '; then
+    TRM_NCCL_LIB=$( (ldconfig -p 2>/dev/null | awk '/libnccl\.so\.2 /{print $NF; exit}'; \
+      "$PY" -c 'import nvidia.nccl, os, glob; d=os.path.dirname(nvidia.nccl.__file__) if nvidia.nccl.__file__ else list(nvidia.nccl.__path__)[0]; print(*glob.glob(d+"/lib/libnccl.so*"), sep="\n")' 2>/dev/null) | head -n 1)
+    [ -n "$TRM_NCCL_LIB" ] && export TRM_NCCL_LIB && say "NCCL library: $TRM_NCCL_LIB"
+  fi
   TINYRUN=(--config sudoku-tiny --device "$DEVICE" --data "$DATA" --quiet max_steps=150 eval_max_examples=256 checkpoint_every_eval=False)
   rm -rf "$OUT/plain" "$OUT/nccl"
   capped $(( CAP_NCCL / 2 )) "$TRM" train "${TINYRUN[@]}" --out "$OUT/plain" >/dev/null; rc1=$?

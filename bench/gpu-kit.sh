@@ -30,7 +30,8 @@ fi
 rm -rf "$KIT" && mkdir -p "$KIT/fixtures" "$KIT/data" "$KIT/reference"
 cp "$BIN" "$KIT/trm"
 cp -r "$SHARED/fixtures/trm-small-attn" "$KIT/fixtures/"
-for f in tests/fixtures/*/; do cp -r "$f" "$KIT/fixtures/"; done
+# Parity fixtures only (a folder with expected.safetensors; tests/fixtures/torch is not one).
+for f in tests/fixtures/*/; do if [ -f "$f/expected.safetensors" ]; then cp -r "$f" "$KIT/fixtures/"; fi; done
 cp "$SHARED/data/sudoku-extreme-1k/train.csv" "$SHARED/data/sudoku-extreme-1k/test_hard.csv.gz" "$KIT/data/"
 # The reference's model code only (bench/reference_step.py imports models/); prepared by
 # bench/prepare_reference.sh from the mirror, never committed.
