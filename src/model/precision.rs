@@ -7,6 +7,10 @@
 //! On the CPU backend bfloat16 is emulated through float32 by burn-flex (slower, and the fused
 //! CPU block only handles float32), so CPU runs compute in float32 unless `TRM_CPU_BF16=1`
 //! (or `allow_bf16_on_cpu`) asks for the emulation, e.g. to study bfloat16 numerics.
+//!
+//! The token loss is computed in float64 on the CPU, as the reference's stable-max, and in
+//! float32 on GPU backends: burn 0.21's fused CUDA kernels have no float64 (they panic with
+//! "Unsupported precision for fusion: f64", seen on an H200, 2026-11-27).
 
 use super::config::{ForwardDtype, ModelConfig};
 use burn::backend::{Autodiff, Flex};
@@ -33,6 +37,11 @@ pub fn activation_dtype<B: Backend>(cfg: &ModelConfig) -> DType {
         ForwardDtype::Bfloat16 if !is_cpu::<B>() || CPU_BF16.load(Ordering::Relaxed) => DType::BF16,
         _ => DType::F32,
     }
+}
+
+/// The dtype the token loss is computed in on backend `B` (see the module notes).
+pub fn loss_dtype<B: Backend>() -> DType {
+    if is_cpu::<B>() { DType::F64 } else { DType::F32 }
 }
 
 /// Whether a bfloat16 request falls back to float32 on `B` (worth a note to the user).

@@ -14,7 +14,8 @@
 use crate::data::loader::IGNORE_LABEL;
 use crate::model::config::LossType;
 use burn::prelude::*;
-use burn::tensor::{FloatDType, TensorData};
+use crate::model::precision::{loss_dtype, to_dtype};
+use burn::tensor::TensorData;
 
 /// Summed (not yet normalised) metrics of one step, as the reference reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -90,8 +91,9 @@ pub struct LossOutput<B: Backend> {
 }
 
 /// `log(s(x)_label / sum s(x))` with `s(x) = x + 1` (x >= 0), `1 / (1 - x + 1e-30)` (x < 0).
+/// Computed in `loss_dtype` (float64 on the CPU, as the reference).
 fn log_stablemax_at<B: Backend>(logits: Tensor<B, 3>, labels: Tensor<B, 3, Int>) -> Tensor<B, 3> {
-    let x = logits.cast(FloatDType::F64);
+    let x = to_dtype(logits, loss_dtype::<B>());
     let neg = x.clone().lower_elem(0.0);
     let s = (x.clone() + 1.0).mask_where(neg, (x.neg() + 1.0 + 1e-30).recip());
     let sum = s.clone().sum_dim(2);
@@ -152,10 +154,11 @@ pub fn act_loss<B: Backend>(
     let labels_t = Tensor::<B, 3, Int>::from_data(TensorData::new(safe, [b, s, 1]), &device);
     let logp = match loss_type {
         LossType::StablemaxCrossEntropy => log_stablemax_at(logits, labels_t),
-        LossType::SoftmaxCrossEntropy => log_softmax_at(logits, labels_t).cast(FloatDType::F64),
+        LossType::SoftmaxCrossEntropy => to_dtype(log_softmax_at(logits, labels_t), loss_dtype::<B>()),
     };
-    let mask_t = Tensor::<B, 3>::from_data(TensorData::new(mask, [b, s, 1]), (&device, burn::tensor::DType::F64));
-    let div_t = Tensor::<B, 2>::from_data(TensorData::new(inv_div, [b, 1]), (&device, burn::tensor::DType::F64));
+    let dt = loss_dtype::<B>();
+    let mask_t = Tensor::<B, 3>::from_data(TensorData::new(mask, [b, s, 1]).convert_dtype(dt), (&device, dt));
+    let div_t = Tensor::<B, 2>::from_data(TensorData::new(inv_div, [b, 1]).convert_dtype(dt), (&device, dt));
     let per_row = (logp.neg() * mask_t).sum_dim(1).reshape([b, 1]) * div_t;
     let row_lm: Vec<f64> = per_row.clone().into_data().convert::<f64>().to_vec().expect("float losses");
     let lm_loss = per_row.sum().reshape([1]);
@@ -178,7 +181,7 @@ pub fn act_loss<B: Backend>(
         metrics.q_continue_loss = q_continue_loss.clone().into_scalar().to_f64();
         q_loss = q_loss + q_continue_loss;
     }
-    let total = lm_loss + q_loss.cast(FloatDType::F64) * 0.5;
+    let total = lm_loss + to_dtype(q_loss, dt) * 0.5;
     LossOutput { total, metrics, preds, seq_correct, rows, q_continue_target }
 }
 
