@@ -38,8 +38,29 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$OUT" ] || { echo "gpu-check.sh: --out is required" >&2; exit 2; }
 KIT=$(realpath "$KIT"); mkdir -p "$OUT"; OUT=$(realpath "$OUT")
-TRM="$KIT/trm"
+# Only results go to $OUT (a GPU lease returns a few files); data, runs and caches go here.
+SCRATCH="${TMPDIR:-/tmp}/trm-gpu-check"; rm -rf "$SCRATCH"; mkdir -p "$SCRATCH/work"
 PY="${PYTHON:-python3}"
+# The kit carries trm compressed (xz) when it was built for a lease.
+if [ -f "$KIT/trm.xz" ]; then
+  "$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$KIT/trm.xz" "$SCRATCH/trm"
+  chmod +x "$SCRATCH/trm"; TRM="$SCRATCH/trm"
+else
+  TRM="$KIT/trm"
+fi
+# CubeCL (burn's GPU compiler) reads cubecl.toml from the working folder: compiled kernels are
+# cached on disk, so each later trm process of the check skips NVRTC for kernels seen before, and
+# every compilation and autotune decision is logged with its time, for finding where a slow first
+# step goes.
+cat > "$SCRATCH/work/cubecl.toml" <<TOML
+[compilation]
+cache = { file = "$SCRATCH/kernel-cache" }
+logger = { level = "basic", file = "$OUT/cubecl.log" }
+[autotune]
+cache = { file = "$SCRATCH/autotune-cache" }
+logger = { level = "minimal", file = "$OUT/cubecl.log" }
+TOML
+cd "$SCRATCH/work"
 RES="$OUT/results.jsonl"; : > "$RES"
 LOG="$OUT/gpu-check.log"; : > "$LOG"
 read -r CAP_PARITY CAP_BENCH CAP_REF CAP_TRAIN CAP_NCCL <<< "${CAPS:-50 150 130 130 60}"
@@ -62,7 +83,7 @@ PYEOF
 # Runs a command with a time cap; its stdout is returned, stderr goes to the log.
 capped() { local cap=$1; shift; timeout --kill-after=10 "$cap" "$@" 2>>"$LOG"; }
 # Peak GPU memory (MiB) while a command runs (empty on a machine without nvidia-smi).
-MEMLOG="$OUT/.mem"
+MEMLOG="$SCRATCH/mem"
 mem_start() { : > "$MEMLOG"; if command -v nvidia-smi >/dev/null; then nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$MEMLOG" 2>/dev/null & MEMPID=$!; else MEMPID=""; fi; }
 mem_stop() { [ -n "$MEMPID" ] && kill "$MEMPID" 2>/dev/null; wait "$MEMPID" 2>/dev/null; sort -n "$MEMLOG" | tail -n 1; }
 
@@ -85,18 +106,31 @@ PEAK_ARG=(); [ -n "$PEAK" ] && PEAK_ARG=(--peak-tflops "$PEAK")
 # Offline machines: the reference's two small dependencies travel as wheels.
 # (Installed into a folder of its own, so the machine's Python is left as it was.)
 if ! "$PY" -c "import einops, pydantic" 2>/dev/null && [ -d "$KIT/wheels" ]; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$OUT/.site" "$KIT"/wheels/*.whl >>"$LOG" 2>&1
-  export PYTHONPATH="$OUT/.site${PYTHONPATH:+:$PYTHONPATH}"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SCRATCH/site" "$KIT"/wheels/*.whl >>"$LOG" 2>&1
+  export PYTHONPATH="$SCRATCH/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
 # ---- 2. parity ---------------------------------------------------------------------------------
 say "2/6 parity on $DEVICE"
 END=$(( $(date +%s) + CAP_PARITY ))
+parity() { # fixture device cap -> records, returns the exit code
+  local fx=$1 dev=$2 cap=$3 out rc
+  out=$(capped "$cap" "$TRM" parity "$fx" --device "$dev" --quiet --progress); rc=$?
+  record parity "$(basename "$fx")" "$("$PY" -c 'import json,sys; print(json.dumps(dict(ok=sys.argv[1]=="0", device=sys.argv[3], exit_code=int(sys.argv[1]), summary=sys.argv[2])))' "$rc" "$(echo "$out" | tail -n 1)" "$dev")"
+  return $rc
+}
+# The first fixture decides the device of the rest of the check: burn's fused CUDA backend, or,
+# when that fails or stalls, the same backend without fusion (cuda-unfused).
+FIRST="$KIT/fixtures/trm-small-attn/"
+if ! parity "$FIRST" "$DEVICE" $(( CAP_PARITY / 2 )) && [ "$DEVICE" = cuda ]; then
+  say "parity failed or stalled with fusion; trying cuda-unfused"
+  parity "$FIRST" cuda-unfused $(( CAP_PARITY / 2 )) && DEVICE=cuda-unfused
+fi
+say "device for the rest: $DEVICE"
 for fx in "$KIT"/fixtures/*/; do
+  [ "$fx" = "$FIRST" ] && continue
   left=$(( END - $(date +%s) )); [ "$left" -gt 5 ] || { record parity "$(basename "$fx")" '{"error":"part time cap reached"}'; continue; }
-  out=$(capped "$left" "$TRM" parity "$fx" --device "$DEVICE" --quiet); rc=$?
-  summary=$(echo "$out" | tail -n 1)
-  record parity "$(basename "$fx")" "$("$PY" -c 'import json,sys; print(json.dumps(dict(ok=sys.argv[1]=="0", summary=sys.argv[2])))' "$rc" "$summary")"
+  parity "$fx" "$DEVICE" "$left"
 done
 
 # ---- 3. trm bench --------------------------------------------------------------------------------
@@ -134,7 +168,7 @@ for c in $CASES; do
     if [ "$compile" = compile ] && [ "$TINY" = 1 ] && [ "$c" != "sudoku-att:2:train:float32" ]; then continue; fi
     left=$(( END - $(date +%s) )); [ "$left" -gt 5 ] || { record reference "$c:$compile" '{"error":"part time cap reached"}'; continue; }
     flags=(); [ "$compile" = compile ] && flags=(--compile)
-    out=$(capped "$left" "$PY" "$ROOT/bench/reference_step.py" --ref-dir "$KIT/reference" --device "$DEVICE" --shape "$shape" --batch "$batch" \
+    out=$(capped "$left" "$PY" "$ROOT/bench/reference_step.py" --ref-dir "$KIT/reference" --device "${DEVICE/-unfused/}" --shape "$shape" --batch "$batch" \
       --mode "$mode" --dtype "$dtype" --optimizer adam-atan2 "${REPS[@]}" --threads "$(nproc)" "${flags[@]}" --json | tail -n 1)
     [ -n "$out" ] || out='{"error":"no result (crash or time cap; see gpu-check.log)"}'
     record reference "$c:$compile" "$out"
@@ -143,7 +177,7 @@ done
 
 # ---- 5. learning on the device -----------------------------------------------------------------------
 say "5/6 training sudoku-mlp on $DEVICE"
-DATA="$OUT/sudoku-1k-aug"; RUN="$OUT/run"
+DATA="$SCRATCH/sudoku-1k-aug"; RUN="$SCRATCH/run"
 rm -rf "$RUN"
 if [ "$TINY" = 1 ]; then
   BUILD=(--subsample 64 --num-aug 4 --test-subsample 64); TRAIN=(global_batch_size=16 arch.hidden_size=64 arch.num_heads=2 arch.puzzle_emb_ndim=64 arch.H_cycles=1 arch.L_cycles=1 arch.halt_max_steps=2 eval_max_examples=32 max_steps=4); MIN=0.5
@@ -159,6 +193,7 @@ mem_start
 capped "$CAP_TRAIN" "$TRM" train --config sudoku-mlp --device "$DEVICE" --data "$DATA" --out "$RUN" --quiet --time-limit "$MIN" "${TRAIN[@]}" >/dev/null
 rc=$?
 peak=$(mem_stop)
+cp "$RUN/metrics.jsonl" "$OUT/train-metrics.jsonl" 2>/dev/null
 record train sudoku-mlp "$("$PY" - "$RUN/metrics.jsonl" "$rc" "${peak:-}" <<'PYEOF'
 import json, sys
 path, rc, peak = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -191,10 +226,10 @@ if [ "$DEVICE" != cpu ]; then
     [ -n "$TRM_NCCL_LIB" ] && export TRM_NCCL_LIB && say "NCCL library: $TRM_NCCL_LIB"
   fi
   TINYRUN=(--config sudoku-tiny --device "$DEVICE" --data "$DATA" --quiet max_steps=150 eval_max_examples=256 checkpoint_every_eval=False)
-  rm -rf "$OUT/plain" "$OUT/nccl"
-  capped $(( CAP_NCCL / 2 )) "$TRM" train "${TINYRUN[@]}" --out "$OUT/plain" >/dev/null; rc1=$?
-  capped $(( CAP_NCCL / 2 )) "$TRM" launch --nproc 1 -- train "${TINYRUN[@]}" --out "$OUT/nccl" >/dev/null; rc2=$?
-  record nccl world1 "$("$PY" - "$OUT/plain/metrics.jsonl" "$OUT/nccl/metrics.jsonl" "$rc1" "$rc2" <<'PYEOF'
+  rm -rf "$SCRATCH/plain" "$SCRATCH/nccl"
+  capped $(( CAP_NCCL / 2 )) "$TRM" train "${TINYRUN[@]}" --out "$SCRATCH/plain" >/dev/null; rc1=$?
+  capped $(( CAP_NCCL / 2 )) "$TRM" launch --nproc 1 -- train "${TINYRUN[@]}" --out "$SCRATCH/nccl" >/dev/null; rc2=$?
+  record nccl world1 "$("$PY" - "$SCRATCH/plain/metrics.jsonl" "$SCRATCH/nccl/metrics.jsonl" "$rc1" "$rc2" <<'PYEOF'
 import json, sys
 def losses(p):
     try:

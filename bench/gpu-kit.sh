@@ -28,7 +28,8 @@ if [ -z "$BIN" ]; then
   BIN=target/dist/trm
 fi
 rm -rf "$KIT" && mkdir -p "$KIT/fixtures" "$KIT/data" "$KIT/reference"
-cp "$BIN" "$KIT/trm"
+# Compressed (40 MB -> 7 MB): room for the data and fixtures under the 64 MiB a lease carries.
+xz -T0 -6 -c "$BIN" > "$KIT/trm.xz"
 cp -r "$SHARED/fixtures/trm-small-attn" "$KIT/fixtures/"
 # Parity fixtures only (a folder with expected.safetensors; tests/fixtures/torch is not one).
 for f in tests/fixtures/*/; do if [ -f "$f/expected.safetensors" ]; then cp -r "$f" "$KIT/fixtures/"; fi; done
@@ -41,4 +42,4 @@ git rev-parse HEAD > "$KIT/COMMIT.txt"
 # The reference's two small dependencies, for a machine without a package index.
 if [ -n "${WHEELS:-}" ]; then cp -r "$WHEELS" "$KIT/wheels"; fi
 find "$KIT" -name __pycache__ -prune -exec rm -rf {} +
-du -sh "$KIT" && ls -la "$KIT/trm"
+du -sh "$KIT" && ls -la "$KIT/trm.xz"

@@ -20,7 +20,8 @@ def main(results, out_json):
     lines.append("")
     lines.append("parity (float32)")
     for r in by("parity"):
-        lines.append(f"  {'ok  ' if r.get('ok') else 'FAIL'} {r['name']:<22} {r.get('summary', r.get('error', ''))}")
+        status = "ok  " if r.get("ok") else ("TIME" if r.get("exit_code") in (124, 137) else "FAIL")
+        lines.append(f"  {status} {r['name']:<22} {r.get('device', ''):<13} {r.get('summary') or r.get('error', '')}")
     lines.append("")
     ref = {r["name"]: r for r in by("reference")}
     head = f"  {'case':<30} {'trm s':>8} {'ex/s':>9} {'TFLOP/s':>8} {'MFU':>6} {'GPU MiB':>8} {'ref eager':>9} {'ref comp':>9} {'/eager':>7} {'/comp':>7}"

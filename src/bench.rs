@@ -168,6 +168,13 @@ fn summarise(
     }
 }
 
+/// One line per step on stderr: a first step on a new device compiles its kernels and can take
+/// long, so a slow start shows as such instead of as silence.
+fn progress(i: usize, warmup: usize, reps: usize, secs: f64) {
+    let kind = if i < warmup { "warm-up" } else { "timed" };
+    eprintln!("bench: step {}/{} ({kind}) {secs:.3} s", i + 1, warmup + reps);
+}
+
 /// Times `reps` training steps after `warmup` on backend `AD`.
 pub fn bench_train<AD: AutodiffBackend>(spec: &BenchSpec, device: &AD::Device) -> anyhow::Result<BenchResult> {
     let BenchSpec { shape: shape_name, arch, dtype, batch: b, warmup, reps, peak_tflops: peak } = spec.clone();
@@ -195,8 +202,10 @@ pub fn bench_train<AD: AutodiffBackend>(spec: &BenchSpec, device: &AD::Device) -
         apply_gradients(learner, local, &h, &mut Single)?;
         // Wait for the device: reading one value forces all queued work to finish.
         let _ = crate::train::checkpoint::host(&params[0].tensor.clone().slice([0..1, 0..1]));
+        let secs = t.elapsed().as_secs_f64();
+        progress(i, warmup, reps, secs);
         if i >= warmup {
-            times.push(t.elapsed().as_secs_f64());
+            times.push(secs);
         }
     }
     let label = if arch == Architecture::Trm { shape_name.to_string() } else { format!("{shape_name}/{}", arch.name()) };
@@ -219,8 +228,10 @@ pub fn bench_eval<B: Backend>(spec: &BenchSpec, device: &B::Device) -> anyhow::R
     for i in 0..warmup + reps {
         let t = Instant::now();
         let _ = eval_forward(&c, &w, table.as_ref(), &mut carry, &batch, &rope, usize::MAX);
+        let secs = t.elapsed().as_secs_f64();
+        progress(i, warmup, reps, secs);
         if i >= warmup {
-            times.push(t.elapsed().as_secs_f64());
+            times.push(secs);
         }
     }
     let label = if arch == Architecture::Trm { shape_name.to_string() } else { format!("{shape_name}/{}", arch.name()) };

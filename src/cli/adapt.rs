@@ -113,8 +113,10 @@ pub fn run(a: AdaptArgs) -> Result<()> {
         DeviceSpec::Cpu => adapt::<CpuAutodiff>(&job, &Default::default())?,
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(n) => adapt::<super::device::GpuAutodiff>(&job, &burn::backend::cuda::CudaDevice::new(n))?,
+        #[cfg(feature = "cuda")]
+        DeviceSpec::CudaUnfused(n) => adapt::<super::device::GpuUnfusedAutodiff>(&job, &burn::backend::cuda::CudaDevice::new(n))?,
         #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => unreachable!(),
+        DeviceSpec::Cuda(_) | DeviceSpec::CudaUnfused(_) => unreachable!(),
     };
     report(&r, outputs_known(&a.tasks, a.solutions.as_deref()));
     Ok(())

@@ -17,7 +17,7 @@ pub struct BenchArgs {
     /// Rows per step
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
-    /// cpu, cuda or cuda:N
+    /// cpu, cuda[:N] or cuda-unfused[:N] (without burn's kernel fusion)
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
     /// `train` (forward + backward + optimisers) or `eval` (forward only)
@@ -71,6 +71,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
         #[cfg(feature = "cuda")]
         (DeviceSpec::Cuda(n), "eval") => bench::bench_eval::<super::device::Gpu>(&spec, &burn::backend::cuda::CudaDevice::new(n))?,
+        #[cfg(feature = "cuda")]
+        (DeviceSpec::CudaUnfused(n), "train") => {
+            bench::bench_train::<super::device::GpuUnfusedAutodiff>(&spec, &burn::backend::cuda::CudaDevice::new(n))?
+        }
+        #[cfg(feature = "cuda")]
+        (DeviceSpec::CudaUnfused(n), "eval") => {
+            bench::bench_eval::<super::device::GpuUnfused>(&spec, &burn::backend::cuda::CudaDevice::new(n))?
+        }
         (_, m) => anyhow::bail!("unknown --mode `{m}` (train or eval)"),
     };
     if a.json {

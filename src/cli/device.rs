@@ -1,4 +1,8 @@
-//! `--device cpu|cuda[:N]` and `--threads N`.
+//! `--device cpu|cuda[:N]|cuda-unfused[:N]` and `--threads N`.
+//!
+//! `cuda` is burn's CUDA backend with its kernel fusion (burn's default); `cuda-unfused` the same
+//! backend without fusion, one kernel per tensor operation: slower in principle, but it isolates
+//! fusion when a result or a time on a GPU looks wrong (burn 0.21 has open fusion reports).
 
 use anyhow::{Result, bail};
 
@@ -6,6 +10,8 @@ use anyhow::{Result, bail};
 pub enum DeviceSpec {
     Cpu,
     Cuda(usize),
+    /// CUDA without burn's kernel fusion.
+    CudaUnfused(usize),
 }
 
 impl std::str::FromStr for DeviceSpec {
@@ -14,11 +20,24 @@ impl std::str::FromStr for DeviceSpec {
         match s {
             "cpu" => Ok(DeviceSpec::Cpu),
             "cuda" => Ok(DeviceSpec::Cuda(0)),
-            _ => match s.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-                Some(n) => Ok(DeviceSpec::Cuda(n)),
-                None => Err(format!("unknown device `{s}` (expected cpu, cuda or cuda:N)")),
-            },
+            "cuda-unfused" => Ok(DeviceSpec::CudaUnfused(0)),
+            _ => {
+                let index = |prefix: &str| s.strip_prefix(prefix).and_then(|n| n.parse().ok());
+                if let Some(n) = index("cuda:") {
+                    Ok(DeviceSpec::Cuda(n))
+                } else if let Some(n) = index("cuda-unfused:") {
+                    Ok(DeviceSpec::CudaUnfused(n))
+                } else {
+                    Err(format!("unknown device `{s}` (expected cpu, cuda, cuda:N, cuda-unfused or cuda-unfused:N)"))
+                }
+            }
         }
+    }
+}
+
+impl DeviceSpec {
+    pub fn is_cuda(self) -> bool {
+        matches!(self, DeviceSpec::Cuda(_) | DeviceSpec::CudaUnfused(_))
     }
 }
 
@@ -35,10 +54,14 @@ pub type Cpu = burn::backend::Flex;
 pub type Gpu = burn::backend::Cuda;
 #[cfg(feature = "cuda")]
 pub type GpuAutodiff = burn::backend::Autodiff<burn::backend::Cuda>;
+#[cfg(feature = "cuda")]
+pub type GpuUnfused = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
+#[cfg(feature = "cuda")]
+pub type GpuUnfusedAutodiff = burn::backend::Autodiff<GpuUnfused>;
 
 /// Fails clearly when CUDA is asked of a binary built without it.
 pub fn require_cuda(spec: DeviceSpec) -> Result<()> {
-    if matches!(spec, DeviceSpec::Cuda(_)) && !cfg!(feature = "cuda") {
+    if spec.is_cuda() && !cfg!(feature = "cuda") {
         bail!("this trm was built without CUDA: rebuild with `cargo build --release --features cuda`");
     }
     Ok(())

@@ -31,7 +31,10 @@ pub struct ParityArgs {
     /// Print only failures and the summary
     #[arg(long)]
     pub quiet: bool,
-    /// cpu, cuda or cuda:N (float32: the fixtures' precision; a new backend's first check)
+    /// Print each stage and the time so far to stderr (a new device compiles kernels as it goes)
+    #[arg(long)]
+    pub progress: bool,
+    /// cpu, cuda[:N] or cuda-unfused[:N] (float32: the fixtures' precision; a new backend's first check)
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
 }
@@ -39,11 +42,13 @@ pub struct ParityArgs {
 pub fn run(a: ParityArgs) -> Result<()> {
     require_cuda(a.device)?;
     let checks = match a.device {
-        DeviceSpec::Cpu => parity::run::<super::device::CpuAutodiff>(&a.dir, &Default::default())?,
+        DeviceSpec::Cpu => parity::run_with_progress::<super::device::CpuAutodiff>(&a.dir, &Default::default(), a.progress)?,
         #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(n) => parity::run::<super::device::GpuAutodiff>(&a.dir, &burn::backend::cuda::CudaDevice::new(n))?,
+        DeviceSpec::Cuda(n) => parity::run_with_progress::<super::device::GpuAutodiff>(&a.dir, &burn::backend::cuda::CudaDevice::new(n), a.progress)?,
+        #[cfg(feature = "cuda")]
+        DeviceSpec::CudaUnfused(n) => parity::run_with_progress::<super::device::GpuUnfusedAutodiff>(&a.dir, &burn::backend::cuda::CudaDevice::new(n), a.progress)?,
         #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => unreachable!(),
+        DeviceSpec::Cuda(_) | DeviceSpec::CudaUnfused(_) => unreachable!(),
     };
     let failed: Vec<&parity::Check> = checks.iter().filter(|c| !c.ok()).collect();
     for c in &checks {

@@ -39,7 +39,7 @@ pub struct TrainArgs {
     /// Start from the weights of a checkpoint (folder or model.safetensors)
     #[arg(long)]
     pub init_from: Option<PathBuf>,
-    /// cpu, cuda or cuda:N
+    /// cpu, cuda[:N] or cuda-unfused[:N] (without burn's kernel fusion)
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
     /// CPU threads [default: all cores]
@@ -92,17 +92,24 @@ pub fn train(a: TrainArgs) -> Result<()> {
         #[cfg(feature = "cuda")]
         (DeviceSpec::Cuda(n), None) => trainer::train::<super::device::GpuAutodiff>(&job, &burn::backend::cuda::CudaDevice::new(n))?,
         #[cfg(feature = "cuda")]
-        (DeviceSpec::Cuda(n), Some(l)) => {
+        (DeviceSpec::CudaUnfused(n), None) => {
+            trainer::train::<super::device::GpuUnfusedAutodiff>(&job, &burn::backend::cuda::CudaDevice::new(n))?
+        }
+        #[cfg(feature = "cuda")]
+        (spec @ (DeviceSpec::Cuda(n) | DeviceSpec::CudaUnfused(n)), Some(l)) => {
             // One GPU per rank: cuda:LOCAL_RANK.
             if n != 0 && n != l.local_rank {
                 bail!("--device cuda:{n}: under a launcher each rank uses cuda:LOCAL_RANK (here {}); pass --device cuda", l.local_rank);
             }
             let mut reducer = crate::dist::nccl::NcclReducer::new(l, crate::util::env::rendezvous_timeout()?)?;
             let device = burn::backend::cuda::CudaDevice::new(l.local_rank);
-            trainer::train_with::<super::device::GpuAutodiff>(&job, &device, &mut reducer)?
+            match spec {
+                DeviceSpec::CudaUnfused(_) => trainer::train_with::<super::device::GpuUnfusedAutodiff>(&job, &device, &mut reducer)?,
+                _ => trainer::train_with::<super::device::GpuAutodiff>(&job, &device, &mut reducer)?,
+            }
         }
         #[cfg(not(feature = "cuda"))]
-        (DeviceSpec::Cuda(_), _) => unreachable!(),
+        (DeviceSpec::Cuda(_) | DeviceSpec::CudaUnfused(_), _) => unreachable!(),
     };
     if launch.as_ref().is_some_and(|l| l.rank != 0) {
         return Ok(());
@@ -228,8 +235,10 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         DeviceSpec::Cpu => eval_checkpoint::<super::device::Cpu>(&a, &Default::default())?,
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(n) => eval_checkpoint::<super::device::Gpu>(&a, &burn::backend::cuda::CudaDevice::new(n))?,
+        #[cfg(feature = "cuda")]
+        DeviceSpec::CudaUnfused(n) => eval_checkpoint::<super::device::GpuUnfused>(&a, &burn::backend::cuda::CudaDevice::new(n))?,
         #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => unreachable!(),
+        DeviceSpec::Cuda(_) | DeviceSpec::CudaUnfused(_) => unreachable!(),
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

@@ -322,6 +322,18 @@ fn calls_in(expected: &BTreeMap<String, HostTensor>, mode: &str) -> usize {
 
 /// Runs every experiment of the fixture; returns one check per expected tensor.
 pub fn run<AD: AutodiffBackend>(dir: &Path, device: &AD::Device) -> Result<Vec<Check>> {
+    run_with_progress::<AD>(dir, device, false)
+}
+
+/// As [`run`]; with `progress`, each stage's start and the time so far go to stderr (a first run
+/// on a new device compiles its kernels as it goes, which can take long).
+pub fn run_with_progress<AD: AutodiffBackend>(dir: &Path, device: &AD::Device, progress: bool) -> Result<Vec<Check>> {
+    let t0 = std::time::Instant::now();
+    let stage = |what: &str| {
+        if progress {
+            eprintln!("parity [{:.1}s] {what}", t0.elapsed().as_secs_f64());
+        }
+    };
     let cfg_json: Value = crate::util::fs::read_json(&dir.join("config.json"))?;
     let cfg = model_config(&cfg_json)?;
     let p = cfg_json.get("pretrain_config").context("config.json: no pretrain_config")?;
@@ -420,17 +432,20 @@ pub fn run<AD: AutodiffBackend>(dir: &Path, device: &AD::Device) -> Result<Vec<C
     // 1. Training-mode rollout with fixed weights.
     let mut carry = Carry::<AD::InnerBackend>::new(&cfg, b, device);
     for k in 1..=calls_in(&expected, "train") {
+        stage(&format!("training-mode step {k}"));
         let (loss, out, _) = train_forward::<AD>(&cfg, &params, table.as_ref(), &mut carry, &batch, &ropes, explore(k as u64));
         check_step(&mut c, &format!("train.step{k}"), "train", k, &sched, &out, &loss, &carry);
     }
     // 2. Eval-mode rollout.
     let mut carry = Carry::<AD::InnerBackend>::new(&cfg, b, device);
     for k in 1..=calls_in(&expected, "eval") {
+        stage(&format!("evaluation-mode step {k}"));
         let (loss, out) = eval_forward(&cfg, &w, table.as_ref(), &mut carry, &batch, &ropes.inner, cfg.arch.halt_max_steps);
         check_step(&mut c, &format!("eval.step{k}"), "eval", k, &sched, &out, &loss, &carry);
     }
 
     // 3. One real training step: gradients of total / global_batch.
+    stage("one training step with gradients");
     let mut carry = Carry::<AD::InnerBackend>::new(&cfg, b, device);
     let (loss, _, leaves) = train_forward::<AD>(&cfg, &params, table.as_ref(), &mut carry, &batch, &ropes, explore(1));
     let grads = (loss.total.clone() / h.global_batch as f64).backward();
