@@ -22,7 +22,8 @@
 #
 # --tiny: small batches, few steps and short caps, to test the script itself on a CPU.
 # Environment: PEAK_TFLOPS (bf16 dense peak for MFU; default from the GPU's name: H100 989,
-# H200 989), PYTHON (default python3), CAPS="parity bench reference train nccl" seconds.
+# H200 989), PYTHON (default python3), CAPS="parity bench reference train nccl" seconds
+# (default "140 150 100 110 40": about 9.5 minutes with the data build).
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 KIT=gpu-kit OUT="" DEVICE=cuda TINY=0
@@ -63,7 +64,9 @@ TOML
 cd "$SCRATCH/work"
 RES="$OUT/results.jsonl"; : > "$RES"
 LOG="$OUT/gpu-check.log"; : > "$LOG"
-read -r CAP_PARITY CAP_BENCH CAP_REF CAP_TRAIN CAP_NCCL <<< "${CAPS:-50 150 130 130 60}"
+# The first trm process on a GPU compiles every kernel it meets (NVRTC, autotune); on the H200 of
+# 2026-11-27 a tiny parity fixture did not finish in 40 s, hence the parity part's share.
+read -r CAP_PARITY CAP_BENCH CAP_REF CAP_TRAIN CAP_NCCL <<< "${CAPS:-140 150 100 110 40}"
 if [ "$TINY" = 1 ]; then read -r CAP_PARITY CAP_BENCH CAP_REF CAP_TRAIN CAP_NCCL <<< "${CAPS:-120 240 240 240 60}"; fi
 T0=$(date +%s)
 say() { echo "[gpu-check $(( $(date +%s) - T0 ))s] $*" | tee -a "$LOG" >&2; }
@@ -122,9 +125,9 @@ parity() { # fixture device cap -> records, returns the exit code
 # The first fixture decides the device of the rest of the check: burn's fused CUDA backend, or,
 # when that fails or stalls, the same backend without fusion (cuda-unfused).
 FIRST="$KIT/fixtures/trm-small-attn/"
-if ! parity "$FIRST" "$DEVICE" $(( CAP_PARITY / 2 )) && [ "$DEVICE" = cuda ]; then
+if ! parity "$FIRST" "$DEVICE" $(( CAP_PARITY * 2 / 5 )) && [ "$DEVICE" = cuda ]; then
   say "parity failed or stalled with fusion; trying cuda-unfused"
-  parity "$FIRST" cuda-unfused $(( CAP_PARITY / 2 )) && DEVICE=cuda-unfused
+  parity "$FIRST" cuda-unfused $(( CAP_PARITY * 2 / 5 )) && DEVICE=cuda-unfused
 fi
 say "device for the rest: $DEVICE"
 for fx in "$KIT"/fixtures/*/; do
