@@ -44,9 +44,13 @@ pub fn run(a: ParityArgs) -> Result<()> {
     let checks = match a.device {
         DeviceSpec::Cpu => parity::run_with_progress::<super::device::CpuAutodiff>(&a.dir, &Default::default(), a.progress)?,
         #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(n) => parity::run_with_progress::<super::device::GpuAutodiff>(&a.dir, &burn::backend::cuda::CudaDevice::new(n), a.progress)?,
+        DeviceSpec::Cuda(n) => {
+            parity::run_with_progress::<super::device::GpuAutodiff>(&a.dir, &burn::backend::cuda::CudaDevice::new(n), a.progress)?
+        }
         #[cfg(feature = "cuda")]
-        DeviceSpec::CudaUnfused(n) => parity::run_with_progress::<super::device::GpuUnfusedAutodiff>(&a.dir, &burn::backend::cuda::CudaDevice::new(n), a.progress)?,
+        DeviceSpec::CudaUnfused(n) => {
+            parity::run_with_progress::<super::device::GpuUnfusedAutodiff>(&a.dir, &burn::backend::cuda::CudaDevice::new(n), a.progress)?
+        }
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) | DeviceSpec::CudaUnfused(_) => unreachable!(),
     };

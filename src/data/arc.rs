@@ -1,8 +1,14 @@
 //! ARC builder (`trm data arc`), following the reference `build_arc_dataset.py` (TRM version):
 //!
-//! 1. Each subset's tasks are shuffled (seeded). A task's demonstration pairs always go to the
-//!    train split; its test pairs go to the test split if the subset is a test set, else to train
-//!    as well. So the evaluation tasks' demonstrations are trained on, with their own identifiers.
+//! Every random draw comes from one numpy legacy stream (`util::np_random`, `np.random.seed(seed)`)
+//! in the reference's order, so the arrays, `identifiers.json` and `test_puzzles.json` are
+//! byte-identical to the reference builder's on the same files and seed (tests/arc_reference.rs),
+//! and published ARC checkpoints pair with trm-built data.
+//!
+//! 1. Each subset's tasks are shuffled, then augmented (2.), subset after subset. A task's
+//!    demonstration pairs always go to the train split; its test pairs go to the test split if
+//!    the subset is a test set, else to train as well, in the order the task's JSON lists them.
+//!    So the evaluation tasks' demonstrations are trained on, with their own identifiers.
 //! 2. Each task becomes a group: the original plus up to `num_aug` augmentations (dihedral x
 //!    colour permutation fixing 0), drawn in up to `5 * num_aug` trials; a trial whose augmented
 //!    puzzle (the multiset of its pairs' grid hashes) was already seen is rejected.
@@ -10,7 +16,8 @@
 //!    augmented puzzle has the same identifier in both splits.
 //! 4. Each pair becomes two 900-token sequences on the 30x30 canvas (see `arc_task::to_canvas`).
 //!    In the train split every example but one random one per puzzle is translated to a random
-//!    offset (same for input and output); the test split is never translated.
+//!    offset (same for input and output); the test split is never translated. The offsets are
+//!    drawn first, in order; the tokens are then made in parallel.
 //!
 //! Tokens for all augmentations are produced on the fly from (task, augmentation) and streamed to
 //! disk, so building ARC-1 x 1000 (3.6M examples, 6.5 GB of tokens) needs little memory.
@@ -18,11 +25,9 @@
 use super::arc_task::{self, Augmentation, Grid, MAX_SIDE, Task};
 use super::format::{self, SplitData};
 use super::npy::U8Stream;
-use crate::util::rng;
-use anyhow::{Result, bail};
+use crate::util::np_random::LegacyRandom;
+use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::Rng;
-use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -54,11 +59,14 @@ struct Group {
 }
 
 impl Group {
-    /// The pairs this group contributes to `split` (0 = train, 1 = test), un-augmented.
+    /// The pairs this group contributes to `split` (0 = train, 1 = test), un-augmented, in the
+    /// order the task's JSON lists them.
     fn pairs(&self, split: usize) -> Vec<&arc_task::Pair> {
+        let t = &self.task;
         match (split, self.test_to_test_split) {
-            (0, true) => self.task.train.iter().collect(),
-            (0, false) => self.task.train.iter().chain(&self.task.test).collect(),
+            (0, true) => t.train.iter().collect(),
+            (0, false) if t.test_first => t.test.iter().chain(&t.train).collect(),
+            (0, false) => t.train.iter().chain(&t.test).collect(),
             (_, true) => self.task.test.iter().collect(),
             (_, false) => Vec::new(),
         }
@@ -87,17 +95,18 @@ fn puzzle_hash(task: &Task, aug: &Augmentation) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Draws the distinct augmentations of one task.
-fn plan_members(task: &Task, num_aug: usize, rng: &mut impl Rng) -> Vec<Augmentation> {
+/// Draws the distinct augmentations of one task: per trial `randint(0, 8)` for the dihedral
+/// transform, then `permutation(1..=9)` for the colours.
+fn plan_members(task: &Task, num_aug: usize, rng: &mut LegacyRandom) -> Vec<Augmentation> {
     let mut members = vec![Augmentation::IDENTITY];
     if num_aug == 0 {
         return members;
     }
     let mut seen = HashSet::from([puzzle_hash(task, &Augmentation::IDENTITY)]);
     for _ in 0..RETRIES_FACTOR * num_aug {
-        let tid = rng.random_range(0..8u8);
+        let tid = rng.randint(0, 8) as u8;
         let mut perm = [1u8, 2, 3, 4, 5, 6, 7, 8, 9];
-        perm.shuffle(rng);
+        rng.shuffle(&mut perm);
         let mut colours = [0u8; 10];
         colours[1..].copy_from_slice(&perm);
         let aug = Augmentation { tid, colours };
@@ -142,43 +151,45 @@ pub fn build(out: &Path, opt: &BuildOptions) -> Result<BuildSummary> {
             bail!("test set `{t}` is not one of the subsets {:?}", opt.subsets);
         }
     }
-    // 1. Load and shuffle each subset.
-    let mut loaded: Vec<(Task, bool)> = Vec::new();
-    for (si, subset) in opt.subsets.iter().enumerate() {
-        let mut tasks = arc_task::load_subset(&opt.input_prefix, subset)?;
-        tasks.shuffle(&mut rng::derive(opt.seed, &[0, si as u64]));
+    let mut subsets = Vec::new();
+    for subset in &opt.subsets {
         let is_test = opt.test_sets.contains(subset);
-        loaded.extend(tasks.into_iter().map(|t| (t, is_test)));
+        subsets.push(arc_task::load_subset(&opt.input_prefix, subset)?.into_iter().map(|t| (t, is_test)).collect());
     }
-    build_tasks(out, loaded, vec!["<blank>".to_string()], opt)
+    build_subsets(out, subsets, vec!["<blank>".to_string()], opt)
 }
 
-/// Builds the data set from tasks in memory: `(task, its test pairs go to the test split)`.
-/// Identifiers continue after `names` (first entry: the blank identifier), so a data set for new
-/// tasks can extend a trained model's identifier map (`trm adapt`); names already there keep
-/// their identifier.
-pub fn build_tasks(out: &Path, loaded: Vec<(Task, bool)>, mut names: Vec<String>, opt: &BuildOptions) -> Result<BuildSummary> {
-    let mut test_puzzles = serde_json::Map::new();
-    for (t, is_test) in &loaded {
+/// Builds the data set from tasks in memory: `(task, its test pairs go to the test split)`, as
+/// one subset. Identifiers continue after `names` (first entry: the blank identifier), so a data
+/// set for new tasks can extend a trained model's identifier map (`trm adapt`); names already
+/// there keep their identifier.
+pub fn build_tasks(out: &Path, loaded: Vec<(Task, bool)>, names: Vec<String>, opt: &BuildOptions) -> Result<BuildSummary> {
+    build_subsets(out, vec![loaded], names, opt)
+}
+
+fn build_subsets(out: &Path, subsets: Vec<Vec<(Task, bool)>>, mut names: Vec<String>, opt: &BuildOptions) -> Result<BuildSummary> {
+    for (t, is_test) in subsets.iter().flatten() {
         // Dropping such a task silently would change what is trained or scored.
         anyhow::ensure!(!t.train.is_empty(), "task {}: no train pairs, so its puzzle embedding would never be trained", t.name);
         anyhow::ensure!(!*is_test || !t.test.is_empty(), "task {}: no test pairs to evaluate", t.name);
-        if *is_test {
-            test_puzzles.insert(t.name.clone(), t.to_json());
+    }
+    let seed = u32::try_from(opt.seed).context("--seed: the reference's numpy stream takes a seed in [0, 2^32)")?;
+    let mut rng = LegacyRandom::new(seed);
+    // 1-2. Shuffle each subset, then augment its tasks, in the reference's order (one stream).
+    let pb = bar(subsets.iter().map(Vec::len).sum::<usize>() as u64, "augmenting");
+    let mut groups: Vec<Group> = Vec::new();
+    for mut tasks in subsets {
+        rng.shuffle(&mut tasks);
+        for (task, test_to_test_split) in tasks {
+            let members = plan_members(&task, opt.num_aug, &mut rng);
+            pb.inc(1);
+            groups.push(Group { task, test_to_test_split, members });
         }
     }
-    // 2. Augment every task in parallel; each task has its own seeded stream.
-    let pb = bar(loaded.len() as u64, "augmenting");
-    let groups: Vec<Group> = loaded
-        .into_par_iter()
-        .enumerate()
-        .map(|(gi, (task, test_to_test_split))| {
-            let members = plan_members(&task, opt.num_aug, &mut rng::derive(opt.seed, &[1, gi as u64]));
-            pb.inc(1);
-            Group { task, test_to_test_split, members }
-        })
-        .collect();
     pb.finish();
+    // The test puzzles, in processing order, as the reference's dict.
+    let test_puzzles: Vec<(&str, arc_task::TaskJson)> =
+        groups.iter().filter(|g| g.test_to_test_split).map(|g| (g.task.name.as_str(), arc_task::TaskJson(&g.task))).collect();
     let groups_below_full = groups.iter().filter(|g| g.members.len() < opt.num_aug + 1).count();
 
     // 3. Identifiers in order of first appearance, train split first.
@@ -203,32 +214,54 @@ pub fn build_tasks(out: &Path, loaded: Vec<(Task, bool)>, mut names: Vec<String>
         }
     }
 
-    // 4. Serialise both splits.
+    // 4. Serialise both splits (the test split's draws come last and move nothing: skipped).
+    let offsets = draw_offsets(&groups, &mut rng, opt.translate);
     let mut stats = [SplitStats { groups: 0, puzzles: 0, examples: 0 }; 2];
     for (split, name) in ["train", "test"].iter().enumerate() {
-        stats[split] = write_split(&out.join(name), &groups, &group_ids, split, names.len(), opt)?;
+        stats[split] = write_split(&out.join(name), &groups, &group_ids, split, &offsets, names.len())?;
     }
     format::write_identifiers(out, &names)?;
-    crate::util::fs::write_json(&out.join("test_puzzles.json"), &serde_json::Value::Object(test_puzzles))?;
+    crate::util::pyjson::write(&out.join("test_puzzles.json"), &crate::util::pyjson::Ordered(test_puzzles))?;
     Ok(BuildSummary { identifiers: names.len(), train: stats[0], test: stats[1], groups_below_full })
 }
 
-/// Tokens of one group for one split: all members' examples, translated in the train split.
-fn serialise_group(g: &Group, split: usize, gi: usize, opt: &BuildOptions) -> (Vec<u8>, Vec<u8>) {
+/// The canvas offset of every train-split example, per group, drawn in the reference's order:
+/// per puzzle `randint(0, examples)` picks the one left in place, then every other example draws
+/// its row and column offset (`randint(0, 30 - max side + 1)`, input and output together).
+fn draw_offsets(groups: &[Group], rng: &mut LegacyRandom, translate: bool) -> Vec<Vec<[u8; 2]>> {
+    groups
+        .iter()
+        .map(|g| {
+            let pairs = g.pairs(0);
+            let mut offsets = Vec::with_capacity(g.members.len() * pairs.len());
+            for aug in g.members.iter().filter(|_| !pairs.is_empty()) {
+                let keep_in_place = rng.randint(0, pairs.len() as i64) as usize;
+                for (pi, p) in pairs.iter().enumerate() {
+                    let mut at = [0u8; 2];
+                    if translate && pi != keep_in_place {
+                        let (ha, wa) = super::dihedral::out_shape(aug.tid, p.input.h, p.input.w);
+                        let (hb, wb) = super::dihedral::out_shape(aug.tid, p.output.h, p.output.w);
+                        at[0] = rng.randint(0, (MAX_SIDE - ha.max(hb) + 1) as i64) as u8;
+                        at[1] = rng.randint(0, (MAX_SIDE - wa.max(wb) + 1) as i64) as u8;
+                    }
+                    offsets.push(at);
+                }
+            }
+            offsets
+        })
+        .collect()
+}
+
+/// Tokens of one group for one split: all members' examples, at their offsets in the train split.
+fn serialise_group(g: &Group, split: usize, offsets: &[[u8; 2]]) -> (Vec<u8>, Vec<u8>) {
     let pairs = g.pairs(split);
     let n = g.members.len() * pairs.len();
     let (mut inputs, mut labels) = (vec![0u8; n * SEQ_LEN], vec![0u8; n * SEQ_LEN]);
     let mut k = 0;
-    for (mi, aug) in g.members.iter().enumerate() {
-        let mut r = rng::derive(opt.seed, &[2, split as u64, gi as u64, mi as u64]);
-        let keep_in_place = r.random_range(0..pairs.len());
-        for (pi, p) in pairs.iter().enumerate() {
+    for aug in &g.members {
+        for p in &pairs {
             let (a, b): (Grid, Grid) = (p.input.augment(aug), p.output.augment(aug));
-            let (mut pr, mut pc) = (0, 0);
-            if split == 0 && opt.translate && pi != keep_in_place {
-                pr = r.random_range(0..=MAX_SIDE - a.h.max(b.h));
-                pc = r.random_range(0..=MAX_SIDE - a.w.max(b.w));
-            }
+            let [pr, pc] = if split == 0 { offsets[k].map(usize::from) } else { [0, 0] };
             arc_task::to_canvas(&a, pr, pc, &mut inputs[k * SEQ_LEN..(k + 1) * SEQ_LEN]);
             arc_task::to_canvas(&b, pr, pc, &mut labels[k * SEQ_LEN..(k + 1) * SEQ_LEN]);
             k += 1;
@@ -242,8 +275,8 @@ fn write_split(
     groups: &[Group],
     group_ids: &[Vec<i32>],
     split: usize,
+    offsets: &[Vec<[u8; 2]>],
     num_ids: usize,
-    opt: &BuildOptions,
 ) -> Result<SplitStats> {
     // Index arrays first (small), so the token files can be streamed with a known shape.
     let mut index = SplitData::new(SEQ_LEN);
@@ -267,7 +300,7 @@ fn write_split(
     let mut labels = U8Stream::create(&format::array_path(dir, "all", "labels"), examples, SEQ_LEN)?;
     let pb = bar(examples as u64, if split == 0 { "train split" } else { "test split" });
     for chunk in members.chunks(8) {
-        let bufs: Vec<(Vec<u8>, Vec<u8>)> = chunk.par_iter().map(|&gi| serialise_group(&groups[gi], split, gi, opt)).collect();
+        let bufs: Vec<(Vec<u8>, Vec<u8>)> = chunk.par_iter().map(|&gi| serialise_group(&groups[gi], split, &offsets[gi])).collect();
         for (i, l) in bufs {
             inputs.write(&i)?;
             labels.write(&l)?;
@@ -287,10 +320,10 @@ fn write_split(
         num_puzzle_identifiers: num_ids,
         total_groups: stats.groups,
         mean_puzzle_examples: examples as f64 / stats.puzzles.max(1) as f64,
-        total_puzzles: Some(stats.groups),
+        total_puzzles: Some(stats.puzzles),
         sets: vec!["all".into()],
     };
-    crate::util::fs::write_json(&dir.join("dataset.json"), &meta)?;
+    crate::util::pyjson::write(&dir.join("dataset.json"), &meta)?;
     Ok(stats)
 }
 

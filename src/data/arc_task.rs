@@ -84,6 +84,86 @@ pub struct Task {
     pub name: String,
     pub train: Vec<Pair>,
     pub test: Vec<Pair>,
+    /// The task's JSON object lists `test` before `train` (as the Kaggle files do). The
+    /// reference keeps the file's order, in a puzzle's examples and in `test_puzzles.json`.
+    pub test_first: bool,
+}
+
+/// A task as the reference writes it into `test_puzzles.json`: its lists in the file's order,
+/// each pair `{"input": grid, "output": grid}` (serialise with `util::pyjson` for its bytes).
+pub struct TaskJson<'a>(pub &'a Task);
+
+impl serde::Serialize for TaskJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Pairs<'a>(&'a [Pair]);
+        impl serde::Serialize for Pairs<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(|p| {
+                    let rows = |g: &Grid| g.cells.chunks(g.w).map(|r| r.to_vec()).collect::<Vec<_>>();
+                    let mut m = std::collections::BTreeMap::new(); // "input" < "output"
+                    m.insert("input", rows(&p.input));
+                    m.insert("output", rows(&p.output));
+                    m
+                }))
+            }
+        }
+        let t = self.0;
+        let mut m = s.serialize_map(Some(2))?;
+        let lists = [("train", &t.train), ("test", &t.test)];
+        let order = if t.test_first { [1, 0] } else { [0, 1] };
+        for i in order {
+            m.serialize_entry(lists[i].0, &Pairs(lists[i].1))?;
+        }
+        m.end()
+    }
+}
+
+/// The order of a challenges file: task names as listed, and whether each lists `test` first.
+struct FileOrder(Vec<(String, bool)>);
+
+impl<'de> serde::Deserialize<'de> for FileOrder {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, Visitor};
+        struct TestFirst(bool);
+        impl<'de> serde::Deserialize<'de> for TestFirst {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = TestFirst;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a task object")
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> std::result::Result<TestFirst, A::Error> {
+                        let (mut seen_train, mut test_first) = (false, false);
+                        while let Some(k) = m.next_key::<String>()? {
+                            m.next_value::<IgnoredAny>()?;
+                            test_first |= k == "test" && !seen_train;
+                            seen_train |= k == "train";
+                        }
+                        Ok(TestFirst(test_first))
+                    }
+                }
+                d.deserialize_map(V)
+            }
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FileOrder;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of tasks")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> std::result::Result<FileOrder, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = m.next_key::<String>()? {
+                    let TestFirst(t) = m.next_value()?;
+                    out.push((k, t));
+                }
+                Ok(FileOrder(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 impl Task {
@@ -129,15 +209,19 @@ pub fn task_from_json(name: &str, v: &Value, solutions: Option<&Value>, what: &s
         };
         test.push(Pair { input, output });
     }
-    Ok(Task { name: name.to_string(), train, test })
+    Ok(Task { name: name.to_string(), train, test, test_first: false })
 }
 
 /// Loads `<prefix>_<subset>_challenges.json` and, if present, `<prefix>_<subset>_solutions.json`.
-/// Tasks come back sorted by name (the builder then shuffles them with the seed).
+/// Tasks come back in the file's order (the builder then shuffles them, as the reference).
 pub fn load_subset(prefix: &str, subset: &str) -> Result<Vec<Task>> {
     let ch_path = format!("{prefix}_{subset}_challenges.json");
     let sol_path = format!("{prefix}_{subset}_solutions.json");
     let challenges: Value = crate::util::fs::read_json(Path::new(&ch_path))?;
+    // serde_json's objects are sorted; the reference keeps the file's order (tasks, then each
+    // task's lists), which decides the shuffle and the order of examples.
+    let text = std::fs::read_to_string(&ch_path).with_context(|| format!("cannot read {ch_path}"))?;
+    let FileOrder(order) = serde_json::from_str(&text).with_context(|| format!("{ch_path}: invalid JSON"))?;
     let solutions: Option<Value> = if Path::new(&sol_path).exists() {
         Some(crate::util::fs::read_json(Path::new(&sol_path))?)
     } else {
@@ -147,12 +231,14 @@ pub fn load_subset(prefix: &str, subset: &str) -> Result<Vec<Task>> {
     let obj = challenges.as_object().with_context(|| format!("{ch_path}: expected an object of tasks"))?;
     let sols = solutions.as_ref().map(|s| s.as_object().with_context(|| format!("{sol_path}: expected an object of tasks"))).transpose()?;
     let mut tasks = Vec::with_capacity(obj.len());
-    for (name, v) in obj {
+    for (name, test_first) in &order {
+        let v = &obj[name.as_str()];
         let sol = match sols {
             Some(s) => Some(s.get(name).with_context(|| format!("{sol_path}: no solutions for task {name}"))?),
             None => None,
         };
-        let t = task_from_json(name, v, sol, &ch_path)?;
+        let mut t = task_from_json(name, v, sol, &ch_path)?;
+        t.test_first = *test_first;
         anyhow::ensure!(
             !t.train.is_empty() && !t.test.is_empty(),
             "{ch_path}: task {name} has {} train and {} test pairs; every task needs at least one of each",
@@ -164,7 +250,7 @@ pub fn load_subset(prefix: &str, subset: &str) -> Result<Vec<Task>> {
     if let Some(extra) = sols.and_then(|s| s.keys().find(|k| !obj.contains_key(*k))) {
         bail!("{sol_path}: task {extra} has solutions but is not in {ch_path}");
     }
-    tasks.sort_by(|a, b| a.name.cmp(&b.name));
+    anyhow::ensure!(order.len() == obj.len(), "{ch_path}: a task name appears twice");
     Ok(tasks)
 }
 

@@ -125,7 +125,8 @@ pub fn write_index_arrays(split_dir: &Path, data: &SplitData) -> Result<()> {
 
 /// Writes `identifiers.json` (index = identifier; index 0 is the blank identifier).
 pub fn write_identifiers(dir: &Path, names: &[String]) -> Result<()> {
-    crate::util::fs::write_json(&dir.join("identifiers.json"), names)
+    // As the reference's json.dump: one line, Python's separators.
+    crate::util::pyjson::write(&dir.join("identifiers.json"), names)
 }
 
 pub fn read_identifiers(dir: &Path) -> Result<Vec<String>> {

@@ -2,7 +2,6 @@
 //! `<i4` for identifiers and CSR offsets. Thin wrappers over `npyz` that name the file in errors.
 
 use anyhow::{Context, Result, bail};
-use npyz::WriterBuilder;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::Path;
@@ -65,19 +64,61 @@ pub fn read_i32(path: &Path) -> Result<Array<i32>> {
     Ok(Array { shape: a.shape, data })
 }
 
+/// An element type trm writes: its numpy type string and little-endian bytes.
+pub trait NpyElement: Copy {
+    const DESCR: &'static str;
+    fn put(self, out: &mut Vec<u8>);
+}
+
+impl NpyElement for u8 {
+    const DESCR: &'static str = "|u1";
+    fn put(self, out: &mut Vec<u8>) {
+        out.push(self);
+    }
+}
+
+impl NpyElement for i32 {
+    const DESCR: &'static str = "<i4";
+    fn put(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+}
+
+/// The header `np.save` writes (format 1.0, C order), byte for byte: the dict, the spaces numpy
+/// leaves so the first axis can grow in place (up to 21 digits), then padding to 64 bytes and a
+/// newline. Files trm writes are then identical to the reference builders' own.
+pub fn header(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_repr = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_repr}, }}");
+    if let Some(first) = dims.first() {
+        dict.push_str(&" ".repeat(21usize.saturating_sub(first.len())));
+    }
+    let hlen = dict.len() + 1;
+    let pad = 64 - (10 + hlen) % 64;
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&u16::try_from(hlen + pad).expect("npy header under 64 KiB").to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out.resize(out.len() + pad, b' ');
+    out.push(b'\n');
+    out
+}
+
 /// Writes `data` with the given shape to `path` atomically (temp file + rename).
-pub fn write<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[usize], data: &[T]) -> Result<()> {
+pub fn write<T: NpyElement>(path: &Path, shape: &[usize], data: &[T]) -> Result<()> {
     let n: usize = shape.iter().product();
     if n != data.len() {
         bail!("{}: shape {shape:?} does not match {} elements", path.display(), data.len());
     }
-    crate::util::fs::write_atomic_with(path, |w| {
-        let shape64: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-        let mut npy = npyz::WriteOptions::<T>::new().default_dtype().shape(&shape64).writer(w).begin_nd()?;
-        npy.extend(data.iter().copied())?;
-        npy.finish()?;
-        Ok(())
-    })
+    let mut bytes = header(T::DESCR, shape);
+    bytes.reserve(n * std::mem::size_of::<T>());
+    for &v in data {
+        v.put(&mut bytes);
+    }
+    crate::util::fs::write_atomic(path, &bytes)
 }
 
 /// Streams a `[rows, cols]` uint8 array to disk without holding it in memory (the ARC builder
@@ -98,12 +139,7 @@ impl U8Stream {
         let tmp = path.with_extension("npy.tmp");
         let file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         let mut w = BufWriter::with_capacity(1 << 22, file);
-        npyz::WriteOptions::new_header_only()
-            .dtype(npyz::DType::new_scalar("|u1".parse().expect("valid type string")))
-            .shape(&[rows as u64, cols as u64])
-            .writer(&mut w)
-            .write_header_only()
-            .with_context(|| format!("cannot write the header of {}", tmp.display()))?;
+        w.write_all(&header(u8::DESCR, &[rows, cols])).with_context(|| format!("cannot write the header of {}", tmp.display()))?;
         Ok(U8Stream { path: path.to_path_buf(), tmp, w, expected: (rows * cols) as u64, written: 0 })
     }
     pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
@@ -125,6 +161,22 @@ impl U8Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Headers printed by numpy 2.4.6 (`np.save` of zero arrays of these shapes).
+    #[test]
+    fn headers_are_numpys() {
+        let numpy = |dict: &str, spaces: usize| {
+            let mut v = b"\x93NUMPY\x01\x00v\x00".to_vec();
+            v.extend_from_slice(dict.as_bytes());
+            v.resize(v.len() + spaces, b' ');
+            v.push(b'\n');
+            v
+        };
+        assert_eq!(header("|u1", &[35892, 900]), numpy("{'descr': '|u1', 'fortran_order': False, 'shape': (35892, 900), }", 52));
+        assert_eq!(header("<i4", &[8641]), numpy("{'descr': '<i4', 'fortran_order': False, 'shape': (8641,), }", 57));
+        assert_eq!(header("<i4", &[0]), numpy("{'descr': '<i4', 'fortran_order': False, 'shape': (0,), }", 60));
+        assert_eq!(header("|u1", &[3, 81]), numpy("{'descr': '|u1', 'fortran_order': False, 'shape': (3, 81), }", 57));
+    }
 
     #[test]
     fn roundtrip_u8_and_i32() {

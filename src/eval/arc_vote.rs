@@ -224,7 +224,12 @@ mod tests {
         Grid { h: rows.len(), w: rows[0].len(), cells: rows.concat() }
     }
     fn task(name: &str, tests: Vec<(Grid, Grid)>) -> Task {
-        Task { name: name.into(), train: vec![], test: tests.into_iter().map(|(i, o)| Pair { input: i, output: o }).collect() }
+        Task {
+            name: name.into(),
+            train: vec![],
+            test: tests.into_iter().map(|(i, o)| Pair { input: i, output: o }).collect(),
+            test_first: false,
+        }
     }
     fn key(t: &str, input: &Grid) -> (String, [u8; 32]) {
         (t.to_string(), input.hash())

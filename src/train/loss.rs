@@ -13,8 +13,8 @@
 
 use crate::data::loader::IGNORE_LABEL;
 use crate::model::config::LossType;
-use burn::prelude::*;
 use crate::model::precision::{loss_dtype, to_dtype};
+use burn::prelude::*;
 use burn::tensor::TensorData;
 
 /// Summed (not yet normalised) metrics of one step, as the reference reports them.

@@ -5,6 +5,8 @@ pub mod env;
 pub mod fs;
 pub mod interrupt;
 pub mod lock;
+pub mod np_random;
+pub mod pyjson;
 pub mod rng;
 pub mod tensors;
 pub mod torch_zip;
