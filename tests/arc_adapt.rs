@@ -73,6 +73,8 @@ fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
     let new_task = pick("25ff71a9"); // two test inputs: fractional credit applies
     let frozen = AdaptJob {
         checkpoint: base_run.clone(),
+        config: None,
+        identifiers: None,
         tasks: vec![new_task.clone()],
         out: dir.path().join("adapt-frozen"),
         num_aug: 7,
@@ -129,9 +131,43 @@ fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
     // 5. `trm solve --arc-task`: the adapted model answers; the base model explains what to do.
     let task_file = dir.path().join("25ff71a9.json");
     std::fs::write(&task_file, new_task.to_json().to_string()).unwrap();
-    trm::cli::solve_arc::run(&checkpoint::resolve(&r.run).unwrap(), &task_file, None, Some(2), false, true).unwrap();
-    let e = format!("{:#}", trm::cli::solve_arc::run(&base_ckpt, &task_file, None, None, false, true).unwrap_err());
+    let open = |spec: &std::path::Path| trm::train::source::open_arc(spec, None, &[], None).unwrap();
+    trm::cli::solve_arc::run(&open(&r.run), &task_file, None, Some(2), false, true).unwrap();
+    let e = format!("{:#}", trm::cli::solve_arc::run(&open(&base_run), &task_file, None, None, false, true).unwrap_err());
     assert!(e.contains("25ff71a9") && e.contains("trm adapt"), "{e}");
+
+    // 5b. The same model as a bare torch file, as the reference saves them: `trm export` writes
+    // the weights and all_config.yaml; with the data's identifiers.json beside them, `trm solve
+    // --arc-task` and `trm adapt` take the bare file and answer as with the run folder.
+    let bare_dir = dir.path().join("bare");
+    std::fs::create_dir_all(&bare_dir).unwrap();
+    let bare = bare_dir.join("step_40");
+    let trm_bin = |args: &[&std::ffi::OsStr]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm")).args(args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    trm_bin(&["export".as_ref(), "--checkpoint".as_ref(), r.run.as_os_str(), "--out".as_ref(), bare.as_os_str()]);
+    let solve = |spec: &std::path::Path| {
+        let args = ["solve", "--json", "--steps", "2", "--checkpoint"];
+        let mut a: Vec<&std::ffi::OsStr> = args.iter().map(|s| s.as_ref()).collect();
+        a.extend([spec.as_os_str(), "--arc-task".as_ref(), task_file.as_os_str()]);
+        trm_bin(&a)
+    };
+    let no_ids = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
+        .args(["solve", "--checkpoint"])
+        .arg(&bare)
+        .arg("--arc-task")
+        .arg(&task_file)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&no_ids.stderr);
+    assert!(!no_ids.status.success() && e.contains("--identifiers"), "{e}");
+    std::fs::copy(r.data.join("identifiers.json"), bare_dir.join("identifiers.json")).unwrap();
+    assert_eq!(solve(&bare), solve(&r.run), "the bare file answers as the run folder");
+    let from_bare = AdaptJob { checkpoint: bare.clone(), out: dir.path().join("adapt-bare"), steps: 2, ..aj };
+    let rb = adapt::<B>(&from_bare, &Default::default()).unwrap();
+    assert_eq!(rb.new_identifiers, 0, "the task is already among the bare file's identifiers");
 
     // 6. The report draws ARC puzzles (palette grids cropped to the used region) and a pass@k chart.
     let html = dir.path().join("report.html");

@@ -165,4 +165,9 @@ fn export_writes_the_checkpoints_weights_in_torch_format() {
     let on_run = solve(&["--checkpoint".as_ref(), run.path().as_os_str()]);
     let on_file = solve(&["--checkpoint".as_ref(), out.as_os_str(), "--config".as_ref(), cfg.as_os_str()]);
     assert_eq!(on_run, on_file);
+    // Export wrote the run's configuration beside the file as the reference's all_config.yaml,
+    // and the bare file then needs no --config.
+    assert!(run.path().join("all_config.yaml").is_file());
+    let on_file_alone = solve(&["--checkpoint".as_ref(), out.as_os_str()]);
+    assert_eq!(on_run, on_file_alone);
 }

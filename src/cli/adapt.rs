@@ -9,9 +9,18 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct AdaptArgs {
-    /// Run or checkpoint folder of a trained ARC model
+    /// Run or checkpoint folder of a trained ARC model, or a bare weights file (.safetensors, or
+    /// the reference's torch.save checkpoint)
     #[arg(long)]
     pub checkpoint: PathBuf,
+    /// A bare weights file's configuration (preset or TOML) [default: the reference's
+    /// all_config.yaml beside the file]
+    #[arg(long)]
+    pub config: Option<String>,
+    /// A bare weights file's puzzle identifiers: the identifiers.json of the data it was trained
+    /// on [default: identifiers.json beside the file]
+    #[arg(long)]
+    pub identifiers: Option<PathBuf>,
     /// Tasks: a Kaggle challenges file `{name: {train, test}}` or one task `{train, test}`
     #[arg(long)]
     pub tasks: PathBuf,
@@ -99,6 +108,8 @@ pub fn run(a: AdaptArgs) -> Result<()> {
     let tasks = read_tasks(&a.tasks, a.solutions.as_deref()).with_context(|| format!("reading tasks from {}", a.tasks.display()))?;
     let job = AdaptJob {
         checkpoint: a.checkpoint,
+        config: a.config,
+        identifiers: a.identifiers,
         tasks,
         out: a.out,
         num_aug: a.num_aug,

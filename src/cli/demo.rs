@@ -88,6 +88,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         maze: None,
         arc_task: None,
         task: None,
+        identifiers: None,
         steps: None,
         halt: false,
         json: false,

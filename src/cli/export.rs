@@ -1,6 +1,8 @@
 //! `trm export`: a trained model in another program's format. `--format torch` writes the
 //! reference's own checkpoint format (torch.save of the state dict under `model.inner.*`), which
-//! its evaluation code loads with `model.load_state_dict(torch.load(path))`.
+//! its evaluation code loads with `model.load_state_dict(torch.load(path))`, and the run's
+//! configuration beside it as the reference's `all_config.yaml` (unless that file exists), which
+//! `trm eval`/`solve` read back when given the bare file without `--config`.
 
 use crate::train::checkpoint;
 use anyhow::{Result, bail};
@@ -27,7 +29,8 @@ pub fn run(a: ExportArgs) -> Result<()> {
         );
     }
     let ckpt = checkpoint::resolve(&a.checkpoint)?;
-    let model = checkpoint::read_state_json(&ckpt)?.model;
+    let state = checkpoint::read_state_json(&ckpt)?;
+    let model = state.model;
     // Every tensor the model has, verified and finite, in the reference's names (EMA weights when
     // the run kept an EMA: they are what model.safetensors holds and what evaluation uses).
     let (params, table) = checkpoint::load_model::<super::device::Cpu>(&ckpt.join("model.safetensors"), &model, &Default::default())?;
@@ -37,6 +40,18 @@ pub fn run(a: ExportArgs) -> Result<()> {
         tensors.push((format!("{}puzzle_emb.weights", checkpoint::PREFIX), t.dims().to_vec(), checkpoint::host(t)));
     }
     crate::util::torch_zip_write::write(&a.out, &tensors)?;
+    let yaml_path = a.out.parent().unwrap_or(std::path::Path::new(".")).join("all_config.yaml");
+    let yaml = crate::train::hydra_config::to_yaml(&state.config)?;
+    match std::fs::read_to_string(&yaml_path) {
+        Ok(old) if old != yaml => {
+            eprintln!("note: {} exists and differs from this run's configuration: left as it is", yaml_path.display())
+        }
+        Ok(_) => {}
+        Err(_) => {
+            crate::util::fs::write_atomic(&yaml_path, yaml.as_bytes())?;
+            println!("wrote {} (the run's configuration, as the reference writes it)", yaml_path.display());
+        }
+    }
     println!(
         "wrote {} ({} tensors, float32, keys {}*): load it with model.load_state_dict(torch.load(path)) in the reference's code",
         a.out.display(),

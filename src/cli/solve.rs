@@ -35,6 +35,10 @@ pub struct SolveArgs {
     /// With --arc-task: the task's name in a challenges file
     #[arg(long)]
     pub task: Option<String>,
+    /// With --arc-task and a bare weights file: the identifiers.json of the data the model was
+    /// trained on [default: identifiers.json beside the file]
+    #[arg(long)]
+    pub identifiers: Option<PathBuf>,
     /// Supervision steps [default: the model's halt_max_steps]; more = test-time recursion
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
     pub steps: Option<usize>,
@@ -122,8 +126,7 @@ fn print_sudoku(question: &sudoku_solver::Grid, answer: &str) {
 /// The model of a bare weights file: the configuration given, the puzzle's sequence and
 /// vocabulary, and as many identifiers as the file's puzzle table has rows.
 fn bare_model(a: &SolveArgs, seq_len: usize, vocab_size: usize) -> Result<crate::model::config::ModelConfig> {
-    let preset = a.config.as_deref().context("--config is required with a bare weights file (.safetensors or torch.save)")?;
-    let cfg = crate::train::config::resolve(preset, &a.set)?;
+    let cfg = crate::train::config::resolve_for_weights(&a.checkpoint, a.config.as_deref(), &a.set)?;
     let (_, w) = checkpoint::read_weights(&a.checkpoint)?;
     let ids = w.get("puzzle_emb.weights").map_or(1, |t| t.shape.first().copied().unwrap_or(1));
     let m = crate::model::config::ModelConfig { arch: cfg.arch, seq_len, vocab_size, num_puzzle_identifiers: ids };
@@ -139,10 +142,10 @@ pub fn run(a: SolveArgs) -> Result<()> {
     );
     anyhow::ensure!(a.seed.is_none() || a.views.is_some(), "--seed draws the transforms of --views; without --views it would do nothing");
     if let Some(file) = &a.arc_task {
-        anyhow::ensure!(!bare, "--arc-task needs a run or checkpoint folder (its identifiers.json names the tasks)");
-        let ckpt = checkpoint::resolve(&a.checkpoint)?;
-        return super::solve_arc::run(&ckpt, file, a.task.as_deref(), a.steps, a.halt, a.json);
+        let source = crate::train::source::open_arc(&a.checkpoint, a.config.as_deref(), &a.set, a.identifiers.as_deref())?;
+        return super::solve_arc::run(&source, file, a.task.as_deref(), a.steps, a.halt, a.json);
     }
+    anyhow::ensure!(a.identifiers.is_none(), "--identifiers names an ARC model's puzzle identifiers: it goes with --arc-task");
     let (kind, input, side) = if let Some(s) = &a.sudoku {
         let (_, t) = sudoku_tokens(s)?;
         ("sudoku", t, 9)

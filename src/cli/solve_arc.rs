@@ -131,24 +131,21 @@ pub fn solve_task<B: Backend>(
 
 /// Loads the task file and finds the model's identifiers for it.
 pub fn run(
-    ckpt: &std::path::Path,
+    source: &crate::train::source::ArcModel,
     file: &std::path::Path,
     task_name: Option<&str>,
     steps: Option<usize>,
     halt: bool,
     json: bool,
 ) -> Result<()> {
-    let model = crate::train::checkpoint::read_state_json(ckpt)?.model;
-    if model.seq_len != MAX_SIDE * MAX_SIDE {
-        bail!("{}: this model reads {} tokens, not an ARC model (900)", ckpt.display(), model.seq_len);
-    }
+    let (model, ckpt) = (&source.model, &source.label);
     let tasks = super::adapt::read_tasks(file, None)?;
     let task = match task_name {
         Some(n) => tasks.iter().find(|t| t.name == n).ok_or_else(|| anyhow::anyhow!("{}: no task named `{n}`", file.display()))?,
         None if tasks.len() == 1 => &tasks[0],
         None => bail!("{} holds {} tasks; choose one with --task NAME", file.display(), tasks.len()),
     };
-    let names = crate::train::checkpoint::read_identifiers(ckpt)?;
+    let names = &source.identifiers;
     let ids: Vec<(String, i32)> = names
         .iter()
         .enumerate()
@@ -171,11 +168,11 @@ pub fn run(
         t["test"].as_array().is_some_and(|a| a.iter().all(|p| p.get("output").is_some()))
     };
     let device = Default::default();
-    let (params, table) = crate::train::checkpoint::load_model::<Cpu>(&ckpt.join("model.safetensors"), &model, &device)?;
-    let w = Weights::from_named(&model, params)?;
+    let (params, table) = crate::train::checkpoint::load_model::<Cpu>(&source.weights, model, &device)?;
+    let w = Weights::from_named(model, params)?;
     let steps = steps.unwrap_or(model.arch.halt_max_steps);
     if !json {
         println!("task {}: {} test input(s), voting over {} augmented copies", task.name, task.test.len(), ids.len());
     }
-    solve_task(&model, &w, table.as_ref(), task, &ids, steps, halt, json, known)
+    solve_task(model, &w, table.as_ref(), task, &ids, steps, halt, json, known)
 }

@@ -174,8 +174,7 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
         "--config/--set describe a bare weights file; a run or checkpoint folder carries its own configuration"
     );
     let (model, file) = if checkpoint::is_weights_file(&a.checkpoint) {
-        let preset = a.config.as_deref().context("--config is required to evaluate a bare weights file (.safetensors or torch.save)")?;
-        let cfg = config::resolve(preset, &a.set)?;
+        let cfg = config::resolve_for_weights(&a.checkpoint, a.config.as_deref(), &a.set)?;
         (crate::train::setup::model_config(&cfg, &test)?, a.checkpoint.clone())
     } else {
         let ckpt = checkpoint::resolve(&a.checkpoint)?;

@@ -9,7 +9,6 @@
 //! 3. The adapted model is evaluated on the new test inputs with augmentation voting, and a
 //!    Kaggle submission is written.
 
-use super::checkpoint;
 use super::config::{TrainConfig, apply_overrides, from_table};
 use super::trainer::{TrainJob, TrainSummary, train};
 use crate::data::arc::{self, BuildOptions};
@@ -20,8 +19,12 @@ use burn::tensor::backend::AutodiffBackend;
 use std::path::PathBuf;
 
 pub struct AdaptJob {
-    /// Run or checkpoint folder of a trained ARC model.
+    /// Run or checkpoint folder of a trained ARC model, or a bare weights file (`source.rs`).
     pub checkpoint: PathBuf,
+    /// A bare weights file's configuration (else all_config.yaml beside it).
+    pub config: Option<String>,
+    /// A bare weights file's identifiers.json (else the one beside it).
+    pub identifiers: Option<PathBuf>,
     pub tasks: Vec<Task>,
     /// Output folder: data/ (the built data set), run/ (checkpoints, metrics), submission.json.
     pub out: PathBuf,
@@ -73,12 +76,9 @@ pub fn adapt<AD: AutodiffBackend>(job: &AdaptJob, device: &AD::Device) -> Result
     if job.tasks.is_empty() {
         bail!("no tasks to adapt to");
     }
-    let ckpt = checkpoint::resolve(&job.checkpoint)?;
-    let state = checkpoint::read_state_json(&ckpt)?;
-    if state.model.seq_len != arc::SEQ_LEN || state.model.vocab_size != arc::VOCAB {
-        bail!("{}: not an ARC model (seq_len {}, vocab {})", ckpt.display(), state.model.seq_len, state.model.vocab_size);
-    }
-    let names = checkpoint::read_identifiers(&ckpt)?;
+    let source = super::source::open_arc(&job.checkpoint, job.config.as_deref(), &[], job.identifiers.as_deref())?;
+    let ckpt = source.label.clone();
+    let names = source.identifiers.clone();
     let old = names.len();
 
     let out = std::path::absolute(&job.out)?;
@@ -103,7 +103,7 @@ pub fn adapt<AD: AutodiffBackend>(job: &AdaptJob, device: &AD::Device) -> Result
 
     let train_split = crate::data::format::read_dataset_split(&data, "train")?;
     let per_epoch = train_split.metadata.total_groups as f64 * train_split.metadata.mean_puzzle_examples;
-    let cfg = adapt_config(&state.config, job, &data, per_epoch)?;
+    let cfg = adapt_config(&source.config, job, &data, per_epoch)?;
     let tj = TrainJob {
         config: cfg,
         data: data.clone(),
@@ -111,7 +111,7 @@ pub fn adapt<AD: AutodiffBackend>(job: &AdaptJob, device: &AD::Device) -> Result
         resume: false,
         overrides: vec![],
         quiet: job.quiet,
-        init_from: Some(ckpt.join("model.safetensors")),
+        init_from: Some(source.weights.clone()),
         time_limit: None,
     };
     let summary = train::<AD>(&tj, device)?;

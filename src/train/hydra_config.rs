@@ -1,0 +1,412 @@
+//! The reference's `all_config.yaml`, written beside its checkpoints (`yaml.dump` of the
+//! resolved hydra config), read as trm configuration overrides: a reference checkpoint then
+//! evaluates and solves without `--config`.
+//!
+//! The reader takes what PyYAML's `yaml.dump` writes for that config: block mappings indented by
+//! two spaces, block sequences (`- item`, also `- key: value` items), the empty flow collections
+//! `[]` and `{}`, plain, single- and double-quoted scalars and `null`. Anything else (anchors,
+//! multi-line scalars, flow collections with items) is an error naming the line, never a guess.
+//!
+//! Keys map to trm's own through the usual override path, so an unknown key is refused with its
+//! name. `arch.name` (`recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1`) picks the
+//! architecture; the reference's run bookkeeping (paths, evaluators, checkpoint loading) is left
+//! out, with a note.
+//!
+//! `to_yaml` writes the same file for a trm run (`trm export --format torch` puts it beside the
+//! weights), so an exported model carries its configuration as the reference's do.
+
+use super::config::TrainConfig;
+use crate::model::config::Architecture;
+use anyhow::{Context, Result, anyhow, bail};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One scalar of the file, by its dotted key: `None` for `null`.
+type Entry = (String, Option<String>);
+
+/// Keys of the reference's run bookkeeping: where data and checkpoints were, what evaluated them.
+/// They do not describe the model or its training, and trm takes them from its own options.
+const BOOKKEEPING: [&str; 6] = ["checkpoint_path", "data_paths", "data_paths_test", "evaluators", "eval_save_outputs", "load_checkpoint"];
+
+/// Reads `path` into trm overrides (`key=value`) and notes on what was left out.
+pub fn overrides_from_file(path: &Path) -> Result<(Vec<String>, Vec<String>)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let entries = parse(&text).with_context(|| format!("{}: not a config trm can read", path.display()))?;
+    to_overrides(&entries).with_context(|| path.display().to_string())
+}
+
+fn to_overrides(entries: &[Entry]) -> Result<(Vec<String>, Vec<String>)> {
+    let (mut out, mut skipped) = (Vec::new(), Vec::new());
+    for (key, value) in entries {
+        let top = key.split(['.', '[']).next().unwrap_or(key);
+        if BOOKKEEPING.contains(&top) {
+            if !skipped.iter().any(|s| s == top) {
+                skipped.push(top.to_string());
+            }
+            continue;
+        }
+        let Some(value) = value else {
+            // `project_name: null` and the like: the default is already "none".
+            continue;
+        };
+        match key.as_str() {
+            "arch.name" => out.insert(0, format!("arch={}", architecture(value)?)),
+            "arch.loss.name" if value == "losses@ACTLossHead" => {}
+            "arch.loss.name" => bail!("arch.loss.name `{value}`: trm implements the reference's losses@ACTLossHead only"),
+            _ => out.push(format!("{key}={value}")),
+        }
+    }
+    let notes = if skipped.is_empty() { vec![] } else { vec![format!("left out the reference's run bookkeeping: {}", skipped.join(", "))] };
+    Ok((out, notes))
+}
+
+/// `recursive_reasoning.<module>@<class>` -> trm's architecture name.
+fn architecture(name: &str) -> Result<String> {
+    let module = name.strip_prefix("recursive_reasoning.").and_then(|m| m.split('@').next()).unwrap_or(name);
+    let known = Architecture::parse(module).ok_or_else(|| {
+        anyhow!("arch.name `{name}`: an architecture trm does not run (it runs trm, hrm, trm_singlez, trm_hier6, transformers_baseline)")
+    })?;
+    Ok(known.name().to_string())
+}
+
+/// Flattens the file into (dotted key, scalar) entries; list items get `key[i]`.
+fn parse(text: &str) -> Result<Vec<Entry>> {
+    let lines: Vec<(usize, usize, &str)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(|(n, l)| (n + 1, l.len() - l.trim_start().len(), l.trim()))
+        .collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    mapping(&lines, &mut i, 0, "", &mut out)?;
+    if let Some((n, _, l)) = lines.get(i) {
+        bail!("line {n}: `{l}` is not part of the top-level mapping");
+    }
+    Ok(out)
+}
+
+/// A block mapping whose keys sit at column `indent`.
+fn mapping(lines: &[(usize, usize, &str)], i: &mut usize, indent: usize, prefix: &str, out: &mut Vec<Entry>) -> Result<()> {
+    while let Some(&(n, ind, line)) = lines.get(*i) {
+        if ind < indent {
+            return Ok(());
+        }
+        if ind > indent || line.starts_with("- ") || line == "-" {
+            bail!("line {n}: unexpected indentation or list item `{line}`");
+        }
+        let (key, rest) = line.split_once(':').ok_or_else(|| anyhow!("line {n}: `{line}` is not `key: value`"))?;
+        let key = format!("{prefix}{}", unquote(key.trim(), n)?);
+        let rest = rest.trim();
+        *i += 1;
+        if !rest.is_empty() {
+            out.push((key, scalar(rest, n)?));
+            continue;
+        }
+        match lines.get(*i) {
+            // A nested mapping, or a sequence at the key's own column (PyYAML's style).
+            Some(&(_, next, l)) if next > indent && !l.starts_with('-') => mapping(lines, i, next, &format!("{key}."), out)?,
+            Some(&(_, next, l)) if next >= indent && l.starts_with('-') => sequence(lines, i, next, &key, out)?,
+            _ => out.push((key, None)),
+        }
+    }
+    Ok(())
+}
+
+/// A block sequence whose dashes sit at column `indent`.
+fn sequence(lines: &[(usize, usize, &str)], i: &mut usize, indent: usize, key: &str, out: &mut Vec<Entry>) -> Result<()> {
+    let mut k = 0;
+    while let Some(&(n, ind, line)) = lines.get(*i) {
+        if ind != indent || !line.starts_with('-') {
+            return Ok(());
+        }
+        let item = line[1..].trim();
+        let at = format!("{key}[{k}]");
+        if let Some((ik, iv)) = item.split_once(": ").filter(|_| !item.starts_with(['\'', '"'])) {
+            // `- key: value`, more keys of the same item two columns in.
+            out.push((format!("{at}.{}", unquote(ik.trim(), n)?), scalar(iv.trim(), n)?));
+            *i += 1;
+            mapping(lines, i, indent + 2, &format!("{at}."), out)?;
+        } else {
+            out.push((at, scalar(item, n)?));
+            *i += 1;
+        }
+        k += 1;
+    }
+    Ok(())
+}
+
+/// One scalar: `null`, an empty flow collection (kept as text), quoted or plain.
+fn scalar(s: &str, n: usize) -> Result<Option<String>> {
+    match s {
+        "null" | "~" => Ok(None),
+        "[]" | "{}" => Ok(Some(s.to_string())),
+        _ if s.starts_with(['[', '{', '&', '*', '|', '>', '!']) => bail!("line {n}: `{s}`: YAML beyond what yaml.dump writes for a config"),
+        _ => unquote(s, n).map(Some),
+    }
+}
+
+fn unquote(s: &str, n: usize) -> Result<String> {
+    if let Some(inner) = s.strip_prefix('\'') {
+        let inner = inner.strip_suffix('\'').ok_or_else(|| anyhow!("line {n}: unterminated quote in `{s}`"))?;
+        Ok(inner.replace("''", "'"))
+    } else if s.starts_with('"') {
+        serde_json::from_str(s).map_err(|_| anyhow!("line {n}: `{s}`: a double-quoted string trm cannot read"))
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+/// The reference's model class of each architecture (its `arch.name`).
+fn class_path(arch: Architecture) -> &'static str {
+    match arch {
+        Architecture::Trm => "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",
+        Architecture::Hrm => "recursive_reasoning.hrm@HierarchicalReasoningModel_ACTV1",
+        Architecture::TrmSinglez => "recursive_reasoning.trm_singlez@TinyRecursiveReasoningModel_ACTV1",
+        Architecture::TrmHier6 => "recursive_reasoning.trm_hier6@TinyRecursiveReasoningModel_ACTV1",
+        Architecture::TransformersBaseline => "recursive_reasoning.transformers_baseline@Model_ACTV2",
+    }
+}
+
+/// The keys of the reference's `config/arch/<arch>.yaml` (besides `name` and `loss`).
+fn reference_arch_keys(arch: Architecture) -> &'static [&'static str] {
+    match arch {
+        Architecture::TransformersBaseline => &[
+            "H_cycles",
+            "H_layers",
+            "expansion",
+            "halt_exploration_prob",
+            "halt_max_steps",
+            "hidden_size",
+            "num_heads",
+            "pos_encodings",
+            "puzzle_emb_ndim",
+        ],
+        Architecture::Hrm => &[
+            "H_cycles",
+            "H_layers",
+            "L_cycles",
+            "L_layers",
+            "expansion",
+            "forward_dtype",
+            "halt_exploration_prob",
+            "halt_max_steps",
+            "hidden_size",
+            "mlp_t",
+            "num_heads",
+            "pos_encodings",
+            "puzzle_emb_ndim",
+        ],
+        _ => &[
+            "H_cycles",
+            "H_layers",
+            "L_cycles",
+            "L_layers",
+            "expansion",
+            "forward_dtype",
+            "halt_exploration_prob",
+            "halt_max_steps",
+            "hidden_size",
+            "mlp_t",
+            "no_ACT_continue",
+            "num_heads",
+            "pos_encodings",
+            "puzzle_emb_len",
+            "puzzle_emb_ndim",
+        ],
+    }
+}
+
+/// Equal values, integers and floats compared as numbers.
+fn same(a: &toml::Value, b: &toml::Value) -> bool {
+    match (a, b) {
+        (toml::Value::Integer(i), toml::Value::Float(f)) | (toml::Value::Float(f), toml::Value::Integer(i)) => *i as f64 == *f,
+        _ => a == b,
+    }
+}
+
+/// A YAML node as PyYAML writes a config: scalars already in their written form.
+enum Node {
+    Scalar(String),
+    List(Vec<Node>),
+    Map(BTreeMap<String, Node>),
+}
+
+fn node(v: &toml::Value) -> Node {
+    match v {
+        toml::Value::String(s) => Node::Scalar(yaml_string(s)),
+        toml::Value::Integer(i) => Node::Scalar(i.to_string()),
+        toml::Value::Float(f) => Node::Scalar(yaml_float(*f)),
+        toml::Value::Boolean(b) => Node::Scalar(b.to_string()),
+        toml::Value::Array(a) => Node::List(a.iter().map(node).collect()),
+        toml::Value::Table(t) => Node::Map(t.iter().map(|(k, v)| (k.clone(), node(v))).collect()),
+        toml::Value::Datetime(d) => Node::Scalar(yaml_string(&d.to_string())),
+    }
+}
+
+/// PyYAML's float: Python's repr, with `.0` before an exponent that has no point (`1.0e-05`).
+fn yaml_float(f: f64) -> String {
+    let r = crate::util::pyjson::python_float(f);
+    match r.as_str() {
+        "Infinity" => ".inf".into(),
+        "-Infinity" => "-.inf".into(),
+        "NaN" => ".nan".into(),
+        _ if r.contains('e') && !r.contains('.') => r.replacen('e', ".0e", 1),
+        _ => r,
+    }
+}
+
+/// A string plain where PyYAML writes it plain (no indicator first, no `: ` or ` #` inside, not
+/// readable as a number, bool or null), else single-quoted.
+fn yaml_string(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+        && s.trim() == s
+        && !s.starts_with(|c: char| "-?:,[]{}#&*!|>'\"%@`".contains(c))
+        && !s.contains(": ")
+        && !s.contains(" #")
+        && !s.ends_with(':')
+        && s.parse::<f64>().is_err()
+        && !["true", "false", "null", "yes", "no", "on", "off", "~"].contains(&s.to_ascii_lowercase().as_str());
+    if plain { s.to_string() } else { format!("'{}'", s.replace('\'', "''")) }
+}
+
+fn emit(map: &BTreeMap<String, Node>, indent: usize, out: &mut String) {
+    let pad = " ".repeat(indent);
+    for (k, v) in map {
+        match v {
+            Node::Scalar(s) => out.push_str(&format!("{pad}{k}: {s}\n")),
+            Node::List(items) if items.is_empty() => out.push_str(&format!("{pad}{k}: []\n")),
+            Node::Map(m) if m.is_empty() => out.push_str(&format!("{pad}{k}: {{}}\n")),
+            Node::Map(m) => {
+                out.push_str(&format!("{pad}{k}:\n"));
+                emit(m, indent + 2, out);
+            }
+            Node::List(items) => {
+                out.push_str(&format!("{pad}{k}:\n"));
+                for item in items {
+                    match item {
+                        Node::Scalar(s) => out.push_str(&format!("{pad}- {s}\n")),
+                        // Nested lists and maps in lists do not occur in a trm config.
+                        _ => out.push_str(&format!("{pad}- []\n")),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `cfg` as the reference's `all_config.yaml`: its keys only (trm's own, such as `optimizer` or
+/// `max_steps`, are left out), sorted, in PyYAML's block style; bookkeeping the reference keeps
+/// and trm does not (checkpoint paths, evaluators) is written as its defaults.
+pub fn to_yaml(cfg: &TrainConfig) -> Result<String> {
+    let t = toml::Table::try_from(cfg).context("serialising the configuration")?;
+    let defaults = cfg.arch.name.defaults_table();
+    let mut arch = BTreeMap::new();
+    for (k, v) in t["arch"].as_table().context("arch is a table")? {
+        // The reference's own keys for this architecture, and trm's additions where they differ
+        // from trm's default (the reference's model classes take such extra fields too).
+        let keep = reference_arch_keys(cfg.arch.name).contains(&k.as_str()) || defaults.get(k).is_some_and(|d| !same(d, v));
+        if keep && k != "name" && k != "loss_type" {
+            // Integral numbers as the reference's files write them (`expansion: 4`).
+            let v = match v {
+                toml::Value::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => toml::Value::Integer(*f as i64),
+                _ => v.clone(),
+            };
+            arch.insert(k.clone(), node(&v));
+        }
+    }
+    arch.insert("name".into(), Node::Scalar(class_path(cfg.arch.name).into()));
+    let loss_type = t["arch"].get("loss_type").map_or(Node::Scalar("stablemax_cross_entropy".into()), node);
+    arch.insert(
+        "loss".into(),
+        Node::Map(BTreeMap::from([("loss_type".into(), loss_type), ("name".into(), Node::Scalar("losses@ACTLossHead".into()))])),
+    );
+    let mut top = BTreeMap::from([("arch".to_string(), Node::Map(arch))]);
+    let from_cfg = [
+        "beta1",
+        "beta2",
+        "checkpoint_every_eval",
+        "data_paths",
+        "ema",
+        "ema_rate",
+        "epochs",
+        "eval_interval",
+        "freeze_weights",
+        "global_batch_size",
+        "lr",
+        "lr_min_ratio",
+        "lr_warmup_steps",
+        "min_eval_interval",
+        "project_name",
+        "puzzle_emb_lr",
+        "puzzle_emb_weight_decay",
+        "run_name",
+        "seed",
+        "weight_decay",
+    ];
+    for key in from_cfg {
+        top.insert(key.into(), t.get(key).map_or(Node::Scalar("null".into()), node));
+    }
+    for key in ["data_paths_test", "evaluators", "eval_save_outputs"] {
+        top.insert(key.into(), Node::List(vec![]));
+    }
+    for key in ["checkpoint_path", "load_checkpoint"] {
+        top.insert(key.into(), Node::Scalar("null".into()));
+    }
+    let mut out = String::new();
+    emit(&top, 0, &mut out);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_what_yaml_dump_writes() {
+        let text = "arch:\n  H_cycles: 3\n  loss:\n    loss_type: stablemax_cross_entropy\n    name: losses@ACTLossHead\n  name: recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1\nbeta1: 0.9\ndata_paths:\n- data/x\ndata_paths_test: []\nevaluators:\n- name: arc@ARC\n  submission_K: 2\nload_checkpoint: null\nrun_name: 'a: b'\n";
+        let e = parse(text).unwrap();
+        let get = |k: &str| e.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        assert_eq!(get("arch.H_cycles"), Some(Some("3".into())));
+        assert_eq!(get("arch.loss.name"), Some(Some("losses@ACTLossHead".into())));
+        assert_eq!(get("data_paths[0]"), Some(Some("data/x".into())));
+        assert_eq!(get("evaluators[0].submission_K"), Some(Some("2".into())));
+        assert_eq!(get("load_checkpoint"), Some(None));
+        assert_eq!(get("run_name"), Some(Some("a: b".into())));
+        let (ov, notes) = to_overrides(&e).unwrap();
+        assert_eq!(ov[0], "arch=trm");
+        assert!(ov.contains(&"arch.loss.loss_type=stablemax_cross_entropy".to_string()) && ov.contains(&"beta1=0.9".to_string()));
+        assert!(!ov.iter().any(|o| o.starts_with("data_paths") || o.starts_with("evaluators")));
+        assert!(notes[0].contains("data_paths") && notes[0].contains("evaluators"), "{notes:?}");
+    }
+
+    /// PyYAML's own dumps of the reference's config (tests/fixtures/all_config, made by its
+    /// pretrain.PretrainConfig and yaml.dump): read into trm's config and written back, byte for
+    /// byte.
+    #[test]
+    fn round_trips_the_references_own_files() {
+        for name in ["trm", "hrm"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/all_config").join(format!("{name}.yaml"));
+            let (mut ov, _) = overrides_from_file(&path).unwrap();
+            ov.push("data_paths=[data/sudoku-extreme-1k-aug-1000]".into()); // bookkeeping, not read
+            let cfg = super::super::config::resolve("arc1", &ov).unwrap();
+            assert_eq!(to_yaml(&cfg).unwrap(), std::fs::read_to_string(&path).unwrap(), "{name}");
+        }
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_read() {
+        for (text, what) in [
+            ("a: [1, 2]\n", "line 1"),
+            ("a:\n    b: 1\n  c: 2\n", "line 3"),
+            ("arch:\n  name: recursive_reasoning.other@X\n", "does not run"),
+            ("arch:\n  loss:\n    name: losses@Other\n", "losses@ACTLossHead only"),
+            ("a: 'open\n", "unterminated"),
+        ] {
+            let e = parse(text).and_then(|e| to_overrides(&e).map(|_| ()));
+            let msg = format!("{:#}", e.unwrap_err());
+            assert!(msg.contains(what), "{text:?}: {msg}");
+        }
+    }
+}
