@@ -95,6 +95,10 @@ def parse():
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--puzzle-lr", type=float, default=1e-2)
     p.add_argument("--regenerate", type=Path, help="reuse this fixture's config, weights and batch; compare every tensor")
+    p.add_argument("--pretrain-steps", type=int, default=0,
+                   help="first train the weights this many steps with the reference's own pretrain.train_batch on the batch "
+                        "(the fixture then starts from the trained weights, with fresh optimisers)")
+    p.add_argument("--save-torch", type=Path, help="torch.save the fixture's starting state_dict here, as pretrain.py saves checkpoints")
     return p.parse_args()
 
 
@@ -253,6 +257,20 @@ def main():
                 break
         if pert_seed is None:
             sys.exit("no perturbation seed gave early halts with the requested margin; change sizes or --min-margin")
+
+    # ---- optional: real training steps with the reference's own train_batch ------------------
+    if a.pretrain_steps:
+        state = pretrain.TrainState(model=model, optimizers=optimizers, optimizer_lrs=lrs, carry=None, step=0,
+                                    total_steps=a.pretrain_steps)
+        model.train()
+        for _ in range(a.pretrain_steps):
+            pretrain.train_batch(config, state, batch, global_batch_size=batch_size, rank=0, world_size=1)
+        trained = copy.deepcopy(model.state_dict())
+        model, optimizers, lrs = build()  # fresh optimisers (and EMA) for the fixture's own steps
+        model.load_state_dict(trained)
+        inner = model.model.inner
+    if a.save_torch:
+        torch.save(model.state_dict(), a.save_torch)
 
     # ---- 1 + 2. ACT rollouts with fixed weights -------------------------------------------
     calls = (a.calls if not regen else None) or config.arch.__pydantic_extra__["halt_max_steps"]

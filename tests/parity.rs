@@ -48,6 +48,8 @@ fn transformer_baseline_fixture_matches_the_reference() {
 #[test]
 fn trm_with_the_act_continue_loss_matches_the_reference_with_its_unpacking_bug_fixed() {
     assert_parity(&fixture("trm-act-small"), 200);
+    // The same model after 30 steps of the reference's own pretrain.train_batch.
+    assert_parity(&fixture("trm-act-trained"), 200);
 }
 
 #[test]

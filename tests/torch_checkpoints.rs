@@ -113,18 +113,24 @@ fn weights_of_another_architecture_are_refused_by_name() {
     load_model::<B>(&dir().join("plain.pt"), &trm, &Default::default()).unwrap();
 }
 
+/// Reference fixtures replayed with their weights read from the reference's torch files: the
+/// initial model (plain.pt), and the model after 30 steps of the reference's own
+/// `pretrain.train_batch` (trained.pt, written by bench/make_fixture.py --pretrain-steps 30
+/// --save-torch): logits, losses, gradients and optimiser steps all match the reference.
 #[test]
-fn a_reference_fixture_replayed_from_its_torch_file_matches_the_reference() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/trm-act-small");
-    let t = tempfile::tempdir().unwrap();
-    for f in ["batch.safetensors", "expected.safetensors", "config.json"] {
-        std::fs::copy(src.join(f), t.path().join(f)).unwrap();
+fn reference_fixtures_replayed_from_their_torch_files_match_the_reference() {
+    for (fixture, file) in [("trm-act-small", "plain.pt"), ("trm-act-trained", "trained.pt")] {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture);
+        let t = tempfile::tempdir().unwrap();
+        for f in ["batch.safetensors", "expected.safetensors", "config.json"] {
+            std::fs::copy(src.join(f), t.path().join(f)).unwrap();
+        }
+        // The loader goes by the bytes, not the name: the torch file stands in for weights.safetensors.
+        std::fs::copy(dir().join(file), t.path().join("weights.safetensors")).unwrap();
+        let checks = trm::eval::parity::run::<AD>(t.path(), &Default::default()).unwrap();
+        let failed: Vec<_> = checks.iter().filter(|c| !c.ok()).collect();
+        assert!(checks.len() > 200 && failed.is_empty(), "{fixture}: {failed:#?}");
     }
-    // The loader goes by the bytes, not the name: the torch file stands in for weights.safetensors.
-    std::fs::copy(dir().join("plain.pt"), t.path().join("weights.safetensors")).unwrap();
-    let checks = trm::eval::parity::run::<AD>(t.path(), &Default::default()).unwrap();
-    let failed: Vec<_> = checks.iter().filter(|c| !c.ok()).collect();
-    assert!(checks.len() > 200 && failed.is_empty(), "{failed:#?}");
 }
 
 /// `trm export --format torch` writes what the reference loads (checked against the reference's
