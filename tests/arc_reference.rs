@@ -42,6 +42,13 @@ fn arc1_with_8_augmentations_is_the_reference_builders() {
     check("arc1-aug8.sha256", &["training", "evaluation", "concept"], "evaluation", 8);
 }
 
+/// The full ARC-1 build (6.8 GB written, about 30 s): `cargo test --release --test arc_reference -- --ignored`.
+#[test]
+#[ignore = "writes 6.8 GB; run on demand"]
+fn arc1_with_1000_augmentations_is_the_reference_builders() {
+    check("arc1-aug1000.sha256", &["training", "evaluation", "concept"], "evaluation", 1000);
+}
+
 #[test]
 fn arc2_with_60_augmentations_is_the_reference_builders() {
     check("arc2-aug60.sha256", &["training2", "evaluation2", "concept"], "evaluation2", 60);
