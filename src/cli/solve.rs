@@ -18,6 +18,7 @@ pub struct SolveArgs {
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Configuration of a bare weights file (preset or TOML), plus overrides with --set
+    /// [default: the reference's all_config.yaml beside the file]
     #[arg(long)]
     pub config: Option<String>,
     #[arg(long = "set", value_name = "KEY=VALUE")]

@@ -149,6 +149,7 @@ pub struct EvalArgs {
     pub batch: usize,
     /// Configuration for a bare weights file (preset or TOML), plus overrides with --set: a
     /// .safetensors, or the reference's torch.save checkpoint (FILE#key picks a nested state dict)
+    /// [default: the reference's all_config.yaml beside the file]
     #[arg(long)]
     pub config: Option<String>,
     #[arg(long = "set", value_name = "KEY=VALUE")]
