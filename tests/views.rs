@@ -10,6 +10,7 @@ use trm::data::sudoku_solver::{Grid, is_valid_solution, solves};
 use trm::infer::views::{search, solve_sudoku, views_of};
 
 type B = burn::backend::Flex;
+type AD = burn::backend::Autodiff<B>;
 
 fn tokens_of(g: &Grid) -> Vec<i64> {
     g.iter().map(|&d| d as i64 + 1).collect()
@@ -114,4 +115,41 @@ fn maze_views_round_trip_keep_shortest_paths_and_one_view_is_plain() {
     let r = trm::infer::views::solve_maze(&c, &w, Some(&table), &q, 4, 8, 2, true);
     assert_eq!((r.views, r.answer.len()), (8, 16));
     assert_eq!(r.checked, maze::solves(4, &q, &r.answer), "checked means a shortest path");
+}
+
+/// `trm eval --views K` beside the plain evaluation: a model trained for a few steps on generated
+/// puzzles (every one with a unique solution), through the CLI. Whatever it gets right passes the
+/// check (a label is a valid solution), and whatever passes the check is right (the solution is
+/// unique), so right and checked are equal; the compute adds up; misuse is refused.
+#[test]
+fn eval_reports_scaled_accuracy_beside_the_plain_one() {
+    let (data, run) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    common::tiny_data(data.path());
+    let ov: Vec<String> = ["max_steps=4", "epochs=4", "eval_interval=4", "eval_max_examples=8"].map(String::from).to_vec();
+    trm::train::trainer::train::<AD>(&common::tiny_job(data.path(), run.path(), &ov, false), &Default::default()).unwrap();
+    let eval = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
+            .args(["eval", "--json", "--limit", "6", "--checkpoint"])
+            .arg(run.path())
+            .arg("--data")
+            .arg(data.path())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = eval(&["--views", "3", "--view-steps", "5", "--seed", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let s = &r["scaled"];
+    assert_eq!((s["views"].as_u64(), s["max_steps"].as_u64(), s["count"].as_u64()), (Some(3), Some(5), Some(6)), "{s}");
+    let right = (s["exact_accuracy"].as_f64().unwrap() * 6.0).round() as u64;
+    assert_eq!(right, s["checked"].as_u64().unwrap(), "{s}");
+    let (steps, view_steps) = (s["mean_steps"].as_f64().unwrap(), s["mean_view_steps"].as_f64().unwrap());
+    assert!((1.0..=5.0).contains(&steps) && (view_steps - 3.0 * steps).abs() < 1e-9, "{s}");
+    assert_eq!(r["count"].as_u64(), Some(6), "the plain evaluation beside it counts the same puzzles");
+    // Without --views, no scaled block; --seed alone is refused (it would do nothing).
+    let plain: serde_json::Value = serde_json::from_slice(&eval(&[]).stdout).unwrap();
+    assert!(plain.get("scaled").is_none() && plain["exact_accuracy"] == r["exact_accuracy"]);
+    let o = eval(&["--seed", "2"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--views"));
 }

@@ -68,6 +68,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
         submission: None,
         device: super::device::DeviceSpec::Cpu,
         threads: None,
+        views: None,
+        view_steps: None,
+        seed: None,
     };
     let r = super::train::eval_checkpoint::<super::device::Cpu>(&args, &Default::default())?;
     println!(

@@ -144,6 +144,17 @@ pub struct EvalArgs {
     /// Evaluate at most N test examples (the first N)
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
     pub limit: Option<usize>,
+    /// Also report test-time-scaled accuracy (Sudoku and maze data): K validity-preserving views
+    /// per puzzle, answers checked against the rules and the givens (never the labels), stopping
+    /// at the first step an answer checks; as `trm solve --views`
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
+    pub views: Option<usize>,
+    /// With --views: the most supervision steps per puzzle [default: --steps]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
+    pub view_steps: Option<usize>,
+    /// With --views: the seed of the Sudoku views' transforms [default: 0]
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Rows per batch
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
     pub batch: usize,
@@ -170,6 +181,7 @@ pub struct EvalArgs {
 /// Evaluates a checkpoint on a data set's test split.
 pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<EvalResult> {
     let test = Arc::new(format::read_dataset_split(&a.data, "test")?);
+    let test_for_views = a.views.map(|_| test.clone());
     anyhow::ensure!(
         checkpoint::is_weights_file(&a.checkpoint) || (a.config.is_none() && a.set.is_empty()),
         "--config/--set describe a bare weights file; a run or checkpoint folder carries its own configuration"
@@ -212,6 +224,22 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     })?
     .context("the evaluation was interrupted")?;
     arc_err?;
+    anyhow::ensure!(
+        a.views.is_some() || (a.view_steps.is_none() && a.seed.is_none()),
+        "--view-steps and --seed go with --views (test-time scaling); without it they would do nothing"
+    );
+    if let (Some(k), Some(test)) = (a.views, &test_for_views) {
+        r.scaled = Some(crate::eval::scaled::evaluate_scaled(
+            &model,
+            &w,
+            table.as_ref(),
+            test,
+            k,
+            a.view_steps.unwrap_or(steps),
+            a.seed.unwrap_or(0),
+            a.limit,
+        )?);
+    }
     if let Some(v) = arc {
         let path = a.submission.clone().unwrap_or_else(|| {
             let dir = if checkpoint::is_weights_file(&a.checkpoint) {
@@ -260,6 +288,26 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             for (k, v) in &s.pass_at {
                 println!("  pass@{k:<5} {v:.4}");
             }
+        }
+        if let Some(s) = &r.scaled {
+            println!(
+                "test-time scaling: {} views, up to {} steps, answers checked against the rules and givens (never the labels):",
+                s.views, s.max_steps
+            );
+            println!("  puzzles          {}", s.count);
+            println!(
+                "  exact accuracy   {:.4}  (95% CI {:.4}-{:.4}; plain, above: {:.4})",
+                s.exact_accuracy, s.exact_accuracy_ci95.0, s.exact_accuracy_ci95.1, r.exact_accuracy
+            );
+            println!("  answers checked  {} of {}", s.checked, s.count);
+            println!(
+                "  compute          {:.1} steps x {} views = {:.1} view-steps per puzzle (plain: 1 view x {:.1} steps); {:.2} s per puzzle",
+                s.mean_steps,
+                s.views,
+                s.mean_view_steps,
+                r.steps,
+                s.seconds / s.count as f64
+            );
         }
     }
     Ok(())

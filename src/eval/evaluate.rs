@@ -46,6 +46,9 @@ pub struct EvalResult {
     /// ARC data only: pass@k after undoing augmentations and voting.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arc: Option<super::arc_vote::ArcScore>,
+    /// `trm eval --views K`: the test-time-scaled accuracy beside this plain one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaled: Option<super::scaled::ScaledResult>,
 }
 
 /// Wilson score interval for `k` successes out of `n` (z = 1.96).
@@ -222,6 +225,7 @@ pub fn evaluate<B: Backend>(
         per_step: per_step.iter().map(|(a, e)| (a / n, e / n)).collect(),
         halt_step_histogram: halt_hist.iter().map(|h| h / (seen.max(1) as f64)).collect(),
         arc: None,
+        scaled: None,
     }))
 }
 

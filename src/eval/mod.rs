@@ -1,5 +1,7 @@
-//! Evaluation: golden-fixture parity, test-split evaluation, ARC voting and pass@k.
+//! Evaluation: golden-fixture parity, test-split evaluation, test-time-scaled accuracy, ARC
+//! voting and pass@k.
 
 pub mod arc_vote;
 pub mod evaluate;
 pub mod parity;
+pub mod scaled;

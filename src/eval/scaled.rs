@@ -1,0 +1,111 @@
+//! Test-time-scaled accuracy (`trm eval --views K`): every test puzzle of a Sudoku or maze data
+//! set is solved as `trm solve --views` solves it, then compared with its label. That means K
+//! validity-preserving views, answers mapped back and checked against the rules and the givens
+//! (never against the labels), and a stop at the first step where an answer checks. It is
+//! reported beside the reference's plain accuracy, with the compute each used.
+
+use crate::data::format::Split;
+use crate::data::sudoku_solver::Grid;
+use crate::infer::views::{solve_maze, solve_sudoku};
+use crate::model::config::ModelConfig;
+use crate::model::weights::Weights;
+use anyhow::{Result, bail};
+use burn::prelude::*;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaledResult {
+    /// Views per puzzle and the most supervision steps each may run.
+    pub views: usize,
+    pub max_steps: usize,
+    /// Puzzles evaluated.
+    pub count: usize,
+    /// Fraction whose chosen answer equals the label.
+    pub exact_accuracy: f64,
+    pub exact_accuracy_ci95: (f64, f64),
+    /// Puzzles whose chosen answer passed the check (right or wrong: a check is not a label).
+    pub checked: usize,
+    /// Mean supervision steps run per puzzle (its views run together and stop together).
+    pub mean_steps: f64,
+    /// Mean model evaluations per puzzle, views x steps run (the plain evaluation: 1 x its steps).
+    pub mean_view_steps: f64,
+    pub seconds: f64,
+}
+
+enum Kind {
+    Sudoku,
+    Maze(usize),
+}
+
+/// A Sudoku's tokens (1 blank, d + 1 for digit d) as a grid with 0 for blanks and padding.
+fn sudoku_grid(tokens: &[u8]) -> Grid {
+    std::array::from_fn(|i| match tokens[i] {
+        t @ 2..=10 => t - 1,
+        _ => 0,
+    })
+}
+
+/// Solves up to `limit` test puzzles with `views` views and up to `max_steps` steps each.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_scaled<B: Backend>(
+    model: &ModelConfig,
+    w: &Weights<B>,
+    table: Option<&Tensor<B, 2>>,
+    test: &Split,
+    views: usize,
+    max_steps: usize,
+    seed: u64,
+    limit: Option<usize>,
+) -> Result<ScaledResult> {
+    let s = model.seq_len;
+    let side = (s as f64).sqrt().round() as usize;
+    let kind = match model.vocab_size {
+        11 if s == 81 => Kind::Sudoku,
+        6 if side * side == s => Kind::Maze(side),
+        v => bail!(
+            "--views: test-time scaling is for Sudoku (vocabulary 11, 81 cells) and maze data (vocabulary 6, a square grid); \
+             this model has vocabulary {v} and {s} cells (ARC evaluation already votes over its augmentations)"
+        ),
+    };
+    if let Kind::Maze(_) = kind {
+        anyhow::ensure!(views <= 8, "--views {views}: a maze has 8 views (its dihedral transforms)");
+    }
+    let t0 = std::time::Instant::now();
+    let (mut count, mut right, mut checked, mut steps, mut view_steps) = (0usize, 0usize, 0usize, 0usize, 0usize);
+    'sets: for (_, set) in &test.sets {
+        for e in 0..set.num_examples() {
+            if limit.is_some_and(|l| count >= l) {
+                break 'sets;
+            }
+            let (input, label) = (&set.inputs[e * s..(e + 1) * s], &set.labels[e * s..(e + 1) * s]);
+            let (ok, did_check, run, v) = match kind {
+                Kind::Sudoku => {
+                    let r = solve_sudoku(model, w, table, &sudoku_grid(input), views, max_steps, seed, true);
+                    (r.answer == sudoku_grid(label), r.checked, r.steps_run, r.views)
+                }
+                Kind::Maze(side) => {
+                    let r = solve_maze(model, w, table, input, side, views, max_steps, true);
+                    (r.answer == label, r.checked, r.steps_run, r.views)
+                }
+            };
+            count += 1;
+            right += ok as usize;
+            checked += did_check as usize;
+            steps += run;
+            view_steps += run * v;
+        }
+    }
+    anyhow::ensure!(count > 0, "--views: the test split has no examples");
+    let n = count as f64;
+    Ok(ScaledResult {
+        views,
+        max_steps,
+        count,
+        exact_accuracy: right as f64 / n,
+        exact_accuracy_ci95: super::evaluate::wilson95(right as f64, n),
+        checked,
+        mean_steps: steps as f64 / n,
+        mean_view_steps: view_steps as f64 / n,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
