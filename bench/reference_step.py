@@ -316,6 +316,8 @@ def main(argv=None):
         rss = peak_rss()
         res = dict(
             tool="bench/reference_step.py",
+            # ATen's CPU kernels' instruction set (ATEN_CPU_CAPABILITY caps it, e.g. avx2).
+            cpu_capability=torch.backends.cpu.get_cpu_capability(),
             shape=args.shape if args.arch == "trm" else f"{args.shape}/{args.arch}",
             mode=mode,
             batch=b,

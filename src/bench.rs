@@ -117,6 +117,24 @@ pub struct BenchResult {
     pub peak_tflops: Option<f64>,
     /// Peak resident memory of the process (CPU) in bytes.
     pub peak_bytes: Option<u64>,
+    /// The widest vector instructions trm's CPU kernels (gemm, the fused block) use in this build
+    /// on this CPU: `avx512`, `avx2` or `baseline` (burn-flex's own element-wise ops, a small
+    /// share, dispatch on their own and may use AVX-512 even in an `avx2` build).
+    pub cpu_isa: &'static str,
+}
+
+/// See `BenchResult::cpu_isa`.
+pub fn cpu_isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f") {
+            return "avx512";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return "avx2";
+        }
+    }
+    "baseline"
 }
 
 /// A batch of random tokens and labels at a shape (for timing and numerics checks).
@@ -165,6 +183,7 @@ fn summarise(
         mfu: peak.map(|p| tflops / p),
         peak_tflops: peak,
         peak_bytes: peak_rss(),
+        cpu_isa: cpu_isa(),
     }
 }
 

@@ -2,7 +2,8 @@
 //! RMSNorm, row softmax, and half-split RoPE on one head.
 //!
 //! Each public function works on a slice and is compiled three times (AVX-512, AVX2 + FMA, and
-//! the baseline), chosen at run time like the gemm kernels. Bodies are plain loops that LLVM
+//! the baseline), chosen at run time like the gemm kernels (AVX-512 only in builds with the
+//! `avx512` feature, the default). Bodies are plain loops that LLVM
 //! vectorises; `exp` is a branch-free polynomial evaluated in double precision (within half an
 //! ulp, as libm's scalar `expf`). No FMA contraction is used, so all three variants give
 //! identical bits.
@@ -17,7 +18,7 @@ macro_rules! dispatch {
                 fn wide($($arg: $ty),*) { $body($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
                 fn mid($($arg: $ty),*) { $body($($arg),*) }
-                if std::arch::is_x86_feature_detected!("avx512f") {
+                if cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f") {
                     // SAFETY: the CPU has AVX-512F (checked just above).
                     return unsafe { wide($($arg),*) };
                 }
