@@ -271,7 +271,7 @@ fn yaml_string(s: &str) -> String {
     if plain { s.to_string() } else { format!("'{}'", s.replace('\'', "''")) }
 }
 
-fn emit(map: &BTreeMap<String, Node>, indent: usize, out: &mut String) {
+fn emit(map: &BTreeMap<String, Node>, indent: usize, out: &mut String) -> Result<()> {
     let pad = " ".repeat(indent);
     for (k, v) in map {
         match v {
@@ -280,7 +280,7 @@ fn emit(map: &BTreeMap<String, Node>, indent: usize, out: &mut String) {
             Node::Map(m) if m.is_empty() => out.push_str(&format!("{pad}{k}: {{}}\n")),
             Node::Map(m) => {
                 out.push_str(&format!("{pad}{k}:\n"));
-                emit(m, indent + 2, out);
+                emit(m, indent + 2, out)?;
             }
             Node::List(items) => {
                 out.push_str(&format!("{pad}{k}:\n"));
@@ -288,12 +288,13 @@ fn emit(map: &BTreeMap<String, Node>, indent: usize, out: &mut String) {
                     match item {
                         Node::Scalar(s) => out.push_str(&format!("{pad}- {s}\n")),
                         // Nested lists and maps in lists do not occur in a trm config.
-                        _ => out.push_str(&format!("{pad}- []\n")),
+                        _ => bail!("{k}: a list of lists or tables, which all_config.yaml never holds"),
                     }
                 }
             }
         }
     }
+    Ok(())
 }
 
 /// `cfg` as the reference's `all_config.yaml`: its keys only (trm's own, such as `optimizer` or
@@ -355,7 +356,7 @@ pub fn to_yaml(cfg: &TrainConfig) -> Result<String> {
         top.insert(key.into(), Node::Scalar("null".into()));
     }
     let mut out = String::new();
-    emit(&top, 0, &mut out);
+    emit(&top, 0, &mut out)?;
     Ok(out)
 }
 

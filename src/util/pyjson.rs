@@ -5,7 +5,8 @@
 
 use anyhow::Result;
 use serde::Serialize;
-use serde_json::ser::{CharEscape, Formatter};
+// Control characters: serde_json's default escapes (\n, \t, ..., else \u00XX) are Python's.
+use serde_json::ser::Formatter;
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -45,11 +46,6 @@ impl Formatter for PythonFormatter {
             }
         }
         Ok(())
-    }
-
-    fn write_char_escape<W: ?Sized + Write>(&mut self, w: &mut W, escape: CharEscape) -> io::Result<()> {
-        // Python writes control characters other than \b \f \n \r \t as \u00XX, as serde_json does.
-        serde_json::ser::CompactFormatter.write_char_escape(w, escape)
     }
 }
 
