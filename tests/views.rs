@@ -52,6 +52,10 @@ fn a_view_that_checks_ends_the_search_in_the_puzzles_frame() {
     });
     assert!(r.checked && r.answer == p.answer, "mapped back to the puzzle's frame");
     assert_eq!((r.view, r.step, r.steps_run, calls, r.agreeing), (3, 4, 4, 4, 1), "stopped at the first checked step");
+    // The trace is the chosen view's answer at every step, in the puzzle's frame.
+    assert_eq!(r.trace.len(), 4);
+    assert!(r.trace[..3].iter().all(|t| t.answer == p.question && t.views_checked == 0));
+    assert_eq!((r.trace[3].answer, r.trace[3].views_checked), (p.answer, 1));
     // An answer that breaks a rule, or changes a given, never checks: the majority is returned.
     let mut wrong = p.answer;
     let i = (0..81).find(|&i| p.question[i] == 0).unwrap();
@@ -92,6 +96,16 @@ fn one_view_without_checking_is_the_plain_answer() {
     });
     assert_eq!(r.answer, last);
     assert_eq!((r.views, r.steps_run), (1, 3));
+    // Step by step too: the views trace of one view is the plain trace.
+    assert_eq!(r.trace.len(), plain.len());
+    for (t, s) in r.trace.iter().zip(&plain) {
+        let g: Grid = std::array::from_fn(|i| match s.tokens[i] {
+            t @ 2..=10 => t - 1,
+            _ => 0,
+        });
+        assert_eq!(t.answer, g, "step {}", s.step);
+        assert!((t.q_halt - s.q_halt).abs() < 1e-6, "step {}: q_halt {} vs {}", s.step, t.q_halt, s.q_halt);
+    }
 }
 
 #[test]
@@ -152,4 +166,18 @@ fn eval_reports_scaled_accuracy_beside_the_plain_one() {
     assert!(plain.get("scaled").is_none() && plain["exact_accuracy"] == r["exact_accuracy"]);
     let o = eval(&["--seed", "2"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--views"));
+}
+
+/// `trm solve --sudoku` without a checkpoint: the bundled model, with its default test-time
+/// scaling, solves an ordinary published puzzle (Wikipedia's example, 30 givens). The answer is
+/// compared with the exact solver's; the search itself only checks rules and givens.
+#[test]
+fn the_bundled_model_solves_a_published_puzzle() {
+    let (c, w, table) = trm::infer::bundled::load::<B>(&Default::default()).unwrap();
+    let q = trm::data::sudoku_solver::parse_grid(trm::cli::demo::PUBLISHED).unwrap();
+    let r = solve_sudoku(&c, &w, table.as_ref(), &q, trm::cli::solve::BUNDLED_VIEWS, trm::cli::solve::BUNDLED_STEPS, 0, true);
+    let truth = trm::data::sudoku_solver::solve(&q, 2);
+    assert_eq!(truth.count, 1);
+    assert!(r.checked, "not solved: {r:?}");
+    assert_eq!(Some(r.answer), truth.solution);
 }

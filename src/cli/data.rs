@@ -103,9 +103,10 @@ pub struct GenerateArgs {
     /// Test puzzles to generate
     #[arg(long, default_value_t = 200)]
     pub test: usize,
-    /// Target number of givens (clues); fewer is harder. 17 is the minimum possible.
-    #[arg(long, default_value_t = 30)]
-    pub givens: usize,
+    /// Target number of givens (clues): one number, or a range like 24-40 from which each puzzle
+    /// draws its own; fewer is harder. 17 is the minimum possible.
+    #[arg(long, default_value = "30")]
+    pub givens: sudoku::Givens,
     /// Shuffled copies per training puzzle
     #[arg(long, default_value_t = 0)]
     pub num_aug: usize,

@@ -1,5 +1,6 @@
 //! `trm demo`: the whole pipeline on a laptop CPU with no download: generate Sudoku puzzles,
-//! train a small TRM for a few minutes, evaluate it, and solve one held-out puzzle step by step.
+//! train a small TRM for a few minutes, evaluate it, solve one held-out puzzle step by step, then
+//! an ordinary published puzzle with test-time views and checking.
 
 use super::device::{CpuAutodiff, set_threads};
 use crate::data::{format, sudoku, sudoku_solver};
@@ -7,6 +8,10 @@ use crate::train::{config, trainer};
 use anyhow::Result;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// An ordinary published Sudoku (30 givens): the example puzzle of Wikipedia's "Sudoku" article,
+/// whose image is in the public domain.
+pub const PUBLISHED: &str = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79";
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
@@ -16,9 +21,9 @@ pub struct DemoArgs {
     /// Output folder (data/, run/)
     #[arg(long, default_value = "runs/demo")]
     pub out: PathBuf,
-    /// Givens per generated puzzle (more = easier)
-    #[arg(long, default_value_t = 40)]
-    pub givens: usize,
+    /// Givens per generated puzzle (more = easier): a number, or a range like 24-40
+    #[arg(long, default_value = "40")]
+    pub givens: sudoku::Givens,
     /// CPU threads [default: all cores]
     #[arg(long)]
     pub threads: Option<usize>,
@@ -35,12 +40,12 @@ pub fn run(a: DemoArgs) -> Result<()> {
     if run.exists() {
         std::fs::remove_dir_all(&run)?;
     }
-    println!("[1/5] generating Sudoku puzzles with unique solutions ({} givens) into {}", a.givens, data.display());
+    println!("[1/6] generating Sudoku puzzles with unique solutions ({} givens) into {}", a.givens, data.display());
     let train = sudoku::generate(3000, a.givens, a.seed, 0);
     let test = sudoku::generate(300, a.givens, a.seed, 1);
     sudoku::write_dataset(&data, &train, &test, 3, a.seed)?;
 
-    println!("[2/5] training a small TRM on the CPU for {:.1} minutes (preset `demo`)", a.minutes);
+    println!("[2/6] training a small TRM on the CPU for {:.1} minutes (preset `demo`)", a.minutes);
     let cfg = config::resolve("demo", &[format!("seed={}", a.seed)])?;
     let job = trainer::TrainJob {
         config: cfg,
@@ -55,9 +60,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let s = trainer::train::<CpuAutodiff>(&job, &Default::default())?;
     println!("      {} optimiser steps in {:.0}s", s.steps, s.seconds);
 
-    println!("[3/5] evaluating on {} held-out puzzles", test.len());
+    println!("[3/6] evaluating on {} held-out puzzles", test.len());
     let args = super::train::EvalArgs {
-        checkpoint: run.clone(),
+        checkpoint: Some(run.clone()),
         data: data.clone(),
         steps: None,
         limit: None,
@@ -84,9 +89,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
 
     let split = format::read_dataset_split(&data, "test")?;
     let q: sudoku_solver::Grid = std::array::from_fn(|i| split.sets[0].1.example_input(0)[i] - 1);
-    println!("[4/5] solving a held-out puzzle, step by step:\n      {}", sudoku_solver::format_grid(&q));
+    println!("[4/6] solving a held-out puzzle, step by step:\n      {}", sudoku_solver::format_grid(&q));
     super::solve::run(super::solve::SolveArgs {
-        checkpoint: run.clone(),
+        checkpoint: Some(run.clone()),
         sudoku: Some(sudoku_solver::format_grid(&q)),
         maze: None,
         arc_task: None,
@@ -100,10 +105,30 @@ pub fn run(a: DemoArgs) -> Result<()> {
         config: None,
         set: vec![],
     })?;
+    println!(
+        "\n[5/6] an ordinary published puzzle (Wikipedia's example, 30 givens), with test-time scaling: 8 views of it \
+         (digits relabelled, transposed, rows and columns permuted) side by side for up to 16 steps; every \
+         answer is mapped back and checked against the rules and the givens, never a solution:\n      {PUBLISHED}"
+    );
+    super::solve::run(super::solve::SolveArgs {
+        checkpoint: Some(run.clone()),
+        sudoku: Some(PUBLISHED.into()),
+        maze: None,
+        arc_task: None,
+        task: None,
+        identifiers: None,
+        steps: Some(16),
+        halt: false,
+        json: false,
+        views: Some(8),
+        seed: None,
+        config: None,
+        set: vec![],
+    })?;
     let html = a.out.join("report.html");
     let o = crate::report::ReportOptions { run: run.clone(), out: html.clone(), data: Some(data), puzzles: 3, steps: None, png: true };
     crate::report::write_report(&o)?;
-    println!("\n[5/5] report: {} (curves and puzzles step by step) and {}", html.display(), html.with_extension("png").display());
+    println!("\n[6/6] report: {} (curves and puzzles step by step) and {}", html.display(), html.with_extension("png").display());
     println!("run folder: {} (metrics.jsonl, TensorBoard events, checkpoints/)", run.display());
     Ok(())
 }

@@ -15,8 +15,9 @@ use std::path::PathBuf;
 pub struct SolveArgs {
     /// Run or checkpoint folder of a trained model, or a bare weights file (.safetensors, or the
     /// reference's torch.save checkpoint, FILE#key for a nested state dict) with --config
+    /// [default for --sudoku: the Sudoku model bundled in trm, models/sudoku/]
     #[arg(long)]
-    pub checkpoint: PathBuf,
+    pub checkpoint: Option<PathBuf>,
     /// Configuration of a bare weights file (preset or TOML), plus overrides with --set
     /// [default: the reference's all_config.yaml beside the file]
     #[arg(long)]
@@ -53,13 +54,19 @@ pub struct SolveArgs {
     /// digits relabelled, transposed, bands/stacks and rows/columns permuted; maze: its 8 dihedral
     /// transforms; view 1 is the puzzle itself), map every answer back, check it (Sudoku: the
     /// rules and the givens; maze: a shortest S-G path; never a solution), and stop at the first
-    /// step where one checks; else the views' majority
+    /// step where one checks; else the views' majority [default: 1; with the bundled model and
+    /// neither --views nor --steps given: 16 views, up to 16 steps]
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
     pub views: Option<usize>,
     /// Seed of the views' random transforms (with --views) [default: 0]
     #[arg(long)]
     pub seed: Option<u64>,
 }
+
+/// Test-time scaling the bundled Sudoku model gets when `trm solve` is given neither --views nor
+/// --steps (its model card measures this budget).
+pub const BUNDLED_VIEWS: usize = 16;
+pub const BUNDLED_STEPS: usize = 16;
 
 #[derive(Serialize)]
 struct StepJson {
@@ -126,24 +133,41 @@ fn print_sudoku(question: &sudoku_solver::Grid, answer: &str) {
 
 /// The model of a bare weights file: the configuration given, the puzzle's sequence and
 /// vocabulary, and as many identifiers as the file's puzzle table has rows.
-fn bare_model(a: &SolveArgs, seq_len: usize, vocab_size: usize) -> Result<crate::model::config::ModelConfig> {
-    let cfg = crate::train::config::resolve_for_weights(&a.checkpoint, a.config.as_deref(), &a.set)?;
-    let (_, w) = checkpoint::read_weights(&a.checkpoint)?;
+fn bare_model(file: &std::path::Path, a: &SolveArgs, seq_len: usize, vocab_size: usize) -> Result<crate::model::config::ModelConfig> {
+    let cfg = crate::train::config::resolve_for_weights(file, a.config.as_deref(), &a.set)?;
+    let (_, w) = checkpoint::read_weights(file)?;
     let ids = w.get("puzzle_emb.weights").map_or(1, |t| t.shape.first().copied().unwrap_or(1));
     let m = crate::model::config::ModelConfig { arch: cfg.arch, seq_len, vocab_size, num_puzzle_identifiers: ids };
     m.validate()?;
     Ok(m)
 }
 
-pub fn run(a: SolveArgs) -> Result<()> {
-    let bare = checkpoint::is_weights_file(&a.checkpoint);
+pub fn run(mut a: SolveArgs) -> Result<()> {
+    let spec = match &a.checkpoint {
+        Some(c) => c.clone(),
+        None => {
+            anyhow::ensure!(
+                a.sudoku.is_some(),
+                "--checkpoint names the model; trm bundles only a Sudoku model, used when --sudoku has no --checkpoint"
+            );
+            anyhow::ensure!(a.config.is_none() && a.set.is_empty(), "--config/--set describe a weights file given with --checkpoint");
+            if a.views.is_none() && a.steps.is_none() {
+                (a.views, a.steps) = (Some(BUNDLED_VIEWS), Some(BUNDLED_STEPS));
+            }
+            if !a.json {
+                println!("(the Sudoku model bundled in trm, models/sudoku/; --checkpoint picks another)");
+            }
+            crate::infer::bundled::sudoku_model_file()?
+        }
+    };
+    let bare = checkpoint::is_weights_file(&spec);
     anyhow::ensure!(
         bare || (a.config.is_none() && a.set.is_empty()),
         "--config/--set describe a bare weights file; a run or checkpoint folder carries its own configuration"
     );
     anyhow::ensure!(a.seed.is_none() || a.views.is_some(), "--seed draws the transforms of --views; without --views it would do nothing");
     if let Some(file) = &a.arc_task {
-        let source = crate::train::source::open_arc(&a.checkpoint, a.config.as_deref(), &a.set, a.identifiers.as_deref())?;
+        let source = crate::train::source::open_arc(&spec, a.config.as_deref(), &a.set, a.identifiers.as_deref())?;
         return super::solve_arc::run(&source, file, a.task.as_deref(), a.steps, a.halt, a.json);
     }
     anyhow::ensure!(a.identifiers.is_none(), "--identifiers names an ARC model's puzzle identifiers: it goes with --arc-task");
@@ -155,9 +179,9 @@ pub fn run(a: SolveArgs) -> Result<()> {
         ("maze", t, side)
     };
     let (model, file) = if bare {
-        (bare_model(&a, input.len(), if kind == "sudoku" { 11 } else { 6 })?, a.checkpoint.clone())
+        (bare_model(&spec, &a, input.len(), if kind == "sudoku" { 11 } else { 6 })?, spec.clone())
     } else {
-        let ckpt = checkpoint::resolve(&a.checkpoint)?;
+        let ckpt = checkpoint::resolve(&spec)?;
         (checkpoint::read_state_json(&ckpt)?.model, ckpt.join("model.safetensors"))
     };
     let device = Default::default();
@@ -207,13 +231,30 @@ pub fn run(a: SolveArgs) -> Result<()> {
         let t0 = std::time::Instant::now();
         let r = crate::infer::views::solve_sudoku(&model, &w, table.as_ref(), &q, k, steps, a.seed.unwrap_or(0), true);
         let secs = t0.elapsed().as_secs_f64();
-        let answer: String = r.answer.iter().map(|&d| if d == 0 { '.' } else { (b'0' + d) as char }).collect();
+        let text = |g: &sudoku_solver::Grid| -> String { g.iter().map(|&d| if d == 0 { '.' } else { (b'0' + d) as char }).collect() };
+        let answer = text(&r.answer);
+        let trace: Vec<serde_json::Value> = r
+            .trace
+            .iter()
+            .enumerate()
+            .map(|(i, t)| serde_json::json!({"step": i + 1, "answer": text(&t.answer), "q_halt": t.q_halt, "views_checked": t.views_checked}))
+            .collect();
         if a.json {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&serde_json::json!({"kind": "sudoku", "answer": answer, "result": r, "seconds": secs}))?
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"kind": "sudoku", "answer": answer, "result": r, "trace": trace, "seconds": secs})
+                )?
             );
             return Ok(());
+        }
+        println!("view {} of {}, step by step (mapped back to the puzzle as typed):", r.view + 1, r.views);
+        println!("step  checked  halt-conf  changed  answer");
+        let mut prev: Option<&sudoku_solver::Grid> = None;
+        for (i, t) in r.trace.iter().enumerate() {
+            let changed = prev.map_or(81, |p| p.iter().zip(&t.answer).filter(|(x, y)| x != y).count());
+            println!("{:>4}  {:>7}  {:>9.3}  {:>7}  {}", i + 1, t.views_checked, t.q_halt, changed, text(&t.answer));
+            prev = Some(&t.answer);
         }
         print_sudoku(&q, &answer);
         let compute = format!("{} views x {} steps = {} supervision steps, {secs:.2} s", r.views, r.steps_run, r.views * r.steps_run);
@@ -294,6 +335,9 @@ pub fn run(a: SolveArgs) -> Result<()> {
         println!("valid: the answer satisfies every rule");
     } else {
         println!("NOT valid: {}", problems.iter().take(5).cloned().collect::<Vec<_>>().join("; "));
+        if kind == "sudoku" {
+            println!("(more views and steps often help: --views 16 --steps 16 runs 16 transformed copies and checks each answer)");
+        }
     }
     Ok(())
 }

@@ -133,8 +133,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
 pub struct EvalArgs {
     /// Run folder, checkpoint folder, or a weights file: .safetensors or the reference's torch.save
     /// checkpoint, FILE#ema to pick a nested state dict (then --config is needed)
+    /// [default for Sudoku data: the Sudoku model bundled in trm, models/sudoku/]
     #[arg(long)]
-    pub checkpoint: PathBuf,
+    pub checkpoint: Option<PathBuf>,
     /// Data set folder; its test split is evaluated
     #[arg(long)]
     pub data: PathBuf,
@@ -182,15 +183,29 @@ pub struct EvalArgs {
 pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<EvalResult> {
     let test = Arc::new(format::read_dataset_split(&a.data, "test")?);
     let test_for_views = a.views.map(|_| test.clone());
+    let spec = match &a.checkpoint {
+        Some(c) => c.clone(),
+        None => {
+            let sudoku = test.metadata.seq_len == crate::data::sudoku::SEQ_LEN && test.metadata.vocab_size == crate::data::sudoku::VOCAB;
+            anyhow::ensure!(
+                sudoku,
+                "{}: not Sudoku data; trm bundles only a Sudoku model, so name a model with --checkpoint",
+                a.data.display()
+            );
+            anyhow::ensure!(a.config.is_none() && a.set.is_empty(), "--config/--set describe a weights file given with --checkpoint");
+            eprintln!("note: no --checkpoint: evaluating the Sudoku model bundled in trm (models/sudoku/)");
+            crate::infer::bundled::sudoku_model_file()?
+        }
+    };
     anyhow::ensure!(
-        checkpoint::is_weights_file(&a.checkpoint) || (a.config.is_none() && a.set.is_empty()),
+        checkpoint::is_weights_file(&spec) || (a.config.is_none() && a.set.is_empty()),
         "--config/--set describe a bare weights file; a run or checkpoint folder carries its own configuration"
     );
-    let (model, file) = if checkpoint::is_weights_file(&a.checkpoint) {
-        let cfg = config::resolve_for_weights(&a.checkpoint, a.config.as_deref(), &a.set)?;
-        (crate::train::setup::model_config(&cfg, &test)?, a.checkpoint.clone())
+    let (model, file) = if checkpoint::is_weights_file(&spec) {
+        let cfg = config::resolve_for_weights(&spec, a.config.as_deref(), &a.set)?;
+        (crate::train::setup::model_config(&cfg, &test)?, spec.clone())
     } else {
-        let ckpt = checkpoint::resolve(&a.checkpoint)?;
+        let ckpt = checkpoint::resolve(&spec)?;
         (checkpoint::read_state_json(&ckpt)?.model, ckpt.join("model.safetensors"))
     };
     if test.metadata.seq_len != model.seq_len || test.metadata.vocab_size != model.vocab_size {
@@ -242,11 +257,7 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     }
     if let Some(v) = arc {
         let path = a.submission.clone().unwrap_or_else(|| {
-            let dir = if checkpoint::is_weights_file(&a.checkpoint) {
-                file.parent().map(PathBuf::from).unwrap_or_default()
-            } else {
-                a.checkpoint.clone()
-            };
+            let dir = if checkpoint::is_weights_file(&spec) { file.parent().map(PathBuf::from).unwrap_or_default() } else { spec.clone() };
             dir.join("submission.json")
         });
         crate::util::fs::write_json(&path, &v.submission())?;

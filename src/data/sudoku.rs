@@ -193,12 +193,51 @@ pub fn build(train_csv: &Path, test_csv: &Path, out: &Path, opt: &BuildOptions) 
     write_dataset(out, &train, &test, opt.num_aug, opt.seed)
 }
 
-/// Generates `n` unique-solution puzzles with about `givens` clues, in parallel, seeded.
-pub fn generate(n: usize, givens: usize, seed: u64, stream: u64) -> Vec<Puzzle> {
+/// How many givens generated puzzles get: one target (`30`), or a range (`24-40`) from which
+/// each puzzle draws its own target uniformly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Givens {
+    pub min: usize,
+    pub max: usize,
+}
+
+impl From<usize> for Givens {
+    fn from(n: usize) -> Givens {
+        Givens { min: n, max: n }
+    }
+}
+
+impl std::str::FromStr for Givens {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Givens, String> {
+        let num = |t: &str| t.trim().parse::<usize>().map_err(|_| format!("givens `{s}`: expected a number like 30 or a range like 24-40"));
+        let g = match s.split_once('-') {
+            Some((a, b)) => Givens { min: num(a)?, max: num(b)? },
+            None => Givens::from(num(s)?),
+        };
+        if g.min > g.max || g.max > 81 || g.min < 17 {
+            return Err(format!("givens `{s}`: needs 17 <= min <= max <= 81 (17 is the fewest a unique Sudoku can have)"));
+        }
+        Ok(g)
+    }
+}
+
+impl std::fmt::Display for Givens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.min == self.max { write!(f, "{}", self.min) } else { write!(f, "{}-{}", self.min, self.max) }
+    }
+}
+
+/// Generates `n` unique-solution puzzles with about `givens` clues, in parallel, seeded. Every
+/// puzzle has its own random solution grid.
+pub fn generate(n: usize, givens: impl Into<Givens>, seed: u64, stream: u64) -> Vec<Puzzle> {
+    let givens = givens.into();
     (0..n)
         .into_par_iter()
         .map(|i| {
-            let g = sudoku_solver::generate(&mut rng::derive(seed, &[stream, i as u64]), givens);
+            let mut r = rng::derive(seed, &[stream, i as u64]);
+            let target = r.random_range(givens.min..=givens.max);
+            let g = sudoku_solver::generate(&mut r, target);
             Puzzle { question: g.puzzle, answer: g.solution }
         })
         .collect()

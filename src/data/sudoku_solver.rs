@@ -163,6 +163,28 @@ pub fn violations(grid: &Grid) -> Vec<String> {
     v
 }
 
+/// A random complete grid: a depth-first fill that tries the candidates of every cell in a fresh
+/// random order. (One digit order for the whole search would give the same grid every time, up
+/// to relabelling the digits: a model trained on such puzzles learns that one grid, not Sudoku.)
+pub fn random_full_grid(rng: &mut impl Rng) -> Grid {
+    fn fill(s: &mut State, rng: &mut dyn rand::RngCore) -> bool {
+        let Some((cell, cand)) = s.most_constrained() else { return true };
+        let mut digits: Vec<u8> = (1..=9).filter(|d| cand & (1 << d) != 0).collect();
+        digits.shuffle(rng);
+        for d in digits {
+            s.place(cell, d);
+            if fill(s, rng) {
+                return true;
+            }
+            s.clear(cell, d);
+        }
+        false
+    }
+    let mut s = State::new(&[0; 81]).expect("the empty grid is consistent");
+    assert!(fill(&mut s, rng), "the empty grid has solutions");
+    s.cells
+}
+
 /// A generated puzzle with its unique solution.
 #[derive(Debug, Clone)]
 pub struct Generated {
@@ -177,9 +199,7 @@ pub struct Generated {
 /// order while the solution stays unique, down to `target_givens` (or as low as uniqueness allows).
 /// Fewer givens make harder puzzles; 17 is the proven minimum, ~30 is easy.
 pub fn generate(rng: &mut impl Rng, target_givens: usize) -> Generated {
-    let mut order = [1u8, 2, 3, 4, 5, 6, 7, 8, 9];
-    order.shuffle(rng);
-    let solution = solve_with(&[0; 81], 1, Some(&order)).solution.expect("the empty grid has solutions");
+    let solution = random_full_grid(rng);
     let mut puzzle = solution;
     let mut cells: Vec<usize> = (0..81).collect();
     cells.shuffle(rng);
@@ -257,6 +277,32 @@ mod tests {
             assert_eq!(solve(&g.puzzle, 2).count, 1);
             assert!(solves(&g.puzzle, &g.solution));
         }
+    }
+
+    /// The grid with its digits renamed in order of first appearance: equal for two grids that
+    /// differ only by relabelling.
+    fn canonical(g: &Grid) -> Grid {
+        let mut name = [0u8; 10];
+        let mut next = 1;
+        g.map(|d| {
+            if name[d as usize] == 0 {
+                name[d as usize] = next;
+                next += 1;
+            }
+            name[d as usize]
+        })
+    }
+
+    #[test]
+    fn generated_solutions_are_different_grids_not_relabellings_of_one() {
+        let mut rng = crate::util::rng::derive(11, &[]);
+        let grids: Vec<Grid> = (0..50).map(|_| random_full_grid(&mut rng)).collect();
+        assert!(grids.iter().all(is_valid_solution));
+        let distinct: std::collections::HashSet<Grid> = grids.iter().map(canonical).collect();
+        assert_eq!(distinct.len(), grids.len(), "some random grids are relabellings of each other");
+        // Not only the first rows: the bottom-right boxes vary too.
+        let corners: std::collections::HashSet<Vec<u8>> = grids.iter().map(|g| canonical(g)[60..].to_vec()).collect();
+        assert!(corners.len() > 40, "{} distinct bottom thirds in 50 grids", corners.len());
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! Inference on single puzzles.
 
+pub mod bundled;
 pub mod solve;
 pub mod views;

@@ -38,6 +38,18 @@ pub struct ViewsResult<A> {
     pub agreeing: usize,
     /// sigmoid(q_halt) of the chosen view at that step.
     pub q_halt: f64,
+    /// How the answer formed: for every step run, the chosen view's answer (in the puzzle's
+    /// frame) and its sigmoid(q_halt), and how many views' answers checked at that step.
+    #[serde(skip)]
+    pub trace: Vec<TraceStep<A>>,
+}
+
+/// One supervision step of the chosen view (`ViewsResult::trace`).
+#[derive(Debug, Clone)]
+pub struct TraceStep<A> {
+    pub answer: A,
+    pub q_halt: f64,
+    pub views_checked: usize,
 }
 
 /// An answer's tokens (digit d = token d + 1) as a grid; anything else becomes 0.
@@ -77,21 +89,36 @@ pub fn search_views<A: PartialEq + Clone>(
     mut step: impl FnMut(usize) -> Vec<(A, f32)>,
     checks: impl Fn(&A) -> bool,
 ) -> ViewsResult<A> {
-    let mut last: Vec<(usize, A, f64)> = vec![];
+    // Every step's answers, and how many checked, for the chosen view's trace.
+    let mut history: Vec<(Vec<(usize, A, f64)>, usize)> = vec![];
+    let trace_of = |history: Vec<(Vec<(usize, A, f64)>, usize)>, view: usize| -> Vec<TraceStep<A>> {
+        history
+            .into_iter()
+            .map(|(mut all, views_checked)| {
+                let (_, answer, q_halt) = all.swap_remove(view);
+                TraceStep { answer, q_halt, views_checked }
+            })
+            .collect()
+    };
     for k in 1..=max_steps {
-        last = step(k).into_iter().enumerate().map(|(v, (a, q))| (v, a, 1.0 / (1.0 + (-(q as f64)).exp()))).collect();
-        if check {
-            let ok: Vec<(usize, A, f64)> = last.iter().filter(|(_, a, _)| checks(a)).cloned().collect();
-            if let Some((i, agree)) = majority(&ok) {
-                let (view, answer, q_halt) = ok[i].clone();
-                return ViewsResult { answer, checked: true, view, step: k, views: last.len(), steps_run: k, agreeing: agree, q_halt };
-            }
+        let last: Vec<(usize, A, f64)> =
+            step(k).into_iter().enumerate().map(|(v, (a, q))| (v, a, 1.0 / (1.0 + (-(q as f64)).exp()))).collect();
+        let ok: Vec<(usize, A, f64)> = if check { last.iter().filter(|(_, a, _)| checks(a)).cloned().collect() } else { vec![] };
+        history.push((last, ok.len()));
+        if let Some((i, agree)) = majority(&ok) {
+            let (view, answer, q_halt) = ok[i].clone();
+            let views = history[0].0.len();
+            let trace = trace_of(history, view);
+            return ViewsResult { answer, checked: true, view, step: k, views, steps_run: k, agreeing: agree, q_halt, trace };
         }
     }
-    let (i, agree) = majority(&last).expect("at least one view and one step");
+    let last = &history.last().expect("at least one step").0;
+    let (i, agree) = majority(last).expect("at least one view");
     let (view, answer, q_halt) = last[i].clone();
     let checked = checks(&answer);
-    ViewsResult { answer, checked, view, step: max_steps, views: last.len(), steps_run: max_steps, agreeing: agree, q_halt }
+    let views = last.len();
+    let trace = trace_of(history, view);
+    ViewsResult { answer, checked, view, step: max_steps, views, steps_run: max_steps, agreeing: agree, q_halt, trace }
 }
 
 /// The Sudoku search: `step(n)` returns every view's answer tokens in the view's frame; they are
