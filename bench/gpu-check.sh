@@ -1,29 +1,30 @@
 #!/usr/bin/env bash
-# The first check of trm on a GPU machine, in one command and at most about 9 minutes. It prints
-# a table and writes $OUT/gpu-check.json. Every part has its own time cap, so the table always
-# prints.
+# The one check a GPU window runs, in one command and under 12 minutes with the machine's start.
+# Every stage has its own time cap, and every stage's result is appended to $OUT/results.jsonl
+# (one JSON line) the moment it ends, so a window that is cut short still returns what it did.
+# A sampler writes GPU utilisation and memory and the state of every trm thread to
+# $OUT/sampler.jsonl every half second: a stall ends with a diagnosis, not with silence.
 #
-#   1. the machine: nvidia-smi, driver, trm and torch versions
-#   2. correctness: `trm parity --device cuda` on every golden fixture (float32)
-#   3. speed: `trm bench` training and evaluation steps at the reference's shapes and batches
-#      (Sudoku attention and mlp_t at 768, ARC attention at 192 per GPU), float32 and
-#      bfloat16: step time, examples/s, TFLOP/s, MFU against the bf16 peak, peak GPU memory
-#   4. the reference at the same shapes on the machine's PyTorch, eager and torch.compile, so
-#      the table shows ratios from one run
-#   5. learning: Sudoku-Extreme 1k with 1000 augmentations, preset sudoku-mlp, a few minutes of
-#      training on the GPU, then its test accuracy
-#   6. NCCL with one rank (`trm launch --nproc 1`): the same short run through NCCL and without
-#      it, so the all-reduce path is shown to initialise and to match (issue 12; GPU only)
+#   1. the machine: nvidia-smi, driver, torch, the libtorch trm loaded
+#   2. correctness: `trm parity --device cuda` (libtorch) on every golden fixture (float32)
+#   3. speed: `trm bench` training steps at batch 768 (Sudoku attention and mlp_t), bfloat16 and
+#      float32, the first step reported apart from the steady ones, MFU against the bf16 peak
+#   4. the reference at the same shapes on the machine's PyTorch, eager and torch.compile
+#   5. learning: 300 steps of a small Sudoku model on the GPU, its loss curve against the same
+#      seed's CPU run (computed when the kit was made, kit/cpu-curve.jsonl)
+#   6. NCCL with one rank (`trm launch --nproc 1`) against the plain run
+#   7. the second engine, burn's cubecl (when the binary has it): first and steady steps
+#   then the table, and the logs.
 #
 # Usage (from the repository root):
 #   bench/gpu-kit.sh                                         # here: build and gather gpu-kit/
 #   bash bench/gpu-check.sh --kit gpu-kit --out "$OUT"       # there, on the GPU machine
-#   bash bench/gpu-check.sh --kit gpu-kit --out /tmp/gc --device cpu --tiny   # rehearsal on a CPU
+#   bash bench/gpu-check.sh --kit gpu-kit --out /tmp/gc --device torch-cpu --tiny   # rehearsal on a CPU
 #
 # --tiny: small batches, few steps and short caps, to test the script itself on a CPU.
 # Environment: PEAK_TFLOPS (bf16 dense peak for MFU; default from the GPU's name: H100 989,
-# H200 989), PYTHON (default python3), CAPS="parity bench reference train nccl" seconds
-# (default "140 150 100 110 40": about 9.5 minutes with the data build).
+# H200 989), PYTHON (default python3), CAPS="parity bench reference train nccl cubecl" seconds
+# (default "90 150 110 120 60 90": about 10 minutes).
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 KIT=gpu-kit OUT="" DEVICE=cuda TINY=0
@@ -33,7 +34,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift 2 ;;
     --device) DEVICE=$2; shift 2 ;;
     --tiny) TINY=1; shift ;;
-    -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "gpu-check.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -49,6 +50,12 @@ if [ -f "$KIT/trm.xz" ]; then
 else
   TRM="$KIT/trm"
 fi
+# The libtorch trm links: this machine's PyTorch (the binary's run path names the build machine's).
+TORCH_LIB=$("$PY" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null)
+[ -n "$TORCH_LIB" ] && export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The sampler (every half second: GPU utilisation and memory, each trm thread's state).
+"$PY" "$ROOT/bench/gpu_sampler.py" "$OUT/sampler.jsonl" --interval 0.5 & SAMPLER=$!
+trap 'kill $SAMPLER 2>/dev/null' EXIT
 # CubeCL (burn's GPU compiler) reads cubecl.toml from the working folder: compiled kernels are
 # cached on disk, so each later trm process of the check skips NVRTC for kernels seen before, and
 # every compilation and autotune decision is logged with its time, for finding where a slow first
@@ -66,8 +73,8 @@ RES="$OUT/results.jsonl"; : > "$RES"
 LOG="$OUT/gpu-check.log"; : > "$LOG"
 # The first trm process on a GPU compiles every kernel it meets (NVRTC, autotune); on the H200 of
 # 2026-11-27 a tiny parity fixture did not finish in 40 s, hence the parity part's share.
-read -r CAP_PARITY CAP_BENCH CAP_REF CAP_TRAIN CAP_NCCL <<< "${CAPS:-140 150 100 110 40}"
-if [ "$TINY" = 1 ]; then read -r CAP_PARITY CAP_BENCH CAP_REF CAP_TRAIN CAP_NCCL <<< "${CAPS:-120 240 240 240 60}"; fi
+read -r CAP_PARITY CAP_BENCH CAP_REF CAP_TRAIN CAP_NCCL CAP_CUBECL <<< "${CAPS:-90 150 110 120 60 90}"
+if [ "$TINY" = 1 ]; then read -r CAP_PARITY CAP_BENCH CAP_REF CAP_TRAIN CAP_NCCL CAP_CUBECL <<< "${CAPS:-240 240 240 300 60 30}"; fi
 T0=$(date +%s)
 say() { echo "[gpu-check $(( $(date +%s) - T0 ))s] $*" | tee -a "$LOG" >&2; }
 # Appends one JSON record: part, name, then the fields of a JSON object given as the third argument.
@@ -91,7 +98,7 @@ mem_start() { : > "$MEMLOG"; if command -v nvidia-smi >/dev/null; then nvidia-sm
 mem_stop() { [ -n "$MEMPID" ] && kill "$MEMPID" 2>/dev/null; wait "$MEMPID" 2>/dev/null; sort -n "$MEMLOG" | tail -n 1; }
 
 # ---- 1. the machine ----------------------------------------------------------------------------
-say "1/6 machine"
+say "1/7 machine"
 # The CUDA libraries trm opens at run time (libcuda, libnvrtc): the toolkit's folder joins the
 # search path when the loader's cache lacks NVRTC.
 if ! ldconfig -p 2>/dev/null | grep -q libnvrtc; then
@@ -102,8 +109,9 @@ fi
 { echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"; ldconfig -p 2>/dev/null | grep -E 'libcuda\.|libnvrtc|libnccl' ; } >>"$LOG"
 GPU=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -n 1)
 TORCH=$("$PY" -c "import torch; print(torch.__version__, torch.version.cuda)" 2>/dev/null)
-record machine info "$("$PY" -c 'import json,sys; print(json.dumps(dict(gpu=sys.argv[1], torch=sys.argv[2], trm=sys.argv[3], commit=sys.argv[4], device=sys.argv[5])))' \
-  "${GPU:-none}" "${TORCH:-none}" "$("$TRM" --version 2>&1)" "$(cat "$KIT/COMMIT.txt" 2>/dev/null)" "$DEVICE")"
+LINKED=$(ldd "$TRM" 2>/dev/null | grep -E 'libtorch|libc10' | tr -s ' \t' ' ' | tr '\n' ';')
+record machine info "$("$PY" -c 'import json,sys; print(json.dumps(dict(gpu=sys.argv[1], torch=sys.argv[2], trm=sys.argv[3], commit=sys.argv[4], device=sys.argv[5], libtorch_linked=sys.argv[6], torch_lib=sys.argv[7])))' \
+  "${GPU:-none}" "${TORCH:-none}" "$("$TRM" --version 2>&1)" "$(cat "$KIT/COMMIT.txt" 2>/dev/null)" "$DEVICE" "$LINKED" "${TORCH_LIB:-}")"
 case "$GPU" in *H100*|*H200*) PEAK=${PEAK_TFLOPS:-989} ;; *) PEAK=${PEAK_TFLOPS:-} ;; esac
 PEAK_ARG=(); [ -n "$PEAK" ] && PEAK_ARG=(--peak-tflops "$PEAK")
 # Offline machines: the reference's two small dependencies travel as wheels.
@@ -114,7 +122,7 @@ if ! "$PY" -c "import einops, pydantic" 2>/dev/null && [ -d "$KIT/wheels" ]; the
 fi
 
 # ---- 2. parity ---------------------------------------------------------------------------------
-say "2/6 parity on $DEVICE"
+say "2/7 parity on $DEVICE"
 END=$(( $(date +%s) + CAP_PARITY ))
 parity() { # fixture device cap -> records, returns the exit code
   local fx=$1 dev=$2 cap=$3 out rc
@@ -122,27 +130,18 @@ parity() { # fixture device cap -> records, returns the exit code
   record parity "$(basename "$fx")" "$("$PY" -c 'import json,sys; print(json.dumps(dict(ok=sys.argv[1]=="0", device=sys.argv[3], exit_code=int(sys.argv[1]), summary=sys.argv[2])))' "$rc" "$(echo "$out" | tail -n 1)" "$dev")"
   return $rc
 }
-# The first fixture decides the device of the rest of the check: burn's fused CUDA backend, or,
-# when that fails or stalls, the same backend without fusion (cuda-unfused).
-FIRST="$KIT/fixtures/trm-small-attn/"
-if ! parity "$FIRST" "$DEVICE" $(( CAP_PARITY * 2 / 5 )) && [ "$DEVICE" = cuda ]; then
-  say "parity failed or stalled with fusion; trying cuda-unfused"
-  parity "$FIRST" cuda-unfused $(( CAP_PARITY * 2 / 5 )) && DEVICE=cuda-unfused
-fi
-say "device for the rest: $DEVICE"
 for fx in "$KIT"/fixtures/*/; do
-  [ "$fx" = "$FIRST" ] && continue
   left=$(( END - $(date +%s) )); [ "$left" -gt 5 ] || { record parity "$(basename "$fx")" '{"error":"part time cap reached"}'; continue; }
   parity "$fx" "$DEVICE" "$left"
 done
 
 # ---- 3. trm bench --------------------------------------------------------------------------------
-say "3/6 trm bench on $DEVICE"
+say "3/7 trm bench on $DEVICE"
 if [ "$TINY" = 1 ]; then
   CASES="sudoku-att:2:train:float32 sudoku-att:2:train:bfloat16 sudoku-mlp:2:train:float32 sudoku-att:2:eval:float32 arc-att:1:train:float32"
   REPS=(--warmup 1 --reps 1)
 else
-  CASES="sudoku-att:768:train:float32 sudoku-att:768:train:bfloat16 sudoku-mlp:768:train:float32 sudoku-mlp:768:train:bfloat16 sudoku-att:768:eval:bfloat16 arc-att:192:train:bfloat16"
+  CASES="sudoku-att:768:train:bfloat16 sudoku-att:768:train:float32 sudoku-mlp:768:train:bfloat16 sudoku-mlp:768:train:float32 sudoku-att:768:eval:bfloat16"
   REPS=(--warmup 2 --reps 5)
 fi
 END=$(( $(date +%s) + CAP_BENCH ))
@@ -162,8 +161,9 @@ print(json.dumps(r))' "${peak:-}")
 done
 
 # ---- 4. the reference ----------------------------------------------------------------------------
-say "4/6 reference (PyTorch) on $DEVICE"
+say "4/7 reference (PyTorch) on $DEVICE"
 END=$(( $(date +%s) + CAP_REF ))
+case "$DEVICE" in cuda*) REFDEV=cuda ;; *) REFDEV=cpu ;; esac
 for c in $CASES; do
   IFS=: read -r shape batch mode dtype <<< "$c"
   for compile in eager compile; do
@@ -171,47 +171,48 @@ for c in $CASES; do
     if [ "$compile" = compile ] && [ "$TINY" = 1 ] && [ "$c" != "sudoku-att:2:train:float32" ]; then continue; fi
     left=$(( END - $(date +%s) )); [ "$left" -gt 5 ] || { record reference "$c:$compile" '{"error":"part time cap reached"}'; continue; }
     flags=(); [ "$compile" = compile ] && flags=(--compile)
-    out=$(capped "$left" "$PY" "$ROOT/bench/reference_step.py" --ref-dir "$KIT/reference" --device "${DEVICE/-unfused/}" --shape "$shape" --batch "$batch" \
+    out=$(capped "$left" "$PY" "$ROOT/bench/reference_step.py" --ref-dir "$KIT/reference" --device "$REFDEV" --shape "$shape" --batch "$batch" \
       --mode "$mode" --dtype "$dtype" --optimizer adam-atan2 "${REPS[@]}" --threads "$(nproc)" "${flags[@]}" --json | tail -n 1)
     [ -n "$out" ] || out='{"error":"no result (crash or time cap; see gpu-check.log)"}'
     record reference "$c:$compile" "$out"
   done
 done
 
-# ---- 5. learning on the device -----------------------------------------------------------------------
-say "5/6 training sudoku-mlp on $DEVICE"
+# ---- 5. learning on the device, against the same seed on the CPU -----------------------------------
+say "5/7 training 300 steps on $DEVICE against the CPU run"
 DATA="$SCRATCH/sudoku-1k-aug"; RUN="$SCRATCH/run"
 rm -rf "$RUN"
-if [ "$TINY" = 1 ]; then
-  BUILD=(--subsample 64 --num-aug 4 --test-subsample 64); TRAIN=(global_batch_size=16 arch.hidden_size=64 arch.num_heads=2 arch.puzzle_emb_ndim=64 arch.H_cycles=1 arch.L_cycles=1 arch.halt_max_steps=2 eval_max_examples=32 max_steps=4); MIN=0.5
-else
-  BUILD=(--subsample 1000 --num-aug 1000 --test-subsample 4096); TRAIN=(eval_max_examples=4096)
-  # Training stops 45 s before the cap, leaving time for start-up and the test evaluation.
-  MIN=$(awk -v c="$CAP_TRAIN" 'BEGIN { m = (c - 45) / 60; print (m < 0.5 ? 0.5 : m) }')
-fi
+# The same data and command as bench/gpu-kit.sh's CPU run (CURVE_* there).
+BUILD=(--subsample 1000 --num-aug 8 --test-subsample 512)
+CURVE=(--config sudoku-tiny max_steps=300 eval_interval=1000 eval_max_examples=512 checkpoint_every_eval=False)
+[ "$TINY" = 1 ] && CURVE=(--config sudoku-tiny max_steps=20 eval_interval=1000 eval_max_examples=64 checkpoint_every_eval=False)
 if [ ! -d "$DATA/train" ]; then
   capped 120 "$TRM" data sudoku --train "$KIT/data/train.csv" --test "$KIT/data/test_hard.csv.gz" --out "$DATA" "${BUILD[@]}" >/dev/null
 fi
 mem_start
-capped "$CAP_TRAIN" "$TRM" train --config sudoku-mlp --device "$DEVICE" --data "$DATA" --out "$RUN" --quiet --time-limit "$MIN" "${TRAIN[@]}" >/dev/null
+capped "$CAP_TRAIN" "$TRM" train --device "$DEVICE" --data "$DATA" --out "$RUN" --quiet "${CURVE[@]}" >/dev/null
 rc=$?
 peak=$(mem_stop)
 cp "$RUN/metrics.jsonl" "$OUT/train-metrics.jsonl" 2>/dev/null
-record train sudoku-mlp "$("$PY" - "$RUN/metrics.jsonl" "$rc" "${peak:-}" <<'PYEOF'
+record train curve "$("$PY" - "$RUN/metrics.jsonl" "$KIT/cpu-curve.jsonl" "$rc" "${peak:-}" <<'PYEOF'
 import json, sys
-path, rc, peak = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-rows = []
-try:
-    rows = [json.loads(l) for l in open(path)]
-except OSError:
-    pass
-train = [r for r in rows if r.get("split") == "train"]
-ev = [r for r in rows if r.get("split") == "eval"]
-out = {"exit_code": rc, "steps": train[-1]["step"] if train else 0}
-if train:
-    out["first_lm_loss"], out["last_lm_loss"] = train[0]["lm_loss"], train[-1]["lm_loss"]
-if ev:
-    out.update(test_exact_accuracy=ev[-1]["exact_accuracy"], test_token_accuracy=ev[-1]["accuracy"], test_count=ev[-1]["count"])
+path, cpu_path, rc, peak = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+def rows(p):
+    try:
+        return [json.loads(l) for l in open(p) if l.strip()]
+    except OSError:
+        return []
+dev = [r for r in rows(path) if r.get("split") == "train"]
+cpu = {r["step"]: r for r in rows(cpu_path) if r.get("split") == "train"}
+out = {"exit_code": rc, "steps": dev[-1]["step"] if dev else 0}
+if dev:
+    out["first_lm_loss"], out["last_lm_loss"] = dev[0]["lm_loss"], dev[-1]["lm_loss"]
+    out["steps_per_s"] = dev[-1]["step"] / max(dev[-1].get("elapsed_s", 0) or 1e-9, 1e-9) if dev[-1].get("elapsed_s") else None
+pairs = [(r["lm_loss"], cpu[r["step"]]["lm_loss"]) for r in dev if r["step"] in cpu]
+if pairs:
+    diffs = [abs(a - b) for a, b in pairs]
+    out.update(cpu_steps_compared=len(pairs), max_abs_lm_loss_diff=max(diffs), mean_abs_lm_loss_diff=sum(diffs) / len(diffs),
+               cpu_last_lm_loss=pairs[-1][1], curves_agree=max(diffs[-10:]) < 0.05 * max(abs(pairs[-1][1]), 1e-9) + 0.02)
 if peak:
     out["gpu_peak_mib"] = float(peak)
 print(json.dumps(out))
@@ -219,8 +220,9 @@ PYEOF
 )"
 
 # ---- 6. NCCL, one rank -----------------------------------------------------------------------------
-if [ "$DEVICE" != cpu ]; then
-  say "6/6 NCCL world size 1 vs plain"
+case "$DEVICE" in cuda*|cubecl*) GPUDEV=1 ;; *) GPUDEV=0 ;; esac
+if [ "$GPUDEV" = 1 ]; then
+  say "6/7 NCCL world size 1 vs plain"
   # cudarc looks for libnccl.so; the pip wheel (nvidia-nccl-cu13) ships libnccl.so.2 only, and
   # `trm launch` links it when TRM_NCCL_LIB names it.
   if [ -z "${TRM_NCCL_LIB:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libnccl\.so '; then
@@ -248,6 +250,22 @@ PYEOF
 )"
 fi
 
+# ---- 7. the second engine: burn's cubecl ----------------------------------------------------------
+say "7/7 cubecl: first and steady steps"
+if "$TRM" bench --device cubecl --reps 1 --warmup 0 --batch 1 --shape sudoku-mlp 2>&1 | grep -q "built without"; then
+  record cubecl skipped '{"error":"this trm was built without the cubecl engine"}'
+elif [ "$GPUDEV" = 1 ]; then
+  END=$(( $(date +%s) + CAP_CUBECL ))
+  for c in sudoku-att:768:train:bfloat16; do
+    IFS=: read -r shape batch mode dtype <<< "$c"
+    left=$(( END - $(date +%s) )); [ "$left" -gt 5 ] || { record cubecl "$c" '{"error":"part time cap reached"}'; continue; }
+    out=$(capped "$left" "$TRM" bench --device cubecl --shape "$shape" --batch "$batch" --mode "$mode" --dtype "$dtype" --warmup 1 --reps 3 "${PEAK_ARG[@]}" --json)
+    [ -n "$out" ] || out='{"error":"no result (crash or time cap; see sampler.jsonl and gpu-check.log)"}'
+    record cubecl "$c" "$out"
+  done
+fi
+
+kill $SAMPLER 2>/dev/null
 say "done; table:"
 "$PY" "$ROOT/bench/gpu_check_table.py" "$RES" "$OUT/gpu-check.json" | tee "$OUT/gpu-check.txt"
 # Exit 1 when a correctness part failed (parity, training, NCCL); timings never fail the check.

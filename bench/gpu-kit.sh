@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Prepare what a GPU check needs in one git-ignored folder, gpu-kit/ (well under the 64 MiB a GPU
-# machine is sent): the stripped CUDA build of trm (profile `dist`), the golden fixtures, the
-# Sudoku-Extreme CSVs of the short training run, and the reference's models/ for the side-by-side
-# timings. Then, on the GPU machine, from the repository root:
+# machine is sent): the stripped libtorch build of trm (profile `dist`, linked against pip's
+# PyTorch 2.11, which the GPU machine has), the golden fixtures, the Sudoku-Extreme CSVs of the
+# short training run, the CPU loss curve that run is compared with (cpu-curve.jsonl, computed
+# here), and the reference's models/ for the side-by-side timings. Then, on the GPU machine:
 #
 #   bash bench/gpu-check.sh --kit gpu-kit --out "$OUT"
 #
 # Usage: bench/gpu-kit.sh [--bin PATH]   (--bin: take that trm binary instead of building one, e.g.
 #        target/release/trm for a CPU rehearsal: bash bench/gpu-check.sh --device cpu --tiny)
-# Environment: SHARED (default ../shared), CARGO_FEATURES (default cuda), WHEELS (a folder of
+# Environment: SHARED (default ../shared), CARGO_FEATURES (default libtorch; `libtorch,cubecl`
+# adds the second engine, ~30 MB more before compression), WHEELS (a folder of
 # einops and pydantic wheels: `pip download einops pydantic -d DIR`).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,7 +26,8 @@ while [ $# -gt 0 ]; do
 done
 cd "$ROOT"
 if [ -z "$BIN" ]; then
-  cargo build --profile dist --features "${CARGO_FEATURES:-cuda}"
+  export LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1
+  cargo build --profile dist --features "${CARGO_FEATURES:-libtorch}"
   BIN=target/dist/trm
 fi
 rm -rf "$KIT" && mkdir -p "$KIT/fixtures" "$KIT/data" "$KIT/reference"
@@ -39,6 +42,15 @@ cp "$SHARED/data/sudoku-extreme-1k/train.csv" "$SHARED/data/sudoku-extreme-1k/te
 PYTHON="${PYTHON:-python3}" bench/prepare_reference.sh --reuse >&2
 cp -r bench/reference/models bench/reference/LICENSE bench/reference/CPU_PATCHES.txt "$KIT/reference/"
 git rev-parse HEAD > "$KIT/COMMIT.txt"
+# The CPU run the GPU's 300-step curve is compared with: the same data, command and seed as
+# gpu-check.sh's stage 5, on the CPU backend (about a minute on 2 cores).
+CURVE_STEPS=${CURVE_STEPS:-300}
+TMPD=$(mktemp -d); trap 'rm -rf "$TMPD"' EXIT
+"$BIN" data sudoku --train "$KIT/data/train.csv" --test "$KIT/data/test_hard.csv.gz" --out "$TMPD/data" \
+  --subsample 1000 --num-aug 8 --test-subsample 512 >/dev/null
+"$BIN" train --device cpu --data "$TMPD/data" --out "$TMPD/run" --quiet --config sudoku-tiny max_steps="$CURVE_STEPS" \
+  eval_interval=1000 eval_max_examples="$([ "$CURVE_STEPS" -le 20 ] && echo 64 || echo 512)" checkpoint_every_eval=False >/dev/null
+cp "$TMPD/run/metrics.jsonl" "$KIT/cpu-curve.jsonl"
 # The reference's two small dependencies, for a machine without a package index.
 if [ -n "${WHEELS:-}" ]; then cp -r "$WHEELS" "$KIT/wheels"; fi
 find "$KIT" -name __pycache__ -prune -exec rm -rf {} +

@@ -121,6 +121,10 @@ pub struct BenchResult {
     /// on this CPU: `avx512`, `avx2` or `baseline` (burn-flex's own element-wise ops, a small
     /// share, dispatch on their own and may use AVX-512 even in an `avx2` build).
     pub cpu_isa: &'static str,
+    /// The first step alone (a new device's kernel compilation, allocator growth, autotune).
+    pub first_step_s: f64,
+    /// The engine that ran it (`crate::backend::Capabilities::engine`).
+    pub engine: &'static str,
 }
 
 /// See `BenchResult::cpu_isa`.
@@ -160,10 +164,14 @@ fn summarise(
     c: &ModelConfig,
     b: usize,
     device: String,
-    mut times: Vec<f64>,
+    all: Vec<f64>,
+    warmup: usize,
     flops: f64,
     peak: Option<f64>,
+    engine: &'static str,
 ) -> BenchResult {
+    let first = all[0];
+    let mut times = all[warmup.min(all.len() - 1)..].to_vec();
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let med = times[times.len() / 2];
     let tflops = flops / med / 1e12;
@@ -184,6 +192,8 @@ fn summarise(
         peak_tflops: peak,
         peak_bytes: peak_rss(),
         cpu_isa: cpu_isa(),
+        first_step_s: first,
+        engine,
     }
 }
 
@@ -223,12 +233,22 @@ pub fn bench_train<AD: AutodiffBackend>(spec: &BenchSpec, device: &AD::Device) -
         let _ = crate::train::checkpoint::host(&params[0].tensor.clone().slice([0..1, 0..1]));
         let secs = t.elapsed().as_secs_f64();
         progress(i, warmup, reps, secs);
-        if i >= warmup {
-            times.push(secs);
-        }
+        times.push(secs);
     }
     let label = if arch == Architecture::Trm { shape_name.to_string() } else { format!("{shape_name}/{}", arch.name()) };
-    Ok(summarise(&label, "train", activation_dtype::<AD>(&c), &c, b, format!("{device:?}"), times, step_flops(&c, b).1, peak))
+    Ok(summarise(
+        &label,
+        "train",
+        activation_dtype::<AD>(&c),
+        &c,
+        b,
+        format!("{device:?}"),
+        times,
+        warmup,
+        step_flops(&c, b).1,
+        peak,
+        crate::backend::capabilities::<AD>().engine,
+    ))
 }
 
 /// Times `reps` evaluation (inference) supervision steps after `warmup` on backend `B`.
@@ -249,12 +269,22 @@ pub fn bench_eval<B: Backend>(spec: &BenchSpec, device: &B::Device) -> anyhow::R
         let _ = eval_forward(&c, &w, table.as_ref(), &mut carry, &batch, &rope, usize::MAX);
         let secs = t.elapsed().as_secs_f64();
         progress(i, warmup, reps, secs);
-        if i >= warmup {
-            times.push(secs);
-        }
+        times.push(secs);
     }
     let label = if arch == Architecture::Trm { shape_name.to_string() } else { format!("{shape_name}/{}", arch.name()) };
-    Ok(summarise(&label, "eval", activation_dtype::<B>(&c), &c, b, format!("{device:?}"), times, step_flops(&c, b).0, peak))
+    Ok(summarise(
+        &label,
+        "eval",
+        activation_dtype::<B>(&c),
+        &c,
+        b,
+        format!("{device:?}"),
+        times,
+        warmup,
+        step_flops(&c, b).0,
+        peak,
+        crate::backend::capabilities::<B>().engine,
+    ))
 }
 
 #[cfg(test)]

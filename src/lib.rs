@@ -1,6 +1,7 @@
 //! trm: Tiny Recursive Models (TRM, arXiv 2510.04871) and their data sets, training, evaluation
 //! and inference, on burn. See README.md for the commands and docs/ for the design.
 
+pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod data;

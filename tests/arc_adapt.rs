@@ -4,7 +4,6 @@
 
 mod common;
 
-use common::shared;
 use trm::cli::adapt::read_tasks;
 use trm::data::arc::{self, BuildOptions};
 use trm::data::format;
@@ -41,7 +40,7 @@ fn lm_losses(run: &std::path::Path) -> Vec<f64> {
 #[test]
 fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
     let dir = tempfile::tempdir().unwrap();
-    let arc_dir = shared().join("data/arc");
+    let arc_dir = common::data().join("arc");
     let all =
         read_tasks(&arc_dir.join("arc-agi_training_challenges.json"), Some(&arc_dir.join("arc-agi_training_solutions.json"))).unwrap();
     let pick = |n: &str| all.iter().find(|t| t.name == n).unwrap().clone();
@@ -132,8 +131,11 @@ fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
     let task_file = dir.path().join("25ff71a9.json");
     std::fs::write(&task_file, new_task.to_json().to_string()).unwrap();
     let open = |spec: &std::path::Path| trm::train::source::open_arc(spec, None, &[], None).unwrap();
-    trm::cli::solve_arc::run(&open(&r.run), &task_file, None, Some(2), false, true).unwrap();
-    let e = format!("{:#}", trm::cli::solve_arc::run(&open(&base_run), &task_file, None, None, false, true).unwrap_err());
+    trm::cli::solve_arc::run(&open(&r.run), &task_file, None, Some(2), false, true, trm::backend::DeviceSpec::Cpu).unwrap();
+    let e = format!(
+        "{:#}",
+        trm::cli::solve_arc::run(&open(&base_run), &task_file, None, None, false, true, trm::backend::DeviceSpec::Cpu).unwrap_err()
+    );
     assert!(e.contains("25ff71a9") && e.contains("trm adapt"), "{e}");
 
     // 5b. The same model as a bare torch file, as the reference saves them: `trm export` writes

@@ -4,17 +4,17 @@
 //! Identical data is what lets a published ARC checkpoint's puzzle table pair with trm's data.
 
 use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use trm::data::arc;
 
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
-}
+mod common;
 
+/// The builds need every task of the full ARC files (../shared/data).
 fn check(sums: &str, subsets: &[&str], test_set: &str, num_aug: usize) {
+    let Some(data) = common::full_data(sums) else { return };
     let out = tempfile::tempdir().unwrap();
     let opt = arc::BuildOptions {
-        input_prefix: shared().join("data/arc/arc-agi").to_string_lossy().to_string(),
+        input_prefix: data.join("arc/arc-agi").to_string_lossy().to_string(),
         subsets: subsets.iter().map(|s| s.to_string()).collect(),
         test_sets: vec![test_set.to_string()],
         num_aug,

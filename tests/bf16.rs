@@ -13,8 +13,6 @@ use trm::model::precision::allow_bf16_on_cpu;
 use trm::model::weights;
 use trm::train::step::{Ropes, eval_forward, train_forward};
 
-type Ad = Autodiff<Flex>;
-
 fn tiny(shape: &str, dtype: ForwardDtype) -> ModelConfig {
     let mut c = trm::bench::shape(shape).unwrap();
     let a = &mut c.arch;
@@ -33,20 +31,19 @@ fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     (num / den).sqrt()
 }
 
-#[test]
-fn bfloat16_forward_and_gradients_track_float32_on_cpu() {
-    allow_bf16_on_cpu(true);
-    let device = Default::default();
+/// bfloat16 forward and gradients against float32 on backend `B` (the same code for every engine).
+fn bfloat16_tracks_float32<B: Backend>(device: &B::Device) {
+    let device = device.clone();
     for shape in ["sudoku-att", "sudoku-mlp"] {
         // Forward: two supervision steps (the second starts from the bfloat16 carry of the first).
         let forward = |dtype| {
             let c = tiny(shape, dtype);
             let mut rng = trm::util::rng::derive(5, &[]);
-            let w = weights::init::<Flex>(&c, &mut rng, &device);
-            let table = Tensor::<Flex, 2>::zeros([c.num_puzzle_identifiers, c.arch.puzzle_emb_ndim], &device);
+            let w = weights::init::<B>(&c, &mut rng, &device);
+            let table = Tensor::<B, 2>::zeros([c.num_puzzle_identifiers, c.arch.puzzle_emb_ndim], &device);
             let batch = trm::bench::random_batch(&c, 4, &mut rng);
             let mut carry = Carry::new(&c, 4, &device);
-            let rope = Rope::<Flex>::new(&c, &device);
+            let rope = Rope::<B>::new(&c, &device);
             let _ = eval_forward(&c, &w, Some(&table), &mut carry, &batch, &rope, usize::MAX);
             let (_, out) = eval_forward(&c, &w, Some(&table), &mut carry, &batch, &rope, usize::MAX);
             (out.logits.dtype(), out.states[0].dtype(), values(out.logits), values(out.q_halt))
@@ -64,12 +61,12 @@ fn bfloat16_forward_and_gradients_track_float32_on_cpu() {
         let grads = |dtype| {
             let c = tiny(shape, dtype);
             let mut rng = trm::util::rng::derive(6, &[]);
-            let params = weights::init::<Flex>(&c, &mut rng, &device).into_named();
-            let table = Tensor::<Flex, 2>::zeros([c.num_puzzle_identifiers, c.arch.puzzle_emb_ndim], &device);
+            let params = weights::init::<B>(&c, &mut rng, &device).into_named();
+            let table = Tensor::<B, 2>::zeros([c.num_puzzle_identifiers, c.arch.puzzle_emb_ndim], &device);
             let batch = trm::bench::random_batch(&c, 4, &mut rng);
             let mut carry = Carry::new(&c, 4, &device);
-            let ropes = Ropes::<Ad>::new(&c, &device);
-            let (loss, _, leaves) = train_forward::<Ad>(
+            let ropes = Ropes::<Autodiff<B>>::new(&c, &device);
+            let (loss, _, leaves) = train_forward::<Autodiff<B>>(
                 &c,
                 &params,
                 Some(&table),
@@ -90,6 +87,19 @@ fn bfloat16_forward_and_gradients_track_float32_on_cpu() {
         eprintln!("{shape}: gradient rel. error {eg}");
         assert!(eg > 0.0 && eg < 0.1, "{shape}: gradient rel. error {eg}");
     }
+}
+
+#[test]
+fn bfloat16_forward_and_gradients_track_float32_on_cpu() {
+    allow_bf16_on_cpu(true);
+    bfloat16_tracks_float32::<Flex>(&Default::default());
+}
+
+/// libtorch runs bfloat16 natively: the code path of `--device cuda`, on the CPU.
+#[cfg(feature = "libtorch")]
+#[test]
+fn bfloat16_forward_and_gradients_track_float32_on_libtorch() {
+    bfloat16_tracks_float32::<trm::backend::Torch>(&burn::backend::libtorch::LibTorchDevice::Cpu);
 }
 
 #[test]

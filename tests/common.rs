@@ -3,19 +3,38 @@
 
 use std::path::{Path, PathBuf};
 
-/// The `shared/` folder beside the checkout (real data sets and golden fixtures).
-/// Override with `TRM_SHARED=/path/to/shared`.
+/// The `shared/` folder beside the checkout (the full real data sets). Override with
+/// `TRM_SHARED=/path/to/shared`. Tests that can run on the samples in tests/data use `data()`.
 pub fn shared() -> PathBuf {
+    shared_opt().expect("cannot find shared/ (set TRM_SHARED)")
+}
+
+/// `shared()` when it is there.
+pub fn shared_opt() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("TRM_SHARED") {
-        return PathBuf::from(p);
+        // TRM_SHARED=/nonexistent runs the tests as on a fresh clone with nothing beside it.
+        return Some(PathBuf::from(p)).filter(|p| p.join("data").exists());
     }
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for cand in [here.join("../shared"), here.join("shared")] {
-        if cand.join("data").exists() {
-            return cand;
-        }
+    [here.join("../shared"), here.join("shared")].into_iter().find(|cand| cand.join("data").exists())
+}
+
+/// The data sets folder: `shared/data` when the full data sets are beside the checkout, else the
+/// small samples committed in `tests/data` (same layout; tests/data/README.md).
+pub fn data() -> PathBuf {
+    match shared_opt() {
+        Some(s) => s.join("data"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data"),
     }
-    panic!("cannot find shared/ (set TRM_SHARED)");
+}
+
+/// The full data sets folder, or None after saying that `test` is skipped without them.
+pub fn full_data(test: &str) -> Option<PathBuf> {
+    let d = shared_opt().map(|s| s.join("data"));
+    if d.is_none() {
+        eprintln!("{test}: skipped: needs the full data sets (../shared beside the checkout, or TRM_SHARED=/path/to/shared)");
+    }
+    d
 }
 
 pub fn write(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {

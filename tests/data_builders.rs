@@ -1,13 +1,16 @@
-//! End-to-end checks of the data builders against the real data sets in ../shared/data.
+//! End-to-end checks of the data builders against the real data sets: ../shared/data when it is
+//! beside the checkout, else the samples in tests/data (common::data).
 
 mod common;
 
-use common::{shared, write};
+use common::{data, write};
 use trm::data::{arc, arc_task, format, maze, npy, sudoku};
 
 #[test]
 fn maze_npy_from_the_reference_equals_our_build_from_csv() {
-    let d = shared().join("data/maze-30x30-hard-1k");
+    // The reference's own .npy files of all 1000 mazes are only in the full data sets.
+    let Some(d) = common::full_data("maze_npy_from_the_reference_equals_our_build_from_csv") else { return };
+    let d = d.join("maze-30x30-hard-1k");
     let out = tempfile::tempdir().unwrap();
     maze::build(&d.join("train.csv.gz"), &d.join("test.csv.gz"), out.path(), false).unwrap();
     for split in ["train", "test"] {
@@ -28,11 +31,14 @@ fn maze_npy_from_the_reference_equals_our_build_from_csv() {
 
 #[test]
 fn maze_augmentation_gives_eight_members_per_group() {
-    let d = shared().join("data/maze-30x30-hard-1k");
+    let d = data().join("maze-30x30-hard-1k");
     let out = tempfile::tempdir().unwrap();
     let (tr, te) = maze::build(&d.join("train.csv.gz"), &d.join("test.csv.gz"), out.path(), true).unwrap();
-    assert_eq!((tr.num_groups(), tr.num_puzzles()), (1000, 8000));
-    assert_eq!(te.num_puzzles(), 1000);
+    // 1000 mazes per split in the full data set, 64 in the sample.
+    let n = tr.num_groups();
+    assert!(n == 1000 || n == 64, "{n} mazes");
+    assert_eq!(tr.num_puzzles(), 8 * n);
+    assert_eq!(te.num_puzzles(), n);
     // Every augmented answer is still a valid path of its augmented question.
     for i in 0..16 {
         maze::check_path(30, tr.example_input(i), tr.example_label(i)).unwrap();
@@ -41,7 +47,7 @@ fn maze_augmentation_gives_eight_members_per_group() {
 
 #[test]
 fn sudoku_build_is_seeded_byte_identical_and_valid() {
-    let d = shared().join("data/sudoku-extreme-1k");
+    let d = data().join("sudoku-extreme-1k");
     let opt = sudoku::BuildOptions { subsample: Some(100), test_subsample: Some(50), num_aug: 4, seed: 9 };
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (tr, te) = sudoku::build(&d.join("train.csv"), &d.join("test_hard.csv.gz"), a.path(), &opt).unwrap();
@@ -134,7 +140,11 @@ fn bad_arc_json_names_file_and_task() {
 
 #[test]
 fn arc_build_small_is_consistent_and_invertible() {
-    let prefix = shared().join("data/arc/arc-agi").to_string_lossy().to_string();
+    let prefix = data().join("arc/arc-agi").to_string_lossy().to_string();
+    // 120 tasks in the full evaluation2 subset (358 demonstration pairs, 172 test pairs: data
+    // README), 12 in the sample.
+    let n = arc_task::load_subset(&prefix, "evaluation2").unwrap().len();
+    assert!(n == 120 || n == 12, "{n} tasks");
     let out = tempfile::tempdir().unwrap();
     let opt = arc::BuildOptions {
         input_prefix: prefix,
@@ -145,11 +155,11 @@ fn arc_build_small_is_consistent_and_invertible() {
         translate: true,
     };
     let s = arc::build(out.path(), &opt).unwrap();
-    assert_eq!(s.train.groups, 120);
-    assert_eq!(s.test.groups, 120);
+    assert_eq!(s.train.groups, n);
+    assert_eq!(s.test.groups, n);
     assert_eq!(s.identifiers, 1 + s.train.puzzles);
-    // 120 tasks, 358 demonstration pairs, 172 test pairs (data README), up to 4 members each
-    assert!(s.train.puzzles <= 480 && s.train.puzzles > 400);
+    // up to 4 members each (the original and 3 augmentations), rarely fewer (duplicates dropped)
+    assert!(s.train.puzzles <= 4 * n && s.train.puzzles > 3 * n, "{} puzzles", s.train.puzzles);
     // every ARC task has at least two demonstrations
     assert!(s.train.examples >= 2 * s.train.puzzles);
     let train = format::read_dataset_split(out.path(), "train").unwrap();
@@ -157,7 +167,7 @@ fn arc_build_small_is_consistent_and_invertible() {
     assert_eq!(train.metadata.num_puzzle_identifiers, s.identifiers);
     let names = format::read_identifiers(out.path()).unwrap();
     let tasks = arc::read_test_puzzles(out.path()).unwrap();
-    assert_eq!(tasks.len(), 120);
+    assert_eq!(tasks.len(), n);
     // Every test example, cropped and un-augmented by its identifier's name, is the original
     // task's test pair.
     let t = &test.sets[0].1;

@@ -20,7 +20,7 @@ fn fixture(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn trm_small_attn_fixture_matches_the_reference() {
-    assert_parity(&common::shared().join("fixtures/trm-small-attn"), 200);
+    assert_parity(&fixture("trm-small-attn"), 200);
 }
 
 #[test]
@@ -54,7 +54,7 @@ fn trm_with_the_act_continue_loss_matches_the_reference_with_its_unpacking_bug_f
 
 #[test]
 fn a_fixture_with_a_wrong_shape_is_a_clear_error() {
-    let src = common::shared().join("fixtures/trm-small-attn");
+    let src = fixture("trm-small-attn");
     let dir = tempfile::tempdir().unwrap();
     for f in ["weights.safetensors", "batch.safetensors", "expected.safetensors"] {
         std::fs::copy(src.join(f), dir.path().join(f)).unwrap();

@@ -94,7 +94,7 @@ fn a_second_run_into_the_same_folder_needs_resume() {
 fn a_tiny_trm_learns_real_sudoku() {
     // Real data: the Sudoku-Extreme 1k training split (2 shuffles each), 256 held-out test_hard
     // puzzles.
-    let shared = common::shared().join("data/sudoku-extreme-1k");
+    let shared = common::data().join("sudoku-extreme-1k");
     let data = tempfile::tempdir().unwrap();
     let opt = trm::data::sudoku::BuildOptions { subsample: None, test_subsample: Some(256), num_aug: 2, seed: 0 };
     let (_, test) = trm::data::sudoku::build(&shared.join("train.csv"), &shared.join("test_hard.csv.gz"), data.path(), &opt).unwrap();

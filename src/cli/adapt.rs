@@ -1,6 +1,6 @@
 //! `trm adapt`: test-time training on new ARC tasks, then voting and a submission.
 
-use super::device::{CpuAutodiff, DeviceSpec, require_cuda, set_threads};
+use crate::backend::{DeviceSpec, set_threads};
 use crate::data::arc_task::{Task, task_from_json};
 use crate::train::adapt::{AdaptJob, AdaptResult, adapt};
 use anyhow::{Context, Result, anyhow};
@@ -47,6 +47,7 @@ pub struct AdaptArgs {
     pub set: Vec<String>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// cpu, torch-cpu, cuda[:N] (libtorch), cubecl[:N] or cubecl-unfused[:N]
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
     #[arg(long)]
@@ -104,7 +105,6 @@ fn report(r: &AdaptResult, known: bool) {
 pub fn run(a: AdaptArgs) -> Result<()> {
     crate::util::interrupt::install()?;
     set_threads(a.threads);
-    require_cuda(a.device)?;
     let tasks = read_tasks(&a.tasks, a.solutions.as_deref()).with_context(|| format!("reading tasks from {}", a.tasks.display()))?;
     let job = AdaptJob {
         checkpoint: a.checkpoint,
@@ -120,15 +120,7 @@ pub fn run(a: AdaptArgs) -> Result<()> {
         seed: a.seed,
         quiet: a.quiet,
     };
-    let r = match a.device {
-        DeviceSpec::Cpu => adapt::<CpuAutodiff>(&job, &Default::default())?,
-        #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(n) => adapt::<super::device::GpuAutodiff>(&job, &burn::backend::cuda::CudaDevice::new(n))?,
-        #[cfg(feature = "cuda")]
-        DeviceSpec::CudaUnfused(n) => adapt::<super::device::GpuUnfusedAutodiff>(&job, &burn::backend::cuda::CudaDevice::new(n))?,
-        #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) | DeviceSpec::CudaUnfused(_) => unreachable!(),
-    };
+    let r = crate::with_backend!(a.device, B, device => adapt::<burn::backend::Autodiff<B>>(&job, &device)?);
     report(&r, outputs_known(&a.tasks, a.solutions.as_deref()));
     Ok(())
 }

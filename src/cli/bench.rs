@@ -1,6 +1,6 @@
 //! `trm bench`: step timings at the presets' shapes.
 
-use super::device::{DeviceSpec, require_cuda, set_threads};
+use crate::backend::{DeviceSpec, set_threads};
 use crate::bench;
 use crate::model::config::ForwardDtype;
 use anyhow::Result;
@@ -17,7 +17,7 @@ pub struct BenchArgs {
     /// Rows per step
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
-    /// cpu, cuda[:N] or cuda-unfused[:N] (without burn's kernel fusion)
+    /// cpu, torch-cpu, cuda[:N] (libtorch), cubecl[:N] or cubecl-unfused[:N] (burn's CUDA backend)
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
     /// `train` (forward + backward + optimisers) or `eval` (forward only)
@@ -46,7 +46,6 @@ pub struct BenchArgs {
 
 pub fn run(a: BenchArgs) -> Result<()> {
     set_threads(a.threads);
-    require_cuda(a.device)?;
     let dt = match a.dtype.as_str() {
         "float32" => ForwardDtype::Float32,
         "bfloat16" => ForwardDtype::Bfloat16,
@@ -62,24 +61,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         reps: a.reps,
         peak_tflops: a.peak_tflops,
     };
-    let r = match (a.device, a.mode.as_str()) {
-        (DeviceSpec::Cpu, "train") => bench::bench_train::<super::device::CpuAutodiff>(&spec, &Default::default())?,
-        (DeviceSpec::Cpu, "eval") => bench::bench_eval::<super::device::Cpu>(&spec, &Default::default())?,
-        #[cfg(feature = "cuda")]
-        (DeviceSpec::Cuda(n), "train") => {
-            bench::bench_train::<super::device::GpuAutodiff>(&spec, &burn::backend::cuda::CudaDevice::new(n))?
-        }
-        #[cfg(feature = "cuda")]
-        (DeviceSpec::Cuda(n), "eval") => bench::bench_eval::<super::device::Gpu>(&spec, &burn::backend::cuda::CudaDevice::new(n))?,
-        #[cfg(feature = "cuda")]
-        (DeviceSpec::CudaUnfused(n), "train") => {
-            bench::bench_train::<super::device::GpuUnfusedAutodiff>(&spec, &burn::backend::cuda::CudaDevice::new(n))?
-        }
-        #[cfg(feature = "cuda")]
-        (DeviceSpec::CudaUnfused(n), "eval") => {
-            bench::bench_eval::<super::device::GpuUnfused>(&spec, &burn::backend::cuda::CudaDevice::new(n))?
-        }
-        (_, m) => anyhow::bail!("unknown --mode `{m}` (train or eval)"),
+    let r = match a.mode.as_str() {
+        "train" => crate::with_backend!(a.device, B, device => bench::bench_train::<burn::backend::Autodiff<B>>(&spec, &device)?),
+        "eval" => crate::with_backend!(a.device, B, device => bench::bench_eval::<B>(&spec, &device)?),
+        m => anyhow::bail!("unknown --mode `{m}` (train or eval)"),
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

@@ -2,7 +2,7 @@
 //! train a small TRM for a few minutes, evaluate it, solve one held-out puzzle step by step, then
 //! an ordinary published puzzle with test-time views and checking.
 
-use super::device::{CpuAutodiff, set_threads};
+use crate::backend::{CpuAutodiff, set_threads};
 use crate::data::{format, sudoku, sudoku_solver};
 use crate::train::{config, trainer};
 use anyhow::Result;
@@ -71,13 +71,13 @@ pub fn run(a: DemoArgs) -> Result<()> {
         set: vec![],
         json: false,
         submission: None,
-        device: super::device::DeviceSpec::Cpu,
+        device: crate::backend::DeviceSpec::Cpu,
         threads: None,
         views: None,
         view_steps: None,
         seed: None,
     };
-    let r = super::train::eval_checkpoint::<super::device::Cpu>(&args, &Default::default())?;
+    let r = super::train::eval_checkpoint::<crate::backend::Cpu>(&args, &Default::default())?;
     println!(
         "      token accuracy {:.3}, exact accuracy {:.3} (95% CI {:.3}-{:.3}); per step exact: {}",
         r.accuracy,
@@ -104,6 +104,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         seed: None,
         config: None,
         set: vec![],
+        device: crate::backend::DeviceSpec::Cpu,
     })?;
     println!(
         "\n[5/6] an ordinary published puzzle (Wikipedia's example, 30 givens), with test-time scaling: 8 views of it \
@@ -124,6 +125,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         seed: None,
         config: None,
         set: vec![],
+        device: crate::backend::DeviceSpec::Cpu,
     })?;
     let html = a.out.join("report.html");
     let o = crate::report::ReportOptions { run: run.clone(), out: html.clone(), data: Some(data), puzzles: 3, steps: None, png: true };

@@ -33,7 +33,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
     let model = state.model;
     // Every tensor the model has, verified and finite, in the reference's names (EMA weights when
     // the run kept an EMA: they are what model.safetensors holds and what evaluation uses).
-    let (params, table) = checkpoint::load_model::<super::device::Cpu>(&ckpt.join("model.safetensors"), &model, &Default::default())?;
+    let (params, table) = checkpoint::load_model::<crate::backend::Cpu>(&ckpt.join("model.safetensors"), &model, &Default::default())?;
     let mut tensors: Vec<_> =
         params.iter().map(|p| (format!("{}{}", checkpoint::PREFIX, p.name), p.shape.clone(), checkpoint::host(&p.tensor))).collect();
     if let Some(t) = &table {

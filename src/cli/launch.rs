@@ -30,17 +30,18 @@ fn check(a: &LaunchArgs) -> Result<()> {
     }
     let device = a.command.iter().position(|x| x == "--device").and_then(|i| a.command.get(i + 1)).map(String::as_str);
     let device = a.command.iter().find_map(|x| x.strip_prefix("--device=")).or(device).unwrap_or("cpu");
-    if !device.starts_with("cuda") {
+    let spec: crate::backend::DeviceSpec = device.parse().map_err(anyhow::Error::msg)?;
+    if spec.gpu().is_none() {
         bail!(
             "trm launch starts one rank per GPU, and ranks talk through NCCL, which needs CUDA GPUs: pass --device cuda to train \
              (this command trains on `{device}`). On the CPU, run `trm train` without a launcher: one process already uses every core"
         );
     }
-    if device != "cuda" {
-        bail!("--device {device}: each rank uses cuda:LOCAL_RANK; pass --device cuda");
+    if device.contains(':') {
+        bail!("--device {device}: each rank uses GPU LOCAL_RANK; pass the device without an index (--device cuda)");
     }
-    if !cfg!(feature = "cuda") {
-        bail!("this trm was built without CUDA: rebuild with `cargo build --release --features cuda`");
+    if !spec.built() {
+        return Err(crate::backend::not_built(spec));
     }
     Ok(())
 }
@@ -169,8 +170,10 @@ mod tests {
         let e = format!("{:#}", check(&args(&["train", "--device", "cpu"])).unwrap_err());
         assert!(e.contains("`cpu`"), "{e}");
         assert!(format!("{:#}", check(&args(&["eval"])).unwrap_err()).contains("runs `train` ranks"));
-        assert!(format!("{:#}", check(&args(&["train", "--device=cuda:1"])).unwrap_err()).contains("cuda:LOCAL_RANK"));
+        assert!(format!("{:#}", check(&args(&["train", "--device=cuda:1"])).unwrap_err()).contains("LOCAL_RANK"));
         let cuda = check(&args(&["train", "--device", "cuda"]));
-        assert_eq!(cuda.is_ok(), cfg!(feature = "cuda"), "{cuda:?}");
+        assert_eq!(cuda.is_ok(), cfg!(feature = "libtorch"), "{cuda:?}");
+        let cubecl = check(&args(&["train", "--device", "cubecl"]));
+        assert_eq!(cubecl.is_ok(), cfg!(feature = "cubecl"), "{cubecl:?}");
     }
 }

@@ -4,7 +4,6 @@ pub mod adapt;
 pub mod bench;
 pub mod data;
 pub mod demo;
-pub mod device;
 pub mod export;
 pub mod info;
 pub mod launch;

@@ -19,7 +19,7 @@ Rules (error and tolerance relative to the tensor's max |expected| unless said o
   (at least 1e-6).
 Exit code 1 on any mismatch or any expected tensor left unchecked.";
 
-use super::device::{DeviceSpec, require_cuda};
+use crate::backend::DeviceSpec;
 use crate::eval::parity;
 use anyhow::Result;
 use std::path::PathBuf;
@@ -34,26 +34,14 @@ pub struct ParityArgs {
     /// Print each stage and the time so far to stderr (a new device compiles kernels as it goes)
     #[arg(long)]
     pub progress: bool,
-    /// cpu, cuda[:N] or cuda-unfused[:N] (float32: the fixtures' precision; a new backend's first check)
+    /// cpu, torch-cpu, cuda[:N] (libtorch), cubecl[:N] or cubecl-unfused[:N] (float32: the fixtures' precision; a new backend's first check)
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
 }
 
 pub fn run(a: ParityArgs) -> Result<()> {
-    require_cuda(a.device)?;
-    let checks = match a.device {
-        DeviceSpec::Cpu => parity::run_with_progress::<super::device::CpuAutodiff>(&a.dir, &Default::default(), a.progress)?,
-        #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(n) => {
-            parity::run_with_progress::<super::device::GpuAutodiff>(&a.dir, &burn::backend::cuda::CudaDevice::new(n), a.progress)?
-        }
-        #[cfg(feature = "cuda")]
-        DeviceSpec::CudaUnfused(n) => {
-            parity::run_with_progress::<super::device::GpuUnfusedAutodiff>(&a.dir, &burn::backend::cuda::CudaDevice::new(n), a.progress)?
-        }
-        #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) | DeviceSpec::CudaUnfused(_) => unreachable!(),
-    };
+    let checks =
+        crate::with_backend!(a.device, B, device => parity::run_with_progress::<burn::backend::Autodiff<B>>(&a.dir, &device, a.progress)?);
     let failed: Vec<&parity::Check> = checks.iter().filter(|c| !c.ok()).collect();
     for c in &checks {
         if !a.quiet || !c.ok() {

@@ -30,7 +30,7 @@ pub struct ReportArgs {
 }
 
 pub fn run(a: ReportArgs) -> Result<()> {
-    super::device::set_threads(a.threads);
+    crate::backend::set_threads(a.threads);
     let o = ReportOptions { run: a.run, out: a.out, data: a.data, puzzles: a.puzzles, steps: a.steps, png: !a.no_png };
     let n = write_report(&o)?;
     println!(

@@ -1,6 +1,6 @@
 //! `trm solve`: one new puzzle from the command line, with its step-by-step trace.
 
-use super::device::Cpu;
+use crate::backend::DeviceSpec;
 use crate::data::{maze, sudoku_solver};
 use crate::infer::solve::{StepTrace, solve_tokens};
 use crate::model::weights::Weights;
@@ -61,6 +61,9 @@ pub struct SolveArgs {
     /// Seed of the views' random transforms (with --views) [default: 0]
     #[arg(long)]
     pub seed: Option<u64>,
+    /// cpu, torch-cpu, cuda[:N] (libtorch), cubecl[:N] or cubecl-unfused[:N]
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
 }
 
 /// Test-time scaling the bundled Sudoku model gets when `trm solve` is given neither --views nor
@@ -168,7 +171,7 @@ pub fn run(mut a: SolveArgs) -> Result<()> {
     anyhow::ensure!(a.seed.is_none() || a.views.is_some(), "--seed draws the transforms of --views; without --views it would do nothing");
     if let Some(file) = &a.arc_task {
         let source = crate::train::source::open_arc(&spec, a.config.as_deref(), &a.set, a.identifiers.as_deref())?;
-        return super::solve_arc::run(&source, file, a.task.as_deref(), a.steps, a.halt, a.json);
+        return super::solve_arc::run(&source, file, a.task.as_deref(), a.steps, a.halt, a.json, a.device);
     }
     anyhow::ensure!(a.identifiers.is_none(), "--identifiers names an ARC model's puzzle identifiers: it goes with --arc-task");
     let (kind, input, side) = if let Some(s) = &a.sudoku {
@@ -184,9 +187,21 @@ pub fn run(mut a: SolveArgs) -> Result<()> {
         let ckpt = checkpoint::resolve(&spec)?;
         (checkpoint::read_state_json(&ckpt)?.model, ckpt.join("model.safetensors"))
     };
-    let device = Default::default();
-    let (params, table) = checkpoint::load_model::<Cpu>(&file, &model, &device)?;
-    let w = Weights::from_named(&model, params)?;
+    crate::with_backend!(a.device, B, device => solve_on::<B>(&a, &model, &file, kind, &input, side, &device))
+}
+
+/// Loads the model on `device` and solves one Sudoku or maze, printing the answer's formation.
+fn solve_on<B: burn::prelude::Backend>(
+    a: &SolveArgs,
+    model: &crate::model::config::ModelConfig,
+    file: &std::path::Path,
+    kind: &'static str,
+    input: &[u8],
+    side: usize,
+    device: &B::Device,
+) -> Result<()> {
+    let (params, table) = checkpoint::load_model::<B>(file, model, device)?;
+    let w = Weights::from_named(model, params)?;
     let steps = a.steps.unwrap_or(model.arch.halt_max_steps);
     if input.len() != model.seq_len {
         bail!("the model was trained on sequences of {} tokens, this {kind} has {}", model.seq_len, input.len());
@@ -195,7 +210,7 @@ pub fn run(mut a: SolveArgs) -> Result<()> {
         anyhow::ensure!(!a.halt, "--views stops when an answer checks; --halt (the model's own halting) does not combine with it");
         anyhow::ensure!(k <= 8, "--views {k}: a maze has 8 views (its dihedral transforms)");
         let t0 = std::time::Instant::now();
-        let r = crate::infer::views::solve_maze(&model, &w, table.as_ref(), &input, side, k, steps, true);
+        let r = crate::infer::views::solve_maze(model, &w, table.as_ref(), input, side, k, steps, true);
         let secs = t0.elapsed().as_secs_f64();
         let answer: String = r.answer.iter().map(|&t| maze::char_of(t)).collect();
         if a.json {
@@ -229,7 +244,7 @@ pub fn run(mut a: SolveArgs) -> Result<()> {
         anyhow::ensure!(!a.halt, "--views stops when an answer checks; --halt (the model's own halting) does not combine with it");
         let q: sudoku_solver::Grid = std::array::from_fn(|i| input[i] - 1);
         let t0 = std::time::Instant::now();
-        let r = crate::infer::views::solve_sudoku(&model, &w, table.as_ref(), &q, k, steps, a.seed.unwrap_or(0), true);
+        let r = crate::infer::views::solve_sudoku(model, &w, table.as_ref(), &q, k, steps, a.seed.unwrap_or(0), true);
         let secs = t0.elapsed().as_secs_f64();
         let text = |g: &sudoku_solver::Grid| -> String { g.iter().map(|&d| if d == 0 { '.' } else { (b'0' + d) as char }).collect() };
         let answer = text(&r.answer);
@@ -275,7 +290,7 @@ pub fn run(mut a: SolveArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let trace: Vec<StepTrace> = solve_tokens(&model, &w, table.as_ref(), &input, 0, steps, a.halt);
+    let trace: Vec<StepTrace> = solve_tokens(model, &w, table.as_ref(), input, 0, steps, a.halt);
     let last = trace.last().expect("at least one step");
     let (answer, valid, problems) = match kind {
         "sudoku" => {
@@ -295,7 +310,7 @@ pub fn run(mut a: SolveArgs) -> Result<()> {
         }
         _ => {
             let text: String = last.tokens.iter().map(|&t| maze::char_of(t)).collect();
-            match maze::check_path(side, &input, &last.tokens) {
+            match maze::check_path(side, input, &last.tokens) {
                 Ok(_) => (text, true, vec![]),
                 Err(e) => (text, false, vec![e]),
             }
@@ -305,7 +320,7 @@ pub fn run(mut a: SolveArgs) -> Result<()> {
     if a.json {
         let js = SolveJson {
             kind,
-            input: render(&input),
+            input: render(input),
             answer,
             valid,
             problems,

@@ -1,7 +1,6 @@
 //! `trm solve --arc-task FILE`: one ARC task's test inputs, answered by every augmented copy the
 //! model has an identifier for, un-augmented and voted; the trace shows the un-augmented copy.
 
-use super::device::Cpu;
 use crate::data::arc_task::{Grid, MAX_SIDE, Task, from_canvas, parse_name, to_canvas};
 use crate::eval::arc_vote::Votes;
 use crate::infer::solve::solve_tokens;
@@ -137,6 +136,7 @@ pub fn run(
     steps: Option<usize>,
     halt: bool,
     json: bool,
+    device: crate::backend::DeviceSpec,
 ) -> Result<()> {
     let (model, ckpt) = (&source.model, &source.label);
     let tasks = super::adapt::read_tasks(file, None)?;
@@ -167,12 +167,13 @@ pub fn run(
         let t = if v.get("test").is_some() { &v } else { &v[&task.name] };
         t["test"].as_array().is_some_and(|a| a.iter().all(|p| p.get("output").is_some()))
     };
-    let device = Default::default();
-    let (params, table) = crate::train::checkpoint::load_model::<Cpu>(&source.weights, model, &device)?;
-    let w = Weights::from_named(model, params)?;
     let steps = steps.unwrap_or(model.arch.halt_max_steps);
     if !json {
         println!("task {}: {} test input(s), voting over {} augmented copies", task.name, task.test.len(), ids.len());
     }
-    solve_task(model, &w, table.as_ref(), task, &ids, steps, halt, json, known)
+    crate::with_backend!(device, B, device => {
+        let (params, table) = crate::train::checkpoint::load_model::<B>(&source.weights, model, &device)?;
+        let w = Weights::from_named(model, params)?;
+        solve_task(model, &w, table.as_ref(), task, &ids, steps, halt, json, known)
+    })
 }

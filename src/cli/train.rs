@@ -1,6 +1,6 @@
 //! `trm train` and `trm eval`.
 
-use super::device::{DeviceSpec, require_cuda, set_threads};
+use crate::backend::{DeviceSpec, set_threads};
 use crate::data::format;
 use crate::eval::arc_vote::ArcEval;
 use crate::eval::evaluate::{EvalResult, evaluate};
@@ -9,6 +9,7 @@ use crate::train::checkpoint;
 use crate::train::config;
 use crate::train::trainer::{self, TrainJob};
 use anyhow::{Context, Result, bail};
+use burn::backend::Autodiff;
 use burn::prelude::*;
 use clap::builder::TypedValueParser as _;
 use std::path::PathBuf;
@@ -39,7 +40,7 @@ pub struct TrainArgs {
     /// Start from the weights of a checkpoint (folder or model.safetensors)
     #[arg(long)]
     pub init_from: Option<PathBuf>,
-    /// cpu, cuda[:N] or cuda-unfused[:N] (without burn's kernel fusion)
+    /// cpu, torch-cpu (libtorch on the CPU), cuda[:N] (libtorch on a GPU), cubecl[:N] or cubecl-unfused[:N] (burn's CUDA backend)
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
     /// CPU threads [default: all cores]
@@ -55,7 +56,6 @@ pub struct TrainArgs {
 
 pub fn train(a: TrainArgs) -> Result<()> {
     set_threads(a.threads);
-    require_cuda(a.device)?;
     let mut ov = a.set.clone();
     ov.extend(a.overrides.iter().cloned());
     // A resumed run takes its configuration from its checkpoint (overrides: config::resume_config).
@@ -79,37 +79,30 @@ pub fn train(a: TrainArgs) -> Result<()> {
         time_limit: a.time_limit.map(|m| std::time::Duration::from_secs_f64(m * 60.0)),
     };
     // A launcher's world of one on the CPU is a plain run; on a GPU it still goes through NCCL.
-    let launch = crate::util::env::launch()?.filter(|l| l.world > 1 || a.device != DeviceSpec::Cpu);
-    let s = match (a.device, &launch) {
-        (DeviceSpec::Cpu, None) => trainer::train::<super::device::CpuAutodiff>(&job, &Default::default())?,
-        (DeviceSpec::Cpu, Some(l)) => bail!(
-            "the {} environment asks for {} ranks, but ranks in separate processes talk through NCCL, which needs CUDA GPUs \
-             (--device cuda and a trm built with --features cuda). On the CPU one process already uses every core: run \
-             `trm train` without a launcher (or unset WORLD_SIZE/RANK)",
-            l.source,
-            l.world
-        ),
-        #[cfg(feature = "cuda")]
-        (DeviceSpec::Cuda(n), None) => trainer::train::<super::device::GpuAutodiff>(&job, &burn::backend::cuda::CudaDevice::new(n))?,
-        #[cfg(feature = "cuda")]
-        (DeviceSpec::CudaUnfused(n), None) => {
-            trainer::train::<super::device::GpuUnfusedAutodiff>(&job, &burn::backend::cuda::CudaDevice::new(n))?
-        }
-        #[cfg(feature = "cuda")]
-        (spec @ (DeviceSpec::Cuda(n) | DeviceSpec::CudaUnfused(n)), Some(l)) => {
+    let launch = crate::util::env::launch()?.filter(|l| l.world > 1 || a.device.gpu().is_some());
+    let s = match &launch {
+        None => crate::with_backend!(a.device, B, device => trainer::train::<Autodiff<B>>(&job, &device)?),
+        Some(l) => {
+            let Some(n) = a.device.gpu() else {
+                bail!(
+                    "the {} environment asks for {} ranks, but ranks in separate processes talk through NCCL, which needs CUDA GPUs \
+                     (--device cuda and a trm built with --features libtorch). On the CPU one process already uses every core: run \
+                     `trm train` without a launcher (or unset WORLD_SIZE/RANK)",
+                    l.source,
+                    l.world
+                )
+            };
             // One GPU per rank: cuda:LOCAL_RANK.
             if n != 0 && n != l.local_rank {
-                bail!("--device cuda:{n}: under a launcher each rank uses cuda:LOCAL_RANK (here {}); pass --device cuda", l.local_rank);
+                bail!(
+                    "--device {}: under a launcher each rank uses GPU LOCAL_RANK (here {}); pass the device without an index",
+                    a.device,
+                    l.local_rank
+                );
             }
-            let mut reducer = crate::dist::nccl::NcclReducer::new(l, crate::util::env::rendezvous_timeout()?)?;
-            let device = burn::backend::cuda::CudaDevice::new(l.local_rank);
-            match spec {
-                DeviceSpec::CudaUnfused(_) => trainer::train_with::<super::device::GpuUnfusedAutodiff>(&job, &device, &mut reducer)?,
-                _ => trainer::train_with::<super::device::GpuAutodiff>(&job, &device, &mut reducer)?,
-            }
+            let mut reducer = nccl_reducer(l)?;
+            crate::with_backend!(a.device.on_gpu(l.local_rank), B, device => trainer::train_with::<Autodiff<B>>(&job, &device, &mut *reducer)?)
         }
-        #[cfg(not(feature = "cuda"))]
-        (DeviceSpec::Cuda(_) | DeviceSpec::CudaUnfused(_), _) => unreachable!(),
     };
     if launch.as_ref().is_some_and(|l| l.rank != 0) {
         return Ok(());
@@ -173,6 +166,7 @@ pub struct EvalArgs {
     /// [default: submission.json in the run folder, or beside a bare .safetensors]
     #[arg(long)]
     pub submission: Option<PathBuf>,
+    /// cpu, torch-cpu, cuda[:N] (libtorch), cubecl[:N] or cubecl-unfused[:N]
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
     #[arg(long)]
@@ -269,16 +263,7 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
 
 pub fn eval(a: EvalArgs) -> Result<()> {
     set_threads(a.threads);
-    require_cuda(a.device)?;
-    let r = match a.device {
-        DeviceSpec::Cpu => eval_checkpoint::<super::device::Cpu>(&a, &Default::default())?,
-        #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(n) => eval_checkpoint::<super::device::Gpu>(&a, &burn::backend::cuda::CudaDevice::new(n))?,
-        #[cfg(feature = "cuda")]
-        DeviceSpec::CudaUnfused(n) => eval_checkpoint::<super::device::GpuUnfused>(&a, &burn::backend::cuda::CudaDevice::new(n))?,
-        #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) | DeviceSpec::CudaUnfused(_) => unreachable!(),
-    };
+    let r = crate::with_backend!(a.device, B, device => eval_checkpoint::<B>(&a, &device)?);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -322,4 +307,12 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The NCCL reducer of a launched rank (a GPU engine's build), or a clear error.
+fn nccl_reducer(l: &crate::util::env::Launch) -> Result<Box<dyn crate::dist::Reducer>> {
+    #[cfg(any(feature = "libtorch", feature = "cubecl"))]
+    return Ok(Box::new(crate::dist::nccl::NcclReducer::new(l, crate::util::env::rendezvous_timeout()?)?));
+    #[cfg(not(any(feature = "libtorch", feature = "cubecl")))]
+    bail!("rank {}: NCCL needs a GPU engine: rebuild with --features libtorch", l.rank)
 }

@@ -4,7 +4,7 @@
 //! ```text
 //! Single         one process: every collective is the identity (no copies)
 //! ThreadReducer  in-process ranks on threads (CPU tests and experiments)
-//! NcclReducer    one process per GPU over NCCL (feature `cuda`; nccl.rs)
+//! NcclReducer    one process per GPU over NCCL (a GPU engine's build; nccl.rs)
 //! ```
 //! The training loop calls the same collectives whatever the implementation, so it does not
 //! know whether it runs alone (`train::update::apply_gradients`, `train::trainer`).
@@ -14,7 +14,7 @@
 pub mod rendezvous;
 pub mod threads;
 
-#[cfg(feature = "cuda")]
+#[cfg(any(feature = "libtorch", feature = "cubecl"))]
 pub mod nccl;
 
 use anyhow::Result;

@@ -4,19 +4,19 @@
 //! RoPE and the attention softmax compute in float32 and cast back; logits and Q logits leave
 //! the model as float32.
 //!
-//! On the CPU backend bfloat16 is emulated through float32 by burn-flex (slower, and the fused
+//! On the Flex CPU backend bfloat16 is emulated through float32 by burn-flex (slower, and the fused
 //! CPU block only handles float32), so CPU runs compute in float32 unless `TRM_CPU_BF16=1`
 //! (or `allow_bf16_on_cpu`) asks for the emulation, e.g. to study bfloat16 numerics.
 //!
-//! The token loss is computed in float64 on the CPU, as the reference's stable-max, and in
-//! float32 on GPU backends: burn 0.21's fused CUDA kernels have no float64 (they panic with
-//! "Unsupported precision for fusion: f64", seen on an H200, 2026-11-27).
+//! The token loss is computed in float64, as the reference's stable-max, on every engine that has
+//! it (Flex, libtorch), and in float32 on burn's cubecl CUDA backend: its fused kernels have no
+//! float64 (they panic with "Unsupported precision for fusion: f64", seen on an H200,
+//! 2026-11-27). What each engine can do is stated in `crate::backend`.
 
 use super::config::{ForwardDtype, ModelConfig};
-use burn::backend::{Autodiff, Flex};
+use crate::backend::capabilities;
 use burn::prelude::*;
 use burn::tensor::DType;
-use std::any::TypeId;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static CPU_BF16: AtomicBool = AtomicBool::new(false);
@@ -26,22 +26,17 @@ pub fn allow_bf16_on_cpu(on: bool) {
     CPU_BF16.store(on, Ordering::Relaxed);
 }
 
-fn is_cpu<B: Backend>() -> bool {
-    let id = TypeId::of::<B>();
-    id == TypeId::of::<Flex>() || id == TypeId::of::<Autodiff<Flex>>()
-}
-
 /// The activations' dtype for this config on backend `B`.
 pub fn activation_dtype<B: Backend>(cfg: &ModelConfig) -> DType {
     match cfg.arch.forward_dtype {
-        ForwardDtype::Bfloat16 if !is_cpu::<B>() || CPU_BF16.load(Ordering::Relaxed) => DType::BF16,
+        ForwardDtype::Bfloat16 if capabilities::<B>().native_bf16 || CPU_BF16.load(Ordering::Relaxed) => DType::BF16,
         _ => DType::F32,
     }
 }
 
 /// The dtype the token loss is computed in on backend `B` (see the module notes).
 pub fn loss_dtype<B: Backend>() -> DType {
-    if is_cpu::<B>() { DType::F64 } else { DType::F32 }
+    capabilities::<B>().loss_dtype
 }
 
 /// Whether a bfloat16 request falls back to float32 on `B` (worth a note to the user).

@@ -60,12 +60,21 @@ pub fn adam_step<B: Backend>(params: &mut [Named<B>], grads: &[Option<Tensor<B, 
         let v = v.clone() + (g.clone() * g.clone() - v) * (1.0 - h.beta2);
         let decayed = p.tensor.clone() * (1.0 - h.lr * h.weight_decay);
         p.tensor = match h.kind {
-            OptimizerKind::AdamAtan2 => decayed - m.clone().atan2(v.clone().sqrt() * (1.0 / bc2.sqrt())) * (h.lr / bc1),
+            OptimizerKind::AdamAtan2 => decayed - atan2_zero_at_origin(m.clone(), v.clone().sqrt() * (1.0 / bc2.sqrt())) * (h.lr / bc1),
             OptimizerKind::Adamw => decayed - (m.clone() * (1.0 / bc1)) / ((v.clone() * (1.0 / bc2)).sqrt() + 1e-8) * h.lr,
         };
         st.m[i] = Some(m);
         st.v[i] = Some(v);
     }
+}
+
+/// `atan2(y, x)`, exactly 0 where `y = x = 0`: PyTorch's and CUDA's value there, but undefined
+/// on some backends (a Vulkan device gave 3π/4). Both moments are zero for a parameter that never
+/// had a gradient (token rows never used, the Q-continue row with `no_ACT_continue`), whose
+/// AdamATan2 update must then be nothing but the weight decay.
+pub fn atan2_zero_at_origin<B: Backend, const D: usize>(y: Tensor<B, D>, x: Tensor<B, D>) -> Tensor<B, D> {
+    let origin = y.clone().equal_elem(0.0).bool_and(x.clone().equal_elem(0.0));
+    y.atan2(x).mask_fill(origin, 0.0)
 }
 
 /// sign-SGD on the rows of `table` `[N, ndim]` used by this batch. `ids` `[rows]` and `grad`
@@ -149,5 +158,44 @@ mod tests {
         for (a, b) in v.iter().zip(want) {
             assert!((a - b).abs() < 1e-6, "{v:?}");
         }
+    }
+
+    /// AdamATan2 on a parameter whose first row never had a gradient and whose second had one:
+    /// the first row only decays, the second moves by lr * atan2(m, sqrt(v)) / bias corrections.
+    pub(crate) fn zero_moments_give_only_the_decay<B: Backend>(dev: &B::Device) {
+        let p0 = [0.5f32, -1.5, 2.0, 0.25, -0.75, 1.0];
+        let g = [0.0f32, 0.0, 0.0, 0.3, -2.0, 1e-3];
+        let mut params = vec![Named::<B> {
+            name: "w".into(),
+            shape: vec![2, 3],
+            tensor: Tensor::from_data(TensorData::new(p0.to_vec(), [2, 3]), dev),
+            trainable: true,
+        }];
+        let grads = vec![Some(Tensor::<B, 2>::from_data(TensorData::new(g.to_vec(), [2, 3]), dev))];
+        let mut st = AdamState::new(&params);
+        let h = AdamHyper { lr: 1e-2, beta1: 0.9, beta2: 0.95, weight_decay: 0.1, kind: OptimizerKind::AdamAtan2 };
+        adam_step(&mut params, &grads, &mut st, &h);
+        let got: Vec<f32> = params[0].tensor.clone().into_data().convert::<f32>().to_vec().unwrap();
+        for k in 0..6 {
+            let decayed = p0[k] as f64 * (1.0 - h.lr * h.weight_decay);
+            // step 1: m / (1 - b1) = g and sqrt(v / (1 - b2)) = |g|, so atan2(m, sqrt(v)/sqrt(bc2)) = atan2((1-b1) g, |g|)
+            let gk = g[k] as f64;
+            let update = if gk == 0.0 { 0.0 } else { ((1.0 - h.beta1) * gk).atan2(gk.abs()) * h.lr / (1.0 - h.beta1) };
+            let want = decayed - update;
+            assert!(got[k].is_finite() && (got[k] as f64 - want).abs() < 1e-6, "element {k}: {} against {want} ({got:?})", got[k]);
+        }
+        let zero = atan2_zero_at_origin(Tensor::<B, 1>::zeros([4], dev), Tensor::<B, 1>::zeros([4], dev));
+        assert_eq!(zero.into_data().convert::<f32>().to_vec::<f32>().unwrap(), vec![0.0; 4]);
+    }
+
+    #[test]
+    fn adam_atan2_zero_moments_give_only_the_decay_on_flex() {
+        zero_moments_give_only_the_decay::<burn::backend::Flex>(&Default::default());
+    }
+
+    #[cfg(feature = "libtorch")]
+    #[test]
+    fn adam_atan2_zero_moments_give_only_the_decay_on_libtorch() {
+        zero_moments_give_only_the_decay::<crate::backend::Torch>(&burn::backend::libtorch::LibTorchDevice::Cpu);
     }
 }

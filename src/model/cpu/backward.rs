@@ -25,6 +25,7 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::ops::FloatTensor;
+use std::any::TypeId;
 use std::sync::Arc;
 
 type Ad = Autodiff<Flex>;

@@ -31,7 +31,7 @@ use burn::prelude::*;
 use burn::tensor::{Bytes, DType, TensorPrimitive};
 use burn_flex::{FlexTensor, Layout};
 use rayon::prelude::*;
-use std::any::{Any, TypeId};
+use std::any::Any;
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
@@ -65,7 +65,9 @@ fn count(f: impl FnOnce(&mut BlockCounts)) {
 /// Whether `block` below applies to backend `B`.
 pub fn applies<B: Backend>() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    TypeId::of::<B>() == TypeId::of::<Flex>() && *ON.get_or_init(|| !crate::util::env::fused_cpu_off())
+    crate::backend::is_flex::<B>()
+        && crate::backend::capabilities::<B>().fused_cpu_block
+        && *ON.get_or_init(|| !crate::util::env::fused_cpu_off())
 }
 
 /// The same tensor under its concrete backend type (`B` and `T` are the same type).

@@ -1,0 +1,45 @@
+//! With the `libtorch` feature: finds the libtorch that torch-sys builds against (the same
+//! Python query, or `LIBTORCH`), records its folder as the binaries' run path (so `trm` starts
+//! without LD_LIBRARY_PATH on the machine it was built on) and passes its folder and version to
+//! the code (`backend::torch`), which checks the loaded libtorch against them at run time.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_USE_PYTORCH");
+    if std::env::var_os("CARGO_FEATURE_LIBTORCH").is_none() {
+        return;
+    }
+    let (lib, version) = match libtorch() {
+        Ok(found) => found,
+        Err(e) => panic!(
+            "feature `libtorch`: {e}. Install PyTorch 2.11 (pip install torch==2.11.0) and build with \
+             LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 (docs/gpu.md)"
+        ),
+    };
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    println!("cargo:rustc-env=TRM_LIBTORCH_LIB={}", lib.display());
+    println!("cargo:rustc-env=TRM_LIBTORCH_VERSION={version}");
+}
+
+fn libtorch() -> Result<(PathBuf, String), String> {
+    if std::env::var_os("LIBTORCH_USE_PYTORCH").is_some() {
+        let python = if std::env::var_os("VIRTUAL_ENV").is_some() { "python" } else { "python3" };
+        let script = "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib')); print(torch.__version__)";
+        let out = Command::new(python).args(["-c", script]).output().map_err(|e| format!("cannot run {python}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("{python} cannot import torch: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        let lib = lines.next().ok_or("no torch lib folder printed")?;
+        let version = lines.next().ok_or("no torch version printed")?;
+        return Ok((PathBuf::from(lib), version.trim().to_string()));
+    }
+    let root = PathBuf::from(std::env::var("LIBTORCH").map_err(|_| "neither LIBTORCH_USE_PYTORCH nor LIBTORCH is set")?);
+    let version = std::fs::read_to_string(root.join("build-version")).map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into());
+    Ok((root.join("lib"), version))
+}

@@ -1,0 +1,288 @@
+//! The backend seam: every compute engine trm runs on, what each one can do, and the one place
+//! that turns a `--device` into a backend type and a device. Model, training and inference code
+//! is generic over burn's `Backend`; nothing outside this module names a concrete engine except
+//! the fused CPU block (`model::cpu`), which is Flex-only by construction.
+//!
+//! | `--device` | engine | cargo feature | fused CPU block | native bf16 | token loss |
+//! |---|---|---|---|---|---|
+//! | `cpu` | burn's Flex (+ trm's fused kernels) | default | yes | no (emulated, see `model::precision`) | float64 |
+//! | `torch-cpu` | libtorch on the CPU | `libtorch` | no | yes | float64 |
+//! | `cuda[:N]` | libtorch on GPU N | `libtorch` | no | yes | float64 |
+//! | `cubecl[:N]` | burn's CUDA backend (cubecl, fused) on GPU N | `cubecl` | no | yes | float32 |
+//! | `cubecl-unfused[:N]` | the same without kernel fusion | `cubecl` | no | yes | float32 |
+//!
+//! libtorch runs the very code on the CPU (`torch-cpu`) that it runs on a GPU (`cuda`), so the
+//! GPU path is tested in CI without a GPU. burn 0.21's fused cubecl kernels have no float64
+//! ("Unsupported precision for fusion: f64", seen on an H200), hence its float32 loss.
+//! Gradients and other collectives go through host buffers (`dist::Reducer`), so NCCL
+//! (`dist::nccl`) works with every GPU engine.
+//!
+//! Adding a backend: a `DeviceSpec` variant and its parse arm, a row in `capabilities`, an arm in
+//! `with_backend!`, and a row in the table above (docs/architecture.md).
+
+use anyhow::Result;
+use burn::backend::{Autodiff, Flex};
+use burn::prelude::Backend;
+use burn::tensor::DType;
+use std::any::TypeId;
+
+/// burn's CPU backend.
+pub type Cpu = Flex;
+pub type CpuAutodiff = Autodiff<Flex>;
+/// libtorch (CPU or CUDA, chosen by the device), float32 parameters.
+#[cfg(feature = "libtorch")]
+pub type Torch = burn::backend::LibTorch<f32>;
+/// burn's CUDA backend with kernel fusion.
+#[cfg(feature = "cubecl")]
+pub type Cubecl = burn::backend::Cuda;
+/// burn's CUDA backend without kernel fusion (one kernel per tensor operation).
+#[cfg(feature = "cubecl")]
+pub type CubeclUnfused = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
+
+/// A `--device` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Cpu,
+    /// libtorch on the CPU.
+    TorchCpu,
+    /// libtorch on GPU N.
+    Cuda(usize),
+    /// burn's CUDA backend on GPU N.
+    Cubecl(usize),
+    /// burn's CUDA backend without fusion on GPU N.
+    CubeclUnfused(usize),
+}
+
+pub const DEVICE_HELP: &str = "cpu, torch-cpu, cuda[:N], cubecl[:N] or cubecl-unfused[:N]";
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, index) = match s.split_once(':') {
+            Some((name, n)) => match n.parse::<usize>() {
+                Ok(n) => (name, Some(n)),
+                Err(_) => return Err(format!("device `{s}`: `{n}` is not a GPU index (expected {DEVICE_HELP})")),
+            },
+            None => (s, None),
+        };
+        let gpu = index.unwrap_or(0);
+        match (name, index) {
+            ("cpu", None) => Ok(DeviceSpec::Cpu),
+            ("torch-cpu", None) => Ok(DeviceSpec::TorchCpu),
+            ("cuda", _) => Ok(DeviceSpec::Cuda(gpu)),
+            ("cubecl", _) => Ok(DeviceSpec::Cubecl(gpu)),
+            ("cubecl-unfused", _) => Ok(DeviceSpec::CubeclUnfused(gpu)),
+            ("cuda-unfused", _) => {
+                Err(format!("device `{s}` was renamed: `cuda` is now libtorch on the GPU and `cubecl-unfused` burn's unfused CUDA backend"))
+            }
+            _ => Err(format!("unknown device `{s}` (expected {DEVICE_HELP})")),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSpec::Cpu => write!(f, "cpu"),
+            DeviceSpec::TorchCpu => write!(f, "torch-cpu"),
+            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+            DeviceSpec::Cubecl(n) => write!(f, "cubecl:{n}"),
+            DeviceSpec::CubeclUnfused(n) => write!(f, "cubecl-unfused:{n}"),
+        }
+    }
+}
+
+impl DeviceSpec {
+    /// The GPU this device runs on, if any (one per rank under a launcher).
+    pub fn gpu(self) -> Option<usize> {
+        match self {
+            DeviceSpec::Cpu | DeviceSpec::TorchCpu => None,
+            DeviceSpec::Cuda(n) | DeviceSpec::Cubecl(n) | DeviceSpec::CubeclUnfused(n) => Some(n),
+        }
+    }
+
+    /// The same engine on GPU `n` (a launcher's LOCAL_RANK).
+    pub fn on_gpu(self, n: usize) -> Self {
+        match self {
+            DeviceSpec::Cuda(_) => DeviceSpec::Cuda(n),
+            DeviceSpec::Cubecl(_) => DeviceSpec::Cubecl(n),
+            DeviceSpec::CubeclUnfused(_) => DeviceSpec::CubeclUnfused(n),
+            other => other,
+        }
+    }
+
+    /// The cargo feature that builds this device.
+    pub fn feature(self) -> Option<&'static str> {
+        match self {
+            DeviceSpec::Cpu => None,
+            DeviceSpec::TorchCpu | DeviceSpec::Cuda(_) => Some("libtorch"),
+            DeviceSpec::Cubecl(_) | DeviceSpec::CubeclUnfused(_) => Some("cubecl"),
+        }
+    }
+
+    /// Whether this binary was built with the engine this device needs.
+    pub fn built(self) -> bool {
+        match self.feature() {
+            None => true,
+            Some("libtorch") => cfg!(feature = "libtorch"),
+            Some(_) => cfg!(feature = "cubecl"),
+        }
+    }
+}
+
+/// A clear error for a device this binary was built without (called by `with_backend!`).
+pub fn not_built(spec: DeviceSpec) -> anyhow::Error {
+    let feature = spec.feature().unwrap_or("default");
+    let how = if feature == "libtorch" {
+        "cargo build --release --features libtorch, with PyTorch 2.11 installed (pip install torch==2.11.0) and \
+         LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 set (docs/gpu.md)"
+    } else {
+        "cargo build --release --features cubecl (docs/gpu.md)"
+    };
+    anyhow::anyhow!("--device {spec}: this trm was built without the `{feature}` engine; rebuild with {how}")
+}
+
+/// What an engine can do; read by the model (dtypes, the fused block) and the CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The engine's name in logs and benchmark results.
+    pub engine: &'static str,
+    /// trm's fused CPU transformer block applies (burn's Flex only).
+    pub fused_cpu_block: bool,
+    /// bfloat16 activations run natively (otherwise emulated through float32, see `model::precision`).
+    pub native_bf16: bool,
+    /// The dtype of the stable-max token loss (float64 as the reference wherever the engine has it).
+    pub loss_dtype: DType,
+}
+
+const FLEX: Capabilities = Capabilities { engine: "flex", fused_cpu_block: true, native_bf16: false, loss_dtype: DType::F64 };
+#[cfg(feature = "libtorch")]
+const LIBTORCH: Capabilities = Capabilities { engine: "libtorch", fused_cpu_block: false, native_bf16: true, loss_dtype: DType::F64 };
+#[cfg(feature = "cubecl")]
+const CUBECL: Capabilities = Capabilities { engine: "cubecl", fused_cpu_block: false, native_bf16: true, loss_dtype: DType::F32 };
+
+/// The capabilities of backend `B` (with or without autodiff). The one place where trm looks at
+/// a backend's type.
+pub fn capabilities<B: Backend>() -> Capabilities {
+    fn is<B: 'static, T: Backend>() -> bool {
+        TypeId::of::<B>() == TypeId::of::<T>() || TypeId::of::<B>() == TypeId::of::<Autodiff<T>>()
+    }
+    if is::<B, Flex>() {
+        return FLEX;
+    }
+    #[cfg(feature = "libtorch")]
+    if is::<B, Torch>() {
+        return LIBTORCH;
+    }
+    #[cfg(feature = "cubecl")]
+    if is::<B, Cubecl>() || is::<B, CubeclUnfused>() {
+        return CUBECL;
+    }
+    // A backend this table does not know (a test's own): burn's generic ops, float32 loss.
+    Capabilities { engine: "other", fused_cpu_block: false, native_bf16: true, loss_dtype: DType::F32 }
+}
+
+/// Whether `B` is exactly burn's Flex without autodiff (the fused block's forward).
+pub fn is_flex<B: Backend>() -> bool {
+    TypeId::of::<B>() == TypeId::of::<Flex>()
+}
+
+/// Runs `$body` with `$B` bound to the backend type and `$device` to the device that `$spec`
+/// names; an engine this binary was built without is an error (`not_built`). The body is
+/// generic code, e.g. `train::<Autodiff<B>>(&job, &device)`.
+#[macro_export]
+macro_rules! with_backend {
+    ($spec:expr, $B:ident, $device:ident => $body:expr) => {{
+        #[allow(unused_imports)]
+        use $crate::backend::DeviceSpec as __Spec;
+        #[allow(unreachable_patterns)]
+        match $spec {
+            __Spec::Cpu => {
+                type $B = $crate::backend::Cpu;
+                let $device: burn::tensor::Device<$B> = Default::default();
+                $body
+            }
+            #[cfg(feature = "libtorch")]
+            __Spec::TorchCpu => {
+                $crate::backend::torch::check_runtime(false)?;
+                type $B = $crate::backend::Torch;
+                let $device = burn::backend::libtorch::LibTorchDevice::Cpu;
+                $body
+            }
+            #[cfg(feature = "libtorch")]
+            __Spec::Cuda(n) => {
+                $crate::backend::torch::check_runtime(true)?;
+                $crate::backend::torch::check_cuda(n)?;
+                type $B = $crate::backend::Torch;
+                let $device = burn::backend::libtorch::LibTorchDevice::Cuda(n);
+                $body
+            }
+            #[cfg(feature = "cubecl")]
+            __Spec::Cubecl(n) => {
+                type $B = $crate::backend::Cubecl;
+                let $device = burn::backend::cuda::CudaDevice::new(n);
+                $body
+            }
+            #[cfg(feature = "cubecl")]
+            __Spec::CubeclUnfused(n) => {
+                type $B = $crate::backend::CubeclUnfused;
+                let $device = burn::backend::cuda::CudaDevice::new(n);
+                $body
+            }
+            other => return Err($crate::backend::not_built(other).into()),
+        }
+    }};
+}
+
+#[cfg(feature = "libtorch")]
+pub mod torch;
+
+/// Sizes the CPU thread pools: rayon's global pool (burn's Flex backend and trm's data work) and,
+/// with the `libtorch` engine, libtorch's intra-op pool.
+pub fn set_threads(threads: Option<usize>) {
+    if let Some(n) = threads {
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().ok();
+        #[cfg(feature = "libtorch")]
+        torch::set_threads(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse_and_print_back() {
+        for (s, d) in [
+            ("cpu", DeviceSpec::Cpu),
+            ("torch-cpu", DeviceSpec::TorchCpu),
+            ("cuda", DeviceSpec::Cuda(0)),
+            ("cuda:3", DeviceSpec::Cuda(3)),
+            ("cubecl:1", DeviceSpec::Cubecl(1)),
+            ("cubecl-unfused", DeviceSpec::CubeclUnfused(0)),
+        ] {
+            assert_eq!(s.parse::<DeviceSpec>().unwrap(), d);
+            assert_eq!(d.to_string().parse::<DeviceSpec>().unwrap(), d);
+        }
+        for bad in ["gpu", "cuda:x", "cpu:1", "torch-cpu:0", "cuda-unfused"] {
+            assert!(bad.parse::<DeviceSpec>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn flex_capabilities_with_and_without_autodiff() {
+        assert_eq!(capabilities::<Cpu>(), FLEX);
+        assert_eq!(capabilities::<CpuAutodiff>(), FLEX);
+        assert!(is_flex::<Cpu>() && !is_flex::<CpuAutodiff>());
+    }
+
+    #[test]
+    fn a_device_not_built_is_a_clear_error() {
+        let spec = DeviceSpec::Cubecl(0);
+        if !spec.built() {
+            let run = || -> Result<()> { with_backend!(spec, B, device => { let _: burn::tensor::Device<B> = device; Ok(()) }) };
+            let e = run().unwrap_err().to_string();
+            assert!(e.contains("cubecl") && e.contains("rebuild"), "{e}");
+        }
+    }
+}

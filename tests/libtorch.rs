@@ -1,0 +1,137 @@
+//! The libtorch engine on the CPU (`--device torch-cpu`): the code that `--device cuda` runs on
+//! a GPU, tested without one. Golden parity on every fixture, side by side with the Flex CPU
+//! backend; train, exact resume, eval and solve through the command line. Built only with the
+//! `libtorch` feature (CI: `cargo test --features libtorch`).
+#![cfg(feature = "libtorch")]
+
+mod common;
+
+use burn::backend::Autodiff;
+use burn::backend::libtorch::LibTorchDevice;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+type Torch = Autodiff<trm::backend::Torch>;
+type FlexAd = Autodiff<burn::backend::Flex>;
+
+fn fixtures() -> Vec<PathBuf> {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut v: Vec<PathBuf> =
+        std::fs::read_dir(&here).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("expected.safetensors").exists()).collect();
+    v.sort();
+    v
+}
+
+/// (tensors compared, failures, worst error/tolerance) of a fixture on one engine.
+fn worst(checks: &[trm::eval::parity::Check]) -> (usize, usize, f64) {
+    let failed = checks.iter().filter(|c| !c.ok()).count();
+    let w = checks.iter().filter(|c| c.tolerance > 0.0).map(|c| c.error / c.tolerance).fold(0.0, f64::max);
+    (checks.len(), failed, w)
+}
+
+#[test]
+fn every_golden_fixture_matches_the_reference_on_libtorch_cpu() {
+    let all = fixtures();
+    assert!(all.len() >= 7, "expected the golden fixtures, found {all:?}");
+    eprintln!("{:<22} {:>8} {:>22} {:>22}", "fixture", "tensors", "worst err/tol torch-cpu", "worst err/tol cpu");
+    let mut bad = vec![];
+    for dir in &all {
+        let t = trm::eval::parity::run::<Torch>(dir, &LibTorchDevice::Cpu).unwrap_or_else(|e| panic!("{}: {e:#}", dir.display()));
+        let f = trm::eval::parity::run::<FlexAd>(dir, &Default::default()).unwrap();
+        let (n, failed, wt) = worst(&t);
+        let (_, _, wf) = worst(&f);
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        eprintln!("{name:<22} {n:>8} {wt:>22.3} {wf:>22.3}");
+        assert!(n >= 100, "{name}: only {n} tensors compared");
+        if failed > 0 {
+            bad.push(format!("{name}: {:#?}", t.iter().filter(|c| !c.ok()).collect::<Vec<_>>()));
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+fn trm(args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_trm")).args(args).output().unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "trm {args:?} failed:\n{out}\n{err}");
+    out.into_owned()
+}
+
+fn state(run: &Path) -> std::collections::BTreeMap<String, trm::util::tensors::HostTensor> {
+    let ckpt = trm::train::checkpoint::resolve(run).unwrap();
+    let mut all = trm::util::tensors::read_safetensors(&ckpt.join("state.safetensors")).unwrap();
+    for (k, v) in trm::util::tensors::read_safetensors(&ckpt.join("model.safetensors")).unwrap() {
+        all.insert(format!("model/{k}"), v);
+    }
+    all
+}
+
+#[test]
+fn train_resume_eval_and_solve_on_libtorch_cpu() {
+    let data = tempfile::tempdir().unwrap();
+    common::tiny_data(data.path());
+    let runs = tempfile::tempdir().unwrap();
+    let d = data.path().to_str().unwrap();
+    let run = |name: &str, steps: u64, resume: bool| {
+        let out = runs.path().join(name);
+        let max = format!("max_steps={steps}");
+        let mut args = vec!["train", "--device", "torch-cpu", "--threads", "2", "--quiet", "--config", "sudoku-tiny", "--data", d];
+        args.extend(["--out", out.to_str().unwrap()]);
+        if resume {
+            args.push("--resume");
+        } else {
+            args.extend(common::TINY);
+            args.extend(["arch.halt_exploration_prob=0.5", "eval_interval=2", "epochs=4", "eval_max_examples=8"]);
+        }
+        args.push(&max);
+        trm(&args);
+        out
+    };
+    // 10 steps straight, and 5 + 5 through a resume, in separate processes: identical states.
+    let straight = run("straight", 10, false);
+    run("split", 5, false);
+    let split = run("split", 10, true);
+    let (a, b) = (state(&straight), state(&split));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    assert!(a.keys().any(|k| k.starts_with("adam_m.")) && a.keys().any(|k| k.starts_with("ema.")));
+    for (k, va) in &a {
+        assert!(va.values.iter().all(|v| v.is_finite()), "{k} is not finite");
+        assert_eq!(va.values, b[k].values, "{k} differs after resume on libtorch");
+    }
+
+    // The checkpoint libtorch wrote evaluates the same on both engines.
+    let eval = |device: &str| -> serde_json::Value {
+        let out = trm(&["eval", "--device", device, "--checkpoint", straight.to_str().unwrap(), "--data", d, "--json"]);
+        serde_json::from_str(&out).unwrap()
+    };
+    let (t, c) = (eval("torch-cpu"), eval("cpu"));
+    for key in ["accuracy", "exact_accuracy", "lm_loss"] {
+        let (x, y) = (t[key].as_f64().unwrap(), c[key].as_f64().unwrap());
+        assert!((x - y).abs() <= 1e-3 * y.abs().max(1.0), "{key}: torch-cpu {x}, cpu {y}");
+    }
+
+    // The bundled model solves the published puzzle on libtorch as on the CPU backend, with views.
+    let puzzle = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79";
+    let solve = |device: &str| -> serde_json::Value {
+        serde_json::from_str(&trm(&["solve", "--device", device, "--sudoku", puzzle, "--views", "4", "--steps", "8", "--json"])).unwrap()
+    };
+    let (t, c) = (solve("torch-cpu"), solve("cpu"));
+    assert_eq!(t["answer"], c["answer"]);
+    assert_eq!(t["result"]["checked"], serde_json::Value::Bool(true), "{t}");
+    let g = trm::data::sudoku_solver::parse_grid(t["answer"].as_str().unwrap()).unwrap();
+    assert!(trm::data::sudoku_solver::violations(&g).is_empty());
+}
+
+#[test]
+fn a_gpu_that_libtorch_does_not_see_is_a_clear_error() {
+    if tch::Cuda::device_count() > 0 {
+        return; // a GPU machine: nothing to refuse
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_trm"))
+        .args(["parity", "--device", "cuda", "tests/fixtures/hrm-small"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("sees no CUDA device") && err.contains("torch-cpu"), "{err}");
+}
