@@ -1,3 +1,6 @@
+//! `cfg(trm_full_data)` when the full data sets are beside the checkout (`../shared/data`, or
+//! `TRM_SHARED`): the few tests that need them are ignored otherwise, with the reason shown.
+//!
 //! With the `libtorch` feature: finds the libtorch that torch-sys builds against (the same
 //! Python query, or `LIBTORCH`), records its folder as the binaries' run path (so `trm` starts
 //! without LD_LIBRARY_PATH on the machine it was built on) and passes its folder and version to
@@ -8,6 +11,7 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    full_data();
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=LIBTORCH_USE_PYTORCH");
     if std::env::var_os("CARGO_FEATURE_LIBTORCH").is_none() {
@@ -42,4 +46,20 @@ fn libtorch() -> Result<(PathBuf, String), String> {
     let root = PathBuf::from(std::env::var("LIBTORCH").map_err(|_| "neither LIBTORCH_USE_PYTORCH nor LIBTORCH is set")?);
     let version = std::fs::read_to_string(root.join("build-version")).map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into());
     Ok((root.join("lib"), version))
+}
+
+fn full_data() {
+    println!("cargo:rustc-check-cfg=cfg(trm_full_data)");
+    println!("cargo:rerun-if-env-changed=TRM_SHARED");
+    let shared = match std::env::var_os("TRM_SHARED") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default()).join("../shared"),
+    };
+    let data = shared.join("data");
+    if data.is_dir() {
+        println!("cargo:rerun-if-changed={}", data.display());
+    }
+    if data.join("arc").is_dir() && data.join("maze-30x30-hard-1k/npy").is_dir() {
+        println!("cargo:rustc-cfg=trm_full_data");
+    }
 }

@@ -38,6 +38,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 #[test]
+#[cfg_attr(not(trm_full_data), ignore = "needs the full data sets: ../shared beside the checkout, or TRM_SHARED")]
 fn arc1_with_8_augmentations_is_the_reference_builders() {
     check("arc1-aug8.sha256", &["training", "evaluation", "concept"], "evaluation", 8);
 }
@@ -50,6 +51,7 @@ fn arc1_with_1000_augmentations_is_the_reference_builders() {
 }
 
 #[test]
+#[cfg_attr(not(trm_full_data), ignore = "needs the full data sets: ../shared beside the checkout, or TRM_SHARED")]
 fn arc2_with_60_augmentations_is_the_reference_builders() {
     check("arc2-aug60.sha256", &["training2", "evaluation2", "concept"], "evaluation2", 60);
 }

@@ -7,6 +7,7 @@ use common::{data, write};
 use trm::data::{arc, arc_task, format, maze, npy, sudoku};
 
 #[test]
+#[cfg_attr(not(trm_full_data), ignore = "needs the full data sets: ../shared beside the checkout, or TRM_SHARED")]
 fn maze_npy_from_the_reference_equals_our_build_from_csv() {
     // The reference's own .npy files of all 1000 mazes are only in the full data sets.
     let Some(d) = common::full_data("maze_npy_from_the_reference_equals_our_build_from_csv") else { return };

@@ -138,3 +138,28 @@ fn bad_batches_and_mis_shaped_expected_tensors_are_errors_not_panics() {
         assert!(e.contains(want), "{file}: {e}");
     }
 }
+
+/// A NaN in an expected tensor is a failure, not a value the maximum skips (issue 23).
+#[test]
+fn a_nan_in_an_expected_tensor_fails_parity() {
+    let dir = edited_fixture("hrm-small", "expected.safetensors", |t| {
+        let key = t.keys().find(|k| k.ends_with(".logits")).unwrap().clone();
+        t.get_mut(&key).unwrap().values[3] = f64::NAN;
+    });
+    let checks = trm::eval::parity::run::<AD>(dir.path(), &Default::default()).unwrap();
+    let failed: Vec<_> = checks.iter().filter(|c| !c.ok()).collect();
+    assert!(failed.iter().any(|c| c.name.ends_with(".logits")), "a NaN passed: {failed:?}");
+}
+
+/// An expected tensor with its dimensions swapped (the same number of values) is refused.
+#[test]
+fn an_expected_tensor_with_swapped_dimensions_is_refused() {
+    let dir = edited_fixture("hrm-small", "expected.safetensors", |t| {
+        let key =
+            t.iter().find(|(k, v)| k.starts_with("grad.model.inner.") && v.shape.len() == 2 && v.shape[0] != v.shape[1]).unwrap().0.clone();
+        let v = t.get_mut(&key).unwrap();
+        v.shape.swap(0, 1);
+    });
+    let e = format!("{:#}", trm::eval::parity::run::<AD>(dir.path(), &Default::default()).unwrap_err());
+    assert!(e.contains("shape"), "{e}");
+}

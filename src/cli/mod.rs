@@ -21,6 +21,8 @@ use clap::{Parser, Subcommand};
     name = "trm",
     version,
     about = "Tiny Recursive Models: build data sets, train, evaluate and solve puzzles",
+    before_help = "Start here: `trm demo` (the whole pipeline in about 5 minutes on a CPU), or \
+`trm solve --sudoku '53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79'` (the bundled model).",
     after_help = "Environment variables (all optional): RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT (torchrun, trm launch); \
 SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID (srun); TRM_RENDEZVOUS_PORT, TRM_RENDEZVOUS_TIMEOUT, TRM_NCCL_LIB (docs/distributed.md); TRM_CPU_BF16, \
 TRM_FUSED_CPU, TRM_MALLOC_DEFAULT, TRM_NO_FONT (src/util/env.rs)."
@@ -33,31 +35,53 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Build data sets in the reference on-disk layout (Sudoku-Extreme, Maze-Hard, ARC, generated Sudoku)
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example: trm data generate --out data/sudoku-gen --train 1000 --test 200 --givens 30-40 --num-aug 3"
+    )]
     Data(data::DataCommand),
     /// Train a model: TRM, HRM, their ablations or the baseline (presets or TOML; reference-style
     /// key=value overrides, `arch=hrm` selects an architecture)
+    #[command(
+        after_help = "Example (after the `trm data generate` example): trm train --config sudoku-tiny --data data/sudoku-gen --out runs/tiny max_steps=300\n\
+Devices: --device cpu (default), torch-cpu and cuda[:N] with a libtorch build (docs/gpu.md)."
+    )]
     Train(train::TrainArgs),
     /// Start N training ranks on this machine, one per GPU (NCCL): `trm launch --nproc 4 -- train --device cuda ...`
+    #[command(after_help = "Example (a libtorch build on a machine with 4 GPUs): \
+trm launch --nproc 4 -- train --device cuda --config arc1 --data data/arc1 --out runs/arc1")]
     Launch(launch::LaunchArgs),
     /// Write a trained model in the reference's torch.save format (its own scripts load it)
+    #[command(after_help = "Example (after the `trm train` example): trm export --checkpoint runs/tiny --out exported/tiny")]
     Export(export::ExportArgs),
     /// Evaluate a checkpoint on a data set's test split
+    #[command(
+        after_help = "Examples: trm eval --data data/sudoku-gen --views 8   (the bundled Sudoku model, after the `trm data generate` example)\n\
+          trm eval --checkpoint runs/tiny --data data/sudoku-gen   (a run of yours)"
+    )]
     Eval(train::EvalArgs),
     /// Solve one new puzzle and show how the answer forms step by step
+    #[command(after_help = "Example (the bundled Sudoku model, no download or training): \
+trm solve --sudoku '53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79'")]
     Solve(solve::SolveArgs),
     /// Test-time training on new ARC tasks from a trained checkpoint, then voting and a submission
+    #[command(after_help = "Example (an ARC model trained with `trm train --config arc1 ...`): \
+trm adapt --checkpoint runs/arc1 --tasks new_challenges.json --out runs/adapt")]
     Adapt(adapt::AdaptArgs),
     /// The whole pipeline on a laptop CPU: generate Sudoku, train for minutes, evaluate, solve one
+    #[command(after_help = "Example: trm demo   (about 5 minutes on a quiet 2-core machine; everything goes to runs/demo)")]
     Demo(demo::DemoArgs),
     /// Write an HTML report of a run: curves, and test puzzles solved step by step (+ PNG charts)
+    #[command(after_help = "Example (after `trm demo`): trm report --run runs/demo/run --out runs/demo/report-again.html")]
     Report(report::ReportArgs),
     /// Time training or evaluation steps at the presets' shapes
+    #[command(after_help = "Example: trm bench --shape sudoku-mlp --batch 8 --warmup 1 --reps 3")]
     Bench(bench::BenchArgs),
     /// What a configuration builds: parameters, effective depth, forward passes, the paper's numbers
+    #[command(after_help = "Example: trm info --config paper-t1-hrm   (trm info --list names every preset)")]
     Info(info::InfoArgs),
     /// Compare against a golden fixture from the reference PyTorch code (exit 1 on any mismatch)
-    #[command(long_about = parity::LONG_ABOUT)]
+    #[command(long_about = parity::LONG_ABOUT, after_help = "Example (from the repository's root): trm parity tests/fixtures/hrm-small")]
     Parity(parity::ParityArgs),
 }
 

@@ -210,6 +210,13 @@ fn check_csr(path: &Path, idx: &[i32], count: usize, total: usize) -> Result<()>
 
 /// Reads `DIR/<split>` or fails with a message naming the folder.
 pub fn read_dataset_split(dir: &Path, split: &str) -> Result<Split> {
+    if !dir.exists() {
+        bail!(
+            "{}: no such data set folder (`trm data generate --out {}` makes a Sudoku one; `trm data sudoku|maze|arc` builds the real ones)",
+            dir.display(),
+            dir.display()
+        );
+    }
     let p = dir.join(split);
     read_split(&p).with_context(|| format!("cannot load the {split} split of data set {}", dir.display()))
 }

@@ -183,7 +183,33 @@ struct Checker<'a> {
     gains: (f64, f64),
 }
 
+/// |a - b|, where a NaN or an infinity on one side only is an infinite error (and the same
+/// non-finite value on both sides, at the same place, none): a NaN never hides in a maximum.
+fn diff(a: f64, b: f64) -> f64 {
+    if a == b || (a.is_nan() && b.is_nan()) {
+        0.0
+    } else if !a.is_finite() || !b.is_finite() {
+        f64::INFINITY
+    } else {
+        (a - b).abs()
+    }
+}
+
 impl Checker<'_> {
+    /// Fails `key` when trm's tensor has another shape than the expected one (the values alone
+    /// would pass a transposed tensor of the same size).
+    fn shape(&mut self, key: &str, got: &[usize]) {
+        let Some(e) = self.expected.get(key) else { return };
+        let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+        if squeeze(&e.shape) != squeeze(got) {
+            self.results.push(Check {
+                name: format!("{key} (shape {:?}, expected {:?})", got, e.shape),
+                error: f64::INFINITY,
+                tolerance: 0.0,
+                mode: "shape",
+            });
+        }
+    }
     /// Relative-to-max comparison (forward tensors, gradients).
     fn rel(&mut self, key: &str, got: &[f64], tol: f64) {
         let Some(e) = self.expected.get(key) else { return };
@@ -191,7 +217,7 @@ impl Checker<'_> {
         let err = if got.len() != e.values.len() {
             f64::INFINITY
         } else {
-            got.iter().zip(&e.values).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max) / scale
+            got.iter().zip(&e.values).map(|(&a, &b)| diff(a, b)).fold(0.0, f64::max) / scale
         };
         self.results.push(Check { name: key.into(), error: err, tolerance: tol, mode: "rel-to-max" });
     }
@@ -200,7 +226,7 @@ impl Checker<'_> {
         let err = if got.len() != e.values.len() {
             f64::INFINITY
         } else {
-            got.iter().zip(&e.values).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max)
+            got.iter().zip(&e.values).map(|(&a, &b)| diff(a, b)).fold(0.0, f64::max)
         };
         self.results.push(Check { name: key.into(), error: err, tolerance: tol, mode: "absolute" });
     }
@@ -209,7 +235,7 @@ impl Checker<'_> {
         let wrong = if got.len() != e.values.len() {
             got.len().max(e.values.len())
         } else {
-            got.iter().zip(&e.values).filter(|(a, b)| a != b).count()
+            got.iter().zip(&e.values).filter(|&(&a, &b)| diff(a, b) != 0.0).count()
         };
         self.results.push(Check { name: key.into(), error: wrong as f64, tolerance: 0.0, mode: "exact (mismatches)" });
     }
@@ -293,11 +319,15 @@ fn check_step<B: Backend, C: Backend>(
     let tol = |w: &str| c.head_tol(prefix, mode, w, k);
     let (tl, tq, tc) = (tol("logits"), tol("q_halt_logits"), tol("q_continue_logits"));
     c.rel(&format!("{prefix}.logits"), &f64s(&to_host_f32(&out.logits)), tl);
+    c.shape(&format!("{prefix}.logits"), &out.logits.dims());
     c.rel(&format!("{prefix}.q_halt_logits"), &f64s(&to_host_f32(&out.q_halt)), tq);
+    c.shape(&format!("{prefix}.q_halt_logits"), &out.q_halt.dims());
     c.rel(&format!("{prefix}.q_continue_logits"), &f64s(&to_host_f32(&out.q_continue)), tc);
+    c.shape(&format!("{prefix}.q_continue_logits"), &out.q_continue.dims());
     for (spec, state) in sched.states.iter().zip(&out.states) {
         let t = c.fwd_tol(mode, &spec.key, k);
         c.rel(&format!("{prefix}.{}", spec.key), &f64s(&to_host_f32(state)), t);
+        c.shape(&format!("{prefix}.{}", spec.key), &state.dims());
     }
     if let Some(target) = &loss.q_continue_target {
         let t = c.fwd_tol(mode, "target_q_continue", k);
@@ -365,27 +395,27 @@ pub fn run_with_progress<AD: AutodiffBackend>(dir: &Path, device: &AD::Device, p
         missing.len(),
         missing[0]
     );
-    // Every tensor that is there has the size of what it is compared with.
+    // Every tensor that is there has the shape of what it is compared with (not only its size:
+    // a transposed tensor has the same number of values).
     let (n, sl) = (batch.batch_size, cfg.seq_len);
-    let mut sizes: Vec<(String, usize)> = vec![];
+    let mut shapes: Vec<(String, Vec<usize>)> = vec![];
     for n_ in &params {
-        let len: usize = n_.shape.iter().product();
         for k in ["grad", "after_step", "ema"] {
-            sizes.push((format!("{k}.model.inner.{}", n_.name), len));
+            shapes.push((format!("{k}.model.inner.{}", n_.name), n_.shape.clone()));
         }
     }
-    sizes.push(("grad.model.inner.puzzle_emb.local_weights".into(), n * cfg.arch.puzzle_emb_ndim));
+    shapes.push(("grad.model.inner.puzzle_emb.local_weights".into(), vec![n, cfg.arch.puzzle_emb_ndim]));
     if let Some(t) = &table {
-        sizes.push(("after_step.model.inner.puzzle_emb.weights".into(), t.dims().iter().product()));
+        shapes.push(("after_step.model.inner.puzzle_emb.weights".into(), t.dims().to_vec()));
     }
     for k in expected.keys().filter(|k| k.ends_with(".logits")) {
-        sizes.push((k.clone(), n * sl * cfg.vocab_size));
+        shapes.push((k.clone(), vec![n, sl, cfg.vocab_size]));
     }
-    for (key, len) in sizes {
+    for (key, shape) in shapes {
         if let Some(t) = expected.get(&key) {
             anyhow::ensure!(
-                t.values.len() == len,
-                "{}: `{key}` has shape {:?} ({} values), but what it is compared with has {len}",
+                t.shape == shape,
+                "{}: `{key}` has shape {:?} ({} values), but what it is compared with has shape {shape:?}",
                 dir.join("expected.safetensors").display(),
                 t.shape,
                 t.values.len()

@@ -188,8 +188,15 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
         verify_noisy(path).map_err(|e| anyhow!("{e:#}{}", intact_hint(run_of(path), path)))?;
         return Ok(path.to_path_buf());
     }
+    if !path.exists() {
+        bail!(
+            "{}: no such run or checkpoint folder (`trm train --out {}` makes one; `trm demo` makes runs/demo/run)",
+            path.display(),
+            path.display()
+        );
+    }
     if !path.join("checkpoints").is_dir() {
-        bail!("{} is neither a checkpoint nor a run folder with checkpoints", path.display());
+        bail!("{} is neither a checkpoint nor a run folder with checkpoints (`trm train --out DIR` makes one)", path.display());
     }
     match latest_of(path) {
         Ok(dir) => {

@@ -64,6 +64,14 @@ pub struct TrainSummary {
     pub checkpoint: Option<PathBuf>,
 }
 
+/// A line above the progress bar, or on stderr when there is no terminal for the bar.
+fn say(pb: &ProgressBar, line: String) {
+    if pb.is_hidden() { eprintln!("{line}") } else { pb.println(line) }
+}
+
+/// Steps timed before the trainer prints its estimate of the time left.
+const ESTIMATE_AFTER: u64 = 20;
+
 /// Runs (or resumes) a training job in this process alone.
 pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result<TrainSummary> {
     train_with::<AD>(job, device, &mut Single)
@@ -155,13 +163,16 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
         kind: cfg.optimizer,
     };
     let pb = if job.quiet || !lead { ProgressBar::hidden() } else { ProgressBar::new(stop_at) };
-    pb.set_style(ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}").unwrap().progress_chars("=> "));
+    pb.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps, eta {eta} {msg}").unwrap().progress_chars("=> "),
+    );
     pb.set_position(st.step);
     let mut evals = Vec::new();
     let mut last_train = Metrics::default();
     let mut last_ckpt = None;
     let mut interrupted = false;
     let (mut window_rows, mut window_t) = (0usize, Instant::now());
+    let (first_step, t_first) = (st.step, Instant::now());
 
     'outer: for iteration in st.position.iteration..iterations {
         let start = if iteration == st.position.iteration { st.position } else { Position { iteration, batch: 0 } };
@@ -240,6 +251,29 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
                 log.log(st.step, "train", &vals)?;
             }
             pb.set_position(st.step);
+            if st.step == first_step + ESTIMATE_AFTER && stop_at > st.step && !job.quiet && lead {
+                // One line early on: what this machine takes per step, and for the rest.
+                let per = t_first.elapsed().as_secs_f64() / ESTIMATE_AFTER as f64;
+                say(
+                    &pb,
+                    format!(
+                        "about {per:.2} s per step on this machine: about {:.1} minutes for the {} steps left",
+                        per * (stop_at - st.step) as f64 / 60.0,
+                        stop_at - st.step
+                    ),
+                );
+            }
+            if pb.is_hidden() && !job.quiet && lead && stop_at >= 10 && st.step % (stop_at / 10) == 0 {
+                // No terminal for the bar (a log file, CI): a line every tenth of the run.
+                let per = t_first.elapsed().as_secs_f64() / (st.step - first_step).max(1) as f64;
+                eprintln!(
+                    "step {}/{stop_at}: {per:.2} s per step, about {:.1} minutes left; lm_loss {:.4}, exact accuracy {:.3}",
+                    st.step,
+                    per * (stop_at - st.step) as f64 / 60.0,
+                    vals[0].1,
+                    vals[3].1
+                );
+            }
             if st.step % 10 == 0 || st.step == 1 {
                 let rate = window_rows as f64 / window_t.elapsed().as_secs_f64().max(1e-9);
                 pb.set_message(format!("loss {:.4} acc {:.3} exact {:.3} | {:.0} ex/s", vals[0].1, vals[2].1, vals[3].1, rate));
