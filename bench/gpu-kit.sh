@@ -49,7 +49,7 @@ TMPD=$(mktemp -d); trap 'rm -rf "$TMPD"' EXIT
 "$BIN" data sudoku --train "$KIT/data/train.csv" --test "$KIT/data/test_hard.csv.gz" --out "$TMPD/data" \
   --subsample 1000 --num-aug 8 --test-subsample 512 >/dev/null
 "$BIN" train --device cpu --data "$TMPD/data" --out "$TMPD/run" --quiet --config sudoku-tiny max_steps="$CURVE_STEPS" \
-  eval_interval=1000 eval_max_examples="$([ "$CURVE_STEPS" -le 20 ] && echo 64 || echo 512)" checkpoint_every_eval=False >/dev/null
+  eval_interval=16 eval_max_examples="$([ "$CURVE_STEPS" -le 20 ] && echo 64 || echo 512)" checkpoint_every_eval=False >/dev/null
 cp "$TMPD/run/metrics.jsonl" "$KIT/cpu-curve.jsonl"
 # The reference's two small dependencies, for a machine without a package index.
 if [ -n "${WHEELS:-}" ]; then cp -r "$WHEELS" "$KIT/wheels"; fi
