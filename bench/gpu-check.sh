@@ -207,7 +207,6 @@ cpu = {r["step"]: r for r in rows(cpu_path) if r.get("split") == "train"}
 out = {"exit_code": rc, "steps": dev[-1]["step"] if dev else 0}
 if dev:
     out["first_lm_loss"], out["last_lm_loss"] = dev[0]["lm_loss"], dev[-1]["lm_loss"]
-    out["steps_per_s"] = dev[-1]["step"] / max(dev[-1].get("elapsed_s", 0) or 1e-9, 1e-9) if dev[-1].get("elapsed_s") else None
 pairs = [(r["lm_loss"], cpu[r["step"]]["lm_loss"]) for r in dev if r["step"] in cpu]
 if pairs:
     diffs = [abs(a - b) for a, b in pairs]

@@ -204,14 +204,14 @@ macro_rules! with_backend {
             }
             #[cfg(feature = "libtorch")]
             __Spec::TorchCpu => {
-                $crate::backend::torch::check_runtime(false)?;
+                $crate::backend::torch::check_runtime()?;
                 type $B = $crate::backend::Torch;
                 let $device = burn::backend::libtorch::LibTorchDevice::Cpu;
                 $body
             }
             #[cfg(feature = "libtorch")]
             __Spec::Cuda(n) => {
-                $crate::backend::torch::check_runtime(true)?;
+                $crate::backend::torch::check_runtime()?;
                 $crate::backend::torch::check_cuda(n)?;
                 type $B = $crate::backend::Torch;
                 let $device = burn::backend::libtorch::LibTorchDevice::Cuda(n);

@@ -42,7 +42,7 @@ fn minor(v: &str) -> &str {
 }
 
 /// Checks the loaded libtorch once per process: its version against the build's.
-pub fn check_runtime(_cuda: bool) -> Result<()> {
+pub fn check_runtime() -> Result<()> {
     static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
     let r = CHECKED.get_or_init(|| {
         let Some(lib) = loaded_lib_dir() else { return Ok(()) };
@@ -109,6 +109,6 @@ mod tests {
         let _ = tch::Cuda::device_count();
         let lib = super::loaded_lib_dir().expect("libtorch_cpu.so is mapped");
         assert_eq!(super::version_of(&lib).as_deref(), Some(super::BUILT_VERSION));
-        super::check_runtime(false).unwrap();
+        super::check_runtime().unwrap();
     }
 }
