@@ -285,3 +285,139 @@ fn fuzz_toml_configs_and_overrides() {
         let _ = trm::train::config::resume_config(&base, &ov);
     });
 }
+
+/// Peak resident memory of this test process so far, in MB (Linux; 0 elsewhere).
+fn peak_mb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map_or(0, |kb| kb / 1024)
+}
+
+/// The memory cap of the parser targets: what the whole test process may have reached.
+const PEAK_CAP_MB: u64 = 1024;
+
+/// Pickle opcodes (ASCII ones; the others come from byte edits): memo puts and gets, containers,
+/// marks, calls, persistent ids.
+const PICKLE_TOKENS: &[&str] = &[
+    "q\0",
+    "q\u{1}",
+    "h\0",
+    "h\u{1}",
+    "j\0\0\0\0",
+    "r\0\0\0\0",
+    "]",
+    ")",
+    "}",
+    "(",
+    "t",
+    "l",
+    "d",
+    "a",
+    "e",
+    "s",
+    "u",
+    "R",
+    "Q",
+    "N",
+    ".",
+    "K\u{5}",
+    "ctorch._utils\n_rebuild_tensor_v2\n",
+    "ctorch\nFloatStorage\n",
+    "ccollections\nOrderedDict\n",
+    "X\u{1}\0\0\0w",
+    "X\u{7}\0\0\0storage",
+];
+
+/// A torch.save zip around `pkl` (stored entries, as torch writes them), plus the storages of
+/// `like` so that tensors the pickle names can be found.
+fn torch_zip_with(pkl: &[u8], like: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    z.start_file("plain/data.pkl", opts).unwrap();
+    std::io::Write::write_all(&mut z, pkl).unwrap();
+    for (name, bytes) in like.iter().filter(|(n, _)| !n.ends_with("data.pkl")) {
+        z.start_file(name.as_str(), opts).unwrap();
+        std::io::Write::write_all(&mut z, bytes).unwrap();
+    }
+    z.finish().unwrap().into_inner()
+}
+
+#[test]
+fn fuzz_torch_save_files() {
+    use std::io::Read;
+    let seed_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch/plain.pt");
+    let seed = std::fs::read(&seed_file).unwrap();
+    let mut zin = zip::ZipArchive::new(std::io::Cursor::new(&seed)).unwrap();
+    let entries: Vec<(String, Vec<u8>)> = (0..zin.len())
+        .map(|i| {
+            let mut f = zin.by_index(i).unwrap();
+            let mut b = vec![];
+            f.read_to_end(&mut b).unwrap();
+            (f.name().to_string(), b)
+        })
+        .collect();
+    let pkl = entries.iter().find(|(n, _)| n.ends_with("data.pkl")).unwrap().1.clone();
+    let scratch = tempfile::tempdir().unwrap();
+    // The pickle, where the reader works hardest, inside an intact zip.
+    fuzz("torch pickle", &pkl, PICKLE_TOKENS, |b| {
+        let f = in_file(scratch.path(), "p.pt", &torch_zip_with(b, &entries));
+        let _ = trm::util::torch_zip::read(&f, "");
+        let _ = trm::train::checkpoint::read_weights(&f);
+    });
+    // The whole file: zip headers, directory, storages.
+    fuzz("torch zip", &seed, PICKLE_TOKENS, |b| {
+        let f = in_file(scratch.path(), "z.pt", b);
+        let _ = trm::train::checkpoint::read_weights(&f);
+    });
+    let peak = peak_mb();
+    eprintln!("fuzz torch: peak memory of the test process {peak} MB");
+    assert!(peak < PEAK_CAP_MB, "peak memory {peak} MB");
+}
+
+const YAML_TOKENS: &[&str] = &[
+    ":",
+    ": ",
+    "\n",
+    "  ",
+    "    ",
+    "- ",
+    "-",
+    "'",
+    "\"",
+    "''",
+    "null",
+    "~",
+    "[]",
+    "{}",
+    "[1]",
+    "&a",
+    "*a",
+    "|",
+    ">",
+    "!!",
+    "#",
+    "arch",
+    "name",
+    "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",
+    "H_cycles",
+    "L_cycles",
+    "hidden_size",
+    "1e999",
+    "-1",
+    "\\u0000",
+];
+
+#[test]
+fn fuzz_all_config_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = trm::infer::bundled::CONFIG.as_bytes();
+    fuzz("all_config.yaml", seed, YAML_TOKENS, |b| {
+        let f = in_file(dir.path(), "all_config.yaml", b);
+        let _ = trm::train::hydra_config::overrides_from_file(&f);
+        let _ = trm::train::hydra_config::resolve_for_weights(&dir.path().join("model.safetensors"), None, &[]);
+    });
+    let peak = peak_mb();
+    eprintln!("fuzz yaml: peak memory of the test process {peak} MB");
+    assert!(peak < PEAK_CAP_MB, "peak memory {peak} MB");
+}

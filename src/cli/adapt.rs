@@ -4,6 +4,7 @@ use crate::backend::{DeviceSpec, set_threads};
 use crate::data::arc_task::{Task, task_from_json};
 use crate::train::adapt::{AdaptJob, AdaptResult, adapt};
 use anyhow::{Context, Result, anyhow};
+use clap::builder::TypedValueParser as _;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -34,13 +35,13 @@ pub struct AdaptArgs {
     #[arg(long, default_value_t = 100)]
     pub num_aug: usize,
     /// Optimiser steps
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=super::limits::MAX_ADAPT_STEPS))]
     pub steps: u64,
     /// Tune all weights, not only the new tasks' puzzle embeddings
     #[arg(long)]
     pub all_weights: bool,
     /// Rows per batch [default: min(checkpoint's, 64)]
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=super::limits::MAX_BATCH).map(|v| v as usize))]
     pub batch: Option<usize>,
     /// Reference-style overrides, e.g. --set puzzle_emb_lr=0.05
     #[arg(long = "set", value_name = "KEY=VALUE")]

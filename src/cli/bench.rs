@@ -4,6 +4,7 @@ use crate::backend::{DeviceSpec, set_threads};
 use crate::bench;
 use crate::model::config::ForwardDtype;
 use anyhow::Result;
+use clap::builder::TypedValueParser as _;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -15,7 +16,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "trm")]
     pub arch: String,
     /// Rows per step
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=super::limits::MAX_BATCH).map(|v| v as usize))]
     pub batch: usize,
     /// cpu, torch-cpu, cuda[:N] (libtorch), cubecl[:N] or cubecl-unfused[:N] (burn's CUDA backend)
     #[arg(long, default_value = "cpu")]

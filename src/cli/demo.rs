@@ -93,6 +93,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         set: vec![],
         json: false,
         submission: None,
+        force: false,
         device: crate::backend::DeviceSpec::Cpu,
         threads: None,
         views: None,

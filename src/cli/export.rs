@@ -1,12 +1,16 @@
 //! `trm export`: a trained model in another program's format. `--format torch` writes the
 //! reference's own checkpoint format (torch.save of the state dict under `model.inner.*`), which
 //! its evaluation code loads with `model.load_state_dict(torch.load(path))`, and the run's
-//! configuration beside it as the reference's `all_config.yaml` (unless that file exists), which
-//! `trm eval`/`solve` read back when given the bare file without `--config`.
+//! configuration beside it as the reference's `all_config.yaml`, which `trm eval`/`solve` read
+//! back when given the bare file without `--config`. The `all_config.yaml` beside the weights
+//! always describes them: an identical one is kept, another one is replaced only with `--force`.
+//! Neither file may be one of the checkpoint's own files, a folder, pipe or device; an existing
+//! file is replaced only with `--force`.
 
 use crate::train::checkpoint;
+use crate::util::fs::{Protected, check_output};
 use anyhow::{Result, bail};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
@@ -19,6 +23,9 @@ pub struct ExportArgs {
     /// Output file (the reference names its checkpoints step_N)
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace an existing output file (and an all_config.yaml beside it that describes another model)
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(a: ExportArgs) -> Result<()> {
@@ -29,7 +36,20 @@ pub fn run(a: ExportArgs) -> Result<()> {
         );
     }
     let ckpt = checkpoint::resolve(&a.checkpoint)?;
+    let protected = [
+        Protected { path: &a.checkpoint, what: "the run being exported" },
+        Protected { path: &ckpt, what: "the checkpoint being exported" },
+    ];
+    check_output(&a.out, "--out", &protected, a.force)?;
+    let yaml_path = a.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("all_config.yaml");
     let state = checkpoint::read_state_json(&ckpt)?;
+    let yaml = crate::train::hydra_config::to_yaml(&state.config)?;
+    let same_yaml = std::fs::read(&yaml_path).is_ok_and(|old| old == yaml.as_bytes());
+    if !same_yaml {
+        check_output(&yaml_path, "all_config.yaml beside --out", &protected, a.force).map_err(|e| {
+            e.context("the weights' configuration goes there, and a config that describes other weights would make a later solve run them wrongly")
+        })?;
+    }
     let model = state.model;
     // Every tensor the model has, verified and finite, in the reference's names (EMA weights when
     // the run kept an EMA: they are what model.safetensors holds and what evaluation uses).
@@ -40,17 +60,9 @@ pub fn run(a: ExportArgs) -> Result<()> {
         tensors.push((format!("{}puzzle_emb.weights", checkpoint::PREFIX), t.dims().to_vec(), checkpoint::host(t)));
     }
     crate::util::torch_zip_write::write(&a.out, &tensors)?;
-    let yaml_path = a.out.parent().unwrap_or(std::path::Path::new(".")).join("all_config.yaml");
-    let yaml = crate::train::hydra_config::to_yaml(&state.config)?;
-    match std::fs::read_to_string(&yaml_path) {
-        Ok(old) if old != yaml => {
-            eprintln!("note: {} exists and differs from this run's configuration: left as it is", yaml_path.display())
-        }
-        Ok(_) => {}
-        Err(_) => {
-            crate::util::fs::write_atomic(&yaml_path, yaml.as_bytes())?;
-            println!("wrote {} (the run's configuration, as the reference writes it)", yaml_path.display());
-        }
+    if !same_yaml {
+        crate::util::fs::write_atomic(&yaml_path, yaml.as_bytes())?;
+        println!("wrote {} (the run's configuration, as the reference writes it)", yaml_path.display());
     }
     println!(
         "wrote {} ({} tensors, float32, keys {}*): load it with model.load_state_dict(torch.load(path)) in the reference's code",

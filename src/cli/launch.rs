@@ -12,8 +12,8 @@ use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct LaunchArgs {
-    /// Ranks to start on this machine (one per GPU)
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
+    /// Ranks to start on this machine (one per GPU; at most 256)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256).map(|v| v as usize))]
     pub nproc: usize,
     /// Port rank 0 hands out the NCCL id on [default: a free port]
     #[arg(long)]
@@ -93,6 +93,12 @@ pub fn run(a: LaunchArgs) -> Result<()> {
         None => free_port()?,
     };
     let link = nccl_link_dir()?;
+    // The launch's shared secret: only its own ranks get the NCCL id from rank 0.
+    let token: String = {
+        use rand::Rng;
+        let mut r = rand::rng();
+        (0..32).map(|_| format!("{:x}", r.random_range(0..16u8))).collect()
+    };
     let mut children = Vec::new();
     for rank in 0..a.nproc {
         let mut c = Command::new(&exe);
@@ -105,7 +111,8 @@ pub fn run(a: LaunchArgs) -> Result<()> {
             .env("WORLD_SIZE", a.nproc.to_string())
             .env("LOCAL_RANK", rank.to_string())
             .env("MASTER_ADDR", "127.0.0.1")
-            .env("MASTER_PORT", port.to_string());
+            .env("MASTER_PORT", port.to_string())
+            .env("TRM_RENDEZVOUS_TOKEN", &token);
         if let Some(dir) = &link {
             let old = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
             c.env("LD_LIBRARY_PATH", if old.is_empty() { dir.display().to_string() } else { format!("{}:{old}", dir.display()) });

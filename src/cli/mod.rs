@@ -16,6 +16,21 @@ pub mod train;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+/// Upper limits of the flags that size work, far above any real use and below what exhausts a
+/// machine (docs/reliability.md): a value past them is refused by the parser, with the range.
+pub mod limits {
+    /// --views: test-time views solved side by side (the benchmarks use up to 32).
+    pub const MAX_VIEWS: u64 = 256;
+    /// --steps / --view-steps: supervision steps at test time (the models use 16).
+    pub const MAX_STEPS: u64 = 1024;
+    /// --batch: rows per batch at evaluation.
+    pub const MAX_BATCH: u64 = 65_536;
+    /// trm adapt --steps: optimiser steps of test-time training.
+    pub const MAX_ADAPT_STEPS: u64 = 1_000_000;
+    /// trm report --puzzles: puzzles drawn step by step.
+    pub const MAX_PUZZLES: u64 = 100;
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "trm",

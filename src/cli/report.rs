@@ -10,17 +10,21 @@ pub struct ReportArgs {
     /// Run folder (metrics.jsonl, checkpoints/)
     #[arg(long)]
     pub run: PathBuf,
-    /// HTML file to write; the PNG charts go beside it with the extension .png
+    /// HTML file to write; the PNG charts go beside it with the extension .png. Never one of the
+    /// run's or the data's files; an existing file is replaced only with --force
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace an existing --out file (and its .png)
+    #[arg(long)]
+    pub force: bool,
     /// Data set whose test puzzles are drawn [default: the data the run was trained on]
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Test puzzles to solve and draw step by step
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=super::limits::MAX_PUZZLES).map(|v| v as usize))]
     pub puzzles: usize,
     /// Supervision steps per puzzle [default: the model's halt_max_steps]
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=super::limits::MAX_STEPS).map(|v| v as usize))]
     pub steps: Option<usize>,
     /// Do not write the PNG charts
     #[arg(long)]
@@ -31,6 +35,15 @@ pub struct ReportArgs {
 
 pub fn run(a: ReportArgs) -> Result<()> {
     crate::backend::set_threads(a.threads);
+    let data = a.data.clone().unwrap_or_default();
+    let protected = [
+        crate::util::fs::Protected { path: &a.run, what: "the run being reported" },
+        crate::util::fs::Protected { path: &data, what: "the data set" },
+    ];
+    crate::util::fs::check_output(&a.out, "--out", &protected, a.force)?;
+    if !a.no_png {
+        crate::util::fs::check_output(&a.out.with_extension("png"), "--out (its .png)", &protected, a.force)?;
+    }
     let o = ReportOptions { run: a.run, out: a.out, data: a.data, puzzles: a.puzzles, steps: a.steps, png: !a.no_png };
     let n = write_report(&o)?;
     println!(

@@ -5,7 +5,7 @@ use crate::data::{maze, sudoku_solver};
 use crate::infer::solve::{StepTrace, solve_tokens};
 use crate::model::weights::Weights;
 use crate::train::checkpoint;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::builder::TypedValueParser as _;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -42,7 +42,7 @@ pub struct SolveArgs {
     #[arg(long)]
     pub identifiers: Option<PathBuf>,
     /// Supervision steps [default: the model's halt_max_steps]; more = test-time recursion
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=super::limits::MAX_STEPS).map(|v| v as usize))]
     pub steps: Option<usize>,
     /// Stop as soon as the model's halting head says the answer is done
     #[arg(long)]
@@ -56,7 +56,7 @@ pub struct SolveArgs {
     /// rules and the givens; maze: a shortest S-G path; never a solution), and stop at the first
     /// step where one checks; else the views' majority [default: 1; with the bundled model and
     /// neither --views nor --steps given: 16 views, up to 16 steps]
-    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=super::limits::MAX_VIEWS).map(|v| v as usize))]
     pub views: Option<usize>,
     /// Seed of the views' random transforms (with --views) [default: 0]
     #[arg(long)]
@@ -100,7 +100,8 @@ pub fn sudoku_tokens(text: &str) -> Result<(sudoku_solver::Grid, Vec<u8>)> {
 
 /// Reads a maze text file into model tokens.
 pub fn maze_tokens(path: &std::path::Path) -> Result<(usize, Vec<u8>)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // A maze of 30 x 30 is under 1 KB; /dev/zero or a large file is refused before it is read.
+    let text = crate::util::fs::read_text_capped(path, 64 << 10, "a maze text")?;
     let rows: Vec<&str> = text.lines().map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()).collect();
     if let Some((i, r)) = rows.iter().enumerate().find(|(_, r)| r.len() != rows.len()) {
         bail!("{}: line {} has {} characters; a maze of {} rows must be {} wide", path.display(), i + 1, r.len(), rows.len(), rows.len());
@@ -137,7 +138,7 @@ fn print_sudoku(question: &sudoku_solver::Grid, answer: &str) {
 /// The model of a bare weights file: the configuration given, the puzzle's sequence and
 /// vocabulary, and as many identifiers as the file's puzzle table has rows.
 fn bare_model(file: &std::path::Path, a: &SolveArgs, seq_len: usize, vocab_size: usize) -> Result<crate::model::config::ModelConfig> {
-    let cfg = crate::train::config::resolve_for_weights(file, a.config.as_deref(), &a.set)?;
+    let cfg = crate::train::hydra_config::resolve_for_weights(file, a.config.as_deref(), &a.set)?;
     let (_, w) = checkpoint::read_weights(file)?;
     let ids = w.get("puzzle_emb.weights").map_or(1, |t| t.shape.first().copied().unwrap_or(1));
     let m = crate::model::config::ModelConfig { arch: cfg.arch, seq_len, vocab_size, num_puzzle_identifiers: ids };
@@ -146,6 +147,8 @@ fn bare_model(file: &std::path::Path, a: &SolveArgs, seq_len: usize, vocab_size:
 }
 
 pub fn run(mut a: SolveArgs) -> Result<()> {
+    // The bundled model's private folder, kept until the command ends.
+    let mut _bundled = None;
     let spec = match &a.checkpoint {
         Some(c) => c.clone(),
         None => {
@@ -160,7 +163,10 @@ pub fn run(mut a: SolveArgs) -> Result<()> {
             if !a.json {
                 println!("(the Sudoku model bundled in trm, models/sudoku/; --checkpoint picks another)");
             }
-            crate::infer::bundled::sudoku_model_file()?
+            let files = crate::infer::bundled::sudoku_model_file()?;
+            let weights = files.weights.clone();
+            _bundled = Some(files);
+            weights
         }
     };
     let bare = checkpoint::is_weights_file(&spec);

@@ -8,6 +8,7 @@ use crate::model::weights::Weights;
 use crate::train::checkpoint;
 use crate::train::config;
 use crate::train::trainer::{self, TrainJob};
+use crate::util::fs::{Protected, check_output};
 use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
 use burn::prelude::*;
@@ -133,7 +134,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub data: PathBuf,
     /// Supervision steps to run [default: the model's halt_max_steps]; more = test-time recursion
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=super::limits::MAX_STEPS).map(|v| v as usize))]
     pub steps: Option<usize>,
     /// Evaluate at most N test examples (the first N)
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
@@ -141,16 +142,16 @@ pub struct EvalArgs {
     /// Also report test-time-scaled accuracy (Sudoku and maze data): K validity-preserving views
     /// per puzzle, answers checked against the rules and the givens (never the labels), stopping
     /// at the first step an answer checks; as `trm solve --views`
-    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=super::limits::MAX_VIEWS).map(|v| v as usize))]
     pub views: Option<usize>,
     /// With --views: the most supervision steps per puzzle [default: --steps]
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=super::limits::MAX_STEPS).map(|v| v as usize))]
     pub view_steps: Option<usize>,
     /// With --views: the seed of the Sudoku views' transforms [default: 0]
     #[arg(long)]
     pub seed: Option<u64>,
     /// Rows per batch
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=super::limits::MAX_BATCH).map(|v| v as usize))]
     pub batch: usize,
     /// Configuration for a bare weights file (preset or TOML), plus overrides with --set: a
     /// .safetensors, or the reference's torch.save checkpoint (FILE#key picks a nested state dict)
@@ -163,9 +164,12 @@ pub struct EvalArgs {
     #[arg(long)]
     pub json: bool,
     /// ARC data: where to write the Kaggle submission (two attempts per test input)
-    /// [default: submission.json in the run folder, or beside a bare .safetensors]
+    /// [default: submission.json in the run folder, or beside a bare .safetensors; replaced there]
     #[arg(long)]
     pub submission: Option<PathBuf>,
+    /// Replace an existing file named by --submission
+    #[arg(long)]
+    pub force: bool,
     /// cpu, torch-cpu, cuda[:N] (libtorch), cubecl[:N] or cubecl-unfused[:N]
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
@@ -177,6 +181,8 @@ pub struct EvalArgs {
 pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<EvalResult> {
     let test = Arc::new(format::read_dataset_split(&a.data, "test")?);
     let test_for_views = a.views.map(|_| test.clone());
+    // The bundled model's private folder, kept until the command ends.
+    let mut _bundled = None;
     let spec = match &a.checkpoint {
         Some(c) => c.clone(),
         None => {
@@ -188,7 +194,10 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
             );
             anyhow::ensure!(a.config.is_none() && a.set.is_empty(), "--config/--set describe a weights file given with --checkpoint");
             eprintln!("note: no --checkpoint: evaluating the Sudoku model bundled in trm (models/sudoku/)");
-            crate::infer::bundled::sudoku_model_file()?
+            let files = crate::infer::bundled::sudoku_model_file()?;
+            let weights = files.weights.clone();
+            _bundled = Some(files);
+            weights
         }
     };
     anyhow::ensure!(
@@ -196,7 +205,7 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
         "--config/--set describe a bare weights file; a run or checkpoint folder carries its own configuration"
     );
     let (model, file) = if checkpoint::is_weights_file(&spec) {
-        let cfg = config::resolve_for_weights(&spec, a.config.as_deref(), &a.set)?;
+        let cfg = crate::train::hydra_config::resolve_for_weights(&spec, a.config.as_deref(), &a.set)?;
         (crate::train::setup::model_config(&cfg, &test)?, spec.clone())
     } else {
         let ckpt = checkpoint::resolve(&spec)?;
@@ -254,6 +263,10 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
             let dir = if checkpoint::is_weights_file(&spec) { file.parent().map(PathBuf::from).unwrap_or_default() } else { spec.clone() };
             dir.join("submission.json")
         });
+        // The default submission.json is trm's own output and is replaced; a file the user named
+        // only with --force. Never the model's or the data's files.
+        let protected = [Protected { path: &spec, what: "the model being evaluated" }, Protected { path: &a.data, what: "the data set" }];
+        check_output(&path, "--submission", &protected, a.force || a.submission.is_none())?;
         crate::util::fs::write_json(&path, &v.submission())?;
         eprintln!("wrote {} ({} tasks, two attempts per test input)", path.display(), v.tasks.len());
         r.arc = Some(v.score());
@@ -263,6 +276,12 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
 
 pub fn eval(a: EvalArgs) -> Result<()> {
     set_threads(a.threads);
+    if let Some(path) = &a.submission {
+        // Checked before the evaluation too, so a wrong path fails at once, not after it.
+        let model = a.checkpoint.clone().unwrap_or_default();
+        let protected = [Protected { path: &model, what: "the model being evaluated" }, Protected { path: &a.data, what: "the data set" }];
+        check_output(path, "--submission", &protected, a.force)?;
+    }
     let r = crate::with_backend!(a.device, B, device => eval_checkpoint::<B>(&a, &device)?);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

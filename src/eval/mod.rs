@@ -3,5 +3,6 @@
 
 pub mod arc_vote;
 pub mod evaluate;
+pub mod interval;
 pub mod parity;
 pub mod scaled;

@@ -102,7 +102,7 @@ pub fn evaluate_scaled<B: Backend>(
         max_steps,
         count,
         exact_accuracy: right as f64 / n,
-        exact_accuracy_ci95: super::evaluate::wilson95(right as f64, n),
+        exact_accuracy_ci95: super::interval::wilson95(right as f64, n),
         checked,
         mean_steps: steps as f64 / n,
         mean_view_steps: view_steps as f64 / n,

@@ -3,9 +3,9 @@
 
 use super::config::{ModelConfig, PosEncoding};
 use super::precision::{in_f32, to_dtype};
+pub use super::rope::Rope;
 use super::weights::{Block, Linear, Mixer};
 use burn::prelude::*;
-use burn::tensor::TensorData;
 use burn::tensor::activation::{silu, softmax};
 
 /// `x W^T (+ b)` over the last axis of a `[B, T, in]` tensor.
@@ -33,83 +33,6 @@ pub fn rms_norm<B: Backend>(x: Tensor<B, 3>, axis: usize, eps: f64) -> Tensor<B,
         let ms = x.clone().powi_scalar(2).mean_dim(axis);
         x * (ms + eps).sqrt().recip()
     })
-}
-
-/// RoPE tables `[T, head_dim]`: `cos/sin(t * inv_freq)` with the frequencies repeated twice
-/// (half-split convention), computed in float32 as the reference does.
-#[derive(Debug, Clone)]
-pub struct Rope<B: Backend> {
-    pub cos: Tensor<B, 2>,
-    pub sin: Tensor<B, 2>,
-    /// The same tables repeated for every head and flattened, `[1, T * H * d]`: multiplying a
-    /// `[B, T*H*d]` view broadcasts over the leading axis only, which burn-flex does with a fast
-    /// row loop (broadcasting `[1, T, 1, d]` over `[B, T, H, d]` took a per-element strided path:
-    /// 20% of a CPU forward pass).
-    cos_heads: Tensor<B, 2>,
-    sin_heads: Tensor<B, 2>,
-    /// `[d, d]` signed permutation: `x R = rotate_half(x)`.
-    pub rotate: Tensor<B, 2>,
-}
-
-impl<B: Backend> Rope<B> {
-    pub fn new(cfg: &ModelConfig, device: &B::Device) -> Self {
-        let (t, d) = (cfg.total_len(), cfg.head_dim());
-        let base = cfg.arch.rope_theta as f32;
-        let inv: Vec<f32> = (0..d / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32)).collect();
-        let (mut cos, mut sin) = (Vec::with_capacity(t * d), Vec::with_capacity(t * d));
-        for p in 0..t {
-            for k in 0..d {
-                let f = p as f32 * inv[k % (d / 2)];
-                cos.push(f.cos());
-                sin.push(f.sin());
-            }
-        }
-        let heads = cfg.arch.num_heads.max(1);
-        let repeat = |table: &[f32]| -> Vec<f32> {
-            let mut v = Vec::with_capacity(t * heads * d);
-            for row in table.chunks(d) {
-                for _ in 0..heads {
-                    v.extend_from_slice(row);
-                }
-            }
-            v
-        };
-        let (cos_heads, sin_heads) = (repeat(&cos), repeat(&sin));
-        let half = d / 2;
-        let mut rot = vec![0f32; d * d];
-        for i in 0..half {
-            rot[(i + half) * d + i] = -1.0; // out_i = -x_{i+d/2}
-            rot[i * d + i + half] = 1.0; // out_{i+d/2} = x_i
-        }
-        Rope {
-            cos: Tensor::from_data(TensorData::new(cos, [t, d]), device),
-            sin: Tensor::from_data(TensorData::new(sin, [t, d]), device),
-            cos_heads: Tensor::from_data(TensorData::new(cos_heads, [1, t * heads * d]), device),
-            sin_heads: Tensor::from_data(TensorData::new(sin_heads, [1, t * heads * d]), device),
-            rotate: Tensor::from_data(TensorData::new(rot, [d, d]), device),
-        }
-    }
-
-    /// Rotates `[B, T, H, d]` (heads in the third axis, so everything stays contiguous):
-    /// `x cos + rotate_half(x) sin` with `rotate_half = [-x2, x1]`, done as a product with a
-    /// fixed signed permutation so no strided half-views are materialised.
-    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        in_f32(x, |x| self.apply_f32(x))
-    }
-
-    fn apply_f32(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [b, t, h, d] = x.dims();
-        let n = t * h * d;
-        let rot = x.clone().reshape([b * t * h, d]).matmul(self.rotate.clone()).reshape([b, n]);
-        if self.cos_heads.dims()[1] != n {
-            // Called with another head count or fewer positions than the config's: broadcast the
-            // first t rows of the [T, d] tables.
-            let (cos, sin) =
-                (self.cos.clone().narrow(0, 0, t).reshape([1, t, 1, d]), self.sin.clone().narrow(0, 0, t).reshape([1, t, 1, d]));
-            return x * cos + rot.reshape([b, t, h, d]) * sin;
-        }
-        (x.reshape([b, n]) * self.cos_heads.clone() + rot * self.sin_heads.clone()).reshape([b, t, h, d])
-    }
 }
 
 /// Non-causal multi-head attention, no mask; `qkv` output columns are [q heads | k heads | v heads],

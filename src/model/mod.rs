@@ -7,5 +7,6 @@ pub mod cpu;
 pub mod forward;
 pub mod layers;
 pub mod precision;
+pub mod rope;
 pub mod schedule;
 pub mod weights;

@@ -97,6 +97,26 @@ pub fn write_model(
     write_safetensors(path, &entries, Some(meta.into_iter().collect()))
 }
 
+/// Removes what an interrupted save left in `run` (`*.tmp` folders and files: a full disk, a
+/// kill), with a note for each, so the space is free and the next save starts clean. Only called
+/// while the run's lock is held. Links are removed, never followed.
+pub fn clean_leftovers(run: &Path) -> Result<()> {
+    for dir in [run.to_path_buf(), run.join("checkpoints")] {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().is_none_or(|x| x != "tmp") {
+                continue;
+            }
+            let is_dir = p.symlink_metadata().is_ok_and(|m| m.is_dir());
+            if is_dir { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) }
+                .with_context(|| format!("cannot remove {}, left by an interrupted save; remove it by hand", p.display()))?;
+            eprintln!("note: removed {}, left by an interrupted save", p.display());
+        }
+    }
+    Ok(())
+}
+
 /// Saves a checkpoint under `run/checkpoints/`, prunes old ones, returns its folder.
 pub fn save<B: Backend>(run: &Path, st: &TrainState<B>, cfg: &TrainConfig, model: &ModelConfig) -> Result<PathBuf> {
     let root = run.join("checkpoints");

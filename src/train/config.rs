@@ -249,32 +249,10 @@ fn widen_numbers(t: &mut toml::Table, defaults: &toml::Table) {
     }
 }
 
-/// The configuration of a bare weights file: `--config` when given, else the reference's
-/// `all_config.yaml` beside the file (`hydra_config`); `set` applies on top of either.
-pub fn resolve_for_weights(file: &std::path::Path, preset: Option<&str>, set: &[String]) -> Result<TrainConfig> {
-    if let Some(p) = preset {
-        return resolve(p, set);
-    }
-    let yaml = file.parent().unwrap_or(std::path::Path::new(".")).join("all_config.yaml");
-    if !yaml.is_file() {
-        bail!(
-            "{}: a bare weights file needs its configuration: --config PRESET (or a TOML file), or the reference's all_config.yaml beside it (there is none)",
-            file.display()
-        );
-    }
-    let (mut overrides, notes) = super::hydra_config::overrides_from_file(&yaml)?;
-    eprintln!("note: configuration from {}", yaml.display());
-    for note in notes {
-        eprintln!("note: {note}");
-    }
-    overrides.extend(set.iter().cloned());
-    // Every key of the reference's config is in the file; the preset only fills trm's own.
-    resolve("arc1", &overrides).with_context(|| format!("configuration from {}", yaml.display()))
-}
-
 /// Builds the final config from a preset/file and overrides.
 pub fn resolve(preset_or_file: &str, overrides: &[String]) -> Result<TrainConfig> {
-    let mut base = super::presets::load_base(preset_or_file)?;
+    let (mut base, row) = super::presets::load_base(preset_or_file)?;
+    apply_overrides(&mut base, &row).with_context(|| format!("paper row {preset_or_file}"))?;
     for note in apply_overrides(&mut base, overrides)? {
         eprintln!("note: {note}");
     }

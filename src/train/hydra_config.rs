@@ -28,11 +28,39 @@ type Entry = (String, Option<String>);
 /// They do not describe the model or its training, and trm takes them from its own options.
 const BOOKKEEPING: [&str; 6] = ["checkpoint_path", "data_paths", "data_paths_test", "evaluators", "eval_save_outputs", "load_checkpoint"];
 
+/// Largest `all_config.yaml` read (the reference's are about 2 KB).
+pub const MAX_YAML_BYTES: u64 = 1 << 20;
+/// Deepest nesting of mappings and sequences (the reference's is 3).
+pub const MAX_YAML_DEPTH: usize = 16;
+
 /// Reads `path` into trm overrides (`key=value`) and notes on what was left out.
 pub fn overrides_from_file(path: &Path) -> Result<(Vec<String>, Vec<String>)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = crate::util::fs::read_text_capped(path, MAX_YAML_BYTES, "a config")?;
     let entries = parse(&text).with_context(|| format!("{}: not a config trm can read", path.display()))?;
     to_overrides(&entries).with_context(|| path.display().to_string())
+}
+
+/// The configuration of a bare weights file: `--config` when given, else the reference's
+/// `all_config.yaml` beside the file (`hydra_config`); `set` applies on top of either.
+pub fn resolve_for_weights(file: &std::path::Path, preset: Option<&str>, set: &[String]) -> Result<TrainConfig> {
+    if let Some(p) = preset {
+        return super::config::resolve(p, set);
+    }
+    let yaml = file.parent().unwrap_or(std::path::Path::new(".")).join("all_config.yaml");
+    if !yaml.is_file() {
+        bail!(
+            "{}: a bare weights file needs its configuration: --config PRESET (or a TOML file), or the reference's all_config.yaml beside it (there is none)",
+            file.display()
+        );
+    }
+    let (mut overrides, notes) = overrides_from_file(&yaml)?;
+    eprintln!("note: configuration from {}", yaml.display());
+    for note in notes {
+        eprintln!("note: {note}");
+    }
+    overrides.extend(set.iter().cloned());
+    // Every key of the reference's config is in the file; the preset only fills trm's own.
+    super::config::resolve("arc1", &overrides).with_context(|| format!("configuration from {}", yaml.display()))
 }
 
 fn to_overrides(entries: &[Entry]) -> Result<(Vec<String>, Vec<String>)> {
@@ -55,6 +83,23 @@ fn to_overrides(entries: &[Entry]) -> Result<(Vec<String>, Vec<String>)> {
             "arch.loss.name" => bail!("arch.loss.name `{value}`: trm implements the reference's losses@ACTLossHead only"),
             _ => out.push(format!("{key}={value}")),
         }
+    }
+    // The model's shape and recursion come from the file alone, never from a preset: every key of
+    // the architecture's reference config must be there (yaml.dump of a resolved config has them all).
+    let name = entries.iter().find(|(k, _)| k == "arch.name").and_then(|(_, v)| v.as_deref());
+    let name = name.ok_or_else(|| anyhow!("no arch.name: the file does not say which model it configures"))?;
+    let arch = Architecture::parse(&architecture(name)?).ok_or_else(|| anyhow!("arch.name `{name}`"))?;
+    let missing: Vec<String> = reference_arch_keys(arch)
+        .iter()
+        .map(|k| format!("arch.{k}"))
+        .filter(|k| !entries.iter().any(|(e, v)| e == k && v.is_some()))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "lacks {}: the reference writes every key of the model's configuration, and trm will not take the model's shape or \
+             recursion from a preset; add the key(s) with the values the weights were trained with",
+            missing.join(", ")
+        );
     }
     let notes = if skipped.is_empty() { vec![] } else { vec![format!("left out the reference's run bookkeeping: {}", skipped.join(", "))] };
     Ok((out, notes))
@@ -79,15 +124,18 @@ fn parse(text: &str) -> Result<Vec<Entry>> {
         .collect();
     let mut out = Vec::new();
     let mut i = 0;
-    mapping(&lines, &mut i, 0, "", &mut out)?;
+    mapping(&lines, &mut i, 0, "", &mut out, 0)?;
     if let Some((n, _, l)) = lines.get(i) {
         bail!("line {n}: `{l}` is not part of the top-level mapping");
     }
     Ok(out)
 }
 
-/// A block mapping whose keys sit at column `indent`.
-fn mapping(lines: &[(usize, usize, &str)], i: &mut usize, indent: usize, prefix: &str, out: &mut Vec<Entry>) -> Result<()> {
+/// A block mapping whose keys sit at column `indent`, `depth` levels in.
+fn mapping(lines: &[(usize, usize, &str)], i: &mut usize, indent: usize, prefix: &str, out: &mut Vec<Entry>, depth: usize) -> Result<()> {
+    if let Some(&(n, _, _)) = lines.get(*i).filter(|_| depth > MAX_YAML_DEPTH) {
+        bail!("line {n}: nested more than {MAX_YAML_DEPTH} levels deep; a config is not");
+    }
     while let Some(&(n, ind, line)) = lines.get(*i) {
         if ind < indent {
             return Ok(());
@@ -105,8 +153,8 @@ fn mapping(lines: &[(usize, usize, &str)], i: &mut usize, indent: usize, prefix:
         }
         match lines.get(*i) {
             // A nested mapping, or a sequence at the key's own column (PyYAML's style).
-            Some(&(_, next, l)) if next > indent && !l.starts_with('-') => mapping(lines, i, next, &format!("{key}."), out)?,
-            Some(&(_, next, l)) if next >= indent && l.starts_with('-') => sequence(lines, i, next, &key, out)?,
+            Some(&(_, next, l)) if next > indent && !l.starts_with('-') => mapping(lines, i, next, &format!("{key}."), out, depth + 1)?,
+            Some(&(_, next, l)) if next >= indent && l.starts_with('-') => sequence(lines, i, next, &key, out, depth + 1)?,
             _ => out.push((key, None)),
         }
     }
@@ -114,7 +162,7 @@ fn mapping(lines: &[(usize, usize, &str)], i: &mut usize, indent: usize, prefix:
 }
 
 /// A block sequence whose dashes sit at column `indent`.
-fn sequence(lines: &[(usize, usize, &str)], i: &mut usize, indent: usize, key: &str, out: &mut Vec<Entry>) -> Result<()> {
+fn sequence(lines: &[(usize, usize, &str)], i: &mut usize, indent: usize, key: &str, out: &mut Vec<Entry>, depth: usize) -> Result<()> {
     let mut k = 0;
     while let Some(&(n, ind, line)) = lines.get(*i) {
         if ind != indent || !line.starts_with('-') {
@@ -126,7 +174,7 @@ fn sequence(lines: &[(usize, usize, &str)], i: &mut usize, indent: usize, key: &
             // `- key: value`, more keys of the same item two columns in.
             out.push((format!("{at}.{}", unquote(ik.trim(), n)?), scalar(iv.trim(), n)?));
             *i += 1;
-            mapping(lines, i, indent + 2, &format!("{at}."), out)?;
+            mapping(lines, i, indent + 2, &format!("{at}."), out, depth + 1)?;
         } else {
             out.push((at, scalar(item, n)?));
             *i += 1;
@@ -366,8 +414,10 @@ mod tests {
 
     #[test]
     fn reads_what_yaml_dump_writes() {
+        let keys = "  H_layers: 0\n  L_cycles: 6\n  L_layers: 2\n  expansion: 4\n  forward_dtype: bfloat16\n  halt_exploration_prob: 0.1\n  halt_max_steps: 16\n  hidden_size: 512\n  mlp_t: false\n  no_ACT_continue: true\n  num_heads: 8\n  pos_encodings: rope\n  puzzle_emb_len: 16\n  puzzle_emb_ndim: 512\n";
         let text = "arch:\n  H_cycles: 3\n  loss:\n    loss_type: stablemax_cross_entropy\n    name: losses@ACTLossHead\n  name: recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1\nbeta1: 0.9\ndata_paths:\n- data/x\ndata_paths_test: []\nevaluators:\n- name: arc@ARC\n  submission_K: 2\nload_checkpoint: null\nrun_name: 'a: b'\n";
-        let e = parse(text).unwrap();
+        let text = text.replacen("  loss:", &format!("{keys}  loss:"), 1);
+        let e = parse(&text).unwrap();
         let get = |k: &str| e.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
         assert_eq!(get("arch.H_cycles"), Some(Some("3".into())));
         assert_eq!(get("arch.loss.name"), Some(Some("losses@ACTLossHead".into())));
@@ -380,6 +430,10 @@ mod tests {
         assert!(ov.contains(&"arch.loss.loss_type=stablemax_cross_entropy".to_string()) && ov.contains(&"beta1=0.9".to_string()));
         assert!(!ov.iter().any(|o| o.starts_with("data_paths") || o.starts_with("evaluators")));
         assert!(notes[0].contains("data_paths") && notes[0].contains("evaluators"), "{notes:?}");
+        // A key the model needs, missing: named, never taken from a preset.
+        let e = parse(&text.replace("  L_cycles: 6\n", "")).unwrap();
+        let err = to_overrides(&e).unwrap_err().to_string();
+        assert!(err.contains("lacks arch.L_cycles"), "{err}");
     }
 
     /// PyYAML's own dumps of the reference's config (tests/fixtures/all_config, made by its

@@ -2,7 +2,6 @@
 //! README's runs, HRM's, and small CPU ones) and the rows of the TRM paper's tables
 //! (`configs/paper.toml`: a base preset plus overrides each, with the numbers the paper prints).
 
-use super::config::apply_overrides;
 use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -70,15 +69,16 @@ pub fn shape_of(name: &str) -> Option<String> {
     Some(shape.into())
 }
 
-/// Loads a preset name or a TOML file path.
-pub fn load_base(preset_or_file: &str) -> Result<toml::Table> {
+/// Loads a preset name or a TOML file path, with the overrides a paper row applies on top of its
+/// base (to apply before the user's; empty for a preset or a file).
+pub fn load_base(preset_or_file: &str) -> Result<(toml::Table, Vec<String>)> {
     if let Some((_, text)) = PRESETS.iter().find(|(n, _)| *n == preset_or_file) {
-        return text.parse::<toml::Table>().with_context(|| format!("{preset_or_file}: invalid TOML"));
+        return Ok((text.parse::<toml::Table>().with_context(|| format!("{preset_or_file}: invalid TOML"))?, vec![]));
     }
     if let Some(row) = paper_rows().get(preset_or_file) {
-        let mut t = load_base(&row.base)?;
-        apply_overrides(&mut t, &row.overrides).with_context(|| format!("paper row {preset_or_file}"))?;
-        return Ok(t);
+        let (t, mut overrides) = load_base(&row.base)?;
+        overrides.extend(row.overrides.iter().cloned());
+        return Ok((t, overrides));
     }
     let text = std::fs::read_to_string(preset_or_file).map_err(|e| {
         anyhow!(
@@ -86,7 +86,7 @@ pub fn load_base(preset_or_file: &str) -> Result<toml::Table> {
             PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
         )
     })?;
-    text.parse::<toml::Table>().with_context(|| format!("{preset_or_file}: invalid TOML"))
+    Ok((text.parse::<toml::Table>().with_context(|| format!("{preset_or_file}: invalid TOML"))?, vec![]))
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use super::config::TrainConfig;
 use super::integrity;
 use super::logging::MetricsLog;
 use super::optim::AdamState;
-use super::trainer::TrainJob;
 use crate::data::format::{self, Split};
 use crate::data::loader::Position;
 use crate::dist::Reducer;
@@ -20,6 +19,24 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// What `train` was asked to do.
+pub struct TrainJob {
+    pub config: TrainConfig,
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub resume: bool,
+    /// The KEY=VALUE overrides as given. A resumed run applies them to its checkpoint's config
+    /// where that is safe and refuses the others (`config::resume_config`); `config` is then
+    /// not used.
+    pub overrides: Vec<String>,
+    /// Print no progress bar
+    pub quiet: bool,
+    /// Start from these weights (fine-tuning / adaptation): a model.safetensors file.
+    pub init_from: Option<PathBuf>,
+    /// Stop (then evaluate and checkpoint) after this much wall time.
+    pub time_limit: Option<std::time::Duration>,
+}
 
 /// The model configuration for a data set.
 pub fn model_config(cfg: &TrainConfig, split: &Split) -> Result<ModelConfig> {

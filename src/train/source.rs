@@ -6,7 +6,8 @@
 //! that file in the data folder it trained on: copy it beside the checkpoint, or name it).
 
 use super::checkpoint;
-use super::config::{TrainConfig, resolve_for_weights};
+use super::config::TrainConfig;
+use super::hydra_config::resolve_for_weights;
 use crate::data::arc;
 use crate::model::config::ModelConfig;
 use anyhow::{Context, Result, bail};

@@ -15,7 +15,6 @@
 //! `collective.rs` and `update.rs`, and only rank 0 writes.
 
 use super::collective::{self, Stop};
-use super::config::TrainConfig;
 use super::guard;
 use super::logging::MetricsLog;
 use super::loss::Metrics;
@@ -36,23 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What `train` was asked to do.
-pub struct TrainJob {
-    pub config: TrainConfig,
-    pub data: PathBuf,
-    pub out: PathBuf,
-    pub resume: bool,
-    /// The KEY=VALUE overrides as given. A resumed run applies them to its checkpoint's config
-    /// where that is safe and refuses the others (`config::resume_config`); `config` is then
-    /// not used.
-    pub overrides: Vec<String>,
-    /// Print no progress bar
-    pub quiet: bool,
-    /// Start from these weights (fine-tuning / adaptation): a model.safetensors file.
-    pub init_from: Option<PathBuf>,
-    /// Stop (then evaluate and checkpoint) after this much wall time.
-    pub time_limit: Option<std::time::Duration>,
-}
+pub use super::setup::TrainJob;
 
 /// Summary of a finished run.
 #[derive(Debug, Clone)]
@@ -85,7 +68,9 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
     let lead = rank == 0;
     let (train_split, test_split) = read_splits(&job.data)?;
     // One writer per run folder, held until this function returns (or the process dies).
-    let _lock = collective::lead_result(lead.then(|| crate::util::lock::RunLock::acquire(&job.out)), "lock the run folder", reducer)?;
+    // What an interrupted save left behind is removed first (under the lock), with a note.
+    let locked = || crate::util::lock::RunLock::acquire(&job.out).and_then(|l| super::checkpoint::clean_leftovers(&job.out).map(|()| l));
+    let _lock = collective::lead_result(lead.then(locked), "lock the run folder", reducer)?;
     let (cfg, mut st, resumed_from) = open_state::<AD::InnerBackend>(job, &train_split, device, reducer)?;
     collective::check_same_position(st.step, st.position.iteration, st.position.batch, reducer)?;
     let model = model_config(&cfg, &train_split)?;

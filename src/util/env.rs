@@ -8,6 +8,7 @@
 //! | `TRM_RENDEZVOUS_PORT` | the port of that hand-off when not MASTER_PORT (default: MASTER_PORT + 1 under torchrun, whose own store holds MASTER_PORT) |
 //! | `SLURM_PROCID`, `SLURM_STEP_NUM_TASKS`, `SLURM_LOCALID` | the same under `srun` (a step's tasks), when `RANK`/`WORLD_SIZE` are not set |
 //! | `TRM_RENDEZVOUS_TIMEOUT` | seconds to wait for every rank to arrive (default 300) |
+//! | `TRM_RENDEZVOUS_TOKEN` | the launch's shared secret: rank 0 hands the NCCL id only to ranks that prove they hold it (`trm launch` makes a random one; on a shared cluster, set one per job). Unset: a token derived from the launch's environment (job id, MASTER_ADDR/PORT, WORLD_SIZE), which keeps launches apart but is no secret |
 //! | `TRM_NCCL_LIB` | path of the NCCL library when it is only present as `libnccl.so.2` (`trm launch`) |
 //! | `TRM_CPU_BF16=1` | emulate bfloat16 forwards on the CPU instead of running them in float32 |
 //! | `TRM_FUSED_CPU=0` | turn off the fused CPU transformer block (burn's ops instead) |
@@ -67,6 +68,8 @@ pub struct Launch {
     pub master_port: u16,
     /// `torchrun` (RANK/WORLD_SIZE) or `slurm`.
     pub source: &'static str,
+    /// The launch's shared secret for the hand-off (`TRM_RENDEZVOUS_TOKEN`, or derived).
+    pub token: String,
 }
 
 /// The launch environment, or None for a plain single process (no WORLD_SIZE, no srun step).
@@ -118,7 +121,16 @@ pub fn launch_from(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Launch
              export MASTER_ADDR=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1))"
         ),
     };
-    Ok(Some(Launch { rank, world, local_rank: local, master_addr: addr, master_port: port, source }))
+    let token = match get("TRM_RENDEZVOUS_TOKEN") {
+        Some(t) => t,
+        None => {
+            // Not a secret: every rank of one launch computes the same value, another launch
+            // (another job, port or size) a different one.
+            let parts = ["TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "SLURM_STEP_ID"].map(|k| get(k).unwrap_or_default());
+            format!("derived:{}:{}:{}:{addr}:{port}:{world}", parts[0], parts[1], parts[2])
+        }
+    };
+    Ok(Some(Launch { rank, world, local_rank: local, master_addr: addr, master_port: port, source, token }))
 }
 
 #[cfg(test)]

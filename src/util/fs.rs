@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 fn temp_path(path: &Path) -> PathBuf {
@@ -18,7 +18,13 @@ pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut BufWriter<File>) ->
         std::fs::create_dir_all(parent).with_context(|| format!("cannot create folder {}", parent.display()))?;
     }
     let tmp = temp_path(path);
-    let file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    // A leftover of an interrupted write (or a planted link) is removed, never followed: the
+    // temporary file is created fresh and exclusively.
+    if tmp.symlink_metadata().is_ok() {
+        std::fs::remove_file(&tmp).with_context(|| format!("cannot remove the leftover {}", tmp.display()))?;
+    }
+    let file =
+        std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     fill(&mut w).with_context(|| format!("while writing {}", path.display()))?;
     let file = w.into_inner().map_err(|e| e.into_error()).with_context(|| format!("cannot flush {}", tmp.display()))?;
@@ -40,8 +46,88 @@ pub fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Resul
 
 /// Reads and parses a JSON file, naming the file (and line/column) on failure.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = read_text_capped(path, MAX_JSON_BYTES, "a JSON file")?;
     serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))
+}
+
+/// Files a writing command must never replace: a folder (every file in it and its subfolders,
+/// three levels down: a run's logs and its checkpoints) or a file, with what it is for the message.
+pub struct Protected<'a> {
+    pub path: &'a Path,
+    pub what: &'a str,
+}
+
+/// Checks that `path` (named by `flag`) may be written: a new file; or an existing regular file
+/// that is none of `protected` (compared by identity, so a link or another spelling of a
+/// protected file counts) and is replaced only with `force`. A folder, pipe or device is never a
+/// target. A protected file is refused even with `force`.
+pub fn check_output(path: &Path, flag: &str, protected: &[Protected], force: bool) -> Result<()> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("{flag} {}: cannot check the target", path.display())),
+    };
+    anyhow::ensure!(meta.is_file(), "{flag} {}: a folder, pipe or device, not a file trm can write; give a file path", path.display());
+    for p in protected {
+        if holds(p.path, &meta, 3) {
+            anyhow::bail!(
+                "{flag} {}: that file belongs to {} ({}), which this command reads; writing over it would destroy it. \
+                 Choose another path (--force does not apply here)",
+                path.display(),
+                p.what,
+                p.path.display()
+            );
+        }
+    }
+    anyhow::ensure!(force, "{flag} {}: the file exists; pass --force to replace it, or choose another path", path.display());
+    Ok(())
+}
+
+/// Whether `at` is the file `meta` describes, or a folder holding it within `depth` levels.
+fn holds(at: &Path, meta: &std::fs::Metadata, depth: usize) -> bool {
+    let Ok(m) = std::fs::metadata(at) else { return false };
+    if m.is_file() {
+        return same_file(&m, meta);
+    }
+    if !m.is_dir() || depth == 0 {
+        return false;
+    }
+    std::fs::read_dir(at).into_iter().flatten().flatten().any(|e| holds(&e.path(), meta, depth - 1))
+}
+
+#[cfg(unix)]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+#[cfg(not(unix))]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    a.len() == b.len() && a.modified().ok() == b.modified().ok() && a.created().ok() == b.created().ok()
+}
+
+/// Largest JSON file read (ARC's largest challenge file is about 4 MB).
+pub const MAX_JSON_BYTES: u64 = 512 << 20;
+
+/// Reads a text file the user named, refusing before reading anything that is not a regular file
+/// (a pipe, a device such as /dev/zero) or is larger than `max` bytes (`what` says what it should
+/// be, for the message).
+pub fn read_text_capped(path: &Path, max: u64, what: &str) -> Result<String> {
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    anyhow::ensure!(meta.is_file(), "{} is not a regular file (a folder, pipe or device): give {what} file", path.display());
+    anyhow::ensure!(
+        meta.len() <= max,
+        "{} is {} bytes; {what} is at most {} KB here, so this is not one",
+        path.display(),
+        meta.len(),
+        max >> 10
+    );
+    let mut text = String::new();
+    File::open(path)
+        .and_then(|f| std::io::Read::take(f, max + 1).read_to_string(&mut text))
+        .with_context(|| format!("cannot read {} as text", path.display()))?;
+    anyhow::ensure!(text.len() as u64 <= max, "{} grew past {} KB while being read", path.display(), max >> 10);
+    Ok(text)
 }
 
 /// Opens a text file for reading, transparently gunzipping names ending in `.gz`.

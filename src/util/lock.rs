@@ -20,13 +20,19 @@ impl RunLock {
     pub fn acquire(dir: &Path) -> Result<RunLock> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let path = dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true).create(true).truncate(false);
+        // Never through a link: a planted `.lock -> ~/file` would otherwise be truncated.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NOFOLLOW);
+        let mut file = opts.open(&path).with_context(|| {
+            if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+                format!("{} is a symbolic link; trm opens its lock file only directly (remove the link)", path.display())
+            } else {
+                format!("cannot open {}", path.display())
+            }
+        })?;
+        anyhow::ensure!(file.metadata()?.is_file(), "{} is not a regular file (remove it)", path.display());
         // A lock released an instant ago can still be held for a moment by a process being
         // forked from this one (it shares the file until it execs): wait briefly before refusing.
         let mut attempt = 0;
@@ -76,5 +82,19 @@ mod tests {
         assert!(e.contains(&format!("pid {}", std::process::id())) && e.contains("in use"), "{e}");
         drop(first);
         RunLock::acquire(t.path()).unwrap();
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_planted_link_is_refused_and_its_target_untouched() {
+        let t = tempfile::tempdir().unwrap();
+        let victim = t.path().join("victim.txt");
+        std::fs::write(&victim, "keep me").unwrap();
+        let run = t.path().join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        std::os::unix::fs::symlink(&victim, run.join(LOCK_FILE)).unwrap();
+        let e = format!("{:#}", RunLock::acquire(&run).unwrap_err());
+        assert!(e.contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
     }
 }

@@ -6,6 +6,12 @@
 //! (a transposed or out-of-range view is an error, never garbage); float32, bfloat16 and float16
 //! storages become float32, read straight into the output buffer (an ARC puzzle table is ~2 GB).
 //! A pre-1.6 (non-zip) file, a missing storage or a short one is an error naming it.
+//!
+//! A hostile file meets budgets a real checkpoint never reaches: `data.pkl` at most
+//! [`MAX_PICKLE_BYTES`]; values nested at most [`MAX_DEPTH`] deep; copies of remembered values
+//! (the pickle's memo) at most [`COPY_BUDGET_FLOOR`] plus 32 bytes per pickle byte; tensors
+//! materialised at most [`TENSOR_BUDGET_FLOOR`] plus 8 bytes per byte of the file; every size and
+//! offset computed with checked arithmetic. A key that appears twice in a state dict is an error.
 
 use super::tensors::F32Tensor;
 use anyhow::{Context, Result, anyhow, bail};
@@ -75,21 +81,112 @@ struct TensorRef {
 fn as_usize(v: &Value, what: &str) -> Result<usize> {
     match v {
         Value::Int(i) if *i >= 0 => Ok(*i as usize),
-        other => bail!("{what}: expected a non-negative integer, found {other:?}"),
+        other => bail!("{what}: expected a non-negative integer, found {}", other.brief()),
     }
 }
 
 fn as_usizes(v: &Value, what: &str) -> Result<Vec<usize>> {
     match v {
         Value::Tuple(xs) | Value::List(xs) => xs.iter().map(|x| as_usize(x, what)).collect(),
-        other => bail!("{what}: expected a tuple of integers, found {other:?}"),
+        other => bail!("{what}: expected a tuple of integers, found {}", other.brief()),
     }
+}
+
+/// Largest `data.pkl` read (a state dict's pickle is a few kilobytes per hundred tensors).
+pub const MAX_PICKLE_BYTES: u64 = 64 << 20;
+/// Deepest nesting of containers (a state dict's is about 5).
+pub const MAX_DEPTH: usize = 64;
+/// Bytes of memo copies always allowed; 32 more per byte of pickle.
+pub const COPY_BUDGET_FLOOR: usize = 32 << 20;
+/// Bytes of float32 tensors always allowed; 8 more per byte of the file (a float16 storage
+/// doubles, a storage shared by two tensors is read twice).
+pub const TENSOR_BUDGET_FLOOR: u64 = 64 << 20;
+
+impl Value {
+    /// A short description for error messages (never the whole value: it may be huge).
+    fn brief(&self) -> String {
+        let mut s = match self {
+            Value::Str(x) => format!("the string {:?}", x.chars().take(60).collect::<String>()),
+            Value::Bytes(b) => format!("{} bytes", b.len()),
+            Value::Tuple(x) => format!("a tuple of {} items", x.len()),
+            Value::List(x) => format!("a list of {} items", x.len()),
+            Value::Dict(x) => format!("a dict of {} entries", x.len()),
+            Value::Global(m, n) => format!("{m}.{n}"),
+            Value::Storage { key, numel, .. } => format!("storage {key} ({numel} values)"),
+            Value::Tensor(t) => format!("a tensor of shape {:?}", t.shape),
+            Value::Object(o) => format!("a {o} object"),
+            other => format!("{other:?}"),
+        };
+        s.truncate(200);
+        s
+    }
+
+    /// Approximate bytes a copy of this value takes, or `None` past `limit`.
+    fn weight(&self, limit: usize) -> Option<usize> {
+        let mut total = 0usize;
+        let mut todo = vec![self];
+        while let Some(v) = todo.pop() {
+            total += std::mem::size_of::<Value>()
+                + match v {
+                    Value::Str(x) | Value::Global(x, _) | Value::Object(x) => x.len(),
+                    Value::Bytes(b) => b.len(),
+                    Value::Tensor(t) => t.key.len() + 16 * t.shape.len(),
+                    Value::Storage { key, .. } => key.len(),
+                    Value::Tuple(x) | Value::List(x) => {
+                        todo.extend(x.iter());
+                        0
+                    }
+                    Value::Dict(x) => {
+                        todo.extend(x.iter().flat_map(|(k, v)| [k, v]));
+                        0
+                    }
+                    _ => 0,
+                };
+            if total > limit {
+                return None;
+            }
+        }
+        Some(total)
+    }
+
+    /// Nesting depth, or `None` past `limit` (never recurses deeper than `limit`).
+    fn depth(&self, limit: usize) -> Option<usize> {
+        if limit == 0 {
+            return None;
+        }
+        let inner = match self {
+            Value::Tuple(x) | Value::List(x) => x.iter().map(|v| v.depth(limit - 1)).try_fold(0, |a, d| d.map(|d| a.max(d)))?,
+            Value::Dict(x) => x.iter().flat_map(|(k, v)| [k, v]).map(|v| v.depth(limit - 1)).try_fold(0, |a, d| d.map(|d| a.max(d)))?,
+            _ => return Some(1),
+        };
+        Some(inner + 1)
+    }
+}
+
+/// Refuses to nest `items` into a container when that would exceed [`MAX_DEPTH`].
+fn nestable<'a>(items: impl IntoIterator<Item = &'a Value>, at: usize) -> Result<()> {
+    for v in items {
+        if v.depth(MAX_DEPTH - 1).is_none() {
+            bail!("data.pkl: containers nested more than {MAX_DEPTH} deep at byte {at}: not a checkpoint");
+        }
+    }
+    Ok(())
 }
 
 /// The pickle machine: just the opcodes `torch.save` (protocol 2, and 3/4 for good measure) emits.
 fn unpickle(bytes: &[u8]) -> Result<Value> {
     let mut stack: Vec<Value> = Vec::new();
     let mut memo: HashMap<u32, Value> = HashMap::new();
+    // Remembered values are copied when stored and when recalled; the copies share one budget.
+    let mut copy_budget = COPY_BUDGET_FLOOR.saturating_add(bytes.len().saturating_mul(32));
+    let mut copy = |v: Option<&Value>, op: &str, at: usize| -> Result<Value> {
+        let v = v.ok_or_else(|| anyhow!("data.pkl: {op} at byte {at} names nothing"))?;
+        let w = v.weight(copy_budget).ok_or_else(|| {
+            anyhow!("data.pkl: copies of remembered values pass {} MB at byte {at}: not a checkpoint", COPY_BUDGET_FLOOR >> 20)
+        })?;
+        copy_budget -= w;
+        Ok(v.clone())
+    };
     let mut i = 0usize;
     let take = |i: &mut usize, n: usize| -> Result<&[u8]> {
         let s = bytes.get(*i..*i + n).ok_or_else(|| anyhow!("data.pkl ends inside an opcode at byte {}", *i))?;
@@ -185,52 +282,57 @@ fn unpickle(bytes: &[u8]) -> Result<Value> {
                 let m = pop(&mut stack)?;
                 match (m, n) {
                     (Value::Str(m), Value::Str(n)) => stack.push(Value::Global(m, n)),
-                    other => bail!("data.pkl: STACK_GLOBAL of {other:?}"),
+                    (m, n) => bail!("data.pkl: STACK_GLOBAL of {} and {}", m.brief(), n.brief()),
                 }
             }
             b'q' => {
                 let k = take(&mut i, 1)?[0] as u32;
-                memo.insert(k, stack.last().cloned().ok_or_else(|| anyhow!("data.pkl: BINPUT on an empty stack"))?);
+                memo.insert(k, copy(stack.last(), "BINPUT", at)?);
             }
             b'r' => {
                 let k = u32::from_le_bytes(take(&mut i, 4)?.try_into()?);
-                memo.insert(k, stack.last().cloned().ok_or_else(|| anyhow!("data.pkl: LONG_BINPUT on an empty stack"))?);
+                memo.insert(k, copy(stack.last(), "LONG_BINPUT", at)?);
             }
             0x94 => {
                 let k = memo.len() as u32;
-                memo.insert(k, stack.last().cloned().ok_or_else(|| anyhow!("data.pkl: MEMOIZE on an empty stack"))?);
+                memo.insert(k, copy(stack.last(), "MEMOIZE", at)?);
             }
             b'h' => {
                 let k = take(&mut i, 1)?[0] as u32;
-                stack.push(memo.get(&k).cloned().ok_or_else(|| anyhow!("data.pkl: memo {k} unset"))?);
+                stack.push(copy(memo.get(&k), "BINGET", at)?);
             }
             b'j' => {
                 let k = u32::from_le_bytes(take(&mut i, 4)?.try_into()?);
-                stack.push(memo.get(&k).cloned().ok_or_else(|| anyhow!("data.pkl: memo {k} unset"))?);
+                stack.push(copy(memo.get(&k), "LONG_BINGET", at)?);
             }
             b'}' => stack.push(Value::Dict(vec![])),
             b']' => stack.push(Value::List(vec![])),
             b')' => stack.push(Value::Tuple(vec![])),
             b't' => {
                 let items = pop_mark(&mut stack)?;
+                nestable(&items, at)?;
                 stack.push(Value::Tuple(items));
             }
             b'l' => {
                 let items = pop_mark(&mut stack)?;
+                nestable(&items, at)?;
                 stack.push(Value::List(items));
             }
             b'd' => {
                 let items = pop_mark(&mut stack)?;
+                nestable(&items, at)?;
                 stack.push(Value::Dict(pairs(items)?));
             }
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
                 anyhow::ensure!(stack.len() >= n, "data.pkl: stack underflow");
                 let items = stack.split_off(stack.len() - n);
+                nestable(&items, at)?;
                 stack.push(Value::Tuple(items));
             }
             b'a' => {
                 let v = pop(&mut stack)?;
+                nestable([&v], at)?;
                 match stack.last_mut() {
                     Some(Value::List(l)) => l.push(v),
                     _ => bail!("data.pkl: APPEND to a non-list"),
@@ -238,6 +340,7 @@ fn unpickle(bytes: &[u8]) -> Result<Value> {
             }
             b'e' => {
                 let items = pop_mark(&mut stack)?;
+                nestable(&items, at)?;
                 match stack.last_mut() {
                     Some(Value::List(l)) => l.extend(items),
                     _ => bail!("data.pkl: APPENDS to a non-list"),
@@ -246,13 +349,16 @@ fn unpickle(bytes: &[u8]) -> Result<Value> {
             b's' => {
                 let v = pop(&mut stack)?;
                 let k = pop(&mut stack)?;
+                nestable([&k, &v], at)?;
                 match stack.last_mut() {
                     Some(Value::Dict(d)) => d.push((k, v)),
                     _ => bail!("data.pkl: SETITEM on a non-dict"),
                 }
             }
             b'u' => {
-                let items = pairs(pop_mark(&mut stack)?)?;
+                let items = pop_mark(&mut stack)?;
+                nestable(&items, at)?;
+                let items = pairs(items)?;
                 match stack.last_mut() {
                     Some(Value::Dict(d)) => d.extend(items),
                     _ => bail!("data.pkl: SETITEMS on a non-dict"),
@@ -277,24 +383,24 @@ fn unpickle(bytes: &[u8]) -> Result<Value> {
 
 /// `('storage', torch.<T>Storage, key, location, numel)`.
 fn persistent(pid: Value) -> Result<Value> {
-    let Value::Tuple(t) = pid else { bail!("data.pkl: persistent id {pid:?} is not a tuple") };
+    let Value::Tuple(t) = pid else { bail!("data.pkl: persistent id {} is not a tuple", pid.brief()) };
     match t.as_slice() {
         [Value::Str(kind), Value::Global(_, ty), Value::Str(key), _, numel] if kind == "storage" => {
             Ok(Value::Storage { key: key.clone(), dtype: Dtype::of_storage(ty)?, numel: as_usize(numel, "storage size")? })
         }
-        _ => bail!("data.pkl: unsupported persistent id {t:?}"),
+        _ => bail!("data.pkl: unsupported persistent id of {} items", t.len()),
     }
 }
 
 fn reduce(f: Value, args: Value) -> Result<Value> {
-    let Value::Global(m, n) = &f else { bail!("data.pkl: REDUCE of {f:?}") };
-    let Value::Tuple(a) = args else { bail!("data.pkl: {m}.{n} called with {args:?}") };
+    let Value::Global(m, n) = &f else { bail!("data.pkl: REDUCE of {}", f.brief()) };
+    let Value::Tuple(a) = args else { bail!("data.pkl: {m}.{n} called with {}", args.brief()) };
     Ok(match (m.as_str(), n.as_str()) {
         ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
             let (Some(Value::Storage { key, dtype, numel }), Some(off), Some(size), Some(stride)) =
                 (a.first(), a.get(1), a.get(2), a.get(3))
             else {
-                bail!("data.pkl: {n} with arguments {a:?}")
+                bail!("data.pkl: {n} with arguments {}", a.iter().map(Value::brief).collect::<Vec<_>>().join(", "))
             };
             Value::Tensor(TensorRef {
                 key: key.clone(),
@@ -339,7 +445,7 @@ fn pick<'a>(top: &'a Value, key: &str) -> Result<&'a [(Value, Value)]> {
         [] => bail!("no tensors in {} (entries: {})", if key.is_empty() { "the checkpoint" } else { key }, names(d)),
         many => bail!(
             "the checkpoint holds several state dicts ({}): choose one with a #key suffix, e.g. FILE#{}",
-            many.iter().map(|(k, _)| format!("{k:?}")).collect::<Vec<_>>().join(", "),
+            many.iter().map(|(k, _)| k.brief()).collect::<Vec<_>>().join(", "),
             match &many[0].0 {
                 Value::Str(s) => s.as_str(),
                 _ => "model",
@@ -349,7 +455,11 @@ fn pick<'a>(top: &'a Value, key: &str) -> Result<&'a [(Value, Value)]> {
 }
 
 fn names(d: &[(Value, Value)]) -> String {
-    d.iter().map(|(k, _)| if let Value::Str(s) = k { s.clone() } else { format!("{k:?}") }).collect::<Vec<_>>().join(", ")
+    let mut s = d.iter().take(40).map(|(k, _)| if let Value::Str(s) = k { s.clone() } else { k.brief() }).collect::<Vec<_>>().join(", ");
+    if d.len() > 40 {
+        s.push_str(&format!(", ... ({} in all)", d.len()));
+    }
+    s
 }
 
 /// Whether a file is a torch checkpoint (by its first bytes: a zip archive, or the pickle of the
@@ -382,20 +492,35 @@ pub fn read(path: &Path, key: &str) -> Result<BTreeMap<String, F32Tensor>> {
         anyhow::ensure!(s.trim() == "little", "{f}: byte order `{}` (only little-endian files are read)", s.trim());
     }
     let mut pkl = vec![];
-    zip.by_name(&pkl_name)?.read_to_end(&mut pkl)?;
+    let entry = zip.by_name(&pkl_name)?;
+    anyhow::ensure!(
+        entry.size() <= MAX_PICKLE_BYTES,
+        "{f}: {pkl_name} says it holds {} bytes; a checkpoint's is far smaller (at most {} MB are read)",
+        entry.size(),
+        MAX_PICKLE_BYTES >> 20
+    );
+    entry.take(MAX_PICKLE_BYTES + 1).read_to_end(&mut pkl).with_context(|| format!("{f}: cannot read {pkl_name}"))?;
+    anyhow::ensure!(pkl.len() as u64 <= MAX_PICKLE_BYTES, "{f}: {pkl_name} is over {} MB", MAX_PICKLE_BYTES >> 20);
     let top = unpickle(&pkl).with_context(|| format!("{f}: {pkl_name}"))?;
+    drop(pkl);
     let dict = pick(&top, key).with_context(|| format!("{f}"))?;
+    let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let mut tensor_budget = TENSOR_BUDGET_FLOOR.saturating_add(file_len.saturating_mul(8));
     let mut out = BTreeMap::new();
     for (k, v) in dict {
-        let Value::Str(name) = k else { bail!("{f}: a state-dict key is {k:?}, not a string") };
+        let Value::Str(name) = k else { bail!("{f}: a state-dict key is {}, not a string", k.brief()) };
         let t = match v {
             Value::Tensor(t) => t,
             Value::None | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Str(_) => {
-                bail!("{f}: `{name}` is not a tensor ({v:?})")
+                bail!("{f}: `{name}` is not a tensor ({})", v.brief())
             }
             other => bail!("{f}: `{name}` is not a tensor ({})", if let Value::Object(o) = other { o.as_str() } else { "a container" }),
         };
-        out.insert(name.clone(), read_tensor(&mut zip, &prefix, name, t).with_context(|| format!("{f}: tensor `{name}`"))?);
+        if out.contains_key(name) {
+            bail!("{f}: the state dict holds `{name}` twice; a torch state dict cannot, so the file was edited or is not one");
+        }
+        let tensor = read_tensor(&mut zip, &prefix, name, t, &mut tensor_budget).with_context(|| format!("{f}: tensor `{name}`"))?;
+        out.insert(name.clone(), tensor);
     }
     Ok(out)
 }
@@ -405,8 +530,10 @@ fn read_tensor<R: std::io::Read + std::io::Seek>(
     prefix: &str,
     name: &str,
     t: &TensorRef,
+    budget: &mut u64,
 ) -> Result<F32Tensor> {
-    let numel: usize = t.shape.iter().product();
+    let overflow = || anyhow!("its size {:?} (offset {}) overflows: not a real tensor", t.shape, t.offset);
+    let numel = t.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(overflow)?;
     anyhow::ensure!(t.stride.len() == t.shape.len(), "{} strides for {} dimensions", t.stride.len(), t.shape.len());
     // Contiguous (row-major) strides; dimensions of size 1 may carry any stride.
     let mut expect = 1usize;
@@ -414,16 +541,24 @@ fn read_tensor<R: std::io::Read + std::io::Seek>(
         if t.shape[d] != 1 && t.stride[d] != expect {
             bail!("a non-contiguous view (size {:?}, stride {:?}): save `{name}.contiguous()` instead", t.shape, t.stride);
         }
-        expect *= t.shape[d];
+        expect = expect.checked_mul(t.shape[d]).ok_or_else(overflow)?;
     }
-    anyhow::ensure!(t.offset + numel <= t.storage_numel, "its view ends at {} but its storage holds {}", t.offset + numel, t.storage_numel);
+    let end = t.offset.checked_add(numel).ok_or_else(overflow)?;
+    anyhow::ensure!(end <= t.storage_numel, "its view ends at {end} but its storage holds {}", t.storage_numel);
+    let out_bytes = (numel as u64).checked_mul(4).ok_or_else(overflow)?;
+    anyhow::ensure!(
+        out_bytes <= *budget,
+        "its {numel} values would take the checkpoint's tensors past {} MB, more than a file of this size holds",
+        (out_bytes.saturating_add(TENSOR_BUDGET_FLOOR) >> 20)
+    );
+    *budget -= out_bytes;
     let entry = format!("{prefix}data/{}", t.key);
     let mut r = zip.by_name(&entry).map_err(|_| anyhow!("its storage {entry} is missing from the archive"))?;
-    let bytes = r.size() as usize;
-    let want = t.storage_numel * t.dtype.size();
+    let bytes = r.size();
+    let want = (t.storage_numel as u64).checked_mul(t.dtype.size() as u64).ok_or_else(overflow)?;
     anyhow::ensure!(bytes == want, "its storage {entry} has {bytes} bytes, {want} expected ({} values)", t.storage_numel);
     // Skip to the view, then read exactly its values.
-    std::io::copy(&mut (&mut r).take((t.offset * t.dtype.size()) as u64), &mut std::io::sink())?;
+    std::io::copy(&mut (&mut r).take(t.offset as u64 * t.dtype.size() as u64), &mut std::io::sink())?;
     let mut values = vec![0f32; numel];
     match t.dtype {
         Dtype::F32 => {

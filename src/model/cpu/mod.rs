@@ -24,7 +24,7 @@ mod elementwise;
 mod mlp_t;
 
 use super::config::{ModelConfig, PosEncoding};
-use super::layers::Rope;
+use super::rope::Rope;
 use super::weights::{Block, Linear, Mixer};
 use burn::backend::Flex;
 use burn::prelude::*;

@@ -1,0 +1,147 @@
+//! The module graph of `src/`, read from the code itself (`crate::…` and `super::…` paths outside
+//! `#[cfg(test)]` sections): no module may depend on itself through others (no circles), and the
+//! folders depend only downward in the layer order of docs/architecture.md, apart from the one
+//! upward arrow listed below as known debt (a new one fails this test).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Folders (and top-level files) from the top layer down.
+const LAYERS: [&str; 11] = ["cli", "report", "bench", "eval", "infer", "train", "dist", "model", "backend", "data", "util"];
+
+/// Upward arrows that exist today (from, to): training evaluates as it goes (`train/setup.rs`
+/// calls `eval::evaluate` and `eval::arc_vote`).
+const KNOWN_UPWARD: [(&str, &str); 1] = [("train", "eval")];
+
+/// Module path (`train::config`) -> source text without its test sections.
+fn modules() -> BTreeMap<String, String> {
+    fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<String, String>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, root, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let rel = p.strip_prefix(root).unwrap().with_extension("");
+                let mut name = rel.to_string_lossy().replace('/', "::");
+                if let Some(parent) = name.strip_suffix("::mod") {
+                    name = parent.to_string();
+                }
+                let text = std::fs::read_to_string(&p).unwrap();
+                let code = text.split("#[cfg(test)]").next().unwrap().to_string();
+                out.insert(name, code);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    walk(&root, &root, &mut out);
+    out.remove("main");
+    out.remove("lib");
+    out
+}
+
+/// The longest known module that `path` (a `::`-separated path) starts with.
+fn owner<'a>(path: &str, known: &'a BTreeMap<String, String>) -> Option<&'a String> {
+    let parts: Vec<&str> = path.split("::").collect();
+    (1..=parts.len()).rev().find_map(|k| known.get_key_value(&parts[..k].join("::")).map(|(k, _)| k))
+}
+
+/// Paths after `prefix` in `code`: `crate::a::b::C` gives `a::b::C`.
+fn paths_after<'a>(code: &'a str, prefix: &str) -> Vec<&'a str> {
+    code.match_indices(prefix)
+        .filter(|(i, _)| *i == 0 || !code.as_bytes()[i - 1].is_ascii_alphanumeric() && code.as_bytes()[i - 1] != b'_')
+        .map(|(i, _)| {
+            let rest = &code[i + prefix.len()..];
+            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')).unwrap_or(rest.len());
+            rest[..end].trim_end_matches(':')
+        })
+        .collect()
+}
+
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let mods = modules();
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (m, code) in &mods {
+        let parent = m.rsplit_once("::").map_or("", |(p, _)| p);
+        let mut targets: Vec<String> = paths_after(code, "crate::").into_iter().map(String::from).collect();
+        targets.extend(
+            paths_after(code, "super::")
+                .into_iter()
+                .filter(|p| !p.starts_with("super"))
+                .map(|p| if parent.is_empty() { p.to_string() } else { format!("{parent}::{p}") }),
+        );
+        for t in targets {
+            if let Some(o) = owner(&t, &mods)
+                && o != m
+                && !m.starts_with(&format!("{o}::"))
+            {
+                edges.entry(m.clone()).or_default().insert(o.clone());
+            }
+        }
+    }
+    edges
+}
+
+/// A circle through `start`, if there is one (depth-first search).
+fn circle_from(start: &str, edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn go(at: &str, start: &str, edges: &BTreeMap<String, BTreeSet<String>>, path: &mut Vec<String>, seen: &mut BTreeSet<String>) -> bool {
+        for next in edges.get(at).into_iter().flatten() {
+            if next == start {
+                return true;
+            }
+            if seen.insert(next.clone()) {
+                path.push(next.clone());
+                if go(next, start, edges, path, seen) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    let mut path = vec![start.to_string()];
+    go(start, start, edges, &mut path, &mut BTreeSet::new()).then(|| {
+        path.push(start.to_string());
+        path
+    })
+}
+
+#[test]
+fn no_module_depends_on_itself_through_others() {
+    let edges = graph();
+    assert!(edges.len() > 30, "the scan found only {} modules with dependencies", edges.len());
+    let circles: Vec<String> = edges.keys().filter_map(|m| circle_from(m, &edges)).map(|c| c.join(" -> ")).collect();
+    assert!(circles.is_empty(), "circles between modules:\n{}", circles.join("\n"));
+}
+
+#[test]
+fn folders_depend_only_downward() {
+    let layer = |m: &str| {
+        let top = m.split("::").next().unwrap();
+        LAYERS.iter().position(|l| *l == top).unwrap_or_else(|| panic!("module {m}: folder `{top}` is not in LAYERS"))
+    };
+    let mut upward = BTreeSet::new();
+    for (from, tos) in graph() {
+        for to in tos {
+            let (a, b) = (from.split("::").next().unwrap().to_string(), to.split("::").next().unwrap().to_string());
+            if layer(&from) > layer(&to) {
+                upward.insert((a, b, format!("{from} -> {to}")));
+            }
+        }
+    }
+    let unknown: Vec<&String> =
+        upward.iter().filter(|(a, b, _)| !KNOWN_UPWARD.iter().any(|(x, y)| x == a && y == b)).map(|(_, _, e)| e).collect();
+    assert!(unknown.is_empty(), "upward imports (a lower layer reaching up):\n{unknown:#?}");
+    for (x, y) in KNOWN_UPWARD {
+        assert!(upward.iter().any(|(a, b, _)| a == x && b == y), "{x} -> {y} is gone: remove it from KNOWN_UPWARD");
+    }
+}
+
+/// The scan itself finds a circle when there is one.
+#[test]
+fn the_scan_sees_a_planted_circle() {
+    let mut edges = graph();
+    edges.entry("util::fs".into()).or_default().insert("cli::export".into());
+    let c = circle_from("util::fs", &edges).expect("util::fs -> cli::export -> util::fs");
+    assert_eq!(c.first(), c.last());
+}

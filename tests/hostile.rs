@@ -1,0 +1,340 @@
+//! Hostile files and careless paths (issue 23), each tried as a user would meet it: a real file, a
+//! real command. Every case asserts a clear error and that nothing the user had was changed.
+//!
+//! - torch.save files built to exhaust the reader: a remembered value recalled until it doubles
+//!   60 times (under 1 KB), 1 MB of recalls of one list, containers nested 150 000 deep, a shape
+//!   whose size overflows, a tensor larger than its file could hold, a key twice; the commands run
+//!   with their memory capped (RLIMIT_DATA 256 MB), so a reader without budgets would die there;
+//! - `all_config.yaml` files: nested too deep, too large, missing a key the model needs;
+//! - outputs that would eat inputs: export over a checkpoint's weights, report over a run's log,
+//!   eval --submission over the model, a device as target, an existing file without --force, a
+//!   stale all_config.yaml beside exported weights;
+//! - planted links (`*.tmp`), leftovers of an interrupted save, flags past their limits, a maze
+//!   read from /dev/zero.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+type AD = burn::backend::Autodiff<burn::backend::Flex>;
+
+const PUZZLE: &str = "..3.2.6..9..3.5..1..18.64....81.29..7.......8..67.82....26.95..8..2.3..9..5.1.3..";
+
+/// Largest data segment (heap and private writable mappings) a hostile-file command may use.
+const DATA_CAP: u64 = 256 << 20;
+
+/// Runs trm with its memory capped at `DATA_CAP` (RLIMIT_DATA): returns its exit code (None if a
+/// signal ended it, as an allocation failure past the cap does) and stderr.
+fn trm_capped<S: AsRef<OsStr>>(args: &[S]) -> (Option<i32>, String) {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_trm"));
+    c.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            let lim = libc::rlimit { rlim_cur: DATA_CAP as libc::rlim_t, rlim_max: DATA_CAP as libc::rlim_t };
+            if libc::setrlimit(libc::RLIMIT_DATA, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = c.output().unwrap();
+    (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn trm<S: AsRef<OsStr>>(args: &[S]) -> (bool, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_trm")).args(args).output().unwrap();
+    (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+}
+
+fn os(p: &Path) -> &OsStr {
+    p.as_os_str()
+}
+
+/// A torch.save-shaped zip holding `pkl` as its data.pkl (and `storages`).
+fn torch_file(dir: &Path, name: &str, pkl: &[u8], storages: &[(&str, &[u8])]) -> PathBuf {
+    let path = dir.join(name);
+    let mut z = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    z.start_file("archive/data.pkl", opts).unwrap();
+    z.write_all(pkl).unwrap();
+    for (k, b) in storages {
+        z.start_file(format!("archive/data/{k}"), opts).unwrap();
+        z.write_all(b).unwrap();
+    }
+    z.finish().unwrap();
+    path
+}
+
+fn long1(v: i64) -> Vec<u8> {
+    let mut b = vec![0x8a, 8];
+    b.extend_from_slice(&v.to_le_bytes());
+    b
+}
+
+fn pstr(s: &str) -> Vec<u8> {
+    let mut b = vec![b'X'];
+    b.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    b.extend_from_slice(s.as_bytes());
+    b
+}
+
+/// `{"w": _rebuild_tensor_v2(storage(numel), 0, size, stride)}`.
+fn one_tensor(numel: i64, size: &[i64], stride: &[i64]) -> Vec<u8> {
+    let mut p = vec![0x80, 2, b'}'];
+    p.extend(pstr("w"));
+    p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n(");
+    p.push(b'(');
+    p.extend(pstr("storage"));
+    p.extend(b"ctorch\nFloatStorage\n");
+    p.extend(pstr("0"));
+    p.extend(pstr("cpu"));
+    p.extend(long1(numel));
+    p.extend(b"tQ");
+    p.extend(long1(0));
+    for dims in [size, stride] {
+        p.push(b'(');
+        dims.iter().for_each(|&d| p.extend(long1(d)));
+        p.push(b't');
+    }
+    p.extend(b"tRs.");
+    p
+}
+
+#[test]
+fn torch_files_built_to_exhaust_the_reader_are_clear_errors_in_little_memory() {
+    let t = tempfile::tempdir().unwrap();
+    let read = |p: &Path| format!("{:#}", trm::train::checkpoint::read_weights(p).unwrap_err());
+
+    // A remembered value recalled twice per level, 60 levels: 2^60 copies, from 430 bytes.
+    let mut laughs = vec![0x80, 2, b']', b'q', 0];
+    for k in 1..=60u8 {
+        laughs.extend([b'h', k - 1, b'h', k - 1, 0x86, b'q', k]);
+    }
+    laughs.push(b'.');
+    let bomb = torch_file(t.path(), "laughs.pt", &laughs, &[]);
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 1024);
+    let e = read(&bomb);
+    assert!(e.contains("laughs.pt") && e.contains("copies of remembered values"), "{e}");
+
+    // The same through a real command, its memory capped: a clear error, exit code 1.
+    let (code, err) = trm_capped(&[
+        os("solve".as_ref()),
+        "--checkpoint".as_ref(),
+        os(&bomb),
+        "--config".as_ref(),
+        "sudoku-tiny".as_ref(),
+        "--sudoku".as_ref(),
+        PUZZLE.as_ref(),
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("copies of remembered values"), "{err}");
+
+    // Containers nested 150 000 deep (300 KB): refused at depth 64, no stack overflow.
+    let n = 150_000;
+    let mut deep = vec![0x80, 2];
+    deep.extend(std::iter::repeat_n(b']', n));
+    deep.extend(std::iter::repeat_n(b'a', n - 1));
+    deep.push(b'.');
+    let deep_file = torch_file(t.path(), "deep.pt", &deep, &[]);
+    let (code, err) = trm_capped(&[
+        os("solve".as_ref()),
+        "--checkpoint".as_ref(),
+        os(&deep_file),
+        "--config".as_ref(),
+        "sudoku-tiny".as_ref(),
+        "--sudoku".as_ref(),
+        PUZZLE.as_ref(),
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("nested more than 64 deep"), "{err}");
+
+    // A 1 MB pickle of nothing but recalls of one remembered list of 1000 items.
+    let mut wide = vec![0x80, 2, b'('];
+    wide.extend(std::iter::repeat_n(b'N', 1000));
+    wide.extend([b'l', b'q', 0, b'(']);
+    while wide.len() < (1 << 20) - 4 {
+        wide.extend([b'h', 0]);
+    }
+    wide.extend([b'l', b'.']);
+    let wide_file = torch_file(t.path(), "wide.pt", &wide, &[]);
+    let (code, err) = trm_capped(&[
+        os("solve".as_ref()),
+        "--checkpoint".as_ref(),
+        os(&wide_file),
+        "--config".as_ref(),
+        "sudoku-tiny".as_ref(),
+        "--sudoku".as_ref(),
+        PUZZLE.as_ref(),
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("copies of remembered values"), "{err}");
+
+    // A size whose product overflows, a tensor larger than its file could hold.
+    let big = 1i64 << 40;
+    let e = read(&torch_file(t.path(), "overflow.pt", &one_tensor(4, &[big, big], &[big, 1]), &[]));
+    assert!(e.contains("`w`") && e.contains("overflows"), "{e}");
+    let e = read(&torch_file(t.path(), "huge.pt", &one_tensor(1 << 31, &[1 << 31], &[1]), &[]));
+    assert!(e.contains("`w`") && e.contains("more than a file of this size holds"), "{e}");
+    // The same shape with a matching small storage reads.
+    let ok = torch_file(t.path(), "ok.pt", &one_tensor(2, &[2], &[1]), &[("0", &[0, 0, 128, 63, 0, 0, 0, 64])]);
+    assert_eq!(trm::util::torch_zip::read(&ok, "").unwrap()["w"].values, vec![1.0, 2.0]);
+
+    // A key twice: an error, not first-wins.
+    let dup = t.path().join("dup.pt");
+    let tensors = [("a".to_string(), vec![1], vec![1.0f32]), ("a".to_string(), vec![1], vec![2.0f32])];
+    trm::util::torch_zip_write::write(&dup, &tensors).unwrap();
+    let e = read(&dup);
+    assert!(e.contains("`a` twice"), "{e}");
+}
+
+#[test]
+fn configs_too_deep_too_large_or_missing_a_key_are_named() {
+    let t = tempfile::tempdir().unwrap();
+    let weights = t.path().join("model.safetensors");
+    std::fs::write(&weights, trm::infer::bundled::WEIGHTS).unwrap();
+    let yaml = t.path().join("all_config.yaml");
+    let solve = || trm(&[os("solve".as_ref()), "--checkpoint".as_ref(), os(&weights), "--sudoku".as_ref(), PUZZLE.as_ref()]);
+    // The bundled model's own config works from a folder of the user's.
+    std::fs::write(&yaml, trm::infer::bundled::CONFIG).unwrap();
+    let (ok, out) = solve();
+    assert!(ok, "{out}");
+    // Without arch.L_cycles: named, not completed from a preset.
+    let lacking: String = trm::infer::bundled::CONFIG.lines().filter(|l| !l.contains("L_cycles")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&yaml, &lacking).unwrap();
+    let (ok, out) = solve();
+    assert!(!ok && out.contains("lacks arch.L_cycles") && out.contains("all_config.yaml"), "{out}");
+    // Nested 40 levels deep.
+    let deep: String = (0..40).map(|d| format!("{}k{d}:\n", " ".repeat(d))).collect();
+    std::fs::write(&yaml, deep).unwrap();
+    let (ok, out) = solve();
+    assert!(!ok && out.contains("nested more than 16 levels"), "{out}");
+    // 2 MB.
+    std::fs::write(&yaml, "a: b\n".repeat(420_000)).unwrap();
+    let (ok, out) = solve();
+    assert!(!ok && out.contains("is at most 1024 KB"), "{out}");
+}
+
+fn sha(p: &Path) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(std::fs::read(p).unwrap()).to_vec()
+}
+
+#[test]
+fn outputs_never_eat_inputs() {
+    let (data, run, user) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    common::tiny_data(data.path());
+    let ov: Vec<String> = ["max_steps=2", "epochs=4", "eval_interval=2", "eval_max_examples=8"].map(String::from).to_vec();
+    trm::train::trainer::train::<AD>(&common::tiny_job(data.path(), run.path(), &ov, false), &Default::default()).unwrap();
+    let ckpt = trm::train::checkpoint::resolve(run.path()).unwrap();
+    let weights = ckpt.join("model.safetensors");
+    let log = run.path().join("metrics.jsonl");
+    let before = (sha(&weights), sha(&log));
+    let export = |out: &Path, force: bool| {
+        let mut a = vec![os("export".as_ref()), "--checkpoint".as_ref(), os(run.path()), "--out".as_ref(), os(out)];
+        if force {
+            a.push("--force".as_ref());
+        }
+        trm(&a)
+    };
+    // Over the checkpoint's own weights, even with --force; through a link too.
+    for force in [false, true] {
+        let (ok, out) = export(&weights, force);
+        assert!(!ok && out.contains("belongs to") && out.contains("--force does not apply"), "{out}");
+    }
+    let link = user.path().join("link.pt");
+    std::os::unix::fs::symlink(&weights, &link).unwrap();
+    let (ok, out) = export(&link, true);
+    assert!(!ok && out.contains("belongs to"), "{out}");
+    // A report over the training log; a submission over the model.
+    let (ok, out) = trm(&[os("report".as_ref()), "--run".as_ref(), os(run.path()), "--out".as_ref(), os(&log), "--force".as_ref()]);
+    assert!(!ok && out.contains("belongs to the run being reported"), "{out}");
+    let (ok, out) = trm(&[
+        os("eval".as_ref()),
+        "--checkpoint".as_ref(),
+        os(run.path()),
+        "--data".as_ref(),
+        os(data.path()),
+        "--submission".as_ref(),
+        os(&weights),
+        "--force".as_ref(),
+    ]);
+    assert!(!ok && out.contains("belongs to the model being evaluated"), "{out}");
+    assert_eq!((sha(&weights), sha(&log)), before, "a refused write changed the run");
+    // A device is never a target; an existing file of the user's only with --force.
+    let (ok, out) = export(Path::new("/dev/null"), true);
+    assert!(!ok && out.contains("pipe or device"), "{out}");
+    let mine = user.path().join("mine.pt");
+    std::fs::write(&mine, "my notes").unwrap();
+    let (ok, out) = export(&mine, false);
+    assert!(!ok && out.contains("pass --force"), "{out}");
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "my notes");
+    // An all_config.yaml of another model beside the target: refused, then replaced with --force.
+    let other = user.path().join("all_config.yaml");
+    std::fs::write(&other, trm::infer::bundled::CONFIG).unwrap();
+    let fresh = user.path().join("fresh.pt");
+    let (ok, out) = export(&fresh, false);
+    assert!(!ok && out.contains("all_config.yaml") && out.contains("describes other weights"), "{out}");
+    assert!(!fresh.exists());
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), trm::infer::bundled::CONFIG);
+    let (ok, out) = export(&mine, true);
+    assert!(ok, "{out}");
+    let cfg = trm::train::checkpoint::read_state_json(&ckpt).unwrap().config;
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), trm::train::hydra_config::to_yaml(&cfg).unwrap());
+    // Exported again beside its own config: no --force needed for the config.
+    let (ok, out) = export(&fresh, false);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn planted_links_and_leftovers_of_an_interrupted_save() {
+    let t = tempfile::tempdir().unwrap();
+    // A planted `x.tmp -> victim`: the victim is untouched, the file written.
+    let victim = t.path().join("victim.txt");
+    std::fs::write(&victim, "keep me").unwrap();
+    std::os::unix::fs::symlink(&victim, t.path().join("out.json.tmp")).unwrap();
+    trm::util::fs::write_atomic(&t.path().join("out.json"), b"{}").unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    assert_eq!(std::fs::read_to_string(t.path().join("out.json")).unwrap(), "{}");
+
+    // A save interrupted by a full disk leaves step_N.tmp/ and *.tmp files; the next start
+    // removes them (with a note) and resumes.
+    let (data, run) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    common::tiny_data(data.path());
+    let ov: Vec<String> = ["max_steps=2", "epochs=8", "eval_interval=2", "eval_max_examples=8"].map(String::from).to_vec();
+    trm::train::trainer::train::<AD>(&common::tiny_job(data.path(), run.path(), &ov, false), &Default::default()).unwrap();
+    let half = run.path().join("checkpoints/step_00000009.tmp");
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::write(half.join("model.safetensors"), vec![0u8; 1000]).unwrap();
+    std::fs::write(run.path().join("metrics.jsonl.tmp"), "partial").unwrap();
+    std::os::unix::fs::symlink(&victim, run.path().join("checkpoints/planted.tmp")).unwrap();
+    let ov4: Vec<String> = ["max_steps=4", "epochs=8", "eval_interval=2", "eval_max_examples=8"].map(String::from).to_vec();
+    let s = trm::train::trainer::train::<AD>(&common::tiny_job(data.path(), run.path(), &ov4, true), &Default::default()).unwrap();
+    assert_eq!(s.steps, 4);
+    assert!(!half.exists() && !run.path().join("metrics.jsonl.tmp").exists() && !run.path().join("checkpoints/planted.tmp").exists());
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me", "a planted link was followed");
+}
+
+#[test]
+fn flags_and_inputs_past_their_limits_are_refused_at_once() {
+    let t0 = std::time::Instant::now();
+    let (ok, out) = trm(&["solve", "--sudoku", PUZZLE, "--views", "1000000"]);
+    assert!(!ok && out.contains("1000000") && out.contains("1..=256"), "{out}");
+    let (ok, out) = trm(&["solve", "--sudoku", PUZZLE, "--steps", "18446744073709551615"]);
+    assert!(!ok && out.contains("1..=1024"), "{out}");
+    let (ok, out) = trm(&["solve", "--sudoku", PUZZLE, "--steps", "1000000000"]);
+    assert!(!ok && out.contains("1..=1024"), "{out}");
+    // Maze files are read by `trm solve --maze` once a maze model is loaded.
+    let out = format!("{:#}", trm::cli::solve::maze_tokens(Path::new("/dev/zero")).unwrap_err());
+    assert!(out.contains("/dev/zero") && out.contains("not a regular file"), "{out}");
+    let t = tempfile::tempdir().unwrap();
+    let big = t.path().join("maze.txt");
+    std::fs::write(&big, "#".repeat(1 << 20)).unwrap();
+    let out = format!("{:#}", trm::cli::solve::maze_tokens(&big).unwrap_err());
+    assert!(out.contains("at most 64 KB"), "{out}");
+    assert!(t0.elapsed().as_secs() < 60, "refusals took {:?}", t0.elapsed());
+}
