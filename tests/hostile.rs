@@ -338,3 +338,27 @@ fn flags_and_inputs_past_their_limits_are_refused_at_once() {
     assert!(out.contains("at most 64 KB"), "{out}");
     assert!(t0.elapsed().as_secs() < 60, "refusals took {:?}", t0.elapsed());
 }
+
+#[test]
+fn commands_that_rebuild_a_folder_never_delete_one_they_did_not_make() {
+    let t = tempfile::tempdir().unwrap();
+    let precious = t.path().join("run/precious.txt");
+    std::fs::create_dir_all(precious.parent().unwrap()).unwrap();
+    std::fs::write(&precious, "a week of training").unwrap();
+    let (ok, out) = trm(&[os("demo".as_ref()), "--out".as_ref(), os(t.path()), "--steps".as_ref(), "2".as_ref()]);
+    assert!(!ok && out.contains("was not made by `trm demo`"), "{out}");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "a week of training");
+    // A folder the command made itself is replaced.
+    let own = t.path().join("own");
+    trm::util::fs::fresh_own_folder(&own, "trm demo").unwrap();
+    std::fs::write(own.join("old.txt"), "x").unwrap();
+    trm::util::fs::fresh_own_folder(&own, "trm demo").unwrap();
+    assert!(!own.join("old.txt").exists());
+    assert!(trm::util::fs::fresh_own_folder(&own, "trm adapt").is_err(), "another command's folder");
+    // `trm data generate --csv` over the user's own train.csv: refused without --force.
+    let csv = t.path().join("train.csv");
+    std::fs::write(&csv, "source,question,answer,rating\n").unwrap();
+    let (ok, out) = trm(&[os("data".as_ref()), "generate".as_ref(), "--out".as_ref(), os(t.path()), "--csv".as_ref(), "--train".as_ref(), "4".as_ref(), "--test".as_ref(), "2".as_ref()]);
+    assert!(!ok && out.contains("pass --force"), "{out}");
+    assert_eq!(std::fs::read_to_string(&csv).unwrap(), "source,question,answer,rating\n");
+}

@@ -116,6 +116,9 @@ pub struct GenerateArgs {
     /// Also write train.csv / test.csv (Sudoku-Extreme format) into the output folder
     #[arg(long)]
     pub csv: bool,
+    /// With --csv: replace existing train.csv / test.csv in the output folder
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(cmd: DataCommand) -> Result<()> {
@@ -150,6 +153,12 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             print_summary(&a.out)?;
         }
         DataCommand::Generate(a) => {
+            if a.csv {
+                // The folder may hold the user's own CSVs (Sudoku-Extreme's train.csv): checked first.
+                for name in ["train.csv", "test.csv"] {
+                    crate::util::fs::check_output(&a.out.join(name), "--csv", &[], a.force)?;
+                }
+            }
             let train = sudoku::generate(a.train, a.givens, a.seed, 0);
             let test = sudoku::generate(a.test, a.givens, a.seed, 1);
             sudoku::write_dataset(&a.out, &train, &test, a.num_aug, a.seed)?;

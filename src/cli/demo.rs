@@ -53,9 +53,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
     set_threads(a.threads);
     let data = a.out.join("data");
     let run = a.out.join("run");
-    if run.exists() {
-        std::fs::remove_dir_all(&run)?;
-    }
+    // A previous demo's run is replaced; anything else at OUT/run is refused, never deleted.
+    crate::util::fs::fresh_own_folder(&run, "trm demo")?;
     println!("[1/6] generating Sudoku puzzles with unique solutions ({} givens) into {}", a.givens, data.display());
     let train = sudoku::generate(3000, a.givens, a.seed, 0);
     let test = sudoku::generate(300, a.givens, a.seed, 1);

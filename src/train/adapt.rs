@@ -14,7 +14,7 @@ use super::trainer::{TrainJob, TrainSummary, train};
 use crate::data::arc::{self, BuildOptions};
 use crate::data::arc_task::Task;
 use crate::eval::arc_vote::ArcScore;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use std::path::PathBuf;
 
@@ -83,12 +83,12 @@ pub fn adapt<AD: AutodiffBackend>(job: &AdaptJob, device: &AD::Device) -> Result
 
     let out = std::path::absolute(&job.out)?;
     let (data, run) = (out.join("data"), out.join("run"));
-    if std::path::absolute(&ckpt)?.starts_with(&run) {
+    let canonical = |p: &std::path::Path| std::fs::canonicalize(p).or_else(|_| std::path::absolute(p));
+    if canonical(std::path::Path::new(&ckpt))?.starts_with(canonical(&run)?) {
         bail!("--out {} would overwrite the checkpoint it starts from ({}): choose another --out", job.out.display(), ckpt.display());
     }
-    if run.exists() {
-        std::fs::remove_dir_all(&run).with_context(|| format!("cannot clear {}", run.display()))?;
-    }
+    // A previous adaptation's run is replaced; anything else at OUT/run is refused, never deleted.
+    crate::util::fs::fresh_own_folder(&run, "trm adapt")?;
     let opt = BuildOptions {
         input_prefix: String::new(),
         subsets: vec![],

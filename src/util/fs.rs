@@ -109,6 +109,29 @@ fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
 /// Largest JSON file read (ARC's largest challenge file is about 4 MB).
 pub const MAX_JSON_BYTES: u64 = 512 << 20;
 
+/// The file that marks a folder a command rebuilds on every run (`trm demo`, `trm adapt`).
+pub const MADE_BY: &str = ".made-by";
+
+/// Makes `dir` an empty folder for `maker` (a command that rebuilds it on every run): a folder
+/// that `maker` made before (its `.made-by` names it) is removed first; any other existing folder
+/// or file is refused, so a user's own run or data are never deleted.
+pub fn fresh_own_folder(dir: &Path, maker: &str) -> Result<()> {
+    if dir.symlink_metadata().is_ok() {
+        let marker = dir.join(MADE_BY);
+        let ours = dir.symlink_metadata().is_ok_and(|m| m.is_dir())
+            && marker.symlink_metadata().is_ok_and(|m| m.is_file())
+            && std::fs::read_to_string(&marker).is_ok_and(|t| t.trim() == maker);
+        anyhow::ensure!(
+            ours,
+            "{} exists and was not made by `{maker}`; trm removes only folders it made itself. Choose another --out, or move it away",
+            dir.display()
+        );
+        std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    write_atomic(&dir.join(MADE_BY), maker.as_bytes())
+}
+
 /// Reads a text file the user named, refusing before reading anything that is not a regular file
 /// (a pipe, a device such as /dev/zero) or is larger than `max` bytes (`what` says what it should
 /// be, for the message).
