@@ -26,6 +26,12 @@ use burn::prelude::Backend;
 use burn::tensor::DType;
 use std::any::TypeId;
 
+/// A tensor's values copied to the host as float32 (any float dtype, any backend): the one
+/// host-copy used by checkpoints, parity, evaluation and inference.
+pub fn to_host_f32<B: burn::prelude::Backend, const D: usize>(t: &burn::prelude::Tensor<B, D>) -> Vec<f32> {
+    t.clone().into_data().convert::<f32>().to_vec().expect("float tensor")
+}
+
 /// burn's CPU backend.
 pub type Cpu = Flex;
 pub type CpuAutodiff = Autodiff<Flex>;

@@ -226,11 +226,11 @@ pub fn bench_train<AD: AutodiffBackend>(spec: &BenchSpec, device: &AD::Device) -
         let (loss, _, leaves) = train_forward::<AD>(&c, &params, table.as_ref(), &mut carry, &batch, &ropes, explore);
         let grads = (loss.total / b as f64).backward();
         let (g, pg) = leaves.grads(&grads);
-        let local = LocalGrads { params: g, puzzle: pg.map(|pg| (carry.puzzle_ids.clone(), crate::train::checkpoint::host(&pg))) };
+        let local = LocalGrads { params: g, puzzle: pg.map(|pg| (carry.puzzle_ids.clone(), crate::backend::to_host_f32(&pg))) };
         let learner = Learner { params: &mut params, table: &mut table, adam: &mut adam, ema: None };
         apply_gradients(learner, local, &h, &mut Single)?;
         // Wait for the device: reading one value forces all queued work to finish.
-        let _ = crate::train::checkpoint::host(&params[0].tensor.clone().slice([0..1, 0..1]));
+        let _ = crate::backend::to_host_f32(&params[0].tensor.clone().slice([0..1, 0..1]));
         let secs = t.elapsed().as_secs_f64();
         progress(i, warmup, reps, secs);
         times.push(secs);

@@ -46,6 +46,19 @@ fn trm_capped<S: AsRef<OsStr>>(args: &[S]) -> (Option<i32>, String) {
     (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
+/// `trm solve --checkpoint FILE` (a tiny model's config, a Sudoku), memory capped.
+fn solve_capped(file: &Path) -> (Option<i32>, String) {
+    trm_capped(&[
+        os("solve".as_ref()),
+        "--checkpoint".as_ref(),
+        os(file),
+        "--config".as_ref(),
+        "sudoku-tiny".as_ref(),
+        "--sudoku".as_ref(),
+        PUZZLE.as_ref(),
+    ])
+}
+
 fn trm<S: AsRef<OsStr>>(args: &[S]) -> (bool, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_trm")).args(args).output().unwrap();
     (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
@@ -122,15 +135,7 @@ fn torch_files_built_to_exhaust_the_reader_are_clear_errors_in_little_memory() {
     assert!(e.contains("laughs.pt") && e.contains("copies of remembered values"), "{e}");
 
     // The same through a real command, its memory capped: a clear error, exit code 1.
-    let (code, err) = trm_capped(&[
-        os("solve".as_ref()),
-        "--checkpoint".as_ref(),
-        os(&bomb),
-        "--config".as_ref(),
-        "sudoku-tiny".as_ref(),
-        "--sudoku".as_ref(),
-        PUZZLE.as_ref(),
-    ]);
+    let (code, err) = solve_capped(&bomb);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("copies of remembered values"), "{err}");
 
@@ -141,15 +146,7 @@ fn torch_files_built_to_exhaust_the_reader_are_clear_errors_in_little_memory() {
     deep.extend(std::iter::repeat_n(b'a', n - 1));
     deep.push(b'.');
     let deep_file = torch_file(t.path(), "deep.pt", &deep, &[]);
-    let (code, err) = trm_capped(&[
-        os("solve".as_ref()),
-        "--checkpoint".as_ref(),
-        os(&deep_file),
-        "--config".as_ref(),
-        "sudoku-tiny".as_ref(),
-        "--sudoku".as_ref(),
-        PUZZLE.as_ref(),
-    ]);
+    let (code, err) = solve_capped(&deep_file);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("nested more than 64 deep"), "{err}");
 
@@ -162,15 +159,7 @@ fn torch_files_built_to_exhaust_the_reader_are_clear_errors_in_little_memory() {
     }
     wide.extend([b'l', b'.']);
     let wide_file = torch_file(t.path(), "wide.pt", &wide, &[]);
-    let (code, err) = trm_capped(&[
-        os("solve".as_ref()),
-        "--checkpoint".as_ref(),
-        os(&wide_file),
-        "--config".as_ref(),
-        "sudoku-tiny".as_ref(),
-        "--sudoku".as_ref(),
-        PUZZLE.as_ref(),
-    ]);
+    let (code, err) = solve_capped(&wide_file);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("copies of remembered values"), "{err}");
 
@@ -358,7 +347,17 @@ fn commands_that_rebuild_a_folder_never_delete_one_they_did_not_make() {
     // `trm data generate --csv` over the user's own train.csv: refused without --force.
     let csv = t.path().join("train.csv");
     std::fs::write(&csv, "source,question,answer,rating\n").unwrap();
-    let (ok, out) = trm(&[os("data".as_ref()), "generate".as_ref(), "--out".as_ref(), os(t.path()), "--csv".as_ref(), "--train".as_ref(), "4".as_ref(), "--test".as_ref(), "2".as_ref()]);
+    let (ok, out) = trm(&[
+        os("data".as_ref()),
+        "generate".as_ref(),
+        "--out".as_ref(),
+        os(t.path()),
+        "--csv".as_ref(),
+        "--train".as_ref(),
+        "4".as_ref(),
+        "--test".as_ref(),
+        "2".as_ref(),
+    ]);
     assert!(!ok && out.contains("pass --force"), "{out}");
     assert_eq!(std::fs::read_to_string(&csv).unwrap(), "source,question,answer,rating\n");
 }

@@ -67,11 +67,11 @@ fn run(c: &ModelConfig) -> (Counts, Vec<(String, f64)>) {
         .zip(&g)
         .filter(|(n, _)| n.trainable)
         .map(|(n, g)| {
-            let v = g.as_ref().map_or(vec![], trm::train::checkpoint::host);
+            let v = g.as_ref().map_or(vec![], trm::backend::to_host_f32);
             (n.name.clone(), v.iter().map(|x| (*x as f64).abs()).sum())
         })
         .collect();
-    norms.push(("puzzle rows".into(), pg.map_or(0.0, |g| trm::train::checkpoint::host(&g).iter().map(|x| x.abs() as f64).sum())));
+    norms.push(("puzzle rows".into(), pg.map_or(0.0, |g| trm::backend::to_host_f32(&g).iter().map(|x| x.abs() as f64).sum())));
     let w = Weights::from_named(c, params).unwrap();
     let mut eval_carry = Carry::<B>::new(c, 3, &device);
     let e0 = block_counts();

@@ -54,10 +54,12 @@ pub fn run(a: ExportArgs) -> Result<()> {
     // Every tensor the model has, verified and finite, in the reference's names (EMA weights when
     // the run kept an EMA: they are what model.safetensors holds and what evaluation uses).
     let (params, table) = checkpoint::load_model::<crate::backend::Cpu>(&ckpt.join("model.safetensors"), &model, &Default::default())?;
-    let mut tensors: Vec<_> =
-        params.iter().map(|p| (format!("{}{}", checkpoint::PREFIX, p.name), p.shape.clone(), checkpoint::host(&p.tensor))).collect();
+    let mut tensors: Vec<_> = params
+        .iter()
+        .map(|p| (format!("{}{}", checkpoint::PREFIX, p.name), p.shape.clone(), crate::backend::to_host_f32(&p.tensor)))
+        .collect();
     if let Some(t) = &table {
-        tensors.push((format!("{}puzzle_emb.weights", checkpoint::PREFIX), t.dims().to_vec(), checkpoint::host(t)));
+        tensors.push((format!("{}puzzle_emb.weights", checkpoint::PREFIX), t.dims().to_vec(), crate::backend::to_host_f32(t)));
     }
     crate::util::torch_zip_write::write(&a.out, &tensors)?;
     if !same_yaml {

@@ -79,7 +79,6 @@ fn score(preds: &[i64], labels: &[i32], rows: usize, s: usize) -> (usize, f64, u
 /// split's numbers. `on_batch` sees each window's final predictions on rank 0 (gathered from the
 /// ranks: ARC voting, report pictures). Returns None when a stop was asked for (a signal) before
 /// the end; the ranks agree on it.
-#[allow(clippy::too_many_arguments)]
 pub fn evaluate<B: Backend>(
     cfg: &ModelConfig,
     w: &Weights<B>,
@@ -132,8 +131,8 @@ pub fn evaluate<B: Backend>(
         let (mut answers, mut answer_q) = (vec![0i64; batch.batch_size * s], vec![0f32; batch.batch_size]);
         for k in 0..max_steps {
             let (loss, out) = eval_forward(cfg, w, table, &mut carry, &batch, &rope, max_steps);
-            let q = crate::train::step::to_host_f32(&out.q_halt);
-            let qc = crate::train::step::to_host_f32(&out.q_continue);
+            let q = crate::backend::to_host_f32(&out.q_halt);
+            let qc = crate::backend::to_host_f32(&out.q_continue);
             for r in 0..batch.batch_size {
                 if first_halt[r] == 0 && rule.fires(q[r], qc[r]) {
                     first_halt[r] = k + 1;
@@ -194,11 +193,14 @@ pub fn evaluate<B: Backend>(
         let mut flat: Vec<f32> = sums.iter().map(|&v| v as f32).collect();
         reducer.all_reduce_sum(&mut flat)?;
         let v: Vec<f64> = flat.iter().map(|&x| x as f64).collect();
-        total = Metrics::from_array(&v);
-        for (k, p) in per_step.iter_mut().enumerate() {
-            *p = (v[8 + 2 * k], v[9 + 2 * k]);
+        // The layout packed above: the totals, then (token, exact) per step, then the histogram.
+        let (totals, rest) = v.split_at(Metrics::LEN);
+        let (steps, hist) = rest.split_at(2 * max_steps);
+        total = Metrics::from_array(totals);
+        for (p, pair) in per_step.iter_mut().zip(steps.chunks_exact(2)) {
+            *p = (pair[0], pair[1]);
         }
-        halt_hist.copy_from_slice(&v[8 + 2 * max_steps..]);
+        halt_hist.copy_from_slice(hist);
     }
     let n = total.count.max(1.0);
     let count = total.count as usize;

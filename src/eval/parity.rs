@@ -21,6 +21,7 @@
 //! fixed weights; one real training step (gradients, sign-SGD + AdamATan2, EMA, logged metrics);
 //! a second training step with the persisted carry and the updated weights.
 
+use crate::backend::to_host_f32;
 use crate::data::loader::{Batch, IGNORE_LABEL};
 use crate::dist::Single;
 use crate::model::act::Carry;
@@ -32,7 +33,7 @@ use crate::model::schedule::Schedule;
 use crate::model::weights::Weights;
 use crate::train::loss::Metrics;
 use crate::train::optim::{AdamHyper, AdamState, OptimizerKind};
-use crate::train::step::{Ropes, eval_forward, to_host_f32, train_forward};
+use crate::train::step::{Ropes, eval_forward, train_forward};
 use crate::train::update::{Learner, LocalGrads, StepHyper, apply_gradients};
 use crate::util::tensors::{HostTensor, read_safetensors};
 use anyhow::{Context, Result, anyhow, bail};

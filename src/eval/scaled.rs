@@ -46,7 +46,6 @@ fn sudoku_grid(tokens: &[u8]) -> Grid {
 }
 
 /// Solves up to `limit` test puzzles with `views` views and up to `max_steps` steps each.
-#[allow(clippy::too_many_arguments)]
 pub fn evaluate_scaled<B: Backend>(
     model: &ModelConfig,
     w: &Weights<B>,

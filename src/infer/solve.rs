@@ -1,12 +1,13 @@
 //! Solving one new puzzle with a trained model, keeping the answer after every supervision step
 //! so a person can watch it form (`trm solve`).
 
+use crate::backend::to_host_f32;
 use crate::data::loader::{Batch, IGNORE_LABEL};
 use crate::model::act::Carry;
 use crate::model::config::ModelConfig;
 use crate::model::layers::Rope;
 use crate::model::weights::Weights;
-use crate::train::step::{eval_forward, to_host_f32};
+use crate::train::step::eval_forward;
 use burn::prelude::*;
 use serde::Serialize;
 

@@ -9,6 +9,7 @@
 //! A checked answer is a valid completion of the givens: for a puzzle with one solution, the
 //! solution.
 
+use crate::backend::to_host_f32;
 use crate::data::loader::{Batch, IGNORE_LABEL};
 use crate::data::sudoku::{SudokuView, tokens};
 use crate::data::sudoku_solver::{Grid, solves};
@@ -16,7 +17,7 @@ use crate::model::act::Carry;
 use crate::model::config::ModelConfig;
 use crate::model::layers::Rope;
 use crate::model::weights::Weights;
-use crate::train::step::{eval_forward, to_host_f32};
+use crate::train::step::eval_forward;
 use burn::prelude::*;
 use serde::Serialize;
 
@@ -139,7 +140,6 @@ pub fn search(
 /// Solves `puzzle` with `views` views (`views_of`) for up to `max_steps` supervision steps of the
 /// model, all views in one batch. With `check` off nothing stops early and the answer is the
 /// majority at the last step (with one view: exactly the plain answer of `solve::solve_tokens`).
-#[allow(clippy::too_many_arguments)]
 pub fn solve_sudoku<B: Backend>(
     cfg: &ModelConfig,
     w: &Weights<B>,
@@ -177,7 +177,6 @@ pub fn solve_sudoku<B: Backend>(
 /// Test-time scaling for a maze: up to 8 views (the dihedral transforms; view 0 the maze itself),
 /// one batch, answers mapped back with the inverse transform and checked as a shortest S-G path
 /// through the maze's open cells (`maze::solves`); stops at the first step where one checks.
-#[allow(clippy::too_many_arguments)]
 pub fn solve_maze<B: Backend>(
     cfg: &ModelConfig,
     w: &Weights<B>,

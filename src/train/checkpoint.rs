@@ -15,6 +15,7 @@
 
 use super::config::TrainConfig;
 use super::integrity;
+use crate::backend::to_host_f32;
 use crate::data::loader::Position;
 use crate::model::act::Carry;
 use crate::model::config::ModelConfig;
@@ -74,12 +75,8 @@ pub struct CarryRows {
     pub puzzle_ids: Vec<i32>,
 }
 
-pub fn host<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Vec<f32> {
-    t.clone().into_data().convert::<f32>().to_vec().expect("float tensor")
-}
-
 fn named_entries<B: Backend>(prefix: &str, v: &[Named<B>]) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    v.iter().map(|n| (format!("{prefix}{}", n.name), n.shape.clone(), host(&n.tensor))).collect()
+    v.iter().map(|n| (format!("{prefix}{}", n.name), n.shape.clone(), to_host_f32(&n.tensor))).collect()
 }
 
 /// Writes the evaluation weights (+ table) in the reference's naming.
@@ -91,7 +88,7 @@ pub fn write_model(
 ) -> Result<()> {
     let mut entries = named_entries(PREFIX, weights);
     if let Some(t) = table {
-        entries.push((format!("{PREFIX}puzzle_emb.weights"), t.dims().to_vec(), host(t)));
+        entries.push((format!("{PREFIX}puzzle_emb.weights"), t.dims().to_vec(), to_host_f32(t)));
     }
     ensure_finite(&entries, &format!("refusing to write {}", path.display()))?;
     write_safetensors(path, &entries, Some(meta.into_iter().collect()))
@@ -137,8 +134,8 @@ pub fn save<B: Backend>(run: &Path, st: &TrainState<B>, cfg: &TrainConfig, model
     let mut entries = named_entries("params.", &st.params);
     for (i, n) in st.params.iter().enumerate() {
         if let (Some(m), Some(v)) = (&st.adam.m[i], &st.adam.v[i]) {
-            entries.push((format!("adam_m.{}", n.name), n.shape.clone(), host(m)));
-            entries.push((format!("adam_v.{}", n.name), n.shape.clone(), host(v)));
+            entries.push((format!("adam_m.{}", n.name), n.shape.clone(), to_host_f32(m)));
+            entries.push((format!("adam_v.{}", n.name), n.shape.clone(), to_host_f32(v)));
         }
     }
     if let Some(e) = &st.ema {
@@ -147,7 +144,7 @@ pub fn save<B: Backend>(run: &Path, st: &TrainState<B>, cfg: &TrainConfig, model
     let sched = crate::model::schedule::Schedule::of(&model.arch);
     let carry = st.carry.as_ref().map(|c| {
         for (spec, t) in sched.states.iter().zip(&c.states) {
-            entries.push((format!("carry.{}", spec.key), t.dims().to_vec(), host(t)));
+            entries.push((format!("carry.{}", spec.key), t.dims().to_vec(), to_host_f32(t)));
         }
         CarryRows {
             steps: c.steps.clone(),

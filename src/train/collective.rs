@@ -28,7 +28,7 @@ pub fn broadcast_weights<B: Backend>(st: &mut TrainState<B>, r: &mut dyn Reducer
     }
     let tensors = st.params.iter_mut().map(|n| &mut n.tensor).chain(st.table.as_mut());
     for t in tensors {
-        let mut v = checkpoint::host(t);
+        let mut v = crate::backend::to_host_f32(t);
         r.broadcast(&mut v, 0)?;
         *t = Tensor::from_data(TensorData::new(v, t.dims()), &t.device());
     }
@@ -65,7 +65,7 @@ pub fn gather_carry<B: Backend>(c: &Carry<B>, r: &mut dyn Reducer) -> Result<Car
     let mut states = Vec::new();
     for t in &c.states {
         let [b, tl, d] = t.dims();
-        let all = r.all_gather(&checkpoint::host(t))?;
+        let all = r.all_gather(&crate::backend::to_host_f32(t))?;
         states.push(Tensor::from_data(TensorData::new(all, [b * r.world(), tl, d]), &t.device()));
     }
     let ints = |v: Vec<u32>| v.into_iter().map(|x| x as i32).collect::<Vec<_>>();

@@ -45,7 +45,10 @@ impl Metrics {
     }
 
     /// The fields in a fixed order (for sums over ranks).
-    pub fn to_array(&self) -> [f64; 8] {
+    /// How many values `to_array` gives.
+    pub const LEN: usize = 8;
+
+    pub fn to_array(&self) -> [f64; Self::LEN] {
         [
             self.count,
             self.accuracy,

@@ -153,7 +153,6 @@ pub fn check_test_split(test: &Split, model: &ModelConfig, data: &Path) -> Resul
 /// Evaluates the current evaluation weights (EMA if enabled) on the test split (every rank its
 /// share), logs on rank 0. None when a signal stopped it (nothing is logged; a resumed run
 /// evaluates again).
-#[allow(clippy::too_many_arguments)]
 pub fn eval_and_log<B: Backend>(
     model: &ModelConfig,
     cfg: &TrainConfig,

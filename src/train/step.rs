@@ -8,6 +8,7 @@
 //! The carry, the master weights and the puzzle table always live on the inner backend.
 
 use super::loss::{LossOutput, act_loss};
+use crate::backend::to_host_f32;
 use crate::data::loader::Batch;
 use crate::model::act::{Carry, Exploration, continue_target};
 use crate::model::config::ModelConfig;
@@ -42,10 +43,6 @@ fn puzzle_rows<B: Backend>(table: Option<&Tensor<B, 2>>, carry: &Carry<B>) -> Op
     })
 }
 
-pub fn to_host_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Vec<f32> {
-    t.clone().into_data().convert::<f32>().to_vec().expect("float tensor")
-}
-
 /// Ropes for both backends of a training step.
 pub struct Ropes<AD: AutodiffBackend> {
     pub ad: Rope<AD>,
@@ -62,7 +59,6 @@ impl<AD: AutodiffBackend> Ropes<AD> {
 /// (detached); call `backward` on `loss.total` and read gradients from the leaves. `explore`
 /// names the step, the rows' place in the global batch and the probability (the trainer passes
 /// the architecture's `halt_exploration_prob`).
-#[allow(clippy::too_many_arguments)]
 pub fn train_forward<AD: AutodiffBackend>(
     cfg: &ModelConfig,
     params: &[Named<AD::InnerBackend>],

@@ -188,7 +188,7 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
                 let grads = (loss.total.clone() / g as f64).backward();
                 let (pgrads, puzzle_grad) = leaves.grads(&grads);
                 let ids = carry.puzzle_ids.clone();
-                let local = LocalGrads { params: pgrads, puzzle: puzzle_grad.map(|p| (ids, super::checkpoint::host(&p))) };
+                let local = LocalGrads { params: pgrads, puzzle: puzzle_grad.map(|p| (ids, crate::backend::to_host_f32(&p))) };
                 let learner = Learner { params: &mut st.params, table: &mut st.table, adam: &mut st.adam, ema: st.ema.as_deref_mut() };
                 bad = apply_gradients(learner, local, &step_h, reducer)?;
             }

@@ -175,69 +175,97 @@ fn nestable<'a>(items: impl IntoIterator<Item = &'a Value>, at: usize) -> Result
 
 /// The pickle machine: just the opcodes `torch.save` (protocol 2, and 3/4 for good measure) emits.
 fn unpickle(bytes: &[u8]) -> Result<Value> {
-    let mut stack: Vec<Value> = Vec::new();
-    let mut memo: HashMap<u32, Value> = HashMap::new();
-    // Remembered values are copied when stored and when recalled; the copies share one budget.
-    let mut copy_budget = COPY_BUDGET_FLOOR.saturating_add(bytes.len().saturating_mul(32));
-    let mut copy = |v: Option<&Value>, op: &str, at: usize| -> Result<Value> {
-        let v = v.ok_or_else(|| anyhow!("data.pkl: {op} at byte {at} names nothing"))?;
-        let w = v.weight(copy_budget).ok_or_else(|| {
-            anyhow!("data.pkl: copies of remembered values pass {} MB at byte {at}: not a checkpoint", COPY_BUDGET_FLOOR >> 20)
-        })?;
-        copy_budget -= w;
-        Ok(v.clone())
+    let mut m = Machine {
+        bytes,
+        i: 0,
+        stack: Vec::new(),
+        memo: HashMap::new(),
+        // Remembered values are copied when stored and when recalled; the copies share one budget.
+        copy_budget: COPY_BUDGET_FLOOR.saturating_add(bytes.len().saturating_mul(32)),
     };
-    let mut i = 0usize;
-    let take = |i: &mut usize, n: usize| -> Result<&[u8]> {
-        let s = bytes.get(*i..*i + n).ok_or_else(|| anyhow!("data.pkl ends inside an opcode at byte {}", *i))?;
-        *i += n;
-        Ok(s)
-    };
-    let line = |i: &mut usize| -> Result<String> {
-        let end = bytes[*i..].iter().position(|&b| b == b'\n').ok_or_else(|| anyhow!("data.pkl: unterminated line at byte {}", *i))?;
-        let s = String::from_utf8_lossy(&bytes[*i..*i + end]).into_owned();
-        *i += end + 1;
-        Ok(s)
-    };
-    fn pop(stack: &mut Vec<Value>) -> Result<Value> {
-        stack.pop().ok_or_else(|| anyhow!("data.pkl: stack underflow"))
+    loop {
+        let at = m.i;
+        let op = m.take(1)?[0];
+        let done = m.scalar(op, at)? || m.text(op)? || m.remember(op, at)? || m.build(op, at)? || m.call(op)?;
+        if op == b'.' {
+            return m.pop();
+        }
+        anyhow::ensure!(done, "data.pkl: unsupported pickle opcode 0x{op:02x} at byte {at}");
     }
-    fn pop_mark(stack: &mut Vec<Value>) -> Result<Vec<Value>> {
-        let at = stack.iter().rposition(|v| matches!(v, Value::Mark)).ok_or_else(|| anyhow!("data.pkl: no MARK"))?;
-        let items = stack.split_off(at + 1);
-        stack.pop();
+}
+
+struct Machine<'a> {
+    bytes: &'a [u8],
+    /// The next byte to read.
+    i: usize,
+    stack: Vec<Value>,
+    memo: HashMap<u32, Value>,
+    copy_budget: usize,
+}
+
+impl Machine<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8]> {
+        let s = self.bytes.get(self.i..self.i + n).ok_or_else(|| anyhow!("data.pkl ends inside an opcode at byte {}", self.i))?;
+        self.i += n;
+        Ok(s)
+    }
+
+    fn line(&mut self) -> Result<String> {
+        let rest = &self.bytes[self.i..];
+        let end = rest.iter().position(|&b| b == b'\n').ok_or_else(|| anyhow!("data.pkl: unterminated line at byte {}", self.i))?;
+        let s = String::from_utf8_lossy(&rest[..end]).into_owned();
+        self.i += end + 1;
+        Ok(s)
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into()?))
+    }
+
+    fn pop(&mut self) -> Result<Value> {
+        self.stack.pop().ok_or_else(|| anyhow!("data.pkl: stack underflow"))
+    }
+
+    /// The items above the topmost MARK (which goes too).
+    fn pop_mark(&mut self) -> Result<Vec<Value>> {
+        let at = self.stack.iter().rposition(|v| matches!(v, Value::Mark)).ok_or_else(|| anyhow!("data.pkl: no MARK"))?;
+        let items = self.stack.split_off(at + 1);
+        self.stack.pop();
         Ok(items)
     }
-    fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>> {
-        anyhow::ensure!(items.len().is_multiple_of(2), "data.pkl: odd number of dict items");
-        let mut it = items.into_iter();
-        let mut out = vec![];
-        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            out.push((k, v));
-        }
-        Ok(out)
+
+    /// A copy of a remembered value, weighed before it is made and paid from `budget`.
+    fn copy(budget: &mut usize, v: Option<&Value>, op: &str, at: usize) -> Result<Value> {
+        let v = v.ok_or_else(|| anyhow!("data.pkl: {op} at byte {at} names nothing"))?;
+        let w = v.weight(*budget).ok_or_else(|| {
+            anyhow!("data.pkl: copies of remembered values pass {} MB at byte {at}: not a checkpoint", COPY_BUDGET_FLOOR >> 20)
+        })?;
+        *budget -= w;
+        Ok(v.clone())
     }
-    loop {
-        let at = i;
-        let op = *take(&mut i, 1)?.first().unwrap();
-        match op {
+
+    /// Framing, None, booleans, integers, floats. False when `op` is none of them.
+    fn scalar(&mut self, op: u8, at: usize) -> Result<bool> {
+        let v = match op {
             0x80 => {
-                take(&mut i, 1)?; // PROTO
+                self.take(1)?; // PROTO
+                return Ok(true);
             }
             0x95 => {
-                take(&mut i, 8)?; // FRAME
+                self.take(8)?; // FRAME
+                return Ok(true);
             }
-            b'.' => return pop(&mut stack),
-            b'(' => stack.push(Value::Mark),
-            b'N' => stack.push(Value::None),
-            0x88 => stack.push(Value::Bool(true)),
-            0x89 => stack.push(Value::Bool(false)),
-            b'J' => stack.push(Value::Int(i32::from_le_bytes(take(&mut i, 4)?.try_into()?) as i64)),
-            b'K' => stack.push(Value::Int(take(&mut i, 1)?[0] as i64)),
-            b'M' => stack.push(Value::Int(u16::from_le_bytes(take(&mut i, 2)?.try_into()?) as i64)),
+            b'.' => return Ok(true),
+            b'(' => Value::Mark,
+            b'N' => Value::None,
+            0x88 => Value::Bool(true),
+            0x89 => Value::Bool(false),
+            b'J' => Value::Int(i32::from_le_bytes(self.take(4)?.try_into()?) as i64),
+            b'K' => Value::Int(self.take(1)?[0] as i64),
+            b'M' => Value::Int(u16::from_le_bytes(self.take(2)?.try_into()?) as i64),
             0x8a => {
-                let n = take(&mut i, 1)?[0] as usize;
-                let b = take(&mut i, n)?;
+                let n = self.take(1)?[0] as usize;
+                let b = self.take(n)?;
                 anyhow::ensure!(n <= 8, "data.pkl: integer of {n} bytes at byte {at}");
                 let mut v: i64 = 0;
                 for (k, &x) in b.iter().enumerate() {
@@ -246,139 +274,158 @@ fn unpickle(bytes: &[u8]) -> Result<Value> {
                 if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
                     v -= 1i64 << (8 * n); // negative
                 }
-                stack.push(Value::Int(v));
+                Value::Int(v)
             }
-            b'G' => stack.push(Value::Float(f64::from_be_bytes(take(&mut i, 8)?.try_into()?))),
+            b'G' => Value::Float(f64::from_be_bytes(self.take(8)?.try_into()?)),
+            _ => return Ok(false),
+        };
+        self.stack.push(v);
+        Ok(true)
+    }
+
+    /// Strings, bytes and global names.
+    fn text(&mut self, op: u8) -> Result<bool> {
+        let utf8 = |b: &[u8]| String::from_utf8(b.to_vec()).context("data.pkl: string is not UTF-8");
+        let v = match op {
             b'X' => {
-                let n = u32::from_le_bytes(take(&mut i, 4)?.try_into()?) as usize;
-                stack.push(Value::Str(String::from_utf8(take(&mut i, n)?.to_vec()).context("data.pkl: string is not UTF-8")?));
+                let n = self.u32()? as usize;
+                Value::Str(utf8(self.take(n)?)?)
             }
             0x8c => {
-                let n = take(&mut i, 1)?[0] as usize;
-                stack.push(Value::Str(String::from_utf8(take(&mut i, n)?.to_vec()).context("data.pkl: string is not UTF-8")?));
+                let n = self.take(1)?[0] as usize;
+                Value::Str(utf8(self.take(n)?)?)
             }
             b'U' => {
-                let n = take(&mut i, 1)?[0] as usize;
-                stack.push(Value::Str(String::from_utf8_lossy(take(&mut i, n)?).into_owned()));
+                let n = self.take(1)?[0] as usize;
+                Value::Str(String::from_utf8_lossy(self.take(n)?).into_owned())
             }
             b'T' => {
-                let n = u32::from_le_bytes(take(&mut i, 4)?.try_into()?) as usize;
-                stack.push(Value::Str(String::from_utf8_lossy(take(&mut i, n)?).into_owned()));
+                let n = self.u32()? as usize;
+                Value::Str(String::from_utf8_lossy(self.take(n)?).into_owned())
             }
             b'C' => {
-                let n = take(&mut i, 1)?[0] as usize;
-                stack.push(Value::Bytes(take(&mut i, n)?.to_vec()));
+                let n = self.take(1)?[0] as usize;
+                Value::Bytes(self.take(n)?.to_vec())
             }
             b'B' => {
-                let n = u32::from_le_bytes(take(&mut i, 4)?.try_into()?) as usize;
-                stack.push(Value::Bytes(take(&mut i, n)?.to_vec()));
+                let n = self.u32()? as usize;
+                Value::Bytes(self.take(n)?.to_vec())
             }
-            b'c' => {
-                let (m, n) = (line(&mut i)?, line(&mut i)?);
-                stack.push(Value::Global(m, n));
-            }
+            b'c' => Value::Global(self.line()?, self.line()?),
             0x93 => {
-                let n = pop(&mut stack)?;
-                let m = pop(&mut stack)?;
-                match (m, n) {
-                    (Value::Str(m), Value::Str(n)) => stack.push(Value::Global(m, n)),
+                let n = self.pop()?;
+                match (self.pop()?, n) {
+                    (Value::Str(m), Value::Str(n)) => Value::Global(m, n),
                     (m, n) => bail!("data.pkl: STACK_GLOBAL of {} and {}", m.brief(), n.brief()),
                 }
             }
-            b'q' => {
-                let k = take(&mut i, 1)?[0] as u32;
-                memo.insert(k, copy(stack.last(), "BINPUT", at)?);
+            _ => return Ok(false),
+        };
+        self.stack.push(v);
+        Ok(true)
+    }
+
+    /// The memo: PUT (BINPUT, LONG_BINPUT, MEMOIZE) and GET (BINGET, LONG_BINGET), each a copy.
+    fn remember(&mut self, op: u8, at: usize) -> Result<bool> {
+        match op {
+            b'q' | b'r' | 0x94 => {
+                let k = match op {
+                    b'q' => self.take(1)?[0] as u32,
+                    b'r' => self.u32()?,
+                    _ => self.memo.len() as u32,
+                };
+                let v = Self::copy(&mut self.copy_budget, self.stack.last(), "a memo PUT", at)?;
+                self.memo.insert(k, v);
             }
-            b'r' => {
-                let k = u32::from_le_bytes(take(&mut i, 4)?.try_into()?);
-                memo.insert(k, copy(stack.last(), "LONG_BINPUT", at)?);
+            b'h' | b'j' => {
+                let k = if op == b'h' { self.take(1)?[0] as u32 } else { self.u32()? };
+                let v = Self::copy(&mut self.copy_budget, self.memo.get(&k), &format!("memo GET {k}"), at)?;
+                self.stack.push(v);
             }
-            0x94 => {
-                let k = memo.len() as u32;
-                memo.insert(k, copy(stack.last(), "MEMOIZE", at)?);
-            }
-            b'h' => {
-                let k = take(&mut i, 1)?[0] as u32;
-                stack.push(copy(memo.get(&k), "BINGET", at)?);
-            }
-            b'j' => {
-                let k = u32::from_le_bytes(take(&mut i, 4)?.try_into()?);
-                stack.push(copy(memo.get(&k), "LONG_BINGET", at)?);
-            }
-            b'}' => stack.push(Value::Dict(vec![])),
-            b']' => stack.push(Value::List(vec![])),
-            b')' => stack.push(Value::Tuple(vec![])),
-            b't' => {
-                let items = pop_mark(&mut stack)?;
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Containers: empty ones, from a MARK, from the last 1-3 items, and items added to one. Every
+    /// item nested is checked against [`MAX_DEPTH`].
+    fn build(&mut self, op: u8, at: usize) -> Result<bool> {
+        match op {
+            b'}' => self.stack.push(Value::Dict(vec![])),
+            b']' => self.stack.push(Value::List(vec![])),
+            b')' => self.stack.push(Value::Tuple(vec![])),
+            b't' | b'l' | b'd' => {
+                let items = self.pop_mark()?;
                 nestable(&items, at)?;
-                stack.push(Value::Tuple(items));
-            }
-            b'l' => {
-                let items = pop_mark(&mut stack)?;
-                nestable(&items, at)?;
-                stack.push(Value::List(items));
-            }
-            b'd' => {
-                let items = pop_mark(&mut stack)?;
-                nestable(&items, at)?;
-                stack.push(Value::Dict(pairs(items)?));
+                self.stack.push(match op {
+                    b't' => Value::Tuple(items),
+                    b'l' => Value::List(items),
+                    _ => Value::Dict(pairs(items)?),
+                });
             }
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
-                anyhow::ensure!(stack.len() >= n, "data.pkl: stack underflow");
-                let items = stack.split_off(stack.len() - n);
+                anyhow::ensure!(self.stack.len() >= n, "data.pkl: stack underflow");
+                let items = self.stack.split_off(self.stack.len() - n);
                 nestable(&items, at)?;
-                stack.push(Value::Tuple(items));
+                self.stack.push(Value::Tuple(items));
             }
-            b'a' => {
-                let v = pop(&mut stack)?;
-                nestable([&v], at)?;
-                match stack.last_mut() {
-                    Some(Value::List(l)) => l.push(v),
+            b'a' | b'e' => {
+                let items = if op == b'a' { vec![self.pop()?] } else { self.pop_mark()? };
+                nestable(&items, at)?;
+                match self.stack.last_mut() {
+                    Some(Value::List(l)) => l.extend(items),
                     _ => bail!("data.pkl: APPEND to a non-list"),
                 }
             }
-            b'e' => {
-                let items = pop_mark(&mut stack)?;
+            b's' | b'u' => {
+                let items = if op == b's' {
+                    let v = self.pop()?;
+                    vec![self.pop()?, v]
+                } else {
+                    self.pop_mark()?
+                };
                 nestable(&items, at)?;
-                match stack.last_mut() {
-                    Some(Value::List(l)) => l.extend(items),
-                    _ => bail!("data.pkl: APPENDS to a non-list"),
-                }
-            }
-            b's' => {
-                let v = pop(&mut stack)?;
-                let k = pop(&mut stack)?;
-                nestable([&k, &v], at)?;
-                match stack.last_mut() {
-                    Some(Value::Dict(d)) => d.push((k, v)),
+                let items = pairs(items)?;
+                match self.stack.last_mut() {
+                    Some(Value::Dict(d)) => d.extend(items),
                     _ => bail!("data.pkl: SETITEM on a non-dict"),
                 }
             }
-            b'u' => {
-                let items = pop_mark(&mut stack)?;
-                nestable(&items, at)?;
-                let items = pairs(items)?;
-                match stack.last_mut() {
-                    Some(Value::Dict(d)) => d.extend(items),
-                    _ => bail!("data.pkl: SETITEMS on a non-dict"),
-                }
-            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// BUILD (object state, not needed), persistent ids (storages) and REDUCE (calls).
+    fn call(&mut self, op: u8) -> Result<bool> {
+        match op {
             b'b' => {
-                pop(&mut stack)?; // BUILD: object state (e.g. a state dict's `_metadata`), not needed
+                self.pop()?;
             }
             b'Q' => {
-                let pid = pop(&mut stack)?;
-                stack.push(persistent(pid)?);
+                let pid = self.pop()?;
+                self.stack.push(persistent(pid)?);
             }
             b'R' => {
-                let args = pop(&mut stack)?;
-                let f = pop(&mut stack)?;
-                stack.push(reduce(f, args)?);
+                let args = self.pop()?;
+                let f = self.pop()?;
+                self.stack.push(reduce(f, args)?);
             }
-            other => bail!("data.pkl: unsupported pickle opcode 0x{other:02x} at byte {at}"),
+            _ => return Ok(false),
         }
+        Ok(true)
     }
+}
+
+fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>> {
+    anyhow::ensure!(items.len().is_multiple_of(2), "data.pkl: odd number of dict items");
+    let mut it = items.into_iter();
+    let mut out = vec![];
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        out.push((k, v));
+    }
+    Ok(out)
 }
 
 /// `('storage', torch.<T>Storage, key, location, numel)`.

@@ -126,7 +126,11 @@ impl Out {
 
 /// `dst[m, n] (row stride dst_rs) = scale * lhs[m, k] · rhs[k, n]` (`+= ` when `accumulate`),
 /// strides in elements. Without `accumulate` gemm does not read `dst`: it may be uninitialised.
-#[allow(clippy::too_many_arguments)]
+///
+/// # Safety
+/// `lhs` must be valid for reads of the `m x k` extent its strides describe, `rhs` of `k x n`,
+/// and `dst` for writes (and reads, with `accumulate`) of `m` rows of `n` values `dst_rs` apart;
+/// `dst` must not overlap `lhs` or `rhs`.
 unsafe fn gemm_into(
     m: usize,
     n: usize,
