@@ -9,8 +9,8 @@ use crate::model::layers::Rope;
 use crate::model::precision::activation_dtype;
 use crate::model::weights::{self, Weights};
 use crate::train::optim::{AdamHyper, AdamState, OptimizerKind};
-use crate::train::step::{Ropes, eval_forward, train_forward};
-use crate::train::update::{Learner, LocalGrads, StepHyper, apply_gradients};
+use crate::train::step::{Ropes, eval_forward, gradient_step, train_forward};
+use crate::train::update::{Learner, StepHyper};
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
@@ -224,11 +224,8 @@ pub fn bench_train<AD: AutodiffBackend>(spec: &BenchSpec, device: &AD::Device) -
         let t = Instant::now();
         let explore = Exploration { prob: c.arch.halt_exploration_prob, seed: 0, step: i as u64 + 1, first_row: 0 };
         let (loss, _, leaves) = train_forward::<AD>(&c, &params, table.as_ref(), &mut carry, &batch, &ropes, explore);
-        let grads = (loss.total / b as f64).backward();
-        let (g, pg) = leaves.grads(&grads);
-        let local = LocalGrads { params: g, puzzle: pg.map(|pg| (carry.puzzle_ids.clone(), crate::backend::to_host_f32(&pg))) };
         let learner = Learner { params: &mut params, table: &mut table, adam: &mut adam, ema: None };
-        apply_gradients(learner, local, &h, &mut Single)?;
+        gradient_step(loss.total, b, &leaves, carry.puzzle_ids.clone(), learner, &h, &mut Single)?;
         // Wait for the device: reading one value forces all queued work to finish.
         let _ = crate::backend::to_host_f32(&params[0].tensor.clone().slice([0..1, 0..1]));
         let secs = t.elapsed().as_secs_f64();

@@ -11,6 +11,7 @@ pub mod logging;
 pub mod loss;
 pub mod optim;
 pub mod presets;
+pub mod progress;
 pub mod setup;
 pub mod source;
 pub mod step;

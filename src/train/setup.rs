@@ -9,7 +9,7 @@ use super::integrity;
 use super::logging::MetricsLog;
 use super::optim::AdamState;
 use crate::data::format::{self, Split};
-use crate::data::loader::Position;
+use crate::data::loader::{Position, RecordedOrder, TrainSampler, total_steps};
 use crate::dist::Reducer;
 use crate::eval::arc_vote::ArcEval;
 use crate::eval::evaluate::{EvalResult, evaluate};
@@ -199,4 +199,65 @@ pub fn eval_and_log<B: Backend>(
     let refs: Vec<(&str, f64)> = fields.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     log.log(st.step, "eval", &refs)?;
     Ok(Some(res))
+}
+
+/// How a run walks its data: this rank's sampler, the iterations, the steps.
+pub struct Plan {
+    pub sampler: TrainSampler,
+    /// Iterations (`eval_interval` epochs each) of the whole schedule.
+    pub iterations: u64,
+    /// Optimiser steps of the whole schedule (the learning-rate schedule's length).
+    pub total: u64,
+    /// The step this run stops at (`max_steps`, or the schedule's end).
+    pub stop_at: u64,
+    /// This rank's first row in every global batch (for the exploration draws).
+    pub first_row: usize,
+}
+
+impl Plan {
+    /// The plan of `cfg` over `train`, refusing batches that do not split over the ranks and a
+    /// schedule of zero steps.
+    pub fn new(cfg: &TrainConfig, train: &Arc<Split>, has_test: bool, rank: usize, world: usize) -> Result<Plan> {
+        let g = cfg.global_batch_size;
+        anyhow::ensure!(g.is_multiple_of(world), "global_batch_size {g} does not split over {world} ranks: make it a multiple of {world}");
+        if has_test && world > 1 {
+            let eb = cfg.eval_batch_size.unwrap_or(g);
+            anyhow::ensure!(
+                eb.is_multiple_of(world),
+                "eval_batch_size {eb} does not split over {world} ranks: make it a multiple of {world}"
+            );
+        }
+        let iterations = (cfg.epochs / cfg.epochs_per_iter()) as u64;
+        let mut sampler = TrainSampler {
+            split: train.clone(),
+            global_batch: g,
+            rank,
+            world,
+            seed: cfg.seed,
+            epochs_per_iter: cfg.epochs_per_iter(),
+            recorded: None,
+        };
+        if let Some(path) = &cfg.batch_order {
+            let rec = RecordedOrder::read(Path::new(path), train, g).with_context(|| format!("batch_order = {path}"))?;
+            anyhow::ensure!(
+                rec.iterations.len() as u64 >= iterations,
+                "batch_order {path} records {} iterations; this run has {iterations}",
+                rec.iterations.len()
+            );
+            eprintln!("replaying the recorded batch order {path} ({} iterations)", rec.iterations.len());
+            sampler.recorded = Some(Arc::new(rec));
+        }
+        let total = total_steps(train, cfg.epochs, g);
+        if total == 0 || sampler.batches_per_iteration() == 0 {
+            let m = &train.metadata;
+            bail!(
+                "this run would take 0 optimiser steps: global_batch_size={g} is larger than the {} examples that one iteration ({} epoch(s)) of {} puzzle groups gives; lower global_batch_size or raise eval_interval/epochs",
+                (cfg.epochs_per_iter() as f64 * m.total_groups as f64 * m.mean_puzzle_examples) as u64,
+                cfg.epochs_per_iter(),
+                m.total_groups
+            );
+        }
+        let stop_at = cfg.max_steps.map_or(total, |m| m.min(total));
+        Ok(Plan { sampler, iterations, total, stop_at, first_row: rank * (g / world) })
+    }
 }

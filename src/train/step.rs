@@ -8,8 +8,10 @@
 //! The carry, the master weights and the puzzle table always live on the inner backend.
 
 use super::loss::{LossOutput, act_loss};
+use super::update::{Learner, LocalGrads, NonFinite, StepHyper, apply_gradients};
 use crate::backend::to_host_f32;
 use crate::data::loader::Batch;
+use crate::dist::Reducer;
 use crate::model::act::{Carry, Exploration, continue_target};
 use crate::model::config::ModelConfig;
 use crate::model::forward::{StepOutput, deep_recursion, deep_recursion_train, embed_input};
@@ -32,6 +34,24 @@ impl<AD: AutodiffBackend> Leaves<AD> {
         let g = self.params.iter().map(|n| if n.trainable { n.tensor.grad(grads) } else { None }).collect();
         (g, self.puzzle.as_ref().and_then(|p| p.grad(grads)))
     }
+}
+
+/// The gradients of `loss_total / rows` and the update they make through `reducer`: the one
+/// gradient step that training and `trm bench` share. `puzzle_ids` name the batch's rows of the
+/// puzzle table. Returns the non-finite value that stopped the update, if any (nothing changed).
+pub fn gradient_step<AD: AutodiffBackend>(
+    loss_total: Tensor<AD, 1>,
+    rows: usize,
+    leaves: &Leaves<AD>,
+    puzzle_ids: Vec<i32>,
+    learner: Learner<'_, AD::InnerBackend>,
+    h: &StepHyper,
+    reducer: &mut dyn Reducer,
+) -> anyhow::Result<Option<NonFinite>> {
+    let grads = (loss_total / rows as f64).backward();
+    let (params, puzzle) = leaves.grads(&grads);
+    let local = LocalGrads { params, puzzle: puzzle.map(|p| (puzzle_ids, to_host_f32(&p))) };
+    apply_gradients(learner, local, h, reducer)
 }
 
 /// Puzzle-embedding rows for the carry's current identifiers.

@@ -14,23 +14,26 @@
 //! (`dist`), each runs this loop on its share of every batch; the collectives are in
 //! `collective.rs` and `update.rs`, and only rank 0 writes.
 
+use super::checkpoint::TrainState;
 use super::collective::{self, Stop};
+use super::config::TrainConfig;
 use super::guard;
 use super::logging::MetricsLog;
 use super::loss::Metrics;
 use super::optim::{AdamHyper, lr_at};
-use super::setup::{check_test_split, eval_and_log, model_config, open_state, read_splits};
-use super::step::{Ropes, train_forward};
-use super::update::{Learner, LocalGrads, StepHyper, apply_gradients};
-use crate::data::format;
-use crate::data::loader::{Position, RecordedOrder, TrainSampler, prefetch, total_steps};
+use super::progress::{Progress, StepFigures};
+use super::setup::{Plan, check_test_split, eval_and_log, model_config, open_state, read_splits};
+use super::step::{Ropes, gradient_step, train_forward};
+use super::update::{Learner, NonFinite, StepHyper};
+use crate::data::format::{self, Split};
+use crate::data::loader::{Batch, Position, prefetch};
 use crate::dist::{Reducer, Single};
 use crate::eval::evaluate::EvalResult;
 use crate::model::act::{Carry, Exploration};
+use crate::model::config::ModelConfig;
 use crate::model::weights::Weights;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::tensor::backend::AutodiffBackend;
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,13 +51,6 @@ pub struct TrainSummary {
 }
 
 /// A line above the progress bar, or on stderr when there is no terminal for the bar.
-fn say(pb: &ProgressBar, line: String) {
-    if pb.is_hidden() { eprintln!("{line}") } else { pb.println(line) }
-}
-
-/// Steps timed before the trainer prints its estimate of the time left.
-const ESTIMATE_AFTER: u64 = 20;
-
 /// Runs (or resumes) a training job in this process alone.
 pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result<TrainSummary> {
     train_with::<AD>(job, device, &mut Single)
@@ -64,11 +60,10 @@ pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result
 /// for one process). Every rank gets the same job; rank 0 writes the run folder.
 pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, reducer: &mut dyn Reducer) -> Result<TrainSummary> {
     let t0 = Instant::now();
-    let (rank, world) = (reducer.rank(), reducer.world());
-    let lead = rank == 0;
+    let lead = reducer.rank() == 0;
     let (train_split, test_split) = read_splits(&job.data)?;
-    // One writer per run folder, held until this function returns (or the process dies).
-    // What an interrupted save left behind is removed first (under the lock), with a note.
+    // One writer per run folder, held until this function returns (or the process dies); what an
+    // interrupted save left behind is removed first, under the lock, with a note.
     let locked = || crate::util::lock::RunLock::acquire(&job.out).and_then(|l| super::checkpoint::clean_leftovers(&job.out).map(|()| l));
     let _lock = collective::lead_result(lead.then(locked), "lock the run folder", reducer)?;
     let (cfg, mut st, resumed_from) = open_state::<AD::InnerBackend>(job, &train_split, device, reducer)?;
@@ -82,237 +77,253 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
             "note: arch.forward_dtype=bfloat16 runs in float32 on the CPU backend (bfloat16 would only be emulated there, slower); TRM_CPU_BF16=1 emulates it anyway"
         );
     }
-
-    let g = cfg.global_batch_size;
-    anyhow::ensure!(g.is_multiple_of(world), "global_batch_size {g} does not split over {world} ranks: make it a multiple of {world}");
-    let b = g / world;
-    let sampler = TrainSampler {
-        split: train_split.clone(),
-        global_batch: g,
-        rank,
-        world,
-        seed: cfg.seed,
-        epochs_per_iter: cfg.epochs_per_iter(),
-        recorded: None,
-    };
-    let iterations = (cfg.epochs / cfg.epochs_per_iter()) as u64;
-    let sampler = match &cfg.batch_order {
-        None => sampler,
-        Some(path) => {
-            let rec = RecordedOrder::read(Path::new(path), &train_split, g).with_context(|| format!("batch_order = {path}"))?;
-            anyhow::ensure!(
-                rec.iterations.len() as u64 >= iterations,
-                "batch_order {path} records {} iterations; this run has {iterations}",
-                rec.iterations.len()
-            );
-            eprintln!("replaying the recorded batch order {path} ({} iterations)", rec.iterations.len());
-            TrainSampler { recorded: Some(Arc::new(rec)), ..sampler }
-        }
-    };
-    let total = total_steps(&train_split, cfg.epochs, g);
-    let per_iteration = sampler.batches_per_iteration();
-    if total == 0 || per_iteration == 0 {
-        let m = &train_split.metadata;
-        bail!(
-            "this run would take 0 optimiser steps: global_batch_size={g} is larger than the {} examples that one iteration ({} epoch(s)) of {} puzzle groups gives; lower global_batch_size or raise eval_interval/epochs",
-            (cfg.epochs_per_iter() as f64 * m.total_groups as f64 * m.mean_puzzle_examples) as u64,
-            cfg.epochs_per_iter(),
-            m.total_groups
-        );
-    }
-    let stop_at = cfg.max_steps.map_or(total, |m| m.min(total));
+    let plan = Plan::new(&cfg, &train_split, test_split.is_some(), reducer.rank(), reducer.world())?;
     let ropes = Ropes::<AD>::new(&model, device);
-    if test_split.is_some() && world > 1 {
-        let eb = cfg.eval_batch_size.unwrap_or(g);
-        anyhow::ensure!(eb.is_multiple_of(world), "eval_batch_size {eb} does not split over {world} ranks: make it a multiple of {world}");
-    }
-    // Only rank 0 writes: the config, the identifier map, the logs.
-    let open_run = || -> Result<MetricsLog> {
-        crate::util::fs::write_atomic(&job.out.join("config.toml"), cfg.to_toml().as_bytes())?;
-        if let Ok(ids) = format::read_identifiers(&job.data) {
-            crate::util::fs::write_json(&job.out.join("identifiers.json"), &ids)?;
-        }
-        MetricsLog::open(&job.out, job.resume.then_some(st.step))
-    };
-    let mut log = collective::lead_result(lead.then(open_run), "write the run folder", reducer)?;
-    if let (Some(log), 0) = (log.as_mut(), st.step) {
-        let n = Weights::from_named(&model, st.params.clone())?.num_params();
-        log.log(0, "info", &[("num_params", n as f64), ("total_steps", total as f64), ("world_size", world as f64)])?;
-    }
-    let flush = |log: &mut Option<MetricsLog>| log.as_mut().map_or(Ok(()), |l| l.flush());
-    let hyper = |step: u64| AdamHyper {
-        lr: lr_at(step, cfg.lr, cfg.lr_warmup_steps, total, cfg.lr_min_ratio),
-        beta1: cfg.beta1,
-        beta2: cfg.beta2,
-        weight_decay: cfg.weight_decay,
-        kind: cfg.optimizer,
-    };
-    let pb = if job.quiet || !lead { ProgressBar::hidden() } else { ProgressBar::new(stop_at) };
-    pb.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps, eta {eta} {msg}").unwrap().progress_chars("=> "),
-    );
-    pb.set_position(st.step);
-    let mut evals = Vec::new();
-    let mut last_train = Metrics::default();
-    let mut last_ckpt = None;
-    let mut interrupted = false;
-    let (mut window_rows, mut window_t) = (0usize, Instant::now());
-    let (first_step, t_first) = (st.step, Instant::now());
+    let mut log = open_run_log(job, &cfg, &model, &st, &plan, reducer)?;
+    let mut progress = Progress::new(job.quiet || !lead, plan.stop_at, st.step);
+    let cx = StepContext { model: &model, cfg: &cfg, ropes: &ropes, device, plan: &plan, job, t0 };
+    let mut run = RunRecord { evals: Vec::new(), last_train: Metrics::default(), last_ckpt: None, interrupted: false };
 
-    'outer: for iteration in st.position.iteration..iterations {
+    'outer: for iteration in st.position.iteration..plan.iterations {
         let start = if iteration == st.position.iteration { st.position } else { Position { iteration, batch: 0 } };
         st.position = start;
-        for batch in prefetch(sampler.iteration(start), 4) {
-            if st.step >= stop_at {
+        for batch in prefetch(plan.sampler.iteration(start), 4) {
+            if st.step >= plan.stop_at {
                 break 'outer;
             }
-            // Kept to undo a skipped step (tensors are shared, so this copies no data).
-            let before = st.carry.clone();
-            st.step += 1;
-            let carry = st.carry.get_or_insert_with(|| Carry::new(&model, batch.batch_size, device));
-            let explore = Exploration { prob: model.arch.halt_exploration_prob, seed: cfg.seed, step: st.step, first_row: rank * b };
-            let (loss, _out, leaves) = train_forward::<AD>(&model, &st.params, st.table.as_ref(), carry, &batch, &ropes, explore);
-            let local_stop =
-                Stop { interrupt: crate::util::interrupt::requested(), time_up: job.time_limit.is_some_and(|l| t0.elapsed() >= l) };
-            let (m, stop) = collective::reduce_step(loss.metrics, local_stop, reducer)?;
-            let h = hyper(st.step);
-            let step_h = StepHyper {
-                adam: h,
-                puzzle_lr: lr_at(st.step, cfg.puzzle_emb_lr, cfg.lr_warmup_steps, total, cfg.lr_min_ratio),
-                puzzle_weight_decay: cfg.puzzle_emb_weight_decay,
-                ema_rate: cfg.ema_rate,
-                freeze_weights: cfg.freeze_weights,
-            };
-            let mut bad = guard::nonfinite_loss(&m, model.arch.continue_target());
-            if bad.is_none() {
-                let grads = (loss.total.clone() / g as f64).backward();
-                let (pgrads, puzzle_grad) = leaves.grads(&grads);
-                let ids = carry.puzzle_ids.clone();
-                let local = LocalGrads { params: pgrads, puzzle: puzzle_grad.map(|p| (ids, crate::backend::to_host_f32(&p))) };
-                let learner = Learner { params: &mut st.params, table: &mut st.table, adam: &mut st.adam, ema: st.ema.as_deref_mut() };
-                bad = apply_gradients(learner, local, &step_h, reducer)?;
-            }
-            if let Some((what, value)) = bad {
-                st.carry = before;
-                st.step -= 1;
-                if st.skipped < cfg.skip_nonfinite_batches {
-                    st.skipped += 1;
-                    st.position.batch += 1;
-                    pb.println(format!(
-                        "warning: skipped batch {} of iteration {iteration} (step {}): the {what} is {value} ({} of skip_nonfinite_batches={} skipped)",
-                        st.position.batch,
-                        st.step + 1,
-                        st.skipped,
-                        cfg.skip_nonfinite_batches
-                    ));
-                    if let Some(log) = log.as_mut() {
-                        log.log(st.step + 1, "skipped", &[("skipped_batches", st.skipped as f64)])?;
-                    }
+            let stop = match optimiser_step(&cx, &mut st, &batch, reducer)? {
+                Outcome::Skipped { bad, lr } => {
+                    let last_good = run.last_ckpt.as_deref().or(resumed_from.as_deref());
+                    skip_or_stop(&cfg, &mut st, iteration, bad, lr, last_good, &mut log, &progress)?;
                     continue;
                 }
-                flush(&mut log)?;
-                pb.finish_and_clear();
-                bail!(guard::divergence_message(st.step + 1, what, value, last_ckpt.as_deref().or(resumed_from.as_deref()), h.lr));
-            }
-            st.position.batch += 1;
-
-            last_train = m;
-            let n = m.count.max(1.0);
-            window_rows += g;
-            let mut vals = vec![
-                ("lm_loss", m.lm_loss / g as f64),
-                ("q_halt_loss", m.q_halt_loss / g as f64),
-                ("accuracy", m.accuracy / n),
-                ("exact_accuracy", m.exact_accuracy / n),
-                ("q_halt_accuracy", m.q_halt_accuracy / n),
-                ("steps", m.steps / n),
-                ("count", m.count),
-                ("lr", h.lr),
-            ];
-            if model.arch.continue_target() {
-                vals.push(("q_continue_loss", m.q_continue_loss / g as f64));
-            }
-            if let Some(log) = log.as_mut() {
-                log.log(st.step, "train", &vals)?;
-            }
-            pb.set_position(st.step);
-            if st.step == first_step + ESTIMATE_AFTER && stop_at > st.step && !job.quiet && lead {
-                // One line early on: what this machine takes per step, and for the rest.
-                let per = t_first.elapsed().as_secs_f64() / ESTIMATE_AFTER as f64;
-                say(
-                    &pb,
-                    format!(
-                        "about {per:.2} s per step on this machine: about {:.1} minutes for the {} steps left",
-                        per * (stop_at - st.step) as f64 / 60.0,
-                        stop_at - st.step
-                    ),
-                );
-            }
-            if pb.is_hidden() && !job.quiet && lead && stop_at >= 10 && st.step % (stop_at / 10) == 0 {
-                // No terminal for the bar (a log file, CI): a line every tenth of the run.
-                let per = t_first.elapsed().as_secs_f64() / (st.step - first_step).max(1) as f64;
-                eprintln!(
-                    "step {}/{stop_at}: {per:.2} s per step, about {:.1} minutes left; lm_loss {:.4}, exact accuracy {:.3}",
-                    st.step,
-                    per * (stop_at - st.step) as f64 / 60.0,
-                    vals[0].1,
-                    vals[3].1
-                );
-            }
-            if st.step % 10 == 0 || st.step == 1 {
-                let rate = window_rows as f64 / window_t.elapsed().as_secs_f64().max(1e-9);
-                pb.set_message(format!("loss {:.4} acc {:.3} exact {:.3} | {:.0} ex/s", vals[0].1, vals[2].1, vals[3].1, rate));
-                (window_rows, window_t) = (0, Instant::now());
-            }
+                Outcome::Done { metrics, stop, lr } => {
+                    run.last_train = metrics;
+                    log_train_step(&cx, st.step, &metrics, lr, &mut log, &mut progress)?;
+                    stop
+                }
+            };
             if cfg.checkpoint_interval_steps > 0 && st.step % cfg.checkpoint_interval_steps == 0 {
                 flush(&mut log)?;
-                last_ckpt = Some(collective::save(&job.out, &st, &cfg, &model, reducer)?);
+                run.last_ckpt = Some(collective::save(&job.out, &st, &cfg, &model, reducer)?);
             }
             if stop.interrupt {
-                interrupted = true; // the step is done; checkpoint below
+                run.interrupted = true; // the step is done; checkpoint below
                 break 'outer;
             }
             if stop.time_up {
                 break 'outer;
             }
         }
-        // End of an iteration: evaluation + checkpoint.
-        let end_of_batches = st.position;
-        st.position = Position { iteration: iteration + 1, batch: 0 };
-        if iteration as usize >= cfg.min_eval_interval {
-            if let Some(test) = &test_split {
-                let Some(r) = eval_and_log(&model, &cfg, &st, test, &job.data, &job.out, log.as_mut(), reducer)? else {
-                    // Stopped inside the evaluation: a resume runs it again.
-                    st.position = end_of_batches;
-                    interrupted = true;
-                    break;
-                };
-                pb.println(format!(
-                    "eval @ step {}: token accuracy {:.4}, exact accuracy {:.4} (95% CI {:.4}-{:.4}) on {} examples",
-                    st.step, r.accuracy, r.exact_accuracy, r.exact_accuracy_ci95.0, r.exact_accuracy_ci95.1, r.count
-                ));
-                evals.push((st.step, r));
-            }
-            if cfg.checkpoint_every_eval || iteration + 1 == iterations {
-                flush(&mut log)?;
-                last_ckpt = Some(collective::save(&job.out, &st, &cfg, &model, reducer)?);
-            }
+        if !end_of_iteration(&cx, &mut st, iteration, test_split.as_ref(), &mut log, &progress, &mut run, reducer)? {
+            break;
         }
-        if st.step >= stop_at {
+        if st.step >= plan.stop_at {
             break;
         }
     }
-    // A run cut short by max_steps still ends with an evaluation of its final weights.
-    if let (Some(test), false, false) = (&test_split, interrupted, evals.last().is_some_and(|(s, _)| *s == st.step)) {
-        match eval_and_log(&model, &cfg, &st, test, &job.data, &job.out, log.as_mut(), reducer)? {
-            Some(r) => evals.push((st.step, r)),
-            None => interrupted = true,
+    finish(&cx, &mut st, test_split.as_ref(), log, progress, run, reducer)
+}
+
+/// What stays the same over the steps of a run.
+struct StepContext<'a, AD: AutodiffBackend> {
+    model: &'a ModelConfig,
+    cfg: &'a TrainConfig,
+    ropes: &'a Ropes<AD>,
+    device: &'a AD::Device,
+    plan: &'a Plan,
+    job: &'a TrainJob,
+    t0: Instant,
+}
+
+/// What the run has produced so far.
+struct RunRecord {
+    evals: Vec<(u64, EvalResult)>,
+    last_train: Metrics,
+    last_ckpt: Option<PathBuf>,
+    interrupted: bool,
+}
+
+/// How one optimiser step ended.
+enum Outcome {
+    /// The update was made; `stop` is what the ranks agreed on.
+    Done { metrics: Metrics, stop: Stop, lr: f64 },
+    /// The loss or the update was not finite: nothing changed.
+    Skipped { bad: NonFinite, lr: f64 },
+}
+
+/// One batch: the supervision step on the carry, the stop flags and metrics summed over the
+/// ranks, then the gradient step. A non-finite loss or update leaves the state as it was.
+fn optimiser_step<AD: AutodiffBackend>(
+    cx: &StepContext<AD>,
+    st: &mut TrainState<AD::InnerBackend>,
+    batch: &Batch,
+    reducer: &mut dyn Reducer,
+) -> Result<Outcome> {
+    let (model, cfg, plan) = (cx.model, cx.cfg, cx.plan);
+    // Kept to undo a skipped step (tensors are shared, so this copies no data).
+    let before = st.carry.clone();
+    st.step += 1;
+    let carry = st.carry.get_or_insert_with(|| Carry::new(model, batch.batch_size, cx.device));
+    let explore = Exploration { prob: model.arch.halt_exploration_prob, seed: cfg.seed, step: st.step, first_row: plan.first_row };
+    let (loss, _out, leaves) = train_forward::<AD>(model, &st.params, st.table.as_ref(), carry, batch, cx.ropes, explore);
+    let local_stop =
+        Stop { interrupt: crate::util::interrupt::requested(), time_up: cx.job.time_limit.is_some_and(|l| cx.t0.elapsed() >= l) };
+    let (metrics, stop) = collective::reduce_step(loss.metrics, local_stop, reducer)?;
+    let h = step_hyper(cfg, st.step, plan.total);
+    let mut bad = guard::nonfinite_loss(&metrics, model.arch.continue_target());
+    if bad.is_none() {
+        let ids = carry.puzzle_ids.clone();
+        let learner = Learner { params: &mut st.params, table: &mut st.table, adam: &mut st.adam, ema: st.ema.as_deref_mut() };
+        bad = gradient_step(loss.total, cfg.global_batch_size, &leaves, ids, learner, &h, reducer)?;
+    }
+    if let Some(bad) = bad {
+        st.carry = before;
+        st.step -= 1;
+        return Ok(Outcome::Skipped { bad, lr: h.adam.lr });
+    }
+    st.position.batch += 1;
+    Ok(Outcome::Done { metrics, stop, lr: h.adam.lr })
+}
+
+/// The optimiser's settings at `step` (learning rates warmed up and decayed over `total`).
+fn step_hyper(cfg: &TrainConfig, step: u64, total: u64) -> StepHyper {
+    StepHyper {
+        adam: AdamHyper {
+            lr: lr_at(step, cfg.lr, cfg.lr_warmup_steps, total, cfg.lr_min_ratio),
+            beta1: cfg.beta1,
+            beta2: cfg.beta2,
+            weight_decay: cfg.weight_decay,
+            kind: cfg.optimizer,
+        },
+        puzzle_lr: lr_at(step, cfg.puzzle_emb_lr, cfg.lr_warmup_steps, total, cfg.lr_min_ratio),
+        puzzle_weight_decay: cfg.puzzle_emb_weight_decay,
+        ema_rate: cfg.ema_rate,
+        freeze_weights: cfg.freeze_weights,
+    }
+}
+
+/// A batch whose loss or update was not finite: skipped while `skip_nonfinite_batches` allows,
+/// else the run stops with the divergence message (naming the last good checkpoint).
+fn skip_or_stop<B: burn::prelude::Backend>(
+    cfg: &TrainConfig,
+    st: &mut TrainState<B>,
+    iteration: u64,
+    (what, value): NonFinite,
+    lr: f64,
+    last_good: Option<&Path>,
+    log: &mut Option<MetricsLog>,
+    progress: &Progress,
+) -> Result<()> {
+    if st.skipped < cfg.skip_nonfinite_batches {
+        st.skipped += 1;
+        st.position.batch += 1;
+        progress.println(format!(
+            "warning: skipped batch {} of iteration {iteration} (step {}): the {what} is {value} ({} of skip_nonfinite_batches={} skipped)",
+            st.position.batch,
+            st.step + 1,
+            st.skipped,
+            cfg.skip_nonfinite_batches
+        ));
+        if let Some(log) = log.as_mut() {
+            log.log(st.step + 1, "skipped", &[("skipped_batches", st.skipped as f64)])?;
+        }
+        return Ok(());
+    }
+    flush(log)?;
+    progress.finish();
+    bail!(guard::divergence_message(st.step + 1, what, value, last_good, lr))
+}
+
+/// The step's metrics, per example, to the log and the progress display.
+fn log_train_step<AD: AutodiffBackend>(
+    cx: &StepContext<AD>,
+    step: u64,
+    m: &Metrics,
+    lr: f64,
+    log: &mut Option<MetricsLog>,
+    progress: &mut Progress,
+) -> Result<()> {
+    let g = cx.cfg.global_batch_size as f64;
+    let n = m.count.max(1.0);
+    let mut vals = vec![
+        ("lm_loss", m.lm_loss / g),
+        ("q_halt_loss", m.q_halt_loss / g),
+        ("accuracy", m.accuracy / n),
+        ("exact_accuracy", m.exact_accuracy / n),
+        ("q_halt_accuracy", m.q_halt_accuracy / n),
+        ("steps", m.steps / n),
+        ("count", m.count),
+        ("lr", lr),
+    ];
+    if cx.model.arch.continue_target() {
+        vals.push(("q_continue_loss", m.q_continue_loss / g));
+    }
+    if let Some(log) = log.as_mut() {
+        log.log(step, "train", &vals)?;
+    }
+    progress.after_step(step, cx.cfg.global_batch_size, StepFigures { lm_loss: vals[0].1, accuracy: vals[2].1, exact: vals[3].1 });
+    Ok(())
+}
+
+/// The end of an iteration: evaluation (from `min_eval_interval` on) and a checkpoint. False when
+/// a stop request came during the evaluation (a resume runs it again).
+fn end_of_iteration<AD: AutodiffBackend>(
+    cx: &StepContext<AD>,
+    st: &mut TrainState<AD::InnerBackend>,
+    iteration: u64,
+    test: Option<&Arc<Split>>,
+    log: &mut Option<MetricsLog>,
+    progress: &Progress,
+    run: &mut RunRecord,
+    reducer: &mut dyn Reducer,
+) -> Result<bool> {
+    let end_of_batches = st.position;
+    st.position = Position { iteration: iteration + 1, batch: 0 };
+    if (iteration as usize) < cx.cfg.min_eval_interval {
+        return Ok(true);
+    }
+    if let Some(test) = test {
+        let Some(r) = eval_and_log(cx.model, cx.cfg, st, test, &cx.job.data, &cx.job.out, log.as_mut(), reducer)? else {
+            st.position = end_of_batches;
+            run.interrupted = true;
+            return Ok(false);
+        };
+        progress.println(format!(
+            "eval @ step {}: token accuracy {:.4}, exact accuracy {:.4} (95% CI {:.4}-{:.4}) on {} examples",
+            st.step, r.accuracy, r.exact_accuracy, r.exact_accuracy_ci95.0, r.exact_accuracy_ci95.1, r.count
+        ));
+        run.evals.push((st.step, r));
+    }
+    if cx.cfg.checkpoint_every_eval || iteration + 1 == cx.plan.iterations {
+        flush(log)?;
+        run.last_ckpt = Some(collective::save(&cx.job.out, st, cx.cfg, cx.model, reducer)?);
+    }
+    Ok(true)
+}
+
+/// After the loop: a run cut short by max_steps still ends with an evaluation of its final
+/// weights; an interrupted one checkpoints and says how to resume; every run ends checkpointed.
+fn finish<AD: AutodiffBackend>(
+    cx: &StepContext<AD>,
+    st: &mut TrainState<AD::InnerBackend>,
+    test: Option<&Arc<Split>>,
+    mut log: Option<MetricsLog>,
+    progress: Progress,
+    mut run: RunRecord,
+    reducer: &mut dyn Reducer,
+) -> Result<TrainSummary> {
+    let (job, model, cfg) = (cx.job, cx.model, cx.cfg);
+    if let (Some(test), false, false) = (test, run.interrupted, run.evals.last().is_some_and(|(s, _)| *s == st.step)) {
+        match eval_and_log(model, cfg, st, test, &job.data, &job.out, log.as_mut(), reducer)? {
+            Some(r) => run.evals.push((st.step, r)),
+            None => run.interrupted = true,
         }
     }
-    if interrupted {
+    if run.interrupted {
         flush(&mut log)?;
-        let at = collective::save(&job.out, &st, &cfg, &model, reducer)?;
-        pb.finish_and_clear();
+        let at = collective::save(&job.out, st, cfg, model, reducer)?;
+        progress.finish();
         return Err(crate::util::interrupt::Interrupted(format!(
             "interrupted at step {}: checkpoint written to {}; continue with `trm train --data {} --out {} --resume`",
             st.step,
@@ -323,9 +334,44 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
         .into());
     }
     flush(&mut log)?;
-    if last_ckpt.as_ref().is_none_or(|p| !p.ends_with(format!("step_{:08}", st.step))) {
-        last_ckpt = Some(collective::save(&job.out, &st, &cfg, &model, reducer)?);
+    if run.last_ckpt.as_ref().is_none_or(|p| !p.ends_with(format!("step_{:08}", st.step))) {
+        run.last_ckpt = Some(collective::save(&job.out, st, cfg, model, reducer)?);
     }
-    pb.finish_and_clear();
-    Ok(TrainSummary { steps: st.step, last_train, evals, seconds: t0.elapsed().as_secs_f64(), checkpoint: last_ckpt })
+    progress.finish();
+    Ok(TrainSummary {
+        steps: st.step,
+        last_train: run.last_train,
+        evals: run.evals,
+        seconds: cx.t0.elapsed().as_secs_f64(),
+        checkpoint: run.last_ckpt,
+    })
+}
+
+fn flush(log: &mut Option<MetricsLog>) -> Result<()> {
+    log.as_mut().map_or(Ok(()), |l| l.flush())
+}
+
+/// Rank 0 writes the run's config, its identifier map and opens the logs (cut back to the
+/// checkpoint's step on a resume); a new run's first record says its size.
+fn open_run_log<B: burn::prelude::Backend>(
+    job: &TrainJob,
+    cfg: &TrainConfig,
+    model: &ModelConfig,
+    st: &TrainState<B>,
+    plan: &Plan,
+    reducer: &mut dyn Reducer,
+) -> Result<Option<MetricsLog>> {
+    let open_run = || -> Result<MetricsLog> {
+        crate::util::fs::write_atomic(&job.out.join("config.toml"), cfg.to_toml().as_bytes())?;
+        if let Ok(ids) = format::read_identifiers(&job.data) {
+            crate::util::fs::write_json(&job.out.join("identifiers.json"), &ids)?;
+        }
+        MetricsLog::open(&job.out, job.resume.then_some(st.step))
+    };
+    let mut log = collective::lead_result((reducer.rank() == 0).then(open_run), "write the run folder", reducer)?;
+    if let (Some(log), 0) = (log.as_mut(), st.step) {
+        let n = Weights::from_named(model, st.params.clone())?.num_params();
+        log.log(0, "info", &[("num_params", n as f64), ("total_steps", plan.total as f64), ("world_size", reducer.world() as f64)])?;
+    }
+    Ok(log)
 }
