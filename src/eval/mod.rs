@@ -3,6 +3,7 @@
 
 pub mod arc_vote;
 pub mod evaluate;
+pub mod fixture;
 pub mod interval;
 pub mod parity;
 pub mod scaled;
