@@ -33,10 +33,7 @@ fn num(v: &Value, key: &str) -> Result<f64> {
 /// (`recursive_reasoning.hrm@...`, HRM's own `hrm.hrm_act_v1@...`).
 fn architecture(cfg: &Value) -> Result<Architecture> {
     let name = cfg.pointer("/pretrain_config/arch/name").and_then(Value::as_str).unwrap_or("recursive_reasoning.trm@");
-    let module = name.split('@').next().unwrap_or(name);
-    let short = module.rsplit('.').next().unwrap_or(module);
-    let short = if short == "hrm_act_v1" { "hrm" } else { short };
-    Architecture::parse(short).ok_or_else(|| anyhow!("config.json: unknown architecture `{name}`"))
+    Architecture::from_class_path(name).ok_or_else(|| anyhow!("config.json: unknown architecture `{name}`"))
 }
 
 /// The model configuration from `model_config_effective` (reference field names), on top of the

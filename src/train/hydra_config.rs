@@ -89,7 +89,9 @@ fn to_overrides(entries: &[Entry]) -> Result<(Vec<String>, Vec<String>)> {
     let name = entries.iter().find(|(k, _)| k == "arch.name").and_then(|(_, v)| v.as_deref());
     let name = name.ok_or_else(|| anyhow!("no arch.name: the file does not say which model it configures"))?;
     let arch = Architecture::parse(&architecture(name)?).ok_or_else(|| anyhow!("arch.name `{name}`"))?;
-    let missing: Vec<String> = reference_arch_keys(arch)
+    let missing: Vec<String> = arch
+        .row()
+        .reference_keys
         .iter()
         .map(|k| format!("arch.{k}"))
         .filter(|k| !entries.iter().any(|(e, v)| e == k && v.is_some()))
@@ -107,9 +109,9 @@ fn to_overrides(entries: &[Entry]) -> Result<(Vec<String>, Vec<String>)> {
 
 /// `recursive_reasoning.<module>@<class>` -> trm's architecture name.
 fn architecture(name: &str) -> Result<String> {
-    let module = name.strip_prefix("recursive_reasoning.").and_then(|m| m.split('@').next()).unwrap_or(name);
-    let known = Architecture::parse(module).ok_or_else(|| {
-        anyhow!("arch.name `{name}`: an architecture trm does not run (it runs trm, hrm, trm_singlez, trm_hier6, transformers_baseline)")
+    let known = Architecture::from_class_path(name).ok_or_else(|| {
+        let runs: Vec<&str> = Architecture::ALL.iter().map(|a| a.name()).collect();
+        anyhow!("arch.name `{name}`: an architecture trm does not run (it runs {})", runs.join(", "))
     })?;
     Ok(known.name().to_string())
 }
@@ -205,66 +207,6 @@ fn unquote(s: &str, n: usize) -> Result<String> {
     }
 }
 
-/// The reference's model class of each architecture (its `arch.name`).
-fn class_path(arch: Architecture) -> &'static str {
-    match arch {
-        Architecture::Trm => "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",
-        Architecture::Hrm => "recursive_reasoning.hrm@HierarchicalReasoningModel_ACTV1",
-        Architecture::TrmSinglez => "recursive_reasoning.trm_singlez@TinyRecursiveReasoningModel_ACTV1",
-        Architecture::TrmHier6 => "recursive_reasoning.trm_hier6@TinyRecursiveReasoningModel_ACTV1",
-        Architecture::TransformersBaseline => "recursive_reasoning.transformers_baseline@Model_ACTV2",
-    }
-}
-
-/// The keys of the reference's `config/arch/<arch>.yaml` (besides `name` and `loss`).
-fn reference_arch_keys(arch: Architecture) -> &'static [&'static str] {
-    match arch {
-        Architecture::TransformersBaseline => &[
-            "H_cycles",
-            "H_layers",
-            "expansion",
-            "halt_exploration_prob",
-            "halt_max_steps",
-            "hidden_size",
-            "num_heads",
-            "pos_encodings",
-            "puzzle_emb_ndim",
-        ],
-        Architecture::Hrm => &[
-            "H_cycles",
-            "H_layers",
-            "L_cycles",
-            "L_layers",
-            "expansion",
-            "forward_dtype",
-            "halt_exploration_prob",
-            "halt_max_steps",
-            "hidden_size",
-            "mlp_t",
-            "num_heads",
-            "pos_encodings",
-            "puzzle_emb_ndim",
-        ],
-        _ => &[
-            "H_cycles",
-            "H_layers",
-            "L_cycles",
-            "L_layers",
-            "expansion",
-            "forward_dtype",
-            "halt_exploration_prob",
-            "halt_max_steps",
-            "hidden_size",
-            "mlp_t",
-            "no_ACT_continue",
-            "num_heads",
-            "pos_encodings",
-            "puzzle_emb_len",
-            "puzzle_emb_ndim",
-        ],
-    }
-}
-
 /// Equal values, integers and floats compared as numbers.
 fn same(a: &toml::Value, b: &toml::Value) -> bool {
     match (a, b) {
@@ -355,7 +297,7 @@ pub fn to_yaml(cfg: &TrainConfig) -> Result<String> {
     for (k, v) in t["arch"].as_table().context("arch is a table")? {
         // The reference's own keys for this architecture, and trm's additions where they differ
         // from trm's default (the reference's model classes take such extra fields too).
-        let keep = reference_arch_keys(cfg.arch.name).contains(&k.as_str()) || defaults.get(k).is_some_and(|d| !same(d, v));
+        let keep = cfg.arch.name.row().reference_keys.contains(&k.as_str()) || defaults.get(k).is_some_and(|d| !same(d, v));
         if keep && k != "name" && k != "loss_type" {
             // Integral numbers as the reference's files write them (`expansion: 4`).
             let v = match v {
@@ -365,7 +307,7 @@ pub fn to_yaml(cfg: &TrainConfig) -> Result<String> {
             arch.insert(k.clone(), node(&v));
         }
     }
-    arch.insert("name".into(), Node::Scalar(class_path(cfg.arch.name).into()));
+    arch.insert("name".into(), Node::Scalar(cfg.arch.name.row().class_path.into()));
     let loss_type = t["arch"].get("loss_type").map_or(Node::Scalar("stablemax_cross_entropy".into()), node);
     arch.insert(
         "loss".into(),
