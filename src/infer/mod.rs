@@ -1,5 +1,6 @@
 //! Inference on single puzzles.
 
 pub mod bundled;
+pub mod model_run;
 pub mod solve;
 pub mod views;

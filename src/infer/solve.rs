@@ -1,13 +1,9 @@
 //! Solving one new puzzle with a trained model, keeping the answer after every supervision step
 //! so a person can watch it form (`trm solve`).
 
-use crate::backend::to_host_f32;
-use crate::data::loader::{Batch, IGNORE_LABEL};
-use crate::model::act::Carry;
+use super::model_run::ModelRun;
 use crate::model::config::ModelConfig;
-use crate::model::layers::Rope;
 use crate::model::weights::Weights;
-use crate::train::step::eval_forward;
 use burn::prelude::*;
 use serde::Serialize;
 
@@ -37,24 +33,13 @@ pub fn solve_tokens<B: Backend>(
     max_steps: usize,
     halt: bool,
 ) -> Vec<StepTrace> {
-    let device = w.device();
-    let rope = Rope::<B>::new(cfg, &device);
     let s = input.len();
-    let batch = Batch {
-        set: 0,
-        batch_size: 1,
-        seq_len: s,
-        inputs: input.iter().map(|&t| t as i32).collect(),
-        labels: vec![IGNORE_LABEL; s],
-        puzzle_identifiers: vec![puzzle_id],
-        global_effective: 1,
-    };
-    let mut carry = Carry::<B>::new(cfg, 1, &device);
+    let mut run = ModelRun::new(cfg, w, table, input.iter().map(|&t| t as i32).collect(), vec![puzzle_id], max_steps);
     let mut trace: Vec<StepTrace> = Vec::new();
     for step in 1..=max_steps {
-        let (loss, out) = eval_forward(cfg, w, table, &mut carry, &batch, &rope, max_steps);
-        let tokens: Vec<u8> = loss.preds.iter().map(|&p| p as u8).collect();
-        let (q, qc) = (to_host_f32(&out.q_halt)[0], to_host_f32(&out.q_continue)[0]);
+        let answers = run.step();
+        let tokens: Vec<u8> = answers.tokens(0).iter().map(|&p| p as u8).collect();
+        let (q, qc) = (answers.q_halt[0], answers.q_continue[0]);
         let halts = cfg.arch.halt_rule().fires(q, qc);
         let q = q as f64;
         let changed = trace.last().map_or(s, |prev| prev.tokens.iter().zip(&tokens).filter(|(a, b)| a != b).count());

@@ -9,15 +9,11 @@
 //! A checked answer is a valid completion of the givens: for a puzzle with one solution, the
 //! solution.
 
-use crate::backend::to_host_f32;
-use crate::data::loader::{Batch, IGNORE_LABEL};
+use super::model_run::ModelRun;
 use crate::data::sudoku::{SudokuView, tokens};
 use crate::data::sudoku_solver::{Grid, solves};
-use crate::model::act::Carry;
 use crate::model::config::ModelConfig;
-use crate::model::layers::Rope;
 use crate::model::weights::Weights;
-use crate::train::step::eval_forward;
 use burn::prelude::*;
 use serde::Serialize;
 
@@ -152,25 +148,12 @@ pub fn solve_sudoku<B: Backend>(
 ) -> ViewsResult<Grid> {
     let all = views_of(views, seed);
     let views = all.len();
-    let device = w.device();
-    let rope = Rope::<B>::new(cfg, &device);
-    let s = 81;
     let inputs: Vec<i32> = all.iter().flat_map(|v| tokens(&v.apply(puzzle)).map(|t| t as i32)).collect();
     // No labels: the model never sees a solution, and neither does the check.
-    let batch = Batch {
-        set: 0,
-        batch_size: views,
-        seq_len: s,
-        inputs,
-        labels: vec![IGNORE_LABEL; views * s],
-        puzzle_identifiers: vec![0; views],
-        global_effective: views,
-    };
-    let mut carry = Carry::<B>::new(cfg, views, &device);
+    let mut run = ModelRun::new(cfg, w, table, inputs, vec![0; views], max_steps);
     search(puzzle, &all, max_steps, check, |_| {
-        let (loss, out) = eval_forward(cfg, w, table, &mut carry, &batch, &rope, max_steps);
-        let q = to_host_f32(&out.q_halt);
-        (0..views).map(|k| (loss.preds[k * s..(k + 1) * s].to_vec(), q[k])).collect()
+        let a = run.step();
+        (0..views).map(|k| (a.tokens(k).to_vec(), a.q_halt[k])).collect()
     })
 }
 
@@ -189,27 +172,14 @@ pub fn solve_maze<B: Backend>(
 ) -> ViewsResult<Vec<u8>> {
     use crate::data::dihedral::{inverse, transform};
     let n = views.clamp(1, 8);
-    let s = side * side;
     let inputs: Vec<i32> = (0..n as u8).flat_map(|tid| transform(question, side, side, tid)).map(|t| t as i32).collect();
-    let batch = Batch {
-        set: 0,
-        batch_size: n,
-        seq_len: s,
-        inputs,
-        labels: vec![IGNORE_LABEL; n * s],
-        puzzle_identifiers: vec![0; n],
-        global_effective: n,
-    };
-    let device = w.device();
-    let rope = Rope::<B>::new(cfg, &device);
-    let mut carry = Carry::<B>::new(cfg, n, &device);
+    let mut run = ModelRun::new(cfg, w, table, inputs, vec![0; n], max_steps);
     let step = |_: usize| -> Vec<(Vec<u8>, f32)> {
-        let (loss, out) = eval_forward(cfg, w, table, &mut carry, &batch, &rope, max_steps);
-        let q = to_host_f32(&out.q_halt);
+        let a = run.step();
         (0..n)
             .map(|k| {
-                let tokens: Vec<u8> = loss.preds[k * s..(k + 1) * s].iter().map(|&t| t.clamp(0, 255) as u8).collect();
-                (inverse(&tokens, side, side, k as u8), q[k])
+                let tokens: Vec<u8> = a.tokens(k).iter().map(|&t| t.clamp(0, 255) as u8).collect();
+                (inverse(&tokens, side, side, k as u8), a.q_halt[k])
             })
             .collect()
     };

@@ -103,6 +103,15 @@ impl<B: Backend> Carry<B> {
         }
     }
 
+    /// The puzzle-embedding rows of the carry's current identifiers.
+    pub fn puzzle_rows(&self, table: Option<&Tensor<B, 2>>) -> Option<Tensor<B, 2>> {
+        table.map(|t| {
+            let n = self.puzzle_ids.len();
+            let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(self.puzzle_ids.clone(), [n]), &t.device());
+            t.clone().select(0, ids)
+        })
+    }
+
     /// The current inputs as a `[B, S]` int tensor.
     pub fn inputs_tensor<B2: Backend>(&self, device: &B2::Device) -> Tensor<B2, 2, Int> {
         Tensor::from_data(TensorData::new(self.inputs.clone(), [self.batch_size(), self.seq_len]), device)

@@ -18,7 +18,6 @@ use crate::model::forward::{StepOutput, deep_recursion, deep_recursion_train, em
 use crate::model::layers::Rope;
 use crate::model::weights::{Named, Weights};
 use burn::prelude::*;
-use burn::tensor::TensorData;
 use burn::tensor::backend::AutodiffBackend;
 
 /// The autodiff leaves of one training step, to read gradients from after `backward`.
@@ -52,15 +51,6 @@ pub fn gradient_step<AD: AutodiffBackend>(
     let (params, puzzle) = leaves.grads(&grads);
     let local = LocalGrads { params, puzzle: puzzle.map(|p| (puzzle_ids, to_host_f32(&p))) };
     apply_gradients(learner, local, h, reducer)
-}
-
-/// Puzzle-embedding rows for the carry's current identifiers.
-fn puzzle_rows<B: Backend>(table: Option<&Tensor<B, 2>>, carry: &Carry<B>) -> Option<Tensor<B, 2>> {
-    table.map(|t| {
-        let n = carry.puzzle_ids.len();
-        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(carry.puzzle_ids.clone(), [n]), &t.device());
-        t.clone().select(0, ids)
-    })
 }
 
 /// Ropes for both backends of a training step.
@@ -103,7 +93,7 @@ pub fn train_forward<AD: AutodiffBackend>(
         })
         .collect();
     let w_ad = Weights::from_named(cfg, leaves.clone()).expect("valid weights");
-    let puzzle = puzzle_rows(table, carry).map(|p| Tensor::<AD, 2>::from_inner(p).require_grad());
+    let puzzle = carry.puzzle_rows(table).map(|p| Tensor::<AD, 2>::from_inner(p).require_grad());
     let device = w_inner.device();
     let x = embed_input(&w_ad, cfg, carry.inputs_tensor(&device), puzzle.clone());
     let out = deep_recursion_train(&w_ad, &w_inner, cfg, &ropes.ad, &ropes.inner, &carry.states, &x);
@@ -135,7 +125,7 @@ pub fn eval_forward<B: Backend>(
 ) -> (LossOutput<B>, StepOutput<B>) {
     carry.reset_and_load(w, batch);
     let device = w.device();
-    let x = embed_input(w, cfg, carry.inputs_tensor(&device), puzzle_rows(table, carry));
+    let x = embed_input(w, cfg, carry.inputs_tensor(&device), carry.puzzle_rows(table));
     let out = deep_recursion(w, cfg, rope, &carry.states, &x);
     carry.states = out.states.clone();
     let (qh, qc) = (to_host_f32(&out.q_halt), to_host_f32(&out.q_continue));
