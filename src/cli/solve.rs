@@ -180,159 +180,207 @@ pub fn run(mut a: SolveArgs) -> Result<()> {
         return super::solve_arc::run(&source, file, a.task.as_deref(), a.steps, a.halt, a.json, a.device);
     }
     anyhow::ensure!(a.identifiers.is_none(), "--identifiers names an ARC model's puzzle identifiers: it goes with --arc-task");
-    let (kind, input, side) = if let Some(s) = &a.sudoku {
-        let (_, t) = sudoku_tokens(s)?;
-        ("sudoku", t, 9)
+    let (puzzle, input) = if let Some(s) = &a.sudoku {
+        (Puzzle::Sudoku, sudoku_tokens(s)?.1)
     } else {
         let (side, t) = maze_tokens(a.maze.as_ref().expect("one puzzle kind"))?;
-        ("maze", t, side)
+        (Puzzle::Maze { side }, t)
     };
     let (model, file) = if bare {
-        (bare_model(&spec, &a, input.len(), if kind == "sudoku" { 11 } else { 6 })?, spec.clone())
+        (bare_model(&spec, &a, input.len(), puzzle.vocab())?, spec.clone())
     } else {
         let ckpt = checkpoint::resolve(&spec)?;
         (checkpoint::read_state_json(&ckpt)?.model, ckpt.join("model.safetensors"))
     };
-    crate::with_backend!(a.device, B, device => solve_on::<B>(&a, &model, &file, kind, &input, side, &device))
+    crate::with_backend!(a.device, B, device => solve_on::<B>(&a, &model, &file, puzzle, &input, &device))
 }
 
 /// Loads the model on `device` and solves one Sudoku or maze, printing the answer's formation.
+/// The kind of puzzle `trm solve` was given: how its tokens read and how an answer is checked.
+#[derive(Clone, Copy)]
+enum Puzzle {
+    Sudoku,
+    Maze { side: usize },
+}
+
+impl Puzzle {
+    fn name(self) -> &'static str {
+        match self {
+            Puzzle::Sudoku => "sudoku",
+            Puzzle::Maze { .. } => "maze",
+        }
+    }
+
+    /// The vocabulary of the models that solve it.
+    fn vocab(self) -> usize {
+        match self {
+            Puzzle::Sudoku => crate::data::sudoku::VOCAB,
+            Puzzle::Maze { .. } => maze::VOCAB,
+        }
+    }
+
+    /// Tokens as text: Sudoku digits row by row (`.` for a non-digit), maze characters.
+    fn render(self, tokens: &[u8]) -> String {
+        match self {
+            Puzzle::Sudoku => sudoku_text(tokens),
+            Puzzle::Maze { .. } => tokens.iter().map(|&x| maze::char_of(x)).collect(),
+        }
+    }
+
+    /// The answer as text, whether it satisfies the rules, and what breaks them (never a
+    /// comparison with a solution: the rules and the givens, or a shortest S-G path).
+    fn check(self, input: &[u8], tokens: &[u8]) -> (String, bool, Vec<String>) {
+        let text = self.render(tokens);
+        let problems = match self {
+            Puzzle::Sudoku => {
+                let q: sudoku_solver::Grid = std::array::from_fn(|i| input[i] - 1);
+                let g = sudoku_solver::parse_grid(&text).unwrap_or([0; 81]);
+                let mut problems = sudoku_solver::violations(&g);
+                if text.contains('.') {
+                    problems.push("some cells are not digits".into());
+                }
+                for i in (0..81).filter(|&i| q[i] != 0 && g[i] != q[i]) {
+                    problems.push(format!("given at row {}, column {} was changed", i / 9 + 1, i % 9 + 1));
+                }
+                problems
+            }
+            Puzzle::Maze { side } => maze::check_path(side, input, tokens).err().into_iter().collect(),
+        };
+        (text, problems.is_empty(), problems)
+    }
+}
+
+/// A loaded model.
+struct Loaded<'a, B: burn::prelude::Backend> {
+    cfg: &'a crate::model::config::ModelConfig,
+    w: &'a Weights<B>,
+    table: Option<&'a burn::prelude::Tensor<B, 2>>,
+}
+
 fn solve_on<B: burn::prelude::Backend>(
     a: &SolveArgs,
     model: &crate::model::config::ModelConfig,
     file: &std::path::Path,
-    kind: &'static str,
+    puzzle: Puzzle,
     input: &[u8],
-    side: usize,
     device: &B::Device,
 ) -> Result<()> {
     let (params, table) = checkpoint::load_model::<B>(file, model, device)?;
     let w = Weights::from_named(model, params)?;
     let steps = a.steps.unwrap_or(model.arch.halt_max_steps);
     if input.len() != model.seq_len {
-        bail!("the model was trained on sequences of {} tokens, this {kind} has {}", model.seq_len, input.len());
+        bail!("the model was trained on sequences of {} tokens, this {} has {}", model.seq_len, puzzle.name(), input.len());
     }
-    if let (Some(k), "maze") = (a.views, kind) {
+    let m = Loaded { cfg: model, w: &w, table: table.as_ref() };
+    if a.views.is_some() {
         anyhow::ensure!(!a.halt, "--views stops when an answer checks; --halt (the model's own halting) does not combine with it");
-        anyhow::ensure!(k <= 8, "--views {k}: a maze has 8 views (its dihedral transforms)");
-        let t0 = std::time::Instant::now();
-        let r = crate::infer::views::solve_maze(model, &w, table.as_ref(), input, side, k, steps, true);
-        let secs = t0.elapsed().as_secs_f64();
-        let answer: String = r.answer.iter().map(|&t| maze::char_of(t)).collect();
-        if a.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({"kind": "maze", "answer": answer, "result": r, "seconds": secs}))?
-            );
-            return Ok(());
-        }
-        for row in answer.as_bytes().chunks(side) {
-            println!("{}", String::from_utf8_lossy(row));
-        }
-        let compute = format!("{} views x {} steps = {} supervision steps, {secs:.2} s", r.views, r.steps_run, r.views * r.steps_run);
-        if r.checked {
-            println!(
-                "checked: a shortest path from S to G, from view {} at step {} ({} of {} views agree); {compute}",
-                r.view + 1,
-                r.step,
-                r.agreeing,
-                r.views
-            );
-        } else {
-            println!(
-                "NOT checked: no view's answer is a shortest S-G path by step {}; the majority of {} views is shown; {compute}",
-                r.step, r.views
-            );
-        }
+    }
+    match (a.views, puzzle) {
+        (Some(k), Puzzle::Maze { side }) => maze_views(a, &m, input, side, k, steps),
+        (Some(k), Puzzle::Sudoku) => sudoku_views(a, &m, input, k, steps),
+        (None, _) => plain(a, &m, puzzle, input, steps),
+    }
+}
+
+/// A maze with up to 8 views (its dihedral transforms), the first checked answer.
+fn maze_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: &[u8], side: usize, k: usize, steps: usize) -> Result<()> {
+    anyhow::ensure!(k <= 8, "--views {k}: a maze has 8 views (its dihedral transforms)");
+    let t0 = std::time::Instant::now();
+    let r = crate::infer::views::solve_maze(m.cfg, m.w, m.table, input, side, k, steps, true);
+    let secs = t0.elapsed().as_secs_f64();
+    let answer: String = r.answer.iter().map(|&t| maze::char_of(t)).collect();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"kind": "maze", "answer": answer, "result": r, "seconds": secs}))?);
         return Ok(());
     }
-    if let Some(k) = a.views {
-        anyhow::ensure!(!a.halt, "--views stops when an answer checks; --halt (the model's own halting) does not combine with it");
-        let q: sudoku_solver::Grid = std::array::from_fn(|i| input[i] - 1);
-        let t0 = std::time::Instant::now();
-        let r = crate::infer::views::solve_sudoku(model, &w, table.as_ref(), &q, k, steps, a.seed.unwrap_or(0), true);
-        let secs = t0.elapsed().as_secs_f64();
-        let text = |g: &sudoku_solver::Grid| -> String { g.iter().map(|&d| if d == 0 { '.' } else { (b'0' + d) as char }).collect() };
-        let answer = text(&r.answer);
-        let trace: Vec<serde_json::Value> = r
-            .trace
-            .iter()
-            .enumerate()
-            .map(|(i, t)| serde_json::json!({"step": i + 1, "answer": text(&t.answer), "q_halt": t.q_halt, "views_checked": t.views_checked}))
-            .collect();
-        if a.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(
-                    &serde_json::json!({"kind": "sudoku", "answer": answer, "result": r, "trace": trace, "seconds": secs})
-                )?
-            );
-            return Ok(());
-        }
-        println!("view {} of {}, step by step (mapped back to the puzzle as typed):", r.view + 1, r.views);
-        println!("step  checked  halt-conf  changed  answer");
-        let mut prev: Option<&sudoku_solver::Grid> = None;
-        for (i, t) in r.trace.iter().enumerate() {
-            let changed = prev.map_or(81, |p| p.iter().zip(&t.answer).filter(|(x, y)| x != y).count());
-            println!("{:>4}  {:>7}  {:>9.3}  {:>7}  {}", i + 1, t.views_checked, t.q_halt, changed, text(&t.answer));
-            prev = Some(&t.answer);
-        }
-        print_sudoku(&q, &answer);
-        let compute = format!("{} views x {} steps = {} supervision steps, {secs:.2} s", r.views, r.steps_run, r.views * r.steps_run);
-        if r.checked {
-            println!(
-                "checked: a valid completion of the givens, from view {} at step {} ({} of {} views agree; q_halt {:.3}); {compute}",
-                r.view + 1,
-                r.step,
-                r.agreeing,
-                r.views,
-                r.q_halt
-            );
-        } else {
-            println!(
-                "NOT checked: no view's answer satisfies the rules by step {}; the majority of {} views is shown ({} agree); {compute}",
-                r.step, r.views, r.agreeing
-            );
-        }
+    for row in answer.as_bytes().chunks(side) {
+        println!("{}", String::from_utf8_lossy(row));
+    }
+    let compute = format!("{} views x {} steps = {} supervision steps, {secs:.2} s", r.views, r.steps_run, r.views * r.steps_run);
+    if r.checked {
+        println!(
+            "checked: a shortest path from S to G, from view {} at step {} ({} of {} views agree); {compute}",
+            r.view + 1,
+            r.step,
+            r.agreeing,
+            r.views
+        );
+    } else {
+        println!(
+            "NOT checked: no view's answer is a shortest S-G path by step {}; the majority of {} views is shown; {compute}",
+            r.step, r.views
+        );
+    }
+    Ok(())
+}
+
+/// A Sudoku with `k` views (digits relabelled, transposed, rows and columns permuted), step by
+/// step, the first checked answer.
+fn sudoku_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: &[u8], k: usize, steps: usize) -> Result<()> {
+    let q: sudoku_solver::Grid = std::array::from_fn(|i| input[i] - 1);
+    let t0 = std::time::Instant::now();
+    let r = crate::infer::views::solve_sudoku(m.cfg, m.w, m.table, &q, k, steps, a.seed.unwrap_or(0), true);
+    let secs = t0.elapsed().as_secs_f64();
+    let text = |g: &sudoku_solver::Grid| -> String { g.iter().map(|&d| if d == 0 { '.' } else { (b'0' + d) as char }).collect() };
+    let answer = text(&r.answer);
+    let trace: Vec<serde_json::Value> = r
+        .trace
+        .iter()
+        .enumerate()
+        .map(|(i, t)| serde_json::json!({"step": i + 1, "answer": text(&t.answer), "q_halt": t.q_halt, "views_checked": t.views_checked}))
+        .collect();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"kind": "sudoku", "answer": answer, "result": r, "trace": trace, "seconds": secs})
+            )?
+        );
         return Ok(());
     }
-    let trace: Vec<StepTrace> = solve_tokens(model, &w, table.as_ref(), input, 0, steps, a.halt);
+    println!("view {} of {}, step by step (mapped back to the puzzle as typed):", r.view + 1, r.views);
+    println!("step  checked  halt-conf  changed  answer");
+    let mut prev: Option<&sudoku_solver::Grid> = None;
+    for (i, t) in r.trace.iter().enumerate() {
+        let changed = prev.map_or(81, |p| p.iter().zip(&t.answer).filter(|(x, y)| x != y).count());
+        println!("{:>4}  {:>7}  {:>9.3}  {:>7}  {}", i + 1, t.views_checked, t.q_halt, changed, text(&t.answer));
+        prev = Some(&t.answer);
+    }
+    print_sudoku(&q, &answer);
+    let compute = format!("{} views x {} steps = {} supervision steps, {secs:.2} s", r.views, r.steps_run, r.views * r.steps_run);
+    if r.checked {
+        println!(
+            "checked: a valid completion of the givens, from view {} at step {} ({} of {} views agree; q_halt {:.3}); {compute}",
+            r.view + 1,
+            r.step,
+            r.agreeing,
+            r.views,
+            r.q_halt
+        );
+    } else {
+        println!(
+            "NOT checked: no view's answer satisfies the rules by step {}; the majority of {} views is shown ({} agree); {compute}",
+            r.step, r.views, r.agreeing
+        );
+    }
+    Ok(())
+}
+
+/// The puzzle as given, one supervision step after another, the last answer checked.
+fn plain<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, puzzle: Puzzle, input: &[u8], steps: usize) -> Result<()> {
+    let trace: Vec<StepTrace> = solve_tokens(m.cfg, m.w, m.table, input, 0, steps, a.halt);
     let last = trace.last().expect("at least one step");
-    let (answer, valid, problems) = match kind {
-        "sudoku" => {
-            let q: sudoku_solver::Grid = std::array::from_fn(|i| input[i] - 1);
-            let text = sudoku_text(&last.tokens);
-            let g = sudoku_solver::parse_grid(&text).unwrap_or([0; 81]);
-            let mut problems = sudoku_solver::violations(&g);
-            if text.contains('.') {
-                problems.push("some cells are not digits".into());
-            }
-            for i in 0..81 {
-                if q[i] != 0 && g[i] != q[i] {
-                    problems.push(format!("given at row {}, column {} was changed", i / 9 + 1, i % 9 + 1));
-                }
-            }
-            (text, problems.is_empty(), problems)
-        }
-        _ => {
-            let text: String = last.tokens.iter().map(|&t| maze::char_of(t)).collect();
-            match maze::check_path(side, input, &last.tokens) {
-                Ok(_) => (text, true, vec![]),
-                Err(e) => (text, false, vec![e]),
-            }
-        }
-    };
-    let render = |t: &[u8]| if kind == "sudoku" { sudoku_text(t) } else { t.iter().map(|&x| maze::char_of(x)).collect() };
+    let (answer, valid, problems) = puzzle.check(input, &last.tokens);
     if a.json {
         let js = SolveJson {
-            kind,
-            input: render(input),
+            kind: puzzle.name(),
+            input: puzzle.render(input),
             answer,
             valid,
             problems,
             steps: trace
                 .iter()
-                .map(|s| StepJson { step: s.step, answer: render(&s.tokens), q_halt: s.q_halt, changed: s.changed })
+                .map(|s| StepJson { step: s.step, answer: puzzle.render(&s.tokens), q_halt: s.q_halt, changed: s.changed })
                 .collect(),
         };
         println!("{}", serde_json::to_string_pretty(&js)?);
@@ -340,23 +388,22 @@ fn solve_on<B: burn::prelude::Backend>(
     }
     println!("step  halt-conf  changed  answer");
     for s in &trace {
-        let shown =
-            if kind == "sudoku" { render(&s.tokens) } else { format!("({} path cells)", s.tokens.iter().filter(|&&t| t == 5).count()) };
+        let shown = if let Puzzle::Sudoku = puzzle {
+            puzzle.render(&s.tokens)
+        } else {
+            format!("({} path cells)", s.tokens.iter().filter(|&&t| t == 5).count())
+        };
         println!("{:>4}  {:>9.3}  {:>7}  {}", s.step, s.q_halt, s.changed, shown);
     }
-    if kind == "sudoku" {
-        let q: sudoku_solver::Grid = std::array::from_fn(|i| input[i] - 1);
-        print_sudoku(&q, &answer);
-    } else {
-        for r in answer.as_bytes().chunks(side) {
-            println!("{}", String::from_utf8_lossy(r));
-        }
+    match puzzle {
+        Puzzle::Sudoku => print_sudoku(&std::array::from_fn(|i| input[i] - 1), &answer),
+        Puzzle::Maze { side } => answer.as_bytes().chunks(side).for_each(|r| println!("{}", String::from_utf8_lossy(r))),
     }
     if valid {
         println!("valid: the answer satisfies every rule");
     } else {
         println!("NOT valid: {}", problems.iter().take(5).cloned().collect::<Vec<_>>().join("; "));
-        if kind == "sudoku" {
+        if let Puzzle::Sudoku = puzzle {
             println!("(more views and steps often help: --views 16 --steps 16 runs 16 transformed copies and checks each answer)");
         }
     }
