@@ -92,3 +92,40 @@ fn arc_task_files_single_or_challenges_and_their_errors() {
     let e = err(read_tasks(&many, Some(&wrong_count)));
     assert!(e.contains("1 solution grids for 2 test inputs"), "{e}");
 }
+
+/// `trm solve --maze` end to end on a tiny maze model trained for two steps: the plain answer is
+/// printed and checked as an S-G path (valid or not, said), and the views run with their check.
+#[test]
+fn solve_maze_runs_plain_and_with_views() {
+    type AD = burn::backend::Autodiff<burn::backend::Flex>;
+    let (data, run, t) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let d = common::data().join("maze-30x30-hard-1k");
+    trm::data::maze::build(&d.join("train.csv.gz"), &d.join("test.csv.gz"), data.path(), false).unwrap();
+    let ov: Vec<String> =
+        ["max_steps=2", "epochs=2", "eval_interval=2", "eval_max_examples=4", "global_batch_size=8", "arch.halt_max_steps=2"]
+            .map(String::from)
+            .to_vec();
+    let mut job = common::tiny_job(data.path(), run.path(), &ov, false);
+    job.config = trm::train::config::resolve("maze", &[common::TINY.map(String::from).to_vec(), ov].concat()).unwrap();
+    trm::train::trainer::train::<AD>(&job, &Default::default()).unwrap();
+    // The first test maze, as a text file of 30 rows.
+    let split = trm::data::format::read_dataset_split(data.path(), "test").unwrap();
+    let set = &split.sets[0].1;
+    let rows: String =
+        set.inputs[..900].chunks(30).map(|r| r.iter().map(|&t| trm::data::maze::char_of(t)).collect::<String>() + "\n").collect();
+    let maze = write(t.path(), "maze.txt", &rows);
+    for extra in [&[][..], &["--views", "8"][..]] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
+            .args(["solve", "--checkpoint"])
+            .arg(run.path())
+            .arg("--maze")
+            .arg(&maze)
+            .args(extra)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+        let said = if extra.is_empty() { out.contains("valid") } else { out.contains("checked") && out.contains("8 views x") };
+        assert!(said, "{extra:?}: {out}");
+    }
+}
