@@ -95,13 +95,8 @@ pub fn evaluate<B: Backend>(
     let global_batch = max_examples.map_or(global_batch, |m| global_batch.min(m.max(1)).next_multiple_of(world));
     anyhow::ensure!(global_batch.is_multiple_of(world), "the evaluation batch {global_batch} does not split over {world} ranks");
     let b = global_batch / world;
-    let device = w.device();
-    let adaptive = cfg.arch.adaptive_in_eval();
-    let rule = cfg.arch.halt_rule();
-    let rope = Rope::<B>::new(cfg, &device);
-    let mut total = Metrics::default();
-    let mut per_step = vec![(0.0, 0.0); max_steps];
-    let mut halt_hist = vec![0.0; max_steps + 1];
+    let rope = Rope::<B>::new(cfg, &w.device());
+    let mut tally = Tally::new(max_steps);
     let mut seen = 0usize; // over all ranks
     for mut batch in crate::data::loader::prefetch(test_batches(split, global_batch, rank, world), 2) {
         let mut stop = [(max_examples.is_some_and(|m| seen >= m) as u8 as f32), crate::util::interrupt::requested() as u8 as f32];
@@ -122,102 +117,158 @@ pub fn evaluate<B: Backend>(
             batch.labels[real * batch.seq_len..].fill(IGNORE_LABEL);
         }
         batch.global_effective = window;
-        let mut carry = Carry::<B>::new(cfg, batch.batch_size, &device);
-        let mut first_halt = vec![0usize; batch.batch_size];
-        let mut last = None;
-        // Adaptive: each row is taken at its first halt (metrics, answer, q) and then left alone.
-        let (mut done, mut at_halt) = (vec![false; batch.batch_size], Metrics::default());
-        let s = batch.seq_len;
-        let (mut answers, mut answer_q) = (vec![0i64; batch.batch_size * s], vec![0f32; batch.batch_size]);
-        for k in 0..max_steps {
-            let (loss, out) = eval_forward(cfg, w, table, &mut carry, &batch, &rope, max_steps);
-            let q = crate::backend::to_host_f32(&out.q_halt);
-            let qc = crate::backend::to_host_f32(&out.q_continue);
-            for r in 0..batch.batch_size {
-                if first_halt[r] == 0 && rule.fires(q[r], qc[r]) {
-                    first_halt[r] = k + 1;
-                }
-                if !done[r] {
-                    answers[r * s..(r + 1) * s].copy_from_slice(&loss.preds[r * s..(r + 1) * s]);
-                    answer_q[r] = q[r];
-                }
-                if adaptive && carry.halted[r] && !done[r] {
-                    done[r] = true;
-                    at_halt.add(&loss.rows[r]);
-                    carry.halted[r] = false; // not restarted on the next call
-                }
-            }
-            let (_, acc, exact) = score(&answers, &carry.labels, batch.batch_size, s);
-            if adaptive && done.iter().all(|&d| d) {
-                // Every row has answered: later steps would report the same answers.
-                per_step[k..].iter_mut().for_each(|p| *p = (p.0 + acc, p.1 + exact as f64));
-                last = Some(loss);
-                break;
-            }
-            per_step[k].0 += acc;
-            per_step[k].1 += exact as f64;
-            last = Some(loss);
-        }
-        let loss = last.expect("at least one step");
-        total.add(if adaptive { &at_halt } else { &loss.metrics });
-        for r in 0..real {
-            halt_hist[if first_halt[r] == 0 { max_steps } else { first_halt[r] - 1 }] += 1.0;
-        }
-        if world == 1 {
-            on_batch(&batch, &answers, &answer_q, real);
-        } else {
-            // Rank order is row order in the window: real rows first, then padding.
-            let as_i32: Vec<i32> = answers.iter().map(|&v| v as i32).collect();
-            let (inputs, ids) = (reducer.all_gather_i32(&batch.inputs)?, reducer.all_gather_i32(&batch.puzzle_identifiers)?);
-            let (preds, q) = (reducer.all_gather_i32(&as_i32)?, reducer.all_gather(&answer_q)?);
-            if rank == 0 {
-                let n = ids.len();
-                let whole = Batch {
-                    set: batch.set,
-                    batch_size: n,
-                    seq_len: s,
-                    inputs,
-                    labels: vec![IGNORE_LABEL; n * s],
-                    puzzle_identifiers: ids,
-                    global_effective: window,
-                };
-                on_batch(&whole, &preds.iter().map(|&v| v as i64).collect::<Vec<_>>(), &q, window);
-            }
-        }
+        let (answers, answer_q) = run_batch(cfg, w, table, &rope, &batch, max_steps, real, &mut tally);
+        hand_over(&batch, &answers, &answer_q, real, window, reducer, &mut on_batch)?;
         seen += window;
     }
     if world > 1 {
-        let mut sums = total.to_array().to_vec();
-        sums.extend(per_step.iter().flat_map(|&(a, e)| [a, e]));
-        sums.extend(&halt_hist);
+        tally.all_reduce(reducer)?;
+    }
+    Ok(Some(tally.result(seen)))
+}
+
+/// The sums an evaluation collects over its batches.
+struct Tally {
+    total: Metrics,
+    /// (token accuracy, exact accuracy) sums per supervision step.
+    per_step: Vec<(f64, f64)>,
+    /// Rows by the step at which the halting head first fired (the last bin: never).
+    halt_hist: Vec<f64>,
+}
+
+impl Tally {
+    fn new(max_steps: usize) -> Self {
+        Tally { total: Metrics::default(), per_step: vec![(0.0, 0.0); max_steps], halt_hist: vec![0.0; max_steps + 1] }
+    }
+
+    /// Sums over the ranks.
+    fn all_reduce(&mut self, reducer: &mut dyn Reducer) -> Result<()> {
+        let max_steps = self.per_step.len();
+        let mut sums = self.total.to_array().to_vec();
+        sums.extend(self.per_step.iter().flat_map(|&(a, e)| [a, e]));
+        sums.extend(&self.halt_hist);
         let mut flat: Vec<f32> = sums.iter().map(|&v| v as f32).collect();
         reducer.all_reduce_sum(&mut flat)?;
         let v: Vec<f64> = flat.iter().map(|&x| x as f64).collect();
         // The layout packed above: the totals, then (token, exact) per step, then the histogram.
         let (totals, rest) = v.split_at(Metrics::LEN);
         let (steps, hist) = rest.split_at(2 * max_steps);
-        total = Metrics::from_array(totals);
-        for (p, pair) in per_step.iter_mut().zip(steps.chunks_exact(2)) {
+        self.total = Metrics::from_array(totals);
+        for (p, pair) in self.per_step.iter_mut().zip(steps.chunks_exact(2)) {
             *p = (pair[0], pair[1]);
         }
-        halt_hist.copy_from_slice(hist);
+        self.halt_hist.copy_from_slice(hist);
+        Ok(())
     }
-    let n = total.count.max(1.0);
-    let count = total.count as usize;
-    Ok(Some(EvalResult {
-        count,
-        accuracy: total.accuracy / n,
-        exact_accuracy: total.exact_accuracy / n,
-        exact_accuracy_ci95: wilson95(total.exact_accuracy, total.count),
-        lm_loss: total.lm_loss / n,
-        q_halt_loss: total.q_halt_loss / n,
-        q_halt_accuracy: total.q_halt_accuracy / n,
-        steps: total.steps / n,
-        per_step: per_step.iter().map(|(a, e)| (a / n, e / n)).collect(),
-        halt_step_histogram: halt_hist.iter().map(|h| h / (seen.max(1) as f64)).collect(),
-        arc: None,
-        scaled: None,
-    }))
+
+    /// The means, over `seen` rows.
+    fn result(&self, seen: usize) -> EvalResult {
+        let total = &self.total;
+        let n = total.count.max(1.0);
+        EvalResult {
+            count: total.count as usize,
+            accuracy: total.accuracy / n,
+            exact_accuracy: total.exact_accuracy / n,
+            exact_accuracy_ci95: wilson95(total.exact_accuracy, total.count),
+            lm_loss: total.lm_loss / n,
+            q_halt_loss: total.q_halt_loss / n,
+            q_halt_accuracy: total.q_halt_accuracy / n,
+            steps: total.steps / n,
+            per_step: self.per_step.iter().map(|(a, e)| (a / n, e / n)).collect(),
+            halt_step_histogram: self.halt_hist.iter().map(|h| h / (seen.max(1) as f64)).collect(),
+            arc: None,
+            scaled: None,
+        }
+    }
+}
+
+/// Up to `max_steps` supervision steps on one batch, tallied; returns each row's answer and its
+/// q_halt (adaptive: taken at the row's first halt and then left alone; else the last step's).
+fn run_batch<B: Backend>(
+    cfg: &ModelConfig,
+    w: &Weights<B>,
+    table: Option<&Tensor<B, 2>>,
+    rope: &Rope<B>,
+    batch: &Batch,
+    max_steps: usize,
+    real: usize,
+    tally: &mut Tally,
+) -> (Vec<i64>, Vec<f32>) {
+    let (adaptive, rule) = (cfg.arch.adaptive_in_eval(), cfg.arch.halt_rule());
+    let (n, s) = (batch.batch_size, batch.seq_len);
+    let mut carry = Carry::<B>::new(cfg, n, &w.device());
+    let mut first_halt = vec![0usize; n];
+    let mut last = None;
+    let (mut done, mut at_halt) = (vec![false; n], Metrics::default());
+    let (mut answers, mut answer_q) = (vec![0i64; n * s], vec![0f32; n]);
+    for k in 0..max_steps {
+        let (loss, out) = eval_forward(cfg, w, table, &mut carry, batch, rope, max_steps);
+        let q = crate::backend::to_host_f32(&out.q_halt);
+        let qc = crate::backend::to_host_f32(&out.q_continue);
+        for r in 0..n {
+            if first_halt[r] == 0 && rule.fires(q[r], qc[r]) {
+                first_halt[r] = k + 1;
+            }
+            if !done[r] {
+                answers[r * s..(r + 1) * s].copy_from_slice(&loss.preds[r * s..(r + 1) * s]);
+                answer_q[r] = q[r];
+            }
+            if adaptive && carry.halted[r] && !done[r] {
+                done[r] = true;
+                at_halt.add(&loss.rows[r]);
+                carry.halted[r] = false; // not restarted on the next call
+            }
+        }
+        let (_, acc, exact) = score(&answers, &carry.labels, n, s);
+        let all_answered = adaptive && done.iter().all(|&d| d);
+        // Once every row has answered, later steps would report the same answers.
+        let steps = if all_answered { k..max_steps } else { k..k + 1 };
+        tally.per_step[steps].iter_mut().for_each(|p| *p = (p.0 + acc, p.1 + exact as f64));
+        last = Some(loss);
+        if all_answered {
+            break;
+        }
+    }
+    let loss = last.expect("at least one step");
+    tally.total.add(if adaptive { &at_halt } else { &loss.metrics });
+    for &h in &first_halt[..real] {
+        tally.halt_hist[if h == 0 { max_steps } else { h - 1 }] += 1.0;
+    }
+    (answers, answer_q)
+}
+
+/// Gives the batch's answers to `on_batch`: this rank's alone, or with several ranks the whole
+/// window gathered on rank 0 (rank order is row order: real rows first, then padding).
+fn hand_over(
+    batch: &Batch,
+    answers: &[i64],
+    answer_q: &[f32],
+    real: usize,
+    window: usize,
+    reducer: &mut dyn Reducer,
+    on_batch: &mut impl FnMut(&Batch, &[i64], &[f32], usize),
+) -> Result<()> {
+    if reducer.world() == 1 {
+        on_batch(batch, answers, answer_q, real);
+        return Ok(());
+    }
+    let as_i32: Vec<i32> = answers.iter().map(|&v| v as i32).collect();
+    let (inputs, ids) = (reducer.all_gather_i32(&batch.inputs)?, reducer.all_gather_i32(&batch.puzzle_identifiers)?);
+    let (preds, q) = (reducer.all_gather_i32(&as_i32)?, reducer.all_gather(answer_q)?);
+    if reducer.rank() == 0 {
+        let (n, s) = (ids.len(), batch.seq_len);
+        let whole = Batch {
+            set: batch.set,
+            batch_size: n,
+            seq_len: s,
+            inputs,
+            labels: vec![IGNORE_LABEL; n * s],
+            puzzle_identifiers: ids,
+            global_effective: window,
+        };
+        on_batch(&whole, &preds.iter().map(|&v| v as i64).collect::<Vec<_>>(), &q, window);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
