@@ -4,7 +4,7 @@
 //! - torch.save files built to exhaust the reader: a remembered value recalled until it doubles
 //!   60 times (under 1 KB), 1 MB of recalls of one list, containers nested 150 000 deep, a shape
 //!   whose size overflows, a tensor larger than its file could hold, a key twice; the commands run
-//!   with their memory capped (RLIMIT_DATA 256 MB), so a reader without budgets would die there;
+//!   with their memory capped (RLIMIT_DATA 256 MB): they must end with a clear error inside it;
 //! - `all_config.yaml` files: nested too deep, too large, missing a key the model needs;
 //! - outputs that would eat inputs: export over a checkpoint's weights, report over a run's log,
 //!   eval --submission over the model, a device as target, an existing file without --force, a

@@ -282,6 +282,11 @@ fn solve_on<B: burn::prelude::Backend>(
     }
 }
 
+/// What a views search spent: views x steps, and the wall time.
+fn compute_used(views: usize, steps: usize, secs: f64) -> String {
+    format!("{views} views x {steps} steps = {} supervision steps, {secs:.2} s", views * steps)
+}
+
 /// A maze with up to 8 views (its dihedral transforms), the first checked answer.
 fn maze_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: &[u8], side: usize, k: usize, steps: usize) -> Result<()> {
     anyhow::ensure!(k <= 8, "--views {k}: a maze has 8 views (its dihedral transforms)");
@@ -296,7 +301,7 @@ fn maze_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: &[
     for row in answer.as_bytes().chunks(side) {
         println!("{}", String::from_utf8_lossy(row));
     }
-    let compute = format!("{} views x {} steps = {} supervision steps, {secs:.2} s", r.views, r.steps_run, r.views * r.steps_run);
+    let compute = compute_used(r.views, r.steps_run, secs);
     if r.checked {
         println!(
             "checked: a shortest path from S to G, from view {} at step {} ({} of {} views agree); {compute}",
@@ -347,7 +352,7 @@ fn sudoku_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: 
         prev = Some(&t.answer);
     }
     print_sudoku(&q, &answer);
-    let compute = format!("{} views x {} steps = {} supervision steps, {secs:.2} s", r.views, r.steps_run, r.views * r.steps_run);
+    let compute = compute_used(r.views, r.steps_run, secs);
     if r.checked {
         println!(
             "checked: a valid completion of the givens, from view {} at step {} ({} of {} views agree; q_halt {:.3}); {compute}",
