@@ -7,7 +7,7 @@ mod common;
 
 use trm::data::sudoku::{SudokuView, generate};
 use trm::data::sudoku_solver::{Grid, is_valid_solution, solves};
-use trm::infer::views::{search, solve_sudoku, views_of};
+use trm::infer::views::{MIN_STEPS_FOR_A_FRESH_VIEW, SearchPlan, search, solve_sudoku, view_number, views_of};
 
 type B = burn::backend::Flex;
 type AD = burn::backend::Autodiff<B>;
@@ -41,7 +41,9 @@ fn a_view_that_checks_ends_the_search_in_the_puzzles_frame() {
     // A stand-in for the model: view 3 finds the solution (in its own frame) at step 4, the
     // others answer with the givens only. The search sees tokens, never the solution.
     let mut calls = 0;
-    let r = search(&p.question, &views, 16, true, |step| {
+    let plan = SearchPlan { max_steps: 16, check: true, lifetime: None };
+    let r = search(&p.question, 5, 3, plan, |step, current, _| {
+        assert_eq!(current, &views[..]);
         calls += 1;
         (0..views.len())
             .map(|k| {
@@ -60,8 +62,53 @@ fn a_view_that_checks_ends_the_search_in_the_puzzles_frame() {
     let mut wrong = p.answer;
     let i = (0..81).find(|&i| p.question[i] == 0).unwrap();
     wrong[i] = wrong[i] % 9 + 1;
-    let r = search(&p.question, &views, 3, true, |_| views.iter().map(|v| (tokens_of(&v.apply(&wrong)), 1.0)).collect());
+    let plan = SearchPlan { max_steps: 3, check: true, lifetime: None };
+    let r = search(&p.question, 5, 3, plan, |_, _, _| views.iter().map(|v| (tokens_of(&v.apply(&wrong)), 1.0)).collect());
     assert!(!r.checked && r.answer == wrong && r.agreeing == 5 && r.steps_run == 3);
+}
+
+#[test]
+fn a_view_that_ran_its_lifetime_without_checking_is_replaced_by_a_fresh_one() {
+    let p = &generate(1, 28, 11, 0)[0];
+    let seed = 4;
+    // A stand-in for the model: every view answers with the givens only, except view number 6,
+    // which finds the solution on its third step.
+    let solver = view_number(6, seed);
+    let mut started = vec![1usize; 4];
+    let mut fresh_seen = vec![];
+    let plan = SearchPlan { max_steps: 16, check: true, lifetime: Some(3) };
+    let r = search(&p.question, 4, seed, plan, |step, current, fresh| {
+        for &row in fresh {
+            started[row] = step;
+            fresh_seen.push((step, row));
+        }
+        (0..4)
+            .map(|row| {
+                let solved = current[row] == solver && step >= started[row] + 2;
+                (tokens_of(&current[row].apply(if solved { &p.answer } else { &p.question })), 0.0)
+            })
+            .collect()
+    });
+    // Steps 1-3 answer the givens, so after its third step every row takes a fresh view (4..7)
+    // at step 4; view 6 (row 2) solves at its third step, step 6.
+    assert_eq!(fresh_seen, vec![(4, 0), (4, 1), (4, 2), (4, 3)]);
+    assert!(r.checked && r.answer == p.answer, "mapped back with the fresh view's inverse");
+    assert_eq!((r.view, r.step, r.views, r.views_tried, r.steps_run), (6, 6, 4, 8, 6));
+    // The trace is the fresh view's own: its three steps, numbered as the search's steps.
+    assert_eq!(r.trace.iter().map(|t| t.step).collect::<Vec<_>>(), vec![4, 5, 6]);
+    assert!(r.trace[..2].iter().all(|t| t.answer == p.question) && r.trace[2].answer == p.answer);
+
+    // No fresh view once fewer than MIN_STEPS_FOR_A_FRESH_VIEW steps remain, and none without a
+    // lifetime: the search then runs the first views to its end.
+    for (max_steps, lifetime) in [(MIN_STEPS_FOR_A_FRESH_VIEW + 2, Some(3)), (16, None)] {
+        let plan = SearchPlan { max_steps, check: true, lifetime };
+        let mut replaced = 0;
+        let r = search(&p.question, 4, seed, plan, |_, current, fresh| {
+            replaced += fresh.len();
+            current.iter().map(|v| (tokens_of(&v.apply(&p.question)), 0.0)).collect()
+        });
+        assert_eq!((replaced, r.views_tried, r.checked, r.steps_run), (0, 4, false, max_steps), "{max_steps} steps, {lifetime:?}");
+    }
 }
 
 /// A small untrained model at a puzzle's shape: enough to show that two paths compute the same.
@@ -89,7 +136,7 @@ fn one_view_without_checking_is_the_plain_answer() {
     let p = &generate(1, 30, 9, 0)[0];
     let input = trm::data::sudoku::tokens(&p.question);
     let plain = trm::infer::solve::solve_tokens(&c, &w, Some(&table), &input, 0, 3, false);
-    let r = solve_sudoku(&c, &w, Some(&table), &p.question, 1, 3, 0, false);
+    let r = solve_sudoku(&c, &w, Some(&table), &p.question, 1, 0, SearchPlan { max_steps: 3, check: false, lifetime: None });
     let last: Grid = std::array::from_fn(|i| match plain.last().unwrap().tokens[i] {
         t @ 2..=10 => t - 1,
         _ => 0,
@@ -164,8 +211,10 @@ fn eval_reports_scaled_accuracy_beside_the_plain_one() {
     // Without --views, no scaled block; --seed alone is refused (it would do nothing).
     let plain: serde_json::Value = serde_json::from_slice(&eval(&[]).stdout).unwrap();
     assert!(plain.get("scaled").is_none() && plain["exact_accuracy"] == r["exact_accuracy"]);
-    let o = eval(&["--seed", "2"]);
-    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--views"));
+    for alone in [["--seed", "2"], ["--view-lifetime", "3"]] {
+        let o = eval(&alone);
+        assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--views"), "{alone:?}");
+    }
 }
 
 /// `trm solve --sudoku` without a checkpoint: the bundled model, with its default test-time
@@ -175,7 +224,8 @@ fn eval_reports_scaled_accuracy_beside_the_plain_one() {
 fn the_bundled_model_solves_a_published_puzzle() {
     let (c, w, table) = trm::infer::bundled::load::<B>(&Default::default()).unwrap();
     let q = trm::data::sudoku_solver::parse_grid(trm::cli::demo::PUBLISHED).unwrap();
-    let r = solve_sudoku(&c, &w, table.as_ref(), &q, trm::cli::solve::BUNDLED_VIEWS, trm::cli::solve::BUNDLED_STEPS, 0, true);
+    let plan = SearchPlan { max_steps: trm::cli::solve::BUNDLED_STEPS, check: true, lifetime: trm::cli::solve::lifetime_of(None, &c) };
+    let r = solve_sudoku(&c, &w, table.as_ref(), &q, trm::cli::solve::BUNDLED_VIEWS, 0, plan);
     let truth = trm::data::sudoku_solver::solve(&q, 2);
     assert_eq!(truth.count, 1);
     assert!(r.checked, "not solved: {r:?}");

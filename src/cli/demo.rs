@@ -7,7 +7,7 @@ use crate::backend::{CpuAutodiff, set_threads};
 use crate::data::{format, sudoku, sudoku_solver};
 use crate::train::{config, trainer};
 use anyhow::Result;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// An ordinary published Sudoku (30 givens): the example puzzle of Wikipedia's "Sudoku" article,
@@ -45,6 +45,7 @@ pub struct DemoArgs {
     pub seed: u64,
 }
 
+/// The demo, as its six printed steps.
 pub fn run(a: DemoArgs) -> Result<()> {
     if let Some(m) = a.minutes {
         anyhow::ensure!(m.is_finite() && m > 0.0, "--minutes {m}: a positive number of minutes");
@@ -55,11 +56,32 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let run = a.out.join("run");
     // A previous demo's run is replaced; anything else at OUT/run is refused, never deleted.
     crate::util::fs::fresh_own_folder(&run, "trm demo")?;
+    let held_out = generate_puzzles(&a, &data)?;
+    let trained = train_model(&a, &data, &run)?;
+    evaluate_model(&a, &data, &run, held_out, trained)?;
+    solve_a_held_out_puzzle(&data, &run)?;
+    solve_the_published_puzzle(&run)?;
+    let html = a.out.join("report.html");
+    let o = crate::report::ReportOptions { run: run.clone(), out: html.clone(), data: Some(data), puzzles: 3, steps: None, png: true };
+    crate::report::write_report(&o)?;
+    println!("\n[6/6] report: {} (curves and puzzles step by step) and {}", html.display(), html.with_extension("png").display());
+    println!("run folder: {} (metrics.jsonl, TensorBoard events, checkpoints/)", run.display());
+    Ok(())
+}
+
+/// Step 1: 3000 training and 300 held-out puzzles (each training puzzle with 3 shuffles). Returns
+/// the number held out.
+fn generate_puzzles(a: &DemoArgs, data: &Path) -> Result<usize> {
     println!("[1/6] generating Sudoku puzzles with unique solutions ({} givens) into {}", a.givens, data.display());
     let train = sudoku::generate(3000, a.givens, a.seed, 0);
     let test = sudoku::generate(300, a.givens, a.seed, 1);
-    sudoku::write_dataset(&data, &train, &test, 3, a.seed)?;
+    sudoku::write_dataset(data, &train, &test, 3, a.seed)?;
+    Ok(test.len())
+}
 
+/// Step 2: the `demo` preset for `--steps` optimiser steps (fewer if `--minutes` cuts it short).
+/// Returns the steps trained.
+fn train_model(a: &DemoArgs, data: &Path, run: &Path) -> Result<u64> {
     let cap = a.minutes.map(|m| format!(", capped at {m:.1} minutes")).unwrap_or_default();
     println!(
         "[2/6] training a small TRM on the CPU for {} optimiser steps (preset `demo`{cap}); about 4 minutes on a quiet \
@@ -69,8 +91,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let cfg = config::resolve("demo", &[format!("seed={}", a.seed), format!("max_steps={}", a.steps)])?;
     let job = trainer::TrainJob {
         config: cfg,
-        data: data.clone(),
-        out: run.clone(),
+        data: data.to_path_buf(),
+        out: run.to_path_buf(),
         resume: false,
         overrides: vec![],
         quiet: false,
@@ -79,12 +101,15 @@ pub fn run(a: DemoArgs) -> Result<()> {
     };
     let s = trainer::train::<CpuAutodiff>(&job, &Default::default())?;
     println!("      {} optimiser steps in {:.0}s ({:.2} s per step)", s.steps, s.seconds, s.seconds / s.steps.max(1) as f64);
-    let cut_short = s.steps < a.steps;
+    Ok(s.steps)
+}
 
-    println!("[3/6] evaluating on {} held-out puzzles", test.len());
+/// Step 3: exact accuracy on the held-out puzzles, and a note when the model is undertrained.
+fn evaluate_model(a: &DemoArgs, data: &Path, run: &Path, held_out: usize, trained: u64) -> Result<()> {
+    println!("[3/6] evaluating on {held_out} held-out puzzles");
     let args = super::train::EvalArgs {
-        checkpoint: Some(run.clone()),
-        data: data.clone(),
+        checkpoint: Some(run.to_path_buf()),
+        data: data.to_path_buf(),
         steps: None,
         limit: None,
         batch: 100,
@@ -98,6 +123,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         views: None,
         view_steps: None,
         seed: None,
+        view_lifetime: None,
     };
     let r = super::train::eval_checkpoint::<crate::backend::Cpu>(&args, &Default::default())?;
     println!(
@@ -108,12 +134,12 @@ pub fn run(a: DemoArgs) -> Result<()> {
         r.exact_accuracy_ci95.1,
         r.per_step.iter().map(|(_, e)| format!("{e:.2}")).collect::<Vec<_>>().join(" ")
     );
-    if cut_short {
+    if trained < a.steps {
         println!(
             "      NOTE: the {:.1}-minute cap stopped training after {} of {} steps, so this model is undertrained{}. \
              Run the demo without --minutes (or with a larger cap) for the model the README describes.",
             a.minutes.unwrap_or(0.0),
-            s.steps,
+            trained,
             a.steps,
             if r.exact_accuracy < GOOD_ENOUGH { " and its answers below are not what a trained TRM gives" } else { "" }
         );
@@ -125,51 +151,44 @@ pub fn run(a: DemoArgs) -> Result<()> {
             2 * a.steps
         );
     }
+    Ok(())
+}
 
-    let split = format::read_dataset_split(&data, "test")?;
-    let q: sudoku_solver::Grid = std::array::from_fn(|i| split.sets[0].1.example_input(0)[i] - 1);
-    println!("[4/6] solving a held-out puzzle, step by step:\n      {}", sudoku_solver::format_grid(&q));
+/// `trm solve --sudoku PUZZLE` on the demo's model, with the given views and steps.
+fn solve_with_demo_model(run: &Path, puzzle: String, views: Option<usize>, steps: Option<usize>) -> Result<()> {
     super::solve::run(super::solve::SolveArgs {
-        checkpoint: Some(run.clone()),
-        sudoku: Some(sudoku_solver::format_grid(&q)),
+        checkpoint: Some(run.to_path_buf()),
+        sudoku: Some(puzzle),
         maze: None,
         arc_task: None,
         task: None,
         identifiers: None,
-        steps: None,
+        steps,
         halt: false,
         json: false,
-        views: None,
+        views,
         seed: None,
+        view_lifetime: None,
         config: None,
         set: vec![],
         device: crate::backend::DeviceSpec::Cpu,
-    })?;
+    })
+}
+
+/// Step 4: the first held-out puzzle, one view, step by step.
+fn solve_a_held_out_puzzle(data: &Path, run: &Path) -> Result<()> {
+    let split = format::read_dataset_split(data, "test")?;
+    let q: sudoku_solver::Grid = std::array::from_fn(|i| split.sets[0].1.example_input(0)[i] - 1);
+    println!("[4/6] solving a held-out puzzle, step by step:\n      {}", sudoku_solver::format_grid(&q));
+    solve_with_demo_model(run, sudoku_solver::format_grid(&q), None, None)
+}
+
+/// Step 5: an ordinary published puzzle with 8 checked views.
+fn solve_the_published_puzzle(run: &Path) -> Result<()> {
     println!(
         "\n[5/6] an ordinary published puzzle (Wikipedia's example, 30 givens), with test-time scaling: 8 views of it \
          (digits relabelled, transposed, rows and columns permuted) side by side for up to 16 steps; every \
          answer is mapped back and checked against the rules and the givens, never a solution:\n      {PUBLISHED}"
     );
-    super::solve::run(super::solve::SolveArgs {
-        checkpoint: Some(run.clone()),
-        sudoku: Some(PUBLISHED.into()),
-        maze: None,
-        arc_task: None,
-        task: None,
-        identifiers: None,
-        steps: Some(16),
-        halt: false,
-        json: false,
-        views: Some(8),
-        seed: None,
-        config: None,
-        set: vec![],
-        device: crate::backend::DeviceSpec::Cpu,
-    })?;
-    let html = a.out.join("report.html");
-    let o = crate::report::ReportOptions { run: run.clone(), out: html.clone(), data: Some(data), puzzles: 3, steps: None, png: true };
-    crate::report::write_report(&o)?;
-    println!("\n[6/6] report: {} (curves and puzzles step by step) and {}", html.display(), html.with_extension("png").display());
-    println!("run folder: {} (metrics.jsonl, TensorBoard events, checkpoints/)", run.display());
-    Ok(())
+    solve_with_demo_model(run, PUBLISHED.into(), Some(8), Some(16))
 }

@@ -61,6 +61,11 @@ pub struct SolveArgs {
     /// Seed of the views' random transforms (with --views) [default: 0]
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Sudoku with --views: a view that has run this many steps without an answer that checks is
+    /// replaced by a fresh view of the puzzle (the batch keeps K rows, so the compute is the
+    /// same); 0 never replaces one [default: the model's halt_max_steps]
+    #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(0..=super::limits::MAX_STEPS).map(|v| v as usize))]
+    pub view_lifetime: Option<usize>,
     /// cpu, torch-cpu, cuda[:N] (libtorch), cubecl[:N] or cubecl-unfused[:N]
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
@@ -175,6 +180,10 @@ pub fn run(mut a: SolveArgs) -> Result<()> {
         "--config/--set describe a bare weights file; a run or checkpoint folder carries its own configuration"
     );
     anyhow::ensure!(a.seed.is_none() || a.views.is_some(), "--seed draws the transforms of --views; without --views it would do nothing");
+    anyhow::ensure!(
+        a.view_lifetime.is_none() || a.views.is_some(),
+        "--view-lifetime replaces spent views of --views; without --views it would do nothing"
+    );
     if let Some(file) = &a.arc_task {
         let source = crate::train::source::open_arc(&spec, a.config.as_deref(), &a.set, a.identifiers.as_deref())?;
         return super::solve_arc::run(&source, file, a.task.as_deref(), a.steps, a.halt, a.json, a.device);
@@ -282,6 +291,15 @@ fn solve_on<B: burn::prelude::Backend>(
     }
 }
 
+/// `--view-lifetime STEPS` as the search's option: by default the model's own halt_max_steps
+/// (the steps it was trained to answer in); 0 never replaces a view.
+pub fn lifetime_of(flag: Option<usize>, model: &crate::model::config::ModelConfig) -> Option<usize> {
+    match flag.unwrap_or(model.arch.halt_max_steps) {
+        0 => None,
+        p => Some(p),
+    }
+}
+
 /// What a views search spent: views x steps, and the wall time.
 fn compute_used(views: usize, steps: usize, secs: f64) -> String {
     format!("{views} views x {steps} steps = {} supervision steps, {secs:.2} s", views * steps)
@@ -324,15 +342,15 @@ fn maze_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: &[
 fn sudoku_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: &[u8], k: usize, steps: usize) -> Result<()> {
     let q: sudoku_solver::Grid = std::array::from_fn(|i| input[i] - 1);
     let t0 = std::time::Instant::now();
-    let r = crate::infer::views::solve_sudoku(m.cfg, m.w, m.table, &q, k, steps, a.seed.unwrap_or(0), true);
+    let plan = crate::infer::views::SearchPlan { max_steps: steps, check: true, lifetime: lifetime_of(a.view_lifetime, m.cfg) };
+    let r = crate::infer::views::solve_sudoku(m.cfg, m.w, m.table, &q, k, a.seed.unwrap_or(0), plan);
     let secs = t0.elapsed().as_secs_f64();
     let text = |g: &sudoku_solver::Grid| -> String { g.iter().map(|&d| if d == 0 { '.' } else { (b'0' + d) as char }).collect() };
     let answer = text(&r.answer);
     let trace: Vec<serde_json::Value> = r
         .trace
         .iter()
-        .enumerate()
-        .map(|(i, t)| serde_json::json!({"step": i + 1, "answer": text(&t.answer), "q_halt": t.q_halt, "views_checked": t.views_checked}))
+        .map(|t| serde_json::json!({"step": t.step, "answer": text(&t.answer), "q_halt": t.q_halt, "views_checked": t.views_checked}))
         .collect();
     if a.json {
         println!(
@@ -343,12 +361,17 @@ fn sudoku_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: 
         );
         return Ok(());
     }
-    println!("view {} of {}, step by step (mapped back to the puzzle as typed):", r.view + 1, r.views);
+    println!(
+        "view {} ({} side by side, {} tried), step by step from its first step (mapped back to the puzzle as typed):",
+        r.view + 1,
+        r.views,
+        r.views_tried
+    );
     println!("step  checked  halt-conf  changed  answer");
     let mut prev: Option<&sudoku_solver::Grid> = None;
-    for (i, t) in r.trace.iter().enumerate() {
+    for t in &r.trace {
         let changed = prev.map_or(81, |p| p.iter().zip(&t.answer).filter(|(x, y)| x != y).count());
-        println!("{:>4}  {:>7}  {:>9.3}  {:>7}  {}", i + 1, t.views_checked, t.q_halt, changed, text(&t.answer));
+        println!("{:>4}  {:>7}  {:>9.3}  {:>7}  {}", t.step, t.views_checked, t.q_halt, changed, text(&t.answer));
         prev = Some(&t.answer);
     }
     print_sudoku(&q, &answer);

@@ -1,8 +1,8 @@
 //! `trm solve --arc-task FILE`: one ARC task's test inputs, answered by every augmented copy the
 //! model has an identifier for, un-augmented and voted; the trace shows the un-augmented copy.
 
-use crate::data::arc_task::{Grid, MAX_SIDE, Task, from_canvas, parse_name, to_canvas};
-use crate::eval::arc_vote::Votes;
+use crate::data::arc_task::{Augmentation, Grid, MAX_SIDE, Pair, Task, from_canvas, parse_name, to_canvas};
+use crate::eval::arc_vote::{Candidate, Votes};
 use crate::infer::solve::solve_tokens;
 use crate::model::config::ModelConfig;
 use crate::model::weights::Weights;
@@ -72,15 +72,7 @@ pub fn solve_task<B: Backend>(
             let last = trace.last().expect("at least one step");
             votes.add(name, &canvas, &last.tokens, last.q_halt)?;
             if k == traced {
-                trace_json = trace
-                    .iter()
-                    .map(|s| StepJson {
-                        step: s.step,
-                        answer: from_canvas(&s.tokens).map(|g| g.unaugment(&aug).to_json()),
-                        q_halt: s.q_halt,
-                        changed: s.changed,
-                    })
-                    .collect();
+                trace_json = steps_json(&trace, &aug);
             }
         }
         let ranked = votes.ranked(&task.name, &pair.input);
@@ -100,25 +92,7 @@ pub fn solve_task<B: Backend>(
             steps: trace_json,
         };
         if !json {
-            println!("test input {ti} ({}x{}):\n{}", pair.input.h, pair.input.w, show(&pair.input));
-            println!("step  halt-conf  changed  decoded size (un-augmented copy)");
-            for s in &t.steps {
-                let size =
-                    s.answer.as_ref().and_then(|g| g.as_array().map(|r| format!("{}x{}", r.len(), r[0].as_array().map_or(0, |c| c.len()))));
-                println!("{:>4}  {:>9.3}  {:>7}  {}", s.step, s.q_halt, s.changed, size.unwrap_or_else(|| "no grid".into()));
-            }
-            for (k, c) in ranked.iter().take(2).enumerate() {
-                println!("attempt {} ({} of {} votes, mean q {:.3}):\n{}", k + 1, c.votes, ids.len(), c.mean_q(), show(&c.grid));
-            }
-            match (t.correct, t.correct_in_two) {
-                (Some(true), _) => println!("correct (attempt 1)"),
-                (Some(false), Some(true)) => println!("correct (attempt 2)"),
-                (Some(false), _) => println!("not correct; expected:\n{}", show(&pair.output)),
-                _ => {}
-            }
-            if votes.empty > 0 {
-                println!("({} copies decoded to no grid)", votes.empty);
-            }
+            print_test(&t, pair, &ranked, ids.len(), votes.empty);
         }
         out.push(t);
     }
@@ -126,6 +100,43 @@ pub fn solve_task<B: Backend>(
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"kind": "arc", "task": task.name, "tests": out}))?);
     }
     Ok(())
+}
+
+/// The traced copy's answer after each step, mapped back to the task's orientation and colours.
+fn steps_json(trace: &[crate::infer::solve::StepTrace], aug: &Augmentation) -> Vec<StepJson> {
+    trace
+        .iter()
+        .map(|s| StepJson {
+            step: s.step,
+            answer: from_canvas(&s.tokens).map(|g| g.unaugment(aug).to_json()),
+            q_halt: s.q_halt,
+            changed: s.changed,
+        })
+        .collect()
+}
+
+/// One test input as text: the input, the traced copy's steps, the two attempts and, where the
+/// solution is known, whether they are right.
+fn print_test(t: &TestJson, pair: &Pair, ranked: &[&Candidate], copies: usize, empty: usize) {
+    let ti = t.test_index;
+    println!("test input {ti} ({}x{}):\n{}", pair.input.h, pair.input.w, show(&pair.input));
+    println!("step  halt-conf  changed  decoded size (un-augmented copy)");
+    for s in &t.steps {
+        let size = s.answer.as_ref().and_then(|g| g.as_array().map(|r| format!("{}x{}", r.len(), r[0].as_array().map_or(0, |c| c.len()))));
+        println!("{:>4}  {:>9.3}  {:>7}  {}", s.step, s.q_halt, s.changed, size.unwrap_or_else(|| "no grid".into()));
+    }
+    for (k, c) in ranked.iter().take(2).enumerate() {
+        println!("attempt {} ({} of {copies} votes, mean q {:.3}):\n{}", k + 1, c.votes, c.mean_q(), show(&c.grid));
+    }
+    match (t.correct, t.correct_in_two) {
+        (Some(true), _) => println!("correct (attempt 1)"),
+        (Some(false), Some(true)) => println!("correct (attempt 2)"),
+        (Some(false), _) => println!("not correct; expected:\n{}", show(&pair.output)),
+        _ => {}
+    }
+    if empty > 0 {
+        println!("({empty} copies decoded to no grid)");
+    }
 }
 
 /// Loads the task file and finds the model's identifiers for it.

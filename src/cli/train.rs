@@ -150,6 +150,11 @@ pub struct EvalArgs {
     /// With --views: the seed of the Sudoku views' transforms [default: 0]
     #[arg(long)]
     pub seed: Option<u64>,
+    /// With --views on Sudoku data: the steps a view runs without an answer that checks before a
+    /// fresh view replaces it (0: never); as `trm solve --view-lifetime` [default: the model's
+    /// halt_max_steps]
+    #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(0..=super::limits::MAX_STEPS).map(|v| v as usize))]
+    pub view_lifetime: Option<usize>,
     /// Rows per batch
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=super::limits::MAX_BATCH).map(|v| v as usize))]
     pub batch: usize,
@@ -177,42 +182,99 @@ pub struct EvalArgs {
     pub threads: Option<usize>,
 }
 
-/// Evaluates a checkpoint on a data set's test split.
+/// Evaluates a checkpoint on a data set's test split: plainly, then with views if asked, then
+/// ARC's voting and submission on ARC data.
 pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<EvalResult> {
     let test = Arc::new(format::read_dataset_split(&a.data, "test")?);
-    let test_for_views = a.views.map(|_| test.clone());
-    // The bundled model's private folder, kept until the command ends.
-    let mut _bundled = None;
-    let spec = match &a.checkpoint {
-        Some(c) => c.clone(),
-        None => {
-            let sudoku = test.metadata.seq_len == crate::data::sudoku::SEQ_LEN && test.metadata.vocab_size == crate::data::sudoku::VOCAB;
-            anyhow::ensure!(
-                sudoku,
-                "{}: not Sudoku data; trm bundles only a Sudoku model, so name a model with --checkpoint",
-                a.data.display()
-            );
-            anyhow::ensure!(a.config.is_none() && a.set.is_empty(), "--config/--set describe a weights file given with --checkpoint");
-            eprintln!("note: no --checkpoint: evaluating the Sudoku model bundled in trm (models/sudoku/)");
-            let files = crate::infer::bundled::sudoku_model_file()?;
-            let weights = files.weights.clone();
-            _bundled = Some(files);
-            weights
-        }
-    };
     anyhow::ensure!(
-        checkpoint::is_weights_file(&spec) || (a.config.is_none() && a.set.is_empty()),
-        "--config/--set describe a bare weights file; a run or checkpoint folder carries its own configuration"
+        a.views.is_some() || (a.view_steps.is_none() && a.seed.is_none() && a.view_lifetime.is_none()),
+        "--view-steps, --seed and --view-lifetime go with --views (test-time scaling); without it they would do nothing"
     );
-    let (model, file) = if checkpoint::is_weights_file(&spec) {
-        let cfg = crate::train::hydra_config::resolve_for_weights(&spec, a.config.as_deref(), &a.set)?;
-        (crate::train::setup::model_config(&cfg, &test)?, spec.clone())
-    } else {
-        let ckpt = checkpoint::resolve(&spec)?;
-        (checkpoint::read_state_json(&ckpt)?.model, ckpt.join("model.safetensors"))
-    };
+    let m = EvalModel::open(a, &test)?;
+    check_data_fits(a, &test, &m.model)?;
+    let (params, table) = checkpoint::load_model::<B>(&m.file, &m.model, device)?;
+    let w = Weights::from_named(&m.model, params)?;
+    let steps = a.steps.unwrap_or(m.model.arch.halt_max_steps);
+    let mut arc = ArcEval::open(&a.data)?;
+    let mut arc_err = Ok(());
+    let mut single = crate::dist::Single;
+    let t0 = std::time::Instant::now();
+    let mut r = evaluate(&m.model, &w, table.as_ref(), test.clone(), a.batch, steps, a.limit, &mut single, |b, p, q, n| {
+        if let (Some(v), Ok(())) = (arc.as_mut(), &arc_err) {
+            arc_err = v.on_batch(b, p, q, n);
+        }
+    })?
+    .context("the evaluation was interrupted")?;
+    r.seconds = t0.elapsed().as_secs_f64();
+    arc_err?;
+    if let Some(k) = a.views {
+        let view_steps = a.view_steps.unwrap_or(steps);
+        let seed = a.seed.unwrap_or(0);
+        let plan = crate::infer::views::SearchPlan {
+            max_steps: view_steps,
+            check: true,
+            lifetime: super::solve::lifetime_of(a.view_lifetime, &m.model),
+        };
+        r.scaled = Some(crate::eval::scaled::evaluate_scaled(&m.model, &w, table.as_ref(), &test, k, seed, plan, a.limit)?);
+    }
+    if let Some(v) = arc {
+        r.arc = Some(write_arc_submission(a, &m, v)?);
+    }
+    Ok(r)
+}
+
+/// The model `trm eval` evaluates: a run, checkpoint or weights file, or the bundled Sudoku model.
+struct EvalModel {
+    /// What the user named (the bundled model's weights file when they named none).
+    spec: PathBuf,
+    model: crate::model::config::ModelConfig,
+    /// Its model.safetensors (or torch file).
+    file: PathBuf,
+    /// The bundled model's private folder, kept until the command ends.
+    _bundled: Option<crate::infer::bundled::BundledFiles>,
+}
+
+impl EvalModel {
+    fn open(a: &EvalArgs, test: &format::Split) -> Result<Self> {
+        let mut bundled = None;
+        let spec = match &a.checkpoint {
+            Some(c) => c.clone(),
+            None => {
+                let sudoku =
+                    test.metadata.seq_len == crate::data::sudoku::SEQ_LEN && test.metadata.vocab_size == crate::data::sudoku::VOCAB;
+                anyhow::ensure!(
+                    sudoku,
+                    "{}: not Sudoku data; trm bundles only a Sudoku model, so name a model with --checkpoint",
+                    a.data.display()
+                );
+                anyhow::ensure!(a.config.is_none() && a.set.is_empty(), "--config/--set describe a weights file given with --checkpoint");
+                eprintln!("note: no --checkpoint: evaluating the Sudoku model bundled in trm (models/sudoku/)");
+                let files = crate::infer::bundled::sudoku_model_file()?;
+                let weights = files.weights.clone();
+                bundled = Some(files);
+                weights
+            }
+        };
+        let bare = checkpoint::is_weights_file(&spec);
+        anyhow::ensure!(
+            bare || (a.config.is_none() && a.set.is_empty()),
+            "--config/--set describe a bare weights file; a run or checkpoint folder carries its own configuration"
+        );
+        let (model, file) = if bare {
+            let cfg = crate::train::hydra_config::resolve_for_weights(&spec, a.config.as_deref(), &a.set)?;
+            (crate::train::setup::model_config(&cfg, test)?, spec.clone())
+        } else {
+            let ckpt = checkpoint::resolve(&spec)?;
+            (checkpoint::read_state_json(&ckpt)?.model, ckpt.join("model.safetensors"))
+        };
+        Ok(Self { spec, model, file, _bundled: bundled })
+    }
+}
+
+/// The test split speaks the model's vocabulary and has no puzzle the model has no embedding for.
+fn check_data_fits(a: &EvalArgs, test: &format::Split, model: &crate::model::config::ModelConfig) -> Result<()> {
     if test.metadata.seq_len != model.seq_len || test.metadata.vocab_size != model.vocab_size {
-        anyhow::bail!(
+        bail!(
             "{}: seq_len {} / vocab {} do not match the model's {} / {}",
             a.data.display(),
             test.metadata.seq_len,
@@ -223,55 +285,30 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     }
     let max_id = test.sets.iter().flat_map(|(_, s)| s.puzzle_identifiers.iter().copied()).max().unwrap_or(0);
     if max_id as usize >= model.num_puzzle_identifiers {
-        anyhow::bail!(
+        bail!(
             "{}: puzzle identifier {max_id} is beyond the model's {} (a data set built for another model? `trm adapt` makes one for new tasks)",
             a.data.display(),
             model.num_puzzle_identifiers
         );
     }
-    let (params, table) = checkpoint::load_model::<B>(&file, &model, device)?;
-    let w = Weights::from_named(&model, params)?;
-    let steps = a.steps.unwrap_or(model.arch.halt_max_steps);
-    let mut arc = ArcEval::open(&a.data)?;
-    let mut arc_err = Ok(());
-    let mut single = crate::dist::Single;
-    let mut r = evaluate(&model, &w, table.as_ref(), test, a.batch, steps, a.limit, &mut single, |b, p, q, n| {
-        if let (Some(v), Ok(())) = (arc.as_mut(), &arc_err) {
-            arc_err = v.on_batch(b, p, q, n);
-        }
-    })?
-    .context("the evaluation was interrupted")?;
-    arc_err?;
-    anyhow::ensure!(
-        a.views.is_some() || (a.view_steps.is_none() && a.seed.is_none()),
-        "--view-steps and --seed go with --views (test-time scaling); without it they would do nothing"
-    );
-    if let (Some(k), Some(test)) = (a.views, &test_for_views) {
-        r.scaled = Some(crate::eval::scaled::evaluate_scaled(
-            &model,
-            &w,
-            table.as_ref(),
-            test,
-            k,
-            a.view_steps.unwrap_or(steps),
-            a.seed.unwrap_or(0),
-            a.limit,
-        )?);
-    }
-    if let Some(v) = arc {
-        let path = a.submission.clone().unwrap_or_else(|| {
-            let dir = if checkpoint::is_weights_file(&spec) { file.parent().map(PathBuf::from).unwrap_or_default() } else { spec.clone() };
-            dir.join("submission.json")
-        });
-        // The default submission.json is trm's own output and is replaced; a file the user named
-        // only with --force. Never the model's or the data's files.
-        let protected = [Protected { path: &spec, what: "the model being evaluated" }, Protected { path: &a.data, what: "the data set" }];
-        check_output(&path, "--submission", &protected, a.force || a.submission.is_none())?;
-        crate::util::fs::write_json(&path, &v.submission())?;
-        eprintln!("wrote {} ({} tasks, two attempts per test input)", path.display(), v.tasks.len());
-        r.arc = Some(v.score());
-    }
-    Ok(r)
+    Ok(())
+}
+
+/// ARC: writes the two-attempt submission (beside the model unless --submission names a file)
+/// and returns the voted pass@k.
+fn write_arc_submission(a: &EvalArgs, m: &EvalModel, v: ArcEval) -> Result<crate::eval::arc_vote::ArcScore> {
+    let path = a.submission.clone().unwrap_or_else(|| {
+        let dir =
+            if checkpoint::is_weights_file(&m.spec) { m.file.parent().map(PathBuf::from).unwrap_or_default() } else { m.spec.clone() };
+        dir.join("submission.json")
+    });
+    // The default submission.json is trm's own output and is replaced; a file the user named
+    // only with --force. Never the model's or the data's files.
+    let protected = [Protected { path: &m.spec, what: "the model being evaluated" }, Protected { path: &a.data, what: "the data set" }];
+    check_output(&path, "--submission", &protected, a.force || a.submission.is_none())?;
+    crate::util::fs::write_json(&path, &v.submission())?;
+    eprintln!("wrote {} ({} tasks, two attempts per test input)", path.display(), v.tasks.len());
+    Ok(v.score())
 }
 
 pub fn eval(a: EvalArgs) -> Result<()> {
@@ -291,6 +328,12 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         println!("exact accuracy   {:.4}  (95% CI {:.4}-{:.4})", r.exact_accuracy, r.exact_accuracy_ci95.0, r.exact_accuracy_ci95.1);
         println!("q_halt accuracy  {:.4}", r.q_halt_accuracy);
         println!("lm_loss          {:.4}", r.lm_loss);
+        println!(
+            "compute          1 view x {:.1} steps per puzzle; {:.3} s per puzzle (batches of {})",
+            r.steps,
+            r.seconds / r.count.max(1) as f64,
+            a.batch
+        );
         println!("per step (token / exact accuracy):");
         for (k, (acc, ex)) in r.per_step.iter().enumerate() {
             println!("  step {:>3}: {:.4} / {:.4}", k + 1, acc, ex);
@@ -315,6 +358,12 @@ pub fn eval(a: EvalArgs) -> Result<()> {
                 s.exact_accuracy, s.exact_accuracy_ci95.0, s.exact_accuracy_ci95.1, r.exact_accuracy
             );
             println!("  answers checked  {} of {}", s.checked, s.count);
+            if let Some(life) = s.view_lifetime {
+                println!(
+                    "  views tried      {:.1} per puzzle (a view that ran {life} steps without checking was replaced)",
+                    s.mean_views_tried
+                );
+            }
             println!(
                 "  compute          {:.1} steps x {} views = {:.1} view-steps per puzzle (plain: 1 view x {:.1} steps); {:.2} s per puzzle",
                 s.mean_steps,

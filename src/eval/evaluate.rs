@@ -43,6 +43,8 @@ pub struct EvalResult {
     /// step k (index k-1); the last entry counts the ones where it never did: where adaptive
     /// halting would have stopped.
     pub halt_step_histogram: Vec<f64>,
+    /// Wall time of this evaluation in seconds (all examples, batched; `trm eval` fills it in).
+    pub seconds: f64,
     /// ARC data only: pass@k after undoing augmentations and voting.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arc: Option<super::arc_vote::ArcScore>,
@@ -176,6 +178,7 @@ impl Tally {
             steps: total.steps / n,
             per_step: self.per_step.iter().map(|(a, e)| (a / n, e / n)).collect(),
             halt_step_histogram: self.halt_hist.iter().map(|h| h / (seen.max(1) as f64)).collect(),
+            seconds: 0.0,
             arc: None,
             scaled: None,
         }

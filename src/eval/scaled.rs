@@ -6,7 +6,7 @@
 
 use crate::data::format::Split;
 use crate::data::sudoku_solver::Grid;
-use crate::infer::views::{solve_maze, solve_sudoku};
+use crate::infer::views::{SearchPlan, solve_maze, solve_sudoku};
 use crate::model::config::ModelConfig;
 use crate::model::weights::Weights;
 use anyhow::{Result, bail};
@@ -29,6 +29,12 @@ pub struct ScaledResult {
     pub mean_steps: f64,
     /// Mean model evaluations per puzzle, views x steps run (the plain evaluation: 1 x its steps).
     pub mean_view_steps: f64,
+    /// Mean distinct views tried per puzzle: the K rows plus the fresh views that replaced
+    /// spent ones (Sudoku with a view lifetime).
+    pub mean_views_tried: f64,
+    /// Steps a view ran without checking before a fresh one replaced it (None: never).
+    pub view_lifetime: Option<usize>,
+    /// Wall time of the whole scaled evaluation.
     pub seconds: f64,
 }
 
@@ -52,10 +58,11 @@ pub fn evaluate_scaled<B: Backend>(
     table: Option<&Tensor<B, 2>>,
     test: &Split,
     views: usize,
-    max_steps: usize,
     seed: u64,
+    plan: SearchPlan,
     limit: Option<usize>,
 ) -> Result<ScaledResult> {
+    let max_steps = plan.max_steps;
     let s = model.seq_len;
     let side = (s as f64).sqrt().round() as usize;
     let kind = match model.vocab_size {
@@ -70,7 +77,7 @@ pub fn evaluate_scaled<B: Backend>(
         anyhow::ensure!(views <= 8, "--views {views}: a maze has 8 views (its dihedral transforms)");
     }
     let t0 = std::time::Instant::now();
-    let (mut count, mut right, mut checked, mut steps, mut view_steps) = (0usize, 0usize, 0usize, 0usize, 0usize);
+    let (mut count, mut right, mut checked, mut steps, mut view_steps, mut tried) = (0usize, 0usize, 0usize, 0usize, 0usize, 0usize);
     'sets: for (_, set) in &test.sets {
         for e in 0..set.num_examples() {
             if limit.is_some_and(|l| count >= l) {
@@ -79,11 +86,13 @@ pub fn evaluate_scaled<B: Backend>(
             let (input, label) = (&set.inputs[e * s..(e + 1) * s], &set.labels[e * s..(e + 1) * s]);
             let (ok, did_check, run, v) = match kind {
                 Kind::Sudoku => {
-                    let r = solve_sudoku(model, w, table, &sudoku_grid(input), views, max_steps, seed, true);
+                    let r = solve_sudoku(model, w, table, &sudoku_grid(input), views, seed, plan);
+                    tried += r.views_tried;
                     (r.answer == sudoku_grid(label), r.checked, r.steps_run, r.views)
                 }
                 Kind::Maze(side) => {
                     let r = solve_maze(model, w, table, input, side, views, max_steps, true);
+                    tried += r.views_tried;
                     (r.answer == label, r.checked, r.steps_run, r.views)
                 }
             };
@@ -105,6 +114,8 @@ pub fn evaluate_scaled<B: Backend>(
         checked,
         mean_steps: steps as f64 / n,
         mean_view_steps: view_steps as f64 / n,
+        mean_views_tried: tried as f64 / n,
+        view_lifetime: if let Kind::Sudoku = kind { plan.lifetime } else { None },
         seconds: t0.elapsed().as_secs_f64(),
     })
 }

@@ -68,6 +68,13 @@ impl<'a, B: Backend> ModelRun<'a, B> {
         ModelRun { cfg, w, table, rope: Rope::new(cfg, &device), carry: Carry::new(cfg, n, &device), batch, max_steps }
     }
 
+    /// Puzzle `row` starts over on `input` (its tokens) at the next step, from the initial state.
+    pub fn start_over(&mut self, row: usize, input: &[i32]) {
+        let s = self.batch.seq_len;
+        self.batch.inputs[row * s..(row + 1) * s].copy_from_slice(input);
+        self.carry.halted[row] = true;
+    }
+
     /// One supervision step: the carry's halted rows start over on their puzzle, every row is
     /// refined once, and the step counts and halting decisions advance.
     pub fn step(&mut self) -> StepAnswers {

@@ -6,6 +6,12 @@
 //! that step, q_halt breaking ties); when nothing checks by step N, the majority of the views'
 //! final answers.
 //!
+//! A view that has run `lifetime` steps without an answer that checks is replaced by a fresh
+//! view of the puzzle, which starts from the beginning in the same batch row, while at least
+//! `MIN_STEPS_FOR_A_FRESH_VIEW` steps remain. The batch stays K rows wide, so the compute (views
+//! x steps) is the same, spent on more distinct views: measured on Sudoku-Extreme, a view gains
+//! less from steps past the model's `halt_max_steps` than a fresh view does (docs/benchmarks.md).
+//!
 //! A checked answer is a valid completion of the givens: for a puzzle with one solution, the
 //! solution.
 
@@ -25,17 +31,21 @@ pub struct ViewsResult<A> {
     pub answer: A,
     /// Whether it checks (Sudoku: every rule and every given; maze: a shortest S-G path).
     pub checked: bool,
-    /// The view that gave it (0 = the puzzle as typed) and the step it was read at.
+    /// The view that gave it (its number in `view_number`'s sequence; 0 = the puzzle as typed)
+    /// and the step it was read at.
     pub view: usize,
     pub step: usize,
-    /// Views run and supervision steps run: the compute used is views x steps_run.
+    /// Views run side by side (the batch's rows) and supervision steps run: the compute used is
+    /// views x steps_run.
     pub views: usize,
     pub steps_run: usize,
+    /// Distinct views tried: `views` plus the fresh views that replaced spent ones.
+    pub views_tried: usize,
     /// Views whose answer (at the deciding step) equals the chosen one.
     pub agreeing: usize,
     /// sigmoid(q_halt) of the chosen view at that step.
     pub q_halt: f64,
-    /// How the answer formed: for every step run, the chosen view's answer (in the puzzle's
+    /// How the answer formed: for every step the chosen view ran, its answer (in the puzzle's
     /// frame) and its sigmoid(q_halt), and how many views' answers checked at that step.
     #[serde(skip)]
     pub trace: Vec<TraceStep<A>>,
@@ -44,6 +54,8 @@ pub struct ViewsResult<A> {
 /// One supervision step of the chosen view (`ViewsResult::trace`).
 #[derive(Debug, Clone)]
 pub struct TraceStep<A> {
+    /// The supervision step of the search (a fresh view's first step is not the search's first).
+    pub step: usize,
     pub answer: A,
     pub q_halt: f64,
     pub views_checked: usize,
@@ -69,91 +81,162 @@ fn majority<T: PartialEq>(answers: &[(usize, T, f64)]) -> Option<(usize, usize)>
     best.map(|(i, n, _)| (i, n))
 }
 
-/// The views of a search: view 0 the identity, the others drawn from `seed`.
-pub fn views_of(n: usize, seed: u64) -> Vec<SudokuView> {
-    (0..n.max(1))
-        .map(|k| if k == 0 { SudokuView::IDENTITY } else { SudokuView::random(&mut crate::util::rng::derive(seed, &[13, k as u64])) })
-        .collect()
+/// View number `k` of a search: view 0 the identity, the others drawn from `seed`.
+pub fn view_number(k: usize, seed: u64) -> SudokuView {
+    if k == 0 { SudokuView::IDENTITY } else { SudokuView::random(&mut crate::util::rng::derive(seed, &[13, k as u64])) }
 }
 
-/// The search over steps, for any puzzle kind: `step(n)` returns, for supervision step n, every
-/// view's answer already mapped back to the puzzle's frame, and its q_halt logit; `checks` says
-/// whether an answer is right by the puzzle's rules alone. Stops at the first step where one
-/// checks (with `check`); else the majority at the last step.
+/// The first `n` views of a search (`view_number` 0..n).
+pub fn views_of(n: usize, seed: u64) -> Vec<SudokuView> {
+    (0..n.max(1)).map(|k| view_number(k, seed)).collect()
+}
+
+/// A fresh view is started only while at least this many steps remain: the models here need
+/// several steps to reach an answer.
+pub const MIN_STEPS_FOR_A_FRESH_VIEW: usize = 4;
+
+/// How a search runs: its steps, whether answers are checked, and when a view is replaced by a
+/// fresh one (`lifetime`: the steps a view runs without checking; `None`: never, as for a maze,
+/// whose 8 views are all there are).
+#[derive(Debug, Clone, Copy)]
+pub struct SearchPlan {
+    pub max_steps: usize,
+    pub check: bool,
+    pub lifetime: Option<usize>,
+}
+
+/// One batch row of a search: the view it runs and the step that view started at.
+#[derive(Debug, Clone)]
+struct Row {
+    view: usize,
+    start: usize,
+}
+
+/// The search over steps, for any puzzle kind: `step(n, fresh)` first starts each `(row, view
+/// number)` of `fresh` over on that view, then runs supervision step n and returns every row's
+/// answer already mapped back to the puzzle's frame, and its q_halt logit; `checks` says whether
+/// an answer is right by the puzzle's rules alone. Stops at the first step where one checks
+/// (with `plan.check`); else the majority at the last step.
 pub fn search_views<A: PartialEq + Clone>(
-    max_steps: usize,
-    check: bool,
-    mut step: impl FnMut(usize) -> Vec<(A, f32)>,
+    plan: SearchPlan,
+    mut step: impl FnMut(usize, &[(usize, usize)]) -> Vec<(A, f32)>,
     checks: impl Fn(&A) -> bool,
 ) -> ViewsResult<A> {
-    // Every step's answers, and how many checked, for the chosen view's trace.
-    let mut history: Vec<(Vec<(usize, A, f64)>, usize)> = vec![];
-    let trace_of = |history: Vec<(Vec<(usize, A, f64)>, usize)>, view: usize| -> Vec<TraceStep<A>> {
-        history
-            .into_iter()
-            .map(|(mut all, views_checked)| {
-                let (_, answer, q_halt) = all.swap_remove(view);
-                TraceStep { answer, q_halt, views_checked }
-            })
-            .collect()
-    };
-    for k in 1..=max_steps {
-        let last: Vec<(usize, A, f64)> =
-            step(k).into_iter().enumerate().map(|(v, (a, q))| (v, a, 1.0 / (1.0 + (-(q as f64)).exp()))).collect();
-        let ok: Vec<(usize, A, f64)> = if check { last.iter().filter(|(_, a, _)| checks(a)).cloned().collect() } else { vec![] };
+    // Every step's answers per row, and how many checked, for the chosen view's trace.
+    let mut history: Vec<(Vec<(A, f64)>, usize)> = vec![];
+    let mut rows: Vec<Row> = vec![];
+    let mut fresh: Vec<(usize, usize)> = vec![];
+    let mut tried = 0;
+    for k in 1..=plan.max_steps {
+        let last: Vec<(A, f64)> = step(k, &fresh).into_iter().map(|(a, q)| (a, 1.0 / (1.0 + (-(q as f64)).exp()))).collect();
+        if rows.is_empty() {
+            rows = (0..last.len()).map(|v| Row { view: v, start: 1 }).collect();
+            tried = rows.len();
+        }
+        for &(r, view) in &fresh {
+            rows[r] = Row { view, start: k };
+        }
+        let ok: Vec<(usize, A, f64)> = if plan.check {
+            last.iter().enumerate().filter(|(_, (a, _))| checks(a)).map(|(r, (a, q))| (r, a.clone(), *q)).collect()
+        } else {
+            vec![]
+        };
         history.push((last, ok.len()));
         if let Some((i, agree)) = majority(&ok) {
-            let (view, answer, q_halt) = ok[i].clone();
-            let views = history[0].0.len();
-            let trace = trace_of(history, view);
-            return ViewsResult { answer, checked: true, view, step: k, views, steps_run: k, agreeing: agree, q_halt, trace };
+            let (r, answer, q_halt) = ok[i].clone();
+            return finish(history, &rows, r, answer, true, k, agree, q_halt, tried);
+        }
+        fresh.clear();
+        if let Some(life) = plan.lifetime.filter(|_| plan.max_steps - k >= MIN_STEPS_FOR_A_FRESH_VIEW) {
+            for (r, row) in rows.iter().enumerate() {
+                if k + 1 - row.start >= life.max(1) {
+                    fresh.push((r, tried));
+                    tried += 1;
+                }
+            }
         }
     }
-    let last = &history.last().expect("at least one step").0;
-    let (i, agree) = majority(last).expect("at least one view");
-    let (view, answer, q_halt) = last[i].clone();
+    let last: Vec<(usize, A, f64)> =
+        history.last().expect("at least one step").0.iter().enumerate().map(|(r, (a, q))| (r, a.clone(), *q)).collect();
+    let (i, agree) = majority(&last).expect("at least one view");
+    let (r, answer, q_halt) = last[i].clone();
     let checked = checks(&answer);
-    let views = last.len();
-    let trace = trace_of(history, view);
-    ViewsResult { answer, checked, view, step: max_steps, views, steps_run: max_steps, agreeing: agree, q_halt, trace }
+    finish(history, &rows, r, answer, checked, plan.max_steps, agree, q_halt, tried)
 }
 
-/// The Sudoku search: `step(n)` returns every view's answer tokens in the view's frame; they are
-/// mapped back with the view's inverse and checked against the rules and the givens only.
+/// The result read from row `r` at step `step`, with the trace of the view that row ran.
+fn finish<A: Clone>(
+    history: Vec<(Vec<(A, f64)>, usize)>,
+    rows: &[Row],
+    r: usize,
+    answer: A,
+    checked: bool,
+    step: usize,
+    agreeing: usize,
+    q_halt: f64,
+    views_tried: usize,
+) -> ViewsResult<A> {
+    let start = rows[r].start;
+    let trace = history
+        .into_iter()
+        .enumerate()
+        .skip(start - 1)
+        .map(|(i, (mut all, views_checked))| {
+            let (answer, q_halt) = all.swap_remove(r);
+            TraceStep { step: i + 1, answer, q_halt, views_checked }
+        })
+        .collect();
+    ViewsResult { answer, checked, view: rows[r].view, step, views: rows.len(), steps_run: step, views_tried, agreeing, q_halt, trace }
+}
+
+/// The Sudoku search over `views` rows: `step(n, views, fresh)` gets every row's current view
+/// and the rows that start over on a fresh view before step n, and returns every row's answer
+/// tokens in its view's frame; they are mapped back with the view's inverse and checked against
+/// the rules and the givens only.
 pub fn search(
     puzzle: &Grid,
-    views: &[SudokuView],
-    max_steps: usize,
-    check: bool,
-    mut step: impl FnMut(usize) -> Vec<(Vec<i64>, f32)>,
+    views: usize,
+    seed: u64,
+    plan: SearchPlan,
+    mut step: impl FnMut(usize, &[SudokuView], &[usize]) -> Vec<(Vec<i64>, f32)>,
 ) -> ViewsResult<Grid> {
-    let back = |k: usize| -> Vec<(Grid, f32)> {
-        step(k).into_iter().enumerate().map(|(v, (tokens, q))| (views[v].invert(&grid_of(&tokens)), q)).collect()
+    let mut current = views_of(views, seed);
+    let rows_step = |k: usize, fresh: &[(usize, usize)]| -> Vec<(Grid, f32)> {
+        for &(r, v) in fresh {
+            current[r] = view_number(v, seed);
+        }
+        let restarted: Vec<usize> = fresh.iter().map(|&(r, _)| r).collect();
+        let answers = step(k, &current, &restarted);
+        answers.into_iter().enumerate().map(|(r, (tokens, q))| (current[r].invert(&grid_of(&tokens)), q)).collect()
     };
-    search_views(max_steps, check, back, |a| solves(puzzle, a))
+    search_views(plan, rows_step, |a| solves(puzzle, a))
 }
 
-/// Solves `puzzle` with `views` views (`views_of`) for up to `max_steps` supervision steps of the
-/// model, all views in one batch. With `check` off nothing stops early and the answer is the
-/// majority at the last step (with one view: exactly the plain answer of `solve::solve_tokens`).
+/// Solves `puzzle` with `views` views side by side (`views_of`, one batch) for up to
+/// `plan.max_steps` supervision steps of the model, spent views replaced per `plan.lifetime`.
+/// With checking off nothing stops early and the answer is the majority at the last step (with
+/// one view: exactly the plain answer of `solve::solve_tokens`).
 pub fn solve_sudoku<B: Backend>(
     cfg: &ModelConfig,
     w: &Weights<B>,
     table: Option<&Tensor<B, 2>>,
     puzzle: &Grid,
     views: usize,
-    max_steps: usize,
     seed: u64,
-    check: bool,
+    plan: SearchPlan,
 ) -> ViewsResult<Grid> {
-    let all = views_of(views, seed);
-    let views = all.len();
-    let inputs: Vec<i32> = all.iter().flat_map(|v| tokens(&v.apply(puzzle)).map(|t| t as i32)).collect();
+    let first = views_of(views, seed);
+    let n = first.len();
+    let input = |v: &SudokuView| -> Vec<i32> { tokens(&v.apply(puzzle)).iter().map(|&t| t as i32).collect() };
+    let inputs: Vec<i32> = first.iter().flat_map(input).collect();
     // No labels: the model never sees a solution, and neither does the check.
-    let mut run = ModelRun::new(cfg, w, table, inputs, vec![0; views], max_steps);
-    search(puzzle, &all, max_steps, check, |_| {
+    let mut run = ModelRun::new(cfg, w, table, inputs, vec![0; n], plan.max_steps);
+    search(puzzle, n, seed, plan, |_, current, fresh| {
+        for &r in fresh {
+            run.start_over(r, &input(&current[r]));
+        }
         let a = run.step();
-        (0..views).map(|k| (a.tokens(k).to_vec(), a.q_halt[k])).collect()
+        (0..n).map(|k| (a.tokens(k).to_vec(), a.q_halt[k])).collect()
     })
 }
 
@@ -174,7 +257,7 @@ pub fn solve_maze<B: Backend>(
     let n = views.clamp(1, 8);
     let inputs: Vec<i32> = (0..n as u8).flat_map(|tid| transform(question, side, side, tid)).map(|t| t as i32).collect();
     let mut run = ModelRun::new(cfg, w, table, inputs, vec![0; n], max_steps);
-    let step = |_: usize| -> Vec<(Vec<u8>, f32)> {
+    let step = |_: usize, _: &[(usize, usize)]| -> Vec<(Vec<u8>, f32)> {
         let a = run.step();
         (0..n)
             .map(|k| {
@@ -183,5 +266,7 @@ pub fn solve_maze<B: Backend>(
             })
             .collect()
     };
-    search_views(max_steps, check, step, |a| crate::data::maze::solves(side, question, a))
+    // A maze has no views beyond its 8, so none is ever replaced.
+    let plan = SearchPlan { max_steps, check, lifetime: None };
+    search_views(plan, step, |a| crate::data::maze::solves(side, question, a))
 }

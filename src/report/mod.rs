@@ -215,7 +215,6 @@ pub fn write_report(o: &ReportOptions) -> Result<usize> {
         html,
         "<!doctype html><html><head><meta charset=utf-8><title>trm report: {title}</title><style>{STYLE}</style></head><body><h1>trm report: {title}</h1>"
     );
-    // Run summary: configuration and the last evaluation.
     // A run without checkpoints still has curves; a checkpoint that fails verification is named.
     let ckpt = match checkpoint::resolve(&o.run) {
         Ok(c) => Some(c),
@@ -227,12 +226,37 @@ pub fn write_report(o: &ReportOptions) -> Result<usize> {
         }
     };
     let state = ckpt.as_ref().map(|c| checkpoint::read_state_json(c)).transpose()?;
-    html.push_str("<table>");
-    if let Some(st) = &state {
+    html.push_str(&summary_table(ckpt.as_deref().zip(state.as_ref()), &m));
+    html.push_str("<h2>Training curves</h2><div class=charts>");
+    let specs = chart_specs(&m);
+    for (t, series) in &specs {
+        html.push_str(&svg::line_chart(t, "optimiser step", series, 440.0, 260.0));
+    }
+    html.push_str("</div>");
+    let data = o.data.clone().or_else(|| state.as_ref().and_then(|s| s.config.data_paths.first().map(PathBuf::from)));
+    let drawn = match (&ckpt, &state, data) {
+        (Some(ckpt), Some(st), Some(data)) if o.puzzles > 0 => puzzles_step_by_step(&mut html, ckpt, st, &data, o)?,
+        _ => {
+            html.push_str("<p class=note>No checkpoint or test data found: puzzles not drawn (pass --data).</p>");
+            0
+        }
+    };
+    html.push_str("</body></html>\n");
+    crate::util::fs::write_atomic(&o.out, html.as_bytes())?;
+    if o.png {
+        png::write_charts(&o.out.with_extension("png"), &specs)?;
+    }
+    Ok(drawn)
+}
+
+/// The run summary: checkpoint, model and training settings, and the last evaluation.
+fn summary_table(ckpt: Option<(&Path, &checkpoint::StateJson)>, m: &Metrics) -> String {
+    let mut html = String::from("<table>");
+    if let Some((ckpt, st)) = ckpt {
         let a = &st.model.arch;
         let c = &st.config;
         let rows: BTreeMap<&str, String> = BTreeMap::from([
-            ("checkpoint", format!("{} (step {})", ckpt.as_ref().unwrap().display(), st.step)),
+            ("checkpoint", format!("{} (step {})", ckpt.display(), st.step)),
             ("model", {
                 let s = crate::model::schedule::Schedule::of(a);
                 let nets: Vec<String> = s.nets.iter().map(|n| format!("{} {} blocks", n.name, n.layers)).collect();
@@ -262,48 +286,35 @@ pub fn write_report(o: &ReportOptions) -> Result<usize> {
             let _ = write!(html, "<tr><th>test {key}</th><td>{v:.4} at step {s}</td></tr>");
         }
     }
-    html.push_str("</table><h2>Training curves</h2><div class=charts>");
-    let specs = chart_specs(&m);
-    for (t, series) in &specs {
-        html.push_str(&svg::line_chart(t, "optimiser step", series, 440.0, 260.0));
-    }
-    html.push_str("</div>");
+    html.push_str("</table>");
+    html
+}
 
-    // Puzzles solved step by step by the checkpoint.
-    let mut drawn = 0;
-    let data = o.data.clone().or_else(|| state.as_ref().and_then(|s| s.config.data_paths.first().map(PathBuf::from)));
-    match (&ckpt, &state, data) {
-        (Some(ckpt), Some(st), Some(data)) if o.puzzles > 0 => {
-            let test = format::read_dataset_split(&data, "test")?;
-            let kind = kind_of(&test);
-            let device = Default::default();
-            let (params, table) = checkpoint::load_model::<Flex>(&ckpt.join("model.safetensors"), &st.model, &device)?;
-            let w = Weights::from_named(&st.model, params)?;
-            let steps = o.steps.unwrap_or(st.model.arch.halt_max_steps);
-            let _ = write!(
-                html,
-                "<h2>Test puzzles, step by step</h2><p class=note>Data {}. Each picture is the decoded answer after one supervision step; \
-                 orange outlines mark cells that changed since the previous step, red marks cells that differ from the target, \
-                 q is the halting head's confidence that the answer is right (green frame: the first step where q &gt; 0.5).</p>",
-                data.display()
-            );
-            let (_, set) = &test.sets[0];
-            let n = set.num_examples();
-            for j in 0..o.puzzles.min(n) {
-                let idx = j * n / o.puzzles.min(n);
-                let p = set.puzzle_indices.partition_point(|&s| s as usize <= idx).saturating_sub(1);
-                let (input, label) = (set.example_input(idx), set.example_label(idx));
-                let trace = solve_tokens(&st.model, &w, table.as_ref(), input, set.puzzle_identifiers[p], steps, false);
-                html.push_str(&puzzle_html(kind, idx, input, label, &trace));
-                drawn += 1;
-            }
-        }
-        _ => html.push_str("<p class=note>No checkpoint or test data found: puzzles not drawn (pass --data).</p>"),
-    }
-    html.push_str("</body></html>\n");
-    crate::util::fs::write_atomic(&o.out, html.as_bytes())?;
-    if o.png {
-        png::write_charts(&o.out.with_extension("png"), &specs)?;
+/// Test puzzles solved step by step by the checkpoint, spread evenly over the test split.
+/// Returns the puzzles drawn.
+fn puzzles_step_by_step(html: &mut String, ckpt: &Path, st: &checkpoint::StateJson, data: &Path, o: &ReportOptions) -> Result<usize> {
+    let test = format::read_dataset_split(data, "test")?;
+    let kind = kind_of(&test);
+    let device = Default::default();
+    let (params, table) = checkpoint::load_model::<Flex>(&ckpt.join("model.safetensors"), &st.model, &device)?;
+    let w = Weights::from_named(&st.model, params)?;
+    let steps = o.steps.unwrap_or(st.model.arch.halt_max_steps);
+    let _ = write!(
+        html,
+        "<h2>Test puzzles, step by step</h2><p class=note>Data {}. Each picture is the decoded answer after one supervision step; \
+         orange outlines mark cells that changed since the previous step, red marks cells that differ from the target, \
+         q is the halting head's confidence that the answer is right (green frame: the first step where q &gt; 0.5).</p>",
+        data.display()
+    );
+    let (_, set) = &test.sets[0];
+    let n = set.num_examples();
+    let drawn = o.puzzles.min(n);
+    for j in 0..drawn {
+        let idx = j * n / drawn;
+        let p = set.puzzle_indices.partition_point(|&s| s as usize <= idx).saturating_sub(1);
+        let (input, label) = (set.example_input(idx), set.example_label(idx));
+        let trace = solve_tokens(&st.model, &w, table.as_ref(), input, set.puzzle_identifiers[p], steps, false);
+        html.push_str(&puzzle_html(kind, idx, input, label, &trace));
     }
     Ok(drawn)
 }
