@@ -14,8 +14,8 @@
 //! libtorch runs the very code on the CPU (`torch-cpu`) that it runs on a GPU (`cuda`), so the
 //! GPU path is tested in CI without a GPU. burn 0.21's fused cubecl kernels have no float64
 //! ("Unsupported precision for fusion: f64", seen on an H200), hence its float32 loss.
-//! Gradients and other collectives go through host buffers (`dist::Reducer`), so NCCL
-//! (`dist::nccl`) works with every GPU engine.
+//! Gradients and other collectives go through host buffers (`parallel::Reducer`), so NCCL
+//! (`parallel::nccl`) works with every GPU engine.
 //!
 //! Adding a backend: a `DeviceSpec` variant and its parse arm, a row in `capabilities`, an arm in
 //! `with_backend!`, and a row in the table above (docs/architecture.md).

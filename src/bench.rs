@@ -2,12 +2,12 @@
 //! and evaluation steps at the presets' shapes, with achieved FLOP/s and peak memory.
 
 use crate::data::loader::Batch;
-use crate::dist::Single;
 use crate::model::act::{Carry, Exploration};
 use crate::model::config::{ArchConfig, Architecture, ForwardDtype, ModelConfig, PosEncoding};
 use crate::model::layers::Rope;
 use crate::model::precision::activation_dtype;
 use crate::model::weights::{self, Weights};
+use crate::parallel::Single;
 use crate::train::optim::{AdamHyper, AdamState, OptimizerKind};
 use crate::train::step::{Ropes, eval_forward, gradient_step, train_forward};
 use crate::train::update::{Learner, StepHyper};

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Folders (and top-level files) from the top layer down.
-const LAYERS: [&str; 11] = ["cli", "report", "bench", "eval", "infer", "train", "dist", "model", "backend", "data", "util"];
+const LAYERS: [&str; 11] = ["cli", "report", "bench", "eval", "infer", "train", "parallel", "model", "backend", "data", "util"];
 
 /// Upward arrows that exist today (from, to): training evaluates as it goes (`train/setup.rs`
 /// calls `eval::evaluate` and `eval::arc_vote`).

@@ -1,4 +1,4 @@
-//! Data parallelism on the CPU: 2 and 3 in-process ranks (threads, `dist::threads`), each with its
+//! Data parallelism on the CPU: 2 and 3 in-process ranks (threads, `parallel::threads`), each with its
 //! share of every batch, end where one rank with the whole batch ends: weights, Adam moments,
 //! EMA, puzzle-embedding table and carry, within float32 summation order. Puzzle identifiers
 //! repeat within and across ranks. A multi-rank run resumes with another number of ranks.
@@ -8,7 +8,7 @@ mod common;
 use common::tiny_data;
 use std::collections::BTreeMap;
 use std::path::Path;
-use trm::dist::threads;
+use trm::parallel::threads;
 use trm::train::checkpoint;
 use trm::train::trainer::{TrainJob, TrainSummary, train_with};
 use trm::util::tensors::{HostTensor, read_safetensors};

@@ -117,7 +117,7 @@ pub fn maze_tokens(path: &std::path::Path) -> Result<(usize, Vec<u8>)> {
 }
 
 fn sudoku_text(tokens: &[u8]) -> String {
-    tokens.iter().map(|&t| if (2..=10).contains(&t) { (b'0' + t - 1) as char } else { '.' }).collect()
+    sudoku_solver::format_grid(&crate::data::sudoku::grid_of_tokens(tokens))
 }
 
 fn print_sudoku(question: &sudoku_solver::Grid, answer: &str) {
@@ -345,7 +345,7 @@ fn sudoku_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: 
     let plan = crate::infer::views::SearchPlan { max_steps: steps, check: true, lifetime: lifetime_of(a.view_lifetime, m.cfg) };
     let r = crate::infer::views::solve_sudoku(m.cfg, m.w, m.table, &q, k, a.seed.unwrap_or(0), plan);
     let secs = t0.elapsed().as_secs_f64();
-    let text = |g: &sudoku_solver::Grid| -> String { g.iter().map(|&d| if d == 0 { '.' } else { (b'0' + d) as char }).collect() };
+    let text = sudoku_solver::format_grid;
     let answer = text(&r.answer);
     let trace: Vec<serde_json::Value> = r
         .trace

@@ -197,7 +197,7 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     let steps = a.steps.unwrap_or(m.model.arch.halt_max_steps);
     let mut arc = ArcEval::open(&a.data)?;
     let mut arc_err = Ok(());
-    let mut single = crate::dist::Single;
+    let mut single = crate::parallel::Single;
     let t0 = std::time::Instant::now();
     let mut r = evaluate(&m.model, &w, table.as_ref(), test.clone(), a.batch, steps, a.limit, &mut single, |b, p, q, n| {
         if let (Some(v), Ok(())) = (arc.as_mut(), &arc_err) {
@@ -240,10 +240,8 @@ impl EvalModel {
         let spec = match &a.checkpoint {
             Some(c) => c.clone(),
             None => {
-                let sudoku =
-                    test.metadata.seq_len == crate::data::sudoku::SEQ_LEN && test.metadata.vocab_size == crate::data::sudoku::VOCAB;
                 anyhow::ensure!(
-                    sudoku,
+                    crate::data::kind::PuzzleKind::of_split(test) == crate::data::kind::PuzzleKind::Sudoku,
                     "{}: not Sudoku data; trm bundles only a Sudoku model, so name a model with --checkpoint",
                     a.data.display()
                 );
@@ -378,9 +376,9 @@ pub fn eval(a: EvalArgs) -> Result<()> {
 }
 
 /// The NCCL reducer of a launched rank (a GPU engine's build), or a clear error.
-fn nccl_reducer(l: &crate::util::env::Launch) -> Result<Box<dyn crate::dist::Reducer>> {
+fn nccl_reducer(l: &crate::util::env::Launch) -> Result<Box<dyn crate::parallel::Reducer>> {
     #[cfg(any(feature = "libtorch", feature = "cubecl"))]
-    return Ok(Box::new(crate::dist::nccl::NcclReducer::new(l, crate::util::env::rendezvous_timeout()?)?));
+    return Ok(Box::new(crate::parallel::nccl::NcclReducer::new(l, crate::util::env::rendezvous_timeout()?)?));
     #[cfg(not(any(feature = "libtorch", feature = "cubecl")))]
     bail!("rank {}: NCCL needs a GPU engine: rebuild with --features libtorch", l.rank)
 }

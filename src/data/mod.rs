@@ -6,6 +6,7 @@ pub mod arc_task;
 pub mod csv_rows;
 pub mod dihedral;
 pub mod format;
+pub mod kind;
 pub mod loader;
 pub mod maze;
 pub mod npy;

@@ -46,6 +46,15 @@ pub fn tokens(grid: &Grid) -> [u8; 81] {
     grid.map(|d| d + 1)
 }
 
+/// The grid that tokens spell (`tokens`' inverse): digit d for token d + 1, and 0 (blank) for
+/// anything else: padding, a blank, or a prediction out of the digits' range.
+pub fn grid_of_tokens<T: Copy + Into<i64>>(tokens: &[T]) -> Grid {
+    std::array::from_fn(|i| match tokens[i].into() {
+        t @ 2..=10 => (t - 1) as u8,
+        _ => 0,
+    })
+}
+
 /// A validity-preserving view of a Sudoku: digit relabelling (blank kept), an optional
 /// transpose, band order and rows within each band, stack order and columns within each stack.
 /// Training augments with random views (`shuffle`); `trm solve --views` solves several views of
@@ -252,6 +261,20 @@ mod tests {
         let q = sudoku_solver::parse_grid(".47.5....6.9.3.4..53..........9..6.....3.6.82.....5.4.79...4..64.37......56.9....").unwrap();
         let a = sudoku_solver::parse_grid("247659318689137425531482967874921653915346782362875149798514236423768591156293874").unwrap();
         Puzzle { question: q, answer: a }
+    }
+
+    #[test]
+    fn tokens_and_grids_round_trip_and_odd_tokens_read_as_blank() {
+        let p = sample();
+        for g in [p.question, p.answer] {
+            assert_eq!(grid_of_tokens(&tokens(&g)), g);
+            let wide: Vec<i64> = tokens(&g).iter().map(|&t| t as i64).collect();
+            assert_eq!(grid_of_tokens(&wide), g);
+        }
+        // Padding (0), blank (1) and anything past the digits read as an empty cell.
+        let odd: Vec<i64> = (0..81).map(|i| [0, 1, 11, -3, 2][i % 5]).collect();
+        let g = grid_of_tokens(&odd);
+        assert!(g.iter().enumerate().all(|(i, &d)| d == if i % 5 == 4 { 1 } else { 0 }));
     }
 
     proptest! {

@@ -10,11 +10,11 @@
 
 use crate::data::format::Split;
 use crate::data::loader::{Batch, IGNORE_LABEL, test_batches};
-use crate::dist::Reducer;
 use crate::model::act::Carry;
 use crate::model::config::ModelConfig;
 use crate::model::layers::Rope;
 use crate::model::weights::Weights;
+use crate::parallel::Reducer;
 use crate::train::loss::Metrics;
 use crate::train::step::eval_forward;
 use anyhow::Result;

@@ -24,7 +24,6 @@
 pub use super::fixture::model_config;
 use super::fixture::{Fixture, read_fixture};
 use crate::backend::to_host_f32;
-use crate::dist::Single;
 use crate::model::act::Carry;
 use crate::model::act::Exploration;
 use crate::model::config::ModelConfig;
@@ -32,6 +31,7 @@ use crate::model::forward::{StepOutput, embed_input, run_net, update_input};
 use crate::model::layers::block;
 use crate::model::schedule::Schedule;
 use crate::model::weights::Named;
+use crate::parallel::Single;
 use crate::train::loss::Metrics;
 use crate::train::optim::{AdamHyper, AdamState, OptimizerKind};
 use crate::train::step::{Ropes, eval_forward, train_forward};

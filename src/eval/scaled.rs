@@ -5,7 +5,8 @@
 //! reported beside the reference's plain accuracy, with the compute each used.
 
 use crate::data::format::Split;
-use crate::data::sudoku_solver::Grid;
+use crate::data::kind::PuzzleKind;
+use crate::data::sudoku::grid_of_tokens;
 use crate::infer::views::{SearchPlan, solve_maze, solve_sudoku};
 use crate::model::config::ModelConfig;
 use crate::model::weights::Weights;
@@ -38,19 +39,6 @@ pub struct ScaledResult {
     pub seconds: f64,
 }
 
-enum Kind {
-    Sudoku,
-    Maze(usize),
-}
-
-/// A Sudoku's tokens (1 blank, d + 1 for digit d) as a grid with 0 for blanks and padding.
-fn sudoku_grid(tokens: &[u8]) -> Grid {
-    std::array::from_fn(|i| match tokens[i] {
-        t @ 2..=10 => t - 1,
-        _ => 0,
-    })
-}
-
 /// Solves up to `limit` test puzzles with `views` views and up to `max_steps` steps each.
 pub fn evaluate_scaled<B: Backend>(
     model: &ModelConfig,
@@ -64,16 +52,15 @@ pub fn evaluate_scaled<B: Backend>(
 ) -> Result<ScaledResult> {
     let max_steps = plan.max_steps;
     let s = model.seq_len;
-    let side = (s as f64).sqrt().round() as usize;
-    let kind = match model.vocab_size {
-        11 if s == 81 => Kind::Sudoku,
-        6 if side * side == s => Kind::Maze(side),
-        v => bail!(
+    let kind = match PuzzleKind::of(s, model.vocab_size) {
+        k @ (PuzzleKind::Sudoku | PuzzleKind::Maze { .. }) => k,
+        _ => bail!(
             "--views: test-time scaling is for Sudoku (vocabulary 11, 81 cells) and maze data (vocabulary 6, a square grid); \
-             this model has vocabulary {v} and {s} cells (ARC evaluation already votes over its augmentations)"
+             this model has vocabulary {} and {s} cells (ARC evaluation already votes over its augmentations)",
+            model.vocab_size
         ),
     };
-    if let Kind::Maze(_) = kind {
+    if let PuzzleKind::Maze { .. } = kind {
         anyhow::ensure!(views <= 8, "--views {views}: a maze has 8 views (its dihedral transforms)");
     }
     let t0 = std::time::Instant::now();
@@ -85,16 +72,17 @@ pub fn evaluate_scaled<B: Backend>(
             }
             let (input, label) = (&set.inputs[e * s..(e + 1) * s], &set.labels[e * s..(e + 1) * s]);
             let (ok, did_check, run, v) = match kind {
-                Kind::Sudoku => {
-                    let r = solve_sudoku(model, w, table, &sudoku_grid(input), views, seed, plan);
+                PuzzleKind::Sudoku => {
+                    let r = solve_sudoku(model, w, table, &grid_of_tokens(input), views, seed, plan);
                     tried += r.views_tried;
-                    (r.answer == sudoku_grid(label), r.checked, r.steps_run, r.views)
+                    (r.answer == grid_of_tokens(label), r.checked, r.steps_run, r.views)
                 }
-                Kind::Maze(side) => {
+                PuzzleKind::Maze { side } => {
                     let r = solve_maze(model, w, table, input, side, views, max_steps, true);
                     tried += r.views_tried;
                     (r.answer == label, r.checked, r.steps_run, r.views)
                 }
+                PuzzleKind::Arc | PuzzleKind::Other => unreachable!("refused before the first puzzle"),
             };
             count += 1;
             right += ok as usize;
@@ -115,7 +103,7 @@ pub fn evaluate_scaled<B: Backend>(
         mean_steps: steps as f64 / n,
         mean_view_steps: view_steps as f64 / n,
         mean_views_tried: tried as f64 / n,
-        view_lifetime: if let Kind::Sudoku = kind { plan.lifetime } else { None },
+        view_lifetime: if let PuzzleKind::Sudoku = kind { plan.lifetime } else { None },
         seconds: t0.elapsed().as_secs_f64(),
     })
 }

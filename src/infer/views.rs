@@ -16,7 +16,7 @@
 //! solution.
 
 use super::model_run::ModelRun;
-use crate::data::sudoku::{SudokuView, tokens};
+use crate::data::sudoku::{SudokuView, grid_of_tokens, tokens};
 use crate::data::sudoku_solver::{Grid, solves};
 use crate::model::config::ModelConfig;
 use crate::model::weights::Weights;
@@ -59,14 +59,6 @@ pub struct TraceStep<A> {
     pub answer: A,
     pub q_halt: f64,
     pub views_checked: usize,
-}
-
-/// An answer's tokens (digit d = token d + 1) as a grid; anything else becomes 0.
-fn grid_of(tokens: &[i64]) -> Grid {
-    std::array::from_fn(|i| match tokens[i] {
-        t @ 2..=10 => (t - 1) as u8,
-        _ => 0,
-    })
 }
 
 /// The most frequent of `answers` (index, count), ties to the higher q.
@@ -207,7 +199,7 @@ pub fn search(
         }
         let restarted: Vec<usize> = fresh.iter().map(|&(r, _)| r).collect();
         let answers = step(k, &current, &restarted);
-        answers.into_iter().enumerate().map(|(r, (tokens, q))| (current[r].invert(&grid_of(&tokens)), q)).collect()
+        answers.into_iter().enumerate().map(|(r, (tokens, q))| (current[r].invert(&grid_of_tokens(&tokens)), q)).collect()
     };
     search_views(plan, rows_step, |a| solves(puzzle, a))
 }

@@ -6,7 +6,8 @@
 pub mod png;
 pub mod svg;
 
-use crate::data::format::{self, Split};
+use crate::data::format;
+use crate::data::kind::PuzzleKind;
 use crate::infer::solve::{StepTrace, solve_tokens};
 use crate::model::weights::Weights;
 use crate::train::checkpoint;
@@ -99,46 +100,30 @@ pub fn chart_specs(m: &Metrics) -> Vec<(String, Vec<Series>)> {
     out
 }
 
-/// What kind of puzzle a data set holds, from its shape.
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Kind {
-    Sudoku,
-    Maze,
-    Arc,
-    Other,
-}
-
-fn kind_of(split: &Split) -> Kind {
-    match (split.metadata.seq_len, split.metadata.vocab_size) {
-        (81, 11) => Kind::Sudoku,
-        (_, 6) => Kind::Maze,
-        (900, 12) => Kind::Arc,
-        _ => Kind::Other,
-    }
-}
-
 const ARC_COLOURS: [&str; 10] =
     ["#000000", "#0074d9", "#ff4136", "#2ecc40", "#ffdc00", "#aaaaaa", "#f012be", "#ff851b", "#7fdbff", "#870c25"];
 
-fn cell(kind: Kind, t: u8, given: bool) -> Cell {
+fn cell(kind: PuzzleKind, t: u8, given: bool) -> Cell {
     let (fill, text) = match kind {
-        Kind::Sudoku => (if given { "#e4e4e4" } else { "#ffffff" }, (t >= 2).then(|| (b'0' + t - 1) as char)),
-        Kind::Maze => (["#ffffff", "#333333", "#ffffff", "#2ca02c", "#d62728", "#1f77b4"].get(t as usize).copied().unwrap_or("#fff"), None),
-        Kind::Arc => match t {
+        PuzzleKind::Sudoku => (if given { "#e4e4e4" } else { "#ffffff" }, (t >= 2).then(|| (b'0' + t - 1) as char)),
+        PuzzleKind::Maze { .. } => {
+            (["#ffffff", "#333333", "#ffffff", "#2ca02c", "#d62728", "#1f77b4"].get(t as usize).copied().unwrap_or("#fff"), None)
+        }
+        PuzzleKind::Arc => match t {
             0 => ("#f2f2f2", None),
             1 => ("#c8c8c8", None),
             c => (ARC_COLOURS.get(c as usize - 2).copied().unwrap_or("#fff"), None),
         },
-        Kind::Other => ("#ffffff", char::from_digit(t as u32 % 36, 36)),
+        PuzzleKind::Other => ("#ffffff", char::from_digit(t as u32 % 36, 36)),
     };
     Cell { fill, text, changed: false, wrong: false }
 }
 
 /// The square region worth drawing: the whole board, or for ARC the box holding the input and
 /// target (plus the EOS border).
-fn view(kind: Kind, input: &[u8], label: &[u8]) -> (usize, usize) {
+fn view(kind: PuzzleKind, input: &[u8], label: &[u8]) -> (usize, usize) {
     let side = (input.len() as f64).sqrt() as usize;
-    if kind != Kind::Arc {
+    if kind != PuzzleKind::Arc {
         return (side, side);
     }
     let mut n = 1;
@@ -150,19 +135,19 @@ fn view(kind: Kind, input: &[u8], label: &[u8]) -> (usize, usize) {
     (side, n.min(side))
 }
 
-fn draw(kind: Kind, tokens: &[u8], input: &[u8], label: Option<&[u8]>, prev: Option<&[u8]>, side: usize, n: usize) -> String {
+fn draw(kind: PuzzleKind, tokens: &[u8], input: &[u8], label: Option<&[u8]>, prev: Option<&[u8]>, side: usize, n: usize) -> String {
     let mut cells = Vec::with_capacity(n * n);
     for r in 0..n {
         for c in 0..n {
             let i = r * side + c;
-            let mut x = cell(kind, tokens[i], kind == Kind::Sudoku && input[i] >= 2);
+            let mut x = cell(kind, tokens[i], kind == PuzzleKind::Sudoku && input[i] >= 2);
             x.changed = prev.is_some_and(|p| p[i] != tokens[i]);
             x.wrong = label.is_some_and(|l| l[i] != 0 && l[i] != tokens[i]);
             cells.push(x);
         }
     }
     let px = (170.0 / n as f64).clamp(5.0, 20.0);
-    svg::grid(&cells, n, px, (kind == Kind::Sudoku).then_some(3))
+    svg::grid(&cells, n, px, (kind == PuzzleKind::Sudoku).then_some(3))
 }
 
 fn figure(svg: &str, caption: &str, class: &str) -> String {
@@ -170,7 +155,7 @@ fn figure(svg: &str, caption: &str, class: &str) -> String {
 }
 
 /// HTML for one solved puzzle: input, the answer after each step, target.
-fn puzzle_html(kind: Kind, idx: usize, input: &[u8], label: &[u8], trace: &[StepTrace]) -> String {
+fn puzzle_html(kind: PuzzleKind, idx: usize, input: &[u8], label: &[u8], trace: &[StepTrace]) -> String {
     let (side, n) = view(kind, input, label);
     let mut s = String::new();
     let last = trace.last().map(|t| &t.tokens);
@@ -294,7 +279,7 @@ fn summary_table(ckpt: Option<(&Path, &checkpoint::StateJson)>, m: &Metrics) -> 
 /// Returns the puzzles drawn.
 fn puzzles_step_by_step(html: &mut String, ckpt: &Path, st: &checkpoint::StateJson, data: &Path, o: &ReportOptions) -> Result<usize> {
     let test = format::read_dataset_split(data, "test")?;
-    let kind = kind_of(&test);
+    let kind = PuzzleKind::of_split(&test);
     let device = Default::default();
     let (params, table) = checkpoint::load_model::<Flex>(&ckpt.join("model.safetensors"), &st.model, &device)?;
     let w = Weights::from_named(&st.model, params)?;

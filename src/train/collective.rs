@@ -12,9 +12,9 @@
 use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
 use super::loss::Metrics;
-use crate::dist::Reducer;
 use crate::model::act::Carry;
 use crate::model::config::ModelConfig;
+use crate::parallel::Reducer;
 use anyhow::{Result, bail};
 use burn::prelude::*;
 use burn::tensor::TensorData;

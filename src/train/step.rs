@@ -11,12 +11,12 @@ use super::loss::{LossOutput, act_loss};
 use super::update::{Learner, LocalGrads, NonFinite, StepHyper, apply_gradients};
 use crate::backend::to_host_f32;
 use crate::data::loader::Batch;
-use crate::dist::Reducer;
 use crate::model::act::{Carry, Exploration, continue_target};
 use crate::model::config::ModelConfig;
 use crate::model::forward::{StepOutput, deep_recursion, deep_recursion_train, embed_input};
 use crate::model::layers::Rope;
 use crate::model::weights::{Named, Weights};
+use crate::parallel::Reducer;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 

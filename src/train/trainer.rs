@@ -11,7 +11,7 @@
 //! ```
 //! Everything that changes is in `TrainState` and saved by `checkpoint::save`, so a run killed at
 //! any moment resumes with `--resume` exactly where its last checkpoint stood. With several ranks
-//! (`dist`), each runs this loop on its share of every batch; the collectives are in
+//! (`parallel`), each runs this loop on its share of every batch; the collectives are in
 //! `collective.rs` and `update.rs`, and only rank 0 writes.
 
 use super::checkpoint::TrainState;
@@ -27,11 +27,11 @@ use super::step::{Ropes, gradient_step, train_forward};
 use super::update::{Learner, NonFinite, StepHyper};
 use crate::data::format::{self, Split};
 use crate::data::loader::{Batch, Position, prefetch};
-use crate::dist::{Reducer, Single};
 use crate::eval::evaluate::EvalResult;
 use crate::model::act::{Carry, Exploration};
 use crate::model::config::ModelConfig;
 use crate::model::weights::Weights;
+use crate::parallel::{Reducer, Single};
 use anyhow::{Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use std::path::{Path, PathBuf};

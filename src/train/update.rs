@@ -14,8 +14,8 @@
 
 use super::guard;
 use super::optim::{AdamHyper, AdamState, adam_step, ema_update, sign_sgd_rows};
-use crate::dist::{Reducer, all_reduce_bucketed};
 use crate::model::weights::Named;
+use crate::parallel::{Reducer, all_reduce_bucketed};
 use anyhow::Result;
 use burn::prelude::*;
 use burn::tensor::TensorData;
