@@ -74,7 +74,7 @@ fn a_view_that_ran_its_lifetime_without_checking_is_replaced_by_a_fresh_one() {
     // A stand-in for the model: every view answers with the givens only, except view number 6,
     // which finds the solution on its third step.
     let solver = view_number(6, seed);
-    let mut started = vec![1usize; 4];
+    let mut started = [1usize; 4];
     let mut fresh_seen = vec![];
     let plan = SearchPlan { max_steps: 16, check: true, lifetime: Some(3) };
     let r = search(&p.question, 4, seed, plan, |step, current, fresh| {
