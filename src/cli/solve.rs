@@ -308,6 +308,7 @@ fn compute_used(views: usize, steps: usize, secs: f64) -> String {
 /// A maze with up to 8 views (its dihedral transforms), the first checked answer.
 fn maze_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: &[u8], side: usize, k: usize, steps: usize) -> Result<()> {
     anyhow::ensure!(k <= 8, "--views {k}: a maze has 8 views (its dihedral transforms)");
+    anyhow::ensure!(a.view_lifetime.is_none(), "--view-lifetime: a maze has no fresh views to replace a spent one with (Sudoku only)");
     let t0 = std::time::Instant::now();
     let r = crate::infer::views::solve_maze(m.cfg, m.w, m.table, input, side, k, steps, true);
     let secs = t0.elapsed().as_secs_f64();

@@ -190,6 +190,11 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
         a.views.is_some() || (a.view_steps.is_none() && a.seed.is_none() && a.view_lifetime.is_none()),
         "--view-steps, --seed and --view-lifetime go with --views (test-time scaling); without it they would do nothing"
     );
+    anyhow::ensure!(
+        a.view_lifetime.is_none() || crate::data::kind::PuzzleKind::of_split(&test) == crate::data::kind::PuzzleKind::Sudoku,
+        "--view-lifetime: only Sudoku has fresh views to replace a spent one with; {} is not Sudoku data",
+        a.data.display()
+    );
     let m = EvalModel::open(a, &test)?;
     check_data_fits(a, &test, &m.model)?;
     let (params, table) = checkpoint::load_model::<B>(&m.file, &m.model, device)?;
