@@ -4,7 +4,7 @@ Shared by bench/reference_cpu_shim.py (which registers it as the `adam_atan2`
 module for the reference trainer) and bench/reference_step.py (step timing).
 
 Mirrors the update of the `adam-atan2` 0.0.3 CUDA kernel (also what
-src/train/optim.rs implements), per parameter tensor and step t:
+src/step/optim.rs implements), per parameter tensor and step t:
     p <- p * (1 - lr * wd)                        (decoupled weight decay)
     m <- b1 * m + (1 - b1) * g
     v <- b2 * v + (1 - b2) * g^2

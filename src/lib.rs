@@ -10,5 +10,7 @@ pub mod infer;
 pub mod model;
 pub mod parallel;
 pub mod report;
+pub mod step;
+pub mod store;
 pub mod train;
 pub mod util;

@@ -7,8 +7,9 @@ mod common;
 use trm::cli::adapt::read_tasks;
 use trm::data::arc::{self, BuildOptions};
 use trm::data::format;
+use trm::store::{checkpoint, config};
 use trm::train::adapt::{AdaptJob, adapt};
-use trm::train::{checkpoint, config, trainer};
+use trm::train::trainer;
 
 type B = burn::backend::Autodiff<burn::backend::Flex>;
 

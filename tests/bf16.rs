@@ -11,7 +11,7 @@ use trm::model::config::{ForwardDtype, ModelConfig};
 use trm::model::layers::Rope;
 use trm::model::precision::allow_bf16_on_cpu;
 use trm::model::weights;
-use trm::train::step::{Ropes, eval_forward, train_forward};
+use trm::step::supervision::{Ropes, eval_forward, train_forward};
 
 fn tiny(shape: &str, dtype: ForwardDtype) -> ModelConfig {
     let mut c = trm::bench::shape(shape).unwrap();

@@ -70,7 +70,7 @@ pub const TINY: [&str; 11] = [
 pub fn tiny_job(data: &Path, out: &Path, overrides: &[String], resume: bool) -> trm::train::trainer::TrainJob {
     let ov: Vec<String> = TINY.iter().map(|s| s.to_string()).chain(overrides.iter().cloned()).collect();
     trm::train::trainer::TrainJob {
-        config: trm::train::config::resolve("sudoku-tiny", &ov).unwrap(),
+        config: trm::store::config::resolve("sudoku-tiny", &ov).unwrap(),
         data: data.into(),
         out: out.into(),
         resume,

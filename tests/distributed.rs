@@ -9,7 +9,7 @@ use common::tiny_data;
 use std::collections::BTreeMap;
 use std::path::Path;
 use trm::parallel::threads;
-use trm::train::checkpoint;
+use trm::store::checkpoint;
 use trm::train::trainer::{TrainJob, TrainSummary, train_with};
 use trm::util::tensors::{HostTensor, read_safetensors};
 

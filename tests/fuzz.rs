@@ -182,7 +182,7 @@ fn fuzz_safetensors_checkpoints() {
     let ov: Vec<String> =
         common::TINY.iter().map(|s| s.to_string()).chain(["max_steps=1".into(), "epochs=4".into(), "eval_interval=2".into()]).collect();
     let job = trm::train::trainer::TrainJob {
-        config: trm::train::config::resolve("sudoku-tiny", &ov).unwrap(),
+        config: trm::store::config::resolve("sudoku-tiny", &ov).unwrap(),
         data: data.path().into(),
         out: run.path().into(),
         resume: false,
@@ -192,8 +192,8 @@ fn fuzz_safetensors_checkpoints() {
         time_limit: None,
     };
     trm::train::trainer::train::<burn::backend::Autodiff<B>>(&job, &Default::default()).unwrap();
-    let ckpt = trm::train::checkpoint::resolve(run.path()).unwrap();
-    let model = trm::train::checkpoint::read_state_json(&ckpt).unwrap().model;
+    let ckpt = trm::store::checkpoint::resolve(run.path()).unwrap();
+    let model = trm::store::checkpoint::read_state_json(&ckpt).unwrap().model;
     let seed = std::fs::read(ckpt.join("model.safetensors")).unwrap();
     let scratch = tempfile::tempdir().unwrap();
     // Mutations near the header (where lengths and offsets live) and anywhere in the file.
@@ -205,11 +205,11 @@ fn fuzz_safetensors_checkpoints() {
         file.extend_from_slice(&seed[head.len()..]);
         let f = in_file(scratch.path(), "model.safetensors", &file);
         let _ = trm::util::tensors::read_safetensors(&f);
-        let _ = trm::train::checkpoint::load_model::<B>(&f, &model, &Default::default());
+        let _ = trm::store::checkpoint::load_model::<B>(&f, &model, &Default::default());
     });
     fuzz("safetensors body", &seed, ST_TOKENS, |b| {
         let f = in_file(scratch.path(), "model.safetensors", b);
-        let _ = trm::train::checkpoint::load_model::<B>(&f, &model, &Default::default());
+        let _ = trm::store::checkpoint::load_model::<B>(&f, &model, &Default::default());
     });
     // Checkpoint folders: mutated state.json and SHA256SUMS are refused or verified, never a panic.
     let copy = scratch.path().join("ckpt");
@@ -222,13 +222,13 @@ fn fuzz_safetensors_checkpoints() {
     let sums = std::fs::read(ckpt.join("SHA256SUMS")).unwrap();
     fuzz("checkpoint folder", &state, JSON_TOKENS, |b| {
         std::fs::write(copy.join("state.json"), b).unwrap();
-        trm::train::integrity::forget(&copy);
-        let _ = trm::train::checkpoint::resolve(&copy);
-        let _ = trm::train::checkpoint::load_state::<B>(&copy, &Default::default());
+        trm::store::integrity::forget(&copy);
+        let _ = trm::store::checkpoint::resolve(&copy);
+        let _ = trm::store::checkpoint::load_state::<B>(&copy, &Default::default());
         std::fs::write(copy.join("state.json"), &state).unwrap();
         std::fs::write(copy.join("SHA256SUMS"), apply(&sums, &[Edit::Insert(b.len(), b.to_vec())])).unwrap();
-        trm::train::integrity::forget(&copy);
-        let _ = trm::train::checkpoint::resolve(&copy);
+        trm::store::integrity::forget(&copy);
+        let _ = trm::store::checkpoint::resolve(&copy);
         std::fs::write(copy.join("SHA256SUMS"), &sums).unwrap();
     });
 }
@@ -268,21 +268,21 @@ const TOML_TOKENS: &[&str] = &[
 #[test]
 fn fuzz_toml_configs_and_overrides() {
     let dir = tempfile::tempdir().unwrap();
-    let seed = trm::train::config::resolve("sudoku-tiny", &[]).unwrap().to_toml();
+    let seed = trm::store::config::resolve("sudoku-tiny", &[]).unwrap().to_toml();
     fuzz("toml config", seed.as_bytes(), TOML_TOKENS, |b| {
         let f = in_file(dir.path(), "c.toml", b);
-        let _ = trm::train::config::resolve(&f.to_string_lossy(), &[]);
+        let _ = trm::store::config::resolve(&f.to_string_lossy(), &[]);
     });
     let seed = "arch=hrm arch.H_cycles=2 lr=1e-4 global_batch_size=8 ema=True +run_name=x arch.loss.loss_type=softmax_cross_entropy";
-    let base = trm::train::config::resolve("sudoku-tiny", &[]).unwrap();
+    let base = trm::store::config::resolve("sudoku-tiny", &[]).unwrap();
     fuzz("key=value overrides", seed.as_bytes(), TOML_TOKENS, |b| {
         let ov: Vec<String> = String::from_utf8_lossy(b).split(' ').map(String::from).collect();
-        if let Ok(c) = trm::train::config::resolve("sudoku-tiny", &ov) {
+        if let Ok(c) = trm::store::config::resolve("sudoku-tiny", &ov) {
             // What resolves also builds a model or is refused by the model's own checks.
             let m = trm::model::config::ModelConfig { arch: c.arch.clone(), seq_len: 81, vocab_size: 11, num_puzzle_identifiers: 2 };
             let _ = m.validate();
         }
-        let _ = trm::train::config::resume_config(&base, &ov);
+        let _ = trm::store::config::resume_config(&base, &ov);
     });
 }
 
@@ -363,12 +363,12 @@ fn fuzz_torch_save_files() {
     fuzz("torch pickle", &pkl, PICKLE_TOKENS, |b| {
         let f = in_file(scratch.path(), "p.pt", &torch_zip_with(b, &entries));
         let _ = trm::util::torch_zip::read(&f, "");
-        let _ = trm::train::checkpoint::read_weights(&f);
+        let _ = trm::store::checkpoint::read_weights(&f);
     });
     // The whole file: zip headers, directory, storages.
     fuzz("torch zip", &seed, PICKLE_TOKENS, |b| {
         let f = in_file(scratch.path(), "z.pt", b);
-        let _ = trm::train::checkpoint::read_weights(&f);
+        let _ = trm::store::checkpoint::read_weights(&f);
     });
     let peak = peak_mb();
     eprintln!("fuzz torch: peak memory of the test process {peak} MB");
@@ -414,8 +414,8 @@ fn fuzz_all_config_yaml() {
     let seed = trm::infer::bundled::CONFIG.as_bytes();
     fuzz("all_config.yaml", seed, YAML_TOKENS, |b| {
         let f = in_file(dir.path(), "all_config.yaml", b);
-        let _ = trm::train::hydra_config::overrides_from_file(&f);
-        let _ = trm::train::hydra_config::resolve_for_weights(&dir.path().join("model.safetensors"), None, &[]);
+        let _ = trm::store::hydra_config::overrides_from_file(&f);
+        let _ = trm::store::hydra_config::resolve_for_weights(&dir.path().join("model.safetensors"), None, &[]);
     });
     let peak = peak_mb();
     eprintln!("fuzz yaml: peak memory of the test process {peak} MB");

@@ -121,7 +121,7 @@ fn one_tensor(numel: i64, size: &[i64], stride: &[i64]) -> Vec<u8> {
 #[test]
 fn torch_files_built_to_exhaust_the_reader_are_clear_errors_in_little_memory() {
     let t = tempfile::tempdir().unwrap();
-    let read = |p: &Path| format!("{:#}", trm::train::checkpoint::read_weights(p).unwrap_err());
+    let read = |p: &Path| format!("{:#}", trm::store::checkpoint::read_weights(p).unwrap_err());
 
     // A remembered value recalled twice per level, 60 levels: 2^60 copies, from 430 bytes.
     let mut laughs = vec![0x80, 2, b']', b'q', 0];
@@ -219,7 +219,7 @@ fn outputs_never_eat_inputs() {
     common::tiny_data(data.path());
     let ov: Vec<String> = ["max_steps=2", "epochs=4", "eval_interval=2", "eval_max_examples=8"].map(String::from).to_vec();
     trm::train::trainer::train::<AD>(&common::tiny_job(data.path(), run.path(), &ov, false), &Default::default()).unwrap();
-    let ckpt = trm::train::checkpoint::resolve(run.path()).unwrap();
+    let ckpt = trm::store::checkpoint::resolve(run.path()).unwrap();
     let weights = ckpt.join("model.safetensors");
     let log = run.path().join("metrics.jsonl");
     let before = (sha(&weights), sha(&log));
@@ -272,8 +272,8 @@ fn outputs_never_eat_inputs() {
     assert_eq!(std::fs::read_to_string(&other).unwrap(), trm::infer::bundled::CONFIG);
     let (ok, out) = export(&mine, true);
     assert!(ok, "{out}");
-    let cfg = trm::train::checkpoint::read_state_json(&ckpt).unwrap().config;
-    assert_eq!(std::fs::read_to_string(&other).unwrap(), trm::train::hydra_config::to_yaml(&cfg).unwrap());
+    let cfg = trm::store::checkpoint::read_state_json(&ckpt).unwrap().config;
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), trm::store::hydra_config::to_yaml(&cfg).unwrap());
     // Exported again beside its own config: no --force needed for the config.
     let (ok, out) = export(&fresh, false);
     assert!(ok, "{out}");

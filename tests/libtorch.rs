@@ -58,7 +58,7 @@ fn trm(args: &[&str]) -> String {
 }
 
 fn state(run: &Path) -> std::collections::BTreeMap<String, trm::util::tensors::HostTensor> {
-    let ckpt = trm::train::checkpoint::resolve(run).unwrap();
+    let ckpt = trm::store::checkpoint::resolve(run).unwrap();
     let mut all = trm::util::tensors::read_safetensors(&ckpt.join("state.safetensors")).unwrap();
     for (k, v) in trm::util::tensors::read_safetensors(&ckpt.join("model.safetensors")).unwrap() {
         all.insert(format!("model/{k}"), v);

@@ -8,8 +8,8 @@ use common::{TINY, tiny_data};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use trm::train::checkpoint;
-use trm::train::config;
+use trm::store::checkpoint;
+use trm::store::config;
 use trm::train::trainer::{TrainJob, train};
 
 type AD = burn::backend::Autodiff<burn::backend::Flex>;
@@ -112,8 +112,8 @@ fn a_non_finite_checkpoint_is_refused_on_load() {
         })
         .collect();
     trm::util::tensors::write_safetensors(&file, &entries, None).unwrap();
-    trm::train::integrity::write_sums(&ckpt).unwrap();
-    trm::train::integrity::forget(&ckpt);
+    trm::store::integrity::write_sums(&ckpt).unwrap();
+    trm::store::integrity::forget(&ckpt);
     let e = err(checkpoint::load_model::<burn::backend::Flex>(&file, &js.model, &Default::default()));
     assert!(e.contains("lm_head.weight") && e.contains("non-finite"), "{e}");
 }
@@ -127,7 +127,7 @@ fn a_corrupt_checkpoint_is_refused_and_resume_falls_back_to_the_intact_one() {
     let latest = checkpoint::resolve(&run).unwrap();
     assert_eq!(step_of(&latest), 6);
     flip_byte(&latest.join("model.safetensors"), 100);
-    trm::train::integrity::forget(&latest);
+    trm::store::integrity::forget(&latest);
     // Readers refuse it and name the intact one; the CLI exits non-zero.
     let e = err(checkpoint::resolve(&run));
     assert!(e.contains("checksum mismatch") && e.contains("step_00000004"), "{e}");
@@ -144,8 +144,8 @@ fn a_corrupt_checkpoint_is_refused_and_resume_falls_back_to_the_intact_one() {
         assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f}");
     }
     // Every checkpoint left is intact (the corrupt step 6 was replaced by the re-saved one).
-    let left = trm::train::integrity::checkpoints(&run);
-    assert!(left.len() == 2 && left.iter().all(|c| trm::train::integrity::verify(c).is_ok()), "{left:?}");
+    let left = trm::store::integrity::checkpoints(&run);
+    assert!(left.len() == 2 && left.iter().all(|c| trm::store::integrity::verify(c).is_ok()), "{left:?}");
     // A dangling `latest` falls back to the newest intact checkpoint.
     std::fs::write(run.join("checkpoints/latest"), "step_00000099").unwrap();
     assert_eq!(step_of(&checkpoint::resolve(&run).unwrap()), 8);
@@ -239,7 +239,7 @@ fn ctrl_c_checkpoints_and_the_run_resumes_exactly() {
     signal(&child, "-TERM");
     assert_eq!(child.wait().unwrap().code(), Some(130));
     let c = checkpoint::resolve(&out).unwrap();
-    trm::train::integrity::verify(&c).unwrap();
+    trm::store::integrity::verify(&c).unwrap();
     assert!(step_of(&c) >= 2);
 }
 

@@ -106,7 +106,7 @@ fn solve_maze_runs_plain_and_with_views() {
             .map(String::from)
             .to_vec();
     let mut job = common::tiny_job(data.path(), run.path(), &ov, false);
-    job.config = trm::train::config::resolve("maze", &[common::TINY.map(String::from).to_vec(), ov].concat()).unwrap();
+    job.config = trm::store::config::resolve("maze", &[common::TINY.map(String::from).to_vec(), ov].concat()).unwrap();
     trm::train::trainer::train::<AD>(&job, &Default::default()).unwrap();
     // The first test maze, as a text file of 30 rows.
     let split = trm::data::format::read_dataset_split(data.path(), "test").unwrap();

@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use trm::train::checkpoint::{load_model, read_weights};
+use trm::store::checkpoint::{load_model, read_weights};
 use trm::util::tensors::{F32Tensor, read_safetensors_f32};
 
 type B = burn::backend::Flex;
@@ -151,7 +151,7 @@ fn export_writes_the_checkpoints_weights_in_torch_format() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let ckpt = trm::train::checkpoint::resolve(run.path()).unwrap();
+    let ckpt = trm::store::checkpoint::resolve(run.path()).unwrap();
     let (_, ours) = read_weights(&ckpt.join("model.safetensors")).unwrap();
     let (_, back) = read_weights(&out).unwrap();
     assert_eq!(back, ours);

@@ -3,7 +3,7 @@
 mod common;
 
 use std::path::Path;
-use trm::train::config;
+use trm::store::config;
 use trm::train::trainer::{TrainJob, train};
 use trm::util::tensors::read_safetensors;
 
@@ -18,7 +18,7 @@ fn tiny_config(extra: &[&str]) -> config::TrainConfig {
 }
 
 fn final_state(run: &Path) -> std::collections::BTreeMap<String, trm::util::tensors::HostTensor> {
-    let ckpt = trm::train::checkpoint::resolve(run).unwrap();
+    let ckpt = trm::store::checkpoint::resolve(run).unwrap();
     let mut all = read_safetensors(&ckpt.join("state.safetensors")).unwrap();
     for (k, v) in read_safetensors(&ckpt.join("model.safetensors")).unwrap() {
         all.insert(format!("model/{k}"), v);
@@ -216,7 +216,7 @@ fn kill_dash_nine_then_resume_matches_an_uninterrupted_run() {
     let t0 = std::time::Instant::now();
     loop {
         let at =
-            trm::train::checkpoint::resolve(&killed).ok().and_then(|c| trm::train::checkpoint::read_state_json(&c).ok()).map(|s| s.step);
+            trm::store::checkpoint::resolve(&killed).ok().and_then(|c| trm::store::checkpoint::read_state_json(&c).ok()).map(|s| s.step);
         if at.is_some_and(|s| s >= 6) {
             break;
         }
@@ -226,7 +226,7 @@ fn kill_dash_nine_then_resume_matches_an_uninterrupted_run() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let at_kill = trm::train::checkpoint::read_state_json(&trm::train::checkpoint::resolve(&killed).unwrap()).unwrap().step;
+    let at_kill = trm::store::checkpoint::read_state_json(&trm::store::checkpoint::resolve(&killed).unwrap()).unwrap().step;
 
     let n = at_kill + 5;
     let max = format!("max_steps={n}");

@@ -10,8 +10,8 @@ use trm::model::config::ModelConfig;
 use trm::model::cpu::block_counts;
 use trm::model::layers::Rope;
 use trm::model::weights::{self, Weights};
-use trm::train::config;
-use trm::train::step::{Ropes, eval_forward, train_forward};
+use trm::step::supervision::{Ropes, eval_forward, train_forward};
+use trm::store::config;
 
 type AD = burn::backend::Autodiff<burn::backend::Flex>;
 type B = burn::backend::Flex;
@@ -212,7 +212,7 @@ fn every_architecture_trains_resumes_exactly_evaluates_and_solves() {
         train::<AD>(&job("split", 3, false), &Default::default()).unwrap();
         train::<AD>(&job("split", 6, true), &Default::default()).unwrap();
         let state = |out: &str| {
-            let ckpt = trm::train::checkpoint::resolve(&runs.path().join(format!("{name}-{out}"))).unwrap();
+            let ckpt = trm::store::checkpoint::resolve(&runs.path().join(format!("{name}-{out}"))).unwrap();
             trm::util::tensors::read_safetensors(&ckpt.join("state.safetensors")).unwrap()
         };
         let (a, b) = (state("straight"), state("split"));
@@ -243,5 +243,34 @@ fn every_architecture_trains_resumes_exactly_evaluates_and_solves() {
         assert!(out.status.success(), "{name}: solve: {}", String::from_utf8_lossy(&out.stderr));
         let js: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(js["steps"].as_array().unwrap().len(), 4, "{name}");
+    }
+}
+
+/// The training step rebuilds the weights by position (`from_ordered`, no names read); loading
+/// rebuilds them by name in any order (`from_named`). Both must give the same model, for every
+/// kind of architecture, and a weight missing or misshapen by name is an error that names it.
+#[test]
+fn weights_rebuilt_by_position_match_weights_rebuilt_by_name() {
+    let device = Default::default();
+    let cases: [&[&str]; 4] = [&TRM, &["arch.mlp_t=True"], &["arch=hrm"], &["arch.pos_encodings=learned", "arch.mlp_t=False"]];
+    for overrides in cases {
+        let c = model(overrides);
+        let named = weights::init::<B>(&c, &mut trm::util::rng::derive(9, &[]), &device).into_named();
+        let mut shuffled = named.clone();
+        shuffled.reverse();
+        let by_name = Weights::from_named(&c, shuffled).unwrap().into_named();
+        let by_position = Weights::<B>::from_ordered(&c, named.iter().map(|n| n.tensor.clone()).collect()).into_named();
+        assert_eq!(by_name.len(), named.len(), "{overrides:?}");
+        for ((a, b), n) in by_name.iter().zip(&by_position).zip(&named) {
+            assert_eq!((&a.name, &a.shape), (&n.name, &n.shape), "{overrides:?}: order");
+            assert_eq!((&b.name, &b.shape), (&n.name, &n.shape), "{overrides:?}: order");
+            let (x, y, z) = (a.tensor.to_data(), b.tensor.to_data(), n.tensor.to_data());
+            assert!(x == z && y == z, "{overrides:?}: {} differs", n.name);
+        }
+        let mut missing = named.clone();
+        let gone = missing.remove(1).name;
+        let Err(err) = Weights::from_named(&c, missing) else { panic!("{overrides:?}: a missing weight is refused") };
+        let err = err.to_string();
+        assert!(err.contains(&gone), "{err}");
     }
 }

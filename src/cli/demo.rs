@@ -5,7 +5,8 @@
 
 use crate::backend::{CpuAutodiff, set_threads};
 use crate::data::{format, sudoku, sudoku_solver};
-use crate::train::{config, trainer};
+use crate::store::config;
+use crate::train::trainer;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -7,7 +7,7 @@
 //! Neither file may be one of the checkpoint's own files, a folder, pipe or device; an existing
 //! file is replaced only with `--force`.
 
-use crate::train::checkpoint;
+use crate::store::checkpoint;
 use crate::util::fs::{Protected, check_output};
 use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
@@ -43,7 +43,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
     check_output(&a.out, "--out", &protected, a.force)?;
     let yaml_path = a.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("all_config.yaml");
     let state = checkpoint::read_state_json(&ckpt)?;
-    let yaml = crate::train::hydra_config::to_yaml(&state.config)?;
+    let yaml = crate::store::hydra_config::to_yaml(&state.config)?;
     let same_yaml = std::fs::read(&yaml_path).is_ok_and(|old| old == yaml.as_bytes());
     if !same_yaml {
         check_output(&yaml_path, "all_config.yaml beside --out", &protected, a.force).map_err(|e| {

@@ -7,7 +7,7 @@ use crate::data::format;
 use crate::model::config::{HaltRule, ModelConfig};
 use crate::model::schedule::Schedule;
 use crate::model::weights::count_params;
-use crate::train::{config, presets};
+use crate::store::{config, presets};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use std::path::PathBuf;

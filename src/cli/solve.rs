@@ -4,7 +4,7 @@ use crate::backend::DeviceSpec;
 use crate::data::{maze, sudoku_solver};
 use crate::infer::solve::{StepTrace, solve_tokens};
 use crate::model::weights::Weights;
-use crate::train::checkpoint;
+use crate::store::checkpoint;
 use anyhow::{Result, bail};
 use clap::builder::TypedValueParser as _;
 use serde::Serialize;
@@ -143,7 +143,7 @@ fn print_sudoku(question: &sudoku_solver::Grid, answer: &str) {
 /// The model of a bare weights file: the configuration given, the puzzle's sequence and
 /// vocabulary, and as many identifiers as the file's puzzle table has rows.
 fn bare_model(file: &std::path::Path, a: &SolveArgs, seq_len: usize, vocab_size: usize) -> Result<crate::model::config::ModelConfig> {
-    let cfg = crate::train::hydra_config::resolve_for_weights(file, a.config.as_deref(), &a.set)?;
+    let cfg = crate::store::hydra_config::resolve_for_weights(file, a.config.as_deref(), &a.set)?;
     let (_, w) = checkpoint::read_weights(file)?;
     let ids = w.get("puzzle_emb.weights").map_or(1, |t| t.shape.first().copied().unwrap_or(1));
     let m = crate::model::config::ModelConfig { arch: cfg.arch, seq_len, vocab_size, num_puzzle_identifiers: ids };

@@ -183,7 +183,7 @@ pub fn run(
         println!("task {}: {} test input(s), voting over {} augmented copies", task.name, task.test.len(), ids.len());
     }
     crate::with_backend!(device, B, device => {
-        let (params, table) = crate::train::checkpoint::load_model::<B>(&source.weights, model, &device)?;
+        let (params, table) = crate::store::checkpoint::load_model::<B>(&source.weights, model, &device)?;
         let w = Weights::from_named(model, params)?;
         solve_task(model, &w, table.as_ref(), task, &ids, steps, halt, json, known)
     })

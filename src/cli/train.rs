@@ -5,8 +5,8 @@ use crate::data::format;
 use crate::eval::arc_vote::ArcEval;
 use crate::eval::evaluate::{EvalResult, evaluate};
 use crate::model::weights::Weights;
-use crate::train::checkpoint;
-use crate::train::config;
+use crate::store::checkpoint;
+use crate::store::config;
 use crate::train::trainer::{self, TrainJob};
 use crate::util::fs::{Protected, check_output};
 use anyhow::{Context, Result, bail};
@@ -264,7 +264,7 @@ impl EvalModel {
             "--config/--set describe a bare weights file; a run or checkpoint folder carries its own configuration"
         );
         let (model, file) = if bare {
-            let cfg = crate::train::hydra_config::resolve_for_weights(&spec, a.config.as_deref(), &a.set)?;
+            let cfg = crate::store::hydra_config::resolve_for_weights(&spec, a.config.as_deref(), &a.set)?;
             (crate::train::setup::model_config(&cfg, test)?, spec.clone())
         } else {
             let ckpt = checkpoint::resolve(&spec)?;

@@ -154,7 +154,7 @@ pub(super) fn read_fixture<B: Backend>(dir: &Path, device: &B::Device) -> Result
     anyhow::ensure!(h.global_batch > 0, "{}: pretrain_config.global_batch_size must be positive", dir.join("config.json").display());
     let expected = read_safetensors(&dir.join("expected.safetensors"))?;
     // The reference's state dict, read by the same loader as our checkpoints.
-    let (params, table) = crate::train::checkpoint::load_model::<B>(&dir.join("weights.safetensors"), &cfg, device)?;
+    let (params, table) = crate::store::checkpoint::load_model::<B>(&dir.join("weights.safetensors"), &cfg, device)?;
     let w = Weights::from_named(&cfg, params.clone())?;
     // A fixture must hold the experiments it claims: both rollouts and every parameter's gradient.
     let mut required: Vec<String> = ["train.step1.logits", "eval.step1.logits", "trainstep2.logits"].map(String::from).to_vec();

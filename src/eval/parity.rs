@@ -32,10 +32,10 @@ use crate::model::layers::block;
 use crate::model::schedule::Schedule;
 use crate::model::weights::Named;
 use crate::parallel::Single;
-use crate::train::loss::Metrics;
-use crate::train::optim::{AdamHyper, AdamState, OptimizerKind};
-use crate::train::step::{Ropes, eval_forward, train_forward};
-use crate::train::update::{Learner, LocalGrads, StepHyper, apply_gradients};
+use crate::step::loss::Metrics;
+use crate::step::optim::{AdamHyper, AdamState, OptimizerKind};
+use crate::step::supervision::{Ropes, eval_forward, train_forward};
+use crate::step::update::{Learner, LocalGrads, StepHyper, apply_gradients};
 use crate::util::tensors::HostTensor;
 use anyhow::Result;
 use burn::prelude::*;
@@ -174,7 +174,7 @@ impl Checker<'_> {
     }
 
     /// The losses of one call, each with the tolerance derived from its inputs'.
-    fn losses(&mut self, prefix: &str, mode: &str, k: usize, loss: &crate::train::loss::LossOutput<impl Backend>) {
+    fn losses(&mut self, prefix: &str, mode: &str, k: usize, loss: &crate::step::loss::LossOutput<impl Backend>) {
         let bounds = self.loss_bounds(prefix, mode, k);
         let m = &loss.metrics;
         let got = [loss.total.clone().into_scalar().to_f64(), m.lm_loss, m.q_halt_loss, m.q_continue_loss];
@@ -203,7 +203,7 @@ fn check_step<B: Backend, C: Backend>(
     k: usize,
     sched: &Schedule,
     out: &StepOutput<B>,
-    loss: &crate::train::loss::LossOutput<B>,
+    loss: &crate::step::loss::LossOutput<B>,
     carry: &Carry<C>,
 ) {
     let tol = |w: &str| c.head_tol(prefix, mode, w, k);

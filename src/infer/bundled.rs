@@ -51,10 +51,10 @@ pub fn load<B: burn::prelude::Backend>(
     use crate::data::sudoku::{SEQ_LEN, VOCAB};
     let files = sudoku_model_file()?;
     let file = &files.weights;
-    let cfg = crate::train::hydra_config::resolve_for_weights(file, None, &[])?;
+    let cfg = crate::store::hydra_config::resolve_for_weights(file, None, &[])?;
     let model = crate::model::config::ModelConfig { arch: cfg.arch, seq_len: SEQ_LEN, vocab_size: VOCAB, num_puzzle_identifiers: 1 };
     model.validate()?;
-    let (params, table) = crate::train::checkpoint::load_model::<B>(file, &model, device)?;
+    let (params, table) = crate::store::checkpoint::load_model::<B>(file, &model, device)?;
     let w = crate::model::weights::Weights::from_named(&model, params)?;
     Ok((model, w, table))
 }

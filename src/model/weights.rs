@@ -114,41 +114,49 @@ impl<B: Backend> Weights<B> {
         out
     }
 
-    /// Rebuilds the struct from named tensors (any order); errors name missing or misshapen keys.
+    /// Rebuilds the struct from named tensors (any order); errors name missing, misshapen or
+    /// unexpected keys. Reads names once, at the edges (loading, saving); the training step
+    /// rebuilds through `from_ordered`.
     pub fn from_named(cfg: &ModelConfig, named: Vec<Named<B>>) -> anyhow::Result<Self> {
         let mut map: std::collections::HashMap<String, Named<B>> = named.into_iter().map(|n| (n.name.clone(), n)).collect();
-        let expected = expected_shapes(cfg);
-        let mut take2 = |name: &str| -> anyhow::Result<Tensor<B, 2>> {
-            let n = map.remove(name).ok_or_else(|| anyhow::anyhow!("missing weight `{name}`"))?;
-            let want = &expected.iter().find(|(k, _)| k == name).expect("known name").1;
-            anyhow::ensure!(&n.shape == want, "weight `{name}` has shape {:?}, the config needs {:?}", n.shape, want);
-            Ok(n.tensor)
-        };
+        let mut ordered = Vec::new();
+        for (name, want) in expected_shapes(cfg) {
+            let n = map.remove(&name).ok_or_else(|| anyhow::anyhow!("missing weight `{name}`"))?;
+            anyhow::ensure!(n.shape == want, "weight `{name}` has shape {:?}, the config needs {:?}", n.shape, want);
+            ordered.push(n.tensor);
+        }
+        if let Some(k) = map.keys().next() {
+            anyhow::bail!("unexpected weight `{k}` for this configuration (arch={})", cfg.arch.name.name());
+        }
+        Ok(Self::from_ordered(cfg, ordered))
+    }
+
+    /// Rebuilds the struct from its tensors in `into_named`'s order (`[rows, cols]` as there),
+    /// with no names read: the per-step path, for tensors that `from_named` checked once.
+    /// Panics when there are fewer tensors than the configuration has.
+    pub fn from_ordered(cfg: &ModelConfig, tensors: Vec<Tensor<B, 2>>) -> Self {
+        let mut it = tensors.into_iter();
+        let mut next = || it.next().expect("one tensor per weight of the configuration");
         let lin = |w: Tensor<B, 2>| Linear { weight: w, bias: None };
-        let embed_tokens = take2("embed_tokens.embedding_weight")?;
-        let embed_pos = if cfg.arch.pos_encodings == PosEncoding::Learned { Some(take2("embed_pos.embedding_weight")?) } else { None };
-        let lm_head = lin(take2("lm_head.weight")?);
-        let q_w = take2("q_head.weight")?;
-        let q_b = take2("q_head.bias")?;
-        let q_head = Linear { weight: q_w, bias: Some(q_b.reshape([2])) };
+        let d = cfg.d();
+        let embed_tokens = next();
+        let embed_pos = (cfg.arch.pos_encodings == PosEncoding::Learned).then(&mut next);
+        let lm_head = lin(next());
+        let q_weight = next();
+        let q_head = Linear { weight: q_weight, bias: Some(next().reshape([2])) };
         let sched = Schedule::of(&cfg.arch);
         let mut nets = Vec::new();
         for net in &sched.nets {
             let mut blocks = Vec::new();
-            for i in 0..net.layers {
-                let [n1, n2, n3, n4] = block_names(net.name, i, cfg.arch.mlp_t);
-                let (w1, w2) = (lin(take2(&n1)?), lin(take2(&n2)?));
+            for _ in 0..net.layers {
+                let (w1, w2) = (lin(next()), lin(next()));
                 let mixer = if cfg.arch.mlp_t { Mixer::MlpT { gate_up: w1, down: w2 } } else { Mixer::Attention { qkv: w1, o: w2 } };
-                blocks.push(Block { mixer, gate_up: lin(take2(&n3)?), down: lin(take2(&n4)?) });
+                blocks.push(Block { mixer, gate_up: lin(next()), down: lin(next()) });
             }
             nets.push(blocks);
         }
-        let d = cfg.d();
-        let inits = sched.states.iter().map(|s| take2(&s.init).map(|t| t.reshape([d]))).collect::<anyhow::Result<Vec<_>>>()?;
-        if let Some(k) = map.keys().next() {
-            anyhow::bail!("unexpected weight `{k}` for this configuration (arch={})", cfg.arch.name.name());
-        }
-        Ok(Weights {
+        let inits = sched.states.iter().map(|_| next().reshape([d])).collect();
+        Weights {
             embed_tokens,
             embed_pos,
             lm_head,
@@ -157,7 +165,7 @@ impl<B: Backend> Weights<B> {
             inits,
             net_names: sched.nets.iter().map(|n| n.name).collect(),
             init_names: sched.states.iter().map(|s| s.init.clone()).collect(),
-        })
+        }
     }
 
     /// The device the weights live on.
@@ -167,12 +175,7 @@ impl<B: Backend> Weights<B> {
 
     /// Applies `f` to every tensor (e.g. move to autodiff leaves, cast, clone to a device).
     pub fn map<B2: Backend>(self, cfg: &ModelConfig, mut f: impl FnMut(&str, bool, Tensor<B, 2>) -> Tensor<B2, 2>) -> Weights<B2> {
-        let named = self
-            .into_named()
-            .into_iter()
-            .map(|n| Named { tensor: f(&n.name, n.trainable, n.tensor), name: n.name, shape: n.shape, trainable: n.trainable })
-            .collect();
-        Weights::from_named(cfg, named).expect("mapping keeps names and shapes")
+        Weights::from_ordered(cfg, self.into_named().into_iter().map(|n| f(&n.name, n.trainable, n.tensor)).collect())
     }
 
     /// Number of trainable parameters (the reference's `num_params`; excludes the puzzle table).

@@ -7,7 +7,7 @@
 //! NcclReducer    one process per GPU over NCCL (a GPU engine's build; nccl.rs)
 //! ```
 //! The training loop calls the same collectives whatever the implementation, so it does not
-//! know whether it runs alone (`train::update::apply_gradients`, `train::trainer`).
+//! know whether it runs alone (`step::update::apply_gradients`, `train::trainer`).
 //! Collectives are called by every rank in the same order; their results are the same on every
 //! rank (sums are taken in rank order).
 

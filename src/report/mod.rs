@@ -10,7 +10,7 @@ use crate::data::format;
 use crate::data::kind::PuzzleKind;
 use crate::infer::solve::{StepTrace, solve_tokens};
 use crate::model::weights::Weights;
-use crate::train::checkpoint;
+use crate::store::checkpoint;
 use anyhow::{Context, Result};
 use burn::backend::Flex;
 use serde_json::Value;

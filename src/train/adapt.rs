@@ -9,11 +9,11 @@
 //! 3. The adapted model is evaluated on the new test inputs with augmentation voting, and a
 //!    Kaggle submission is written.
 
-use super::config::{TrainConfig, apply_overrides, from_table};
 use super::trainer::{TrainJob, TrainSummary, train};
 use crate::data::arc::{self, BuildOptions};
 use crate::data::arc_task::Task;
 use crate::eval::arc_vote::ArcScore;
+use crate::store::config::{TrainConfig, apply_overrides, from_table};
 use anyhow::{Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use std::path::PathBuf;

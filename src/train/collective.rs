@@ -9,12 +9,12 @@
 //! ```
 //! With one rank (`Single`) each is the identity, so a single process pays nothing.
 
-use super::checkpoint::{self, TrainState};
-use super::config::TrainConfig;
-use super::loss::Metrics;
 use crate::model::act::Carry;
 use crate::model::config::ModelConfig;
 use crate::parallel::Reducer;
+use crate::step::loss::Metrics;
+use crate::store::checkpoint::{self, TrainState};
+use crate::store::config::TrainConfig;
 use anyhow::{Result, bail};
 use burn::prelude::*;
 use burn::tensor::TensorData;

@@ -2,12 +2,8 @@
 //! model configuration, the starting state (fresh, from weights, or resumed from the newest
 //! intact checkpoint, with this rank's rows of its carry), and the logged evaluation.
 
-use super::checkpoint::{self, TrainState};
 use super::collective;
-use super::config::TrainConfig;
-use super::integrity;
 use super::logging::MetricsLog;
-use super::optim::AdamState;
 use crate::data::format::{self, Split};
 use crate::data::loader::{Position, RecordedOrder, TrainSampler, total_steps};
 use crate::eval::arc_vote::ArcEval;
@@ -15,6 +11,10 @@ use crate::eval::evaluate::{EvalResult, evaluate};
 use crate::model::config::ModelConfig;
 use crate::model::weights::{self, Weights};
 use crate::parallel::Reducer;
+use crate::step::optim::AdamState;
+use crate::store::checkpoint::{self, TrainState};
+use crate::store::config::TrainConfig;
+use crate::store::integrity;
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use std::path::{Path, PathBuf};
@@ -114,7 +114,7 @@ pub fn open_state<B: Backend>(
         if r.rank() == 0 && recorded.as_ref().is_some_and(|p| p != &given) {
             eprintln!("note: resuming on {} (the run was started on {})", given.display(), recorded.unwrap().display());
         }
-        let cfg = super::config::resume_config(&js.config, &job.overrides)?;
+        let cfg = crate::store::config::resume_config(&js.config, &job.overrides)?;
         st.carry = st.carry.map(|c| collective::local_carry(c, r.rank(), r.world())).transpose()?;
         return Ok((cfg, st, Some(ckpt)));
     }

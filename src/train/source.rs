@@ -5,11 +5,11 @@
 //! identifier names from `--identifiers` or the `identifiers.json` beside it (the reference keeps
 //! that file in the data folder it trained on: copy it beside the checkpoint, or name it).
 
-use super::checkpoint;
-use super::config::TrainConfig;
-use super::hydra_config::resolve_for_weights;
 use crate::data::arc;
 use crate::model::config::ModelConfig;
+use crate::store::checkpoint;
+use crate::store::config::TrainConfig;
+use crate::store::hydra_config::resolve_for_weights;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 

@@ -14,17 +14,10 @@
 //! (`parallel`), each runs this loop on its share of every batch; the collectives are in
 //! `collective.rs` and `update.rs`, and only rank 0 writes.
 
-use super::checkpoint::TrainState;
 use super::collective::{self, Stop};
-use super::config::TrainConfig;
-use super::guard;
 use super::logging::MetricsLog;
-use super::loss::Metrics;
-use super::optim::{AdamHyper, lr_at};
 use super::progress::{Progress, StepFigures};
 use super::setup::{Plan, check_test_split, eval_and_log, model_config, open_state, read_splits};
-use super::step::{Ropes, gradient_step, train_forward};
-use super::update::{Learner, NonFinite, StepHyper};
 use crate::data::format::{self, Split};
 use crate::data::loader::{Batch, Position, prefetch};
 use crate::eval::evaluate::EvalResult;
@@ -32,6 +25,13 @@ use crate::model::act::{Carry, Exploration};
 use crate::model::config::ModelConfig;
 use crate::model::weights::Weights;
 use crate::parallel::{Reducer, Single};
+use crate::step::guard;
+use crate::step::loss::Metrics;
+use crate::step::optim::{AdamHyper, lr_at};
+use crate::step::supervision::{Ropes, gradient_step, train_forward};
+use crate::step::update::{Learner, NonFinite, StepHyper};
+use crate::store::checkpoint::TrainState;
+use crate::store::config::TrainConfig;
 use anyhow::{Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use std::path::{Path, PathBuf};
@@ -64,7 +64,8 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
     let (train_split, test_split) = read_splits(&job.data)?;
     // One writer per run folder, held until this function returns (or the process dies); what an
     // interrupted save left behind is removed first, under the lock, with a note.
-    let locked = || crate::util::lock::RunLock::acquire(&job.out).and_then(|l| super::checkpoint::clean_leftovers(&job.out).map(|()| l));
+    let locked =
+        || crate::util::lock::RunLock::acquire(&job.out).and_then(|l| crate::store::checkpoint::clean_leftovers(&job.out).map(|()| l));
     let _lock = collective::lead_result(lead.then(locked), "lock the run folder", reducer)?;
     let (cfg, mut st, resumed_from) = open_state::<AD::InnerBackend>(job, &train_split, device, reducer)?;
     collective::check_same_position(st.step, st.position.iteration, st.position.batch, reducer)?;

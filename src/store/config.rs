@@ -4,7 +4,7 @@
 //! Named presets live in `configs/` and are compiled into the binary (`presets.rs`).
 
 use crate::model::config::{ArchConfig, Architecture};
-use crate::train::optim::OptimizerKind;
+use crate::step::optim::OptimizerKind;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 

@@ -78,7 +78,11 @@ pub fn train_forward<AD: AutodiffBackend>(
     ropes: &Ropes<AD>,
     explore: Exploration,
 ) -> (LossOutput<AD>, StepOutput<AD>, Leaves<AD>) {
-    let w_inner = Weights::from_named(cfg, params.to_vec()).expect("valid weights");
+    debug_assert!(
+        params.iter().map(|n| &n.name).eq(crate::model::weights::expected_shapes(cfg).iter().map(|(k, _)| k)),
+        "train_forward needs the weights in `Weights::into_named` order"
+    );
+    let w_inner = Weights::from_ordered(cfg, params.iter().map(|n| n.tensor.clone()).collect());
     carry.reset_and_load(&w_inner, batch);
     let leaves: Vec<Named<AD>> = params
         .iter()
@@ -92,7 +96,7 @@ pub fn train_forward<AD: AutodiffBackend>(
             }
         })
         .collect();
-    let w_ad = Weights::from_named(cfg, leaves.clone()).expect("valid weights");
+    let w_ad = Weights::from_ordered(cfg, leaves.iter().map(|n| n.tensor.clone()).collect());
     let puzzle = carry.puzzle_rows(table).map(|p| Tensor::<AD, 2>::from_inner(p).require_grad());
     let device = w_inner.device();
     let x = embed_input(&w_ad, cfg, carry.inputs_tensor(&device), puzzle.clone());

@@ -20,7 +20,7 @@ use crate::data::loader::Position;
 use crate::model::act::Carry;
 use crate::model::config::ModelConfig;
 use crate::model::weights::Named;
-use crate::train::optim::AdamState;
+use crate::step::optim::AdamState;
 use crate::util::tensors::{F32Tensor, read_safetensors_f32, write_safetensors};
 use anyhow::{Context, Result, anyhow, bail};
 use burn::prelude::*;

@@ -1,0 +1,10 @@
+//! The training step in parts, below everything that trains, evaluates or infers: one
+//! deep-supervision step forward (`supervision.rs`, with and without a graph), the losses
+//! (`loss.rs`), the optimisers (`optim.rs`), the guard against non-finite values (`guard.rs`)
+//! and the one optimiser step from a rank's gradients (`update.rs`).
+
+pub mod guard;
+pub mod loss;
+pub mod optim;
+pub mod supervision;
+pub mod update;
