@@ -219,22 +219,17 @@ pub fn bench_train<AD: AutodiffBackend>(spec: &BenchSpec, device: &AD::Device) -
     let batch = random_batch(&c, b, &mut rng);
     let adam_h = AdamHyper { lr: 1e-4, beta1: 0.9, beta2: 0.95, weight_decay: 0.1, kind: OptimizerKind::AdamAtan2 };
     let h = StepHyper { adam: adam_h, puzzle_lr: 1e-2, puzzle_weight_decay: 0.1, ema_rate: 0.999, freeze_weights: false };
-    let mut times = Vec::new();
-    for i in 0..warmup + reps {
-        let t = Instant::now();
+    let times = time_steps(warmup, reps, |i| {
         let explore = Exploration { prob: c.arch.halt_exploration_prob, seed: 0, step: i as u64 + 1, first_row: 0 };
         let (loss, _, leaves) = train_forward::<AD>(&c, &params, table.as_ref(), &mut carry, &batch, &ropes, explore);
         let learner = Learner { params: &mut params, table: &mut table, adam: &mut adam, ema: None };
         gradient_step(loss.total, b, &leaves, carry.puzzle_ids.clone(), learner, &h, &mut Single)?;
         // Wait for the device: reading one value forces all queued work to finish.
         let _ = crate::backend::to_host_f32(&params[0].tensor.clone().slice([0..1, 0..1]));
-        let secs = t.elapsed().as_secs_f64();
-        progress(i, warmup, reps, secs);
-        times.push(secs);
-    }
-    let label = if arch == Architecture::Trm { shape_name.to_string() } else { format!("{shape_name}/{}", arch.name()) };
+        Ok(())
+    })?;
     Ok(summarise(
-        &label,
+        &label_of(shape_name, arch),
         "train",
         activation_dtype::<AD>(&c),
         &c,
@@ -246,6 +241,24 @@ pub fn bench_train<AD: AutodiffBackend>(spec: &BenchSpec, device: &AD::Device) -
         peak,
         crate::backend::capabilities::<AD>().engine,
     ))
+}
+
+/// Runs `step(i)` for `warmup + reps` steps and returns each one's wall time, showing progress.
+fn time_steps(warmup: usize, reps: usize, mut step: impl FnMut(usize) -> anyhow::Result<()>) -> anyhow::Result<Vec<f64>> {
+    let mut times = Vec::new();
+    for i in 0..warmup + reps {
+        let t = Instant::now();
+        step(i)?;
+        let secs = t.elapsed().as_secs_f64();
+        progress(i, warmup, reps, secs);
+        times.push(secs);
+    }
+    Ok(times)
+}
+
+/// A result row's name: the shape, and the architecture when it is not TRM.
+fn label_of(shape: &str, arch: Architecture) -> String {
+    if arch == Architecture::Trm { shape.to_string() } else { format!("{shape}/{}", arch.name()) }
 }
 
 /// Times `reps` evaluation (inference) supervision steps after `warmup` on backend `B`.
@@ -260,17 +273,12 @@ pub fn bench_eval<B: Backend>(spec: &BenchSpec, device: &B::Device) -> anyhow::R
     let rope = Rope::<B>::new(&c, device);
     let mut carry = Carry::new(&c, b, device);
     let batch = random_batch(&c, b, &mut rng);
-    let mut times = Vec::new();
-    for i in 0..warmup + reps {
-        let t = Instant::now();
+    let times = time_steps(warmup, reps, |_| {
         let _ = eval_forward(&c, &w, table.as_ref(), &mut carry, &batch, &rope, usize::MAX);
-        let secs = t.elapsed().as_secs_f64();
-        progress(i, warmup, reps, secs);
-        times.push(secs);
-    }
-    let label = if arch == Architecture::Trm { shape_name.to_string() } else { format!("{shape_name}/{}", arch.name()) };
+        Ok(())
+    })?;
     Ok(summarise(
-        &label,
+        &label_of(shape_name, arch),
         "eval",
         activation_dtype::<B>(&c),
         &c,
