@@ -131,7 +131,7 @@ fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
     // 5. `trm solve --arc-task`: the adapted model answers; the base model explains what to do.
     let task_file = dir.path().join("25ff71a9.json");
     std::fs::write(&task_file, new_task.to_json().to_string()).unwrap();
-    let open = |spec: &std::path::Path| trm::train::source::open_arc(spec, None, &[], None).unwrap();
+    let open = |spec: &std::path::Path| trm::store::arc_model::open_arc(spec, None, &[], None).unwrap();
     trm::cli::solve_arc::run(&open(&r.run), &task_file, None, Some(2), false, true, trm::backend::DeviceSpec::Cpu).unwrap();
     let e = format!(
         "{:#}",

@@ -185,7 +185,7 @@ pub fn run(mut a: SolveArgs) -> Result<()> {
         "--view-lifetime replaces spent views of --views; without --views it would do nothing"
     );
     if let Some(file) = &a.arc_task {
-        let source = crate::train::source::open_arc(&spec, a.config.as_deref(), &a.set, a.identifiers.as_deref())?;
+        let source = crate::store::arc_model::open_arc(&spec, a.config.as_deref(), &a.set, a.identifiers.as_deref())?;
         return super::solve_arc::run(&source, file, a.task.as_deref(), a.steps, a.halt, a.json, a.device);
     }
     anyhow::ensure!(a.identifiers.is_none(), "--identifiers names an ARC model's puzzle identifiers: it goes with --arc-task");

@@ -141,7 +141,7 @@ fn print_test(t: &TestJson, pair: &Pair, ranked: &[&Candidate], copies: usize, e
 
 /// Loads the task file and finds the model's identifiers for it.
 pub fn run(
-    source: &crate::train::source::ArcModel,
+    source: &crate::store::arc_model::ArcModel,
     file: &std::path::Path,
     task_name: Option<&str>,
     steps: Option<usize>,

@@ -1,7 +1,8 @@
 //! The checkpoint store, below training and inference, which both read it: configurations
 //! (presets, `key=value` overrides, the reference's `all_config.yaml`), checkpoints and their
-//! integrity.
+//! integrity, and the ARC model a `--checkpoint` names with its identifiers (`arc_model.rs`).
 
+pub mod arc_model;
 pub mod checkpoint;
 pub mod config;
 pub mod hydra_config;

@@ -76,7 +76,7 @@ pub fn adapt<AD: AutodiffBackend>(job: &AdaptJob, device: &AD::Device) -> Result
     if job.tasks.is_empty() {
         bail!("no tasks to adapt to");
     }
-    let source = super::source::open_arc(&job.checkpoint, job.config.as_deref(), &[], job.identifiers.as_deref())?;
+    let source = crate::store::arc_model::open_arc(&job.checkpoint, job.config.as_deref(), &[], job.identifiers.as_deref())?;
     let ckpt = source.label.clone();
     let names = source.identifiers.clone();
     let old = names.len();

@@ -6,5 +6,4 @@ pub mod collective;
 pub mod logging;
 pub mod progress;
 pub mod setup;
-pub mod source;
 pub mod trainer;
