@@ -191,7 +191,7 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
         "--view-steps, --seed and --view-lifetime go with --views (test-time scaling); without it they would do nothing"
     );
     anyhow::ensure!(
-        a.view_lifetime.is_none() || crate::data::kind::PuzzleKind::of_split(&test) == crate::data::kind::PuzzleKind::Sudoku,
+        a.view_lifetime.is_none() || crate::data::kind::PuzzleKind::of_split(&test).has_fresh_views(),
         "--view-lifetime: only Sudoku has fresh views to replace a spent one with; {} is not Sudoku data",
         a.data.display()
     );

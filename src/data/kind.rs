@@ -28,6 +28,13 @@ impl PuzzleKind {
         }
     }
 
+    /// Whether a search can replace a view that ran its lifetime by a fresh one: a Sudoku has
+    /// millions of views (digit relabellings, band, stack, row and column shuffles, the
+    /// transpose); a maze has its 8 symmetries, all of which run from the start.
+    pub fn has_fresh_views(self) -> bool {
+        self == PuzzleKind::Sudoku
+    }
+
     /// The kind of a data set split's puzzles.
     pub fn of_split(split: &super::format::Split) -> Self {
         Self::of(split.metadata.seq_len, split.metadata.vocab_size)
@@ -44,6 +51,7 @@ mod tests {
         assert_eq!(PuzzleKind::of(900, 6), PuzzleKind::Maze { side: 30 });
         assert_eq!(PuzzleKind::of(16, 6), PuzzleKind::Maze { side: 4 });
         assert_eq!(PuzzleKind::of(900, 12), PuzzleKind::Arc);
+        assert!(PuzzleKind::Sudoku.has_fresh_views() && !PuzzleKind::Maze { side: 30 }.has_fresh_views());
         // Near misses are another task's data, never guessed.
         for (s, v) in [(80, 11), (81, 12), (90, 6), (900, 11), (64, 10)] {
             assert_eq!(PuzzleKind::of(s, v), PuzzleKind::Other, "{s} {v}");

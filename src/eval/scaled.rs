@@ -103,7 +103,7 @@ pub fn evaluate_scaled<B: Backend>(
         mean_steps: steps as f64 / n,
         mean_view_steps: view_steps as f64 / n,
         mean_views_tried: tried as f64 / n,
-        view_lifetime: if let PuzzleKind::Sudoku = kind { plan.lifetime } else { None },
+        view_lifetime: if kind.has_fresh_views() { plan.lifetime } else { None },
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
