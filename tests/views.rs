@@ -224,7 +224,7 @@ fn eval_reports_scaled_accuracy_beside_the_plain_one() {
 fn the_bundled_model_solves_a_published_puzzle() {
     let (c, w, table) = trm::infer::bundled::load::<B>(&Default::default()).unwrap();
     let q = trm::data::sudoku_solver::parse_grid(trm::cli::demo::PUBLISHED).unwrap();
-    let plan = SearchPlan { max_steps: trm::cli::solve::BUNDLED_STEPS, check: true, lifetime: trm::cli::solve::lifetime_of(None, &c) };
+    let plan = SearchPlan::checked(trm::cli::solve::BUNDLED_STEPS, None, &c);
     let r = solve_sudoku(&c, &w, table.as_ref(), &q, trm::cli::solve::BUNDLED_VIEWS, 0, plan);
     let truth = trm::data::sudoku_solver::solve(&q, 2);
     assert_eq!(truth.count, 1);

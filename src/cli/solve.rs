@@ -291,15 +291,6 @@ fn solve_on<B: burn::prelude::Backend>(
     }
 }
 
-/// `--view-lifetime STEPS` as the search's option: by default the model's own halt_max_steps
-/// (the steps it was trained to answer in); 0 never replaces a view.
-pub fn lifetime_of(flag: Option<usize>, model: &crate::model::config::ModelConfig) -> Option<usize> {
-    match flag.unwrap_or(model.arch.halt_max_steps) {
-        0 => None,
-        p => Some(p),
-    }
-}
-
 /// What a views search spent: views x steps, and the wall time.
 fn compute_used(views: usize, steps: usize, secs: f64) -> String {
     format!("{views} views x {steps} steps = {} supervision steps, {secs:.2} s", views * steps)
@@ -343,7 +334,7 @@ fn maze_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: &[
 fn sudoku_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: &[u8], k: usize, steps: usize) -> Result<()> {
     let q: sudoku_solver::Grid = std::array::from_fn(|i| input[i] - 1);
     let t0 = std::time::Instant::now();
-    let plan = crate::infer::views::SearchPlan { max_steps: steps, check: true, lifetime: lifetime_of(a.view_lifetime, m.cfg) };
+    let plan = crate::infer::views::SearchPlan::checked(steps, a.view_lifetime, m.cfg);
     let r = crate::infer::views::solve_sudoku(m.cfg, m.w, m.table, &q, k, a.seed.unwrap_or(0), plan);
     let secs = t0.elapsed().as_secs_f64();
     let text = sudoku_solver::format_grid;

@@ -203,23 +203,17 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     let mut arc = ArcEval::open(&a.data)?;
     let mut arc_err = Ok(());
     let mut single = crate::parallel::Single;
-    let t0 = std::time::Instant::now();
     let mut r = evaluate(&m.model, &w, table.as_ref(), test.clone(), a.batch, steps, a.limit, &mut single, |b, p, q, n| {
         if let (Some(v), Ok(())) = (arc.as_mut(), &arc_err) {
             arc_err = v.on_batch(b, p, q, n);
         }
     })?
     .context("the evaluation was interrupted")?;
-    r.seconds = t0.elapsed().as_secs_f64();
     arc_err?;
     if let Some(k) = a.views {
         let view_steps = a.view_steps.unwrap_or(steps);
         let seed = a.seed.unwrap_or(0);
-        let plan = crate::infer::views::SearchPlan {
-            max_steps: view_steps,
-            check: true,
-            lifetime: super::solve::lifetime_of(a.view_lifetime, &m.model),
-        };
+        let plan = crate::infer::views::SearchPlan::checked(view_steps, a.view_lifetime, &m.model);
         r.scaled = Some(crate::eval::scaled::evaluate_scaled(&m.model, &w, table.as_ref(), &test, k, seed, plan, a.limit)?);
     }
     if let Some(v) = arc {

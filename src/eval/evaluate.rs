@@ -43,7 +43,7 @@ pub struct EvalResult {
     /// step k (index k-1); the last entry counts the ones where it never did: where adaptive
     /// halting would have stopped.
     pub halt_step_histogram: Vec<f64>,
-    /// Wall time of this evaluation in seconds (all examples, batched; `trm eval` fills it in).
+    /// Wall time of this evaluation in seconds (all examples, batched).
     pub seconds: f64,
     /// ARC data only: pass@k after undoing augmentations and voting.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -92,6 +92,7 @@ pub fn evaluate<B: Backend>(
     reducer: &mut dyn Reducer,
     mut on_batch: impl FnMut(&Batch, &[i64], &[f32], usize),
 ) -> Result<Option<EvalResult>> {
+    let t0 = std::time::Instant::now();
     let (rank, world) = (reducer.rank(), reducer.world());
     // No padding rows beyond what a limit lets through.
     let global_batch = max_examples.map_or(global_batch, |m| global_batch.min(m.max(1)).next_multiple_of(world));
@@ -126,7 +127,7 @@ pub fn evaluate<B: Backend>(
     if world > 1 {
         tally.all_reduce(reducer)?;
     }
-    Ok(Some(tally.result(seen)))
+    Ok(Some(tally.result(seen, t0.elapsed().as_secs_f64())))
 }
 
 /// The sums an evaluation collects over its batches.
@@ -163,8 +164,8 @@ impl Tally {
         Ok(())
     }
 
-    /// The means, over `seen` rows.
-    fn result(&self, seen: usize) -> EvalResult {
+    /// The means, over `seen` rows, of an evaluation that took `seconds`.
+    fn result(&self, seen: usize, seconds: f64) -> EvalResult {
         let total = &self.total;
         let n = total.count.max(1.0);
         EvalResult {
@@ -178,7 +179,7 @@ impl Tally {
             steps: total.steps / n,
             per_step: self.per_step.iter().map(|(a, e)| (a / n, e / n)).collect(),
             halt_step_histogram: self.halt_hist.iter().map(|h| h / (seen.max(1) as f64)).collect(),
-            seconds: 0.0,
+            seconds,
             arc: None,
             scaled: None,
         }

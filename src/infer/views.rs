@@ -97,6 +97,19 @@ pub struct SearchPlan {
     pub lifetime: Option<usize>,
 }
 
+impl SearchPlan {
+    /// The search `trm solve` and `trm eval` run: answers checked, up to `max_steps` steps, and
+    /// `--view-lifetime` (`lifetime`) as given, by default the model's own `halt_max_steps` (the
+    /// steps it was trained to answer in); 0 never replaces a view.
+    pub fn checked(max_steps: usize, lifetime: Option<usize>, model: &ModelConfig) -> Self {
+        let lifetime = match lifetime.unwrap_or(model.arch.halt_max_steps) {
+            0 => None,
+            p => Some(p),
+        };
+        SearchPlan { max_steps, check: true, lifetime }
+    }
+}
+
 /// One batch row of a search: the view it runs and the step that view started at.
 #[derive(Debug, Clone)]
 struct Row {

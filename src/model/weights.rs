@@ -133,7 +133,8 @@ impl<B: Backend> Weights<B> {
 
     /// Rebuilds the struct from its tensors in `into_named`'s order (`[rows, cols]` as there),
     /// with no names read: the per-step path, for tensors that `from_named` checked once.
-    /// Panics when there are fewer tensors than the configuration has.
+    /// Panics when there are fewer tensors than the configuration has (and, in debug builds,
+    /// when there are more).
     pub fn from_ordered(cfg: &ModelConfig, tensors: Vec<Tensor<B, 2>>) -> Self {
         let mut it = tensors.into_iter();
         let mut next = || it.next().expect("one tensor per weight of the configuration");
@@ -156,6 +157,7 @@ impl<B: Backend> Weights<B> {
             nets.push(blocks);
         }
         let inits = sched.states.iter().map(|_| next().reshape([d])).collect();
+        debug_assert!(it.next().is_none(), "more tensors than the configuration has weights");
         Weights {
             embed_tokens,
             embed_pos,
