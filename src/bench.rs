@@ -215,12 +215,12 @@ pub fn bench_train<AD: AutodiffBackend>(spec: &BenchSpec, device: &AD::Device) -
     let mut table = Some(Tensor::<AD::InnerBackend, 2>::zeros([c.num_puzzle_identifiers, c.arch.puzzle_emb_ndim], device));
     let mut adam = AdamState::new(&params);
     let ropes = Ropes::<AD>::new(&c, device);
-    let mut carry = Carry::new(&c, b, device);
+    let mut carry = Carry::for_training(&c, b, device);
     let batch = random_batch(&c, b, &mut rng);
     let adam_h = AdamHyper { lr: 1e-4, beta1: 0.9, beta2: 0.95, weight_decay: 0.1, kind: OptimizerKind::AdamAtan2 };
     let h = StepHyper { adam: adam_h, puzzle_lr: 1e-2, puzzle_weight_decay: 0.1, ema_rate: 0.999, freeze_weights: false };
     let times = time_steps(warmup, reps, |i| {
-        let explore = Exploration { prob: c.arch.halt_exploration_prob, seed: 0, step: i as u64 + 1, first_row: 0 };
+        let explore = Exploration::of(&c.arch, 0, i as u64 + 1, 0);
         let (loss, _, leaves) = train_forward::<AD>(&c, &params, table.as_ref(), &mut carry, &batch, &ropes, explore);
         let learner = Learner { params: &mut params, table: &mut table, adam: &mut adam, ema: None };
         gradient_step(loss.total, b, &leaves, carry.puzzle_ids.clone(), learner, &h, &mut Single)?;

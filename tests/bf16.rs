@@ -73,7 +73,7 @@ fn bfloat16_tracks_float32<B: Backend>(device: &B::Device) {
                 &mut carry,
                 &batch,
                 &ropes,
-                trm::model::act::Exploration { prob: 0.0, seed: 6, step: 1, first_row: 0 },
+                trm::model::act::Exploration { prob: 0.0, seed: 6, step: 1, first_row: 0, chains: 1 },
             );
             assert_eq!(loss.total.dtype(), DType::F64, "stable-max loss in float64");
             let g = loss.total.backward();

@@ -56,7 +56,7 @@ fn run(c: &ModelConfig) -> (Counts, Vec<(String, f64)>) {
         &mut carry,
         &batch,
         &ropes,
-        trm::model::act::Exploration { prob: 0.0, seed: 6, step: 1, first_row: 0 },
+        trm::model::act::Exploration { prob: 0.0, seed: 6, step: 1, first_row: 0, chains: 1 },
     );
     let t1 = block_counts();
     let grads = loss.total.backward();
@@ -185,7 +185,8 @@ fn every_architecture_trains_resumes_exactly_evaluates_and_solves() {
         "eval_interval=2",
         "eval_max_examples=8",
     ];
-    let cases: [(&str, &[&str]); 5] = [
+    let cases: [(&str, &[&str]); 6] = [
+        ("trm_wta", &["arch.wta_chains=3"]),
         ("hrm", &["arch=hrm", "arch.L_layers=1", "arch.H_layers=1"]),
         ("trm_w_act", &["arch.no_ACT_continue=False", "arch.H_layers=1"]),
         ("trm_singlez", &["arch=trm_singlez", "arch.L_layers=1", "arch.H_cycles=2", "arch.L_cycles=2"]),

@@ -41,7 +41,7 @@ fn a_view_that_checks_ends_the_search_in_the_puzzles_frame() {
     // A stand-in for the model: view 3 finds the solution (in its own frame) at step 4, the
     // others answer with the givens only. The search sees tokens, never the solution.
     let mut calls = 0;
-    let plan = SearchPlan { max_steps: 16, check: true, lifetime: None };
+    let plan = SearchPlan { max_steps: 16, check: true, lifetime: None, drawn_latents: false };
     let r = search(&p.question, 5, 3, plan, |step, current, _| {
         assert_eq!(current, &views[..]);
         calls += 1;
@@ -62,7 +62,7 @@ fn a_view_that_checks_ends_the_search_in_the_puzzles_frame() {
     let mut wrong = p.answer;
     let i = (0..81).find(|&i| p.question[i] == 0).unwrap();
     wrong[i] = wrong[i] % 9 + 1;
-    let plan = SearchPlan { max_steps: 3, check: true, lifetime: None };
+    let plan = SearchPlan { max_steps: 3, check: true, lifetime: None, drawn_latents: false };
     let r = search(&p.question, 5, 3, plan, |_, _, _| views.iter().map(|v| (tokens_of(&v.apply(&wrong)), 1.0)).collect());
     assert!(!r.checked && r.answer == wrong && r.agreeing == 5 && r.steps_run == 3);
 }
@@ -76,7 +76,7 @@ fn a_view_that_ran_its_lifetime_without_checking_is_replaced_by_a_fresh_one() {
     let solver = view_number(6, seed);
     let mut started = [1usize; 4];
     let mut fresh_seen = vec![];
-    let plan = SearchPlan { max_steps: 16, check: true, lifetime: Some(3) };
+    let plan = SearchPlan { max_steps: 16, check: true, lifetime: Some(3), drawn_latents: false };
     let r = search(&p.question, 4, seed, plan, |step, current, fresh| {
         for &row in fresh {
             started[row] = step;
@@ -101,7 +101,7 @@ fn a_view_that_ran_its_lifetime_without_checking_is_replaced_by_a_fresh_one() {
     // No fresh view once fewer than MIN_STEPS_FOR_A_FRESH_VIEW steps remain, and none without a
     // lifetime: the search then runs the first views to its end.
     for (max_steps, lifetime) in [(MIN_STEPS_FOR_A_FRESH_VIEW + 2, Some(3)), (16, None)] {
-        let plan = SearchPlan { max_steps, check: true, lifetime };
+        let plan = SearchPlan { max_steps, check: true, lifetime, drawn_latents: false };
         let mut replaced = 0;
         let r = search(&p.question, 4, seed, plan, |_, current, fresh| {
             replaced += fresh.len();
@@ -136,7 +136,15 @@ fn one_view_without_checking_is_the_plain_answer() {
     let p = &generate(1, 30, 9, 0)[0];
     let input = trm::data::sudoku::tokens(&p.question);
     let plain = trm::infer::solve::solve_tokens(&c, &w, Some(&table), &input, 0, 3, false);
-    let r = solve_sudoku(&c, &w, Some(&table), &p.question, 1, 0, SearchPlan { max_steps: 3, check: false, lifetime: None });
+    let r = solve_sudoku(
+        &c,
+        &w,
+        Some(&table),
+        &p.question,
+        1,
+        0,
+        SearchPlan { max_steps: 3, check: false, lifetime: None, drawn_latents: false },
+    );
     let last: Grid = std::array::from_fn(|i| match plain.last().unwrap().tokens[i] {
         t @ 2..=10 => t - 1,
         _ => 0,
@@ -230,4 +238,33 @@ fn the_bundled_model_solves_a_published_puzzle() {
     assert_eq!(truth.count, 1);
     assert!(r.checked, "not solved: {r:?}");
     assert_eq!(Some(r.answer), truth.solution);
+}
+
+/// `--drawn-latents`: a view started from a drawn latent differs from one started from the
+/// model's L_init, the draw is reproducible, the other rows are untouched, and one view stays
+/// the plain answer.
+#[test]
+fn drawn_latents_change_only_the_drawn_rows_and_one_view_stays_plain() {
+    use trm::infer::model_run::ModelRun;
+    let (c, w, table) = small_model(81, 11, 1);
+    let p = &generate(1, 30, 9, 0)[0];
+    let input: Vec<i32> = trm::data::sudoku::tokens(&p.question).iter().map(|&t| t as i32).collect();
+    let run = |draw: Option<u64>| {
+        let mut m = ModelRun::new(&c, &w, Some(&table), [input.clone(), input.clone()].concat(), vec![0, 0], 3);
+        if let Some(seed) = draw {
+            m.draw_latent(1, seed, 1);
+        }
+        let a = m.step();
+        (a.tokens(0).to_vec(), a.tokens(1).to_vec())
+    };
+    let (plain, drawn, again, other) = (run(None), run(Some(5)), run(Some(5)), run(Some(6)));
+    assert_eq!(drawn, again, "the draw is reproducible");
+    assert_eq!(plain.0, drawn.0, "row 0 is untouched");
+    assert_eq!(plain.0, plain.1, "without a draw both rows are the same puzzle and start");
+    assert_ne!(plain.1, drawn.1, "the drawn row starts elsewhere");
+    assert_ne!(drawn.1, other.1, "another seed draws another start");
+    let plan = SearchPlan { max_steps: 3, check: false, lifetime: None, drawn_latents: true };
+    let one = solve_sudoku(&c, &w, Some(&table), &p.question, 1, 0, plan);
+    let plain_one = solve_sudoku(&c, &w, Some(&table), &p.question, 1, 0, SearchPlan { drawn_latents: false, ..plan });
+    assert_eq!(one.answer, plain_one.answer);
 }

@@ -125,6 +125,7 @@ fn evaluate_model(a: &DemoArgs, data: &Path, run: &Path, held_out: usize, traine
         view_steps: None,
         seed: None,
         view_lifetime: None,
+        drawn_latents: false,
     };
     let r = super::train::eval_checkpoint::<crate::backend::Cpu>(&args, &Default::default())?;
     println!(
@@ -170,6 +171,7 @@ fn solve_with_demo_model(run: &Path, puzzle: String, views: Option<usize>, steps
         views,
         seed: None,
         view_lifetime: None,
+        drawn_latents: false,
         config: None,
         set: vec![],
         device: crate::backend::DeviceSpec::Cpu,

@@ -185,6 +185,12 @@ pub fn run(a: InfoArgs) -> Result<()> {
         (HaltRule::VersusContinue, false) => "q_halt > q_continue (q_continue untrained)".into(),
     };
     println!("  supervision steps: up to {}; halting in training: {halt}", i.halt_max_steps);
+    if arch.wta_chains > 1 {
+        println!(
+            "  winner-take-all training: {} latent chains per example, the lowest-loss one backpropagated (about {}x the work of a plain step); evaluation runs chain 0",
+            arch.wta_chains, arch.wta_chains
+        );
+    }
     if let Some(p) = &i.paper {
         let mut parts = Vec::new();
         let ours = |same: bool, v: String| if same { format!("ours {v}") } else { format!("ours {v}, differs") };

@@ -66,6 +66,11 @@ pub struct SolveArgs {
     /// same); 0 never replaces one [default: the model's halt_max_steps]
     #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(0..=super::limits::MAX_STEPS).map(|v| v as usize))]
     pub view_lifetime: Option<usize>,
+    /// Sudoku with --views: every view but the first starts its latent z from a random draw of
+    /// its own instead of the model's fixed start (as `arch.wta_chains` training starts its extra
+    /// chains); the first view stays the plain model's
+    #[arg(long)]
+    pub drawn_latents: bool,
     /// cpu, torch-cpu, cuda[:N] (libtorch), cubecl[:N] or cubecl-unfused[:N]
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
@@ -184,6 +189,7 @@ pub fn run(mut a: SolveArgs) -> Result<()> {
         a.view_lifetime.is_none() || a.views.is_some(),
         "--view-lifetime replaces spent views of --views; without --views it would do nothing"
     );
+    anyhow::ensure!(!a.drawn_latents || a.views.is_some(), "--drawn-latents starts views of --views; without --views it would do nothing");
     if let Some(file) = &a.arc_task {
         let source = crate::store::arc_model::open_arc(&spec, a.config.as_deref(), &a.set, a.identifiers.as_deref())?;
         return super::solve_arc::run(&source, file, a.task.as_deref(), a.steps, a.halt, a.json, a.device);
@@ -300,6 +306,7 @@ fn compute_used(views: usize, steps: usize, secs: f64) -> String {
 fn maze_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: &[u8], side: usize, k: usize, steps: usize) -> Result<()> {
     anyhow::ensure!(k <= 8, "--views {k}: a maze has 8 views (its dihedral transforms)");
     anyhow::ensure!(a.view_lifetime.is_none(), "--view-lifetime: a maze has no fresh views to replace a spent one with (Sudoku only)");
+    anyhow::ensure!(!a.drawn_latents, "--drawn-latents: Sudoku only (a maze's views are its 8 transforms)");
     let t0 = std::time::Instant::now();
     let r = crate::infer::views::solve_maze(m.cfg, m.w, m.table, input, side, k, steps, true);
     let secs = t0.elapsed().as_secs_f64();
@@ -334,7 +341,7 @@ fn maze_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: &[
 fn sudoku_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: &[u8], k: usize, steps: usize) -> Result<()> {
     let q: sudoku_solver::Grid = std::array::from_fn(|i| input[i] - 1);
     let t0 = std::time::Instant::now();
-    let plan = crate::infer::views::SearchPlan::checked(steps, a.view_lifetime, m.cfg);
+    let plan = crate::infer::views::SearchPlan::checked(steps, a.view_lifetime, m.cfg).drawing_latents(a.drawn_latents, m.cfg)?;
     let r = crate::infer::views::solve_sudoku(m.cfg, m.w, m.table, &q, k, a.seed.unwrap_or(0), plan);
     let secs = t0.elapsed().as_secs_f64();
     let text = sudoku_solver::format_grid;

@@ -155,6 +155,10 @@ pub struct EvalArgs {
     /// halt_max_steps]
     #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(0..=super::limits::MAX_STEPS).map(|v| v as usize))]
     pub view_lifetime: Option<usize>,
+    /// With --views on Sudoku data: every view but the first starts its latent z from a draw of
+    /// its own; as `trm solve --drawn-latents`
+    #[arg(long)]
+    pub drawn_latents: bool,
     /// Rows per batch
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=super::limits::MAX_BATCH).map(|v| v as usize))]
     pub batch: usize,
@@ -187,12 +191,12 @@ pub struct EvalArgs {
 pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<EvalResult> {
     let test = Arc::new(format::read_dataset_split(&a.data, "test")?);
     anyhow::ensure!(
-        a.views.is_some() || (a.view_steps.is_none() && a.seed.is_none() && a.view_lifetime.is_none()),
-        "--view-steps, --seed and --view-lifetime go with --views (test-time scaling); without it they would do nothing"
+        a.views.is_some() || (a.view_steps.is_none() && a.seed.is_none() && a.view_lifetime.is_none() && !a.drawn_latents),
+        "--view-steps, --seed, --view-lifetime and --drawn-latents go with --views (test-time scaling); without it they would do nothing"
     );
     anyhow::ensure!(
-        a.view_lifetime.is_none() || crate::data::kind::PuzzleKind::of_split(&test).has_fresh_views(),
-        "--view-lifetime: only Sudoku has fresh views to replace a spent one with; {} is not Sudoku data",
+        (a.view_lifetime.is_none() && !a.drawn_latents) || crate::data::kind::PuzzleKind::of_split(&test).has_fresh_views(),
+        "--view-lifetime and --drawn-latents: Sudoku only (fresh views, drawn latents); {} is not Sudoku data",
         a.data.display()
     );
     let m = EvalModel::open(a, &test)?;
@@ -213,7 +217,8 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     if let Some(k) = a.views {
         let view_steps = a.view_steps.unwrap_or(steps);
         let seed = a.seed.unwrap_or(0);
-        let plan = crate::infer::views::SearchPlan::checked(view_steps, a.view_lifetime, &m.model);
+        let plan =
+            crate::infer::views::SearchPlan::checked(view_steps, a.view_lifetime, &m.model).drawing_latents(a.drawn_latents, &m.model)?;
         r.scaled = Some(crate::eval::scaled::evaluate_scaled(&m.model, &w, table.as_ref(), &test, k, seed, plan, a.limit)?);
     }
     if let Some(v) = arc {
@@ -355,6 +360,9 @@ pub fn eval(a: EvalArgs) -> Result<()> {
                 s.exact_accuracy, s.exact_accuracy_ci95.0, s.exact_accuracy_ci95.1, r.exact_accuracy
             );
             println!("  answers checked  {} of {}", s.checked, s.count);
+            if s.drawn_latents {
+                println!("  latents          drawn: every view but the first started z from a draw of its own");
+            }
             if let Some(life) = s.view_lifetime {
                 println!(
                     "  views tried      {:.1} per puzzle (a view that ran {life} steps without checking was replaced)",

@@ -280,7 +280,7 @@ pub fn run_with_progress<AD: AutodiffBackend>(dir: &Path, device: &AD::Device, p
 
 /// The fixture's exploration probability (they use 0: the reference's draws cannot be reproduced).
 fn explore(cfg: &ModelConfig, step: u64) -> Exploration {
-    Exploration { prob: cfg.arch.halt_exploration_prob, seed: 0, step, first_row: 0 }
+    Exploration::of(&cfg.arch, 0, step, 0)
 }
 
 /// The checks, plus a failure for every expected tensor that was not compared with anything.

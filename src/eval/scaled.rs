@@ -35,6 +35,8 @@ pub struct ScaledResult {
     pub mean_views_tried: f64,
     /// Steps a view ran without checking before a fresh one replaced it (None: never).
     pub view_lifetime: Option<usize>,
+    /// Views after the first started from drawn latents (`--drawn-latents`).
+    pub drawn_latents: bool,
     /// Wall time of the whole scaled evaluation.
     pub seconds: f64,
 }
@@ -104,6 +106,7 @@ pub fn evaluate_scaled<B: Backend>(
         mean_view_steps: view_steps as f64 / n,
         mean_views_tried: tried as f64 / n,
         view_lifetime: if kind.has_fresh_views() { plan.lifetime } else { None },
+        drawn_latents: plan.drawn_latents,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }

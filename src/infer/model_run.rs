@@ -22,6 +22,8 @@ pub struct ModelRun<'a, B: Backend> {
     carry: Carry<B>,
     batch: Batch,
     max_steps: usize,
+    /// Rows whose latent z starts from a drawn state at their next start: (row, seed, number).
+    draws: Vec<(usize, u64, u64)>,
 }
 
 /// What one supervision step gives, on the host, for every puzzle of the batch.
@@ -65,7 +67,7 @@ impl<'a, B: Backend> ModelRun<'a, B> {
             puzzle_identifiers: puzzle_ids,
             global_effective: n,
         };
-        ModelRun { cfg, w, table, rope: Rope::new(cfg, &device), carry: Carry::new(cfg, n, &device), batch, max_steps }
+        ModelRun { cfg, w, table, rope: Rope::new(cfg, &device), carry: Carry::new(cfg, n, &device), batch, max_steps, draws: vec![] }
     }
 
     /// Puzzle `row` starts over on `input` (its tokens) at the next step, from the initial state.
@@ -75,11 +77,31 @@ impl<'a, B: Backend> ModelRun<'a, B> {
         self.carry.halted[row] = true;
     }
 
+    /// Puzzle `row`'s latent z starts, at its next start, from a std-1 truncated-normal draw
+    /// from the stream `(seed, 17, number)` instead of the model's `L_init`.
+    pub fn draw_latent(&mut self, row: usize, seed: u64, number: u64) {
+        self.draws.retain(|d| d.0 != row);
+        self.draws.push((row, seed, number));
+    }
+
     /// One supervision step: the carry's halted rows start over on their puzzle, every row is
     /// refined once, and the step counts and halting decisions advance.
     pub fn step(&mut self) -> StepAnswers {
         let (cfg, w, carry) = (self.cfg, self.w, &mut self.carry);
+        let starting = carry.halted.clone();
         carry.reset_and_load(w, &self.batch);
+        let draws: Vec<(usize, u64, u64)> = self.draws.iter().copied().filter(|d| starting[d.0]).collect();
+        self.draws.retain(|d| !starting[d.0]);
+        if !draws.is_empty() {
+            let states = crate::model::schedule::Schedule::of(&cfg.arch).states;
+            let z = states.iter().position(|s| s.name == "z").expect("drawn latents need a state z");
+            let rows: Vec<usize> = draws.iter().map(|d| d.0).collect();
+            let stream = |r: usize| {
+                let &(_, seed, number) = draws.iter().find(|d| d.0 == r).expect("a drawn row");
+                crate::util::rng::derive(seed, &[17, number])
+            };
+            carry.draw_state(z, &rows, stream);
+        }
         let device = w.device();
         let x = embed_input(w, cfg, carry.inputs_tensor(&device), carry.puzzle_rows(self.table));
         let out = deep_recursion(w, cfg, &self.rope, &carry.states, &x);

@@ -95,6 +95,9 @@ pub struct SearchPlan {
     pub max_steps: usize,
     pub check: bool,
     pub lifetime: Option<usize>,
+    /// Sudoku: views after the first start their latent z from a truncated-normal draw of their
+    /// own instead of the model's `L_init` (as winner-take-all training starts chains 1..K).
+    pub drawn_latents: bool,
 }
 
 impl SearchPlan {
@@ -106,7 +109,15 @@ impl SearchPlan {
             0 => None,
             p => Some(p),
         };
-        SearchPlan { max_steps, check: true, lifetime }
+        SearchPlan { max_steps, check: true, lifetime, drawn_latents: false }
+    }
+
+    /// The same plan with views starting from drawn latents (`--drawn-latents`); refused for a
+    /// model that carries no latent z.
+    pub fn drawing_latents(self, on: bool, model: &ModelConfig) -> anyhow::Result<Self> {
+        let has_z = crate::model::schedule::Schedule::of(&model.arch).states.iter().any(|s| s.name == "z");
+        anyhow::ensure!(!on || has_z, "--drawn-latents: arch={} carries no latent z to draw", model.arch.name.row().name);
+        Ok(SearchPlan { drawn_latents: on, ..self })
     }
 }
 
@@ -236,9 +247,20 @@ pub fn solve_sudoku<B: Backend>(
     let inputs: Vec<i32> = first.iter().flat_map(input).collect();
     // No labels: the model never sees a solution, and neither does the check.
     let mut run = ModelRun::new(cfg, w, table, inputs, vec![0; n], plan.max_steps);
+    // With drawn latents, every view but the first starts z from its own draw (view number v).
+    let mut tried = n as u64;
+    if plan.drawn_latents {
+        for r in 1..n {
+            run.draw_latent(r, seed, r as u64);
+        }
+    }
     search(puzzle, n, seed, plan, |_, current, fresh| {
         for &r in fresh {
             run.start_over(r, &input(&current[r]));
+            if plan.drawn_latents {
+                run.draw_latent(r, seed, tried);
+            }
+            tried += 1;
         }
         let a = run.step();
         (0..n).map(|k| (a.tokens(k).to_vec(), a.q_halt[k])).collect()
@@ -272,6 +294,6 @@ pub fn solve_maze<B: Backend>(
             .collect()
     };
     // A maze has no views beyond its 8, so none is ever replaced.
-    let plan = SearchPlan { max_steps, check, lifetime: None };
+    let plan = SearchPlan { max_steps, check, lifetime: None, drawn_latents: false };
     search_views(plan, step, |a| crate::data::maze::solves(side, question, a))
 }

@@ -32,14 +32,26 @@ pub struct Exploration {
     pub prob: f64,
     pub seed: u64,
     pub step: u64,
-    /// Global index of this rank's first row (rank x local batch).
+    /// Global index of this rank's first example (rank x local batch).
     pub first_row: usize,
+    /// Carry rows per example (`arch.wta_chains`): the chains of one example draw together.
+    pub chains: usize,
 }
 
 impl Exploration {
+    /// The exploration of training step `step` for a model, `first_row` its first example.
+    pub fn of(arch: &super::config::ArchConfig, seed: u64, step: u64, first_row: usize) -> Self {
+        Exploration { prob: arch.halt_exploration_prob, seed, step, first_row, chains: arch.wta_chains }
+    }
+
+    /// The global index of the example that carry row `r` (local) works on.
+    pub fn example(&self, r: usize) -> u64 {
+        (self.first_row + r / self.chains.max(1)) as u64
+    }
+
     /// The minimum number of steps row `r` (local) must run: 0, or a draw in `[2, max_steps]`.
     fn min_steps(&self, r: usize, max_steps: usize) -> u32 {
-        let mut g = crate::util::rng::derive(self.seed, &[11, self.step, (self.first_row + r) as u64]);
+        let mut g = crate::util::rng::derive(self.seed, &[11, self.step, self.example(r)]);
         if g.random::<f64>() < self.prob { g.random_range(2..=max_steps as u32) } else { 0 }
     }
 }
@@ -60,6 +72,11 @@ pub struct Carry<B: Backend> {
 }
 
 impl<B: Backend> Carry<B> {
+    /// A training carry for `examples` rows of data: `arch.wta_chains` carry rows each.
+    pub fn for_training(cfg: &ModelConfig, examples: usize, device: &B::Device) -> Self {
+        Self::new(cfg, examples * cfg.arch.wta_chains, device)
+    }
+
     /// A carry in which every row counts as halted, so the first call loads the whole batch.
     pub fn new(cfg: &ModelConfig, batch: usize, device: &B::Device) -> Self {
         let (t, d, s) = (cfg.total_len(), cfg.d(), cfg.seq_len);
@@ -101,6 +118,26 @@ impl<B: Backend> Carry<B> {
             let init = to_dtype(init.clone(), state.dtype()).reshape([1, 1, d]).expand([b, t, d]);
             *state = state.clone().mask_where(mask.clone(), init);
         }
+    }
+
+    /// Rows `rows` start their state `state` over from a std-1 truncated-normal draw per token,
+    /// row i's from `streams[i]` (winner-take-all chains, views with drawn latents).
+    pub fn draw_state(&mut self, state: usize, rows: &[usize], streams: impl Fn(usize) -> rand_chacha::ChaCha8Rng) {
+        if rows.is_empty() {
+            return;
+        }
+        let [b, t, d] = self.states[state].dims();
+        let mut values = vec![0f32; b * t * d];
+        let mut mask = vec![false; b];
+        for &r in rows {
+            values[r * t * d..(r + 1) * t * d].copy_from_slice(&super::weights::trunc_normal(&mut streams(r), t * d, 1.0));
+            mask[r] = true;
+        }
+        let s = &mut self.states[state];
+        let device = s.device();
+        let drawn = to_dtype(Tensor::<B, 3>::from_data(TensorData::new(values, [b, t, d]), &device), s.dtype());
+        let mask = Tensor::<B, 1, Bool>::from_data(TensorData::new(mask, [b]), &device).reshape([b, 1, 1]).expand([b, t, d]);
+        *s = s.clone().mask_where(mask, drawn);
     }
 
     /// The puzzle-embedding rows of the carry's current identifiers.

@@ -271,6 +271,10 @@ pub struct ArchConfig {
     /// Differentiate only the last two updates (HRM's 1-step gradient) instead of the last
     /// whole recursion (TRM).
     pub one_step_grad: bool,
+    /// Winner-take-all training over K latent chains (arXiv 2601.19085): each example runs K
+    /// chains that share the answer y and keep their own latent z; only the lowest-loss chain is
+    /// backpropagated (`step/wta.rs`). 1 = off (the reference). Evaluation runs chain 0 alone.
+    pub wta_chains: usize,
     /// Baseline: adaptive halting in training (false = always halt_max_steps).
     pub act_enabled: bool,
     /// Baseline: adaptive halting in evaluation as well.
@@ -300,6 +304,7 @@ impl Default for ArchConfig {
             halt_exploration_prob: 0.1,
             no_act_continue: true,
             one_step_grad: false,
+            wta_chains: 1,
             act_enabled: true,
             act_inference: false,
             rms_norm_eps: 1e-5,
@@ -449,6 +454,13 @@ impl ModelConfig {
                     "arch=transformers_baseline needs pos_encodings rope or learned (the reference raises on anything else)"
                 );
             }
+        }
+        ensure!((1..=64).contains(&a.wta_chains), "arch.wta_chains must be in 1..=64, not {}", a.wta_chains);
+        if a.wta_chains > 1 {
+            ensure!(
+                a.name == Architecture::Trm && a.no_act_continue,
+                "arch.wta_chains > 1 needs arch=trm with no_ACT_continue=True (the Q-continue target is not defined over chains)"
+            );
         }
         if a.name == Architecture::Hrm {
             ensure!(a.h_layers >= 1, "arch=hrm needs arch.H_layers >= 1 (its high-level network)");

@@ -81,6 +81,9 @@ impl Metrics {
 pub struct LossOutput<B: Backend> {
     /// Scalar total loss `[1]` (float64 with the stable-max loss), differentiable.
     pub total: Tensor<B, 1>,
+    /// Each row's part of `total` `[B]` (its token loss plus half its Q losses), differentiable:
+    /// winner-take-all training sums only the winners' (`step/wta.rs`).
+    pub row_total: Tensor<B, 1>,
     pub metrics: Metrics,
     /// argmax predictions `[B*S]`.
     pub preds: Vec<i64>,
@@ -164,7 +167,7 @@ pub fn act_loss<B: Backend>(
     let div_t = Tensor::<B, 2>::from_data(TensorData::new(inv_div, [b, 1]).convert_dtype(dt), (&device, dt));
     let per_row = (logp.neg() * mask_t).sum_dim(1).reshape([b, 1]) * div_t;
     let row_lm: Vec<f64> = per_row.clone().into_data().convert::<f64>().to_vec().expect("float losses");
-    let lm_loss = per_row.sum().reshape([1]);
+    let lm_loss = per_row.clone().sum().reshape([1]);
     // Q-halt: BCE with logits against exact correctness, summed over all rows.
     let target: Vec<f32> = seq_correct.iter().map(|&c| c as u8 as f32).collect();
     let t = Tensor::<B, 1>::from_data(TensorData::new(target, [b]), &device);
@@ -173,6 +176,7 @@ pub fn act_loss<B: Backend>(
     for (r, row) in rows.iter_mut().enumerate() {
         (row.lm_loss, row.q_halt_loss) = (row_lm[r], row_q[r]);
     }
+    let mut q_rows = q_halt_rows.clone();
     let q_halt_loss = q_halt_rows.sum().reshape([1]);
     metrics.lm_loss = lm_loss.clone().into_scalar().to_f64();
     metrics.q_halt_loss = q_halt_loss.clone().into_scalar().to_f64();
@@ -180,12 +184,15 @@ pub fn act_loss<B: Backend>(
     let mut q_continue_target = None;
     if let Some((q_continue, target)) = q_continue {
         q_continue_target = Some(target.clone().into_data().convert::<f32>().to_vec().expect("float target"));
-        let q_continue_loss = bce_with_logits(q_continue, target).sum().reshape([1]);
+        let q_continue_rows = bce_with_logits(q_continue, target);
+        q_rows = q_rows + q_continue_rows.clone();
+        let q_continue_loss = q_continue_rows.sum().reshape([1]);
         metrics.q_continue_loss = q_continue_loss.clone().into_scalar().to_f64();
         q_loss = q_loss + q_continue_loss;
     }
     let total = lm_loss + to_dtype(q_loss, dt) * 0.5;
-    LossOutput { total, metrics, preds, seq_correct, rows, q_continue_target }
+    let row_total = per_row.reshape([b]) + to_dtype(q_rows, dt) * 0.5;
+    LossOutput { total, row_total, metrics, preds, seq_correct, rows, q_continue_target }
 }
 
 /// Numerically stable `BCEWithLogits(x, t) = max(x, 0) - x t + log(1 + exp(-|x|))`.

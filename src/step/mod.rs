@@ -1,10 +1,12 @@
 //! The training step in parts, below everything that trains, evaluates or infers: one
 //! deep-supervision step forward (`supervision.rs`, with and without a graph), the losses
 //! (`loss.rs`), the optimisers (`optim.rs`), the guard against non-finite values (`guard.rs`)
-//! and the one optimiser step from a rank's gradients (`update.rs`).
+//! the one optimiser step from a rank's gradients (`update.rs`), and winner-take-all
+//! training over latent chains (`wta.rs`).
 
 pub mod guard;
 pub mod loss;
 pub mod optim;
 pub mod supervision;
 pub mod update;
+pub mod wta;

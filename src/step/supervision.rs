@@ -9,6 +9,7 @@
 
 use super::loss::{LossOutput, act_loss};
 use super::update::{Learner, LocalGrads, NonFinite, StepHyper, apply_gradients};
+use super::wta;
 use crate::backend::to_host_f32;
 use crate::data::loader::Batch;
 use crate::model::act::{Carry, Exploration, continue_target};
@@ -83,7 +84,14 @@ pub fn train_forward<AD: AutodiffBackend>(
         "train_forward needs the weights in `Weights::into_named` order"
     );
     let w_inner = Weights::from_ordered(cfg, params.iter().map(|n| n.tensor.clone()).collect());
-    carry.reset_and_load(&w_inner, batch);
+    // Winner-take-all: K carry rows (chains) per example, fresh latents for chains 1..K.
+    let k = cfg.arch.wta_chains;
+    let expanded = (k > 1).then(|| wta::expand_batch(batch, k));
+    let reset = carry.halted.clone();
+    carry.reset_and_load(&w_inner, expanded.as_ref().unwrap_or(batch));
+    if k > 1 {
+        wta::fresh_latents(cfg, carry, &reset, &explore);
+    }
     let leaves: Vec<Named<AD>> = params
         .iter()
         .map(|n| {
@@ -103,6 +111,10 @@ pub fn train_forward<AD: AutodiffBackend>(
     let out = deep_recursion_train(&w_ad, &w_inner, cfg, &ropes.ad, &ropes.inner, &carry.states, &x);
     carry.states = out.states.iter().map(|s| s.clone().inner()).collect();
     let (qh, qc) = (to_host_f32(&out.q_halt), to_host_f32(&out.q_continue));
+    if k > 1 {
+        let loss = wta::winner_loss::<AD>(cfg, carry, out.logits.clone(), out.q_halt.clone(), &qh, explore);
+        return (loss, out, Leaves { params: leaves, puzzle });
+    }
     let a = &cfg.arch;
     let max = a.halt_max_steps;
     let last = carry.advance((&qh, &qc), a.halt_rule(), a.adaptive_in_training(), Some(explore), max);

@@ -165,8 +165,8 @@ fn optimiser_step<AD: AutodiffBackend>(
     // Kept to undo a skipped step (tensors are shared, so this copies no data).
     let before = st.carry.clone();
     st.step += 1;
-    let carry = st.carry.get_or_insert_with(|| Carry::new(model, batch.batch_size, cx.device));
-    let explore = Exploration { prob: model.arch.halt_exploration_prob, seed: cfg.seed, step: st.step, first_row: plan.first_row };
+    let carry = st.carry.get_or_insert_with(|| Carry::for_training(model, batch.batch_size, cx.device));
+    let explore = Exploration::of(&model.arch, cfg.seed, st.step, plan.first_row);
     let (loss, _out, leaves) = train_forward::<AD>(model, &st.params, st.table.as_ref(), carry, batch, cx.ropes, explore);
     let local_stop =
         Stop { interrupt: crate::util::interrupt::requested(), time_up: cx.job.time_limit.is_some_and(|l| cx.t0.elapsed() >= l) };
