@@ -221,10 +221,16 @@ fn ctrl_c_checkpoints_and_the_run_resumes_exactly() {
     assert!(msg.contains("interrupted at step") && msg.contains("--resume"), "{msg}");
     let at = step_of(&checkpoint::resolve(&out).unwrap());
     assert!(at >= 5 && at == logged_steps(&out), "checkpoint at {at}, {} steps logged", logged_steps(&out));
-    // Resume, and compare with a run that was never interrupted.
+    // Resume without --data (the run recorded it), and compare with a run never interrupted.
     let n = format!("max_steps={}", at + 3);
-    let o = trm_train(data.path(), &out, &["--resume", &n]).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(env!("CARGO_BIN_EXE_trm"))
+        .args(["train", "--resume", "--quiet", "--threads", "1", "--out"])
+        .arg(&out)
+        .arg(&n)
+        .output()
+        .unwrap();
+    let msg = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && msg.contains("(recorded by the run)"), "{msg}");
     let straight = runs.path().join("straight");
     assert!(trm_train(data.path(), &straight, &[&n]).output().unwrap().status.success());
     let (a, b) = (checkpoint::resolve(&out).unwrap(), checkpoint::resolve(&straight).unwrap());

@@ -21,9 +21,10 @@ pub struct TrainArgs {
     /// Preset name (sudoku-mlp, sudoku-att, maze, arc1, arc2, sudoku-tiny, demo) or a TOML file
     #[arg(long, default_value = "sudoku-tiny")]
     pub config: String,
-    /// Data set folder (train/ and test/ in the reference layout)
-    #[arg(long)]
-    pub data: PathBuf,
+    /// Data set folder (train/ and test/ in the reference layout) [default with --resume: the data
+    /// set the run recorded]
+    #[arg(long, required_unless_present = "resume")]
+    pub data: Option<PathBuf>,
     /// Run folder: config, metrics.jsonl, TensorBoard events, checkpoints/
     #[arg(long)]
     pub out: PathBuf,
@@ -68,10 +69,14 @@ pub fn train(a: TrainArgs) -> Result<()> {
     if let Some(m) = a.time_limit {
         anyhow::ensure!(m.is_finite() && m > 0.0, "--time-limit {m}: must be a positive number of minutes");
     }
+    let data = match a.data {
+        Some(d) => d,
+        None => recorded_data(&a.out)?,
+    };
     crate::util::interrupt::install()?;
     let job = TrainJob {
         config: cfg,
-        data: a.data,
+        data,
         out: a.out.clone(),
         resume: a.resume,
         overrides: ov,
@@ -121,6 +126,17 @@ pub fn train(a: TrainArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The data set a run recorded (`data_paths` in its newest intact checkpoint), for `--resume`
+/// without `--data`.
+fn recorded_data(run: &std::path::Path) -> Result<PathBuf> {
+    let ckpt = crate::store::integrity::resolve_for_resume(run)?;
+    let js = checkpoint::read_state_json(&ckpt)?;
+    let data = js.config.data_paths.first().map(PathBuf::from);
+    let data = data.with_context(|| format!("{}: the run recorded no data set; pass --data", ckpt.display()))?;
+    eprintln!("data: {} (recorded by the run)", data.display());
+    Ok(data)
 }
 
 #[derive(clap::Args, Debug)]
