@@ -128,13 +128,14 @@ pub fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// The data set a run recorded (`data_paths` in its newest intact checkpoint), for `--resume`
-/// without `--data`.
+/// The data set a run recorded (`data_paths`, the same in all its checkpoints), for `--resume`
+/// without `--data`. Only a state.json is read: the resume itself picks and verifies the
+/// checkpoint (train::setup::open_state), once.
 fn recorded_data(run: &std::path::Path) -> Result<PathBuf> {
-    let ckpt = crate::store::integrity::resolve_for_resume(run)?;
-    let js = checkpoint::read_state_json(&ckpt)?;
+    let js = crate::store::integrity::checkpoints(run).iter().find_map(|c| checkpoint::read_state_json(c).ok());
+    let js = js.with_context(|| format!("cannot resume {}: it holds no checkpoint to continue from", run.display()))?;
     let data = js.config.data_paths.first().map(PathBuf::from);
-    let data = data.with_context(|| format!("{}: the run recorded no data set; pass --data", ckpt.display()))?;
+    let data = data.with_context(|| format!("{}: the run recorded no data set; pass --data", run.display()))?;
     eprintln!("data: {} (recorded by the run)", data.display());
     Ok(data)
 }
