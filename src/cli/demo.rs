@@ -126,6 +126,7 @@ fn evaluate_model(a: &DemoArgs, data: &Path, run: &Path, held_out: usize, traine
         seed: None,
         view_lifetime: None,
         drawn_latents: false,
+        precision: None,
     };
     let r = super::train::eval_checkpoint::<crate::backend::Cpu>(&args, &Default::default())?;
     println!(
@@ -172,6 +173,7 @@ fn solve_with_demo_model(run: &Path, puzzle: String, views: Option<usize>, steps
         seed: None,
         view_lifetime: None,
         drawn_latents: false,
+        precision: None,
         config: None,
         set: vec![],
         device: crate::backend::DeviceSpec::Cpu,

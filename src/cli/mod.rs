@@ -31,6 +31,53 @@ pub mod limits {
     pub const MAX_PUZZLES: u64 = 100;
 }
 
+/// `--precision` of `trm solve` and `trm eval`: the CPU engine's matrix products at inference.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// bfloat16 where the CPU has AMX tiles and the device is `cpu`, float32 elsewhere
+    Auto,
+    /// float32 products (AVX-512 or AVX2 gemm)
+    Float32,
+    /// bfloat16 operands and float32 sums on Intel AMX tiles; the rest stays float32
+    Bfloat16,
+}
+
+impl Precision {
+    /// Applies it for this process and returns what runs: float32 or bfloat16 on `--device cpu`,
+    /// None on other devices (libtorch and cubecl follow the model's `arch.forward_dtype`).
+    pub fn apply(self, device: crate::backend::DeviceSpec) -> Result<Option<Precision>> {
+        let cpu = device == crate::backend::DeviceSpec::Cpu;
+        // The bfloat16 products live in the fused CPU block, which runs float32 activations.
+        let fused = !crate::util::env::fused_cpu_off() && !crate::util::env::cpu_bf16();
+        let runs = match self {
+            Precision::Auto if cpu && fused && crate::model::cpu::amx::available() => Precision::Bfloat16,
+            Precision::Auto => Precision::Float32,
+            p => p,
+        };
+        if runs == Precision::Bfloat16 {
+            anyhow::ensure!(
+                cpu,
+                "--precision bfloat16 is the CPU engine's (--device cpu); libtorch and cubecl follow the model's arch.forward_dtype"
+            );
+            anyhow::ensure!(
+                fused,
+                "--precision bfloat16 runs in the fused CPU block, which TRM_FUSED_CPU=0 or TRM_CPU_BF16=1 turns off: unset them or use --precision float32"
+            );
+        }
+        crate::model::cpu::bf16_products(runs == Precision::Bfloat16)?;
+        Ok(cpu.then_some(runs))
+    }
+
+    /// Its name in output and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Auto => "auto",
+            Precision::Float32 => "float32",
+            Precision::Bfloat16 => "bfloat16",
+        }
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "trm",

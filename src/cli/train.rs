@@ -196,6 +196,11 @@ pub struct EvalArgs {
     /// Replace an existing file named by --submission
     #[arg(long)]
     pub force: bool,
+    /// The CPU engine's matrix products: float32, or bfloat16 on Intel AMX tiles (operands
+    /// rounded to bfloat16, sums and everything else float32; refused on a CPU without AMX); auto
+    /// takes bfloat16 where AMX is present; as `trm solve --precision` [default: float32]
+    #[arg(long, value_enum)]
+    pub precision: Option<super::Precision>,
     /// cpu, torch-cpu, cuda[:N] (libtorch), cubecl[:N] or cubecl-unfused[:N]
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
@@ -206,6 +211,7 @@ pub struct EvalArgs {
 /// Evaluates a checkpoint on a data set's test split: plainly, then with views if asked, then
 /// ARC's voting and submission on ARC data.
 pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<EvalResult> {
+    let precision = a.precision.unwrap_or(super::Precision::Float32).apply(a.device)?;
     let test = Arc::new(format::read_dataset_split(&a.data, "test")?);
     anyhow::ensure!(
         a.views.is_some() || (a.view_steps.is_none() && a.seed.is_none() && a.view_lifetime.is_none() && !a.drawn_latents),
@@ -241,6 +247,7 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     if let Some(v) = arc {
         r.arc = Some(write_arc_submission(a, &m, v)?);
     }
+    r.precision = precision.map(super::Precision::name);
     Ok(r)
 }
 
@@ -348,10 +355,11 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         println!("q_halt accuracy  {:.4}", r.q_halt_accuracy);
         println!("lm_loss          {:.4}", r.lm_loss);
         println!(
-            "compute          1 view x {:.1} steps per puzzle; {:.3} s per puzzle (batches of {})",
+            "compute          1 view x {:.1} steps per puzzle; {:.3} s per puzzle (batches of {}; products: {})",
             r.steps,
             r.seconds / r.count.max(1) as f64,
-            a.batch
+            a.batch,
+            r.precision.unwrap_or("the model's arch.forward_dtype")
         );
         println!("per step (token / exact accuracy):");
         for (k, (acc, ex)) in r.per_step.iter().enumerate() {

@@ -51,6 +51,10 @@ pub struct EvalResult {
     /// `trm eval --views K`: the test-time-scaled accuracy beside this plain one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scaled: Option<super::scaled::ScaledResult>,
+    /// `trm eval --precision`, as it ran: the CPU engine's products, float32 or bfloat16 (absent
+    /// on other devices, which follow the model's `arch.forward_dtype`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision: Option<&'static str>,
 }
 
 pub use super::interval::wilson95;
@@ -182,6 +186,7 @@ impl Tally {
             seconds,
             arc: None,
             scaled: None,
+            precision: None,
         }
     }
 }

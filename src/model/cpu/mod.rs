@@ -18,7 +18,16 @@
 //! `backward.rs`). The GPU keeps the generic layers. `TRM_FUSED_CPU=0` turns it off (for A/B
 //! timing). Tests: equality with the generic block and with burn's autodiff of it, and the
 //! golden fixtures (tests/parity.rs) whose forward and gradients run through it.
+//!
+//! For inference, `bf16_products` (`--precision bfloat16`) moves the linear layers' and the
+//! mlp_t mixer's products to bfloat16 on Intel AMX tiles (`amx.rs`); the attention scores and
+//! everything element-wise stay float32. Training never turns it on.
 
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod amx;
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+#[path = "amx_none.rs"]
+pub mod amx;
 mod backward;
 mod elementwise;
 mod mlp_t;
@@ -34,6 +43,26 @@ use rayon::prelude::*;
 use std::any::Any;
 use std::borrow::Cow;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static BF16_PRODUCTS: AtomicBool = AtomicBool::new(false);
+
+/// Runs the fused forward's matrix products (linear layers and the mlp_t mixer) in bfloat16 on
+/// AMX (`amx`), process-wide, for inference (`trm solve/eval --precision bfloat16`); refused on
+/// a CPU without AMX. Training never sets it.
+pub fn bf16_products(on: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !on || amx::available(),
+        "--precision bfloat16 runs the products on Intel AMX tiles (Sapphire Rapids or later, Linux 5.16+); \
+         this CPU or kernel has none: use --precision float32"
+    );
+    BF16_PRODUCTS.store(on, Ordering::Relaxed);
+    Ok(())
+}
+
+fn products_in_bf16() -> bool {
+    BF16_PRODUCTS.load(Ordering::Relaxed)
+}
 
 /// Per-thread counts of fused block applications since the thread started: plain forward passes
 /// (no graph), forward passes recorded for backprop, and backward passes. Tests read them to
@@ -175,15 +204,24 @@ unsafe fn gemm_into(
 
 /// `x [rows, in] · W^T (+ b)` with `W` rows `first..first+out` of the layer's `[*, in]` weight.
 fn linear_rows(x: &[f32], rows: usize, l: &Dense, first: usize, out: usize) -> Vec<f32> {
-    let w = values(&l.w);
+    let w_all = values(&l.w);
     let inp = l.w.layout().shape()[1];
     assert_eq!(x.len(), rows * inp, "fused linear: input width");
-    assert!((first + out) * inp <= w.len(), "fused linear: weight rows");
-    let w = &w[first * inp..(first + out) * inp];
+    assert!((first + out) * inp <= w_all.len(), "fused linear: weight rows");
+    let w = &w_all[first * inp..(first + out) * inp];
     let mut y = uninit(rows * out);
-    // SAFETY: y has capacity rows*out and gemm writes all of it; x and w cover their extents.
+    // SAFETY: y has capacity rows*out and gemm (or amx) writes all of it; x and w cover their extents.
     unsafe {
-        gemm_into(rows, out, inp, y.as_mut_ptr(), out, x.as_ptr(), (inp, 1), w.as_ptr(), (1, inp), 1.0, false, true);
+        if products_in_bf16() {
+            let packed = if matches!(w_all, Cow::Borrowed(_)) {
+                amx::weight_rhs(w, (1, inp), inp, out)
+            } else {
+                amx::rhs(w, (1, inp), inp, out).into()
+            };
+            amx::matmul(&amx::lhs(x, (inp, 1), rows, inp), &packed, y.as_mut_ptr(), out, true);
+        } else {
+            gemm_into(rows, out, inp, y.as_mut_ptr(), out, x.as_ptr(), (inp, 1), w.as_ptr(), (1, inp), 1.0, false, true);
+        }
         y.set_len(rows * out);
     }
     if let Some(b) = &l.b {
@@ -287,7 +325,8 @@ fn gather_heads(rows: &[f32], stride: usize, t: usize, hd: usize, rope: Option<(
 
 /// `gate <- silu(gate) * up`, over the thread pool.
 fn silu_mul_par(gate: &mut [f32], up: &[f32]) {
-    gate.par_chunks_mut(CHUNK).zip(up.par_chunks(CHUNK)).for_each(|(g, u)| elementwise::silu_mul(g, u));
+    let f = if products_in_bf16() { elementwise::silu_mul_f32 } else { elementwise::silu_mul };
+    gate.par_chunks_mut(CHUNK).zip(up.par_chunks(CHUNK)).for_each(|(g, u)| f(g, u));
 }
 
 /// Backward of `silu_mul_par`: `da` becomes `d gate` in place, `du` receives `d up`.

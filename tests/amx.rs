@@ -1,0 +1,103 @@
+//! `--precision bfloat16`: the CPU engine's products in bfloat16 on Intel AMX tiles. On a CPU
+//! with AMX, the fused block tracks float32 within bfloat16's precision (and does round), and
+//! the bundled model still solves a published puzzle; on one without, the switch is refused
+//! with an error that names the fix. Its own test binary, because the switch is process-wide.
+
+use burn::backend::Flex;
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use trm::model::config::{ArchConfig, ModelConfig, PosEncoding};
+use trm::model::cpu::{amx, bf16_products, block};
+use trm::model::layers::Rope;
+use trm::model::weights;
+
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den).sqrt()
+}
+
+#[test]
+fn bfloat16_products_track_float32_or_are_refused() {
+    if !amx::available() {
+        let e = bf16_products(true).unwrap_err().to_string();
+        assert!(e.contains("AMX") && e.contains("--precision float32"), "{e}");
+        eprintln!("no AMX on this CPU: checked the refusal only");
+        return;
+    }
+    let device = Default::default();
+    for mlp_t in [false, true] {
+        let arch = ArchConfig {
+            hidden_size: 64,
+            num_heads: 4,
+            pos_encodings: if mlp_t { PosEncoding::None } else { PosEncoding::Rope },
+            puzzle_emb_ndim: 64,
+            puzzle_emb_len: 2,
+            mlp_t,
+            ..Default::default()
+        };
+        let cfg = ModelConfig { arch, seq_len: 81, vocab_size: 11, num_puzzle_identifiers: 3 };
+        let mut rng = trm::util::rng::derive(3, &[]);
+        let w = weights::init::<Flex>(&cfg, &mut rng, &device);
+        let rope = Rope::<Flex>::new(&cfg, &device);
+        let h: Tensor<Flex, 3> = Tensor::random([5, cfg.total_len(), 64], Distribution::Normal(0.0, 1.0), &device);
+        let run = |bf16: bool| {
+            bf16_products(bf16).unwrap();
+            let y = block(&h, &w.nets[0][0], &cfg, Some(&rope)).expect("the fused block applies to Flex");
+            y.into_data().to_vec::<f32>().unwrap()
+        };
+        let (f32_out, bf16_out, again) = (run(false), run(true), run(true));
+        bf16_products(false).unwrap();
+        let e = rel_l2(&bf16_out, &f32_out);
+        // bfloat16 keeps 8 bits of mantissa (relative rounding up to 2^-9 = 0.2% per operand).
+        assert!(e > 1e-5 && e < 1e-2, "mlp_t={mlp_t}: relative error {e} (must round, and stay within bfloat16's precision)");
+        assert_eq!(bf16_out, again, "mlp_t={mlp_t}: the bfloat16 products are deterministic");
+    }
+}
+
+/// `trm solve` with its defaults (`--precision auto`) solves the published puzzle and names the
+/// products it ran: bfloat16 where this CPU has AMX, float32 elsewhere.
+#[test]
+fn solve_names_its_precision_and_solves_with_it() {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
+        .args(["solve", "--sudoku", trm::cli::demo::PUBLISHED, "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let want = if amx::available() { "bfloat16" } else { "float32" };
+    assert_eq!(v["precision"], want, "{v}");
+    assert_eq!(v["result"]["checked"], true, "{v}");
+    let truth = trm::data::sudoku_solver::solve(&trm::data::sudoku_solver::parse_grid(trm::cli::demo::PUBLISHED).unwrap(), 2);
+    let answer = trm::data::sudoku_solver::parse_grid(v["answer"].as_str().unwrap()).unwrap();
+    assert_eq!(Some(answer), truth.solution);
+}
+
+/// bfloat16 products are the fused CPU engine's: asked for with another device, or with the
+/// fused block turned off, they are refused before anything loads, with the reason.
+#[test]
+fn bfloat16_products_are_refused_off_the_fused_cpu_engine() {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
+        .args(["solve", "--sudoku", trm::cli::demo::PUBLISHED, "--precision", "bfloat16", "--device", "torch-cpu"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--precision bfloat16 is the CPU engine's"), "{err}");
+    // Without the fused CPU block there is nothing to run them in: refused when asked for, and
+    // auto runs (and says) float32.
+    let solve = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
+            .args(["solve", "--sudoku", trm::cli::demo::PUBLISHED, "--json"])
+            .args(extra)
+            .env("TRM_FUSED_CPU", "0")
+            .output()
+            .unwrap()
+    };
+    let o = solve(&["--precision", "bfloat16"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("TRM_FUSED_CPU=0"), "{err}");
+    let o = solve(&["--views", "2", "--steps", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["precision"], "float32", "{v}");
+}
