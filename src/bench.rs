@@ -121,6 +121,10 @@ pub struct BenchResult {
     /// on this CPU: `avx512`, `avx2` or `baseline` (burn-flex's own element-wise ops, a small
     /// share, dispatch on their own and may use AVX-512 even in an `avx2` build).
     pub cpu_isa: &'static str,
+    /// `trm bench --mode eval --precision`, as it ran: the CPU engine's products (float32 or
+    /// bfloat16 on AMX); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub products: Option<&'static str>,
     /// The first step alone (a new device's kernel compilation, allocator growth, autotune).
     pub first_step_s: f64,
     /// The engine that ran it (`crate::backend::Capabilities::engine`).
@@ -192,6 +196,7 @@ fn summarise(
         peak_tflops: peak,
         peak_bytes: peak_rss(),
         cpu_isa: cpu_isa(),
+        products: None,
         first_step_s: first,
         engine,
     }

@@ -100,4 +100,8 @@ fn bfloat16_products_are_refused_off_the_fused_cpu_engine() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["precision"], "float32", "{v}");
+    // `trm bench` takes it for inference only.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm")).args(["bench", "--precision", "bfloat16"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--mode eval"), "{err}");
 }

@@ -34,6 +34,10 @@ pub struct BenchArgs {
     /// emulated, and runs in float32 unless TRM_CPU_BF16=1; the output says which ran)
     #[arg(long, default_value = "float32")]
     pub dtype: String,
+    /// --mode eval on --device cpu: the CPU engine's products, float32 or bfloat16 on Intel AMX
+    /// tiles (as `trm solve --precision`; auto: bfloat16 where AMX is present) [default: float32]
+    #[arg(long, value_enum)]
+    pub precision: Option<super::Precision>,
     /// Peak TFLOP/s of the device, for the model FLOP utilisation
     #[arg(long)]
     pub peak_tflops: Option<f64>,
@@ -62,19 +66,29 @@ pub fn run(a: BenchArgs) -> Result<()> {
         reps: a.reps,
         peak_tflops: a.peak_tflops,
     };
-    let r = match a.mode.as_str() {
+    anyhow::ensure!(
+        a.precision.is_none() || a.mode == "eval",
+        "--precision sets the products of inference (--mode eval); training always runs them in float32"
+    );
+    let products = match a.precision {
+        Some(p) => p.apply(a.device)?,
+        None => None,
+    };
+    let mut r = match a.mode.as_str() {
         "train" => crate::with_backend!(a.device, B, device => bench::bench_train::<burn::backend::Autodiff<B>>(&spec, &device)?),
         "eval" => crate::with_backend!(a.device, B, device => bench::bench_eval::<B>(&spec, &device)?),
         m => anyhow::bail!("unknown --mode `{m}` (train or eval)"),
     };
+    r.products = products.map(super::Precision::name);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
-            "{} {} {} batch {} on {}: median {:.4} s/step (min {:.4}), {:.1} examples/s, {:.0} tokens/s, {:.3} TFLOP/s{}, peak RSS {:.0} MiB",
+            "{} {} {}{} batch {} on {}: median {:.4} s/step (min {:.4}), {:.1} examples/s, {:.0} tokens/s, {:.3} TFLOP/s{}, peak RSS {:.0} MiB",
             r.shape,
             r.mode,
             r.dtype,
+            r.products.map(|p| format!(" ({p} products)")).unwrap_or_default(),
             r.batch,
             r.device,
             r.median_step_s,
