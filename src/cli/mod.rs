@@ -47,23 +47,15 @@ impl Precision {
     /// None on other devices (libtorch and cubecl follow the model's `arch.forward_dtype`).
     pub fn apply(self, device: crate::backend::DeviceSpec) -> Result<Option<Precision>> {
         let cpu = device == crate::backend::DeviceSpec::Cpu;
-        // The bfloat16 products live in the fused CPU block, which runs float32 activations.
-        let fused = !crate::util::env::fused_cpu_off() && !crate::util::env::cpu_bf16();
         let runs = match self {
-            Precision::Auto if cpu && fused && crate::model::cpu::amx::available() => Precision::Bfloat16,
+            Precision::Auto if cpu && crate::model::cpu::bf16_products_available() => Precision::Bfloat16,
             Precision::Auto => Precision::Float32,
             p => p,
         };
-        if runs == Precision::Bfloat16 {
-            anyhow::ensure!(
-                cpu,
-                "--precision bfloat16 is the CPU engine's (--device cpu); libtorch and cubecl follow the model's arch.forward_dtype"
-            );
-            anyhow::ensure!(
-                fused,
-                "--precision bfloat16 runs in the fused CPU block, which TRM_FUSED_CPU=0 or TRM_CPU_BF16=1 turns off: unset them or use --precision float32"
-            );
-        }
+        anyhow::ensure!(
+            runs == Precision::Float32 || cpu,
+            "--precision bfloat16 is the CPU engine's (--device cpu); libtorch and cubecl follow the model's arch.forward_dtype"
+        );
         crate::model::cpu::bf16_products(runs == Precision::Bfloat16)?;
         Ok(cpu.then_some(runs))
     }

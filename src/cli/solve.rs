@@ -163,8 +163,8 @@ fn bare_model(file: &std::path::Path, a: &SolveArgs, seq_len: usize, vocab_size:
 }
 
 pub fn run(mut a: SolveArgs) -> Result<()> {
-    let precision = a.precision.unwrap_or(super::Precision::Auto).apply(a.device)?;
-    PRODUCTS.with(|p| p.set(precision.map_or("the model's arch.forward_dtype", super::Precision::name)));
+    // From here on `a.precision` is what runs (None: not the CPU engine's choice).
+    a.precision = a.precision.unwrap_or(super::Precision::Auto).apply(a.device)?;
     // The bundled model's private folder, kept until the command ends.
     let mut _bundled = None;
     let spec = match &a.checkpoint {
@@ -305,18 +305,14 @@ fn solve_on<B: burn::prelude::Backend>(
     }
 }
 
-/// What a views search spent: views x steps, and the wall time.
-fn compute_used(views: usize, steps: usize, secs: f64) -> String {
-    format!("{views} views x {steps} steps = {} supervision steps, products: {}, {secs:.2} s", views * steps, products())
+/// What a views search spent: views x steps, the products' precision, and the wall time.
+fn compute_used(a: &SolveArgs, views: usize, steps: usize, secs: f64) -> String {
+    format!("{views} views x {steps} steps = {} supervision steps, products: {}, {secs:.2} s", views * steps, products(a))
 }
 
-thread_local! {
-    /// The products this `trm solve` runs (`--precision`, resolved), for its output.
-    static PRODUCTS: std::cell::Cell<&'static str> = const { std::cell::Cell::new("float32") };
-}
-
-fn products() -> &'static str {
-    PRODUCTS.with(|p| p.get())
+/// The products this `trm solve` runs (`a.precision` once `run` has resolved it).
+fn products(a: &SolveArgs) -> &'static str {
+    a.precision.map_or("the model's arch.forward_dtype", super::Precision::name)
 }
 
 /// A maze with up to 8 views (its dihedral transforms), the first checked answer.
@@ -332,7 +328,7 @@ fn maze_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: &[
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"kind": "maze", "answer": answer, "result": r, "precision": products(), "seconds": secs})
+                &serde_json::json!({"kind": "maze", "answer": answer, "result": r, "precision": products(a), "seconds": secs})
             )?
         );
         return Ok(());
@@ -340,7 +336,7 @@ fn maze_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: &[
     for row in answer.as_bytes().chunks(side) {
         println!("{}", String::from_utf8_lossy(row));
     }
-    let compute = compute_used(r.views, r.steps_run, secs);
+    let compute = compute_used(a, r.views, r.steps_run, secs);
     if r.checked {
         println!(
             "checked: a shortest path from S to G, from view {} at step {} ({} of {} views agree); {compute}",
@@ -377,7 +373,7 @@ fn sudoku_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: 
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"kind": "sudoku", "answer": answer, "result": r, "trace": trace, "precision": products(), "seconds": secs})
+                &serde_json::json!({"kind": "sudoku", "answer": answer, "result": r, "trace": trace, "precision": products(a), "seconds": secs})
             )?
         );
         return Ok(());
@@ -396,7 +392,7 @@ fn sudoku_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: 
         prev = Some(&t.answer);
     }
     print_sudoku(&q, &answer);
-    let compute = compute_used(r.views, r.steps_run, secs);
+    let compute = compute_used(a, r.views, r.steps_run, secs);
     if r.checked {
         println!(
             "checked: a valid completion of the givens, from view {} at step {} ({} of {} views agree; q_halt {:.3}); {compute}",

@@ -47,10 +47,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static BF16_PRODUCTS: AtomicBool = AtomicBool::new(false);
 
+/// Whether the fused float32 block runs at all: `TRM_FUSED_CPU=0` turns it off, and
+/// `TRM_CPU_BF16=1` gives it bfloat16 activations, which it leaves to the generic layers.
+fn fused_float32_block() -> bool {
+    !crate::util::env::fused_cpu_off() && !crate::util::env::cpu_bf16()
+}
+
+/// Whether `bf16_products(true)` can take effect here: AMX, and the fused float32 block on.
+pub fn bf16_products_available() -> bool {
+    fused_float32_block() && amx::available()
+}
+
 /// Runs the fused forward's matrix products (linear layers and the mlp_t mixer) in bfloat16 on
-/// AMX (`amx`), process-wide, for inference (`trm solve/eval --precision bfloat16`); refused on
-/// a CPU without AMX. Training never sets it.
+/// AMX (`amx`), process-wide, for inference (`trm solve/eval --precision bfloat16`); refused
+/// where it could not take effect. Training never sets it.
 pub fn bf16_products(on: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !on || fused_float32_block(),
+        "--precision bfloat16 runs in the fused CPU block, which TRM_FUSED_CPU=0 or TRM_CPU_BF16=1 turns off: unset them or use --precision float32"
+    );
     anyhow::ensure!(
         !on || amx::available(),
         "--precision bfloat16 runs the products on Intel AMX tiles (Sapphire Rapids or later, Linux 5.16+); \
