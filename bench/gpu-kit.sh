@@ -10,8 +10,9 @@
 # Usage: bench/gpu-kit.sh [--bin PATH]   (--bin: take that trm binary instead of building one, e.g.
 #        target/release/trm for a CPU rehearsal: bash bench/gpu-check.sh --device cpu --tiny)
 # Environment: SHARED (default ../shared), CARGO_FEATURES (default libtorch; `libtorch,cubecl`
-# adds the second engine, ~30 MB more before compression), WHEELS (a folder of
-# einops and pydantic wheels: `pip download einops pydantic -d DIR`).
+# adds the second engine, ~30 MB more before compression), WHEELS (a folder of the reference's
+# einops and pydantic wheels; by default they are downloaded here for the GPU image's Python,
+# GPU_PYTHON, default 3.12: its image has einops but not pydantic, and it cannot download).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SHARED="${SHARED:-$ROOT/../shared}"
@@ -39,7 +40,11 @@ for f in tests/fixtures/*/; do if [ -f "$f/expected.safetensors" ]; then cp -r "
 cp "$SHARED/data/sudoku-extreme-1k/train.csv" "$SHARED/data/sudoku-extreme-1k/test_hard.csv.gz" "$KIT/data/"
 # The reference's model code only (bench/reference_step.py imports models/); prepared by
 # bench/prepare_reference.sh from the mirror, never committed.
-PYTHON="${PYTHON:-python3}" bench/prepare_reference.sh --reuse >&2
+PYTHON="${PYTHON:-python3}" bench/prepare_reference.sh --reuse >&2 || {
+  echo "gpu-kit.sh: the reference's source could not be prepared: put a mirror of its repository at REF_MIRROR" \
+    "(see bench/prepare_reference.sh) or give this machine the network; no kit was made" >&2
+  rm -rf "$KIT"; exit 1
+}
 cp -r bench/reference/models bench/reference/LICENSE bench/reference/CPU_PATCHES.txt "$KIT/reference/"
 git rev-parse HEAD > "$KIT/COMMIT.txt"
 # The CPU run the GPU's 300-step curve is compared with: the same data, command and seed as
@@ -52,6 +57,13 @@ TMPD=$(mktemp -d); trap 'rm -rf "$TMPD"' EXIT
   eval_interval=16 eval_max_examples="$([ "$CURVE_STEPS" -le 20 ] && echo 64 || echo 512)" checkpoint_every_eval=False >/dev/null
 cp "$TMPD/run/metrics.jsonl" "$KIT/cpu-curve.jsonl"
 # The reference's two small dependencies, for a machine without a package index.
-if [ -n "${WHEELS:-}" ]; then cp -r "$WHEELS" "$KIT/wheels"; fi
+if [ -n "${WHEELS:-}" ]; then
+  cp -r "$WHEELS" "$KIT/wheels"
+elif ! "${PYTHON:-python3}" -m pip download -q --no-deps --only-binary=:all: --python-version "${GPU_PYTHON:-3.12}" \
+  --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
+  -d "$KIT/wheels" einops pydantic==2.13.4 pydantic_core==2.46.4 annotated_types typing_inspection >&2; then
+  echo "gpu-kit.sh: could not download the reference's wheels (no package index?): its stage 4 needs pydantic on the GPU machine; set WHEELS" >&2
+  rm -rf "$KIT/wheels"
+fi
 find "$KIT" -name __pycache__ -prune -exec rm -rf {} +
 du -sh "$KIT" && ls -la "$KIT/trm.xz"
