@@ -1,13 +1,15 @@
-//! `--precision bfloat16`: the CPU engine's products in bfloat16 on Intel AMX tiles. On a CPU
-//! with AMX, the fused block tracks float32 within bfloat16's precision (and does round), and
-//! the bundled model still solves a published puzzle; on one without, the switch is refused
-//! with an error that names the fix. Its own test binary, because the switch is process-wide.
+//! `--precision bfloat16`: the CPU engine's products in bfloat16 on Intel AMX tiles or with
+//! AVX512-BF16. On a CPU with a unit, the fused block tracks float32 within bfloat16's precision
+//! (and does round), the two units agree far more closely than either does with float32 (same
+//! rounded operands, float32 sums in another order), and the bundled model still solves a
+//! published puzzle; a unit the CPU lacks is refused with an error that names the fix. Its own
+//! test binary, because the switch is process-wide.
 
 use burn::backend::Flex;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use trm::model::config::{ArchConfig, ModelConfig, PosEncoding};
-use trm::model::cpu::{amx, bf16_products, block};
+use trm::model::cpu::{Bf16Unit, bf16_products, block};
 use trm::model::layers::Rope;
 use trm::model::weights;
 
@@ -19,11 +21,11 @@ fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn bfloat16_products_track_float32_or_are_refused() {
-    if !amx::available() {
-        let e = bf16_products(true).unwrap_err().to_string();
-        assert!(e.contains("AMX") && e.contains("--precision float32"), "{e}");
-        eprintln!("no AMX on this CPU: checked the refusal only");
-        return;
+    let units: Vec<Bf16Unit> = [Bf16Unit::Amx, Bf16Unit::Avx512Bf16].into_iter().filter(|u| u.available()).collect();
+    for u in [Bf16Unit::Amx, Bf16Unit::Avx512Bf16].into_iter().filter(|u| !u.available()) {
+        let e = bf16_products(Some(u)).unwrap_err().to_string();
+        assert!(e.contains(u.precision()) && e.contains("--precision bfloat16 (the fastest unit here"), "{e}");
+        eprintln!("no {} on this CPU: checked its refusal only", u.precision());
     }
     let device = Default::default();
     for mlp_t in [false, true] {
@@ -41,22 +43,35 @@ fn bfloat16_products_track_float32_or_are_refused() {
         let w = weights::init::<Flex>(&cfg, &mut rng, &device);
         let rope = Rope::<Flex>::new(&cfg, &device);
         let h: Tensor<Flex, 3> = Tensor::random([5, cfg.total_len(), 64], Distribution::Normal(0.0, 1.0), &device);
-        let run = |bf16: bool| {
-            bf16_products(bf16).unwrap();
+        let run = |unit: Option<Bf16Unit>| {
+            bf16_products(unit).unwrap();
             let y = block(&h, &w.nets[0][0], &cfg, Some(&rope)).expect("the fused block applies to Flex");
             y.into_data().to_vec::<f32>().unwrap()
         };
-        let (f32_out, bf16_out, again) = (run(false), run(true), run(true));
-        bf16_products(false).unwrap();
-        let e = rel_l2(&bf16_out, &f32_out);
-        // bfloat16 keeps 8 bits of mantissa (relative rounding up to 2^-9 = 0.2% per operand).
-        assert!(e > 1e-5 && e < 1e-2, "mlp_t={mlp_t}: relative error {e} (must round, and stay within bfloat16's precision)");
-        assert_eq!(bf16_out, again, "mlp_t={mlp_t}: the bfloat16 products are deterministic");
+        let f32_out = run(None);
+        let mut outs = Vec::new();
+        for &u in &units {
+            let (out, again) = (run(Some(u)), run(Some(u)));
+            let e = rel_l2(&out, &f32_out);
+            // bfloat16 keeps 8 bits of mantissa (relative rounding up to 2^-9 = 0.2% per operand).
+            assert!(e > 1e-5 && e < 1e-2, "{u:?} mlp_t={mlp_t}: relative error {e} (must round, and stay within bfloat16's precision)");
+            assert_eq!(out, again, "{u:?} mlp_t={mlp_t}: the bfloat16 products are deterministic");
+            outs.push((u, out, e));
+        }
+        bf16_products(None).unwrap();
+        if let [(_, amx, e_amx), (_, dot, e_dot)] = &outs[..] {
+            // Same rounded operands, float32 sums in another order: far closer to each other
+            // than to float32.
+            let d = rel_l2(dot, amx);
+            assert!(d < e_amx.min(*e_dot) / 10.0, "mlp_t={mlp_t}: AMX and AVX512-BF16 differ by {d} (from float32: {e_amx}, {e_dot})");
+            eprintln!("mlp_t={mlp_t}: AMX vs AVX512-BF16 {d:.2e}; from float32 {e_amx:.2e} and {e_dot:.2e}");
+        }
     }
 }
 
 /// `trm solve` with its defaults (`--precision auto`) solves the published puzzle and names the
-/// products it ran: bfloat16 where this CPU has AMX, float32 elsewhere.
+/// products it ran: bfloat16 on AMX where this CPU has it, float32 elsewhere (AVX512-BF16 is
+/// no faster than float32 on the Intel CPUs measured, so auto does not take it).
 #[test]
 fn solve_names_its_precision_and_solves_with_it() {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
@@ -65,7 +80,7 @@ fn solve_names_its_precision_and_solves_with_it() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let want = if amx::available() { "bfloat16" } else { "float32" };
+    let want = if Bf16Unit::Amx.available() { "bfloat16-amx" } else { "float32" };
     assert_eq!(v["precision"], want, "{v}");
     assert_eq!(v["result"]["checked"], true, "{v}");
     let truth = trm::data::sudoku_solver::solve(&trm::data::sudoku_solver::parse_grid(trm::cli::demo::PUBLISHED).unwrap(), 2);

@@ -35,7 +35,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "float32")]
     pub dtype: String,
     /// --mode eval on --device cpu: the CPU engine's products, float32 or bfloat16 on Intel AMX
-    /// tiles (as `trm solve --precision`; auto: bfloat16 where AMX is present) [default: float32]
+    /// tiles or with AVX512-BF16 (as `trm solve --precision`) [default: float32]
     #[arg(long, value_enum)]
     pub precision: Option<super::Precision>,
     /// Peak TFLOP/s of the device, for the model FLOP utilisation

@@ -34,38 +34,54 @@ pub mod limits {
 /// `--precision` of `trm solve` and `trm eval`: the CPU engine's matrix products at inference.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
-    /// bfloat16 where the CPU has AMX tiles and the device is `cpu`, float32 elsewhere
+    /// bfloat16 on AMX tiles where the device is `cpu` and the CPU has them, float32 elsewhere
     Auto,
     /// float32 products (AVX-512 or AVX2 gemm)
     Float32,
-    /// bfloat16 operands and float32 sums on Intel AMX tiles; the rest stays float32
+    /// bfloat16 operands and float32 sums on the fastest unit here: AMX tiles, else AVX512-BF16
     Bfloat16,
+    /// bfloat16 on Intel AMX tiles (Sapphire Rapids and later)
+    Bfloat16Amx,
+    /// bfloat16 with AVX512-BF16 (AMD Zen 4 and 5, Intel Cooper Lake and later; on Intel no
+    /// faster than float32)
+    Bfloat16Avx512,
 }
 
 impl Precision {
-    /// Applies it for this process and returns what runs: float32 or bfloat16 on `--device cpu`,
-    /// None on other devices (libtorch and cubecl follow the model's `arch.forward_dtype`).
+    /// Applies it for this process and returns what runs (float32, bfloat16-amx or
+    /// bfloat16-avx512) on `--device cpu`, None on other devices (libtorch and cubecl follow the
+    /// model's `arch.forward_dtype`).
     pub fn apply(self, device: crate::backend::DeviceSpec) -> Result<Option<Precision>> {
+        use crate::model::cpu::{Bf16Unit, bf16_auto_unit, bf16_fastest};
         let cpu = device == crate::backend::DeviceSpec::Cpu;
-        let runs = match self {
-            Precision::Auto if cpu && crate::model::cpu::bf16_products_available() => Precision::Bfloat16,
-            Precision::Auto => Precision::Float32,
-            p => p,
-        };
         anyhow::ensure!(
-            runs == Precision::Float32 || cpu,
-            "--precision bfloat16 is the CPU engine's (--device cpu); libtorch and cubecl follow the model's arch.forward_dtype"
+            matches!(self, Precision::Auto | Precision::Float32) || cpu,
+            "--precision {} is the CPU engine's (--device cpu); libtorch and cubecl follow the model's arch.forward_dtype",
+            self.name()
         );
-        crate::model::cpu::bf16_products(runs == Precision::Bfloat16)?;
-        Ok(cpu.then_some(runs))
+        let unit = match self {
+            Precision::Auto if cpu => bf16_auto_unit(),
+            Precision::Auto | Precision::Float32 => None,
+            Precision::Bfloat16 => Some(bf16_fastest()?),
+            Precision::Bfloat16Amx => Some(Bf16Unit::Amx),
+            Precision::Bfloat16Avx512 => Some(Bf16Unit::Avx512Bf16),
+        };
+        crate::model::cpu::bf16_products(unit)?;
+        Ok(cpu.then_some(match unit {
+            None => Precision::Float32,
+            Some(Bf16Unit::Amx) => Precision::Bfloat16Amx,
+            Some(Bf16Unit::Avx512Bf16) => Precision::Bfloat16Avx512,
+        }))
     }
 
-    /// Its name in output and JSON.
+    /// Its name in output and JSON (the `--precision` value).
     pub fn name(self) -> &'static str {
         match self {
             Precision::Auto => "auto",
             Precision::Float32 => "float32",
             Precision::Bfloat16 => "bfloat16",
+            Precision::Bfloat16Amx => "bfloat16-amx",
+            Precision::Bfloat16Avx512 => "bfloat16-avx512",
         }
     }
 }

@@ -71,9 +71,10 @@ pub struct SolveArgs {
     /// chains); the first view stays the plain model's
     #[arg(long)]
     pub drawn_latents: bool,
-    /// The CPU engine's matrix products: float32, or bfloat16 on Intel AMX tiles (operands
-    /// rounded to bfloat16, sums and everything else float32; refused on a CPU without AMX); auto
-    /// takes bfloat16 where AMX is present (the output names what ran) [default: auto]
+    /// The CPU engine's matrix products: float32, or bfloat16 operands with float32 sums (the
+    /// rest stays float32) on Intel AMX tiles or with AVX512-BF16 (refused on a CPU with
+    /// neither); auto takes bfloat16 where the CPU has AMX (the output names what ran)
+    /// [default: auto]
     #[arg(long, value_enum)]
     pub precision: Option<super::Precision>,
     /// cpu, torch-cpu, cuda[:N] (libtorch), cubecl[:N] or cubecl-unfused[:N]

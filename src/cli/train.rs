@@ -196,9 +196,9 @@ pub struct EvalArgs {
     /// Replace an existing file named by --submission
     #[arg(long)]
     pub force: bool,
-    /// The CPU engine's matrix products: float32, or bfloat16 on Intel AMX tiles (operands
-    /// rounded to bfloat16, sums and everything else float32; refused on a CPU without AMX); auto
-    /// takes bfloat16 where AMX is present; as `trm solve --precision` [default: float32]
+    /// The CPU engine's matrix products: float32, or bfloat16 operands with float32 sums on
+    /// Intel AMX tiles or with AVX512-BF16 (refused on a CPU with neither); auto takes bfloat16
+    /// where the CPU has AMX; as `trm solve --precision` [default: float32]
     #[arg(long, value_enum)]
     pub precision: Option<super::Precision>,
     /// cpu, torch-cpu, cuda[:N] (libtorch), cubecl[:N] or cubecl-unfused[:N]

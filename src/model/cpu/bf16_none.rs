@@ -1,16 +1,17 @@
-//! `amx` where there is none (not x86-64 Linux): `available` is false, so `bf16_products`
-//! refuses to turn on and nothing below is ever called.
+//! `bf16` where neither AMX nor AVX512-BF16 can run it (not x86-64): no unit is available, so
+//! `bf16_products` refuses to turn on and nothing below is ever called.
 
+use super::Bf16Unit as Unit;
 use std::sync::Arc;
 
-pub fn available() -> bool {
+pub fn available(_: Unit) -> bool {
     false
 }
 
 pub struct Lhs;
 pub struct Rhs;
 
-const NEVER: &str = "AMX products without AMX (bf16_products refuses to turn them on here)";
+const NEVER: &str = "bfloat16 products on a CPU without them (bf16_products refuses to turn them on here)";
 
 pub fn lhs(_: &[f32], _: (usize, usize), _: usize, _: usize) -> Lhs {
     unreachable!("{NEVER}")
@@ -26,6 +27,6 @@ pub fn weight_rhs(_: &[f32], _: (usize, usize), _: usize, _: usize) -> Arc<Rhs> 
 
 /// # Safety
 /// Never called (see the module notes).
-pub unsafe fn matmul(_: &Lhs, _: &Rhs, _: *mut f32, _: usize, _: bool) {
+pub unsafe fn matmul(_: Unit, _: &Lhs, _: &Rhs, _: *mut f32, _: usize, _: bool) {
     unreachable!("{NEVER}")
 }

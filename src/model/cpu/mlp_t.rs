@@ -24,12 +24,12 @@ fn per_batch(w: &[f32], (w_rs, w_cs): (usize, usize), input: &[f32], m: usize, k
     let mut out = uninit(g.batch * m * d);
     let spare = &mut out.spare_capacity_mut()[..g.batch * m * d];
     // With bfloat16 products, W is rounded and laid out once for every batch row.
-    let w_bf16 = super::products_in_bf16().then(|| super::amx::lhs(w, (w_rs, w_cs), m, k));
+    let w_bf16 = super::products_in_bf16().map(|unit| (unit, super::bf16::lhs(w, (w_rs, w_cs), m, k)));
     spare.par_chunks_mut(m * d).zip(input.par_chunks(k * d)).for_each(|(o, x)| {
         // SAFETY: o holds m*d slots written in full by the product; w and x cover their extents.
         unsafe {
             match &w_bf16 {
-                Some(a) => super::amx::matmul(a, &super::amx::rhs(x, (d, 1), k, d), o.as_mut_ptr().cast(), d, false),
+                Some((unit, a)) => super::bf16::matmul(*unit, a, &super::bf16::rhs(x, (d, 1), k, d), o.as_mut_ptr().cast(), d, false),
                 None => gemm_into(m, d, k, o.as_mut_ptr().cast(), d, w.as_ptr(), (w_rs, w_cs), x.as_ptr(), (d, 1), 1.0, false, false),
             }
         }

@@ -20,17 +20,21 @@
 //! golden fixtures (tests/parity.rs) whose forward and gradients run through it.
 //!
 //! For inference, `bf16_products` (`--precision bfloat16`) moves the linear layers' and the
-//! mlp_t mixer's products to bfloat16 on Intel AMX tiles (`amx.rs`); the attention scores and
-//! everything element-wise stay float32. Training never turns it on.
+//! mlp_t mixer's products to bfloat16 on Intel AMX tiles or with AVX512-BF16 (`bf16/`); the
+//! attention scores and everything element-wise stay float32. Training never turns it on.
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-pub mod amx;
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-#[path = "amx_none.rs"]
-pub mod amx;
 mod backward;
+#[cfg(target_arch = "x86_64")]
+pub mod bf16;
+#[cfg(not(target_arch = "x86_64"))]
+#[path = "bf16_none.rs"]
+pub mod bf16;
 mod elementwise;
 mod mlp_t;
+mod products;
+
+use products::products_in_bf16;
+pub use products::{Bf16Unit, bf16_auto_unit, bf16_fastest, bf16_products};
 
 use super::config::{ModelConfig, PosEncoding};
 use super::rope::Rope;
@@ -43,41 +47,6 @@ use rayon::prelude::*;
 use std::any::Any;
 use std::borrow::Cow;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-static BF16_PRODUCTS: AtomicBool = AtomicBool::new(false);
-
-/// Whether the fused float32 block runs at all: `TRM_FUSED_CPU=0` turns it off, and
-/// `TRM_CPU_BF16=1` gives it bfloat16 activations, which it leaves to the generic layers.
-fn fused_float32_block() -> bool {
-    !crate::util::env::fused_cpu_off() && !crate::util::env::cpu_bf16()
-}
-
-/// Whether `bf16_products(true)` can take effect here: AMX, and the fused float32 block on.
-pub fn bf16_products_available() -> bool {
-    fused_float32_block() && amx::available()
-}
-
-/// Runs the fused forward's matrix products (linear layers and the mlp_t mixer) in bfloat16 on
-/// AMX (`amx`), process-wide, for inference (`trm solve/eval --precision bfloat16`); refused
-/// where it could not take effect. Training never sets it.
-pub fn bf16_products(on: bool) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !on || fused_float32_block(),
-        "--precision bfloat16 runs in the fused CPU block, which TRM_FUSED_CPU=0 or TRM_CPU_BF16=1 turns off: unset them or use --precision float32"
-    );
-    anyhow::ensure!(
-        !on || amx::available(),
-        "--precision bfloat16 runs the products on Intel AMX tiles (Sapphire Rapids or later, Linux 5.16+); \
-         this CPU or kernel has none: use --precision float32"
-    );
-    BF16_PRODUCTS.store(on, Ordering::Relaxed);
-    Ok(())
-}
-
-fn products_in_bf16() -> bool {
-    BF16_PRODUCTS.load(Ordering::Relaxed)
-}
 
 /// Per-thread counts of fused block applications since the thread started: plain forward passes
 /// (no graph), forward passes recorded for backprop, and backward passes. Tests read them to
@@ -225,15 +194,15 @@ fn linear_rows(x: &[f32], rows: usize, l: &Dense, first: usize, out: usize) -> V
     assert!((first + out) * inp <= w_all.len(), "fused linear: weight rows");
     let w = &w_all[first * inp..(first + out) * inp];
     let mut y = uninit(rows * out);
-    // SAFETY: y has capacity rows*out and gemm (or amx) writes all of it; x and w cover their extents.
+    // SAFETY: y has capacity rows*out and gemm (or bf16) writes all of it; x and w cover their extents.
     unsafe {
-        if products_in_bf16() {
+        if let Some(unit) = products_in_bf16() {
             let packed = if matches!(w_all, Cow::Borrowed(_)) {
-                amx::weight_rhs(w, (1, inp), inp, out)
+                bf16::weight_rhs(w, (1, inp), inp, out)
             } else {
-                amx::rhs(w, (1, inp), inp, out).into()
+                bf16::rhs(w, (1, inp), inp, out).into()
             };
-            amx::matmul(&amx::lhs(x, (inp, 1), rows, inp), &packed, y.as_mut_ptr(), out, true);
+            bf16::matmul(unit, &bf16::lhs(x, (inp, 1), rows, inp), &packed, y.as_mut_ptr(), out, true);
         } else {
             gemm_into(rows, out, inp, y.as_mut_ptr(), out, x.as_ptr(), (inp, 1), w.as_ptr(), (1, inp), 1.0, false, true);
         }
@@ -340,7 +309,7 @@ fn gather_heads(rows: &[f32], stride: usize, t: usize, hd: usize, rope: Option<(
 
 /// `gate <- silu(gate) * up`, over the thread pool.
 fn silu_mul_par(gate: &mut [f32], up: &[f32]) {
-    let f = if products_in_bf16() { elementwise::silu_mul_f32 } else { elementwise::silu_mul };
+    let f = if products_in_bf16().is_some() { elementwise::silu_mul_f32 } else { elementwise::silu_mul };
     gate.par_chunks_mut(CHUNK).zip(up.par_chunks(CHUNK)).for_each(|(g, u)| f(g, u));
 }
 

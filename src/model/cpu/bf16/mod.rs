@@ -1,42 +1,37 @@
-//! bfloat16 matrix products on Intel AMX (Sapphire Rapids and later), for the fused forward
-//! under `--precision bfloat16` (`super::bf16_products`): both operands are rounded to
-//! bfloat16 (to nearest, ties to even), the tile unit multiplies them and accumulates in
-//! float32 (TDPBF16PS), and the result is float32. Everything around the products (residual
-//! stream, norms, SiLU with a single-precision exp, the carry) stays float32.
+//! bfloat16 matrix products for the fused forward under `--precision bfloat16`
+//! (`super::bf16_products`): both operands are rounded to bfloat16 (to nearest, ties to even),
+//! the products of bfloat16 pairs are summed in float32, and the result is float32. Everything
+//! around the products (residual stream, norms, SiLU with a single-precision exp, the carry)
+//! stays float32. Two units run them, on the same packed operands:
+//! - `amx`: Intel AMX tiles (TDPBF16PS), Sapphire Rapids and later;
+//! - `dot`: AVX512-BF16 (VDPBF16PS), AMD Zen 4 and 5, Intel Cooper Lake and later.
+//!
+//! Both flush bfloat16 denormals to zero; they differ only in the order of the float32 sums.
 //!
 //! Layouts, as the tile instructions read them (every tile 16 rows of 64 bytes):
 //! - the left operand `[m, k]`: bfloat16 rows, m padded to 32 and k to 32 with zeros;
 //! - the right operand `[k, n]`: "VNNI" pairs, `[n/16][k/2][16 columns][2]`, k padded to 32
 //!   and n to 32 with zeros, so one tile is 16 consecutive k pairs of 16 columns.
-//!
-//! The kernel keeps a 32 x 32 block of the product in four accumulator tiles (tmm0-3), loads
-//! two tiles of each operand per 32 values of k (tmm4-7) and stores the block once. The
-//! instructions are written as inline assembly (Rust's AMX intrinsics are not stable); the
-//! operating system must grant the process the tile state (`arch_prctl`), which `available`
-//! asks for once.
 
+mod amx;
+mod dot;
+
+use super::Bf16Unit as Unit;
 use rayon::prelude::*;
-use std::arch::asm;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// Whether this CPU has AMX tiles with bfloat16 and the kernel lets this process use them.
-pub fn available() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| {
-        // CPUID leaf 7: EDX bit 24 AMX-TILE, bit 22 AMX-BF16.
-        // `__cpuid_count` is an unsafe fn before Rust 1.94 (rust-version is 1.92) and safe since.
-        // SAFETY: CPUID is present on every x86-64 processor.
-        #[allow(unused_unsafe)]
-        let r = unsafe { std::arch::x86_64::__cpuid_count(7, 0) };
-        if r.edx & (1 << 24) == 0 || r.edx & (1 << 22) == 0 || !std::arch::is_x86_feature_detected!("avx512f") {
-            return false;
-        }
-        // arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA): 0 when granted (Linux 5.16+).
-        // SAFETY: a plain system call that only changes this process's permissions.
-        let granted = unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1023, 18) };
-        granted == 0
-    })
+/// Whether this CPU (and, for AMX, the operating system) lets this process use `unit`.
+pub fn available(unit: Unit) -> bool {
+    match unit {
+        Unit::Amx => amx::available(),
+        Unit::Avx512Bf16 => dot::available(),
+    }
+}
+
+/// Whether the packing may use AVX-512 (every unit implies it).
+fn wide() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
 }
 
 /// Rounds to bfloat16, to nearest with ties to even (NaN stays NaN); branch-free, so the
@@ -77,11 +72,11 @@ pub fn lhs(src: &[f32], (rs, cs): (usize, usize), m: usize, k: usize) -> Lhs {
     assert!(m > 0 && k > 0 && src.len() > (m - 1) * rs + (k - 1) * cs, "amx lhs: operand size");
     let (m_pad, k_pad) = (round_up(m, 32), round_up(k, 32));
     let mut data = vec![0u16; m_pad * k_pad];
-    let wide = available();
+    let wide = wide();
     let fill = |(i, row): (usize, &mut [u16])| {
         if i < m {
             if cs == 1 && wide {
-                // SAFETY: AVX-512F is part of `available`, checked below.
+                // SAFETY: AVX-512F, checked above.
                 unsafe { round_row(&src[i * rs..i * rs + k], &mut row[..k]) };
             } else {
                 row[..k].iter_mut().enumerate().for_each(|(j, d)| *d = bf16(src[i * rs + j * cs]));
@@ -110,7 +105,7 @@ pub fn rhs(src: &[f32], (rs, cs): (usize, usize), k: usize, n: usize) -> Rhs {
     let (k_pad, n_pad) = (round_up(k, 32), round_up(n, 32));
     // Two bfloat16 per word: the k pair (2p, 2p + 1) of one column.
     let mut data = vec![0u32; k_pad * n_pad / 2];
-    if cs == 1 && available() {
+    if cs == 1 && wide() {
         // Row pairs (2p, 2p + 1) of 16 columns at a time, as 32-bit words of two bfloat16.
         let zeros = vec![0f32; n];
         let words = &mut data[..];
@@ -120,7 +115,7 @@ pub fn rhs(src: &[f32], (rs, cs): (usize, usize), k: usize, n: usize) -> Rhs {
             for jb in 0..n.div_ceil(16) {
                 let (c0, c1) = (16 * jb, (16 * jb + 16).min(n));
                 let at = jb * k_pad * 8 + p * 16;
-                // SAFETY: AVX-512F is part of `available`, checked just above.
+                // SAFETY: AVX-512F, checked just above.
                 unsafe { pair_rows(&r0[c0..c1], &r1[c0..c1], &mut words[at..at + (c1 - c0)]) };
             }
         }
@@ -158,103 +153,35 @@ pub fn weight_rhs(src: &[f32], strides: (usize, usize), k: usize, n: usize) -> A
     packed
 }
 
-/// Tile configuration: palette 1, eight tiles of 16 rows x 64 bytes.
-#[repr(C, align(64))]
-struct TileConfig([u8; 64]);
-
-const CONFIG: TileConfig = {
-    let mut c = [0u8; 64];
-    c[0] = 1;
-    let mut t = 0;
-    while t < 8 {
-        c[16 + 2 * t] = 64;
-        c[48 + t] = 16;
-        t += 1;
-    }
-    TileConfig(c)
-};
-
-/// `c [32 x 32] (row stride c_rs floats) = a rows r.. r+32 · b columns 32 jb.. 32 jb + 32`.
-///
-/// # Safety
-/// AMX must be `available` and the tiles configured on this thread (`ldtilecfg CONFIG`);
-/// `r + 32 <= a`'s padded rows and `32 jb + 32 <= b.n_pad`, with `a.k_pad == b.k_pad`; `c` valid
-/// for writes of 32 rows of 32 floats `c_rs` apart.
-unsafe fn kernel(a: &Lhs, r: usize, b: &Rhs, jb: usize, c: *mut f32, c_rs: usize) {
-    let k_pad = a.k_pad;
-    // SAFETY (pointer arithmetic): inside the padded operands, per the caller's contract.
-    let (a0, a1, b0, b1) = unsafe {
-        let a0 = a.data.as_ptr().add(r * k_pad);
-        let b0 = b.data.as_ptr().add(2 * jb * k_pad * 8);
-        (a0, a0.add(16 * k_pad), b0, b0.add(k_pad * 8))
-    };
-    // SAFETY: every load reads 16 rows of 64 bytes inside the operands (k_pad / 32 blocks),
-    // every store writes 16 rows of 64 bytes inside c's 32 x 32 block.
-    unsafe {
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            "2:",
-            "tileloadd tmm4, [{a0} + {sa} * 1]",
-            "tileloadd tmm5, [{a1} + {sa} * 1]",
-            "tileloadd tmm6, [{b0} + {sb} * 1]",
-            "tileloadd tmm7, [{b1} + {sb} * 1]",
-            "tdpbf16ps tmm0, tmm4, tmm6",
-            "tdpbf16ps tmm1, tmm4, tmm7",
-            "tdpbf16ps tmm2, tmm5, tmm6",
-            "tdpbf16ps tmm3, tmm5, tmm7",
-            "add {a0}, 64",
-            "add {a1}, 64",
-            "add {b0}, 1024",
-            "add {b1}, 1024",
-            "dec {n}",
-            "jnz 2b",
-            "tilestored [{c} + {sc} * 1], tmm0",
-            "add {c}, 64",
-            "tilestored [{c} + {sc} * 1], tmm1",
-            "add {c}, {down}",
-            "tilestored [{c} + {sc} * 1], tmm2",
-            "add {c}, 64",
-            "tilestored [{c} + {sc} * 1], tmm3",
-            a0 = inout(reg) a0 => _,
-            a1 = inout(reg) a1 => _,
-            b0 = inout(reg) b0 => _,
-            b1 = inout(reg) b1 => _,
-            n = inout(reg) k_pad / 32 => _,
-            c = inout(reg) c => _,
-            down = in(reg) 64 * c_rs - 64,
-            sa = in(reg) 2 * k_pad,
-            sb = in(reg) 64usize,
-            sc = in(reg) 4 * c_rs,
-            options(nostack),
-        );
-    }
-}
-
-/// `dst[i * dst_rs + j] = (a · b)[i, j]` for i < a.m, j < b.n, over the thread pool when
-/// `parallel` and the product is big enough.
+/// `dst[i * dst_rs + j] = (a · b)[i, j]` for i < a.m, j < b.n, on `unit`, over the thread
+/// pool when `parallel` and the product is big enough.
 ///
 /// # Safety
 /// `dst` must be valid for writes of `a.m` rows of `b.n` values `dst_rs` apart, and not be
 /// written by anyone else meanwhile.
-pub unsafe fn matmul(a: &Lhs, b: &Rhs, dst: *mut f32, dst_rs: usize, parallel: bool) {
-    assert!(available(), "amx::matmul without AMX");
-    assert_eq!(a.k_pad, b.k_pad, "amx matmul: inner sizes");
+pub unsafe fn matmul(unit: Unit, a: &Lhs, b: &Rhs, dst: *mut f32, dst_rs: usize, parallel: bool) {
+    assert!(available(unit), "{} products without the unit", unit.precision());
+    assert_eq!(a.k_pad, b.k_pad, "bfloat16 matmul: inner sizes");
     let (m, n) = (a.m, b.n);
     let out = super::Out(dst);
+    // SAFETY (both): the unit is available (asserted above) and, for AMX, the tiles are
+    // configured on this thread (`on_unit` below); the caller keeps the block's bounds.
+    let kernel = move |r, jb, c, c_rs| unsafe {
+        match unit {
+            Unit::Amx => amx::kernel(a, r, b, jb, c, c_rs),
+            Unit::Avx512Bf16 => dot::kernel(a, r, b, jb, c, c_rs),
+        }
+    };
     let strip = move |r: usize| {
         let mut block = [0f32; 32 * 32];
         for jb in 0..b.n_pad / 32 {
             let (rows, cols) = ((m - r).min(32), (n - 32 * jb).min(32));
             if rows == 32 && cols == 32 {
-                // SAFETY: as below, the block being inside dst; the tiles were configured.
-                unsafe { kernel(a, r, b, jb, out.ptr().add(r * dst_rs + 32 * jb), dst_rs) };
+                // SAFETY: r < m_pad, jb < n_pad / 32, and the 32 x 32 block is inside dst.
+                kernel(r, jb, unsafe { out.ptr().add(r * dst_rs + 32 * jb) }, dst_rs);
                 continue;
             }
-            // SAFETY: r < m_pad and jb < n_pad / 32; the tiles were configured by the caller.
-            unsafe { kernel(a, r, b, jb, block.as_mut_ptr(), 32) };
+            kernel(r, jb, block.as_mut_ptr(), 32);
             for i in 0..rows {
                 // SAFETY: row r + i < m and columns 32 jb.. + cols < n of dst, this strip's only.
                 unsafe {
@@ -263,22 +190,19 @@ pub unsafe fn matmul(a: &Lhs, b: &Rhs, dst: *mut f32, dst_rs: usize, parallel: b
             }
         }
     };
-    let strips = m.div_ceil(32);
-    let configured = |f: &mut dyn FnMut()| {
-        // SAFETY: AMX is available (asserted above); the configuration is this thread's.
-        unsafe { asm!("ldtilecfg [{0}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
-        f();
-        // SAFETY: releases this thread's tile state.
-        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    let on_unit = |f: &mut dyn FnMut()| match unit {
+        Unit::Amx => amx::with_tiles(f),
+        Unit::Avx512Bf16 => f(),
     };
+    let strips = m.div_ceil(32);
     if parallel && strips > 1 && m * n * a.k_pad >= 1 << 20 {
         let threads = rayon::current_num_threads().max(1);
         let per = strips.div_ceil(threads);
         (0..strips.div_ceil(per)).into_par_iter().for_each(|t| {
-            configured(&mut || (t * per..((t + 1) * per).min(strips)).for_each(|s| strip(32 * s)));
+            on_unit(&mut || (t * per..((t + 1) * per).min(strips)).for_each(|s| strip(32 * s)));
         });
     } else {
-        configured(&mut || (0..strips).for_each(|s| strip(32 * s)));
+        on_unit(&mut || (0..strips).for_each(|s| strip(32 * s)));
     }
 }
 
@@ -304,8 +228,9 @@ mod tests {
 
     #[test]
     fn products_match_bfloat16_operands_with_float32_sums() {
-        if !available() {
-            eprintln!("no AMX on this CPU: the AMX product is not exercised");
+        let units: Vec<Unit> = [Unit::Amx, Unit::Avx512Bf16].into_iter().filter(|u| u.available()).collect();
+        if units.is_empty() {
+            eprintln!("neither AMX nor AVX512-BF16 on this CPU: the bfloat16 products are not exercised");
             return;
         }
         // Shapes with every edge: m, k, n not multiples of 32 (or 16), strided operands.
@@ -315,15 +240,16 @@ mod tests {
             let want = reference(&a, &b, m, k, n);
             // b given transposed (column stride k), as the linear layers hold their weights.
             let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
-            for (rhs_op, parallel) in [(rhs(&b, (n, 1), k, n), false), (rhs(&bt, (1, k), k, n), true)] {
+            let cases = [(rhs(&b, (n, 1), k, n), false), (rhs(&bt, (1, k), k, n), true)];
+            for (unit, (rhs_op, parallel)) in units.iter().flat_map(|&u| cases.iter().map(move |c| (u, c))) {
                 let mut got = vec![f32::NAN; m * (n + 3)];
-                unsafe { matmul(&lhs(&a, (k, 1), m, k), &rhs_op, got.as_mut_ptr(), n + 3, parallel) };
+                unsafe { matmul(unit, &lhs(&a, (k, 1), m, k), rhs_op, got.as_mut_ptr(), n + 3, *parallel) };
                 for i in 0..m {
                     for j in 0..n {
                         let (g, w) = (got[i * (n + 3) + j], want[i * n + j]);
-                        assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "({m},{k},{n}) [{i},{j}]: {g} against {w}");
+                        assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{unit:?} ({m},{k},{n}) [{i},{j}]: {g} against {w}");
                     }
-                    assert!(got[i * (n + 3) + n].is_nan(), "wrote past the row");
+                    assert!(got[i * (n + 3) + n].is_nan(), "{unit:?} wrote past the row");
                 }
             }
         }
