@@ -121,7 +121,7 @@ pub struct BenchResult {
     /// on this CPU: `avx512`, `avx2` or `baseline` (burn-flex's own element-wise ops, a small
     /// share, dispatch on their own and may use AVX-512 even in an `avx2` build).
     pub cpu_isa: &'static str,
-    /// `trm bench --mode eval --precision`, as it ran: the CPU engine's products (float32,
+    /// `trm bench --precision`, as it ran: the CPU engine's products (float32,
     /// bfloat16-amx or bfloat16-avx512); absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub products: Option<&'static str>,

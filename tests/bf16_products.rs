@@ -2,8 +2,10 @@
 //! AVX512-BF16. On a CPU with a unit, the fused block tracks float32 within bfloat16's precision
 //! (and does round), the two units agree far more closely than either does with float32 (same
 //! rounded operands, float32 sums in another order), and the bundled model still solves a
-//! published puzzle; a unit the CPU lacks is refused with an error that names the fix. Its own
-//! test binary, because the switch is process-wide.
+//! published puzzle; training with them resumes exactly; a unit the CPU lacks is refused with
+//! an error that names the fix. Its own test binary, because the switch is process-wide.
+
+mod common;
 
 use burn::backend::Flex;
 use burn::prelude::*;
@@ -13,9 +15,9 @@ use trm::model::cpu::{Bf16Unit, bf16_products, block};
 use trm::model::layers::Rope;
 use trm::model::weights;
 
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+fn rel_l2<T: Copy + Into<f64>>(a: &[T], b: &[T]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(&x, &y)| (x.into() - y.into()).powi(2)).sum();
+    let den: f64 = b.iter().map(|&y| y.into().powi(2)).sum();
     (num / den).sqrt()
 }
 
@@ -115,8 +117,73 @@ fn bfloat16_products_are_refused_off_the_fused_cpu_engine() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["precision"], "float32", "{v}");
-    // `trm bench` takes it for inference only.
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm")).args(["bench", "--precision", "bfloat16"]).output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("--mode eval"), "{err}");
+}
+
+fn trm(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_trm")).args(args).output().unwrap()
+}
+
+fn model_state(run: &std::path::Path) -> std::collections::BTreeMap<String, trm::util::tensors::HostTensor> {
+    let ckpt = trm::store::checkpoint::resolve(run).unwrap();
+    let mut all = trm::util::tensors::read_safetensors(&ckpt.join("state.safetensors")).unwrap();
+    for (k, v) in trm::util::tensors::read_safetensors(&ckpt.join("model.safetensors")).unwrap() {
+        all.insert(format!("model/{k}"), v);
+    }
+    all
+}
+
+/// `trm train --precision bfloat16`: the forward products in bfloat16 change the training (the
+/// weights differ from float32's, within bfloat16's precision), and a run resumed with the same
+/// flag continues exactly; a CPU without a unit refuses it.
+#[test]
+fn training_with_bfloat16_products_resumes_exactly() {
+    let data = tempfile::tempdir().unwrap();
+    common::tiny_data(data.path());
+    let runs = tempfile::tempdir().unwrap();
+    let d = data.path().to_str().unwrap();
+    let run = |name: &str, precision: &str, steps: u64, resume: bool| {
+        let out = runs.path().join(name);
+        let max = format!("max_steps={steps}");
+        let mut args = vec!["train", "--threads", "2", "--quiet", "--config", "sudoku-tiny", "--data", d, "--precision", precision];
+        args.extend(["--out", out.to_str().unwrap()]);
+        if resume {
+            args.push("--resume");
+        } else {
+            args.extend(common::TINY);
+            args.extend(["arch.hidden_size=32", "arch.puzzle_emb_ndim=32", "eval_interval=2", "epochs=4", "eval_max_examples=8"]);
+        }
+        args.push(&max);
+        (trm(&args), out)
+    };
+    if Bf16Unit::best().is_none() {
+        let (o, _) = run("refused", "bfloat16", 2, false);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains("--precision float32"), "{err}");
+        return;
+    }
+    let ok = |(o, out): (std::process::Output, std::path::PathBuf)| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        out
+    };
+    let straight = ok(run("straight", "bfloat16", 10, false));
+    ok(run("split", "bfloat16", 5, false));
+    let split = ok(run("split", "bfloat16", 10, true));
+    let float32 = ok(run("float32", "float32", 10, false));
+    let (a, b, f) = (model_state(&straight), model_state(&split), model_state(&float32));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (k, va) in &a {
+        assert!(va.values.iter().all(|v| v.is_finite()), "{k} is not finite");
+        assert_eq!(va.values, b[k].values, "{k} differs after a resume with bfloat16 products");
+    }
+    let weights: Vec<&String> = a.keys().filter(|k| k.starts_with("model/") && k.contains(".layers.")).collect();
+    assert!(!weights.is_empty(), "no block weights in {:?}", a.keys().collect::<Vec<_>>());
+    let (mut differ, mut worst) = (0, 0.0f64);
+    for k in weights {
+        let e = rel_l2(&a[k].values, &f[k].values);
+        differ += usize::from(e > 0.0);
+        worst = worst.max(e);
+    }
+    eprintln!("{differ} block weights differ from float32's after 10 steps; the largest by {worst:.2e} (relative L2)");
+    assert!(differ > 0, "bfloat16 products left the training unchanged");
+    assert!(worst < 0.05, "after 10 steps a block weight is {worst} (relative L2) from float32's");
 }

@@ -34,8 +34,9 @@ pub struct BenchArgs {
     /// emulated, and runs in float32 unless TRM_CPU_BF16=1; the output says which ran)
     #[arg(long, default_value = "float32")]
     pub dtype: String,
-    /// --mode eval on --device cpu: the CPU engine's products, float32 or bfloat16 on Intel AMX
-    /// tiles or with AVX512-BF16 (as `trm solve --precision`) [default: float32]
+    /// On --device cpu: the CPU engine's products, float32 or bfloat16 on Intel AMX tiles or with
+    /// AVX512-BF16 (as `trm solve --precision`; in --mode train as `trm train --precision`)
+    /// [default: float32]
     #[arg(long, value_enum)]
     pub precision: Option<super::Precision>,
     /// Peak TFLOP/s of the device, for the model FLOP utilisation
@@ -66,12 +67,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         reps: a.reps,
         peak_tflops: a.peak_tflops,
     };
-    anyhow::ensure!(
-        a.precision.is_none() || a.mode == "eval",
-        "--precision sets the products of inference (--mode eval); training always runs them in float32"
-    );
     let products = match a.precision {
-        Some(p) => p.apply(a.device)?,
+        Some(p) => p.apply(a.device, a.mode == "train")?,
         None => None,
     };
     let mut r = match a.mode.as_str() {

@@ -50,8 +50,8 @@ pub enum Precision {
 impl Precision {
     /// Applies it for this process and returns what runs (float32, bfloat16-amx or
     /// bfloat16-avx512) on `--device cpu`, None on other devices (libtorch and cubecl follow the
-    /// model's `arch.forward_dtype`).
-    pub fn apply(self, device: crate::backend::DeviceSpec) -> Result<Option<Precision>> {
+    /// model's `arch.forward_dtype`). `training`: the weights change between calls.
+    pub fn apply(self, device: crate::backend::DeviceSpec, training: bool) -> Result<Option<Precision>> {
         use crate::model::cpu::{Bf16Unit, bf16_auto_unit, bf16_fastest};
         let cpu = device == crate::backend::DeviceSpec::Cpu;
         anyhow::ensure!(
@@ -66,7 +66,11 @@ impl Precision {
             Precision::Bfloat16Amx => Some(Bf16Unit::Amx),
             Precision::Bfloat16Avx512 => Some(Bf16Unit::Avx512Bf16),
         };
-        crate::model::cpu::bf16_products(unit)?;
+        if training {
+            crate::model::cpu::bf16_products_while_training(unit)?;
+        } else {
+            crate::model::cpu::bf16_products(unit)?;
+        }
         Ok(cpu.then_some(match unit {
             None => Precision::Float32,
             Some(Bf16Unit::Amx) => Precision::Bfloat16Amx,

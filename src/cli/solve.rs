@@ -165,7 +165,7 @@ fn bare_model(file: &std::path::Path, a: &SolveArgs, seq_len: usize, vocab_size:
 
 pub fn run(mut a: SolveArgs) -> Result<()> {
     // From here on `a.precision` is what runs (None: not the CPU engine's choice).
-    a.precision = a.precision.unwrap_or(super::Precision::Auto).apply(a.device)?;
+    a.precision = a.precision.unwrap_or(super::Precision::Auto).apply(a.device, false)?;
     // The bundled model's private folder, kept until the command ends.
     let mut _bundled = None;
     let spec = match &a.checkpoint {

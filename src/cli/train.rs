@@ -54,10 +54,22 @@ pub struct TrainArgs {
     /// Stop after this many minutes of wall time (then evaluate and checkpoint, as at the end)
     #[arg(long, value_name = "MINUTES")]
     pub time_limit: Option<f64>,
+    /// The CPU engine's matrix products: float32, or bfloat16 operands with float32 sums on
+    /// Intel AMX tiles or with AVX512-BF16 (as `trm solve --precision`) in the forward pass and
+    /// the linear layers' backward; attention's backward, the optimiser and everything
+    /// element-wise stay float32. An engine choice like --device: not recorded in the run, so
+    /// give it again with --resume [default: float32]
+    #[arg(long, value_enum)]
+    pub precision: Option<super::Precision>,
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
     set_threads(a.threads);
+    if let Some(p) = a.precision.unwrap_or(super::Precision::Float32).apply(a.device, true)?
+        && p != super::Precision::Float32
+    {
+        eprintln!("products: {} in the forward pass and the linear layers' backward", p.name());
+    }
     let mut ov = a.set.clone();
     ov.extend(a.overrides.iter().cloned());
     // A resumed run takes its configuration from its checkpoint (overrides: config::resume_config).
@@ -211,7 +223,7 @@ pub struct EvalArgs {
 /// Evaluates a checkpoint on a data set's test split: plainly, then with views if asked, then
 /// ARC's voting and submission on ARC data.
 pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<EvalResult> {
-    let precision = a.precision.unwrap_or(super::Precision::Float32).apply(a.device)?;
+    let precision = a.precision.unwrap_or(super::Precision::Float32).apply(a.device, false)?;
     let test = Arc::new(format::read_dataset_split(&a.data, "test")?);
     anyhow::ensure!(
         a.views.is_some() || (a.view_steps.is_none() && a.seed.is_none() && a.view_lifetime.is_none() && !a.drawn_latents),

@@ -106,9 +106,12 @@ pub fn block<B: Backend>(h: &Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope
 fn matmul_tn(a: &[f32], b: &[f32], k: usize, m: usize, n: usize) -> Vec<f32> {
     assert!(a.len() >= k * m && b.len() >= k * n, "matmul_tn: operand sizes");
     let mut out = uninit(m * n);
-    // SAFETY: out has capacity m*n, written in full by gemm; a and b cover k*m and k*n.
+    // SAFETY: out has capacity m*n, written in full by gemm (or bf16); a and b cover k*m and k*n.
     unsafe {
-        gemm_into(m, n, k, out.as_mut_ptr(), n, a.as_ptr(), (1, m), b.as_ptr(), (n, 1), 1.0, false, true);
+        match products_in_bf16() {
+            Some(unit) => bf16::matmul(unit, &bf16::lhs(a, (1, m), m, k), &bf16::rhs(b, (n, 1), k, n), out.as_mut_ptr(), n, true),
+            None => gemm_into(m, n, k, out.as_mut_ptr(), n, a.as_ptr(), (1, m), b.as_ptr(), (n, 1), 1.0, false, true),
+        }
         out.set_len(m * n);
     }
     out
@@ -117,14 +120,29 @@ fn matmul_tn(a: &[f32], b: &[f32], k: usize, m: usize, n: usize) -> Vec<f32> {
 /// `dst [m, n] += a[m, k] · b[k, n]`.
 fn matmul_acc(dst: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
     assert!(dst.len() == m * n && a.len() >= m * k && b.len() >= k * n);
+    if products_in_bf16().is_some() {
+        let p = matmul_nn(a, b, m, k, n);
+        dst.par_chunks_mut(CHUNK).zip(p.par_chunks(CHUNK)).for_each(|(d, p)| d.iter_mut().zip(p).for_each(|(d, p)| *d += p));
+        return;
+    }
     // SAFETY: sizes checked above.
     unsafe { gemm_into(m, n, k, dst.as_mut_ptr(), n, a.as_ptr(), (k, 1), b.as_ptr(), (n, 1), 1.0, true, true) }
 }
 
 /// `a[m, k] · b[k, n]`.
 fn matmul_nn(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut out = vec![0f32; m * n];
-    matmul_acc(&mut out, a, b, m, k, n);
+    let Some(unit) = products_in_bf16() else {
+        let mut out = vec![0f32; m * n];
+        matmul_acc(&mut out, a, b, m, k, n);
+        return out;
+    };
+    assert!(a.len() >= m * k && b.len() >= k * n, "matmul_nn: operand sizes");
+    let mut out = uninit(m * n);
+    // SAFETY: out has capacity m*n, written in full by the product; a and b cover their extents.
+    unsafe {
+        bf16::matmul(unit, &bf16::lhs(a, (k, 1), m, k), &bf16::rhs(b, (n, 1), k, n), out.as_mut_ptr(), n, true);
+        out.set_len(m * n);
+    }
     out
 }
 

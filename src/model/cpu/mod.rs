@@ -19,9 +19,10 @@
 //! timing). Tests: equality with the generic block and with burn's autodiff of it, and the
 //! golden fixtures (tests/parity.rs) whose forward and gradients run through it.
 //!
-//! For inference, `bf16_products` (`--precision bfloat16`) moves the linear layers' and the
-//! mlp_t mixer's products to bfloat16 on Intel AMX tiles or with AVX512-BF16 (`bf16/`); the
-//! attention scores and everything element-wise stay float32. Training never turns it on.
+//! `bf16_products` (`--precision bfloat16`) moves the linear layers' and the mlp_t mixer's
+//! forward products to bfloat16 on Intel AMX tiles or with AVX512-BF16 (`bf16/`), and in
+//! training the linear layers' backward products too; the attention scores and everything
+//! element-wise stay float32 (`products.rs`).
 
 mod backward;
 #[cfg(target_arch = "x86_64")]
@@ -33,8 +34,8 @@ mod elementwise;
 mod mlp_t;
 mod products;
 
-use products::products_in_bf16;
-pub use products::{Bf16Unit, bf16_auto_unit, bf16_fastest, bf16_products};
+pub use products::{Bf16Unit, bf16_auto_unit, bf16_fastest, bf16_products, bf16_products_while_training};
+use products::{products_in_bf16, weights_fixed};
 
 use super::config::{ModelConfig, PosEncoding};
 use super::rope::Rope;
@@ -197,7 +198,7 @@ fn linear_rows(x: &[f32], rows: usize, l: &Dense, first: usize, out: usize) -> V
     // SAFETY: y has capacity rows*out and gemm (or bf16) writes all of it; x and w cover their extents.
     unsafe {
         if let Some(unit) = products_in_bf16() {
-            let packed = if matches!(w_all, Cow::Borrowed(_)) {
+            let packed = if matches!(w_all, Cow::Borrowed(_)) && weights_fixed() {
                 bf16::weight_rhs(w, (1, inp), inp, out)
             } else {
                 bf16::rhs(w, (1, inp), inp, out).into()

@@ -1,8 +1,12 @@
 //! Which instructions run the fused forward's matrix products (linear layers and the mlp_t
 //! mixer): float32 gemm, or bfloat16 operands with float32 sums (`bf16/`) on a unit the CPU
-//! has. Process-wide, set once by `trm solve/eval/bench --precision`; training never sets it.
+//! has. Process-wide, set once by `--precision` (`trm solve`, `eval`, `bench`, `train`). In
+//! training the hand-written backward's linear-layer products (input and weight gradients) take
+//! the same unit; the attention's and most of the mlp_t mixer's backward products, the
+//! optimiser and everything element-wise stay float32. Weights, which change every step, are
+//! then packed on every call instead of once.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// The instructions that run the bfloat16 products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,9 +73,23 @@ pub fn bf16_fastest() -> anyhow::Result<Bf16Unit> {
 
 const FUSED_OFF: &str = "--precision bfloat16 runs in the fused CPU block, which TRM_FUSED_CPU=0 or TRM_CPU_BF16=1 turns off: unset them or use --precision float32";
 
-/// Runs the fused forward's products in bfloat16 on `unit` (None: float32), process-wide;
-/// refused, with the fix, where it could not take effect.
+/// Whether the weights stay fixed while the products run (inference): then each is packed for
+/// the unit once and kept.
+static FIXED_WEIGHTS: AtomicBool = AtomicBool::new(true);
+
+/// Runs the fused forward's products in bfloat16 on `unit` (None: float32), process-wide, for
+/// inference (weights packed once); refused, with the fix, where it could not take effect.
 pub fn bf16_products(unit: Option<Bf16Unit>) -> anyhow::Result<()> {
+    set_products(unit, true)
+}
+
+/// `bf16_products` for training: the same forward products, with the weights (which every
+/// optimiser step changes) packed on every call.
+pub fn bf16_products_while_training(unit: Option<Bf16Unit>) -> anyhow::Result<()> {
+    set_products(unit, false)
+}
+
+fn set_products(unit: Option<Bf16Unit>, fixed_weights: bool) -> anyhow::Result<()> {
     if let Some(u) = unit {
         anyhow::ensure!(fused_float32_block(), "{FUSED_OFF}");
         anyhow::ensure!(
@@ -82,6 +100,7 @@ pub fn bf16_products(unit: Option<Bf16Unit>) -> anyhow::Result<()> {
         );
     }
     let code = unit.map_or(0, |u| 1 + UNITS.iter().position(|&x| x == u).expect("a listed unit") as u8);
+    FIXED_WEIGHTS.store(fixed_weights, Ordering::Relaxed);
     PRODUCTS.store(code, Ordering::Relaxed);
     Ok(())
 }
@@ -92,4 +111,9 @@ pub(super) fn products_in_bf16() -> Option<Bf16Unit> {
         0 => None,
         c => Some(UNITS[c as usize - 1]),
     }
+}
+
+/// Whether a weight may be packed once and kept (`bf16_products`, not while training).
+pub(super) fn weights_fixed() -> bool {
+    FIXED_WEIGHTS.load(Ordering::Relaxed)
 }

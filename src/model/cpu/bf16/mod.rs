@@ -72,6 +72,36 @@ pub fn lhs(src: &[f32], (rs, cs): (usize, usize), m: usize, k: usize) -> Lhs {
     assert!(m > 0 && k > 0 && src.len() > (m - 1) * rs + (k - 1) * cs, "amx lhs: operand size");
     let (m_pad, k_pad) = (round_up(m, 32), round_up(k, 32));
     let mut data = vec![0u16; m_pad * k_pad];
+    if rs == 1 && cs != 1 {
+        // The transpose of a row-major `[k, m]` matrix (a weight gradient's left operand): 32 of
+        // its columns at a time, two of its rows at a time (rounded together into 32 words of
+        // two bfloat16, one word per output row), so that both sides stay in cache.
+        let (zeros, wide) = (vec![0f32; 32], wide());
+        let block = |(b, rows): (usize, &mut [u16])| {
+            let (c0, cols) = (32 * b, m.saturating_sub(32 * b).min(32));
+            let mut words = [0u32; 32];
+            for p in 0..k.div_ceil(2) {
+                let r0 = &src[2 * p * cs + c0..2 * p * cs + c0 + cols];
+                let r1 = if 2 * p + 1 < k { &src[(2 * p + 1) * cs + c0..(2 * p + 1) * cs + c0 + cols] } else { &zeros[..cols] };
+                if wide {
+                    // SAFETY: AVX-512F, checked above.
+                    unsafe { pair_rows(r0, r1, &mut words[..cols]) };
+                } else {
+                    words.iter_mut().zip(r0.iter().zip(r1)).for_each(|(w, (&a, &b))| *w = bf16(a) as u32 | (bf16(b) as u32) << 16);
+                }
+                for (c, w) in words[..cols].iter().enumerate() {
+                    rows[c * k_pad + 2 * p] = *w as u16;
+                    rows[c * k_pad + 2 * p + 1] = (*w >> 16) as u16;
+                }
+            }
+        };
+        if m * k >= 1 << 16 {
+            data.par_chunks_mut(32 * k_pad).enumerate().for_each(block);
+        } else {
+            data.chunks_mut(32 * k_pad).enumerate().for_each(block);
+        }
+        return Lhs { data, m, k_pad };
+    }
     let wide = wide();
     let fill = |(i, row): (usize, &mut [u16])| {
         if i < m {
@@ -118,6 +148,24 @@ pub fn rhs(src: &[f32], (rs, cs): (usize, usize), k: usize, n: usize) -> Rhs {
                 // SAFETY: AVX-512F, checked just above.
                 unsafe { pair_rows(&r0[c0..c1], &r1[c0..c1], &mut words[at..at + (c1 - c0)]) };
             }
+        }
+        return Rhs { data, n, k_pad, n_pad };
+    }
+    if rs == 1 {
+        // Columns contiguous in k (a linear layer's weight rows, `W [n, k]`): one block of 16
+        // columns at a time, each column's k pairs read along its row.
+        let block = |(jb, words): (usize, &mut [u32])| {
+            for c in 0..n.saturating_sub(16 * jb).min(16) {
+                let col = &src[(16 * jb + c) * cs..(16 * jb + c) * cs + k];
+                for (p, pair) in col.chunks(2).enumerate() {
+                    words[p * 16 + c] = bf16(pair[0]) as u32 | pair.get(1).map_or(0, |&v| (bf16(v) as u32) << 16);
+                }
+            }
+        };
+        if k * n >= 1 << 16 {
+            data.par_chunks_mut(k_pad * 8).enumerate().for_each(block);
+        } else {
+            data.chunks_mut(k_pad * 8).enumerate().for_each(block);
         }
         return Rhs { data, n, k_pad, n_pad };
     }
@@ -234,16 +282,19 @@ mod tests {
             return;
         }
         // Shapes with every edge: m, k, n not multiples of 32 (or 16), strided operands.
-        for (m, k, n) in [(1, 1, 1), (33, 97, 47), (64, 128, 512), (97, 33, 16)] {
+        for (m, k, n) in [(1, 1, 1), (33, 97, 47), (64, 128, 512), (97, 33, 16), (100, 700, 40)] {
             let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
             let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 89) as f32 - 44.0) / 13.0).collect();
             let want = reference(&a, &b, m, k, n);
             // b given transposed (column stride k), as the linear layers hold their weights.
             let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
             let cases = [(rhs(&b, (n, 1), k, n), false), (rhs(&bt, (1, k), k, n), true)];
             for (unit, (rhs_op, parallel)) in units.iter().flat_map(|&u| cases.iter().map(move |c| (u, c))) {
                 let mut got = vec![f32::NAN; m * (n + 3)];
-                unsafe { matmul(unit, &lhs(&a, (k, 1), m, k), rhs_op, got.as_mut_ptr(), n + 3, *parallel) };
+                // a given as it is, or as the transpose of a row-major [k, m] (a weight gradient's).
+                let a_op = if *parallel { lhs(&at, (1, m), m, k) } else { lhs(&a, (k, 1), m, k) };
+                unsafe { matmul(unit, &a_op, rhs_op, got.as_mut_ptr(), n + 3, *parallel) };
                 for i in 0..m {
                     for j in 0..n {
                         let (g, w) = (got[i * (n + 3) + j], want[i * n + j]);
