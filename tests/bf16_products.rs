@@ -123,15 +123,6 @@ fn trm(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_trm")).args(args).output().unwrap()
 }
 
-fn model_state(run: &std::path::Path) -> std::collections::BTreeMap<String, trm::util::tensors::HostTensor> {
-    let ckpt = trm::store::checkpoint::resolve(run).unwrap();
-    let mut all = trm::util::tensors::read_safetensors(&ckpt.join("state.safetensors")).unwrap();
-    for (k, v) in trm::util::tensors::read_safetensors(&ckpt.join("model.safetensors")).unwrap() {
-        all.insert(format!("model/{k}"), v);
-    }
-    all
-}
-
 /// `trm train --precision bfloat16`: the forward products in bfloat16 change the training (the
 /// weights differ from float32's, within bfloat16's precision), and a run resumed with the same
 /// flag continues exactly; a CPU without a unit refuses it.
@@ -169,7 +160,7 @@ fn training_with_bfloat16_products_resumes_exactly() {
     ok(run("split", "bfloat16", 5, false));
     let split = ok(run("split", "bfloat16", 10, true));
     let float32 = ok(run("float32", "float32", 10, false));
-    let (a, b, f) = (model_state(&straight), model_state(&split), model_state(&float32));
+    let (a, b, f) = (common::run_state(&straight), common::run_state(&split), common::run_state(&float32));
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     for (k, va) in &a {
         assert!(va.values.iter().all(|v| v.is_finite()), "{k} is not finite");

@@ -80,3 +80,14 @@ pub fn tiny_job(data: &Path, out: &Path, overrides: &[String], resume: bool) -> 
         time_limit: None,
     }
 }
+
+/// A run's newest checkpoint as one map: the state (optimiser moments, EMA, carry, ...) and the
+/// model under `model/`, for comparing runs tensor by tensor.
+pub fn run_state(run: &Path) -> std::collections::BTreeMap<String, trm::util::tensors::HostTensor> {
+    let ckpt = trm::store::checkpoint::resolve(run).unwrap();
+    let mut all = trm::util::tensors::read_safetensors(&ckpt.join("state.safetensors")).unwrap();
+    for (k, v) in trm::util::tensors::read_safetensors(&ckpt.join("model.safetensors")).unwrap() {
+        all.insert(format!("model/{k}"), v);
+    }
+    all
+}

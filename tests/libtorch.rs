@@ -57,15 +57,6 @@ fn trm(args: &[&str]) -> String {
     out.into_owned()
 }
 
-fn state(run: &Path) -> std::collections::BTreeMap<String, trm::util::tensors::HostTensor> {
-    let ckpt = trm::store::checkpoint::resolve(run).unwrap();
-    let mut all = trm::util::tensors::read_safetensors(&ckpt.join("state.safetensors")).unwrap();
-    for (k, v) in trm::util::tensors::read_safetensors(&ckpt.join("model.safetensors")).unwrap() {
-        all.insert(format!("model/{k}"), v);
-    }
-    all
-}
-
 #[test]
 fn train_resume_eval_and_solve_on_libtorch_cpu() {
     let data = tempfile::tempdir().unwrap();
@@ -91,7 +82,7 @@ fn train_resume_eval_and_solve_on_libtorch_cpu() {
     let straight = run("straight", 10, false);
     run("split", 5, false);
     let split = run("split", 10, true);
-    let (a, b) = (state(&straight), state(&split));
+    let (a, b) = (common::run_state(&straight), common::run_state(&split));
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     assert!(a.keys().any(|k| k.starts_with("adam_m.")) && a.keys().any(|k| k.starts_with("ema.")));
     for (k, va) in &a {

@@ -31,7 +31,7 @@ pub mod limits {
     pub const MAX_PUZZLES: u64 = 100;
 }
 
-/// `--precision` of `trm solve` and `trm eval`: the CPU engine's matrix products at inference.
+/// `--precision` of `trm solve`, `eval`, `train` and `bench`: the CPU engine's matrix products.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
     /// bfloat16 on AMX tiles where the device is `cpu` and the CPU has them, float32 elsewhere
