@@ -47,13 +47,34 @@ def main(results, out_json):
         lines.append(
             f"training {r['name']}: exit {r.get('exit_code')}, {r.get('steps')} steps, lm_loss {fmt(r.get('first_lm_loss'), '.3f')} -> "
             f"{fmt(r.get('last_lm_loss'), '.3f')}, test exact accuracy {fmt(r.get('test_exact_accuracy'), '.4f')} "
-            f"(token {fmt(r.get('test_token_accuracy'), '.4f')}, {r.get('test_count', '-')} puzzles), GPU MiB {fmt(r.get('gpu_peak_mib'), '.0f')}"
+            f"(token {fmt(r.get('test_token_accuracy'), '.4f')}, {r.get('test_count', '-')} puzzles), GPU MiB {fmt(r.get('gpu_peak_mib'), '.0f')}; "
+            f"against the CPU run: {r.get('cpu_steps_compared', '-')} steps, max |lm_loss diff| {fmt(r.get('max_abs_lm_loss_diff'), '.4f')}, "
+            f"curves agree {r.get('curves_agree', '-')}"
         )
     for r in by("nccl"):
         lines.append(
             f"NCCL world 1 vs plain: exits {r.get('nccl_exit')}/{r.get('plain_exit')}, {r.get('steps_compared')} steps compared, "
             f"max |lm_loss diff| {fmt(r.get('max_lm_loss_diff'), '.2e')}"
         )
+    for r in by("cubecl"):
+        if "error" in r:
+            lines.append(f"cubecl {r['name']}: {r['error']}")
+        else:
+            lines.append(f"cubecl {r['name']}: first step {fmt(r.get('first_step_s'), '.2f')} s, median {fmt(r.get('median_step_s'), '.4f')} s, "
+                         f"MFU {fmt(r.get('mfu'), '.3f')}")
+    for r in by("reference"):
+        p = r.get("profile")
+        if not p:
+            continue
+        lines.append("")
+        if "error" in p:
+            lines.append(f"profile of reference {r['name']}: {p['error']}")
+            continue
+        lines.append(f"profile of reference {r['name']}: {fmt(p.get('wall_s_per_step_profiled'), '.4f')} s/step profiled, "
+                     f"kernels {fmt(p.get('kernel_s_per_step'), '.4f')} s/step ({fmt(p.get('kernels_per_step'), '.0f')} launches, "
+                     f"GPU busy {fmt(p.get('gpu_busy_share'), '.2f')})")
+        for kind, k in (p.get("kernel_kinds") or {}).items():
+            lines.append(f"  {kind:<12} {fmt(k.get('s_per_step'), '.4f')} s/step  share {fmt(k.get('share'), '.3f')}  launches {fmt(k.get('launches_per_step'), '.0f')}")
     print("\n".join(lines))
     json.dump({"records": recs}, open(out_json, "w"), indent=1)
 

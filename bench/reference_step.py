@@ -115,6 +115,9 @@ def parse_args(argv=None):
     p.add_argument("--ref-dir", default=os.environ.get("REF_DIR", str(BENCH_DIR / "reference")),
                    help="prepared reference copy (default bench/reference, or $REF_DIR)")
     p.add_argument("--json", action="store_true", help="print one JSON object per mode")
+    p.add_argument("--profile", action="store_true",
+                   help="after the timed steps, profile 2 more (torch.profiler) and add where the time "
+                        "goes to the result: kernel time by kind, kernels launched per step, top ops")
     a = p.parse_args(argv)
     if a.batch < 1 or a.reps < 1 or a.warmup < 0 or a.threads < 1:
         p.error("--batch, --reps and --threads must be >= 1, --warmup >= 0")
@@ -170,6 +173,65 @@ def step_flops(seq_len, vocab, arch, b, name):
     heads = 2.0 * b * t * d * vocab
     fwd = depth * block + heads
     return fwd, fwd + (fwd if bootstrap else 0.0) + 2.0 * (grad * block + heads)
+
+
+# ----------------------------------------------------------------------------
+# Where a step's time goes (--profile): the basis of the plan for fused kernels.
+# ----------------------------------------------------------------------------
+KERNEL_KINDS = [  # (kind, substrings of a kernel's name), first match wins
+    ("matmul", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "sm90_", "sm80_")),
+    ("attention", ("flash", "fmha", "attention", "sdpa")),
+    ("reduction", ("reduce", "softmax", "norm", "cumsum")),
+    ("copy", ("memcpy", "memset", "copy", "cat", "transpose")),
+    ("elementwise", ("elementwise", "vectorized", "unrolled", "triton_", "foreach")),
+]
+
+
+def kernel_kind(name):
+    low = name.lower()
+    for kind, keys in KERNEL_KINDS:
+        if any(k in low for k in keys):
+            return kind
+    return "other"
+
+
+def profile_steps(step, carry, sync, is_cuda, n):
+    """Profiles n steps; returns per-step wall time, kernel time by kind, kernel count, top ops."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if is_cuda else [])
+    sync()
+    t0 = time.perf_counter()
+    with profile(activities=acts) as prof:
+        for _ in range(n):
+            carry = step(carry)
+        sync()
+    wall = (time.perf_counter() - t0) / n
+    out = dict(steps=n, wall_s_per_step_profiled=wall)
+    if is_cuda:
+        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        by_kind = {}
+        for e in kernels:
+            k = kernel_kind(e.name)
+            t, c = by_kind.get(k, (0.0, 0))
+            by_kind[k] = (t + e.time_range.elapsed_us() / 1e6, c + 1)
+        busy = sum(t for t, _ in by_kind.values()) / n
+        out.update(kernel_s_per_step=busy, kernels_per_step=len(kernels) / n,
+                   gpu_busy_share=busy / wall if wall > 0 else None,
+                   kernel_kinds={k: dict(s_per_step=t / n, launches_per_step=c / n, share=t / n / busy if busy else None)
+                                 for k, (t, c) in sorted(by_kind.items(), key=lambda kv: -kv[1][0])})
+        top = {}
+        for e in kernels:
+            t, c = top.get(e.name, (0.0, 0))
+            top[e.name] = (t + e.time_range.elapsed_us() / 1e6, c + 1)
+        out["top_kernels"] = [dict(name=k[:120], kind=kernel_kind(k), s_per_step=t / n, launches_per_step=c / n)
+                              for k, (t, c) in sorted(top.items(), key=lambda kv: -kv[1][0])[:25]]
+    ops = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    self_time = (lambda e: getattr(e, "self_device_time_total", 0.0)) if is_cuda else (lambda e: e.self_cpu_time_total)
+    out["top_ops"] = [dict(op=e.key, calls_per_step=e.count / n, self_s_per_step=self_time(e) / 1e6 / n)
+                      for e in sorted(ops, key=self_time, reverse=True)[:20]]
+    return out
 
 
 def main(argv=None):
@@ -310,6 +372,13 @@ def main(argv=None):
             if i >= args.warmup:
                 times.append(dt)
 
+        profile = None
+        if args.profile:
+            try:
+                profile = profile_steps(step, carry, sync, is_cuda, 2)
+            except Exception as e:  # a profile is extra: the timing stands without it
+                profile = dict(error=f"{type(e).__name__}: {e}"[:300])
+
         fwd, trn = step_flops(seq_len, vocab, arch, b, args.arch)
         flops = trn if training else fwd
         med = sorted(times)[len(times) // 2]  # as trm bench (the upper median for even counts)
@@ -345,6 +414,8 @@ def main(argv=None):
             python=platform.python_version(),
             reference_commit=ref_commit,
         )
+        if profile is not None:
+            res["profile"] = profile
         del model, head, carry, batch
         if training:
             del optimizers
