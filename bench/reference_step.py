@@ -179,8 +179,8 @@ def step_flops(seq_len, vocab, arch, b, name):
 # Where a step's time goes (--profile): the basis of the plan for fused kernels.
 # ----------------------------------------------------------------------------
 KERNEL_KINDS = [  # (kind, substrings of a kernel's name), first match wins
+    ("attention", ("flash", "fmha", "attention", "sdpa")),  # before matmul: their names hold "cutlass"
     ("matmul", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "sm90_", "sm80_")),
-    ("attention", ("flash", "fmha", "attention", "sdpa")),
     ("reduction", ("reduce", "softmax", "norm", "cumsum")),
     ("copy", ("memcpy", "memset", "copy", "cat", "transpose")),
     ("elementwise", ("elementwise", "vectorized", "unrolled", "triton_", "foreach")),
