@@ -139,17 +139,21 @@ done
 say "3/7 trm bench on $DEVICE"
 if [ "$TINY" = 1 ]; then
   CASES="sudoku-att:2:train:float32 sudoku-att:2:train:bfloat16 sudoku-mlp:2:train:float32 sudoku-att:2:eval:float32 arc-att:1:train:float32"
+  GENERIC="sudoku-att:2:train:bfloat16"
   REPS=(--warmup 1 --reps 1)
 else
   CASES="sudoku-att:768:train:bfloat16 sudoku-att:768:train:float32 sudoku-mlp:768:train:bfloat16 sudoku-mlp:768:train:float32 sudoku-att:768:eval:bfloat16"
+  GENERIC="sudoku-att:768:train:bfloat16"
   REPS=(--warmup 2 --reps 5)
 fi
 END=$(( $(date +%s) + CAP_BENCH ))
-for c in $CASES; do
-  IFS=: read -r shape batch mode dtype <<< "$c"
+# The last case repeats the first with burn's generic attention instead of libtorch's fused SDPA
+# (TRM_FUSED_ATTENTION=0): what the fused op buys, measured side by side.
+for c in $CASES $GENERIC:generic-attention; do
+  IFS=: read -r shape batch mode dtype variant <<< "$c"
   left=$(( END - $(date +%s) )); [ "$left" -gt 5 ] || { record bench "$c" '{"error":"part time cap reached"}'; continue; }
   mem_start
-  out=$(capped "$left" "$TRM" bench --device "$DEVICE" --shape "$shape" --batch "$batch" --mode "$mode" --dtype "$dtype" "${REPS[@]}" "${PEAK_ARG[@]}" --json)
+  out=$(TRM_FUSED_ATTENTION=$([ "$variant" = generic-attention ] && echo 0 || echo 1) capped "$left" "$TRM" bench --device "$DEVICE" --shape "$shape" --batch "$batch" --mode "$mode" --dtype "$dtype" "${REPS[@]}" "${PEAK_ARG[@]}" --json)
   peak=$(mem_stop)
   body=$(echo "$out" | "$PY" -c 'import json,sys
 t=sys.stdin.read().strip()

@@ -3,13 +3,13 @@
 //! is generic over burn's `Backend`; nothing outside this module names a concrete engine except
 //! the fused CPU block (`model::cpu`), which is Flex-only by construction.
 //!
-//! | `--device` | engine | cargo feature | fused CPU block | native bf16 | token loss |
-//! |---|---|---|---|---|---|
-//! | `cpu` | burn's Flex (+ trm's fused kernels) | default | yes | no (emulated, see `model::precision`) | float64 |
-//! | `torch-cpu` | libtorch on the CPU | `libtorch` | no | yes | float64 |
-//! | `cuda[:N]` | libtorch on GPU N | `libtorch` | no | yes | float64 |
-//! | `cubecl[:N]` | burn's CUDA backend (cubecl, fused) on GPU N | `cubecl` | no | yes | float32 |
-//! | `cubecl-unfused[:N]` | the same without kernel fusion | `cubecl` | no | yes | float32 |
+//! | `--device` | engine | cargo feature | fused CPU block | fused attention | native bf16 | token loss |
+//! |---|---|---|---|---|---|---|
+//! | `cpu` | burn's Flex (+ trm's fused kernels) | default | yes | (inside the block) | no (emulated, see `model::precision`) | float64 |
+//! | `torch-cpu` | libtorch on the CPU | `libtorch` | no | yes (SDPA) | yes | float64 |
+//! | `cuda[:N]` | libtorch on GPU N | `libtorch` | no | yes (SDPA) | yes | float64 |
+//! | `cubecl[:N]` | burn's CUDA backend (cubecl, fused) on GPU N | `cubecl` | no | no | yes | float32 |
+//! | `cubecl-unfused[:N]` | the same without kernel fusion | `cubecl` | no | no | yes | float32 |
 //!
 //! libtorch runs the very code on the CPU (`torch-cpu`) that it runs on a GPU (`cuda`), so the
 //! GPU path is tested in CI without a GPU. burn 0.21's fused cubecl kernels have no float64
@@ -22,7 +22,7 @@
 
 use anyhow::Result;
 use burn::backend::{Autodiff, Flex};
-use burn::prelude::Backend;
+use burn::prelude::{Backend, Tensor};
 use burn::tensor::DType;
 use std::any::TypeId;
 
@@ -155,17 +155,22 @@ pub struct Capabilities {
     pub engine: &'static str,
     /// trm's fused CPU transformer block applies (burn's Flex only).
     pub fused_cpu_block: bool,
+    /// Attention runs as one fused op, forward and backward (`fused_attention`).
+    pub fused_attention: bool,
     /// bfloat16 activations run natively (otherwise emulated through float32, see `model::precision`).
     pub native_bf16: bool,
     /// The dtype of the stable-max token loss (float64 as the reference wherever the engine has it).
     pub loss_dtype: DType,
 }
 
-const FLEX: Capabilities = Capabilities { engine: "flex", fused_cpu_block: true, native_bf16: false, loss_dtype: DType::F64 };
+const FLEX: Capabilities =
+    Capabilities { engine: "flex", fused_cpu_block: true, fused_attention: false, native_bf16: false, loss_dtype: DType::F64 };
 #[cfg(feature = "libtorch")]
-const LIBTORCH: Capabilities = Capabilities { engine: "libtorch", fused_cpu_block: false, native_bf16: true, loss_dtype: DType::F64 };
+const LIBTORCH: Capabilities =
+    Capabilities { engine: "libtorch", fused_cpu_block: false, fused_attention: true, native_bf16: true, loss_dtype: DType::F64 };
 #[cfg(feature = "cubecl")]
-const CUBECL: Capabilities = Capabilities { engine: "cubecl", fused_cpu_block: false, native_bf16: true, loss_dtype: DType::F32 };
+const CUBECL: Capabilities =
+    Capabilities { engine: "cubecl", fused_cpu_block: false, fused_attention: false, native_bf16: true, loss_dtype: DType::F32 };
 
 /// The capabilities of backend `B` (with or without autodiff). The one place where trm looks at
 /// a backend's type.
@@ -185,7 +190,7 @@ pub fn capabilities<B: Backend>() -> Capabilities {
         return CUBECL;
     }
     // A backend this table does not know (a test's own): burn's generic ops, float32 loss.
-    Capabilities { engine: "other", fused_cpu_block: false, native_bf16: true, loss_dtype: DType::F32 }
+    Capabilities { engine: "other", fused_cpu_block: false, fused_attention: false, native_bf16: true, loss_dtype: DType::F32 }
 }
 
 /// Whether `B` is exactly burn's Flex without autodiff (the fused block's forward).
@@ -242,6 +247,34 @@ macro_rules! with_backend {
 
 #[cfg(feature = "libtorch")]
 pub mod torch;
+#[cfg(feature = "libtorch")]
+mod torch_attention;
+
+/// The inputs of an attention call, handed back when the engine has no fused attention.
+pub type AttentionInputs<B> = (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>);
+
+/// Non-causal, unmasked attention `softmax(q kᵀ · scale) v` over `[B, H, T, hd]` tensors as one
+/// fused op, forward and backward, where the engine has one (`Capabilities::fused_attention`:
+/// libtorch's SDPA) and `TRM_FUSED_ATTENTION=0` does not turn it off; otherwise `Err` hands the
+/// inputs back for burn's generic form (`model::layers::attention`).
+pub fn fused_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    scale: f64,
+) -> Result<Tensor<B, 4>, AttentionInputs<B>> {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !capabilities::<B>().fused_attention || *OFF.get_or_init(crate::util::env::fused_attention_off) {
+        return Err((q, k, v));
+    }
+    #[cfg(feature = "libtorch")]
+    return torch_attention::attention(q, k, v, scale);
+    #[cfg(not(feature = "libtorch"))]
+    {
+        let _ = scale;
+        Err((q, k, v))
+    }
+}
 
 /// Sizes the CPU thread pools: rayon's global pool (burn's Flex backend and trm's data work) and,
 /// with the `libtorch` engine, libtorch's intra-op pool.

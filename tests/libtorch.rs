@@ -126,3 +126,56 @@ fn a_gpu_that_libtorch_does_not_see_is_a_clear_error() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("sees no CUDA device") && err.contains("torch-cpu"), "{err}");
 }
+
+/// burn's generic attention (the form the other engines run), for checking the fused one.
+fn generic_attention<B: burn::prelude::Backend>(
+    q: burn::prelude::Tensor<B, 4>,
+    k: burn::prelude::Tensor<B, 4>,
+    v: burn::prelude::Tensor<B, 4>,
+    scale: f64,
+) -> burn::prelude::Tensor<B, 4> {
+    let dt = q.dtype();
+    let scores = (q.matmul(k.swap_dims(2, 3)) * scale).cast(burn::tensor::DType::F32);
+    burn::tensor::activation::softmax(scores, 3).cast(dt).matmul(v)
+}
+
+#[test]
+fn fused_attention_matches_the_generic_form_with_gradients() {
+    use burn::prelude::Tensor;
+    use burn::tensor::{DType, Distribution};
+    assert!(trm::backend::capabilities::<Torch>().fused_attention);
+    let dev = LibTorchDevice::Cpu;
+    let rel = |a: Tensor<trm::backend::Torch, 4>, b: Tensor<trm::backend::Torch, 4>| {
+        let (a, b) = (trm::backend::to_host_f32(&a), trm::backend::to_host_f32(&b));
+        let num: f64 = a.iter().zip(&b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+        let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+        (num / den).sqrt()
+    };
+    // [B, H, T, hd] as the Sudoku attention model's blocks (T = 81 cells + 16 puzzle-embedding
+    // positions), small; q and k are strided views, as the model's are after swap_dims.
+    for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 2e-2)] {
+        let input = || {
+            let t = Tensor::<Torch, 4>::random([2, 97, 3, 8], Distribution::Normal(0.0, 1.0), &dev).swap_dims(1, 2);
+            t.cast(dtype).require_grad()
+        };
+        let (q, k, v) = (input(), input(), input());
+        let w = Tensor::<Torch, 4>::random([2, 3, 97, 8], Distribution::Normal(0.0, 1.0), &dev).cast(dtype);
+        let scale = 1.0 / 8f64.sqrt();
+        let fused = trm::backend::fused_attention(q.clone(), k.clone(), v.clone(), scale).expect("libtorch has fused attention");
+        let generic = generic_attention(q.clone(), k.clone(), v.clone(), scale);
+        let g_fused = (fused.clone() * w.clone()).sum().backward();
+        let g_generic = (generic.clone() * w).sum().backward();
+        let out_err = rel(fused.inner(), generic.inner());
+        assert!(out_err < tol, "{dtype:?}: output differs by {out_err:.2e}");
+        for (name, t) in [("q", &q), ("k", &k), ("v", &v)] {
+            let (a, b) = (t.grad(&g_fused).expect("fused gradient"), t.grad(&g_generic).expect("generic gradient"));
+            assert_eq!(a.dtype(), dtype, "{name}'s gradient keeps its dtype");
+            let e = rel(a, b);
+            eprintln!("{dtype:?} d{name}: relative L2 {e:.2e} (output {out_err:.2e})");
+            assert!(e < tol, "{dtype:?}: gradient of {name} differs by {e:.2e}");
+        }
+    }
+    // An engine without it hands the inputs back.
+    let x = Tensor::<FlexAd, 4>::zeros([1, 1, 2, 2], &Default::default());
+    assert!(trm::backend::fused_attention(x.clone(), x.clone(), x, 1.0).is_err());
+}

@@ -53,8 +53,14 @@ pub fn attention<B: Backend>(x: Tensor<B, 3>, qkv: &Linear<B>, o: &Linear<B>, he
         k = r.apply(k);
     }
     let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2)); // [B, H, T, hd]
-    let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt()); // [B, H, T, T]
-    let out = in_f32(scores, |s| softmax(s, 3)).matmul(v); // [B, H, T, hd], softmax in float32
+    let scale = 1.0 / (hd as f64).sqrt();
+    let out = match crate::backend::fused_attention(q, k, v, scale) {
+        Ok(out) => out, // one fused op (libtorch's SDPA), forward and backward
+        Err((q, k, v)) => {
+            let scores = q.matmul(k.swap_dims(2, 3)) * scale; // [B, H, T, T]
+            in_f32(scores, |s| softmax(s, 3)).matmul(v) // [B, H, T, hd], softmax in float32
+        }
+    };
     linear3(out.swap_dims(1, 2).reshape([b, t, aw]), o)
 }
 
