@@ -60,11 +60,19 @@ const CONFIG: TileConfig = {
 /// Runs `f` with the tiles configured on this thread, then releases them.
 pub fn with_tiles(f: &mut dyn FnMut()) {
     assert!(available(), "AMX tiles without AMX");
+    /// Releases this thread's tile state when dropped, also when `f` panics.
+    struct Release;
+    impl Drop for Release {
+        fn drop(&mut self) {
+            // SAFETY: AMX is available (asserted before this guard exists); releases this
+            // thread's tile state.
+            unsafe { asm!("tilerelease", options(nostack, nomem)) };
+        }
+    }
     // SAFETY: AMX is available (asserted above); the configuration is this thread's.
     unsafe { asm!("ldtilecfg [{0}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
+    let _release = Release;
     f();
-    // SAFETY: releases this thread's tile state.
-    unsafe { asm!("tilerelease", options(nostack, nomem)) };
 }
 
 /// `c [32 x 32] (row stride c_rs floats) = a rows r.. r+32 · b columns 32 jb.. 32 jb + 32`.

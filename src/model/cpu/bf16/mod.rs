@@ -69,7 +69,10 @@ pub struct Lhs {
 
 /// The left operand from float32 values `src[i * rs + j * cs]`, i < m, j < k.
 pub fn lhs(src: &[f32], (rs, cs): (usize, usize), m: usize, k: usize) -> Lhs {
-    assert!(m > 0 && k > 0 && src.len() > (m - 1) * rs + (k - 1) * cs, "amx lhs: operand size");
+    if m == 0 || k == 0 {
+        return Lhs { data: vec![], m, k_pad: 0 }; // an empty product (`matmul` writes zeros or nothing)
+    }
+    assert!(src.len() > (m - 1) * rs + (k - 1) * cs, "amx lhs: operand size");
     let (m_pad, k_pad) = (round_up(m, 32), round_up(k, 32));
     let mut data = vec![0u16; m_pad * k_pad];
     if rs == 1 && cs != 1 {
@@ -131,7 +134,10 @@ pub struct Rhs {
 
 /// The right operand from float32 values `src[i * rs + j * cs]`, i < k, j < n.
 pub fn rhs(src: &[f32], (rs, cs): (usize, usize), k: usize, n: usize) -> Rhs {
-    assert!(k > 0 && n > 0 && src.len() > (k - 1) * rs + (n - 1) * cs, "amx rhs: operand size");
+    if k == 0 || n == 0 {
+        return Rhs { data: vec![], n, k_pad: 0, n_pad: round_up(n, 32) }; // an empty product
+    }
+    assert!(src.len() > (k - 1) * rs + (n - 1) * cs, "amx rhs: operand size");
     let (k_pad, n_pad) = (round_up(k, 32), round_up(n, 32));
     // Two bfloat16 per word: the k pair (2p, 2p + 1) of one column.
     let mut data = vec![0u32; k_pad * n_pad / 2];
@@ -209,8 +215,19 @@ pub fn weight_rhs(src: &[f32], strides: (usize, usize), k: usize, n: usize) -> A
 /// written by anyone else meanwhile.
 pub unsafe fn matmul(unit: Unit, a: &Lhs, b: &Rhs, dst: *mut f32, dst_rs: usize, parallel: bool) {
     assert!(available(unit), "{} products without the unit", unit.precision());
-    assert_eq!(a.k_pad, b.k_pad, "bfloat16 matmul: inner sizes");
     let (m, n) = (a.m, b.n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if a.k_pad == 0 || b.k_pad == 0 {
+        // An inner size of 0 (either operand built empty): the product is zero.
+        for i in 0..m {
+            // SAFETY: row i < m of dst, n values, per the caller's contract.
+            unsafe { std::ptr::write_bytes(dst.add(i * dst_rs), 0, n) };
+        }
+        return;
+    }
+    assert_eq!(a.k_pad, b.k_pad, "bfloat16 matmul: inner sizes");
     let out = super::Out(dst);
     // SAFETY (both): the unit is available (asserted above) and, for AMX, the tiles are
     // configured on this thread (`on_unit` below); the caller keeps the block's bounds.
@@ -282,7 +299,8 @@ mod tests {
             return;
         }
         // Shapes with every edge: m, k, n not multiples of 32 (or 16), strided operands.
-        for (m, k, n) in [(1, 1, 1), (33, 97, 47), (64, 128, 512), (97, 33, 16), (100, 700, 40)] {
+        // Empty products too (an empty batch: m = 0), as float32's gemm takes them.
+        for (m, k, n) in [(1, 1, 1), (33, 97, 47), (64, 128, 512), (97, 33, 16), (100, 700, 40), (0, 5, 7), (3, 0, 7), (3, 5, 0)] {
             let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
             let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 89) as f32 - 44.0) / 13.0).collect();
             let want = reference(&a, &b, m, k, n);
