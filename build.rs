@@ -27,7 +27,31 @@ fn main() {
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     println!("cargo:rustc-env=TRM_LIBTORCH_LIB={}", lib.display());
     println!("cargo:rustc-env=TRM_LIBTORCH_VERSION={version}");
+    profiler_shim(&lib);
 }
+
+/// Compiles src/backend/torch_profiler.cpp (libtorch's profiler behind two C functions) against
+/// the headers of the libtorch found above, with its C++ ABI.
+#[cfg(feature = "libtorch")]
+fn profiler_shim(lib: &std::path::Path) {
+    let src = "src/backend/torch_profiler.cpp";
+    println!("cargo:rerun-if-changed={src}");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    let include = lib.parent().expect("libtorch's lib folder has a parent").join("include");
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    cc::Build::new()
+        .cpp(true)
+        .file(src)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .warnings(false)
+        .compile("trm_torch_profiler");
+}
+
+#[cfg(not(feature = "libtorch"))]
+fn profiler_shim(_lib: &std::path::Path) {}
 
 fn libtorch() -> Result<(PathBuf, String), String> {
     if std::env::var_os("LIBTORCH_USE_PYTORCH").is_some() {

@@ -8,7 +8,8 @@
 #   1. the machine: nvidia-smi, driver, torch, the libtorch trm loaded
 #   2. correctness: `trm parity --device cuda` (libtorch) on every golden fixture (float32)
 #   3. speed: `trm bench` training steps at batch 768 (Sudoku attention and mlp_t), bfloat16 and
-#      float32, the first step reported apart from the steady ones, MFU against the bf16 peak
+#      float32, the first step reported apart from the steady ones, MFU against the bf16 peak;
+#      the attention case again with burn's generic attention; trm's profile (bfloat16 steps)
 #   4. the reference at the same shapes on the machine's PyTorch, eager and torch.compile
 #   5. learning: 300 steps of a small Sudoku model on the GPU, its loss curve against the same
 #      seed's CPU run (computed when the kit was made, kit/cpu-curve.jsonl)
@@ -24,7 +25,8 @@
 # --tiny: small batches, few steps and short caps, to test the script itself on a CPU.
 # Environment: PEAK_TFLOPS (bf16 dense peak for MFU; default from the GPU's name: H100 989,
 # H200 989), PYTHON (default python3), CAPS="parity bench reference train nccl cubecl" seconds
-# (default "60 130 110 100 45 60": 8.4 minutes at most, about 11 with the machine's start).
+# (default "60 130 110 100 45 60", and 40 s more for trm's profiles: 9.1 minutes at most, about
+# 11.5 with the machine's start; the first H200 run took 3.4 minutes).
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 KIT=gpu-kit OUT="" DEVICE=cuda TINY=0
@@ -140,10 +142,12 @@ say "3/7 trm bench on $DEVICE"
 if [ "$TINY" = 1 ]; then
   CASES="sudoku-att:2:train:float32 sudoku-att:2:train:bfloat16 sudoku-mlp:2:train:float32 sudoku-att:2:eval:float32 arc-att:1:train:float32"
   GENERIC="sudoku-att:2:train:bfloat16"
+  PROFILE_CASES="sudoku-att:2:train:bfloat16"
   REPS=(--warmup 1 --reps 1)
 else
   CASES="sudoku-att:768:train:bfloat16 sudoku-att:768:train:float32 sudoku-mlp:768:train:bfloat16 sudoku-mlp:768:train:float32 sudoku-att:768:eval:bfloat16"
   GENERIC="sudoku-att:768:train:bfloat16"
+  PROFILE_CASES="sudoku-att:768:train:bfloat16 sudoku-mlp:768:train:bfloat16"
   REPS=(--warmup 2 --reps 5)
 fi
 END=$(( $(date +%s) + CAP_BENCH ))
@@ -162,6 +166,17 @@ except ValueError: r={"error":"no result (crash or time cap; see gpu-check.log)"
 if sys.argv[1]: r["gpu_peak_mib"]=float(sys.argv[1])
 print(json.dumps(r))' "${peak:-}")
   record bench "$c" "$body"
+done
+# trm's own profile (libtorch's profiler through `trm bench --profile`): kernel time by kind,
+# launches and operators per step, beside the reference's profile of stage 4. Separate runs, so a
+# profiler that fails costs only these records.
+for c in $PROFILE_CASES; do
+  IFS=: read -r shape batch mode dtype <<< "$c"
+  left=$(( END + 40 - $(date +%s) )); [ "$left" -gt 5 ] || { record bench "$c:profile" '{"error":"part time cap reached"}'; continue; }
+  out=$(capped "$left" "$TRM" bench --device "$DEVICE" --shape "$shape" --batch "$batch" --mode "$mode" --dtype "$dtype" --warmup 2 --reps 1 \
+    --profile "$SCRATCH/events-$shape-$mode-$dtype.tsv" "${PEAK_ARG[@]}" --json)
+  [ -n "$out" ] || out='{"error":"no result (crash or time cap; see gpu-check.log)"}'
+  record bench "$c:profile" "$out"
 done
 
 # ---- 4. the reference ----------------------------------------------------------------------------

@@ -62,15 +62,19 @@ def main(results, out_json):
         else:
             lines.append(f"cubecl {r['name']}: first step {fmt(r.get('first_step_s'), '.2f')} s, median {fmt(r.get('median_step_s'), '.4f')} s, "
                          f"MFU {fmt(r.get('mfu'), '.3f')}")
-    for r in by("reference"):
+    for r in by("bench") + by("reference"):
         p = r.get("profile")
+        who = "trm" if r["part"] == "bench" else "reference"
+        if r.get("profile_error"):
+            lines += ["", f"profile of {who} {r['name']}: {r['profile_error']}"]
         if not p:
             continue
         lines.append("")
         if "error" in p:
-            lines.append(f"profile of reference {r['name']}: {p['error']}")
+            lines.append(f"profile of {who} {r['name']}: {p['error']}")
             continue
-        lines.append(f"profile of reference {r['name']}: {fmt(p.get('wall_s_per_step_profiled'), '.4f')} s/step profiled, "
+        ops = f", {fmt(p.get('ops_per_step'), '.0f')} operators" if "ops_per_step" in p else ""
+        lines.append(f"profile of {who} {r['name']}: {fmt(p.get('wall_s_per_step_profiled'), '.4f')} s/step profiled{ops}, "
                      f"kernels {fmt(p.get('kernel_s_per_step'), '.4f')} s/step ({fmt(p.get('kernels_per_step'), '.0f')} launches, "
                      f"GPU busy {fmt(p.get('gpu_busy_share'), '.2f')})")
         for kind, k in (p.get("kernel_kinds") or {}).items():

@@ -245,10 +245,32 @@ macro_rules! with_backend {
     }};
 }
 
+pub mod profile;
 #[cfg(feature = "libtorch")]
 pub mod torch;
 #[cfg(feature = "libtorch")]
 mod torch_attention;
+#[cfg(feature = "libtorch")]
+mod torch_profiler;
+
+/// Runs `step` `steps` times under the engine's profiler, writes the raw events to `events`, and
+/// returns where the steps' time went (`trm bench --profile`). libtorch only (its profiler).
+pub fn profile_steps<B: Backend>(steps: usize, events: &std::path::Path, step: impl FnMut() -> Result<()>) -> Result<profile::Profile> {
+    anyhow::ensure!(
+        capabilities::<B>().engine == "libtorch",
+        "--profile needs the libtorch engine (--device torch-cpu or cuda[:N]): it runs libtorch's profiler"
+    );
+    #[cfg(feature = "libtorch")]
+    {
+        let wall = torch_profiler::record(steps, events, step)?;
+        profile::summarise(events, steps, wall)
+    }
+    #[cfg(not(feature = "libtorch"))]
+    {
+        let _ = (steps, events, step);
+        unreachable!("only the libtorch engine passes the check above")
+    }
+}
 
 /// The inputs of an attention call, handed back when the engine has no fused attention.
 pub type AttentionInputs<B> = (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>);

@@ -95,7 +95,13 @@ pub struct BenchSpec {
     pub reps: usize,
     /// Peak TFLOP/s of the device, for the model FLOP utilisation.
     pub peak_tflops: Option<f64>,
+    /// Profile two more steps after the timed ones and write the profiler's events here
+    /// (libtorch only, `crate::backend::profile_steps`).
+    pub profile: Option<std::path::PathBuf>,
 }
+
+/// Steps profiled after the timed ones (`BenchSpec::profile`).
+const PROFILED_STEPS: usize = 2;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchResult {
@@ -129,6 +135,27 @@ pub struct BenchResult {
     pub first_step_s: f64,
     /// The engine that ran it (`crate::backend::Capabilities::engine`).
     pub engine: &'static str,
+    /// Where the time of `PROFILED_STEPS` more steps went (`trm bench --profile`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<crate::backend::profile::Profile>,
+    /// Why the profile is missing when it was asked for (the timings stand without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile_error: Option<String>,
+}
+
+/// A profile asked for, or why there is none: a profiler that fails (no CUPTI in a sandbox,
+/// say) costs the profile, not the timings.
+fn profile_or_error(
+    r: Option<anyhow::Result<crate::backend::profile::Profile>>,
+) -> (Option<crate::backend::profile::Profile>, Option<String>) {
+    match r {
+        None => (None, None),
+        Some(Ok(p)) => (Some(p), None),
+        Some(Err(e)) => {
+            eprintln!("bench: no profile: {e:#}");
+            (None, Some(format!("{e:#}")))
+        }
+    }
 }
 
 /// See `BenchResult::cpu_isa`.
@@ -199,6 +226,8 @@ fn summarise(
         products: None,
         first_step_s: first,
         engine,
+        profile: None,
+        profile_error: None,
     }
 }
 
@@ -211,7 +240,7 @@ fn progress(i: usize, warmup: usize, reps: usize, secs: f64) {
 
 /// Times `reps` training steps after `warmup` on backend `AD`.
 pub fn bench_train<AD: AutodiffBackend>(spec: &BenchSpec, device: &AD::Device) -> anyhow::Result<BenchResult> {
-    let BenchSpec { shape: shape_name, arch, dtype, batch: b, warmup, reps, peak_tflops: peak } = spec.clone();
+    let BenchSpec { shape: shape_name, arch, dtype, batch: b, warmup, reps, peak_tflops: peak, profile } = spec.clone();
     let shape_name = shape_name.as_str();
     let mut c = shape_for(shape_name, arch)?;
     c.arch.forward_dtype = dtype;
@@ -224,7 +253,7 @@ pub fn bench_train<AD: AutodiffBackend>(spec: &BenchSpec, device: &AD::Device) -
     let batch = random_batch(&c, b, &mut rng);
     let adam_h = AdamHyper { lr: 1e-4, beta1: 0.9, beta2: 0.95, weight_decay: 0.1, kind: OptimizerKind::AdamAtan2 };
     let h = StepHyper { adam: adam_h, puzzle_lr: 1e-2, puzzle_weight_decay: 0.1, ema_rate: 0.999, freeze_weights: false };
-    let times = time_steps(warmup, reps, |i| {
+    let mut step = |i: usize| {
         let explore = Exploration::of(&c.arch, 0, i as u64 + 1, 0);
         let (loss, _, leaves) = train_forward::<AD>(&c, &params, table.as_ref(), &mut carry, &batch, &ropes, explore);
         let learner = Learner { params: &mut params, table: &mut table, adam: &mut adam, ema: None };
@@ -232,20 +261,32 @@ pub fn bench_train<AD: AutodiffBackend>(spec: &BenchSpec, device: &AD::Device) -
         // Wait for the device: reading one value forces all queued work to finish.
         let _ = crate::backend::to_host_f32(&params[0].tensor.clone().slice([0..1, 0..1]));
         Ok(())
-    })?;
-    Ok(summarise(
-        &label_of(shape_name, arch),
-        "train",
-        activation_dtype::<AD>(&c),
-        &c,
-        b,
-        format!("{device:?}"),
-        times,
-        warmup,
-        step_flops(&c, b).1,
-        peak,
-        crate::backend::capabilities::<AD>().engine,
-    ))
+    };
+    let times = time_steps(warmup, reps, &mut step)?;
+    let mut i = warmup + reps;
+    let (profile, profile_error) = profile_or_error(profile.map(|events| {
+        crate::backend::profile_steps::<AD>(PROFILED_STEPS, &events, || {
+            i += 1;
+            step(i - 1)
+        })
+    }));
+    Ok(BenchResult {
+        profile,
+        profile_error,
+        ..summarise(
+            &label_of(shape_name, arch),
+            "train",
+            activation_dtype::<AD>(&c),
+            &c,
+            b,
+            format!("{device:?}"),
+            times,
+            warmup,
+            step_flops(&c, b).1,
+            peak,
+            crate::backend::capabilities::<AD>().engine,
+        )
+    })
 }
 
 /// Runs `step(i)` for `warmup + reps` steps and returns each one's wall time, showing progress.
@@ -268,7 +309,7 @@ fn label_of(shape: &str, arch: Architecture) -> String {
 
 /// Times `reps` evaluation (inference) supervision steps after `warmup` on backend `B`.
 pub fn bench_eval<B: Backend>(spec: &BenchSpec, device: &B::Device) -> anyhow::Result<BenchResult> {
-    let BenchSpec { shape: shape_name, arch, dtype, batch: b, warmup, reps, peak_tflops: peak } = spec.clone();
+    let BenchSpec { shape: shape_name, arch, dtype, batch: b, warmup, reps, peak_tflops: peak, profile } = spec.clone();
     let shape_name = shape_name.as_str();
     let mut c = shape_for(shape_name, arch)?;
     c.arch.forward_dtype = dtype;
@@ -278,23 +319,30 @@ pub fn bench_eval<B: Backend>(spec: &BenchSpec, device: &B::Device) -> anyhow::R
     let rope = Rope::<B>::new(&c, device);
     let mut carry = Carry::new(&c, b, device);
     let batch = random_batch(&c, b, &mut rng);
-    let times = time_steps(warmup, reps, |_| {
+    let mut step = |_: usize| {
         let _ = eval_forward(&c, &w, table.as_ref(), &mut carry, &batch, &rope, usize::MAX);
         Ok(())
-    })?;
-    Ok(summarise(
-        &label_of(shape_name, arch),
-        "eval",
-        activation_dtype::<B>(&c),
-        &c,
-        b,
-        format!("{device:?}"),
-        times,
-        warmup,
-        step_flops(&c, b).0,
-        peak,
-        crate::backend::capabilities::<B>().engine,
-    ))
+    };
+    let times = time_steps(warmup, reps, &mut step)?;
+    let (profile, profile_error) =
+        profile_or_error(profile.map(|events| crate::backend::profile_steps::<B>(PROFILED_STEPS, &events, || step(0))));
+    Ok(BenchResult {
+        profile,
+        profile_error,
+        ..summarise(
+            &label_of(shape_name, arch),
+            "eval",
+            activation_dtype::<B>(&c),
+            &c,
+            b,
+            format!("{device:?}"),
+            times,
+            warmup,
+            step_flops(&c, b).0,
+            peak,
+            crate::backend::capabilities::<B>().engine,
+        )
+    })
 }
 
 #[cfg(test)]

@@ -45,6 +45,11 @@ pub struct BenchArgs {
     /// CPU threads [default: all cores]
     #[arg(long)]
     pub threads: Option<usize>,
+    /// After the timed steps, profile 2 more with libtorch's profiler (--device torch-cpu or
+    /// cuda[:N]), write its raw events to this file, and add where the time went to the result:
+    /// kernel time and launches by kind, the busiest kernels, operators per step
+    #[arg(long, value_name = "EVENTS_FILE")]
+    pub profile: Option<std::path::PathBuf>,
     /// Print JSON
     #[arg(long)]
     pub json: bool,
@@ -66,7 +71,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
         warmup: a.warmup,
         reps: a.reps,
         peak_tflops: a.peak_tflops,
+        profile: a.profile.clone(),
     };
+    anyhow::ensure!(
+        a.profile.is_none() || a.device.feature() == Some("libtorch"),
+        "--profile needs the libtorch engine (--device torch-cpu or cuda[:N]): it runs libtorch's profiler"
+    );
     let products = match a.precision {
         Some(p) => p.apply(a.device, a.mode == "train")?,
         None => None,
@@ -96,6 +106,18 @@ pub fn run(a: BenchArgs) -> Result<()> {
             r.mfu.map(|m| format!(" (MFU {:.1}%)", m * 100.0)).unwrap_or_default(),
             r.peak_bytes.unwrap_or(0) as f64 / (1 << 20) as f64
         );
+        if let Some(p) = &r.profile {
+            println!("profile ({} steps): {:.0} operators per step", p.steps, p.ops_per_step);
+            if let (Some(k), Some(t), Some(busy)) = (p.kernels_per_step, p.kernel_s_per_step, p.gpu_busy_share) {
+                println!("  GPU: {k:.0} kernels per step, {t:.4} s of kernel time per step, busy {:.0}% of the time", busy * 100.0);
+                for (kind, v) in &p.kernel_kinds {
+                    println!("  {kind:<12} {:.4} s/step ({:.0}%), {:.0} launches", v.s_per_step, v.share * 100.0, v.launches_per_step);
+                }
+            }
+            for op in p.top_ops.iter().take(10) {
+                println!("  {:<40} {:>6.0} calls/step", op.op, op.calls_per_step);
+            }
+        }
     }
     Ok(())
 }

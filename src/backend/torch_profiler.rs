@@ -1,0 +1,38 @@
+//! libtorch's profiler (Kineto) around a few steps, through the C++ shim torch_profiler.cpp
+//! (torch.profiler cannot reach a Rust process). With CUDA present it records the GPU kernels
+//! too. The events go to a file; `backend::profile` summarises them.
+
+use anyhow::{Result, bail};
+use std::ffi::{CString, c_char};
+use std::path::Path;
+
+unsafe extern "C" {
+    fn trm_profiler_start(with_cuda: i32, err: *mut c_char, err_len: usize) -> i32;
+    fn trm_profiler_stop(events_path: *const c_char, err: *mut c_char, err_len: usize) -> i32;
+}
+
+fn message(buf: &[u8]) -> String {
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Runs `step` `steps` times under the profiler, writes its events to `events`, and returns
+/// the wall time of those steps.
+pub fn record(steps: usize, events: &Path, mut step: impl FnMut() -> Result<()>) -> Result<f64> {
+    let path = CString::new(events.as_os_str().as_encoded_bytes())?;
+    let mut err = [0u8; 512];
+    // SAFETY: the shim writes at most err.len() bytes (NUL included) into err.
+    if unsafe { trm_profiler_start(i32::from(tch::Cuda::is_available()), err.as_mut_ptr().cast(), err.len()) } != 0 {
+        bail!("libtorch's profiler did not start: {}", message(&err));
+    }
+    let t = std::time::Instant::now();
+    let ran = (0..steps).try_for_each(|_| step());
+    let wall = t.elapsed().as_secs_f64();
+    // SAFETY: path is NUL-terminated; err as above. Stopped also when a step failed.
+    let stopped = unsafe { trm_profiler_stop(path.as_ptr(), err.as_mut_ptr().cast(), err.len()) };
+    ran?;
+    if stopped != 0 {
+        bail!("libtorch's profiler could not write {}: {}", events.display(), message(&err));
+    }
+    Ok(wall)
+}
