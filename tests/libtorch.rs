@@ -179,3 +179,35 @@ fn fused_attention_matches_the_generic_form_with_gradients() {
     let x = Tensor::<FlexAd, 4>::zeros([1, 1, 2, 2], &Default::default());
     assert!(trm::backend::fused_attention(x.clone(), x.clone(), x, 1.0).is_err());
 }
+
+#[test]
+fn bench_profile_reports_the_operators_of_a_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.tsv");
+    let out = trm(&[
+        "bench",
+        "--device",
+        "torch-cpu",
+        "--shape",
+        "sudoku-att",
+        "--batch",
+        "2",
+        "--warmup",
+        "0",
+        "--reps",
+        "1",
+        "--profile",
+        events.to_str().unwrap(),
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let p = &r["profile"];
+    assert_eq!(p["steps"], 2, "{r}");
+    // A training step of the Sudoku attention model is thousands of operators, products among them.
+    assert!(p["ops_per_step"].as_f64().unwrap() > 1000.0, "{p}");
+    let mm = p["top_ops"].as_array().unwrap().iter().find(|o| o["op"] == "aten::mm").expect("aten::mm among the top operators");
+    assert!(mm["calls_per_step"].as_f64().unwrap() >= 100.0, "{mm}");
+    // No GPU here: no kernel figures.
+    assert!(p["kernels_per_step"].is_null(), "{p}");
+    assert!(std::fs::read_to_string(&events).unwrap().lines().count() > 1000);
+}
