@@ -58,18 +58,15 @@ impl Progress {
         if step == self.first_step + ESTIMATE_AFTER && left > 0 && !self.quiet {
             // One line early on: what this machine takes per step, and for the rest.
             let per = self.t_first.elapsed().as_secs_f64() / ESTIMATE_AFTER as f64;
-            self.say(format!(
-                "about {per:.2} s per step on this machine: about {:.1} minutes for the {left} steps left",
-                per * left as f64 / 60.0
-            ));
+            self.say(format!("about {per:.2} s per step on this machine: about {} for the {left} steps left", span(per * left as f64)));
         }
         if self.pb.is_hidden() && !self.quiet && self.stop_at >= 10 && step.is_multiple_of(self.stop_at / 10) {
             // No terminal for the bar: a line every tenth of the run.
             let per = self.t_first.elapsed().as_secs_f64() / (step - self.first_step).max(1) as f64;
             eprintln!(
-                "step {step}/{}: {per:.2} s per step, about {:.1} minutes left; lm_loss {:.4}, exact accuracy {:.3}",
+                "step {step}/{}: {per:.2} s per step, about {} left; lm_loss {:.4}, exact accuracy {:.3}",
                 self.stop_at,
-                per * left as f64 / 60.0,
+                span(per * left as f64),
                 f.lm_loss,
                 f.exact
             );
@@ -79,5 +76,27 @@ impl Progress {
             self.pb.set_message(format!("loss {:.4} acc {:.3} exact {:.3} | {rate:.0} ex/s", f.lm_loss, f.accuracy, f.exact));
             (self.window_rows, self.window_t) = (0, Instant::now());
         }
+    }
+}
+
+/// A duration for people: seconds, minutes, hours or days, whichever reads best.
+fn span(secs: f64) -> String {
+    match secs {
+        s if s < 90.0 => format!("{s:.0} s"),
+        s if s < 90.0 * 60.0 => format!("{:.1} minutes", s / 60.0),
+        s if s < 48.0 * 3600.0 => format!("{:.1} hours", s / 3600.0),
+        s => format!("{:.1} days", s / 86400.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn spans_read_in_the_unit_that_fits() {
+        assert_eq!(super::span(42.0), "42 s");
+        assert_eq!(super::span(600.0), "10.0 minutes");
+        // The paper's Sudoku recipe at the first H200 estimate (11.31 s x 65084 steps).
+        assert_eq!(super::span(11.31 * 65084.0), "8.5 days");
+        assert_eq!(super::span(5.0 * 3600.0), "5.0 hours");
     }
 }
