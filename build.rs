@@ -17,7 +17,7 @@ fn main() {
     if std::env::var_os("CARGO_FEATURE_LIBTORCH").is_none() {
         return;
     }
-    let (lib, version) = match libtorch() {
+    let (lib, version, abi) = match libtorch() {
         Ok(found) => found,
         Err(e) => panic!(
             "feature `libtorch`: {e}. Install PyTorch 2.11 (pip install torch==2.11.0) and build with \
@@ -27,18 +27,17 @@ fn main() {
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     println!("cargo:rustc-env=TRM_LIBTORCH_LIB={}", lib.display());
     println!("cargo:rustc-env=TRM_LIBTORCH_VERSION={version}");
-    profiler_shim(&lib);
+    profiler_shim(&lib, &abi);
 }
 
 /// Compiles src/backend/torch_profiler.cpp (libtorch's profiler behind two C functions) against
-/// the headers of the libtorch found above, with its C++ ABI.
+/// the headers of the libtorch found above, with its C++ ABI (`abi`: 0 or 1).
 #[cfg(feature = "libtorch")]
-fn profiler_shim(lib: &std::path::Path) {
+fn profiler_shim(lib: &std::path::Path, abi: &str) {
     let src = "src/backend/torch_profiler.cpp";
     println!("cargo:rerun-if-changed={src}");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let include = lib.parent().expect("libtorch's lib folder has a parent").join("include");
-    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
     cc::Build::new()
         .cpp(true)
         .file(src)
@@ -51,12 +50,15 @@ fn profiler_shim(lib: &std::path::Path) {
 }
 
 #[cfg(not(feature = "libtorch"))]
-fn profiler_shim(_lib: &std::path::Path) {}
+fn profiler_shim(_lib: &std::path::Path, _abi: &str) {}
 
-fn libtorch() -> Result<(PathBuf, String), String> {
+/// libtorch's lib folder, version and C++ ABI (`torch._C._GLIBCXX_USE_CXX11_ABI` as 0 or 1, as
+/// torch-sys reads it; `LIBTORCH_CXX11_ABI` for a plain libtorch, default 1).
+fn libtorch() -> Result<(PathBuf, String, String), String> {
     if std::env::var_os("LIBTORCH_USE_PYTORCH").is_some() {
         let python = if std::env::var_os("VIRTUAL_ENV").is_some() { "python" } else { "python3" };
-        let script = "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib')); print(torch.__version__)";
+        let script = "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib')); print(torch.__version__); \
+                      print(int(torch._C._GLIBCXX_USE_CXX11_ABI))";
         let out = Command::new(python).args(["-c", script]).output().map_err(|e| format!("cannot run {python}: {e}"))?;
         if !out.status.success() {
             return Err(format!("{python} cannot import torch: {}", String::from_utf8_lossy(&out.stderr).trim()));
@@ -65,11 +67,13 @@ fn libtorch() -> Result<(PathBuf, String), String> {
         let mut lines = text.lines();
         let lib = lines.next().ok_or("no torch lib folder printed")?;
         let version = lines.next().ok_or("no torch version printed")?;
-        return Ok((PathBuf::from(lib), version.trim().to_string()));
+        let abi = lines.next().ok_or("no C++ ABI printed")?;
+        return Ok((PathBuf::from(lib), version.trim().to_string(), abi.trim().to_string()));
     }
     let root = PathBuf::from(std::env::var("LIBTORCH").map_err(|_| "neither LIBTORCH_USE_PYTORCH nor LIBTORCH is set")?);
     let version = std::fs::read_to_string(root.join("build-version")).map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into());
-    Ok((root.join("lib"), version))
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    Ok((root.join("lib"), version, abi))
 }
 
 fn full_data() {

@@ -27,6 +27,8 @@ def main(results, out_json):
     head = f"  {'case':<30} {'trm s':>8} {'ex/s':>9} {'TFLOP/s':>8} {'MFU':>6} {'GPU MiB':>8} {'ref eager':>9} {'ref comp':>9} {'/eager':>7} {'/comp':>7}"
     lines += ["step times (median; ratios = trm / reference, < 1 is faster)", head]
     for r in by("bench"):
+        if r["name"].endswith(":profile"):
+            continue  # one timed step beside the profiler: its profile is printed below
         eager, comp = ref.get(r["name"] + ":eager", {}), ref.get(r["name"] + ":compile", {})
         t = r.get("median_step_s")
         te, tc = eager.get("median_step_s"), comp.get("median_step_s")

@@ -182,7 +182,7 @@ KERNEL_KINDS = [  # (kind, substrings of a kernel's name), first match wins
     ("attention", ("flash", "fmha", "attention", "sdpa")),  # before matmul: their names hold "cutlass"
     ("matmul", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "sm90_", "sm80_")),
     ("reduction", ("reduce", "softmax", "norm", "cumsum")),
-    ("copy", ("memcpy", "memset", "copy", "cat", "transpose")),
+    ("copy", ("memcpy", "memset", "copy", "catarray", "transpose")),
     ("elementwise", ("elementwise", "vectorized", "unrolled", "triton_", "foreach")),
 ]
 

@@ -263,6 +263,20 @@ pub fn bench_train<AD: AutodiffBackend>(spec: &BenchSpec, device: &AD::Device) -
         Ok(())
     };
     let times = time_steps(warmup, reps, &mut step)?;
+    // Summarised before profiling: the profiler's buffers would count in the peak memory.
+    let timed = summarise(
+        &label_of(shape_name, arch),
+        "train",
+        activation_dtype::<AD>(&c),
+        &c,
+        b,
+        format!("{device:?}"),
+        times,
+        warmup,
+        step_flops(&c, b).1,
+        peak,
+        crate::backend::capabilities::<AD>().engine,
+    );
     let mut i = warmup + reps;
     let (profile, profile_error) = profile_or_error(profile.map(|events| {
         crate::backend::profile_steps::<AD>(PROFILED_STEPS, &events, || {
@@ -270,23 +284,7 @@ pub fn bench_train<AD: AutodiffBackend>(spec: &BenchSpec, device: &AD::Device) -
             step(i - 1)
         })
     }));
-    Ok(BenchResult {
-        profile,
-        profile_error,
-        ..summarise(
-            &label_of(shape_name, arch),
-            "train",
-            activation_dtype::<AD>(&c),
-            &c,
-            b,
-            format!("{device:?}"),
-            times,
-            warmup,
-            step_flops(&c, b).1,
-            peak,
-            crate::backend::capabilities::<AD>().engine,
-        )
-    })
+    Ok(BenchResult { profile, profile_error, ..timed })
 }
 
 /// Runs `step(i)` for `warmup + reps` steps and returns each one's wall time, showing progress.
@@ -324,25 +322,22 @@ pub fn bench_eval<B: Backend>(spec: &BenchSpec, device: &B::Device) -> anyhow::R
         Ok(())
     };
     let times = time_steps(warmup, reps, &mut step)?;
+    let timed = summarise(
+        &label_of(shape_name, arch),
+        "eval",
+        activation_dtype::<B>(&c),
+        &c,
+        b,
+        format!("{device:?}"),
+        times,
+        warmup,
+        step_flops(&c, b).0,
+        peak,
+        crate::backend::capabilities::<B>().engine,
+    );
     let (profile, profile_error) =
         profile_or_error(profile.map(|events| crate::backend::profile_steps::<B>(PROFILED_STEPS, &events, || step(0))));
-    Ok(BenchResult {
-        profile,
-        profile_error,
-        ..summarise(
-            &label_of(shape_name, arch),
-            "eval",
-            activation_dtype::<B>(&c),
-            &c,
-            b,
-            format!("{device:?}"),
-            times,
-            warmup,
-            step_flops(&c, b).0,
-            peak,
-            crate::backend::capabilities::<B>().engine,
-        )
-    })
+    Ok(BenchResult { profile, profile_error, ..timed })
 }
 
 #[cfg(test)]

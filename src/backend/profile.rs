@@ -1,6 +1,8 @@
 //! Where a step's time goes, from libtorch's profiler (`trm bench --profile`): kernel time and
-//! launches per step by kind, the busiest kernels, and the operators called per step. The same
-//! figures as the reference's `bench/reference_step.py --profile`, so that the two compare.
+//! launches per step by kind, the busiest kernels, and the operators called per step. The kernel
+//! figures are computed as the reference's `bench/reference_step.py --profile` computes them, so
+//! that the two compare; the operator lists differ (here sorted by calls, with inclusive CPU
+//! time; there by self device time).
 //! The profiler itself is C++ (src/backend/torch_profiler.cpp); this module reads the events it
 //! writes, one per line: activity, device type, duration in ns, name.
 
@@ -15,7 +17,7 @@ const KERNEL_KINDS: &[(&str, &[&str])] = &[
     ("attention", &["flash", "fmha", "attention", "sdpa"]),
     ("matmul", &["gemm", "cutlass", "xmma", "nvjet", "cublas", "sm90_", "sm80_"]),
     ("reduction", &["reduce", "softmax", "norm", "cumsum"]),
-    ("copy", &["memcpy", "memset", "copy", "cat", "transpose"]),
+    ("copy", &["memcpy", "memset", "copy", "catarray", "transpose"]),
     ("elementwise", &["elementwise", "vectorized", "unrolled", "triton_", "foreach"]),
 ];
 

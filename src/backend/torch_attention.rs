@@ -49,8 +49,11 @@ pub fn attention<B: Backend>(
         let [q, k, v] = [q, k, v].map(|t| cast::<B, TorchAutodiff>(t).into_primitive().tensor());
         let out = match Sdpa.prepare::<NoCheckpointing>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let graph = SdpaGraph::forward(&q.primitive.tensor, &k.primitive.tensor, &v.primitive.tensor, scale);
+                let mut graph = SdpaGraph::forward(&q.primitive.tensor, &k.primitive.tensor, &v.primitive.tensor, scale);
                 let out = TchTensor::new(graph.out.detach());
+                // burn writes in place into a tensor whose storage only it holds; these clones keep
+                // it from writing into the memory torch saved for the backward.
+                graph.pinned = vec![q.primitive.clone(), k.primitive.clone(), v.primitive.clone(), out.clone()];
                 prep.finish(graph, out)
             }
             OpsKind::UnTracked(prep) => {
@@ -73,13 +76,14 @@ fn cast<A: Backend, C: Backend>(t: Tensor<A, 4>) -> Tensor<C, 4> {
 }
 
 /// The torch graph of one SDPA call: its leaf inputs (detached q, k, v that require grad) and
-/// its output.
+/// its output; and burn's handles on the same memory (`pinned`), held until the backward.
 #[derive(Debug)]
 struct SdpaGraph {
     q: tch::Tensor,
     k: tch::Tensor,
     v: tch::Tensor,
     out: tch::Tensor,
+    pinned: Vec<TchTensor>,
 }
 
 impl SdpaGraph {
@@ -87,15 +91,18 @@ impl SdpaGraph {
         tch::with_grad(|| {
             let [q, k, v] = [q, k, v].map(|t| t.detach().set_requires_grad(true));
             let out = sdpa(&q, &k, &v, scale);
-            SdpaGraph { q, k, v, out }
+            SdpaGraph { q, k, v, out, pinned: vec![] }
         })
     }
 
-    /// The gradients of q, k and v for the output gradient `dout` (the graph is freed).
+    /// The gradients of q, k and v for the output gradient `dout`. The graph is kept (burn
+    /// drops the state right after), so a clone of the state could run it again.
     fn backward(&self, dout: &tch::Tensor) -> [tch::Tensor; 3] {
         tch::with_grad(|| {
+            // d/d(out) of sum(out * dout) is dout: torch's SDPA backward applied to dout, at the
+            // cost of one product and one sum over the output.
             let objective = (&self.out * dout).sum(self.out.kind());
-            let mut g = tch::Tensor::run_backward(&[objective], &[&self.q, &self.k, &self.v], false, false).into_iter();
+            let mut g = tch::Tensor::run_backward(&[objective], &[&self.q, &self.k, &self.v], true, false).into_iter();
             [(); 3].map(|_| g.next().expect("one gradient per input"))
         })
     }
@@ -105,7 +112,13 @@ impl SdpaGraph {
 // clone shares the same graph.
 impl Clone for SdpaGraph {
     fn clone(&self) -> Self {
-        SdpaGraph { q: self.q.shallow_clone(), k: self.k.shallow_clone(), v: self.v.shallow_clone(), out: self.out.shallow_clone() }
+        SdpaGraph {
+            q: self.q.shallow_clone(),
+            k: self.k.shallow_clone(),
+            v: self.v.shallow_clone(),
+            out: self.out.shallow_clone(),
+            pinned: self.pinned.clone(),
+        }
     }
 }
 

@@ -29,6 +29,9 @@ extern "C" int trm_profiler_start(int with_cuda, char* err, size_t err_len) {
   } catch (const std::exception& e) {
     set_error(err, err_len, e.what());
     return 1;
+  } catch (...) {
+    set_error(err, err_len, "an exception that is no std::exception");
+    return 1;
   }
 }
 
@@ -48,9 +51,16 @@ extern "C" int trm_profiler_stop(const char* events_path, char* err, size_t err_
       out << static_cast<int>(e.activityType()) << '\t' << static_cast<int>(e.deviceType()) << '\t'
           << e.durationNs() << '\t' << name << '\n';
     }
-    return out.good() ? 0 : 1;
+    if (!out.good()) {
+      set_error(err, err_len, "writing the events file failed");
+      return 1;
+    }
+    return 0;
   } catch (const std::exception& e) {
     set_error(err, err_len, e.what());
+    return 1;
+  } catch (...) {
+    set_error(err, err_len, "an exception that is no std::exception");
     return 1;
   }
 }

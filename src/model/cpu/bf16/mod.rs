@@ -70,7 +70,7 @@ pub struct Lhs {
 /// The left operand from float32 values `src[i * rs + j * cs]`, i < m, j < k.
 pub fn lhs(src: &[f32], (rs, cs): (usize, usize), m: usize, k: usize) -> Lhs {
     if m == 0 || k == 0 {
-        return Lhs { data: vec![], m, k_pad: 0 }; // an empty product (`matmul` writes zeros or nothing)
+        return Lhs { data: vec![], m, k_pad: round_up(k, 32) }; // an empty product (`matmul` writes zeros or nothing)
     }
     assert!(src.len() > (m - 1) * rs + (k - 1) * cs, "amx lhs: operand size");
     let (m_pad, k_pad) = (round_up(m, 32), round_up(k, 32));
@@ -135,7 +135,7 @@ pub struct Rhs {
 /// The right operand from float32 values `src[i * rs + j * cs]`, i < k, j < n.
 pub fn rhs(src: &[f32], (rs, cs): (usize, usize), k: usize, n: usize) -> Rhs {
     if k == 0 || n == 0 {
-        return Rhs { data: vec![], n, k_pad: 0, n_pad: round_up(n, 32) }; // an empty product
+        return Rhs { data: vec![], n, k_pad: round_up(k, 32), n_pad: round_up(n, 32) }; // an empty product
     }
     assert!(src.len() > (k - 1) * rs + (n - 1) * cs, "amx rhs: operand size");
     let (k_pad, n_pad) = (round_up(k, 32), round_up(n, 32));
@@ -215,19 +215,19 @@ pub fn weight_rhs(src: &[f32], strides: (usize, usize), k: usize, n: usize) -> A
 /// written by anyone else meanwhile.
 pub unsafe fn matmul(unit: Unit, a: &Lhs, b: &Rhs, dst: *mut f32, dst_rs: usize, parallel: bool) {
     assert!(available(unit), "{} products without the unit", unit.precision());
+    assert_eq!(a.k_pad, b.k_pad, "bfloat16 matmul: inner sizes");
     let (m, n) = (a.m, b.n);
     if m == 0 || n == 0 {
         return;
     }
-    if a.k_pad == 0 || b.k_pad == 0 {
-        // An inner size of 0 (either operand built empty): the product is zero.
+    if a.k_pad == 0 {
+        // An inner size of 0: the product is zero.
         for i in 0..m {
             // SAFETY: row i < m of dst, n values, per the caller's contract.
             unsafe { std::ptr::write_bytes(dst.add(i * dst_rs), 0, n) };
         }
         return;
     }
-    assert_eq!(a.k_pad, b.k_pad, "bfloat16 matmul: inner sizes");
     let out = super::Out(dst);
     // SAFETY (both): the unit is available (asserted above) and, for AMX, the tiles are
     // configured on this thread (`on_unit` below); the caller keeps the block's bounds.
