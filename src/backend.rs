@@ -193,6 +193,13 @@ pub fn capabilities<B: Backend>() -> Capabilities {
     Capabilities { engine: "other", fused_cpu_block: false, fused_attention: false, native_bf16: true, loss_dtype: DType::F32 }
 }
 
+/// The same tensor under its concrete backend type, for code that checked with `TypeId` that
+/// `A` and `C` are the same type (the fused CPU block, libtorch's fused attention).
+pub(crate) fn cast<A: Backend, C: Backend, const D: usize>(t: Tensor<A, D>) -> Tensor<C, D> {
+    let any: Box<dyn std::any::Any> = Box::new(t);
+    *any.downcast::<Tensor<C, D>>().expect("the backend type was checked")
+}
+
 /// Whether `B` is exactly burn's Flex without autodiff (the fused block's forward).
 pub fn is_flex<B: Backend>() -> bool {
     TypeId::of::<B>() == TypeId::of::<Flex>()
@@ -253,13 +260,14 @@ mod torch_attention;
 #[cfg(feature = "libtorch")]
 mod torch_profiler;
 
+/// Why `--profile` is refused on an engine other than libtorch.
+pub const PROFILE_NEEDS_LIBTORCH: &str =
+    "--profile needs the libtorch engine (--device torch-cpu or cuda[:N]): it runs libtorch's profiler";
+
 /// Runs `step` `steps` times under the engine's profiler, writes the raw events to `events`, and
 /// returns where the steps' time went (`trm bench --profile`). libtorch only (its profiler).
 pub fn profile_steps<B: Backend>(steps: usize, events: &std::path::Path, step: impl FnMut() -> Result<()>) -> Result<profile::Profile> {
-    anyhow::ensure!(
-        capabilities::<B>().engine == "libtorch",
-        "--profile needs the libtorch engine (--device torch-cpu or cuda[:N]): it runs libtorch's profiler"
-    );
+    anyhow::ensure!(capabilities::<B>().engine == "libtorch", PROFILE_NEEDS_LIBTORCH);
     #[cfg(feature = "libtorch")]
     {
         let wall = torch_profiler::record(steps, events, step)?;

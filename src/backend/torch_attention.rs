@@ -18,7 +18,7 @@
 //! Numerics: SDPA accumulates the softmax in float32 for bfloat16 inputs, as the generic form's
 //! float32 softmax does (src/model/layers.rs), and as the reference's SDPA does.
 
-use super::Torch;
+use super::{Torch, cast};
 use burn::backend::Autodiff;
 use burn::prelude::{Backend, Tensor};
 use burn::tensor::TensorPrimitive;
@@ -27,7 +27,7 @@ use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_tch::TchTensor;
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 
 type TorchAutodiff = Autodiff<Torch>;
 
@@ -41,12 +41,12 @@ pub fn attention<B: Backend>(
     scale: f64,
 ) -> Result<Tensor<B, 4>, (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>)> {
     if TypeId::of::<B>() == TypeId::of::<Torch>() {
-        let [q, k, v] = [q, k, v].map(|t| cast::<B, Torch>(t).into_primitive().tensor());
+        let [q, k, v] = [q, k, v].map(|t| cast::<B, Torch, 4>(t).into_primitive().tensor());
         let out = sdpa(&q.tensor, &k.tensor, &v.tensor, scale);
-        return Ok(cast::<Torch, B>(Tensor::from_primitive(TensorPrimitive::Float(TchTensor::new(out)))));
+        return Ok(cast::<Torch, B, 4>(Tensor::from_primitive(TensorPrimitive::Float(TchTensor::new(out)))));
     }
     if TypeId::of::<B>() == TypeId::of::<TorchAutodiff>() {
-        let [q, k, v] = [q, k, v].map(|t| cast::<B, TorchAutodiff>(t).into_primitive().tensor());
+        let [q, k, v] = [q, k, v].map(|t| cast::<B, TorchAutodiff, 4>(t).into_primitive().tensor());
         let out = match Sdpa.prepare::<NoCheckpointing>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let mut graph = SdpaGraph::forward(&q.primitive.tensor, &k.primitive.tensor, &v.primitive.tensor, scale);
@@ -60,19 +60,13 @@ pub fn attention<B: Backend>(
                 prep.finish(TchTensor::new(sdpa(&q.primitive.tensor, &k.primitive.tensor, &v.primitive.tensor, scale)))
             }
         };
-        return Ok(cast::<TorchAutodiff, B>(Tensor::from_primitive(TensorPrimitive::Float(out))));
+        return Ok(cast::<TorchAutodiff, B, 4>(Tensor::from_primitive(TensorPrimitive::Float(out))));
     }
     Err((q, k, v))
 }
 
 fn sdpa(q: &tch::Tensor, k: &tch::Tensor, v: &tch::Tensor, scale: f64) -> tch::Tensor {
     tch::Tensor::scaled_dot_product_attention(q, k, v, None::<tch::Tensor>, 0.0, false, Some(scale), false)
-}
-
-/// The same tensor under its concrete backend type (the caller checked that the types are equal).
-fn cast<A: Backend, C: Backend>(t: Tensor<A, 4>) -> Tensor<C, 4> {
-    let any: Box<dyn Any> = Box::new(t);
-    *any.downcast::<Tensor<C, 4>>().expect("the backend type was checked")
 }
 
 /// The torch graph of one SDPA call: its leaf inputs (detached q, k, v that require grad) and

@@ -16,27 +16,34 @@ using torch::profiler::impl::ActivityType;
 void set_error(char* err, size_t len, const char* what) {
   if (err != nullptr && len > 0) std::snprintf(err, len, "%s", what);
 }
+
+// Runs `body` (which returns 0, or 1 after set_error) with no exception crossing into Rust.
+template <typename Body>
+int guarded(char* err, size_t err_len, Body body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    set_error(err, err_len, e.what());
+  } catch (...) {
+    set_error(err, err_len, "an exception that is no std::exception");
+  }
+  return 1;
+}
 }  // namespace
 
 extern "C" int trm_profiler_start(int with_cuda, char* err, size_t err_len) {
-  try {
+  return guarded(err, err_len, [&] {
     std::set<ActivityType> activities{ActivityType::CPU};
     if (with_cuda != 0) activities.insert(ActivityType::CUDA);
     torch::profiler::impl::ProfilerConfig config(torch::profiler::impl::ProfilerState::KINETO);
     torch::autograd::profiler::prepareProfiler(config, activities);
     torch::autograd::profiler::enableProfiler(config, activities);
     return 0;
-  } catch (const std::exception& e) {
-    set_error(err, err_len, e.what());
-    return 1;
-  } catch (...) {
-    set_error(err, err_len, "an exception that is no std::exception");
-    return 1;
-  }
+  });
 }
 
 extern "C" int trm_profiler_stop(const char* events_path, char* err, size_t err_len) {
-  try {
+  return guarded(err, err_len, [&] {
     auto result = torch::autograd::profiler::disableProfiler();
     std::ofstream out(events_path);
     if (!out) {
@@ -56,11 +63,5 @@ extern "C" int trm_profiler_stop(const char* events_path, char* err, size_t err_
       return 1;
     }
     return 0;
-  } catch (const std::exception& e) {
-    set_error(err, err_len, e.what());
-    return 1;
-  } catch (...) {
-    set_error(err, err_len, "an exception that is no std::exception");
-    return 1;
-  }
+  });
 }

@@ -73,10 +73,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         peak_tflops: a.peak_tflops,
         profile: a.profile.clone(),
     };
-    anyhow::ensure!(
-        a.profile.is_none() || a.device.feature() == Some("libtorch"),
-        "--profile needs the libtorch engine (--device torch-cpu or cuda[:N]): it runs libtorch's profiler"
-    );
+    // Refused before the timed steps rather than after them.
+    anyhow::ensure!(a.profile.is_none() || a.device.feature() == Some("libtorch"), crate::backend::PROFILE_NEEDS_LIBTORCH);
     let products = match a.precision {
         Some(p) => p.apply(a.device, a.mode == "train")?,
         None => None,

@@ -40,12 +40,12 @@ use products::{products_in_bf16, weights_fixed};
 use super::config::{ModelConfig, PosEncoding};
 use super::rope::Rope;
 use super::weights::{Block, Linear, Mixer};
+use crate::backend::cast;
 use burn::backend::Flex;
 use burn::prelude::*;
 use burn::tensor::{Bytes, DType, TensorPrimitive};
 use burn_flex::{FlexTensor, Layout};
 use rayon::prelude::*;
-use std::any::Any;
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
@@ -82,12 +82,6 @@ pub fn applies<B: Backend>() -> bool {
     crate::backend::is_flex::<B>()
         && crate::backend::capabilities::<B>().fused_cpu_block
         && *ON.get_or_init(|| !crate::util::env::fused_cpu_off())
-}
-
-/// The same tensor under its concrete backend type (`B` and `T` are the same type).
-fn cast<B: Backend, T: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<T, D> {
-    let any: Box<dyn Any> = Box::new(t);
-    *any.downcast::<Tensor<T, D>>().expect("the backend type was checked")
 }
 
 /// `Tensor<B>` -> the Flex primitive, when `B` is Flex (checked by the caller).
