@@ -9,7 +9,8 @@
 #   2. correctness: `trm parity --device cuda` (libtorch) on every golden fixture (float32)
 #   3. speed: `trm bench` training steps at batch 768 (Sudoku attention and mlp_t), bfloat16 and
 #      float32, the first step reported apart from the steady ones, MFU against the bf16 peak;
-#      the attention case again with burn's generic attention; trm's profile (bfloat16 steps)
+#      the bfloat16 cases again without libtorch's fused block (burn's generic layers), and the
+#      attention case also without the fused attention; trm's profile (bfloat16 steps)
 #   4. the reference at the same shapes on the machine's PyTorch, eager and torch.compile
 #   5. learning: 300 steps of a small Sudoku model on the GPU, its loss curve against the same
 #      seed's CPU run (computed when the kit was made, kit/cpu-curve.jsonl)
@@ -37,7 +38,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift 2 ;;
     --device) DEVICE=$2; shift 2 ;;
     --tiny) TINY=1; shift ;;
-    -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "gpu-check.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -148,19 +149,26 @@ if [ "$TINY" = 1 ]; then
   REPS=(--warmup 1 --reps 1)
 else
   CASES="sudoku-att:768:train:bfloat16 sudoku-att:768:train:float32 sudoku-mlp:768:train:bfloat16 sudoku-mlp:768:train:float32 sudoku-att:768:eval:bfloat16"
-  GENERIC="sudoku-att:768:train:bfloat16"
+  GENERIC="sudoku-att:768:train:bfloat16 sudoku-mlp:768:train:bfloat16"
   PROFILE_CASES="sudoku-att:768:train:bfloat16 sudoku-mlp:768:train:bfloat16"
   COMPILE_CASES="sudoku-att:768:train:bfloat16 sudoku-mlp:768:train:bfloat16 sudoku-att:768:train:float32"
   REPS=(--warmup 2 --reps 5)
 fi
 END=$(( $(date +%s) + CAP_BENCH ))
-# The last case repeats the first with burn's generic attention instead of libtorch's fused SDPA
-# (TRM_FUSED_ATTENTION=0): what the fused op buys, measured side by side.
-for c in $CASES $GENERIC:generic-attention; do
+# The last cases repeat the GENERIC ones without libtorch's fused block (TRM_FUSED_TORCH=0:
+# burn's generic layers, attention still SDPA), then also without the fused attention
+# (TRM_FUSED_ATTENTION=0, which turns off both: burn's QKᵀ, softmax, ·V, as trm ran on the H200
+# of 2026-12-04): what each fused op buys, measured side by side.
+VARIANTS=""
+for g in $GENERIC; do VARIANTS="$VARIANTS $g:generic-block"; done
+for g in $GENERIC; do case "$g" in sudoku-att*) VARIANTS="$VARIANTS $g:generic-attention" ;; esac; done
+for c in $CASES $VARIANTS; do
   IFS=: read -r shape batch mode dtype variant <<< "$c"
   left=$(( END - $(date +%s) )); [ "$left" -gt 5 ] || { record bench "$c" '{"error":"part time cap reached"}'; continue; }
   mem_start
-  out=$(TRM_FUSED_ATTENTION=$([ "$variant" = generic-attention ] && echo 0 || echo 1) capped "$left" "$TRM" bench --device "$DEVICE" --shape "$shape" --batch "$batch" --mode "$mode" --dtype "$dtype" "${REPS[@]}" "${PEAK_ARG[@]}" --json)
+  fused_torch=1; fused_attention=1
+  case "$variant" in generic-block) fused_torch=0 ;; generic-attention) fused_attention=0 ;; esac
+  out=$(TRM_FUSED_TORCH=$fused_torch TRM_FUSED_ATTENTION=$fused_attention capped "$left" "$TRM" bench --device "$DEVICE" --shape "$shape" --batch "$batch" --mode "$mode" --dtype "$dtype" "${REPS[@]}" "${PEAK_ARG[@]}" --json)
   peak=$(mem_stop)
   body=$(echo "$out" | "$PY" -c 'import json,sys
 t=sys.stdin.read().strip()

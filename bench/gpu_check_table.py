@@ -24,20 +24,21 @@ def main(results, out_json):
         lines.append(f"  {status} {r['name']:<22} {r.get('device', ''):<13} {r.get('summary') or r.get('error', '')}")
     lines.append("")
     ref = {r["name"]: r for r in by("reference")}
-    head = f"  {'case':<30} {'trm s':>8} {'ex/s':>9} {'TFLOP/s':>8} {'MFU':>6} {'GPU MiB':>8} {'ref eager':>9} {'ref comp':>9} {'/eager':>7} {'/comp':>7}"
+    head = f"  {'case':<46} {'trm s':>8} {'ex/s':>9} {'TFLOP/s':>8} {'MFU':>6} {'GPU MiB':>8} {'ref eager':>9} {'ref comp':>9} {'/eager':>7} {'/comp':>7}"
     lines += ["step times (median; ratios = trm / reference, < 1 is faster)", head]
     for r in by("bench"):
         if r["name"].endswith(":profile"):
             continue  # one timed step beside the profiler: its profile is printed below
-        eager, comp = ref.get(r["name"] + ":eager", {}), ref.get(r["name"] + ":compile", {})
+        case = ":".join(r["name"].split(":")[:4])  # a variant (":generic-block") against the same reference
+        eager, comp = ref.get(case + ":eager", {}), ref.get(case + ":compile", {})
         t = r.get("median_step_s")
         te, tc = eager.get("median_step_s"), comp.get("median_step_s")
         ratio = lambda a, b: a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0 else None
         if "error" in r:
-            lines.append(f"  {r['name']:<30} {r['error']}")
+            lines.append(f"  {r['name']:<46} {r['error']}")
             continue
         lines.append(
-            f"  {r['name']:<30} {fmt(t, '8.4f')} {fmt(r.get('examples_per_s'), '9.0f')} {fmt(r.get('achieved_tflops'), '8.2f')} "
+            f"  {r['name']:<46} {fmt(t, '8.4f')} {fmt(r.get('examples_per_s'), '9.0f')} {fmt(r.get('achieved_tflops'), '8.2f')} "
             f"{fmt(r.get('mfu'), '6.3f')} {fmt(r.get('gpu_peak_mib'), '8.0f')} {fmt(te, '9.4f')} {fmt(tc, '9.4f')} "
             f"{fmt(ratio(t, te), '7.2f')} {fmt(ratio(t, tc), '7.2f')}"
         )

@@ -1,13 +1,14 @@
 //! The backend seam: every compute engine trm runs on, what each one can do, and the one place
 //! that turns a `--device` into a backend type and a device. Model, training and inference code
 //! is generic over burn's `Backend`; nothing outside this module names a concrete engine except
-//! the fused CPU block (`model::cpu`), which is Flex-only by construction.
+//! the fused blocks, which are engine-specific by construction: `model::cpu` (Flex) and
+//! `model::torch_block` (libtorch).
 //!
-//! | `--device` | engine | cargo feature | fused CPU block | fused attention | native bf16 | token loss |
+//! | `--device` | engine | cargo feature | fused block | fused attention | native bf16 | token loss |
 //! |---|---|---|---|---|---|---|
-//! | `cpu` | burn's Flex (+ trm's fused kernels) | default | yes | (inside the block) | no (emulated, see `model::precision`) | float64 |
-//! | `torch-cpu` | libtorch on the CPU | `libtorch` | no | yes (SDPA) | yes | float64 |
-//! | `cuda[:N]` | libtorch on GPU N | `libtorch` | no | yes (SDPA) | yes | float64 |
+//! | `cpu` | burn's Flex (+ trm's fused kernels) | default | trm's CPU kernels (`model::cpu`) | (inside the block) | no (emulated, see `model::precision`) | float64 |
+//! | `torch-cpu` | libtorch on the CPU | `libtorch` | libtorch ops + torch autograd (`model::torch_block`) | yes (SDPA) | yes | float64 |
+//! | `cuda[:N]` | libtorch on GPU N | `libtorch` | libtorch ops + torch autograd (`model::torch_block`) | yes (SDPA) | yes | float64 |
 //! | `cubecl[:N]` | burn's CUDA backend (cubecl, fused) on GPU N | `cubecl` | no | no | yes | float32 |
 //! | `cubecl-unfused[:N]` | the same without kernel fusion | `cubecl` | no | no | yes | float32 |
 //!
@@ -155,6 +156,9 @@ pub struct Capabilities {
     pub engine: &'static str,
     /// trm's fused CPU transformer block applies (burn's Flex only).
     pub fused_cpu_block: bool,
+    /// trm's fused libtorch block applies (`model::torch_block`: each block in libtorch's own ops
+    /// and differentiated by torch's autograd as one node).
+    pub fused_torch_block: bool,
     /// Attention runs as one fused op, forward and backward (`fused_attention`).
     pub fused_attention: bool,
     /// bfloat16 activations run natively (otherwise emulated through float32, see `model::precision`).
@@ -163,14 +167,32 @@ pub struct Capabilities {
     pub loss_dtype: DType,
 }
 
-const FLEX: Capabilities =
-    Capabilities { engine: "flex", fused_cpu_block: true, fused_attention: false, native_bf16: false, loss_dtype: DType::F64 };
+const FLEX: Capabilities = Capabilities {
+    engine: "flex",
+    fused_cpu_block: true,
+    fused_torch_block: false,
+    fused_attention: false,
+    native_bf16: false,
+    loss_dtype: DType::F64,
+};
 #[cfg(feature = "libtorch")]
-const LIBTORCH: Capabilities =
-    Capabilities { engine: "libtorch", fused_cpu_block: false, fused_attention: true, native_bf16: true, loss_dtype: DType::F64 };
+const LIBTORCH: Capabilities = Capabilities {
+    engine: "libtorch",
+    fused_cpu_block: false,
+    fused_torch_block: true,
+    fused_attention: true,
+    native_bf16: true,
+    loss_dtype: DType::F64,
+};
 #[cfg(feature = "cubecl")]
-const CUBECL: Capabilities =
-    Capabilities { engine: "cubecl", fused_cpu_block: false, fused_attention: false, native_bf16: true, loss_dtype: DType::F32 };
+const CUBECL: Capabilities = Capabilities {
+    engine: "cubecl",
+    fused_cpu_block: false,
+    fused_torch_block: false,
+    fused_attention: false,
+    native_bf16: true,
+    loss_dtype: DType::F32,
+};
 
 /// The capabilities of backend `B` (with or without autodiff). The one place where trm looks at
 /// a backend's type.
@@ -190,7 +212,14 @@ pub fn capabilities<B: Backend>() -> Capabilities {
         return CUBECL;
     }
     // A backend this table does not know (a test's own): burn's generic ops, float32 loss.
-    Capabilities { engine: "other", fused_cpu_block: false, fused_attention: false, native_bf16: true, loss_dtype: DType::F32 }
+    Capabilities {
+        engine: "other",
+        fused_cpu_block: false,
+        fused_torch_block: false,
+        fused_attention: false,
+        native_bf16: true,
+        loss_dtype: DType::F32,
+    }
 }
 
 /// The same tensor under its concrete backend type, for code that checked with `TypeId` that

@@ -98,8 +98,8 @@ impl Precision {
     before_help = "Start here: `trm demo` (the whole pipeline in about 5 minutes on a CPU), or \
 `trm solve --sudoku '53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79'` (the bundled model).",
     after_help = "Environment variables (all optional): RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT (torchrun, trm launch); \
-SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID (srun); TRM_RENDEZVOUS_PORT, TRM_RENDEZVOUS_TIMEOUT, TRM_NCCL_LIB (docs/distributed.md); TRM_CPU_BF16, \
-TRM_FUSED_CPU, TRM_MALLOC_DEFAULT, TRM_NO_FONT (src/util/env.rs)."
+SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID (srun); TRM_RENDEZVOUS_PORT, TRM_RENDEZVOUS_TIMEOUT, TRM_RENDEZVOUS_TOKEN, TRM_NCCL_LIB (docs/distributed.md); TRM_CPU_BF16, \
+TRM_FUSED_CPU, TRM_FUSED_TORCH, TRM_FUSED_ATTENTION, TRM_MALLOC_DEFAULT, TRM_NO_FONT (src/util/env.rs)."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -96,6 +96,10 @@ pub fn block<B: Backend>(h: Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope:
     if let Some(out) = super::cpu::block(&h, w, cfg, rope) {
         return out; // the same block, fused, on the CPU backend
     }
+    #[cfg(feature = "libtorch")]
+    if let Some(out) = super::torch_block::block(&h, w, cfg, rope) {
+        return out; // the same block in libtorch's ops, differentiated by torch (libtorch engine)
+    }
     block_generic(h, w, cfg, rope)
 }
 

@@ -9,4 +9,6 @@ pub mod layers;
 pub mod precision;
 pub mod rope;
 pub mod schedule;
+#[cfg(feature = "libtorch")]
+pub mod torch_block;
 pub mod weights;

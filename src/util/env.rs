@@ -12,7 +12,8 @@
 //! | `TRM_NCCL_LIB` | path of the NCCL library when it is only present as `libnccl.so.2` (`trm launch`) |
 //! | `TRM_CPU_BF16=1` | emulate bfloat16 forwards on the CPU instead of running them in float32 |
 //! | `TRM_FUSED_CPU=0` | turn off the fused CPU transformer block (burn's ops instead) |
-//! | `TRM_FUSED_ATTENTION=0` | turn off libtorch's fused attention (SDPA; burn's generic QKᵀ, softmax, ·V instead), for comparing the two |
+//! | `TRM_FUSED_TORCH=0` | turn off libtorch's fused block (each block's ops through burn's autodiff instead), for comparing the two |
+//! | `TRM_FUSED_ATTENTION=0` | turn off libtorch's fused attention (SDPA; burn's generic QKᵀ, softmax, ·V instead), and with it the fused block of attention models, for comparing the two |
 //! | `TRM_MALLOC_DEFAULT=1` | keep glibc's default malloc thresholds |
 //! | `TRM_NO_FONT=1` | PNG charts without text |
 
@@ -32,6 +33,10 @@ pub fn cpu_bf16() -> bool {
 
 pub fn fused_cpu_off() -> bool {
     flag("TRM_FUSED_CPU", "0")
+}
+
+pub fn fused_torch_off() -> bool {
+    flag("TRM_FUSED_TORCH", "0")
 }
 
 pub fn fused_attention_off() -> bool {
