@@ -113,7 +113,7 @@ pub fn block<B: Backend>(h: &Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope
     // The RoPE tables are constants: plain torch tensors, their first t rows.
     let tables = match (rope, cfg.arch.pos_encodings, mixer) {
         (Some(r), PosEncoding::Rope, MixerKind::Attention) => {
-            Some([&r.cos, &r.sin].map(|c| plain_tch(c.clone()).narrow(0, 0, t).unsqueeze(1))) // [t, 1, hd]
+            Some([&r.cos, &r.sin].map(|c| plain_tch(c.clone()).narrow(0, 0, t).view([t, 1, 1, -1]))) // [t, 1, 1, hd]
         }
         _ => None,
     };
@@ -162,7 +162,7 @@ fn plain_tch<B: Backend, const D: usize>(t: Tensor<B, D>) -> tch::Tensor {
 // The forward pass, in libtorch's ops.
 
 /// One block: `h = rms(x + mix(x))`, then `rms(h + swiglu(h))`. `w` is [mixer in, mixer out,
-/// gate|up, down]; `rope` the `[t, 1, hd]` cos and sin tables (attention only).
+/// gate|up, down]; `rope` the `[t, 1, 1, hd]` cos and sin tables (attention only).
 fn forward(x: &tch::Tensor, w: [&tch::Tensor; 4], rope: Option<(&tch::Tensor, &tch::Tensor)>, g: Geometry) -> tch::Tensor {
     let dt = x.kind();
     // Weights are cast to the activations' dtype per call (the reference's CastedLinear).
@@ -181,19 +181,23 @@ fn attention(x: &tch::Tensor, qkv: &tch::Tensor, o: &tch::Tensor, rope: Option<(
     let dt = x.kind();
     let (b, t, d) = x.size3().expect("a [B, T, D] block input");
     let hd = d / g.heads;
-    let parts = x.linear(&qkv.to_kind(dt), None::<tch::Tensor>).view([b, t, 3, g.heads, hd]).unbind(2);
-    let [q, k, v]: [tch::Tensor; 3] = parts.try_into().expect("three parts");
-    let (q, k) = match rope {
-        Some((cos, sin)) => (apply_rope(&q, cos, sin), apply_rope(&k, cos, sin)),
-        None => (q, k),
+    // q and k stay together through RoPE (one pass each way for both); a split and an unbind,
+    // whose backwards are one cat and one stack, not a zero-filled tensor per part.
+    let parts = x.linear(&qkv.to_kind(dt), None::<tch::Tensor>).view([b, t, 3, g.heads, hd]).split_with_sizes([2, 1], 2);
+    let [qk, v]: [tch::Tensor; 2] = parts.try_into().expect("q|k and v");
+    let qk = match rope {
+        Some((cos, sin)) => apply_rope(&qk, cos, sin),
+        None => qk,
     };
-    let [q, k, v] = [q, k, v].map(|t| t.transpose(1, 2)); // [B, H, T, hd]
+    let [q, k]: [tch::Tensor; 2] = qk.unbind(2).try_into().expect("q and k");
+    let [q, k, v] = [q, k, v.squeeze_dim(2)].map(|t| t.transpose(1, 2)); // [B, H, T, hd]
     let scale = 1.0 / (hd as f64).sqrt();
     let ctx = tch::Tensor::scaled_dot_product_attention(&q, &k, &v, None::<tch::Tensor>, 0.0, false, Some(scale), false);
     ctx.transpose(1, 2).reshape([b, t, g.heads * hd]).linear(&o.to_kind(dt), None::<tch::Tensor>)
 }
 
-/// `x cos + rotate_half(x) sin` over `[B, T, H, hd]`, in float32, returned in `x`'s dtype.
+/// `x cos + rotate_half(x) sin` over `[B, T, 2, H, hd]` (q and k), in float32, returned in `x`'s
+/// dtype; `cos` and `sin` are `[T, 1, 1, hd]`.
 fn apply_rope(x: &tch::Tensor, cos: &tch::Tensor, sin: &tch::Tensor) -> tch::Tensor {
     let xf = x.to_kind(Kind::Float);
     let half = xf.size().last().copied().expect("a head axis") / 2;
