@@ -36,11 +36,15 @@ fn every_golden_fixture_matches_the_reference_on_libtorch_cpu() {
     eprintln!("{:<22} {:>8} {:>22} {:>22}", "fixture", "tensors", "worst err/tol torch-cpu", "worst err/tol cpu");
     let mut bad = vec![];
     for dir in &all {
+        let before = trm::model::torch_block::block_counts();
         let t = trm::eval::parity::run::<Torch>(dir, &LibTorchDevice::Cpu).unwrap_or_else(|e| panic!("{}: {e:#}", dir.display()));
+        let after = trm::model::torch_block::block_counts();
         let f = trm::eval::parity::run::<FlexAd>(dir, &Default::default()).unwrap();
         let (n, failed, wt) = worst(&t);
         let (_, _, wf) = worst(&f);
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        // The forward and the gradients ran through libtorch's fused block.
+        assert!(after.tracked > before.tracked && after.backward > before.backward, "{name}: the fused block did not run: {after:?}");
         eprintln!("{name:<22} {n:>8} {wt:>22.3} {wf:>22.3}");
         assert!(n >= 100, "{name}: only {n} tensors compared");
         if failed > 0 {

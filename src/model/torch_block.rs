@@ -22,8 +22,9 @@
 //! to the activations' dtype per call, RMSNorm and RoPE in float32, the attention softmax
 //! accumulated in float32. `TRM_FUSED_TORCH=0` turns the block off (burn's generic layers
 //! instead); so does `TRM_FUSED_ATTENTION=0` for attention blocks, whose attention here is SDPA.
-//! Tests: equality with the generic block, forward and every gradient (tests/libtorch.rs), and
-//! the golden fixtures on torch-cpu, whose forward and gradients run through it.
+//! Tests: equality with the generic block, forward and every gradient (below), and the golden
+//! fixtures on torch-cpu, whose forward and gradients run through it (tests/libtorch.rs, which
+//! checks that they do).
 
 use super::config::{ModelConfig, PosEncoding};
 use super::rope::Rope;
@@ -108,6 +109,9 @@ pub fn block<B: Backend>(h: &Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope
         return None;
     }
     let g = Geometry { mixer, heads: cfg.arch.num_heads as i64, eps: cfg.arch.rms_norm_eps };
+    if mixer == MixerKind::Attention && cfg.arch.pos_encodings == PosEncoding::Rope && cfg.head_dim() % 2 == 1 {
+        return None; // the half-split rotation needs an even head width (every preset has one)
+    }
     let weights = [&m1.weight, &m2.weight, &w.gate_up.weight, &w.down.weight];
     let t = h.dims()[1] as i64;
     // The RoPE tables are constants: plain torch tensors, their first t rows.
@@ -134,7 +138,9 @@ pub fn block<B: Backend>(h: &Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope
         OpsKind::Tracked(prep) => {
             count(|c| c.tracked += 1);
             let inputs = [&x.primitive, &w[0].primitive, &w[1].primitive, &w[2].primitive, &w[3].primitive];
-            let mut graph = BlockGraph::forward(inputs.map(|t| &t.tensor), tables, g);
+            // torch records (and saves for) only the gradients burn will ask for.
+            let tracked = [&x.node, &w[0].node, &w[1].node, &w[2].node, &w[3].node].map(|n| !n.requirement.is_none());
+            let mut graph = BlockGraph::forward(inputs.map(|t| &t.tensor), tracked, tables, g);
             let out = TchTensor::new(graph.out.detach());
             // burn writes in place into a tensor whose storage only it holds; these clones keep
             // it from writing into the memory torch saved for the backward.
@@ -239,10 +245,13 @@ fn rms_norm_axis(x: &tch::Tensor, axis: i64, eps: f64) -> tch::Tensor {
     (&xf * (ms + eps).rsqrt()).to_kind(x.kind())
 }
 
-/// RMSNorm over the last axis without a weight, computed in float32, returned in `x`'s dtype.
+/// RMSNorm over the last axis without a weight, returned in `x`'s dtype. torch computes it in
+/// float32 for a bfloat16 input (its opmath type), so no casts around it: on torch-cpu the result
+/// and its gradient are bit-identical to casting to float32 and back (checked 2026-12-04), and a
+/// GPU's fused `rms_norm` kernel skips two passes each way.
 fn rms_norm(x: &tch::Tensor, eps: f64) -> tch::Tensor {
     let d = x.size().last().copied().expect("a last axis");
-    x.to_kind(Kind::Float).rms_norm([d], None::<tch::Tensor>, eps).to_kind(x.kind())
+    x.rms_norm([d], None::<tch::Tensor>, eps)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -259,9 +268,9 @@ struct BlockGraph {
 }
 
 impl BlockGraph {
-    fn forward(inputs: [&tch::Tensor; 5], rope: Option<(&tch::Tensor, &tch::Tensor)>, g: Geometry) -> Self {
+    fn forward(inputs: [&tch::Tensor; 5], tracked: [bool; 5], rope: Option<(&tch::Tensor, &tch::Tensor)>, g: Geometry) -> Self {
         tch::with_grad(|| {
-            let leaves = inputs.map(|t| t.detach().set_requires_grad(true));
+            let leaves: [tch::Tensor; 5] = std::array::from_fn(|i| inputs[i].detach().set_requires_grad(tracked[i]));
             let out = forward(&leaves[0], [&leaves[1], &leaves[2], &leaves[3], &leaves[4]], rope, g);
             BlockGraph { leaves, out, pinned: vec![] }
         })
@@ -385,9 +394,14 @@ mod tests {
                     Mixer::Attention { qkv, o } => (qkv, o),
                     Mixer::MlpT { gate_up, down } => (gate_up, down),
                 };
+                assert_eq!(y.dtype(), dtype, "{case}: the output keeps the activations' dtype");
                 let h_grad = h.grad(&g).expect("input gradient");
                 assert_eq!(h_grad.dtype(), dtype, "{case}: the input gradient keeps its dtype");
-                let grad = |t: &Tensor<Ad, 2>| values(t.grad(&g).expect("a weight gradient"));
+                let grad = |t: &Tensor<Ad, 2>| {
+                    let g = t.grad(&g).expect("a weight gradient");
+                    assert_eq!(g.dtype(), DType::F32, "{case}: weight gradients are float32, as the weights");
+                    values(g)
+                };
                 [values(y.inner()), values(h_grad), grad(&m1.weight), grad(&m2.weight), grad(&wad.gate_up.weight), grad(&wad.down.weight)]
             };
             let names = ["output", "d input", "d mixer 1", "d mixer 2", "d gate_up", "d down"];
@@ -402,6 +416,34 @@ mod tests {
                 let tol = if dtype == DType::F32 { 1e-6 } else { 1e-2 };
                 assert!(e <= tol, "{case} {dtype:?}: forward differs by {e:.1e} (relative L2)");
             }
+
+            // On the autodiff backend with nothing tracked: the plain forward, no graph.
+            let constant = |l: &Linear<Torch>| Linear { weight: Tensor::<Ad, 2>::from_inner(l.weight.clone()), bias: None };
+            let mixer = match &w.mixer {
+                Mixer::Attention { qkv, o } => Mixer::Attention { qkv: constant(qkv), o: constant(o) },
+                Mixer::MlpT { gate_up, down } => Mixer::MlpT { gate_up: constant(gate_up), down: constant(down) },
+            };
+            let untracked = Block { mixer, gate_up: constant(&w.gate_up), down: constant(&w.down) };
+            let before = block_counts();
+            let y = block(&Tensor::<Ad, 3>::from_inner(h0.clone()), &untracked, &cfg, Some(&rope)).expect("fused");
+            let after = block_counts();
+            assert_eq!((after.forward - before.forward, after.tracked - before.tracked), (1, 0), "{case}: untracked");
+            let (e, _) = rel_l2(&values(y.inner()), &values(block_generic(h0.clone(), w, &cfg, Some(&rope_plain))));
+            assert!(e <= 1e-6, "{case}: untracked forward differs by {e:.1e}");
+
+            // Only the input tracked (constant weights): torch records only that gradient.
+            let input_grad = |fused: bool| {
+                let h = Tensor::<Ad, 3>::from_inner(h0.clone()).require_grad();
+                let y = if fused {
+                    block(&h, &untracked, &cfg, Some(&rope)).expect("fused")
+                } else {
+                    block_generic(h.clone(), &untracked, &cfg, Some(&rope))
+                };
+                let g = (y * Tensor::from_inner(probe.clone())).sum().backward();
+                values(h.grad(&g).expect("input gradient"))
+            };
+            let (e, norm) = rel_l2(&input_grad(true), &input_grad(false));
+            assert!(norm > 0.0 && e <= 1e-6, "{case}: input gradient with constant weights differs by {e:.1e}");
 
             // float32: the same maths in another order (measured up to 6e-7).
             let before = block_counts();
