@@ -24,7 +24,7 @@ def main(results, out_json):
         lines.append(f"  {status} {r['name']:<22} {r.get('device', ''):<13} {r.get('summary') or r.get('error', '')}")
     lines.append("")
     ref = {r["name"]: r for r in by("reference")}
-    head = f"  {'case':<46} {'trm s':>8} {'ex/s':>9} {'TFLOP/s':>8} {'MFU':>6} {'GPU MiB':>8} {'ref eager':>9} {'ref comp':>9} {'/eager':>7} {'/comp':>7}"
+    head = f"  {'case':<46} {'blocks':<14} {'trm s':>8} {'ex/s':>9} {'TFLOP/s':>8} {'MFU':>6} {'GPU MiB':>8} {'ref eager':>9} {'ref comp':>9} {'/eager':>7} {'/comp':>7}"
     lines += ["step times (median; ratios = trm / reference, < 1 is faster)", head]
     for r in by("bench"):
         if r["name"].endswith(":profile"):
@@ -38,7 +38,7 @@ def main(results, out_json):
             lines.append(f"  {r['name']:<46} {r['error']}")
             continue
         lines.append(
-            f"  {r['name']:<46} {fmt(t, '8.4f')} {fmt(r.get('examples_per_s'), '9.0f')} {fmt(r.get('achieved_tflops'), '8.2f')} "
+            f"  {r['name']:<46} {r.get('block', '-'):<14} {fmt(t, '8.4f')} {fmt(r.get('examples_per_s'), '9.0f')} {fmt(r.get('achieved_tflops'), '8.2f')} "
             f"{fmt(r.get('mfu'), '6.3f')} {fmt(r.get('gpu_peak_mib'), '8.0f')} {fmt(te, '9.4f')} {fmt(tc, '9.4f')} "
             f"{fmt(ratio(t, te), '7.2f')} {fmt(ratio(t, tc), '7.2f')}"
         )

@@ -309,6 +309,13 @@ pub fn profile_steps<B: Backend>(steps: usize, events: &std::path::Path, step: i
     }
 }
 
+/// Whether attention runs fused on `B`: the engine has it (`Capabilities::fused_attention`) and
+/// `TRM_FUSED_ATTENTION=0` does not turn it off.
+pub fn fused_attention_on<B: Backend>() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    capabilities::<B>().fused_attention && !*OFF.get_or_init(crate::util::env::fused_attention_off)
+}
+
 /// The inputs of an attention call, handed back when the engine has no fused attention.
 pub type AttentionInputs<B> = (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>);
 
@@ -322,8 +329,7 @@ pub fn fused_attention<B: Backend>(
     v: Tensor<B, 4>,
     scale: f64,
 ) -> Result<Tensor<B, 4>, AttentionInputs<B>> {
-    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if !capabilities::<B>().fused_attention || *OFF.get_or_init(crate::util::env::fused_attention_off) {
+    if !fused_attention_on::<B>() {
         return Err((q, k, v));
     }
     #[cfg(feature = "libtorch")]

@@ -135,6 +135,9 @@ pub struct BenchResult {
     pub first_step_s: f64,
     /// The engine that ran it (`crate::backend::Capabilities::engine`).
     pub engine: &'static str,
+    /// The form the transformer blocks ran in (`crate::model::layers::block_form`): `fused-cpu`,
+    /// `fused-libtorch`, `generic+sdpa` or `generic`.
+    pub block: &'static str,
     /// Where the time of `PROFILED_STEPS` more steps went (`trm bench --profile`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<crate::backend::profile::Profile>,
@@ -188,7 +191,7 @@ pub fn peak_rss() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
 }
 
-fn summarise(
+fn summarise<B: Backend>(
     shape: &str,
     mode: &str,
     dtype: DType,
@@ -199,7 +202,6 @@ fn summarise(
     warmup: usize,
     flops: f64,
     peak: Option<f64>,
-    engine: &'static str,
 ) -> BenchResult {
     let first = all[0];
     let mut times = all[warmup.min(all.len() - 1)..].to_vec();
@@ -225,7 +227,8 @@ fn summarise(
         cpu_isa: cpu_isa(),
         products: None,
         first_step_s: first,
-        engine,
+        engine: crate::backend::capabilities::<B>().engine,
+        block: crate::model::layers::block_form::<B>(c),
         profile: None,
         profile_error: None,
     }
@@ -264,7 +267,7 @@ pub fn bench_train<AD: AutodiffBackend>(spec: &BenchSpec, device: &AD::Device) -
     };
     let times = time_steps(warmup, reps, &mut step)?;
     // Summarised before profiling: the profiler's buffers would count in the peak memory.
-    let timed = summarise(
+    let timed = summarise::<AD>(
         &label_of(shape_name, arch),
         "train",
         activation_dtype::<AD>(&c),
@@ -275,7 +278,6 @@ pub fn bench_train<AD: AutodiffBackend>(spec: &BenchSpec, device: &AD::Device) -
         warmup,
         step_flops(&c, b).1,
         peak,
-        crate::backend::capabilities::<AD>().engine,
     );
     let mut i = warmup + reps;
     let (profile, profile_error) = profile_or_error(profile.map(|events| {
@@ -322,7 +324,7 @@ pub fn bench_eval<B: Backend>(spec: &BenchSpec, device: &B::Device) -> anyhow::R
         Ok(())
     };
     let times = time_steps(warmup, reps, &mut step)?;
-    let timed = summarise(
+    let timed = summarise::<B>(
         &label_of(shape_name, arch),
         "eval",
         activation_dtype::<B>(&c),
@@ -333,7 +335,6 @@ pub fn bench_eval<B: Backend>(spec: &BenchSpec, device: &B::Device) -> anyhow::R
         warmup,
         step_flops(&c, b).0,
         peak,
-        crate::backend::capabilities::<B>().engine,
     );
     let (profile, profile_error) =
         profile_or_error(profile.map(|events| crate::backend::profile_steps::<B>(PROFILED_STEPS, &events, || step(0))));

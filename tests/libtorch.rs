@@ -215,3 +215,43 @@ fn bench_profile_reports_the_operators_of_a_step() {
     assert!(p["kernels_per_step"].is_null(), "{p}");
     assert!(std::fs::read_to_string(&events).unwrap().lines().count() > 1000);
 }
+
+/// `trm` with extra environment variables; its stdout.
+fn trm_with_env(env: &[(&str, &str)], args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_trm")).envs(env.iter().copied()).args(args).output().unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "trm {args:?} with {env:?} failed:\n{out}\n{err}");
+    out.into_owned()
+}
+
+#[test]
+fn bench_names_the_block_form_and_the_fused_block_merges_the_products() {
+    let dir = tempfile::tempdir().unwrap();
+    // (shape, environment, the block form that must run)
+    let cases = [
+        ("sudoku-att", &[][..], "fused-libtorch"),
+        ("sudoku-att", &[("TRM_FUSED_TORCH", "0")][..], "generic+sdpa"),
+        ("sudoku-att", &[("TRM_FUSED_ATTENTION", "0")][..], "generic"),
+        ("sudoku-mlp", &[("TRM_FUSED_ATTENTION", "0")][..], "fused-libtorch"),
+        ("sudoku-mlp", &[("TRM_FUSED_TORCH", "0")][..], "generic"),
+    ];
+    let mut products = vec![];
+    for (i, (shape, env, form)) in cases.iter().enumerate() {
+        let events = dir.path().join(format!("events-{i}.tsv"));
+        let args = ["bench", "--device", "torch-cpu", "--shape", shape, "--mode", "eval", "--batch", "1", "--warmup", "0", "--reps", "1"];
+        let out = trm_with_env(env, &[&args[..], &["--profile", events.to_str().unwrap(), "--json"]].concat());
+        let r: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert_eq!(r["block"], *form, "{shape} with {env:?}: {r}");
+        let mm = r["profile"]["top_ops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["op"] == "aten::mm")
+            .map(|o| o["calls_per_step"].as_f64().unwrap());
+        products.push(mm.unwrap_or_else(|| panic!("{shape} with {env:?}: no aten::mm among the top operators: {r}")));
+    }
+    // Per attention block the fused form makes 4 products (q|k|v, o, gate|up, down) where burn's
+    // generic layers make 9 (q, k, v, RoPE's rotation of q and k, o, gate, up, down).
+    eprintln!("aten::mm per sudoku-att eval step at batch 1: fused block {}, generic layers {}", products[0], products[1]);
+    assert!(products[0] < 0.6 * products[1], "aten::mm per eval step: fused {} against generic {}", products[0], products[1]);
+}

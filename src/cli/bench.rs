@@ -89,13 +89,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
-            "{} {} {}{} batch {} on {}: median {:.4} s/step (min {:.4}), {:.1} examples/s, {:.0} tokens/s, {:.3} TFLOP/s{}, peak RSS {:.0} MiB",
+            "{} {} {}{} batch {} on {} ({}, {} blocks): median {:.4} s/step (min {:.4}), {:.1} examples/s, {:.0} tokens/s, {:.3} TFLOP/s{}, peak RSS {:.0} MiB",
             r.shape,
             r.mode,
             r.dtype,
             r.products.map(|p| format!(" ({p} products)")).unwrap_or_default(),
             r.batch,
             r.device,
+            r.engine,
+            r.block,
             r.median_step_s,
             r.min_step_s,
             r.examples_per_s,

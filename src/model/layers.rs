@@ -103,6 +103,20 @@ pub fn block<B: Backend>(h: Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope:
     block_generic(h, w, cfg, rope)
 }
 
+/// Which form of the block runs the blocks of `cfg` on backend `B` (named in `trm bench`
+/// results): `fused-cpu` (trm's CPU kernels), `fused-libtorch` (libtorch's ops under torch's
+/// autograd), `generic+sdpa` (burn's layers with libtorch's fused attention) or `generic`.
+pub fn block_form<B: Backend>(cfg: &ModelConfig) -> &'static str {
+    if super::cpu::covers::<B>(cfg) {
+        return "fused-cpu";
+    }
+    #[cfg(feature = "libtorch")]
+    if super::torch_block::covers::<B>(cfg) {
+        return "fused-libtorch";
+    }
+    if !cfg.arch.mlp_t && crate::backend::fused_attention_on::<B>() { "generic+sdpa" } else { "generic" }
+}
+
 /// `block` from burn's tensor ops, for every backend (and autodiff).
 pub fn block_generic<B: Backend>(h: Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
     let eps = cfg.arch.rms_norm_eps;

@@ -73,6 +73,18 @@ pub fn applies<B: Backend>() -> bool {
     crate::backend::capabilities::<B>().fused_torch_block && *ON.get_or_init(|| !crate::util::env::fused_torch_off())
 }
 
+/// Whether the fused block runs the blocks of `cfg` on `B` (blocks without biases, as every
+/// architecture's): it applies to `B`; attention blocks also need the fused attention on (their
+/// attention is SDPA, so `TRM_FUSED_ATTENTION=0` leaves them to burn's generic layers) and, with
+/// RoPE, an even head width for the half-split rotation (every preset has one).
+pub fn covers<B: Backend>(cfg: &ModelConfig) -> bool {
+    if !applies::<B>() {
+        return false;
+    }
+    let rope = cfg.arch.pos_encodings == PosEncoding::Rope;
+    cfg.arch.mlp_t || (crate::backend::fused_attention_on::<B>() && !(rope && cfg.head_dim() % 2 == 1))
+}
+
 /// The block's mixer, as the torch forward needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum MixerKind {
@@ -92,26 +104,14 @@ struct Geometry {
 /// it (another engine, a layer with a bias, or turned off: `TRM_FUSED_TORCH=0`, or for attention
 /// `TRM_FUSED_ATTENTION=0`).
 pub fn block<B: Backend>(h: &Tensor<B, 3>, w: &Block<B>, cfg: &ModelConfig, rope: Option<&Rope<B>>) -> Option<Tensor<B, 3>> {
-    if !applies::<B>() {
-        return None;
-    }
     let (m1, m2, mixer) = match &w.mixer {
         Mixer::Attention { qkv, o } => (qkv, o, MixerKind::Attention),
         Mixer::MlpT { gate_up, down } => (gate_up, down, MixerKind::MlpT),
     };
-    if [m1, m2, &w.gate_up, &w.down].iter().any(|l| l.bias.is_some()) {
-        return None;
-    }
-    // The block's attention is SDPA: with the fused attention turned off, burn's generic layers
-    // run the whole block.
-    static NO_SDPA: OnceLock<bool> = OnceLock::new();
-    if mixer == MixerKind::Attention && *NO_SDPA.get_or_init(crate::util::env::fused_attention_off) {
+    if !covers::<B>(cfg) || [m1, m2, &w.gate_up, &w.down].iter().any(|l| l.bias.is_some()) {
         return None;
     }
     let g = Geometry { mixer, heads: cfg.arch.num_heads as i64, eps: cfg.arch.rms_norm_eps };
-    if mixer == MixerKind::Attention && cfg.arch.pos_encodings == PosEncoding::Rope && cfg.head_dim() % 2 == 1 {
-        return None; // the half-split rotation needs an even head width (every preset has one)
-    }
     let weights = [&m1.weight, &m2.weight, &w.gate_up.weight, &w.down.weight];
     let t = h.dims()[1] as i64;
     // The RoPE tables are constants: plain torch tensors, their first t rows.

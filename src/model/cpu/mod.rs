@@ -84,6 +84,12 @@ pub fn applies<B: Backend>() -> bool {
         && *ON.get_or_init(|| !crate::util::env::fused_cpu_off())
 }
 
+/// Whether the fused block (forward, or forward and backward on `Autodiff<Flex>`) runs the
+/// blocks of `cfg` on `B`: it covers float32 activations only.
+pub fn covers<B: Backend>(cfg: &ModelConfig) -> bool {
+    (applies::<B>() || backward::applies_autodiff::<B>()) && super::precision::activation_dtype::<B>(cfg) == DType::F32
+}
+
 /// `Tensor<B>` -> the Flex primitive, when `B` is Flex (checked by the caller).
 fn into_flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> FlexTensor {
     cast::<B, Flex, D>(t).into_primitive().tensor()
