@@ -89,21 +89,23 @@ impl SdpaGraph {
         })
     }
 
-    /// The gradients of q, k and v for the output gradient `dout`. The graph is kept (burn
-    /// drops the state right after), so a clone of the state could run it again.
+    /// The gradients of q, k and v for the output gradient `dout`. torch frees the graph's
+    /// saved tensors as it goes: burn moves an op's state into its one backward call and never
+    /// clones it (burn-autodiff's `OpsPrep::finish`, and the graph server removes each step as
+    /// it runs it).
     fn backward(&self, dout: &tch::Tensor) -> [tch::Tensor; 3] {
         tch::with_grad(|| {
             // d/d(out) of sum(out * dout) is dout: torch's SDPA backward applied to dout, at the
             // cost of one product and one sum over the output.
             let objective = (&self.out * dout).sum(self.out.kind());
-            let mut g = tch::Tensor::run_backward(&[objective], &[&self.q, &self.k, &self.v], true, false).into_iter();
+            let mut g = tch::Tensor::run_backward(&[objective], &[&self.q, &self.k, &self.v], false, false).into_iter();
             [(); 3].map(|_| g.next().expect("one gradient per input"))
         })
     }
 }
 
-// The state burn keeps for the backward pass; torch tensors are reference-counted handles, so a
-// clone shares the same graph.
+// The state burn keeps for the backward pass, which burn requires to be Clone (it does not clone
+// one it runs); torch tensors are reference-counted handles, so a clone shares the same graph.
 impl Clone for SdpaGraph {
     fn clone(&self) -> Self {
         SdpaGraph {

@@ -277,7 +277,9 @@ impl BlockGraph {
     }
 
     /// The gradients of the leaves `wanted` for the output gradient `dout`. torch frees the
-    /// graph's saved tensors as it goes: burn runs a node's backward once.
+    /// graph's saved tensors as it goes: burn moves an op's state into its one backward call and
+    /// never clones it (burn-autodiff's `OpsPrep::finish`, and the graph server removes each step
+    /// as it runs it).
     fn backward(&self, dout: &tch::Tensor, wanted: &[usize]) -> Vec<tch::Tensor> {
         tch::with_grad(|| {
             // d/d(out) of sum(out * dout) is dout: the block's backward applied to dout, at the
@@ -289,8 +291,8 @@ impl BlockGraph {
     }
 }
 
-// The state burn keeps for the backward pass; torch tensors are reference-counted handles, so a
-// clone shares the same graph.
+// The state burn keeps for the backward pass, which burn requires to be Clone (it does not clone
+// one it runs); torch tensors are reference-counted handles, so a clone shares the same graph.
 impl Clone for BlockGraph {
     fn clone(&self) -> Self {
         BlockGraph { leaves: self.leaves.each_ref().map(|t| t.shallow_clone()), out: self.out.shallow_clone(), pinned: self.pinned.clone() }
