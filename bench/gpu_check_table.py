@@ -22,6 +22,9 @@ def main(results, out_json):
     for r in by("parity"):
         status = "ok  " if r.get("ok") else ("TIME" if r.get("exit_code") in (124, 137) else "FAIL")
         lines.append(f"  {status} {r['name']:<22} {r.get('device', ''):<13} {r.get('summary') or r.get('error', '')}")
+    for r in by("fallback"):
+        lines.append(f"  FALLBACK: the fused block failed parity on {', '.join(r.get('failed', []))}; the generic layers passed, "
+                     f"so the rest of the check ran with {r.get('rest_of_check')}")
     lines.append("")
     ref = {r["name"]: r for r in by("reference")}
     head = f"  {'case':<46} {'blocks':<14} {'trm s':>8} {'ex/s':>9} {'TFLOP/s':>8} {'MFU':>6} {'GPU MiB':>8} {'ref eager':>9} {'ref comp':>9} {'/eager':>7} {'/comp':>7}"
