@@ -287,6 +287,8 @@ pub mod torch;
 #[cfg(feature = "libtorch")]
 mod torch_attention;
 #[cfg(feature = "libtorch")]
+pub(crate) use torch_attention::graph_backward;
+#[cfg(feature = "libtorch")]
 mod torch_profiler;
 
 /// Why `--profile` is refused on an engine other than libtorch.

@@ -36,9 +36,9 @@ fn every_golden_fixture_matches_the_reference_on_libtorch_cpu() {
     eprintln!("{:<22} {:>8} {:>22} {:>22}", "fixture", "tensors", "worst err/tol torch-cpu", "worst err/tol cpu");
     let mut bad = vec![];
     for dir in &all {
-        let before = trm::model::torch_block::block_counts();
+        let before = trm::model::counts::block_counts();
         let t = trm::eval::parity::run::<Torch>(dir, &LibTorchDevice::Cpu).unwrap_or_else(|e| panic!("{}: {e:#}", dir.display()));
-        let after = trm::model::torch_block::block_counts();
+        let after = trm::model::counts::block_counts();
         let f = trm::eval::parity::run::<FlexAd>(dir, &Default::default()).unwrap();
         let (n, failed, wt) = worst(&t);
         let (_, _, wf) = worst(&f);
@@ -55,10 +55,7 @@ fn every_golden_fixture_matches_the_reference_on_libtorch_cpu() {
 }
 
 fn trm(args: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_trm")).args(args).output().unwrap();
-    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(o.status.success(), "trm {args:?} failed:\n{out}\n{err}");
-    out.into_owned()
+    trm_with_env(&[], args)
 }
 
 #[test]

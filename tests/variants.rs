@@ -7,7 +7,7 @@
 use burn::prelude::*;
 use trm::model::act::Carry;
 use trm::model::config::ModelConfig;
-use trm::model::cpu::block_counts;
+use trm::model::counts::block_counts;
 use trm::model::layers::Rope;
 use trm::model::weights::{self, Weights};
 use trm::step::supervision::{Ropes, eval_forward, train_forward};

@@ -89,19 +89,25 @@ impl SdpaGraph {
         })
     }
 
-    /// The gradients of q, k and v for the output gradient `dout`. torch frees the graph's
-    /// saved tensors as it goes: burn moves an op's state into its one backward call and never
-    /// clones it (burn-autodiff's `OpsPrep::finish`, and the graph server removes each step as
-    /// it runs it).
+    /// The gradients of q, k and v for the output gradient `dout`.
     fn backward(&self, dout: &tch::Tensor) -> [tch::Tensor; 3] {
-        tch::with_grad(|| {
-            // d/d(out) of sum(out * dout) is dout: torch's SDPA backward applied to dout, at the
-            // cost of one product and one sum over the output.
-            let objective = (&self.out * dout).sum(self.out.kind());
-            let mut g = tch::Tensor::run_backward(&[objective], &[&self.q, &self.k, &self.v], false, false).into_iter();
-            [(); 3].map(|_| g.next().expect("one gradient per input"))
-        })
+        let mut g = graph_backward(&self.out, dout, &[&self.q, &self.k, &self.v]).into_iter();
+        [(); 3].map(|_| g.next().expect("one gradient per input"))
     }
+}
+
+/// The gradients of `inputs` (leaves of the torch graph that made `out`, requiring grad) for the
+/// output gradient `dout`: the graph's backward applied to `dout`, obtained as the gradients of
+/// `sum(out · dout)` (tch has no `grad_outputs`) at the cost of one product and one sum over the
+/// output. torch frees the graph's saved tensors as it goes: burn moves an op's state into its
+/// one backward call and never clones it (burn-autodiff's `OpsPrep::finish`, and the graph
+/// server removes each step as it runs it). The fused attention and libtorch's fused block
+/// (`model::torch_block`) are differentiated through it.
+pub(crate) fn graph_backward(out: &tch::Tensor, dout: &tch::Tensor, inputs: &[&tch::Tensor]) -> Vec<tch::Tensor> {
+    tch::with_grad(|| {
+        let objective = (out * dout).sum(out.kind());
+        tch::Tensor::run_backward(&[objective], inputs, false, false)
+    })
 }
 
 // The state burn keeps for the backward pass, which burn requires to be Clone (it does not clone

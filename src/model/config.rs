@@ -475,6 +475,35 @@ impl ModelConfig {
     }
 }
 
+/// The block shapes the fused blocks' tests run (`model::cpu`, `model::torch_block`), as
+/// (positions, mlp_t, hidden, heads, seq_len, batch): the fourth and fifth are one head of a
+/// width that is not a multiple of 16, 6 positions (gemm's small-matrix kernels), batch 1; the
+/// last has heads that do not divide the width (as the baseline's 12 heads on 512): A = 6 x 6.
+#[cfg(test)]
+pub(crate) const BLOCK_TEST_CASES: [(PosEncoding, bool, usize, usize, usize, usize); 6] = [
+    (PosEncoding::Rope, false, 64, 4, 19, 2),
+    (PosEncoding::None, false, 64, 4, 19, 2),
+    (PosEncoding::None, true, 64, 4, 19, 2),
+    (PosEncoding::Rope, false, 40, 1, 5, 1),
+    (PosEncoding::None, true, 40, 1, 5, 1),
+    (PosEncoding::Rope, false, 40, 6, 7, 2),
+];
+
+/// A one-block-per-net model of one `BLOCK_TEST_CASES` shape (a one-row puzzle embedding).
+#[cfg(test)]
+pub(crate) fn block_test_config(pos: PosEncoding, mlp_t: bool, hidden: usize, heads: usize, seq_len: usize) -> ModelConfig {
+    let arch = ArchConfig {
+        hidden_size: hidden,
+        num_heads: heads,
+        pos_encodings: pos,
+        mlp_t,
+        puzzle_emb_ndim: hidden,
+        puzzle_emb_len: 1,
+        ..Default::default()
+    };
+    ModelConfig { arch, seq_len, vocab_size: 11, num_puzzle_identifiers: 3 }
+}
+
 #[cfg(test)]
 mod tests {
 

@@ -3,6 +3,7 @@
 
 pub mod act;
 pub mod config;
+pub mod counts;
 pub mod cpu;
 pub mod forward;
 pub mod layers;

@@ -13,8 +13,7 @@
 //!
 //! How (as `backend::torch_attention` does for attention alone): the forward runs under torch's
 //! autograd on detached copies of the block input and its four weights, and keeps that small
-//! torch graph; the backward asks torch for the gradients of `sum(out · dout)`, which are exactly
-//! the block's backward applied to `dout`. The output handed to burn is detached, so nothing
+//! torch graph; the backward runs that graph's backward on `dout` (`backend::graph_backward`). The output handed to burn is detached, so nothing
 //! outside this op records a torch graph. Without autodiff (evaluation, inference, the no-grad
 //! cycles of training) the same forward runs under `no_grad`.
 //!
@@ -44,27 +43,7 @@ use tch::Kind;
 
 type TorchAutodiff = Autodiff<Torch>;
 
-/// Per-thread counts of fused libtorch block applications: plain forward passes (no graph),
-/// forward passes recorded for backprop, and backward passes. Tests read them to check that a
-/// model really runs through this block.
-pub use super::cpu::BlockCounts;
-
-thread_local! {
-    static COUNTS: std::cell::Cell<BlockCounts> = const { std::cell::Cell::new(BlockCounts { forward: 0, tracked: 0, backward: 0 }) };
-}
-
-/// This thread's counts so far.
-pub fn block_counts() -> BlockCounts {
-    COUNTS.with(|c| c.get())
-}
-
-fn count(f: impl FnOnce(&mut BlockCounts)) {
-    COUNTS.with(|c| {
-        let mut v = c.get();
-        f(&mut v);
-        c.set(v);
-    });
-}
+use super::counts::count;
 
 /// Whether the fused block applies to backend `B` (libtorch, with or without autodiff, and not
 /// turned off by `TRM_FUSED_TORCH=0`).
@@ -276,18 +255,10 @@ impl BlockGraph {
         })
     }
 
-    /// The gradients of the leaves `wanted` for the output gradient `dout`. torch frees the
-    /// graph's saved tensors as it goes: burn moves an op's state into its one backward call and
-    /// never clones it (burn-autodiff's `OpsPrep::finish`, and the graph server removes each step
-    /// as it runs it).
+    /// The gradients of the leaves `wanted` for the output gradient `dout`.
     fn backward(&self, dout: &tch::Tensor, wanted: &[usize]) -> Vec<tch::Tensor> {
-        tch::with_grad(|| {
-            // d/d(out) of sum(out * dout) is dout: the block's backward applied to dout, at the
-            // cost of one product and one sum over the output.
-            let objective = (&self.out * dout).sum(self.out.kind());
-            let inputs: Vec<&tch::Tensor> = wanted.iter().map(|&i| &self.leaves[i]).collect();
-            tch::Tensor::run_backward(&[objective], &inputs, false, false)
-        })
+        let inputs: Vec<&tch::Tensor> = wanted.iter().map(|&i| &self.leaves[i]).collect();
+        crate::backend::graph_backward(&self.out, dout, &inputs)
     }
 }
 
@@ -321,9 +292,10 @@ impl Backward<Torch, 5> for FusedTorchBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::config::ArchConfig;
+    use crate::model::config::{BLOCK_TEST_CASES, block_test_config};
+    use crate::model::counts::block_counts;
     use crate::model::layers::block_generic;
-    use crate::model::weights::{self, Linear};
+    use crate::model::weights;
     use burn::backend::libtorch::LibTorchDevice;
     use burn::tensor::{DType, Distribution};
 
@@ -345,34 +317,11 @@ mod tests {
     fn fused_torch_block_matches_burns_generic_block_forward_and_gradients() {
         let device = LibTorchDevice::Cpu;
         assert!(applies::<Ad>() && applies::<Torch>() && !applies::<burn::backend::Flex>());
-        // (positions, mlp_t, hidden, heads, seq_len, batch), as the fused CPU block's test: the
-        // last case has heads that do not divide the width (A = 6 x 6).
-        let cases = [
-            (PosEncoding::Rope, false, 64, 4, 19, 2),
-            (PosEncoding::None, false, 64, 4, 19, 2),
-            (PosEncoding::None, true, 64, 4, 19, 2),
-            (PosEncoding::Rope, false, 40, 1, 5, 1),
-            (PosEncoding::Rope, false, 40, 6, 7, 2),
-        ];
-        for (pos, mlp_t, hidden, heads, seq_len, batch) in cases {
-            let arch = ArchConfig {
-                hidden_size: hidden,
-                num_heads: heads,
-                pos_encodings: pos,
-                mlp_t,
-                puzzle_emb_ndim: hidden,
-                puzzle_emb_len: 1,
-                ..Default::default()
-            };
-            let cfg = ModelConfig { arch, seq_len, vocab_size: 11, num_puzzle_identifiers: 3 };
+        for (pos, mlp_t, hidden, heads, seq_len, batch) in BLOCK_TEST_CASES {
+            let cfg = block_test_config(pos, mlp_t, hidden, heads, seq_len);
             let mut rng = crate::util::rng::derive(3, &[]);
             let w = &weights::init::<Torch>(&cfg, &mut rng, &device).nets[0][0];
-            let lin = |l: &Linear<Torch>| Linear { weight: Tensor::<Ad, 2>::from_inner(l.weight.clone()).require_grad(), bias: None };
-            let mixer = match &w.mixer {
-                Mixer::Attention { qkv, o } => Mixer::Attention { qkv: lin(qkv), o: lin(o) },
-                Mixer::MlpT { gate_up, down } => Mixer::MlpT { gate_up: lin(gate_up), down: lin(down) },
-            };
-            let wad = Block { mixer, gate_up: lin(&w.gate_up), down: lin(&w.down) };
+            let wad = w.map_weights(|t| Tensor::<Ad, 2>::from_inner(t).require_grad());
             let rope = Rope::<Ad>::new(&cfg, &device);
             let rope_plain = Rope::<Torch>::new(&cfg, &device);
             let t = cfg.total_len();
@@ -420,12 +369,7 @@ mod tests {
             }
 
             // On the autodiff backend with nothing tracked: the plain forward, no graph.
-            let constant = |l: &Linear<Torch>| Linear { weight: Tensor::<Ad, 2>::from_inner(l.weight.clone()), bias: None };
-            let mixer = match &w.mixer {
-                Mixer::Attention { qkv, o } => Mixer::Attention { qkv: constant(qkv), o: constant(o) },
-                Mixer::MlpT { gate_up, down } => Mixer::MlpT { gate_up: constant(gate_up), down: constant(down) },
-            };
-            let untracked = Block { mixer, gate_up: constant(&w.gate_up), down: constant(&w.down) };
+            let untracked = w.map_weights(Tensor::<Ad, 2>::from_inner);
             let before = block_counts();
             let y = block(&Tensor::<Ad, 3>::from_inner(h0.clone()), &untracked, &cfg, Some(&rope)).expect("fused");
             let after = block_counts();

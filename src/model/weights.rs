@@ -36,6 +36,23 @@ pub struct Block<B: Backend> {
     pub down: Linear<B>,
 }
 
+impl<B: Backend> Block<B> {
+    /// The same block with each weight mapped by `f` (tests: a block's weights moved onto the
+    /// autodiff backend). Blocks have no biases.
+    #[cfg(test)]
+    pub(crate) fn map_weights<B2: Backend>(&self, f: impl Fn(Tensor<B, 2>) -> Tensor<B2, 2>) -> Block<B2> {
+        let lin = |l: &Linear<B>| {
+            assert!(l.bias.is_none(), "blocks have no biases");
+            Linear { weight: f(l.weight.clone()), bias: None }
+        };
+        let mixer = match &self.mixer {
+            Mixer::Attention { qkv, o } => Mixer::Attention { qkv: lin(qkv), o: lin(o) },
+            Mixer::MlpT { gate_up, down } => Mixer::MlpT { gate_up: lin(gate_up), down: lin(down) },
+        };
+        Block { mixer, gate_up: lin(&self.gate_up), down: lin(&self.down) }
+    }
+}
+
 /// All trainable parameters and the fixed init buffers.
 #[derive(Debug, Clone)]
 pub struct Weights<B: Backend> {

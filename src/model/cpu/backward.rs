@@ -282,9 +282,9 @@ unsafe fn scatter_heads(src: &[f32], dst: *mut f32, stride: usize, t: usize, hd:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::config::ArchConfig;
+    use crate::model::config::{BLOCK_TEST_CASES, block_test_config};
     use crate::model::layers::block_generic;
-    use crate::model::weights::{self, Linear};
+    use crate::model::weights;
     use burn::tensor::Distribution;
 
     fn leaf(t: Tensor<Flex, 2>) -> Tensor<Ad, 2> {
@@ -299,36 +299,11 @@ mod tests {
     fn fused_backward_matches_burns_autodiff_of_the_generic_block() {
         let device = Default::default();
         assert!(applies_autodiff::<Ad>() && !applies_autodiff::<Flex>(), "layers::block dispatches Autodiff<Flex> here");
-        // (positions, mlp_t, hidden, heads, seq_len, batch): the last case is one head of a
-        // width that is not a multiple of 16, 6 positions (gemm's small-matrix kernels), batch 1.
-        let cases = [
-            (PosEncoding::Rope, false, 64, 4, 19, 2),
-            (PosEncoding::None, false, 64, 4, 19, 2),
-            (PosEncoding::None, true, 64, 4, 19, 2),
-            (PosEncoding::Rope, false, 40, 1, 5, 1),
-            (PosEncoding::None, true, 40, 1, 5, 1),
-            // Heads that do not divide the width (as the baseline's 12 heads on 512): A = 6 x 6.
-            (PosEncoding::Rope, false, 40, 6, 7, 2),
-        ];
-        for (pos, mlp_t, hidden, heads, seq_len, batch) in cases {
-            let arch = ArchConfig {
-                hidden_size: hidden,
-                num_heads: heads,
-                pos_encodings: pos,
-                mlp_t,
-                puzzle_emb_ndim: hidden,
-                puzzle_emb_len: 1,
-                ..Default::default()
-            };
-            let cfg = ModelConfig { arch, seq_len, vocab_size: 11, num_puzzle_identifiers: 3 };
+        for (pos, mlp_t, hidden, heads, seq_len, batch) in BLOCK_TEST_CASES {
+            let cfg = block_test_config(pos, mlp_t, hidden, heads, seq_len);
             let mut rng = crate::util::rng::derive(3, &[]);
             let w = &weights::init::<Flex>(&cfg, &mut rng, &device).nets[0][0];
-            let lin = |l: &Linear<Flex>| Linear { weight: leaf(l.weight.clone()), bias: None };
-            let mixer = match &w.mixer {
-                Mixer::Attention { qkv, o } => Mixer::Attention { qkv: lin(qkv), o: lin(o) },
-                Mixer::MlpT { gate_up, down } => Mixer::MlpT { gate_up: lin(gate_up), down: lin(down) },
-            };
-            let wad = Block { mixer, gate_up: lin(&w.gate_up), down: lin(&w.down) };
+            let wad = w.map_weights(leaf);
             let rope = Rope::<Ad>::new(&cfg, &device);
             let t = cfg.total_len();
             let h0: Tensor<Flex, 3> = Tensor::random([batch, t, hidden], Distribution::Normal(0.0, 1.0), &device);

@@ -49,32 +49,7 @@ use rayon::prelude::*;
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
-/// Per-thread counts of fused block applications since the thread started: plain forward passes
-/// (no graph), forward passes recorded for backprop, and backward passes. Tests read them to
-/// check what a schedule really runs and differentiates (tests/variants.rs).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BlockCounts {
-    pub forward: usize,
-    pub tracked: usize,
-    pub backward: usize,
-}
-
-thread_local! {
-    static COUNTS: std::cell::Cell<BlockCounts> = const { std::cell::Cell::new(BlockCounts { forward: 0, tracked: 0, backward: 0 }) };
-}
-
-/// This thread's counts so far.
-pub fn block_counts() -> BlockCounts {
-    COUNTS.with(|c| c.get())
-}
-
-fn count(f: impl FnOnce(&mut BlockCounts)) {
-    COUNTS.with(|c| {
-        let mut v = c.get();
-        f(&mut v);
-        c.set(v);
-    });
-}
+use super::counts::count;
 
 /// Whether `block` below applies to backend `B`.
 pub fn applies<B: Backend>() -> bool {
