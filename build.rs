@@ -27,30 +27,33 @@ fn main() {
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     println!("cargo:rustc-env=TRM_LIBTORCH_LIB={}", lib.display());
     println!("cargo:rustc-env=TRM_LIBTORCH_VERSION={version}");
-    profiler_shim(&lib, &abi);
+    torch_shims(&lib, &abi);
 }
 
-/// Compiles src/backend/torch_profiler.cpp (libtorch's profiler behind two C functions) against
-/// the headers of the libtorch found above, with its C++ ABI (`abi`: 0 or 1).
+/// Compiles trm's C++ shims over libtorch (src/backend/torch_*.cpp: the profiler, autograd on a
+/// given output gradient, the CUDA allocator's counters) against the headers of the libtorch
+/// found above, with its C++ ABI (`abi`: 0 or 1).
 #[cfg(feature = "libtorch")]
-fn profiler_shim(lib: &std::path::Path, abi: &str) {
-    let src = "src/backend/torch_profiler.cpp";
-    println!("cargo:rerun-if-changed={src}");
+fn torch_shims(lib: &std::path::Path, abi: &str) {
+    const SOURCES: [&str; 3] = ["src/backend/torch_profiler.cpp", "src/backend/torch_autograd.cpp", "src/backend/torch_memory.cpp"];
+    for src in SOURCES.iter().chain(&["src/backend/torch_shim.h"]) {
+        println!("cargo:rerun-if-changed={src}");
+    }
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let include = lib.parent().expect("libtorch's lib folder has a parent").join("include");
     cc::Build::new()
         .cpp(true)
-        .file(src)
+        .files(SOURCES)
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .warnings(false)
-        .compile("trm_torch_profiler");
+        .compile("trm_torch_shims");
 }
 
 #[cfg(not(feature = "libtorch"))]
-fn profiler_shim(_lib: &std::path::Path, _abi: &str) {}
+fn torch_shims(_lib: &std::path::Path, _abi: &str) {}
 
 /// libtorch's lib folder, version and C++ ABI (`torch._C._GLIBCXX_USE_CXX11_ABI` as 0 or 1, as
 /// torch-sys reads it; `LIBTORCH_CXX11_ABI` for a plain libtorch, default 1).

@@ -13,7 +13,9 @@
 #   3. speed: `trm bench` training steps at batch 768 (Sudoku attention and mlp_t), bfloat16 and
 #      float32, the first step reported apart from the steady ones, MFU against the bf16 peak;
 #      the bfloat16 cases again without libtorch's fused block (burn's generic layers), and the
-#      attention case also without the fused attention; trm's profile (bfloat16 steps)
+#      attention case also without the fused attention; trm's profile (bfloat16 steps); GPU
+#      memory as torch's caching allocator counts it (`device_memory` in trm bench's JSON, next
+#      to the reference's max_memory_allocated) and as nvidia-smi sees it
 #   4. the reference at the same shapes on the machine's PyTorch, eager and torch.compile
 #   5. learning: 300 steps of a small Sudoku model on the GPU, its loss curve against the same
 #      seed's CPU run (computed when the kit was made, kit/cpu-curve.jsonl)

@@ -27,7 +27,7 @@ def main(results, out_json):
                      f"so the rest of the check ran with {r.get('rest_of_check')}")
     lines.append("")
     ref = {r["name"]: r for r in by("reference")}
-    head = f"  {'case':<46} {'blocks':<14} {'trm s':>8} {'ex/s':>9} {'TFLOP/s':>8} {'MFU':>6} {'GPU MiB':>8} {'ref eager':>9} {'ref comp':>9} {'/eager':>7} {'/comp':>7}"
+    head = f"  {'case':<46} {'blocks':<14} {'trm s':>8} {'ex/s':>9} {'TFLOP/s':>8} {'MFU':>6} {'GPU MiB':>8} {'alloc MiB':>9} {'ref alloc':>9} {'ref eager':>9} {'ref comp':>9} {'/eager':>7} {'/comp':>7}"
     lines += ["step times (median; ratios = trm / reference, < 1 is faster)", head]
     for r in by("bench"):
         if r["name"].endswith(":profile"):
@@ -36,13 +36,16 @@ def main(results, out_json):
         eager, comp = ref.get(case + ":eager", {}), ref.get(case + ":compile", {})
         t = r.get("median_step_s")
         te, tc = eager.get("median_step_s"), comp.get("median_step_s")
+        mib = lambda b: b / 2**20 if isinstance(b, (int, float)) else None
+        alloc = mib((r.get("device_memory") or {}).get("peak_allocated_bytes"))
+        ref_alloc = mib(eager.get("peak_bytes")) if eager.get("peak_bytes_kind") == "cuda_max_memory_allocated" else None
         ratio = lambda a, b: a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0 else None
         if "error" in r:
             lines.append(f"  {r['name']:<46} {r['error']}")
             continue
         lines.append(
             f"  {r['name']:<46} {r.get('block', '-'):<14} {fmt(t, '8.4f')} {fmt(r.get('examples_per_s'), '9.0f')} {fmt(r.get('achieved_tflops'), '8.2f')} "
-            f"{fmt(r.get('mfu'), '6.3f')} {fmt(r.get('gpu_peak_mib'), '8.0f')} {fmt(te, '9.4f')} {fmt(tc, '9.4f')} "
+            f"{fmt(r.get('mfu'), '6.3f')} {fmt(r.get('gpu_peak_mib'), '8.0f')} {fmt(alloc, '9.0f')} {fmt(ref_alloc, '9.0f')} {fmt(te, '9.4f')} {fmt(tc, '9.4f')} "
             f"{fmt(ratio(t, te), '7.2f')} {fmt(ratio(t, tc), '7.2f')}"
         )
     errs = [r for r in by("reference") if "error" in r]

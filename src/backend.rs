@@ -287,9 +287,11 @@ pub mod torch;
 #[cfg(feature = "libtorch")]
 mod torch_attention;
 #[cfg(feature = "libtorch")]
-pub(crate) use torch_attention::graph_backward;
-#[cfg(feature = "libtorch")]
 mod torch_profiler;
+#[cfg(feature = "libtorch")]
+pub mod torch_shim;
+#[cfg(feature = "libtorch")]
+pub(crate) use torch_shim::graph_backward;
 
 /// Why `--profile` is refused on an engine other than libtorch.
 pub const PROFILE_NEEDS_LIBTORCH: &str =
@@ -308,6 +310,29 @@ pub fn profile_steps<B: Backend>(steps: usize, events: &std::path::Path, step: i
     {
         let _ = (steps, events, step);
         unreachable!("only the libtorch engine passes the check above")
+    }
+}
+
+/// GPU memory as the CUDA caching allocator counts it, in bytes: what `torch.cuda`'s
+/// `max_memory_allocated` and `max_memory_reserved` read, so trm's figures compare with a
+/// PyTorch process's (bench/reference_step.py reports the former).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceMemory {
+    pub peak_allocated_bytes: u64,
+    pub peak_reserved_bytes: u64,
+}
+
+/// The memory peaks of `device` since this process started: the libtorch engine on a GPU
+/// (`cuda[:N]`) only; `None` for every other device, which has no such counters. Read after the
+/// device has run something (the allocator starts with the first tensor).
+pub fn device_memory(device: DeviceSpec) -> Option<Result<DeviceMemory>> {
+    match device {
+        #[cfg(feature = "libtorch")]
+        DeviceSpec::Cuda(n) => Some(
+            torch_shim::cuda_memory(n)
+                .map(|m| DeviceMemory { peak_allocated_bytes: m.peak_allocated, peak_reserved_bytes: m.peak_reserved }),
+        ),
+        _ => None,
     }
 }
 

@@ -123,6 +123,10 @@ pub struct BenchResult {
     pub peak_tflops: Option<f64>,
     /// Peak resident memory of the process (CPU) in bytes.
     pub peak_bytes: Option<u64>,
+    /// GPU memory as the CUDA caching allocator counts it (libtorch on a GPU only): its peak
+    /// allocated compares with the reference's `torch.cuda.max_memory_allocated`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_memory: Option<crate::backend::DeviceMemory>,
     /// The widest vector instructions trm's CPU kernels (gemm, the fused block) use in this build
     /// on this CPU: `avx512`, `avx2` or `baseline` (burn-flex's own element-wise ops, a small
     /// share, dispatch on their own and may use AVX-512 even in an `avx2` build).
@@ -224,6 +228,7 @@ fn summarise<B: Backend>(
         mfu: peak.map(|p| tflops / p),
         peak_tflops: peak,
         peak_bytes: peak_rss(),
+        device_memory: None,
         cpu_isa: cpu_isa(),
         products: None,
         first_step_s: first,

@@ -9,8 +9,7 @@
 //! Training: burn's autodiff has no fused attention (it differentiates the generic form), so
 //! this module adds one autodiff op for `Autodiff<LibTorch>`. Its forward runs SDPA under
 //! torch's own autograd on detached copies of q, k and v, and keeps that small torch graph; its
-//! backward asks torch for the three input gradients of `sum(out · dout)`, which are exactly
-//! SDPA's backward applied to `dout`. So libtorch picks the same kernels each way as PyTorch does
+//! backward runs that graph's backward on `dout` (`torch_shim::graph_backward`). So libtorch picks the same kernels each way as PyTorch does
 //! (flash or memory-efficient or cuDNN on a GPU, its flash kernel on the CPU), and burn's graph
 //! holds the op as one node. The output handed to burn is detached: nothing outside this op
 //! records a torch graph.
@@ -18,6 +17,7 @@
 //! Numerics: SDPA accumulates the softmax in float32 for bfloat16 inputs, as the generic form's
 //! float32 softmax does (src/model/layers.rs), and as the reference's SDPA does.
 
+use super::torch_shim::graph_backward;
 use super::{Torch, cast};
 use burn::backend::Autodiff;
 use burn::prelude::{Backend, Tensor};
@@ -94,20 +94,6 @@ impl SdpaGraph {
         let mut g = graph_backward(&self.out, dout, &[&self.q, &self.k, &self.v]).into_iter();
         [(); 3].map(|_| g.next().expect("one gradient per input"))
     }
-}
-
-/// The gradients of `inputs` (leaves of the torch graph that made `out`, requiring grad) for the
-/// output gradient `dout`: the graph's backward applied to `dout`, obtained as the gradients of
-/// `sum(out · dout)` (tch has no `grad_outputs`) at the cost of one product and one sum over the
-/// output. torch frees the graph's saved tensors as it goes: burn moves an op's state into its
-/// one backward call and never clones it (burn-autodiff's `OpsPrep::finish`, and the graph
-/// server removes each step as it runs it). The fused attention and libtorch's fused block
-/// (`model::torch_block`) are differentiated through it.
-pub(crate) fn graph_backward(out: &tch::Tensor, dout: &tch::Tensor, inputs: &[&tch::Tensor]) -> Vec<tch::Tensor> {
-    tch::with_grad(|| {
-        let objective = (out * dout).sum(out.kind());
-        tch::Tensor::run_backward(&[objective], inputs, false, false)
-    })
 }
 
 // The state burn keeps for the backward pass, which burn requires to be Clone (it does not clone

@@ -5,30 +5,16 @@
 #include <torch/csrc/autograd/profiler_kineto.h>
 #include <ATen/Context.h>
 
-#include <cstdio>
+#include "torch_shim.h"
+
 #include <fstream>
 #include <set>
 #include <string>
 
 namespace {
 using torch::profiler::impl::ActivityType;
-
-void set_error(char* err, size_t len, const char* what) {
-  if (err != nullptr && len > 0) std::snprintf(err, len, "%s", what);
-}
-
-// Runs `body` (which returns 0, or 1 after set_error) with no exception crossing into Rust.
-template <typename Body>
-int guarded(char* err, size_t err_len, Body body) {
-  try {
-    return body();
-  } catch (const std::exception& e) {
-    set_error(err, err_len, e.what());
-  } catch (...) {
-    set_error(err, err_len, "an exception that is no std::exception");
-  }
-  return 1;
-}
+using trm_shim::guarded;
+using trm_shim::set_error;
 }  // namespace
 
 extern "C" int trm_profiler_start(int with_cuda, char* err, size_t err_len) {

@@ -1,20 +1,11 @@
-//! libtorch's profiler (Kineto) around a few steps, through the C++ shim torch_profiler.cpp
+//! libtorch's profiler (Kineto) around a few steps, through the C++ shim torch_profiler.cpp (`torch_shim`)
 //! (torch.profiler cannot reach a Rust process). With CUDA present it records the GPU kernels
 //! too. The events go to a file; `backend::profile` summarises them.
 
+use super::torch_shim::{message, trm_profiler_start, trm_profiler_stop};
 use anyhow::{Result, bail};
-use std::ffi::{CString, c_char};
+use std::ffi::CString;
 use std::path::Path;
-
-unsafe extern "C" {
-    fn trm_profiler_start(with_cuda: i32, err: *mut c_char, err_len: usize) -> i32;
-    fn trm_profiler_stop(events_path: *const c_char, err: *mut c_char, err_len: usize) -> i32;
-}
-
-fn message(buf: &[u8]) -> String {
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
 
 /// Runs `step` `steps` times under the profiler, writes its events to `events`, and returns
 /// the wall time of those steps.

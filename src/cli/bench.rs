@@ -85,11 +85,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
         m => anyhow::bail!("unknown --mode `{m}` (train or eval)"),
     };
     r.products = products.map(super::Precision::name);
+    // The process ran nothing but this bench, so the peaks since it started are the bench's.
+    match crate::backend::device_memory(a.device) {
+        Some(Ok(m)) => r.device_memory = Some(m),
+        Some(Err(e)) => eprintln!("bench: no GPU memory counters: {e:#}"),
+        None => {}
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
-            "{} {} {}{} batch {} on {} ({}, {} blocks): median {:.4} s/step (min {:.4}), {:.1} examples/s, {:.0} tokens/s, {:.3} TFLOP/s{}, peak RSS {:.0} MiB",
+            "{} {} {}{} batch {} on {} ({}, {} blocks): median {:.4} s/step (min {:.4}), {:.1} examples/s, {:.0} tokens/s, {:.3} TFLOP/s{}, peak RSS {:.0} MiB{}",
             r.shape,
             r.mode,
             r.dtype,
@@ -104,7 +110,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
             r.tokens_per_s,
             r.achieved_tflops,
             r.mfu.map(|m| format!(" (MFU {:.1}%)", m * 100.0)).unwrap_or_default(),
-            r.peak_bytes.unwrap_or(0) as f64 / (1 << 20) as f64
+            r.peak_bytes.unwrap_or(0) as f64 / (1 << 20) as f64,
+            r.device_memory
+                .map(|m| format!(
+                    ", GPU peak {:.0} MiB allocated ({:.0} MiB reserved)",
+                    m.peak_allocated_bytes as f64 / (1 << 20) as f64,
+                    m.peak_reserved_bytes as f64 / (1 << 20) as f64
+                ))
+                .unwrap_or_default()
         );
         if let Some(p) = &r.profile {
             println!("profile ({} steps): {:.0} operators per step", p.steps, p.ops_per_step);
