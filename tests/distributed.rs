@@ -1,7 +1,8 @@
 //! Data parallelism on the CPU: 2 and 3 in-process ranks (threads, `parallel::threads`), each with its
 //! share of every batch, end where one rank with the whole batch ends: weights, Adam moments,
 //! EMA, puzzle-embedding table and carry, within float32 summation order. Puzzle identifiers
-//! repeat within and across ranks. A multi-rank run resumes with another number of ranks.
+//! repeat within and across ranks. A multi-rank run resumes with another number of ranks. So do
+//! micro-batches (`micro_batch_size`): a rank's rows in several passes, one update.
 
 mod common;
 
@@ -35,6 +36,11 @@ fn data_with_ids(dir: &Path) {
 }
 
 fn job(data: &Path, out: &Path, steps: u64, resume: bool) -> TrainJob {
+    job_with(data, out, steps, resume, &[])
+}
+
+/// `job` with more overrides (`extra`, last).
+fn job_with(data: &Path, out: &Path, steps: u64, resume: bool, extra: &[&str]) -> TrainJob {
     let run = [
         "global_batch_size=12",
         "epochs=60",
@@ -46,6 +52,7 @@ fn job(data: &Path, out: &Path, steps: u64, resume: bool) -> TrainJob {
     ];
     let mut ov: Vec<String> = run.iter().map(|s| s.to_string()).collect();
     ov.push(format!("max_steps={steps}"));
+    ov.extend(extra.iter().map(|s| s.to_string()));
     common::tiny_job(data, out, &ov, resume)
 }
 
@@ -126,6 +133,57 @@ fn two_and_three_ranks_match_one_rank_and_resume_across_world_sizes() {
     // Only rank 0 wrote: one log line per step.
     let log = std::fs::read_to_string(split.join("metrics.jsonl")).unwrap();
     assert_eq!(log.matches("\"split\":\"train\"").count(), steps as usize);
+}
+
+/// `micro_batch_size`: a rank's rows in several forward and backward passes, the gradients
+/// summed before the one update, ends where one pass per batch ends (weights, moments, EMA,
+/// puzzle table, carry), on one rank and on two, with winner-take-all chains too; a run resumes
+/// with another split; a split that does not divide the rank's rows is refused, naming the key.
+#[test]
+fn micro_batches_match_one_pass_per_batch_and_resume_with_another_split() {
+    let (data, runs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    data_with_ids(data.path());
+    let d = data.path();
+    let steps = 6;
+    let bound = 1e-3 * std::f64::consts::PI / 2.0 * steps as f64; // as in the test above
+    let run = |name: &str, world: usize, steps: u64, resume: bool, extra: &[&str]| {
+        let out = runs.path().join(name);
+        let s = run_ranks(&job_with(d, &out, steps, resume, extra), world);
+        assert!(s.iter().all(|x| x.steps == steps), "{name}: every rank ran {steps} steps");
+        final_state(&out)
+    };
+    let check = |what: &str, reference: &BTreeMap<String, HostTensor>, got: &BTreeMap<String, HostTensor>| {
+        let (worst, at, frac) = compare(reference, got);
+        eprintln!("{what}: max |diff| {worst:.3e} (in {at}), {:.4}% of values differ by > 1e-5", 100.0 * frac);
+        assert!(worst <= bound && frac < 1e-3, "{what}: {worst} in {at}, {frac}");
+    };
+    let whole = run("whole", 1, steps, false, &[]);
+    check("1 rank, micro-batches of 4", &whole, &run("m4", 1, steps, false, &["micro_batch_size=4"]));
+    check("1 rank, micro-batches of 1", &whole, &run("m1", 1, steps, false, &["micro_batch_size=1"]));
+    check("2 ranks, micro-batches of 3", &whole, &run("w2m3", 2, steps, false, &["micro_batch_size=3"]));
+    // Winner-take-all: 2 carry rows per example, so a micro-batch of 3 examples is 6 carry rows.
+    let wta_whole = run("wta", 1, steps, false, &["arch.wta_chains=2"]);
+    check("winner-take-all, micro-batches of 3", &wta_whole, &run("wta-m3", 1, steps, false, &["arch.wta_chains=2", "micro_batch_size=3"]));
+    // To step 3 in micro-batches of 6, resumed in micro-batches of 2 (the key is resume-safe).
+    run("split", 1, 3, false, &["micro_batch_size=6"]);
+    check("micro-batches of 6, resumed in micro-batches of 2", &whole, &run("split", 1, steps, true, &["micro_batch_size=2"]));
+    // The micro-batch must divide the rank's rows (12 on one rank, 6 on each of two).
+    for (world, micro) in [(1, 5), (2, 4), (1, 24)] {
+        let j = job_with(d, &runs.path().join(format!("bad{world}-{micro}")), 2, false, &[&format!("micro_batch_size={micro}")]);
+        let e = std::thread::scope(|s| {
+            let hs: Vec<_> = threads::group(world)
+                .into_iter()
+                .map(|mut r| {
+                    let j = &j;
+                    s.spawn(move || format!("{:#}", train_with::<AD>(j, &Default::default(), &mut r).unwrap_err()))
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+        });
+        assert!(e.iter().all(|e| e.contains(&format!("micro_batch_size {micro} does not divide the {} rows", 12 / world))), "{e:?}");
+    }
+    let e = format!("{:#}", trm::store::config::resolve("sudoku-tiny", &["micro_batch_size=0".into()]).unwrap_err());
+    assert!(e.contains("micro_batch_size must be positive"), "{e}");
 }
 
 #[test]

@@ -38,6 +38,23 @@ pub struct Batch {
     pub global_effective: usize,
 }
 
+impl Batch {
+    /// Rows `rows` of this batch on their own (a micro-batch); `global_effective` stays the
+    /// global batch's.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Batch {
+        let s = self.seq_len;
+        Batch {
+            set: self.set,
+            batch_size: rows.len(),
+            seq_len: s,
+            inputs: self.inputs[rows.start * s..rows.end * s].to_vec(),
+            labels: self.labels[rows.start * s..rows.end * s].to_vec(),
+            puzzle_identifiers: self.puzzle_identifiers[rows].to_vec(),
+            global_effective: self.global_effective,
+        }
+    }
+}
+
 /// Where a training loader stands: iteration number (0-based) and batches already taken in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Position {

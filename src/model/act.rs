@@ -96,6 +96,37 @@ impl<B: Backend> Carry<B> {
         self.steps.len()
     }
 
+    /// Carry rows `rows` on their own (a rank's share of a checkpoint's carry, a micro-batch's
+    /// rows of a rank's); `Carry::cat` puts such parts back together.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Carry<B> {
+        let s = self.seq_len;
+        Carry {
+            states: self.states.iter().map(|t| t.clone().narrow(0, rows.start, rows.len())).collect(),
+            steps: self.steps[rows.clone()].to_vec(),
+            halted: self.halted[rows.clone()].to_vec(),
+            inputs: self.inputs[rows.start * s..rows.end * s].to_vec(),
+            labels: self.labels[rows.start * s..rows.end * s].to_vec(),
+            puzzle_ids: self.puzzle_ids[rows].to_vec(),
+            seq_len: s,
+        }
+    }
+
+    /// Carries of consecutive rows, concatenated in order (the inverse of `rows`).
+    pub fn cat(parts: Vec<Carry<B>>) -> Carry<B> {
+        let seq_len = parts.first().expect("at least one part").seq_len;
+        let n = parts[0].states.len();
+        let states = (0..n).map(|i| Tensor::cat(parts.iter().map(|p| p.states[i].clone()).collect(), 0)).collect();
+        Carry {
+            states,
+            steps: parts.iter().flat_map(|p| p.steps.iter().copied()).collect(),
+            halted: parts.iter().flat_map(|p| p.halted.iter().copied()).collect(),
+            inputs: parts.iter().flat_map(|p| p.inputs.iter().copied()).collect(),
+            labels: parts.iter().flat_map(|p| p.labels.iter().copied()).collect(),
+            puzzle_ids: parts.iter().flat_map(|p| p.puzzle_ids.iter().copied()).collect(),
+            seq_len,
+        }
+    }
+
     /// Step 1: halted rows restart from the init states with the incoming batch's row.
     pub fn reset_and_load(&mut self, w: &Weights<B>, batch: &Batch) {
         let n = self.batch_size();

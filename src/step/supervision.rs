@@ -48,10 +48,20 @@ pub fn gradient_step<AD: AutodiffBackend>(
     h: &StepHyper,
     reducer: &mut dyn Reducer,
 ) -> anyhow::Result<Option<NonFinite>> {
+    apply_gradients(learner, local_grads(loss_total, rows, leaves, puzzle_ids), h, reducer)
+}
+
+/// The gradients of `loss_total / rows` (a batch's, or a micro-batch's share of it, `rows` being
+/// the global batch either way), and the puzzle rows' gradients on the host with their ids.
+pub fn local_grads<AD: AutodiffBackend>(
+    loss_total: Tensor<AD, 1>,
+    rows: usize,
+    leaves: &Leaves<AD>,
+    puzzle_ids: Vec<i32>,
+) -> LocalGrads<AD::InnerBackend> {
     let grads = (loss_total / rows as f64).backward();
     let (params, puzzle) = leaves.grads(&grads);
-    let local = LocalGrads { params, puzzle: puzzle.map(|p| (puzzle_ids, to_host_f32(&p))) };
-    apply_gradients(learner, local, h, reducer)
+    LocalGrads { params, puzzle: puzzle.map(|p| (puzzle_ids, to_host_f32(&p))) }
 }
 
 /// Ropes for both backends of a training step.

@@ -35,6 +35,31 @@ pub struct LocalGrads<B: Backend> {
     pub puzzle: Option<(Vec<i32>, Vec<f32>)>,
 }
 
+impl<B: Backend> LocalGrads<B> {
+    /// Adds another micro-batch's gradients of the same step: the network gradients are summed,
+    /// the puzzle rows appended (the sign-SGD step sums rows of the same id, as for one batch).
+    pub fn plus(self, other: LocalGrads<B>) -> LocalGrads<B> {
+        let params = self
+            .params
+            .into_iter()
+            .zip(other.params)
+            .map(|(a, b)| match (a, b) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            })
+            .collect();
+        let puzzle = match (self.puzzle, other.puzzle) {
+            (Some((mut ids, mut rows)), Some((more_ids, more_rows))) => {
+                ids.extend(more_ids);
+                rows.extend(more_rows);
+                Some((ids, rows))
+            }
+            (a, b) => a.or(b),
+        };
+        LocalGrads { params, puzzle }
+    }
+}
+
 /// The step's hyper-parameters.
 #[derive(Debug, Clone, Copy)]
 pub struct StepHyper {

@@ -55,6 +55,11 @@ pub struct TrainConfig {
     pub eval_max_examples: Option<usize>,
     /// Global batch of evaluation (None = `global_batch_size`).
     pub eval_batch_size: Option<usize>,
+    /// Rows of each forward and backward pass on a rank (None = the rank's whole share of
+    /// `global_batch_size`). The micro-batches' gradients are summed before the one optimiser
+    /// step, so the update is the whole batch's up to float summation order: the paper's batch
+    /// in the memory of a smaller one. Must divide the rank's share.
+    pub micro_batch_size: Option<usize>,
     /// Checkpoints kept on disk (older ones are deleted).
     pub keep_checkpoints: usize,
     /// Replay a recorded sampler order instead of sampling: an int `.npy` of shape
@@ -95,6 +100,7 @@ impl Default for TrainConfig {
             max_steps: None,
             eval_max_examples: None,
             eval_batch_size: None,
+            micro_batch_size: None,
             keep_checkpoints: 2,
             batch_order: None,
             skip_nonfinite_batches: 0,
@@ -112,8 +118,18 @@ pub fn known_keys() -> Vec<String> {
     }
     // Optional keys without a default value are not serialised: list them explicitly.
     out.extend(
-        ["run_name", "project_name", "max_steps", "eval_max_examples", "eval_batch_size", "eval_interval", "arch", "batch_order"]
-            .map(String::from),
+        [
+            "run_name",
+            "project_name",
+            "max_steps",
+            "eval_max_examples",
+            "eval_batch_size",
+            "micro_batch_size",
+            "eval_interval",
+            "arch",
+            "batch_order",
+        ]
+        .map(String::from),
     );
     out.sort();
     out.dedup();
@@ -261,8 +277,9 @@ pub fn resolve(preset_or_file: &str, overrides: &[String]) -> Result<TrainConfig
 
 /// Keys a resumed run may change: how long it runs, how often it checkpoints and evaluates, what it
 /// keeps. The continued run is the same training as an uninterrupted one.
-pub const RESUME_SAFE: [&str; 9] = [
+pub const RESUME_SAFE: [&str; 10] = [
     "max_steps",
+    "micro_batch_size",
     "checkpoint_interval_steps",
     "keep_checkpoints",
     "checkpoint_every_eval",
@@ -367,6 +384,7 @@ impl TrainConfig {
         anyhow::ensure!(self.global_batch_size > 0, "global_batch_size must be positive");
         anyhow::ensure!(self.epochs > 0, "epochs must be positive");
         anyhow::ensure!(self.eval_batch_size != Some(0), "eval_batch_size must be positive");
+        anyhow::ensure!(self.micro_batch_size != Some(0), "micro_batch_size must be positive (leave it unset for one pass per batch)");
         anyhow::ensure!(self.eval_max_examples != Some(0), "eval_max_examples must be positive (leave it unset for the whole test split)");
         if let Some(e) = self.eval_interval {
             anyhow::ensure!(e > 0 && self.epochs.is_multiple_of(e), "eval_interval {e} must divide epochs {}", self.epochs);

@@ -44,17 +44,8 @@ pub fn local_carry<B: Backend>(c: Carry<B>, rank: usize, world: usize) -> Result
     if !g.is_multiple_of(world) {
         bail!("the checkpoint's carry has {g} rows, which do not split over {world} ranks");
     }
-    let (b, s) = (g / world, c.seq_len);
-    let rows = rank * b..(rank + 1) * b;
-    Ok(Carry {
-        states: c.states.into_iter().map(|t| t.narrow(0, rank * b, b)).collect(),
-        steps: c.steps[rows.clone()].to_vec(),
-        halted: c.halted[rows.clone()].to_vec(),
-        inputs: c.inputs[rows.start * s..rows.end * s].to_vec(),
-        labels: c.labels[rows.start * s..rows.end * s].to_vec(),
-        puzzle_ids: c.puzzle_ids[rows].to_vec(),
-        seq_len: s,
-    })
+    let b = g / world;
+    Ok(c.rows(rank * b..(rank + 1) * b))
 }
 
 /// Every rank's carry, concatenated in rank order: the carry of the global batch.

@@ -212,6 +212,8 @@ pub struct Plan {
     pub stop_at: u64,
     /// This rank's first row in every global batch (for the exploration draws).
     pub first_row: usize,
+    /// Rows of each forward and backward pass (`micro_batch_size`, else the rank's share).
+    pub micro_batch: usize,
 }
 
 impl Plan {
@@ -227,6 +229,13 @@ impl Plan {
                 "eval_batch_size {eb} does not split over {world} ranks: make it a multiple of {world}"
             );
         }
+        let share = g / world;
+        let micro_batch = cfg.micro_batch_size.unwrap_or(share);
+        anyhow::ensure!(
+            share.is_multiple_of(micro_batch),
+            "micro_batch_size {micro_batch} does not divide the {share} rows of global_batch_size {g}{}: make it a divisor of {share}",
+            if world > 1 { format!(" that each of the {world} ranks takes") } else { String::new() }
+        );
         let iterations = (cfg.epochs / cfg.epochs_per_iter()) as u64;
         let mut sampler = TrainSampler {
             split: train.clone(),
@@ -258,6 +267,6 @@ impl Plan {
             );
         }
         let stop_at = cfg.max_steps.map_or(total, |m| m.min(total));
-        Ok(Plan { sampler, iterations, total, stop_at, first_row: rank * (g / world) })
+        Ok(Plan { sampler, iterations, total, stop_at, first_row: rank * share, micro_batch })
     }
 }
