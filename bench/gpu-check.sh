@@ -15,7 +15,8 @@
 #      the bfloat16 cases again without libtorch's fused block (burn's generic layers), and the
 #      attention case also without the fused attention; trm's profile (bfloat16 steps); GPU
 #      memory as torch's caching allocator counts it (`device_memory` in trm bench's JSON, next
-#      to the reference's max_memory_allocated) and as nvidia-smi sees it
+#      to the reference's max_memory_allocated) and as nvidia-smi sees it; the attention case
+#      again in passes of 192 rows (`--micro-batch`, trm train's micro_batch_size)
 #   4. the reference at the same shapes on the machine's PyTorch, eager and torch.compile
 #   5. learning: 300 steps of a small Sudoku model on the GPU, its loss curve against the same
 #      seed's CPU run (computed when the kit was made, kit/cpu-curve.jsonl)
@@ -169,12 +170,14 @@ say "3/7 trm bench on $DEVICE"
 if [ "$TINY" = 1 ]; then
   CASES="sudoku-att:2:train:float32 sudoku-att:2:train:bfloat16 sudoku-mlp:2:train:float32 sudoku-att:2:eval:float32 arc-att:1:train:float32"
   GENERIC="sudoku-att:2:train:bfloat16"
+  MICRO="sudoku-att:2:train:bfloat16:micro-1"
   PROFILE_CASES="sudoku-att:2:train:bfloat16"
   COMPILE_CASES="sudoku-att:2:train:float32"   # compiling for a CPU takes minutes
   REPS=(--warmup 1 --reps 1)
 else
   CASES="sudoku-att:768:train:bfloat16 sudoku-att:768:train:float32 sudoku-mlp:768:train:bfloat16 sudoku-mlp:768:train:float32 sudoku-att:768:eval:bfloat16"
   GENERIC="sudoku-att:768:train:bfloat16 sudoku-mlp:768:train:bfloat16"
+  MICRO="sudoku-att:768:train:bfloat16:micro-192"
   PROFILE_CASES="sudoku-att:768:train:bfloat16 sudoku-mlp:768:train:bfloat16"
   COMPILE_CASES="sudoku-att:768:train:bfloat16 sudoku-mlp:768:train:bfloat16 sudoku-att:768:train:float32"
   REPS=(--warmup 2 --reps 5)
@@ -183,17 +186,18 @@ END=$(( $(date +%s) + CAP_BENCH ))
 # The last cases repeat the GENERIC ones without libtorch's fused block (TRM_FUSED_TORCH=0:
 # burn's generic layers, attention still SDPA), then also without the fused attention
 # (TRM_FUSED_ATTENTION=0, which turns off both: burn's QKᵀ, softmax, ·V, as trm ran on the H200
-# of 2026-12-04): what each fused op buys, measured side by side.
-VARIANTS=""
+# of 2026-12-04): what each fused op buys, measured side by side. MICRO runs a case in passes
+# (`--micro-batch`, as `trm train micro_batch_size=...`): what its smaller memory costs in time.
+VARIANTS="$MICRO"
 for g in $GENERIC; do VARIANTS="$VARIANTS $g:generic-block"; done
 for g in $GENERIC; do case "$g" in sudoku-att*) VARIANTS="$VARIANTS $g:generic-attention" ;; esac; done
 for c in $CASES $VARIANTS; do
   IFS=: read -r shape batch mode dtype variant <<< "$c"
   left=$(( END - $(date +%s) )); [ "$left" -gt 5 ] || { record bench "$c" '{"error":"part time cap reached"}'; continue; }
   mem_start
-  fused_torch=$FUSED_TORCH; fused_attention=1
-  case "$variant" in generic-block) fused_torch=0 ;; generic-attention) fused_attention=0 ;; esac
-  out=$(TRM_FUSED_TORCH=$fused_torch TRM_FUSED_ATTENTION=$fused_attention capped "$left" "$TRM" bench --device "$DEVICE" --shape "$shape" --batch "$batch" --mode "$mode" --dtype "$dtype" "${REPS[@]}" "${PEAK_ARG[@]}" --json)
+  fused_torch=$FUSED_TORCH; fused_attention=1; passes=()
+  case "$variant" in generic-block) fused_torch=0 ;; generic-attention) fused_attention=0 ;; micro-*) passes=(--micro-batch "${variant#micro-}") ;; esac
+  out=$(TRM_FUSED_TORCH=$fused_torch TRM_FUSED_ATTENTION=$fused_attention capped "$left" "$TRM" bench --device "$DEVICE" --shape "$shape" --batch "$batch" --mode "$mode" --dtype "$dtype" "${passes[@]}" "${REPS[@]}" "${PEAK_ARG[@]}" --json)
   peak=$(mem_stop)
   body=$(echo "$out" | "$PY" -c 'import json,sys
 t=sys.stdin.read().strip()

@@ -9,8 +9,8 @@ use crate::model::precision::activation_dtype;
 use crate::model::weights::{self, Weights};
 use crate::parallel::Single;
 use crate::step::optim::{AdamHyper, AdamState, OptimizerKind};
-use crate::step::supervision::{Ropes, eval_forward, gradient_step, train_forward};
-use crate::step::update::{Learner, StepHyper};
+use crate::step::supervision::{MicroBatches, Ropes, eval_forward, micro_batch_step};
+use crate::step::update::{Learner, StepHyper, apply_gradients};
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
@@ -98,6 +98,8 @@ pub struct BenchSpec {
     /// Profile two more steps after the timed ones and write the profiler's events here
     /// (libtorch only, `crate::backend::profile_steps`).
     pub profile: Option<std::path::PathBuf>,
+    /// Training: rows per forward and backward pass (None = the whole batch in one).
+    pub micro_batch: Option<usize>,
 }
 
 /// Steps profiled after the timed ones (`BenchSpec::profile`).
@@ -110,6 +112,9 @@ pub struct BenchResult {
     /// The activations' dtype the step really ran in (`float32` or `bfloat16`).
     pub dtype: String,
     pub batch: usize,
+    /// Training in passes of this many rows (`BenchSpec::micro_batch`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub micro_batch: Option<usize>,
     pub device: String,
     pub repetitions: usize,
     pub median_step_s: f64,
@@ -217,6 +222,7 @@ fn summarise<B: Backend>(
         mode: mode.into(),
         dtype: if dtype == DType::BF16 { "bfloat16".into() } else { "float32".into() },
         batch: b,
+        micro_batch: None,
         device,
         repetitions: times.len(),
         median_step_s: med,
@@ -248,7 +254,7 @@ fn progress(i: usize, warmup: usize, reps: usize, secs: f64) {
 
 /// Times `reps` training steps after `warmup` on backend `AD`.
 pub fn bench_train<AD: AutodiffBackend>(spec: &BenchSpec, device: &AD::Device) -> anyhow::Result<BenchResult> {
-    let BenchSpec { shape: shape_name, arch, dtype, batch: b, warmup, reps, peak_tflops: peak, profile } = spec.clone();
+    let BenchSpec { shape: shape_name, arch, dtype, batch: b, warmup, reps, peak_tflops: peak, profile, micro_batch } = spec.clone();
     let shape_name = shape_name.as_str();
     let mut c = shape_for(shape_name, arch)?;
     c.arch.forward_dtype = dtype;
@@ -257,15 +263,18 @@ pub fn bench_train<AD: AutodiffBackend>(spec: &BenchSpec, device: &AD::Device) -
     let mut table = Some(Tensor::<AD::InnerBackend, 2>::zeros([c.num_puzzle_identifiers, c.arch.puzzle_emb_ndim], device));
     let mut adam = AdamState::new(&params);
     let ropes = Ropes::<AD>::new(&c, device);
-    let mut carry = Carry::for_training(&c, b, device);
+    let mut carry = Some(Carry::for_training(&c, b, device));
     let batch = random_batch(&c, b, &mut rng);
+    let rows = MicroBatches { size: micro_batch.unwrap_or(b), global: b };
     let adam_h = AdamHyper { lr: 1e-4, beta1: 0.9, beta2: 0.95, weight_decay: 0.1, kind: OptimizerKind::AdamAtan2 };
     let h = StepHyper { adam: adam_h, puzzle_lr: 1e-2, puzzle_weight_decay: 0.1, ema_rate: 0.999, freeze_weights: false };
     let mut step = |i: usize| {
-        let explore = Exploration::of(&c.arch, 0, i as u64 + 1, 0);
-        let (loss, _, leaves) = train_forward::<AD>(&c, &params, table.as_ref(), &mut carry, &batch, &ropes, explore);
+        let explore = |a: usize| Exploration::of(&c.arch, 0, i as u64 + 1, a);
+        let whole = carry.take().expect("the carry is put back every step");
+        let (_, grads, whole) = micro_batch_step::<AD>(&c, &params, table.as_ref(), whole, &batch, &ropes, explore, rows);
+        carry = Some(whole);
         let learner = Learner { params: &mut params, table: &mut table, adam: &mut adam, ema: None };
-        gradient_step(loss.total, b, &leaves, carry.puzzle_ids.clone(), learner, &h, &mut Single)?;
+        apply_gradients(learner, grads, &h, &mut Single)?;
         // Wait for the device: reading one value forces all queued work to finish.
         let _ = crate::backend::to_host_f32(&params[0].tensor.clone().slice([0..1, 0..1]));
         Ok(())
@@ -284,6 +293,7 @@ pub fn bench_train<AD: AutodiffBackend>(spec: &BenchSpec, device: &AD::Device) -
         step_flops(&c, b).1,
         peak,
     );
+    let timed = BenchResult { micro_batch, ..timed };
     let mut i = warmup + reps;
     let (profile, profile_error) = profile_or_error(profile.map(|events| {
         crate::backend::profile_steps::<AD>(PROFILED_STEPS, &events, || {
@@ -314,7 +324,7 @@ fn label_of(shape: &str, arch: Architecture) -> String {
 
 /// Times `reps` evaluation (inference) supervision steps after `warmup` on backend `B`.
 pub fn bench_eval<B: Backend>(spec: &BenchSpec, device: &B::Device) -> anyhow::Result<BenchResult> {
-    let BenchSpec { shape: shape_name, arch, dtype, batch: b, warmup, reps, peak_tflops: peak, profile } = spec.clone();
+    let BenchSpec { shape: shape_name, arch, dtype, batch: b, warmup, reps, peak_tflops: peak, profile, .. } = spec.clone();
     let shape_name = shape_name.as_str();
     let mut c = shape_for(shape_name, arch)?;
     c.arch.forward_dtype = dtype;

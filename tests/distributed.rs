@@ -240,3 +240,26 @@ fn launching_processes_on_the_cpu_is_a_clear_refusal_not_a_hang() {
     assert!(t0.elapsed().as_secs() < 60, "refused at once");
     assert!(!runs.path().join("r").join("checkpoints").exists(), "nothing was trained");
 }
+
+/// `trm bench --micro-batch M`: training steps in passes of M rows, reported as such; refused in
+/// evaluation and where M does not divide the batch.
+#[test]
+fn bench_times_micro_batched_steps_and_refuses_what_cannot_split() {
+    let bench = |extra: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_trm"));
+        c.args(["bench", "--shape", "sudoku-mlp", "--batch", "4", "--warmup", "0", "--reps", "1", "--threads", "2", "--json"]);
+        c.args(extra).output().unwrap()
+    };
+    let o = bench(&["--mode", "train", "--micro-batch", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((r["micro_batch"].as_u64(), r["batch"].as_u64()), (Some(2), Some(4)), "{r}");
+    for (extra, want) in [
+        (["--mode", "train", "--micro-batch", "3"], "--micro-batch 3 must divide --batch 4"),
+        (["--mode", "eval", "--micro-batch", "2"], "it needs --mode train"),
+    ] {
+        let o = bench(&extra);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && e.contains(want), "{e}");
+    }
+}

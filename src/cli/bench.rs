@@ -42,6 +42,11 @@ pub struct BenchArgs {
     /// Peak TFLOP/s of the device, for the model FLOP utilisation
     #[arg(long)]
     pub peak_tflops: Option<f64>,
+    /// --mode train: run each step's batch in passes of this many rows, gradients summed before
+    /// the update (as `trm train micro_batch_size=M`): less memory, the same update; must divide
+    /// --batch
+    #[arg(long, value_name = "M")]
+    pub micro_batch: Option<usize>,
     /// CPU threads [default: all cores]
     #[arg(long)]
     pub threads: Option<usize>,
@@ -72,7 +77,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
         reps: a.reps,
         peak_tflops: a.peak_tflops,
         profile: a.profile.clone(),
+        micro_batch: a.micro_batch,
     };
+    if let Some(m) = a.micro_batch {
+        anyhow::ensure!(a.mode == "train", "--micro-batch splits training steps: it needs --mode train");
+        anyhow::ensure!(m > 0 && a.batch.is_multiple_of(m), "--micro-batch {m} must divide --batch {}", a.batch);
+    }
     // Refused before the timed steps rather than after them.
     anyhow::ensure!(a.profile.is_none() || a.device.feature() == Some("libtorch"), crate::backend::PROFILE_NEEDS_LIBTORCH);
     let products = match a.precision {
@@ -95,12 +105,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
-            "{} {} {}{} batch {} on {} ({}, {} blocks): median {:.4} s/step (min {:.4}), {:.1} examples/s, {:.0} tokens/s, {:.3} TFLOP/s{}, peak RSS {:.0} MiB{}",
+            "{} {} {}{} batch {}{} on {} ({}, {} blocks): median {:.4} s/step (min {:.4}), {:.1} examples/s, {:.0} tokens/s, {:.3} TFLOP/s{}, peak RSS {:.0} MiB{}",
             r.shape,
             r.mode,
             r.dtype,
             r.products.map(|p| format!(" ({p} products)")).unwrap_or_default(),
             r.batch,
+            r.micro_batch.map(|m| format!(" (passes of {m})")).unwrap_or_default(),
             r.device,
             r.engine,
             r.block,

@@ -7,7 +7,7 @@
 //!
 //! The carry, the master weights and the puzzle table always live on the inner backend.
 
-use super::loss::{LossOutput, act_loss};
+use super::loss::{LossOutput, Metrics, act_loss};
 use super::update::{Learner, LocalGrads, NonFinite, StepHyper, apply_gradients};
 use super::wta;
 use crate::backend::to_host_f32;
@@ -62,6 +62,57 @@ pub fn local_grads<AD: AutodiffBackend>(
     let grads = (loss_total / rows as f64).backward();
     let (params, puzzle) = leaves.grads(&grads);
     LocalGrads { params, puzzle: puzzle.map(|p| (puzzle_ids, to_host_f32(&p))) }
+}
+
+/// How a batch is split into passes: `size` rows per forward and backward pass (the whole batch
+/// when it is not smaller), of a global batch of `global` rows (the loss's divisor).
+#[derive(Debug, Clone, Copy)]
+pub struct MicroBatches {
+    pub size: usize,
+    pub global: usize,
+}
+
+/// The supervision step of a batch in passes of `rows.size` rows, each with its backward at once
+/// (so only one pass's graph is alive): the summed metrics and gradients (of the loss over the
+/// global batch), and the carry put back together. `explore(a)` is the exploration of the pass
+/// whose first row is row `a` of this batch. Rows are independent and each pass draws its
+/// exploration for its rows' global places, so any split gives the whole batch's step up to
+/// float summation order. Training's step (`train::trainer`) and `trm bench --micro-batch`.
+#[allow(clippy::too_many_arguments)]
+pub fn micro_batch_step<AD: AutodiffBackend>(
+    cfg: &ModelConfig,
+    params: &[Named<AD::InnerBackend>],
+    table: Option<&Tensor<AD::InnerBackend, 2>>,
+    carry: Carry<AD::InnerBackend>,
+    batch: &Batch,
+    ropes: &Ropes<AD>,
+    explore: impl Fn(usize) -> Exploration,
+    rows: MicroBatches,
+) -> (Metrics, LocalGrads<AD::InnerBackend>, Carry<AD::InnerBackend>) {
+    let n = batch.batch_size;
+    let (m, k) = (rows.size.clamp(1, n), cfg.arch.wta_chains);
+    let mut parts = if m == n { vec![carry] } else { (0..n).step_by(m).map(|a| carry.rows(a * k..(a + m) * k)).collect() };
+    let mut metrics = Metrics::default();
+    let mut grads: Option<LocalGrads<AD::InnerBackend>> = None;
+    for (i, part) in parts.iter_mut().enumerate() {
+        let a = i * m;
+        let sub;
+        let micro = if m == n {
+            batch
+        } else {
+            sub = batch.rows(a..a + m);
+            &sub
+        };
+        let (loss, _out, leaves) = train_forward::<AD>(cfg, params, table, part, micro, ropes, explore(a));
+        metrics.add(&loss.metrics);
+        let g = local_grads(loss.total, rows.global, &leaves, part.puzzle_ids.clone());
+        grads = Some(match grads {
+            Some(sum) => sum.plus(g),
+            None => g,
+        });
+    }
+    let carry = if parts.len() == 1 { parts.pop().expect("one part") } else { Carry::cat(parts) };
+    (metrics, grads.expect("at least one pass"), carry)
 }
 
 /// Ropes for both backends of a training step.

@@ -30,8 +30,8 @@ use crate::parallel::{Reducer, Single};
 use crate::step::guard;
 use crate::step::loss::Metrics;
 use crate::step::optim::{AdamHyper, lr_at};
-use crate::step::supervision::{Ropes, local_grads, train_forward};
-use crate::step::update::{Learner, LocalGrads, NonFinite, StepHyper, apply_gradients};
+use crate::step::supervision::{MicroBatches, Ropes, micro_batch_step};
+use crate::step::update::{Learner, NonFinite, StepHyper, apply_gradients};
 use crate::store::checkpoint::TrainState;
 use crate::store::config::TrainConfig;
 use anyhow::{Result, bail};
@@ -168,7 +168,10 @@ fn optimiser_step<AD: AutodiffBackend>(
     let before = st.carry.clone();
     st.step += 1;
     let carry = st.carry.take().unwrap_or_else(|| Carry::for_training(model, batch.batch_size, cx.device));
-    let (metrics, grads, carry) = micro_batches(cx, st, batch, carry);
+    let first_row = plan.first_row;
+    let explore = |a: usize| Exploration::of(&model.arch, cfg.seed, st.step, first_row + a);
+    let rows = MicroBatches { size: plan.micro_batch, global: cfg.global_batch_size };
+    let (metrics, grads, carry) = micro_batch_step::<AD>(model, &st.params, st.table.as_ref(), carry, batch, cx.ropes, explore, rows);
     st.carry = Some(carry);
     let local_stop =
         Stop { interrupt: crate::util::interrupt::requested(), time_up: cx.job.time_limit.is_some_and(|l| cx.t0.elapsed() >= l) };
@@ -186,44 +189,6 @@ fn optimiser_step<AD: AutodiffBackend>(
     }
     st.position.batch += 1;
     Ok(Outcome::Done { metrics, stop, lr: h.adam.lr })
-}
-
-/// The supervision step of this rank's rows in passes of `plan.micro_batch` rows, each with its
-/// backward at once (so only one pass's graph is alive): the summed metrics and gradients (of
-/// the loss over the global batch) and the carry put back together. Rows are independent, and
-/// each pass draws its exploration for its rows' global places, so any split gives the whole
-/// batch's step up to float summation order.
-fn micro_batches<AD: AutodiffBackend>(
-    cx: &StepContext<AD>,
-    st: &TrainState<AD::InnerBackend>,
-    batch: &Batch,
-    carry: Carry<AD::InnerBackend>,
-) -> (Metrics, LocalGrads<AD::InnerBackend>, Carry<AD::InnerBackend>) {
-    let (model, plan, n) = (cx.model, cx.plan, batch.batch_size);
-    let (m, k) = (plan.micro_batch.min(n), model.arch.wta_chains);
-    let mut parts = if m == n { vec![carry] } else { (0..n).step_by(m).map(|a| carry.rows(a * k..(a + m) * k)).collect() };
-    let mut metrics = Metrics::default();
-    let mut grads: Option<LocalGrads<AD::InnerBackend>> = None;
-    for (i, part) in parts.iter_mut().enumerate() {
-        let a = i * m;
-        let rows;
-        let micro = if m == n {
-            batch
-        } else {
-            rows = batch.rows(a..a + m);
-            &rows
-        };
-        let explore = Exploration::of(&model.arch, cx.cfg.seed, st.step, plan.first_row + a);
-        let (loss, _out, leaves) = train_forward::<AD>(model, &st.params, st.table.as_ref(), part, micro, cx.ropes, explore);
-        metrics.add(&loss.metrics);
-        let g = local_grads(loss.total, cx.cfg.global_batch_size, &leaves, part.puzzle_ids.clone());
-        grads = Some(match grads {
-            Some(sum) => sum.plus(g),
-            None => g,
-        });
-    }
-    let carry = if parts.len() == 1 { parts.pop().expect("one part") } else { Carry::cat(parts) };
-    (metrics, grads.expect("at least one micro-batch"), carry)
 }
 
 /// The optimiser's settings at `step` (learning rates warmed up and decayed over `total`).
