@@ -20,7 +20,8 @@
 #   4. the reference at the same shapes on the machine's PyTorch, eager and torch.compile
 #   5. learning: 300 steps of a small Sudoku model on the GPU, its loss curve against the same
 #      seed's CPU run (computed when the kit was made, kit/cpu-curve.jsonl)
-#   6. NCCL with one rank (`trm launch --nproc 1`) against the plain run
+#   6. NCCL with one rank (`trm launch --nproc 1`) against the plain run, and a second plain run
+#      as the control (the GPU's own run-to-run drift)
 #   7. the second engine, burn's cubecl (when the binary has it): first and steady steps
 #   then the table, and the logs.
 #
@@ -32,9 +33,10 @@
 # --tiny: small batches, few steps and short caps, to test the script itself on a CPU.
 # Environment: PEAK_TFLOPS (bf16 dense peak for MFU; default from the GPU's name: H100 989,
 # H200 989), PYTHON (default python3), CAPS="parity bench reference train nccl cubecl" seconds
-# (default "45 100 240 60 40 45", and 40 s more for trm's profiles: 9.5 minutes at most, about
-# 10 with the machine's start, which took about half a minute on 2026-12-04. On the H200 of
-# 2026-12-04 the parts took 11, 29, 111 (eager only), 6, 10 and 24 s).
+# (default "45 100 230 60 50 45", and 40 s more for trm's profiles: 9.5 minutes at most, each
+# cap overrunning by at most its 10 s kill grace; about 10 with the machine's start, which took
+# about half a minute on 2026-12-04. On the H200 of 2026-12-04 the parts took 11, 29, 111
+# (eager only), 6, 10 and 24 s).
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 KIT=gpu-kit OUT="" DEVICE=cuda TINY=0
@@ -83,7 +85,7 @@ RES="$OUT/results.jsonl"; : > "$RES"
 LOG="$OUT/gpu-check.log"; : > "$LOG"
 # The first trm process on a GPU compiles every kernel it meets (NVRTC, autotune); on the H200 of
 # 2026-11-27 a tiny parity fixture did not finish in 40 s, hence the parity part's share.
-read -r CAP_PARITY CAP_BENCH CAP_REF CAP_TRAIN CAP_NCCL CAP_CUBECL <<< "${CAPS:-45 100 240 60 40 45}"
+read -r CAP_PARITY CAP_BENCH CAP_REF CAP_TRAIN CAP_NCCL CAP_CUBECL <<< "${CAPS:-45 100 230 60 50 45}"
 if [ "$TINY" = 1 ]; then read -r CAP_PARITY CAP_BENCH CAP_REF CAP_TRAIN CAP_NCCL CAP_CUBECL <<< "${CAPS:-240 240 240 300 60 30}"; fi
 T0=$(date +%s)
 say() { echo "[gpu-check $(( $(date +%s) - T0 ))s] $*" | tee -a "$LOG" >&2; }
@@ -295,21 +297,27 @@ if [ "$GPUDEV" = 1 ]; then
     [ -n "$TRM_NCCL_LIB" ] && export TRM_NCCL_LIB && say "NCCL library: $TRM_NCCL_LIB"
   fi
   TINYRUN=(--config sudoku-tiny --device "$DEVICE" --data "$DATA" --quiet max_steps=150 eval_max_examples=256 checkpoint_every_eval=False)
-  rm -rf "$SCRATCH/plain" "$SCRATCH/nccl"
-  capped $(( CAP_NCCL / 2 )) "$TRM" train "${TINYRUN[@]}" --out "$SCRATCH/plain" >/dev/null; rc1=$?
-  capped $(( CAP_NCCL / 2 )) "$TRM" launch --nproc 1 -- train "${TINYRUN[@]}" --out "$SCRATCH/nccl" >/dev/null; rc2=$?
-  record nccl world1 "$("$PY" - "$SCRATCH/plain/metrics.jsonl" "$SCRATCH/nccl/metrics.jsonl" "$rc1" "$rc2" <<'PYEOF'
+  # A second plain run is the control: how far two identical plain runs drift apart on this GPU
+  # (atomics in index and scatter backward, cuBLAS), the yardstick for plain against NCCL.
+  rm -rf "$SCRATCH/plain" "$SCRATCH/plain2" "$SCRATCH/nccl"
+  capped $(( CAP_NCCL / 3 )) "$TRM" train "${TINYRUN[@]}" --out "$SCRATCH/plain" >/dev/null; rc1=$?
+  capped $(( CAP_NCCL / 3 )) "$TRM" launch --nproc 1 -- train "${TINYRUN[@]}" --out "$SCRATCH/nccl" >/dev/null; rc2=$?
+  capped $(( CAP_NCCL / 3 )) "$TRM" train "${TINYRUN[@]}" --out "$SCRATCH/plain2" >/dev/null; rc3=$?
+  record nccl world1 "$("$PY" - "$SCRATCH/plain/metrics.jsonl" "$SCRATCH/nccl/metrics.jsonl" "$rc1" "$rc2" "$SCRATCH/plain2/metrics.jsonl" "$rc3" <<'PYEOF'
 import json, sys
 def losses(p):
     try:
         return [r["lm_loss"] for r in map(json.loads, open(p)) if r.get("split") == "train"]
     except OSError:
         return []
-a, b = losses(sys.argv[1]), losses(sys.argv[2])
+a, b, c = losses(sys.argv[1]), losses(sys.argv[2]), losses(sys.argv[5])
 n = min(len(a), len(b))
 diff = max((abs(x - y) for x, y in zip(a, b)), default=None)
+control = max((abs(x - y) for x, y in zip(a, c)), default=None)
 print(json.dumps({"plain_exit": int(sys.argv[3]), "nccl_exit": int(sys.argv[4]), "steps_compared": n,
-                  "max_lm_loss_diff": diff, "last_plain": a[-1] if a else None, "last_nccl": b[-1] if b else None}))
+                  "max_lm_loss_diff": diff, "last_plain": a[-1] if a else None, "last_nccl": b[-1] if b else None,
+                  "control_exit": int(sys.argv[6]), "control_steps_compared": min(len(a), len(c)),
+                  "control_max_lm_loss_diff": control}))
 PYEOF
 )"
 fi

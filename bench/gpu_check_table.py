@@ -63,7 +63,8 @@ def main(results, out_json):
     for r in by("nccl"):
         lines.append(
             f"NCCL world 1 vs plain: exits {r.get('nccl_exit')}/{r.get('plain_exit')}, {r.get('steps_compared')} steps compared, "
-            f"max |lm_loss diff| {fmt(r.get('max_lm_loss_diff'), '.2e')}"
+            f"max |lm_loss diff| {fmt(r.get('max_lm_loss_diff'), '.2e')}; control (plain vs plain, exit {r.get('control_exit', '-')}): "
+            f"max |lm_loss diff| {fmt(r.get('control_max_lm_loss_diff'), '.2e')} over {r.get('control_steps_compared', '-')} steps"
         )
     for r in by("cubecl"):
         if "error" in r:

@@ -282,7 +282,7 @@ fn fuzz_toml_configs_and_overrides() {
             let m = trm::model::config::ModelConfig { arch: c.arch.clone(), seq_len: 81, vocab_size: 11, num_puzzle_identifiers: 2 };
             let _ = m.validate();
         }
-        let _ = trm::store::config::resume_config(&base, &ov);
+        let _ = trm::store::resume::resume_config(&base, &ov);
     });
 }
 

@@ -117,6 +117,29 @@ mod tests {
         // Only the wanted leaves: one gradient for one input.
         let (x, _w, out) = graph();
         assert_eq!(graph_backward(&out, &dout, &[&x]).len(), 1);
+        // An output gradient laid out unlike the output (transposed) gives the same gradients.
+        let dout_t = dout.tr().contiguous().tr();
+        assert_ne!(dout_t.stride(), dout.stride());
+        let (x, w, out) = graph();
+        for (got, want) in graph_backward(&out, &dout_t, &[&x, &w]).iter().zip(&g) {
+            assert!(got.equal(want), "a transposed output gradient changed the result");
+        }
+    }
+
+    #[test]
+    fn a_gradient_never_shares_memory_with_the_output_gradient() {
+        // out = x through views only: torch's backward hands `dout` itself (as a view) to x.
+        // burn would then own memory that its caller also holds, so the shim copies it.
+        let x0 = Tensor::randn([4, 8], (Kind::Float, Device::Cpu));
+        let dout = Tensor::randn([4, 8], (Kind::Float, Device::Cpu));
+        let (x, out) = tch::with_grad(|| {
+            let x = x0.detach().set_requires_grad(true);
+            let out = x.reshape([32]).reshape([4, 8]);
+            (x, out)
+        });
+        let g = graph_backward(&out, &dout, &[&x]);
+        assert!(g[0].equal(&dout));
+        assert_ne!(g[0].data_ptr(), dout.data_ptr(), "the gradient aliases the output gradient");
     }
 
     #[test]

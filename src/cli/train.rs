@@ -72,7 +72,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     }
     let mut ov = a.set.clone();
     ov.extend(a.overrides.iter().cloned());
-    // A resumed run takes its configuration from its checkpoint (overrides: config::resume_config).
+    // A resumed run takes its configuration from its checkpoint (overrides: store::resume::resume_config).
     let cfg = if a.resume { config::TrainConfig::default() } else { config::resolve(&a.config, &ov)? };
     let init_from = match &a.init_from {
         Some(p) if p.is_dir() => Some(checkpoint::resolve(p)?.join("model.safetensors")),

@@ -90,7 +90,8 @@ pub fn micro_batch_step<AD: AutodiffBackend>(
     rows: MicroBatches,
 ) -> (Metrics, LocalGrads<AD::InnerBackend>, Carry<AD::InnerBackend>) {
     let n = batch.batch_size;
-    let (m, k) = (rows.size.clamp(1, n), cfg.arch.wta_chains);
+    let (m, k) = (rows.size.min(n), cfg.arch.wta_chains);
+    assert!(m > 0 && n.is_multiple_of(m), "passes of {m} rows over a batch of {n} (callers check the split)");
     let mut parts = if m == n { vec![carry] } else { (0..n).step_by(m).map(|a| carry.rows(a * k..(a + m) * k)).collect() };
     let mut metrics = Metrics::default();
     let mut grads: Option<LocalGrads<AD::InnerBackend>> = None;

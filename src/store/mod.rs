@@ -1,6 +1,7 @@
 //! The checkpoint store, below training and inference, which both read it: configurations
-//! (presets, `key=value` overrides, the reference's `all_config.yaml`), checkpoints and their
-//! integrity, and the ARC model a `--checkpoint` names with its identifiers (`arc_model.rs`).
+//! (presets, `key=value` overrides, the reference's `all_config.yaml`, what a resumed run may
+//! change), checkpoints and their integrity, and the ARC model a `--checkpoint` names with its
+//! identifiers (`arc_model.rs`).
 
 pub mod arc_model;
 pub mod checkpoint;
@@ -8,3 +9,4 @@ pub mod config;
 pub mod hydra_config;
 pub mod integrity;
 pub mod presets;
+pub mod resume;

@@ -27,7 +27,7 @@ pub struct TrainJob {
     pub out: PathBuf,
     pub resume: bool,
     /// The KEY=VALUE overrides as given. A resumed run applies them to its checkpoint's config
-    /// where that is safe and refuses the others (`config::resume_config`); `config` is then
+    /// where that is safe and refuses the others (`store::resume::resume_config`); `config` is then
     /// not used.
     pub overrides: Vec<String>,
     /// Print no progress bar
@@ -114,7 +114,7 @@ pub fn open_state<B: Backend>(
         if r.rank() == 0 && recorded.as_ref().is_some_and(|p| p != &given) {
             eprintln!("note: resuming on {} (the run was started on {})", given.display(), recorded.unwrap().display());
         }
-        let cfg = crate::store::config::resume_config(&js.config, &job.overrides)?;
+        let cfg = crate::store::resume::resume_config(&js.config, &job.overrides)?;
         st.carry = st.carry.map(|c| collective::local_carry(c, r.rank(), r.world())).transpose()?;
         return Ok((cfg, st, Some(ckpt)));
     }

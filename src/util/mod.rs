@@ -9,5 +9,6 @@ pub mod np_random;
 pub mod pyjson;
 pub mod rng;
 pub mod tensors;
+pub mod torch_pickle;
 pub mod torch_zip;
 pub mod torch_zip_write;
