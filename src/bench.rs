@@ -3,7 +3,8 @@
 
 use crate::data::loader::Batch;
 use crate::model::act::{Carry, Exploration};
-use crate::model::config::{ArchConfig, Architecture, ForwardDtype, ModelConfig, PosEncoding};
+use crate::model::architecture::Architecture;
+use crate::model::config::{ArchConfig, ForwardDtype, ModelConfig, PosEncoding};
 use crate::model::layers::Rope;
 use crate::model::precision::activation_dtype;
 use crate::model::weights::{self, Weights};

@@ -67,7 +67,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "bfloat16" => ForwardDtype::Bfloat16,
         other => anyhow::bail!("unknown --dtype `{other}` (float32 or bfloat16)"),
     };
-    let arch = crate::model::config::Architecture::parse(&a.arch).ok_or_else(|| anyhow::anyhow!("unknown --arch `{}`", a.arch))?;
+    let arch = crate::model::architecture::Architecture::parse(&a.arch).ok_or_else(|| anyhow::anyhow!("unknown --arch `{}`", a.arch))?;
     let spec = bench::BenchSpec {
         shape: a.shape.clone(),
         arch,

@@ -4,7 +4,8 @@
 //! (tokens and identifiers in range) and shaped as what each tensor is compared with.
 
 use crate::data::loader::{Batch, IGNORE_LABEL};
-use crate::model::config::{Architecture, ForwardDtype, LossType, ModelConfig, PosEncoding};
+use crate::model::architecture::Architecture;
+use crate::model::config::{ForwardDtype, LossType, ModelConfig, PosEncoding};
 use crate::model::weights::{Named, Weights};
 use crate::util::tensors::{HostTensor, read_safetensors};
 use anyhow::{Context, Result, anyhow, bail};

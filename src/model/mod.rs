@@ -2,6 +2,7 @@
 //! the forward pass, and the ACT wrapper.
 
 pub mod act;
+pub mod architecture;
 pub mod config;
 pub mod counts;
 pub mod cpu;

@@ -19,7 +19,8 @@
 //! last L update under no_grad, then one L and one H update", which is the same list with the
 //! gradient starting two updates from the end. `one_step_grad` moves TRM's cut there too.
 
-use super::config::{ArchConfig, Architecture};
+use super::architecture::Architecture;
+use super::config::ArchConfig;
 
 /// A term of an update's input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

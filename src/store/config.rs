@@ -3,7 +3,8 @@
 //! `trm train --config sudoku-mlp --data DIR arch.L_cycles=6 ema=True lr=1e-4`.
 //! Named presets live in `configs/` and are compiled into the binary (`presets.rs`).
 
-use crate::model::config::{ArchConfig, Architecture};
+use crate::model::architecture::Architecture;
+use crate::model::config::ArchConfig;
 use crate::step::optim::OptimizerKind;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};

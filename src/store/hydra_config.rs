@@ -16,7 +16,7 @@
 //! weights), so an exported model carries its configuration as the reference's do.
 
 use super::config::TrainConfig;
-use crate::model::config::Architecture;
+use crate::model::architecture::Architecture;
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::BTreeMap;
 use std::path::Path;
