@@ -3,12 +3,14 @@
 //! * `train_forward`: autodiff leaves for the weights (and the batch's puzzle-embedding rows), the
 //!   updates before the schedule's gradient cut on the inner backend, the bootstrap pass of the
 //!   Q-continue target when the architecture has one, loss ready for `backward`;
-//! * `eval_forward`: everything on a plain backend, no graph.
+//! * `eval_forward`: everything on a plain backend, no graph;
+//! * `micro_batch_step`: a training step's forward and backward in passes of rows, its
+//!   gradients summed for `update::apply_gradients`.
 //!
 //! The carry, the master weights and the puzzle table always live on the inner backend.
 
 use super::loss::{LossOutput, Metrics, act_loss};
-use super::update::{Learner, LocalGrads, NonFinite, StepHyper, apply_gradients};
+use super::update::LocalGrads;
 use super::wta;
 use crate::backend::to_host_f32;
 use crate::data::loader::Batch;
@@ -17,7 +19,6 @@ use crate::model::config::ModelConfig;
 use crate::model::forward::{StepOutput, deep_recursion, deep_recursion_train, embed_input};
 use crate::model::layers::Rope;
 use crate::model::weights::{Named, Weights};
-use crate::parallel::Reducer;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
@@ -34,21 +35,6 @@ impl<AD: AutodiffBackend> Leaves<AD> {
         let g = self.params.iter().map(|n| if n.trainable { n.tensor.grad(grads) } else { None }).collect();
         (g, self.puzzle.as_ref().and_then(|p| p.grad(grads)))
     }
-}
-
-/// The gradients of `loss_total / rows` and the update they make through `reducer`: the one
-/// gradient step that training and `trm bench` share. `puzzle_ids` name the batch's rows of the
-/// puzzle table. Returns the non-finite value that stopped the update, if any (nothing changed).
-pub fn gradient_step<AD: AutodiffBackend>(
-    loss_total: Tensor<AD, 1>,
-    rows: usize,
-    leaves: &Leaves<AD>,
-    puzzle_ids: Vec<i32>,
-    learner: Learner<'_, AD::InnerBackend>,
-    h: &StepHyper,
-    reducer: &mut dyn Reducer,
-) -> anyhow::Result<Option<NonFinite>> {
-    apply_gradients(learner, local_grads(loss_total, rows, leaves, puzzle_ids), h, reducer)
 }
 
 /// The gradients of `loss_total / rows` (a batch's, or a micro-batch's share of it, `rows` being

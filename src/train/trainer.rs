@@ -168,8 +168,7 @@ fn optimiser_step<AD: AutodiffBackend>(
     let before = st.carry.clone();
     st.step += 1;
     let carry = st.carry.take().unwrap_or_else(|| Carry::for_training(model, batch.batch_size, cx.device));
-    let first_row = plan.first_row;
-    let explore = |a: usize| Exploration::of(&model.arch, cfg.seed, st.step, first_row + a);
+    let explore = |a: usize| Exploration::of(&model.arch, cfg.seed, st.step, plan.first_row + a);
     let rows = MicroBatches { size: plan.micro_batch, global: cfg.global_batch_size };
     let (metrics, grads, carry) = micro_batch_step::<AD>(model, &st.params, st.table.as_ref(), carry, batch, cx.ropes, explore, rows);
     st.carry = Some(carry);
