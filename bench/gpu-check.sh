@@ -281,6 +281,13 @@ if pairs:
                cpu_last_lm_loss=pairs[-1][1], curves_agree=max(diffs[-10:]) < 0.05 * max(abs(pairs[-1][1]), 1e-9) + 0.02)
 if peak:
     out["gpu_peak_mib"] = float(peak)
+# The trainer's own speed and memory figures (median step after the first; last peaks).
+secs = sorted(r["step_seconds"] for r in dev[1:] if "step_seconds" in r)
+if secs:
+    out["median_step_seconds"] = secs[len(secs) // 2]
+for key in ("host_peak_rss_mib", "gpu_peak_allocated_mib", "gpu_peak_reserved_mib"):
+    if dev and key in dev[-1]:
+        out[key] = dev[-1][key]
 print(json.dumps(out))
 PYEOF
 )"

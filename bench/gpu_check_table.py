@@ -56,7 +56,9 @@ def main(results, out_json):
         lines.append(
             f"training {r['name']}: exit {r.get('exit_code')}, {r.get('steps')} steps, lm_loss {fmt(r.get('first_lm_loss'), '.3f')} -> "
             f"{fmt(r.get('last_lm_loss'), '.3f')}, test exact accuracy {fmt(r.get('test_exact_accuracy'), '.4f')} "
-            f"(token {fmt(r.get('test_token_accuracy'), '.4f')}, {r.get('test_count', '-')} puzzles), GPU MiB {fmt(r.get('gpu_peak_mib'), '.0f')}; "
+            f"(token {fmt(r.get('test_token_accuracy'), '.4f')}, {r.get('test_count', '-')} puzzles), GPU MiB {fmt(r.get('gpu_peak_mib'), '.0f')} "
+            f"(nvidia-smi; allocator's peak allocated {fmt(r.get('gpu_peak_allocated_mib'), '.0f')}, reserved {fmt(r.get('gpu_peak_reserved_mib'), '.0f')}), "
+            f"median step {fmt(r.get('median_step_seconds'), '.4f')} s; "
             f"against the CPU run: {r.get('cpu_steps_compared', '-')} steps, max |lm_loss diff| {fmt(r.get('max_abs_lm_loss_diff'), '.4f')}, "
             f"curves agree {r.get('curves_agree', '-')}"
         )

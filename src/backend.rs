@@ -336,6 +336,17 @@ pub fn device_memory(device: DeviceSpec) -> Option<Result<DeviceMemory>> {
     }
 }
 
+/// `device_memory` of a backend's own device value (the trainer holds `B::Device`, not a
+/// `DeviceSpec`): libtorch on a GPU only, `None` elsewhere.
+pub fn device_memory_of<B: Backend>(device: &B::Device) -> Option<Result<DeviceMemory>> {
+    #[cfg(feature = "libtorch")]
+    if let Some(burn::backend::libtorch::LibTorchDevice::Cuda(n)) = (device as &dyn std::any::Any).downcast_ref() {
+        return device_memory(DeviceSpec::Cuda(*n));
+    }
+    let _ = device;
+    None
+}
+
 /// Whether attention runs fused on `B`: the engine has it (`Capabilities::fused_attention`) and
 /// `TRM_FUSED_ATTENTION=0` does not turn it off.
 pub fn fused_attention_on<B: Backend>() -> bool {

@@ -194,13 +194,6 @@ pub fn random_batch(c: &ModelConfig, b: usize, rng: &mut impl Rng) -> Batch {
     Batch { set: 0, batch_size: b, seq_len: s, inputs, labels, puzzle_identifiers: ids, global_effective: b }
 }
 
-/// Peak resident set size of this process (Linux), in bytes.
-pub fn peak_rss() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
-}
-
 fn summarise<B: Backend>(
     shape: &str,
     mode: &str,
@@ -234,7 +227,7 @@ fn summarise<B: Backend>(
         achieved_tflops: tflops,
         mfu: peak.map(|p| tflops / p),
         peak_tflops: peak,
-        peak_bytes: peak_rss(),
+        peak_bytes: crate::util::alloc::peak_rss(),
         device_memory: None,
         cpu_isa: cpu_isa(),
         products: None,

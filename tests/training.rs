@@ -162,6 +162,19 @@ fn a_tiny_trm_learns_real_sudoku() {
     let head: f64 = losses[..10].iter().sum::<f64>() / 10.0;
     let tail: f64 = losses[losses.len() - 10..].iter().sum::<f64>() / 10.0;
     assert!(tail < 0.85 * head, "training loss {head:.4} -> {tail:.4} did not fall");
+    // Every step also logs its wall time, the examples per second that makes, and the process's
+    // peak memory (the host's; a GPU's only on cuda).
+    let records: Vec<serde_json::Value> =
+        log.lines().filter(|l| l.contains("\"split\":\"train\"")).map(|l| serde_json::from_str(l).unwrap()).collect();
+    for r in &records {
+        let (secs, rate) = (r["step_seconds"].as_f64().unwrap(), r["examples_per_second"].as_f64().unwrap());
+        assert!(secs > 0.0 && secs < 60.0, "step_seconds {secs}");
+        assert!((rate * secs / 32.0 - 1.0).abs() < 1e-6, "examples_per_second {rate} is not batch 32 / {secs} s");
+        let rss = r["host_peak_rss_mib"].as_f64().unwrap();
+        // Linux sums its resident-memory counters lazily, so the peak it reports can dip slightly.
+        assert!(rss > 10.0 && rss < 64.0 * 1024.0, "host_peak_rss_mib {rss}");
+        assert!(r.get("gpu_peak_allocated_mib").is_none(), "no GPU counters on the CPU");
+    }
 
     // The trained run answers a held-out puzzle through the CLI, as JSON, with one entry per step
     // (6 > halt_max_steps 4: test-time recursion), and the HTML report draws it.
@@ -186,7 +199,8 @@ fn a_tiny_trm_learns_real_sudoku() {
     let o = trm::report::ReportOptions { run: runs.path().into(), out: html.clone(), data: None, puzzles: 2, steps: None, png: true };
     assert_eq!(trm::report::write_report(&o).unwrap(), 2, "puzzles found through the run's recorded data path");
     let page = std::fs::read_to_string(&html).unwrap();
-    assert_eq!(page.matches("class=\"chart\"").count(), 6, "six curves");
+    assert_eq!(page.matches("class=\"chart\"").count(), 8, "six learning curves, the step time and the peak memory");
+    assert!(page.contains("s per optimiser step (median)") && page.contains("host peak RSS"), "the summary's speed and memory");
     assert_eq!(page.matches("<section class=puzzle>").count(), 2);
     assert_eq!(page.matches("step 4 · q").count(), 2, "one grid per supervision step");
     assert!(!page.contains("http://") || page.matches("http://").count() == page.matches("xmlns=\"http://www.w3.org/2000/svg\"").count());

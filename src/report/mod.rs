@@ -31,6 +31,11 @@ pub struct ReportOptions {
     pub png: bool,
 }
 
+/// The speed and memory figures a training step logs beside its losses (`train::trainer`); they
+/// are there whether or not a row halted.
+const SYSTEM_KEYS: [&str; 5] =
+    ["step_seconds", "examples_per_second", "host_peak_rss_mib", "gpu_peak_allocated_mib", "gpu_peak_reserved_mib"];
+
 /// One curve: (step, value) points of `key` in rows of `split`.
 pub struct Metrics {
     rows: Vec<Value>,
@@ -56,7 +61,7 @@ impl Metrics {
 
     /// Points of `key` for `split`; train metrics that need halted rows are skipped where none halted.
     pub fn curve(&self, split: &str, key: &str) -> Vec<(f64, f64)> {
-        let needs_count = split == "train" && !matches!(key, "lm_loss" | "q_halt_loss" | "lr");
+        let needs_count = split == "train" && !matches!(key, "lm_loss" | "q_halt_loss" | "lr") && !SYSTEM_KEYS.contains(&key);
         self.rows
             .iter()
             .filter(|r| r["split"] == split)
@@ -92,6 +97,24 @@ pub fn chart_specs(m: &Metrics) -> Vec<(String, Vec<Series>)> {
             vec![s("train", 0, smooth(&m.curve("train", "q_halt_accuracy"))), s("test", 1, m.curve("eval", "q_halt_accuracy"))],
         ),
     ];
+    // Speed and memory (runs logged before these keys existed have neither chart).
+    let step_time = m.curve("train", "step_seconds");
+    if !step_time.is_empty() {
+        out.push(("seconds per optimiser step (train)".to_string(), vec![s("train", 0, smooth(&step_time))]));
+    }
+    let memory: Vec<Series> = [
+        ("host peak RSS", "host_peak_rss_mib"),
+        ("GPU peak allocated", "gpu_peak_allocated_mib"),
+        ("GPU peak reserved", "gpu_peak_reserved_mib"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (label, key))| s(label, i, m.curve("train", key)))
+    .filter(|x| !x.points.is_empty())
+    .collect();
+    if !memory.is_empty() {
+        out.push(("peak memory, MiB".to_string(), memory));
+    }
     let arc: Vec<Series> =
         [1, 2, 10].iter().enumerate().map(|(i, k)| s(&format!("pass@{k}"), i + 2, m.curve("eval", &format!("ARC/pass@{k}")))).collect();
     if arc.iter().any(|x| !x.points.is_empty()) {
@@ -271,8 +294,31 @@ fn summary_table(ckpt: Option<(&Path, &checkpoint::StateJson)>, m: &Metrics) -> 
             let _ = write!(html, "<tr><th>test {key}</th><td>{v:.4} at step {s}</td></tr>");
         }
     }
+    if let Some(speed) = speed_and_memory(m) {
+        let _ = write!(html, "<tr><th>speed and memory</th><td>{speed}</td></tr>");
+    }
     html.push_str("</table>");
     html
+}
+
+/// The median step time and examples per second, and the last memory peaks, of a run that logged
+/// them (`SYSTEM_KEYS`).
+fn speed_and_memory(m: &Metrics) -> Option<String> {
+    let median = |key: &str| {
+        let mut v: Vec<f64> = m.curve("train", key).into_iter().map(|p| p.1).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    let mut parts = vec![format!("{:.3} s per optimiser step (median)", median("step_seconds")?)];
+    if let Some(rate) = median("examples_per_second") {
+        parts.push(format!("{rate:.0} examples per second"));
+    }
+    for (label, key) in [("host peak RSS", "host_peak_rss_mib"), ("GPU peak allocated", "gpu_peak_allocated_mib")] {
+        if let Some((_, mib)) = m.curve("train", key).last() {
+            parts.push(format!("{label} {mib:.0} MiB"));
+        }
+    }
+    Some(parts.join(", "))
 }
 
 /// Test puzzles solved step by step by the checkpoint, spread evenly over the test split.

@@ -94,6 +94,7 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
             if st.step >= plan.stop_at {
                 break 'outer;
             }
+            let t_step = Instant::now();
             let stop = match optimiser_step(&cx, &mut st, &batch, reducer)? {
                 Outcome::Skipped { bad, lr } => {
                     let last_good = run.last_ckpt.as_deref().or(resumed_from.as_deref());
@@ -102,7 +103,8 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
                 }
                 Outcome::Done { metrics, stop, lr } => {
                     run.last_train = metrics;
-                    log_train_step(&cx, st.step, &metrics, lr, &mut log, &mut progress)?;
+                    let seconds = t_step.elapsed().as_secs_f64();
+                    log_train_step(&cx, st.step, &metrics, lr, seconds, &mut log, &mut progress)?;
                     stop
                 }
             };
@@ -239,12 +241,14 @@ fn skip_or_stop<B: burn::prelude::Backend>(
     bail!(guard::divergence_message(st.step + 1, what, value, last_good, lr))
 }
 
-/// The step's metrics, per example, to the log and the progress display.
+/// The step's metrics, per example, to the log and the progress display, with the step's wall
+/// time (`seconds`) and the memory peaks (`system_figures`).
 fn log_train_step<AD: AutodiffBackend>(
     cx: &StepContext<AD>,
     step: u64,
     m: &Metrics,
     lr: f64,
+    seconds: f64,
     log: &mut Option<MetricsLog>,
     progress: &mut Progress,
 ) -> Result<()> {
@@ -264,10 +268,31 @@ fn log_train_step<AD: AutodiffBackend>(
         vals.push(("q_continue_loss", m.q_continue_loss / g));
     }
     if let Some(log) = log.as_mut() {
+        vals.extend(system_figures::<AD>(seconds, g, cx.device));
         log.log(step, "train", &vals)?;
     }
     progress.after_step(step, cx.cfg.global_batch_size, StepFigures { lm_loss: vals[0].1, accuracy: vals[2].1, exact: vals[3].1 });
     Ok(())
+}
+
+/// How fast the step ran and how much memory the run holds, logged beside the losses: the
+/// optimiser step's wall time (forward, backward, the exchange between ranks and the update;
+/// batches are read ahead in another thread) and the examples per second it makes; this
+/// process's peak resident memory; on a GPU (libtorch), the caching allocator's peak allocated and
+/// reserved memory, as PyTorch's `max_memory_allocated` and `max_memory_reserved` read them. Peaks
+/// are since the process started. Every rank's log would say the same of its own process; only
+/// rank 0 writes one.
+fn system_figures<AD: AutodiffBackend>(seconds: f64, examples: f64, device: &AD::Device) -> Vec<(&'static str, f64)> {
+    const MIB: f64 = (1u64 << 20) as f64;
+    let mut vals = vec![("step_seconds", seconds), ("examples_per_second", examples / seconds.max(1e-9))];
+    if let Some(bytes) = crate::util::alloc::peak_rss() {
+        vals.push(("host_peak_rss_mib", bytes as f64 / MIB));
+    }
+    if let Some(Ok(m)) = crate::backend::device_memory_of::<AD>(device) {
+        vals.push(("gpu_peak_allocated_mib", m.peak_allocated_bytes as f64 / MIB));
+        vals.push(("gpu_peak_reserved_mib", m.peak_reserved_bytes as f64 / MIB));
+    }
+    vals
 }
 
 /// The end of an iteration: evaluation (from `min_eval_interval` on) and a checkpoint. False when

@@ -1,4 +1,4 @@
-//! Allocator settings for the CPU backend's allocation pattern.
+//! Allocator settings for the CPU backend's allocation pattern, and the process's memory peak.
 //!
 //! Every burn-flex op allocates a fresh, zeroed output (a `[B, T, 1536]` SwiGLU activation is
 //! 19 MB at batch 32) and frees its inputs. glibc serves such sizes from `mmap` at first and
@@ -24,4 +24,12 @@ pub fn keep_freed_memory() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, -1); // -1: never trim (mallopt(3))
     }
+}
+
+/// Peak resident set size of this process (Linux's `VmHWM`), in bytes; `None` where there is no
+/// `/proc/self/status`. What `trm bench` reports and training logs as `host_peak_rss_mib`.
+pub fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
 }
