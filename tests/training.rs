@@ -175,6 +175,10 @@ fn a_tiny_trm_learns_real_sudoku() {
         assert!(rss > 10.0 && rss < 64.0 * 1024.0, "host_peak_rss_mib {rss}");
         assert!(r.get("gpu_peak_allocated_mib").is_none(), "no GPU counters on the CPU");
     }
+    let evals: Vec<serde_json::Value> =
+        log.lines().filter(|l| l.contains("\"split\":\"eval\"")).map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(evals.len(), s.evals.len());
+    assert!(evals.iter().all(|r| r["eval_seconds"].as_f64().is_some_and(|t| t > 0.0)), "each evaluation logs its wall time");
 
     // The trained run answers a held-out puzzle through the CLI, as JSON, with one entry per step
     // (6 > halt_max_steps 4: test-time recursion), and the HTML report draws it.

@@ -163,6 +163,7 @@ pub fn eval_and_log<B: Backend>(
     log: Option<&mut MetricsLog>,
     r: &mut dyn Reducer,
 ) -> Result<Option<EvalResult>> {
+    let t_eval = std::time::Instant::now();
     let w_eval = Weights::from_named(model, st.ema.clone().unwrap_or_else(|| st.params.clone()))?;
     let eb = cfg.eval_batch_size.unwrap_or(cfg.global_batch_size);
     // ARC: votes of this evaluation only (the reference's aggregated_voting=False), on rank 0.
@@ -189,6 +190,8 @@ pub fn eval_and_log<B: Backend>(
         ("q_halt_loss".to_string(), res.q_halt_loss),
         ("steps".to_string(), res.steps),
         ("count".to_string(), res.count as f64),
+        // The evaluation's wall time (the ARC scoring below aside).
+        ("eval_seconds".to_string(), t_eval.elapsed().as_secs_f64()),
     ];
     if let Some(a) = arc {
         crate::util::fs::write_json(&out.join("submission.json"), &a.submission())?;
