@@ -361,3 +361,40 @@ fn commands_that_rebuild_a_folder_never_delete_one_they_did_not_make() {
     assert!(!ok && out.contains("pass --force"), "{out}");
     assert_eq!(std::fs::read_to_string(&csv).unwrap(), "source,question,answer,rating\n");
 }
+
+/// The data set is named once: `--data DIR` or the reference's `data_paths=[DIR]`, which trains on
+/// DIR and records it. A `data_paths` that names another folder than `--data`, several folders
+/// (not implemented) or no data set at all is refused before a run folder is made.
+#[test]
+fn the_data_set_is_named_once() {
+    let d = tempfile::tempdir().unwrap();
+    let (data, other) = (d.path().join("data"), d.path().join("other"));
+    common::tiny_data(&data);
+    let train = |out: &Path, extra: &[String]| {
+        let mut args: Vec<String> = ["train", "--config", "sudoku-tiny", "--quiet", "--threads", "1", "--out"].map(String::from).to_vec();
+        args.push(out.display().to_string());
+        args.extend(common::TINY.iter().map(|s| s.to_string()));
+        args.extend(["max_steps=2", "eval_max_examples=8"].map(String::from));
+        args.extend(extra.iter().cloned());
+        trm(&args)
+    };
+    let run = d.path().join("by-data-paths");
+    let (ok, out) = train(&run, &[format!("data_paths=[{}]", data.display())]);
+    assert!(ok, "{out}");
+    let ckpt = trm::store::checkpoint::resolve(&run).unwrap();
+    let recorded = trm::store::checkpoint::read_state_json(&ckpt).unwrap().config.data_paths;
+    assert_eq!(recorded, vec![std::path::absolute(&data).unwrap().display().to_string()]);
+    for (extra, says) in [
+        (
+            vec!["--data".into(), data.display().to_string(), format!("data_paths=[{}]", other.display())],
+            "names another data set than --data",
+        ),
+        (vec![format!("data_paths=[{},{}]", data.display(), other.display())], "not implemented"),
+        (vec![], "which data set?"),
+    ] {
+        let out_dir = d.path().join("refused");
+        let (ok, out) = train(&out_dir, &extra);
+        assert!(!ok && out.contains(says), "{extra:?}: {out}");
+        assert!(!out_dir.join("checkpoints").exists(), "{extra:?}: a refused run made a checkpoint");
+    }
+}

@@ -21,9 +21,9 @@ pub struct TrainArgs {
     /// Preset name (sudoku-mlp, sudoku-att, maze, arc1, arc2, sudoku-tiny, demo) or a TOML file
     #[arg(long, default_value = "sudoku-tiny")]
     pub config: String,
-    /// Data set folder (train/ and test/ in the reference layout) [default with --resume: the data
-    /// set the run recorded]
-    #[arg(long, required_unless_present = "resume")]
+    /// Data set folder (train/ and test/ in the reference layout) [default: the reference's
+    /// `data_paths=DIR` override if given; with --resume: the data set the run recorded]
+    #[arg(long)]
     pub data: Option<PathBuf>,
     /// Run folder: config, metrics.jsonl, TensorBoard events, checkpoints/
     #[arg(long)]
@@ -81,9 +81,19 @@ pub fn train(a: TrainArgs) -> Result<()> {
     if let Some(m) = a.time_limit {
         anyhow::ensure!(m.is_finite() && m > 0.0, "--time-limit {m}: must be a positive number of minutes");
     }
-    let data = match a.data {
-        Some(d) => d,
-        None => recorded_data(&a.out)?,
+    let data = match (a.data, a.resume) {
+        (Some(d), _) => d,
+        (None, true) => recorded_data(&a.out)?,
+        // The reference's command line names its data set with `data_paths=[DIR]`.
+        (None, false) => match cfg.data_paths.as_slice() {
+            [one] => PathBuf::from(one),
+            [] => bail!("which data set? pass --data DIR (a folder made by `trm data`), or the reference's data_paths=[DIR]"),
+            many => bail!(
+                "data_paths names {} data sets ({}); trm trains on one data set: training on several at once, as the reference can, is not implemented",
+                many.len(),
+                many.join(", ")
+            ),
+        },
     };
     crate::util::interrupt::install()?;
     let job = TrainJob {

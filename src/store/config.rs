@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
     pub arch: ArchConfig,
-    /// Data set folders (the first one is used; `--data` overrides).
+    /// The data set a run trains on, recorded from `--data` (for `--resume` and `trm report`). Given
+    /// as a key, it must name the same folder as `--data`; several folders are refused (not
+    /// implemented).
     pub data_paths: Vec<String>,
     /// Rows per optimiser step over all ranks (the reference's G).
     pub global_batch_size: usize,
@@ -111,6 +113,11 @@ impl Default for TrainConfig {
 
 /// All valid dotted keys (the top-level defaults and every architecture's `arch.*` keys), for
 /// unknown-key errors.
+/// The keys whose value may be absent (`Option` fields); `KEY=null` (or `None`) empties one, except
+/// `eval_interval`, whose default is not empty.
+const OPTIONAL_KEYS: [&str; 8] =
+    ["run_name", "project_name", "max_steps", "eval_max_examples", "eval_batch_size", "micro_batch_size", "eval_interval", "batch_order"];
+
 pub fn known_keys() -> Vec<String> {
     let t = toml::Table::try_from(TrainConfig::default()).expect("config serialises");
     let mut out: Vec<String> = t.iter().filter(|(_, v)| !v.is_table()).map(|(k, _)| k.clone()).collect();
@@ -118,20 +125,8 @@ pub fn known_keys() -> Vec<String> {
         out.extend(arch.defaults_table().keys().map(|k| format!("arch.{k}")));
     }
     // Optional keys without a default value are not serialised: list them explicitly.
-    out.extend(
-        [
-            "run_name",
-            "project_name",
-            "max_steps",
-            "eval_max_examples",
-            "eval_batch_size",
-            "micro_batch_size",
-            "eval_interval",
-            "arch",
-            "batch_order",
-        ]
-        .map(String::from),
-    );
+    out.extend(OPTIONAL_KEYS.map(String::from));
+    out.push("arch".into());
     out.sort();
     out.dedup();
     out
@@ -150,7 +145,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// Parses a hydra-style value: `True`/`False`, `null`/`None`, numbers, `[a,b]` lists, strings.
+/// Parses a hydra-style value: `True`/`False`, numbers, `[a,b]` lists, strings (`null`/`None`:
+/// `apply_overrides`, before this).
 fn parse_value(raw: &str) -> toml::Value {
     let v = raw.trim();
     match v {
@@ -219,6 +215,12 @@ pub fn apply_overrides(base: &mut toml::Table, overrides: &[String]) -> Result<V
             set(base, "arch.loss_type", parse_value(value));
             continue;
         }
+        if key == "evaluators" || key == "data_paths_test" {
+            bail!(
+                "`{key}` is the reference's; trm does not take it: it picks the evaluator from the data set (ARC data: pass@k and a \
+                 submission; other data: none) and evaluates on the data set's test/ folder. Drop `{key}=...`"
+            );
+        }
         if !known.iter().any(|k| k == key) {
             let mut close: Vec<(usize, &String)> = known.iter().map(|k| (edit_distance(k, key), k)).collect();
             close.sort();
@@ -227,6 +229,17 @@ pub fn apply_overrides(base: &mut toml::Table, overrides: &[String]) -> Result<V
                 "unknown configuration key `{key}`{}",
                 if sugg.is_empty() { String::new() } else { format!(" (did you mean {}?)", sugg.join(", ")) }
             );
+        }
+        if matches!(value.trim(), "null" | "None" | "~") {
+            // Hydra's empty value, for the keys that are empty by default (the table then lacks them).
+            if key == "eval_interval" {
+                bail!("eval_interval={}: to evaluate only at the end of the run, give eval_interval equal to epochs", value.trim());
+            }
+            if !OPTIONAL_KEYS.contains(&key) {
+                bail!("{key}={}: `{key}` cannot be empty; give it a value", value.trim());
+            }
+            base.remove(key);
+            continue;
         }
         let mut v = parse_value(value);
         // `data_paths=dir` is a one-element list; numbers where floats are expected stay numbers.
@@ -331,6 +344,11 @@ impl TrainConfig {
         }
         anyhow::ensure!((0.0..=1.0).contains(&self.ema_rate), "ema_rate must be in [0, 1], not {}", self.ema_rate);
         anyhow::ensure!(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1");
+        anyhow::ensure!(
+            !(self.freeze_weights && self.arch.puzzle_emb_ndim == 0),
+            "freeze_weights=True trains only the puzzle embeddings, and arch.puzzle_emb_ndim=0 has none: nothing would learn \
+             (the reference then trains every weight instead); drop one of the two"
+        );
         Ok(())
     }
     /// Epochs per iteration (between evaluations).
@@ -437,5 +455,32 @@ mod tests {
         assert!(e.contains("global_batch_size"), "{e}");
         let e = format!("{:#}", resolve("sudoku-att", &["epochs=10".into(), "eval_interval=3".into()]).unwrap_err());
         assert!(e.contains("must divide"), "{e}");
+    }
+
+    #[test]
+    fn null_empties_an_optional_key_and_is_refused_elsewhere() {
+        let c =
+            resolve("sudoku-tiny", &["max_steps=5".into(), "eval_max_examples=None".into(), "max_steps=null".into(), "+run_name=~".into()])
+                .unwrap();
+        assert_eq!((c.max_steps, c.eval_max_examples, c.run_name), (None, None, None));
+        let e = format!("{:#}", resolve("sudoku-tiny", &["lr=null".into()]).unwrap_err());
+        assert!(e.contains("lr=null") && e.contains("cannot be empty"), "{e}");
+        let e = format!("{:#}", resolve("sudoku-tiny", &["eval_interval=null".into()]).unwrap_err());
+        assert!(e.contains("equal to epochs"), "{e}");
+    }
+
+    #[test]
+    fn frozen_weights_without_puzzle_embeddings_are_refused() {
+        let e = format!("{:#}", resolve("sudoku-tiny", &["freeze_weights=True".into(), "arch.puzzle_emb_ndim=0".into()]).unwrap_err());
+        assert!(e.contains("nothing would learn"), "{e}");
+        resolve("sudoku-tiny", &["freeze_weights=True".into()]).unwrap();
+    }
+
+    #[test]
+    fn the_reference_evaluator_keys_are_refused_with_the_reason() {
+        for ov in ["evaluators=[]", "evaluators=\"[]\"", "data_paths_test=[]"] {
+            let e = format!("{:#}", resolve("sudoku-att", &[ov.into()]).unwrap_err());
+            assert!(e.contains("picks the evaluator from the data set") && e.contains("Drop"), "{e}");
+        }
     }
 }

@@ -43,6 +43,16 @@ pub fn overrides_from_file(path: &Path) -> Result<(Vec<String>, Vec<String>)> {
 /// The configuration of a bare weights file: `--config` when given, else the reference's
 /// `all_config.yaml` beside the file (`hydra_config`); `set` applies on top of either.
 pub fn resolve_for_weights(file: &std::path::Path, preset: Option<&str>, set: &[String]) -> Result<TrainConfig> {
+    // Only the model's keys describe weights; a training key here would be accepted and ignored.
+    for ov in set {
+        let key = ov.split_once('=').map_or(ov.as_str(), |(k, _)| k).trim().trim_start_matches('+');
+        if !(key == "arch" || key.starts_with("arch.") || key == "loss_type") {
+            bail!(
+                "--set {ov}: only the model's keys (arch=NAME, arch.*) describe a weights file; `{key}` is a training setting and \
+                 would change nothing here (the evaluation's own settings are flags: --limit, --batch, --steps, see --help)"
+            );
+        }
+    }
     if let Some(p) = preset {
         return super::config::resolve(p, set);
     }
@@ -89,6 +99,11 @@ fn to_overrides(entries: &[Entry]) -> Result<(Vec<String>, Vec<String>)> {
     let name = entries.iter().find(|(k, _)| k == "arch.name").and_then(|(_, v)| v.as_deref());
     let name = name.ok_or_else(|| anyhow!("no arch.name: the file does not say which model it configures"))?;
     let arch = Architecture::parse(&architecture(name)?).ok_or_else(|| anyhow!("arch.name `{name}`"))?;
+    // Keys the reference writes for every model of its family but whose model ignores them
+    // (`H_layers` of trm_singlez): not trm's keys for that architecture either, so left out.
+    let (own, written) = (arch.defaults_table(), arch.row().reference_keys);
+    let ignored = |k: &str| written.contains(&k) && !own.contains_key(k);
+    out.retain(|o| o.strip_prefix("arch.").and_then(|o| o.split_once('=')).is_none_or(|(k, _)| !ignored(k)));
     let missing: Vec<String> = arch
         .row()
         .reference_keys
@@ -389,6 +404,30 @@ mod tests {
             ov.push("data_paths=[data/sudoku-extreme-1k-aug-1000]".into()); // bookkeeping, not read
             let cfg = super::super::config::resolve("arc1", &ov).unwrap();
             assert_eq!(to_yaml(&cfg).unwrap(), std::fs::read_to_string(&path).unwrap(), "{name}");
+        }
+    }
+
+    /// trm's own `all_config.yaml` (as `trm export` writes it) reads back for every architecture,
+    /// including the reference's keys that a model ignores (trm_singlez's `H_layers: 0`).
+    #[test]
+    fn every_architecture_round_trips_through_its_yaml() {
+        for arch in Architecture::ALL {
+            let cfg = super::super::config::resolve("sudoku-att", &[format!("arch={}", arch.name()), "data_paths=[d]".into()]).unwrap();
+            let text = to_yaml(&cfg).unwrap();
+            let (mut ov, _) = to_overrides(&parse(&text).unwrap()).unwrap_or_else(|e| panic!("{}: {e:#}", arch.name()));
+            ov.push("data_paths=[d]".into());
+            let back = super::super::config::resolve("sudoku-att", &ov).unwrap_or_else(|e| panic!("{}: {e:#}", arch.name()));
+            assert_eq!(back.arch, cfg.arch, "{}", arch.name());
+        }
+    }
+
+    #[test]
+    fn a_weights_file_takes_only_model_keys() {
+        let f = Path::new("w.safetensors");
+        resolve_for_weights(f, Some("sudoku-att"), &["arch.L_cycles=4".into(), "arch=hrm".into()]).unwrap();
+        for ov in ["eval_max_examples=100", "lr=1e-3", "+run_name=x"] {
+            let e = format!("{:#}", resolve_for_weights(f, Some("sudoku-att"), &[ov.into()]).unwrap_err());
+            assert!(e.contains("only the model's keys"), "{ov}: {e}");
         }
     }
 

@@ -122,10 +122,8 @@ pub fn open_state<B: Backend>(
         bail!("{} already holds a run; pass --resume to continue it or choose another --out", job.out.display());
     }
     let mut cfg = job.config.clone();
-    if cfg.data_paths.is_empty() {
-        // Recorded so that `trm report` and `trm eval` can find the data again.
-        cfg.data_paths = vec![std::path::absolute(&job.data).unwrap_or(job.data.clone()).display().to_string()];
-    }
+    // Recorded so that `--resume` and `trm report` find the data again.
+    cfg.data_paths = vec![recorded_data_path(&cfg.data_paths, &job.data)?];
     let model = model_config(&cfg, train)?;
     let mut st = fresh_state::<B>(&cfg, &model, device, job.init_from.as_deref())?;
     collective::broadcast_weights(&mut st, r)?;
@@ -202,6 +200,32 @@ pub fn eval_and_log<B: Backend>(
     let refs: Vec<(&str, f64)> = fields.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     log.log(st.step, "eval", &refs)?;
     Ok(Some(res))
+}
+
+/// The data set a new run records (`data_paths`): the folder it trains on, `--data`, as an
+/// absolute path. A `data_paths` given in the configuration must name that same folder: the
+/// reference trains on the concatenation of several data sets, which trm does not implement, and a
+/// different folder would be recorded without being trained on.
+fn recorded_data_path(given: &[String], data: &Path) -> Result<String> {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let same = |p: &Path| match (p.canonicalize(), data.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => absolute(p) == absolute(data),
+    };
+    match given {
+        [] => {}
+        [one] if same(Path::new(one)) => {}
+        [one] => bail!(
+            "data_paths={one} names another data set than --data {}: trm trains on --data and records it; drop data_paths or make the two the same",
+            data.display()
+        ),
+        many => bail!(
+            "data_paths names {} data sets ({}); trm trains on one data set (--data): training on several at once, as the reference can, is not implemented",
+            many.len(),
+            many.join(", ")
+        ),
+    }
+    Ok(absolute(data).display().to_string())
 }
 
 /// How a run walks its data: this rank's sampler, the iterations, the steps.
