@@ -127,6 +127,18 @@ fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
     let entries = sub["25ff71a9"].as_array().unwrap();
     assert_eq!(entries.len(), 2);
     assert!(entries.iter().all(|e| e["attempt_1"].is_array() && e["attempt_2"].is_array()));
+    // `trm eval` on the run replaces the run's own submission.json, every time.
+    for _ in 0..2 {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
+            .args(["eval", "--steps", "1", "--checkpoint"])
+            .arg(&r.run)
+            .arg("--data")
+            .arg(&r.data)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("submission.json"));
+    }
 
     // 5. `trm solve --arc-task`: the adapted model answers; the base model explains what to do.
     let task_file = dir.path().join("25ff71a9.json");

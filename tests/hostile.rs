@@ -242,6 +242,12 @@ fn outputs_never_eat_inputs() {
     // A report over the training log; a submission over the model.
     let (ok, out) = trm(&[os("report".as_ref()), "--run".as_ref(), os(run.path()), "--out".as_ref(), os(&log), "--force".as_ref()]);
     assert!(!ok && out.contains("belongs to the run being reported"), "{out}");
+    // Nor over the data set the run recorded, when --data is not given.
+    let meta = data.path().join("train/dataset.json");
+    let data_before = sha(&meta);
+    let (ok, out) = trm(&[os("report".as_ref()), "--run".as_ref(), os(run.path()), "--out".as_ref(), os(&meta), "--force".as_ref()]);
+    assert!(!ok && out.contains("belongs to the data set"), "{out}");
+    assert_eq!(sha(&meta), data_before);
     let (ok, out) = trm(&[
         os("eval".as_ref()),
         "--checkpoint".as_ref(),
@@ -317,6 +323,22 @@ fn flags_and_inputs_past_their_limits_are_refused_at_once() {
     assert!(!ok && out.contains("1..=1024"), "{out}");
     let (ok, out) = trm(&["solve", "--sudoku", PUZZLE, "--steps", "1000000000"]);
     assert!(!ok && out.contains("1..=1024"), "{out}");
+    // Sizes that would overflow a count, exhaust memory, or end in a panic instead of a message.
+    for (args, says) in [
+        (vec!["info", "--config", "sudoku-tiny", "arch.hidden_size=999999999999"], "above 65536"),
+        (vec!["info", "--config", "sudoku-tiny", "arch.H_cycles=100000000"], "above 1024"),
+        (vec!["bench", "--shape", "sudoku-mlp", "--reps", "0"], "at least one timed step"),
+        (vec!["bench", "--shape", "sudoku-mlp", "--peak-tflops", "nan"], "positive number of TFLOP/s"),
+        (vec!["train", "--data", "nowhere", "--out", "nowhere", "--time-limit", "1e300"], "too many minutes"),
+        (vec!["demo", "--out", "nowhere", "--minutes", "1e300"], "too many minutes"),
+        (vec!["data", "generate", "--out", "nowhere", "--train", "100000000000"], "at most 10,000,000"),
+        (vec!["eval", "--data", "nowhere", "--threads", "0"], "1..=4096"),
+        (vec!["report", "--run", "nowhere", "--threads", "100000"], "1..=4096"),
+    ] {
+        let (ok, out) = trm(&args);
+        assert!(!ok && out.contains(says) && !out.contains("panicked"), "{args:?}: {out}");
+    }
+    assert!(!Path::new("nowhere").exists(), "a refused command made its output folder");
     // Maze files are read by `trm solve --maze` once a maze model is loaded.
     let out = format!("{:#}", trm::cli::solve::maze_tokens(Path::new("/dev/zero")).unwrap_err());
     assert!(out.contains("/dev/zero") && out.contains("not a regular file"), "{out}");
@@ -397,4 +419,31 @@ fn the_data_set_is_named_once() {
         assert!(!ok && out.contains(says), "{extra:?}: {out}");
         assert!(!out_dir.join("checkpoints").exists(), "{extra:?}: a refused run made a checkpoint");
     }
+}
+
+/// `trm train --out DIR` into a folder that holds someone's files (no checkpoint, so nothing to
+/// resume) is refused and leaves every file as it was; an empty folder is a fine start.
+#[test]
+fn a_new_run_never_writes_over_a_users_files() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    common::tiny_data(&data);
+    let mine = d.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    for f in ["config.toml", "metrics.jsonl", "notes.txt"] {
+        std::fs::write(mine.join(f), "mine").unwrap();
+    }
+    let mut args: Vec<String> = ["train", "--config", "sudoku-tiny", "--quiet", "--threads", "1", "--data"].map(String::from).to_vec();
+    args.push(data.display().to_string());
+    args.extend(common::TINY.iter().map(|s| s.to_string()));
+    args.extend(["max_steps=1", "eval_max_examples=8", "--out"].map(String::from));
+    let (ok, out) = trm(&[args.clone(), vec![mine.display().to_string()]].concat());
+    assert!(!ok && out.contains("holds files (config.toml and 2 more) but no checkpoint"), "{out}");
+    for f in ["config.toml", "metrics.jsonl", "notes.txt"] {
+        assert_eq!(std::fs::read_to_string(mine.join(f)).unwrap(), "mine", "{f} was changed");
+    }
+    let empty = d.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let (ok, out) = trm(&[args, vec![empty.display().to_string()]].concat());
+    assert!(ok, "{out}");
 }

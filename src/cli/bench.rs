@@ -48,7 +48,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "M")]
     pub micro_batch: Option<usize>,
     /// CPU threads [default: all cores]
-    #[arg(long)]
+    #[arg(long, value_parser = super::threads)]
     pub threads: Option<usize>,
     /// After the timed steps, profile 2 more with libtorch's profiler (--device torch-cpu or
     /// cuda[:N]), write its raw events to this file, and add where the time went to the result:
@@ -68,6 +68,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         other => anyhow::bail!("unknown --dtype `{other}` (float32 or bfloat16)"),
     };
     let arch = crate::model::architecture::Architecture::parse(&a.arch).ok_or_else(|| anyhow::anyhow!("unknown --arch `{}`", a.arch))?;
+    anyhow::ensure!(a.reps >= 1, "--reps {}: at least one timed step", a.reps);
+    if let Some(p) = a.peak_tflops {
+        anyhow::ensure!(p.is_finite() && p > 0.0, "--peak-tflops {p}: the device's peak, a positive number of TFLOP/s");
+    }
     let spec = bench::BenchSpec {
         shape: a.shape.clone(),
         arch,

@@ -153,6 +153,10 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             print_summary(&a.out)?;
         }
         DataCommand::Generate(a) => {
+            // Ten million puzzles (with their augmentations, gigabytes) is far past any use here.
+            for (flag, n) in [("--train", a.train), ("--test", a.test)] {
+                anyhow::ensure!(n <= 10_000_000, "{flag} {n}: at most 10,000,000 puzzles are generated at once");
+            }
             if a.csv {
                 // The folder may hold the user's own CSVs (Sudoku-Extreme's train.csv): checked first.
                 for name in ["train.csv", "test.csv"] {

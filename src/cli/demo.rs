@@ -39,7 +39,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "40")]
     pub givens: sudoku::Givens,
     /// CPU threads [default: all cores]
-    #[arg(long)]
+    #[arg(long, value_parser = super::threads)]
     pub threads: Option<usize>,
     /// Seed of the generated data and the model
     #[arg(long, default_value_t = 0)]
@@ -50,6 +50,7 @@ pub struct DemoArgs {
 pub fn run(a: DemoArgs) -> Result<()> {
     if let Some(m) = a.minutes {
         anyhow::ensure!(m.is_finite() && m > 0.0, "--minutes {m}: a positive number of minutes");
+        Duration::try_from_secs_f64(m * 60.0).map_err(|_| anyhow::anyhow!("--minutes {m:e}: too many minutes"))?;
     }
     crate::util::interrupt::install()?;
     set_threads(a.threads);

@@ -159,6 +159,15 @@ trm adapt --checkpoint runs/arc1 --tasks new_challenges.json --out runs/adapt")]
     Parity(parity::ParityArgs),
 }
 
+/// `--threads N`: 1 to 4096 CPU threads (0 would silently mean "all cores", and more threads than
+/// that only thrash).
+fn threads(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=4096).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}` is not a thread count in 1..=4096 (leave --threads out for all cores)")),
+    }
+}
+
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {

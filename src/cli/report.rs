@@ -29,13 +29,14 @@ pub struct ReportArgs {
     /// Do not write the PNG charts
     #[arg(long)]
     pub no_png: bool,
-    #[arg(long)]
+    #[arg(long, value_parser = super::threads)]
     pub threads: Option<usize>,
 }
 
 pub fn run(a: ReportArgs) -> Result<()> {
     crate::backend::set_threads(a.threads);
-    let data = a.data.clone().unwrap_or_default();
+    // The data set drawn from: --data, else the one the run recorded (never written over either).
+    let data = a.data.clone().or_else(|| crate::report::recorded_data(&a.run)).unwrap_or_default();
     let protected = [
         crate::util::fs::Protected { path: &a.run, what: "the run being reported" },
         crate::util::fs::Protected { path: &data, what: "the data set" },

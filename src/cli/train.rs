@@ -46,7 +46,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
     /// CPU threads [default: all cores]
-    #[arg(long)]
+    #[arg(long, value_parser = super::threads)]
     pub threads: Option<usize>,
     /// No progress bar
     #[arg(long)]
@@ -80,6 +80,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     };
     if let Some(m) = a.time_limit {
         anyhow::ensure!(m.is_finite() && m > 0.0, "--time-limit {m}: must be a positive number of minutes");
+        std::time::Duration::try_from_secs_f64(m * 60.0).map_err(|_| anyhow::anyhow!("--time-limit {m:e}: too many minutes"))?;
     }
     let data = match (a.data, a.resume) {
         (Some(d), _) => d,
@@ -226,7 +227,7 @@ pub struct EvalArgs {
     /// cpu, torch-cpu, cuda[:N] (libtorch), cubecl[:N] or cubecl-unfused[:N]
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
-    #[arg(long)]
+    #[arg(long, value_parser = super::threads)]
     pub threads: Option<usize>,
 }
 
@@ -350,10 +351,13 @@ fn write_arc_submission(a: &EvalArgs, m: &EvalModel, v: ArcEval) -> Result<crate
             if checkpoint::is_weights_file(&m.spec) { m.file.parent().map(PathBuf::from).unwrap_or_default() } else { m.spec.clone() };
         dir.join("submission.json")
     });
-    // The default submission.json is trm's own output and is replaced; a file the user named
-    // only with --force. Never the model's or the data's files.
-    let protected = [Protected { path: &m.spec, what: "the model being evaluated" }, Protected { path: &a.data, what: "the data set" }];
-    check_output(&path, "--submission", &protected, a.force || a.submission.is_none())?;
+    // The default submission.json is trm's own output beside the model, and is replaced; a file
+    // the user named only with --force, and never one of the model's. Never the data's files.
+    let data = Protected { path: &a.data, what: "the data set" };
+    match a.submission {
+        None => check_output(&path, "--submission", &[data], true)?,
+        Some(_) => check_output(&path, "--submission", &[Protected { path: &m.spec, what: "the model being evaluated" }, data], a.force)?,
+    }
     crate::util::fs::write_json(&path, &v.submission())?;
     eprintln!("wrote {} ({} tasks, two attempts per test input)", path.display(), v.tasks.len());
     Ok(v.score())

@@ -226,6 +226,20 @@ impl ModelConfig {
         let a = &self.arch;
         ensure!(a.hidden_size > 0 && a.num_heads > 0, "arch.hidden_size and arch.num_heads must be positive");
         ensure!(a.num_heads <= a.hidden_size, "arch.num_heads {} exceeds arch.hidden_size {}", a.num_heads, a.hidden_size);
+        // Bounds far above any model of the field, so that every size and count stays in range.
+        for (key, v, max) in [
+            ("arch.hidden_size", a.hidden_size, 1 << 16),
+            ("arch.H_cycles", a.h_cycles, 1024),
+            ("arch.L_cycles", a.l_cycles, 1024),
+            ("arch.H_layers", a.h_layers, 256),
+            ("arch.L_layers", a.l_layers, 256),
+            ("arch.halt_max_steps", a.halt_max_steps, 1024),
+            ("arch.puzzle_emb_len", a.puzzle_emb_len, 4096),
+            ("arch.puzzle_emb_ndim", a.puzzle_emb_ndim, 1 << 20),
+        ] {
+            ensure!(v <= max, "{key} {v} is above {max}, the largest trm builds");
+        }
+        ensure!(a.expansion <= 64.0, "arch.expansion {} is above 64, the largest trm builds", a.expansion);
         ensure!(a.expansion.is_finite() && a.expansion > 0.0, "arch.expansion must be a positive number, not {}", a.expansion);
         ensure!(self.head_dim().is_multiple_of(2) || a.pos_encodings != PosEncoding::Rope, "RoPE needs an even head dim");
         ensure!(a.halt_max_steps >= 1, "arch.halt_max_steps must be >= 1");

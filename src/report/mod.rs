@@ -257,6 +257,12 @@ pub fn write_report(o: &ReportOptions) -> Result<usize> {
     Ok(drawn)
 }
 
+/// The data set a run recorded (`data_paths`, in its newest intact checkpoint), if any.
+pub fn recorded_data(run: &Path) -> Option<PathBuf> {
+    let ckpt = checkpoint::resolve(run).ok()?;
+    checkpoint::read_state_json(&ckpt).ok()?.config.data_paths.first().map(PathBuf::from)
+}
+
 /// The run summary: checkpoint, model and training settings, and the last evaluation.
 fn summary_table(ckpt: Option<(&Path, &checkpoint::StateJson)>, m: &Metrics) -> String {
     let mut html = String::from("<table>");

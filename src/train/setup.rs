@@ -121,6 +121,23 @@ pub fn open_state<B: Backend>(
     if job.out.join("checkpoints").join("latest").exists() || !integrity::checkpoints(&job.out).is_empty() {
         bail!("{} already holds a run; pass --resume to continue it or choose another --out", job.out.display());
     }
+    // A new run writes config.toml, metrics.jsonl and more into --out: never over someone's files.
+    let others: Vec<String> = std::fs::read_dir(&job.out)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != crate::util::lock::LOCK_FILE && n != crate::util::fs::MADE_BY)
+        .collect();
+    if let Some(first) = others.iter().min() {
+        bail!(
+            "{} holds files ({first}{}) but no checkpoint to resume: a new run starts in a new or empty folder, so that nothing \
+             there is overwritten. Choose another --out (or, if it is a run of trm's that stopped before its first checkpoint, \
+             remove it)",
+            job.out.display(),
+            if others.len() > 1 { format!(" and {} more", others.len() - 1) } else { String::new() }
+        );
+    }
     let mut cfg = job.config.clone();
     // Recorded so that `--resume` and `trm report` find the data again.
     cfg.data_paths = vec![recorded_data_path(&cfg.data_paths, &job.data)?];

@@ -62,7 +62,7 @@ pub fn rendezvous_timeout() -> Result<std::time::Duration> {
         Some(v) => {
             let s: f64 = v.parse().with_context(|| format!("TRM_RENDEZVOUS_TIMEOUT={v}: not a number of seconds"))?;
             anyhow::ensure!(s.is_finite() && s > 0.0, "TRM_RENDEZVOUS_TIMEOUT={v}: must be positive");
-            Ok(std::time::Duration::from_secs_f64(s))
+            std::time::Duration::try_from_secs_f64(s).map_err(|_| anyhow::anyhow!("TRM_RENDEZVOUS_TIMEOUT={v}: too many seconds"))
         }
     }
 }
