@@ -359,6 +359,27 @@ fn commands_that_rebuild_a_folder_never_delete_one_they_did_not_make() {
     let (ok, out) = trm(&[os("demo".as_ref()), "--out".as_ref(), os(t.path()), "--steps".as_ref(), "2".as_ref()]);
     assert!(!ok && out.contains("was not made by `trm demo`"), "{out}");
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "a week of training");
+    assert!(!t.path().join("data").exists(), "a refused demo made its data folder");
+    // Nor over someone's report, or over a data set someone built.
+    let mine = tempfile::tempdir().unwrap();
+    std::fs::write(mine.path().join("report.html"), "mine").unwrap();
+    let (ok, out) = trm(&[os("demo".as_ref()), "--out".as_ref(), os(mine.path()), "--steps".as_ref(), "2".as_ref()]);
+    assert!(!ok && out.contains("is not a previous demo's report"), "{out}");
+    assert_eq!(std::fs::read_to_string(mine.path().join("report.html")).unwrap(), "mine");
+    let built = mine.path().join("built");
+    let generate = |force: bool| {
+        let mut a = vec![os("data".as_ref()), "generate".as_ref(), "--train".as_ref(), "4".as_ref(), "--out".as_ref(), os(&built)];
+        if force {
+            a.push("--force".as_ref());
+        }
+        trm(&a)
+    };
+    assert!(generate(false).0);
+    let before = sha(&built.join("train/all__inputs.npy"));
+    let (ok, out) = generate(false);
+    assert!(!ok && out.contains("already holds a data set") && out.contains("--force"), "{out}");
+    assert_eq!(sha(&built.join("train/all__inputs.npy")), before);
+    assert!(generate(true).0, "--force rebuilds it");
     // A folder the command made itself is replaced.
     let own = t.path().join("own");
     trm::util::fs::fresh_own_folder(&own, "trm demo").unwrap();
@@ -446,4 +467,31 @@ fn a_new_run_never_writes_over_a_users_files() {
     std::fs::create_dir(&empty).unwrap();
     let (ok, out) = trm(&[args, vec![empty.display().to_string()]].concat());
     assert!(ok, "{out}");
+}
+
+/// A data set whose test split is empty: `trm eval` says there is nothing to evaluate (no accuracy
+/// of nothing), and training runs without evaluations, saying so.
+#[test]
+fn an_empty_test_split_is_named_not_scored() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let (ok, out) = trm(&[
+        os("data".as_ref()),
+        "generate".as_ref(),
+        "--train".as_ref(),
+        "20".as_ref(),
+        "--test".as_ref(),
+        "0".as_ref(),
+        "--out".as_ref(),
+        os(&data),
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = trm(&[os("eval".as_ref()), "--data".as_ref(), os(&data)]);
+    assert!(!ok && out.contains("holds no examples: there is nothing to evaluate"), "{out}");
+    let mut args: Vec<String> = ["train", "--config", "sudoku-tiny", "--quiet", "--threads", "1", "--data"].map(String::from).to_vec();
+    args.push(data.display().to_string());
+    args.extend(["max_steps=1", "--out"].map(String::from));
+    args.push(d.path().join("run").display().to_string());
+    let (ok, out) = trm(&args);
+    assert!(ok && out.contains("training without evaluation"), "{out}");
 }

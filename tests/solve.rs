@@ -91,6 +91,12 @@ fn arc_task_files_single_or_challenges_and_their_errors() {
     let wrong_count = write(dir.path(), "sol2.json", r#"{"a": [[[5]]], "b": [[[7]]]}"#);
     let e = err(read_tasks(&many, Some(&wrong_count)));
     assert!(e.contains("1 solution grids for 2 test inputs"), "{e}");
+    // One task, a solutions file that does not have it: an error, not a task scored as failed.
+    let other = write(dir.path(), "other.json", r#"{"other": [[[1]]]}"#);
+    let e = err(read_tasks(&one, Some(&other)));
+    assert!(e.contains("other.json") && e.contains("no solutions for task `mytask`"), "{e}");
+    let bare = write(dir.path(), "bare.json", r#"[[[4,3]]]"#);
+    assert_eq!(read_tasks(&one, Some(&bare)).unwrap()[0].test[0].output.cells, vec![4, 3]);
 }
 
 /// `trm solve --maze` end to end on a tiny maze model trained for two steps: the plain answer is

@@ -66,7 +66,16 @@ pub fn read_tasks(path: &Path, solutions: Option<&Path>) -> Result<Vec<Task>> {
     // A single task (a file with `train` or `test` at the top: task_from_json names what is missing).
     if obj.contains_key("train") || obj.contains_key("test") {
         let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "task".into());
-        let sol = sols.as_ref().and_then(|s| s.get(&name).or(Some(s)).filter(|x| x.is_array()));
+        // The solutions file: `{name: [...]}` or, for one task, the bare list `[...]`.
+        let sol = match &sols {
+            Some(s) => Some(s.get(&name).or(Some(s)).filter(|x| x.is_array()).ok_or_else(|| {
+                anyhow!(
+                    "{}: no solutions for task `{name}` (neither an entry `{name}` nor a bare list of grids)",
+                    solutions.unwrap().display()
+                )
+            })?),
+            None => None,
+        };
         return Ok(vec![task_from_json(&name, &v, sol, &what)?]);
     }
     let mut tasks = Vec::new();

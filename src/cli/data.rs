@@ -46,6 +46,9 @@ pub struct SudokuArgs {
     /// Seed of every random choice (same seed, byte-identical output)
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Replace a data set already in the output folder
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -65,6 +68,9 @@ pub struct MazeArgs {
     /// Seed (accepted for a uniform command line; maze augmentation is deterministic)
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Replace a data set already in the output folder
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -90,6 +96,9 @@ pub struct ArcArgs {
     /// Do not translate training examples on the 30x30 canvas (reference translates)
     #[arg(long)]
     pub no_translate: bool,
+    /// Replace a data set already in the output folder
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -116,7 +125,7 @@ pub struct GenerateArgs {
     /// Also write train.csv / test.csv (Sudoku-Extreme format) into the output folder
     #[arg(long)]
     pub csv: bool,
-    /// With --csv: replace existing train.csv / test.csv in the output folder
+    /// Replace a data set already in the output folder (and, with --csv, its train.csv / test.csv)
     #[arg(long)]
     pub force: bool,
 }
@@ -125,15 +134,18 @@ pub fn run(cmd: DataCommand) -> Result<()> {
     let t0 = Instant::now();
     match cmd {
         DataCommand::Sudoku(a) => {
+            crate::util::fs::check_data_out(&a.out, a.force)?;
             let opt = sudoku::BuildOptions { subsample: a.subsample, test_subsample: a.test_subsample, num_aug: a.num_aug, seed: a.seed };
             sudoku::build(&a.train, &a.test, &a.out, &opt)?;
             print_summary(&a.out)?;
         }
         DataCommand::Maze(a) => {
+            crate::util::fs::check_data_out(&a.out, a.force)?;
             maze::build(&a.train, &a.test, &a.out, a.aug)?;
             print_summary(&a.out)?;
         }
         DataCommand::Arc(a) => {
+            crate::util::fs::check_data_out(&a.out, a.force)?;
             let opt = arc::BuildOptions {
                 input_prefix: a.input_prefix,
                 subsets: a.subsets,
@@ -157,6 +169,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             for (flag, n) in [("--train", a.train), ("--test", a.test)] {
                 anyhow::ensure!(n <= 10_000_000, "{flag} {n}: at most 10,000,000 puzzles are generated at once");
             }
+            crate::util::fs::check_data_out(&a.out, a.force)?;
             if a.csv {
                 // The folder may hold the user's own CSVs (Sudoku-Extreme's train.csv): checked first.
                 for name in ["train.csv", "test.csv"] {

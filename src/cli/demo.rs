@@ -56,14 +56,27 @@ pub fn run(a: DemoArgs) -> Result<()> {
     set_threads(a.threads);
     let data = a.out.join("data");
     let run = a.out.join("run");
-    // A previous demo's run is replaced; anything else at OUT/run is refused, never deleted.
+    // A previous demo's data, run and report are replaced; anything else there is refused, never
+    // deleted or written over.
+    let html = a.out.join("report.html");
+    if !crate::util::fs::made_by(&run, "trm demo") {
+        for f in [html.clone(), html.with_extension("png")] {
+            anyhow::ensure!(
+                f.symlink_metadata().is_err(),
+                "{} exists and is not a previous demo's report; choose another --out, or move it away",
+                f.display()
+            );
+        }
+    }
+    crate::util::fs::check_own_folder(&data, "trm demo")?;
+    crate::util::fs::check_own_folder(&run, "trm demo")?;
+    crate::util::fs::fresh_own_folder(&data, "trm demo")?;
     crate::util::fs::fresh_own_folder(&run, "trm demo")?;
     let held_out = generate_puzzles(&a, &data)?;
     let trained = train_model(&a, &data, &run)?;
     evaluate_model(&a, &data, &run, held_out, trained)?;
     solve_a_held_out_puzzle(&data, &run)?;
     solve_the_published_puzzle(&run)?;
-    let html = a.out.join("report.html");
     let o = crate::report::ReportOptions { run: run.clone(), out: html.clone(), data: Some(data), puzzles: 3, steps: None, png: true };
     crate::report::write_report(&o)?;
     println!("\n[6/6] report: {} (curves and puzzles step by step) and {}", html.display(), html.with_extension("png").display());

@@ -237,6 +237,11 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     let precision = a.precision.unwrap_or(super::Precision::Float32).apply(a.device, false)?;
     let test = Arc::new(format::read_dataset_split(&a.data, "test")?);
     anyhow::ensure!(
+        test.num_examples() > 0,
+        "{}: the test split holds no examples: there is nothing to evaluate",
+        a.data.join("test").display()
+    );
+    anyhow::ensure!(
         a.views.is_some() || (a.view_steps.is_none() && a.seed.is_none() && a.view_lifetime.is_none() && !a.drawn_latents),
         "--view-steps, --seed, --view-lifetime and --drawn-latents go with --views (test-time scaling); without it they would do nothing"
     );

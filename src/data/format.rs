@@ -145,6 +145,13 @@ pub struct Split {
     pub sets: Vec<(String, SplitData)>,
 }
 
+impl Split {
+    /// Examples over all of the split's sets.
+    pub fn num_examples(&self) -> usize {
+        self.sets.iter().map(|(_, d)| d.num_examples()).sum()
+    }
+}
+
 /// Reads and validates a split folder (`DIR/train` or `DIR/test`). Every inconsistency is an error
 /// naming the file, never a panic later in training.
 pub fn read_split(split_dir: &Path) -> Result<Split> {

@@ -87,7 +87,10 @@ pub fn adapt<AD: AutodiffBackend>(job: &AdaptJob, device: &AD::Device) -> Result
     if canonical(std::path::Path::new(&ckpt))?.starts_with(canonical(&run)?) {
         bail!("--out {} would overwrite the checkpoint it starts from ({}): choose another --out", job.out.display(), ckpt.display());
     }
-    // A previous adaptation's run is replaced; anything else at OUT/run is refused, never deleted.
+    // A previous adaptation's data and run are replaced; anything else there is refused, never deleted.
+    crate::util::fs::check_own_folder(&data, "trm adapt")?;
+    crate::util::fs::check_own_folder(&run, "trm adapt")?;
+    crate::util::fs::fresh_own_folder(&data, "trm adapt")?;
     crate::util::fs::fresh_own_folder(&run, "trm adapt")?;
     let opt = BuildOptions {
         input_prefix: String::new(),

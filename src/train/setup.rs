@@ -54,10 +54,18 @@ pub fn model_config(cfg: &TrainConfig, split: &Split) -> Result<ModelConfig> {
 /// unreadable is an error: a long run must not silently skip its evaluations).
 pub fn read_splits(data: &Path) -> Result<(Arc<Split>, Option<Arc<Split>>)> {
     let train = Arc::new(format::read_dataset_split(data, "train")?);
-    let examples: usize = train.sets.iter().map(|(_, d)| d.num_examples()).sum();
-    anyhow::ensure!(examples > 0, "{}: the train split holds no examples: nothing to train on (rebuild the data set)", data.display());
+    anyhow::ensure!(
+        train.num_examples() > 0,
+        "{}: the train split holds no examples: nothing to train on (rebuild the data set)",
+        data.display()
+    );
     let test = if data.join("test").exists() {
-        Some(Arc::new(format::read_dataset_split(data, "test").context("the test split exists but cannot be read")?))
+        let test = format::read_dataset_split(data, "test").context("the test split exists but cannot be read")?;
+        if test.num_examples() == 0 {
+            eprintln!("warning: {} holds no examples: training without evaluation", data.join("test").display());
+            return Ok((train, None));
+        }
+        Some(Arc::new(test))
     } else {
         eprintln!("warning: {} has no test split: training without evaluation", data.display());
         None

@@ -112,24 +112,49 @@ pub const MAX_JSON_BYTES: u64 = 512 << 20;
 /// The file that marks a folder a command rebuilds on every run (`trm demo`, `trm adapt`).
 pub const MADE_BY: &str = ".made-by";
 
+/// Whether `dir` is a folder that `maker` made (`fresh_own_folder`): its `.made-by` names it.
+pub fn made_by(dir: &Path, maker: &str) -> bool {
+    let marker = dir.join(MADE_BY);
+    dir.symlink_metadata().is_ok_and(|m| m.is_dir())
+        && marker.symlink_metadata().is_ok_and(|m| m.is_file())
+        && std::fs::read_to_string(&marker).is_ok_and(|t| t.trim() == maker)
+}
+
+/// Refuses a `dir` that exists and was not made by `maker` (what `fresh_own_folder` would remove),
+/// so that a command checks all its folders before it changes any.
+pub fn check_own_folder(dir: &Path, maker: &str) -> Result<()> {
+    anyhow::ensure!(
+        dir.symlink_metadata().is_err() || made_by(dir, maker),
+        "{} exists and was not made by `{maker}`; trm removes only folders it made itself. Choose another --out, or move it away",
+        dir.display()
+    );
+    Ok(())
+}
+
 /// Makes `dir` an empty folder for `maker` (a command that rebuilds it on every run): a folder
 /// that `maker` made before (its `.made-by` names it) is removed first; any other existing folder
 /// or file is refused, so a user's own run or data are never deleted.
 pub fn fresh_own_folder(dir: &Path, maker: &str) -> Result<()> {
     if dir.symlink_metadata().is_ok() {
-        let marker = dir.join(MADE_BY);
-        let ours = dir.symlink_metadata().is_ok_and(|m| m.is_dir())
-            && marker.symlink_metadata().is_ok_and(|m| m.is_file())
-            && std::fs::read_to_string(&marker).is_ok_and(|t| t.trim() == maker);
-        anyhow::ensure!(
-            ours,
-            "{} exists and was not made by `{maker}`; trm removes only folders it made itself. Choose another --out, or move it away",
-            dir.display()
-        );
+        check_own_folder(dir, maker)?;
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     write_atomic(&dir.join(MADE_BY), maker.as_bytes())
+}
+
+/// A data builder's output folder: new, empty, or holding other files (the builder writes only
+/// train/, test/ and identifiers.json); one that already holds a data set is replaced only with
+/// `force`, so a data set someone built is never rebuilt over by accident.
+pub fn check_data_out(out: &Path, force: bool) -> Result<()> {
+    let found: Vec<&str> = ["train", "test", "identifiers.json"].into_iter().filter(|n| out.join(n).symlink_metadata().is_ok()).collect();
+    anyhow::ensure!(
+        found.is_empty() || force,
+        "--out {}: it already holds a data set ({}); pass --force to replace it, or choose another folder",
+        out.display(),
+        found.join(", ")
+    );
+    Ok(())
 }
 
 /// Reads a text file the user named, refusing before reading anything that is not a regular file
