@@ -2,7 +2,11 @@
 //! with errors that name the file and the line.
 
 use anyhow::{Context, Result, anyhow, bail};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::Read;
 use std::path::Path;
+use std::rc::Rc;
 
 /// One puzzle row: its 1-based line in the file, question and answer strings, optional rating.
 #[derive(Debug, Clone)]
@@ -13,20 +17,57 @@ pub struct Row {
     pub rating: Option<f64>,
 }
 
+/// The line numbers of a stream's bytes, counted as they are read: the csv crate's own count
+/// is one short after a CRLF header (the real Sudoku-Extreme files end lines with CRLF). Newlines
+/// behind the position asked about are dropped, so memory stays that of the read-ahead buffer.
+#[derive(Clone, Default)]
+struct Lines(Rc<RefCell<(VecDeque<u64>, u64)>>);
+
+impl Lines {
+    /// The 1-based line of byte offset `byte` (asked about in increasing order).
+    fn at(&self, byte: u64) -> u64 {
+        let mut s = self.0.borrow_mut();
+        // `<=`: after a CRLF the csv crate places a record at the `\n` that ends the line before.
+        while s.0.front().is_some_and(|&p| p <= byte) {
+            s.0.pop_front();
+            s.1 += 1;
+        }
+        s.1 + 1
+    }
+}
+
+struct Counting<R> {
+    inner: R,
+    read: u64,
+    lines: Lines,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut s = self.lines.0.borrow_mut();
+        s.0.extend(buf[..n].iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| self.read + i as u64));
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
 /// Reads every row; `question` and `answer` columns are found by header name.
 pub fn read(path: &Path) -> Result<Vec<Row>> {
-    let reader = crate::util::fs::open_text(path)?;
+    let lines = Lines::default();
+    let reader = Counting { inner: crate::util::fs::open_text(path)?, read: 0, lines: lines.clone() };
     let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(reader);
     let where_ = |line: Option<u64>| format!("{}:{}", path.display(), line.unwrap_or(1));
     let headers = csv.headers().with_context(|| format!("{}: cannot read the CSV header", where_(Some(1))))?.clone();
     let col = |name: &str| headers.iter().position(|h| h.trim() == name);
-    let q = col("question").ok_or_else(|| anyhow!("{}: no `question` column in header {:?}", where_(Some(1)), headers))?;
-    let a = col("answer").ok_or_else(|| anyhow!("{}: no `answer` column in header {:?}", where_(Some(1)), headers))?;
+    let names = || headers.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ");
+    let q = col("question").ok_or_else(|| anyhow!("{}: no `question` column in the header (it has {})", where_(Some(1)), names()))?;
+    let a = col("answer").ok_or_else(|| anyhow!("{}: no `answer` column in the header (it has {})", where_(Some(1)), names()))?;
     let r = col("rating");
     let mut rows = Vec::new();
     for rec in csv.records() {
         let rec = rec.map_err(|e| {
-            let line = e.position().map(|p| p.line());
+            let line = e.position().map(|p| lines.at(p.byte()));
             match e.kind() {
                 csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
                     anyhow!("{}: {len} fields where the header has {expected_len} (truncated or malformed line)", where_(line))
@@ -34,7 +75,7 @@ pub fn read(path: &Path) -> Result<Vec<Row>> {
                 _ => anyhow!("{}: {e}", where_(line)),
             }
         })?;
-        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        let line = rec.position().map(|p| lines.at(p.byte())).unwrap_or(0);
         let rating = match r.map(|i| rec[i].trim()) {
             Some(t) if !t.is_empty() => {
                 Some(t.parse::<f64>().map_err(|_| anyhow!("{}: rating `{t}` is not a number", where_(Some(line))))?)
@@ -47,4 +88,24 @@ pub fn read(path: &Path) -> Result<Vec<Row>> {
         bail!("{}: no puzzles in file", path.display());
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The line a bad row is reported at is its line in the file, with LF or CRLF line ends, and
+    /// with a quoted field that spans two lines before it.
+    #[test]
+    fn rows_are_named_by_their_line_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text, line) in [
+            ("lf.csv", "q,answer,question,rating\na,b,c,1\nd,e,f,x\n", 3),
+            ("crlf.csv", "q,answer,question,rating\r\na,b,c,1\r\na,b,c,2\r\nd,e,f,x\r\n", 4),
+            ("quoted.csv", "q,answer,question,rating\r\n\"a\r\nb\",b,c,1\r\nd,e,f,x\r\n", 4),
+        ] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            let e = format!("{:#}", super::read(&p).unwrap_err());
+            assert!(e.contains(&format!("{name}:{line}: rating `x`")), "{name}: {e}");
+        }
+    }
 }

@@ -315,9 +315,35 @@ pub fn from_table(mut t: toml::Table) -> Result<TrainConfig> {
     t.insert("arch".into(), toml::Value::Table(arch.full_table(&given)));
     let defaults = toml::Table::try_from(TrainConfig::default())?;
     widen_numbers(&mut t, &defaults);
-    let cfg: TrainConfig = toml::Value::Table(t).try_into().map_err(|e: toml::de::Error| anyhow!("{}", e.message()))?;
+    // Through text, so that a value of the wrong type is reported with the key that holds it.
+    let text = toml::to_string(&t).context("serialising the configuration")?;
+    let cfg: TrainConfig = toml::from_str(&text).map_err(|e| anyhow!("{}", named_error(&text, &e)))?;
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// A deserialising error as `key: message`, the key (`arch.H_cycles`) read off the line of
+/// `text` that the error points at.
+fn named_error(text: &str, e: &toml::de::Error) -> String {
+    let Some(at) = e.span().map(|s| s.start) else { return e.message().to_string() };
+    let (mut table, mut key) = (String::new(), None);
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        let l = line.trim();
+        if l.starts_with('[') {
+            table = l.trim_matches(|c| c == '[' || c == ']').to_string();
+        }
+        if at < start + line.len() {
+            key = l.split_once('=').map(|(k, _)| k.trim().to_string());
+            break;
+        }
+        start += line.len();
+    }
+    match key {
+        Some(k) if table.is_empty() => format!("{k}: {}", e.message()),
+        Some(k) => format!("{table}.{k}: {}", e.message()),
+        None => e.message().to_string(),
+    }
 }
 
 impl TrainConfig {
@@ -467,6 +493,14 @@ mod tests {
         assert!(e.contains("lr=null") && e.contains("cannot be empty"), "{e}");
         let e = format!("{:#}", resolve("sudoku-tiny", &["eval_interval=null".into()]).unwrap_err());
         assert!(e.contains("equal to epochs"), "{e}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_key() {
+        let e = format!("{:#}", resolve("sudoku-tiny", &["arch.H_cycles=x".into()]).unwrap_err());
+        assert!(e.contains("arch.H_cycles: invalid type: string \"x\""), "{e}");
+        let e = format!("{:#}", resolve("sudoku-tiny", &["lr=abc".into()]).unwrap_err());
+        assert!(e.contains("lr: invalid type: string \"abc\""), "{e}");
     }
 
     #[test]
