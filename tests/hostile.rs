@@ -495,3 +495,23 @@ fn an_empty_test_split_is_named_not_scored() {
     let (ok, out) = trm(&args);
     assert!(ok && out.contains("training without evaluation"), "{out}");
 }
+
+/// `trm data inspect` reads and checks every file, as training would: a truncated array or an
+/// identifiers.json that is not a list of names is an error naming the file, not a summary.
+#[test]
+fn data_inspect_checks_every_file() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    common::tiny_data(&data);
+    let (ok, out) = trm(&[os("data".as_ref()), "inspect".as_ref(), os(&data)]);
+    assert!(ok && out.contains("every file checked"), "{out}");
+    let ids = data.join("identifiers.json");
+    std::fs::write(&ids, r#"{"a": 1}"#).unwrap();
+    let (ok, out) = trm(&[os("data".as_ref()), "inspect".as_ref(), os(&data)]);
+    assert!(!ok && out.contains("identifiers.json"), "{out}");
+    let npy = data.join("test/all__inputs.npy");
+    let bytes = std::fs::read(&npy).unwrap();
+    std::fs::write(&npy, &bytes[..bytes.len() / 2]).unwrap();
+    let (ok, out) = trm(&[os("data".as_ref()), "inspect".as_ref(), os(&data)]);
+    assert!(!ok && out.contains("test/all__inputs.npy"), "{out}");
+}

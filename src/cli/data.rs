@@ -1,7 +1,7 @@
 //! `trm data ...`: data set builders.
 
 use crate::data::{arc, format, maze, sudoku};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -185,7 +185,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             }
             print_summary(&a.out)?;
         }
-        DataCommand::Inspect { dir } => print_summary(&dir)?,
+        DataCommand::Inspect { dir } => inspect(&dir)?,
     }
     eprintln!("done in {:.1}s", t0.elapsed().as_secs_f64());
     Ok(())
@@ -216,6 +216,42 @@ fn print_summary(dir: &std::path::Path) -> Result<()> {
             m.num_puzzle_identifiers
         );
     }
+    Ok(())
+}
+
+/// `trm data inspect`: every file of the data set read and checked as training and evaluation
+/// read them (shapes, tokens below vocab_size, offsets, identifiers), then its summary. A data set
+/// that would fail later fails here, naming the file.
+fn inspect(dir: &std::path::Path) -> Result<()> {
+    let mut ids_needed = 0;
+    for split in ["train", "test"] {
+        if split == "test" && !dir.join(split).exists() {
+            println!(" test: none (training runs without evaluation)");
+            continue;
+        }
+        let s = format::read_dataset_split(dir, split)?;
+        let m = &s.metadata;
+        let groups: usize = s.sets.iter().map(|(_, d)| d.num_groups()).sum();
+        let puzzles: usize = s.sets.iter().map(|(_, d)| d.num_puzzles()).sum();
+        println!(
+            "{split:>5}: {groups} groups, {puzzles} puzzles, {} examples in {} set(s), seq_len {}, vocab {}, identifiers {}",
+            s.num_examples(),
+            s.sets.len(),
+            m.seq_len,
+            m.vocab_size,
+            m.num_puzzle_identifiers
+        );
+        ids_needed = ids_needed.max(m.num_puzzle_identifiers);
+    }
+    let path = dir.join("identifiers.json");
+    let names = format::read_identifiers(dir).with_context(|| format!("{}: a JSON list of identifier names", path.display()))?;
+    anyhow::ensure!(
+        names.len() >= ids_needed,
+        "{}: {} names for {ids_needed} puzzle identifiers (num_puzzle_identifiers in dataset.json)",
+        path.display(),
+        names.len()
+    );
+    println!("identifiers.json: {} names; every file checked", names.len());
     Ok(())
 }
 
