@@ -182,7 +182,17 @@ impl ArcEval {
         if !data.join("test_puzzles.json").exists() {
             return Ok(None);
         }
-        let names = crate::data::format::read_identifiers(data)?;
+        let path = data.join("identifiers.json");
+        let names =
+            crate::data::format::read_identifiers(data).with_context(|| format!("{}: a JSON list of identifier names", path.display()))?;
+        // Checked before any evaluation runs: a short list would fail only at the first answer.
+        let needed = crate::data::format::read_metadata(&data.join("test"))?.num_puzzle_identifiers;
+        anyhow::ensure!(
+            names.len() >= needed,
+            "{}: {} names for {needed} puzzle identifiers (num_puzzle_identifiers in test/dataset.json)",
+            path.display(),
+            names.len()
+        );
         let tasks = crate::data::arc::read_test_puzzles(data)?;
         Ok(Some(ArcEval { names, tasks, votes: Votes::default() }))
     }

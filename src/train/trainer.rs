@@ -34,7 +34,7 @@ use crate::step::supervision::{MicroBatches, Ropes, micro_batch_step};
 use crate::step::update::{Learner, NonFinite, StepHyper, apply_gradients};
 use crate::store::checkpoint::TrainState;
 use crate::store::config::TrainConfig;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -392,7 +392,11 @@ fn open_run_log<B: burn::prelude::Backend>(
 ) -> Result<Option<MetricsLog>> {
     let open_run = || -> Result<MetricsLog> {
         crate::util::fs::write_atomic(&job.out.join("config.toml"), cfg.to_toml().as_bytes())?;
-        if let Ok(ids) = format::read_identifiers(&job.data) {
+        // Copied into the run (eval, solve and the ARC submission name puzzles by it); one that
+        // is there but unreadable is an error, never left out.
+        if job.data.join("identifiers.json").exists() {
+            let ids = format::read_identifiers(&job.data)
+                .with_context(|| format!("{}: a JSON list of identifier names", job.data.join("identifiers.json").display()))?;
             crate::util::fs::write_json(&job.out.join("identifiers.json"), &ids)?;
         }
         MetricsLog::open(&job.out, job.resume.then_some(st.step))
