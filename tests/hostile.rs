@@ -333,6 +333,8 @@ fn flags_and_inputs_past_their_limits_are_refused_at_once() {
         (vec!["demo", "--out", "nowhere", "--minutes", "1e300"], "too many minutes"),
         (vec!["data", "generate", "--out", "nowhere", "--train", "100000000000"], "at most 10,000,000"),
         (vec!["eval", "--data", "nowhere", "--threads", "0"], "1..=4096"),
+        (vec!["train", "--resume", "--data", "nowhere", "--out", "nowhere"], "no run to continue"),
+        (vec!["data", "arc", "--input-prefix", "nowhere/x", "--subsets", "a", "a", "--test-set", "a", "--out", "nowhere"], "named twice"),
         (vec!["report", "--run", "nowhere", "--threads", "100000"], "1..=4096"),
     ] {
         let (ok, out) = trm(&args);

@@ -82,6 +82,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         anyhow::ensure!(m.is_finite() && m > 0.0, "--time-limit {m}: must be a positive number of minutes");
         std::time::Duration::try_from_secs_f64(m * 60.0).map_err(|_| anyhow::anyhow!("--time-limit {m:e}: too many minutes"))?;
     }
+    anyhow::ensure!(!a.resume || a.out.is_dir(), "--resume: {} does not exist, so there is no run to continue", a.out.display());
     let data = match (a.data, a.resume) {
         (Some(d), _) => d,
         (None, true) => recorded_data(&a.out)?,

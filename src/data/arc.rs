@@ -146,6 +146,11 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 
 /// `trm data arc`: builds DIR/train, DIR/test, DIR/identifiers.json, DIR/test_puzzles.json.
 pub fn build(out: &Path, opt: &BuildOptions) -> Result<BuildSummary> {
+    for list in [&opt.subsets, &opt.test_sets] {
+        if let Some((_, s)) = list.iter().enumerate().find(|(i, s)| list[..*i].contains(s)) {
+            bail!("subset `{s}` is named twice: its tasks would be built twice");
+        }
+    }
     for t in &opt.test_sets {
         if !opt.subsets.contains(t) {
             bail!("test set `{t}` is not one of the subsets {:?}", opt.subsets);

@@ -45,6 +45,7 @@ pub struct TrainConfig {
     pub checkpoint_every_eval: bool,
     /// Run name (reference: `+run_name=...`); informational.
     pub run_name: Option<String>,
+    /// Project name (reference: the wandb project); informational.
     pub project_name: Option<String>,
 
     // ---- trm additions (not in the reference) ----
