@@ -62,6 +62,7 @@ pub fn read_tasks(path: &Path, solutions: Option<&Path>) -> Result<Vec<Task>> {
     let v: Value = crate::util::fs::read_json(path)?;
     let sols: Option<Value> = solutions.map(crate::util::fs::read_json).transpose()?;
     let what = path.display().to_string();
+    let sol_what = solutions.map(|p| p.display().to_string()).unwrap_or_default();
     let obj = v.as_object().ok_or_else(|| anyhow!("{what}: expected a JSON object (a task or a map of tasks)"))?;
     // A single task (a file with `train` or `test` at the top: task_from_json names what is missing).
     if obj.contains_key("train") || obj.contains_key("test") {
@@ -76,7 +77,7 @@ pub fn read_tasks(path: &Path, solutions: Option<&Path>) -> Result<Vec<Task>> {
             })?),
             None => None,
         };
-        return Ok(vec![task_from_json(&name, &v, sol, &what)?]);
+        return Ok(vec![task_from_json(&name, &v, sol.map(|s| (s, sol_what.as_str())), &what)?]);
     }
     let mut tasks = Vec::new();
     for (name, t) in obj {
@@ -85,7 +86,7 @@ pub fn read_tasks(path: &Path, solutions: Option<&Path>) -> Result<Vec<Task>> {
             Some(s) => Some(s.get(name).ok_or_else(|| anyhow!("{}: no solutions for task `{name}`", solutions.unwrap().display()))?),
             None => None,
         };
-        tasks.push(task_from_json(name, t, sol, &what)?);
+        tasks.push(task_from_json(name, t, sol.map(|s| (s, sol_what.as_str())), &what)?);
     }
     tasks.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(tasks)

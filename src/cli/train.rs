@@ -19,8 +19,9 @@ use std::sync::Arc;
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// Preset name (sudoku-mlp, sudoku-att, maze, arc1, arc2, sudoku-tiny, demo) or a TOML file
-    #[arg(long, default_value = "sudoku-tiny")]
-    pub config: String,
+    /// [default: sudoku-tiny; not read with --resume]
+    #[arg(long)]
+    pub config: Option<String>,
     /// Data set folder (train/ and test/ in the reference layout) [default: the reference's
     /// `data_paths=DIR` override if given; with --resume: the data set the run recorded]
     #[arg(long)]
@@ -73,7 +74,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let mut ov = a.set.clone();
     ov.extend(a.overrides.iter().cloned());
     // A resumed run takes its configuration from its checkpoint (overrides: store::resume::resume_config).
-    let cfg = if a.resume { config::TrainConfig::default() } else { config::resolve(&a.config, &ov)? };
+    if let (true, Some(c)) = (a.resume, &a.config) {
+        eprintln!("note: --config {c} is not read on --resume: the run continues with the configuration saved in its checkpoint");
+    }
+    let cfg = if a.resume { config::TrainConfig::default() } else { config::resolve(a.config.as_deref().unwrap_or("sudoku-tiny"), &ov)? };
     let init_from = match &a.init_from {
         Some(p) if p.is_dir() => Some(checkpoint::resolve(p)?.join("model.safetensors")),
         other => other.clone(),

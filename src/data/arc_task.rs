@@ -177,8 +177,10 @@ impl Task {
 }
 
 /// Parses one task object `{"train": [{input, output}], "test": [{input[, output]}]}`.
-pub fn task_from_json(name: &str, v: &Value, solutions: Option<&Value>, what: &str) -> Result<Task> {
+pub fn task_from_json(name: &str, v: &Value, solutions: Option<(&Value, &str)>, what: &str) -> Result<Task> {
     let at = format!("{what}: task {name}");
+    // Errors in a solution grid name the solutions file, not the challenges file.
+    let sol_at = solutions.map(|(_, file)| format!("{file}: task {name}")).unwrap_or_default();
     let list =
         |key: &str| -> Result<&Vec<Value>> { v.get(key).and_then(Value::as_array).ok_or_else(|| anyhow!("{at}: missing `{key}` list")) };
     let mut train = Vec::new();
@@ -189,10 +191,10 @@ pub fn task_from_json(name: &str, v: &Value, solutions: Option<&Value>, what: &s
     }
     let tests = list("test")?;
     let sols: Option<&Vec<Value>> = match solutions {
-        Some(s) => {
-            let s = s.as_array().ok_or_else(|| anyhow!("{at}: solutions entry is not a list of grids"))?;
+        Some((s, _)) => {
+            let s = s.as_array().ok_or_else(|| anyhow!("{sol_at}: solutions entry is not a list of grids"))?;
             if s.len() != tests.len() {
-                bail!("{at}: {} solution grids for {} test inputs", s.len(), tests.len());
+                bail!("{sol_at}: {} solution grids for {} test inputs", s.len(), tests.len());
             }
             Some(s)
         }
@@ -202,7 +204,7 @@ pub fn task_from_json(name: &str, v: &Value, solutions: Option<&Value>, what: &s
     for (i, p) in tests.iter().enumerate() {
         let input = Grid::from_json(p.get("input").unwrap_or(&Value::Null), &format!("{at}: test pair {i}: input"))?;
         let output = match (sols, p.get("output")) {
-            (Some(s), _) => Grid::from_json(&s[i], &format!("{at}: solution {i}"))?,
+            (Some(s), _) => Grid::from_json(&s[i], &format!("{sol_at}: solution {i}"))?,
             (None, Some(o)) => Grid::from_json(o, &format!("{at}: test pair {i}: output"))?,
             // No solutions known: a dummy 1x1 output, as the reference does.
             (None, None) => Grid { h: 1, w: 1, cells: vec![0] },
@@ -237,7 +239,7 @@ pub fn load_subset(prefix: &str, subset: &str) -> Result<Vec<Task>> {
             Some(s) => Some(s.get(name).with_context(|| format!("{sol_path}: no solutions for task {name}"))?),
             None => None,
         };
-        let mut t = task_from_json(name, v, sol, &ch_path)?;
+        let mut t = task_from_json(name, v, sol.map(|s| (s, sol_path.as_str())), &ch_path)?;
         t.test_first = *test_first;
         anyhow::ensure!(
             !t.train.is_empty() && !t.test.is_empty(),
@@ -443,8 +445,11 @@ mod tests {
         assert!(e.contains("task t1") && e.contains("rectangular"), "{e}");
         let v: Value = serde_json::json!({"train": [], "test": [{"input": [[1]]}, {"input": [[2]]}]});
         let sols = serde_json::json!([[[1]]]);
-        let e = format!("{:#}", task_from_json("t2", &v, Some(&sols), "f.json").unwrap_err());
-        assert!(e.contains("1 solution grids for 2 test inputs"), "{e}");
+        let e = format!("{:#}", task_from_json("t2", &v, Some((&sols, "s.json")), "f.json").unwrap_err());
+        assert!(e.contains("s.json: task t2: 1 solution grids for 2 test inputs"), "{e}");
+        let bad = serde_json::json!([[[1]], [[12]]]);
+        let e = format!("{:#}", task_from_json("t2", &v, Some((&bad, "s.json")), "f.json").unwrap_err());
+        assert!(e.contains("s.json: task t2: solution 1") && !e.contains("f.json"), "{e}");
         let v: Value = serde_json::json!({"train": [{"input": [[1, 12]], "output": [[1]]}], "test": []});
         let e = format!("{:#}", task_from_json("t3", &v, None, "f.json").unwrap_err());
         assert!(e.contains("cell (0, 1)"), "{e}");
