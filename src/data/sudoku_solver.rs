@@ -224,7 +224,7 @@ pub fn generate(rng: &mut impl Rng, target_givens: usize) -> Generated {
 pub fn parse_grid(text: &str) -> Result<Grid, String> {
     let chars: Vec<char> = text.trim().chars().filter(|c| !c.is_whitespace()).collect();
     if chars.len() != 81 {
-        return Err(format!("a Sudoku needs 81 cells, got {}", chars.len()));
+        return Err(format!("a Sudoku needs 81 cells, got {} (whitespace is not counted)", chars.len()));
     }
     let mut g = [0u8; 81];
     for (i, &c) in chars.iter().enumerate() {
