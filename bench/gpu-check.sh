@@ -254,7 +254,7 @@ BUILD=(--subsample 1000 --num-aug 8 --test-subsample 512)
 CURVE=(--config sudoku-tiny max_steps=300 eval_interval=16 eval_max_examples=512 checkpoint_every_eval=False)
 [ "$TINY" = 1 ] && CURVE=(--config sudoku-tiny max_steps=20 eval_interval=16 eval_max_examples=64 checkpoint_every_eval=False)
 if [ ! -d "$DATA/train" ]; then
-  capped 120 "$TRM" data sudoku --train "$KIT/data/train.csv" --test "$KIT/data/test_hard.csv.gz" --out "$DATA" "${BUILD[@]}" >/dev/null
+  capped 120 "$TRM" data sudoku --train "$KIT/data/train.csv" --test "$KIT/data/test_hard.csv.gz" --out "$DATA" "${BUILD[@]}" --force >/dev/null
 fi
 mem_start
 capped "$CAP_TRAIN" "$TRM" train --device "$DEVICE" --data "$DATA" --out "$RUN" --quiet "${CURVE[@]}" >/dev/null

@@ -27,7 +27,7 @@ for fx in trm-small-attn hrm-small; do step 40 "$T" parity "$KIT/fixtures/$fx" -
 for dt in bfloat16 float32; do
   step 50 "$T" bench --device cuda --shape sudoku-att --batch 768 --mode train --dtype "$dt" --warmup 2 --reps 3 --peak-tflops 989
 done
-"$T" data sudoku --train "$KIT/data/train.csv" --test "$KIT/data/test_hard.csv.gz" --out "$OUT/data" --subsample 1000 --num-aug 1000 --test-subsample 2048 >/dev/null 2>&1
+"$T" data sudoku --train "$KIT/data/train.csv" --test "$KIT/data/test_hard.csv.gz" --out "$OUT/data" --subsample 1000 --num-aug 1000 --test-subsample 2048 --force >/dev/null 2>&1
 left=$(( END - $(date +%s) - 25 )); MIN=$(awk -v s="$left" 'BEGIN { m = s / 60; print (m < 0.3 ? 0.3 : m) }')
 step $(( left + 25 )) "$T" train --config sudoku-mlp --device cuda --data "$OUT/data" --out "$OUT/run" --quiet --time-limit "$MIN" eval_max_examples=2048
 tail -n 2 "$OUT/run/metrics.jsonl" 2>/dev/null | cut -c1-400

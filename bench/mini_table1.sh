@@ -19,7 +19,7 @@ mkdir -p "$OUT"
 [ -x "$TRM" ] || (cd "$ROOT" && cargo build --release)
 if [ ! -f "$DATA/train/dataset.json" ]; then
   "$TRM" data sudoku --train "$SHARED/data/sudoku-extreme-1k/train.csv" \
-    --test "$SHARED/data/sudoku-extreme-1k/test_hard.csv.gz" --num-aug 10 --test-subsample 500 --out "$DATA"
+    --test "$SHARED/data/sudoku-extreme-1k/test_hard.csv.gz" --num-aug 10 --test-subsample 500 --out "$DATA" --force
 fi
 TINY=(arch.hidden_size=64 arch.halt_max_steps=8 arch.forward_dtype=float32)
 RECIPE=(global_batch_size=64 lr=1e-3 lr_warmup_steps=100 weight_decay=1.0 puzzle_emb_weight_decay=1.0

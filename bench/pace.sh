@@ -26,7 +26,7 @@ mkdir -p "$OUT"
 # The data, built by trm in the reference layout (both trainers read it).
 if [ ! -f "$DATA/train/dataset.json" ]; then
   "$TRM" data sudoku --train "$SHARED/data/sudoku-extreme-1k/train.csv" \
-    --test "$SHARED/data/sudoku-extreme-1k/test_hard.csv.gz" --num-aug 10 --test-subsample 500 --out "$DATA"
+    --test "$SHARED/data/sudoku-extreme-1k/test_hard.csv.gz" --num-aug 10 --test-subsample 500 --out "$DATA" --force
 fi
 
 # The recipe of issue 6, in the reference's key names; both sides get exactly these.

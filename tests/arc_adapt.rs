@@ -127,15 +127,15 @@ fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
     let entries = sub["25ff71a9"].as_array().unwrap();
     assert_eq!(entries.len(), 2);
     assert!(entries.iter().all(|e| e["attempt_1"].is_array() && e["attempt_2"].is_array()));
-    // `trm eval` on the run replaces the run's own submission.json, every time.
-    for _ in 0..2 {
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
-            .args(["eval", "--steps", "1", "--checkpoint"])
-            .arg(&r.run)
-            .arg("--data")
-            .arg(&r.data)
-            .output()
-            .unwrap();
+    // `trm eval` on the run replaces the run's own submission.json, every time, also when
+    // --submission names it.
+    for named in [false, false, true] {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_trm"));
+        c.args(["eval", "--steps", "1", "--checkpoint"]).arg(&r.run).arg("--data").arg(&r.data);
+        if named {
+            c.arg("--submission").arg(r.run.join("submission.json"));
+        }
+        let o = c.output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert!(String::from_utf8_lossy(&o.stderr).contains("submission.json"));
     }

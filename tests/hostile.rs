@@ -381,7 +381,10 @@ fn commands_that_rebuild_a_folder_never_delete_one_they_did_not_make() {
     let (ok, out) = generate(false);
     assert!(!ok && out.contains("already holds a data set") && out.contains("--force"), "{out}");
     assert_eq!(sha(&built.join("train/all__inputs.npy")), before);
+    // --force rebuilds it, and nothing of an older ARC set (its task list) outlives the rebuild.
+    std::fs::write(built.join("test_puzzles.json"), "{}").unwrap();
     assert!(generate(true).0, "--force rebuilds it");
+    assert!(!built.join("test_puzzles.json").exists());
     // A folder the command made itself is replaced.
     let own = t.path().join("own");
     trm::util::fs::fresh_own_folder(&own, "trm demo").unwrap();
@@ -389,6 +392,19 @@ fn commands_that_rebuild_a_folder_never_delete_one_they_did_not_make() {
     trm::util::fs::fresh_own_folder(&own, "trm demo").unwrap();
     assert!(!own.join("old.txt").exists());
     assert!(trm::util::fs::fresh_own_folder(&own, "trm adapt").is_err(), "another command's folder");
+    // A demo of an older trm marked only its run folder: its data folder (nothing but a data
+    // set) is claimed, one holding anything else is still refused.
+    let old = t.path().join("old-demo");
+    trm::util::fs::fresh_own_folder(&old.join("run"), "trm demo").unwrap();
+    common::tiny_data(&old.join("data"));
+    trm::util::fs::claim_unmarked_data_folder(&old.join("data"), &old.join("run"), "trm demo").unwrap();
+    trm::util::fs::check_own_folder(&old.join("data"), "trm demo").unwrap();
+    let mixed = t.path().join("mixed");
+    trm::util::fs::fresh_own_folder(&mixed.join("run"), "trm demo").unwrap();
+    common::tiny_data(&mixed.join("data"));
+    std::fs::write(mixed.join("data/notes.txt"), "mine").unwrap();
+    trm::util::fs::claim_unmarked_data_folder(&mixed.join("data"), &mixed.join("run"), "trm demo").unwrap();
+    assert!(trm::util::fs::check_own_folder(&mixed.join("data"), "trm demo").is_err());
     // `trm data generate --csv` over the user's own train.csv: refused without --force.
     let csv = t.path().join("train.csv");
     std::fs::write(&csv, "source,question,answer,rating\n").unwrap();
@@ -440,8 +456,16 @@ fn the_data_set_is_named_once() {
         let out_dir = d.path().join("refused");
         let (ok, out) = train(&out_dir, &extra);
         assert!(!ok && out.contains(says), "{extra:?}: {out}");
-        assert!(!out_dir.join("checkpoints").exists(), "{extra:?}: a refused run made a checkpoint");
+        assert!(!out_dir.exists(), "{extra:?}: a refused run made its folder");
     }
+    // The same reference-style command continues with --resume (the recorded path is absolute,
+    // the one given relative or not: the same folder).
+    let again = [format!("data_paths=[{}]", data.display()), "--resume".into(), "max_steps=3".into()];
+    let (ok, out) = train(&run, &again);
+    assert!(ok, "{out}");
+    let (ok, out) =
+        train(&run, &[format!("data_paths=[{}]", other.display()), "--data".into(), data.display().to_string(), "--resume".into()]);
+    assert!(!ok && out.contains("names another data set than --data"), "{out}");
 }
 
 /// `trm train --out DIR` into a folder that holds someone's files (no checkpoint, so nothing to
@@ -467,8 +491,16 @@ fn a_new_run_never_writes_over_a_users_files() {
     }
     let empty = d.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    let (ok, out) = trm(&[args, vec![empty.display().to_string()]].concat());
+    let (ok, out) = trm(&[args.clone(), vec![empty.display().to_string()]].concat());
     assert!(ok, "{out}");
+    // What a run of trm's left when it died before its first checkpoint is started over.
+    let died = d.path().join("died");
+    std::fs::create_dir(&died).unwrap();
+    std::fs::write(died.join(".made-by"), "trm train").unwrap();
+    std::fs::write(died.join("metrics.jsonl"), "{\"step\":1,\"split\":\"train\",\"lm_loss\":9.0}\n").unwrap();
+    let (ok, out) = trm(&[args, vec![died.display().to_string()]].concat());
+    assert!(ok, "{out}");
+    assert!(!std::fs::read_to_string(died.join("metrics.jsonl")).unwrap().contains("9.0"), "the dead run's log was kept");
 }
 
 /// A data set whose test split is empty: `trm eval` says there is nothing to evaluate (no accuracy

@@ -68,6 +68,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
             );
         }
     }
+    crate::util::fs::claim_unmarked_data_folder(&data, &run, "trm demo")?;
     crate::util::fs::check_own_folder(&data, "trm demo")?;
     crate::util::fs::check_own_folder(&run, "trm demo")?;
     crate::util::fs::fresh_own_folder(&data, "trm demo")?;

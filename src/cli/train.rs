@@ -73,6 +73,16 @@ pub fn train(a: TrainArgs) -> Result<()> {
     }
     let mut ov = a.set.clone();
     ov.extend(a.overrides.iter().cloned());
+    // On --resume, the reference's `data_paths=[DIR]` names the data as --data does (the run's
+    // recorded path is not a key to change).
+    let is_data_paths = |o: &String| o.split_once('=').is_some_and(|(k, _)| k.trim().trim_start_matches('+') == "data_paths");
+    let resume_paths = match a.resume {
+        true => ov.iter().rfind(|o| is_data_paths(o)).map(|o| config::data_paths_value(o.split_once('=').unwrap().1)),
+        false => None,
+    };
+    if a.resume {
+        ov.retain(|o| !is_data_paths(o));
+    }
     // A resumed run takes its configuration from its checkpoint (overrides: store::resume::resume_config).
     if let (true, Some(c)) = (a.resume, &a.config) {
         eprintln!("note: --config {c} is not read on --resume: the run continues with the configuration saved in its checkpoint");
@@ -86,10 +96,24 @@ pub fn train(a: TrainArgs) -> Result<()> {
         anyhow::ensure!(m.is_finite() && m > 0.0, "--time-limit {m}: must be a positive number of minutes");
         std::time::Duration::try_from_secs_f64(m * 60.0).map_err(|_| anyhow::anyhow!("--time-limit {m:e}: too many minutes"))?;
     }
-    anyhow::ensure!(!a.resume || a.out.is_dir(), "--resume: {} does not exist, so there is no run to continue", a.out.display());
+    anyhow::ensure!(!a.resume || a.out.is_dir(), "--resume: {} is not a run folder, so there is no run to continue", a.out.display());
     let data = match (a.data, a.resume) {
-        (Some(d), _) => d,
-        (None, true) => recorded_data(&a.out)?,
+        (Some(d), true) => {
+            if let Some(paths) = &resume_paths {
+                crate::train::setup::recorded_data_path(paths, &d)?;
+            }
+            d
+        }
+        (Some(d), false) => {
+            // Checked here too, so that a refusal comes before a run folder is made.
+            crate::train::setup::recorded_data_path(&cfg.data_paths, &d)?;
+            d
+        }
+        (None, true) => match resume_paths.as_deref() {
+            Some([one]) => PathBuf::from(one),
+            Some(many) if many.len() > 1 => bail!("data_paths names {} data sets; trm trains on one data set", many.len()),
+            _ => recorded_data(&a.out)?,
+        },
         // The reference's command line names its data set with `data_paths=[DIR]`.
         (None, false) => match cfg.data_paths.as_slice() {
             [one] => PathBuf::from(one),
@@ -356,17 +380,18 @@ fn check_data_fits(a: &EvalArgs, test: &format::Split, model: &crate::model::con
 /// ARC: writes the two-attempt submission (beside the model unless --submission names a file)
 /// and returns the voted pass@k.
 fn write_arc_submission(a: &EvalArgs, m: &EvalModel, v: ArcEval) -> Result<crate::eval::arc_vote::ArcScore> {
-    let path = a.submission.clone().unwrap_or_else(|| {
-        let dir =
-            if checkpoint::is_weights_file(&m.spec) { m.file.parent().map(PathBuf::from).unwrap_or_default() } else { m.spec.clone() };
-        dir.join("submission.json")
-    });
-    // The default submission.json is trm's own output beside the model, and is replaced; a file
-    // the user named only with --force, and never one of the model's. Never the data's files.
+    let dir = if checkpoint::is_weights_file(&m.spec) { m.file.parent().map(PathBuf::from).unwrap_or_default() } else { m.spec.clone() };
+    let default = dir.join("submission.json");
+    let path = a.submission.clone().unwrap_or_else(|| default.clone());
+    // The default submission.json is trm's own output beside the model, and is replaced (also
+    // when --submission names it); a file the user named only with --force, and never one of the
+    // model's. Never the data's files.
     let data = Protected { path: &a.data, what: "the data set" };
-    match a.submission {
-        None => check_output(&path, "--submission", &[data], true)?,
-        Some(_) => check_output(&path, "--submission", &[Protected { path: &m.spec, what: "the model being evaluated" }, data], a.force)?,
+    let same = |p: &std::path::Path, q: &std::path::Path| std::path::absolute(p).ok() == std::path::absolute(q).ok();
+    if same(&path, &default) {
+        check_output(&path, "--submission", &[data], true)?;
+    } else {
+        check_output(&path, "--submission", &[Protected { path: &m.spec, what: "the model being evaluated" }, data], a.force)?;
     }
     crate::util::fs::write_json(&path, &v.submission())?;
     eprintln!("wrote {} ({} tasks, two attempts per test input)", path.display(), v.tasks.len());
@@ -377,9 +402,13 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     set_threads(a.threads);
     if let Some(path) = &a.submission {
         // Checked before the evaluation too, so a wrong path fails at once, not after it.
+        // (The run's own submission.json, named explicitly, is checked with the model, below.)
         let model = a.checkpoint.clone().unwrap_or_default();
+        let own = model.is_dir() && std::path::absolute(path).ok() == std::path::absolute(model.join("submission.json")).ok();
         let protected = [Protected { path: &model, what: "the model being evaluated" }, Protected { path: &a.data, what: "the data set" }];
-        check_output(path, "--submission", &protected, a.force)?;
+        if !own {
+            check_output(path, "--submission", &protected, a.force)?;
+        }
     }
     let r = crate::with_backend!(a.device, B, device => eval_checkpoint::<B>(&a, &device)?);
     if a.json {

@@ -239,8 +239,8 @@ impl ModelConfig {
         ] {
             ensure!(v <= max, "{key} {v} is above {max}, the largest trm builds");
         }
-        ensure!(a.expansion <= 64.0, "arch.expansion {} is above 64, the largest trm builds", a.expansion);
         ensure!(a.expansion.is_finite() && a.expansion > 0.0, "arch.expansion must be a positive number, not {}", a.expansion);
+        ensure!(a.expansion <= 64.0, "arch.expansion {} is above 64, the largest trm builds", a.expansion);
         ensure!(self.head_dim().is_multiple_of(2) || a.pos_encodings != PosEncoding::Rope, "RoPE needs an even head dim");
         ensure!(a.halt_max_steps >= 1, "arch.halt_max_steps must be >= 1");
         ensure!(

@@ -257,10 +257,11 @@ pub fn write_report(o: &ReportOptions) -> Result<usize> {
     Ok(drawn)
 }
 
-/// The data set a run recorded (`data_paths`, in its newest intact checkpoint), if any.
+/// The data set a run recorded (`data_paths`, the same in all its checkpoints), if any. Only a
+/// state.json is read: the report itself picks and verifies the checkpoint, once.
 pub fn recorded_data(run: &Path) -> Option<PathBuf> {
-    let ckpt = checkpoint::resolve(run).ok()?;
-    checkpoint::read_state_json(&ckpt).ok()?.config.data_paths.first().map(PathBuf::from)
+    let js = crate::store::integrity::checkpoints(run).iter().find_map(|c| checkpoint::read_state_json(c).ok())?;
+    js.config.data_paths.first().map(PathBuf::from)
 }
 
 /// The run summary: checkpoint, model and training settings, and the last evaluation.

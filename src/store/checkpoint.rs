@@ -332,7 +332,7 @@ pub fn read_weights(spec: &Path) -> Result<(PathBuf, BTreeMap<String, F32Tensor>
     } else {
         anyhow::ensure!(key.is_empty(), "{}: a #key picks a state dict inside a torch file; this is a safetensors file", file.display());
         verify_parent(&file)?;
-        read_safetensors_f32(&file)?
+        read_safetensors_f32(&file).context("trm reads weights as safetensors, or as a torch.save zip")?
     };
     let mut canon = BTreeMap::new();
     for (k, v) in map {

@@ -165,6 +165,16 @@ fn parse_value(raw: &str) -> toml::Value {
     toml::Value::String(v.trim_matches('"').trim_matches('\'').to_string())
 }
 
+/// The folders a `data_paths=...` value names (`[a,b]`, `"[a]"` or a bare `a`).
+pub fn data_paths_value(raw: &str) -> Vec<String> {
+    let v = raw.trim().trim_matches('"').trim_matches('\'');
+    match parse_value(v) {
+        toml::Value::Array(items) => items.iter().map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string)).collect(),
+        toml::Value::String(s) => vec![s],
+        other => vec![other.to_string()],
+    }
+}
+
 /// The architecture an `arch` table names (`trm` when it names none).
 fn arch_of(t: &toml::Table) -> Result<Architecture> {
     match t.get("arch").and_then(|a| a.get("name")) {

@@ -130,6 +130,9 @@ pub fn open_state<B: Backend>(
         bail!("{} already holds a run; pass --resume to continue it or choose another --out", job.out.display());
     }
     // A new run writes config.toml, metrics.jsonl and more into --out: never over someone's files.
+    // A folder that a run made and left without a checkpoint (it failed or was killed early) is
+    // started over.
+    let made_by_run = [TRAIN_MAKER, "trm demo", "trm adapt"].iter().any(|m| crate::util::fs::made_by(&job.out, m));
     let others: Vec<String> = std::fs::read_dir(&job.out)
         .into_iter()
         .flatten()
@@ -137,11 +140,10 @@ pub fn open_state<B: Backend>(
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n != crate::util::lock::LOCK_FILE && n != crate::util::fs::MADE_BY)
         .collect();
-    if let Some(first) = others.iter().min() {
+    if let (Some(first), false) = (others.iter().min(), made_by_run) {
         bail!(
             "{} holds files ({first}{}) but no checkpoint to resume: a new run starts in a new or empty folder, so that nothing \
-             there is overwritten. Choose another --out (or, if it is a run of trm's that stopped before its first checkpoint, \
-             remove it)",
+             there is overwritten. Choose another --out, or empty this one",
             job.out.display(),
             if others.len() > 1 { format!(" and {} more", others.len() - 1) } else { String::new() }
         );
@@ -227,11 +229,14 @@ pub fn eval_and_log<B: Backend>(
     Ok(Some(res))
 }
 
+/// The `.made-by` mark of a run folder that `trm train` made (`util::fs::fresh_own_folder`).
+pub const TRAIN_MAKER: &str = "trm train";
+
 /// The data set a new run records (`data_paths`): the folder it trains on, `--data`, as an
 /// absolute path. A `data_paths` given in the configuration must name that same folder: the
 /// reference trains on the concatenation of several data sets, which trm does not implement, and a
 /// different folder would be recorded without being trained on.
-fn recorded_data_path(given: &[String], data: &Path) -> Result<String> {
+pub fn recorded_data_path(given: &[String], data: &Path) -> Result<String> {
     let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let same = |p: &Path| match (p.canonicalize(), data.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,

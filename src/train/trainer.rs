@@ -391,12 +391,21 @@ fn open_run_log<B: burn::prelude::Backend>(
     reducer: &mut dyn Reducer,
 ) -> Result<Option<MetricsLog>> {
     let open_run = || -> Result<MetricsLog> {
-        crate::util::fs::write_atomic(&job.out.join("config.toml"), cfg.to_toml().as_bytes())?;
         // Copied into the run (eval, solve and the ARC submission name puzzles by it); one that
-        // is there but unreadable is an error, never left out.
-        if job.data.join("identifiers.json").exists() {
-            let ids = format::read_identifiers(&job.data)
-                .with_context(|| format!("{}: a JSON list of identifier names", job.data.join("identifiers.json").display()))?;
+        // is there but unreadable is an error, never left out. Read before anything is written.
+        let ids_file = job.data.join("identifiers.json");
+        let ids = if ids_file.exists() {
+            Some(format::read_identifiers(&job.data).with_context(|| format!("{}: a JSON list of identifier names", ids_file.display()))?)
+        } else {
+            None
+        };
+        // A run folder trm made: a new run may start over it while it holds no checkpoint
+        // (`setup::open_state`). demo's and adapt's folders keep their own mark.
+        if !job.out.join(crate::util::fs::MADE_BY).exists() {
+            crate::util::fs::write_atomic(&job.out.join(crate::util::fs::MADE_BY), super::setup::TRAIN_MAKER.as_bytes())?;
+        }
+        crate::util::fs::write_atomic(&job.out.join("config.toml"), cfg.to_toml().as_bytes())?;
+        if let Some(ids) = ids {
             crate::util::fs::write_json(&job.out.join("identifiers.json"), &ids)?;
         }
         MetricsLog::open(&job.out, job.resume.then_some(st.step))

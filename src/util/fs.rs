@@ -143,17 +143,44 @@ pub fn fresh_own_folder(dir: &Path, maker: &str) -> Result<()> {
     write_atomic(&dir.join(MADE_BY), maker.as_bytes())
 }
 
-/// A data builder's output folder: new, empty, or holding other files (the builder writes only
-/// train/, test/ and identifiers.json); one that already holds a data set is replaced only with
-/// `force`, so a data set someone built is never rebuilt over by accident.
+/// What a data builder writes into its output folder.
+const DATA_SET_ENTRIES: [&str; 4] = ["train", "test", "identifiers.json", "test_puzzles.json"];
+
+/// A data builder's output folder: new, empty, or holding other files (left alone). One that
+/// already holds a data set is rebuilt only with `force`, so a data set someone built is never
+/// rebuilt over by accident. Checked before the build reads anything.
 pub fn check_data_out(out: &Path, force: bool) -> Result<()> {
-    let found: Vec<&str> = ["train", "test", "identifiers.json"].into_iter().filter(|n| out.join(n).symlink_metadata().is_ok()).collect();
+    let found: Vec<&str> = DATA_SET_ENTRIES.into_iter().filter(|n| out.join(n).symlink_metadata().is_ok()).collect();
     anyhow::ensure!(
         found.is_empty() || force,
         "--out {}: it already holds a data set ({}); pass --force to replace it, or choose another folder",
         out.display(),
         found.join(", ")
     );
+    Ok(())
+}
+
+/// After a build that replaced a data set: the ARC task list of the old one, if the new one is
+/// not ARC, so that a Sudoku set built over an ARC set is not scored as ARC.
+pub fn drop_stale_arc_tasks(out: &Path) -> Result<()> {
+    let p = out.join("test_puzzles.json");
+    if p.symlink_metadata().is_ok() {
+        std::fs::remove_file(&p).with_context(|| format!("cannot remove the old data set's {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Marks as `maker`'s an unmarked data folder that `maker` wrote before its data folders were
+/// marked (trm before 2026-12-05): the run folder beside it is `maker`'s and it holds nothing but
+/// a data set's entries. Anything else is left for `check_own_folder` to refuse.
+pub fn claim_unmarked_data_folder(data: &Path, run: &Path, maker: &str) -> Result<()> {
+    if !data.is_dir() || data.join(MADE_BY).symlink_metadata().is_ok() || !made_by(run, maker) {
+        return Ok(());
+    }
+    let only_data = std::fs::read_dir(data)?.flatten().all(|e| DATA_SET_ENTRIES.contains(&e.file_name().to_string_lossy().as_ref()));
+    if only_data {
+        write_atomic(&data.join(MADE_BY), maker.as_bytes())?;
+    }
     Ok(())
 }
 

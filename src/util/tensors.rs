@@ -50,7 +50,7 @@ fn widen(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f64>> {
 /// Reads every tensor of a safetensors file, sorted by name.
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{}: neither a safetensors file nor a torch.save zip (the weights formats trm reads)", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not a safetensors file", path.display()))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         let values = widen(view.dtype(), view.data()).with_context(|| format!("{}: tensor `{name}`", path.display()))?;
@@ -69,7 +69,7 @@ pub struct F32Tensor {
 /// Reads the float tensors (float32, bfloat16, float16) of a safetensors file as float32.
 pub fn read_safetensors_f32(path: &Path) -> Result<BTreeMap<String, F32Tensor>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{}: neither a safetensors file nor a torch.save zip (the weights formats trm reads)", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not a safetensors file", path.display()))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         let b = view.data();

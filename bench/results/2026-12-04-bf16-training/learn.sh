@@ -4,7 +4,7 @@
 # TRM: a release build of trm; run in a scratch folder.
 set -e
 T="${TRM:?a release build of trm}"
-"$T" data generate --out data --train 20000 --test 300 --givens 30-40 --num-aug 1 --seed 42
+"$T" data generate --out data --train 20000 --test 300 --givens 30-40 --num-aug 1 --seed 42 --force
 run() { # precision seed
   "$T" train --config demo --data data --out run-$1-$2 --quiet --precision $1 \
     arch.hidden_size=128 arch.L_cycles=3 lr=2e-3 lr_warmup_steps=200 ema=true epochs=100 \
