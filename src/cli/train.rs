@@ -97,7 +97,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         std::time::Duration::try_from_secs_f64(m * 60.0).map_err(|_| anyhow::anyhow!("--time-limit {m:e}: too many minutes"))?;
     }
     anyhow::ensure!(!a.resume || a.out.is_dir(), "--resume: {} is not a run folder, so there is no run to continue", a.out.display());
-    let data = match (a.data, a.resume) {
+    let data = match (a.data.clone(), a.resume) {
         (Some(d), true) => {
             if let Some(paths) = &resume_paths {
                 crate::train::setup::recorded_data_path(paths, &d)?;
@@ -136,10 +136,38 @@ pub fn train(a: TrainArgs) -> Result<()> {
         init_from,
         time_limit: a.time_limit.map(|m| std::time::Duration::from_secs_f64(m * 60.0)),
     };
+    // A folder this command made and left holding only its lock (the run failed before writing
+    // anything) is removed, so a failed start leaves nothing behind.
+    let fresh_out = a.out.symlink_metadata().is_err();
+    let ran = run_job(&a, &job);
+    if ran.is_err() && fresh_out {
+        crate::util::fs::remove_if_only_lock(&a.out);
+    }
+    let (s, launch) = ran?;
+    if launch.as_ref().is_some_and(|l| l.rank != 0) {
+        return Ok(());
+    }
+    println!(
+        "trained {} steps in {:.1}s; checkpoint {}",
+        s.steps,
+        s.seconds,
+        s.checkpoint.map(|p| p.display().to_string()).unwrap_or_default()
+    );
+    if let Some((step, r)) = s.evals.last() {
+        println!(
+            "final eval (step {step}): token accuracy {:.4}, exact accuracy {:.4} on {} examples",
+            r.accuracy, r.exact_accuracy, r.count
+        );
+    }
+    Ok(())
+}
+
+/// Trains `job` as `a` asks: one process, or one rank of a launcher's world over NCCL.
+fn run_job(a: &TrainArgs, job: &TrainJob) -> Result<(trainer::TrainSummary, Option<crate::util::env::Launch>)> {
     // A launcher's world of one on the CPU is a plain run; on a GPU it still goes through NCCL.
     let launch = crate::util::env::launch()?.filter(|l| l.world > 1 || a.device.gpu().is_some());
     let s = match &launch {
-        None => crate::with_backend!(a.device, B, device => trainer::train::<Autodiff<B>>(&job, &device)?),
+        None => crate::with_backend!(a.device, B, device => trainer::train::<Autodiff<B>>(job, &device)?),
         Some(l) => {
             let Some(n) = a.device.gpu() else {
                 bail!(
@@ -159,25 +187,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
                 );
             }
             let mut reducer = nccl_reducer(l)?;
-            crate::with_backend!(a.device.on_gpu(l.local_rank), B, device => trainer::train_with::<Autodiff<B>>(&job, &device, &mut *reducer)?)
+            crate::with_backend!(a.device.on_gpu(l.local_rank), B, device => trainer::train_with::<Autodiff<B>>(job, &device, &mut *reducer)?)
         }
     };
-    if launch.as_ref().is_some_and(|l| l.rank != 0) {
-        return Ok(());
-    }
-    println!(
-        "trained {} steps in {:.1}s; checkpoint {}",
-        s.steps,
-        s.seconds,
-        s.checkpoint.map(|p| p.display().to_string()).unwrap_or_default()
-    );
-    if let Some((step, r)) = s.evals.last() {
-        println!(
-            "final eval (step {step}): token accuracy {:.4}, exact accuracy {:.4} on {} examples",
-            r.accuracy, r.exact_accuracy, r.count
-        );
-    }
-    Ok(())
+    Ok((s, launch))
 }
 
 /// The data set a run recorded (`data_paths`, the same in all its checkpoints), for `--resume`

@@ -120,6 +120,15 @@ pub fn made_by(dir: &Path, maker: &str) -> bool {
         && std::fs::read_to_string(&marker).is_ok_and(|t| t.trim() == maker)
 }
 
+/// Removes `dir` if it holds nothing but a run lock (`util::lock::LOCK_FILE`): what a command
+/// that made the folder leaves when it fails before writing anything. Best effort.
+pub fn remove_if_only_lock(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    if entries.flatten().all(|e| e.file_name() == crate::util::lock::LOCK_FILE) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// Refuses a `dir` that exists and was not made by `maker` (what `fresh_own_folder` would remove),
 /// so that a command checks all its folders before it changes any.
 pub fn check_own_folder(dir: &Path, maker: &str) -> Result<()> {
