@@ -1,7 +1,7 @@
 //! `trm data ...`: data set builders.
 
 use crate::data::{arc, format, maze, sudoku};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -250,7 +250,7 @@ fn inspect(dir: &std::path::Path) -> Result<()> {
     // and cover every identifier, as an ARC evaluation requires.
     let path = dir.join("identifiers.json");
     if path.exists() {
-        let names = format::read_identifiers(dir).with_context(|| format!("{}: a JSON list of identifier names", path.display()))?;
+        let names = format::read_identifiers(dir)?;
         anyhow::ensure!(
             names.len() >= ids_needed,
             "{}: {} names for {ids_needed} puzzle identifiers (num_puzzle_identifiers in dataset.json)",

@@ -97,33 +97,13 @@ pub fn train(a: TrainArgs) -> Result<()> {
         std::time::Duration::try_from_secs_f64(m * 60.0).map_err(|_| anyhow::anyhow!("--time-limit {m:e}: too many minutes"))?;
     }
     anyhow::ensure!(!a.resume || a.out.is_dir(), "--resume: {} is not a run folder, so there is no run to continue", a.out.display());
-    let data = match (a.data.clone(), a.resume) {
-        (Some(d), true) => {
-            if let Some(paths) = &resume_paths {
-                crate::train::setup::recorded_data_path(paths, &d)?;
-            }
-            d
-        }
-        (Some(d), false) => {
-            // Checked here too, so that a refusal comes before a run folder is made.
-            crate::train::setup::recorded_data_path(&cfg.data_paths, &d)?;
-            d
-        }
-        (None, true) => match resume_paths.as_deref() {
-            Some([one]) => PathBuf::from(one),
-            Some(many) if many.len() > 1 => bail!("data_paths names {} data sets; trm trains on one data set", many.len()),
-            _ => recorded_data(&a.out)?,
-        },
-        // The reference's command line names its data set with `data_paths=[DIR]`.
-        (None, false) => match cfg.data_paths.as_slice() {
-            [one] => PathBuf::from(one),
-            [] => bail!("which data set? pass --data DIR (a folder made by `trm data`), or the reference's data_paths=[DIR]"),
-            many => bail!(
-                "data_paths names {} data sets ({}); trm trains on one data set: training on several at once, as the reference can, is not implemented",
-                many.len(),
-                many.join(", ")
-            ),
-        },
+    // --data, or the reference's `data_paths=[DIR]` (checked here, before a run folder is made);
+    // on --resume without either, the data set the run recorded.
+    let given = if a.resume { resume_paths.unwrap_or_default() } else { cfg.data_paths.clone() };
+    let data = match crate::train::setup::named_data_set(&given, a.data.as_deref())? {
+        Some(d) => d,
+        None if a.resume => recorded_data(&a.out)?,
+        None => bail!("which data set? pass --data DIR (a folder made by `trm data`), or the reference's data_paths=[DIR]"),
     };
     crate::util::interrupt::install()?;
     let job = TrainJob {
@@ -197,8 +177,8 @@ fn run_job(a: &TrainArgs, job: &TrainJob) -> Result<(trainer::TrainSummary, Opti
 /// without `--data`. Only a state.json is read: the resume itself picks and verifies the
 /// checkpoint (train::setup::open_state), once.
 fn recorded_data(run: &std::path::Path) -> Result<PathBuf> {
-    let js = crate::store::integrity::checkpoints(run).iter().find_map(|c| checkpoint::read_state_json(c).ok());
-    let js = js.with_context(|| format!("cannot resume {}: it holds no checkpoint to continue from", run.display()))?;
+    let js = checkpoint::newest_state_json(run)
+        .with_context(|| format!("cannot resume {}: it holds no checkpoint to continue from", run.display()))?;
     let data = js.config.data_paths.first().map(PathBuf::from);
     let data = data.with_context(|| format!("{}: the run recorded no data set; pass --data", run.display()))?;
     eprintln!("data: {} (recorded by the run)", data.display());

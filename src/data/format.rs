@@ -130,7 +130,8 @@ pub fn write_identifiers(dir: &Path, names: &[String]) -> Result<()> {
 }
 
 pub fn read_identifiers(dir: &Path) -> Result<Vec<String>> {
-    crate::util::fs::read_json(&dir.join("identifiers.json"))
+    let path = dir.join("identifiers.json");
+    crate::util::fs::read_json(&path).with_context(|| format!("{}: a JSON list of identifier names", path.display()))
 }
 
 pub fn read_metadata(split_dir: &Path) -> Result<Metadata> {

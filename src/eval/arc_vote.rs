@@ -183,8 +183,7 @@ impl ArcEval {
             return Ok(None);
         }
         let path = data.join("identifiers.json");
-        let names =
-            crate::data::format::read_identifiers(data).with_context(|| format!("{}: a JSON list of identifier names", path.display()))?;
+        let names = crate::data::format::read_identifiers(data)?;
         // Checked before any evaluation runs: a short list would fail only at the first answer.
         let needed = crate::data::format::read_metadata(&data.join("test"))?.num_puzzle_identifiers;
         anyhow::ensure!(

@@ -260,8 +260,7 @@ pub fn write_report(o: &ReportOptions) -> Result<usize> {
 /// The data set a run recorded (`data_paths`, the same in all its checkpoints), if any. Only a
 /// state.json is read: the report itself picks and verifies the checkpoint, once.
 pub fn recorded_data(run: &Path) -> Option<PathBuf> {
-    let js = crate::store::integrity::checkpoints(run).iter().find_map(|c| checkpoint::read_state_json(c).ok())?;
-    js.config.data_paths.first().map(PathBuf::from)
+    checkpoint::newest_state_json(run)?.config.data_paths.first().map(PathBuf::from)
 }
 
 /// The run summary: checkpoint, model and training settings, and the last evaluation.

@@ -241,6 +241,12 @@ pub fn read_identifiers(ckpt: &Path) -> Result<Vec<String>> {
     }
 }
 
+/// The state.json of a run's newest checkpoint that has a readable one, read without verifying
+/// the checkpoint (for what a run recorded, such as its data set; loading verifies).
+pub fn newest_state_json(run: &Path) -> Option<StateJson> {
+    integrity::checkpoints(run).iter().find_map(|c| read_state_json(c).ok())
+}
+
 pub fn read_state_json(ckpt: &Path) -> Result<StateJson> {
     let file = ckpt.join("state.json");
     let js: StateJson = crate::util::fs::read_json(&file)?;

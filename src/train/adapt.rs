@@ -88,11 +88,7 @@ pub fn adapt<AD: AutodiffBackend>(job: &AdaptJob, device: &AD::Device) -> Result
         bail!("--out {} would overwrite the checkpoint it starts from ({}): choose another --out", job.out.display(), ckpt.display());
     }
     // A previous adaptation's data and run are replaced; anything else there is refused, never deleted.
-    crate::util::fs::claim_unmarked_data_folder(&data, &run, "trm adapt")?;
-    crate::util::fs::check_own_folder(&data, "trm adapt")?;
-    crate::util::fs::check_own_folder(&run, "trm adapt")?;
-    crate::util::fs::fresh_own_folder(&data, "trm adapt")?;
-    crate::util::fs::fresh_own_folder(&run, "trm adapt")?;
+    crate::util::fs::fresh_own_data_and_run(&data, &run, "trm adapt")?;
     let opt = BuildOptions {
         input_prefix: String::new(),
         subsets: vec![],

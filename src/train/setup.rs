@@ -132,7 +132,7 @@ pub fn open_state<B: Backend>(
     // A new run writes config.toml, metrics.jsonl and more into --out: never over someone's files.
     // A folder that a run made and left without a checkpoint (it failed or was killed early) is
     // started over.
-    let made_by_run = [TRAIN_MAKER, "trm demo", "trm adapt"].iter().any(|m| crate::util::fs::made_by(&job.out, m));
+    let made_by_run = job.out.join(crate::util::fs::MADE_BY).is_file();
     let others: Vec<String> = std::fs::read_dir(&job.out)
         .into_iter()
         .flatten()
@@ -149,8 +149,9 @@ pub fn open_state<B: Backend>(
         );
     }
     let mut cfg = job.config.clone();
-    // Recorded so that `--resume` and `trm report` find the data again.
-    cfg.data_paths = vec![recorded_data_path(&cfg.data_paths, &job.data)?];
+    // Recorded, as an absolute path, so that `--resume` and `trm report` find the data again.
+    named_data_set(&cfg.data_paths, Some(&job.data))?;
+    cfg.data_paths = vec![std::path::absolute(&job.data).unwrap_or(job.data.clone()).display().to_string()];
     let model = model_config(&cfg, train)?;
     let mut st = fresh_state::<B>(&cfg, &model, device, job.init_from.as_deref())?;
     collective::broadcast_weights(&mut st, r)?;
@@ -229,33 +230,30 @@ pub fn eval_and_log<B: Backend>(
     Ok(Some(res))
 }
 
-/// The `.made-by` mark of a run folder that `trm train` made (`util::fs::fresh_own_folder`).
-pub const TRAIN_MAKER: &str = "trm train";
-
-/// The data set a new run records (`data_paths`): the folder it trains on, `--data`, as an
-/// absolute path. A `data_paths` given in the configuration must name that same folder: the
-/// reference trains on the concatenation of several data sets, which trm does not implement, and a
-/// different folder would be recorded without being trained on.
-pub fn recorded_data_path(given: &[String], data: &Path) -> Result<String> {
+/// The one data set a run trains on, from `--data` (`data`) and the reference's `data_paths`
+/// (`given`); `None` when neither names one. Both given, they must name the same folder: a
+/// different one would be recorded without being trained on. Several folders (the reference
+/// trains on their concatenation) are not implemented.
+pub fn named_data_set(given: &[String], data: Option<&Path>) -> Result<Option<PathBuf>> {
     let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    let same = |p: &Path| match (p.canonicalize(), data.canonicalize()) {
+    let same = |p: &Path, q: &Path| match (p.canonicalize(), q.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
-        _ => absolute(p) == absolute(data),
+        _ => absolute(p) == absolute(q),
     };
-    match given {
-        [] => {}
-        [one] if same(Path::new(one)) => {}
-        [one] => bail!(
+    match (given, data) {
+        ([], d) => Ok(d.map(Path::to_path_buf)),
+        ([one], None) => Ok(Some(PathBuf::from(one))),
+        ([one], Some(d)) if same(Path::new(one), d) => Ok(Some(d.to_path_buf())),
+        ([one], Some(d)) => bail!(
             "data_paths={one} names another data set than --data {}: trm trains on --data and records it; drop data_paths or make the two the same",
-            data.display()
+            d.display()
         ),
-        many => bail!(
-            "data_paths names {} data sets ({}); trm trains on one data set (--data): training on several at once, as the reference can, is not implemented",
+        (many, _) => bail!(
+            "data_paths names {} data sets ({}); trm trains on one data set: training on several at once, as the reference can, is not implemented",
             many.len(),
             many.join(", ")
         ),
     }
-    Ok(absolute(data).display().to_string())
 }
 
 /// How a run walks its data: this rank's sampler, the iterations, the steps.

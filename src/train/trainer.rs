@@ -34,7 +34,7 @@ use crate::step::supervision::{MicroBatches, Ropes, micro_batch_step};
 use crate::step::update::{Learner, NonFinite, StepHyper, apply_gradients};
 use crate::store::checkpoint::TrainState;
 use crate::store::config::TrainConfig;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -393,16 +393,11 @@ fn open_run_log<B: burn::prelude::Backend>(
     let open_run = || -> Result<MetricsLog> {
         // Copied into the run (eval, solve and the ARC submission name puzzles by it); one that
         // is there but unreadable is an error, never left out. Read before anything is written.
-        let ids_file = job.data.join("identifiers.json");
-        let ids = if ids_file.exists() {
-            Some(format::read_identifiers(&job.data).with_context(|| format!("{}: a JSON list of identifier names", ids_file.display()))?)
-        } else {
-            None
-        };
+        let ids = if job.data.join("identifiers.json").exists() { Some(format::read_identifiers(&job.data)?) } else { None };
         // A run folder trm made: a new run may start over it while it holds no checkpoint
         // (`setup::open_state`). demo's and adapt's folders keep their own mark.
         if !job.out.join(crate::util::fs::MADE_BY).exists() {
-            crate::util::fs::write_atomic(&job.out.join(crate::util::fs::MADE_BY), super::setup::TRAIN_MAKER.as_bytes())?;
+            crate::util::fs::write_atomic(&job.out.join(crate::util::fs::MADE_BY), b"trm train")?;
         }
         crate::util::fs::write_atomic(&job.out.join("config.toml"), cfg.to_toml().as_bytes())?;
         if let Some(ids) = ids {

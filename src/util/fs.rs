@@ -179,6 +179,17 @@ pub fn drop_stale_arc_tasks(out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Makes `data` and `run` (`OUT/data`, `OUT/run` of `trm demo` and `trm adapt`) empty folders for
+/// `maker`: both are checked before either changes, and a data folder that an older trm wrote
+/// unmarked is claimed first (`claim_unmarked_data_folder`).
+pub fn fresh_own_data_and_run(data: &Path, run: &Path, maker: &str) -> Result<()> {
+    claim_unmarked_data_folder(data, run, maker)?;
+    check_own_folder(data, maker)?;
+    check_own_folder(run, maker)?;
+    fresh_own_folder(data, maker)?;
+    fresh_own_folder(run, maker)
+}
+
 /// Marks as `maker`'s an unmarked data folder that `maker` wrote before its data folders were
 /// marked (trm before 2026-12-05): the run folder beside it is `maker`'s and it holds nothing but
 /// a data set's entries. Anything else is left for `check_own_folder` to refuse.
