@@ -191,4 +191,20 @@ fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("ARC pass@k (test)"), "ARC chart");
     assert!(page.contains(r##"fill="#000000""##), "ARC palette: background colour 0 is black");
+
+    // 7. Identifier names that do not match the model are refused before anything runs: a run's
+    // identifiers.json with names past its puzzle table, and an empty one beside a bare file
+    // (identifier 0 is the blank one, so a new task would have taken it).
+    let ckpt = checkpoint::resolve(&r.run).unwrap();
+    let model_ids = checkpoint::read_state_json(&ckpt).unwrap().model.num_puzzle_identifiers;
+    for f in [ckpt.join("identifiers.json"), r.run.join("identifiers.json")].iter().filter(|f| f.exists()) {
+        let mut names: Vec<String> = serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
+        names.extend(["x".to_string(), "y".to_string(), "z".to_string()]);
+        std::fs::write(f, serde_json::to_string(&names).unwrap()).unwrap();
+    }
+    let e = format!("{:#}", trm::store::arc_model::open_arc(&r.run, None, &[], None).err().unwrap());
+    assert!(e.contains(&format!("identifiers.json names {} puzzle identifiers, the model has {model_ids}", model_ids + 3)), "{e}");
+    std::fs::write(bare_dir.join("identifiers.json"), "[]").unwrap();
+    let e = format!("{:#}", trm::store::arc_model::open_arc(&bare, None, &[], None).err().unwrap());
+    assert!(e.contains("no identifiers"), "{e}");
 }

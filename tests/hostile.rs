@@ -554,3 +554,74 @@ fn data_inspect_checks_every_file() {
     let (ok, out) = trm(&[os("data".as_ref()), "inspect".as_ref(), os(&data)]);
     assert!(!ok && out.contains("test/all__inputs.npy"), "{out}");
 }
+
+/// Numbers in well-formed files that would index past one of the model's tables are refused
+/// where the file is read, naming the file and the field, never a panic at the first step: a
+/// data set's padding token, a checkpoint's Adam moments, a data set or a puzzle of another
+/// kind for the model (`trm report`, `trm solve`).
+#[test]
+fn numbers_that_index_the_model_are_checked_where_they_are_read() {
+    let d = tempfile::tempdir().unwrap();
+    let (data, run) = (d.path().join("data"), d.path().join("run"));
+    common::tiny_data(&data);
+    let mut args: Vec<String> = ["train", "--config", "sudoku-tiny", "--quiet", "--threads", "1", "--data"].map(String::from).to_vec();
+    args.push(data.display().to_string());
+    args.extend(common::TINY.iter().map(|s| s.to_string()));
+    args.extend(["max_steps=2", "--out"].map(String::from));
+    args.push(run.display().to_string());
+    let (ok, out) = trm(&args);
+    assert!(ok, "{out}");
+
+    // dataset.json: a padding token outside the vocabulary, read by eval (it used to panic in the
+    // first batch's embedding lookup).
+    let meta = data.join("test/dataset.json");
+    let good = std::fs::read_to_string(&meta).unwrap();
+    let mut js: serde_json::Value = serde_json::from_str(&good).unwrap();
+    js["pad_id"] = 99.into();
+    std::fs::write(&meta, js.to_string()).unwrap();
+    let (ok, out) = trm(&[os("eval".as_ref()), "--checkpoint".as_ref(), os(&run), "--data".as_ref(), os(&data)]);
+    assert!(!ok && out.contains("test/dataset.json: pad_id 99 is outside the vocabulary 0..11"), "{out}");
+
+    // The same data set declaring a wider vocabulary (its tokens still fit): the report refuses to
+    // draw it with the model.
+    js["pad_id"] = 0.into();
+    js["vocab_size"] = 12.into();
+    std::fs::write(&meta, js.to_string()).unwrap();
+    let html = d.path().join("report.html");
+    let (ok, out) = trm(&[
+        os("report".as_ref()),
+        "--run".as_ref(),
+        os(&run),
+        "--data".as_ref(),
+        os(&data),
+        "--out".as_ref(),
+        os(&html),
+        "--no-png".as_ref(),
+    ]);
+    assert!(!ok && out.contains("seq_len 81 / vocab 12 do not match the model's 81 / 11"), "{out}");
+    std::fs::write(&meta, good).unwrap();
+
+    // A Sudoku model given a 9x9 maze: 81 tokens, but from the maze's vocabulary.
+    let maze = common::write(
+        d.path(),
+        "maze.txt",
+        "#########\n#S      #\n# ##### #\n#     # #\n##### # #\n#     # #\n# ##### #\n#      G#\n#########\n",
+    );
+    let (ok, out) = trm(&[os("solve".as_ref()), "--checkpoint".as_ref(), os(&run), "--maze".as_ref(), os(&maze)]);
+    assert!(!ok && out.contains("the model reads sequences of 81 tokens from a vocabulary of 11"), "{out}");
+
+    // An Adam moment of another shape than its weight (it used to panic in the first update).
+    let ckpt = trm::store::checkpoint::resolve(&run).unwrap();
+    let state = ckpt.join("state.safetensors");
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = trm::util::tensors::read_safetensors(&state)
+        .unwrap()
+        .into_iter()
+        .map(|(k, t)| if k.starts_with("adam_m.lm_head") { (k, vec![4], vec![0.0; 4]) } else { (k, t.shape.clone(), t.f32s()) })
+        .collect();
+    trm::util::tensors::write_safetensors(&state, &tensors, None).unwrap();
+    std::fs::remove_file(ckpt.join("SHA256SUMS")).unwrap(); // as if edited by hand
+    let mut resume: Vec<String> = ["train", "--resume", "--quiet", "--threads", "1", "--out"].map(String::from).to_vec();
+    resume.push(run.display().to_string());
+    let (ok, out) = trm(&resume);
+    assert!(!ok && out.contains("`adam_m.lm_head.weight` has shape [4], its weight has"), "{out}");
+}

@@ -46,13 +46,17 @@ pub struct AdaptArgs {
     /// Reference-style overrides, e.g. --set puzzle_emb_lr=0.05
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Seed of the augmentations built for the new tasks and of the tuning run (batch order, halting
+    /// exploration)
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// cpu, torch-cpu, cuda[:N] (libtorch), cubecl[:N] or cubecl-unfused[:N]
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
+    /// CPU threads [default: all cores]
     #[arg(long, value_parser = super::threads)]
     pub threads: Option<usize>,
+    /// No progress bar or per-step lines
     #[arg(long)]
     pub quiet: bool,
 }

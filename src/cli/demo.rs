@@ -24,8 +24,8 @@ pub const PUBLISHED: &str = "53..7....6..195....98....6.8...6...34..8.3..17...2.
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
-    /// Optimiser steps to train (batch 64): the work budget. About 4 minutes on a quiet 2-core
-    /// machine; a slower one takes longer and ends with the same model
+    /// Optimiser steps to train (batch 64): the work budget. 4 to 14 minutes on a quiet 2-core
+    /// machine, by its speed; a slower one takes longer and ends with the same model
     #[arg(long, default_value_t = DEMO_STEPS, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub steps: u64,
     /// Optional cap on the training time in minutes; if it stops training before --steps, the
@@ -96,8 +96,8 @@ fn generate_puzzles(a: &DemoArgs, data: &Path) -> Result<usize> {
 fn train_model(a: &DemoArgs, data: &Path, run: &Path) -> Result<u64> {
     let cap = a.minutes.map(|m| format!(", capped at {m:.1} minutes")).unwrap_or_default();
     println!(
-        "[2/6] training a small TRM on the CPU for {} optimiser steps (preset `demo`{cap}); about 4 minutes on a quiet \
-         2-core machine, longer on a slower or busy one (the bar's eta is this machine's estimate)",
+        "[2/6] training a small TRM on the CPU for {} optimiser steps (preset `demo`{cap}); 4 to 14 minutes on a quiet \
+         2-core machine, by its speed, and longer on a busy one (the bar's eta is this machine's estimate)",
         a.steps
     );
     let cfg = config::resolve("demo", &[format!("seed={}", a.seed), format!("max_steps={}", a.steps)])?;

@@ -20,6 +20,7 @@ pub struct InfoArgs {
     /// Overrides as the reference's hydra command line writes them: `arch=hrm arch.L_cycles=4`
     #[arg(value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
+    /// Override a configuration key, as the positional KEY=VALUE overrides do
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// Data set folder (its sequence length, vocabulary and identifiers); else --shape

@@ -95,7 +95,7 @@ impl Precision {
     name = "trm",
     version,
     about = "Tiny Recursive Models: build data sets, train, evaluate and solve puzzles",
-    before_help = "Start here: `trm demo` (the whole pipeline in about 5 minutes on a CPU), or \
+    before_help = "Start here: `trm demo` (the whole pipeline in 4 to 14 minutes on a 2-core CPU), or \
 `trm solve --sudoku '53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79'` (the bundled model).",
     after_help = "Environment variables (all optional): RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT (torchrun, trm launch); \
 SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID (srun); TRM_RENDEZVOUS_PORT, TRM_RENDEZVOUS_TIMEOUT, TRM_RENDEZVOUS_TOKEN, TRM_NCCL_LIB (docs/distributed.md); TRM_CPU_BF16, \
@@ -143,7 +143,7 @@ trm solve --sudoku '53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....
 trm adapt --checkpoint runs/arc1 --tasks new_challenges.json --out runs/adapt")]
     Adapt(adapt::AdaptArgs),
     /// The whole pipeline on a laptop CPU: generate Sudoku, train for minutes, evaluate, solve one
-    #[command(after_help = "Example: trm demo   (about 5 minutes on a quiet 2-core machine; everything goes to runs/demo)")]
+    #[command(after_help = "Example: trm demo   (4 to 14 minutes on a quiet 2-core machine, by its speed; everything goes to runs/demo)")]
     Demo(demo::DemoArgs),
     /// Write an HTML report of a run: curves, and test puzzles solved step by step (+ PNG charts)
     #[command(after_help = "Example (after `trm demo`): trm report --run runs/demo/run --out runs/demo/report-again.html")]

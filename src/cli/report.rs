@@ -29,6 +29,7 @@ pub struct ReportArgs {
     /// Do not write the PNG charts
     #[arg(long)]
     pub no_png: bool,
+    /// CPU threads [default: all cores]
     #[arg(long, value_parser = super::threads)]
     pub threads: Option<usize>,
 }

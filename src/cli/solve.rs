@@ -22,6 +22,8 @@ pub struct SolveArgs {
     /// [default: the reference's all_config.yaml beside the file]
     #[arg(long)]
     pub config: Option<String>,
+    /// Override an architecture key for a bare weights file (arch.*, loss_type), e.g.
+    /// --set arch.halt_max_steps=32
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// An 81-character Sudoku, row by row, `.` or `0` for blanks
@@ -289,12 +291,21 @@ fn solve_on<B: burn::prelude::Backend>(
     input: &[u8],
     device: &B::Device,
 ) -> Result<()> {
+    if input.len() != model.seq_len || model.vocab_size != puzzle.vocab() {
+        bail!(
+            "{}: the model reads sequences of {} tokens from a vocabulary of {}, and a {} of this size is {} tokens from {} \
+             (a model of another puzzle kind or size?)",
+            file.display(),
+            model.seq_len,
+            model.vocab_size,
+            puzzle.name(),
+            input.len(),
+            puzzle.vocab()
+        );
+    }
     let (params, table) = checkpoint::load_model::<B>(file, model, device)?;
     let w = Weights::from_named(model, params)?;
     let steps = a.steps.unwrap_or(model.arch.halt_max_steps);
-    if input.len() != model.seq_len {
-        bail!("the model was trained on sequences of {} tokens, this {} has {}", model.seq_len, puzzle.name(), input.len());
-    }
     let m = Loaded { cfg: model, w: &w, table: table.as_ref() };
     if a.views.is_some() {
         anyhow::ensure!(!a.halt, "--views stops when an answer checks; --halt (the model's own halting) does not combine with it");

@@ -18,8 +18,9 @@ use std::sync::Arc;
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// Preset name (sudoku-mlp, sudoku-att, maze, arc1, arc2, sudoku-tiny, demo) or a TOML file
-    /// [default: sudoku-tiny; not read with --resume]
+    /// Preset name (sudoku-mlp, sudoku-att, maze, arc1, arc2, hrm-sudoku, hrm-maze, hrm-arc1, the
+    /// paper's table rows paper-t1-* .. paper-t5-*, sudoku-tiny, demo: `trm info --list`) or a
+    /// TOML file [default: sudoku-tiny; not read with --resume]
     #[arg(long)]
     pub config: Option<String>,
     /// Data set folder (train/ and test/ in the reference layout) [default: the reference's
@@ -40,7 +41,8 @@ pub struct TrainArgs {
     /// (max_steps, checkpoint and evaluation settings, learning rates), others are refused
     #[arg(long)]
     pub resume: bool,
-    /// Start from the weights of a checkpoint (folder or model.safetensors)
+    /// Start from the weights of a checkpoint (a run or checkpoint folder, a model.safetensors, or
+    /// a reference torch.save file)
     #[arg(long)]
     pub init_from: Option<PathBuf>,
     /// cpu, torch-cpu (libtorch on the CPU), cuda[:N] (libtorch on a GPU), cubecl[:N] or cubecl-unfused[:N] (burn's CUDA backend)
@@ -229,6 +231,8 @@ pub struct EvalArgs {
     /// [default: the reference's all_config.yaml beside the file]
     #[arg(long)]
     pub config: Option<String>,
+    /// Override an architecture key for a bare weights file (arch.*, loss_type), e.g.
+    /// --set arch.halt_max_steps=32
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// Print the metrics as JSON
@@ -249,6 +253,7 @@ pub struct EvalArgs {
     /// cpu, torch-cpu, cuda[:N] (libtorch), cubecl[:N] or cubecl-unfused[:N]
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
+    /// CPU threads [default: all cores]
     #[arg(long, value_parser = super::threads)]
     pub threads: Option<usize>,
 }
@@ -273,7 +278,7 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
         a.data.display()
     );
     let m = EvalModel::open(a, &test)?;
-    check_data_fits(a, &test, &m.model)?;
+    crate::eval::evaluate::check_data_fits(&a.data, &test, &m.model)?;
     let (params, table) = checkpoint::load_model::<B>(&m.file, &m.model, device)?;
     let w = Weights::from_named(&m.model, params)?;
     let steps = a.steps.unwrap_or(m.model.arch.halt_max_steps);
@@ -348,28 +353,6 @@ impl EvalModel {
 }
 
 /// The test split speaks the model's vocabulary and has no puzzle the model has no embedding for.
-fn check_data_fits(a: &EvalArgs, test: &format::Split, model: &crate::model::config::ModelConfig) -> Result<()> {
-    if test.metadata.seq_len != model.seq_len || test.metadata.vocab_size != model.vocab_size {
-        bail!(
-            "{}: seq_len {} / vocab {} do not match the model's {} / {}",
-            a.data.display(),
-            test.metadata.seq_len,
-            test.metadata.vocab_size,
-            model.seq_len,
-            model.vocab_size
-        );
-    }
-    let max_id = test.sets.iter().flat_map(|(_, s)| s.puzzle_identifiers.iter().copied()).max().unwrap_or(0);
-    if max_id as usize >= model.num_puzzle_identifiers {
-        bail!(
-            "{}: puzzle identifier {max_id} is beyond the model's {} (a data set built for another model? `trm adapt` makes one for new tasks)",
-            a.data.display(),
-            model.num_puzzle_identifiers
-        );
-    }
-    Ok(())
-}
-
 /// ARC: writes the two-attempt submission (beside the model unless --submission names a file)
 /// and returns the voted pass@k.
 fn write_arc_submission(a: &EvalArgs, m: &EvalModel, v: ArcEval) -> Result<crate::eval::arc_vote::ArcScore> {

@@ -179,6 +179,8 @@ impl Task {
 /// Parses one task object `{"train": [{input, output}], "test": [{input[, output]}]}`.
 pub fn task_from_json(name: &str, v: &Value, solutions: Option<(&Value, &str)>, what: &str) -> Result<Task> {
     let at = format!("{what}: task {name}");
+    // `|||` separates a task's name from its augmentation in identifier names (`parse_name`).
+    anyhow::ensure!(!name.contains("|||"), "{at}: a task name may not contain `|||` (it separates the augmentation in identifiers)");
     // Errors in a solution grid name the solutions file, not the challenges file.
     let sol_at = solutions.map(|(_, file)| format!("{file}: task {name}")).unwrap_or_default();
     let list =
@@ -453,5 +455,8 @@ mod tests {
         let v: Value = serde_json::json!({"train": [{"input": [[1, 12]], "output": [[1]]}], "test": []});
         let e = format!("{:#}", task_from_json("t3", &v, None, "f.json").unwrap_err());
         assert!(e.contains("cell (0, 1)"), "{e}");
+        let v: Value = serde_json::json!({"train": [{"input": [[1]], "output": [[1]]}], "test": [{"input": [[1]]}]});
+        let e = format!("{:#}", task_from_json("x|||t1|||0123456789", &v, None, "f.json").unwrap_err());
+        assert!(e.contains("f.json: task x|||t1|||0123456789: a task name may not contain `|||`"), "{e}");
     }
 }

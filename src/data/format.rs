@@ -135,7 +135,47 @@ pub fn read_identifiers(dir: &Path) -> Result<Vec<String>> {
 }
 
 pub fn read_metadata(split_dir: &Path) -> Result<Metadata> {
-    crate::util::fs::read_json(&split_dir.join("dataset.json"))
+    let file = split_dir.join("dataset.json");
+    let m: Metadata = crate::util::fs::read_json(&file)?;
+    m.check().with_context(|| file.display().to_string())?;
+    Ok(m)
+}
+
+/// The largest sequence a data set may declare: far above the field's (ARC's 900), small enough
+/// that every size computed from it stays in range.
+pub const MAX_SEQ_LEN: usize = 1 << 20;
+
+impl Metadata {
+    /// The fields' ranges: tokens are bytes on disk, identifiers are int32, and the padding
+    /// token and blank identifier fill rows of every batch, so they must index the model's
+    /// tables.
+    fn check(&self) -> Result<()> {
+        ensure!((1..=256).contains(&self.vocab_size), "vocab_size {} is outside 1..=256 (tokens are stored as bytes)", self.vocab_size);
+        ensure!((1..=MAX_SEQ_LEN).contains(&self.seq_len), "seq_len {} is outside 1..={MAX_SEQ_LEN}", self.seq_len);
+        ensure!(
+            self.num_puzzle_identifiers <= i32::MAX as usize,
+            "num_puzzle_identifiers {} does not fit the int32 identifiers",
+            self.num_puzzle_identifiers
+        );
+        ensure!(
+            (0..self.vocab_size as i64).contains(&(self.pad_id as i64)),
+            "pad_id {} is outside the vocabulary 0..{}",
+            self.pad_id,
+            self.vocab_size
+        );
+        let ids = self.num_puzzle_identifiers.max(1) as i64;
+        ensure!(
+            (0..ids).contains(&(self.blank_identifier_id as i64)),
+            "blank_identifier_id {} is outside the identifiers 0..{ids}",
+            self.blank_identifier_id
+        );
+        ensure!(
+            self.mean_puzzle_examples.is_finite() && self.mean_puzzle_examples >= 0.0,
+            "mean_puzzle_examples {} is not a non-negative number",
+            self.mean_puzzle_examples
+        );
+        Ok(())
+    }
 }
 
 /// A split read from disk: metadata plus one `SplitData` per set (the reference allows several).

@@ -21,8 +21,13 @@ fn read_any<T: npyz::Deserialize>(path: &Path) -> Result<Array<T>> {
         bail!("{}: Fortran-ordered arrays are not supported", path.display());
     }
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
     let dtype = npy.dtype().descr();
     let data = npy.into_vec::<T>().with_context(|| format!("{}: unexpected dtype {dtype} or truncated data", path.display()))?;
+    // npyz's element count wraps on a crafted shape (Cargo.toml keeps that so in debug builds).
+    if count != Some(data.len()) {
+        bail!("{}: the header's shape {shape:?} does not match the {} elements the file holds", path.display(), data.len());
+    }
     Ok(Array { shape, data })
 }
 
@@ -31,6 +36,8 @@ fn read_any<T: npyz::Deserialize>(path: &Path) -> Result<Array<T>> {
 pub fn read_u8(path: &Path) -> Result<Array<u8>> {
     match read_any::<u8>(path) {
         Ok(a) => Ok(a),
+        // A byte array that cannot be read is reported as such, not as a failed wider read.
+        Err(e) if descr(path).is_ok_and(|d| d.trim_matches('\'') == "|u1") => Err(e),
         Err(_) => {
             let wide = read_i64_lossless(path)?;
             let mut data = Vec::with_capacity(wide.data.len());
@@ -43,6 +50,13 @@ pub fn read_u8(path: &Path) -> Result<Array<u8>> {
             Ok(Array { shape: wide.shape, data })
         }
     }
+}
+
+/// The element type a .npy header declares (numpy's type string).
+fn descr(path: &Path) -> Result<String> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let npy = npyz::NpyFile::new(BufReader::new(file)).with_context(|| format!("{}: not a valid .npy file", path.display()))?;
+    Ok(npy.dtype().descr())
 }
 
 fn read_i64_lossless(path: &Path) -> Result<Array<i64>> {
@@ -176,6 +190,22 @@ mod tests {
         assert_eq!(header("<i4", &[8641]), numpy("{'descr': '<i4', 'fortran_order': False, 'shape': (8641,), }", 57));
         assert_eq!(header("<i4", &[0]), numpy("{'descr': '<i4', 'fortran_order': False, 'shape': (0,), }", 60));
         assert_eq!(header("|u1", &[3, 81]), numpy("{'descr': '|u1', 'fortran_order': False, 'shape': (3, 81), }", 57));
+    }
+
+    /// A header whose shape overflows the element count, or claims far more elements than the
+    /// file holds, is an error (npyz's product wraps, in debug builds too: Cargo.toml), and
+    /// nothing is allocated from the claim.
+    #[test]
+    fn a_lying_shape_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        for shape in [[1usize << 32, 1 << 32], [1 << 59, 81], [u64::MAX as usize, 3]] {
+            let p = dir.path().join("lying.npy");
+            let mut bytes = header("|u1", &shape);
+            bytes.extend_from_slice(&[1, 2, 3]);
+            std::fs::write(&p, bytes).unwrap();
+            let e = format!("{:#}", read_u8(&p).unwrap_err());
+            assert!(e.starts_with(&p.display().to_string()) && !e.contains("i32"), "{e}");
+        }
     }
 
     #[test]

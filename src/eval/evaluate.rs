@@ -22,6 +22,32 @@ use burn::prelude::*;
 use serde::Serialize;
 use std::sync::Arc;
 
+/// Refuses a data set the model cannot read: another sequence length or vocabulary, or puzzle
+/// identifiers (including the blank one that pads batches) beyond the model's puzzle table.
+pub fn check_data_fits(data: &std::path::Path, test: &Split, model: &ModelConfig) -> Result<()> {
+    let m = &test.metadata;
+    if m.seq_len != model.seq_len || m.vocab_size != model.vocab_size {
+        anyhow::bail!(
+            "{}: seq_len {} / vocab {} do not match the model's {} / {} (a data set of another puzzle kind?)",
+            data.display(),
+            m.seq_len,
+            m.vocab_size,
+            model.seq_len,
+            model.vocab_size
+        );
+    }
+    let ids = test.sets.iter().flat_map(|(_, s)| s.puzzle_identifiers.iter().copied());
+    let max_id = ids.chain([m.blank_identifier_id]).max().unwrap_or(0);
+    if max_id as usize >= model.num_puzzle_identifiers.max(1) {
+        anyhow::bail!(
+            "{}: puzzle identifier {max_id} is beyond the model's {} (a data set built for another model? `trm adapt` makes one for new tasks)",
+            data.display(),
+            model.num_puzzle_identifiers
+        );
+    }
+    Ok(())
+}
+
 /// Normalised evaluation metrics.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalResult {

@@ -236,9 +236,20 @@ impl ModelConfig {
             ("arch.halt_max_steps", a.halt_max_steps, 1024),
             ("arch.puzzle_emb_len", a.puzzle_emb_len, 4096),
             ("arch.puzzle_emb_ndim", a.puzzle_emb_ndim, 1 << 20),
+            ("the data set's seq_len", self.seq_len, 1 << 20),
+            ("the data set's vocab_size", self.vocab_size, 1 << 16),
+            ("the data set's num_puzzle_identifiers", self.num_puzzle_identifiers, i32::MAX as usize),
         ] {
             ensure!(v <= max, "{key} {v} is above {max}, the largest trm builds");
         }
+        // The puzzle-embedding table is the one tensor whose size two such numbers multiply.
+        const MAX_TABLE: usize = 1 << 33;
+        ensure!(
+            self.num_puzzle_identifiers.saturating_mul(a.puzzle_emb_ndim) <= MAX_TABLE,
+            "a puzzle-embedding table of {} identifiers x {} (arch.puzzle_emb_ndim) is above {MAX_TABLE} numbers, the largest trm builds",
+            self.num_puzzle_identifiers,
+            a.puzzle_emb_ndim
+        );
         ensure!(a.expansion.is_finite() && a.expansion > 0.0, "arch.expansion must be a positive number, not {}", a.expansion);
         ensure!(a.expansion <= 64.0, "arch.expansion {} is above 64, the largest trm builds", a.expansion);
         ensure!(self.head_dim().is_multiple_of(2) || a.pos_encodings != PosEncoding::Rope, "RoPE needs an even head dim");
@@ -357,6 +368,20 @@ mod tests {
         assert_eq!(mk(Architecture::Hrm).total_len(), 82);
         assert_eq!(mk(Architecture::TransformersBaseline).total_len(), 82);
         assert_eq!(mk(Architecture::TransformersBaseline).attention_width(), 504);
+    }
+
+    /// Sizes from a data set or a checkpoint's state.json are bounded before any table is
+    /// allocated: an absurd one is an error, not an allocation failure that aborts.
+    #[test]
+    fn data_sizes_past_what_trm_builds_are_refused() {
+        let mk =
+            |seq_len, vocab_size, ids| ModelConfig { arch: Architecture::Trm.defaults(), seq_len, vocab_size, num_puzzle_identifiers: ids };
+        mk(900, 12, 1_000_000).validate().unwrap(); // ARC with 1000 augmentations: about 876,000 identifiers
+        let err = |c: ModelConfig| format!("{:#}", c.validate().unwrap_err());
+        assert!(err(mk(81, 1_000_000_000_000, 1)).contains("the data set's vocab_size 1000000000000 is above 65536"));
+        assert!(err(mk(usize::MAX, 11, 1)).contains("the data set's seq_len"));
+        assert!(err(mk(81, 11, 1 << 40)).contains("num_puzzle_identifiers"));
+        assert!(err(mk(81, 11, 100_000_000)).contains("a puzzle-embedding table of 100000000 identifiers x 512"));
     }
 
     #[test]

@@ -138,7 +138,7 @@ impl<B: Backend> Weights<B> {
         let mut map: std::collections::HashMap<String, Named<B>> = named.into_iter().map(|n| (n.name.clone(), n)).collect();
         let mut ordered = Vec::new();
         for (name, want) in expected_shapes(cfg) {
-            let n = map.remove(&name).ok_or_else(|| anyhow::anyhow!("missing weight `{name}`"))?;
+            let n = map.remove(&name).ok_or_else(|| missing_weight(cfg, &name, &map))?;
             anyhow::ensure!(n.shape == want, "weight `{name}` has shape {:?}, the config needs {:?}", n.shape, want);
             ordered.push(n.tensor);
         }
@@ -201,6 +201,22 @@ impl<B: Backend> Weights<B> {
     pub fn num_params(&self) -> usize {
         self.clone().into_named().iter().filter(|n| n.trainable).map(|n| n.shape.iter().product::<usize>()).sum()
     }
+}
+
+/// The error for a weight the configuration needs and the file lacks. One case gets its cause:
+/// a reference TRM file whose config carries a non-zero `H_layers`, which the reference's TRM
+/// ignores (its weights have no `H_level` network) and trm reads as the separate answer network.
+fn missing_weight<T>(cfg: &ModelConfig, name: &str, present: &std::collections::HashMap<String, T>) -> anyhow::Error {
+    let separate_answer_net = cfg.arch.name == super::architecture::Architecture::Trm && cfg.arch.h_layers > 0;
+    if separate_answer_net && name.starts_with("H_level.") && !present.keys().any(|k| k.starts_with("H_level.")) {
+        return anyhow::anyhow!(
+            "missing weight `{name}`: arch.H_layers={} makes trm build a separate answer network (H_level), and these \
+             weights have none. The reference's TRM ignores H_layers, so its files may carry any value there; load \
+             them with `--set arch.H_layers=0`",
+            cfg.arch.h_layers
+        );
+    }
+    anyhow::anyhow!("missing weight `{name}`")
 }
 
 /// Names and shapes of all tensors for a config, in `into_named` order.
@@ -297,6 +313,24 @@ pub fn init<B: Backend>(cfg: &ModelConfig, rng: &mut impl Rng, device: &B::Devic
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reference_trm_weights_under_a_nonzero_h_layers_name_the_fix() {
+        type B = burn::backend::Flex;
+        let mut cfg = crate::model::config::block_test_config(PosEncoding::Rope, false, 64, 4, 19);
+        let weights = init::<B>(&cfg, &mut crate::util::rng::derive(1, &[]), &Default::default()).into_named();
+        // The same weights, read under the config a reference file with `H_layers: 2` gives.
+        cfg.arch.h_layers = 2;
+        let Err(e) = Weights::<B>::from_named(&cfg, weights.clone()) else { panic!("H_level is missing") };
+        let err = format!("{e:#}");
+        assert!(err.contains("missing weight `H_level.layers.0.") && err.contains("--set arch.H_layers=0"), "{err}");
+        // Any other missing weight keeps the plain message.
+        cfg.arch.h_layers = 0;
+        let fewer: Vec<_> = weights.into_iter().filter(|n| n.name != "lm_head.weight").collect();
+        let Err(e) = Weights::<B>::from_named(&cfg, fewer) else { panic!("lm_head is missing") };
+        let err = format!("{e:#}");
+        assert_eq!(err, "missing weight `lm_head.weight`");
+    }
 
     #[test]
     fn trunc_normal_has_the_requested_std_and_bounds() {

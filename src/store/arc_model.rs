@@ -40,6 +40,8 @@ pub fn open_arc(spec: &Path, config: Option<&str>, set: &[String], identifiers: 
             );
         }
         let names: Vec<String> = crate::util::fs::read_json(&ids_path)?;
+        // Identifier 0 is the blank one that pads batches, never a task's.
+        anyhow::ensure!(!names.is_empty(), "{}: no identifiers (the first is the blank one, `<blank>`)", ids_path.display());
         let model =
             ModelConfig { arch: cfg.arch.clone(), seq_len: arc::SEQ_LEN, vocab_size: arc::VOCAB, num_puzzle_identifiers: names.len() };
         model.validate().with_context(|| format!("{}: model", spec.display()))?;
@@ -52,6 +54,13 @@ pub fn open_arc(spec: &Path, config: Option<&str>, set: &[String], identifiers: 
         let ckpt = checkpoint::resolve(spec)?;
         let state = checkpoint::read_state_json(&ckpt)?;
         let identifiers = checkpoint::read_identifiers(&ckpt)?;
+        anyhow::ensure!(
+            identifiers.len() == state.model.num_puzzle_identifiers,
+            "{}: identifiers.json names {} puzzle identifiers, the model has {}",
+            ckpt.display(),
+            identifiers.len(),
+            state.model.num_puzzle_identifiers
+        );
         ArcModel { config: state.config, model: state.model, weights: ckpt.join("model.safetensors"), identifiers, label: ckpt }
     };
     if m.model.seq_len != arc::SEQ_LEN || m.model.vocab_size != arc::VOCAB {

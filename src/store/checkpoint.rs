@@ -13,6 +13,7 @@
 //! after that, so a kill at any moment leaves the previous checkpoint usable. Non-finite weights
 //! are never written, so a diverged run cannot rotate away its last good checkpoint.
 
+pub use super::carry_rows::CarryRows;
 use super::config::TrainConfig;
 use super::integrity;
 use crate::backend::to_host_f32;
@@ -64,15 +65,6 @@ pub struct StateJson {
     pub carry: Option<CarryRows>,
     /// Whether model.safetensors holds the EMA weights.
     pub model_is_ema: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CarryRows {
-    pub steps: Vec<u32>,
-    pub halted: Vec<bool>,
-    pub inputs: Vec<i32>,
-    pub labels: Vec<i32>,
-    pub puzzle_ids: Vec<i32>,
 }
 
 fn named_entries<B: Backend>(prefix: &str, v: &[Named<B>]) -> Vec<(String, Vec<usize>, Vec<f32>)> {
@@ -432,15 +424,26 @@ pub fn load_state<B: Backend>(ckpt: &Path, device: &B::Device) -> Result<(StateJ
     adam.step = js.adam_step;
     if js.adam_step > 0 {
         for (i, n) in params.iter().enumerate().filter(|(_, n)| n.trainable) {
-            let m = map.get(&format!("adam_m.{}", n.name)).ok_or_else(|| anyhow!("{}: missing adam_m.{}", file.display(), n.name))?;
-            let v = map.get(&format!("adam_v.{}", n.name)).ok_or_else(|| anyhow!("{}: missing adam_v.{}", file.display(), n.name))?;
-            adam.m[i] = Some(tensor2(m, device));
-            adam.v[i] = Some(tensor2(v, device));
+            let moment = |kind: &str| {
+                let t = map.get(&format!("{kind}.{}", n.name)).ok_or_else(|| anyhow!("{}: missing {kind}.{}", file.display(), n.name))?;
+                anyhow::ensure!(
+                    t.shape == n.shape,
+                    "{}: `{kind}.{}` has shape {:?}, its weight has {:?}",
+                    file.display(),
+                    n.name,
+                    t.shape,
+                    n.shape
+                );
+                Ok(tensor2(t, device))
+            };
+            adam.m[i] = Some(moment("adam_m")?);
+            adam.v[i] = Some(moment("adam_v")?);
         }
     }
     let ema = if js.config.ema { Some(take_named::<B>(&map, "ema.", &like, device, &file)?) } else { None };
     let carry = match &js.carry {
         Some(rows) => {
+            rows.check(model, js.config.global_batch_size, &ckpt.join("state.json"))?;
             let want = [rows.steps.len(), model.total_len(), model.d()];
             let state = |key: &str| -> Result<Tensor<B, 3>> {
                 // Checkpoints written before the schedule refactor named TRM's states in lower case.

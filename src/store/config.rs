@@ -149,6 +149,14 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// Parses a hydra-style value: `True`/`False`, numbers, `[a,b]` lists, strings (`null`/`None`:
 /// `apply_overrides`, before this).
 fn parse_value(raw: &str) -> toml::Value {
+    parse_value_nested(raw, 0)
+}
+
+/// Lists nested deeper than this are kept as a string (which the key's type then refuses),
+/// so that `[[[[…` of any depth costs neither the stack nor quadratic time.
+const MAX_LIST_DEPTH: usize = 8;
+
+fn parse_value_nested(raw: &str, depth: usize) -> toml::Value {
     let v = raw.trim();
     match v {
         "True" | "true" => return toml::Value::Boolean(true),
@@ -158,8 +166,9 @@ fn parse_value(raw: &str) -> toml::Value {
     if let Ok(t) = format!("x = {v}").parse::<toml::Table>() {
         return t["x"].clone();
     }
-    if v.starts_with('[') && v.ends_with(']') {
-        let items = v[1..v.len() - 1].split(',').map(str::trim).filter(|s| !s.is_empty()).map(parse_value).collect();
+    if v.starts_with('[') && v.ends_with(']') && depth < MAX_LIST_DEPTH {
+        let items =
+            v[1..v.len() - 1].split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| parse_value_nested(s, depth + 1)).collect();
         return toml::Value::Array(items);
     }
     toml::Value::String(v.trim_matches('"').trim_matches('\'').to_string())
@@ -297,7 +306,17 @@ pub fn resolve(preset_or_file: &str, overrides: &[String]) -> Result<TrainConfig
     for note in apply_overrides(&mut base, overrides)? {
         eprintln!("note: {note}");
     }
-    from_table(base).with_context(|| format!("configuration `{preset_or_file}` with overrides {overrides:?}"))
+    from_table(base).with_context(|| {
+        // An override of any length is named, but only its start is quoted.
+        let shown: Vec<String> = overrides
+            .iter()
+            .map(|o| match o.char_indices().nth(80) {
+                Some((cut, _)) => format!("{}… ({} characters)", &o[..cut], o.chars().count()),
+                None => o.clone(),
+            })
+            .collect();
+        format!("configuration `{preset_or_file}` with overrides {shown:?}")
+    })
 }
 
 pub fn from_table(mut t: toml::Table) -> Result<TrainConfig> {
@@ -418,6 +437,14 @@ mod tests {
         for name in super::super::presets::names() {
             resolve(&name, &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         }
+    }
+
+    #[test]
+    fn deeply_nested_lists_are_an_error_not_a_stack_overflow() {
+        let deep = format!("lr={}1{}", "[".repeat(30_000), "]".repeat(30_000));
+        let e = format!("{:#}", resolve("sudoku-tiny", &[deep]).unwrap_err());
+        assert!(e.ends_with("lr: invalid type: sequence, expected f64") && e.contains("(60004 characters)") && e.len() < 400, "{e}");
+        assert_eq!(parse_value("[[1, 2], [3]]").to_string(), "[[1, 2], [3]]");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! identifiers (`arc_model.rs`).
 
 pub mod arc_model;
+pub mod carry_rows;
 pub mod checkpoint;
 pub mod config;
 pub mod hydra_config;

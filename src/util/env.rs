@@ -1,5 +1,6 @@
-//! Every environment variable trm reads, in one place (listed in `trm --help` and
-//! docs/distributed.md). Behaviour is otherwise chosen by command-line options.
+//! Every environment variable trm reads, in one place (listed in `trm --help` and README.md's
+//! "Environment variables"; the distributed ones in docs/distributed.md). Behaviour is
+//! otherwise chosen by command-line options.
 //!
 //! | variable | meaning |
 //! |---|---|
