@@ -3,6 +3,8 @@
 //! `trm train --config sudoku-mlp --data DIR arch.L_cycles=6 ema=True lr=1e-4`.
 //! Named presets live in `configs/` and are compiled into the binary (`presets.rs`).
 
+use super::overrides::arch_of;
+pub use super::overrides::{apply_overrides, data_paths_value, known_keys};
 use crate::model::architecture::Architecture;
 use crate::model::config::ArchConfig;
 use crate::step::optim::OptimizerKind;
@@ -108,179 +110,6 @@ impl Default for TrainConfig {
             keep_checkpoints: 2,
             batch_order: None,
             skip_nonfinite_batches: 0,
-        }
-    }
-}
-
-/// All valid dotted keys (the top-level defaults and every architecture's `arch.*` keys), for
-/// unknown-key errors.
-/// The keys whose value may be absent (`Option` fields); `KEY=null` (or `None`) empties one, except
-/// `eval_interval`, whose default is not empty.
-const OPTIONAL_KEYS: [&str; 8] =
-    ["run_name", "project_name", "max_steps", "eval_max_examples", "eval_batch_size", "micro_batch_size", "eval_interval", "batch_order"];
-
-pub fn known_keys() -> Vec<String> {
-    let t = toml::Table::try_from(TrainConfig::default()).expect("config serialises");
-    let mut out: Vec<String> = t.iter().filter(|(_, v)| !v.is_table()).map(|(k, _)| k.clone()).collect();
-    for arch in Architecture::ALL {
-        out.extend(arch.defaults_table().keys().map(|k| format!("arch.{k}")));
-    }
-    // Optional keys without a default value are not serialised: list them explicitly.
-    out.extend(OPTIONAL_KEYS.map(String::from));
-    out.push("arch".into());
-    out.sort();
-    out.dedup();
-    out
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.to_lowercase().chars().collect(), b.to_lowercase().chars().collect());
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for i in 1..=a.len() {
-        let mut cur = vec![i; b.len() + 1];
-        for j in 1..=b.len() {
-            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + (a[i - 1] != b[j - 1]) as usize);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-/// Parses a hydra-style value: `True`/`False`, numbers, `[a,b]` lists, strings (`null`/`None`:
-/// `apply_overrides`, before this).
-fn parse_value(raw: &str) -> toml::Value {
-    parse_value_nested(raw, 0)
-}
-
-/// Lists nested deeper than this are kept as a string (which the key's type then refuses),
-/// so that `[[[[…` of any depth costs neither the stack nor quadratic time.
-const MAX_LIST_DEPTH: usize = 8;
-
-fn parse_value_nested(raw: &str, depth: usize) -> toml::Value {
-    let v = raw.trim();
-    match v {
-        "True" | "true" => return toml::Value::Boolean(true),
-        "False" | "false" => return toml::Value::Boolean(false),
-        _ => {}
-    }
-    if let Ok(t) = format!("x = {v}").parse::<toml::Table>() {
-        return t["x"].clone();
-    }
-    if v.starts_with('[') && v.ends_with(']') && depth < MAX_LIST_DEPTH {
-        let items =
-            v[1..v.len() - 1].split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| parse_value_nested(s, depth + 1)).collect();
-        return toml::Value::Array(items);
-    }
-    toml::Value::String(v.trim_matches('"').trim_matches('\'').to_string())
-}
-
-/// The folders a `data_paths=...` value names (`[a,b]`, `"[a]"` or a bare `a`).
-pub fn data_paths_value(raw: &str) -> Vec<String> {
-    let v = raw.trim().trim_matches('"').trim_matches('\'');
-    match parse_value(v) {
-        toml::Value::Array(items) => items.iter().map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string)).collect(),
-        toml::Value::String(s) => vec![s],
-        other => vec![other.to_string()],
-    }
-}
-
-/// The architecture an `arch` table names (`trm` when it names none).
-fn arch_of(t: &toml::Table) -> Result<Architecture> {
-    match t.get("arch").and_then(|a| a.get("name")) {
-        None => Ok(Architecture::Trm),
-        Some(toml::Value::String(n)) => Architecture::parse(n)
-            .ok_or_else(|| anyhow!("unknown architecture `{n}` (arch= one of {})", Architecture::ALL.map(|a| a.name()).join(", "))),
-        Some(v) => bail!("arch.name must be a string, not {v}"),
-    }
-}
-
-/// Applies `key=value` overrides (reference names; `+key=value` as hydra's append is accepted).
-/// `arch=NAME` selects an architecture as hydra's config group does: when it differs from the
-/// preset's, the preset's `[arch]` block is replaced by NAME's defaults (a note lists what was
-/// dropped); `arch.*` overrides apply after it, wherever they stand on the command line.
-/// Returns notes for the user (what `arch=` replaced).
-pub fn apply_overrides(base: &mut toml::Table, overrides: &[String]) -> Result<Vec<String>> {
-    let mut notes = Vec::new();
-    let known = known_keys();
-    let mut pairs = Vec::new();
-    for ov in overrides {
-        let (key, value) = ov.split_once('=').ok_or_else(|| anyhow!("override `{ov}` is not key=value"))?;
-        pairs.push((key.trim().trim_start_matches('+'), value));
-    }
-    // Group selection first.
-    for (_, value) in pairs.iter().filter(|(k, _)| *k == "arch") {
-        let name = value.trim().trim_matches('"').trim_matches('\'');
-        let arch = Architecture::parse(name)
-            .ok_or_else(|| anyhow!("unknown architecture `arch={name}` (one of {})", Architecture::ALL.map(|a| a.name()).join(", ")))?;
-        if arch_of(base)? != arch {
-            let dropped: Vec<String> = base
-                .get("arch")
-                .and_then(|a| a.as_table())
-                .map(|a| a.iter().filter(|(k, _)| *k != "name").map(|(k, v)| format!("{k}={v}")).collect())
-                .unwrap_or_default();
-            if !dropped.is_empty() {
-                notes.push(format!(
-                    "arch={} replaces the preset's arch settings ({}) with its own defaults",
-                    arch.name(),
-                    dropped.join(", ")
-                ));
-            }
-            let mut t = toml::Table::new();
-            t.insert("name".into(), toml::Value::String(arch.name().into()));
-            base.insert("arch".into(), toml::Value::Table(t));
-        }
-    }
-    for (key, value) in pairs.into_iter().filter(|(k, _)| *k != "arch") {
-        if key == "arch.loss.loss_type" || key == "loss_type" {
-            set(base, "arch.loss_type", parse_value(value));
-            continue;
-        }
-        if key == "evaluators" || key == "data_paths_test" {
-            bail!(
-                "`{key}` is the reference's; trm does not take it: it picks the evaluator from the data set (ARC data: pass@k and a \
-                 submission; other data: none) and evaluates on the data set's test/ folder. Drop `{key}=...`"
-            );
-        }
-        if !known.iter().any(|k| k == key) {
-            let mut close: Vec<(usize, &String)> = known.iter().map(|k| (edit_distance(k, key), k)).collect();
-            close.sort();
-            let sugg: Vec<&str> = close.iter().take(3).filter(|(d, _)| *d <= key.len() / 2 + 2).map(|(_, k)| k.as_str()).collect();
-            bail!(
-                "unknown configuration key `{key}`{}",
-                if sugg.is_empty() { String::new() } else { format!(" (did you mean {}?)", sugg.join(", ")) }
-            );
-        }
-        if matches!(value.trim(), "null" | "None" | "~") {
-            // Hydra's empty value, for the keys that are empty by default (the table then lacks them).
-            if key == "eval_interval" {
-                bail!("eval_interval={}: to evaluate only at the end of the run, give eval_interval equal to epochs", value.trim());
-            }
-            if !OPTIONAL_KEYS.contains(&key) {
-                bail!("{key}={}: `{key}` cannot be empty; give it a value", value.trim());
-            }
-            base.remove(key);
-            continue;
-        }
-        let mut v = parse_value(value);
-        // `data_paths=dir` is a one-element list; numbers where floats are expected stay numbers.
-        if key == "data_paths" && !v.is_array() {
-            v = toml::Value::Array(vec![v]);
-        }
-        set(base, key, v);
-    }
-    Ok(notes)
-}
-
-fn set(t: &mut toml::Table, key: &str, v: toml::Value) {
-    match key.split_once('.') {
-        Some((head, rest)) => {
-            let sub = t.entry(head.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            if let toml::Value::Table(sub) = sub {
-                set(sub, rest, v);
-            }
-        }
-        None => {
-            t.insert(key.to_string(), v);
         }
     }
 }
@@ -444,7 +273,7 @@ mod tests {
         let deep = format!("lr={}1{}", "[".repeat(30_000), "]".repeat(30_000));
         let e = format!("{:#}", resolve("sudoku-tiny", &[deep]).unwrap_err());
         assert!(e.ends_with("lr: invalid type: sequence, expected f64") && e.contains("(60004 characters)") && e.len() < 400, "{e}");
-        assert_eq!(parse_value("[[1, 2], [3]]").to_string(), "[[1, 2], [3]]");
+        assert_eq!(super::super::overrides::parse_value("[[1, 2], [3]]").to_string(), "[[1, 2], [3]]");
     }
 
     #[test]

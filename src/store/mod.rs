@@ -9,5 +9,6 @@ pub mod checkpoint;
 pub mod config;
 pub mod hydra_config;
 pub mod integrity;
+pub mod overrides;
 pub mod presets;
 pub mod resume;
