@@ -2,6 +2,7 @@
 
 use crate::data::{arc, format, maze, sudoku};
 use anyhow::Result;
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -41,7 +42,7 @@ pub struct SudokuArgs {
     #[arg(long)]
     pub test_subsample: Option<usize>,
     /// Random validity-preserving shuffles per training puzzle (reference README: 1000)
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=super::limits::MAX_AUG).map(|v| v as usize))]
     pub num_aug: usize,
     /// Seed of every random choice (same seed, byte-identical output)
     #[arg(long, default_value_t = 0)]
@@ -88,7 +89,7 @@ pub struct ArcArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Augmentations per task (dihedral x colour permutation; reference: 1000)
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=super::limits::MAX_AUG).map(|v| v as usize))]
     pub num_aug: usize,
     /// Seed of every random choice
     #[arg(long, default_value_t = 42)]
@@ -117,7 +118,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value = "30")]
     pub givens: sudoku::Givens,
     /// Shuffled copies per training puzzle
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=super::limits::MAX_AUG).map(|v| v as usize))]
     pub num_aug: usize,
     /// Seed
     #[arg(long, default_value_t = 0)]
@@ -171,6 +172,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             for (flag, n) in [("--train", a.train), ("--test", a.test)] {
                 anyhow::ensure!(n <= 10_000_000, "{flag} {n}: at most 10,000,000 puzzles are generated at once");
             }
+            sudoku::check_size(a.train, a.num_aug)?;
             crate::util::fs::check_data_out(&a.out, a.force)?;
             if a.csv {
                 // The folder may hold the user's own CSVs (Sudoku-Extreme's train.csv): checked first.

@@ -29,6 +29,8 @@ pub mod limits {
     pub const MAX_ADAPT_STEPS: u64 = 1_000_000;
     /// trm report --puzzles: puzzles drawn step by step.
     pub const MAX_PUZZLES: u64 = 100;
+    /// trm data --num-aug: augmentations per puzzle or task (the reference uses 1000).
+    pub const MAX_AUG: u64 = 1_000_000;
 }
 
 /// `--precision` of `trm solve`, `eval`, `train` and `bench`: the CPU engine's matrix products.

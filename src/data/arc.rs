@@ -178,6 +178,16 @@ fn build_subsets(out: &Path, subsets: Vec<Vec<(Task, bool)>>, mut names: Vec<Str
         anyhow::ensure!(!t.train.is_empty(), "task {}: no train pairs, so its puzzle embedding would never be trained", t.name);
         anyhow::ensure!(!*is_test || !t.test.is_empty(), "task {}: no test pairs to evaluate", t.name);
     }
+    // The most examples a split can get (every augmentation found), against the format's int32
+    // offsets, before the augmentations are drawn.
+    let pairs: usize = subsets.iter().flatten().map(|(t, _)| t.train.len() + t.test.len()).sum();
+    if pairs.checked_mul(opt.num_aug + 1).is_none_or(|n| n > i32::MAX as usize) {
+        bail!(
+            "{pairs} pairs x (1 + --num-aug {}) examples may pass the {} examples the data format's int32 offsets hold: lower --num-aug",
+            opt.num_aug,
+            i32::MAX
+        );
+    }
     let seed = u32::try_from(opt.seed).context("--seed: the reference's numpy stream takes a seed in [0, 2^32)")?;
     let mut rng = LegacyRandom::new(seed);
     // 1-2. Shuffle each subset, then augment its tasks, in the reference's order (one stream).
@@ -294,6 +304,11 @@ fn write_split(
         }
         for &id in &group_ids[gi] {
             examples += np;
+            anyhow::ensure!(
+                examples <= i32::MAX as usize,
+                "more than {} examples in a split: past the data format's int32 offsets",
+                i32::MAX
+            );
             index.puzzle_indices.push(examples as i32);
             index.puzzle_identifiers.push(id);
         }

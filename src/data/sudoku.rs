@@ -163,6 +163,21 @@ pub fn subsample<T: Clone>(items: &[T], n: Option<usize>, seed: u64, stream: u64
     Ok(idx.into_iter().map(|i| items[i].clone()).collect())
 }
 
+/// Refuses a training split past the format's int32 offsets: `puzzles x (1 + num_aug)` examples
+/// (81 bytes each for inputs and again for labels: 350 GB at the limit, so a build this large
+/// could not finish anyway).
+pub fn check_size(puzzles: usize, num_aug: usize) -> Result<()> {
+    let examples = puzzles.checked_mul(num_aug + 1);
+    if examples.is_none_or(|n| n > i32::MAX as usize) {
+        anyhow::bail!(
+            "{puzzles} training puzzles x (1 + --num-aug {num_aug}) examples is past the {} examples the data format's int32 \
+             offsets hold: use fewer training puzzles (--subsample N; generate: --train N) or a smaller --num-aug",
+            i32::MAX
+        );
+    }
+    Ok(())
+}
+
 /// Builds one split: each puzzle a group of `1 + num_aug` single-example puzzles.
 pub fn build_split(puzzles: &[Puzzle], num_aug: usize, seed: u64, split_stream: u64) -> SplitData {
     let groups: Vec<Vec<Puzzle>> = puzzles
@@ -186,6 +201,7 @@ pub fn build_split(puzzles: &[Puzzle], num_aug: usize, seed: u64, split_stream: 
 
 /// Writes a complete Sudoku data set (train + test + identifiers.json) from puzzle lists.
 pub fn write_dataset(out: &Path, train: &[Puzzle], test: &[Puzzle], num_aug: usize, seed: u64) -> Result<(SplitData, SplitData)> {
+    check_size(train.len(), num_aug)?;
     let tr = build_split(train, num_aug, seed, 0);
     let te = build_split(test, 0, seed, 1);
     // As the reference: total_puzzles counts the original puzzles (= groups).
