@@ -546,6 +546,12 @@ fn data_inspect_checks_every_file() {
     common::tiny_data(&data);
     let (ok, out) = trm(&[os("data".as_ref()), "inspect".as_ref(), os(&data)]);
     assert!(ok && out.contains("every file checked"), "{out}");
+    // --show N: examples as text, question beside answer (a Sudoku answer is nine full rows).
+    let (ok, out) =
+        trm(&[os("data".as_ref()), "inspect".as_ref(), os(&data), "--show".as_ref(), "2".as_ref(), "--split".as_ref(), "test".as_ref()]);
+    assert!(ok && out.contains("test: 2 of 16 examples") && out.contains("example 8 (set all, puzzle 8, identifier 0 `<blank>`)"), "{out}");
+    let answers = out.lines().filter(|l| l.len() == 21 && l[12..].chars().all(|c| c.is_ascii_digit() && c != '0')).count();
+    assert_eq!(answers, 18, "{out}");
     let ids = data.join("identifiers.json");
     std::fs::write(&ids, r#"{"a": 1}"#).unwrap();
     let (ok, out) = trm(&[os("data".as_ref()), "inspect".as_ref(), os(&data)]);

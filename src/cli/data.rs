@@ -17,10 +17,17 @@ pub enum DataCommand {
     Arc(ArcArgs),
     /// The embedded default: generate unique-solution Sudoku puzzles (no download needed)
     Generate(GenerateArgs),
-    /// Print the statistics of a built data set folder
+    /// Check every file of a built data set folder, print its statistics, and with --show N
+    /// print N examples as text (question beside answer)
     Inspect {
         /// Data set folder (holding train/ and test/)
         dir: PathBuf,
+        /// Print N examples of --split, spread evenly over it, with their identifiers' names
+        #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=super::limits::MAX_PUZZLES).map(|v| v as usize))]
+        show: usize,
+        /// The split --show draws from
+        #[arg(long, default_value = "train", value_parser = ["train", "test"])]
+        split: String,
     },
 }
 
@@ -190,7 +197,14 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             }
             print_summary(&a.out)?;
         }
-        DataCommand::Inspect { dir } => inspect(&dir)?,
+        DataCommand::Inspect { dir, show, split } => {
+            inspect(&dir)?;
+            if show > 0 {
+                let s = format::read_dataset_split(&dir, &split)?;
+                let names = dir.join("identifiers.json").exists().then(|| format::read_identifiers(&dir)).transpose()?;
+                super::data_show::show(&s, &split, names.as_deref(), show);
+            }
+        }
     }
     eprintln!("done in {:.1}s", t0.elapsed().as_secs_f64());
     Ok(())

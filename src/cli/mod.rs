@@ -3,6 +3,7 @@
 pub mod adapt;
 pub mod bench;
 pub mod data;
+pub mod data_show;
 pub mod demo;
 pub mod export;
 pub mod info;
