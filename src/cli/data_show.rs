@@ -81,7 +81,7 @@ fn beside(a: &[String], b: &[String]) -> String {
     for i in 0..a.len().max(b.len()) {
         let left = a.get(i).map_or("", String::as_str);
         let right = b.get(i).map_or("", String::as_str);
-        out += &format!("{left:<width$}   {right}").trim_end().to_string();
+        out += format!("{left:<width$}   {right}").trim_end();
         out.push('\n');
     }
     out
