@@ -552,6 +552,15 @@ fn data_inspect_checks_every_file() {
     assert!(ok && out.contains("test: 2 of 16 examples") && out.contains("example 8 (set all, puzzle 8, identifier 0 `<blank>`)"), "{out}");
     let answers = out.lines().filter(|l| l.len() == 21 && l[12..].chars().all(|c| c.is_ascii_digit() && c != '0')).count();
     assert_eq!(answers, 18, "{out}");
+    // A build that stopped between two files leaves its marker: every reader refuses the set.
+    let marker = data.join(trm::data::format::BUILDING);
+    assert!(!marker.exists(), "a finished build removes its marker");
+    std::fs::write(&marker, "").unwrap();
+    let (ok, out) = trm(&[os("data".as_ref()), "inspect".as_ref(), os(&data)]);
+    assert!(!ok && out.contains("this data set's build did not finish") && out.contains("--force"), "{out}");
+    let (ok, out) = trm(&[os("train".as_ref()), "--data".as_ref(), os(&data), "--out".as_ref(), os(&d.path().join("run"))]);
+    assert!(!ok && out.contains("this data set's build did not finish"), "{out}");
+    std::fs::remove_file(&marker).unwrap();
     let ids = data.join("identifiers.json");
     std::fs::write(&ids, r#"{"a": 1}"#).unwrap();
     let (ok, out) = trm(&[os("data".as_ref()), "inspect".as_ref(), os(&data)]);

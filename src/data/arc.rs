@@ -230,6 +230,7 @@ fn build_subsets(out: &Path, subsets: Vec<Vec<(Task, bool)>>, mut names: Vec<Str
     }
 
     // 4. Serialise both splits (the test split's draws come last and move nothing: skipped).
+    let building = format::Building::start(out)?;
     let offsets = draw_offsets(&groups, &mut rng, opt.translate);
     let mut stats = [SplitStats { groups: 0, puzzles: 0, examples: 0 }; 2];
     for (split, name) in ["train", "test"].iter().enumerate() {
@@ -237,6 +238,7 @@ fn build_subsets(out: &Path, subsets: Vec<Vec<(Task, bool)>>, mut names: Vec<Str
     }
     format::write_identifiers(out, &names)?;
     crate::util::pyjson::write(&out.join("test_puzzles.json"), &crate::util::pyjson::Ordered(test_puzzles))?;
+    building.finish()?;
     Ok(BuildSummary { identifiers: names.len(), train: stats[0], test: stats[1], groups_below_full })
 }
 

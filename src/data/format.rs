@@ -123,6 +123,43 @@ pub fn write_index_arrays(split_dir: &Path, data: &SplitData) -> Result<()> {
     npy::write(&array_path(split_dir, "all", "group_indices"), &[gi.len()], gi)
 }
 
+/// The file a builder keeps in a data set folder while it writes (`trm data …`, and the data
+/// that `trm demo` and `trm adapt` build): each array is written atomically, but a build
+/// stopped between two of them (a kill, a full disk) would leave new arrays beside missing or
+/// old ones. Every reader refuses a folder that holds it, so such a set is never trained on.
+pub const BUILDING: &str = ".trm-building";
+
+/// A data set being built: the marker is written before the first array and removed by
+/// `finish` after the last file.
+pub struct Building(PathBuf);
+
+impl Building {
+    pub fn start(out: &Path) -> Result<Self> {
+        let marker = out.join(BUILDING);
+        let note = "trm is building this data set; this file is removed when the build ends. If the build is over, it did not \
+                    finish: rebuild the data set with --force.\n";
+        crate::util::fs::write_atomic(&marker, note.as_bytes())?;
+        Ok(Self(marker))
+    }
+    pub fn finish(self) -> Result<()> {
+        std::fs::remove_file(&self.0).with_context(|| format!("cannot remove {}", self.0.display()))
+    }
+}
+
+/// Refuses the split of a data set whose build did not finish (`BUILDING`).
+fn check_built(split_dir: &Path) -> Result<()> {
+    let marker = split_dir.parent().map(|d| d.join(BUILDING));
+    if let Some(m) = marker.filter(|m| m.exists()) {
+        bail!(
+            "{}: this data set's build did not finish ({} is there: the builder was stopped or failed); rebuild it with the \
+             same command and --force",
+            split_dir.parent().unwrap_or(split_dir).display(),
+            m.display()
+        );
+    }
+    Ok(())
+}
+
 /// Writes `identifiers.json` (index = identifier; index 0 is the blank identifier).
 pub fn write_identifiers(dir: &Path, names: &[String]) -> Result<()> {
     // As the reference's json.dump: one line, Python's separators.
@@ -135,6 +172,7 @@ pub fn read_identifiers(dir: &Path) -> Result<Vec<String>> {
 }
 
 pub fn read_metadata(split_dir: &Path) -> Result<Metadata> {
+    check_built(split_dir)?;
     let file = split_dir.join("dataset.json");
     let m: Metadata = crate::util::fs::read_json(&file)?;
     m.check().with_context(|| file.display().to_string())?;

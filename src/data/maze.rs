@@ -111,11 +111,13 @@ pub fn build(train_csv: &Path, test_csv: &Path, out: &Path, aug: bool) -> Result
             test[0].side
         );
     }
+    let building = format::Building::start(out)?;
     let tr = build_split(&train, aug);
     let te = build_split(&test, false);
     format::write_split(&out.join("train"), &tr, &tr.metadata(VOCAB, 1, tr.num_groups()))?;
     format::write_split(&out.join("test"), &te, &te.metadata(VOCAB, 1, te.num_groups()))?;
     format::write_identifiers(out, &["<blank>".to_string()])?;
+    building.finish()?;
     Ok((tr, te))
 }
 

@@ -202,12 +202,14 @@ pub fn build_split(puzzles: &[Puzzle], num_aug: usize, seed: u64, split_stream: 
 /// Writes a complete Sudoku data set (train + test + identifiers.json) from puzzle lists.
 pub fn write_dataset(out: &Path, train: &[Puzzle], test: &[Puzzle], num_aug: usize, seed: u64) -> Result<(SplitData, SplitData)> {
     check_size(train.len(), num_aug)?;
+    let building = format::Building::start(out)?;
     let tr = build_split(train, num_aug, seed, 0);
     let te = build_split(test, 0, seed, 1);
     // As the reference: total_puzzles counts the original puzzles (= groups).
     format::write_split(&out.join("train"), &tr, &tr.metadata(VOCAB, 1, tr.num_groups()))?;
     format::write_split(&out.join("test"), &te, &te.metadata(VOCAB, 1, te.num_groups()))?;
     format::write_identifiers(out, &["<blank>".to_string()])?;
+    building.finish()?;
     Ok((tr, te))
 }
 
