@@ -421,7 +421,9 @@ mod tests {
     #[test]
     fn a_device_not_built_is_a_clear_error() {
         let spec = DeviceSpec::Cubecl(0);
-        if !spec.built() {
+        if spec.built() {
+            eprintln!("skipped: this build has the cubecl engine, so there is no missing engine to refuse");
+        } else {
             let run = || -> Result<()> { with_backend!(spec, B, device => { let _: burn::tensor::Device<B> = device; Ok(()) }) };
             let e = run().unwrap_err().to_string();
             assert!(e.contains("cubecl") && e.contains("rebuild"), "{e}");

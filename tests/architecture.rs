@@ -26,9 +26,7 @@ fn modules() -> BTreeMap<String, String> {
                 if let Some(parent) = name.strip_suffix("::mod") {
                     name = parent.to_string();
                 }
-                let text = std::fs::read_to_string(&p).unwrap();
-                let code = text.split("#[cfg(test)]").next().unwrap().to_string();
-                out.insert(name, code);
+                out.insert(name, without_test_items(&std::fs::read_to_string(&p).unwrap()));
             }
         }
     }
@@ -40,22 +38,66 @@ fn modules() -> BTreeMap<String, String> {
     out
 }
 
+/// `code` without each item marked `#[cfg(test)]` (a `mod tests { … }`, a test helper): from the
+/// attribute to the item's `;`, or to the `}` that closes its first `{`.
+fn without_test_items(code: &str) -> String {
+    let mut out = String::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        out.push_str(&rest[..at]);
+        let item = &rest[at..];
+        let end = match (item.find('{'), item.find(';')) {
+            (Some(open), semi) if semi.is_none_or(|s| open < s) => {
+                let mut depth = 0;
+                item[open..].char_indices().find_map(|(i, c)| {
+                    depth += (c == '{') as i32 - (c == '}') as i32;
+                    (depth == 0).then_some(open + i + 1)
+                })
+            }
+            (_, Some(semi)) => Some(semi + 1),
+            _ => None,
+        };
+        rest = &item[end.unwrap_or(item.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The longest known module that `path` (a `::`-separated path) starts with.
 fn owner<'a>(path: &str, known: &'a BTreeMap<String, String>) -> Option<&'a String> {
     let parts: Vec<&str> = path.split("::").collect();
     (1..=parts.len()).rev().find_map(|k| known.get_key_value(&parts[..k].join("::")).map(|(k, _)| k))
 }
 
-/// Paths after `prefix` in `code`: `crate::a::b::C` gives `a::b::C`.
-fn paths_after<'a>(code: &'a str, prefix: &str) -> Vec<&'a str> {
-    code.match_indices(prefix)
-        .filter(|(i, _)| *i == 0 || !code.as_bytes()[i - 1].is_ascii_alphanumeric() && code.as_bytes()[i - 1] != b'_')
-        .map(|(i, _)| {
-            let rest = &code[i + prefix.len()..];
-            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')).unwrap_or(rest.len());
-            rest[..end].trim_end_matches(':')
-        })
-        .collect()
+/// Paths after `prefix` in `code`: `crate::a::b::C` gives `a::b::C`, and a group
+/// `crate::a::{b, c::D, self}` gives `a::b`, `a::c::D` and `a` (nested groups by their head).
+fn paths_after(code: &str, prefix: &str) -> Vec<String> {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = Vec::new();
+    for (i, _) in code.match_indices(prefix) {
+        if i > 0 && (ident(code.as_bytes()[i - 1] as char)) {
+            continue;
+        }
+        let rest = &code[i + prefix.len()..];
+        let end = rest.find(|c: char| !(ident(c) || c == ':')).unwrap_or(rest.len());
+        let base = rest[..end].trim_end_matches(':');
+        if rest[end..].starts_with('{') {
+            let group = &rest[end + 1..];
+            let close = group.find('}').unwrap_or(group.len());
+            for item in group[..close].split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let head = item.split(|c: char| !(ident(c) || c == ':')).next().unwrap_or("").trim_end_matches(':');
+                out.push(match (base.is_empty(), head) {
+                    (_, "self") => base.to_string(),
+                    (true, h) => h.to_string(),
+                    (false, h) => format!("{base}::{h}"),
+                });
+            }
+        } else {
+            out.push(base.to_string());
+        }
+    }
+    out.retain(|p| !p.is_empty());
+    out
 }
 
 fn graph() -> BTreeMap<String, BTreeSet<String>> {
@@ -63,7 +105,7 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (m, code) in &mods {
         let parent = m.rsplit_once("::").map_or("", |(p, _)| p);
-        let mut targets: Vec<String> = paths_after(code, "crate::").into_iter().map(String::from).collect();
+        let mut targets: Vec<String> = paths_after(code, "crate::");
         targets.extend(
             paths_after(code, "super::")
                 .into_iter()
@@ -135,6 +177,16 @@ fn folders_depend_only_downward() {
     for (x, y) in KNOWN_UPWARD {
         assert!(upward.iter().any(|(a, b, _)| a == x && b == y), "{x} -> {y} is gone: remove it from KNOWN_UPWARD");
     }
+}
+
+/// The scanner reads grouped imports and drops only the test items.
+#[test]
+fn the_scanner_reads_groups_and_skips_only_test_items() {
+    let code = "use crate::store::{config, presets::Preset, self};\nuse super::{a::B, c};\n#[cfg(test)]\nfn helper() { crate::x::y(); }\nuse crate::z::W;\n#[cfg(test)]\nmod tests { fn f() { if true { crate::t::u(); } } }\nfn g() { crate::after::tests(); }\n";
+    assert_eq!(paths_after(code, "crate::"), ["store::config", "store::presets::Preset", "store", "x::y", "z::W", "t::u", "after::tests"]);
+    assert_eq!(paths_after(code, "super::"), ["a::B", "c"]);
+    let kept = without_test_items(code);
+    assert_eq!(paths_after(&kept, "crate::"), ["store::config", "store::presets::Preset", "store", "z::W", "after::tests"]);
 }
 
 /// The scan itself finds a circle when there is one.

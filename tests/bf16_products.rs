@@ -150,6 +150,7 @@ fn training_with_bfloat16_products_resumes_exactly() {
         let (o, _) = run("refused", "bfloat16", 2, false);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success() && err.contains("--precision float32"), "{err}");
+        eprintln!("skipped: this CPU has neither AMX nor AVX512-BF16, so only the refusal is tested, not the exact resume");
         return;
     }
     let ok = |(o, out): (std::process::Output, std::path::PathBuf)| {

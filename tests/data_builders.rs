@@ -193,6 +193,15 @@ fn arc_build_small_is_consistent_and_invertible() {
         }
     }
     assert_eq!(puzzles_with_origin, tr.num_puzzles());
+    // ... and the others are moved: at the origin only that one per puzzle, plus the few whose
+    // drawn offset was (0, 0).
+    let all_at_origin = (0..tr.num_examples()).filter(|&e| at_origin(e)).count();
+    assert!(
+        all_at_origin <= tr.num_puzzles() + tr.num_examples() / 10 && all_at_origin < tr.num_examples(),
+        "{all_at_origin} of {} examples at the origin, {} puzzles",
+        tr.num_examples(),
+        tr.num_puzzles()
+    );
 }
 
 #[test]

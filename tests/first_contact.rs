@@ -32,10 +32,20 @@ fn a_missing_data_set_or_run_names_the_command_that_makes_one() {
     assert!(!ok && out.contains("trm train --out"), "{out}");
 }
 
+/// The command of `trm solve --help` (the bundled model, its default views), with `--json` to
+/// read the result: its answer checks, and it is the puzzle's one solution.
 #[test]
 fn the_example_in_solve_help_works_as_typed() {
     let (_, help) = trm(&["solve", "--help"]);
-    let puzzle = help.split("--sudoku '").nth(1).and_then(|s| s.split('\'').next()).expect("an example puzzle");
-    let (ok, out) = trm(&["solve", "--sudoku", puzzle, "--views", "4", "--steps", "8"]);
-    assert!(ok && out.contains("checked"), "{out}");
+    let example = help.split("Example").nth(1).and_then(|s| s.split("trm ").nth(1)).expect("an example command");
+    let puzzle = example.split("--sudoku '").nth(1).and_then(|s| s.split('\'').next()).expect("an example puzzle");
+    assert_eq!(example.trim(), format!("solve --sudoku '{puzzle}'"), "the example is one plain solve");
+    let o = Command::new(env!("CARGO_BIN_EXE_trm")).args(["solve", "--sudoku", puzzle, "--json"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let js: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(js["result"]["checked"], true, "{js}");
+    let grid = trm::data::sudoku_solver::parse_grid(puzzle).unwrap();
+    let solved = trm::data::sudoku_solver::solve(&grid, 2);
+    assert_eq!(solved.count, 1, "the example has one solution");
+    assert_eq!(js["answer"], trm::data::sudoku_solver::format_grid(&solved.solution.unwrap()), "{js}");
 }

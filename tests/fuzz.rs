@@ -88,13 +88,19 @@ fn in_file(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
 const CSV_TOKENS: &[&str] =
     &[",", "\n", "\"", "\r\n", ".", "0", "9", "10", "#", "S", "G", "o", " ", "question", "answer", "source", "rating"];
 
+/// Each seed is a valid input (asserted), so the mutations explore the accepted path and its edges.
 #[test]
 fn fuzz_sudoku_csv_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let g = "1.3.5.7.9".repeat(9);
-    let seed = format!("source,question,answer,rating\nx,{g},{},3\n", "123456789".repeat(9));
+    let q = ".47.5....6.9.3.4..53..........9..6.....3.6.82.....5.4.79...4..64.37......56.9....";
+    let a = "247659318689137425531482967874921653915346782362875149798514236423768591156293874";
+    let seed = format!("source,question,answer,rating\nx,{q},{a},3\n");
+    trm::data::sudoku::read_csv(&in_file(dir.path(), "s.csv", seed.as_bytes())).expect("the seed CSV reads");
+    trm::cli::solve::sudoku_tokens(q).expect("the seed puzzle reads");
     fuzz("sudoku csv", seed.as_bytes(), CSV_TOKENS, |b| {
         let _ = trm::data::sudoku::read_csv(&in_file(dir.path(), "s.csv", b));
+    });
+    fuzz("sudoku text", q.as_bytes(), CSV_TOKENS, |b| {
         let _ = trm::cli::solve::sudoku_tokens(&String::from_utf8_lossy(b));
     });
 }
@@ -103,8 +109,13 @@ fn fuzz_sudoku_csv_rows() {
 fn fuzz_maze_csv_rows_and_maze_files() {
     let dir = tempfile::tempdir().unwrap();
     let seed = "source,question,answer,rating\nx,\"# SG\",\"#oSG\",2\nx,\"S  G\",\"SooG\",1\n";
+    let maze = "#S#\n   \n#G#\n";
+    trm::data::maze::read_csv(&in_file(dir.path(), "m.csv", seed.as_bytes())).expect("the seed CSV reads");
+    trm::cli::solve::maze_tokens(&in_file(dir.path(), "m.txt", maze.as_bytes())).expect("the seed maze reads");
     fuzz("maze csv", seed.as_bytes(), CSV_TOKENS, |b| {
         let _ = trm::data::maze::read_csv(&in_file(dir.path(), "m.csv", b));
+    });
+    fuzz("maze file", maze.as_bytes(), CSV_TOKENS, |b| {
         let _ = trm::cli::solve::maze_tokens(&in_file(dir.path(), "m.txt", b));
     });
 }

@@ -117,7 +117,8 @@ fn train_resume_eval_and_solve_on_libtorch_cpu() {
 #[test]
 fn a_gpu_that_libtorch_does_not_see_is_a_clear_error() {
     if tch::Cuda::device_count() > 0 {
-        return; // a GPU machine: nothing to refuse
+        eprintln!("skipped: libtorch sees a GPU here, so there is no missing GPU to refuse");
+        return;
     }
     let o = Command::new(env!("CARGO_BIN_EXE_trm"))
         .args(["parity", "--device", "cuda", "tests/fixtures/hrm-small"])

@@ -261,7 +261,7 @@ fn weights_rebuilt_by_position_match_weights_rebuilt_by_name() {
         shuffled.reverse();
         let by_name = Weights::from_named(&c, shuffled).unwrap().into_named();
         let by_position = Weights::<B>::from_ordered(&c, named.iter().map(|n| n.tensor.clone()).collect()).into_named();
-        assert_eq!(by_name.len(), named.len(), "{overrides:?}");
+        assert_eq!((by_name.len(), by_position.len()), (named.len(), named.len()), "{overrides:?}");
         for ((a, b), n) in by_name.iter().zip(&by_position).zip(&named) {
             assert_eq!((&a.name, &a.shape), (&n.name, &n.shape), "{overrides:?}: order");
             assert_eq!((&b.name, &b.shape), (&n.name, &n.shape), "{overrides:?}: order");
@@ -273,5 +273,11 @@ fn weights_rebuilt_by_position_match_weights_rebuilt_by_name() {
         let Err(err) = Weights::from_named(&c, missing) else { panic!("{overrides:?}: a missing weight is refused") };
         let err = err.to_string();
         assert!(err.contains(&gone), "{err}");
+        let mut misshapen = named.clone();
+        let bad = &mut misshapen[1];
+        bad.shape = vec![bad.shape.iter().product::<usize>() + 1];
+        let Err(err) = Weights::from_named(&c, misshapen) else { panic!("{overrides:?}: a misshapen weight is refused") };
+        let err = err.to_string();
+        assert!(err.contains(&format!("weight `{gone}` has shape")), "{err}");
     }
 }

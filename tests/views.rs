@@ -223,6 +223,17 @@ fn eval_reports_scaled_accuracy_beside_the_plain_one() {
         let o = eval(&alone);
         assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--views"), "{alone:?}");
     }
+    // The same through the bundled model (no --checkpoint), which solves some of these puzzles:
+    // right equals checked when neither is 0.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
+        .args(["eval", "--json", "--limit", "6", "--views", "3", "--view-steps", "5", "--data"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["scaled"].clone();
+    let right = (s["exact_accuracy"].as_f64().unwrap() * 6.0).round() as u64;
+    assert!(right > 0 && right == s["checked"].as_u64().unwrap(), "{s}");
 }
 
 /// `trm solve --sudoku` without a checkpoint: the bundled model, with its default test-time

@@ -306,6 +306,7 @@ mod tests {
         let s = score(&v, &tasks, &[1, 2, 3, 1000]);
         // pass@1: A 1/2, B 0, C 0 -> 0.5/3; pass@2: A 1/2, B 1 -> 1.5/3; pass@3: A 1, B 1 -> 2/3
         let want = [(1, 0.5 / 3.0), (2, 1.5 / 3.0), (3, 2.0 / 3.0), (1000, 2.0 / 3.0)];
+        assert_eq!(s.pass_at.len(), want.len());
         for ((k, got), (wk, w)) in s.pass_at.iter().zip(want) {
             assert_eq!(*k, wk);
             assert!((got - w).abs() < 1e-12, "pass@{k}: {got} vs {w}");

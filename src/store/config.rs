@@ -3,8 +3,8 @@
 //! `trm train --config sudoku-mlp --data DIR arch.L_cycles=6 ema=True lr=1e-4`.
 //! Named presets live in `configs/` and are compiled into the binary (`presets.rs`).
 
-use super::overrides::arch_of;
-pub use super::overrides::{apply_overrides, data_paths_value, known_keys};
+pub use super::overrides::data_paths_value;
+use super::overrides::{OPTIONAL_KEYS, arch_of};
 use crate::model::architecture::Architecture;
 use crate::model::config::ArchConfig;
 use crate::step::optim::OptimizerKind;
@@ -112,6 +112,27 @@ impl Default for TrainConfig {
             skip_nonfinite_batches: 0,
         }
     }
+}
+
+/// All valid dotted keys (the top-level defaults and every architecture's `arch.*` keys), for
+/// unknown-key errors.
+pub fn known_keys() -> Vec<String> {
+    let t = toml::Table::try_from(TrainConfig::default()).expect("config serialises");
+    let mut out: Vec<String> = t.iter().filter(|(_, v)| !v.is_table()).map(|(k, _)| k.clone()).collect();
+    for arch in Architecture::ALL {
+        out.extend(arch.defaults_table().keys().map(|k| format!("arch.{k}")));
+    }
+    // Optional keys without a default value are not serialised: list them explicitly.
+    out.extend(OPTIONAL_KEYS.map(String::from));
+    out.push("arch".into());
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Applies `key=value` overrides (`overrides::apply`) with every key trm knows.
+pub fn apply_overrides(base: &mut toml::Table, overrides: &[String]) -> Result<Vec<String>> {
+    super::overrides::apply(base, overrides, &known_keys())
 }
 
 /// Integers given where floats are expected (e.g. `lr=1`) are widened before deserialising.

@@ -1,31 +1,15 @@
 //! `key=value` overrides as the reference's hydra command line writes them (`arch.L_cycles=6
 //! ema=True`, `arch=hrm`, `+run_name=x`, `lr=null`), applied to a configuration table before it
-//! is read (`config.rs`). Every key is checked against the known ones; a near miss is suggested.
+//! is read (`config.rs`, which gives the known keys). Every key is checked against them; a near miss
+//! is suggested.
 
-use super::config::TrainConfig;
 use crate::model::architecture::Architecture;
 use anyhow::{Result, anyhow, bail};
 
 /// The keys whose value may be absent (`Option` fields); `KEY=null` (or `None`) empties one, except
 /// `eval_interval`, whose default is not empty.
-const OPTIONAL_KEYS: [&str; 8] =
+pub(super) const OPTIONAL_KEYS: [&str; 8] =
     ["run_name", "project_name", "max_steps", "eval_max_examples", "eval_batch_size", "micro_batch_size", "eval_interval", "batch_order"];
-
-/// All valid dotted keys (the top-level defaults and every architecture's `arch.*` keys), for
-/// unknown-key errors.
-pub fn known_keys() -> Vec<String> {
-    let t = toml::Table::try_from(TrainConfig::default()).expect("config serialises");
-    let mut out: Vec<String> = t.iter().filter(|(_, v)| !v.is_table()).map(|(k, _)| k.clone()).collect();
-    for arch in Architecture::ALL {
-        out.extend(arch.defaults_table().keys().map(|k| format!("arch.{k}")));
-    }
-    // Optional keys without a default value are not serialised: list them explicitly.
-    out.extend(OPTIONAL_KEYS.map(String::from));
-    out.push("arch".into());
-    out.sort();
-    out.dedup();
-    out
-}
 
 fn edit_distance(a: &str, b: &str) -> usize {
     let (a, b): (Vec<char>, Vec<char>) = (a.to_lowercase().chars().collect(), b.to_lowercase().chars().collect());
@@ -92,10 +76,10 @@ pub(super) fn arch_of(t: &toml::Table) -> Result<Architecture> {
 /// `arch=NAME` selects an architecture as hydra's config group does: when it differs from the
 /// preset's, the preset's `[arch]` block is replaced by NAME's defaults (a note lists what was
 /// dropped); `arch.*` overrides apply after it, wherever they stand on the command line.
-/// Returns notes for the user (what `arch=` replaced).
-pub fn apply_overrides(base: &mut toml::Table, overrides: &[String]) -> Result<Vec<String>> {
+/// Returns notes for the user (what `arch=` replaced). `known`: every valid key
+/// (`config::known_keys`).
+pub fn apply(base: &mut toml::Table, overrides: &[String], known: &[String]) -> Result<Vec<String>> {
     let mut notes = Vec::new();
-    let known = known_keys();
     let mut pairs = Vec::new();
     for ov in overrides {
         let (key, value) = ov.split_once('=').ok_or_else(|| anyhow!("override `{ov}` is not key=value"))?;

@@ -14,16 +14,15 @@ pub struct MetricsLog {
 
 /// Splits an event file into its complete, checksum-valid records (a kill can tear the last one).
 fn records(bytes: &[u8]) -> Vec<&[u8]> {
-    let masked = |crc: u32| (crc.rotate_right(15)).wrapping_add(0xa282_ead8);
     let (mut out, mut i) = (Vec::new(), 0);
     while i + 12 <= bytes.len() {
         let len = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes")) as usize;
-        if masked(crc32c::crc32c(&bytes[i..i + 8])).to_le_bytes() != bytes[i + 8..i + 12] {
+        if masked_crc(&bytes[i..i + 8]).to_le_bytes() != bytes[i + 8..i + 12] {
             break;
         }
         let Some(end) = len.checked_add(i + 16).filter(|&e| e <= bytes.len()) else { break };
         let data = &bytes[i + 12..i + 12 + len];
-        if masked(crc32c::crc32c(data)).to_le_bytes() != bytes[end - 4..end] {
+        if masked_crc(data).to_le_bytes() != bytes[end - 4..end] {
             break;
         }
         out.push(&bytes[i..end]);
@@ -170,14 +169,18 @@ fn put_bytes(buf: &mut Vec<u8>, field: u32, b: &[u8]) {
     buf.extend_from_slice(b);
 }
 
+/// TFRecord's checksum: CRC32C, rotated right by 15 bits, plus a constant.
+fn masked_crc(bytes: &[u8]) -> u32 {
+    crc32c::crc32c(bytes).rotate_right(15).wrapping_add(0xa282_ead8)
+}
+
 /// TFRecord framing: length, masked CRC32C of the length, data, masked CRC32C of the data.
 fn write_record(w: &mut impl Write, data: &[u8]) -> Result<()> {
-    let masked = |crc: u32| (crc.rotate_right(15)).wrapping_add(0xa282_ead8);
     let len = (data.len() as u64).to_le_bytes();
     w.write_all(&len)?;
-    w.write_all(&masked(crc32c::crc32c(&len)).to_le_bytes())?;
+    w.write_all(&masked_crc(&len).to_le_bytes())?;
     w.write_all(data)?;
-    w.write_all(&masked(crc32c::crc32c(data)).to_le_bytes())?;
+    w.write_all(&masked_crc(data).to_le_bytes())?;
     Ok(())
 }
 
@@ -262,8 +265,12 @@ mod tests {
 
     #[test]
     fn event_file_roundtrip_and_crc() {
-        // Masked CRC32C of the empty string is the TFRecord reference value 0xa282ead8.
-        assert_eq!(crc32c::crc32c(b"").rotate_right(15).wrapping_add(0xa282_ead8), 0xa282_ead8);
+        // Check values: CRC32C's published one, and the masked values that TensorBoard 2.18's own
+        // implementation (tensorflow_stub/pywrap_tensorflow.py, masked_crc32c) gives.
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
+        assert_eq!(masked_crc(b"123456789"), 0xc78a_b0e5);
+        assert_eq!(masked_crc(b"brain.Event:2"), 0x7c06_01ee);
+        assert_eq!(masked_crc(&24u64.to_le_bytes()), 0x224b_7fa3);
         let dir = tempfile::tempdir().unwrap();
         {
             let mut log = MetricsLog::open(dir.path(), None).unwrap();
