@@ -82,9 +82,25 @@ fn paths_after(code: &str, prefix: &str) -> Vec<String> {
         let end = rest.find(|c: char| !(ident(c) || c == ':')).unwrap_or(rest.len());
         let base = rest[..end].trim_end_matches(':');
         if rest[end..].starts_with('{') {
+            // The group up to its matching `}`, split at its top-level commas.
             let group = &rest[end + 1..];
-            let close = group.find('}').unwrap_or(group.len());
-            for item in group[..close].split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (mut depth, mut items, mut from) = (0, Vec::new(), 0);
+            for (k, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => {
+                        items.push(&group[from..k]);
+                        break;
+                    }
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        items.push(&group[from..k]);
+                        from = k + 1;
+                    }
+                    _ => {}
+                }
+            }
+            for item in items.into_iter().map(str::trim).filter(|s| !s.is_empty()) {
                 let head = item.split(|c: char| !(ident(c) || c == ':')).next().unwrap_or("").trim_end_matches(':');
                 out.push(match (base.is_empty(), head) {
                     (_, "self") => base.to_string(),
@@ -182,11 +198,11 @@ fn folders_depend_only_downward() {
 /// The scanner reads grouped imports and drops only the test items.
 #[test]
 fn the_scanner_reads_groups_and_skips_only_test_items() {
-    let code = "use crate::store::{config, presets::Preset, self};\nuse super::{a::B, c};\n#[cfg(test)]\nfn helper() { crate::x::y(); }\nuse crate::z::W;\n#[cfg(test)]\nmod tests { fn f() { if true { crate::t::u(); } } }\nfn g() { crate::after::tests(); }\n";
-    assert_eq!(paths_after(code, "crate::"), ["store::config", "store::presets::Preset", "store", "x::y", "z::W", "t::u", "after::tests"]);
+    let code = "use crate::store::{config, presets::{Preset, Other}, self};\nuse super::{a::B, c};\n#[cfg(test)]\nfn helper() { crate::x::y(); }\nuse crate::z::W;\n#[cfg(test)]\nmod tests { fn f() { if true { crate::t::u(); } } }\nfn g() { crate::after::tests(); }\n";
+    assert_eq!(paths_after(code, "crate::"), ["store::config", "store::presets", "store", "x::y", "z::W", "t::u", "after::tests"]);
     assert_eq!(paths_after(code, "super::"), ["a::B", "c"]);
     let kept = without_test_items(code);
-    assert_eq!(paths_after(&kept, "crate::"), ["store::config", "store::presets::Preset", "store", "z::W", "after::tests"]);
+    assert_eq!(paths_after(&kept, "crate::"), ["store::config", "store::presets", "store", "z::W", "after::tests"]);
 }
 
 /// The scan itself finds a circle when there is one.

@@ -499,10 +499,12 @@ fn a_new_run_never_writes_over_a_users_files() {
     let died = d.path().join("died");
     std::fs::create_dir(&died).unwrap();
     std::fs::write(died.join(".made-by"), "trm train").unwrap();
-    std::fs::write(died.join("metrics.jsonl"), "{\"step\":1,\"split\":\"train\",\"lm_loss\":9.0}\n").unwrap();
+    let dead_record = "{\"step\":1,\"split\":\"train\",\"lm_loss\":9.0}";
+    std::fs::write(died.join("metrics.jsonl"), format!("{dead_record}\n")).unwrap();
     let (ok, out) = trm(&[args.clone(), vec![died.display().to_string()]].concat());
     assert!(ok, "{out}");
-    assert!(!std::fs::read_to_string(died.join("metrics.jsonl")).unwrap().contains("9.0"), "the dead run's log was kept");
+    let log = std::fs::read_to_string(died.join("metrics.jsonl")).unwrap();
+    assert!(!log.lines().any(|l| l == dead_record) && log.contains("\"split\":\"train\""), "the dead run's log was kept: {log}");
     // A start that fails after taking its lock leaves no folder behind (it made the folder).
     let failed = d.path().join("failed");
     let (ok, out) = trm(&[args, vec![failed.display().to_string(), "--init-from".into(), "nowhere.safetensors".into()]].concat());

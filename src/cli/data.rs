@@ -145,13 +145,11 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             crate::util::fs::check_data_out(&a.out, a.force)?;
             let opt = sudoku::BuildOptions { subsample: a.subsample, test_subsample: a.test_subsample, num_aug: a.num_aug, seed: a.seed };
             sudoku::build(&a.train, &a.test, &a.out, &opt)?;
-            crate::util::fs::drop_stale_arc_tasks(&a.out)?;
             print_summary(&a.out)?;
         }
         DataCommand::Maze(a) => {
             crate::util::fs::check_data_out(&a.out, a.force)?;
             maze::build(&a.train, &a.test, &a.out, a.aug)?;
-            crate::util::fs::drop_stale_arc_tasks(&a.out)?;
             print_summary(&a.out)?;
         }
         DataCommand::Arc(a) => {
@@ -190,7 +188,6 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             let train = sudoku::generate(a.train, a.givens, a.seed, 0);
             let test = sudoku::generate(a.test, a.givens, a.seed, 1);
             sudoku::write_dataset(&a.out, &train, &test, a.num_aug, a.seed)?;
-            crate::util::fs::drop_stale_arc_tasks(&a.out)?;
             if a.csv {
                 write_sudoku_csv(&a.out.join("train.csv"), &train)?;
                 write_sudoku_csv(&a.out.join("test.csv"), &test)?;

@@ -151,8 +151,8 @@ fn check_built(split_dir: &Path) -> Result<()> {
     let marker = split_dir.parent().map(|d| d.join(BUILDING));
     if let Some(m) = marker.filter(|m| m.exists()) {
         bail!(
-            "{}: this data set's build did not finish ({} is there: the builder was stopped or failed); rebuild it with the \
-             same command and --force",
+            "{}: this data set's build did not finish ({} is there: the builder was stopped or failed); rerun the command \
+             that built it (`trm data …` with --force; `trm demo` and `trm adapt` rebuild their own)",
             split_dir.parent().unwrap_or(split_dir).display(),
             m.display()
         );

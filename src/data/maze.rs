@@ -117,6 +117,7 @@ pub fn build(train_csv: &Path, test_csv: &Path, out: &Path, aug: bool) -> Result
     format::write_split(&out.join("train"), &tr, &tr.metadata(VOCAB, 1, tr.num_groups()))?;
     format::write_split(&out.join("test"), &te, &te.metadata(VOCAB, 1, te.num_groups()))?;
     format::write_identifiers(out, &["<blank>".to_string()])?;
+    crate::util::fs::drop_stale_arc_tasks(out)?;
     building.finish()?;
     Ok((tr, te))
 }

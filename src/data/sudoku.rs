@@ -209,6 +209,7 @@ pub fn write_dataset(out: &Path, train: &[Puzzle], test: &[Puzzle], num_aug: usi
     format::write_split(&out.join("train"), &tr, &tr.metadata(VOCAB, 1, tr.num_groups()))?;
     format::write_split(&out.join("test"), &te, &te.metadata(VOCAB, 1, te.num_groups()))?;
     format::write_identifiers(out, &["<blank>".to_string()])?;
+    crate::util::fs::drop_stale_arc_tasks(out)?;
     building.finish()?;
     Ok((tr, te))
 }

@@ -27,7 +27,7 @@ impl CarryRows {
     /// count in the range the model has.
     pub fn check(&self, model: &ModelConfig, global_batch: usize, file: &Path) -> Result<()> {
         let f = file.display();
-        let rows = global_batch * model.arch.wta_chains;
+        let rows = global_batch.saturating_mul(model.arch.wta_chains);
         ensure!(
             self.steps.len() == rows,
             "{f}: carry.steps has {} rows, the run's batch has {rows} (global_batch_size {global_batch} x arch.wta_chains {})",

@@ -169,8 +169,8 @@ pub fn check_data_out(out: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
-/// After a build that replaced a data set: the ARC task list of the old one, if the new one is
-/// not ARC, so that a Sudoku set built over an ARC set is not scored as ARC.
+/// In a Sudoku or maze build (before it marks itself finished): the ARC task list of the data
+/// set it replaces, so that a Sudoku set built over an ARC set is not scored as ARC.
 pub fn drop_stale_arc_tasks(out: &Path) -> Result<()> {
     let p = out.join("test_puzzles.json");
     if p.symlink_metadata().is_ok() {
