@@ -130,19 +130,46 @@ pub fn write_index_arrays(split_dir: &Path, data: &SplitData) -> Result<()> {
 pub const BUILDING: &str = ".trm-building";
 
 /// A data set being built: the marker is written before the first array and removed by
-/// `finish` after the last file.
-pub struct Building(PathBuf);
+/// `finish` after the last file. The builder holds an OS lock on it meanwhile (released however
+/// the process ends), so a second build into the same folder is refused while the first runs,
+/// and a reader can tell a build in progress from one that stopped.
+pub struct Building {
+    marker: PathBuf,
+    _held: std::fs::File,
+}
 
 impl Building {
     pub fn start(out: &Path) -> Result<Self> {
+        use std::io::Write;
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
         let marker = out.join(BUILDING);
-        let note = "trm is building this data set; this file is removed when the build ends. If the build is over, it did not \
-                    finish: rebuild the data set with --force.\n";
-        crate::util::fs::write_atomic(&marker, note.as_bytes())?;
-        Ok(Self(marker))
+        let mut opts = std::fs::OpenOptions::new();
+        opts.read(true).write(true).create(true).truncate(false);
+        // Never through a link, as the run lock (util::lock).
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NOFOLLOW);
+        let mut file = opts.open(&marker).with_context(|| format!("cannot open {} (a link is not followed)", marker.display()))?;
+        ensure!(file.metadata()?.is_file(), "{} is not a regular file (remove it)", marker.display());
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "{}: another trm process is building a data set in this folder now; wait for it to end, or choose another --out",
+                out.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("cannot lock {}", marker.display())),
+        }
+        file.set_len(0)?;
+        writeln!(
+            file,
+            "trm (pid {}) is building this data set; this file is removed when the build ends. If no build is running, it \
+             did not finish: rebuild the data set with --force.",
+            std::process::id()
+        )?;
+        file.sync_all()?;
+        Ok(Self { marker, _held: file })
     }
     pub fn finish(self) -> Result<()> {
-        std::fs::remove_file(&self.0).with_context(|| format!("cannot remove {}", self.0.display()))
+        std::fs::remove_file(&self.marker).with_context(|| format!("cannot remove {}", self.marker.display()))
     }
 }
 
@@ -150,6 +177,13 @@ impl Building {
 fn check_built(split_dir: &Path) -> Result<()> {
     let marker = split_dir.parent().map(|d| d.join(BUILDING));
     if let Some(m) = marker.filter(|m| m.exists()) {
+        let running = std::fs::File::open(&m).is_ok_and(|f| matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)));
+        if running {
+            bail!(
+                "{}: a trm process is building this data set now; use it once the build has ended",
+                split_dir.parent().unwrap_or(split_dir).display()
+            );
+        }
         bail!(
             "{}: this data set's build did not finish ({} is there: the builder was stopped or failed); rerun the command \
              that built it (`trm data …` with --force; `trm demo` and `trm adapt` rebuild their own)",
@@ -305,4 +339,27 @@ pub fn read_dataset_split(dir: &Path, split: &str) -> Result<Split> {
     }
     let p = dir.join(split);
     read_split(&p).with_context(|| format!("cannot load the {split} split of data set {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One build per folder at a time; a reader tells a build in progress from one that stopped.
+    #[test]
+    fn a_build_in_progress_is_held_and_named() {
+        let t = tempfile::tempdir().unwrap();
+        let split = t.path().join("test");
+        let first = Building::start(t.path()).unwrap();
+        let e = format!("{:#}", Building::start(t.path()).err().expect("a second build is refused"));
+        assert!(e.contains("another trm process is building a data set in this folder now"), "{e}");
+        let e = format!("{:#}", read_metadata(&split).unwrap_err());
+        assert!(e.contains("a trm process is building this data set now"), "{e}");
+        drop(first); // as a kill: the lock goes, the marker stays
+        let e = format!("{:#}", read_metadata(&split).unwrap_err());
+        assert!(e.contains("this data set's build did not finish"), "{e}");
+        let again = Building::start(t.path()).unwrap();
+        again.finish().unwrap();
+        assert!(!t.path().join(BUILDING).exists());
+    }
 }
