@@ -141,15 +141,8 @@ pub struct Building {
 impl Building {
     pub fn start(out: &Path) -> Result<Self> {
         use std::io::Write;
-        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
         let marker = out.join(BUILDING);
-        let mut opts = std::fs::OpenOptions::new();
-        opts.read(true).write(true).create(true).truncate(false);
-        // Never through a link, as the run lock (util::lock).
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NOFOLLOW);
-        let mut file = opts.open(&marker).with_context(|| format!("cannot open {} (a link is not followed)", marker.display()))?;
-        ensure!(file.metadata()?.is_file(), "{} is not a regular file (remove it)", marker.display());
+        let mut file = crate::util::lock::open_lock_file(&marker)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => bail!(

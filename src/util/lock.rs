@@ -9,6 +9,28 @@ use std::path::Path;
 
 pub const LOCK_FILE: &str = ".lock";
 
+/// Opens (creating it and its folder) a file that a process locks: never through a link, since a
+/// planted `.lock -> ~/file` would otherwise be truncated, and only a regular file. Used by the
+/// run lock and by a data set build's marker (`data::format::Building`).
+pub fn open_lock_file(path: &Path) -> Result<File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut opts = OpenOptions::new();
+    opts.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NOFOLLOW);
+    let file = opts.open(path).with_context(|| {
+        if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+            format!("{} is a symbolic link; trm opens its lock files only directly (remove the link)", path.display())
+        } else {
+            format!("cannot open {}", path.display())
+        }
+    })?;
+    anyhow::ensure!(file.metadata()?.is_file(), "{} is not a regular file (remove it)", path.display());
+    Ok(file)
+}
+
 /// Held for as long as it lives.
 #[derive(Debug)]
 pub struct RunLock {
@@ -18,21 +40,8 @@ pub struct RunLock {
 impl RunLock {
     /// Takes the lock of `dir` (created if needed), or says who holds it.
     pub fn acquire(dir: &Path) -> Result<RunLock> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let path = dir.join(LOCK_FILE);
-        let mut opts = OpenOptions::new();
-        opts.read(true).write(true).create(true).truncate(false);
-        // Never through a link: a planted `.lock -> ~/file` would otherwise be truncated.
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NOFOLLOW);
-        let mut file = opts.open(&path).with_context(|| {
-            if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
-                format!("{} is a symbolic link; trm opens its lock file only directly (remove the link)", path.display())
-            } else {
-                format!("cannot open {}", path.display())
-            }
-        })?;
-        anyhow::ensure!(file.metadata()?.is_file(), "{} is not a regular file (remove it)", path.display());
+        let mut file = open_lock_file(&path)?;
         // A lock released an instant ago can still be held for a moment by a process being
         // forked from this one (it shares the file until it execs): wait briefly before refusing.
         let mut attempt = 0;
