@@ -236,7 +236,7 @@ impl ModelConfig {
             ("arch.halt_max_steps", a.halt_max_steps, 1024),
             ("arch.puzzle_emb_len", a.puzzle_emb_len, 4096),
             ("arch.puzzle_emb_ndim", a.puzzle_emb_ndim, 1 << 20),
-            ("the data set's seq_len", self.seq_len, 1 << 20),
+            ("the data set's seq_len", self.seq_len, crate::data::format::MAX_SEQ_LEN),
             ("the data set's vocab_size", self.vocab_size, 1 << 16),
             ("the data set's num_puzzle_identifiers", self.num_puzzle_identifiers, i32::MAX as usize),
         ] {
