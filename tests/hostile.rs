@@ -283,6 +283,19 @@ fn outputs_never_eat_inputs() {
     // Exported again beside its own config: no --force needed for the config.
     let (ok, out) = export(&fresh, false);
     assert!(ok, "{out}");
+    // The weights' write fails after --force allowed replacing another model's config (here a
+    // folder where the temporary file goes; a kill there is the same window): the old config is
+    // gone, so the old weights beside it are refused for want of a config, never run with another.
+    std::fs::write(&other, trm::infer::bundled::CONFIG).unwrap();
+    let fresh_before = sha(&fresh);
+    std::fs::create_dir(user.path().join("fresh.pt.tmp")).unwrap();
+    let (ok, out) = export(&fresh, true);
+    assert!(!ok && out.contains("fresh.pt.tmp"), "{out}");
+    assert!(!other.exists(), "a config of other weights stayed beside {}", fresh.display());
+    assert_eq!(sha(&fresh), fresh_before);
+    std::fs::remove_dir(user.path().join("fresh.pt.tmp")).unwrap();
+    let (ok, out) = export(&fresh, true);
+    assert!(ok && other.exists(), "{out}");
 }
 
 #[test]

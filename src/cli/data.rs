@@ -195,11 +195,18 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             print_summary(&a.out)?;
         }
         DataCommand::Inspect { dir, show, split } => {
-            inspect(&dir)?;
+            let (splits, names) = inspect(&dir)?;
             if show > 0 {
-                let s = format::read_dataset_split(&dir, &split)?;
-                let names = dir.join("identifiers.json").exists().then(|| format::read_identifiers(&dir)).transpose()?;
-                super::data_show::show(&s, &split, names.as_deref(), show);
+                // The splits were read and checked once, above; another name is read now.
+                let read;
+                let s = match splits.iter().find(|(n, _)| *n == split) {
+                    Some((_, s)) => s,
+                    None => {
+                        read = format::read_dataset_split(&dir, &split)?;
+                        &read
+                    }
+                };
+                super::data_show::show(s, &split, names.as_deref(), show);
             }
         }
     }
@@ -238,8 +245,10 @@ fn print_summary(dir: &std::path::Path) -> Result<()> {
 /// `trm data inspect`: every file of the data set read and checked as training and evaluation
 /// read them (shapes, tokens below vocab_size, offsets, identifiers), then its summary. A data set
 /// that would fail later fails here, naming the file.
-fn inspect(dir: &std::path::Path) -> Result<()> {
+/// Checks and summarises a built data set; gives back the splits and identifier names it read.
+fn inspect(dir: &std::path::Path) -> Result<(Vec<(&'static str, format::Split)>, Option<Vec<String>>)> {
     let mut ids_needed = 0;
+    let mut splits = Vec::new();
     for split in ["train", "test"] {
         if split == "test" && !dir.join(split).exists() {
             println!(" test: none (training runs without evaluation)");
@@ -258,11 +267,12 @@ fn inspect(dir: &std::path::Path) -> Result<()> {
             m.num_puzzle_identifiers
         );
         ids_needed = ids_needed.max(m.num_puzzle_identifiers);
+        splits.push((split, s));
     }
     // identifiers.json is optional (training copies it when there); one that is there must read
     // and cover every identifier, as an ARC evaluation requires.
     let path = dir.join("identifiers.json");
-    if path.exists() {
+    let names = if path.exists() {
         let names = format::read_identifiers(dir)?;
         anyhow::ensure!(
             names.len() >= ids_needed,
@@ -271,11 +281,13 @@ fn inspect(dir: &std::path::Path) -> Result<()> {
             names.len()
         );
         println!("identifiers.json: {} names", names.len());
+        Some(names)
     } else {
         println!("identifiers.json: none");
-    }
+        None
+    };
     println!("every file checked");
-    Ok(())
+    Ok((splits, names))
 }
 
 fn puzzles_in(split_dir: &std::path::Path) -> Result<usize> {

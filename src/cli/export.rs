@@ -9,7 +9,7 @@
 
 use crate::store::checkpoint;
 use crate::util::fs::{Protected, check_output};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
@@ -60,6 +60,12 @@ pub fn run(a: ExportArgs) -> Result<()> {
         .collect();
     if let Some(t) = &table {
         tensors.push((format!("{}puzzle_emb.weights", checkpoint::PREFIX), t.dims().to_vec(), crate::backend::to_host_f32(t)));
+    }
+    // An all_config.yaml that describes other weights goes first (--force allowed it): a run
+    // stopped between the two writes then leaves weights with no configuration, which eval and
+    // solve refuse, never new weights beside the old configuration, which they would run wrongly.
+    if !same_yaml && yaml_path.symlink_metadata().is_ok() {
+        std::fs::remove_file(&yaml_path).with_context(|| format!("cannot remove the old {}", yaml_path.display()))?;
     }
     crate::util::torch_zip_write::write(&a.out, &tensors)?;
     if !same_yaml {

@@ -271,6 +271,12 @@ impl ModelConfig {
             "arch.puzzle_emb_ndim {} needs at least one puzzle identifier (the data set has none)",
             a.puzzle_emb_ndim
         );
+        ensure!(
+            a.puzzle_emb_ndim > 0 || a.puzzle_emb_len == 0 || matches!(a.name, Architecture::Hrm | Architecture::TransformersBaseline),
+            "arch.puzzle_emb_len {} reserves prefix positions for a puzzle embedding, and arch.puzzle_emb_ndim=0 has none: \
+             set arch.puzzle_emb_len=0 as well (the reference fails on this pair)",
+            a.puzzle_emb_len
+        );
         ensure!(a.rope_theta.is_finite() && a.rope_theta > 0.0, "arch.rope_theta must be positive, not {}", a.rope_theta);
         ensure!(
             a.puzzle_emb_ndim <= self.prefix_len() * a.hidden_size,
@@ -382,6 +388,25 @@ mod tests {
         assert!(err(mk(usize::MAX, 11, 1)).contains("the data set's seq_len"));
         assert!(err(mk(81, 11, 1 << 40)).contains("num_puzzle_identifiers"));
         assert!(err(mk(81, 11, 100_000_000)).contains("a puzzle-embedding table of 100000000 identifiers x 512"));
+    }
+
+    /// A prefix with no puzzle embedding to fill it is refused (the reference fails on it), and
+    /// each half of the fix passes.
+    #[test]
+    fn a_prefix_without_a_puzzle_embedding_is_refused() {
+        let mk = |ndim, len| {
+            let arch = ArchConfig { puzzle_emb_ndim: ndim, puzzle_emb_len: len, ..Default::default() };
+            ModelConfig { arch, seq_len: 81, vocab_size: 11, num_puzzle_identifiers: 1 }
+        };
+        let e = format!("{:#}", mk(0, 16).validate().unwrap_err());
+        assert!(e.contains("arch.puzzle_emb_len 16") && e.contains("set arch.puzzle_emb_len=0"), "{e}");
+        mk(0, 0).validate().unwrap();
+        assert_eq!(mk(0, 0).total_len(), 81);
+        mk(512, 16).validate().unwrap();
+        // HRM has no puzzle_emb_len key: its inert 0 stands, and ndim 0 gives no prefix.
+        let hrm = ModelConfig { arch: ArchConfig { puzzle_emb_ndim: 0, ..Architecture::Hrm.defaults() }, ..mk(0, 0) };
+        hrm.validate().unwrap();
+        assert_eq!(hrm.total_len(), 81);
     }
 
     #[test]
