@@ -208,3 +208,68 @@ fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
     let e = format!("{:#}", trm::store::arc_model::open_arc(&bare, None, &[], None).err().unwrap());
     assert!(e.contains("no identifiers"), "{e}");
 }
+
+/// `trm train --init-from` onto a data set with other tasks: a puzzle-embedding row stays with
+/// the identifier it was trained for (matched by name), and the data set's other identifiers
+/// start from the mean of the checkpoint's rows (the reference's rule for a table it cannot
+/// keep). Learning rates are 0, so the run's table is the table it started from.
+#[test]
+fn fine_tuning_on_other_tasks_keeps_each_embedding_row_with_its_puzzle() {
+    let dir = tempfile::tempdir().unwrap();
+    let arc_dir = common::data().join("arc");
+    let all =
+        read_tasks(&arc_dir.join("arc-agi_training_challenges.json"), Some(&arc_dir.join("arc-agi_training_solutions.json"))).unwrap();
+    let pick = |n: &str| all.iter().find(|t| t.name == n).unwrap().clone();
+    let opt = BuildOptions { input_prefix: String::new(), subsets: vec![], test_sets: vec![], num_aug: 2, seed: 0, translate: true };
+    let (base_data, other_data) = (dir.path().join("base-data"), dir.path().join("other-data"));
+    arc::build_tasks(&base_data, vec![(pick("0d3d703e"), true), (pick("6150a2bd"), true)], vec!["<blank>".into()], &opt).unwrap();
+    arc::build_tasks(&other_data, vec![(pick("25ff71a9"), true), (pick("0d3d703e"), true)], vec!["<blank>".into()], &opt).unwrap();
+    let mut ov: Vec<String> = TINY.iter().map(|s| s.to_string()).collect();
+    ov.extend(["max_steps=4", "epochs=50", "eval_interval=50", "puzzle_emb_lr=0.5"].map(String::from));
+    let base_run = dir.path().join("base-run");
+    let job = trainer::TrainJob {
+        config: config::resolve("demo", &ov).unwrap(),
+        data: base_data.clone(),
+        out: base_run.clone(),
+        resume: false,
+        overrides: vec![],
+        quiet: true,
+        init_from: None,
+        time_limit: None,
+    };
+    trainer::train::<B>(&job, &Default::default()).unwrap();
+
+    let run = dir.path().join("fine-tune");
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_trm"));
+    c.args(["train", "--quiet", "--threads", "1", "--config", "demo", "--data"]).arg(&other_data).arg("--out").arg(&run);
+    c.arg("--init-from").arg(&base_run).args(TINY).args(["max_steps=1", "epochs=50", "eval_interval=50", "lr=0", "puzzle_emb_lr=0"]);
+    let o = c.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+
+    let table = |ckpt: &std::path::Path| {
+        let t = trm::util::tensors::read_safetensors(&ckpt.join("model.safetensors")).unwrap();
+        let w = t.iter().find(|(k, _)| k.ends_with("puzzle_emb.weights")).unwrap().1;
+        let d = w.shape[1];
+        w.f32s().chunks(d).map(|r| r.to_vec()).collect::<Vec<_>>()
+    };
+    let base_ckpt = checkpoint::resolve(&base_run).unwrap();
+    let (old, old_names) = (table(&base_ckpt), checkpoint::read_identifiers(&base_ckpt).unwrap());
+    let (new, new_names) = (table(&checkpoint::resolve(&run).unwrap()), format::read_identifiers(&other_data).unwrap());
+    let mean: Vec<f32> = (0..old[0].len()).map(|j| old.iter().map(|r| r[j]).sum::<f32>() / old.len() as f32).collect();
+    let mut kept = 0;
+    for (name, row) in new_names.iter().zip(&new) {
+        match old_names.iter().position(|n| n == name) {
+            Some(i) => {
+                kept += 1;
+                assert_eq!(row, &old[i], "{name}: its trained row");
+            }
+            None => assert!(row.iter().zip(&mean).all(|(a, b)| (a - b).abs() <= 1e-6 * (1.0 + b.abs())), "{name}: the mean row"),
+        }
+    }
+    // The blank identifier and 0d3d703e's identity copy at least (its augmentations' names depend
+    // on what was drawn before them); 25ff71a9's copies are new.
+    assert!(kept >= 2 && kept < new_names.len(), "{kept} of {}", new_names.len());
+    assert!(old.iter().skip(1).any(|r| r.iter().any(|&x| x != 0.0)), "the base model's rows were trained");
+    assert!(err.contains(&format!("{kept} of the data set's {} puzzle identifiers keep", new_names.len())), "{err}");
+}

@@ -175,7 +175,8 @@ fn torch_files_built_to_exhaust_the_reader_are_clear_errors_in_little_memory() {
 
     // A key twice: an error, not first-wins.
     let dup = t.path().join("dup.pt");
-    let tensors = [("a".to_string(), vec![1], vec![1.0f32]), ("a".to_string(), vec![1], vec![2.0f32])];
+    use trm::util::torch_zip_write::Entry;
+    let tensors = [Entry::f32("a", vec![1], vec![1.0f32]), Entry::f32("a", vec![1], vec![2.0f32])];
     trm::util::torch_zip_write::write(&dup, &tensors).unwrap();
     let e = read(&dup);
     assert!(e.contains("`a` twice"), "{e}");

@@ -269,7 +269,13 @@ fn surprises_are_clear_errors() {
     let e = err(resume(&["max_steps=3", "seed=5", "arch.L_cycles=3"]));
     assert!(e.contains("seed (0 -> 5)") && e.contains("arch.L_cycles (1 -> 3)") && e.contains("max_steps"), "{e}");
     assert_eq!(resume(&["max_steps=3", "lr=5e-5", "keep_checkpoints=3"]).unwrap().steps, 3);
-    let e = err(train::<AD>(&TrainJob { init_from: Some(d.into()), ..job(d, &runs.path().join("r"), &[], true) }, &Default::default()));
+    let e = err(train::<AD>(
+        &TrainJob {
+            init_from: Some(trm::train::setup::InitFrom::fine_tune(d.into()).unwrap()),
+            ..job(d, &runs.path().join("r"), &[], true)
+        },
+        &Default::default(),
+    ));
     assert!(e.contains("--init-from"), "{e}");
     // A test split that exists but cannot be read stops the run (it used to train without evaluation).
     let broken = runs.path().join("broken-data");

@@ -177,3 +177,43 @@ fn export_writes_the_checkpoints_weights_in_torch_format() {
     let on_file_alone = solve(&["--checkpoint".as_ref(), out.as_os_str()]);
     assert_eq!(on_run, on_file_alone);
 }
+
+/// A model whose forward runs in bfloat16 is exported with the dtypes of the reference's own
+/// files: float32 weights and puzzle table, H_init and L_init as bfloat16 buffers (its
+/// `load_checkpoint` keeps a file's dtypes, so float32 buffers would run its carries in float32).
+#[test]
+fn a_bfloat16_model_exports_its_state_inits_as_bfloat16() {
+    let (data, run) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    common::tiny_data(data.path());
+    let ov: Vec<String> =
+        ["max_steps=1", "epochs=4", "eval_interval=4", "eval_max_examples=8", "arch.forward_dtype=bfloat16"].map(String::from).to_vec();
+    trm::train::trainer::train::<AD>(&common::tiny_job(data.path(), run.path(), &ov, false), &Default::default()).unwrap();
+    let out = run.path().join("step_1");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
+        .args(["export", "--checkpoint"])
+        .arg(run.path())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("H_init/L_init bfloat16"));
+    let ckpt = trm::store::checkpoint::resolve(run.path()).unwrap();
+    let (_, ours) = read_weights(&ckpt.join("model.safetensors")).unwrap();
+    let (_, back) = read_weights(&out).unwrap();
+    assert_eq!(back.keys().collect::<Vec<_>>(), ours.keys().collect::<Vec<_>>());
+    let mut buffers = 0;
+    for (name, t) in &ours {
+        if name.ends_with("_init") {
+            buffers += 1;
+            let rounded: Vec<f32> = t.values.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
+            assert_eq!(back[name].values, rounded, "{name}");
+            assert_ne!(back[name].values, t.values, "{name}: a float32 draw is not all bfloat16 values");
+        } else {
+            assert_eq!(&back[name], t, "{name}");
+        }
+    }
+    assert_eq!(buffers, 2, "H_init and L_init");
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(bytes.windows(15).filter(|w| *w == b"BFloat16Storage").count(), 2);
+}

@@ -1,14 +1,17 @@
 //! `trm export`: a trained model in another program's format. `--format torch` writes the
 //! reference's own checkpoint format (torch.save of the state dict under `model.inner.*`), which
-//! its evaluation code loads with `model.load_state_dict(torch.load(path))`, and the run's
+//! its evaluation code loads with `model.load_state_dict(torch.load(path))` (float32 weights, the
+//! state-init buffers in the forward dtype, as its own files hold them), and the run's
 //! configuration beside it as the reference's `all_config.yaml`, which `trm eval`/`solve` read
 //! back when given the bare file without `--config`. The `all_config.yaml` beside the weights
 //! always describes them: an identical one is kept, another one is replaced only with `--force`.
 //! Neither file may be one of the checkpoint's own files, a folder, pipe or device; an existing
 //! file is replaced only with `--force`.
 
+use crate::model::config::ForwardDtype;
 use crate::store::checkpoint;
 use crate::util::fs::{Protected, check_output};
+use crate::util::torch_zip_write::{Entry, Stored};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
@@ -54,12 +57,22 @@ pub fn run(a: ExportArgs) -> Result<()> {
     // Every tensor the model has, verified and finite, in the reference's names (EMA weights when
     // the run kept an EMA: they are what model.safetensors holds and what evaluation uses).
     let (params, table) = checkpoint::load_model::<crate::backend::Cpu>(&ckpt.join("model.safetensors"), &model, &Default::default())?;
-    let mut tensors: Vec<_> = params
+    // The dtypes the reference's own checkpoints have: float32 weights and puzzle table, and the
+    // state-init buffers (H_init, L_init) in the forward dtype. Its `load_checkpoint` loads with
+    // `assign=True`, which keeps a file's dtype: float32 buffers would run its carries in float32.
+    let buffers = match model.arch.forward_dtype {
+        ForwardDtype::Bfloat16 => Stored::Bfloat16,
+        ForwardDtype::Float32 => Stored::Float32,
+    };
+    let mut tensors: Vec<Entry> = params
         .iter()
-        .map(|p| (format!("{}{}", checkpoint::PREFIX, p.name), p.shape.clone(), crate::backend::to_host_f32(&p.tensor)))
+        .map(|p| Entry {
+            stored: if p.trainable { Stored::Float32 } else { buffers },
+            ..Entry::f32(format!("{}{}", checkpoint::PREFIX, p.name), p.shape.clone(), crate::backend::to_host_f32(&p.tensor))
+        })
         .collect();
     if let Some(t) = &table {
-        tensors.push((format!("{}puzzle_emb.weights", checkpoint::PREFIX), t.dims().to_vec(), crate::backend::to_host_f32(t)));
+        tensors.push(Entry::f32(format!("{}puzzle_emb.weights", checkpoint::PREFIX), t.dims().to_vec(), crate::backend::to_host_f32(t)));
     }
     // An all_config.yaml that describes other weights goes first (--force allowed it): a run
     // stopped between the two writes then leaves weights with no configuration, which eval and
@@ -73,9 +86,10 @@ pub fn run(a: ExportArgs) -> Result<()> {
         println!("wrote {} (the run's configuration, as the reference writes it)", yaml_path.display());
     }
     println!(
-        "wrote {} ({} tensors, float32, keys {}*): load it with model.load_state_dict(torch.load(path)) in the reference's code",
+        "wrote {} ({} tensors, float32{}, keys {}*): load it with model.load_state_dict(torch.load(path)) in the reference's code",
         a.out.display(),
         tensors.len(),
+        if buffers == Stored::Bfloat16 { ", H_init/L_init bfloat16 as the reference keeps them" } else { "" },
         checkpoint::PREFIX
     );
     Ok(())

@@ -94,6 +94,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         Some(p) if p.is_dir() => Some(checkpoint::resolve(p)?.join("model.safetensors")),
         other => other.clone(),
     };
+    let init_from = init_from.map(crate::train::setup::InitFrom::fine_tune).transpose()?;
     if let Some(m) = a.time_limit {
         anyhow::ensure!(m.is_finite() && m > 0.0, "--time-limit {m}: must be a positive number of minutes");
         std::time::Duration::try_from_secs_f64(m * 60.0).map_err(|_| anyhow::anyhow!("--time-limit {m:e}: too many minutes"))?;

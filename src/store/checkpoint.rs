@@ -349,10 +349,10 @@ pub fn load_model<B: Backend>(file: &Path, model: &ModelConfig, device: &B::Devi
     load_model_impl(file, model, device, false)
 }
 
-/// As `load_model`, but a puzzle-embedding table with fewer rows than the data set has identifiers
-/// is extended with zero rows: the new identifiers (appended after the checkpoint's, as `trm adapt`
-/// builds them) start from zero embeddings, as freshly initialised ones do.
-pub fn load_model_growing<B: Backend>(
+/// As `load_model`, but the puzzle-embedding table may have any number of rows (of the model's
+/// width): a run that starts from these weights maps them onto its own data set's identifiers
+/// (`puzzle_rows::start_table`).
+pub fn load_model_any_rows<B: Backend>(
     file: &Path,
     model: &ModelConfig,
     device: &B::Device,
@@ -364,7 +364,7 @@ fn load_model_impl<B: Backend>(
     file: &Path,
     model: &ModelConfig,
     device: &B::Device,
-    grow: bool,
+    any_rows: bool,
 ) -> Result<(Vec<Named<B>>, Option<Tensor<B, 2>>)> {
     let (file, canon) = read_weights(file)?;
     let file = file.as_path();
@@ -386,10 +386,8 @@ fn load_model_impl<B: Backend>(
     }
     let params = take_named(&canon, "", &like, device, file)?;
     let table = match canon.get("puzzle_emb.weights") {
-        Some(t) if grow && t.shape.len() == 2 && t.shape[0] < model.num_puzzle_identifiers && t.shape[1] == model.arch.puzzle_emb_ndim => {
-            let fresh = model.num_puzzle_identifiers - t.shape[0];
-            eprintln!("{}: {} new puzzle identifiers start from zero embeddings", file.display(), fresh);
-            Some(Tensor::cat(vec![tensor2(t, device), Tensor::zeros([fresh, t.shape[1]], device)], 0))
+        Some(t) if any_rows && t.shape.len() == 2 && t.shape[0] >= 1 && t.shape[1] == model.arch.puzzle_emb_ndim => {
+            Some(tensor2(t, device))
         }
         Some(t) if model.arch.puzzle_emb_ndim > 0 => {
             if t.shape != [model.num_puzzle_identifiers, model.arch.puzzle_emb_ndim] {

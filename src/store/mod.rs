@@ -11,4 +11,5 @@ pub mod hydra_config;
 pub mod integrity;
 pub mod overrides;
 pub mod presets;
+pub mod puzzle_rows;
 pub mod resume;

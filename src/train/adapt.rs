@@ -9,11 +9,13 @@
 //! 3. The adapted model is evaluated on the new test inputs with augmentation voting, and a
 //!    Kaggle submission is written.
 
+use super::setup::InitFrom;
 use super::trainer::{TrainJob, TrainSummary, train};
 use crate::data::arc::{self, BuildOptions};
 use crate::data::arc_task::Task;
 use crate::eval::arc_vote::ArcScore;
 use crate::store::config::{TrainConfig, apply_overrides, from_table};
+use crate::store::puzzle_rows::NewRows;
 use anyhow::{Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use std::path::PathBuf;
@@ -79,6 +81,7 @@ pub fn adapt<AD: AutodiffBackend>(job: &AdaptJob, device: &AD::Device) -> Result
     let source = crate::store::arc_model::open_arc(&job.checkpoint, job.config.as_deref(), &[], job.identifiers.as_deref())?;
     let ckpt = source.label.clone();
     let names = source.identifiers.clone();
+    let names_kept = names.clone();
     let old = names.len();
 
     let out = std::path::absolute(&job.out)?;
@@ -111,7 +114,9 @@ pub fn adapt<AD: AutodiffBackend>(job: &AdaptJob, device: &AD::Device) -> Result
         resume: false,
         overrides: vec![],
         quiet: job.quiet,
-        init_from: Some(source.weights.clone()),
+        // The built data's identifiers continue the checkpoint's: its rows stay, the new
+        // identifiers' rows start at zero.
+        init_from: Some(InitFrom { weights: source.weights.clone(), identifiers: Some(names_kept), new_rows: NewRows::Zero }),
         time_limit: None,
     };
     let summary = train::<AD>(&tj, device)?;

@@ -15,6 +15,7 @@ use crate::step::optim::AdamState;
 use crate::store::checkpoint::{self, TrainState};
 use crate::store::config::TrainConfig;
 use crate::store::integrity;
+use crate::store::puzzle_rows::{NewRows, start_table};
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use std::path::{Path, PathBuf};
@@ -32,10 +33,31 @@ pub struct TrainJob {
     pub overrides: Vec<String>,
     /// Print no progress bar
     pub quiet: bool,
-    /// Start from these weights (fine-tuning / adaptation): a model.safetensors file.
-    pub init_from: Option<PathBuf>,
+    /// Start from these weights (fine-tuning / adaptation).
+    pub init_from: Option<InitFrom>,
     /// Stop (then evaluate and checkpoint) after this much wall time.
     pub time_limit: Option<std::time::Duration>,
+}
+
+/// The weights a new run starts from, and how their puzzle-embedding rows map onto the data
+/// set's identifiers (`store::puzzle_rows`).
+#[derive(Debug, Clone)]
+pub struct InitFrom {
+    /// A model.safetensors file or a reference torch.save file.
+    pub weights: PathBuf,
+    /// The identifier map of the weights' puzzle table, when known.
+    pub identifiers: Option<Vec<String>>,
+    /// What rows the checkpoint has no value for start from.
+    pub new_rows: NewRows,
+}
+
+impl InitFrom {
+    /// Fine-tuning from `weights` (`trm train --init-from`): their identifier map from their
+    /// checkpoint or beside them, new rows from the mean of the stored ones, as the reference.
+    pub fn fine_tune(weights: PathBuf) -> Result<Self> {
+        let identifiers = crate::store::puzzle_rows::identifiers_of(&weights)?;
+        Ok(InitFrom { weights, identifiers, new_rows: NewRows::Mean })
+    }
 }
 
 /// The model configuration for a data set.
@@ -73,10 +95,32 @@ pub fn read_splits(data: &Path) -> Result<(Arc<Split>, Option<Arc<Split>>)> {
     Ok((train, test))
 }
 
-fn fresh_state<B: Backend>(cfg: &TrainConfig, model: &ModelConfig, device: &B::Device, init_from: Option<&Path>) -> Result<TrainState<B>> {
+fn fresh_state<B: Backend>(
+    cfg: &TrainConfig,
+    model: &ModelConfig,
+    device: &B::Device,
+    init_from: Option<&InitFrom>,
+    data: &Path,
+) -> Result<TrainState<B>> {
     let (params, table) = match init_from {
-        Some(file) => {
-            checkpoint::load_model_growing::<B>(file, model, device).with_context(|| format!("cannot start from {}", file.display()))?
+        Some(init) => {
+            let file = &init.weights;
+            let (params, table) = checkpoint::load_model_any_rows::<B>(file, model, device)
+                .with_context(|| format!("cannot start from {}", file.display()))?;
+            let table = match table {
+                Some(stored) => {
+                    let names = data.join("identifiers.json").is_file().then(|| format::read_identifiers(data)).transpose()?;
+                    let n = model.num_puzzle_identifiers;
+                    let (t, note) = start_table(stored, n, init.identifiers.as_deref(), names.as_deref(), init.new_rows)
+                        .with_context(|| format!("the puzzle embeddings of {} for the data set {}", file.display(), data.display()))?;
+                    if let Some(note) = note {
+                        eprintln!("note: {}: {note}", file.display());
+                    }
+                    Some(t)
+                }
+                None => None,
+            };
+            (params, table)
         }
         None => {
             let p = weights::init::<B>(model, &mut crate::util::rng::derive(cfg.seed, &[7]), device).into_named();
@@ -153,7 +197,7 @@ pub fn open_state<B: Backend>(
     named_data_set(&cfg.data_paths, Some(&job.data))?;
     cfg.data_paths = vec![std::path::absolute(&job.data).unwrap_or(job.data.clone()).display().to_string()];
     let model = model_config(&cfg, train)?;
-    let mut st = fresh_state::<B>(&cfg, &model, device, job.init_from.as_deref())?;
+    let mut st = fresh_state::<B>(&cfg, &model, device, job.init_from.as_ref(), &job.data)?;
     collective::broadcast_weights(&mut st, r)?;
     st.ema = cfg.ema.then(|| st.params.clone()); // of the broadcast weights
     Ok((cfg, st, None))

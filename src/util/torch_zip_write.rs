@@ -1,6 +1,7 @@
 //! Writes a state dict in the format of `torch.save` (zip, protocol-2 pickle, one raw storage per
 //! tensor), so the reference's own code loads a model trained in trm: `torch.load(path)` gives an
-//! `OrderedDict` of float32 CPU tensors under the names given (`trm export --format torch`).
+//! `OrderedDict` of CPU tensors under the names given, each float32 or bfloat16 as asked
+//! (`trm export --format torch`).
 
 use anyhow::{Context, Result};
 use std::io::Write;
@@ -50,21 +51,51 @@ impl Pickle {
     }
 }
 
-/// Writes `tensors` (name, shape, float32 values, in this order) as a torch.save file at `path`,
-/// atomically. `archive` is the name of the folder inside the zip (torch uses the file's stem).
-pub fn write(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
+/// How a tensor is stored in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    Float32,
+    /// Rounded to the nearest bfloat16 (ties to even), as `tensor.to(torch.bfloat16)` does.
+    Bfloat16,
+}
+
+/// One tensor of a state dict: its name, shape, values and how they are stored.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+    pub stored: Stored,
+}
+
+impl Entry {
+    /// A float32 tensor.
+    pub fn f32(name: impl Into<String>, shape: Vec<usize>, values: Vec<f32>) -> Self {
+        Entry { name: name.into(), shape, values, stored: Stored::Float32 }
+    }
+    fn bytes(&self) -> Vec<u8> {
+        match self.stored {
+            Stored::Float32 => self.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Stored::Bfloat16 => self.values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
+        }
+    }
+}
+
+/// Writes `tensors` (in this order) as a torch.save file at `path`, atomically. `archive` is the
+/// name of the folder inside the zip (torch uses the file's stem).
+pub fn write(path: &Path, tensors: &[Entry]) -> Result<()> {
     let archive = path.file_stem().and_then(|s| s.to_str()).filter(|s| !s.is_empty() && s.is_ascii()).unwrap_or("archive").to_string();
     let mut p = Pickle(vec![0x80, 2]);
     p.ordered_dict();
     p.op(b'(');
-    for (i, (name, shape, _)) in tensors.iter().enumerate() {
+    for (i, Entry { name, shape, stored, .. }) in tensors.iter().enumerate() {
         p.str(name);
         // torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks)
         p.global("torch._utils", "_rebuild_tensor_v2");
         p.op(b'(');
         p.op(b'(');
         p.str("storage");
-        p.global("torch", "FloatStorage");
+        p.global("torch", if *stored == Stored::Bfloat16 { "BFloat16Storage" } else { "FloatStorage" });
         p.str(&i.to_string());
         p.str("cpu");
         p.int(shape.iter().product());
@@ -94,9 +125,8 @@ pub fn write(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<
         };
         entry(format!("{archive}/data.pkl"), &p.0)?;
         entry(format!("{archive}/byteorder"), b"little")?;
-        for (i, (_, _, values)) in tensors.iter().enumerate() {
-            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            entry(format!("{archive}/data/{i}"), &bytes)?;
+        for (i, t) in tensors.iter().enumerate() {
+            entry(format!("{archive}/data/{i}"), &t.bytes())?;
         }
         entry(format!("{archive}/version"), b"3\n")?;
         z.finish()?;
@@ -106,18 +136,29 @@ pub fn write(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<
 
 #[cfg(test)]
 mod tests {
+    use super::{Entry, Stored};
+
     #[test]
     fn what_is_written_reads_back() {
         let t = tempfile::tempdir().unwrap();
         let f = t.path().join("step_5");
         let tensors = vec![
-            ("model.inner.a".to_string(), vec![2, 3], vec![1.0f32, -2.0, 3.5, 0.0, f32::MIN_POSITIVE, 6.0]),
-            ("model.inner.b".to_string(), vec![4], vec![0.25f32; 4]),
+            Entry::f32("model.inner.a", vec![2, 3], vec![1.0f32, -2.0, 3.5, 0.0, f32::MIN_POSITIVE, 6.0]),
+            Entry::f32("model.inner.b", vec![4], vec![0.25f32; 4]),
+            // bfloat16: 1 + 2^-8 is a tie between 1 and 1 + 2^-7 (to even: 1); 1 + 3·2^-8 rounds up.
+            Entry {
+                stored: Stored::Bfloat16,
+                ..Entry::f32("model.inner.H_init", vec![3], vec![1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, -0.5])
+            },
         ];
         super::write(&f, &tensors).unwrap();
         let back = crate::util::torch_zip::read(&f, "").unwrap();
-        for (name, shape, values) in &tensors {
-            assert_eq!((&back[name].shape, &back[name].values), (shape, values), "{name}");
+        for t in &tensors[..2] {
+            assert_eq!((&back[&t.name].shape, &back[&t.name].values), (&t.shape, &t.values), "{}", t.name);
         }
+        let h = &back["model.inner.H_init"];
+        assert_eq!((&h.shape, &h.values), (&vec![3], &vec![1.0, 1.0 + 4.0 / 256.0, -0.5]));
+        let raw = std::fs::read(&f).unwrap();
+        assert!(raw.windows(15).any(|w| w == b"BFloat16Storage"), "the buffer is stored as bfloat16");
     }
 }
