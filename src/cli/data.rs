@@ -187,11 +187,13 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             }
             let train = sudoku::generate(a.train, a.givens, a.seed, 0);
             let test = sudoku::generate(a.test, a.givens, a.seed, 1);
-            sudoku::write_dataset(&a.out, &train, &test, a.num_aug, a.seed)?;
-            if a.csv {
-                write_sudoku_csv(&a.out.join("train.csv"), &train)?;
-                write_sudoku_csv(&a.out.join("test.csv"), &test)?;
-            }
+            sudoku::write_dataset_with(&a.out, &train, &test, a.num_aug, a.seed, |out| {
+                if a.csv {
+                    write_sudoku_csv(&out.join("train.csv"), &train)?;
+                    write_sudoku_csv(&out.join("test.csv"), &test)?;
+                }
+                Ok(())
+            })?;
             print_summary(&a.out)?;
         }
         DataCommand::Inspect { dir, show, split } => {

@@ -74,15 +74,19 @@ pub fn run(a: ExportArgs) -> Result<()> {
     if let Some(t) = &table {
         tensors.push(Entry::f32(format!("{}puzzle_emb.weights", checkpoint::PREFIX), t.dims().to_vec(), crate::backend::to_host_f32(t)));
     }
-    // An all_config.yaml that describes other weights goes first (--force allowed it): a run
-    // stopped between the two writes then leaves weights with no configuration, which eval and
-    // solve refuse, never new weights beside the old configuration, which they would run wrongly.
-    if !same_yaml && yaml_path.symlink_metadata().is_ok() {
+    // Both files are written in full beside their names first; a stop until then leaves the old
+    // pair as it was. Then they are put in place, the configuration of other weights (which
+    // --force allowed replacing) removed first: a stop between those few renames leaves weights
+    // with no configuration, which eval and solve refuse, never weights beside another model's
+    // configuration, which they would run wrongly.
+    let weights = crate::util::torch_zip_write::stage(&a.out, &tensors)?;
+    let config = (!same_yaml).then(|| crate::util::fs::stage(&yaml_path, yaml.as_bytes())).transpose()?;
+    if config.is_some() && yaml_path.symlink_metadata().is_ok() {
         std::fs::remove_file(&yaml_path).with_context(|| format!("cannot remove the old {}", yaml_path.display()))?;
     }
-    crate::util::torch_zip_write::write(&a.out, &tensors)?;
-    if !same_yaml {
-        crate::util::fs::write_atomic(&yaml_path, yaml.as_bytes())?;
+    weights.commit()?;
+    if let Some(config) = config {
+        config.commit()?;
         println!("wrote {} (the run's configuration, as the reference writes it)", yaml_path.display());
     }
     println!(

@@ -7,6 +7,7 @@ use crate::eval::evaluate::{EvalResult, evaluate};
 use crate::model::weights::Weights;
 use crate::store::checkpoint;
 use crate::store::config;
+use crate::store::integrity;
 use crate::train::trainer::{self, TrainJob};
 use crate::util::fs::{Protected, check_output};
 use anyhow::{Context, Result, bail};
@@ -181,7 +182,7 @@ fn run_job(a: &TrainArgs, job: &TrainJob) -> Result<(trainer::TrainSummary, Opti
 /// checkpoint (train::setup::open_state), once.
 fn recorded_data(run: &std::path::Path) -> Result<PathBuf> {
     let js = checkpoint::newest_state_json(run)
-        .with_context(|| format!("cannot resume {}: it holds no checkpoint to continue from", run.display()))?;
+        .with_context(|| format!("cannot resume {}: it holds no checkpoint to continue from{}", run.display(), integrity::START_OVER))?;
     let data = js.config.data_paths.first().map(PathBuf::from);
     let data = data.with_context(|| format!("{}: the run recorded no data set; pass --data", run.display()))?;
     eprintln!("data: {} (recorded by the run)", data.display());

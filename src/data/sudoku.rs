@@ -201,6 +201,19 @@ pub fn build_split(puzzles: &[Puzzle], num_aug: usize, seed: u64, split_stream: 
 
 /// Writes a complete Sudoku data set (train + test + identifiers.json) from puzzle lists.
 pub fn write_dataset(out: &Path, train: &[Puzzle], test: &[Puzzle], num_aug: usize, seed: u64) -> Result<(SplitData, SplitData)> {
+    write_dataset_with(out, train, test, num_aug, seed, |_| Ok(()))
+}
+
+/// As `write_dataset`, and `extra` writes more files into `out` inside the same build (before
+/// the marker goes, so a set whose extra files are missing is never taken for finished).
+pub fn write_dataset_with(
+    out: &Path,
+    train: &[Puzzle],
+    test: &[Puzzle],
+    num_aug: usize,
+    seed: u64,
+    extra: impl FnOnce(&Path) -> Result<()>,
+) -> Result<(SplitData, SplitData)> {
     check_size(train.len(), num_aug)?;
     let building = format::Building::start(out)?;
     let tr = build_split(train, num_aug, seed, 0);
@@ -210,6 +223,7 @@ pub fn write_dataset(out: &Path, train: &[Puzzle], test: &[Puzzle], num_aug: usi
     format::write_split(&out.join("test"), &te, &te.metadata(VOCAB, 1, te.num_groups()))?;
     format::write_identifiers(out, &["<blank>".to_string()])?;
     crate::util::fs::drop_stale_arc_tasks(out)?;
+    extra(out)?;
     building.finish()?;
     Ok((tr, te))
 }

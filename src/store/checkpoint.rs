@@ -47,6 +47,17 @@ pub struct TrainState<B: Backend> {
     pub position: Position,
     /// Batches skipped so far by the divergence guard (`skip_nonfinite_batches`).
     pub skipped: u64,
+    /// How far the run's logs reached when this state was saved (None: no logs on this rank).
+    pub log_mark: Option<LogMark>,
+}
+
+/// The lengths in bytes of a run's `metrics.jsonl` and TensorBoard file at a checkpoint: a run
+/// resumed from it cuts its logs back to exactly these, so what was logged after the checkpoint
+/// (an evaluation of the same step included) appears once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogMark {
+    pub metrics_jsonl: u64,
+    pub tensorboard: u64,
 }
 
 /// The JSON part of a checkpoint.
@@ -65,6 +76,9 @@ pub struct StateJson {
     pub carry: Option<CarryRows>,
     /// Whether model.safetensors holds the EMA weights.
     pub model_is_ema: bool,
+    /// The logs' lengths at this checkpoint (absent in checkpoints of older trm versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogMark>,
 }
 
 fn named_entries<B: Backend>(prefix: &str, v: &[Named<B>]) -> Vec<(String, Vec<usize>, Vec<f32>)> {
@@ -159,6 +173,7 @@ pub fn save<B: Backend>(run: &Path, st: &TrainState<B>, cfg: &TrainConfig, model
         model: model.clone(),
         carry,
         model_is_ema: st.ema.is_some(),
+        logs: st.log_mark,
     };
     crate::util::fs::write_json(&tmp.join("state.json"), &js)?;
     // Checksums last, then read everything back against them before the folder counts.
@@ -465,6 +480,16 @@ pub fn load_state<B: Backend>(ckpt: &Path, device: &B::Device) -> Result<(StateJ
         }
         None => None,
     };
-    let st = TrainState { params, table, adam, ema, carry, step: js.step, position: js.position, skipped: js.skipped_batches };
+    let st = TrainState {
+        params,
+        table,
+        adam,
+        ema,
+        carry,
+        step: js.step,
+        position: js.position,
+        skipped: js.skipped_batches,
+        log_mark: js.logs,
+    };
     Ok((js, st))
 }

@@ -2,6 +2,7 @@
 //! TensorBoard event file (`events.out.tfevents.*`, scalars only), both append-only so a resumed
 //! run continues them.
 
+use crate::store::checkpoint::LogMark;
 use anyhow::{Context, Result};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -53,9 +54,24 @@ fn record_step(record: &[u8]) -> u64 {
 }
 
 /// Before a resumed run appends: drops what the killed run logged after its checkpoint at `step`
-/// (and any torn last line or record), so every step appears once in both logs.
-fn truncate_logs(dir: &Path, tb_path: &Path, step: u64) -> Result<()> {
+/// (and any torn last line or record), so every step appears once in both logs. With the
+/// checkpoint's `mark`, each log is cut back to its length then (which also drops an evaluation
+/// of that same step logged after the checkpoint, and redone by the resumed run); a log that does
+/// not fit its mark (shorter, or not ending there on a record's end: not the log the checkpoint
+/// saw) is filtered by step instead.
+fn truncate_logs(dir: &Path, tb_path: &Path, step: u64, mark: Option<LogMark>) -> Result<()> {
     let jsonl = dir.join("metrics.jsonl");
+    if let Some(m) = mark {
+        let (j, t) = (fits(&jsonl, m.metrics_jsonl, jsonl_boundary), fits(tb_path, m.tensorboard, tb_boundary));
+        if let (Some(j), Some(t)) = (j, t) {
+            for (path, bytes) in [(jsonl.as_path(), j), (tb_path, t)] {
+                if let Some(bytes) = bytes {
+                    crate::util::fs::write_atomic(path, &bytes)?;
+                }
+            }
+            return Ok(());
+        }
+    }
     if let Ok(text) = std::fs::read_to_string(&jsonl) {
         let kept: String = text
             .lines()
@@ -71,13 +87,36 @@ fn truncate_logs(dir: &Path, tb_path: &Path, step: u64) -> Result<()> {
     Ok(())
 }
 
+/// Whether `bytes[..len]` ends on a line's end.
+fn jsonl_boundary(bytes: &[u8], len: usize) -> bool {
+    len == 0 || bytes[len - 1] == b'\n'
+}
+
+/// Whether `bytes[..len]` is whole, valid event records.
+fn tb_boundary(bytes: &[u8], len: usize) -> bool {
+    records(&bytes[..len]).iter().map(|r| r.len()).sum::<usize>() == len
+}
+
+/// Whether the file at `path` fits a mark of `len` bytes (it holds at least that many, and
+/// `boundary` agrees that a log ends there): None when not; else the bytes to keep, when they are
+/// fewer than the file holds (an absent file fits a mark of 0).
+fn fits(path: &Path, len: u64, boundary: fn(&[u8], usize) -> bool) -> Option<Option<Vec<u8>>> {
+    let Ok(mut bytes) = std::fs::read(path) else { return (len == 0).then_some(None) };
+    let n = usize::try_from(len).ok().filter(|&n| n <= bytes.len() && boundary(&bytes, n))?;
+    Some((n < bytes.len()).then(|| {
+        bytes.truncate(n);
+        bytes
+    }))
+}
+
 impl MetricsLog {
-    /// Opens the logs of `dir`. `resume_step` = the checkpoint step a resumed run restarts from:
-    /// later entries are dropped and the logs continue. None = a new run: logs left by an earlier
-    /// attempt that never reached a checkpoint are removed.
-    pub fn open(dir: &Path, resume_step: Option<u64>) -> Result<Self> {
+    /// Opens the logs of `dir`. `resume` = the step a resumed run restarts from and the logs'
+    /// lengths recorded with that checkpoint: what was logged after it is dropped and the logs
+    /// continue. None = a new run: logs left by an earlier attempt that never reached a
+    /// checkpoint are removed.
+    pub fn open(dir: &Path, resume: Option<(u64, Option<LogMark>)>) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
-        if resume_step.is_none() {
+        if resume.is_none() {
             for e in std::fs::read_dir(dir)?.filter_map(|e| e.ok()) {
                 let name = e.file_name().to_string_lossy().to_string();
                 if name == "metrics.jsonl" || name.starts_with("events.out.tfevents.") {
@@ -94,8 +133,8 @@ impl MetricsLog {
             None => dir
                 .join(format!("events.out.tfevents.{}.trm", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs())),
         };
-        if let Some(step) = resume_step {
-            truncate_logs(dir, &tb_path, step)?;
+        if let Some((step, mark)) = resume {
+            truncate_logs(dir, &tb_path, step, mark)?;
         }
         let jsonl = OpenOptions::new().create(true).append(true).open(dir.join("metrics.jsonl")).context("cannot open metrics.jsonl")?;
         let fresh = !tb_path.exists();
@@ -141,6 +180,11 @@ impl MetricsLog {
         self.jsonl.flush()?;
         self.tb.flush()?;
         Ok(())
+    }
+
+    /// How far both logs reach now (call after `flush`).
+    pub fn mark(&self) -> Result<LogMark> {
+        Ok(LogMark { metrics_jsonl: self.jsonl.metadata()?.len(), tensorboard: self.tb.metadata()?.len() })
     }
 }
 
@@ -304,7 +348,7 @@ mod tests {
         t.write_all(&[9, 0, 0, 0, 0, 0, 0]).unwrap();
         drop((f, t));
         {
-            let mut log = MetricsLog::open(dir.path(), Some(3)).unwrap();
+            let mut log = MetricsLog::open(dir.path(), Some((3, None))).unwrap();
             log.log(4, "train", &[("lm_loss", 40.0)]).unwrap();
             log.flush().unwrap();
         }
@@ -319,5 +363,53 @@ mod tests {
         // Not resuming: the old logs go.
         drop(MetricsLog::open(dir.path(), None).unwrap());
         assert_eq!(std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap(), "");
+    }
+
+    /// A checkpoint written after step 2's training record but before its evaluation (an
+    /// interval checkpoint at the end of an iteration), then a kill after the evaluation was
+    /// logged: the resumed run redoes that evaluation, so the log mark drops the first one. By
+    /// step alone it would stay, and appear twice.
+    #[test]
+    fn resume_cuts_the_logs_at_the_checkpoints_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let mark = {
+            let mut log = MetricsLog::open(dir.path(), None).unwrap();
+            log.log(1, "train", &[("lm_loss", 1.0)]).unwrap();
+            log.log(2, "train", &[("lm_loss", 2.0)]).unwrap();
+            log.flush().unwrap();
+            let mark = log.mark().unwrap();
+            log.log(2, "eval", &[("accuracy", 0.5)]).unwrap();
+            log.log(3, "train", &[("lm_loss", 3.0)]).unwrap();
+            log.flush().unwrap();
+            mark
+        };
+        let tb =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().contains("tfevents")).unwrap();
+        let records = |dir: &Path| -> Vec<(u64, String)> {
+            std::fs::read_to_string(dir.join("metrics.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .map(|v| (v["step"].as_u64().unwrap(), v["split"].as_str().unwrap().to_string()))
+                .collect()
+        };
+        let copy = tempfile::tempdir().unwrap();
+        for f in std::fs::read_dir(dir.path()).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, copy.path().join(f.file_name().unwrap())).unwrap();
+        }
+        drop(MetricsLog::open(dir.path(), Some((2, Some(mark)))).unwrap());
+        assert_eq!(records(dir.path()), vec![(1, "train".into()), (2, "train".into())]);
+        assert_eq!(read_events(&tb).unwrap().iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2]);
+        // A mark that does not fit the log (not on a line's end): both logs filtered by step
+        // instead, the evaluation kept in both.
+        let bad = LogMark { metrics_jsonl: mark.metrics_jsonl - 3, ..mark };
+        drop(MetricsLog::open(copy.path(), Some((2, Some(bad)))).unwrap());
+        assert_eq!(records(copy.path()), vec![(1, "train".into()), (2, "train".into()), (2, "eval".into())]);
+        let tb_copy = copy.path().join(tb.file_name().unwrap());
+        assert_eq!(
+            read_events(&tb_copy).unwrap().iter().map(|e| (e.0, e.1.clone())).collect::<Vec<_>>(),
+            vec![(1, "train/lm_loss".to_string()), (2, "train/lm_loss".to_string()), (2, "eval/accuracy".to_string())]
+        );
     }
 }

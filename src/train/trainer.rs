@@ -32,7 +32,7 @@ use crate::step::loss::Metrics;
 use crate::step::optim::{AdamHyper, lr_at};
 use crate::step::supervision::{MicroBatches, Ropes, micro_batch_step};
 use crate::step::update::{Learner, NonFinite, StepHyper, apply_gradients};
-use crate::store::checkpoint::TrainState;
+use crate::store::checkpoint::{LogMark, TrainState};
 use crate::store::config::TrainConfig;
 use anyhow::{Result, bail};
 use burn::tensor::backend::AutodiffBackend;
@@ -109,8 +109,7 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
                 }
             };
             if cfg.checkpoint_interval_steps > 0 && st.step % cfg.checkpoint_interval_steps == 0 {
-                flush(&mut log)?;
-                run.last_ckpt = Some(collective::save(&job.out, &st, &cfg, &model, reducer)?);
+                run.last_ckpt = Some(save(job, &mut st, &cfg, &model, &mut log, reducer)?);
             }
             if stop.interrupt {
                 run.interrupted = true; // the step is done; checkpoint below
@@ -325,8 +324,7 @@ fn end_of_iteration<AD: AutodiffBackend>(
         run.evals.push((st.step, r));
     }
     if cx.cfg.checkpoint_every_eval || iteration + 1 == cx.plan.iterations {
-        flush(log)?;
-        run.last_ckpt = Some(collective::save(&cx.job.out, st, cx.cfg, cx.model, reducer)?);
+        run.last_ckpt = Some(save(cx.job, st, cx.cfg, cx.model, log, reducer)?);
     }
     Ok(true)
 }
@@ -343,15 +341,18 @@ fn finish<AD: AutodiffBackend>(
     reducer: &mut dyn Reducer,
 ) -> Result<TrainSummary> {
     let (job, model, cfg) = (cx.job, cx.model, cx.cfg);
+    let mut evaluated = false;
     if let (Some(test), false, false) = (test, run.interrupted, run.evals.last().is_some_and(|(s, _)| *s == st.step)) {
         match eval_and_log(model, cfg, st, test, &job.data, &job.out, log.as_mut(), reducer)? {
-            Some(r) => run.evals.push((st.step, r)),
+            Some(r) => {
+                run.evals.push((st.step, r));
+                evaluated = true;
+            }
             None => run.interrupted = true,
         }
     }
     if run.interrupted {
-        flush(&mut log)?;
-        let at = collective::save(&job.out, st, cfg, model, reducer)?;
+        let at = save(job, st, cfg, model, &mut log, reducer)?;
         progress.finish();
         return Err(crate::util::interrupt::Interrupted(format!(
             "interrupted at step {}: checkpoint written to {}; continue with `trm train --data {} --out {} --resume`",
@@ -362,9 +363,12 @@ fn finish<AD: AutodiffBackend>(
         ))
         .into());
     }
+    // A checkpoint of this step already written stands, unless the final evaluation was logged
+    // after it: its log mark must include that, or a resume would cut it. (Every rank knows both,
+    // so all of them take part in the save, a collective, or none.)
     flush(&mut log)?;
-    if run.last_ckpt.as_ref().is_none_or(|p| !p.ends_with(format!("step_{:08}", st.step))) {
-        run.last_ckpt = Some(collective::save(&job.out, st, cfg, model, reducer)?);
+    if run.last_ckpt.as_ref().is_none_or(|p| !p.ends_with(format!("step_{:08}", st.step))) || evaluated {
+        run.last_ckpt = Some(save(job, st, cfg, model, &mut log, reducer)?);
     }
     progress.finish();
     Ok(TrainSummary {
@@ -376,8 +380,28 @@ fn finish<AD: AutodiffBackend>(
     })
 }
 
-fn flush(log: &mut Option<MetricsLog>) -> Result<()> {
-    log.as_mut().map_or(Ok(()), |l| l.flush())
+/// Flushes the logs and says how far they reach.
+fn flush(log: &mut Option<MetricsLog>) -> Result<Option<LogMark>> {
+    log.as_mut()
+        .map(|l| {
+            l.flush()?;
+            l.mark()
+        })
+        .transpose()
+}
+
+/// Writes a checkpoint of `st` with how far the logs reach (`LogMark`), so that a run resumed
+/// from it cuts them back to exactly there.
+fn save<B: burn::prelude::Backend>(
+    job: &TrainJob,
+    st: &mut TrainState<B>,
+    cfg: &TrainConfig,
+    model: &ModelConfig,
+    log: &mut Option<MetricsLog>,
+    reducer: &mut dyn Reducer,
+) -> Result<PathBuf> {
+    st.log_mark = flush(log)?;
+    collective::save(&job.out, st, cfg, model, reducer)
 }
 
 /// Rank 0 writes the run's config, its identifier map and opens the logs (cut back to the
@@ -403,7 +427,7 @@ fn open_run_log<B: burn::prelude::Backend>(
         if let Some(ids) = ids {
             crate::util::fs::write_json(&job.out.join("identifiers.json"), &ids)?;
         }
-        MetricsLog::open(&job.out, job.resume.then_some(st.step))
+        MetricsLog::open(&job.out, job.resume.then_some((st.step, st.log_mark)))
     };
     let mut log = collective::lead_result((reducer.rank() == 0).then(open_run), "write the run folder", reducer)?;
     if let (Some(log), 0) = (log.as_mut(), st.step) {

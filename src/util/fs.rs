@@ -14,6 +14,32 @@ fn temp_path(path: &Path) -> PathBuf {
 
 /// Writes a file atomically through a buffered writer handed to `fill`.
 pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut BufWriter<File>) -> Result<()>) -> Result<()> {
+    stage_with(path, fill)?.commit()
+}
+
+/// A file written in full and synced beside its final name, not yet in place: `commit` puts it
+/// there with one rename. Staging several files first makes their replacement as close to one
+/// step as separate files allow.
+#[must_use = "a staged file is put in place by commit"]
+pub struct Staged {
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl Staged {
+    pub fn commit(self) -> Result<()> {
+        std::fs::rename(&self.tmp, &self.path).with_context(|| format!("cannot rename {} to {}", self.tmp.display(), self.path.display()))
+    }
+}
+
+/// Writes bytes beside `path`, to be put in place by `Staged::commit`.
+pub fn stage(path: &Path, bytes: &[u8]) -> Result<Staged> {
+    stage_with(path, |w| Ok(w.write_all(bytes)?))
+}
+
+/// Writes a file beside `path` through a buffered writer handed to `fill`, synced, to be put in
+/// place by `Staged::commit`.
+pub fn stage_with(path: &Path, fill: impl FnOnce(&mut BufWriter<File>) -> Result<()>) -> Result<Staged> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| format!("cannot create folder {}", parent.display()))?;
     }
@@ -29,8 +55,7 @@ pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut BufWriter<File>) ->
     fill(&mut w).with_context(|| format!("while writing {}", path.display()))?;
     let file = w.into_inner().map_err(|e| e.into_error()).with_context(|| format!("cannot flush {}", tmp.display()))?;
     file.sync_all().with_context(|| format!("cannot sync {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    Ok(Staged { tmp, path: path.to_path_buf() })
 }
 
 /// Writes bytes atomically.

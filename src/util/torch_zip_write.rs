@@ -84,6 +84,11 @@ impl Entry {
 /// Writes `tensors` (in this order) as a torch.save file at `path`, atomically. `archive` is the
 /// name of the folder inside the zip (torch uses the file's stem).
 pub fn write(path: &Path, tensors: &[Entry]) -> Result<()> {
+    stage(path, tensors)?.commit()
+}
+
+/// As `write`, but the file is left beside `path` until `Staged::commit` puts it there.
+pub fn stage(path: &Path, tensors: &[Entry]) -> Result<crate::util::fs::Staged> {
     let archive = path.file_stem().and_then(|s| s.to_str()).filter(|s| !s.is_empty() && s.is_ascii()).unwrap_or("archive").to_string();
     let mut p = Pickle(vec![0x80, 2]);
     p.ordered_dict();
@@ -115,7 +120,7 @@ pub fn write(path: &Path, tensors: &[Entry]) -> Result<()> {
     }
     p.op(b'u');
     p.op(b'.');
-    crate::util::fs::write_atomic_with(path, |w| {
+    crate::util::fs::stage_with(path, |w| {
         let mut z = zip::ZipWriter::new(w);
         let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).with_alignment(64);
         let mut entry = |name: String, bytes: &[u8]| -> Result<()> {
