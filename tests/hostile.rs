@@ -295,6 +295,17 @@ fn outputs_never_eat_inputs() {
     assert_eq!(std::fs::read_to_string(&other).unwrap(), trm::infer::bundled::CONFIG);
     assert_eq!(sha(&fresh), fresh_before);
     std::fs::remove_dir(user.path().join("fresh.pt.tmp")).unwrap();
+    // Writing the config fails after the weights were written in full: they are removed, not
+    // left beside their name (an ARC model's are gigabytes), and the old pair stands.
+    std::fs::create_dir(user.path().join("all_config.yaml.tmp")).unwrap();
+    let (ok, out) = export(&fresh, true);
+    assert!(!ok && out.contains("all_config.yaml.tmp"), "{out}");
+    assert!(!user.path().join("fresh.pt.tmp").exists(), "the staged weights stayed");
+    assert_eq!((sha(&fresh), std::fs::read_to_string(&other).unwrap()), (fresh_before, trm::infer::bundled::CONFIG.to_string()));
+    std::fs::remove_dir(user.path().join("all_config.yaml.tmp")).unwrap();
+    // The weights may not take the config's name.
+    let (ok, out) = export(&other, true);
+    assert!(!ok && out.contains("name the weights otherwise"), "{out}");
     let (ok, out) = export(&fresh, true);
     assert!(ok && other.exists(), "{out}");
 }

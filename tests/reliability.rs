@@ -308,3 +308,45 @@ fn eval_limit_counts_exactly_n_examples() {
         assert_eq!(v["count"].as_u64().unwrap().to_string(), limit);
     }
 }
+
+/// Resuming a run that is already at its end trains nothing, evaluates nothing again and writes
+/// nothing: its logs stay as they were (the final evaluation used to be logged a second time).
+/// And a run of an older trm whose state.json pairs puzzle_emb_ndim=0 with a puzzle_emb_len (then
+/// inert, now refused for new runs) still resumes.
+#[test]
+fn resuming_a_finished_run_logs_nothing_twice() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    tiny_data(&data);
+    let run = d.path().join("run");
+    let first = train::<AD>(&job(&data, &run, &["max_steps=4"], false), &Default::default()).unwrap();
+    assert_eq!((first.steps, first.evals.len()), (4, 1));
+    let logs = |run: &Path| {
+        let tb = std::fs::read_dir(run).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().contains("tfevents")).unwrap();
+        (std::fs::read(run.join("metrics.jsonl")).unwrap(), std::fs::read(tb).unwrap())
+    };
+    let before = logs(&run);
+    let ckpt = checkpoint::resolve(&run).unwrap();
+    let again = train::<AD>(&job(&data, &run, &[], true), &Default::default()).unwrap();
+    assert_eq!((again.steps, again.evals.len(), again.checkpoint.as_deref()), (4, 0, Some(ckpt.as_path())));
+    assert!(logs(&run) == before, "the logs changed");
+    // max_steps raised: it goes on, and evaluates at its new end.
+    let more = train::<AD>(&job(&data, &run, &["max_steps=6"], true), &Default::default()).unwrap();
+    assert_eq!((more.steps, more.evals.len()), (6, 1));
+
+    // An older trm's run: puzzle_emb_ndim=0 beside the default puzzle_emb_len=16.
+    let old = d.path().join("old");
+    train::<AD>(&job(&data, &old, &["max_steps=2", "arch.puzzle_emb_ndim=0", "arch.puzzle_emb_len=0"], false), &Default::default())
+        .unwrap();
+    let ckpt = checkpoint::resolve(&old).unwrap();
+    let js = ckpt.join("state.json");
+    let text = std::fs::read_to_string(&js).unwrap().replace("\"puzzle_emb_len\": 0", "\"puzzle_emb_len\": 16");
+    assert_eq!(text.matches("\"puzzle_emb_len\": 16").count(), 2, "the model's and the config's");
+    std::fs::write(&js, text).unwrap();
+    trm::store::integrity::write_sums(&ckpt).unwrap();
+    assert_eq!(checkpoint::read_state_json(&ckpt).unwrap().model.arch.puzzle_emb_len, 0);
+    let resumed = job(&data, &old, &["max_steps=3", "arch.puzzle_emb_ndim=0", "arch.puzzle_emb_len=0"], true);
+    assert_eq!(train::<AD>(&resumed, &Default::default()).unwrap().steps, 3);
+    let e = err(train::<AD>(&job(&data, &d.path().join("new"), &["max_steps=2", "arch.puzzle_emb_ndim=0"], false), &Default::default()));
+    assert!(e.contains("set arch.puzzle_emb_len=0"), "{e}");
+}

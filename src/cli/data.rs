@@ -197,18 +197,14 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             print_summary(&a.out)?;
         }
         DataCommand::Inspect { dir, show, split } => {
-            let (splits, names) = inspect(&dir)?;
+            let (kept, names) = inspect(&dir, (show > 0).then_some(split.as_str()))?;
             if show > 0 {
-                // The splits were read and checked once, above; another name is read now.
-                let read;
-                let s = match splits.iter().find(|(n, _)| *n == split) {
-                    Some((_, s)) => s,
-                    None => {
-                        read = format::read_dataset_split(&dir, &split)?;
-                        &read
-                    }
+                // The split was read and checked once, above, unless it is neither train nor test.
+                let s = match kept {
+                    Some(s) => s,
+                    None => format::read_dataset_split(&dir, &split)?,
                 };
-                super::data_show::show(s, &split, names.as_deref(), show);
+                super::data_show::show(&s, &split, names.as_deref(), show);
             }
         }
     }
@@ -246,11 +242,11 @@ fn print_summary(dir: &std::path::Path) -> Result<()> {
 
 /// `trm data inspect`: every file of the data set read and checked as training and evaluation
 /// read them (shapes, tokens below vocab_size, offsets, identifiers), then its summary. A data set
-/// that would fail later fails here, naming the file.
-/// Checks and summarises a built data set; gives back the splits and identifier names it read.
-fn inspect(dir: &std::path::Path) -> Result<(Vec<(&'static str, format::Split)>, Option<Vec<String>>)> {
+/// that would fail later fails here, naming the file. Gives back the split named `keep` (when it
+/// is one it read: train or test) and the identifier names, for `--show`.
+fn inspect(dir: &std::path::Path, keep: Option<&str>) -> Result<(Option<format::Split>, Option<Vec<String>>)> {
     let mut ids_needed = 0;
-    let mut splits = Vec::new();
+    let mut kept = None;
     for split in ["train", "test"] {
         if split == "test" && !dir.join(split).exists() {
             println!(" test: none (training runs without evaluation)");
@@ -269,7 +265,9 @@ fn inspect(dir: &std::path::Path) -> Result<(Vec<(&'static str, format::Split)>,
             m.num_puzzle_identifiers
         );
         ids_needed = ids_needed.max(m.num_puzzle_identifiers);
-        splits.push((split, s));
+        if keep == Some(split) {
+            kept = Some(s);
+        }
     }
     // identifiers.json is optional (training copies it when there); one that is there must read
     // and cover every identifier, as an ARC evaluation requires.
@@ -289,7 +287,7 @@ fn inspect(dir: &std::path::Path) -> Result<(Vec<(&'static str, format::Split)>,
         None
     };
     println!("every file checked");
-    Ok((splits, names))
+    Ok((kept, names))
 }
 
 fn puzzles_in(split_dir: &std::path::Path) -> Result<usize> {

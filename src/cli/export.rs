@@ -43,6 +43,12 @@ pub fn run(a: ExportArgs) -> Result<()> {
         Protected { path: &a.checkpoint, what: "the run being exported" },
         Protected { path: &ckpt, what: "the checkpoint being exported" },
     ];
+    if a.out.file_name().is_some_and(|n| n == "all_config.yaml") {
+        bail!(
+            "--out {}: the weights' configuration goes to all_config.yaml beside them; name the weights otherwise (the reference's step_N)",
+            a.out.display()
+        );
+    }
     check_output(&a.out, "--out", &protected, a.force)?;
     let yaml_path = a.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("all_config.yaml");
     let state = checkpoint::read_state_json(&ckpt)?;

@@ -181,8 +181,17 @@ fn run_job(a: &TrainArgs, job: &TrainJob) -> Result<(trainer::TrainSummary, Opti
 /// without `--data`. Only a state.json is read: the resume itself picks and verifies the
 /// checkpoint (train::setup::open_state), once.
 fn recorded_data(run: &std::path::Path) -> Result<PathBuf> {
-    let js = checkpoint::newest_state_json(run)
-        .with_context(|| format!("cannot resume {}: it holds no checkpoint to continue from{}", run.display(), integrity::START_OVER))?;
+    let js = checkpoint::newest_state_json(run).with_context(|| {
+        if integrity::holds_no_checkpoint(run) {
+            format!("cannot resume {}: it holds no checkpoint to continue from{}", run.display(), integrity::START_OVER)
+        } else {
+            format!(
+                "cannot resume {}: none of its checkpoints has a state.json that reads, so the data set it trained on is unknown; \
+                 pass --data DIR (the resume then verifies the checkpoints and names what is wrong)",
+                run.display()
+            )
+        }
+    })?;
     let data = js.config.data_paths.first().map(PathBuf::from);
     let data = data.with_context(|| format!("{}: the run recorded no data set; pass --data", run.display()))?;
     eprintln!("data: {} (recorded by the run)", data.display());

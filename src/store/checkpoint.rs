@@ -49,6 +49,9 @@ pub struct TrainState<B: Backend> {
     pub skipped: u64,
     /// How far the run's logs reached when this state was saved (None: no logs on this rank).
     pub log_mark: Option<LogMark>,
+    /// The last step whose evaluation was logged (so a resumed run that is already at its end
+    /// does not evaluate and log it again).
+    pub evaluated_step: Option<u64>,
 }
 
 /// The lengths in bytes of a run's `metrics.jsonl` and TensorBoard file at a checkpoint: a run
@@ -79,6 +82,9 @@ pub struct StateJson {
     /// The logs' lengths at this checkpoint (absent in checkpoints of older trm versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<LogMark>,
+    /// The last step whose evaluation was logged before this checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluated_step: Option<u64>,
 }
 
 fn named_entries<B: Backend>(prefix: &str, v: &[Named<B>]) -> Vec<(String, Vec<usize>, Vec<f32>)> {
@@ -174,6 +180,7 @@ pub fn save<B: Backend>(run: &Path, st: &TrainState<B>, cfg: &TrainConfig, model
         carry,
         model_is_ema: st.ema.is_some(),
         logs: st.log_mark,
+        evaluated_step: st.evaluated_step,
     };
     crate::util::fs::write_json(&tmp.join("state.json"), &js)?;
     // Checksums last, then read everything back against them before the folder counts.
@@ -256,7 +263,14 @@ pub fn newest_state_json(run: &Path) -> Option<StateJson> {
 
 pub fn read_state_json(ckpt: &Path) -> Result<StateJson> {
     let file = ckpt.join("state.json");
-    let js: StateJson = crate::util::fs::read_json(&file)?;
+    let mut js: StateJson = crate::util::fs::read_json(&file)?;
+    // Runs of trm before 2026-12-05 accepted a puzzle_emb_len with puzzle_emb_ndim=0, where it
+    // did nothing (no prefix); it reads as the 0 that new runs must give.
+    for arch in [&mut js.model.arch, &mut js.config.arch] {
+        if arch.puzzle_emb_ndim == 0 {
+            arch.puzzle_emb_len = 0;
+        }
+    }
     js.model.validate().with_context(|| format!("{}: model", file.display()))?;
     Ok(js)
 }
@@ -490,6 +504,7 @@ pub fn load_state<B: Backend>(ckpt: &Path, device: &B::Device) -> Result<(StateJ
         position: js.position,
         skipped: js.skipped_batches,
         log_mark: js.logs,
+        evaluated_step: js.evaluated_step,
     };
     Ok((js, st))
 }

@@ -211,11 +211,16 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     }
 }
 
-/// The checkpoint a resumed run continues from: `latest` if it verifies, else the newest intact
 /// What to do with a run stopped before its first checkpoint.
 pub const START_OVER: &str = " (it stopped before its first checkpoint): start it again with the command that began it, without \
      --resume; a run folder trm made that holds no checkpoint is started over";
 
+/// True when `run` has no checkpoint folder and no `latest` (a run stopped before its first).
+pub fn holds_no_checkpoint(run: &Path) -> bool {
+    checkpoints(run).is_empty() && run.join("checkpoints").join("latest").symlink_metadata().is_err()
+}
+
+/// The checkpoint a resumed run continues from: `latest` if it verifies, else the newest intact
 /// checkpoint (saying so).
 pub fn resolve_for_resume(run: &Path) -> Result<PathBuf> {
     let why = match latest_of(run) {
@@ -230,7 +235,7 @@ pub fn resolve_for_resume(run: &Path) -> Result<PathBuf> {
         Err(why) => why,
     };
     let dir = newest_intact(run, None).ok_or_else(|| {
-        let none_yet = checkpoints(run).is_empty();
+        let none_yet = holds_no_checkpoint(run);
         anyhow!("cannot resume {}: {why}, and no intact checkpoint is left{}", run.display(), if none_yet { START_OVER } else { "" })
     })?;
     eprintln!("warning: {why}; resuming from the newest intact checkpoint, {}", dir.display());

@@ -58,31 +58,32 @@ fn record_step(record: &[u8]) -> u64 {
 /// checkpoint's `mark`, each log is cut back to its length then (which also drops an evaluation
 /// of that same step logged after the checkpoint, and redone by the resumed run); a log that does
 /// not fit its mark (shorter, or not ending there on a record's end: not the log the checkpoint
-/// saw) is filtered by step instead.
+/// saw), or any log without a mark, is filtered by step instead.
 fn truncate_logs(dir: &Path, tb_path: &Path, step: u64, mark: Option<LogMark>) -> Result<()> {
     let jsonl = dir.join("metrics.jsonl");
-    if let Some(m) = mark {
-        let (j, t) = (fits(&jsonl, m.metrics_jsonl, jsonl_boundary), fits(tb_path, m.tensorboard, tb_boundary));
-        if let (Some(j), Some(t)) = (j, t) {
-            for (path, bytes) in [(jsonl.as_path(), j), (tb_path, t)] {
-                if let Some(bytes) = bytes {
-                    crate::util::fs::write_atomic(path, &bytes)?;
-                }
-            }
-            return Ok(());
-        }
-    }
-    if let Ok(text) = std::fs::read_to_string(&jsonl) {
-        let kept: String = text
+    let by_step_jsonl = |bytes: &[u8]| -> Vec<u8> {
+        String::from_utf8_lossy(bytes)
             .lines()
             .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v["step"].as_u64().is_some_and(|s| s <= step)))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        crate::util::fs::write_atomic(&jsonl, kept.as_bytes())?;
-    }
-    if let Ok(bytes) = std::fs::read(tb_path) {
-        let kept: Vec<u8> = records(&bytes).into_iter().filter(|r| record_step(r) <= step).flatten().copied().collect();
-        crate::util::fs::write_atomic(tb_path, &kept)?;
+            .flat_map(|l| format!("{l}\n").into_bytes())
+            .collect()
+    };
+    let by_step_tb =
+        |bytes: &[u8]| -> Vec<u8> { records(bytes).into_iter().filter(|r| record_step(r) <= step).flatten().copied().collect() };
+    let logs: [(&Path, Option<u64>, fn(&[u8], usize) -> bool, &dyn Fn(&[u8]) -> Vec<u8>); 2] = [
+        (&jsonl, mark.map(|m| m.metrics_jsonl), jsonl_boundary, &by_step_jsonl),
+        (tb_path, mark.map(|m| m.tensorboard), tb_boundary, &by_step_tb),
+    ];
+    for (path, len, boundary, by_step) in logs {
+        let Ok(bytes) = std::fs::read(path) else { continue };
+        let fits = len.and_then(|l| usize::try_from(l).ok()).filter(|&n| n <= bytes.len() && boundary(&bytes, n));
+        let kept = match fits {
+            Some(n) => bytes[..n].to_vec(),
+            None => by_step(&bytes),
+        };
+        if kept != bytes {
+            crate::util::fs::write_atomic(path, &kept)?;
+        }
     }
     Ok(())
 }
@@ -95,18 +96,6 @@ fn jsonl_boundary(bytes: &[u8], len: usize) -> bool {
 /// Whether `bytes[..len]` is whole, valid event records.
 fn tb_boundary(bytes: &[u8], len: usize) -> bool {
     records(&bytes[..len]).iter().map(|r| r.len()).sum::<usize>() == len
-}
-
-/// Whether the file at `path` fits a mark of `len` bytes (it holds at least that many, and
-/// `boundary` agrees that a log ends there): None when not; else the bytes to keep, when they are
-/// fewer than the file holds (an absent file fits a mark of 0).
-fn fits(path: &Path, len: u64, boundary: fn(&[u8], usize) -> bool) -> Option<Option<Vec<u8>>> {
-    let Ok(mut bytes) = std::fs::read(path) else { return (len == 0).then_some(None) };
-    let n = usize::try_from(len).ok().filter(|&n| n <= bytes.len() && boundary(&bytes, n))?;
-    Some((n < bytes.len()).then(|| {
-        bytes.truncate(n);
-        bytes
-    }))
 }
 
 impl MetricsLog {
@@ -401,15 +390,12 @@ mod tests {
         drop(MetricsLog::open(dir.path(), Some((2, Some(mark)))).unwrap());
         assert_eq!(records(dir.path()), vec![(1, "train".into()), (2, "train".into())]);
         assert_eq!(read_events(&tb).unwrap().iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2]);
-        // A mark that does not fit the log (not on a line's end): both logs filtered by step
-        // instead, the evaluation kept in both.
+        // A mark that does not fit its log (not on a line's end): that log is filtered by step
+        // instead (the evaluation stays); the other is cut at its mark.
         let bad = LogMark { metrics_jsonl: mark.metrics_jsonl - 3, ..mark };
         drop(MetricsLog::open(copy.path(), Some((2, Some(bad)))).unwrap());
         assert_eq!(records(copy.path()), vec![(1, "train".into()), (2, "train".into()), (2, "eval".into())]);
         let tb_copy = copy.path().join(tb.file_name().unwrap());
-        assert_eq!(
-            read_events(&tb_copy).unwrap().iter().map(|e| (e.0, e.1.clone())).collect::<Vec<_>>(),
-            vec![(1, "train/lm_loss".to_string()), (2, "train/lm_loss".to_string()), (2, "eval/accuracy".to_string())]
-        );
+        assert_eq!(read_events(&tb_copy).unwrap().iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2]);
     }
 }

@@ -131,7 +131,18 @@ fn fresh_state<B: Backend>(
     };
     let adam = AdamState::new(&params);
     let ema = cfg.ema.then(|| params.clone());
-    Ok(TrainState { params, table, adam, ema, carry: None, step: 0, position: Position::default(), skipped: 0, log_mark: None })
+    Ok(TrainState {
+        params,
+        table,
+        adam,
+        ema,
+        carry: None,
+        step: 0,
+        position: Position::default(),
+        skipped: 0,
+        log_mark: None,
+        evaluated_step: None,
+    })
 }
 
 /// The run's configuration and starting state on this rank, and the checkpoint it resumed from.

@@ -85,7 +85,14 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
     let mut log = open_run_log(job, &cfg, &model, &st, &plan, reducer)?;
     let mut progress = Progress::new(job.quiet || !lead, plan.stop_at, st.step);
     let cx = StepContext { model: &model, cfg: &cfg, ropes: &ropes, device, plan: &plan, job, t0 };
-    let mut run = RunRecord { evals: Vec::new(), last_train: Metrics::default(), last_ckpt: None, interrupted: false };
+    // The checkpoint resumed from is this run's last one until it writes another.
+    let mut run = RunRecord { evals: Vec::new(), last_train: Metrics::default(), last_ckpt: resumed_from.clone(), interrupted: false };
+    if resumed_from.is_some() && st.step >= plan.stop_at && lead {
+        eprintln!(
+            "note: the run is already at step {}, where it ends (max_steps / total_steps {}): nothing to train; pass max_steps=N to go on",
+            st.step, plan.stop_at
+        );
+    }
 
     'outer: for iteration in st.position.iteration..plan.iterations {
         let start = if iteration == st.position.iteration { st.position } else { Position { iteration, batch: 0 } };
@@ -322,6 +329,7 @@ fn end_of_iteration<AD: AutodiffBackend>(
             st.step, r.accuracy, r.exact_accuracy, r.exact_accuracy_ci95.0, r.exact_accuracy_ci95.1, r.count
         ));
         run.evals.push((st.step, r));
+        st.evaluated_step = Some(st.step);
     }
     if cx.cfg.checkpoint_every_eval || iteration + 1 == cx.plan.iterations {
         run.last_ckpt = Some(save(cx.job, st, cx.cfg, cx.model, log, reducer)?);
@@ -342,10 +350,13 @@ fn finish<AD: AutodiffBackend>(
 ) -> Result<TrainSummary> {
     let (job, model, cfg) = (cx.job, cx.model, cx.cfg);
     let mut evaluated = false;
-    if let (Some(test), false, false) = (test, run.interrupted, run.evals.last().is_some_and(|(s, _)| *s == st.step)) {
+    // Not when this step's evaluation is logged already (by the loop, or before the checkpoint a
+    // resumed run started from).
+    if let (Some(test), false, false) = (test, run.interrupted, st.evaluated_step == Some(st.step)) {
         match eval_and_log(model, cfg, st, test, &job.data, &job.out, log.as_mut(), reducer)? {
             Some(r) => {
                 run.evals.push((st.step, r));
+                st.evaluated_step = Some(st.step);
                 evaluated = true;
             }
             None => run.interrupted = true,

@@ -27,8 +27,20 @@ pub struct Staged {
 }
 
 impl Staged {
-    pub fn commit(self) -> Result<()> {
-        std::fs::rename(&self.tmp, &self.path).with_context(|| format!("cannot rename {} to {}", self.tmp.display(), self.path.display()))
+    pub fn commit(mut self) -> Result<()> {
+        std::fs::rename(&self.tmp, &self.path)
+            .with_context(|| format!("cannot rename {} to {}", self.tmp.display(), self.path.display()))?;
+        self.tmp = PathBuf::new();
+        Ok(())
+    }
+}
+
+/// A staged file never put in place (an error came first) is removed, not left beside its name.
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 
