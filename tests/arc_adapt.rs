@@ -38,26 +38,19 @@ fn lm_losses(run: &std::path::Path) -> Vec<f64> {
         .collect()
 }
 
-#[test]
-fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
-    let dir = tempfile::tempdir().unwrap();
+/// The ARC training tasks (with solutions) and a picker by name.
+fn training_tasks() -> Vec<trm::data::arc_task::Task> {
     let arc_dir = common::data().join("arc");
-    let all =
-        read_tasks(&arc_dir.join("arc-agi_training_challenges.json"), Some(&arc_dir.join("arc-agi_training_solutions.json"))).unwrap();
-    let pick = |n: &str| all.iter().find(|t| t.name == n).unwrap().clone();
+    read_tasks(&arc_dir.join("arc-agi_training_challenges.json"), Some(&arc_dir.join("arc-agi_training_solutions.json"))).unwrap()
+}
 
-    // 1. A "pre-trained" model: a few steps on two small tasks.
-    let opt = BuildOptions { input_prefix: String::new(), subsets: vec![], test_sets: vec![], num_aug: 3, seed: 0, translate: true };
-    let base_data = dir.path().join("base-data");
-    arc::build_tasks(&base_data, vec![(pick("0d3d703e"), true), (pick("6150a2bd"), true)], vec!["<blank>".into()], &opt).unwrap();
-    let mut ov: Vec<String> = TINY.iter().map(|s| s.to_string()).collect();
-    ov.extend(["max_steps=30".into(), "epochs=50".into(), "eval_interval=50".into()]);
-    let cfg = config::resolve("demo", &ov).unwrap();
-    let base_run = dir.path().join("base-run");
+/// Trains the tiny model on `data` into `out` (TINY, then `extra`) and returns its newest checkpoint.
+fn train_base(data: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> std::path::PathBuf {
+    let ov: Vec<String> = TINY.iter().chain(extra).map(|s| s.to_string()).collect();
     let job = trainer::TrainJob {
-        config: cfg,
-        data: base_data.clone(),
-        out: base_run.clone(),
+        config: config::resolve("demo", &ov).unwrap(),
+        data: data.to_path_buf(),
+        out: out.to_path_buf(),
         resume: false,
         overrides: vec![],
         quiet: true,
@@ -65,7 +58,21 @@ fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
         time_limit: None,
     };
     trainer::train::<B>(&job, &Default::default()).unwrap();
-    let base_ckpt = checkpoint::resolve(&base_run).unwrap();
+    checkpoint::resolve(out).unwrap()
+}
+
+#[test]
+fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = training_tasks();
+    let pick = |n: &str| all.iter().find(|t| t.name == n).unwrap().clone();
+
+    // 1. A "pre-trained" model: a few steps on two small tasks.
+    let opt = BuildOptions { input_prefix: String::new(), subsets: vec![], test_sets: vec![], num_aug: 3, seed: 0, translate: true };
+    let base_data = dir.path().join("base-data");
+    arc::build_tasks(&base_data, vec![(pick("0d3d703e"), true), (pick("6150a2bd"), true)], vec!["<blank>".into()], &opt).unwrap();
+    let base_run = dir.path().join("base-run");
+    let base_ckpt = train_base(&base_data, &base_run, &["max_steps=30", "epochs=50", "eval_interval=50"]);
     let old_names = checkpoint::read_identifiers(&base_ckpt).unwrap();
     assert_eq!(old_names.len(), 1 + 2 * 4, "blank + 2 tasks x (identity + 3 augmentations)");
 
@@ -216,28 +223,14 @@ fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
 #[test]
 fn fine_tuning_on_other_tasks_keeps_each_embedding_row_with_its_puzzle() {
     let dir = tempfile::tempdir().unwrap();
-    let arc_dir = common::data().join("arc");
-    let all =
-        read_tasks(&arc_dir.join("arc-agi_training_challenges.json"), Some(&arc_dir.join("arc-agi_training_solutions.json"))).unwrap();
+    let all = training_tasks();
     let pick = |n: &str| all.iter().find(|t| t.name == n).unwrap().clone();
     let opt = BuildOptions { input_prefix: String::new(), subsets: vec![], test_sets: vec![], num_aug: 2, seed: 0, translate: true };
     let (base_data, other_data) = (dir.path().join("base-data"), dir.path().join("other-data"));
     arc::build_tasks(&base_data, vec![(pick("0d3d703e"), true), (pick("6150a2bd"), true)], vec!["<blank>".into()], &opt).unwrap();
     arc::build_tasks(&other_data, vec![(pick("25ff71a9"), true), (pick("0d3d703e"), true)], vec!["<blank>".into()], &opt).unwrap();
-    let mut ov: Vec<String> = TINY.iter().map(|s| s.to_string()).collect();
-    ov.extend(["max_steps=4", "epochs=50", "eval_interval=50", "puzzle_emb_lr=0.5"].map(String::from));
     let base_run = dir.path().join("base-run");
-    let job = trainer::TrainJob {
-        config: config::resolve("demo", &ov).unwrap(),
-        data: base_data.clone(),
-        out: base_run.clone(),
-        resume: false,
-        overrides: vec![],
-        quiet: true,
-        init_from: None,
-        time_limit: None,
-    };
-    trainer::train::<B>(&job, &Default::default()).unwrap();
+    let base_ckpt = train_base(&base_data, &base_run, &["max_steps=4", "epochs=50", "eval_interval=50", "puzzle_emb_lr=0.5"]);
 
     let run = dir.path().join("fine-tune");
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_trm"));
@@ -253,7 +246,6 @@ fn fine_tuning_on_other_tasks_keeps_each_embedding_row_with_its_puzzle() {
         let d = w.shape[1];
         w.f32s().chunks(d).map(|r| r.to_vec()).collect::<Vec<_>>()
     };
-    let base_ckpt = checkpoint::resolve(&base_run).unwrap();
     let (old, old_names) = (table(&base_ckpt), checkpoint::read_identifiers(&base_ckpt).unwrap());
     let (new, new_names) = (table(&checkpoint::resolve(&run).unwrap()), format::read_identifiers(&other_data).unwrap());
     let mean: Vec<f32> = (0..old[0].len()).map(|j| old.iter().map(|r| r[j]).sum::<f32>() / old.len() as f32).collect();

@@ -133,16 +133,14 @@ fn reference_fixtures_replayed_from_their_torch_files_match_the_reference() {
     }
 }
 
-/// `trm export --format torch` writes what the reference loads (checked against the reference's
-/// own model class by bench/check_torch_export.py); here: it reads back to the checkpoint's
-/// evaluation weights, every one, bit for bit.
-#[test]
-fn export_writes_the_checkpoints_weights_in_torch_format() {
+/// A tiny model trained (TINY, then `overrides`) and exported with `trm export` to `name` in its
+/// run folder: (data, run, export, what export printed).
+fn trained_and_exported(overrides: &[&str], name: &str) -> (tempfile::TempDir, tempfile::TempDir, PathBuf, String) {
     let (data, run) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     common::tiny_data(data.path());
-    let ov: Vec<String> = ["max_steps=2", "epochs=4", "eval_interval=2", "eval_max_examples=8"].map(String::from).to_vec();
+    let ov: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
     trm::train::trainer::train::<AD>(&common::tiny_job(data.path(), run.path(), &ov, false), &Default::default()).unwrap();
-    let out = run.path().join("step_2");
+    let out = run.path().join(name);
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
         .args(["export", "--checkpoint"])
         .arg(run.path())
@@ -151,6 +149,15 @@ fn export_writes_the_checkpoints_weights_in_torch_format() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (data, run, out, String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// `trm export --format torch` writes what the reference loads (checked against the reference's
+/// own model class by bench/check_torch_export.py); here: it reads back to the checkpoint's
+/// evaluation weights, every one, bit for bit.
+#[test]
+fn export_writes_the_checkpoints_weights_in_torch_format() {
+    let (_data, run, out, _) = trained_and_exported(&["max_steps=2", "epochs=4", "eval_interval=2", "eval_max_examples=8"], "step_2");
     let ckpt = trm::store::checkpoint::resolve(run.path()).unwrap();
     let (_, ours) = read_weights(&ckpt.join("model.safetensors")).unwrap();
     let (_, back) = read_weights(&out).unwrap();
@@ -183,21 +190,9 @@ fn export_writes_the_checkpoints_weights_in_torch_format() {
 /// `load_checkpoint` keeps a file's dtypes, so float32 buffers would run its carries in float32).
 #[test]
 fn a_bfloat16_model_exports_its_state_inits_as_bfloat16() {
-    let (data, run) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    common::tiny_data(data.path());
-    let ov: Vec<String> =
-        ["max_steps=1", "epochs=4", "eval_interval=4", "eval_max_examples=8", "arch.forward_dtype=bfloat16"].map(String::from).to_vec();
-    trm::train::trainer::train::<AD>(&common::tiny_job(data.path(), run.path(), &ov, false), &Default::default()).unwrap();
-    let out = run.path().join("step_1");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
-        .args(["export", "--checkpoint"])
-        .arg(run.path())
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("H_init/L_init bfloat16"));
+    let ov = ["max_steps=1", "epochs=4", "eval_interval=4", "eval_max_examples=8", "arch.forward_dtype=bfloat16"];
+    let (_data, run, out, stdout) = trained_and_exported(&ov, "step_1");
+    assert!(stdout.contains("H_init/L_init bfloat16"));
     let ckpt = trm::store::checkpoint::resolve(run.path()).unwrap();
     let (_, ours) = read_weights(&ckpt.join("model.safetensors")).unwrap();
     let (_, back) = read_weights(&out).unwrap();
