@@ -260,6 +260,18 @@ fn outputs_never_eat_inputs() {
         "--force".as_ref(),
     ]);
     assert!(!ok && out.contains("belongs to the model being evaluated"), "{out}");
+    // On Sudoku data --submission would do nothing: refused, nothing written.
+    let sub = user.path().join("sub.json");
+    let (ok, out) = trm(&[
+        os("eval".as_ref()),
+        "--checkpoint".as_ref(),
+        os(run.path()),
+        "--data".as_ref(),
+        os(data.path()),
+        "--submission".as_ref(),
+        os(&sub),
+    ]);
+    assert!(!ok && out.contains("ARC data only") && !sub.exists(), "{out}");
     assert_eq!((sha(&weights), sha(&log)), before, "a refused write changed the run");
     // A device is never a target; an existing file of the user's only with --force.
     let (ok, out) = export(Path::new("/dev/null"), true);

@@ -396,6 +396,13 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         if !own {
             check_output(path, "--submission", &protected, a.force)?;
         }
+        // A submission is ARC's only: on other data the flag would do nothing.
+        anyhow::ensure!(
+            a.data.join("test_puzzles.json").exists(),
+            "--submission {}: a Kaggle submission is written for ARC data only (a data set with test_puzzles.json); {} is not ARC data",
+            path.display(),
+            a.data.display()
+        );
     }
     let r = crate::with_backend!(a.device, B, device => eval_checkpoint::<B>(&a, &device)?);
     if a.json {
