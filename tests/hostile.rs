@@ -249,28 +249,19 @@ fn outputs_never_eat_inputs() {
     let (ok, out) = trm(&[os("report".as_ref()), "--run".as_ref(), os(run.path()), "--out".as_ref(), os(&meta), "--force".as_ref()]);
     assert!(!ok && out.contains("belongs to the data set"), "{out}");
     assert_eq!(sha(&meta), data_before);
-    let (ok, out) = trm(&[
-        os("eval".as_ref()),
-        "--checkpoint".as_ref(),
-        os(run.path()),
-        "--data".as_ref(),
-        os(data.path()),
-        "--submission".as_ref(),
-        os(&weights),
-        "--force".as_ref(),
-    ]);
+    let submit = |to: &Path, force: bool| {
+        let mut a = vec![os("eval".as_ref()), "--checkpoint".as_ref(), os(run.path()), "--data".as_ref(), os(data.path())];
+        a.extend(["--submission".as_ref(), os(to)]);
+        if force {
+            a.push("--force".as_ref());
+        }
+        trm(&a)
+    };
+    let (ok, out) = submit(&weights, true);
     assert!(!ok && out.contains("belongs to the model being evaluated"), "{out}");
     // On Sudoku data --submission would do nothing: refused, nothing written.
     let sub = user.path().join("sub.json");
-    let (ok, out) = trm(&[
-        os("eval".as_ref()),
-        "--checkpoint".as_ref(),
-        os(run.path()),
-        "--data".as_ref(),
-        os(data.path()),
-        "--submission".as_ref(),
-        os(&sub),
-    ]);
+    let (ok, out) = submit(&sub, false);
     assert!(!ok && out.contains("ARC data only") && !sub.exists(), "{out}");
     assert_eq!((sha(&weights), sha(&log)), before, "a refused write changed the run");
     // A device is never a target; an existing file of the user's only with --force.
