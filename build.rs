@@ -31,11 +31,16 @@ fn main() {
 }
 
 /// Compiles trm's C++ shims over libtorch (src/backend/torch_*.cpp: the profiler, autograd on a
-/// given output gradient, the CUDA allocator's counters) against the headers of the libtorch
+/// given output gradient, the CUDA allocator's counters, the deterministic mode) against the headers of the libtorch
 /// found above, with its C++ ABI (`abi`: 0 or 1).
 #[cfg(feature = "libtorch")]
 fn torch_shims(lib: &std::path::Path, abi: &str) {
-    const SOURCES: [&str; 3] = ["src/backend/torch_profiler.cpp", "src/backend/torch_autograd.cpp", "src/backend/torch_memory.cpp"];
+    const SOURCES: [&str; 4] = [
+        "src/backend/torch_profiler.cpp",
+        "src/backend/torch_autograd.cpp",
+        "src/backend/torch_memory.cpp",
+        "src/backend/torch_context.cpp",
+    ];
     for src in SOURCES.iter().chain(&["src/backend/torch_shim.h"]) {
         println!("cargo:rerun-if-changed={src}");
     }

@@ -16,12 +16,15 @@
 #      attention case also without the fused attention; trm's profile (bfloat16 steps); GPU
 #      memory as torch's caching allocator counts it (`device_memory` in trm bench's JSON, next
 #      to the reference's max_memory_allocated) and as nvidia-smi sees it; the attention case
-#      again in passes of 192 rows (`--micro-batch`, trm train's micro_batch_size)
+#      again in passes of 192 rows (`--micro-batch`, trm train's micro_batch_size) and with
+#      `--deterministic` (what reproducibility costs)
 #   4. the reference at the same shapes on the machine's PyTorch, eager and torch.compile
 #   5. learning: 300 steps of a small Sudoku model on the GPU, its loss curve against the same
 #      seed's CPU run (computed when the kit was made, kit/cpu-curve.jsonl)
-#   6. NCCL with one rank (`trm launch --nproc 1`) against the plain run, and a second plain run
-#      as the control (the GPU's own run-to-run drift)
+#   6. reproducibility: `trm train --deterministic` twice, and stopped halfway and resumed, each
+#      ending with byte-identical weights and optimiser state; NCCL with one rank (`trm launch
+#      --nproc 1`) against the plain run, with a second plain run as the control (the GPU's own
+#      run-to-run drift), and in the deterministic mode (identical bytes expected)
 #   7. the second engine, burn's cubecl (when the binary has it): first and steady steps
 #   then the table, and the logs.
 #
@@ -33,7 +36,7 @@
 # --tiny: small batches, few steps and short caps, to test the script itself on a CPU.
 # Environment: PEAK_TFLOPS (bf16 dense peak for MFU; default from the GPU's name: H100 989,
 # H200 989), PYTHON (default python3), CAPS="parity bench reference train nccl cubecl" seconds
-# (default "45 100 230 60 50 45", and 40 s more for trm's profiles: 9.5 minutes at most, each
+# (default "45 100 200 60 80 45", and 40 s more for trm's profiles: 9.5 minutes at most, each
 # cap overrunning by at most its 10 s kill grace; about 10 with the machine's start, which took
 # about half a minute on 2026-12-04. On the H200 of 2026-12-04 the parts took 11, 29, 111
 # (eager only), 6, 10 and 24 s).
@@ -46,7 +49,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift 2 ;;
     --device) DEVICE=$2; shift 2 ;;
     --tiny) TINY=1; shift ;;
-    -h|--help) sed -n '2,31p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,41p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "gpu-check.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -85,8 +88,8 @@ RES="$OUT/results.jsonl"; : > "$RES"
 LOG="$OUT/gpu-check.log"; : > "$LOG"
 # The first trm process on a GPU compiles every kernel it meets (NVRTC, autotune); on the H200 of
 # 2026-11-27 a tiny parity fixture did not finish in 40 s, hence the parity part's share.
-read -r CAP_PARITY CAP_BENCH CAP_REF CAP_TRAIN CAP_NCCL CAP_CUBECL <<< "${CAPS:-45 100 230 60 50 45}"
-if [ "$TINY" = 1 ]; then read -r CAP_PARITY CAP_BENCH CAP_REF CAP_TRAIN CAP_NCCL CAP_CUBECL <<< "${CAPS:-240 240 240 300 60 30}"; fi
+read -r CAP_PARITY CAP_BENCH CAP_REF CAP_TRAIN CAP_NCCL CAP_CUBECL <<< "${CAPS:-45 100 200 60 80 45}"
+if [ "$TINY" = 1 ]; then read -r CAP_PARITY CAP_BENCH CAP_REF CAP_TRAIN CAP_NCCL CAP_CUBECL <<< "${CAPS:-240 240 240 300 240 30}"; fi
 T0=$(date +%s)
 say() { echo "[gpu-check $(( $(date +%s) - T0 ))s] $*" | tee -a "$LOG" >&2; }
 # Appends one JSON record: part, name, then the fields of a JSON object given as the third argument.
@@ -193,12 +196,19 @@ END=$(( $(date +%s) + CAP_BENCH ))
 VARIANTS="$MICRO"
 for g in $GENERIC; do VARIANTS="$VARIANTS $g:generic-block"; done
 for g in $GENERIC; do case "$g" in sudoku-att*) VARIANTS="$VARIANTS $g:generic-attention" ;; esac; done
+# Last, what `--deterministic` costs (torch's deterministic algorithms), on the attention case.
+for g in $GENERIC; do case "$g" in sudoku-att*) VARIANTS="$VARIANTS $g:deterministic" ;; esac; done
 for c in $CASES $VARIANTS; do
   IFS=: read -r shape batch mode dtype variant <<< "$c"
   left=$(( END - $(date +%s) )); [ "$left" -gt 5 ] || { record bench "$c" '{"error":"part time cap reached"}'; continue; }
   mem_start
   fused_torch=$FUSED_TORCH; fused_attention=1; passes=()
-  case "$variant" in generic-block) fused_torch=0 ;; generic-attention) fused_attention=0 ;; micro-*) passes=(--micro-batch "${variant#micro-}") ;; esac
+  case "$variant" in
+    generic-block) fused_torch=0 ;;
+    generic-attention) fused_attention=0 ;;
+    micro-*) passes=(--micro-batch "${variant#micro-}") ;;
+    deterministic) passes=(--deterministic) ;;
+  esac
   out=$(TRM_FUSED_TORCH=$fused_torch TRM_FUSED_ATTENTION=$fused_attention capped "$left" "$TRM" bench --device "$DEVICE" --shape "$shape" --batch "$batch" --mode "$mode" --dtype "$dtype" "${passes[@]}" "${REPS[@]}" "${PEAK_ARG[@]}" --json)
   peak=$(mem_stop)
   body=$(echo "$out" | "$PY" -c 'import json,sys
@@ -292,10 +302,45 @@ print(json.dumps(out))
 PYEOF
 )"
 
-# ---- 6. NCCL, one rank -----------------------------------------------------------------------------
+# ---- 6. reproducibility, and NCCL with one rank ----------------------------------------------------
+# `--deterministic` (torch's deterministic algorithms): a run repeated, and a run stopped halfway
+# and resumed, must end with byte-identical weights and optimiser state. On a GPU also NCCL with
+# one rank against the plain run, in the default mode (with a second plain run as the control:
+# the GPU's own run-to-run drift) and in the deterministic mode (identical bytes expected).
 case "$DEVICE" in cuda*|cubecl*) GPUDEV=1 ;; *) GPUDEV=0 ;; esac
+say "6/7 reproducibility (--deterministic) and NCCL world size 1"
+END=$(( $(date +%s) + CAP_NCCL ))
+STEPS=150; [ "$TINY" = 1 ] && STEPS=40
+TINYRUN=(--config sudoku-tiny --device "$DEVICE" --data "$DATA" --quiet eval_max_examples=256 checkpoint_every_eval=False)
+# One training run of the stage, capped by what is left of it: `run NAME [trm args...]`; its
+# exit code lands in RC_NAME.
+run() {
+  local name=$1 left; shift
+  left=$(( END - $(date +%s) ))
+  if [ "$left" -le 3 ]; then printf -v "RC_$name" '%s' 124; return; fi
+  capped "$left" "$TRM" "$@" >/dev/null; printf -v "RC_$name" '%s' $?
+}
+rm -rf "$SCRATCH"/det*
+run det train "${TINYRUN[@]}" --deterministic max_steps=$STEPS --out "$SCRATCH/det"
+run det2 train "${TINYRUN[@]}" --deterministic max_steps=$STEPS --out "$SCRATCH/det2"
+run detsplit train "${TINYRUN[@]}" --deterministic max_steps=$(( STEPS / 2 )) --out "$SCRATCH/detsplit"
+run detresume train "${TINYRUN[@]}" --deterministic max_steps=$STEPS --out "$SCRATCH/detsplit" --resume
+record reproducible deterministic "$("$PY" - "$SCRATCH" "$STEPS" "$RC_det" "$RC_det2" "$RC_detsplit" "$RC_detresume" <<'PYEOF'
+import filecmp, json, os, sys
+scratch, steps, rcs = sys.argv[1], int(sys.argv[2]), [int(x) for x in sys.argv[3:7]]
+def last(run):
+    return os.path.join(scratch, run, "checkpoints", f"step_{steps:08d}")
+def same(a, b):
+    files = ("model.safetensors", "state.safetensors")
+    try:
+        return all(filecmp.cmp(os.path.join(last(a), f), os.path.join(last(b), f), shallow=False) for f in files)
+    except OSError:
+        return None
+print(json.dumps({"steps": steps, "exits": dict(zip(["run", "repeat", "first_half", "resume"], rcs)),
+                  "repeat_identical": same("det", "det2"), "resume_identical": same("det", "detsplit")}))
+PYEOF
+)"
 if [ "$GPUDEV" = 1 ]; then
-  say "6/7 NCCL world size 1 vs plain"
   # cudarc looks for libnccl.so; the pip wheel (nvidia-nccl-cu13) ships libnccl.so.2 only, and
   # `trm launch` links it when TRM_NCCL_LIB names it.
   if [ -z "${TRM_NCCL_LIB:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libnccl\.so '; then
@@ -303,28 +348,33 @@ if [ "$GPUDEV" = 1 ]; then
       "$PY" -c 'import nvidia.nccl, os, glob; d=os.path.dirname(nvidia.nccl.__file__) if nvidia.nccl.__file__ else list(nvidia.nccl.__path__)[0]; print(*glob.glob(d+"/lib/libnccl.so*"), sep="\n")' 2>/dev/null) | head -n 1)
     [ -n "$TRM_NCCL_LIB" ] && export TRM_NCCL_LIB && say "NCCL library: $TRM_NCCL_LIB"
   fi
-  TINYRUN=(--config sudoku-tiny --device "$DEVICE" --data "$DATA" --quiet max_steps=150 eval_max_examples=256 checkpoint_every_eval=False)
-  # A second plain run is the control: how far two identical plain runs drift apart on this GPU
-  # (atomics in index and scatter backward, cuBLAS), the yardstick for plain against NCCL.
   rm -rf "$SCRATCH/plain" "$SCRATCH/plain2" "$SCRATCH/nccl"
-  capped $(( CAP_NCCL / 3 )) "$TRM" train "${TINYRUN[@]}" --out "$SCRATCH/plain" >/dev/null; rc1=$?
-  capped $(( CAP_NCCL / 3 )) "$TRM" launch --nproc 1 -- train "${TINYRUN[@]}" --out "$SCRATCH/nccl" >/dev/null; rc2=$?
-  capped $(( CAP_NCCL / 3 )) "$TRM" train "${TINYRUN[@]}" --out "$SCRATCH/plain2" >/dev/null; rc3=$?
-  record nccl world1 "$("$PY" - "$SCRATCH/plain/metrics.jsonl" "$SCRATCH/nccl/metrics.jsonl" "$rc1" "$rc2" "$SCRATCH/plain2/metrics.jsonl" "$rc3" <<'PYEOF'
-import json, sys
-def losses(p):
+  run plain train "${TINYRUN[@]}" max_steps=$STEPS --out "$SCRATCH/plain"
+  run nccl launch --nproc 1 -- train "${TINYRUN[@]}" max_steps=$STEPS --out "$SCRATCH/nccl"
+  run detnccl launch --nproc 1 -- train "${TINYRUN[@]}" --deterministic max_steps=$STEPS --out "$SCRATCH/detnccl"
+  run plain2 train "${TINYRUN[@]}" max_steps=$STEPS --out "$SCRATCH/plain2"
+  record nccl world1 "$("$PY" - "$SCRATCH" "$STEPS" "$RC_plain" "$RC_nccl" "$RC_plain2" "$RC_detnccl" <<'PYEOF'
+import filecmp, json, os, sys
+scratch, steps = sys.argv[1], int(sys.argv[2])
+def losses(run):
     try:
-        return [r["lm_loss"] for r in map(json.loads, open(p)) if r.get("split") == "train"]
+        return [r["lm_loss"] for r in map(json.loads, open(os.path.join(scratch, run, "metrics.jsonl"))) if r.get("split") == "train"]
     except OSError:
         return []
-a, b, c = losses(sys.argv[1]), losses(sys.argv[2]), losses(sys.argv[5])
-n = min(len(a), len(b))
+def same(a, b):
+    d = lambda run: os.path.join(scratch, run, "checkpoints", f"step_{steps:08d}")
+    try:
+        return all(filecmp.cmp(os.path.join(d(a), f), os.path.join(d(b), f), shallow=False) for f in ("model.safetensors", "state.safetensors"))
+    except OSError:
+        return None
+a, b, c, e = losses("plain"), losses("nccl"), losses("plain2"), losses("detnccl")
 diff = max((abs(x - y) for x, y in zip(a, b)), default=None)
 control = max((abs(x - y) for x, y in zip(a, c)), default=None)
-print(json.dumps({"plain_exit": int(sys.argv[3]), "nccl_exit": int(sys.argv[4]), "steps_compared": n,
+print(json.dumps({"plain_exit": int(sys.argv[3]), "nccl_exit": int(sys.argv[4]), "steps_compared": min(len(a), len(b)),
                   "max_lm_loss_diff": diff, "last_plain": a[-1] if a else None, "last_nccl": b[-1] if b else None,
-                  "control_exit": int(sys.argv[6]), "control_steps_compared": min(len(a), len(c)),
-                  "control_max_lm_loss_diff": control}))
+                  "control_exit": int(sys.argv[5]), "control_steps_compared": min(len(a), len(c)),
+                  "control_max_lm_loss_diff": control,
+                  "deterministic_nccl_exit": int(sys.argv[6]), "deterministic_nccl_identical": same("det", "detnccl")}))
 PYEOF
 )"
 fi
@@ -349,11 +399,13 @@ fi
 kill $SAMPLER 2>/dev/null
 say "done; table:"
 "$PY" "$ROOT/bench/gpu_check_table.py" "$RES" "$OUT/gpu-check.json" | tee "$OUT/gpu-check.txt"
-# Exit 1 when a correctness part failed (parity, training, NCCL); timings never fail the check.
+# Exit 1 when a correctness part failed (parity, training, NCCL, reproducibility); timings never
+# fail the check.
 "$PY" - "$RES" <<'PYEOF'
 import json, sys
 recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 bad = [r for r in recs if (r["part"] == "parity" and not r.get("ok")) or (r["part"] == "train" and r.get("exit_code") != 0)
-       or (r["part"] == "nccl" and (r.get("nccl_exit") != 0 or r.get("plain_exit") != 0))]
+       or (r["part"] == "nccl" and (r.get("nccl_exit") != 0 or r.get("plain_exit") != 0))
+       or (r["part"] == "reproducible" and not (r.get("repeat_identical") and r.get("resume_identical")))]
 sys.exit(1 if bad else 0)
 PYEOF

@@ -62,11 +62,18 @@ def main(results, out_json):
             f"against the CPU run: {r.get('cpu_steps_compared', '-')} steps, max |lm_loss diff| {fmt(r.get('max_abs_lm_loss_diff'), '.4f')}, "
             f"curves agree {r.get('curves_agree', '-')}"
         )
+    for r in by("reproducible"):
+        lines.append(
+            f"--deterministic, {r.get('steps')} steps (exits {r.get('exits')}): repeated run byte-identical {r.get('repeat_identical')}, "
+            f"stopped halfway and resumed byte-identical {r.get('resume_identical')}"
+        )
     for r in by("nccl"):
         lines.append(
             f"NCCL world 1 vs plain: exits {r.get('nccl_exit')}/{r.get('plain_exit')}, {r.get('steps_compared')} steps compared, "
             f"max |lm_loss diff| {fmt(r.get('max_lm_loss_diff'), '.2e')}; control (plain vs plain, exit {r.get('control_exit', '-')}): "
-            f"max |lm_loss diff| {fmt(r.get('control_max_lm_loss_diff'), '.2e')} over {r.get('control_steps_compared', '-')} steps"
+            f"max |lm_loss diff| {fmt(r.get('control_max_lm_loss_diff'), '.2e')} over {r.get('control_steps_compared', '-')} steps; "
+            f"--deterministic NCCL world 1 (exit {r.get('deterministic_nccl_exit', '-')}) byte-identical to the plain deterministic run: "
+            f"{r.get('deterministic_nccl_identical', '-')}"
         )
     for r in by("cubecl"):
         if "error" in r:

@@ -4,13 +4,13 @@
 //! the fused blocks, which are engine-specific by construction: `model::cpu` (Flex) and
 //! `model::torch_block` (libtorch).
 //!
-//! | `--device` | engine | cargo feature | fused block | fused attention | native bf16 | token loss |
-//! |---|---|---|---|---|---|---|
-//! | `cpu` | burn's Flex (+ trm's fused kernels) | default | trm's CPU kernels (`model::cpu`) | (inside the block) | no (emulated, see `model::precision`) | float64 |
-//! | `torch-cpu` | libtorch on the CPU | `libtorch` | libtorch ops + torch autograd (`model::torch_block`) | yes (SDPA) | yes | float64 |
-//! | `cuda[:N]` | libtorch on GPU N | `libtorch` | libtorch ops + torch autograd (`model::torch_block`) | yes (SDPA) | yes | float64 |
-//! | `cubecl[:N]` | burn's CUDA backend (cubecl, fused) on GPU N | `cubecl` | no | no | yes | float32 |
-//! | `cubecl-unfused[:N]` | the same without kernel fusion | `cubecl` | no | no | yes | float32 |
+//! | `--device` | engine | cargo feature | fused block | fused attention | native bf16 | token loss | `--deterministic` |
+//! |---|---|---|---|---|---|---|---|
+//! | `cpu` | burn's Flex (+ trm's fused kernels) | default | trm's CPU kernels (`model::cpu`) | (inside the block) | no (emulated, see `model::precision`) | float64 | always |
+//! | `torch-cpu` | libtorch on the CPU | `libtorch` | libtorch ops + torch autograd (`model::torch_block`) | yes (SDPA) | yes | float64 | torch's deterministic mode |
+//! | `cuda[:N]` | libtorch on GPU N | `libtorch` | libtorch ops + torch autograd (`model::torch_block`) | yes (SDPA) | yes | float64 | torch's deterministic mode |
+//! | `cubecl[:N]` | burn's CUDA backend (cubecl, fused) on GPU N | `cubecl` | no | no | yes | float32 | refused |
+//! | `cubecl-unfused[:N]` | the same without kernel fusion | `cubecl` | no | no | yes | float32 | refused |
 //!
 //! libtorch runs the very code on the CPU (`torch-cpu`) that it runs on a GPU (`cuda`), so the
 //! GPU path is tested in CI without a GPU. burn 0.21's fused cubecl kernels have no float64
@@ -19,7 +19,7 @@
 //! (`parallel::nccl`) works with every GPU engine.
 //!
 //! Adding a backend: a `DeviceSpec` variant and its parse arm, a row in `capabilities`, an arm in
-//! `with_backend!`, and a row in the table above (docs/architecture.md).
+//! `with_backend!` and in `make_deterministic`, and a row in the table above (docs/architecture.md).
 
 use anyhow::Result;
 use burn::backend::{Autodiff, Flex};
@@ -379,6 +379,37 @@ pub fn fused_attention<B: Backend>(
     }
 }
 
+/// What `--deterministic` asks of an engine: that a run repeats bit for bit (same machine, same
+/// build, same `--threads`), so a resumed run continues exactly as the run it resumes would have.
+/// Returns a line saying how the engine meets it; an engine that cannot is an error. Called
+/// before anything starts a thread or touches the device.
+/// - `cpu`: always so (no atomics; every reduction runs in a fixed order).
+/// - libtorch: torch's deterministic algorithms (`torch.use_deterministic_algorithms(True)`),
+///   deterministic cuDNN without benchmarking, and CUBLAS_WORKSPACE_CONFIG=:4096:8 when unset
+///   (`util::env`). An operation with no deterministic form would stop the run with torch's
+///   error; none of trm's has one.
+/// - cubecl: refused (its reductions and kernels carry no such mode).
+pub fn make_deterministic(spec: DeviceSpec) -> Result<String> {
+    match spec {
+        DeviceSpec::Cpu => Ok("deterministic: the CPU engine always is (same --threads)".into()),
+        DeviceSpec::TorchCpu | DeviceSpec::Cuda(_) => {
+            if !spec.built() {
+                return Err(not_built(spec));
+            }
+            let cublas = crate::util::env::cublas_workspace_for_determinism();
+            #[cfg(feature = "libtorch")]
+            torch_shim::set_deterministic(true)?;
+            Ok(format!(
+                "deterministic: torch's deterministic algorithms, deterministic cuDNN, CUBLAS_WORKSPACE_CONFIG={cublas}"
+            ))
+        }
+        DeviceSpec::Cubecl(_) | DeviceSpec::CubeclUnfused(_) => anyhow::bail!(
+            "--deterministic: burn's CUDA engine ({spec}) has no deterministic mode; use --device cuda (libtorch), \
+             whose deterministic algorithms make a run repeat bit for bit"
+        ),
+    }
+}
+
 /// Sizes the CPU thread pools: rayon's global pool (burn's Flex backend and trm's data work) and,
 /// with the `libtorch` engine, libtorch's intra-op pool.
 pub fn set_threads(threads: Option<usize>) {
@@ -427,6 +458,21 @@ mod tests {
             let run = || -> Result<()> { with_backend!(spec, B, device => { let _: burn::tensor::Device<B> = device; Ok(()) }) };
             let e = run().unwrap_err().to_string();
             assert!(e.contains("cubecl") && e.contains("rebuild"), "{e}");
+        }
+    }
+
+    #[test]
+    fn deterministic_is_met_or_refused_per_engine() {
+        assert!(make_deterministic(DeviceSpec::Cpu).unwrap().contains("always"));
+        for spec in [DeviceSpec::Cubecl(0), DeviceSpec::CubeclUnfused(1)] {
+            let e = make_deterministic(spec).unwrap_err().to_string();
+            assert!(e.contains("no deterministic mode") && e.contains("--device cuda"), "{e}");
+        }
+        // Without libtorch the torch devices are refused as not built; with it (where this
+        // would switch the whole test process's torch), tests/libtorch.rs runs it in a child.
+        if !DeviceSpec::TorchCpu.built() {
+            let e = make_deterministic(DeviceSpec::TorchCpu).unwrap_err().to_string();
+            assert!(e.contains("libtorch") && e.contains("rebuild"), "{e}");
         }
     }
 }

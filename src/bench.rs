@@ -141,6 +141,9 @@ pub struct BenchResult {
     /// bfloat16-amx or bfloat16-avx512); absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub products: Option<&'static str>,
+    /// Run with `--deterministic` (torch's deterministic algorithms on libtorch).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deterministic: bool,
     /// The first step alone (a new device's kernel compilation, allocator growth, autotune).
     pub first_step_s: f64,
     /// The engine that ran it (`crate::backend::Capabilities::engine`).
@@ -231,6 +234,7 @@ fn summarise<B: Backend>(
         device_memory: None,
         cpu_isa: cpu_isa(),
         products: None,
+        deterministic: false,
         first_step_s: first,
         engine: crate::backend::capabilities::<B>().engine,
         block: crate::model::layers::block_form::<B>(c),

@@ -3,7 +3,8 @@
 //! exception crosses into Rust. This module turns those into `Result`s.
 //! - torch_profiler.cpp: libtorch's profiler (Kineto), used by `torch_profiler`;
 //! - torch_autograd.cpp: a torch graph's backward applied to a given output gradient;
-//! - torch_memory.cpp: the CUDA caching allocator's counters.
+//! - torch_memory.cpp: the CUDA caching allocator's counters;
+//! - torch_context.cpp: torch's deterministic mode.
 
 use anyhow::{Result, bail};
 use std::ffi::c_char;
@@ -22,6 +23,8 @@ unsafe extern "C" {
         err_len: usize,
     ) -> i32;
     fn trm_cuda_memory(device: i32, out: *mut i64, err: *mut c_char, err_len: usize) -> i32;
+    fn trm_torch_set_deterministic(on: i32, err: *mut c_char, err_len: usize) -> i32;
+    fn trm_torch_deterministic() -> i32;
 }
 
 /// The message a shim wrote into `buf` (NUL-terminated, or the whole buffer).
@@ -79,6 +82,19 @@ pub fn cuda_memory(device: usize) -> Result<CudaMemory> {
     call("reading the CUDA allocator's counters", |err, len| unsafe { trm_cuda_memory(device as i32, v.as_mut_ptr(), err, len) })?;
     let [allocated, peak_allocated, reserved, peak_reserved] = v.map(|x| x.max(0) as u64);
     Ok(CudaMemory { allocated, peak_allocated, reserved, peak_reserved })
+}
+
+/// Turns torch's deterministic algorithms on or off for this process (`backend::deterministic`
+/// sets CUBLAS_WORKSPACE_CONFIG first, which cuBLAS reads when it starts).
+pub fn set_deterministic(on: bool) -> Result<()> {
+    // SAFETY: the shim writes at most `len` bytes into `err`.
+    call("setting torch's deterministic mode", |err, len| unsafe { trm_torch_set_deterministic(on as i32, err, len) })
+}
+
+/// Whether torch's deterministic algorithms are on in this process.
+pub fn deterministic() -> bool {
+    // SAFETY: reads a flag of libtorch's global context.
+    unsafe { trm_torch_deterministic() != 0 }
 }
 
 #[cfg(test)]
@@ -153,5 +169,28 @@ mod tests {
             let e = format!("{:#}", cuda_memory(0).unwrap_err());
             assert!(e.starts_with("reading the CUDA allocator's counters: "), "{e}");
         }
+    }
+
+    #[test]
+    fn deterministic_mode_reaches_torch_and_refuses_what_has_no_deterministic_form() {
+        // put_ without accumulation has no deterministic implementation on any device, so torch
+        // refuses it in deterministic mode: proof that the switch reached torch's checks. The
+        // mode is process-wide; other tests running meanwhile only see deterministic variants
+        // of the operations they use (none of them uses put_).
+        let put = || {
+            let mut t = Tensor::zeros([4], (Kind::Float, Device::Cpu));
+            let index = Tensor::from_slice(&[1i64, 1]);
+            let source = Tensor::from_slice(&[1f32, 2.0]);
+            t.f_put_(&index, &source, false).map(|_| ())
+        };
+        assert!(put().is_ok());
+        set_deterministic(true).unwrap();
+        let on = deterministic();
+        let refused = put();
+        set_deterministic(false).unwrap();
+        assert!(on, "the deterministic mode was not turned on");
+        let e = refused.expect_err("put_ ran in deterministic mode").to_string();
+        assert!(e.contains("deterministic"), "{e}");
+        assert!(!deterministic() && put().is_ok(), "the deterministic mode was not turned off");
     }
 }

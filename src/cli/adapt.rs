@@ -56,6 +56,9 @@ pub struct AdaptArgs {
     /// CPU threads [default: all cores]
     #[arg(long, value_parser = super::threads)]
     pub threads: Option<usize>,
+    /// Make the test-time training repeat bit for bit, as `trm train --deterministic`
+    #[arg(long)]
+    pub deterministic: bool,
     /// No progress bar or per-step lines
     #[arg(long)]
     pub quiet: bool,
@@ -118,6 +121,9 @@ fn report(r: &AdaptResult, known: bool) {
 }
 
 pub fn run(a: AdaptArgs) -> Result<()> {
+    if a.deterministic {
+        eprintln!("{}", crate::backend::make_deterministic(a.device)?);
+    }
     crate::util::interrupt::install()?;
     set_threads(a.threads);
     let tasks = read_tasks(&a.tasks, a.solutions.as_deref()).with_context(|| format!("reading tasks from {}", a.tasks.display()))?;

@@ -50,6 +50,10 @@ pub struct BenchArgs {
     /// CPU threads [default: all cores]
     #[arg(long, value_parser = super::threads)]
     pub threads: Option<usize>,
+    /// Time the steps as `trm train --deterministic` runs them (torch's deterministic
+    /// algorithms on libtorch): what reproducibility costs
+    #[arg(long)]
+    pub deterministic: bool,
     /// After the timed steps, profile 2 more with libtorch's profiler (--device torch-cpu or
     /// cuda[:N]), write its raw events to this file, and add where the time went to the result:
     /// kernel time and launches by kind, the busiest kernels, operators per step
@@ -61,6 +65,9 @@ pub struct BenchArgs {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    if a.deterministic {
+        eprintln!("{}", crate::backend::make_deterministic(a.device)?);
+    }
     set_threads(a.threads);
     let dt = match a.dtype.as_str() {
         "float32" => ForwardDtype::Float32,
@@ -99,6 +106,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         m => anyhow::bail!("unknown --mode `{m}` (train or eval)"),
     };
     r.products = products.map(super::Precision::name);
+    r.deterministic = a.deterministic;
     // The process ran nothing but this bench, so the peaks since it started are the bench's.
     match crate::backend::device_memory(a.device) {
         Some(Ok(m)) => r.device_memory = Some(m),

@@ -65,9 +65,18 @@ pub struct TrainArgs {
     /// give it again with --resume [default: float32]
     #[arg(long, value_enum)]
     pub precision: Option<super::Precision>,
+    /// Make the run repeat bit for bit (same machine, build and --threads), so that a resumed run
+    /// goes on exactly as the uninterrupted one would have: torch's deterministic algorithms on
+    /// libtorch (slower steps on a GPU, docs/gpu.md), always so on `cpu`, refused on cubecl. An
+    /// engine choice like --device: not recorded in the run, so give it again with --resume
+    #[arg(long)]
+    pub deterministic: bool,
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
+    if a.deterministic {
+        eprintln!("{}", crate::backend::make_deterministic(a.device)?);
+    }
     set_threads(a.threads);
     if let Some(p) = a.precision.unwrap_or(super::Precision::Float32).apply(a.device, true)?
         && p != super::Precision::Float32
