@@ -399,9 +399,7 @@ pub fn make_deterministic(spec: DeviceSpec) -> Result<String> {
             let cublas = crate::util::env::cublas_workspace_for_determinism();
             #[cfg(feature = "libtorch")]
             torch_shim::set_deterministic(true)?;
-            Ok(format!(
-                "deterministic: torch's deterministic algorithms, deterministic cuDNN, CUBLAS_WORKSPACE_CONFIG={cublas}"
-            ))
+            Ok(format!("deterministic: torch's deterministic algorithms, deterministic cuDNN, CUBLAS_WORKSPACE_CONFIG={cublas}"))
         }
         DeviceSpec::Cubecl(_) | DeviceSpec::CubeclUnfused(_) => anyhow::bail!(
             "--deterministic: burn's CUDA engine ({spec}) has no deterministic mode; use --device cuda (libtorch), \
