@@ -396,7 +396,7 @@ pub fn make_deterministic(spec: DeviceSpec) -> Result<String> {
             if !spec.built() {
                 return Err(not_built(spec));
             }
-            let cublas = crate::util::env::cublas_workspace_for_determinism();
+            let cublas = crate::util::env::cublas_workspace_for_determinism()?;
             #[cfg(feature = "libtorch")]
             torch_shim::set_deterministic(true)?;
             Ok(format!("deterministic: torch's deterministic algorithms, deterministic cuDNN, CUBLAS_WORKSPACE_CONFIG={cublas}"))

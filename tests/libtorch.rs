@@ -259,3 +259,24 @@ fn bench_names_the_block_form_and_the_fused_block_merges_the_products() {
     eprintln!("aten::mm per sudoku-att eval step at batch 1: fused block {}, generic layers {}", products[0], products[1]);
     assert!(products[0] < 0.6 * products[1], "aten::mm per eval step: fused {} against generic {}", products[0], products[1]);
 }
+
+#[test]
+fn deterministic_refuses_a_cublas_workspace_that_torch_would_stop_at() {
+    let o = Command::new(env!("CARGO_BIN_EXE_trm"))
+        .env("CUBLAS_WORKSPACE_CONFIG", ":1024:2")
+        .args(["bench", "--device", "torch-cpu", "--deterministic", "--batch", "1", "--reps", "1", "--warmup", "0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains(":4096:8 or :16:8") && err.contains("\":1024:2\""), "{err}");
+    // A value torch accepts is kept, and said.
+    let o = Command::new(env!("CARGO_BIN_EXE_trm"))
+        .env("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+        .args(["bench", "--device", "torch-cpu", "--deterministic", "--batch", "1", "--reps", "1", "--warmup", "0", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("CUBLAS_WORKSPACE_CONFIG=:16:8"), "{err}");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["deterministic"], serde_json::Value::Bool(true));
+}

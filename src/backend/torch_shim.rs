@@ -173,10 +173,23 @@ mod tests {
 
     #[test]
     fn deterministic_mode_reaches_torch_and_refuses_what_has_no_deterministic_form() {
+        // The mode is process-wide, so the test runs again alone in a child process of this
+        // test binary, where no other test's torch calls can meet it.
+        const CHILD: &str = "TRM_TEST_DETERMINISTIC_CHILD";
+        if std::env::var_os(CHILD).is_none() {
+            let name = format!("{}::deterministic_mode_reaches_torch_and_refuses_what_has_no_deterministic_form", module_path!());
+            let name = name.split_once("::").map_or(name.as_str(), |(_, rest)| rest);
+            let o = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", name, "--test-threads=1"])
+                .env(CHILD, "1")
+                .output()
+                .unwrap();
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(o.status.success() && out.contains("1 passed"), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+            return;
+        }
         // put_ without accumulation has no deterministic implementation on any device, so torch
-        // refuses it in deterministic mode: proof that the switch reached torch's checks. The
-        // mode is process-wide; other tests running meanwhile only see deterministic variants
-        // of the operations they use (none of them uses put_).
+        // refuses it in deterministic mode: proof that the switch reached torch's checks.
         let put = || {
             let mut t = Tensor::zeros([4], (Kind::Float, Device::Cpu));
             let index = Tensor::from_slice(&[1i64, 1]);

@@ -67,7 +67,8 @@ pub struct TrainArgs {
     pub precision: Option<super::Precision>,
     /// Make the run repeat bit for bit (same machine, build and --threads), so that a resumed run
     /// goes on exactly as the uninterrupted one would have: torch's deterministic algorithms on
-    /// libtorch (slower steps on a GPU, docs/gpu.md), always so on `cpu`, refused on cubecl. An
+    /// libtorch (docs/gpu.md; its cost on a GPU is what the GPU check measures), always so on
+    /// `cpu`, refused on cubecl. An
     /// engine choice like --device: not recorded in the run, so give it again with --resume
     #[arg(long)]
     pub deterministic: bool,
@@ -75,7 +76,11 @@ pub struct TrainArgs {
 
 pub fn train(a: TrainArgs) -> Result<()> {
     if a.deterministic {
-        eprintln!("{}", crate::backend::make_deterministic(a.device)?);
+        let how = crate::backend::make_deterministic(a.device)?;
+        // Under a launcher every rank does the same: rank 0 says so.
+        if crate::util::env::launch().ok().flatten().is_none_or(|l| l.rank == 0) {
+            eprintln!("{how}");
+        }
     }
     set_threads(a.threads);
     if let Some(p) = a.precision.unwrap_or(super::Precision::Float32).apply(a.device, true)?

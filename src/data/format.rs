@@ -15,6 +15,7 @@
 //! with its own identifier); a puzzle owns one or more input/label examples.
 
 use super::npy;
+use super::tokens::Tokens;
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -36,12 +37,13 @@ pub struct Metadata {
     pub sets: Vec<String>,
 }
 
-/// One split (train or test) of one set, fully in memory.
+/// One split (train or test) of one set: its token grids in memory (built) or mapped from the
+/// files (read, `data::tokens`), its index arrays in memory.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SplitData {
     pub seq_len: usize,
-    pub inputs: Vec<u8>,
-    pub labels: Vec<u8>,
+    pub inputs: Tokens,
+    pub labels: Tokens,
     pub puzzle_identifiers: Vec<i32>,
     pub puzzle_indices: Vec<i32>,
     pub group_indices: Vec<i32>,
@@ -107,8 +109,8 @@ pub fn array_path(split_dir: &Path, set: &str, field: &str) -> PathBuf {
 /// Writes the arrays of one split plus its `dataset.json`.
 pub fn write_split(split_dir: &Path, data: &SplitData, meta: &Metadata) -> Result<()> {
     let (n, s) = (data.num_examples(), data.seq_len);
-    npy::write(&array_path(split_dir, "all", "inputs"), &[n, s], &data.inputs)?;
-    npy::write(&array_path(split_dir, "all", "labels"), &[n, s], &data.labels)?;
+    npy::write(&array_path(split_dir, "all", "inputs"), &[n, s], &data.inputs[..])?;
+    npy::write(&array_path(split_dir, "all", "labels"), &[n, s], &data.labels[..])?;
     write_index_arrays(split_dir, data)?;
     crate::util::fs::write_json(&split_dir.join("dataset.json"), meta)
 }
@@ -276,20 +278,20 @@ pub fn read_split(split_dir: &Path) -> Result<Split> {
 
 fn read_set(dir: &Path, set: &str, meta: &Metadata) -> Result<SplitData> {
     let s = meta.seq_len;
-    let inputs = npy::read_u8(&array_path(dir, set, "inputs"))?;
-    let labels = npy::read_u8(&array_path(dir, set, "labels"))?;
-    for (a, name) in [(&inputs, "inputs"), (&labels, "labels")] {
+    let (in_shape, inputs) = npy::read_tokens(&array_path(dir, set, "inputs"))?;
+    let (label_shape, labels) = npy::read_tokens(&array_path(dir, set, "labels"))?;
+    for (shape, tokens, name) in [(&in_shape, &inputs, "inputs"), (&label_shape, &labels, "labels")] {
         let p = array_path(dir, set, name);
-        ensure!(a.shape.len() == 2 && a.shape[1] == s, "{}: shape {:?}, expected [N, {s}] (seq_len in dataset.json)", p.display(), a.shape);
-        if let Some((i, &v)) = a.data.iter().enumerate().find(|&(_, &v)| v as usize >= meta.vocab_size) {
+        ensure!(shape.len() == 2 && shape[1] == s, "{}: shape {shape:?}, expected [N, {s}] (seq_len in dataset.json)", p.display());
+        if let Some((i, &v)) = tokens.iter().enumerate().find(|&(_, &v)| v as usize >= meta.vocab_size) {
             bail!("{}: example {} position {} holds token {v} >= vocab_size {}", p.display(), i / s, i % s, meta.vocab_size);
         }
     }
-    ensure!(inputs.shape == labels.shape, "{}: inputs {:?} and labels {:?} differ in shape", dir.display(), inputs.shape, labels.shape);
+    ensure!(in_shape == label_shape, "{}: inputs {in_shape:?} and labels {label_shape:?} differ in shape", dir.display());
     let ids = npy::read_i32(&array_path(dir, set, "puzzle_identifiers"))?.data;
     let pidx = npy::read_i32(&array_path(dir, set, "puzzle_indices"))?.data;
     let gidx = npy::read_i32(&array_path(dir, set, "group_indices"))?.data;
-    let n = inputs.shape[0];
+    let n = in_shape[0];
     check_csr(&array_path(dir, set, "puzzle_indices"), &pidx, ids.len(), n)?;
     check_csr(&array_path(dir, set, "group_indices"), &gidx, gidx.len().saturating_sub(1), ids.len())?;
     if let Some((i, &id)) = ids.iter().enumerate().find(|&(_, &id)| id < 0 || id as usize >= meta.num_puzzle_identifiers) {
@@ -299,14 +301,7 @@ fn read_set(dir: &Path, set: &str, meta: &Metadata) -> Result<SplitData> {
             meta.num_puzzle_identifiers
         );
     }
-    Ok(SplitData {
-        seq_len: s,
-        inputs: inputs.data,
-        labels: labels.data,
-        puzzle_identifiers: ids,
-        puzzle_indices: pidx,
-        group_indices: gidx,
-    })
+    Ok(SplitData { seq_len: s, inputs, labels, puzzle_identifiers: ids, puzzle_indices: pidx, group_indices: gidx })
 }
 
 /// CSR offsets: `count + 1` entries, starting at 0, non-decreasing, ending at `total`.

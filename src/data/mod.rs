@@ -12,3 +12,4 @@ pub mod maze;
 pub mod npy;
 pub mod sudoku;
 pub mod sudoku_solver;
+pub mod tokens;

@@ -6,6 +6,8 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::Path;
 
+use super::tokens::Tokens;
+
 /// An n-d array read from disk: flat row-major data plus its shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Array<T> {
@@ -50,6 +52,42 @@ pub fn read_u8(path: &Path) -> Result<Array<u8>> {
             Ok(Array { shape: wide.shape, data })
         }
     }
+}
+
+/// Reads a token array (`uint8`, C order) by mapping the file: its bytes stay in the page cache
+/// (`data::tokens`). Any other layout is read as `read_u8` reads it, into memory.
+pub fn read_tokens(path: &Path) -> Result<(Vec<usize>, Tokens)> {
+    if let Some(mapped) = map_u8(path) {
+        return Ok(mapped);
+    }
+    read_u8(path).map(|a| (a.shape, a.data.into()))
+}
+
+/// A `|u1`, C-order file mapped, or None for anything else (a wider dtype, a file that cannot be
+/// mapped or whose header does not read): `read_u8` then reads it and names what is wrong.
+fn map_u8(path: &Path) -> Option<(Vec<usize>, Tokens)> {
+    let file = File::open(path).ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    // SAFETY: a read-only map of a data set array. trm replaces such files by renaming a new
+    // file over them, so the mapped pages never change (data::tokens says what a foreign
+    // writer could do).
+    let map = std::sync::Arc::new(unsafe { memmap2::Mmap::map(&file) }.ok()?);
+    let npy = npyz::NpyFile::new(&map[..]).ok()?;
+    if npy.order() != npyz::Order::C || npy.dtype().descr().trim_matches('\'') != "|u1" {
+        return None;
+    }
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))?;
+    // The data follows the header: magic (6 bytes), version (2), the header's length (2 bytes in
+    // format 1, 4 in formats 2 and 3), the header.
+    let start = match map.get(6)? {
+        1 => 10 + u16::from_le_bytes(map.get(8..10)?.try_into().ok()?) as usize,
+        2 | 3 => 12 + u32::from_le_bytes(map.get(8..12)?.try_into().ok()?) as usize,
+        _ => return None,
+    };
+    Some((shape, Tokens::mapped(map, start, count)?))
 }
 
 /// The element type a .npy header declares (numpy's type string).
@@ -235,5 +273,41 @@ mod tests {
         std::fs::write(&p, b"not numpy").unwrap();
         let err = format!("{:#}", read_u8(&p).unwrap_err());
         assert!(err.contains("bad.npy"), "{err}");
+    }
+
+    #[test]
+    fn token_arrays_are_mapped_and_other_layouts_read_into_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..24).collect();
+        // Format 1 (what numpy and trm write) and format 2 (a 4-byte header length).
+        let p = dir.path().join("u1.npy");
+        write(&p, &[4, 6], &bytes).unwrap();
+        let v1 = std::fs::read(&p).unwrap();
+        let hlen = u16::from_le_bytes([v1[8], v1[9]]) as usize;
+        // The same header two padding spaces shorter, after a 4-byte length: still 64-aligned.
+        let text = [&v1[10..10 + hlen - 3], &v1[10 + hlen - 1..10 + hlen]].concat();
+        let mut v2 = b"\x93NUMPY\x02\x00".to_vec();
+        v2.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        v2.extend_from_slice(&text);
+        v2.extend_from_slice(&v1[10 + hlen..]);
+        let p2 = dir.path().join("u1-v2.npy");
+        std::fs::write(&p2, &v2).unwrap();
+        for path in [&p, &p2] {
+            let (shape, t) = read_tokens(path).unwrap();
+            assert!(t.is_mapped(), "{}", path.display());
+            assert_eq!((shape, &t[..]), (vec![4, 6], &bytes[..]), "{}", path.display());
+        }
+        // int32 tokens (some hand-made sets): read and narrowed, in memory.
+        let wide = dir.path().join("i4.npy");
+        write(&wide, &[4, 6], &bytes.iter().map(|&b| b as i32).collect::<Vec<_>>()).unwrap();
+        let (shape, t) = read_tokens(&wide).unwrap();
+        assert!(!t.is_mapped() && shape == [4, 6] && t[..] == bytes[..]);
+        // A file shorter than its header says is not mapped: the reader's error names it.
+        let short = dir.path().join("short.npy");
+        let mut cut = std::fs::read(&p).unwrap();
+        cut.truncate(cut.len() - 1);
+        std::fs::write(&short, cut).unwrap();
+        let e = format!("{:#}", read_tokens(&short).unwrap_err());
+        assert!(e.contains("short.npy"), "{e}");
     }
 }

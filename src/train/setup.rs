@@ -101,6 +101,7 @@ fn fresh_state<B: Backend>(
     device: &B::Device,
     init_from: Option<&InitFrom>,
     data: &Path,
+    rank0: bool,
 ) -> Result<TrainState<B>> {
     let (params, table) = match init_from {
         Some(init) => {
@@ -113,7 +114,7 @@ fn fresh_state<B: Backend>(
                     let n = model.num_puzzle_identifiers;
                     let (t, note) = start_table(stored, n, init.identifiers.as_deref(), names.as_deref(), init.new_rows)
                         .with_context(|| format!("the puzzle embeddings of {} for the data set {}", file.display(), data.display()))?;
-                    if let Some(note) = note {
+                    if let (Some(note), true) = (note, rank0) {
                         eprintln!("note: {}: {note}", file.display());
                     }
                     Some(t)
@@ -208,7 +209,7 @@ pub fn open_state<B: Backend>(
     named_data_set(&cfg.data_paths, Some(&job.data))?;
     cfg.data_paths = vec![std::path::absolute(&job.data).unwrap_or(job.data.clone()).display().to_string()];
     let model = model_config(&cfg, train)?;
-    let mut st = fresh_state::<B>(&cfg, &model, device, job.init_from.as_ref(), &job.data)?;
+    let mut st = fresh_state::<B>(&cfg, &model, device, job.init_from.as_ref(), &job.data, r.rank() == 0)?;
     collective::broadcast_weights(&mut st, r)?;
     st.ema = cfg.ema.then(|| st.params.clone()); // of the broadcast weights
     Ok((cfg, st, None))

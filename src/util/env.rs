@@ -17,7 +17,7 @@
 //! | `TRM_FUSED_ATTENTION=0` | turn off libtorch's fused attention (SDPA; burn's generic QKᵀ, softmax, ·V instead), and with it the fused block of attention models, for comparing the two |
 //! | `TRM_MALLOC_DEFAULT=1` | keep glibc's default malloc thresholds |
 //! | `TRM_NO_FONT=1` | PNG charts without text |
-//! | `CUBLAS_WORKSPACE_CONFIG` | cuBLAS's workspace layout; `--deterministic` on libtorch sets `:4096:8` (what deterministic cuBLAS needs) when it is unset, and keeps a value given |
+//! | `CUBLAS_WORKSPACE_CONFIG` | cuBLAS's workspace layout; `--deterministic` on libtorch sets `:4096:8` (what deterministic cuBLAS needs) when it is unset, keeps `:4096:8` or `:16:8`, and refuses any other value |
 
 use anyhow::{Context, Result, bail};
 
@@ -54,18 +54,24 @@ pub fn no_font() -> bool {
 }
 
 /// CUBLAS_WORKSPACE_CONFIG as `--deterministic` needs it on libtorch: set to `:4096:8` when
-/// unset, kept when given (`:16:8` also qualifies; torch names any other value when it refuses
-/// a product). Returns the value in effect. Called first thing by the commands that take
-/// `--deterministic`, while this process has no other thread.
-pub fn cublas_workspace_for_determinism() -> String {
+/// unset, kept when it is `:4096:8` or `:16:8` (the two values torch accepts then), refused
+/// otherwise: torch would stop at the first matrix product. Returns the value in effect. Called
+/// first thing by the commands that take `--deterministic`, while this process has no other
+/// thread.
+pub fn cublas_workspace_for_determinism() -> Result<String> {
     const NAME: &str = "CUBLAS_WORKSPACE_CONFIG";
-    if let Some(v) = var(NAME) {
-        return v;
+    match std::env::var(NAME) {
+        Ok(v) if v == ":4096:8" || v == ":16:8" => Ok(v),
+        Ok(v) if !v.is_empty() => {
+            bail!("--deterministic: {NAME}={v:?} is set, but deterministic cuBLAS needs :4096:8 or :16:8; unset it or set one of those")
+        }
+        _ => {
+            // SAFETY: called before the command starts any thread (rayon, libtorch, the
+            // interrupt handler), so nothing reads the environment concurrently.
+            unsafe { std::env::set_var(NAME, ":4096:8") };
+            Ok(":4096:8".into())
+        }
     }
-    // SAFETY: called before the command starts any thread (rayon, libtorch, the interrupt
-    // handler), so nothing reads the environment concurrently.
-    unsafe { std::env::set_var(NAME, ":4096:8") };
-    ":4096:8".into()
 }
 
 pub fn nccl_lib() -> Option<std::path::PathBuf> {

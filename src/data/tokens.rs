@@ -1,0 +1,122 @@
+//! A split's token grids (`inputs`, `labels`: one byte per token, examples back to back): built
+//! in memory by the data builders, or mapped read-only from the `.npy` file a reader opens, as
+//! the reference's loader does (`np.load(..., mmap_mode="r")`). A mapped array costs no private
+//! memory: the ranks of one machine, and the train and eval readers of one process, share the
+//! file's pages in the page cache. ARC-AGI-1 at 1000 augmentations holds 6.5 GB of them.
+//!
+//! Files are never changed under a mapping by trm: every builder writes an array to a temporary
+//! file and renames it over the old one, so a mapping keeps the old file's pages. A foreign tool
+//! that truncates a mapped file in place (numpy's `np.save` to the same path) would make the next
+//! read of a lost page fatal (SIGBUS) — the reference's own loader shares that exposure.
+
+use memmap2::Mmap;
+use std::sync::Arc;
+
+/// Token bytes, owned or mapped; reads as a `[u8]`.
+#[derive(Clone)]
+pub struct Tokens(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Owned(Vec<u8>),
+    /// `len` bytes of `map` from `start` (the array's data after its `.npy` header).
+    Mapped {
+        map: Arc<Mmap>,
+        start: usize,
+        len: usize,
+    },
+}
+
+impl Tokens {
+    /// `len` bytes of `map` from `start`, or None when the map does not hold them.
+    pub fn mapped(map: Arc<Mmap>, start: usize, len: usize) -> Option<Self> {
+        (start.checked_add(len)? <= map.len()).then_some(Tokens(Repr::Mapped { map, start, len }))
+    }
+
+    /// Whether the bytes are mapped from a file (not copied into memory).
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.0, Repr::Mapped { .. })
+    }
+
+    /// Appends bytes (builders); a mapped array is first copied into memory.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        if let Repr::Mapped { .. } = self.0 {
+            self.0 = Repr::Owned(self.to_vec());
+        }
+        if let Repr::Owned(v) = &mut self.0 {
+            v.extend_from_slice(bytes);
+        }
+    }
+}
+
+impl std::ops::Deref for Tokens {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Owned(v) => v,
+            Repr::Mapped { map, start, len } => &map[*start..*start + *len],
+        }
+    }
+}
+
+impl From<Vec<u8>> for Tokens {
+    fn from(v: Vec<u8>) -> Self {
+        Tokens(Repr::Owned(v))
+    }
+}
+
+impl Default for Tokens {
+    fn default() -> Self {
+        Vec::new().into()
+    }
+}
+
+impl PartialEq for Tokens {
+    fn eq(&self, other: &Self) -> bool {
+        self[..] == other[..]
+    }
+}
+
+/// The length and where the bytes live, not the bytes (gigabytes for ARC).
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokens({} bytes, {})", self.len(), if self.is_mapped() { "mapped" } else { "in memory" })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn map_of(bytes: &[u8]) -> (tempfile::NamedTempFile, Arc<Mmap>) {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(bytes).unwrap();
+        f.flush().unwrap();
+        // SAFETY: the test's own file, not changed while mapped.
+        let map = unsafe { Mmap::map(f.as_file()) }.unwrap();
+        (f, Arc::new(map))
+    }
+
+    #[test]
+    fn mapped_bytes_read_like_owned_ones_and_copy_on_append() {
+        let (_f, map) = map_of(b"headerABCDEF");
+        let mut t = Tokens::mapped(map.clone(), 6, 6).unwrap();
+        assert!(t.is_mapped());
+        assert_eq!(&t[..], b"ABCDEF");
+        assert_eq!(t, Tokens::from(b"ABCDEF".to_vec()));
+        let copy = t.clone();
+        t.extend_from_slice(b"G");
+        assert!(!t.is_mapped() && &t[..] == b"ABCDEFG");
+        assert_eq!(&copy[..], b"ABCDEF", "the clone still reads the map");
+        assert!(format!("{t:?}").contains("7 bytes"));
+    }
+
+    #[test]
+    fn a_range_past_the_map_is_refused() {
+        let (_f, map) = map_of(b"0123456789");
+        assert!(Tokens::mapped(map.clone(), 4, 6).is_some());
+        assert!(Tokens::mapped(map.clone(), 4, 7).is_none());
+        assert!(Tokens::mapped(map, usize::MAX, 2).is_none());
+    }
+}
