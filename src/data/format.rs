@@ -283,7 +283,8 @@ fn read_set(dir: &Path, set: &str, meta: &Metadata) -> Result<SplitData> {
     for (shape, tokens, name) in [(&in_shape, &inputs, "inputs"), (&label_shape, &labels, "labels")] {
         let p = array_path(dir, set, name);
         ensure!(shape.len() == 2 && shape[1] == s, "{}: shape {shape:?}, expected [N, {s}] (seq_len in dataset.json)", p.display());
-        if let Some((i, &v)) = tokens.iter().enumerate().find(|&(_, &v)| v as usize >= meta.vocab_size) {
+        if let Some(i) = tokens.position(|v| v as usize >= meta.vocab_size) {
+            let v = tokens[i];
             bail!("{}: example {} position {} holds token {v} >= vocab_size {}", p.display(), i / s, i % s, meta.vocab_size);
         }
     }

@@ -153,43 +153,31 @@ impl TrainSampler {
     }
 
     /// The global batches of one iteration of one set: `(example, puzzle)` rows, exactly
-    /// `global_batch` each.
-    pub fn plan(&self, iteration: u64, set: usize) -> Vec<Vec<(usize, usize)>> {
+    /// `global_batch` each, drawn one batch at a time as they are asked for. Only the group order
+    /// is held (`epochs_per_iter` × groups entries, as the reference holds it): an ARC iteration
+    /// of 10,000 epochs has 40 million rows, which as a list would take gigabytes on every rank.
+    pub fn plan(&self, iteration: u64, set: usize) -> PlanBatches {
         if let Some(rec) = &self.recorded {
             // The trainer checks that the recording covers every iteration of the run.
-            return rec.iterations.get(iteration as usize).cloned().unwrap_or_default();
+            let batches = rec.iterations.get(iteration as usize).cloned().unwrap_or_default();
+            return PlanBatches { draw: None, recorded: batches.into_iter() };
         }
         let data: &SplitData = &self.split.sets[set].1;
-        let mut r = rng::derive(self.seed, &[10, iteration, set as u64]);
+        let mut rng = rng::derive(self.seed, &[10, iteration, set as u64]);
         let n_groups = data.num_groups();
         let mut order: Vec<usize> = Vec::with_capacity(n_groups * self.epochs_per_iter);
         for _ in 0..self.epochs_per_iter {
             let mut p: Vec<usize> = (0..n_groups).collect();
-            p.shuffle(&mut r);
+            p.shuffle(&mut rng);
             order.extend(p);
         }
-        let mut batches = Vec::new();
-        let mut cur: Vec<(usize, usize)> = Vec::with_capacity(self.global_batch);
-        for &g in &order {
-            let (g0, g1) = (data.group_indices[g] as usize, data.group_indices[g + 1] as usize);
-            if g1 == g0 {
-                continue;
-            }
-            let puzzle = r.random_range(g0..g1);
-            let (p0, p1) = (data.puzzle_indices[puzzle] as usize, data.puzzle_indices[puzzle + 1] as usize);
-            let take = (p1 - p0).min(self.global_batch - cur.len());
-            let all: Vec<usize> = (p0..p1).collect();
-            cur.extend(all.choose_multiple(&mut r, take).map(|&e| (e, puzzle)));
-            if cur.len() == self.global_batch {
-                batches.push(std::mem::replace(&mut cur, Vec::with_capacity(self.global_batch)));
-            }
-        }
-        batches // the incomplete last batch is dropped
+        let draw = Draw { split: self.split.clone(), set, order: order.into_iter(), rng, global_batch: self.global_batch };
+        PlanBatches { draw: Some(draw), recorded: Vec::new().into_iter() }
     }
 
-    /// Number of full global batches in one iteration (all sets).
-    pub fn batches_per_iteration(&self) -> u64 {
-        (0..self.split.sets.len()).map(|s| self.plan(0, s).len() as u64).sum()
+    /// Whether an iteration holds at least one full global batch (in any set).
+    pub fn has_batches(&self) -> bool {
+        (0..self.split.sets.len()).any(|s| self.plan(0, s).next().is_some())
     }
 
     /// Batches of iteration `pos.iteration`, skipping the first `pos.batch` (resume).
@@ -197,13 +185,56 @@ impl TrainSampler {
         let me = self.clone();
         let b = self.local_batch();
         (0..self.split.sets.len())
-            .flat_map(move |set| me.plan(pos.iteration, set).into_iter().map(move |rows| (set, rows)).collect::<Vec<_>>())
+            .flat_map(move |set| me.plan(pos.iteration, set).map(move |rows| (set, rows)))
             .skip(pos.batch as usize)
             .map({
                 let split = self.split.clone();
                 let (rank, global) = (self.rank, self.global_batch);
                 move |(set, rows)| collate(&split, set, &rows[rank * b..(rank + 1) * b], b, global)
             })
+    }
+}
+
+/// The batches of `TrainSampler::plan`, in order.
+pub struct PlanBatches {
+    draw: Option<Draw>,
+    recorded: std::vec::IntoIter<Vec<(usize, usize)>>,
+}
+
+/// The state of one iteration's draw: the group order left to walk and the stream.
+struct Draw {
+    split: Arc<Split>,
+    set: usize,
+    order: std::vec::IntoIter<usize>,
+    rng: rand_chacha::ChaCha8Rng,
+    global_batch: usize,
+}
+
+impl Iterator for PlanBatches {
+    type Item = Vec<(usize, usize)>;
+
+    /// Walking the group order, each group contributes one random member puzzle, whose examples
+    /// (random order, without replacement) fill the global batch; a puzzle cut by the batch
+    /// boundary loses the rest; the last incomplete batch is dropped.
+    fn next(&mut self) -> Option<Self::Item> {
+        let Some(d) = &mut self.draw else { return self.recorded.next() };
+        let data: &SplitData = &d.split.sets[d.set].1;
+        let mut cur: Vec<(usize, usize)> = Vec::with_capacity(d.global_batch);
+        for g in d.order.by_ref() {
+            let (g0, g1) = (data.group_indices[g] as usize, data.group_indices[g + 1] as usize);
+            if g1 == g0 {
+                continue;
+            }
+            let puzzle = d.rng.random_range(g0..g1);
+            let (p0, p1) = (data.puzzle_indices[puzzle] as usize, data.puzzle_indices[puzzle + 1] as usize);
+            let take = (p1 - p0).min(d.global_batch - cur.len());
+            let all: Vec<usize> = (p0..p1).collect();
+            cur.extend(all.choose_multiple(&mut d.rng, take).map(|&e| (e, puzzle)));
+            if cur.len() == d.global_batch {
+                return Some(cur);
+            }
+        }
+        None // the incomplete last batch is dropped
     }
 }
 
@@ -287,6 +318,72 @@ mod tests {
             sets: vec!["all".into()],
         };
         Arc::new(Split { dir: ".".into(), metadata, sets: vec![("all".into(), d)] })
+    }
+
+    /// The sampler as it was before batches were drawn lazily: every batch of the iteration in
+    /// one list. The lazy draw must give exactly these (exact resume and the recorded runs
+    /// depend on it).
+    fn eager_plan(s: &TrainSampler, iteration: u64, set: usize) -> Vec<Vec<(usize, usize)>> {
+        let data: &SplitData = &s.split.sets[set].1;
+        let mut r = rng::derive(s.seed, &[10, iteration, set as u64]);
+        let n_groups = data.num_groups();
+        let mut order: Vec<usize> = Vec::new();
+        for _ in 0..s.epochs_per_iter {
+            let mut p: Vec<usize> = (0..n_groups).collect();
+            p.shuffle(&mut r);
+            order.extend(p);
+        }
+        let mut batches = Vec::new();
+        let mut cur: Vec<(usize, usize)> = Vec::new();
+        for &g in &order {
+            let (g0, g1) = (data.group_indices[g] as usize, data.group_indices[g + 1] as usize);
+            if g1 == g0 {
+                continue;
+            }
+            let puzzle = r.random_range(g0..g1);
+            let (p0, p1) = (data.puzzle_indices[puzzle] as usize, data.puzzle_indices[puzzle + 1] as usize);
+            let take = (p1 - p0).min(s.global_batch - cur.len());
+            let all: Vec<usize> = (p0..p1).collect();
+            cur.extend(all.choose_multiple(&mut r, take).map(|&e| (e, puzzle)));
+            if cur.len() == s.global_batch {
+                batches.push(std::mem::take(&mut cur));
+            }
+        }
+        batches
+    }
+
+    #[test]
+    fn lazy_batches_are_the_eager_lists_batches() {
+        // A split with groups of 0..4 puzzles of 1..5 examples each, drawn at random.
+        let mut r = rng::derive(99, &[]);
+        let mut d = SplitData::new(1);
+        let mut id = 1;
+        for _ in 0..37 {
+            for _ in 0..r.random_range(0..4) {
+                for _ in 0..r.random_range(1..6) {
+                    d.push_example(&[1], &[1]);
+                }
+                d.end_puzzle(id);
+                id += 1;
+            }
+            d.end_group();
+        }
+        let mut split = (*toy_split()).clone();
+        split.sets.push(("more".into(), d));
+        let split = Arc::new(split);
+        for (seed, global_batch, epochs) in [(0, 4, 3), (7, 5, 1), (11, 16, 6)] {
+            let s = TrainSampler { split: split.clone(), global_batch, rank: 0, world: 1, seed, epochs_per_iter: epochs, recorded: None };
+            for iteration in 0..3 {
+                for set in 0..2 {
+                    let lazy: Vec<_> = s.plan(iteration, set).collect();
+                    assert!(!lazy.is_empty());
+                    assert_eq!(lazy, eager_plan(&s, iteration, set), "seed {seed}, batch {global_batch}, iteration {iteration}, set {set}");
+                }
+            }
+            assert!(s.has_batches());
+        }
+        let too_big = TrainSampler { split, global_batch: 10_000, rank: 0, world: 1, seed: 0, epochs_per_iter: 1, recorded: None };
+        assert!(!too_big.has_batches());
     }
 
     #[test]

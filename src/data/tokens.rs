@@ -49,6 +49,32 @@ impl Tokens {
     }
 }
 
+/// Bytes checked per pass of `position` before a mapped chunk is released.
+const CHUNK: usize = 64 << 20;
+
+impl Tokens {
+    /// The index of the first byte for which `hit` holds. A mapped array is read in chunks, and
+    /// each chunk's pages are released from this process once read (they stay in the page
+    /// cache), so checking a whole data set does not count gigabytes into this process's
+    /// resident memory.
+    pub fn position(&self, hit: impl Fn(u8) -> bool) -> Option<usize> {
+        let bytes: &[u8] = self;
+        for (c, chunk) in bytes.chunks(CHUNK).enumerate() {
+            if let Some(i) = chunk.iter().position(|&b| hit(b)) {
+                return Some(c * CHUNK + i);
+            }
+            #[cfg(unix)]
+            if let Repr::Mapped { map, start, .. } = &self.0 {
+                // SAFETY: a read-only shared file mapping: dropped pages are read again from
+                // the file on the next access, with the same bytes. Nothing holds them now but
+                // `chunk`, which is not used after this.
+                let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start + c * CHUNK, chunk.len()) };
+            }
+        }
+        None
+    }
+}
+
 impl std::ops::Deref for Tokens {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -110,6 +136,22 @@ mod tests {
         assert!(!t.is_mapped() && &t[..] == b"ABCDEFG");
         assert_eq!(&copy[..], b"ABCDEF", "the clone still reads the map");
         assert!(format!("{t:?}").contains("7 bytes"));
+    }
+
+    #[test]
+    fn position_finds_the_first_hit_across_chunks_mapped_or_not() {
+        let mut bytes = vec![1u8; CHUNK + 10];
+        bytes[CHUNK + 3] = 9;
+        bytes[CHUNK + 7] = 9;
+        let (_f, map) = map_of(&bytes);
+        let mapped = Tokens::mapped(map, 0, bytes.len()).unwrap();
+        for t in [&mapped, &Tokens::from(bytes.clone())] {
+            assert_eq!(t.position(|b| b == 9), Some(CHUNK + 3));
+            assert_eq!(t.position(|b| b > 9), None);
+            // The released pages read back the same.
+            assert_eq!(t[CHUNK + 3], 9);
+            assert!(t[..CHUNK].iter().all(|&b| b == 1));
+        }
     }
 
     #[test]

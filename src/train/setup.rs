@@ -368,7 +368,7 @@ impl Plan {
             sampler.recorded = Some(Arc::new(rec));
         }
         let total = total_steps(train, cfg.epochs, g);
-        if total == 0 || sampler.batches_per_iteration() == 0 {
+        if total == 0 || !sampler.has_batches() {
             let m = &train.metadata;
             bail!(
                 "this run would take 0 optimiser steps: global_batch_size={g} is larger than the {} examples that one iteration ({} epoch(s)) of {} puzzle groups gives; lower global_batch_size or raise eval_interval/epochs",
