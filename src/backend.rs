@@ -42,7 +42,7 @@ pub fn to_host_f32<B: burn::prelude::Backend, const D: usize>(t: &burn::prelude:
     }
     let mut out = Vec::with_capacity(n);
     for start in (0..n).step_by(SLICE) {
-        out.extend(whole(flat.clone().slice([start..(start + SLICE).min(n)])));
+        out.extend(whole(flat.clone().slice(start..(start + SLICE).min(n))));
     }
     out
 }
