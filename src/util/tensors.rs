@@ -150,6 +150,9 @@ pub fn write_safetensors(
         if count != Some(values.len()) {
             bail!("{}: tensor `{name}` has shape {shape:?} but {} values", path.display(), values.len());
         }
+        if name == "__metadata__" {
+            bail!("{}: a tensor may not be named `__metadata__` (the header's metadata key)", path.display());
+        }
         let end = offset + 4 * values.len();
         if header.insert(name, Entry::Tensor(Info { data_offsets: [offset, end], dtype: "F32", shape })).is_some() {
             bail!("{}: tensor `{name}` is named twice", path.display());
@@ -213,5 +216,9 @@ mod tests {
         assert!(write_safetensors(&dir.path().join("bad.safetensors"), &bad, None).unwrap_err().to_string().contains("`b` has shape [3]"));
         let twice = vec![t("a", &[2], 0.0), t("a", &[1], 0.0)];
         assert!(write_safetensors(&dir.path().join("twice.safetensors"), &twice, None).unwrap_err().to_string().contains("named twice"));
+        let reserved = vec![t("__metadata__", &[1], 0.0)];
+        assert!(
+            write_safetensors(&dir.path().join("r.safetensors"), &reserved, None).unwrap_err().to_string().contains("may not be named")
+        );
     }
 }
