@@ -30,7 +30,7 @@ use std::any::TypeId;
 /// A tensor's values copied to the host as float32 (any float dtype, any backend): the one
 /// host-copy used by checkpoints, parity, evaluation and inference. A large tensor comes over in
 /// slices of 16M values: burn's whole-tensor `into_data` holds two more copies of it on the way
-/// (for an ARC puzzle table, 1.8 GB: measured 3.4 GB more at the peak and 23 s, against one
+/// (for an ARC puzzle table, 1.8 GB: measured 3424 MiB more at the peak and 23 s, against one
 /// copy and 1.6 s in slices).
 pub fn to_host_f32<B: burn::prelude::Backend, const D: usize>(t: &burn::prelude::Tensor<B, D>) -> Vec<f32> {
     const SLICE: usize = 1 << 24;

@@ -68,8 +68,8 @@ pub struct TrainArgs {
     /// Make the run repeat bit for bit (same machine, build and --threads), so that a resumed run
     /// goes on exactly as the uninterrupted one would have: torch's deterministic algorithms on
     /// libtorch (docs/gpu.md; its cost on a GPU is what the GPU check measures), always so on
-    /// `cpu`, refused on cubecl. An
-    /// engine choice like --device: not recorded in the run, so give it again with --resume
+    /// `cpu`, refused on cubecl. An engine choice like --device: not recorded in the run, so
+    /// give it again with --resume
     #[arg(long)]
     pub deterministic: bool,
 }

@@ -66,14 +66,7 @@ pub fn read_tokens(path: &Path) -> Result<(Vec<usize>, Tokens)> {
 /// A `|u1`, C-order file mapped, or None for anything else (a wider dtype, a file that cannot be
 /// mapped or whose header does not read): `read_u8` then reads it and names what is wrong.
 fn map_u8(path: &Path) -> Option<(Vec<usize>, Tokens)> {
-    let file = File::open(path).ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
-    // SAFETY: a read-only map of a data set array. trm replaces such files by renaming a new
-    // file over them, so the mapped pages never change (data::tokens says what a foreign
-    // writer could do).
-    let map = std::sync::Arc::new(unsafe { memmap2::Mmap::map(&file) }.ok()?);
+    let map = std::sync::Arc::new(crate::util::fs::map_read_only(&File::open(path).ok()?)?);
     let npy = npyz::NpyFile::new(&map[..]).ok()?;
     if npy.order() != npyz::Order::C || npy.dtype().descr().trim_matches('\'') != "|u1" {
         return None;

@@ -1,13 +1,9 @@
 //! A split's token grids (`inputs`, `labels`: one byte per token, examples back to back): built
 //! in memory by the data builders, or mapped read-only from the `.npy` file a reader opens, as
 //! the reference's loader does (`np.load(..., mmap_mode="r")`). A mapped array costs no private
-//! memory: the ranks of one machine, and the train and eval readers of one process, share the
-//! file's pages in the page cache. ARC-AGI-1 at 1000 augmentations holds 6.5 GB of them.
-//!
-//! Files are never changed under a mapping by trm: every builder writes an array to a temporary
-//! file and renames it over the old one, so a mapping keeps the old file's pages. A foreign tool
-//! that truncates a mapped file in place (numpy's `np.save` to the same path) would make the next
-//! read of a lost page fatal (SIGBUS) — the reference's own loader shares that exposure.
+//! memory: the ranks of one machine share the file's pages in the page cache. ARC-AGI-1 at 1000
+//! augmentations holds 6.5 GB of them. Why the mapped bytes never change, and what a foreign
+//! writer could do: `util::fs::map_read_only`.
 
 use memmap2::Mmap;
 use std::sync::Arc;

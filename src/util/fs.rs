@@ -1,5 +1,6 @@
 //! Crash-safe file writes: everything is written to `<name>.tmp` in the same folder, flushed,
-//! synced, then renamed over the destination, so a reader never sees half a file.
+//! synced, then renamed over the destination, so a reader never sees half a file. The same
+//! rename is what lets large files be read by mapping them (`map_read_only`).
 
 use anyhow::{Context, Result};
 use std::fs::File;
@@ -10,6 +11,19 @@ fn temp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".tmp");
     path.with_file_name(name)
+}
+
+/// `file` mapped read-only, or None where it cannot be (not a regular file, empty, a file system
+/// that does not map). For the large files trm reads once (data set arrays, checkpoints): trm
+/// replaces them by renaming a new file over the old one, and a mapping keeps the old file, so
+/// the mapped bytes never change. A foreign tool that truncates such a file in place would end
+/// the reader with SIGBUS (docs/data.md).
+pub fn map_read_only(file: &File) -> Option<memmap2::Mmap> {
+    if !file.metadata().is_ok_and(|m| m.is_file() && m.len() > 0) {
+        return None;
+    }
+    // SAFETY: a read-only mapping of a file whose bytes do not change while it is mapped (above).
+    unsafe { memmap2::Mmap::map(file) }.ok()
 }
 
 /// Writes a file atomically through a buffered writer handed to `fill`.

@@ -59,16 +59,12 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
     Ok(out)
 }
 
-/// A file's bytes: mapped read-only where the system allows (a checkpoint holds gigabytes, read
-/// once; trm replaces the files it writes by renaming new ones over them, so mapped bytes never
-/// change), read into memory otherwise.
+/// A file's bytes: mapped where the system allows (a checkpoint holds gigabytes, read once),
+/// read into memory otherwise.
 fn file_bytes(path: &Path) -> Result<FileBytes> {
     let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if file.metadata().is_ok_and(|m| m.is_file() && m.len() > 0) {
-        // SAFETY: see above; the map is only read.
-        if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
-            return Ok(FileBytes::Mapped(map));
-        }
+    if let Some(map) = crate::util::fs::map_read_only(&file) {
+        return Ok(FileBytes::Mapped(map));
     }
     std::fs::read(path).map(FileBytes::Read).with_context(|| format!("cannot read {}", path.display()))
 }
