@@ -263,7 +263,7 @@ pub fn bench_train<AD: AutodiffBackend>(spec: &BenchSpec, device: &AD::Device) -
     let ropes = Ropes::<AD>::new(&c, device);
     let mut carry = Some(Carry::for_training(&c, b, device));
     let batch = random_batch(&c, b, &mut rng);
-    let rows = MicroBatches { size: micro_batch.unwrap_or(b), global: b };
+    let rows = MicroBatches { size: micro_batch.unwrap_or(b), global: b, supervision_decay: None };
     let adam_h = AdamHyper { lr: 1e-4, beta1: 0.9, beta2: 0.95, weight_decay: 0.1, kind: OptimizerKind::AdamAtan2 };
     let h = StepHyper { adam: adam_h, puzzle_lr: 1e-2, puzzle_weight_decay: 0.1, ema_rate: 0.999, freeze_weights: false };
     let mut step = |i: usize| {

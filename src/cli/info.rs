@@ -7,6 +7,7 @@ use crate::data::format;
 use crate::model::config::{HaltRule, ModelConfig};
 use crate::model::schedule::Schedule;
 use crate::model::weights::count_params;
+use crate::step::curriculum::DepthCurriculum;
 use crate::store::{config, presets};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -58,6 +59,10 @@ pub struct Info {
     /// Forward passes per optimisation step.
     pub nfp: usize,
     pub halt_max_steps: usize,
+    /// `depth_curriculum`: (from, H_cycles, L_cycles) per stage, and the schedule's training work
+    /// under it as a fraction of the fixed depth's.
+    pub depth_curriculum: Option<Vec<(f64, usize, usize)>>,
+    pub curriculum_work_ratio: Option<f64>,
     pub paper: Option<PaperComparison>,
 }
 
@@ -86,6 +91,7 @@ pub fn info(name: &str, cfg: &config::TrainConfig, seq_len: usize, vocab: usize,
     let model = ModelConfig { arch: cfg.arch.clone(), seq_len, vocab_size: vocab, num_puzzle_identifiers: ids };
     model.validate()?;
     let s = Schedule::of(&model.arch);
+    let curriculum = cfg.depth_curriculum.as_deref().map(|spec| DepthCurriculum::parse(spec, &model.arch)).transpose()?;
     let paper = presets::paper_rows().remove(name).map(|r| PaperComparison {
         table: r.table,
         row: r.row,
@@ -110,6 +116,8 @@ pub fn info(name: &str, cfg: &config::TrainConfig, seq_len: usize, vocab: usize,
         effective_depth: s.effective_depth(),
         nfp: Schedule::forward_passes(&model.arch),
         halt_max_steps: model.arch.halt_max_steps,
+        depth_curriculum: curriculum.as_ref().map(|c| c.stages.iter().map(|s| (s.from, s.h_cycles, s.l_cycles)).collect()),
+        curriculum_work_ratio: curriculum.as_ref().map(|c| c.work_ratio(&model.arch)),
         paper,
     })
 }
@@ -190,6 +198,15 @@ pub fn run(a: InfoArgs) -> Result<()> {
         println!(
             "  winner-take-all training: {} latent chains per example, the lowest-loss one backpropagated (about {}x the work of a plain step); evaluation runs chain 0",
             arch.wta_chains, arch.wta_chains
+        );
+    }
+    if let (Some(stages), Some(ratio)) = (&i.depth_curriculum, i.curriculum_work_ratio) {
+        let st: Vec<String> = stages.iter().map(|(from, t, n)| format!("T = {t}, n = {n} from {:.0}%", from * 100.0)).collect();
+        println!(
+            "  depth curriculum (training steps only; evaluation runs T = {}, n = {}): {}; training work over the schedule {ratio:.2}x the fixed depth's",
+            i.h_cycles,
+            i.l_cycles,
+            st.join(", ")
         );
     }
     if let Some(p) = &i.paper {

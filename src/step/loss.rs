@@ -195,6 +195,24 @@ pub fn act_loss<B: Backend>(
     LossOutput { total, row_total, metrics, preds, seq_correct, rows, q_continue_target }
 }
 
+/// The weight of a row's loss at its `t`-th supervision step (1-based) of at most `max`, under
+/// hierarchical supervision weighting with decay `lambda`: `lambda^(t-1)` over the mean of the
+/// `max` weights.
+pub fn supervision_weight(t: u32, max: usize, lambda: f64) -> f64 {
+    let z = (0..max.max(1)).map(|k| lambda.powi(k as i32)).sum::<f64>() / max.max(1) as f64;
+    lambda.powi(t.saturating_sub(1) as i32) / z
+}
+
+/// The loss to backpropagate under hierarchical supervision weighting: each row's part of the
+/// total (`LossOutput::row_total`) times the weight of the supervision step it is at (`steps`,
+/// the carry after the step).
+pub fn weighted_total<B: Backend>(row_total: Tensor<B, 1>, steps: &[u32], max: usize, lambda: f64) -> Tensor<B, 1> {
+    let w: Vec<f64> = steps.iter().map(|&t| supervision_weight(t, max, lambda)).collect();
+    let dt = row_total.dtype();
+    let w = Tensor::<B, 1>::from_data(TensorData::new(w, [steps.len()]).convert_dtype(dt), (&row_total.device(), dt));
+    (row_total * w).sum().reshape([1])
+}
+
 /// Numerically stable `BCEWithLogits(x, t) = max(x, 0) - x t + log(1 + exp(-|x|))`.
 pub fn bce_with_logits<B: Backend>(x: Tensor<B, 1>, t: Tensor<B, 1>) -> Tensor<B, 1> {
     let relu = x.clone().clamp_min(0.0);
@@ -226,5 +244,22 @@ mod tests {
         assert!((v[0] - 0.006715348).abs() < 1e-6); // BCE(-5, 0)
         assert!((v[1] - std::f32::consts::LN_2).abs() < 1e-6);
         assert!((v[2] - 0.04858735).abs() < 1e-6);
+    }
+
+    #[test]
+    fn supervision_weights_decay_and_average_one() {
+        let n = 16;
+        let w: Vec<f64> = (1..=n as u32).map(|t| supervision_weight(t, n, 0.7)).collect();
+        assert!((w.iter().sum::<f64>() / n as f64 - 1.0).abs() < 1e-12);
+        for k in 1..n {
+            assert!((w[k] / w[k - 1] - 0.7).abs() < 1e-12);
+        }
+        assert!((1..=n as u32).all(|t| supervision_weight(t, n, 1.0) == 1.0));
+        // The weighted total: rows at steps 1 and 3 of 4 with decay 0.5 (weights 1/Z and 0.25/Z,
+        // Z = (1 + 0.5 + 0.25 + 0.125) / 4).
+        let rows = Tensor::<B, 1>::from_data(TensorData::new(vec![2.0f32, 4.0], [2]), &Default::default());
+        let got = weighted_total(rows, &[1, 3], 4, 0.5).into_scalar().to_f64();
+        let z = 1.875 / 4.0;
+        assert!((got - (2.0 + 4.0 * 0.25) / z).abs() < 1e-5, "{got}");
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! The carry, the master weights and the puzzle table always live on the inner backend.
 
-use super::loss::{LossOutput, Metrics, act_loss};
+use super::loss::{LossOutput, Metrics, act_loss, weighted_total};
 use super::update::LocalGrads;
 use super::wta;
 use crate::backend::to_host_f32;
@@ -50,12 +50,15 @@ pub fn local_grads<AD: AutodiffBackend>(
     LocalGrads { params, puzzle: puzzle.map(|p| (puzzle_ids, to_host_f32(&p))) }
 }
 
-/// How a batch is split into passes: `size` rows per forward and backward pass (the whole batch
-/// when it is not smaller), of a global batch of `global` rows (the loss's divisor).
+/// How a batch's loss is formed and split into passes: `size` rows per forward and backward pass
+/// (the whole batch when it is not smaller), of a global batch of `global` rows (the loss's
+/// divisor); `supervision_decay` weights each row's loss by its supervision step
+/// (`loss::supervision_weight`; None: every step alike, as the reference).
 #[derive(Debug, Clone, Copy)]
 pub struct MicroBatches {
     pub size: usize,
     pub global: usize,
+    pub supervision_decay: Option<f64>,
 }
 
 /// The supervision step of a batch in passes of `rows.size` rows, each with its backward at once
@@ -92,7 +95,11 @@ pub fn micro_batch_step<AD: AutodiffBackend>(
         };
         let (loss, _out, leaves) = train_forward::<AD>(cfg, params, table, part, micro, ropes, explore(a));
         metrics.add(&loss.metrics);
-        let g = local_grads(loss.total, rows.global, &leaves, part.puzzle_ids.clone());
+        let total = match rows.supervision_decay {
+            Some(lambda) => weighted_total(loss.row_total, &part.steps, cfg.arch.halt_max_steps, lambda),
+            None => loss.total,
+        };
+        let g = local_grads(total, rows.global, &leaves, part.puzzle_ids.clone());
         grads = Some(match grads {
             Some(sum) => sum.plus(g),
             None => g,

@@ -75,6 +75,14 @@ pub struct TrainConfig {
     /// Batches whose loss or gradient is not finite that may be skipped (weights, carry and
     /// randomness left as before the batch) before the run stops; 0 = stop at the first.
     pub skip_nonfinite_batches: u64,
+    /// Progressive depth curriculum (CGAR, arXiv 2511.08653): training steps run a shallower
+    /// recursion early on, `cgar` or `FROM:H_cycles:L_cycles,...` stages over the schedule's
+    /// progress (`train::curriculum`); None = the model's depth throughout, as the reference.
+    pub depth_curriculum: Option<String>,
+    /// Hierarchical supervision weighting (CGAR): a row's loss at its t-th supervision step is
+    /// weighted `supervision_decay^(t-1)`, normalised to average 1 over `halt_max_steps`
+    /// (1.0 = every step alike, as the reference).
+    pub supervision_decay: f64,
 }
 
 impl Default for TrainConfig {
@@ -110,6 +118,8 @@ impl Default for TrainConfig {
             keep_checkpoints: 2,
             batch_order: None,
             skip_nonfinite_batches: 0,
+            depth_curriculum: None,
+            supervision_decay: 1.0,
         }
     }
 }
@@ -250,6 +260,16 @@ impl TrainConfig {
         }
         anyhow::ensure!((0.0..=1.0).contains(&self.ema_rate), "ema_rate must be in [0, 1], not {}", self.ema_rate);
         anyhow::ensure!(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1");
+        if let Some(spec) = &self.depth_curriculum {
+            crate::step::curriculum::DepthCurriculum::parse(spec, &self.arch)?;
+        }
+        let decay = self.supervision_decay;
+        anyhow::ensure!(decay > 0.0 && decay <= 1.0, "supervision_decay must be in (0, 1] (1 = every supervision step alike), not {decay}");
+        anyhow::ensure!(
+            decay == 1.0 || self.arch.wta_chains <= 1,
+            "supervision_decay={decay} with arch.wta_chains={}: weighting the winner's loss by its step is not implemented; drop one of the two",
+            self.arch.wta_chains
+        );
         anyhow::ensure!(
             !(self.freeze_weights && self.arch.puzzle_emb_ndim == 0),
             "freeze_weights=True trains only the puzzle embeddings, and arch.puzzle_emb_ndim=0 has none: nothing would learn \

@@ -8,8 +8,17 @@ use anyhow::{Result, anyhow, bail};
 
 /// The keys whose value may be absent (`Option` fields); `KEY=null` (or `None`) empties one, except
 /// `eval_interval`, whose default is not empty.
-pub(super) const OPTIONAL_KEYS: [&str; 8] =
-    ["run_name", "project_name", "max_steps", "eval_max_examples", "eval_batch_size", "micro_batch_size", "eval_interval", "batch_order"];
+pub(super) const OPTIONAL_KEYS: [&str; 9] = [
+    "run_name",
+    "project_name",
+    "max_steps",
+    "eval_max_examples",
+    "eval_batch_size",
+    "micro_batch_size",
+    "eval_interval",
+    "batch_order",
+    "depth_curriculum",
+];
 
 fn edit_distance(a: &str, b: &str) -> usize {
     let (a, b): (Vec<char>, Vec<char>) = (a.to_lowercase().chars().collect(), b.to_lowercase().chars().collect());

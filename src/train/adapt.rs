@@ -69,6 +69,10 @@ fn adapt_config(base: &TrainConfig, job: &AdaptJob, data: &std::path::Path, exam
     c.seed = job.seed;
     c.checkpoint_interval_steps = 0;
     c.checkpoint_every_eval = false;
+    // The checkpoint's model is trained to its depth: adaptation runs at it, unweighted (an
+    // override may still ask for a curriculum).
+    c.depth_curriculum = None;
+    c.supervision_decay = 1.0;
     let mut t = c.to_table();
     apply_overrides(&mut t, &job.overrides)?;
     from_table(t)
@@ -80,9 +84,7 @@ pub fn adapt<AD: AutodiffBackend>(job: &AdaptJob, device: &AD::Device) -> Result
     }
     let source = crate::store::arc_model::open_arc(&job.checkpoint, job.config.as_deref(), &[], job.identifiers.as_deref())?;
     let ckpt = source.label.clone();
-    let names = source.identifiers.clone();
-    let names_kept = names.clone();
-    let old = names.len();
+    let old = source.identifiers.len();
 
     let out = std::path::absolute(&job.out)?;
     let (data, run) = (out.join("data"), out.join("run"));
@@ -101,7 +103,7 @@ pub fn adapt<AD: AutodiffBackend>(job: &AdaptJob, device: &AD::Device) -> Result
         translate: true,
     };
     let tasks: Vec<(Task, bool)> = job.tasks.iter().cloned().map(|t| (t, true)).collect();
-    let built = arc::build_tasks(&data, tasks, names, &opt)?;
+    let built = arc::build_tasks(&data, tasks, source.identifiers.clone(), &opt)?;
     let new_identifiers = built.identifiers - old;
 
     let train_split = crate::data::format::read_dataset_split(&data, "train")?;
@@ -116,7 +118,7 @@ pub fn adapt<AD: AutodiffBackend>(job: &AdaptJob, device: &AD::Device) -> Result
         quiet: job.quiet,
         // The built data's identifiers continue the checkpoint's: its rows stay, the new
         // identifiers' rows start at zero.
-        init_from: Some(InitFrom { weights: source.weights.clone(), identifiers: Some(names_kept), new_rows: NewRows::Zero }),
+        init_from: Some(InitFrom { weights: source.weights, identifiers: Some(source.identifiers), new_rows: NewRows::Zero }),
         time_limit: None,
     };
     let summary = train::<AD>(&tj, device)?;

@@ -41,6 +41,13 @@ impl Progress {
         self.pb.println(line);
     }
 
+    /// A line above the bar, or on stderr where there is no bar; nothing when quiet.
+    pub fn note(&self, line: String) {
+        if !self.quiet {
+            self.say(line);
+        }
+    }
+
     pub fn finish(&self) {
         self.pb.finish_and_clear();
     }

@@ -27,6 +27,7 @@ use crate::model::act::{Carry, Exploration};
 use crate::model::config::ModelConfig;
 use crate::model::weights::Weights;
 use crate::parallel::{Reducer, Single};
+use crate::step::curriculum::DepthCurriculum;
 use crate::step::guard;
 use crate::step::loss::Metrics;
 use crate::step::optim::{AdamHyper, lr_at};
@@ -84,7 +85,8 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
     let ropes = Ropes::<AD>::new(&model, device);
     let mut log = open_run_log(job, &cfg, &model, &st, &plan, reducer)?;
     let mut progress = Progress::new(job.quiet || !lead, plan.stop_at, st.step);
-    let cx = StepContext { model: &model, cfg: &cfg, ropes: &ropes, device, plan: &plan, job, t0 };
+    let curriculum = depth_curriculum(&cfg, &plan, lead)?;
+    let cx = StepContext { model: &model, cfg: &cfg, ropes: &ropes, device, plan: &plan, job, t0, curriculum };
     // The checkpoint resumed from is this run's last one until it writes another.
     let mut run = RunRecord { evals: Vec::new(), last_train: Metrics::default(), last_ckpt: resumed_from.clone(), interrupted: false };
     if resumed_from.is_some() && st.step >= plan.stop_at && lead {
@@ -145,6 +147,31 @@ struct StepContext<'a, AD: AutodiffBackend> {
     plan: &'a Plan,
     job: &'a TrainJob,
     t0: Instant,
+    /// `depth_curriculum`: the recursion depth of each training step.
+    curriculum: Option<DepthCurriculum>,
+}
+
+/// The run's depth curriculum, if it has one; the lead rank says what it will do.
+fn depth_curriculum(cfg: &TrainConfig, plan: &Plan, lead: bool) -> Result<Option<DepthCurriculum>> {
+    let Some(spec) = &cfg.depth_curriculum else { return Ok(None) };
+    let c = DepthCurriculum::parse(spec, &cfg.arch)?;
+    if lead {
+        let stages: Vec<String> = (0..c.stages.len())
+            .map(|i| {
+                format!("from step {}: H_cycles={} L_cycles={}", c.first_step(i, plan.total), c.stages[i].h_cycles, c.stages[i].l_cycles)
+            })
+            .collect();
+        eprintln!("depth curriculum over the {} steps of the schedule: {}", plan.total, stages.join(", "));
+        let last = c.first_step(c.stages.len() - 1, plan.total);
+        if plan.stop_at < last {
+            eprintln!(
+                "warning: this run stops at step {} (max_steps), before the curriculum reaches the model's depth at step {last}: \
+                 its checkpoints run a depth it has not trained at (shorten the schedule with epochs=, not max_steps=)",
+                plan.stop_at
+            );
+        }
+    }
+    Ok(Some(c))
 }
 
 /// What the run has produced so far.
@@ -177,8 +204,12 @@ fn optimiser_step<AD: AutodiffBackend>(
     st.step += 1;
     let carry = st.carry.take().unwrap_or_else(|| Carry::for_training(model, batch.batch_size, cx.device));
     let explore = |a: usize| Exploration::of(&model.arch, cfg.seed, st.step, plan.first_row + a);
-    let rows = MicroBatches { size: plan.micro_batch, global: cfg.global_batch_size };
-    let (metrics, grads, carry) = micro_batch_step::<AD>(model, &st.params, st.table.as_ref(), carry, batch, cx.ropes, explore, rows);
+    let decay = (cfg.supervision_decay != 1.0).then_some(cfg.supervision_decay);
+    let rows = MicroBatches { size: plan.micro_batch, global: cfg.global_batch_size, supervision_decay: decay };
+    // The depth this step trains at (the model's own unless a curriculum says shallower).
+    let staged = cx.curriculum.as_ref().map(|c| c.model_at(model, st.step, plan.total));
+    let (metrics, grads, carry) =
+        micro_batch_step::<AD>(staged.as_ref().unwrap_or(model), &st.params, st.table.as_ref(), carry, batch, cx.ropes, explore, rows);
     st.carry = Some(carry);
     let local_stop =
         Stop { interrupt: crate::util::interrupt::requested(), time_up: cx.job.time_limit.is_some_and(|l| cx.t0.elapsed() >= l) };
@@ -272,6 +303,20 @@ fn log_train_step<AD: AutodiffBackend>(
     ];
     if cx.model.arch.continue_target() {
         vals.push(("q_continue_loss", m.q_continue_loss / g));
+    }
+    if let Some(c) = &cx.curriculum {
+        let i = c.stage_index(step, cx.plan.total);
+        vals.push(("H_cycles", c.stages[i].h_cycles as f64));
+        vals.push(("L_cycles", c.stages[i].l_cycles as f64));
+        if i > 0 && step == c.first_step(i, cx.plan.total) {
+            progress.note(format!(
+                "step {step}: depth curriculum stage {} of {}: H_cycles={} L_cycles={}",
+                i + 1,
+                c.stages.len(),
+                c.stages[i].h_cycles,
+                c.stages[i].l_cycles
+            ));
+        }
     }
     if let Some(log) = log.as_mut() {
         vals.extend(system_figures::<AD>(seconds, g, cx.device));
