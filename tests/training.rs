@@ -140,6 +140,9 @@ fn a_depth_curriculum_trains_its_stages_and_resumes_exactly() {
     // curriculum without it).
     train::<AD>(&job("unweighted", n, false, &["depth_curriculum=cgar"]), &Default::default()).unwrap();
     assert_ne!(loss("straight"), loss("unweighted"));
+    // A last stage that the 24-step schedule never reaches (step 25) is refused before training.
+    let e = train::<AD>(&job("late", n, false, &["depth_curriculum=0:1:1,0.99:3:3"]), &Default::default()).unwrap_err();
+    assert!(format!("{e:#}").contains("the schedule has 24 steps, too few for its last stage"), "{e:#}");
 }
 
 #[test]

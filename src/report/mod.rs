@@ -286,10 +286,19 @@ fn summary_table(ckpt: Option<(&Path, &checkpoint::StateJson)>, m: &Metrics) -> 
                     s.effective_depth()
                 )
             }),
-            (
-                "training",
-                format!("batch {}, lr {}, weight decay {}, epochs {}, EMA {}", c.global_batch_size, c.lr, c.weight_decay, c.epochs, c.ema),
-            ),
+            ("training", {
+                let mut t = format!(
+                    "batch {}, lr {}, weight decay {}, epochs {}, EMA {}",
+                    c.global_batch_size, c.lr, c.weight_decay, c.epochs, c.ema
+                );
+                if let Some(d) = &c.depth_curriculum {
+                    t.push_str(&format!(", depth curriculum {d}"));
+                }
+                if c.supervision_decay != 1.0 {
+                    t.push_str(&format!(", supervision decay {}", c.supervision_decay));
+                }
+                t
+            }),
         ]);
         for (k, v) in rows {
             let _ = write!(html, "<tr><th>{k}</th><td>{v}</td></tr>");

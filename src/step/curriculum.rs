@@ -9,8 +9,8 @@
 //!   during the run use that depth too.
 //! * **Hierarchical supervision weighting** (`supervision_decay=λ`, `loss::supervision_weight`): a row's loss at its t-th
 //!   supervision step (t = 1..N, N = `halt_max_steps`) is weighted `λ^(t-1) / Z`, with Z the mean
-//!   of the N weights, so the weights of a whole episode average 1 and λ = 1 is the reference's
-//!   loss. (The paper's Z_λ normalises too; a constant factor on the whole loss changes nothing
+//!   of the N weights (so the N weights average 1; an episode that halts early weighs more per
+//!   step) and λ = 1 is the reference's loss. (The paper's Z_λ normalises too; a constant factor on the whole loss changes nothing
 //!   under Adam-style and sign-SGD updates, up to their epsilon.) The logged losses stay unweighted.
 //!
 //! Both are pure functions of the step and the carry, so an interrupted run resumes exactly.
@@ -54,6 +54,7 @@ impl DepthCurriculum {
         ensure!(!matches!(arch.name, Architecture::TransformersBaseline), "{key}: arch=transformers_baseline has no recursion to schedule");
         let (t, n) = (arch.h_cycles, arch.l_cycles);
         let spec = spec.trim();
+        ensure!(!spec.is_empty(), "{key} is empty: give `cgar` or stages FROM:H_cycles:L_cycles,..., or leave the key out");
         let stages: Vec<DepthStage> = if spec.eq_ignore_ascii_case("cgar") {
             // CGAR's (1, 2), (2, 4), (3, 6) for a model of (3, 6): thirds of the model's depth, rounded up.
             // A stage as deep as the one before it is left out (a shallow model has fewer stages).
@@ -86,14 +87,6 @@ impl DepthCurriculum {
             out
         };
         ensure!(stages.first().is_some_and(|s| s.from == 0.0), "{key}: the first stage must start at progress 0, as in `0:1:2,...`");
-        for w in stages.windows(2) {
-            ensure!(
-                w[1].from > w[0].from && w[1].from < 1.0,
-                "{key}: stage starts must increase and stay below 1, not {} then {}",
-                w[0].from,
-                w[1].from
-            );
-        }
         for s in &stages {
             ensure!(s.h_cycles >= 1 && s.l_cycles >= 1, "{key}: H_cycles and L_cycles must be >= 1 in every stage");
             ensure!(
@@ -101,6 +94,22 @@ impl DepthCurriculum {
                 "{key}: a stage of H_cycles={} L_cycles={} is deeper than the model (arch.H_cycles={t}, arch.L_cycles={n})",
                 s.h_cycles,
                 s.l_cycles
+            );
+        }
+        for w in stages.windows(2) {
+            ensure!(
+                w[1].from > w[0].from && w[1].from < 1.0,
+                "{key}: stage starts must increase and stay below 1, not {} then {}",
+                w[0].from,
+                w[1].from
+            );
+            ensure!(
+                w[1].h_cycles >= w[0].h_cycles && w[1].l_cycles >= w[0].l_cycles,
+                "{key}: a stage may not be shallower than the one before it (H_cycles={} L_cycles={} after H_cycles={} L_cycles={})",
+                w[1].h_cycles,
+                w[1].l_cycles,
+                w[0].h_cycles,
+                w[0].l_cycles
             );
         }
         let last = stages.last().expect("at least one stage");
@@ -216,6 +225,8 @@ mod tests {
         assert!(err("0:4:2,0.5:3:6").contains("deeper than the model"));
         assert!(err("0:1,0.5:3:6").contains("stage 1 is `0:1`"));
         assert!(err("shallow").contains("FROM:H_cycles:L_cycles"));
+        assert!(err("0:3:6,0.5:1:2,0.9:3:6").contains("shallower than the one before"));
+        assert!(err(" ").contains("is empty"));
         let baseline = ArchConfig { name: Architecture::TransformersBaseline, ..arch(1, 1) };
         assert!(format!("{:#}", DepthCurriculum::parse("cgar", &baseline).unwrap_err()).contains("no recursion"));
     }

@@ -77,7 +77,7 @@ pub struct TrainConfig {
     pub skip_nonfinite_batches: u64,
     /// Progressive depth curriculum (CGAR, arXiv 2511.08653): training steps run a shallower
     /// recursion early on, `cgar` or `FROM:H_cycles:L_cycles,...` stages over the schedule's
-    /// progress (`train::curriculum`); None = the model's depth throughout, as the reference.
+    /// progress (`step::curriculum`); None = the model's depth throughout, as the reference.
     pub depth_curriculum: Option<String>,
     /// Hierarchical supervision weighting (CGAR): a row's loss at its t-th supervision step is
     /// weighted `supervision_decay^(t-1)`, normalised to average 1 over `halt_max_steps`
@@ -265,6 +265,10 @@ impl TrainConfig {
         }
         let decay = self.supervision_decay;
         anyhow::ensure!(decay > 0.0 && decay <= 1.0, "supervision_decay must be in (0, 1] (1 = every supervision step alike), not {decay}");
+        anyhow::ensure!(
+            decay == 1.0 || self.arch.halt_max_steps > 1,
+            "supervision_decay={decay} weights the supervision steps against each other, and arch.halt_max_steps=1 has one: drop it"
+        );
         anyhow::ensure!(
             decay == 1.0 || self.arch.wta_chains <= 1,
             "supervision_decay={decay} with arch.wta_chains={}: weighting the winner's loss by its step is not implemented; drop one of the two",

@@ -69,13 +69,17 @@ fn adapt_config(base: &TrainConfig, job: &AdaptJob, data: &std::path::Path, exam
     c.seed = job.seed;
     c.checkpoint_interval_steps = 0;
     c.checkpoint_every_eval = false;
-    // The checkpoint's model is trained to its depth: adaptation runs at it, unweighted (an
-    // override may still ask for a curriculum).
+    // The checkpoint's model is trained to its depth: adaptation runs at it, unweighted.
     c.depth_curriculum = None;
     c.supervision_decay = 1.0;
     let mut t = c.to_table();
     apply_overrides(&mut t, &job.overrides)?;
-    from_table(t)
+    let c = from_table(t)?;
+    anyhow::ensure!(
+        c.depth_curriculum.is_none(),
+        "depth_curriculum: trm adapt runs at the trained model's depth (its schedule is sized by --steps, not by epochs); drop the key"
+    );
+    Ok(c)
 }
 
 pub fn adapt<AD: AutodiffBackend>(job: &AdaptJob, device: &AD::Device) -> Result<AdaptResult> {

@@ -24,6 +24,8 @@ pub struct Progress {
     t_first: Instant,
     window_rows: usize,
     window_t: Instant,
+    /// The run starts at a depth curriculum's shallow stage.
+    shallow_start: bool,
 }
 
 impl Progress {
@@ -33,12 +35,26 @@ impl Progress {
             ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps, eta {eta} {msg}").unwrap().progress_chars("=> "),
         );
         pb.set_position(step);
-        Progress { pb, quiet, stop_at, first_step: step, t_first: Instant::now(), window_rows: 0, window_t: Instant::now() }
+        Progress {
+            pb,
+            quiet,
+            stop_at,
+            first_step: step,
+            t_first: Instant::now(),
+            window_rows: 0,
+            window_t: Instant::now(),
+            shallow_start: false,
+        }
     }
 
     /// A line above the bar (shown only where the bar is).
     pub fn println(&self, line: String) {
         self.pb.println(line);
+    }
+
+    /// The first steps run shallower than the rest (a depth curriculum): the early estimate says so.
+    pub fn starts_shallow(&mut self) {
+        self.shallow_start = true;
     }
 
     /// A line above the bar, or on stderr where there is no bar; nothing when quiet.
@@ -65,7 +81,11 @@ impl Progress {
         if step == self.first_step + ESTIMATE_AFTER && left > 0 && !self.quiet {
             // One line early on: what this machine takes per step, and for the rest.
             let per = self.t_first.elapsed().as_secs_f64() / ESTIMATE_AFTER as f64;
-            self.say(format!("about {per:.2} s per step on this machine: about {} for the {left} steps left", span(per * left as f64)));
+            let caveat = if self.shallow_start { " at this depth (the depth curriculum's deeper stages take longer per step)" } else { "" };
+            self.say(format!(
+                "about {per:.2} s per step on this machine: about {} for the {left} steps left{caveat}",
+                span(per * left as f64)
+            ));
         }
         if self.pb.is_hidden() && !self.quiet && self.stop_at >= 10 && step.is_multiple_of(self.stop_at / 10) {
             // No terminal for the bar: a line every tenth of the run.

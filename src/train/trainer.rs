@@ -85,7 +85,10 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
     let ropes = Ropes::<AD>::new(&model, device);
     let mut log = open_run_log(job, &cfg, &model, &st, &plan, reducer)?;
     let mut progress = Progress::new(job.quiet || !lead, plan.stop_at, st.step);
-    let curriculum = depth_curriculum(&cfg, &plan, lead)?;
+    let curriculum = depth_curriculum(&cfg, &plan, lead, job.quiet)?;
+    if curriculum.as_ref().is_some_and(|c| c.stage_index(st.step + 1, plan.total) + 1 < c.stages.len()) {
+        progress.starts_shallow();
+    }
     let cx = StepContext { model: &model, cfg: &cfg, ropes: &ropes, device, plan: &plan, job, t0, curriculum };
     // The checkpoint resumed from is this run's last one until it writes another.
     let mut run = RunRecord { evals: Vec::new(), last_train: Metrics::default(), last_ckpt: resumed_from.clone(), interrupted: false };
@@ -151,25 +154,33 @@ struct StepContext<'a, AD: AutodiffBackend> {
     curriculum: Option<DepthCurriculum>,
 }
 
-/// The run's depth curriculum, if it has one; the lead rank says what it will do.
-fn depth_curriculum(cfg: &TrainConfig, plan: &Plan, lead: bool) -> Result<Option<DepthCurriculum>> {
+/// The run's depth curriculum, if it has one, refused when its schedule is too short to reach the
+/// model's depth. The lead rank prints its stages (unless quiet) and warns when `max_steps` stops
+/// the run before the last.
+fn depth_curriculum(cfg: &TrainConfig, plan: &Plan, lead: bool, quiet: bool) -> Result<Option<DepthCurriculum>> {
     let Some(spec) = &cfg.depth_curriculum else { return Ok(None) };
     let c = DepthCurriculum::parse(spec, &cfg.arch)?;
-    if lead {
+    let last = c.first_step(c.stages.len() - 1, plan.total);
+    anyhow::ensure!(
+        last <= plan.total,
+        "depth_curriculum: the schedule has {} steps, too few for its last stage (the model's depth) to start: \
+         give it more epochs, or fewer stages",
+        plan.total
+    );
+    if lead && !quiet {
         let stages: Vec<String> = (0..c.stages.len())
             .map(|i| {
                 format!("from step {}: H_cycles={} L_cycles={}", c.first_step(i, plan.total), c.stages[i].h_cycles, c.stages[i].l_cycles)
             })
             .collect();
         eprintln!("depth curriculum over the {} steps of the schedule: {}", plan.total, stages.join(", "));
-        let last = c.first_step(c.stages.len() - 1, plan.total);
-        if plan.stop_at < last {
-            eprintln!(
-                "warning: this run stops at step {} (max_steps), before the curriculum reaches the model's depth at step {last}: \
-                 its checkpoints run a depth it has not trained at (shorten the schedule with epochs=, not max_steps=)",
-                plan.stop_at
-            );
-        }
+    }
+    if lead && plan.stop_at < last {
+        eprintln!(
+            "warning: this run stops at step {} (max_steps), before the curriculum reaches the model's depth at step {last}: \
+             its checkpoints run a depth it has not trained at (shorten the schedule with epochs=, not max_steps=)",
+            plan.stop_at
+        );
     }
     Ok(Some(c))
 }
