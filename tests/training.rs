@@ -26,6 +26,33 @@ fn final_state(run: &Path) -> std::collections::BTreeMap<String, trm::util::tens
     all
 }
 
+/// A quiet job of the tiny recipe with `max_steps=steps` and `extra` into `runs/out`; a resumed
+/// run is handed `max_steps` alone.
+fn steps_job(data: &Path, runs: &Path, out: &str, steps: u64, resume: bool, extra: &[&str]) -> TrainJob {
+    let max = format!("max_steps={steps}");
+    let ov: Vec<&str> = std::iter::once(max.as_str()).chain(extra.iter().copied()).collect();
+    TrainJob {
+        config: tiny_config(&ov),
+        data: data.to_path_buf(),
+        out: runs.join(out),
+        resume,
+        overrides: vec![max.clone()],
+        quiet: true,
+        init_from: None,
+        time_limit: None,
+    }
+}
+
+/// The train records of a run's metrics.jsonl.
+fn train_records(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["split"] == "train")
+        .collect()
+}
+
 #[test]
 fn resume_is_exact() {
     let data = tempfile::tempdir().unwrap();
@@ -33,16 +60,7 @@ fn resume_is_exact() {
     let runs = tempfile::tempdir().unwrap();
     // 14 steps crosses an iteration boundary (12 steps per 2-epoch iteration) and an evaluation.
     let n = 14;
-    let job = |out: &str, steps: u64, resume: bool| TrainJob {
-        config: tiny_config(&[&format!("max_steps={steps}")]),
-        data: data.path().to_path_buf(),
-        out: runs.path().join(out),
-        resume,
-        overrides: vec![format!("max_steps={steps}")],
-        quiet: true,
-        init_from: None,
-        time_limit: None,
-    };
+    let job = |out: &str, steps: u64, resume: bool| steps_job(data.path(), runs.path(), out, steps, resume, &[]);
     let straight = train::<AD>(&job("straight", n, false), &Default::default()).unwrap();
     assert_eq!(straight.steps, n);
     train::<AD>(&job("split", n / 2, false), &Default::default()).unwrap();
@@ -57,27 +75,9 @@ fn resume_is_exact() {
     }
     // The training logs agree too (same losses at every step).
     let losses = |run: &str| -> Vec<String> {
-        std::fs::read_to_string(runs.path().join(run).join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains("\"split\":\"train\""))
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                format!("{} {}", v["step"], v["lm_loss"])
-            })
-            .collect()
+        train_records(&runs.path().join(run)).iter().map(|v| format!("{} {}", v["step"], v["lm_loss"])).collect()
     };
     assert_eq!(losses("straight"), losses("split"));
-}
-
-/// The train records of a run's metrics.jsonl.
-fn train_records(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["split"] == "train")
-        .collect()
 }
 
 #[test]
@@ -89,19 +89,8 @@ fn a_depth_curriculum_trains_its_stages_and_resumes_exactly() {
     // stage 2 steps 9-15, stage 3 from step 16. The run stops at 18.
     let n = 18;
     let job = |out: &str, steps: u64, resume: bool, extra: &[&str]| {
-        let mut ov = vec![format!("max_steps={steps}"), "arch.H_cycles=3".into(), "arch.L_cycles=3".into()];
-        ov.extend(extra.iter().map(|s| s.to_string()));
-        let refs: Vec<&str> = ov.iter().map(String::as_str).collect();
-        TrainJob {
-            config: tiny_config(&refs),
-            data: data.path().to_path_buf(),
-            out: runs.path().join(out),
-            resume,
-            overrides: vec![format!("max_steps={steps}")],
-            quiet: true,
-            init_from: None,
-            time_limit: None,
-        }
+        let ov: Vec<&str> = ["arch.H_cycles=3", "arch.L_cycles=3"].into_iter().chain(extra.iter().copied()).collect();
+        steps_job(data.path(), runs.path(), out, steps, resume, &ov)
     };
     let cgar = ["depth_curriculum=cgar", "supervision_decay=0.7"];
     train::<AD>(&job("straight", n, false, &cgar), &Default::default()).unwrap();

@@ -7,11 +7,12 @@
 //!   scales them to the model's own depth. The last stage must be the model's configured depth,
 //!   so the checkpoints, evaluations and `trm solve` run the depth the run ends at; evaluations
 //!   during the run use that depth too.
-//! * **Hierarchical supervision weighting** (`supervision_decay=λ`, `loss::supervision_weight`): a row's loss at its t-th
-//!   supervision step (t = 1..N, N = `halt_max_steps`) is weighted `λ^(t-1) / Z`, with Z the mean
-//!   of the N weights (so the N weights average 1; an episode that halts early weighs more per
-//!   step) and λ = 1 is the reference's loss. (The paper's Z_λ normalises too; a constant factor on the whole loss changes nothing
-//!   under Adam-style and sign-SGD updates, up to their epsilon.) The logged losses stay unweighted.
+//! * **Hierarchical supervision weighting** (`supervision_decay=λ`, `loss::supervision_weight`):
+//!   a row's loss at its t-th supervision step (t = 1..N, N = `halt_max_steps`) is weighted
+//!   `λ^(t-1) / Z`, with Z the mean of the N weights (so the N weights average 1; an episode that
+//!   halts early weighs more per step), and λ = 1 is the reference's loss. (The paper's Z_λ
+//!   normalises too; a constant factor on the whole loss changes nothing under Adam-style and
+//!   sign-SGD updates, up to their epsilon.) The logged losses stay unweighted.
 //!
 //! Both are pure functions of the step and the carry, so an interrupted run resumes exactly.
 
