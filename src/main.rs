@@ -3,7 +3,12 @@ fn main() {
     if trm::util::env::cpu_bf16() {
         trm::model::precision::allow_bf16_on_cpu(true);
     }
-    if let Err(e) = trm::cli::run() {
+    // A libtorch allocation that fails anywhere is an error naming it, not a panic (the
+    // training loop catches it earlier, to say how to continue).
+    trm::util::out_of_memory::install_hook();
+    let result = trm::util::out_of_memory::catch(trm::cli::run)
+        .unwrap_or_else(|oom| Err(anyhow::anyhow!("{oom}\n{}", trm::util::out_of_memory::SMALLER_BATCHES)));
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         let interrupted = e.downcast_ref::<trm::util::interrupt::Interrupted>().is_some();
         std::process::exit(if interrupted { trm::util::interrupt::EXIT_CODE } else { 1 });

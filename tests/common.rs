@@ -91,3 +91,24 @@ pub fn run_state(run: &Path) -> std::collections::BTreeMap<String, trm::util::te
     }
     all
 }
+
+/// Runs trm with its memory capped at `cap` bytes (RLIMIT_DATA: its heap and private writable
+/// mappings): returns its exit code (None if a signal ended it, as an allocation failure past the
+/// cap does in Rust code) and stderr.
+pub fn trm_capped<S: AsRef<std::ffi::OsStr>>(args: &[S], cap: u64) -> (Option<i32>, String) {
+    use std::os::unix::process::CommandExt;
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_trm"));
+    c.args(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            let lim = libc::rlimit { rlim_cur: cap as libc::rlim_t, rlim_max: cap as libc::rlim_t };
+            if libc::setrlimit(libc::RLIMIT_DATA, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = c.output().unwrap();
+    (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+}

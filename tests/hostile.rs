@@ -17,7 +17,7 @@ mod common;
 use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 type AD = burn::backend::Autodiff<burn::backend::Flex>;
 
@@ -29,21 +29,7 @@ const DATA_CAP: u64 = 256 << 20;
 /// Runs trm with its memory capped at `DATA_CAP` (RLIMIT_DATA): returns its exit code (None if a
 /// signal ended it, as an allocation failure past the cap does) and stderr.
 fn trm_capped<S: AsRef<OsStr>>(args: &[S]) -> (Option<i32>, String) {
-    use std::os::unix::process::CommandExt;
-    let mut c = Command::new(env!("CARGO_BIN_EXE_trm"));
-    c.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
-    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        c.pre_exec(|| {
-            let lim = libc::rlimit { rlim_cur: DATA_CAP as libc::rlim_t, rlim_max: DATA_CAP as libc::rlim_t };
-            if libc::setrlimit(libc::RLIMIT_DATA, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let o = c.output().unwrap();
-    (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    common::trm_capped(args, DATA_CAP)
 }
 
 /// `trm solve --checkpoint FILE` (a tiny model's config, a Sudoku), memory capped.

@@ -129,6 +129,18 @@ fn a_depth_curriculum_trains_its_stages_and_resumes_exactly() {
     // curriculum without it).
     train::<AD>(&job("unweighted", n, false, &["depth_curriculum=cgar"]), &Default::default()).unwrap();
     assert_ne!(loss("straight"), loss("unweighted"));
+    // The later stages train at their depth too. Stage 2 of the (3, 3) run equals the last stage
+    // of a (2, 2) model with the same first stage (steps 9-15), and then the runs part; stage 3,
+    // the (3, 3) model's own depth, equals stage 3 of a (4, 4) model whose fourth stage is never
+    // reached (it would start at step 23).
+    let two = ["arch.H_cycles=2", "arch.L_cycles=2", "depth_curriculum=0:1:1,0.3:2:2"];
+    train::<AD>(&job("two_deep", n, false, &two), &Default::default()).unwrap();
+    let four = ["arch.H_cycles=4", "arch.L_cycles=4", "depth_curriculum=0:1:1,0.3:2:2,0.6:3:3,0.9:4:4"];
+    train::<AD>(&job("four_deep", n, false, &four), &Default::default()).unwrap();
+    let (cgar3, two_deep) = (loss("unweighted"), loss("two_deep"));
+    assert_eq!(cgar3[..15], two_deep[..15]);
+    assert!((15..n as usize).all(|i| cgar3[i] != two_deep[i]), "stage 3 trained like stage 2: {cgar3:?} {two_deep:?}");
+    assert_eq!(cgar3, loss("four_deep"));
     // A last stage that the 24-step schedule never reaches (step 25) is refused before training.
     let e = train::<AD>(&job("late", n, false, &["depth_curriculum=0:1:1,0.99:3:3"]), &Default::default()).unwrap_err();
     assert!(format!("{e:#}").contains("the schedule has 24 steps, too few for its last stage"), "{e:#}");

@@ -107,9 +107,10 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
                 break 'outer;
             }
             let t_step = Instant::now();
-            let stop = match optimiser_step(&cx, &mut st, &batch, reducer)? {
+            let stepped = crate::util::out_of_memory::catch(|| optimiser_step(&cx, &mut st, &batch, reducer));
+            let last_good = run.last_ckpt.as_deref().or(resumed_from.as_deref());
+            let stop = match stepped.map_err(|oom| step_out_of_memory(&cx, st.step, last_good, oom))?? {
                 Outcome::Skipped { bad, lr } => {
-                    let last_good = run.last_ckpt.as_deref().or(resumed_from.as_deref());
                     skip_or_stop(&cfg, &mut st, iteration, bad, lr, last_good, &mut log, &progress)?;
                     continue;
                 }
@@ -191,6 +192,45 @@ struct RunRecord {
     last_train: Metrics,
     last_ckpt: Option<PathBuf>,
     interrupted: bool,
+}
+
+/// The error of a training step that ran out of memory: which step, in passes of how many rows,
+/// and the command that continues in smaller passes (`micro_batch_size`, the same update). The
+/// step's state is given up; the run continues from its last checkpoint.
+fn step_out_of_memory<AD: AutodiffBackend>(
+    cx: &StepContext<AD>,
+    step: u64,
+    last_good: Option<&Path>,
+    oom: crate::util::out_of_memory::OutOfMemory,
+) -> anyhow::Error {
+    let (plan, job) = (cx.plan, cx.job);
+    let share = cx.cfg.global_batch_size / cx.plan.sampler.world;
+    let passes = share / plan.micro_batch;
+    let what = format!(
+        "training step {step} ran out of memory in passes of {} rows ({passes} pass{} over this rank's {share} rows of global_batch_size {}): {}",
+        plan.micro_batch,
+        if passes == 1 { "" } else { "es" },
+        cx.cfg.global_batch_size,
+        oom.message
+    );
+    let Some(m) = crate::util::out_of_memory::smaller_pass(plan.micro_batch, share) else {
+        return anyhow::anyhow!("{what}\neven one row at a time does not fit on this device: the model needs a device with more memory");
+    };
+    let how = match last_good {
+        Some(ckpt) => format!(
+            "continue from {} with `trm train --data {} --out {} --resume micro_batch_size={m}`",
+            ckpt.display(),
+            job.data.display(),
+            job.out.display()
+        ),
+        None => format!(
+            "no checkpoint was written yet: run the same command again with `micro_batch_size={m}` added (it starts {} over)",
+            job.out.display()
+        ),
+    };
+    anyhow::anyhow!(
+        "{what}\nsmaller passes need less memory for the same update (micro_batch_size; docs/gpu.md, \"Less GPU memory\"): {how}"
+    )
 }
 
 /// How one optimiser step ended.

@@ -6,6 +6,7 @@ pub mod fs;
 pub mod interrupt;
 pub mod lock;
 pub mod np_random;
+pub mod out_of_memory;
 pub mod pyjson;
 pub mod rng;
 pub mod tensors;
