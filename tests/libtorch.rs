@@ -173,6 +173,24 @@ fn a_step_out_of_memory_says_how_to_fit_and_the_advice_trains() {
     assert_eq!(tried[0], (None, Some(1)), "the step of 128 rows in one pass should not fit under the cap");
     assert_eq!(tried.last().unwrap().1, Some(0), "the advice never fitted: {tried:?}");
     assert!(out.join("checkpoints/step_00000001").join("model.safetensors").exists());
+    // After a checkpoint the advice is to resume from it: one more step in one pass fails, naming
+    // the checkpoint, and the resume it advises (with the pass that fitted) trains on.
+    let resume = |extra: &[&str]| {
+        let args: Vec<String> =
+            base.iter().cloned().chain(["--resume", "max_steps=2"].into_iter().chain(extra.iter().copied()).map(String::from)).collect();
+        common::trm_capped(&args, CAP)
+    };
+    let (code, err) = resume(&["micro_batch_size=128"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("training step 2 ran out of memory")
+            && err.contains("step_00000001: run the same command again with `micro_batch_size=64` (in place of"),
+        "{err}"
+    );
+    let fitted = tried.last().unwrap().0.clone().unwrap();
+    let (code, err) = resume(&[&fitted]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.join("checkpoints/step_00000002").join("model.safetensors").exists());
 }
 
 #[test]

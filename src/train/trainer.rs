@@ -216,15 +216,14 @@ fn step_out_of_memory<AD: AutodiffBackend>(
     let Some(m) = crate::util::out_of_memory::smaller_pass(plan.micro_batch, share) else {
         return anyhow::anyhow!("{what}\neven one row at a time does not fit on this device: the model needs a device with more memory");
     };
+    // The command the user ran, with its device and flags (not saved in the run), and the key.
+    let key = format!("`micro_batch_size={m}` (in place of any micro_batch_size it gives)");
     let how = match last_good {
-        Some(ckpt) => format!(
-            "continue from {} with `trm train --data {} --out {} --resume micro_batch_size={m}`",
-            ckpt.display(),
-            job.data.display(),
-            job.out.display()
-        ),
+        Some(ckpt) if job.resume => format!("continue from {}: run the same command again with {key}", ckpt.display()),
+        Some(ckpt) => format!("continue from {}: run the same command again with `--resume` and {key}", ckpt.display()),
         None => format!(
-            "no checkpoint was written yet: run the same command again with `micro_batch_size={m}` added (it starts {} over)",
+            "no checkpoint was written yet: run the same command again with {key}; it starts {} over \
+             (trm adapt takes the key as `--set micro_batch_size={m}`)",
             job.out.display()
         ),
     };

@@ -7,8 +7,8 @@
 //! screen while a `catch` is running (every other panic prints and unwinds as before).
 //!
 //! Where it is caught: the training step (src/train/trainer.rs, which says which setting to
-//! change and how to continue), and every command as a whole (src/main.rs). burn's other engines
-//! (the CPU one, cubecl) abort the process when an allocation fails; nothing here changes that.
+//! change and how to continue), and every command as a whole (src/main.rs). burn's CPU engine
+//! aborts the process when a Rust allocation fails, as Rust does; nothing here changes that.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -178,7 +178,7 @@ mod tests {
     fn catch_returns_an_allocation_failure_and_passes_other_panics_on() {
         install_hook();
         assert_eq!(catch(|| 7), Ok(7));
-        let e = catch(|| -> () { panic!("{}", CPU) }).unwrap_err();
+        let e = catch::<()>(|| panic!("{CPU}")).unwrap_err();
         assert!(e.to_string().starts_with("out of memory: [enforce fail"), "{e}");
         let other = panic::catch_unwind(|| catch(|| panic!("index out of bounds: the len is 3 but the index is 7")));
         assert!(other.is_err(), "a panic that is not an allocation failure must keep unwinding");
