@@ -26,6 +26,8 @@
 #      --nproc 1`) against the plain run, with a second plain run as the control (the GPU's own
 #      run-to-run drift), and in the deterministic mode (identical bytes expected)
 #   7. the second engine, burn's cubecl (when the binary has it): first and steady steps
+#   8. out of memory: a training step far too large for the GPU ends with trm's error (torch's
+#      words, exit 1), not a panic (30 s at most)
 #   then the table, and the logs.
 #
 # Usage (from the repository root):
@@ -36,10 +38,10 @@
 # --tiny: small batches, few steps and short caps, to test the script itself on a CPU.
 # Environment: PEAK_TFLOPS (bf16 dense peak for MFU; default from the GPU's name: H100 989,
 # H200 989), PYTHON (default python3), CAPS="parity bench reference train nccl cubecl" seconds
-# (default "40 100 220 45 80 45", and 40 s more for trm's profiles: 9.5 minutes at most, each
-# cap overrunning by at most its 10 s kill grace; about 10 with the machine's start, which took
-# about half a minute on 2026-12-04. On the H200 of 2026-12-04 the parts took 11, 29, 111
-# (eager only), 6, 10 and 24 s).
+# (default "40 100 220 45 80 45", 40 s more for trm's profiles and 30 s for the out-of-memory
+# stage: 10 minutes at most, each cap overrunning by at most its 10 s kill grace; about 10.5 with
+# the machine's start, which took about half a minute on 2026-12-04. On the H200 of 2026-12-04
+# the parts took 11, 29, 111 (eager only), 6, 10 and 24 s).
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 KIT=gpu-kit OUT="" DEVICE=cuda TINY=0
@@ -49,7 +51,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift 2 ;;
     --device) DEVICE=$2; shift 2 ;;
     --tiny) TINY=1; shift ;;
-    -h|--help) sed -n '2,42p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,44p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "gpu-check.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -113,7 +115,7 @@ mem_start() { : > "$MEMLOG"; if command -v nvidia-smi >/dev/null; then nvidia-sm
 mem_stop() { [ -n "$MEMPID" ] && kill "$MEMPID" 2>/dev/null; wait "$MEMPID" 2>/dev/null; sort -n "$MEMLOG" | tail -n 1; }
 
 # ---- 1. the machine ----------------------------------------------------------------------------
-say "1/7 machine"
+say "1/8 machine"
 # The CUDA libraries trm opens at run time (libcuda, libnvrtc): the toolkit's folder joins the
 # search path when the loader's cache lacks NVRTC.
 if ! ldconfig -p 2>/dev/null | grep -q libnvrtc; then
@@ -137,7 +139,7 @@ if ! "$PY" -c "import einops, pydantic" 2>/dev/null && [ -d "$KIT/wheels" ]; the
 fi
 
 # ---- 2. parity ---------------------------------------------------------------------------------
-say "2/7 parity on $DEVICE"
+say "2/8 parity on $DEVICE"
 END=$(( $(date +%s) + CAP_PARITY ))
 parity() { # fixture device cap [fused block 1|0] -> records, returns the exit code
   local fx=$1 dev=$2 cap=$3 fused=${4:-1} out rc name
@@ -171,7 +173,7 @@ fi
 export TRM_FUSED_TORCH=$FUSED_TORCH
 
 # ---- 3. trm bench --------------------------------------------------------------------------------
-say "3/7 trm bench on $DEVICE"
+say "3/8 trm bench on $DEVICE"
 if [ "$TINY" = 1 ]; then
   CASES="sudoku-att:2:train:float32 sudoku-att:2:train:bfloat16 sudoku-mlp:2:train:float32 sudoku-att:2:eval:float32 arc-att:1:train:float32"
   GENERIC="sudoku-att:2:train:bfloat16"
@@ -232,7 +234,7 @@ for c in $PROFILE_CASES; do
 done
 
 # ---- 4. the reference ----------------------------------------------------------------------------
-say "4/7 reference (PyTorch) on $DEVICE"
+say "4/8 reference (PyTorch) on $DEVICE"
 END=$(( $(date +%s) + CAP_REF ))
 case "$DEVICE" in cuda*) REFDEV=cuda ;; *) REFDEV=cpu ;; esac
 # Every eager case first (seconds each), then torch.compile case by case (each compiles anew, tens
@@ -256,7 +258,7 @@ for compile in eager compile; do
 done
 
 # ---- 5. learning on the device, against the same seed on the CPU -----------------------------------
-say "5/7 training 300 steps on $DEVICE against the CPU run"
+say "5/8 training 300 steps on $DEVICE against the CPU run"
 DATA="$SCRATCH/sudoku-1k-aug"; RUN="$SCRATCH/run"
 rm -rf "$RUN"
 # The same data and command as bench/gpu-kit.sh's CPU run (CURVE_* there).
@@ -308,7 +310,7 @@ PYEOF
 # one rank against the plain run, in the default mode (with a second plain run as the control:
 # the GPU's own run-to-run drift) and in the deterministic mode (identical bytes expected).
 case "$DEVICE" in cuda*|cubecl*) GPUDEV=1 ;; *) GPUDEV=0 ;; esac
-say "6/7 reproducibility (--deterministic) and NCCL world size 1"
+say "6/8 reproducibility (--deterministic) and NCCL world size 1"
 END=$(( $(date +%s) + CAP_NCCL ))
 STEPS=150; [ "$TINY" = 1 ] && STEPS=40
 TINYRUN=(--config sudoku-tiny --device "$DEVICE" --data "$DATA" --quiet eval_max_examples=256 checkpoint_every_eval=False)
@@ -385,7 +387,7 @@ PYEOF
 fi
 
 # ---- 7. the second engine: burn's cubecl ----------------------------------------------------------
-say "7/7 cubecl: first and steady steps"
+say "7/8 cubecl: first and steady steps"
 # (parity checks the device before it reads the fixture, so this only asks whether cubecl is built)
 PROBE=$("$TRM" parity "$SCRATCH/none" --device cubecl 2>&1)
 if echo "$PROBE" | grep -q "built without"; then
@@ -400,6 +402,22 @@ elif [ "$GPUDEV" = 1 ]; then
     record cubecl "$c" "$out"
   done
 fi
+
+# ---- 8. out of memory ---------------------------------------------------------------------------
+say "8/8 out of memory: a batch too large for the device"
+# A training step far too large (arc-att at batch 4096: hundreds of GB of activations) must end
+# with trm's error naming torch's words (exit 1), not a panic. A CPU rehearsal caps trm's memory
+# (RLIMIT_DATA, 1.5 GB) instead, at batch 256. 30 s at most; what it printed is recorded.
+if [ "$GPUDEV" = 1 ]; then OOM_BATCH=4096; OOM_CAP=(); else OOM_BATCH=256; OOM_CAP=(prlimit --data=$((1536 << 20))); fi
+OOM_ERR="$SCRATCH/oom.err"
+timeout --kill-after=10 30 "${OOM_CAP[@]}" "$TRM" bench --device "$DEVICE" --shape arc-att --batch "$OOM_BATCH" --mode train \
+  --dtype bfloat16 --warmup 0 --reps 1 --json >/dev/null 2>"$OOM_ERR"
+OOM_RC=$?
+cat "$OOM_ERR" >> "$LOG"
+record oom "arc-att:$OOM_BATCH:train:bfloat16" "$("$PY" -c 'import json, sys
+err = open(sys.argv[2], errors="replace").read()
+print(json.dumps({"exit_code": int(sys.argv[1]), "clean": int(sys.argv[1]) == 1 and "error: out of memory" in err and "panicked" not in err,
+                  "message": err.strip()[-600:]}))' "$OOM_RC" "$OOM_ERR")"
 
 kill $SAMPLER 2>/dev/null
 say "done; table:"

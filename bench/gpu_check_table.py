@@ -81,6 +81,8 @@ def main(results, out_json):
         else:
             lines.append(f"cubecl {r['name']}: first step {fmt(r.get('first_step_s'), '.2f')} s, median {fmt(r.get('median_step_s'), '.4f')} s, "
                          f"MFU {fmt(r.get('mfu'), '.3f')}")
+    for r in by("oom"):
+        lines.append(f"out of memory ({r['name']}): exit {r.get('exit_code')}, clean error {r.get('clean')}: {(r.get('message') or '')[:300]}")
     for r in by("bench") + by("reference"):
         p = r.get("profile")
         who = "trm" if r["part"] == "bench" else "reference"
