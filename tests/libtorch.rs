@@ -123,8 +123,9 @@ fn train_resume_eval_and_solve_on_libtorch_cpu() {
 /// A training step that runs out of memory in libtorch (here the host's, capped with RLIMIT_DATA;
 /// on a GPU the device's, which torch reports the same way) ends the run with an error that says
 /// which setting to change, not a panic; and following that advice trains. Measured on 2 cores
-/// (release build): under this cap, sudoku-tiny's step of 128 rows fails in one pass and in passes
-/// of 128 up to a cap of 1300 MB; passes of 32 fit from 900 MB.
+/// (release build), sudoku-tiny's step of 128 rows: in one pass it failed up to a cap of 1300 MB
+/// and fitted at 1700; in passes of 64 it failed at 900 and fitted at 1300; passes of 32 fitted
+/// at 900.
 #[test]
 fn a_step_out_of_memory_says_how_to_fit_and_the_advice_trains() {
     const CAP: u64 = 1100 << 20;

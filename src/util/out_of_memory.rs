@@ -128,8 +128,8 @@ fn unescape(s: &str) -> String {
     out
 }
 
-/// The largest pass size below half of `rows` that divides `share` (what `micro_batch_size` must
-/// do), or None when passes of one row already ran out of memory.
+/// The largest pass size of at most half of `rows` that divides `share` (as `micro_batch_size`
+/// must), or None when passes of one row already ran out of memory.
 pub fn smaller_pass(rows: usize, share: usize) -> Option<usize> {
     (1..=rows / 2).rev().find(|d| share.is_multiple_of(*d))
 }
