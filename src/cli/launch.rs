@@ -68,7 +68,7 @@ fn free_port() -> Result<u16> {
 /// `hard` (a rank stuck in a collective whose peer died cannot finish its step).
 fn terminate(children: &mut [(usize, Child)], hard: bool) {
     for (_, c) in children.iter_mut() {
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        #[cfg(unix)]
         if !hard {
             // SAFETY: kill(2) on our own child's pid.
             unsafe {

@@ -250,7 +250,9 @@ fn run_batch<B: Backend>(
             }
             if adaptive && carry.halted[r] && !done[r] {
                 done[r] = true;
-                at_halt.add(&loss.rows[r]);
+                if r < real {
+                    at_halt.add(&loss.rows[r]);
+                }
                 carry.halted[r] = false; // not restarted on the next call
             }
         }
@@ -265,7 +267,13 @@ fn run_batch<B: Backend>(
         }
     }
     let loss = last.expect("at least one step");
-    tally.total.add(if adaptive { &at_halt } else { &loss.metrics });
+    if !adaptive {
+        // Every row halts at the last step. The batch's own sums would add the padding rows'
+        // losses (a padding row has no labels, so its q_halt target is 1), which made the
+        // reported q_halt_loss depend on the evaluation's batch size.
+        (0..real).filter(|&r| carry.halted[r]).for_each(|r| at_halt.add(&loss.rows[r]));
+    }
+    tally.total.add(&at_halt);
     for &h in &first_halt[..real] {
         tally.halt_hist[if h == 0 { max_steps } else { h - 1 }] += 1.0;
     }

@@ -204,27 +204,40 @@ pub fn save<B: Backend>(run: &Path, st: &TrainState<B>, cfg: &TrainConfig, model
 }
 
 /// Moves a complete checkpoint folder `tmp` to `dst`. When `dst` exists (the same step saved
-/// again), the two folders are swapped atomically where the OS can (Linux `RENAME_EXCHANGE`), so
-/// `latest` never names a missing folder; elsewhere the old folder is removed first.
+/// again), the two folders are swapped atomically where the OS can (`swap`), so `latest` never
+/// names a missing folder; elsewhere the old folder is removed first.
 fn install(tmp: &Path, dst: &Path) -> Result<()> {
     integrity::forget(dst);
     if dst.exists() {
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        {
-            use std::os::unix::ffi::OsStrExt;
-            let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).expect("path without NUL");
-            let (a, b) = (c(tmp), c(dst));
-            // SAFETY: two valid NUL-terminated paths; renameat2 does not keep the pointers.
-            let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
-            if rc == 0 {
-                // `tmp` now holds the previous content of `dst`.
-                std::fs::remove_dir_all(tmp).ok();
-                return Ok(());
-            }
+        if swap(tmp, dst) {
+            // `tmp` now holds the previous content of `dst`.
+            std::fs::remove_dir_all(tmp).ok();
+            return Ok(());
         }
         std::fs::remove_dir_all(dst).with_context(|| format!("cannot replace {}", dst.display()))?;
     }
     std::fs::rename(tmp, dst).with_context(|| format!("cannot rename {} to {}", tmp.display(), dst.display()))
+}
+
+/// Exchanges two existing paths in one step: Linux's `renameat2(RENAME_EXCHANGE)`, macOS's
+/// `renamex_np(RENAME_SWAP)`. False where the OS or the file system cannot.
+#[cfg(any(all(target_os = "linux", target_env = "gnu"), target_os = "macos"))]
+fn swap(a: &Path, b: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).expect("path without NUL");
+    let (a, b) = (c(a), c(b));
+    // SAFETY: two valid NUL-terminated paths; neither call keeps the pointers.
+    #[cfg(target_os = "linux")]
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
+    // SAFETY: as above.
+    #[cfg(target_os = "macos")]
+    let rc = unsafe { libc::renamex_np(a.as_ptr(), b.as_ptr(), libc::RENAME_SWAP) };
+    rc == 0
+}
+
+#[cfg(not(any(all(target_os = "linux", target_env = "gnu"), target_os = "macos")))]
+fn swap(_: &Path, _: &Path) -> bool {
+    false
 }
 
 /// Refuses to write (or read) weights that are not finite: a diverged run must never replace a

@@ -5,5 +5,6 @@ pub mod adapt;
 pub mod collective;
 pub mod logging;
 pub mod progress;
+mod records;
 pub mod setup;
 pub mod trainer;

@@ -11,15 +11,19 @@ use crate::eval::evaluate::{EvalResult, evaluate};
 use crate::model::config::ModelConfig;
 use crate::model::weights::{self, Weights};
 use crate::parallel::Reducer;
+use crate::step::curriculum::DepthCurriculum;
 use crate::step::optim::AdamState;
+use crate::step::supervision::Ropes;
 use crate::store::checkpoint::{self, TrainState};
 use crate::store::config::TrainConfig;
 use crate::store::integrity;
 use crate::store::puzzle_rows::{NewRows, start_table};
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What `train` was asked to do.
 pub struct TrainJob {
@@ -380,4 +384,48 @@ impl Plan {
         let stop_at = cfg.max_steps.map_or(total, |m| m.min(total));
         Ok(Plan { sampler, iterations, total, stop_at, first_row: rank * share, micro_batch })
     }
+}
+
+/// The run's depth curriculum, if it has one, refused when its schedule is too short to reach the
+/// model's depth. The lead rank prints its stages (unless quiet) and warns when `max_steps` stops
+/// the run before the last.
+pub(super) fn depth_curriculum(cfg: &TrainConfig, plan: &Plan, lead: bool, quiet: bool) -> Result<Option<DepthCurriculum>> {
+    let Some(spec) = &cfg.depth_curriculum else { return Ok(None) };
+    let c = DepthCurriculum::parse(spec, &cfg.arch)?;
+    let last = c.first_step(c.stages.len() - 1, plan.total);
+    anyhow::ensure!(
+        last <= plan.total,
+        "depth_curriculum: the schedule has {} steps, too few for its last stage (the model's depth) to start: \
+         give it more epochs, or fewer stages",
+        plan.total
+    );
+    if lead && !quiet {
+        let stages: Vec<String> = (0..c.stages.len())
+            .map(|i| {
+                format!("from step {}: H_cycles={} L_cycles={}", c.first_step(i, plan.total), c.stages[i].h_cycles, c.stages[i].l_cycles)
+            })
+            .collect();
+        eprintln!("depth curriculum over the {} steps of the schedule: {}", plan.total, stages.join(", "));
+    }
+    if lead && plan.stop_at < last {
+        eprintln!(
+            "warning: this run stops at step {} (max_steps), before the curriculum reaches the model's depth at step {last}: \
+             its checkpoints run a depth it has not trained at (shorten the schedule with epochs=, not max_steps=)",
+            plan.stop_at
+        );
+    }
+    Ok(Some(c))
+}
+
+/// What stays the same over the steps of a run.
+pub(super) struct StepContext<'a, AD: AutodiffBackend> {
+    pub(super) model: &'a ModelConfig,
+    pub(super) cfg: &'a TrainConfig,
+    pub(super) ropes: &'a Ropes<AD>,
+    pub(super) device: &'a AD::Device,
+    pub(super) plan: &'a Plan,
+    pub(super) job: &'a TrainJob,
+    pub(super) t0: Instant,
+    /// `depth_curriculum`: the recursion depth of each training step.
+    pub(super) curriculum: Option<DepthCurriculum>,
 }

@@ -18,16 +18,15 @@
 
 use super::collective::{self, Stop};
 use super::logging::MetricsLog;
-use super::progress::{Progress, StepFigures};
-use super::setup::{Plan, check_test_split, eval_and_log, model_config, open_state, read_splits};
-use crate::data::format::{self, Split};
+use super::progress::Progress;
+use super::records::{log_train_step, open_run_log};
+use super::setup::{Plan, StepContext, check_test_split, depth_curriculum, eval_and_log, model_config, open_state, read_splits};
+use crate::data::format::Split;
 use crate::data::loader::{Batch, Position, prefetch};
 use crate::eval::evaluate::EvalResult;
 use crate::model::act::{Carry, Exploration};
 use crate::model::config::ModelConfig;
-use crate::model::weights::Weights;
 use crate::parallel::{Reducer, Single};
-use crate::step::curriculum::DepthCurriculum;
 use crate::step::guard;
 use crate::step::loss::Metrics;
 use crate::step::optim::{AdamHyper, lr_at};
@@ -53,7 +52,6 @@ pub struct TrainSummary {
     pub checkpoint: Option<PathBuf>,
 }
 
-/// A line above the progress bar, or on stderr when there is no terminal for the bar.
 /// Runs (or resumes) a training job in this process alone.
 pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result<TrainSummary> {
     train_with::<AD>(job, device, &mut Single)
@@ -140,50 +138,6 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
         }
     }
     finish(&cx, &mut st, test_split.as_ref(), log, progress, run, reducer)
-}
-
-/// What stays the same over the steps of a run.
-struct StepContext<'a, AD: AutodiffBackend> {
-    model: &'a ModelConfig,
-    cfg: &'a TrainConfig,
-    ropes: &'a Ropes<AD>,
-    device: &'a AD::Device,
-    plan: &'a Plan,
-    job: &'a TrainJob,
-    t0: Instant,
-    /// `depth_curriculum`: the recursion depth of each training step.
-    curriculum: Option<DepthCurriculum>,
-}
-
-/// The run's depth curriculum, if it has one, refused when its schedule is too short to reach the
-/// model's depth. The lead rank prints its stages (unless quiet) and warns when `max_steps` stops
-/// the run before the last.
-fn depth_curriculum(cfg: &TrainConfig, plan: &Plan, lead: bool, quiet: bool) -> Result<Option<DepthCurriculum>> {
-    let Some(spec) = &cfg.depth_curriculum else { return Ok(None) };
-    let c = DepthCurriculum::parse(spec, &cfg.arch)?;
-    let last = c.first_step(c.stages.len() - 1, plan.total);
-    anyhow::ensure!(
-        last <= plan.total,
-        "depth_curriculum: the schedule has {} steps, too few for its last stage (the model's depth) to start: \
-         give it more epochs, or fewer stages",
-        plan.total
-    );
-    if lead && !quiet {
-        let stages: Vec<String> = (0..c.stages.len())
-            .map(|i| {
-                format!("from step {}: H_cycles={} L_cycles={}", c.first_step(i, plan.total), c.stages[i].h_cycles, c.stages[i].l_cycles)
-            })
-            .collect();
-        eprintln!("depth curriculum over the {} steps of the schedule: {}", plan.total, stages.join(", "));
-    }
-    if lead && plan.stop_at < last {
-        eprintln!(
-            "warning: this run stops at step {} (max_steps), before the curriculum reaches the model's depth at step {last}: \
-             its checkpoints run a depth it has not trained at (shorten the schedule with epochs=, not max_steps=)",
-            plan.stop_at
-        );
-    }
-    Ok(Some(c))
 }
 
 /// What the run has produced so far.
@@ -328,74 +282,6 @@ fn skip_or_stop<B: burn::prelude::Backend>(
     bail!(guard::divergence_message(st.step + 1, what, value, last_good, lr))
 }
 
-/// The step's metrics, per example, to the log and the progress display, with the step's wall
-/// time (`seconds`) and the memory peaks (`system_figures`).
-fn log_train_step<AD: AutodiffBackend>(
-    cx: &StepContext<AD>,
-    step: u64,
-    m: &Metrics,
-    lr: f64,
-    seconds: f64,
-    log: &mut Option<MetricsLog>,
-    progress: &mut Progress,
-) -> Result<()> {
-    let g = cx.cfg.global_batch_size as f64;
-    let n = m.count.max(1.0);
-    let mut vals = vec![
-        ("lm_loss", m.lm_loss / g),
-        ("q_halt_loss", m.q_halt_loss / g),
-        ("accuracy", m.accuracy / n),
-        ("exact_accuracy", m.exact_accuracy / n),
-        ("q_halt_accuracy", m.q_halt_accuracy / n),
-        ("steps", m.steps / n),
-        ("count", m.count),
-        ("lr", lr),
-    ];
-    if cx.model.arch.continue_target() {
-        vals.push(("q_continue_loss", m.q_continue_loss / g));
-    }
-    if let Some(c) = &cx.curriculum {
-        let i = c.stage_index(step, cx.plan.total);
-        vals.push(("H_cycles", c.stages[i].h_cycles as f64));
-        vals.push(("L_cycles", c.stages[i].l_cycles as f64));
-        if i > 0 && step == c.first_step(i, cx.plan.total) {
-            progress.note(format!(
-                "step {step}: depth curriculum stage {} of {}: H_cycles={} L_cycles={}",
-                i + 1,
-                c.stages.len(),
-                c.stages[i].h_cycles,
-                c.stages[i].l_cycles
-            ));
-        }
-    }
-    if let Some(log) = log.as_mut() {
-        vals.extend(system_figures::<AD>(seconds, g, cx.device));
-        log.log(step, "train", &vals)?;
-    }
-    progress.after_step(step, cx.cfg.global_batch_size, StepFigures { lm_loss: vals[0].1, accuracy: vals[2].1, exact: vals[3].1 });
-    Ok(())
-}
-
-/// How fast the step ran and how much memory the run holds, logged beside the losses: the
-/// optimiser step's wall time (forward, backward, the exchange between ranks and the update;
-/// batches are read ahead in another thread) and the examples per second it makes; this
-/// process's peak resident memory; on a GPU (libtorch), the caching allocator's peak allocated and
-/// reserved memory, as PyTorch's `max_memory_allocated` and `max_memory_reserved` read them. Peaks
-/// are since the process started. Every rank's log would say the same of its own process; only
-/// rank 0 writes one.
-fn system_figures<AD: AutodiffBackend>(seconds: f64, examples: f64, device: &AD::Device) -> Vec<(&'static str, f64)> {
-    const MIB: f64 = (1u64 << 20) as f64;
-    let mut vals = vec![("step_seconds", seconds), ("examples_per_second", examples / seconds.max(1e-9))];
-    if let Some(bytes) = crate::util::alloc::peak_rss() {
-        vals.push(("host_peak_rss_mib", bytes as f64 / MIB));
-    }
-    if let Some(Ok(m)) = crate::backend::device_memory_of::<AD>(device) {
-        vals.push(("gpu_peak_allocated_mib", m.peak_allocated_bytes as f64 / MIB));
-        vals.push(("gpu_peak_reserved_mib", m.peak_reserved_bytes as f64 / MIB));
-    }
-    vals
-}
-
 /// The end of an iteration: evaluation (from `min_eval_interval` on) and a checkpoint. False when
 /// a stop request came during the evaluation (a resume runs it again).
 fn end_of_iteration<AD: AutodiffBackend>(
@@ -508,37 +394,4 @@ fn save<B: burn::prelude::Backend>(
 ) -> Result<PathBuf> {
     st.log_mark = flush(log)?;
     collective::save(&job.out, st, cfg, model, reducer)
-}
-
-/// Rank 0 writes the run's config, its identifier map and opens the logs (cut back to the
-/// checkpoint's step on a resume); a new run's first record says its size.
-fn open_run_log<B: burn::prelude::Backend>(
-    job: &TrainJob,
-    cfg: &TrainConfig,
-    model: &ModelConfig,
-    st: &TrainState<B>,
-    plan: &Plan,
-    reducer: &mut dyn Reducer,
-) -> Result<Option<MetricsLog>> {
-    let open_run = || -> Result<MetricsLog> {
-        // Copied into the run (eval, solve and the ARC submission name puzzles by it); one that
-        // is there but unreadable is an error, never left out. Read before anything is written.
-        let ids = if job.data.join("identifiers.json").exists() { Some(format::read_identifiers(&job.data)?) } else { None };
-        // A run folder trm made: a new run may start over it while it holds no checkpoint
-        // (`setup::open_state`). demo's and adapt's folders keep their own mark.
-        if !job.out.join(crate::util::fs::MADE_BY).exists() {
-            crate::util::fs::write_atomic(&job.out.join(crate::util::fs::MADE_BY), b"trm train")?;
-        }
-        crate::util::fs::write_atomic(&job.out.join("config.toml"), cfg.to_toml().as_bytes())?;
-        if let Some(ids) = ids {
-            crate::util::fs::write_json(&job.out.join("identifiers.json"), &ids)?;
-        }
-        MetricsLog::open(&job.out, job.resume.then_some((st.step, st.log_mark)))
-    };
-    let mut log = collective::lead_result((reducer.rank() == 0).then(open_run), "write the run folder", reducer)?;
-    if let (Some(log), 0) = (log.as_mut(), st.step) {
-        let n = Weights::from_named(model, st.params.clone())?.num_params();
-        log.log(0, "info", &[("num_params", n as f64), ("total_steps", plan.total as f64), ("world_size", reducer.world() as f64)])?;
-    }
-    Ok(log)
 }

@@ -12,24 +12,32 @@
 /// Keep freed memory for reuse (glibc on Linux; a no-op elsewhere). Call once, first thing.
 /// `TRM_MALLOC_DEFAULT=1` leaves glibc's defaults (to compare, or to return memory early).
 pub fn keep_freed_memory() {
-    if crate::util::env::malloc_default() {
-        return;
-    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters; it is called before any other thread
-    // exists, and both values are within glibc's documented ranges.
-    unsafe {
-        // 32 MiB is glibc's largest mmap threshold on 64-bit; setting it also turns off the
-        // dynamic adjustment. Larger blocks (ARC attention scores) still use mmap.
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, -1); // -1: never trim (mallopt(3))
+    if !crate::util::env::malloc_default() {
+        // SAFETY: mallopt only changes allocator parameters; it is called before any other
+        // thread exists, and both values are within glibc's documented ranges.
+        unsafe {
+            // 32 MiB is glibc's largest mmap threshold on 64-bit; setting it also turns off the
+            // dynamic adjustment. Larger blocks (ARC attention scores) still use mmap.
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, -1); // -1: never trim (mallopt(3))
+        }
     }
 }
 
-/// Peak resident set size of this process (Linux's `VmHWM`), in bytes; `None` where there is no
-/// `/proc/self/status`. What `trm bench` reports and training logs as `host_peak_rss_mib`.
+/// Peak resident set size of this process, in bytes: Linux's `VmHWM`, macOS's `ru_maxrss`;
+/// `None` elsewhere. What `trm bench` reports and training logs as `host_peak_rss_mib`.
+#[cfg(not(target_os = "macos"))]
 pub fn peak_rss() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
+/// See the other `peak_rss`. macOS gives `ru_maxrss` in bytes (Linux in KiB).
+#[cfg(target_os = "macos")]
+pub fn peak_rss() -> Option<u64> {
+    // SAFETY: an all-zero rusage is a valid value; getrusage fills it and keeps no pointer.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    (unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } == 0).then_some(u.ru_maxrss as u64)
 }

@@ -67,7 +67,8 @@ pub fn bf16_auto_unit() -> Option<Bf16Unit> {
 pub fn bf16_fastest() -> anyhow::Result<Bf16Unit> {
     anyhow::ensure!(fused_float32_block(), "{FUSED_OFF}");
     Bf16Unit::best().ok_or_else(|| {
-        anyhow::anyhow!("--precision bfloat16 needs Intel AMX tiles or AVX512-BF16, and this CPU has neither: use --precision float32")
+        let cpu = if cfg!(target_arch = "x86_64") { "this CPU has neither" } else { "trm has them on x86-64 only" };
+        anyhow::anyhow!("--precision bfloat16 needs Intel AMX tiles or AVX512-BF16, and {cpu}: use --precision float32")
     })
 }
 
