@@ -29,7 +29,7 @@ if ((${#need[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   # Package lists may be missing or stale on a fresh machine: refreshed once when the install fails.
   $sudo apt-get install -y "${need[@]}" >/dev/null 2>&1 ||
-    { $sudo apt-get update -qq && $sudo apt-get install -y "${need[@]}" >/dev/null; }
+    { $sudo apt-get update -qq || exit 1; $sudo apt-get install -y "${need[@]}" >/dev/null || exit 1; }
 fi
 
 echo "-- $linux: unit tests and golden-fixture parity under qemu-user"

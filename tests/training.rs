@@ -354,8 +354,9 @@ fn kill_dash_nine_then_resume_matches_an_uninterrupted_run() {
 
 /// `trm eval` reports the same losses whatever its batch size. The padding rows of a partial last
 /// batch once added their q_halt loss (a padding row has no labels, so its target is "correct"):
-/// a 4-step model's q_halt_loss read 0.0067 in batches of 16, 1.26 in batches of 20 and 35.0 in
-/// batches of 256, on the same 32 puzzles.
+/// a 4-step model evaluated on 32 puzzles read q_halt_loss 0.0067 in batches of 16, 1.26 in
+/// batches of 20 and 35.0 in batches of 256 (by hand, 2026-12-06). This checks the non-adaptive
+/// evaluation, the one every architecture but the baseline with `act_inference` runs.
 #[test]
 fn eval_losses_do_not_depend_on_the_batch_size() {
     let dir = tempfile::tempdir().unwrap();
