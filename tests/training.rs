@@ -359,11 +359,35 @@ fn kill_dash_nine_then_resume_matches_an_uninterrupted_run() {
 /// evaluation, the one every architecture but the baseline with `act_inference` runs.
 #[test]
 fn eval_losses_do_not_depend_on_the_batch_size() {
+    eval_losses_agree_across_batch_sizes(&common::TINY);
+}
+
+/// The same for the adaptive evaluation (the baseline with `act_inference`), where each row's
+/// losses are taken at its first halt: padding rows halt too, and must not be counted. It fails
+/// without the `r < real` guard of `run_batch` (q_halt_loss 0.0067 in one batch, 1.26 in batches
+/// of 5; checked 2026-12-06).
+#[test]
+fn adaptive_eval_losses_do_not_depend_on_the_batch_size() {
+    eval_losses_agree_across_batch_sizes(&[
+        "arch=transformers_baseline",
+        "arch.H_layers=2",
+        "arch.act_inference=True",
+        "arch.hidden_size=16",
+        "arch.num_heads=2",
+        "arch.puzzle_emb_ndim=16",
+        "global_batch_size=8",
+    ]);
+}
+
+fn eval_losses_agree_across_batch_sizes(overrides: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     tiny_data(&data);
     let run = dir.path().join("run");
-    train::<AD>(&common::tiny_job(&data, &run, &["max_steps=4".to_string()], false), &Default::default()).unwrap();
+    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).chain(["max_steps=4".to_string()]).collect();
+    let mut job = common::tiny_job(&data, &run, &[], false);
+    job.config = trm::store::config::resolve("sudoku-tiny", &overrides).unwrap();
+    train::<AD>(&job, &Default::default()).unwrap();
     let eval = |batch: &str| -> serde_json::Value {
         let args = ["eval", "--checkpoint", run.to_str().unwrap(), "--data", data.to_str().unwrap(), "--json", "--batch", batch];
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm")).args(args).output().unwrap();
