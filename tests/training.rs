@@ -403,5 +403,24 @@ fn eval_losses_agree_across_batch_sizes(overrides: &[&str]) {
             let (a, b) = (whole[key].as_f64().unwrap(), other[key].as_f64().unwrap());
             assert!((a - b).abs() <= 1e-9 * a.abs().max(1.0), "{key}: {a} in one batch of 16, {b} in batches of {batch}");
         }
+        // Accuracy per supervision step and the halting histogram: the same numbers, flattened.
+        for key in ["per_step", "halt_step_histogram"] {
+            let flat = |v: &serde_json::Value| -> Vec<f64> {
+                let mut out = Vec::new();
+                let mut stack = vec![v.clone()];
+                while let Some(x) = stack.pop() {
+                    match x {
+                        serde_json::Value::Array(a) => stack.extend(a.into_iter().rev()),
+                        x => out.push(x.as_f64().unwrap()),
+                    }
+                }
+                out
+            };
+            let (a, b) = (flat(&whole[key]), flat(&other[key]));
+            assert!(!a.is_empty() && a.len() == b.len(), "{key}: {a:?} against {b:?}");
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= 1e-9, "{key}: {a:?} in one batch of 16, {b:?} in batches of {batch}");
+            }
+        }
     }
 }

@@ -279,3 +279,31 @@ fn drawn_latents_change_only_the_drawn_rows_and_one_view_stays_plain() {
     let plain_one = solve_sudoku(&c, &w, Some(&table), &p.question, 1, 0, SearchPlan { drawn_latents: false, ..plan });
     assert_eq!(one.answer, plain_one.answer);
 }
+
+/// A model that halts adaptively in evaluation (the baseline with `act_inference`) goes on
+/// refining the same answer after its halting head fires, as every other model does: solving
+/// once restarted such a row from the initial state at every step after its first halt, so its
+/// last step showed a one-step answer. The trace equals the same weights' trace without
+/// adaptive halting, and still marks where the model halts.
+#[test]
+fn a_trace_goes_on_refining_after_the_model_halts() {
+    let (mut c, _, table) = small_model(81, 11, 3);
+    c.arch.name = trm::model::architecture::Architecture::TransformersBaseline;
+    (c.arch.h_layers, c.arch.l_layers, c.arch.l_cycles, c.arch.act_inference) = (2, 0, 0, true);
+    c.validate().unwrap();
+    let device = Default::default();
+    let mut w = trm::model::weights::init::<B>(&c, &mut trm::util::rng::derive(3, &[]), &device);
+    // q_halt 5 > q_continue -5: the baseline's rule halts at every step.
+    w.q_head.bias = Some(burn::tensor::Tensor::<B, 1>::from_floats([5.0, -5.0], &device));
+    let input = trm::data::sudoku::tokens(&generate(1, 30, 9, 0)[0].question);
+    let adaptive = trm::infer::solve::solve_tokens(&c, &w, Some(&table), &input, 0, 4, false);
+    c.arch.act_inference = false;
+    let plain = trm::infer::solve::solve_tokens(&c, &w, Some(&table), &input, 0, 4, false);
+    assert_eq!(adaptive.len(), 4);
+    assert!(adaptive.iter().all(|s| s.halts), "the halting head fires at every step");
+    for (a, p) in adaptive.iter().zip(&plain) {
+        assert_eq!(a.tokens, p.tokens, "step {}", a.step);
+    }
+    // The steps do refine: a restarted run would repeat step 1's answer.
+    assert!(adaptive.iter().skip(1).any(|s| s.tokens != adaptive[0].tokens), "the answer never changed after step 1");
+}

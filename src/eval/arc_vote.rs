@@ -99,14 +99,16 @@ impl ArcScore {
     }
 }
 
-/// Scores `votes` against the tasks' test outputs. Tasks none of whose test inputs were
-/// evaluated are left out (a limited evaluation); in a full evaluation every task counts.
+/// Scores `votes` against the tasks' test outputs. A limited evaluation leaves out the tasks it
+/// did not reach, and those it reached in part (a limit that falls between a task's test inputs
+/// would otherwise score the inputs it never ran as failures); in a full evaluation every task
+/// counts.
 pub fn score(votes: &Votes, tasks: &[Task], ks: &[usize]) -> ArcScore {
     let mut sums = vec![0.0; ks.len()];
     let (mut n_tasks, mut n_inputs, mut answered, mut skipped) = (0, 0, 0, 0);
     let mut per_task = Vec::new();
     for t in tasks {
-        if !votes.seen.is_empty() && !t.test.iter().any(|p| votes.seen.contains(&(t.name.clone(), p.input.hash()))) {
+        if !votes.seen.is_empty() && !t.test.iter().all(|p| votes.seen.contains(&(t.name.clone(), p.input.hash()))) {
             skipped += 1;
             continue;
         }
@@ -314,6 +316,14 @@ mod tests {
         assert_eq!((s.tasks, s.test_inputs, s.answered_inputs, s.tasks_not_evaluated), (3, 4, 3, 0));
         // A task the evaluation never reached is left out rather than scored 0.
         let s = score(&v, &[tasks.clone(), vec![task("D", vec![(g(&[&[9]]), x.clone())])]].concat(), &[1000]);
+        assert_eq!((s.tasks, s.tasks_not_evaluated), (3, 1));
+        assert!((s.pass_at[0].1 - 2.0 / 3.0).abs() < 1e-12);
+        // So is a task reached in part: E's second test input was never run, and E is not scored
+        // 1/2 for the input it got right.
+        let ie = g(&[&[5]]);
+        v.add_grid(key("E", &ie), y.clone(), 0.5);
+        let e = task("E", vec![(ie, y.clone()), (g(&[&[8]]), x.clone())]);
+        let s = score(&v, &[tasks.clone(), vec![e]].concat(), &[1000]);
         assert_eq!((s.tasks, s.tasks_not_evaluated), (3, 1));
         assert!((s.pass_at[0].1 - 2.0 / 3.0).abs() < 1e-12);
         let sub = submission(&v, &tasks, 2);

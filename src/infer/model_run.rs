@@ -84,8 +84,8 @@ impl<'a, B: Backend> ModelRun<'a, B> {
         self.draws.push((row, seed, number));
     }
 
-    /// One supervision step: the carry's halted rows start over on their puzzle, every row is
-    /// refined once, and the step counts and halting decisions advance.
+    /// One supervision step: rows told to start over (or past `max_steps`) start on their puzzle
+    /// from the initial state, every row is refined once, and the step counts advance.
     pub fn step(&mut self) -> StepAnswers {
         let (cfg, w, carry) = (self.cfg, self.w, &mut self.carry);
         let starting = carry.halted.clone();
@@ -107,8 +107,12 @@ impl<'a, B: Backend> ModelRun<'a, B> {
         let out = deep_recursion(w, cfg, &self.rope, &carry.states, &x);
         carry.states = out.states.clone();
         let (q_halt, q_continue) = (to_host_f32(&out.q_halt), to_host_f32(&out.q_continue));
-        let a = &cfg.arch;
-        carry.advance((&q_halt, &q_continue), a.halt_rule(), a.adaptive_in_eval(), None, self.max_steps);
+        // Rows halt at `max_steps` only (or when told to start over): a row the model would stop
+        // goes on refining instead of restarting from the initial state, so a trace shows where
+        // the model halts (`--halt` stops there) and what more steps make of its answer. Adaptive
+        // halting in evaluation (the baseline's `act_inference`) takes the answer at the first
+        // halt, as `solve --halt` does.
+        carry.advance((&q_halt, &q_continue), cfg.arch.halt_rule(), false, None, self.max_steps);
         let preds = out.logits.argmax(2).into_data().convert::<i64>().to_vec().expect("int predictions");
         StepAnswers { preds, q_halt, q_continue, seq_len: self.batch.seq_len }
     }

@@ -350,7 +350,7 @@ fn puzzles_step_by_step(html: &mut String, ckpt: &Path, st: &checkpoint::StateJs
         html,
         "<h2>Test puzzles, step by step</h2><p class=note>Data {}. Each picture is the decoded answer after one supervision step; \
          orange outlines mark cells that changed since the previous step, red marks cells that differ from the target, \
-         q is the halting head's confidence that the answer is right (green frame: the first step where q &gt; 0.5).</p>",
+         q is the halting head's confidence that the answer is right (green frame: the first step where the model's halting rule fires, q &gt; 0.5 for TRM).</p>",
         data.display()
     );
     let (_, set) = &test.sets[0];
