@@ -265,3 +265,76 @@ fn fine_tuning_on_other_tasks_keeps_each_embedding_row_with_its_puzzle() {
     assert!(old.iter().skip(1).any(|r| r.iter().any(|&x| x != 0.0)), "the base model's rows were trained");
     assert!(err.contains(&format!("{kept} of the data set's {} puzzle identifiers keep", new_names.len())), "{err}");
 }
+
+/// `trm adapt` trains the steps it is asked for and evaluates every new test input, whatever the
+/// base run's own settings: a base run that capped its evaluations (`eval_max_examples=4`) and
+/// trained in micro-batches of 6 once passed both to the adaptation (which then scored 4 of 8
+/// test rows, and refused its batch of 8 because 6 does not divide it), and a batch of 8 over
+/// puzzles of 3 demonstrations ran out of data before the schedule's end (11 of 12 steps).
+#[test]
+fn adapt_runs_its_own_schedule_whatever_the_base_run_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = training_tasks();
+    let pick = |n: &str| all.iter().find(|t| t.name == n).unwrap().clone();
+    let opt = BuildOptions { input_prefix: String::new(), subsets: vec![], test_sets: vec![], num_aug: 1, seed: 0, translate: true };
+    let base_data = dir.path().join("base-data");
+    arc::build_tasks(&base_data, vec![(pick("0d3d703e"), true), (pick("6150a2bd"), true)], vec!["<blank>".into()], &opt).unwrap();
+    let base_run = dir.path().join("base-run");
+    train_base(&base_data, &base_run, &["max_steps=2", "global_batch_size=12", "micro_batch_size=6", "eval_max_examples=4"]);
+    let task = pick("017c7c7b"); // 3 demonstrations, 1 test input
+    assert_eq!((task.train.len(), task.test.len()), (3, 1));
+    let job = AdaptJob {
+        checkpoint: base_run,
+        config: None,
+        identifiers: None,
+        tasks: vec![task],
+        out: dir.path().join("adapt"),
+        num_aug: 7,
+        steps: 12,
+        all_weights: false,
+        batch: Some(8),
+        overrides: vec![],
+        seed: 1,
+        quiet: true,
+    };
+    let r = adapt::<B>(&job, &Default::default()).unwrap();
+    assert_eq!(r.train.steps, 12, "the schedule, not the data, ends the adaptation");
+    assert_eq!(lm_losses(&r.run).len(), 12);
+    let (_, eval) = r.train.evals.last().expect("an evaluation at the end");
+    assert_eq!(eval.count, 8, "every view of the test input (identity + 7 augmentations) is evaluated");
+    let score = eval.arc.as_ref().expect("ARC scoring");
+    assert_eq!((score.tasks, score.tasks_not_evaluated, score.test_inputs), (1, 0, 1));
+}
+
+/// An ARC data set whose identifiers name other puzzles than the model's rows (the same tasks in
+/// another order) is refused by `trm eval` and `trm report`, naming both files; it once ran and
+/// scored every puzzle with another puzzle's embedding without a word.
+#[test]
+fn eval_and_report_refuse_data_whose_identifiers_name_other_puzzles() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = training_tasks();
+    let pick = |n: &str| all.iter().find(|t| t.name == n).unwrap().clone();
+    let opt = BuildOptions { input_prefix: String::new(), subsets: vec![], test_sets: vec![], num_aug: 1, seed: 0, translate: true };
+    let (data, swapped) = (dir.path().join("data"), dir.path().join("swapped"));
+    arc::build_tasks(&data, vec![(pick("0d3d703e"), true), (pick("6150a2bd"), true)], vec!["<blank>".into()], &opt).unwrap();
+    arc::build_tasks(&swapped, vec![(pick("6150a2bd"), true), (pick("0d3d703e"), true)], vec!["<blank>".into()], &opt).unwrap();
+    assert_ne!(format::read_identifiers(&data).unwrap(), format::read_identifiers(&swapped).unwrap());
+    let run = dir.path().join("run");
+    train_base(&data, &run, &["max_steps=1"]);
+    let trm = |args: &[&std::ffi::OsStr]| std::process::Command::new(env!("CARGO_BIN_EXE_trm")).args(args).output().unwrap();
+    let (run, data, swapped) = (run.as_os_str(), data.as_os_str(), swapped.as_os_str());
+    let html = dir.path().join("report.html");
+    let s = |x: &str| std::ffi::OsString::from(x);
+    let (ck, da, ev, rp) = (s("--checkpoint"), s("--data"), s("eval"), s("report"));
+    let o = trm(&[&ev, &ck, run, &da, data]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for args in [vec![&*ev, &ck, run, &da, swapped], vec![&*rp, &s("--run"), run, &da, swapped, &s("--out"), html.as_os_str()]] {
+        let o = trm(&args);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && e.contains("swapped/identifiers.json") && e.contains("identifier 1"), "{args:?}: {e}");
+    }
+    // The report's charts go beside it as .png: an --out that is itself .png is refused.
+    let o = trm(&[&rp, &s("--run"), run, &s("--out"), dir.path().join("r.png").as_os_str()]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("name it .html"), "{e}");
+}

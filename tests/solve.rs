@@ -54,6 +54,57 @@ fn maze_files_parse_and_errors_name_the_file_and_line() {
     assert!(e.contains("bad.txt") && e.contains("row 3, column 3"), "{e}");
     let e = err(maze_tokens(&dir.path().join("missing.txt")));
     assert!(e.contains("missing.txt"), "{e}");
+    // A question with a path cell drawn in: no answer could then check, so it is refused.
+    let drawn = write(dir.path(), "drawn.txt", "#####\n#So #\n# # #\n#  G#\n#####\n");
+    let e = err(maze_tokens(&drawn));
+    assert!(e.contains("drawn.txt") && e.contains("row 2, column 3") && e.contains("path cell"), "{e}");
+    // Characters, not bytes: a line of 5 characters, one of them two bytes long, is 5 wide.
+    let accent = write(dir.path(), "accent.txt", "#####\n#S  #\n# é #\n#  G#\n#####\n");
+    let e = err(maze_tokens(&accent));
+    assert!(e.contains("accent.txt") && e.contains("'é' at row 3, column 3"), "{e}");
+}
+
+/// Flags that would do nothing in a combination are refused, never silently ignored.
+#[test]
+fn solve_and_friends_refuse_flags_that_would_do_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let maze = write(dir.path(), "m.txt", "#####\n#S  #\n# # #\n#  G#\n#####\n");
+    let task = write(dir.path(), "t.json", r#"{"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[1]]}]}"#);
+    let empty = write(dir.path(), "empty.json", "{}");
+    let maze = maze.to_str().unwrap();
+    let (task, empty) = (task.to_str().unwrap(), empty.to_str().unwrap());
+    let cases: [(&[&str], &str); 7] = [
+        (&["solve", "--sudoku", PUZZLE, "--task", "foo"], "--arc-task"),
+        (&["solve", "--arc-task", task, "--views", "8"], "--views"),
+        (&["solve", "--maze", maze, "--views", "4", "--seed", "7"], "--seed"),
+        (&["eval", "--data", ".", "--force"], "--submission"),
+        (&["info", "--data", ".", "--shape", "arc"], "--shape"),
+        (&["launch", "--nproc", "1", "--master-port", "0", "--", "train"], "--master-port"),
+        (&["adapt", "--checkpoint", ".", "--tasks", empty, "--out", "x"], "no tasks in the file"),
+    ];
+    for (args, says) in cases {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm")).args(args).current_dir(dir.path()).output().unwrap();
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && e.contains(says) && !e.contains("panicked"), "{args:?}: {e}");
+    }
+    // `trm info --list --json` is JSON.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm")).args(["info", "--list", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["presets"].as_array().unwrap().iter().any(|p| p == "sudoku-mlp") && !v["paper_rows"].as_array().unwrap().is_empty());
+}
+
+/// A printing command whose reader has gone (`trm info --list | head -1`) ends quietly, as Unix
+/// tools do; it once panicked on the failed write (exit 101, with a backtrace).
+#[cfg(unix)]
+#[test]
+fn a_closed_output_ends_a_printing_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader); // closed before trm writes a byte
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm")).args(["info", "--list"]).stdout(writer).output().unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!e.contains("panicked"), "{e}");
+    assert_eq!(o.status.signal(), Some(libc::SIGPIPE), "{:?}: {e}", o.status);
 }
 
 #[test]

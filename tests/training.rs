@@ -424,3 +424,43 @@ fn eval_losses_agree_across_batch_sizes(overrides: &[&str]) {
         }
     }
 }
+
+/// A run that its time limit stops after every step, resumed each time, logs each step's
+/// evaluation once, the uninterrupted run's among them. When time ran out on an iteration's last batch, the run
+/// evaluated that step before its checkpoint, and the resumed run once evaluated (and logged) it
+/// again at the iteration's end.
+#[test]
+fn a_run_stopped_by_its_time_limit_at_every_step_logs_each_evaluation_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    tiny_data(&data);
+    let ov = ["epochs=4".to_string(), "eval_interval=2".to_string()];
+    let records = |run: &std::path::Path, split: &str| -> Vec<u64> {
+        (std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines())
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["split"] == split)
+            .map(|v| v["step"].as_u64().unwrap())
+            .collect()
+    };
+    let whole = dir.path().join("whole");
+    let steps = train::<AD>(&common::tiny_job(&data, &whole, &ov, false), &Default::default()).unwrap().steps;
+    let stopped = dir.path().join("stopped");
+    let mut job = common::tiny_job(&data, &stopped, &ov, false);
+    job.time_limit = Some(std::time::Duration::ZERO);
+    let mut runs = 0;
+    loop {
+        let s = train::<AD>(&job, &Default::default()).unwrap();
+        runs += 1;
+        job.resume = true;
+        if s.steps >= steps || runs > 3 * steps {
+            break;
+        }
+    }
+    assert!(runs >= steps / 2, "the time limit stopped the run {runs} times in {steps} steps");
+    assert_eq!(records(&stopped, "train"), records(&whole, "train"));
+    // Every stop evaluates its final weights (`--time-limit` ends a run evaluated); no step twice.
+    let (evals, stopped_evals) = (records(&whole, "eval"), records(&stopped, "eval"));
+    assert!(evals.len() >= 2, "{evals:?}");
+    assert!(stopped_evals.windows(2).all(|w| w[0] < w[1]), "a step evaluated twice: {stopped_evals:?}");
+    assert!(evals.iter().all(|e| stopped_evals.contains(e)), "{evals:?} not all in {stopped_evals:?}");
+}

@@ -95,6 +95,7 @@ pub fn read_tasks(path: &Path, solutions: Option<&Path>) -> Result<Vec<Task>> {
         };
         tasks.push(task_from_json(name, t, sol.map(|s| (s, sol_what.as_str())), &what)?);
     }
+    anyhow::ensure!(!tasks.is_empty(), "{what}: no tasks in the file (an empty object)");
     tasks.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(tasks)
 }

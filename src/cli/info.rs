@@ -25,7 +25,7 @@ pub struct InfoArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// Data set folder (its sequence length, vocabulary and identifiers); else --shape
-    #[arg(long)]
+    #[arg(long, conflicts_with = "shape")]
     pub data: Option<PathBuf>,
     /// sudoku (81 cells, 11 tokens), maze or arc (900 cells; 6 / 12 tokens) [default: the preset's]
     #[arg(long)]
@@ -141,6 +141,14 @@ fn grouped(n: usize) -> String {
 }
 
 pub fn run(a: InfoArgs) -> Result<()> {
+    if a.list && a.json {
+        let presets: Vec<&str> = presets::PRESETS.iter().map(|(name, _)| *name).collect();
+        let rows: Vec<serde_json::Value> = (presets::paper_rows().iter())
+            .map(|(name, row)| serde_json::json!({"name": name, "table": row.table, "row": row.row}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"presets": presets, "paper_rows": rows}))?);
+        return Ok(());
+    }
     if a.list {
         println!("presets:");
         for (name, _) in presets::PRESETS {

@@ -16,7 +16,7 @@ pub struct LaunchArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256).map(|v| v as usize))]
     pub nproc: usize,
     /// Port rank 0 hands out the NCCL id on [default: a free port]
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub master_port: Option<u16>,
     /// The command each rank runs: `train ...` (with --device cuda)
     #[arg(last = true, required = true, value_name = "train ARGS")]

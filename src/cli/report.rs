@@ -44,6 +44,11 @@ pub fn run(a: ReportArgs) -> Result<()> {
     ];
     crate::util::fs::check_output(&a.out, "--out", &protected, a.force)?;
     if !a.no_png {
+        anyhow::ensure!(
+            a.out.extension().is_none_or(|e| !e.eq_ignore_ascii_case("png")),
+            "--out {}: the report is HTML and its charts go beside it as a .png of the same name; name it .html (or pass --no-png)",
+            a.out.display()
+        );
         crate::util::fs::check_output(&a.out.with_extension("png"), "--out (its .png)", &protected, a.force)?;
     }
     let o = ReportOptions { run: a.run, out: a.out, data: a.data, puzzles: a.puzzles, steps: a.steps, png: !a.no_png };

@@ -120,13 +120,21 @@ pub fn sudoku_tokens(text: &str) -> Result<(sudoku_solver::Grid, Vec<u8>)> {
 /// Reads a maze text file into model tokens.
 pub fn maze_tokens(path: &std::path::Path) -> Result<(usize, Vec<u8>)> {
     // A maze of 30 x 30 is under 1 KB; /dev/zero or a large file is refused before it is read.
-    let text = crate::util::fs::read_text_capped(path, 64 << 10, "a maze text")?;
+    let text = crate::util::fs::read_text_capped(path, 64 << 10, "a maze text file")?;
     let rows: Vec<&str> = text.lines().map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()).collect();
-    if let Some((i, r)) = rows.iter().enumerate().find(|(_, r)| r.len() != rows.len()) {
-        bail!("{}: line {} has {} characters; a maze of {} rows must be {} wide", path.display(), i + 1, r.len(), rows.len(), rows.len());
+    if let Some((i, n)) = rows.iter().map(|r| r.chars().count()).enumerate().find(|&(_, n)| n != rows.len()) {
+        bail!("{}: line {} has {n} characters; a maze of {} rows must be {} wide", path.display(), i + 1, rows.len(), rows.len());
     }
     let (side, tokens) = maze::parse(&rows.concat(), &path.display().to_string())?;
     maze::check_endpoints(&tokens, &path.display().to_string())?;
+    if let Some(cell) = tokens.iter().position(|&t| t == maze::PATH) {
+        bail!(
+            "{}: row {}, column {} is `o`, a path cell: a maze to solve has walls `#`, open cells ` `, S and G only",
+            path.display(),
+            cell / side + 1,
+            cell % side + 1
+        );
+    }
     Ok((side, tokens))
 }
 
@@ -166,6 +174,18 @@ fn bare_model(file: &std::path::Path, a: &SolveArgs, seq_len: usize, vocab_size:
 }
 
 pub fn run(mut a: SolveArgs) -> Result<()> {
+    anyhow::ensure!(
+        a.task.is_none() || a.arc_task.is_some(),
+        "--task names a task in the challenges file of --arc-task; it goes with --arc-task"
+    );
+    anyhow::ensure!(
+        a.arc_task.is_none() || a.views.is_none(),
+        "--views: test-time scaling is for Sudoku and mazes; an ARC task is voted over its augmented copies already"
+    );
+    anyhow::ensure!(
+        a.maze.is_none() || a.seed.is_none(),
+        "--seed: a maze's views are its 8 fixed transforms; there is nothing random to seed"
+    );
     // From here on `a.precision` is what runs (None: not the CPU engine's choice).
     a.precision = a.precision.unwrap_or(super::Precision::Auto).apply(a.device, false)?;
     // The bundled model's private folder, kept until the command ends.

@@ -268,7 +268,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub submission: Option<PathBuf>,
     /// Replace an existing file named by --submission
-    #[arg(long)]
+    #[arg(long, requires = "submission")]
     pub force: bool,
     /// The CPU engine's matrix products: float32, or bfloat16 operands with float32 sums on
     /// Intel AMX tiles or with AVX512-BF16 (refused on a CPU with neither); auto takes bfloat16
@@ -304,6 +304,12 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     );
     let m = EvalModel::open(a, &test)?;
     crate::eval::evaluate::check_data_fits(&a.data, &test, &m.model)?;
+    if !checkpoint::is_weights_file(&m.spec) {
+        let ckpt = m.file.parent().expect("a checkpoint folder");
+        if let Ok(names) = checkpoint::read_identifiers(ckpt) {
+            crate::eval::evaluate::check_identifiers(&a.data, &names, ckpt)?;
+        }
+    }
     let (params, table) = checkpoint::load_model::<B>(&m.file, &m.model, device)?;
     let w = Weights::from_named(&m.model, params)?;
     let steps = a.steps.unwrap_or(m.model.arch.halt_max_steps);

@@ -10,6 +10,8 @@ use std::path::Path;
 
 pub const CHARSET: &[u8; 5] = b"# SGo";
 pub const VOCAB: usize = 6;
+/// The token of a path cell `o` (in answers; a question has none).
+pub const PATH: u8 = 5;
 
 /// A maze as tokens (1..=5), side x side.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,16 +36,16 @@ pub fn char_of(t: u8) -> char {
 
 /// Parses one maze string of `side * side` characters; `what` names it in errors.
 pub fn parse(text: &str, what: &str) -> Result<(usize, Vec<u8>)> {
-    let bytes = text.as_bytes();
-    let side = (bytes.len() as f64).sqrt().round() as usize;
-    if side == 0 || side * side != bytes.len() {
-        bail!("{what}: {} characters is not a square grid", bytes.len());
+    let chars: Vec<char> = text.chars().collect();
+    let side = (chars.len() as f64).sqrt().round() as usize;
+    if side == 0 || side * side != chars.len() {
+        bail!("{what}: {} characters is not a square grid", chars.len());
     }
-    let mut out = Vec::with_capacity(bytes.len());
-    for (i, &c) in bytes.iter().enumerate() {
-        match token(c) {
+    let mut out = Vec::with_capacity(chars.len());
+    for (i, &c) in chars.iter().enumerate() {
+        match u8::try_from(c).ok().and_then(token) {
             Some(t) => out.push(t),
-            None => bail!("{what}: character {:?} at row {}, column {} is not one of \"# SGo\"", c as char, i / side + 1, i % side + 1),
+            None => bail!("{what}: character {c:?} at row {}, column {} is not one of \"# SGo\"", i / side + 1, i % side + 1),
         }
     }
     Ok((side, out))
@@ -70,7 +72,7 @@ pub fn read_csv(path: &Path) -> Result<Vec<Maze>> {
         }
         check_endpoints(&question, &format!("{at}: question"))?;
         check_endpoints(&answer, &format!("{at}: answer"))?;
-        anyhow::ensure!(!question.contains(&5), "{at}: the question already contains path cells 'o'");
+        anyhow::ensure!(!question.contains(&PATH), "{at}: the question already contains path cells 'o'");
         if let Some(first) = out.first().filter(|m| m.side != side) {
             bail!("{at}: maze is {side}x{side} but earlier mazes are {0}x{0}", first.side);
         }

@@ -48,6 +48,26 @@ pub fn check_data_fits(data: &std::path::Path, test: &Split, model: &ModelConfig
     Ok(())
 }
 
+/// Refuses a data set whose puzzle identifiers name other puzzles than the model's rows do: an ARC
+/// data set built from other tasks, in another order or with another seed has identifiers of the
+/// same range, and every embedding row would then serve the wrong puzzle without a word.
+/// `model_names` is the checkpoint's identifier map and the file it came from.
+pub fn check_identifiers(data: &std::path::Path, model_names: &[String], names_file: &std::path::Path) -> Result<()> {
+    let Ok(data_names) = crate::data::format::read_identifiers(data) else {
+        return Ok(()); // a data set without names: only the range check applies
+    };
+    if let Some(i) = (0..data_names.len().min(model_names.len())).find(|&i| data_names[i] != model_names[i]) {
+        anyhow::bail!(
+            "{}: identifier {i} is `{}`, but the model's ({}) is `{}`: the data set was built from other tasks,              in another order or with another seed than the model's, so its puzzles would get other puzzles' embeddings              (evaluate on the data set the run trained with, rebuild this one with the same command, or make one for new tasks with `trm adapt`)",
+            data.join("identifiers.json").display(),
+            data_names[i],
+            names_file.display(),
+            model_names[i]
+        );
+    }
+    Ok(())
+}
+
 /// Normalised evaluation metrics.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalResult {

@@ -243,7 +243,8 @@ pub fn write_report(o: &ReportOptions) -> Result<usize> {
     html.push_str("</div>");
     let data = o.data.clone().or_else(|| state.as_ref().and_then(|s| s.config.data_paths.first().map(PathBuf::from)));
     let drawn = match (&ckpt, &state, data) {
-        (Some(ckpt), Some(st), Some(data)) if o.puzzles > 0 => puzzles_step_by_step(&mut html, ckpt, st, &data, o)?,
+        _ if o.puzzles == 0 => 0, // --puzzles 0: none asked for
+        (Some(ckpt), Some(st), Some(data)) => puzzles_step_by_step(&mut html, ckpt, st, &data, o)?,
         _ => {
             html.push_str("<p class=note>No checkpoint or test data found: puzzles not drawn (pass --data).</p>");
             0
@@ -341,6 +342,9 @@ fn speed_and_memory(m: &Metrics) -> Option<String> {
 fn puzzles_step_by_step(html: &mut String, ckpt: &Path, st: &checkpoint::StateJson, data: &Path, o: &ReportOptions) -> Result<usize> {
     let test = format::read_dataset_split(data, "test")?;
     crate::eval::evaluate::check_data_fits(data, &test, &st.model)?;
+    if let Ok(names) = checkpoint::read_identifiers(ckpt) {
+        crate::eval::evaluate::check_identifiers(data, &names, ckpt)?;
+    }
     let kind = PuzzleKind::of_split(&test);
     let device = Default::default();
     let (params, table) = checkpoint::load_model::<Flex>(&ckpt.join("model.safetensors"), &st.model, &device)?;

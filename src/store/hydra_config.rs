@@ -35,7 +35,7 @@ pub const MAX_YAML_DEPTH: usize = 16;
 
 /// Reads `path` into trm overrides (`key=value`) and notes on what was left out.
 pub fn overrides_from_file(path: &Path) -> Result<(Vec<String>, Vec<String>)> {
-    let text = crate::util::fs::read_text_capped(path, MAX_YAML_BYTES, "a config")?;
+    let text = crate::util::fs::read_text_capped(path, MAX_YAML_BYTES, "a config file")?;
     let entries = parse(&text).with_context(|| format!("{}: not a config trm can read", path.display()))?;
     to_overrides(&entries).with_context(|| path.display().to_string())
 }

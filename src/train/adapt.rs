@@ -52,17 +52,31 @@ pub struct AdaptResult {
     pub run: PathBuf,
 }
 
-/// The adaptation recipe on top of the checkpoint's training configuration; `examples_per_epoch`
-/// sizes the epoch count so that the schedule, not the data, ends at `job.steps`.
-fn adapt_config(base: &TrainConfig, job: &AdaptJob, data: &std::path::Path, examples_per_epoch: f64) -> Result<TrainConfig> {
+/// What the adaptation data holds, for sizing its epochs: examples per epoch (one puzzle of each
+/// group), and the most examples one puzzle has.
+struct EpochSize {
+    examples: f64,
+    largest_puzzle: usize,
+}
+
+/// The adaptation recipe on top of the checkpoint's training configuration. The epoch count is
+/// sized so that the schedule, not the data, ends at `job.steps`; the base run's own evaluation
+/// cap, micro-batches and recorded batch order belonged to its data and batch, not to this one.
+fn adapt_config(base: &TrainConfig, job: &AdaptJob, data: &std::path::Path, epoch: EpochSize) -> Result<TrainConfig> {
     let mut c = base.clone();
     c.data_paths = vec![data.display().to_string()];
     c.freeze_weights = !job.all_weights;
     c.global_batch_size = job.batch.unwrap_or(base.global_batch_size.min(64));
     c.max_steps = Some(job.steps);
-    // Enough epochs for `steps` batches; one evaluation, at the end.
-    c.epochs = ((job.steps as f64 * c.global_batch_size as f64 / examples_per_epoch.max(1.0)).ceil() as usize + 1).max(1);
+    // Enough epochs for `steps` batches. A batch takes up to `largest_puzzle - 1` rows more than
+    // it holds (the rest of a puzzle cut at its end is dropped); one evaluation, at the end.
+    let rows_per_batch = (c.global_batch_size + epoch.largest_puzzle.saturating_sub(1)) as f64;
+    c.epochs = ((job.steps as f64 * rows_per_batch / epoch.examples.max(1.0)).ceil() as usize + 1).max(1);
     c.eval_interval = Some(c.epochs);
+    c.min_eval_interval = 0;
+    c.eval_max_examples = None;
+    c.micro_batch_size = None;
+    c.batch_order = None;
     c.lr_warmup_steps = (job.steps / 10).max(1);
     c.lr_min_ratio = 1.0;
     c.ema = false;
@@ -72,6 +86,17 @@ fn adapt_config(base: &TrainConfig, job: &AdaptJob, data: &std::path::Path, exam
     // The checkpoint's model is trained to its depth: adaptation runs at it, unweighted.
     c.depth_curriculum = None;
     c.supervision_decay = 1.0;
+    for o in &job.overrides {
+        let key = o.split('=').next().unwrap_or_default().trim().trim_start_matches(['+', '~']);
+        let why = match key {
+            "max_steps" => "trm adapt trains the steps --steps gives: pass --steps N",
+            "global_batch_size" => "trm adapt trains at the batch --batch gives: pass --batch N",
+            "epochs" | "eval_interval" | "min_eval_interval" => "trm adapt sizes its epochs from --steps and evaluates once, at the end",
+            "data_paths" => "trm adapt trains on the data it builds from --tasks",
+            _ => continue,
+        };
+        bail!("--set {o}: {why}");
+    }
     let mut t = c.to_table();
     apply_overrides(&mut t, &job.overrides)?;
     let c = from_table(t)?;
@@ -111,8 +136,10 @@ pub fn adapt<AD: AutodiffBackend>(job: &AdaptJob, device: &AD::Device) -> Result
     let new_identifiers = built.identifiers - old;
 
     let train_split = crate::data::format::read_dataset_split(&data, "train")?;
-    let per_epoch = train_split.metadata.total_groups as f64 * train_split.metadata.mean_puzzle_examples;
-    let cfg = adapt_config(&source.config, job, &data, per_epoch)?;
+    let largest_puzzle =
+        (train_split.sets.iter()).flat_map(|(_, d)| d.puzzle_indices.windows(2).map(|w| (w[1] - w[0]).max(0) as usize)).max().unwrap_or(1);
+    let examples = train_split.metadata.total_groups as f64 * train_split.metadata.mean_puzzle_examples;
+    let cfg = adapt_config(&source.config, job, &data, EpochSize { examples, largest_puzzle })?;
     let tj = TrainJob {
         config: cfg,
         data: data.clone(),

@@ -299,7 +299,11 @@ fn end_of_iteration<AD: AutodiffBackend>(
     if (iteration as usize) < cx.cfg.min_eval_interval {
         return Ok(true);
     }
-    if let Some(test) = test {
+    // A run stopped by its time limit on an iteration's last batch evaluated that step before its
+    // checkpoint; resumed there, it must not evaluate (and log) the same step again.
+    let evaluated_before = st.evaluated_step == Some(st.step);
+    let mut evaluated = false;
+    if let Some(test) = test.filter(|_| !evaluated_before) {
         let Some(r) = eval_and_log(cx.model, cx.cfg, st, test, &cx.job.data, &cx.job.out, log.as_mut(), reducer)? else {
             st.position = end_of_batches;
             run.interrupted = true;
@@ -311,8 +315,11 @@ fn end_of_iteration<AD: AutodiffBackend>(
         ));
         run.evals.push((st.step, r));
         st.evaluated_step = Some(st.step);
+        evaluated = true;
     }
-    if cx.cfg.checkpoint_every_eval || iteration + 1 == cx.plan.iterations {
+    // A checkpoint of this step stands unless an evaluation was logged after it (as in `finish`).
+    let saved = run.last_ckpt.as_ref().is_some_and(|p| p.ends_with(format!("step_{:08}", st.step)));
+    if (cx.cfg.checkpoint_every_eval || iteration + 1 == cx.plan.iterations) && (evaluated || !saved) {
         run.last_ckpt = Some(save(cx.job, st, cx.cfg, cx.model, log, reducer)?);
     }
     Ok(true)

@@ -146,6 +146,8 @@ pub fn launch_from(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Launch
         }
         None => port,
     };
+    // Port 0 would have rank 0 listen on a port of the system's choosing that no other rank knows.
+    anyhow::ensure!(port != 0, "MASTER_PORT / TRM_RENDEZVOUS_PORT is 0: every rank must know the port, so name one (1-65535)");
     let addr = match get("MASTER_ADDR") {
         Some(a) => a,
         None if world == 1 => "127.0.0.1".into(),
@@ -202,6 +204,7 @@ mod tests {
             (vec![("WORLD_SIZE", "2")], "RANK is not"),
             (vec![("RANK", "x"), ("WORLD_SIZE", "2")], "RANK=x"),
             (vec![("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "a"), ("MASTER_PORT", "99999")], "MASTER_PORT"),
+            (vec![("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "a"), ("MASTER_PORT", "0")], "is 0"),
             (vec![("SLURM_PROCID", "0"), ("SLURM_STEP_NUM_TASKS", "4")], "MASTER_ADDR"),
         ] {
             let e = format!("{:#}", env(&bad).unwrap_err());

@@ -260,7 +260,7 @@ pub fn claim_unmarked_data_folder(data: &Path, run: &Path, maker: &str) -> Resul
 /// be, for the message).
 pub fn read_text_capped(path: &Path, max: u64, what: &str) -> Result<String> {
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    anyhow::ensure!(meta.is_file(), "{} is not a regular file (a folder, pipe or device): give {what} file", path.display());
+    anyhow::ensure!(meta.is_file(), "{} is not a regular file (a folder, pipe or device): give {what}", path.display());
     anyhow::ensure!(
         meta.len() <= max,
         "{} is {} bytes; {what} is at most {} KB here, so this is not one",

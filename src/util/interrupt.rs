@@ -46,3 +46,15 @@ impl std::fmt::Display for Interrupted {
 }
 
 impl std::error::Error for Interrupted {}
+
+/// A command that only prints (`info`, `data inspect`, `solve`, `eval` ...) ends quietly when
+/// what reads its output closes early (`trm info --list | head -1`), as Unix tools do, instead of
+/// panicking on the failed write: SIGPIPE gets its default action back (Rust ignores it). Not for
+/// training, which must reach its checkpoint.
+pub fn end_quietly_on_closed_output() {
+    #[cfg(unix)]
+    // SAFETY: resetting a signal's disposition to its default before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
