@@ -210,9 +210,8 @@ fn summarise<B: Backend>(
     peak: Option<f64>,
 ) -> BenchResult {
     let first = all[0];
-    let mut times = all[warmup.min(all.len() - 1)..].to_vec();
-    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let med = times[times.len() / 2];
+    let times = &all[warmup.min(all.len() - 1)..];
+    let med = crate::eval::interval::median(times).expect("at least one timed step");
     let tflops = flops / med / 1e12;
     BenchResult {
         shape: shape.into(),
@@ -223,7 +222,7 @@ fn summarise<B: Backend>(
         device,
         repetitions: times.len(),
         median_step_s: med,
-        min_step_s: times[0],
+        min_step_s: times.iter().copied().fold(f64::INFINITY, f64::min),
         examples_per_s: b as f64 / med,
         tokens_per_s: (b * c.seq_len) as f64 / med,
         flops_per_step: flops,

@@ -186,6 +186,9 @@ fn micro_batches_match_one_pass_per_batch_and_resume_with_another_split() {
     assert!(e.contains("micro_batch_size must be positive"), "{e}");
 }
 
+/// One rank of a transport runs every collective through it (only the plain run skips them):
+/// gradients, puzzle rows, metrics, the carry and the answers go through the exchange and come back
+/// unchanged. (This is what `trm launch --nproc 1` does with NCCL on one GPU.)
 #[test]
 fn one_thread_rank_is_bit_identical_to_a_plain_run() {
     let (data, runs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

@@ -354,3 +354,28 @@ fn deterministic_refuses_a_cublas_workspace_that_torch_would_stop_at() {
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["deterministic"], serde_json::Value::Bool(true));
 }
+
+/// One rank of the in-process transport on libtorch with a bfloat16 forward: every collective
+/// (gradients, puzzle-embedding rows, metrics, the carry at each checkpoint, the evaluation's
+/// answers) runs through the host exchange, as NCCL with one GPU does, and the run ends with the
+/// same state as a plain run, byte for byte.
+#[test]
+fn one_rank_through_the_exchange_matches_a_plain_run_on_libtorch() {
+    let data = tempfile::tempdir().unwrap();
+    common::tiny_data(data.path());
+    let runs = tempfile::tempdir().unwrap();
+    let ov: Vec<String> = ["arch.forward_dtype=bfloat16", "arch.halt_exploration_prob=0.5", "max_steps=6", "checkpoint_interval_steps=3"]
+        .map(String::from)
+        .to_vec();
+    let job = |name: &str| common::tiny_job(data.path(), &runs.path().join(name), &ov, false);
+    let device = LibTorchDevice::Cpu;
+    trm::train::trainer::train::<Torch>(&job("plain"), &device).unwrap();
+    let mut one = trm::parallel::threads::group(1).pop().unwrap();
+    trm::train::trainer::train_with::<Torch>(&job("one"), &device, &mut one).unwrap();
+    let (a, b) = (common::run_state(&runs.path().join("plain")), common::run_state(&runs.path().join("one")));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    assert!(a.keys().any(|k| k.starts_with("carry")), "{:?}", a.keys().collect::<Vec<_>>());
+    for (k, va) in &a {
+        assert_eq!(va.values, b[k].values, "{k} differs between a plain run and one rank through the exchange");
+    }
+}

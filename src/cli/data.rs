@@ -42,10 +42,10 @@ pub struct SudokuArgs {
     /// Output folder (gets train/, test/, identifiers.json)
     #[arg(long)]
     pub out: PathBuf,
-    /// Keep N training puzzles drawn at random (seeded) [default: all]
+    /// Keep N training puzzles drawn at random (seeded; all of them when the file has no more) [default: all]
     #[arg(long)]
     pub subsample: Option<usize>,
-    /// Keep N test puzzles drawn at random (seeded) [default: all]
+    /// Keep N test puzzles drawn at random (seeded; all of them when the file has no more) [default: all]
     #[arg(long)]
     pub test_subsample: Option<usize>,
     /// Random validity-preserving shuffles per training puzzle (reference README: 1000)

@@ -152,12 +152,10 @@ pub struct BuildOptions {
     pub seed: u64,
 }
 
-/// Draws `n` of `items` without replacement, keeping file order.
+/// Draws `n` of `items` without replacement, keeping file order; all of them when the file has
+/// no more than `n` (as the reference does).
 pub fn subsample<T: Clone>(items: &[T], n: Option<usize>, seed: u64, stream: u64) -> Result<Vec<T>> {
-    let Some(n) = n else { return Ok(items.to_vec()) };
-    if n > items.len() {
-        bail!("cannot subsample {n} puzzles from a file of {}", items.len());
-    }
+    let Some(n) = n.filter(|&n| n < items.len()) else { return Ok(items.to_vec()) };
     let mut idx: Vec<usize> = (0..items.len()).collect::<Vec<_>>().choose_multiple(&mut rng::derive(seed, &[stream]), n).copied().collect();
     idx.sort_unstable();
     Ok(idx.into_iter().map(|i| items[i].clone()).collect())
@@ -178,13 +176,21 @@ pub fn check_size(puzzles: usize, num_aug: usize) -> Result<()> {
     Ok(())
 }
 
+/// The random stream of group `g`'s augmentations: its own, apart from the stream `generate`
+/// made puzzle `g` from with the same seed (`[stream, g]`). Sharing it once tied each generated
+/// puzzle's augmentations to the draws that made the puzzle (its number of givens among them).
+fn augmentation_rng(seed: u64, split_stream: u64, g: usize) -> rand_chacha::ChaCha8Rng {
+    const AUGMENTATIONS: u64 = 0xA06;
+    rng::derive(seed, &[AUGMENTATIONS, split_stream, g as u64])
+}
+
 /// Builds one split: each puzzle a group of `1 + num_aug` single-example puzzles.
 pub fn build_split(puzzles: &[Puzzle], num_aug: usize, seed: u64, split_stream: u64) -> SplitData {
     let groups: Vec<Vec<Puzzle>> = puzzles
         .par_iter()
         .enumerate()
         .map(|(g, p)| {
-            let mut r = rng::derive(seed, &[split_stream, g as u64]);
+            let mut r = augmentation_rng(seed, split_stream, g);
             std::iter::once(*p).chain((0..num_aug).map(|_| shuffle(p, &mut r))).collect()
         })
         .collect();
@@ -323,6 +329,24 @@ mod tests {
             prop_assert_eq!(r.count, 1);
             prop_assert_eq!(r.solution.unwrap(), s.answer);
         }
+    }
+
+    #[test]
+    fn a_generated_puzzle_and_its_augmentations_draw_from_different_streams() {
+        use rand::RngCore;
+        for (seed, stream, g) in [(0, 0, 0), (42, 0, 7), (1, 1, 3)] {
+            let mut made = rng::derive(seed, &[stream, g as u64]); // generate's stream for puzzle g
+            assert_ne!(made.next_u64(), augmentation_rng(seed, stream, g).next_u64(), "seed {seed}, stream {stream}, group {g}");
+        }
+    }
+
+    #[test]
+    fn subsample_keeps_file_order_and_everything_when_asked_for_more() {
+        let items: Vec<u32> = (0..10).collect();
+        let some = subsample(&items, Some(4), 3, 100).unwrap();
+        assert!(some.len() == 4 && some.windows(2).all(|w| w[0] < w[1]), "{some:?}");
+        assert_eq!(subsample(&items, Some(10), 3, 100).unwrap(), items);
+        assert_eq!(subsample(&items, Some(1000), 3, 100).unwrap(), items);
     }
 
     #[test]

@@ -153,7 +153,7 @@ pub fn evaluate<B: Backend>(
     let mut seen = 0usize; // over all ranks
     for mut batch in crate::data::loader::prefetch(test_batches(split, global_batch, rank, world), 2) {
         let mut stop = [(max_examples.is_some_and(|m| seen >= m) as u8 as f32), crate::util::interrupt::requested() as u8 as f32];
-        if world > 1 {
+        if !reducer.is_single() {
             reducer.all_reduce_sum(&mut stop)?;
         }
         if stop[1] > 0.0 {
@@ -174,7 +174,7 @@ pub fn evaluate<B: Backend>(
         hand_over(&batch, &answers, &answer_q, real, window, reducer, &mut on_batch)?;
         seen += window;
     }
-    if world > 1 {
+    if !reducer.is_single() {
         tally.all_reduce(reducer)?;
     }
     Ok(Some(tally.result(seen, t0.elapsed().as_secs_f64())))
@@ -311,7 +311,7 @@ fn hand_over(
     reducer: &mut dyn Reducer,
     on_batch: &mut impl FnMut(&Batch, &[i64], &[f32], usize),
 ) -> Result<()> {
-    if reducer.world() == 1 {
+    if reducer.is_single() {
         on_batch(batch, answers, answer_q, real);
         return Ok(());
     }

@@ -37,8 +37,11 @@ pub trait Reducer {
         let bits: Vec<f32> = local.iter().map(|&v| f32::from_bits(v as u32)).collect();
         Ok(self.all_gather(&bits)?.into_iter().map(|v| v.to_bits() as i32).collect())
     }
+    /// Whether this reducer exchanges nothing at all (`Single`), so a collective may be skipped.
+    /// A transport with one rank still exchanges through it: `trm launch --nproc 1` runs every
+    /// NCCL collective, which is how one GPU tests the multi-GPU path against a plain run.
     fn is_single(&self) -> bool {
-        self.world() == 1
+        false
     }
 }
 
@@ -64,6 +67,9 @@ impl Reducer for Single {
     }
     fn barrier(&mut self) -> Result<()> {
         Ok(())
+    }
+    fn is_single(&self) -> bool {
+        true
     }
 }
 

@@ -320,11 +320,7 @@ fn summary_table(ckpt: Option<(&Path, &checkpoint::StateJson)>, m: &Metrics) -> 
 /// The median step time and examples per second, and the last memory peaks, of a run that logged
 /// them (`SYSTEM_KEYS`).
 fn speed_and_memory(m: &Metrics) -> Option<String> {
-    let median = |key: &str| {
-        let mut v: Vec<f64> = m.curve("train", key).into_iter().map(|p| p.1).collect();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied()
-    };
+    let median = |key: &str| crate::eval::interval::median(&m.curve("train", key).into_iter().map(|p| p.1).collect::<Vec<_>>());
     let mut parts = vec![format!("{:.3} s per optimiser step (median)", median("step_seconds")?)];
     if let Some(rate) = median("examples_per_second") {
         parts.push(format!("{rate:.0} examples per second"));

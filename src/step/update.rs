@@ -74,7 +74,7 @@ pub struct StepHyper {
 /// A non-finite quantity found by the guard: (what, value).
 pub type NonFinite = (&'static str, f64);
 
-/// Sums the network gradients over the ranks, in place (host round trip only when world > 1).
+/// Sums the network gradients over the ranks, in place (a host round trip, except in a plain run).
 fn reduce_params<B: Backend>(grads: Vec<Option<Tensor<B, 2>>>, r: &mut dyn Reducer) -> Result<Vec<Option<Tensor<B, 2>>>> {
     if r.is_single() {
         return Ok(grads);
