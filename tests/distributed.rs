@@ -195,6 +195,8 @@ fn one_thread_rank_is_bit_identical_to_a_plain_run() {
     data_with_ids(data.path());
     let (a, b) = (runs.path().join("a"), runs.path().join("b"));
     trm::train::trainer::train::<AD>(&job(data.path(), &a, 4, false), &Default::default()).unwrap();
+    // A transport of one rank exchanges through itself (only the plain run skips collectives).
+    assert!(!trm::parallel::Reducer::is_single(&threads::group(1)[0]));
     run_ranks(&job(data.path(), &b, 4, false), 1);
     let (worst, at, _) = compare(&final_state(&a), &final_state(&b));
     assert_eq!(worst, 0.0, "{at}");

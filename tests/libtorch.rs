@@ -371,6 +371,7 @@ fn one_rank_through_the_exchange_matches_a_plain_run_on_libtorch() {
     let device = LibTorchDevice::Cpu;
     trm::train::trainer::train::<Torch>(&job("plain"), &device).unwrap();
     let mut one = trm::parallel::threads::group(1).pop().unwrap();
+    assert!(!trm::parallel::Reducer::is_single(&one), "one rank must exchange through the transport");
     trm::train::trainer::train_with::<Torch>(&job("one"), &device, &mut one).unwrap();
     let (a, b) = (common::run_state(&runs.path().join("plain")), common::run_state(&runs.path().join("one")));
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());

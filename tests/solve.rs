@@ -93,18 +93,25 @@ fn solve_and_friends_refuse_flags_that_would_do_nothing() {
     assert!(v["presets"].as_array().unwrap().iter().any(|p| p == "sudoku-mlp") && !v["paper_rows"].as_array().unwrap().is_empty());
 }
 
-/// A printing command whose reader has gone (`trm info --list | head -1`) ends quietly, as Unix
-/// tools do; it once panicked on the failed write (exit 101, with a backtrace).
-#[cfg(unix)]
+/// A command whose reader has gone (`trm info --list | head -1`) ends quietly with 141, as a
+/// tool SIGPIPE stopped does, and removes its temporary files on the way: it once panicked on the
+/// failed write (exit 101, with a backtrace), and ending by SIGPIPE itself would leave the bundled
+/// model's temporary folder behind.
 #[test]
-fn a_closed_output_ends_a_printing_command_quietly() {
-    use std::os::unix::process::ExitStatusExt;
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader); // closed before trm writes a byte
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm")).args(["info", "--list"]).stdout(writer).output().unwrap();
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(!e.contains("panicked"), "{e}");
-    assert_eq!(o.status.signal(), Some(libc::SIGPIPE), "{:?}: {e}", o.status);
+fn a_closed_output_ends_a_command_quietly_and_cleans_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let puzzle = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79";
+    let cases: [&[&str]; 2] = [&["info", "--list"], &["solve", "--sudoku", puzzle, "--views", "1", "--steps", "1", "--json"]];
+    for args in cases {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader); // closed before trm writes a byte
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm")).args(args).env("TMPDIR", tmp.path()).stdout(writer).output().unwrap();
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!e.contains("panicked"), "{args:?}: {e}");
+        assert_eq!(o.status.code(), Some(141), "{args:?}: {:?}: {e}", o.status);
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|d| d.unwrap().file_name()).collect();
+        assert!(left.is_empty(), "{args:?} left {left:?} in its temporary folder");
+    }
 }
 
 #[test]

@@ -173,10 +173,6 @@ fn threads(s: &str) -> Result<usize, String> {
 
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    let long_work = matches!(cli.command, Command::Train(_) | Command::Launch(_) | Command::Adapt(_) | Command::Demo(_));
-    if !long_work {
-        crate::util::interrupt::end_quietly_on_closed_output();
-    }
     match cli.command {
         Command::Data(cmd) => data::run(cmd),
         Command::Parity(a) => parity::run(a),

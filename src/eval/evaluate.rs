@@ -58,7 +58,9 @@ pub fn check_identifiers(data: &std::path::Path, model_names: &[String], names_f
     };
     if let Some(i) = (0..data_names.len().min(model_names.len())).find(|&i| data_names[i] != model_names[i]) {
         anyhow::bail!(
-            "{}: identifier {i} is `{}`, but the model's ({}) is `{}`: the data set was built from other tasks,              in another order or with another seed than the model's, so its puzzles would get other puzzles' embeddings              (evaluate on the data set the run trained with, rebuild this one with the same command, or make one for new tasks with `trm adapt`)",
+            "{}: identifier {i} is `{}`, but the model's ({}) is `{}`: the data set was built from other tasks, \
+             in another order or with another seed than the model's, so its puzzles would get other puzzles' embeddings \
+             (evaluate on the data set the run trained with, rebuild this one with the same command, or make one for new tasks with `trm adapt`)",
             data.join("identifiers.json").display(),
             data_names[i],
             names_file.display(),

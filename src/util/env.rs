@@ -147,7 +147,10 @@ pub fn launch_from(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Launch
         None => port,
     };
     // Port 0 would have rank 0 listen on a port of the system's choosing that no other rank knows.
-    anyhow::ensure!(port != 0, "MASTER_PORT / TRM_RENDEZVOUS_PORT is 0: every rank must know the port, so name one (1-65535)");
+    anyhow::ensure!(
+        world == 1 || port != 0,
+        "MASTER_PORT / TRM_RENDEZVOUS_PORT is 0: every rank must know the port, so name one (1-65535)"
+    );
     let addr = match get("MASTER_ADDR") {
         Some(a) => a,
         None if world == 1 => "127.0.0.1".into(),

@@ -47,14 +47,33 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// A command that only prints (`info`, `data inspect`, `solve`, `eval` ...) ends quietly when
-/// what reads its output closes early (`trm info --list | head -1`), as Unix tools do, instead of
-/// panicking on the failed write: SIGPIPE gets its default action back (Rust ignores it). Not for
-/// training, which must reach its checkpoint.
-pub fn end_quietly_on_closed_output() {
-    #[cfg(unix)]
-    // SAFETY: resetting a signal's disposition to its default before any thread is started.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+/// Exit code of a command whose reader went away (`trm info --list | head -1`): 128 + SIGPIPE,
+/// what a shell reports for a tool the closed pipe stopped.
+pub const CLOSED_OUTPUT_EXIT_CODE: i32 = 141;
+
+/// Whether a panic is std's "failed printing to stdout: Broken pipe" (Rust ignores SIGPIPE, so a
+/// write to a closed pipe fails and `println!` panics).
+fn is_closed_output(payload: &(dyn std::any::Any + Send)) -> bool {
+    let text = payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied());
+    text.is_some_and(|t| t.starts_with("failed printing to stdout") && t.contains("Broken pipe"))
+}
+
+/// Keeps the closed-output panic silent (no message, no backtrace); other panics print as before.
+pub fn install_closed_output_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !is_closed_output(info.payload()) {
+            previous(info);
+        }
+    }));
+}
+
+/// Runs `f`; when its output was closed, the panic unwinds through `f` (so its temporary folders
+/// and files are removed, as on any error) and this returns `None`. Other panics go on unwinding.
+pub fn end_on_closed_output<T>(f: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(v) => Some(v),
+        Err(payload) if is_closed_output(payload.as_ref()) => None,
+        Err(payload) => std::panic::resume_unwind(payload),
     }
 }
