@@ -305,10 +305,7 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     let m = EvalModel::open(a, &test)?;
     crate::eval::evaluate::check_data_fits(&a.data, &test, &m.model)?;
     if !checkpoint::is_weights_file(&m.spec) {
-        let ckpt = m.file.parent().expect("a checkpoint folder");
-        if let Ok(names) = checkpoint::read_identifiers(ckpt) {
-            crate::eval::evaluate::check_identifiers(&a.data, &names, ckpt)?;
-        }
+        crate::eval::evaluate::check_identifiers(&a.data, m.file.parent().expect("a checkpoint folder"))?;
     }
     let (params, table) = checkpoint::load_model::<B>(&m.file, &m.model, device)?;
     let w = Weights::from_named(&m.model, params)?;

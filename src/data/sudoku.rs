@@ -176,8 +176,13 @@ pub fn check_size(puzzles: usize, num_aug: usize) -> Result<()> {
     Ok(())
 }
 
+/// The random stream `generate` makes puzzle `i` of `stream` from.
+fn puzzle_rng(seed: u64, stream: u64, i: usize) -> rand_chacha::ChaCha8Rng {
+    rng::derive(seed, &[stream, i as u64])
+}
+
 /// The random stream of group `g`'s augmentations: its own, apart from the stream `generate`
-/// made puzzle `g` from with the same seed (`[stream, g]`). Sharing it once tied each generated
+/// made puzzle `g` from with the same seed (`puzzle_rng`). Sharing it once tied each generated
 /// puzzle's augmentations to the draws that made the puzzle (its number of givens among them).
 fn augmentation_rng(seed: u64, split_stream: u64, g: usize) -> rand_chacha::ChaCha8Rng {
     const AUGMENTATIONS: u64 = 0xA06;
@@ -283,7 +288,7 @@ pub fn generate(n: usize, givens: impl Into<Givens>, seed: u64, stream: u64) -> 
     (0..n)
         .into_par_iter()
         .map(|i| {
-            let mut r = rng::derive(seed, &[stream, i as u64]);
+            let mut r = puzzle_rng(seed, stream, i);
             let target = r.random_range(givens.min..=givens.max);
             let g = sudoku_solver::generate(&mut r, target);
             Puzzle { question: g.puzzle, answer: g.solution }
@@ -335,8 +340,11 @@ mod tests {
     fn a_generated_puzzle_and_its_augmentations_draw_from_different_streams() {
         use rand::RngCore;
         for (seed, stream, g) in [(0, 0, 0), (42, 0, 7), (1, 1, 3)] {
-            let mut made = rng::derive(seed, &[stream, g as u64]); // generate's stream for puzzle g
-            assert_ne!(made.next_u64(), augmentation_rng(seed, stream, g).next_u64(), "seed {seed}, stream {stream}, group {g}");
+            assert_ne!(
+                puzzle_rng(seed, stream, g).next_u64(),
+                augmentation_rng(seed, stream, g).next_u64(),
+                "seed {seed}, stream {stream}, group {g}"
+            );
         }
     }
 

@@ -51,10 +51,12 @@ pub fn check_data_fits(data: &std::path::Path, test: &Split, model: &ModelConfig
 /// Refuses a data set whose puzzle identifiers name other puzzles than the model's rows do: an ARC
 /// data set built from other tasks, in another order or with another seed has identifiers of the
 /// same range, and every embedding row would then serve the wrong puzzle without a word.
-/// `model_names` is the checkpoint's identifier map and the file it came from.
-pub fn check_identifiers(data: &std::path::Path, model_names: &[String], names_file: &std::path::Path) -> Result<()> {
-    let Ok(data_names) = crate::data::format::read_identifiers(data) else {
-        return Ok(()); // a data set without names: only the range check applies
+/// `ckpt` is the model's checkpoint folder (its identifier map, or its run's).
+pub fn check_identifiers(data: &std::path::Path, ckpt: &std::path::Path) -> Result<()> {
+    // Without names on either side only the range check (`check_data_fits`) applies.
+    let (Ok(data_names), Ok(model_names)) = (crate::data::format::read_identifiers(data), crate::store::checkpoint::read_identifiers(ckpt))
+    else {
+        return Ok(());
     };
     if let Some(i) = (0..data_names.len().min(model_names.len())).find(|&i| data_names[i] != model_names[i]) {
         anyhow::bail!(
@@ -63,7 +65,7 @@ pub fn check_identifiers(data: &std::path::Path, model_names: &[String], names_f
              (evaluate on the data set the run trained with, rebuild this one with the same command, or make one for new tasks with `trm adapt`)",
             data.join("identifiers.json").display(),
             data_names[i],
-            names_file.display(),
+            ckpt.display(),
             model_names[i]
         );
     }

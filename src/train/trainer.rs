@@ -148,6 +148,13 @@ struct RunRecord {
     interrupted: bool,
 }
 
+impl RunRecord {
+    /// Whether the newest checkpoint is of `step`.
+    fn saved_at(&self, step: u64) -> bool {
+        self.last_ckpt.as_ref().is_some_and(|p| p.ends_with(format!("step_{step:08}")))
+    }
+}
+
 /// The error of a training step that ran out of memory: which step, in passes of how many rows,
 /// and the command that continues in smaller passes (`micro_batch_size`, the same update). The
 /// step's state is given up; the run continues from its last checkpoint.
@@ -318,8 +325,7 @@ fn end_of_iteration<AD: AutodiffBackend>(
         evaluated = true;
     }
     // A checkpoint of this step stands unless an evaluation was logged after it (as in `finish`).
-    let saved = run.last_ckpt.as_ref().is_some_and(|p| p.ends_with(format!("step_{:08}", st.step)));
-    if (cx.cfg.checkpoint_every_eval || iteration + 1 == cx.plan.iterations) && (evaluated || !saved) {
+    if (cx.cfg.checkpoint_every_eval || iteration + 1 == cx.plan.iterations) && (evaluated || !run.saved_at(st.step)) {
         run.last_ckpt = Some(save(cx.job, st, cx.cfg, cx.model, log, reducer)?);
     }
     Ok(true)
@@ -366,7 +372,7 @@ fn finish<AD: AutodiffBackend>(
     // after it: its log mark must include that, or a resume would cut it. (Every rank knows both,
     // so all of them take part in the save, a collective, or none.)
     flush(&mut log)?;
-    if run.last_ckpt.as_ref().is_none_or(|p| !p.ends_with(format!("step_{:08}", st.step))) || evaluated {
+    if !run.saved_at(st.step) || evaluated {
         run.last_ckpt = Some(save(job, st, cfg, model, &mut log, reducer)?);
     }
     progress.finish();

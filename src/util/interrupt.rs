@@ -2,7 +2,8 @@
 //! training finishes the step it is in, writes a checkpoint and exits with code 130, saying how to
 //! resume. A second signal exits at once (code 130); checkpoints are written atomically, so the
 //! last complete one is still there. Without `install` (library use, tests) the signals keep
-//! their default meaning and `requested` is always false.
+//! their default meaning and `requested` is always false. A closed output (the reader of stdout
+//! gone) ends a command quietly too (`end_on_closed_output`).
 
 use std::sync::Arc;
 use std::sync::OnceLock;
