@@ -331,7 +331,12 @@ fn eval_and_report_refuse_data_whose_identifiers_name_other_puzzles() {
     for args in [vec![&*ev, &ck, run, &da, swapped], vec![&*rp, &s("--run"), run, &da, swapped, &s("--out"), html.as_os_str()]] {
         let o = trm(&args);
         let e = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success() && e.contains("swapped/identifiers.json") && e.contains("identifier 1"), "{args:?}: {e}");
+        assert!(
+            !o.status.success()
+                && e.contains(&dir.path().join("swapped").join("identifiers.json").display().to_string())
+                && e.contains("identifier 1"),
+            "{args:?}: {e}"
+        );
     }
     // The report's charts go beside it as .png: an --out that is itself .png is refused.
     let o = trm(&[&rp, &s("--run"), run, &s("--out"), dir.path().join("r.png").as_os_str()]);

@@ -22,7 +22,8 @@ fn modules() -> BTreeMap<String, String> {
                 walk(&p, root, out);
             } else if p.extension().is_some_and(|x| x == "rs") {
                 let rel = p.strip_prefix(root).unwrap().with_extension("");
-                let mut name = rel.to_string_lossy().replace('/', "::");
+                let parts: Vec<_> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+                let mut name = parts.join("::");
                 if let Some(parent) = name.strip_suffix("::mod") {
                     name = parent.to_string();
                 }

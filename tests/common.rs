@@ -94,7 +94,8 @@ pub fn run_state(run: &Path) -> std::collections::BTreeMap<String, trm::util::te
 
 /// Runs trm with its memory capped at `cap` bytes (RLIMIT_DATA: its heap and private writable
 /// mappings): returns its exit code (None if a signal ended it, as an allocation failure past the
-/// cap does in Rust code) and stderr.
+/// cap does in Rust code) and stderr. Unix only: Windows has no such limit.
+#[cfg(unix)]
 pub fn trm_capped<S: AsRef<std::ffi::OsStr>>(args: &[S], cap: u64) -> (Option<i32>, String) {
     use std::os::unix::process::CommandExt;
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_trm"));

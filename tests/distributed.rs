@@ -24,6 +24,9 @@ fn data_with_ids(dir: &Path) {
         let d = dir.join(split);
         let mut s = trm::data::format::read_split(&d).unwrap();
         let (_, data) = &mut s.sets[0];
+        // Owned copies: the read maps the files, and Windows cannot replace a mapped file.
+        data.inputs = data.inputs.to_vec().into();
+        data.labels = data.labels.to_vec().into();
         for (p, id) in data.puzzle_identifiers.iter_mut().enumerate() {
             *id = 1 + (p % 5) as i32;
         }

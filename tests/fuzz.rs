@@ -297,12 +297,9 @@ fn fuzz_toml_configs_and_overrides() {
     });
 }
 
-/// Peak resident memory of this test process so far, in MB (Linux; 0 elsewhere).
+/// Peak resident memory of this test process so far, in MB (0 where the OS reports none).
 fn peak_mb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
-        .map_or(0, |kb| kb / 1024)
+    trm::util::alloc::peak_rss().map_or(0, |b| b >> 20)
 }
 
 /// The memory cap of the parser targets: what the whole test process may have reached.

@@ -11,6 +11,9 @@
 //!   stale all_config.yaml beside exported weights;
 //! - planted links (`*.tmp`), leftovers of an interrupted save, flags past their limits, a maze
 //!   read from /dev/zero.
+//!
+//! Unix only: the memory cap is RLIMIT_DATA, and the planted links are symlinks.
+#![cfg(unix)]
 
 mod common;
 

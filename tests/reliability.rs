@@ -201,12 +201,25 @@ fn two_processes_cannot_write_one_run_folder() {
     let n = format!("max_steps={}", step_of(&checkpoint::resolve(&live).unwrap()) + 1);
     let o = trm_train(data.path(), &live, &["--resume", &n]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Every step logged the process's peak memory (Linux's /proc, macOS's rusage, Windows' peak
+    // working set: the one check of it that CI runs under Wine).
+    let log = std::fs::read_to_string(live.join("metrics.jsonl")).unwrap();
+    let train: Vec<serde_json::Value> =
+        log.lines().filter(|l| l.contains("\"split\":\"train\"")).map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!train.is_empty());
+    for r in &train {
+        let rss = r["host_peak_rss_mib"].as_f64().unwrap_or(0.0);
+        assert!(rss > 10.0 && rss < 64.0 * 1024.0, "host_peak_rss_mib {rss} in {r}");
+    }
 }
 
+#[cfg(unix)]
 fn signal(child: &std::process::Child, sig: &str) {
     assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
 }
 
+// Unix only: on Windows the same handling (Ctrl-C or Ctrl-Break) is untested, because Wine 8
+// cannot send a console event to another process group (GenerateConsoleCtrlEvent fails).
 #[cfg(unix)]
 #[test]
 fn ctrl_c_checkpoints_and_the_run_resumes_exactly() {

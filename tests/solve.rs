@@ -105,7 +105,14 @@ fn a_closed_output_ends_a_command_quietly_and_cleans_up() {
     for args in cases {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader); // closed before trm writes a byte
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm")).args(args).env("TMPDIR", tmp.path()).stdout(writer).output().unwrap();
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
+            .args(args)
+            .env("TMPDIR", tmp.path())
+            .env("TMP", tmp.path())
+            .env("TEMP", tmp.path())
+            .stdout(writer)
+            .output()
+            .unwrap();
         let e = String::from_utf8_lossy(&o.stderr);
         assert!(!e.contains("panicked"), "{args:?}: {e}");
         assert_eq!(o.status.code(), Some(141), "{args:?}: {:?}: {e}", o.status);

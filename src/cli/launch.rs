@@ -37,6 +37,9 @@ fn check(a: &LaunchArgs) -> Result<()> {
              (this command trains on `{device}`). On the CPU, run `trm train` without a launcher: one process already uses every core"
         );
     }
+    if cfg!(not(target_os = "linux")) {
+        bail!("trm launch starts ranks that talk through NCCL, which exists only on Linux: run multi-GPU training on Linux");
+    }
     if device.contains(':') {
         bail!("--device {device}: each rank uses GPU LOCAL_RANK; pass the device without an index (--device cuda)");
     }

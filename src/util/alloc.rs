@@ -25,9 +25,10 @@ pub fn keep_freed_memory() {
     }
 }
 
-/// Peak resident set size of this process, in bytes: Linux's `VmHWM`, macOS's `ru_maxrss`;
-/// `None` elsewhere. What `trm bench` reports and training logs as `host_peak_rss_mib`.
-#[cfg(not(target_os = "macos"))]
+/// Peak resident set size of this process, in bytes: Linux's (and Android's) `VmHWM`, macOS's `ru_maxrss`,
+/// Windows' peak working set; `None` elsewhere. What `trm bench` reports and training logs as
+/// `host_peak_rss_mib`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 pub fn peak_rss() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -40,4 +41,34 @@ pub fn peak_rss() -> Option<u64> {
     // SAFETY: an all-zero rusage is a valid value; getrusage fills it and keeps no pointer.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     (unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } == 0).then_some(u.ru_maxrss as u64)
+}
+
+/// See the other `peak_rss`: Windows' `PeakWorkingSetSize`, its resident-memory peak.
+#[cfg(windows)]
+pub fn peak_rss() -> Option<u64> {
+    use windows_sys::Win32::System::ProcessStatus::{K32GetProcessMemoryInfo, PROCESS_MEMORY_COUNTERS};
+    let size = std::mem::size_of::<PROCESS_MEMORY_COUNTERS>() as u32;
+    let mut c = PROCESS_MEMORY_COUNTERS { cb: size, ..Default::default() };
+    // SAFETY: the pseudo-handle of this process, and a counters struct of the size given; the
+    // call keeps no pointer.
+    let ok = unsafe { K32GetProcessMemoryInfo(windows_sys::Win32::System::Threading::GetCurrentProcess(), &mut c, size) };
+    (ok != 0).then_some(c.PeakWorkingSetSize as u64)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "macos", windows)))]
+pub fn peak_rss() -> Option<u64> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    /// The peak covers memory this process wrote to (on the platforms that report one).
+    #[test]
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "macos", windows))]
+    fn the_peak_counts_memory_this_process_touched() {
+        let v = vec![1u8; 64 << 20];
+        std::hint::black_box(&v);
+        let peak = super::peak_rss().expect("a peak on this platform");
+        assert!(peak >= 64 << 20, "peak {peak} bytes after touching 64 MiB");
+    }
 }

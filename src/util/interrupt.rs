@@ -1,4 +1,5 @@
-//! Clean interrupts. `install` makes the first SIGINT (Ctrl-C) or SIGTERM only raise a flag:
+//! Clean interrupts. `install` makes the first SIGINT (Ctrl-C) or SIGTERM (on Windows: Ctrl-C or
+//! Ctrl-Break) only raise a flag:
 //! training finishes the step it is in, writes a checkpoint and exits with code 130, saying how to
 //! resume. A second signal exits at once (code 130); checkpoints are written atomically, so the
 //! last complete one is still there. Without `install` (library use, tests) the signals keep
@@ -14,7 +15,8 @@ pub const EXIT_CODE: i32 = 130;
 
 static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 
-/// Routes SIGINT and SIGTERM to the flag (first signal) and to an immediate exit (second).
+/// Routes SIGINT and SIGTERM (on Windows: Ctrl-C and Ctrl-Break) to the flag (first signal) and
+/// to an immediate exit (second).
 pub fn install() -> anyhow::Result<()> {
     if FLAG.get().is_some() {
         return Ok(());
@@ -27,7 +29,30 @@ pub fn install() -> anyhow::Result<()> {
         signal_hook::flag::register(sig, flag.clone())?;
     }
     FLAG.set(flag).ok();
+    #[cfg(windows)]
+    {
+        // SAFETY: registers a handler with the signature the console expects; it only touches
+        // the flag, which lives for the rest of the process.
+        let ok = unsafe { windows_sys::Win32::System::Console::SetConsoleCtrlHandler(Some(on_console_ctrl), 1) };
+        anyhow::ensure!(ok != 0, "cannot register the Ctrl-C handler: {}", std::io::Error::last_os_error());
+    }
     Ok(())
+}
+
+/// Windows' console handler, run on a thread of its own: the first Ctrl-C or Ctrl-Break raises
+/// the flag, the second exits at once; other events (closing the window, logging off) keep their
+/// default, as the console ends the process after them anyway.
+#[cfg(windows)]
+unsafe extern "system" fn on_console_ctrl(event: u32) -> windows_sys::core::BOOL {
+    use windows_sys::Win32::System::Console::{CTRL_BREAK_EVENT, CTRL_C_EVENT};
+    if event != CTRL_C_EVENT && event != CTRL_BREAK_EVENT {
+        return 0;
+    }
+    let Some(flag) = FLAG.get() else { return 0 };
+    if flag.swap(true, Ordering::SeqCst) {
+        std::process::exit(EXIT_CODE);
+    }
+    1
 }
 
 /// Whether a stop was asked for.
@@ -52,11 +77,22 @@ impl std::error::Error for Interrupted {}
 /// what a shell reports for a tool the closed pipe stopped.
 pub const CLOSED_OUTPUT_EXIT_CODE: i32 = 141;
 
-/// Whether a panic is std's "failed printing to stdout: Broken pipe" (Rust ignores SIGPIPE, so a
-/// write to a closed pipe fails and `println!` panics).
+/// The OS error codes of a write to a pipe whose reader is gone, as std's message ends with them
+/// ("(os error 32)"): EPIPE on Unix; ERROR_NO_DATA (232) and ERROR_BROKEN_PIPE (109) on Windows.
+#[cfg(unix)]
+const CLOSED_PIPE_ERRORS: &[i32] = &[libc::EPIPE];
+#[cfg(windows)]
+const CLOSED_PIPE_ERRORS: &[i32] = &[232, 109];
+#[cfg(not(any(unix, windows)))]
+const CLOSED_PIPE_ERRORS: &[i32] = &[];
+
+/// Whether a panic is std's "failed printing to stdout: <closed pipe>" (Rust ignores SIGPIPE, so a
+/// write to a closed pipe fails and `println!` panics; Windows has no SIGPIPE at all).
 fn is_closed_output(payload: &(dyn std::any::Any + Send)) -> bool {
     let text = payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied());
-    text.is_some_and(|t| t.starts_with("failed printing to stdout") && t.contains("Broken pipe"))
+    text.is_some_and(|t| {
+        t.starts_with("failed printing to stdout") && CLOSED_PIPE_ERRORS.iter().any(|code| t.ends_with(&format!("(os error {code})")))
+    })
 }
 
 /// Keeps the closed-output panic silent (no message, no backtrace); other panics print as before.
@@ -76,5 +112,23 @@ pub fn end_on_closed_output<T>(f: impl FnOnce() -> T) -> Option<T> {
         Ok(v) => Some(v),
         Err(payload) if is_closed_output(payload.as_ref()) => None,
         Err(payload) => std::panic::resume_unwind(payload),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message std panics with on a closed pipe, made from the OS's own error, is recognised
+    /// on every platform; other print failures and other panics are not.
+    #[test]
+    fn a_closed_pipe_is_told_from_other_failures() {
+        for &code in CLOSED_PIPE_ERRORS {
+            let msg = format!("failed printing to stdout: {}", std::io::Error::from_raw_os_error(code));
+            assert!(is_closed_output(&msg), "{msg}");
+        }
+        let full = format!("failed printing to stdout: {}", std::io::Error::from(std::io::ErrorKind::StorageFull));
+        assert!(!is_closed_output(&full), "{full}");
+        assert!(!is_closed_output(&"index out of bounds"), "an ordinary panic");
     }
 }
