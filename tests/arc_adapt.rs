@@ -56,6 +56,7 @@ fn train_base(data: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> 
         quiet: true,
         init_from: None,
         time_limit: None,
+        engine_flags: String::new(),
     };
     trainer::train::<B>(&job, &Default::default()).unwrap();
     checkpoint::resolve(out).unwrap()
@@ -91,6 +92,7 @@ fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
         overrides: vec!["puzzle_emb_lr=0.01".into()],
         seed: 1,
         quiet: true,
+        engine_flags: String::new(),
     };
     let r = adapt::<B>(&frozen, &Default::default()).unwrap();
     assert_eq!(r.new_identifiers, 8, "identity + 7 augmentations");
@@ -296,6 +298,7 @@ fn adapt_runs_its_own_schedule_whatever_the_base_run_set() {
         overrides: vec![],
         seed: 1,
         quiet: true,
+        engine_flags: String::new(),
     };
     let r = adapt::<B>(&job, &Default::default()).unwrap();
     assert_eq!(r.train.steps, 12, "the schedule, not the data, ends the adaptation");

@@ -78,6 +78,7 @@ pub fn tiny_job(data: &Path, out: &Path, overrides: &[String], resume: bool) -> 
         quiet: true,
         init_from: None,
         time_limit: None,
+        engine_flags: String::new(),
     }
 }
 

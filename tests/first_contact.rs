@@ -44,6 +44,7 @@ fn the_example_in_solve_help_works_as_typed() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let js: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(js["result"]["checked"], true, "{js}");
+    assert_eq!(js["valid"], true, "`valid` as without views: {js}");
     let grid = trm::data::sudoku_solver::parse_grid(puzzle).unwrap();
     let solved = trm::data::sudoku_solver::solve(&grid, 2);
     assert_eq!(solved.count, 1, "the example has one solution");

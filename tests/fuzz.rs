@@ -201,6 +201,7 @@ fn fuzz_safetensors_checkpoints() {
         quiet: true,
         init_from: None,
         time_limit: None,
+        engine_flags: String::new(),
     };
     trm::train::trainer::train::<burn::backend::Autodiff<B>>(&job, &Default::default()).unwrap();
     let ckpt = trm::store::checkpoint::resolve(run.path()).unwrap();

@@ -40,6 +40,7 @@ fn steps_job(data: &Path, runs: &Path, out: &str, steps: u64, resume: bool, extr
         quiet: true,
         init_from: None,
         time_limit: None,
+        engine_flags: String::new(),
     }
 }
 
@@ -160,6 +161,7 @@ fn a_second_run_into_the_same_folder_needs_resume() {
         quiet: true,
         init_from: None,
         time_limit: None,
+        engine_flags: String::new(),
     };
     train::<AD>(&job, &Default::default()).unwrap();
     let e = format!("{:#}", train::<AD>(&job, &Default::default()).unwrap_err());
@@ -212,6 +214,7 @@ fn a_tiny_trm_learns_real_sudoku() {
         quiet: true,
         init_from: None,
         time_limit: None,
+        engine_flags: String::new(),
     };
     let s = train::<AD>(&job, &Default::default()).unwrap();
     let (_, first) = &s.evals[0];
@@ -289,6 +292,29 @@ fn a_tiny_trm_learns_real_sudoku() {
     assert!(!page.contains("https://") && !page.contains("<script"), "self-contained: no network, no scripts");
     let png = std::fs::read(html.with_extension("png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+
+    // The report inside the run folder, written again by the command (as after more training):
+    // an existing report is replaced with --force only; the run's own files never are.
+    let report = |out: &Path, force: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_trm"));
+        c.args(["report", "--puzzles", "0", "--threads", "1", "--run"]).arg(runs.path()).arg("--out").arg(out);
+        let o = c.args(force.then_some("--force")).output().unwrap();
+        (o.status.success(), String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    let (ok, err) = report(&html, false);
+    assert!(!ok && err.contains("the file exists; pass --force"), "{err}");
+    std::fs::write(&html, "stale").unwrap(); // a page that is not trm's report is the run's to keep
+    let (ok, err) = report(&html, true);
+    assert!(!ok && err.contains("belongs to the run being reported"), "{err}");
+    std::fs::write(&html, &page).unwrap();
+    let (ok, err) = report(&html, true);
+    assert!(ok, "{err}");
+    assert!(std::fs::read_to_string(&html).unwrap().matches("<section class=puzzle>").count() == 0, "rewritten with --puzzles 0");
+    let metrics = runs.path().join("metrics.jsonl");
+    let before = std::fs::read(&metrics).unwrap();
+    let (ok, err) = report(&metrics, true);
+    assert!(!ok && err.contains("belongs to the run being reported"), "{err}");
+    assert_eq!(std::fs::read(&metrics).unwrap(), before);
 }
 
 /// The `trm` binary is killed with SIGKILL in the middle of training (checkpoints every 2 steps);

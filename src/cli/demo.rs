@@ -91,6 +91,14 @@ fn generate_puzzles(a: &DemoArgs, data: &Path) -> Result<usize> {
     Ok(test.len())
 }
 
+/// The epochs of a schedule that holds `steps`: the preset's (200 epochs, about 9,000 steps of
+/// the demo's puzzles), or more for a longer budget, in whole evaluation intervals.
+fn schedule_epochs(preset: &config::TrainConfig, train: &crate::data::format::Metadata, steps: u64) -> usize {
+    let interval = preset.eval_interval.unwrap_or(preset.epochs).max(1);
+    let per_interval = crate::data::loader::total_steps_of(train, interval, preset.global_batch_size).max(1);
+    preset.epochs.max(steps.div_ceil(per_interval) as usize * interval)
+}
+
 /// Step 2: the `demo` preset for `--steps` optimiser steps (fewer if `--minutes` cuts it short).
 /// Returns the steps trained.
 fn train_model(a: &DemoArgs, data: &Path, run: &Path) -> Result<u64> {
@@ -100,7 +108,8 @@ fn train_model(a: &DemoArgs, data: &Path, run: &Path) -> Result<u64> {
          2-core machine, by its speed, and longer on a busy one (the bar's eta is this machine's estimate)",
         a.steps
     );
-    let cfg = config::resolve("demo", &[format!("seed={}", a.seed), format!("max_steps={}", a.steps)])?;
+    let epochs = schedule_epochs(&config::resolve("demo", &[])?, &crate::data::format::read_metadata(&data.join("train"))?, a.steps);
+    let cfg = config::resolve("demo", &[format!("seed={}", a.seed), format!("max_steps={}", a.steps), format!("epochs={epochs}")])?;
     let job = trainer::TrainJob {
         config: cfg,
         data: data.to_path_buf(),
@@ -110,6 +119,7 @@ fn train_model(a: &DemoArgs, data: &Path, run: &Path) -> Result<u64> {
         quiet: false,
         init_from: None,
         time_limit: a.minutes.map(|m| Duration::from_secs_f64(m * 60.0)),
+        engine_flags: String::new(),
     };
     let s = trainer::train::<CpuAutodiff>(&job, &Default::default())?;
     println!("      {} optimiser steps in {:.0}s ({:.2} s per step)", s.steps, s.seconds, s.seconds / s.steps.max(1) as f64);
@@ -207,4 +217,38 @@ fn solve_the_published_puzzle(run: &Path) -> Result<()> {
          answer is mapped back and checked against the rules and the givens, never a solution:\n      {PUBLISHED}"
     );
     solve_with_demo_model(run, PUBLISHED.into(), Some(8), Some(16))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_holds_any_steps_budget() {
+        let preset = config::resolve("demo", &[]).unwrap();
+        // The demo's training split: 3000 groups (a puzzle and its shuffles) of one example each.
+        let meta = format::Metadata {
+            pad_id: 0,
+            ignore_label_id: Some(0),
+            blank_identifier_id: 0,
+            vocab_size: 11,
+            seq_len: 81,
+            num_puzzle_identifiers: 1,
+            total_groups: 3000,
+            mean_puzzle_examples: 1.0,
+            total_puzzles: Some(3000),
+            sets: vec!["all".into()],
+        };
+        let interval = preset.eval_interval.unwrap();
+        let per_interval = crate::data::loader::total_steps_of(&meta, interval, preset.global_batch_size);
+        for steps in [1, DEMO_STEPS, 4 * per_interval, 4 * per_interval + 1, 20_000, 1_000_000] {
+            let epochs = schedule_epochs(&preset, &meta, steps);
+            assert!(epochs >= preset.epochs && epochs.is_multiple_of(interval), "{steps}: {epochs}");
+            // Each evaluation interval is one iteration of the sampler, whose last short batch
+            // is dropped: whole intervals must hold the budget.
+            assert!((epochs / interval) as u64 * per_interval >= steps, "{steps}: {epochs} epochs");
+        }
+        assert_eq!(schedule_epochs(&preset, &meta, DEMO_STEPS), preset.epochs, "the README's demo is unchanged");
+        assert_eq!(schedule_epochs(&preset, &meta, 4 * per_interval + 1), preset.epochs + interval);
+    }
 }

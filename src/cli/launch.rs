@@ -37,11 +37,11 @@ fn check(a: &LaunchArgs) -> Result<()> {
              (this command trains on `{device}`). On the CPU, run `trm train` without a launcher: one process already uses every core"
         );
     }
-    if cfg!(not(target_os = "linux")) {
-        bail!("trm launch starts ranks that talk through NCCL, which exists only on Linux: run multi-GPU training on Linux");
-    }
     if device.contains(':') {
         bail!("--device {device}: each rank uses GPU LOCAL_RANK; pass the device without an index (--device cuda)");
+    }
+    if cfg!(not(target_os = "linux")) {
+        bail!("trm launch starts ranks that talk through NCCL, which exists only on Linux: run multi-GPU training on Linux");
     }
     if !spec.built() {
         return Err(crate::backend::not_built(spec));
@@ -117,8 +117,11 @@ pub fn run(a: LaunchArgs) -> Result<()> {
             .env("MASTER_PORT", port.to_string())
             .env("TRM_RENDEZVOUS_TOKEN", &token);
         if let Some(dir) = &link {
-            let old = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
-            c.env("LD_LIBRARY_PATH", if old.is_empty() { dir.display().to_string() } else { format!("{}:{old}", dir.display()) });
+            let path = match crate::util::env::library_path() {
+                Some(old) => format!("{}:{old}", dir.display()),
+                None => dir.display().to_string(),
+            };
+            c.env("LD_LIBRARY_PATH", path);
         }
         children.push((rank, c.spawn().with_context(|| format!("cannot start rank {rank}"))?));
     }
@@ -181,9 +184,13 @@ mod tests {
         assert!(e.contains("`cpu`"), "{e}");
         assert!(format!("{:#}", check(&args(&["eval"])).unwrap_err()).contains("runs `train` ranks"));
         assert!(format!("{:#}", check(&args(&["train", "--device=cuda:1"])).unwrap_err()).contains("LOCAL_RANK"));
+        let linux = cfg!(target_os = "linux");
         let cuda = check(&args(&["train", "--device", "cuda"]));
-        assert_eq!(cuda.is_ok(), cfg!(feature = "libtorch"), "{cuda:?}");
+        assert_eq!(cuda.is_ok(), cfg!(feature = "libtorch") && linux, "{cuda:?}");
         let cubecl = check(&args(&["train", "--device", "cubecl"]));
-        assert_eq!(cubecl.is_ok(), cfg!(feature = "cubecl"), "{cubecl:?}");
+        assert_eq!(cubecl.is_ok(), cfg!(feature = "cubecl") && linux, "{cubecl:?}");
+        if !linux {
+            assert!(format!("{:#}", cuda.unwrap_err()).contains("only on Linux"));
+        }
     }
 }

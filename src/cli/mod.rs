@@ -100,9 +100,10 @@ impl Precision {
     about = "Tiny Recursive Models: build data sets, train, evaluate and solve puzzles",
     before_help = "Start here: `trm demo` (the whole pipeline in 4 to 14 minutes on a 2-core CPU), or \
 `trm solve --sudoku '53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79'` (the bundled model).",
-    after_help = "Environment variables (all optional): RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT (torchrun, trm launch); \
-SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID (srun); TRM_RENDEZVOUS_PORT, TRM_RENDEZVOUS_TIMEOUT, TRM_RENDEZVOUS_TOKEN, TRM_NCCL_LIB (docs/distributed.md); TRM_CPU_BF16, \
-TRM_FUSED_CPU, TRM_FUSED_TORCH, TRM_FUSED_ATTENTION, TRM_MALLOC_DEFAULT, TRM_NO_FONT (src/util/env.rs)."
+    after_help = "Environment variables (all optional): RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, TORCHELASTIC_RUN_ID (torchrun, trm launch); \
+SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID, SLURM_JOB_ID, SLURM_STEP_ID (srun); TRM_RENDEZVOUS_PORT, TRM_RENDEZVOUS_TIMEOUT, TRM_RENDEZVOUS_TOKEN, TRM_NCCL_LIB, \
+LD_LIBRARY_PATH (docs/distributed.md); CUBLAS_WORKSPACE_CONFIG (--deterministic, docs/gpu.md); TRM_CPU_BF16, TRM_FUSED_CPU, TRM_FUSED_TORCH, TRM_FUSED_ATTENTION, \
+TRM_MALLOC_DEFAULT, TRM_NO_FONT (src/util/env.rs)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -171,6 +172,24 @@ fn threads(s: &str) -> Result<usize, String> {
     }
 }
 
+/// The engine flags of a training command, as its resume must be given them again (they choose
+/// how the run computes and are not saved in it): "" for the defaults, else " --device cuda ...".
+fn engine_flags(device: crate::backend::DeviceSpec, precision: Option<Precision>, deterministic: bool) -> String {
+    let mut flags = String::new();
+    if device != crate::backend::DeviceSpec::Cpu {
+        // GPU 0 as `cuda`, the form a launcher's ranks need too.
+        let name = device.to_string();
+        flags += &format!(" --device {}", name.strip_suffix(":0").unwrap_or(&name));
+    }
+    if let Some(p) = precision {
+        flags += &format!(" --precision {}", p.name());
+    }
+    if deterministic {
+        flags += " --deterministic";
+    }
+    flags
+}
+
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -186,5 +205,27 @@ pub fn run() -> Result<()> {
         Command::Launch(a) => launch::run(a),
         Command::Export(a) => export::run(a),
         Command::Eval(a) => train::eval(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::DeviceSpec;
+
+    #[test]
+    fn the_engine_flags_a_resume_needs_again() {
+        assert_eq!(engine_flags(DeviceSpec::Cpu, None, false), "");
+        assert_eq!(engine_flags(DeviceSpec::Cuda(0), None, false), " --device cuda");
+        assert_eq!(
+            engine_flags(DeviceSpec::Cuda(2), Some(Precision::Bfloat16), true),
+            " --device cuda:2 --precision bfloat16 --deterministic"
+        );
+        assert_eq!(engine_flags(DeviceSpec::TorchCpu, None, true), " --device torch-cpu --deterministic");
+        // Each parses back to the same device.
+        for d in [DeviceSpec::Cuda(0), DeviceSpec::Cuda(3), DeviceSpec::Cubecl(0), DeviceSpec::TorchCpu] {
+            let f = engine_flags(d, None, false);
+            assert_eq!(f.trim_start().strip_prefix("--device ").unwrap().parse::<DeviceSpec>(), Ok(d));
+        }
     }
 }

@@ -360,7 +360,7 @@ fn maze_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: &[
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"kind": "maze", "answer": answer, "result": r, "precision": products(a), "seconds": secs})
+                &serde_json::json!({"kind": "maze", "answer": answer, "valid": r.checked, "result": r, "precision": products(a), "seconds": secs})
             )?
         );
         return Ok(());
@@ -405,7 +405,7 @@ fn sudoku_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: 
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"kind": "sudoku", "answer": answer, "result": r, "trace": trace, "precision": products(a), "seconds": secs})
+                &serde_json::json!({"kind": "sudoku", "answer": answer, "valid": r.checked, "result": r, "trace": trace, "precision": products(a), "seconds": secs})
             )?
         );
         return Ok(());

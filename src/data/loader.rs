@@ -282,7 +282,11 @@ pub fn prefetch<T: Send + 'static>(iter: impl Iterator<Item = T> + Send + 'stati
 /// Total optimiser steps as the reference computes them:
 /// `int(epochs * total_groups * mean_puzzle_examples / global_batch)`.
 pub fn total_steps(split: &Split, epochs: usize, global_batch: usize) -> u64 {
-    let m = &split.metadata;
+    total_steps_of(&split.metadata, epochs, global_batch)
+}
+
+/// `total_steps` from a split's metadata alone.
+pub fn total_steps_of(m: &super::format::Metadata, epochs: usize, global_batch: usize) -> u64 {
     (epochs as f64 * m.total_groups as f64 * m.mean_puzzle_examples / global_batch as f64) as u64
 }
 

@@ -214,15 +214,15 @@ figure{margin:0;text-align:center;font-size:11px;color:#444}figure.halt svg{outl
 figure.io figcaption{font-weight:600}.ok{color:#2ca02c}.bad{color:#d62728}table{border-collapse:collapse;font-size:13px}
 td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}.note{color:#666;font-size:12px}";
 
+/// How every report's HTML begins (`trm report` knows an earlier report by it).
+pub const REPORT_HTML_START: &str = "<!doctype html><html><head><meta charset=utf-8><title>trm report: ";
+
 /// Writes the report; returns the puzzles drawn.
 pub fn write_report(o: &ReportOptions) -> Result<usize> {
     let m = Metrics::read(&o.run)?;
     let mut html = String::new();
     let title = o.run.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-    let _ = write!(
-        html,
-        "<!doctype html><html><head><meta charset=utf-8><title>trm report: {title}</title><style>{STYLE}</style></head><body><h1>trm report: {title}</h1>"
-    );
+    let _ = write!(html, "{REPORT_HTML_START}{title}</title><style>{STYLE}</style></head><body><h1>trm report: {title}</h1>");
     // A run without checkpoints still has curves; a checkpoint that fails verification is named.
     let ckpt = match checkpoint::resolve(&o.run) {
         Ok(c) => Some(c),

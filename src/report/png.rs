@@ -18,7 +18,7 @@ const FONT_PATHS: [&str; 6] = [
     "/Library/Fonts/Arial Unicode.ttf",
 ];
 
-/// Registers a system font once; false when none is found (or `TRM_NO_FONT` is set).
+/// Registers a system font once; false when none is found (or `TRM_NO_FONT=1` is set).
 fn font_available() -> bool {
     static FOUND: OnceLock<bool> = OnceLock::new();
     *FOUND.get_or_init(|| {

@@ -42,6 +42,8 @@ pub struct AdaptJob {
     pub overrides: Vec<String>,
     pub seed: u64,
     pub quiet: bool,
+    /// As `TrainJob::engine_flags`: what a resume of its run must be given again.
+    pub engine_flags: String,
 }
 
 pub struct AdaptResult {
@@ -151,6 +153,7 @@ pub fn adapt<AD: AutodiffBackend>(job: &AdaptJob, device: &AD::Device) -> Result
         // identifiers' rows start at zero.
         init_from: Some(InitFrom { weights: source.weights, identifiers: Some(source.identifiers), new_rows: NewRows::Zero }),
         time_limit: None,
+        engine_flags: job.engine_flags.clone(),
     };
     let summary = train::<AD>(&tj, device)?;
     let score = summary.evals.last().and_then(|(_, r)| r.arc.clone());

@@ -41,6 +41,9 @@ pub struct TrainJob {
     pub init_from: Option<InitFrom>,
     /// Stop (then evaluate and checkpoint) after this much wall time.
     pub time_limit: Option<std::time::Duration>,
+    /// The flags given that chose how this run computes and are not saved in it (`--device`,
+    /// `--precision`, `--deterministic`), as a resume must be given them again: " --device cuda".
+    pub engine_flags: String,
 }
 
 /// The weights a new run starts from, and how their puzzle-embedding rows map onto the data

@@ -360,11 +360,12 @@ fn finish<AD: AutodiffBackend>(
         let at = save(job, st, cfg, model, &mut log, reducer)?;
         progress.finish();
         return Err(crate::util::interrupt::Interrupted(format!(
-            "interrupted at step {}: checkpoint written to {}; continue with `trm train --data {} --out {} --resume`",
+            "interrupted at step {}: checkpoint written to {}; continue with `trm train --data {} --out {} --resume{}`",
             st.step,
             at.display(),
             job.data.display(),
-            job.out.display()
+            job.out.display(),
+            job.engine_flags
         ))
         .into());
     }

@@ -10,7 +10,9 @@
 //! | `SLURM_PROCID`, `SLURM_STEP_NUM_TASKS`, `SLURM_LOCALID` | the same under `srun` (a step's tasks), when `RANK`/`WORLD_SIZE` are not set |
 //! | `TRM_RENDEZVOUS_TIMEOUT` | seconds to wait for every rank to arrive (default 300) |
 //! | `TRM_RENDEZVOUS_TOKEN` | the launch's shared secret: rank 0 hands the NCCL id only to ranks that prove they hold it (`trm launch` makes a random one; on a shared cluster, set one per job). Unset: a token derived from the launch's environment (job id, MASTER_ADDR/PORT, WORLD_SIZE), which keeps launches apart but is no secret |
+//! | `TORCHELASTIC_RUN_ID`, `SLURM_JOB_ID`, `SLURM_STEP_ID` | read, never required: under torchrun (`TORCHELASTIC_RUN_ID` set) the hand-off moves to MASTER_PORT + 1; all three go into the derived token below |
 //! | `TRM_NCCL_LIB` | path of the NCCL library when it is only present as `libnccl.so.2` (`trm launch`) |
+//! | `LD_LIBRARY_PATH` | `trm launch` puts a folder with `libnccl.so` (linked to `TRM_NCCL_LIB`) in front of it for its ranks |
 //! | `TRM_CPU_BF16=1` | emulate bfloat16 forwards on the CPU instead of running them in float32 |
 //! | `TRM_FUSED_CPU=0` | turn off the fused CPU transformer block (burn's ops instead) |
 //! | `TRM_FUSED_TORCH=0` | turn off libtorch's fused block (each block's ops through burn's autodiff instead), for comparing the two |
@@ -50,7 +52,7 @@ pub fn malloc_default() -> bool {
 }
 
 pub fn no_font() -> bool {
-    var("TRM_NO_FONT").is_some()
+    flag("TRM_NO_FONT", "1")
 }
 
 /// CUBLAS_WORKSPACE_CONFIG as `--deterministic` needs it on libtorch: set to `:4096:8` when
@@ -76,6 +78,12 @@ pub fn cublas_workspace_for_determinism() -> Result<String> {
 
 pub fn nccl_lib() -> Option<std::path::PathBuf> {
     var("TRM_NCCL_LIB").map(Into::into)
+}
+
+/// The dynamic loader's search path, which `trm launch` extends for its ranks when
+/// `TRM_NCCL_LIB` is set.
+pub fn library_path() -> Option<String> {
+    var("LD_LIBRARY_PATH")
 }
 
 /// How long ranks wait for each other at start-up.
