@@ -84,6 +84,7 @@ fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
         config: None,
         identifiers: None,
         tasks: vec![new_task.clone()],
+        task_files: vec![],
         out: dir.path().join("adapt-frozen"),
         num_aug: 7,
         steps: 8,
@@ -192,6 +193,22 @@ fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
     let from_bare = AdaptJob { checkpoint: bare.clone(), out: dir.path().join("adapt-bare"), steps: 2, ..aj };
     let rb = adapt::<B>(&from_bare, &Default::default()).unwrap();
     assert_eq!(rb.new_identifiers, 0, "the task is already among the bare file's identifiers");
+    // A second adaptation into the same --out clears its data/ and run/, but never a file the
+    // user put there, nor one it reads: both are refused before anything is removed.
+    let notes = rb.run.join("notes.txt");
+    std::fs::write(&notes, "mine").unwrap();
+    let e = format!("{:#}", adapt::<B>(&from_bare.clone(), &Default::default()).err().expect("refused"));
+    assert!(e.contains("holds notes.txt, which `trm adapt` did not write"), "{e}");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "mine");
+    std::fs::remove_file(&notes).unwrap();
+    let tasks_inside = rb.data.join("train/tasks.json");
+    std::fs::write(&tasks_inside, "{}").unwrap();
+    let again = AdaptJob { task_files: vec![tasks_inside.clone()], ..from_bare.clone() };
+    let e = format!("{:#}", adapt::<B>(&again, &Default::default()).err().expect("refused"));
+    assert!(e.contains("tasks.json lies in") && e.contains("clears and rebuilds"), "{e}");
+    assert!(tasks_inside.exists() && rb.run.join("metrics.jsonl").exists(), "nothing was removed");
+    std::fs::remove_file(&tasks_inside).unwrap();
+    assert!(adapt::<B>(&from_bare, &Default::default()).is_ok(), "trm's own files are replaced");
 
     // 6. The report draws ARC puzzles (palette grids cropped to the used region) and a pass@k chart.
     let html = dir.path().join("report.html");
@@ -290,6 +307,7 @@ fn adapt_runs_its_own_schedule_whatever_the_base_run_set() {
         config: None,
         identifiers: None,
         tasks: vec![task],
+        task_files: vec![],
         out: dir.path().join("adapt"),
         num_aug: 7,
         steps: 12,

@@ -512,12 +512,21 @@ fn a_new_run_never_writes_over_a_users_files() {
     std::fs::create_dir(&empty).unwrap();
     let (ok, out) = trm(&[args.clone(), vec![empty.display().to_string()]].concat());
     assert!(ok, "{out}");
+    // --resume of a folder no run wrote says so (not "it stopped before its first checkpoint").
+    let resume = |dir: &std::path::Path| trm(&["train", "--resume", "--quiet", "--out", dir.to_str().unwrap()].map(String::from));
+    let notes = d.path().join("notes");
+    std::fs::create_dir(&notes).unwrap();
+    std::fs::write(notes.join("notes.txt"), "mine").unwrap();
+    let (ok, out) = resume(&notes);
+    assert!(!ok && out.contains("no run was ever written there"), "{out}");
     // What a run of trm's left when it died before its first checkpoint is started over.
     let died = d.path().join("died");
     std::fs::create_dir(&died).unwrap();
     std::fs::write(died.join(".made-by"), "trm train").unwrap();
     let dead_record = "{\"step\":1,\"split\":\"train\",\"lm_loss\":9.0}";
     std::fs::write(died.join("metrics.jsonl"), format!("{dead_record}\n")).unwrap();
+    let (ok, out) = resume(&died);
+    assert!(!ok && out.contains("it stopped before its first checkpoint"), "{out}");
     let (ok, out) = trm(&[args.clone(), vec![died.display().to_string()]].concat());
     assert!(ok, "{out}");
     let log = std::fs::read_to_string(died.join("metrics.jsonl")).unwrap();

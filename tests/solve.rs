@@ -21,6 +21,13 @@ fn sudoku_text_becomes_tokens_with_blanks_as_1() {
     // '0' is a blank too, and whitespace (a grid pasted over 9 lines) is ignored
     let spaced: String = PUZZLE.replace('.', "0").as_bytes().chunks(9).map(|r| String::from_utf8_lossy(r) + "\n").collect();
     assert_eq!(sudoku_tokens(&spaced).unwrap().1, tokens);
+    // A file that holds the puzzle (--sudoku puzzle.txt) reads as the puzzle; its errors name it.
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "puzzle.txt", &spaced);
+    assert_eq!(sudoku_tokens(file.to_str().unwrap()).unwrap().1, tokens);
+    let short = write(dir.path(), "short.txt", &PUZZLE[..70]);
+    let e = err(sudoku_tokens(short.to_str().unwrap()));
+    assert!(e.contains("--sudoku") && e.contains("short.txt") && e.contains("81 cells, got 70"), "{e}");
 }
 
 #[test]
@@ -160,6 +167,9 @@ fn arc_task_files_single_or_challenges_and_their_errors() {
     let other = write(dir.path(), "other.json", r#"{"other": [[[1]]]}"#);
     let e = err(read_tasks(&one, Some(&other)));
     assert!(e.contains("other.json") && e.contains("no solutions for task `mytask`"), "{e}");
+    let no_inputs = write(dir.path(), "noinputs.json", r#"{"train": [{"input": [[1]], "output": [[2]]}], "test": []}"#);
+    let e = err(read_tasks(&no_inputs, None));
+    assert!(e.contains("noinputs.json") && e.contains("no test inputs"), "{e}");
     let bare = write(dir.path(), "bare.json", r#"[[[4,3]]]"#);
     assert_eq!(read_tasks(&one, Some(&bare)).unwrap()[0].test[0].output.cells, vec![4, 3]);
 }

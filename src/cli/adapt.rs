@@ -84,7 +84,8 @@ pub fn read_tasks(path: &Path, solutions: Option<&Path>) -> Result<Vec<Task>> {
             })?),
             None => None,
         };
-        return Ok(vec![task_from_json(&name, &v, sol.map(|s| (s, sol_what.as_str())), &what)?]);
+        let task = task_from_json(&name, &v, sol.map(|s| (s, sol_what.as_str())), &what)?;
+        return Ok(vec![has_test_inputs(task, &what)?]);
     }
     let mut tasks = Vec::new();
     for (name, t) in obj {
@@ -93,11 +94,17 @@ pub fn read_tasks(path: &Path, solutions: Option<&Path>) -> Result<Vec<Task>> {
             Some(s) => Some(s.get(name).ok_or_else(|| anyhow!("{}: no solutions for task `{name}`", solutions.unwrap().display()))?),
             None => None,
         };
-        tasks.push(task_from_json(name, t, sol.map(|s| (s, sol_what.as_str())), &what)?);
+        tasks.push(has_test_inputs(task_from_json(name, t, sol.map(|s| (s, sol_what.as_str())), &what)?, &what)?);
     }
     anyhow::ensure!(!tasks.is_empty(), "{what}: no tasks in the file (an empty object)");
     tasks.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(tasks)
+}
+
+/// A task with test inputs to answer (`"test": []` would be solved and voted on as nothing).
+fn has_test_inputs(t: Task, what: &str) -> Result<Task> {
+    anyhow::ensure!(!t.test.is_empty(), "{what}: task {} has no test inputs (`\"test\": []`): nothing to answer", t.name);
+    Ok(t)
 }
 
 /// Whether every test input of the file's tasks has a known output (in the file or `solutions`).
@@ -133,6 +140,7 @@ pub fn run(a: AdaptArgs) -> Result<()> {
         config: a.config,
         identifiers: a.identifiers,
         tasks,
+        task_files: [Some(a.tasks.clone()), a.solutions.clone()].into_iter().flatten().collect(),
         out: a.out,
         num_aug: a.num_aug,
         steps: a.steps,

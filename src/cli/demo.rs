@@ -68,7 +68,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
             );
         }
     }
-    crate::util::fs::fresh_own_data_and_run(&data, &run, "trm demo")?;
+    crate::util::fs::fresh_own_data_and_run(&data, &run, "trm demo", &[])?;
     let held_out = generate_puzzles(&a, &data)?;
     let trained = train_model(&a, &data, &run)?;
     evaluate_model(&a, &data, &run, held_out, trained)?;

@@ -26,7 +26,8 @@ pub struct SolveArgs {
     /// --set arch.halt_max_steps=32
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// An 81-character Sudoku, row by row, `.` or `0` for blanks
+    /// An 81-character Sudoku, row by row, `.` or `0` for blanks (whitespace ignored), or a text
+    /// file that holds one
     #[arg(long)]
     pub sudoku: Option<String>,
     /// A text file with a square maze of `# SGo` characters (one row per line)
@@ -108,11 +109,21 @@ struct SolveJson {
     steps: Vec<StepJson>,
 }
 
-/// Parses a Sudoku argument into model tokens.
+/// Parses a Sudoku argument into model tokens: the puzzle itself, or a file that holds it.
 pub fn sudoku_tokens(text: &str) -> Result<(sudoku_solver::Grid, Vec<u8>)> {
-    let g = sudoku_solver::parse_grid(text).map_err(|e| anyhow::anyhow!("--sudoku: {e}"))?;
+    let (g, from) = match sudoku_solver::parse_grid(text) {
+        Ok(g) => (g, "--sudoku".to_string()),
+        Err(_) if std::path::Path::new(text).is_file() => {
+            let path = std::path::Path::new(text);
+            // A Sudoku is 81 characters and some layout; a large file is refused before it is read.
+            let file = crate::util::fs::read_text_capped(path, 64 << 10, "a Sudoku text file")?;
+            let g = sudoku_solver::parse_grid(&file).map_err(|e| anyhow::anyhow!("--sudoku {}: {e}", path.display()))?;
+            (g, format!("--sudoku {}", path.display()))
+        }
+        Err(e) => bail!("--sudoku: {e}"),
+    };
     if let Some(v) = sudoku_solver::violations(&g).first() {
-        bail!("--sudoku: the givens break the rules: {v}");
+        bail!("{from}: the givens break the rules: {v}");
     }
     Ok((g, g.iter().map(|&d| d + 1).collect()))
 }

@@ -198,7 +198,7 @@ fn run_job(a: &TrainArgs, job: &TrainJob) -> Result<(trainer::TrainSummary, Opti
 fn recorded_data(run: &std::path::Path) -> Result<PathBuf> {
     let js = checkpoint::newest_state_json(run).with_context(|| {
         if integrity::holds_no_checkpoint(run) {
-            format!("cannot resume {}: it holds no checkpoint to continue from{}", run.display(), integrity::START_OVER)
+            format!("cannot resume {}: it holds no checkpoint to continue from{}", run.display(), integrity::start_over_hint(run))
         } else {
             format!(
                 "cannot resume {}: none of its checkpoints has a state.json that reads, so the data set it trained on is unknown; \

@@ -229,7 +229,11 @@ pub fn load_subset(prefix: &str, subset: &str) -> Result<Vec<Task>> {
     let solutions: Option<Value> = if Path::new(&sol_path).exists() {
         Some(crate::util::fs::read_json(Path::new(&sol_path))?)
     } else {
-        eprintln!("warning: {sol_path} not found: test outputs are unknown (dummy 1x1 grids)");
+        eprintln!(
+            "warning: {sol_path} not found: the test outputs of {subset}'s tasks are unknown, and are written as 1x1 \
+             placeholder grids (as the reference does, for tasks whose answers are secret); an evaluation on this data \
+             scores against the placeholders, so its accuracy means nothing"
+        );
         None
     };
     let obj = challenges.as_object().with_context(|| format!("{ch_path}: expected an object of tasks"))?;

@@ -34,11 +34,23 @@ impl Lines {
         }
         s.1 + 1
     }
+
+    /// The line being read: the one after every newline read so far.
+    fn current(&self) -> u64 {
+        let s = self.0.borrow();
+        s.1 + s.0.len() as u64 + 1
+    }
 }
+
+/// The longest line read: a Maze-Hard row (two 30×30 grids) is under 2 KB, so a longer line
+/// means this is not a puzzle CSV (a binary file, /dev/zero), and reading on would fill memory.
+const MAX_LINE_BYTES: u64 = 1 << 20;
 
 struct Counting<R> {
     inner: R,
     read: u64,
+    /// Bytes since the last newline.
+    line_bytes: u64,
     lines: Lines,
 }
 
@@ -47,27 +59,51 @@ impl<R: Read> Read for Counting<R> {
         let n = self.inner.read(buf)?;
         let mut s = self.lines.0.borrow_mut();
         s.0.extend(buf[..n].iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| self.read + i as u64));
+        self.line_bytes = match buf[..n].iter().rposition(|&b| b == b'\n') {
+            Some(i) => (n - 1 - i) as u64,
+            None => self.line_bytes + n as u64,
+        };
         self.read += n as u64;
+        if self.line_bytes > MAX_LINE_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a line longer than {} KB: not a puzzle CSV", MAX_LINE_BYTES >> 10),
+            ));
+        }
         Ok(n)
+    }
+}
+
+/// `text` for an error message: at most 40 characters, then "…".
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
     }
 }
 
 /// Reads every row; `question` and `answer` columns are found by header name.
 pub fn read(path: &Path) -> Result<Vec<Row>> {
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    anyhow::ensure!(meta.is_file(), "{} is not a regular file (a folder, pipe or device): give a CSV file", path.display());
     let lines = Lines::default();
-    let reader = Counting { inner: crate::util::fs::open_text(path)?, read: 0, lines: lines.clone() };
+    let reader = Counting { inner: crate::util::fs::open_text(path)?, read: 0, line_bytes: 0, lines: lines.clone() };
     let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(reader);
     let where_ = |line: Option<u64>| format!("{}:{}", path.display(), line.unwrap_or(1));
-    let headers = csv.headers().with_context(|| format!("{}: cannot read the CSV header", where_(Some(1))))?.clone();
+    let headers = csv.headers().map_err(|e| anyhow!("{}: cannot read the CSV header: {e}", where_(Some(1))))?.clone();
     let col = |name: &str| headers.iter().position(|h| h.trim() == name);
-    let names = || headers.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ");
+    let names = || {
+        let shown: Vec<String> = headers.iter().take(8).map(|h| format!("`{}`", clip(h))).collect();
+        let more = headers.len().saturating_sub(8);
+        shown.join(", ") + &if more > 0 { format!(" and {more} more") } else { String::new() }
+    };
     let q = col("question").ok_or_else(|| anyhow!("{}: no `question` column in the header (it has {})", where_(Some(1)), names()))?;
     let a = col("answer").ok_or_else(|| anyhow!("{}: no `answer` column in the header (it has {})", where_(Some(1)), names()))?;
     let r = col("rating");
     let mut rows = Vec::new();
     for rec in csv.records() {
         let rec = rec.map_err(|e| {
-            let line = e.position().map(|p| lines.at(p.byte()));
+            let line = Some(e.position().map_or_else(|| lines.current(), |p| lines.at(p.byte())));
             match e.kind() {
                 csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
                     anyhow!("{}: {len} fields where the header has {expected_len} (truncated or malformed line)", where_(line))
@@ -78,7 +114,7 @@ pub fn read(path: &Path) -> Result<Vec<Row>> {
         let line = rec.position().map(|p| lines.at(p.byte())).unwrap_or(0);
         let rating = match r.map(|i| rec[i].trim()) {
             Some(t) if !t.is_empty() => {
-                Some(t.parse::<f64>().map_err(|_| anyhow!("{}: rating `{t}` is not a number", where_(Some(line))))?)
+                Some(t.parse::<f64>().map_err(|_| anyhow!("{}: rating `{}` is not a number", where_(Some(line)), clip(t)))?)
             }
             _ => None,
         };
@@ -106,6 +142,33 @@ mod tests {
             std::fs::write(&p, text).unwrap();
             let e = format!("{:#}", super::read(&p).unwrap_err());
             assert!(e.contains(&format!("{name}:{line}: rating `x`")), "{name}: {e}");
+        }
+    }
+
+    /// A file that is no puzzle CSV is refused early, in a short message: a line of 2 MB (as
+    /// /dev/zero would give without end) stops the reading, a header of long names is clipped,
+    /// and a device or pipe is not read at all.
+    #[test]
+    fn hostile_csv_files_are_refused_in_a_few_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = dir.path().join("long.csv");
+        std::fs::write(&long, vec![b'0'; 2 << 20]).unwrap();
+        let e = format!("{:#}", super::read(&long).unwrap_err());
+        assert!(e.contains("longer than 1024 KB") && e.len() < 300, "{e}");
+        let late = dir.path().join("late.csv");
+        let mut text = b"question,answer\na,b\n".to_vec();
+        text.extend(vec![b'x'; 2 << 20]);
+        std::fs::write(&late, text).unwrap();
+        let e = format!("{:#}", super::read(&late).unwrap_err());
+        assert!(e.contains("late.csv:3") && e.contains("longer than"), "{e}");
+        let wide = dir.path().join("wide.csv");
+        std::fs::write(&wide, format!("{},x\n1,2\n", "h".repeat(100_000))).unwrap();
+        let e = format!("{:#}", super::read(&wide).unwrap_err());
+        assert!(e.contains("no `question` column") && e.len() < 300, "{e}");
+        #[cfg(unix)]
+        {
+            let e = format!("{:#}", super::read(std::path::Path::new("/dev/zero")).unwrap_err());
+            assert!(e.contains("not a regular file"), "{e}");
         }
     }
 }

@@ -252,7 +252,14 @@ impl ModelConfig {
         );
         ensure!(a.expansion.is_finite() && a.expansion > 0.0, "arch.expansion must be a positive number, not {}", a.expansion);
         ensure!(a.expansion <= 64.0, "arch.expansion {} is above 64, the largest trm builds", a.expansion);
-        ensure!(self.head_dim().is_multiple_of(2) || a.pos_encodings != PosEncoding::Rope, "RoPE needs an even head dim");
+        ensure!(
+            self.head_dim().is_multiple_of(2) || a.pos_encodings != PosEncoding::Rope,
+            "arch.pos_encodings=rope needs an even head width, and arch.hidden_size {} / arch.num_heads {} gives {}: \
+             change either, or use arch.pos_encodings=learned",
+            a.hidden_size,
+            a.num_heads,
+            self.head_dim()
+        );
         ensure!(a.halt_max_steps >= 1, "arch.halt_max_steps must be >= 1");
         ensure!(
             self.seq_len > 0 && self.vocab_size > 0,

@@ -244,7 +244,11 @@ impl TrainConfig {
         anyhow::ensure!(self.micro_batch_size != Some(0), "micro_batch_size must be positive (leave it unset for one pass per batch)");
         anyhow::ensure!(self.eval_max_examples != Some(0), "eval_max_examples must be positive (leave it unset for the whole test split)");
         if let Some(e) = self.eval_interval {
-            anyhow::ensure!(e > 0 && self.epochs.is_multiple_of(e), "eval_interval {e} must divide epochs {}", self.epochs);
+            anyhow::ensure!(
+                e > 0,
+                "eval_interval 0: evaluate every N epochs with N at least 1 (or drop the key for one evaluation at the end)"
+            );
+            anyhow::ensure!(self.epochs.is_multiple_of(e), "eval_interval {e} must divide epochs {}", self.epochs);
         }
         let nonneg = |key: &str, v: f64| {
             anyhow::ensure!(v.is_finite() && v >= 0.0, "{key} must be a finite number >= 0, not {v}");

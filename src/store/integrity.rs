@@ -211,9 +211,18 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     }
 }
 
-/// What to do with a run stopped before its first checkpoint.
-pub const START_OVER: &str = " (it stopped before its first checkpoint): start it again with the command that began it, without \
-     --resume; a run folder trm made that holds no checkpoint is started over";
+/// What to do with a folder without checkpoints that `--resume` was given: a run stopped before
+/// its first checkpoint is started again; a folder no run wrote is named as such.
+pub fn start_over_hint(run: &Path) -> &'static str {
+    let a_run = ["config.toml", "metrics.jsonl", "checkpoints"].iter().any(|n| run.join(n).symlink_metadata().is_ok());
+    if a_run {
+        " (it stopped before its first checkpoint): start it again with the command that began it, without --resume; a run \
+         folder trm made that holds no checkpoint is started over"
+    } else {
+        ", and no run was ever written there (no config.toml, metrics.jsonl or checkpoints/): --resume continues a run that \
+         `trm train --out DIR` began; check the --out path"
+    }
+}
 
 /// True when `run` has no checkpoint folder and no `latest` (a run stopped before its first).
 pub fn holds_no_checkpoint(run: &Path) -> bool {
@@ -236,7 +245,11 @@ pub fn resolve_for_resume(run: &Path) -> Result<PathBuf> {
     };
     let dir = newest_intact(run, None).ok_or_else(|| {
         let none_yet = holds_no_checkpoint(run);
-        anyhow!("cannot resume {}: {why}, and no intact checkpoint is left{}", run.display(), if none_yet { START_OVER } else { "" })
+        anyhow!(
+            "cannot resume {}: {why}, and no intact checkpoint is left{}",
+            run.display(),
+            if none_yet { start_over_hint(run) } else { "" }
+        )
     })?;
     eprintln!("warning: {why}; resuming from the newest intact checkpoint, {}", dir.display());
     Ok(dir)

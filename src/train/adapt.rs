@@ -20,6 +20,7 @@ use anyhow::{Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use std::path::PathBuf;
 
+#[derive(Clone)]
 pub struct AdaptJob {
     /// Run or checkpoint folder of a trained ARC model, or a bare weights file (`source.rs`).
     pub checkpoint: PathBuf,
@@ -28,6 +29,9 @@ pub struct AdaptJob {
     /// A bare weights file's identifiers.json (else the one beside it).
     pub identifiers: Option<PathBuf>,
     pub tasks: Vec<Task>,
+    /// The files the tasks (and their solutions) were read from: kept out of `out`, which is
+    /// cleared on every run.
+    pub task_files: Vec<PathBuf>,
     /// Output folder: data/ (the built data set), run/ (checkpoints, metrics), submission.json.
     pub out: PathBuf,
     /// Augmented copies of each task (reference ARC builder: 1000).
@@ -124,7 +128,13 @@ pub fn adapt<AD: AutodiffBackend>(job: &AdaptJob, device: &AD::Device) -> Result
         bail!("--out {} would overwrite the checkpoint it starts from ({}): choose another --out", job.out.display(), ckpt.display());
     }
     // A previous adaptation's data and run are replaced; anything else there is refused, never deleted.
-    crate::util::fs::fresh_own_data_and_run(&data, &run, "trm adapt")?;
+    let config_file = job.config.as_deref().map(std::path::Path::new).filter(|p| p.exists());
+    let inputs: Vec<&std::path::Path> = [Some(job.checkpoint.as_path()), job.identifiers.as_deref(), config_file]
+        .into_iter()
+        .flatten()
+        .chain(job.task_files.iter().map(|p| p.as_path()))
+        .collect();
+    crate::util::fs::fresh_own_data_and_run(&data, &run, "trm adapt", &inputs)?;
     let opt = BuildOptions {
         input_prefix: String::new(),
         subsets: vec![],

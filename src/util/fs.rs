@@ -233,12 +233,65 @@ pub fn drop_stale_arc_tasks(out: &Path) -> Result<()> {
 /// Makes `data` and `run` (`OUT/data`, `OUT/run` of `trm demo` and `trm adapt`) empty folders for
 /// `maker`: both are checked before either changes, and a data folder that an older trm wrote
 /// unmarked is claimed first (`claim_unmarked_data_folder`).
-pub fn fresh_own_data_and_run(data: &Path, run: &Path, maker: &str) -> Result<()> {
+/// Nothing is removed when either holds an entry that trm does not write there (a user's notes, a
+/// copied weights file), or when one of `inputs` (the files the command reads) lies in either.
+pub fn fresh_own_data_and_run(data: &Path, run: &Path, maker: &str, inputs: &[&Path]) -> Result<()> {
     claim_unmarked_data_folder(data, run, maker)?;
     check_own_folder(data, maker)?;
     check_own_folder(run, maker)?;
+    check_only_written_entries(data, maker, &[&DATA_SET_ENTRIES[..], &[MADE_BY, "*.tmp"]].concat())?;
+    check_only_written_entries(run, maker, &RUN_FOLDER_ENTRIES)?;
+    let canonical = |p: &Path| std::fs::canonicalize(p).or_else(|_| std::path::absolute(p));
+    for input in inputs {
+        let at = canonical(input)?;
+        for dir in [data, run] {
+            anyhow::ensure!(
+                !at.starts_with(canonical(dir)?),
+                "{} lies in {}, which `{maker}` clears and rebuilds on every run: move the file elsewhere, or choose another --out",
+                input.display(),
+                dir.display()
+            );
+        }
+    }
     fresh_own_folder(data, maker)?;
     fresh_own_folder(run, maker)
+}
+
+/// What training writes in its run folder (the TensorBoard file is `events.out.tfevents.*`), with
+/// the folder's mark.
+const RUN_FOLDER_ENTRIES: [&str; 9] = [
+    "checkpoints",
+    "config.toml",
+    "identifiers.json",
+    "metrics.jsonl",
+    "submission.json",
+    "events.out.tfevents.*",
+    crate::util::lock::LOCK_FILE,
+    MADE_BY,
+    "*.tmp",
+];
+
+/// Refuses a folder `maker` made that holds an entry not in `written` (names, or `prefix*`/`*suffix`
+/// patterns), which clearing it would delete.
+fn check_only_written_entries(dir: &Path, maker: &str, written: &[&str]) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    let ours = |name: &str| {
+        written.iter().any(|w| match (w.strip_suffix('*'), w.strip_prefix('*')) {
+            (Some(prefix), _) => name.starts_with(prefix),
+            (_, Some(suffix)) => name.ends_with(suffix),
+            _ => name == *w,
+        })
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        anyhow::ensure!(
+            ours(&name),
+            "{} holds {name}, which `{maker}` did not write; it clears that folder on every run, so move {name} away first \
+             (or choose another --out)",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Marks as `maker`'s an unmarked data folder that `maker` wrote before its data folders were
