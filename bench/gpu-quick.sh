@@ -20,7 +20,7 @@ done
 mkdir -p "$OUT"
 END=$(( $(date +%s) + SECONDS_TOTAL ))
 # Only results go to $OUT (a lease returns a few files); the data and the run go here.
-SCRATCH="${TMPDIR:-/tmp}/trm-gpu-quick"; rm -rf "$SCRATCH"; mkdir -p "$SCRATCH"
+SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/trm-gpu-quick.XXXXXX"); trap 'rm -rf "$SCRATCH"' EXIT
 PY="${PYTHON:-python3}"
 # The kit carries trm compressed (xz) when it was built for a lease (bench/gpu-kit.sh).
 if [ -f "$KIT/trm.xz" ]; then

@@ -208,6 +208,8 @@ fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
     assert!(e.contains("tasks.json lies in") && e.contains("clears and rebuilds"), "{e}");
     assert!(tasks_inside.exists() && rb.run.join("metrics.jsonl").exists(), "nothing was removed");
     std::fs::remove_file(&tasks_inside).unwrap();
+    // The mark of a data build that was stopped is trm's own too.
+    std::fs::write(rb.data.join(trm::data::format::BUILDING), "").unwrap();
     assert!(adapt::<B>(&from_bare, &Default::default()).is_ok(), "trm's own files are replaced");
 
     // 6. The report draws ARC puzzles (palette grids cropped to the used region) and a pass@k chart.

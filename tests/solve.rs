@@ -41,6 +41,12 @@ fn sudoku_errors_say_what_is_wrong_and_where() {
     let clash = format!("99{}", &PUZZLE[2..]);
     let e = err(sudoku_tokens(&clash));
     assert!(e.contains("givens break the rules") && e.contains("row 1"), "{e}");
+    // What looks like a file name is answered as one.
+    let e = err(sudoku_tokens("puzzles/missing.txt"));
+    assert!(e.contains("puzzles/missing.txt: no such file"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let e = err(sudoku_tokens(dir.path().to_str().unwrap()));
+    assert!(e.contains("not a regular file"), "{e}");
 }
 
 #[test]

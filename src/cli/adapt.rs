@@ -149,7 +149,7 @@ pub fn run(a: AdaptArgs) -> Result<()> {
         overrides: a.set,
         seed: a.seed,
         quiet: a.quiet,
-        engine_flags: super::engine_flags(a.device, None, a.deterministic),
+        engine_flags: super::engine_flags(a.device, None, a.deterministic, a.threads),
     };
     let r = crate::with_backend!(a.device, B, device => adapt::<burn::backend::Autodiff<B>>(&job, &device)?);
     report(&r, outputs_known(&a.tasks, a.solutions.as_deref()));

@@ -174,7 +174,7 @@ fn threads(s: &str) -> Result<usize, String> {
 
 /// The engine flags of a training command, as its resume must be given them again (they choose
 /// how the run computes and are not saved in it): "" for the defaults, else " --device cuda ...".
-fn engine_flags(device: crate::backend::DeviceSpec, precision: Option<Precision>, deterministic: bool) -> String {
+fn engine_flags(device: crate::backend::DeviceSpec, precision: Option<Precision>, deterministic: bool, threads: Option<usize>) -> String {
     let mut flags = String::new();
     if device != crate::backend::DeviceSpec::Cpu {
         // GPU 0 as `cuda`, the form a launcher's ranks need too.
@@ -186,6 +186,10 @@ fn engine_flags(device: crate::backend::DeviceSpec, precision: Option<Precision>
     }
     if deterministic {
         flags += " --deterministic";
+    }
+    // A deterministic run repeats bit for bit with the same thread count.
+    if let Some(n) = threads {
+        flags += &format!(" --threads {n}");
     }
     flags
 }
@@ -215,16 +219,17 @@ mod tests {
 
     #[test]
     fn the_engine_flags_a_resume_needs_again() {
-        assert_eq!(engine_flags(DeviceSpec::Cpu, None, false), "");
-        assert_eq!(engine_flags(DeviceSpec::Cuda(0), None, false), " --device cuda");
+        assert_eq!(engine_flags(DeviceSpec::Cpu, None, false, None), "");
+        assert_eq!(engine_flags(DeviceSpec::Cuda(0), None, false, None), " --device cuda");
         assert_eq!(
-            engine_flags(DeviceSpec::Cuda(2), Some(Precision::Bfloat16), true),
+            engine_flags(DeviceSpec::Cuda(2), Some(Precision::Bfloat16), true, None),
             " --device cuda:2 --precision bfloat16 --deterministic"
         );
-        assert_eq!(engine_flags(DeviceSpec::TorchCpu, None, true), " --device torch-cpu --deterministic");
+        assert_eq!(engine_flags(DeviceSpec::TorchCpu, None, true, None), " --device torch-cpu --deterministic");
+        assert_eq!(engine_flags(DeviceSpec::Cpu, None, true, Some(4)), " --deterministic --threads 4");
         // Each parses back to the same device.
         for d in [DeviceSpec::Cuda(0), DeviceSpec::Cuda(3), DeviceSpec::Cubecl(0), DeviceSpec::TorchCpu] {
-            let f = engine_flags(d, None, false);
+            let f = engine_flags(d, None, false, None);
             assert_eq!(f.trim_start().strip_prefix("--device ").unwrap().parse::<DeviceSpec>(), Ok(d));
         }
     }

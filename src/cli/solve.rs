@@ -120,7 +120,16 @@ pub fn sudoku_tokens(text: &str) -> Result<(sudoku_solver::Grid, Vec<u8>)> {
             let g = sudoku_solver::parse_grid(&file).map_err(|e| anyhow::anyhow!("--sudoku {}: {e}", path.display()))?;
             (g, format!("--sudoku {}", path.display()))
         }
-        Err(e) => bail!("--sudoku: {e}"),
+        Err(e) => {
+            let path = std::path::Path::new(text);
+            let path_like = text.contains(['/', '\\'])
+                || path.extension().is_some_and(|x| x.len() <= 4 && x.to_string_lossy().chars().all(char::is_alphabetic));
+            match (path_like, path.exists()) {
+                (_, true) => bail!("--sudoku {text}: not a regular file holding a puzzle (a folder, pipe or device)"),
+                (true, false) => bail!("--sudoku {text}: no such file, and not a puzzle either ({e})"),
+                _ => bail!("--sudoku: {e}"),
+            }
+        }
     };
     if let Some(v) = sudoku_solver::violations(&g).first() {
         bail!("{from}: the givens break the rules: {v}");

@@ -133,7 +133,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         quiet: a.quiet,
         init_from,
         time_limit: a.time_limit.map(|m| std::time::Duration::from_secs_f64(m * 60.0)),
-        engine_flags: super::engine_flags(a.device, a.precision, a.deterministic),
+        engine_flags: super::engine_flags(a.device, a.precision, a.deterministic, a.threads),
     };
     // A folder this command made and left holding only its lock (the run failed before writing
     // anything) is removed, so a failed start leaves nothing behind.

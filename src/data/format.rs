@@ -129,7 +129,7 @@ pub fn write_index_arrays(split_dir: &Path, data: &SplitData) -> Result<()> {
 /// that `trm demo` and `trm adapt` build): each array is written atomically, but a build
 /// stopped between two of them (a kill, a full disk) would leave new arrays beside missing or
 /// old ones. Every reader refuses a folder that holds it, so such a set is never trained on.
-pub const BUILDING: &str = ".trm-building";
+pub const BUILDING: &str = crate::util::fs::BUILDING;
 
 /// A data set being built: the marker is written before the first array and removed by
 /// `finish` after the last file. The builder holds an OS lock on it meanwhile (released however

@@ -359,13 +359,15 @@ fn finish<AD: AutodiffBackend>(
     if run.interrupted {
         let at = save(job, st, cfg, model, &mut log, reducer)?;
         progress.finish();
+        let resume = format!("train --data {} --out {} --resume{}", job.data.display(), job.out.display(), job.engine_flags);
+        let how = match reducer.world() {
+            1 => format!("`trm {resume}`"),
+            n => format!("the launcher that started its {n} ranks, giving them `{resume}`"),
+        };
         return Err(crate::util::interrupt::Interrupted(format!(
-            "interrupted at step {}: checkpoint written to {}; continue with `trm train --data {} --out {} --resume{}`",
+            "interrupted at step {}: checkpoint written to {}; continue with {how}",
             st.step,
-            at.display(),
-            job.data.display(),
-            job.out.display(),
-            job.engine_flags
+            at.display()
         ))
         .into());
     }

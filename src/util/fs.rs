@@ -163,6 +163,9 @@ pub const MAX_JSON_BYTES: u64 = 512 << 20;
 /// The file that marks a folder a command rebuilds on every run (`trm demo`, `trm adapt`).
 pub const MADE_BY: &str = ".made-by";
 
+/// The file a data builder keeps in its folder while it writes (`data::format::BUILDING`).
+pub const BUILDING: &str = ".trm-building";
+
 /// Whether `dir` is a folder that `maker` made (`fresh_own_folder`): its `.made-by` names it.
 pub fn made_by(dir: &Path, maker: &str) -> bool {
     let marker = dir.join(MADE_BY);
@@ -233,13 +236,14 @@ pub fn drop_stale_arc_tasks(out: &Path) -> Result<()> {
 /// Makes `data` and `run` (`OUT/data`, `OUT/run` of `trm demo` and `trm adapt`) empty folders for
 /// `maker`: both are checked before either changes, and a data folder that an older trm wrote
 /// unmarked is claimed first (`claim_unmarked_data_folder`).
-/// Nothing is removed when either holds an entry that trm does not write there (a user's notes, a
-/// copied weights file), or when one of `inputs` (the files the command reads) lies in either.
+/// Nothing is removed when either holds, at its top level, an entry that trm does not write there
+/// (a user's notes, a copied weights file, a report written into the run folder), or when one of
+/// `inputs` (the files the command reads) lies in either.
 pub fn fresh_own_data_and_run(data: &Path, run: &Path, maker: &str, inputs: &[&Path]) -> Result<()> {
     claim_unmarked_data_folder(data, run, maker)?;
     check_own_folder(data, maker)?;
     check_own_folder(run, maker)?;
-    check_only_written_entries(data, maker, &[&DATA_SET_ENTRIES[..], &[MADE_BY, "*.tmp"]].concat())?;
+    check_only_written_entries(data, maker, &[&DATA_SET_ENTRIES[..], &[MADE_BY, BUILDING, "*.tmp"]].concat())?;
     check_only_written_entries(run, maker, &RUN_FOLDER_ENTRIES)?;
     let canonical = |p: &Path| std::fs::canonicalize(p).or_else(|_| std::path::absolute(p));
     for input in inputs {
