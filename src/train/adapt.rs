@@ -123,13 +123,11 @@ pub fn adapt<AD: AutodiffBackend>(job: &AdaptJob, device: &AD::Device) -> Result
 
     let out = std::path::absolute(&job.out)?;
     let (data, run) = (out.join("data"), out.join("run"));
-    let canonical = |p: &std::path::Path| std::fs::canonicalize(p).or_else(|_| std::path::absolute(p));
-    if canonical(std::path::Path::new(&ckpt))?.starts_with(canonical(&run)?) {
-        bail!("--out {} would overwrite the checkpoint it starts from ({}): choose another --out", job.out.display(), ckpt.display());
-    }
-    // A previous adaptation's data and run are replaced; anything else there is refused, never deleted.
+    // A previous adaptation's data and run are replaced; anything else there is refused, never
+    // deleted, and so is an --out that holds what this adaptation reads (the checkpoint as
+    // resolved: a run folder's newest checkpoint, or the weights file).
     let config_file = job.config.as_deref().map(std::path::Path::new).filter(|p| p.exists());
-    let inputs: Vec<&std::path::Path> = [Some(job.checkpoint.as_path()), job.identifiers.as_deref(), config_file]
+    let inputs: Vec<&std::path::Path> = [Some(std::path::Path::new(&ckpt)), job.identifiers.as_deref(), config_file]
         .into_iter()
         .flatten()
         .chain(job.task_files.iter().map(|p| p.as_path()))
