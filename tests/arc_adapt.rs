@@ -57,6 +57,7 @@ fn train_base(data: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> 
         init_from: None,
         time_limit: None,
         engine_flags: String::new(),
+        memory_check: true,
     };
     trainer::train::<B>(&job, &Default::default()).unwrap();
     checkpoint::resolve(out).unwrap()
@@ -94,6 +95,7 @@ fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
         seed: 1,
         quiet: true,
         engine_flags: String::new(),
+        memory_check: true,
     };
     let r = adapt::<B>(&frozen, &Default::default()).unwrap();
     assert_eq!(r.new_identifiers, 8, "identity + 7 augmentations");
@@ -319,6 +321,7 @@ fn adapt_runs_its_own_schedule_whatever_the_base_run_set() {
         seed: 1,
         quiet: true,
         engine_flags: String::new(),
+        memory_check: true,
     };
     let r = adapt::<B>(&job, &Default::default()).unwrap();
     assert_eq!(r.train.steps, 12, "the schedule, not the data, ends the adaptation");

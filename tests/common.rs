@@ -79,6 +79,7 @@ pub fn tiny_job(data: &Path, out: &Path, overrides: &[String], resume: bool) -> 
         init_from: None,
         time_limit: None,
         engine_flags: String::new(),
+        memory_check: true,
     }
 }
 

@@ -202,6 +202,7 @@ fn fuzz_safetensors_checkpoints() {
         init_from: None,
         time_limit: None,
         engine_flags: String::new(),
+        memory_check: true,
     };
     trm::train::trainer::train::<burn::backend::Autodiff<B>>(&job, &Default::default()).unwrap();
     let ckpt = trm::store::checkpoint::resolve(run.path()).unwrap();

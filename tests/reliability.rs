@@ -363,3 +363,39 @@ fn resuming_a_finished_run_logs_nothing_twice() {
     let e = err(train::<AD>(&job(&data, &d.path().join("new"), &["max_steps=2", "arch.puzzle_emb_ndim=0"], false), &Default::default()));
     assert!(e.contains("set arch.puzzle_emb_len=0"), "{e}");
 }
+
+/// A run whose training pass the CPU engine's estimate says does not fit the memory available is
+/// refused before its run folder exists, naming a micro_batch_size that divides the batch and
+/// fits (docs/reliability.md, "Memory"). A deep recursion (arch.L_cycles=1000: about half a GB
+/// a row) at a batch of at least 1.5 times what this machine has available.
+#[test]
+fn a_run_too_large_for_memory_is_refused_before_anything_is_written() {
+    let Some(available) = trm::util::host_memory::available() else {
+        eprintln!("skipped: this platform does not report the memory available");
+        return;
+    };
+    let (data, runs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    tiny_data(data.path());
+    let meta = trm::data::format::read_metadata(&data.path().join("train")).unwrap();
+    let deep = "arch.L_cycles=1000";
+    let cfg = job(data.path(), runs.path(), &[deep], false).config;
+    let model = trm::model::config::ModelConfig {
+        arch: cfg.arch,
+        seq_len: meta.seq_len,
+        vocab_size: meta.vocab_size,
+        num_puzzle_identifiers: meta.num_puzzle_identifiers,
+    };
+    let row = trm::model::memory::train_bytes_per_row(&model);
+    // One iteration (eval_interval=200 epochs of 48 examples) holds batches up to 9,600 rows.
+    let batch = ((1.5 * available as f64 / row as f64).ceil() as usize).next_power_of_two().max(8);
+    assert!(batch <= 8192, "{available} bytes available: more than this test's data can ask for");
+    let out = runs.path().join("deep");
+    let big = format!("global_batch_size={batch}");
+    let e = err(train::<AD>(&job(data.path(), &out, &[deep, &big], false), &Default::default()));
+    assert!(e.contains("would run out of memory in its first step") && e.contains(&format!("training pass of {batch} rows")), "{e}");
+    let m: usize = e.split("`micro_batch_size=").nth(1).and_then(|r| r.split('`').next()).and_then(|m| m.parse().ok()).expect(&e);
+    assert!(m < batch && batch.is_multiple_of(m), "suggested micro_batch_size={m}: {e}");
+    assert!(m as u64 * row <= available, "{m} rows of {row} bytes exceed {available}: {e}");
+    assert!(e.contains("--no-memory-check"), "{e}");
+    assert!(!out.exists(), "the refused run wrote {}", out.display());
+}

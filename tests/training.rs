@@ -41,6 +41,7 @@ fn steps_job(data: &Path, runs: &Path, out: &str, steps: u64, resume: bool, extr
         init_from: None,
         time_limit: None,
         engine_flags: String::new(),
+        memory_check: true,
     }
 }
 
@@ -162,6 +163,7 @@ fn a_second_run_into_the_same_folder_needs_resume() {
         init_from: None,
         time_limit: None,
         engine_flags: String::new(),
+        memory_check: true,
     };
     train::<AD>(&job, &Default::default()).unwrap();
     let e = format!("{:#}", train::<AD>(&job, &Default::default()).unwrap_err());
@@ -215,6 +217,7 @@ fn a_tiny_trm_learns_real_sudoku() {
         init_from: None,
         time_limit: None,
         engine_flags: String::new(),
+        memory_check: true,
     };
     let s = train::<AD>(&job, &Default::default()).unwrap();
     let (_, first) = &s.evals[0];

@@ -208,6 +208,7 @@ fn every_architecture_trains_resumes_exactly_evaluates_and_solves() {
             init_from: None,
             time_limit: None,
             engine_flags: String::new(),
+            memory_check: true,
         };
         let straight = train::<AD>(&job("straight", 6, false), &Default::default()).unwrap();
         assert_eq!(straight.steps, 6, "{name}");

@@ -59,6 +59,11 @@ pub struct AdaptArgs {
     /// Make the test-time training repeat bit for bit, as `trm train --deterministic`
     #[arg(long)]
     pub deterministic: bool,
+    /// Run even when the memory estimate of the CPU engine says the training or evaluation
+    /// pass does not fit the memory this machine has available (it is refused by default,
+    /// naming the micro_batch_size or eval_batch_size that fits; docs/reliability.md, "Memory")
+    #[arg(long)]
+    pub no_memory_check: bool,
     /// No progress bar or per-step lines
     #[arg(long)]
     pub quiet: bool,
@@ -150,6 +155,7 @@ pub fn run(a: AdaptArgs) -> Result<()> {
         seed: a.seed,
         quiet: a.quiet,
         engine_flags: super::engine_flags(a.device, None, a.deterministic, a.threads),
+        memory_check: !a.no_memory_check,
     };
     let r = crate::with_backend!(a.device, B, device => adapt::<burn::backend::Autodiff<B>>(&job, &device)?);
     report(&r, outputs_known(&a.tasks, a.solutions.as_deref()));

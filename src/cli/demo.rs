@@ -120,6 +120,7 @@ fn train_model(a: &DemoArgs, data: &Path, run: &Path) -> Result<u64> {
         init_from: None,
         time_limit: a.minutes.map(|m| Duration::from_secs_f64(m * 60.0)),
         engine_flags: String::new(),
+        memory_check: true,
     };
     let s = trainer::train::<CpuAutodiff>(&job, &Default::default())?;
     println!("      {} optimiser steps in {:.0}s ({:.2} s per step)", s.steps, s.seconds, s.seconds / s.steps.max(1) as f64);
@@ -148,6 +149,7 @@ fn evaluate_model(a: &DemoArgs, data: &Path, run: &Path, held_out: usize, traine
         view_lifetime: None,
         drawn_latents: false,
         precision: None,
+        no_memory_check: false,
     };
     let r = super::train::eval_checkpoint::<crate::backend::Cpu>(&args, &Default::default())?;
     println!(

@@ -64,6 +64,20 @@ pub struct Info {
     pub depth_curriculum: Option<Vec<(f64, usize, usize)>>,
     pub curriculum_work_ratio: Option<f64>,
     pub paper: Option<PaperComparison>,
+    /// What a run of this configuration needs on the CPU engine (`model::memory`).
+    pub memory: MemoryInfo,
+}
+
+/// The CPU engine's memory estimate, in MiB: per row of a training and an evaluation pass, the
+/// gradients and optimiser state, and a training pass at the configuration's batch (its
+/// `micro_batch_size` rows, else `global_batch_size` on one rank).
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryInfo {
+    pub train_mib_per_row: f64,
+    pub eval_mib_per_row: f64,
+    pub optimiser_mib: f64,
+    pub pass_rows: usize,
+    pub train_pass_mib: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -119,7 +133,22 @@ pub fn info(name: &str, cfg: &config::TrainConfig, seq_len: usize, vocab: usize,
         depth_curriculum: curriculum.as_ref().map(|c| c.stages.iter().map(|s| (s.from, s.h_cycles, s.l_cycles)).collect()),
         curriculum_work_ratio: curriculum.as_ref().map(|c| c.work_ratio(&model.arch)),
         paper,
+        memory: memory_info(&model, cfg),
     })
+}
+
+fn memory_info(model: &ModelConfig, cfg: &config::TrainConfig) -> MemoryInfo {
+    const MIB: f64 = (1u64 << 20) as f64;
+    let row = crate::model::memory::train_bytes_per_row(model) as f64 / MIB;
+    let optimiser = crate::model::memory::optimiser_bytes(model, cfg.ema) as f64 / MIB;
+    let pass_rows = cfg.micro_batch_size.unwrap_or(cfg.global_batch_size);
+    MemoryInfo {
+        train_mib_per_row: row,
+        eval_mib_per_row: crate::model::memory::eval_bytes_per_row(model) as f64 / MIB,
+        optimiser_mib: optimiser,
+        pass_rows,
+        train_pass_mib: optimiser + pass_rows as f64 * row,
+    }
 }
 
 /// "5M"-style rounding, as the paper prints parameter counts.
@@ -217,6 +246,15 @@ pub fn run(a: InfoArgs) -> Result<()> {
             st.join(", ")
         );
     }
+    let m = &i.memory;
+    println!(
+        "  memory on the CPU engine (an estimate; docs/reliability.md, \"Memory\"): training {:.1} MiB a row, {:.1} GiB in passes of {} rows with {:.0} MiB of gradients and optimiser state; evaluation {:.1} MiB a row",
+        m.train_mib_per_row,
+        m.train_pass_mib / 1024.0,
+        m.pass_rows,
+        m.optimiser_mib,
+        m.eval_mib_per_row
+    );
     if let Some(p) = &i.paper {
         let mut parts = Vec::new();
         let ours = |same: bool, v: String| if same { format!("ours {v}") } else { format!("ours {v}, differs") };

@@ -72,6 +72,11 @@ pub struct TrainArgs {
     /// give it again with --resume
     #[arg(long)]
     pub deterministic: bool,
+    /// Run even when the memory estimate of the CPU engine says the training or evaluation
+    /// pass does not fit the memory this machine has available (it is refused by default,
+    /// naming the micro_batch_size or eval_batch_size that fits; docs/reliability.md, "Memory")
+    #[arg(long)]
+    pub no_memory_check: bool,
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
@@ -134,6 +139,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         init_from,
         time_limit: a.time_limit.map(|m| std::time::Duration::from_secs_f64(m * 60.0)),
         engine_flags: super::engine_flags(a.device, a.precision, a.deterministic, a.threads),
+        memory_check: !a.no_memory_check,
     };
     // A folder this command made and left holding only its lock (the run failed before writing
     // anything) is removed, so a failed start leaves nothing behind.
@@ -282,6 +288,11 @@ pub struct EvalArgs {
     /// CPU threads [default: all cores]
     #[arg(long, value_parser = super::threads)]
     pub threads: Option<usize>,
+    /// Run even when the CPU engine's memory estimate says --batch rows at a time do not fit the
+    /// memory this machine has available (refused by default, naming the --batch that fits;
+    /// docs/reliability.md, "Memory")
+    #[arg(long)]
+    pub no_memory_check: bool,
 }
 
 /// Evaluates a checkpoint on a data set's test split: plainly, then with views if asked, then
@@ -307,6 +318,10 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     crate::eval::evaluate::check_data_fits(&a.data, &test, &m.model)?;
     if !checkpoint::is_weights_file(&m.spec) {
         crate::eval::evaluate::check_identifiers(&a.data, m.file.parent().expect("a checkpoint folder"))?;
+    }
+    if !a.no_memory_check {
+        let examples = a.limit.map_or(test.num_examples(), |l| l.min(test.num_examples()));
+        crate::train::memory_check::check_eval::<B>(&m.model, a.batch.min(examples))?;
     }
     let (params, table) = checkpoint::load_model::<B>(&m.file, &m.model, device)?;
     let w = Weights::from_named(&m.model, params)?;

@@ -8,6 +8,7 @@ pub mod counts;
 pub mod cpu;
 pub mod forward;
 pub mod layers;
+pub mod memory;
 pub mod precision;
 pub mod rope;
 pub mod schedule;

@@ -48,6 +48,8 @@ pub struct AdaptJob {
     pub quiet: bool,
     /// As `TrainJob::engine_flags`: what a resume of its run must be given again.
     pub engine_flags: String,
+    /// As `TrainJob::memory_check`.
+    pub memory_check: bool,
 }
 
 pub struct AdaptResult {
@@ -162,6 +164,7 @@ pub fn adapt<AD: AutodiffBackend>(job: &AdaptJob, device: &AD::Device) -> Result
         init_from: Some(InitFrom { weights: source.weights, identifiers: Some(source.identifiers), new_rows: NewRows::Zero }),
         time_limit: None,
         engine_flags: job.engine_flags.clone(),
+        memory_check: job.memory_check,
     };
     let summary = train::<AD>(&tj, device)?;
     let score = summary.evals.last().and_then(|(_, r)| r.arc.clone());

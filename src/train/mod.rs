@@ -4,6 +4,7 @@
 pub mod adapt;
 pub mod collective;
 pub mod logging;
+pub mod memory_check;
 pub mod progress;
 mod records;
 pub mod setup;

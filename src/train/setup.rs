@@ -44,6 +44,9 @@ pub struct TrainJob {
     /// The flags given that chose how this run computes and are not saved in it (`--device`,
     /// `--precision`, `--deterministic`), as a resume must be given them again: " --device cuda".
     pub engine_flags: String,
+    /// Refuse, before the first step, a run whose passes the CPU engine's memory estimate says
+    /// do not fit the memory available (`train::memory_check`; `--no-memory-check` turns it off).
+    pub memory_check: bool,
 }
 
 /// The weights a new run starts from, and how their puzzle-embedding rows map onto the data
@@ -336,7 +339,7 @@ pub struct Plan {
 
 impl Plan {
     /// The plan of `cfg` over `train`, refusing batches that do not split over the ranks and a
-    /// schedule of zero steps.
+    /// schedule of zero steps. It prints nothing: a new run makes it twice (`trainer::train_with`).
     pub fn new(cfg: &TrainConfig, train: &Arc<Split>, has_test: bool, rank: usize, world: usize) -> Result<Plan> {
         let g = cfg.global_batch_size;
         anyhow::ensure!(g.is_multiple_of(world), "global_batch_size {g} does not split over {world} ranks: make it a multiple of {world}");
@@ -371,7 +374,6 @@ impl Plan {
                 "batch_order {path} records {} iterations; this run has {iterations}",
                 rec.iterations.len()
             );
-            eprintln!("replaying the recorded batch order {path} ({} iterations)", rec.iterations.len());
             sampler.recorded = Some(Arc::new(rec));
         }
         let total = total_steps(train, cfg.epochs, g);

@@ -63,6 +63,13 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
     let t0 = Instant::now();
     let lead = reducer.rank() == 0;
     let (train_split, test_split) = read_splits(&job.data)?;
+    // A new run that cannot fit is refused before its folder is made (once its configuration is
+    // known to be valid); a resumed one, whose configuration is its checkpoint's, once that is read.
+    if job.memory_check && !job.resume {
+        let (model, world) = (model_config(&job.config, &train_split)?, reducer.world());
+        Plan::new(&job.config, &train_split, test_split.is_some(), reducer.rank(), world)?;
+        super::memory_check::check::<AD>(&job.config, &model, test_split.as_deref(), world)?;
+    }
     // One writer per run folder, held until this function returns (or the process dies); what an
     // interrupted save left behind is removed first, under the lock, with a note.
     let locked =
@@ -80,6 +87,16 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
         );
     }
     let plan = Plan::new(&cfg, &train_split, test_split.is_some(), reducer.rank(), reducer.world())?;
+    if let (Some(order), true) = (&plan.sampler.recorded, lead) {
+        eprintln!(
+            "replaying the recorded batch order {} ({} iterations)",
+            cfg.batch_order.as_deref().unwrap_or_default(),
+            order.iterations.len()
+        );
+    }
+    if job.memory_check && job.resume {
+        super::memory_check::check::<AD>(&cfg, &model, test_split.as_deref(), reducer.world())?;
+    }
     let ropes = Ropes::<AD>::new(&model, device);
     let mut log = open_run_log(job, &cfg, &model, &st, &plan, reducer)?;
     let mut progress = Progress::new(job.quiet || !lead, plan.stop_at, st.step);

@@ -3,6 +3,7 @@
 pub mod alloc;
 pub mod env;
 pub mod fs;
+pub mod host_memory;
 pub mod interrupt;
 pub mod lock;
 pub mod np_random;

@@ -1,0 +1,145 @@
+//! How much memory a training or evaluation pass of the CPU engine needs (`--device cpu`, the
+//! fused float32 blocks of `model::cpu`), counted from what each block keeps for its backward
+//! pass, so that `trm train` can refuse a run that would be killed by the system during its
+//! first step and say which setting fits (`train::memory_check`), and `trm info` can show it.
+//!
+//! A training pass keeps, for every row and every block the gradient flows through: the block's
+//! input, its attention q|k|v projections, q and k after RoPE, the softmax probabilities (heads
+//! x T x T), the heads' outputs, the normed residual, the SwiGLU gate and up projections, and
+//! the output (`model::cpu::Trace`; mlp_t keeps its sequence MLP's gate and up instead of the
+//! attention values). The estimate counts the differentiated blocks plus two more: the
+//! transient working memory of the forward and backward passes around them.
+//!
+//! Measured against the peak resident memory of `trm bench` (2 batch sizes each, the slope per
+//! row; docs/reliability.md, "Memory"): the estimate lies between 1% below and 15% above the
+//! measurement on TRM, TRM single-z and mlp_t at Sudoku's shape, TRM at ARC's, HRM at Sudoku's
+//! and Maze's; 21% above on the transformer baseline (no recursion around its blocks).
+//!
+//! Other engines keep other values (burn's generic autodiff on libtorch, bfloat16 emulation);
+//! they are not estimated here (`estimated` says which are).
+
+use super::config::ModelConfig;
+use super::schedule::Schedule;
+
+const F32: u64 = 4;
+
+/// Floats one block keeps for one row for its backward pass.
+fn kept_per_row(c: &ModelConfig) -> u64 {
+    let (t, d, i) = (c.total_len() as u64, c.d() as u64, c.mlp_inner() as u64);
+    // The channel SwiGLU: input, normed residual, gate, up, output.
+    let channel = t * (3 * d + 2 * i);
+    let mixer = if c.arch.mlp_t {
+        2 * c.mlp_t_inner() as u64 * d // the sequence MLP's gate and up, [I_t, D] each
+    } else {
+        let (a, heads) = (c.attention_width() as u64, c.arch.num_heads as u64);
+        t * 6 * a + heads * t * t // q|k|v, q and k after RoPE, the heads' outputs; probabilities
+    };
+    channel + mixer
+}
+
+/// Bytes per row of a training pass (one supervision step's forward and backward).
+pub fn train_bytes_per_row(c: &ModelConfig) -> u64 {
+    let blocks = Schedule::of(&c.arch).differentiated_blocks() as u64 + 2;
+    F32 * blocks * kept_per_row(c)
+}
+
+/// Bytes per row of an evaluation pass (no gradient): one block's working values at a time (its
+/// attention probabilities twice: the scores and their softmax), the carried states and the
+/// logits.
+pub fn eval_bytes_per_row(c: &ModelConfig) -> u64 {
+    let (t, d) = (c.total_len() as u64, c.d() as u64);
+    let states = Schedule::of(&c.arch).states.len() as u64;
+    let scores = if c.arch.mlp_t { 0 } else { c.arch.num_heads as u64 * t * t };
+    F32 * (kept_per_row(c) + scores + (states + 2) * t * d + t * c.vocab_size as u64)
+}
+
+/// Bytes of the parameters' gradients and Adam moments (and the EMA copy), the training state
+/// that grows beside the weights once the first update is made (the puzzle-embedding table's
+/// sign-SGD keeps no moments).
+pub fn optimiser_bytes(c: &ModelConfig, ema: bool) -> u64 {
+    weight_bytes(c) * (3 + ema as u64)
+}
+
+/// Bytes of the weights themselves (the puzzle-embedding table excluded).
+pub fn weight_bytes(c: &ModelConfig) -> u64 {
+    F32 * super::weights::count_params(c) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::architecture::Architecture;
+
+    /// `trm bench`'s shapes (`bench::shape_for`, a layer above this one): an architecture's
+    /// defaults at a sequence length and vocabulary.
+    fn shape(shape: &str, arch: Architecture) -> ModelConfig {
+        use crate::model::config::PosEncoding;
+        let mut a = arch.defaults();
+        let (seq_len, vocab_size, ids) = match shape {
+            "sudoku-att" => (81, 11, 1),
+            "sudoku-mlp" => {
+                (a.mlp_t, a.pos_encodings) = (true, PosEncoding::None);
+                (81, 11, 1)
+            }
+            "maze-att" => (900, 6, 1),
+            _ => (900, 12, 4096),
+        };
+        if shape != "sudoku-att" && shape != "sudoku-mlp" && arch == Architecture::Trm {
+            a.l_cycles = 4;
+        }
+        ModelConfig { arch: a, seq_len, vocab_size, num_puzzle_identifiers: ids }
+    }
+
+    fn mib(b: u64) -> f64 {
+        b as f64 / (1u64 << 20) as f64
+    }
+
+    /// The per-row slopes of peak RSS measured with `trm bench --warmup 1 --reps 1` at two batch
+    /// sizes (2026-12-06, this repository's CPU engine; docs/reliability.md). The estimate may
+    /// not fall below a measurement by more than 2%, nor exceed one by more than 25%.
+    #[test]
+    fn training_estimates_bound_the_measured_peaks() {
+        let cases = [
+            ("sudoku-att", Architecture::Trm, 47.3),
+            ("sudoku-att", Architecture::TrmSinglez, 46.9),
+            ("sudoku-mlp", Architecture::Trm, 54.9),
+            ("sudoku-att", Architecture::Hrm, 26.25),
+            ("sudoku-att", Architecture::TransformersBaseline, 23.3),
+            ("arc-att", Architecture::Trm, 548.5),
+            ("maze-att", Architecture::Hrm, 498.0),
+        ];
+        for (name, arch, measured) in cases {
+            let c = shape(name, arch);
+            let est = mib(train_bytes_per_row(&c));
+            let ratio = est / measured;
+            eprintln!("{name} {arch:?}: estimate {est:.1} MiB/row, measured {measured} ({ratio:.3}x)");
+            assert!((0.98..=1.25).contains(&ratio), "{name} {arch:?}: estimate {est:.1} MiB/row, measured {measured} ({ratio:.2}x)");
+        }
+    }
+
+    /// The same for evaluation passes (`trm bench --mode eval`, 64 and 256 rows; ARC 4 and 16).
+    #[test]
+    fn evaluation_estimates_bound_the_measured_peaks() {
+        let cases = [
+            ("sudoku-att", Architecture::Trm, 3.98),
+            ("sudoku-mlp", Architecture::Trm, 3.17),
+            ("sudoku-att", Architecture::Hrm, 3.30),
+            ("arc-att", Architecture::Trm, 72.2),
+        ];
+        for (name, arch, measured) in cases {
+            let c = shape(name, arch);
+            let est = mib(eval_bytes_per_row(&c));
+            let ratio = est / measured;
+            eprintln!("{name} {arch:?}: estimate {est:.2} MiB/row, measured {measured} ({ratio:.3}x)");
+            assert!((0.98..=1.5).contains(&ratio), "{name} {arch:?}: estimate {est:.2} MiB/row, measured {measured} ({ratio:.2}x)");
+        }
+    }
+
+    #[test]
+    fn optimiser_state_is_three_or_four_copies_of_the_weights() {
+        let c = shape("sudoku-att", Architecture::Trm);
+        let p = crate::model::weights::count_params(&c) as u64;
+        assert_eq!(optimiser_bytes(&c, false), 12 * p);
+        assert_eq!(optimiser_bytes(&c, true), 16 * p);
+    }
+}

@@ -1,0 +1,206 @@
+//! How much more memory this process can take before the system, or the container it runs in,
+//! runs out: what `trm train` compares its memory estimate with before its first step
+//! (`train::memory_check`).
+//!
+//! - Linux: `MemAvailable` of /proc/meminfo (free memory plus what the kernel can reclaim),
+//!   lowered to what the process's memory cgroup still allows at its tightest level (cgroup v1
+//!   or v2; its inactive file cache counted as free, as the kernel reclaims that first), and to
+//!   what the process's own limits leave (`ulimit -v`, `ulimit -d`: RLIMIT_AS and RLIMIT_DATA
+//!   less the VmSize and VmData of /proc/self/status), where an allocation fails instead.
+//! - Windows: the available physical memory (`GlobalMemoryStatusEx`).
+//! - Elsewhere: unknown (`None`), and nothing is checked.
+//!
+//! (The sysinfo crate reads the same numbers; it would bring the large `windows` crate into
+//! the Windows build for two calls.)
+
+/// Bytes this process can still allocate without the system reclaiming memory it cannot, or
+/// `None` where that is not known.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn available() -> Option<u64> {
+    let system = meminfo_available(&std::fs::read_to_string("/proc/meminfo").ok()?)?;
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let room = cgroup_dirs(std::path::Path::new("/sys/fs/cgroup"), &cgroups).iter().filter_map(|d| cgroup_room(d)).min();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    // The soft limit of a resource, when it has one (rlim_t is 32-bit on some targets).
+    #[allow(clippy::unnecessary_cast)]
+    let rlimit = |resource| {
+        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit fills the struct it is given and keeps no pointer.
+        (unsafe { libc::getrlimit(resource, &mut r) } == 0 && r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur as u64)
+    };
+    let limits = [(libc::RLIMIT_AS, "VmSize:"), (libc::RLIMIT_DATA, "VmData:")]
+        .into_iter()
+        .filter_map(|(resource, used)| Some(rlimit(resource)?.saturating_sub(status_kib(&status, used)? * 1024)));
+    Some(limits.chain(room).fold(system, u64::min))
+}
+
+/// A `Key:   N kB` value of /proc/self/status, in KiB.
+#[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+fn status_kib(status: &str, key: &str) -> Option<u64> {
+    status.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(windows)]
+pub fn available() -> Option<u64> {
+    use windows_sys::Win32::System::SystemInformation::{GlobalMemoryStatusEx, MEMORYSTATUSEX};
+    let mut s = MEMORYSTATUSEX { dwLength: std::mem::size_of::<MEMORYSTATUSEX>() as u32, ..Default::default() };
+    // SAFETY: a status struct with its length set, as the call requires; it keeps no pointer.
+    (unsafe { GlobalMemoryStatusEx(&mut s) } != 0).then_some(s.ullAvailPhys)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android", windows)))]
+pub fn available() -> Option<u64> {
+    None
+}
+
+/// `MemAvailable` of a /proc/meminfo text, in bytes.
+#[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+fn meminfo_available(meminfo: &str) -> Option<u64> {
+    status_kib(meminfo, "MemAvailable:").map(|kib| kib * 1024)
+}
+
+/// The memory cgroup folders of this process and every level above it, from a
+/// /proc/self/cgroup text: `N:memory:/path` (v1, under ROOT/memory) or `0::/path` (v2, under
+/// ROOT), ROOT being /sys/fs/cgroup. Only folders that exist are listed.
+#[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+fn cgroup_dirs(root: &std::path::Path, proc_self_cgroup: &str) -> Vec<std::path::PathBuf> {
+    use std::path::Path;
+    let v1 = root.join("memory");
+    let mut dirs = Vec::new();
+    for line in proc_self_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let base = match controllers {
+            "" => root,
+            c if c.split(',').any(|c| c == "memory") => v1.as_path(),
+            _ => continue,
+        };
+        let mut rel = Path::new(path.trim_start_matches('/'));
+        loop {
+            let dir = base.join(rel);
+            if dir.is_dir() {
+                dirs.push(dir);
+            }
+            match rel.parent() {
+                Some(p) => rel = p,
+                None => break,
+            }
+        }
+    }
+    dirs
+}
+
+/// What one cgroup level still allows: its limit less its usage without inactive file cache;
+/// `None` when it sets no limit.
+#[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+fn cgroup_room(dir: &std::path::Path) -> Option<u64> {
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    let number = |name: &str| read(name).and_then(|s| s.trim().parse::<u64>().ok());
+    // v2 names first, then v1's. v1 writes "no limit" as a huge number (about 2^63).
+    let limit = number("memory.max").or_else(|| number("memory.limit_in_bytes")).filter(|&l| l < 1 << 60)?;
+    let usage = number("memory.current").or_else(|| number("memory.usage_in_bytes")).unwrap_or(0);
+    let stat = read("memory.stat").unwrap_or_default();
+    Some(limit.saturating_sub(usage.saturating_sub(inactive_file(&stat))))
+}
+
+/// The inactive file cache of a cgroup's memory.stat (v2's `inactive_file`, v1's
+/// `total_inactive_file` over the subtree), in bytes.
+#[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+fn inactive_file(stat: &str) -> u64 {
+    let value = |key: &str| {
+        stat.lines().find_map(|l| l.strip_prefix(key).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse::<u64>().ok()))
+    };
+    value("total_inactive_file").or_else(|| value("inactive_file")).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meminfo_gives_mem_available_in_bytes() {
+        let text = "MemTotal:       24683772 kB\nMemFree:         1000 kB\nMemAvailable:   21884504 kB\n";
+        assert_eq!(meminfo_available(text), Some(21884504 * 1024));
+        assert_eq!(meminfo_available("MemTotal: 5 kB\n"), None);
+    }
+
+    #[test]
+    fn inactive_file_cache_prefers_the_subtree_total() {
+        assert_eq!(inactive_file("cache 5\ninactive_file 7\ntotal_inactive_file 9\n"), 9);
+        assert_eq!(inactive_file("anon 1\ninactive_file 7\n"), 7);
+        assert_eq!(inactive_file("anon 1\n"), 0);
+    }
+
+    #[test]
+    fn a_cgroup_limit_less_its_working_set_is_the_room_left() {
+        let dir = tempfile::tempdir().unwrap();
+        // No limit (v1's "unlimited" value): no room figure.
+        std::fs::write(dir.path().join("memory.limit_in_bytes"), "9223372036854771712\n").unwrap();
+        assert_eq!(cgroup_room(dir.path()), None);
+        // v2: 8 GiB limit, 5 GiB used of which 1 GiB inactive cache -> 4 GiB left.
+        std::fs::write(dir.path().join("memory.max"), format!("{}\n", 8u64 << 30)).unwrap();
+        std::fs::write(dir.path().join("memory.current"), format!("{}\n", 5u64 << 30)).unwrap();
+        std::fs::write(dir.path().join("memory.stat"), format!("anon 1\ninactive_file {}\n", 1u64 << 30)).unwrap();
+        assert_eq!(cgroup_room(dir.path()), Some(4 << 30));
+        // v2 "max": no limit at this level.
+        std::fs::write(dir.path().join("memory.max"), "max\n").unwrap();
+        std::fs::remove_file(dir.path().join("memory.limit_in_bytes")).unwrap();
+        assert_eq!(cgroup_room(dir.path()), None);
+    }
+
+    #[test]
+    fn cgroup_lines_give_the_memory_group_and_every_level_above_it() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for d in ["memory/a/b", "cpuset/a", "x/y"] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        // v1's memory line, another controller's (not read), v2's line, and a group whose
+        // folder is gone (left out).
+        let text = "4:memory:/a/b\n3:cpuset:/a\n0::/x/y\n2:pids,memory:/gone\n";
+        let want = ["memory/a/b", "memory/a", "memory", "x/y", "x", ""].map(|d| r.join(d));
+        let mut want = want.to_vec();
+        want.push(r.join("memory")); // /gone's parent, the v1 root itself
+        assert_eq!(cgroup_dirs(r, text), want);
+    }
+
+    /// A process limit lowers the figure: a child with `ulimit -v` at 1 GiB above its current
+    /// size reports at most 1 GiB (run as a child so the limit stays there).
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_process_memory_limit_lowers_the_figure() {
+        if std::env::var("TRM_TEST_RLIMIT_CHILD").is_ok() {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let size = status_kib(&status, "VmSize:").unwrap() * 1024;
+            let limit = libc::rlimit { rlim_cur: size + (1 << 30), rlim_max: libc::RLIM_INFINITY };
+            // SAFETY: setrlimit reads the struct it is given.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) }, 0);
+            let a = available().unwrap();
+            assert!(a <= 1 << 30 && a > 900 << 20, "{a} bytes available under a 1 GiB allowance");
+            return;
+        }
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new(exe)
+            .args(["--exact", "util::host_memory::tests::a_process_memory_limit_lowers_the_figure", "--nocapture"])
+            .env("TRM_TEST_RLIMIT_CHILD", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && text.contains("1 passed"), "{text}");
+    }
+
+    /// On the platforms that report it, the figure is positive and no larger than the memory
+    /// this machine has.
+    #[test]
+    #[cfg(any(target_os = "linux", windows))]
+    fn this_machine_reports_some_memory_available() {
+        let a = available().expect("a figure on this platform");
+        assert!(a > 0);
+        #[cfg(target_os = "linux")]
+        {
+            let total = std::fs::read_to_string("/proc/meminfo").unwrap();
+            let kib: u64 = total.lines().next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+            assert!(a <= kib * 1024, "{a} bytes available of {kib} KiB");
+        }
+    }
+}
