@@ -139,7 +139,8 @@ pub fn info(name: &str, cfg: &config::TrainConfig, seq_len: usize, vocab: usize,
 
 fn memory_info(model: &ModelConfig, cfg: &config::TrainConfig) -> MemoryInfo {
     const MIB: f64 = (1u64 << 20) as f64;
-    let row = crate::model::memory::train_bytes_per_row(model) as f64 / MIB;
+    // A training row runs all of its winner-take-all chains.
+    let row = crate::model::memory::train_bytes_per_row(model) as f64 * model.arch.wta_chains.max(1) as f64 / MIB;
     let optimiser = crate::model::memory::optimiser_bytes(model, cfg.ema) as f64 / MIB;
     let pass_rows = cfg.micro_batch_size.unwrap_or(cfg.global_batch_size);
     MemoryInfo {

@@ -11,9 +11,9 @@
 //! transient working memory of the forward and backward passes around them.
 //!
 //! Measured against the peak resident memory of `trm bench` (2 batch sizes each, the slope per
-//! row; docs/reliability.md, "Memory"): the estimate lies between 1% below and 15% above the
-//! measurement on TRM, TRM single-z and mlp_t at Sudoku's shape, TRM at ARC's, HRM at Sudoku's
-//! and Maze's; 21% above on the transformer baseline (no recursion around its blocks).
+//! row; docs/reliability.md, "Memory"): the estimate lies between 1% below and 16% above the
+//! measurement on TRM, TRM single-z, mlp_t and the transformer baseline at Sudoku's shape, TRM
+//! at ARC's, HRM at Sudoku's and Maze's; an evaluation pass up to 41% above (mlp_t).
 //!
 //! Other engines keep other values (burn's generic autodiff on libtorch, bfloat16 emulation);
 //! they are not estimated here (`estimated` says which are).
@@ -21,48 +21,64 @@
 use super::config::ModelConfig;
 use super::schedule::Schedule;
 
-const F32: u64 = 4;
+const F32: u128 = 4;
+
+/// A size computed in u128 (hostile configurations reach past u64), saturated to u64.
+fn bytes(n: u128) -> u64 {
+    n.min(u64::MAX as u128) as u64
+}
 
 /// Floats one block keeps for one row for its backward pass.
-fn kept_per_row(c: &ModelConfig) -> u64 {
-    let (t, d, i) = (c.total_len() as u64, c.d() as u64, c.mlp_inner() as u64);
+fn kept_per_row(c: &ModelConfig) -> u128 {
+    let (t, d, i) = (c.total_len() as u128, c.d() as u128, c.mlp_inner() as u128);
     // The channel SwiGLU: input, normed residual, gate, up, output.
     let channel = t * (3 * d + 2 * i);
     let mixer = if c.arch.mlp_t {
-        2 * c.mlp_t_inner() as u64 * d // the sequence MLP's gate and up, [I_t, D] each
+        2 * c.mlp_t_inner() as u128 * d // the sequence MLP's gate and up, [I_t, D] each
     } else {
-        let (a, heads) = (c.attention_width() as u64, c.arch.num_heads as u64);
+        let (a, heads) = (c.attention_width() as u128, c.arch.num_heads as u128);
         t * 6 * a + heads * t * t // q|k|v, q and k after RoPE, the heads' outputs; probabilities
     };
     channel + mixer
 }
 
-/// Bytes per row of a training pass (one supervision step's forward and backward).
+/// Bytes per row of a training pass (one supervision step's forward and backward, one chain).
 pub fn train_bytes_per_row(c: &ModelConfig) -> u64 {
-    let blocks = Schedule::of(&c.arch).differentiated_blocks() as u64 + 2;
-    F32 * blocks * kept_per_row(c)
+    let blocks = Schedule::of(&c.arch).differentiated_blocks() as u128 + 2;
+    bytes(F32 * blocks * kept_per_row(c))
 }
 
 /// Bytes per row of an evaluation pass (no gradient): one block's working values at a time (its
 /// attention probabilities twice: the scores and their softmax), the carried states and the
 /// logits.
 pub fn eval_bytes_per_row(c: &ModelConfig) -> u64 {
-    let (t, d) = (c.total_len() as u64, c.d() as u64);
-    let states = Schedule::of(&c.arch).states.len() as u64;
-    let scores = if c.arch.mlp_t { 0 } else { c.arch.num_heads as u64 * t * t };
-    F32 * (kept_per_row(c) + scores + (states + 2) * t * d + t * c.vocab_size as u64)
+    let (t, d) = (c.total_len() as u128, c.d() as u128);
+    let states = Schedule::of(&c.arch).states.len() as u128;
+    let scores = if c.arch.mlp_t { 0 } else { c.arch.num_heads as u128 * t * t };
+    bytes(F32 * (kept_per_row(c) + scores + (states + 2) * t * d + t * c.vocab_size as u128))
 }
 
 /// Bytes of the parameters' gradients and Adam moments (and the EMA copy), the training state
 /// that grows beside the weights once the first update is made (the puzzle-embedding table's
 /// sign-SGD keeps no moments).
 pub fn optimiser_bytes(c: &ModelConfig, ema: bool) -> u64 {
-    weight_bytes(c) * (3 + ema as u64)
+    weight_bytes(c).saturating_mul(3 + ema as u64)
+}
+
+/// Bytes of the carry (every state the supervision steps hand on) for one row and one chain.
+pub fn carry_bytes_per_row(c: &ModelConfig) -> u64 {
+    let states = Schedule::of(&c.arch).states.len() as u128;
+    bytes(F32 * states * c.total_len() as u128 * c.d() as u128)
+}
+
+/// Bytes of the puzzle-embedding table (one row per identifier).
+pub fn table_bytes(c: &ModelConfig) -> u64 {
+    bytes(F32 * c.num_puzzle_identifiers as u128 * c.arch.puzzle_emb_ndim as u128)
 }
 
 /// Bytes of the weights themselves (the puzzle-embedding table excluded).
 pub fn weight_bytes(c: &ModelConfig) -> u64 {
-    F32 * super::weights::count_params(c) as u64
+    bytes(F32 * super::weights::count_params(c) as u128)
 }
 
 #[cfg(test)]

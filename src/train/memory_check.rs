@@ -14,35 +14,41 @@ use crate::store::config::TrainConfig;
 use anyhow::{Result, bail};
 use burn::prelude::Backend;
 
-/// What a run asks of the machine, in bytes.
+/// What a run asks of the machine beyond what it holds when it is checked (its weights, puzzle
+/// table and a resumed carry are in memory by then), in bytes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Need {
-    /// Gradients, Adam moments and the EMA copy, held for the whole run.
-    pub optimiser: u64,
-    /// One row of the training pass and one row of the evaluation pass.
+    /// Gradients, Adam moments and the EMA copy (counted even when a resumed run has read its
+    /// moments already), and a new run's carry for all of the rank's rows: held for the whole run.
+    pub fixed: u64,
+    /// One row of the training pass (all of its `arch.wta_chains` latent chains) and one row of
+    /// the evaluation pass (chain 0 only).
     pub train_row: u64,
     pub eval_row: u64,
 }
 
 impl Need {
-    pub fn of(model: &ModelConfig, cfg: &TrainConfig) -> Need {
+    pub fn of(model: &ModelConfig, cfg: &TrainConfig, share: usize, new_carry: bool) -> Need {
+        let chains = model.arch.wta_chains.max(1) as u64;
+        let carry = if new_carry { memory::carry_bytes_per_row(model).saturating_mul(chains * share as u64) } else { 0 };
         Need {
-            optimiser: memory::optimiser_bytes(model, cfg.ema),
-            train_row: memory::train_bytes_per_row(model),
+            fixed: memory::optimiser_bytes(model, cfg.ema).saturating_add(carry),
+            train_row: memory::train_bytes_per_row(model).saturating_mul(chains),
             eval_row: memory::eval_bytes_per_row(model),
         }
     }
     fn train(&self, rows: usize) -> u64 {
-        self.optimiser + rows as u64 * self.train_row
+        self.fixed.saturating_add(self.train_row.saturating_mul(rows as u64))
     }
     fn eval(&self, rows: usize) -> u64 {
-        self.optimiser + rows as u64 * self.eval_row
+        self.fixed.saturating_add(self.eval_row.saturating_mul(rows as u64))
     }
 }
 
 /// The rows of one pass on this rank: training (`micro_batch_size` or the rank's share of
-/// `global_batch_size`), and evaluation (`eval_batch_size`'s share, at most the test split's
-/// examples; `None` without a test split).
+/// `global_batch_size`), and evaluation (`eval_batch_size`'s share, at most the examples an
+/// evaluation takes: the test split's, capped by `eval_max_examples`; `None` without a test
+/// split).
 #[derive(Debug, Clone, Copy)]
 pub struct Passes {
     pub world: usize,
@@ -54,26 +60,27 @@ pub struct Passes {
 impl Passes {
     fn of(cfg: &TrainConfig, test: Option<&Split>, world: usize) -> Passes {
         let share = cfg.global_batch_size / world;
-        // An evaluation pass takes this rank's share of eval_batch_size, at most its share of
-        // the test split (`eval::evaluate` does not pad a small split to the batch).
+        // `eval::evaluate` does not pad a small split to the batch.
         let eval_rows = test.map(|t| {
             let batch = cfg.eval_batch_size.unwrap_or(cfg.global_batch_size) / world;
-            batch.min(t.num_examples().div_ceil(world)).max(1)
+            let examples = cfg.eval_max_examples.map_or(t.num_examples(), |m| m.min(t.num_examples()));
+            batch.min(examples.div_ceil(world)).max(1)
         });
         Passes { world, share, micro_batch: cfg.micro_batch_size.unwrap_or(share), eval_rows }
     }
 }
 
 /// Checks a run of `cfg` on backend `B` against the memory available, when this engine has an
-/// estimate and this platform reports the memory (`util::host_memory`). Batches that do not
-/// split as they must are left to `setup::Plan`, which says so.
-pub fn check<B: Backend>(cfg: &TrainConfig, model: &ModelConfig, test: Option<&Split>, world: usize) -> Result<()> {
+/// estimate and this platform reports the memory (`util::host_memory`). `new_carry`: the run has
+/// no carry yet (a new run makes it at its first step). Batches that do not split as they must
+/// are left to `setup::Plan`, which says so.
+pub fn check<B: Backend>(cfg: &TrainConfig, model: &ModelConfig, test: Option<&Split>, world: usize, new_carry: bool) -> Result<()> {
     let passes = Passes::of(cfg, test, world);
     if !crate::model::cpu::covers::<B>(model) || passes.micro_batch == 0 || !passes.share.is_multiple_of(passes.micro_batch) {
         return Ok(());
     }
     let Some(available) = crate::util::host_memory::available() else { return Ok(()) };
-    verdict(Need::of(model, cfg), passes, available)
+    verdict(Need::of(model, cfg, passes.share, new_carry), passes, available)
 }
 
 /// `trm eval`'s check: an evaluation of `rows` rows at a time (its --batch, at most the examples
@@ -84,12 +91,13 @@ pub fn check_eval<B: Backend>(model: &ModelConfig, rows: usize) -> Result<()> {
         return Ok(());
     }
     let Some(available) = crate::util::host_memory::available() else { return Ok(()) };
-    let weights = memory::weight_bytes(model);
+    // The weights and the puzzle table are read after this check.
+    let weights = memory::weight_bytes(model).saturating_add(memory::table_bytes(model));
     eval_verdict(memory::eval_bytes_per_row(model), weights, rows, available)
 }
 
 fn eval_verdict(row: u64, weights: u64, rows: usize, available: u64) -> Result<()> {
-    let need = |r: usize| weights + r as u64 * row;
+    let need = |r: usize| weights.saturating_add(row.saturating_mul(r as u64));
     if need(rows) <= available {
         return Ok(());
     }
@@ -149,11 +157,11 @@ fn verdict(need: Need, p: Passes, available: u64) -> Result<()> {
     let ranks = if p.world > 1 { format!(" on each of {} ranks", p.world) } else { String::new() };
     if train > available {
         lines.push(format!(
-            "its training pass of {} rows{ranks} needs about {} ({:.0} MiB a row, and {} of gradients and optimiser state), and this machine has {} available",
+            "its training pass of {} rows{ranks} needs about {} ({:.0} MiB a row, and {} of gradients, optimiser state and carry), and this machine has {} available",
             p.micro_batch,
             gib(train),
             need.train_row as f64 / MIB,
-            gib(need.optimiser),
+            gib(need.fixed),
             gib(available)
         ));
         // The largest divisor of the rank's share that fits: micro-batches must divide it.
@@ -199,7 +207,7 @@ mod tests {
     const MB: u64 = 1 << 20;
 
     fn need() -> Need {
-        Need { optimiser: 100 * MB, train_row: 50 * MB, eval_row: 4 * MB }
+        Need { fixed: 100 * MB, train_row: 50 * MB, eval_row: 4 * MB }
     }
 
     fn passes(micro_batch: usize, eval_rows: Option<usize>) -> Passes {
@@ -253,6 +261,15 @@ mod tests {
         assert!(e.contains("pass --batch 110 (about 0.4 GiB)"), "{e}");
         assert!(e.contains("--no-memory-check"), "{e}");
         let e = eval_verdict(4 * MB, 10 * MB, 256, 12 * MB).unwrap_err().to_string();
+        assert!(e.contains("even one row at a time does not fit"), "{e}");
+    }
+
+    #[test]
+    fn sizes_past_u64_saturate_instead_of_overflowing() {
+        let huge = Need { fixed: 1, train_row: u64::MAX / 2, eval_row: u64::MAX / 2 };
+        let e = verdict(huge, passes(768, Some(768)), 1 << 40).unwrap_err().to_string();
+        assert!(e.contains("even one row at a time does not fit"), "{e}");
+        let e = eval_verdict(u64::MAX / 2, u64::MAX / 2, 65_536, 1 << 40).unwrap_err().to_string();
         assert!(e.contains("even one row at a time does not fit"), "{e}");
     }
 

@@ -339,7 +339,7 @@ pub struct Plan {
 
 impl Plan {
     /// The plan of `cfg` over `train`, refusing batches that do not split over the ranks and a
-    /// schedule of zero steps. It prints nothing: a new run makes it twice (`trainer::train_with`).
+    /// schedule of zero steps.
     pub fn new(cfg: &TrainConfig, train: &Arc<Split>, has_test: bool, rank: usize, world: usize) -> Result<Plan> {
         let g = cfg.global_batch_size;
         anyhow::ensure!(g.is_multiple_of(world), "global_batch_size {g} does not split over {world} ranks: make it a multiple of {world}");

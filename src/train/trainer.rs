@@ -63,13 +63,6 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
     let t0 = Instant::now();
     let lead = reducer.rank() == 0;
     let (train_split, test_split) = read_splits(&job.data)?;
-    // A new run that cannot fit is refused before its folder is made (once its configuration is
-    // known to be valid); a resumed one, whose configuration is its checkpoint's, once that is read.
-    if job.memory_check && !job.resume {
-        let (model, world) = (model_config(&job.config, &train_split)?, reducer.world());
-        Plan::new(&job.config, &train_split, test_split.is_some(), reducer.rank(), world)?;
-        super::memory_check::check::<AD>(&job.config, &model, test_split.as_deref(), world)?;
-    }
     // One writer per run folder, held until this function returns (or the process dies); what an
     // interrupted save left behind is removed first, under the lock, with a note.
     let locked =
@@ -94,13 +87,16 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
             order.iterations.len()
         );
     }
-    if job.memory_check && job.resume {
-        super::memory_check::check::<AD>(&cfg, &model, test_split.as_deref(), reducer.world())?;
+    let curriculum = depth_curriculum(&cfg, &plan, lead, job.quiet)?;
+    // Once the configuration, the folder and the state are known to be good, and before the run
+    // writes anything: its state (weights, puzzle table, a resumed carry) is in memory by now, so
+    // what it needs on top is what the check counts.
+    if job.memory_check {
+        super::memory_check::check::<AD>(&cfg, &model, test_split.as_deref(), reducer.world(), st.carry.is_none())?;
     }
     let ropes = Ropes::<AD>::new(&model, device);
     let mut log = open_run_log(job, &cfg, &model, &st, &plan, reducer)?;
     let mut progress = Progress::new(job.quiet || !lead, plan.stop_at, st.step);
-    let curriculum = depth_curriculum(&cfg, &plan, lead, job.quiet)?;
     if curriculum.as_ref().is_some_and(|c| c.stage_index(st.step + 1, plan.total) + 1 < c.stages.len()) {
         progress.starts_shallow();
     }

@@ -4,7 +4,8 @@
 //!
 //! - Linux: `MemAvailable` of /proc/meminfo (free memory plus what the kernel can reclaim),
 //!   lowered to what the process's memory cgroup still allows at its tightest level (cgroup v1
-//!   or v2; its inactive file cache counted as free, as the kernel reclaims that first), and to
+//!   or v2; its file cache other than shared memory counted as free, as the kernel reclaims it
+//!   at the limit), and to
 //!   what the process's own limits leave (`ulimit -v`, `ulimit -d`: RLIMIT_AS and RLIMIT_DATA
 //!   less the VmSize and VmData of /proc/self/status), where an allocation fails instead.
 //! - Windows: the available physical memory (`GlobalMemoryStatusEx`).
@@ -90,8 +91,8 @@ fn cgroup_dirs(root: &std::path::Path, proc_self_cgroup: &str) -> Vec<std::path:
     dirs
 }
 
-/// What one cgroup level still allows: its limit less its usage without inactive file cache;
-/// `None` when it sets no limit.
+/// What one cgroup level still allows: its limit less its usage without the file cache the
+/// kernel reclaims at the limit; `None` when it sets no limit.
 #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
 fn cgroup_room(dir: &std::path::Path) -> Option<u64> {
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
@@ -100,17 +101,23 @@ fn cgroup_room(dir: &std::path::Path) -> Option<u64> {
     let limit = number("memory.max").or_else(|| number("memory.limit_in_bytes")).filter(|&l| l < 1 << 60)?;
     let usage = number("memory.current").or_else(|| number("memory.usage_in_bytes")).unwrap_or(0);
     let stat = read("memory.stat").unwrap_or_default();
-    Some(limit.saturating_sub(usage.saturating_sub(inactive_file(&stat))))
+    Some(limit.saturating_sub(usage.saturating_sub(reclaimable_cache(&stat))))
 }
 
-/// The inactive file cache of a cgroup's memory.stat (v2's `inactive_file`, v1's
-/// `total_inactive_file` over the subtree), in bytes.
+/// The file cache of a cgroup's memory.stat less its shared memory (tmpfs and shm pages count
+/// as cache but cannot be dropped), in bytes: v1's subtree totals (`total_cache`,
+/// `total_shmem`), else v2's `file` and `shmem`, else the inactive file cache alone.
 #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
-fn inactive_file(stat: &str) -> u64 {
+fn reclaimable_cache(stat: &str) -> u64 {
     let value = |key: &str| {
         stat.lines().find_map(|l| l.strip_prefix(key).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse::<u64>().ok()))
     };
-    value("total_inactive_file").or_else(|| value("inactive_file")).unwrap_or(0)
+    let file_less_shmem = |file: &str, shmem: &str| value(file).map(|f| f.saturating_sub(value(shmem).unwrap_or(0)));
+    file_less_shmem("total_cache", "total_shmem")
+        .or_else(|| file_less_shmem("file", "shmem"))
+        .or_else(|| value("total_inactive_file"))
+        .or_else(|| value("inactive_file"))
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -125,10 +132,15 @@ mod tests {
     }
 
     #[test]
-    fn inactive_file_cache_prefers_the_subtree_total() {
-        assert_eq!(inactive_file("cache 5\ninactive_file 7\ntotal_inactive_file 9\n"), 9);
-        assert_eq!(inactive_file("anon 1\ninactive_file 7\n"), 7);
-        assert_eq!(inactive_file("anon 1\n"), 0);
+    fn file_cache_less_shared_memory_counts_as_reclaimable() {
+        // v1: the subtree totals, not this level's own figures.
+        assert_eq!(reclaimable_cache("cache 5\nshmem 1\ntotal_cache 90\ntotal_shmem 30\ninactive_file 7\n"), 60);
+        // v2.
+        assert_eq!(reclaimable_cache("anon 1\nfile 50\nshmem 20\ninactive_file 7\n"), 30);
+        assert_eq!(reclaimable_cache("anon 1\nfile 50\n"), 50);
+        // Neither: the inactive file cache alone, else nothing.
+        assert_eq!(reclaimable_cache("anon 1\ninactive_file 7\n"), 7);
+        assert_eq!(reclaimable_cache("anon 1\n"), 0);
     }
 
     #[test]
@@ -137,10 +149,10 @@ mod tests {
         // No limit (v1's "unlimited" value): no room figure.
         std::fs::write(dir.path().join("memory.limit_in_bytes"), "9223372036854771712\n").unwrap();
         assert_eq!(cgroup_room(dir.path()), None);
-        // v2: 8 GiB limit, 5 GiB used of which 1 GiB inactive cache -> 4 GiB left.
+        // v2: 8 GiB limit, 5 GiB used of which 1 GiB file cache -> 4 GiB left.
         std::fs::write(dir.path().join("memory.max"), format!("{}\n", 8u64 << 30)).unwrap();
         std::fs::write(dir.path().join("memory.current"), format!("{}\n", 5u64 << 30)).unwrap();
-        std::fs::write(dir.path().join("memory.stat"), format!("anon 1\ninactive_file {}\n", 1u64 << 30)).unwrap();
+        std::fs::write(dir.path().join("memory.stat"), format!("anon 1\nfile {}\nshmem 0\n", 1u64 << 30)).unwrap();
         assert_eq!(cgroup_room(dir.path()), Some(4 << 30));
         // v2 "max": no limit at this level.
         std::fs::write(dir.path().join("memory.max"), "max\n").unwrap();
@@ -176,7 +188,10 @@ mod tests {
             // SAFETY: setrlimit reads the struct it is given.
             assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) }, 0);
             let a = available().unwrap();
-            assert!(a <= 1 << 30 && a > 900 << 20, "{a} bytes available under a 1 GiB allowance");
+            let system = meminfo_available(&std::fs::read_to_string("/proc/meminfo").unwrap()).unwrap();
+            assert!(a <= 1 << 30, "{a} bytes available under a 1 GiB allowance");
+            // The allowance less what the process grew by since it was set.
+            assert!(a > (900 << 20).min(system / 2), "{a} bytes available under a 1 GiB allowance ({system} on the machine)");
             return;
         }
         let exe = std::env::current_exe().unwrap();
