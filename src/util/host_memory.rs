@@ -8,11 +8,9 @@
 //!   at the limit), and to
 //!   what the process's own limits leave (`ulimit -v`, `ulimit -d`: RLIMIT_AS and RLIMIT_DATA
 //!   less the VmSize and VmData of /proc/self/status), where an allocation fails instead.
-//! - Windows: the available physical memory (`GlobalMemoryStatusEx`).
-//! - Elsewhere: unknown (`None`), and nothing is checked.
-//!
-//! (The sysinfo crate reads the same numbers; it would bring the large `windows` crate into
-//! the Windows build for two calls.)
+//! - Elsewhere: unknown (`None`), and nothing is checked. On Windows, `GlobalMemoryStatusEx`
+//!   reported almost nothing available under Wine in CI (2026-12-06), which refused every run;
+//!   until it is tried on a real Windows machine, Windows is not checked.
 
 /// Bytes this process can still allocate without the system reclaiming memory it cannot, or
 /// `None` where that is not known.
@@ -41,15 +39,7 @@ fn status_kib(status: &str, key: &str) -> Option<u64> {
     status.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
 }
 
-#[cfg(windows)]
-pub fn available() -> Option<u64> {
-    use windows_sys::Win32::System::SystemInformation::{GlobalMemoryStatusEx, MEMORYSTATUSEX};
-    let mut s = MEMORYSTATUSEX { dwLength: std::mem::size_of::<MEMORYSTATUSEX>() as u32, ..Default::default() };
-    // SAFETY: a status struct with its length set, as the call requires; it keeps no pointer.
-    (unsafe { GlobalMemoryStatusEx(&mut s) } != 0).then_some(s.ullAvailPhys)
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android", windows)))]
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
 pub fn available() -> Option<u64> {
     None
 }
@@ -208,7 +198,7 @@ mod tests {
     /// On the platforms that report it, the figure is positive and no larger than the memory
     /// this machine has.
     #[test]
-    #[cfg(any(target_os = "linux", windows))]
+    #[cfg(target_os = "linux")]
     fn this_machine_reports_some_memory_available() {
         let a = available().expect("a figure on this platform");
         assert!(a > 0);
