@@ -355,6 +355,54 @@ pub fn bench_eval<B: Backend>(spec: &BenchSpec, device: &B::Device) -> anyhow::R
 
 #[cfg(test)]
 mod tests {
+    use crate::model::architecture::Architecture;
+    use crate::model::config::ModelConfig;
+
+    /// The CPU engine's memory estimate (`model::memory`) against the per-row slopes of peak RSS
+    /// measured with `trm bench --warmup 1 --reps 1` at two batch sizes (2026-12-06;
+    /// bench/results/2026-12-06-memory-estimate-cpu): never more than 2% below a measurement, at
+    /// most `over` above it.
+    fn estimate_bounds_measurements(estimate: fn(&ModelConfig) -> u64, over: f64, cases: &[(&str, Architecture, f64)]) {
+        for &(name, arch, measured) in cases {
+            let est = estimate(&super::shape_for(name, arch).unwrap()) as f64 / (1u64 << 20) as f64;
+            let ratio = est / measured;
+            eprintln!("{name} {arch:?}: estimate {est:.2} MiB/row, measured {measured} ({ratio:.3}x)");
+            assert!((0.98..=over).contains(&ratio), "{name} {arch:?}: estimate {est:.2} MiB/row, measured {measured} ({ratio:.2}x)");
+        }
+    }
+
+    #[test]
+    fn training_memory_estimates_bound_the_measured_peaks() {
+        estimate_bounds_measurements(
+            crate::model::memory::train_bytes_per_row,
+            1.25,
+            &[
+                ("sudoku-att", Architecture::Trm, 47.3),
+                ("sudoku-att", Architecture::TrmSinglez, 46.9),
+                ("sudoku-mlp", Architecture::Trm, 54.9),
+                ("sudoku-att", Architecture::Hrm, 26.25),
+                ("sudoku-att", Architecture::TransformersBaseline, 23.3),
+                ("arc-att", Architecture::Trm, 548.5),
+                ("maze-att", Architecture::Hrm, 498.0),
+            ],
+        );
+    }
+
+    /// Evaluation passes: 64 and 256 rows (ARC 4 and 16).
+    #[test]
+    fn evaluation_memory_estimates_bound_the_measured_peaks() {
+        estimate_bounds_measurements(
+            crate::model::memory::eval_bytes_per_row,
+            1.5,
+            &[
+                ("sudoku-att", Architecture::Trm, 3.98),
+                ("sudoku-mlp", Architecture::Trm, 3.17),
+                ("sudoku-att", Architecture::Hrm, 3.30),
+                ("arc-att", Architecture::Trm, 72.2),
+            ],
+        );
+    }
+
     #[test]
     fn flop_count_of_the_sudoku_attention_block() {
         // One attention block on 97 tokens at D = 512: 3.4M params -> 2 * 97 * 3.41M matmul FLOPs

@@ -76,21 +76,24 @@ impl Passes {
 /// are left to `setup::Plan`, which says so.
 pub fn check<B: Backend>(cfg: &TrainConfig, model: &ModelConfig, test: Option<&Split>, world: usize, new_carry: bool) -> Result<()> {
     let passes = Passes::of(cfg, test, world);
-    if !crate::model::cpu::covers::<B>(model) || passes.micro_batch == 0 || !passes.share.is_multiple_of(passes.micro_batch) {
+    if passes.micro_batch == 0 || !passes.share.is_multiple_of(passes.micro_batch) {
         return Ok(());
     }
-    let Some(available) = crate::util::host_memory::available() else { return Ok(()) };
+    let Some(available) = available_to::<B>(model) else { return Ok(()) };
     verdict(Need::of(model, cfg, passes.share, new_carry), passes, available)
+}
+
+/// The memory available, where `model` on backend `B` runs on the engine the estimate is for
+/// (the fused float32 CPU block) and this platform reports it; else None: nothing to check.
+fn available_to<B: Backend>(model: &ModelConfig) -> Option<u64> {
+    crate::model::cpu::covers::<B>(model).then(crate::util::host_memory::available).flatten()
 }
 
 /// `trm eval`'s check: an evaluation of `rows` rows at a time (its --batch, at most the examples
 /// it evaluates) with the weights of `model` on backend `B`, refused when it does not fit, naming
 /// the --batch that does.
 pub fn check_eval<B: Backend>(model: &ModelConfig, rows: usize) -> Result<()> {
-    if !crate::model::cpu::covers::<B>(model) {
-        return Ok(());
-    }
-    let Some(available) = crate::util::host_memory::available() else { return Ok(()) };
+    let Some(available) = available_to::<B>(model) else { return Ok(()) };
     // The weights and the puzzle table are read after this check.
     let weights = memory::weight_bytes(model).saturating_add(memory::table_bytes(model));
     eval_verdict(memory::eval_bytes_per_row(model), weights, rows, available)
