@@ -533,9 +533,15 @@ fn a_new_run_never_writes_over_a_users_files() {
     assert!(!log.lines().any(|l| l == dead_record) && log.contains("\"split\":\"train\""), "the dead run's log was kept: {log}");
     // A start that fails after taking its lock leaves no folder behind (it made the folder).
     let failed = d.path().join("failed");
-    let (ok, out) = trm(&[args, vec![failed.display().to_string(), "--init-from".into(), "nowhere.safetensors".into()]].concat());
+    let (ok, out) = trm(&[args.clone(), vec![failed.display().to_string(), "--init-from".into(), "nowhere.safetensors".into()]].concat());
     assert!(!ok && out.contains("nowhere.safetensors"), "{out}");
     assert!(!failed.exists(), "a failed start left {}", failed.display());
+    // Nor the parent folders it made for it; a parent that was there already stays.
+    let nested = d.path().join("made/for/the/run");
+    let (ok, out) = trm(&[args, vec![nested.display().to_string(), "--init-from".into(), "nowhere.safetensors".into()]].concat());
+    assert!(!ok && out.contains("nowhere.safetensors"), "{out}");
+    assert!(!d.path().join("made").exists(), "a failed start left {}", d.path().join("made").display());
+    assert!(d.path().exists());
 }
 
 /// A data set whose test split is empty: `trm eval` says there is nothing to evaluate (no accuracy

@@ -368,10 +368,10 @@ fn resuming_a_finished_run_logs_nothing_twice() {
 /// refused before it writes anything but its folder's lock, naming a micro_batch_size that
 /// divides the batch and fits (docs/reliability.md, "Memory"). A deep recursion
 /// (arch.L_cycles=1000: about half a GB a row) at a batch of at least 1.5 times what this machine
-/// has available.
+/// has available. Then a model whose weights alone do not fit, refused before they are made.
 #[test]
 fn a_run_too_large_for_memory_is_refused_with_a_micro_batch_that_fits() {
-    let Some(available) = trm::util::host_memory::available() else {
+    let Some(available) = trm::util::host_memory::available().map(|a| a.bytes) else {
         eprintln!("skipped: this platform does not report the memory available");
         return;
     };
@@ -404,4 +404,18 @@ fn a_run_too_large_for_memory_is_refused_with_a_micro_batch_that_fits() {
     assert!(e.contains("--no-memory-check"), "{e}");
     let written: Vec<_> = std::fs::read_dir(&out).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
     assert!(written.iter().all(|n| n == trm::util::lock::LOCK_FILE), "the refused run wrote {written:?} in {}", out.display());
+
+    // A model whose state alone does not fit (64 GiB of weights, 260 GiB with its gradients and
+    // optimiser state) is refused before its weights are made: the refusal comes at once, not from the
+    // system killing the process while it builds them.
+    let wide = ["arch.hidden_size=16384", "arch.L_layers=8", "arch.num_heads=64"];
+    if available > 200 << 30 {
+        eprintln!("skipped the model too large: {available} bytes available");
+        return;
+    }
+    let t = std::time::Instant::now();
+    let e = err(train::<AD>(&job(data.path(), &runs.path().join("wide"), &wide, false), &Default::default()));
+    assert!(e.contains("would run out of memory before its first step") && e.contains("weights and puzzle-embedding table"), "{e}");
+    assert!(e.contains("train a smaller model"), "{e}");
+    assert!(t.elapsed().as_secs() < 10, "the refusal took {:?}", t.elapsed());
 }

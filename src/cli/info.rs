@@ -69,13 +69,17 @@ pub struct Info {
 }
 
 /// The CPU engine's memory estimate, in MiB: per row of a training and an evaluation pass, the
-/// gradients and optimiser state, and a training pass at the configuration's batch (its
-/// `micro_batch_size` rows, else `global_batch_size` on one rank).
+/// weights and puzzle-embedding table, the gradients and optimiser state, the carry a new run
+/// hands from step to step for all of `global_batch_size`'s rows on one rank, and all of these
+/// with a training pass at the configuration's batch (its `micro_batch_size` rows, else
+/// `global_batch_size`): what `trm train` checks (`train::memory_check`), its weights counted.
 #[derive(Debug, Clone, Serialize)]
 pub struct MemoryInfo {
     pub train_mib_per_row: f64,
     pub eval_mib_per_row: f64,
+    pub weights_mib: f64,
     pub optimiser_mib: f64,
+    pub carry_mib: f64,
     pub pass_rows: usize,
     pub train_pass_mib: f64,
 }
@@ -138,17 +142,19 @@ pub fn info(name: &str, cfg: &config::TrainConfig, seq_len: usize, vocab: usize,
 }
 
 fn memory_info(model: &ModelConfig, cfg: &config::TrainConfig) -> MemoryInfo {
+    use crate::model::memory;
     const MIB: f64 = (1u64 << 20) as f64;
-    // A training row runs all of its winner-take-all chains.
-    let row = crate::model::memory::train_bytes_per_row(model) as f64 * model.arch.wta_chains.max(1) as f64 / MIB;
-    let optimiser = crate::model::memory::optimiser_bytes(model, cfg.ema) as f64 / MIB;
+    let need = crate::train::memory_check::Need::of(model, cfg, cfg.global_batch_size, true);
+    let weights = memory::weight_bytes(model).saturating_add(memory::table_bytes(model));
     let pass_rows = cfg.micro_batch_size.unwrap_or(cfg.global_batch_size);
     MemoryInfo {
-        train_mib_per_row: row,
-        eval_mib_per_row: crate::model::memory::eval_bytes_per_row(model) as f64 / MIB,
-        optimiser_mib: optimiser,
+        train_mib_per_row: need.train_row as f64 / MIB,
+        eval_mib_per_row: need.eval_row as f64 / MIB,
+        weights_mib: weights as f64 / MIB,
+        optimiser_mib: need.optimiser as f64 / MIB,
+        carry_mib: need.carry as f64 / MIB,
         pass_rows,
-        train_pass_mib: optimiser + pass_rows as f64 * row,
+        train_pass_mib: weights.saturating_add(need.train(pass_rows)) as f64 / MIB,
     }
 }
 
@@ -248,13 +254,17 @@ pub fn run(a: InfoArgs) -> Result<()> {
         );
     }
     let m = &i.memory;
+    let size = |mib: f64| crate::train::memory_check::size((mib * 1048576.0) as u64);
     println!(
-        "  memory on the CPU engine (an estimate; docs/reliability.md, \"Memory\"): training {:.1} MiB a row, {:.1} GiB in passes of {} rows with {:.0} MiB of gradients and optimiser state; evaluation {:.1} MiB a row",
-        m.train_mib_per_row,
-        m.train_pass_mib / 1024.0,
-        m.pass_rows,
-        m.optimiser_mib,
-        m.eval_mib_per_row
+        "  memory on the CPU engine (an estimate; docs/reliability.md, \"Memory\"): training {} a row, {} in all in passes of {} \
+         (weights and puzzle table {}, gradients and optimiser state {}, carry {}); evaluation {} a row",
+        size(m.train_mib_per_row),
+        size(m.train_pass_mib),
+        crate::train::memory_check::rows_of(m.pass_rows),
+        size(m.weights_mib),
+        size(m.optimiser_mib),
+        size(m.carry_mib),
+        size(m.eval_mib_per_row)
     );
     if let Some(p) = &i.paper {
         let mut parts = Vec::new();

@@ -141,12 +141,12 @@ pub fn train(a: TrainArgs) -> Result<()> {
         engine_flags: super::engine_flags(a.device, a.precision, a.deterministic, a.threads),
         memory_check: !a.no_memory_check,
     };
-    // A folder this command made and left holding only its lock (the run failed before writing
-    // anything) is removed, so a failed start leaves nothing behind.
-    let fresh_out = a.out.symlink_metadata().is_err();
+    // A folder this command made (and the parents it made for it) left holding only its lock
+    // (the run failed before writing anything) is removed, so a failed start leaves nothing behind.
+    let made = crate::util::fs::missing_folders(&a.out);
     let ran = run_job(&a, &job);
-    if ran.is_err() && fresh_out {
-        crate::util::fs::remove_if_only_lock(&a.out);
+    if ran.is_err() {
+        crate::util::fs::remove_made_folders(&made);
     }
     let (s, launch) = ran?;
     if launch.as_ref().is_some_and(|l| l.rank != 0) {

@@ -3,14 +3,19 @@
 //! (on Linux, the OOM killer) with no message, after the data set was read. So a run whose
 //! estimate (`model::memory`) exceeds the memory available (`util::host_memory`) is refused
 //! with the setting that fits: `micro_batch_size` for the training pass (the same update in
-//! smaller passes), `eval_batch_size` for the evaluation pass. `--no-memory-check` runs it
-//! anyway. Engines without an estimate (libtorch, which reports a failed allocation itself,
+//! smaller passes), `eval_batch_size` for the evaluation pass, `global_batch_size` when the carry
+//! the run hands from step to step is what does not fit. `--no-memory-check` runs it anyway.
+//! Engines without an estimate (libtorch, which reports a failed allocation itself,
 //! `util::out_of_memory`; cubecl; bfloat16 emulation) are not checked.
+//!
+//! Two checks: `check_state`, before a new run makes its weights (a model whose state alone
+//! does not fit); `check`, once the run's state is in memory, for its passes.
 
 use crate::data::format::Split;
 use crate::model::config::ModelConfig;
 use crate::model::memory;
 use crate::store::config::TrainConfig;
+use crate::util::host_memory::Available;
 use anyhow::{Result, bail};
 use burn::prelude::Backend;
 
@@ -19,8 +24,11 @@ use burn::prelude::Backend;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Need {
     /// Gradients, Adam moments and the EMA copy (counted even when a resumed run has read its
-    /// moments already), and a new run's carry for all of the rank's rows: held for the whole run.
-    pub fixed: u64,
+    /// moments already): held for the whole run.
+    pub optimiser: u64,
+    /// A new run's carry for all of the rank's rows and chains (0 when the run holds its carry):
+    /// held for the whole run.
+    pub carry: u64,
     /// One row of the training pass (all of its `arch.wta_chains` latent chains) and one row of
     /// the evaluation pass (chain 0 only).
     pub train_row: u64,
@@ -30,35 +38,39 @@ pub struct Need {
 impl Need {
     pub fn of(model: &ModelConfig, cfg: &TrainConfig, share: usize, new_carry: bool) -> Need {
         let chains = model.arch.wta_chains.max(1) as u64;
-        let carry = if new_carry { memory::carry_bytes_per_row(model).saturating_mul(chains * share as u64) } else { 0 };
         Need {
-            fixed: memory::optimiser_bytes(model, cfg.ema).saturating_add(carry),
+            optimiser: memory::optimiser_bytes(model, cfg.ema),
+            carry: if new_carry { memory::carry_bytes_per_row(model).saturating_mul(chains.saturating_mul(share as u64)) } else { 0 },
             train_row: memory::train_bytes_per_row(model).saturating_mul(chains),
             eval_row: memory::eval_bytes_per_row(model),
         }
     }
-    fn train(&self, rows: usize) -> u64 {
-        self.fixed.saturating_add(self.train_row.saturating_mul(rows as u64))
+    /// Held for the whole run, whatever the passes.
+    pub fn fixed(&self) -> u64 {
+        self.optimiser.saturating_add(self.carry)
+    }
+    pub fn train(&self, rows: usize) -> u64 {
+        self.fixed().saturating_add(self.train_row.saturating_mul(rows as u64))
     }
     fn eval(&self, rows: usize) -> u64 {
-        self.fixed.saturating_add(self.eval_row.saturating_mul(rows as u64))
+        self.fixed().saturating_add(self.eval_row.saturating_mul(rows as u64))
     }
 }
 
 /// The rows of one pass on this rank: training (`micro_batch_size` or the rank's share of
-/// `global_batch_size`), and evaluation (`eval_batch_size`'s share, at most the examples an
-/// evaluation takes: the test split's, capped by `eval_max_examples`; `None` without a test
-/// split).
+/// `global_batch_size`; `None` when no step is left to run), and evaluation (`eval_batch_size`'s
+/// share, at most the examples an evaluation takes: the test split's, capped by
+/// `eval_max_examples`; `None` when the run evaluates nothing).
 #[derive(Debug, Clone, Copy)]
 pub struct Passes {
     pub world: usize,
     pub share: usize,
-    pub micro_batch: usize,
+    pub micro_batch: Option<usize>,
     pub eval_rows: Option<usize>,
 }
 
 impl Passes {
-    fn of(cfg: &TrainConfig, test: Option<&Split>, world: usize) -> Passes {
+    fn of(cfg: &TrainConfig, trains: bool, test: Option<&Split>, world: usize) -> Passes {
         let share = cfg.global_batch_size / world;
         // `eval::evaluate` does not pad a small split to the batch.
         let eval_rows = test.map(|t| {
@@ -66,17 +78,90 @@ impl Passes {
             let examples = cfg.eval_max_examples.map_or(t.num_examples(), |m| m.min(t.num_examples()));
             batch.min(examples.div_ceil(world)).max(1)
         });
-        Passes { world, share, micro_batch: cfg.micro_batch_size.unwrap_or(share), eval_rows }
+        Passes { world, share, micro_batch: trains.then(|| cfg.micro_batch_size.unwrap_or(share)), eval_rows }
     }
 }
 
+/// Before a new run makes its weights: whether its state (weights, puzzle table, gradients,
+/// optimiser state and carry) and one row of its training pass fit at all, on backend `B` when
+/// this engine has an estimate and this platform reports the memory. Else a model too large for
+/// the machine would be killed while its weights are made, before `check` could say so.
+pub fn check_state<B: Backend>(cfg: &TrainConfig, model: &ModelConfig, world: usize) -> Result<()> {
+    if world == 0 || cfg.global_batch_size < world {
+        return Ok(()); // left to `setup::Plan`, which says what is wrong
+    }
+    let Some(available) = available_to::<B>(model) else { return Ok(()) };
+    state_verdict(
+        Need::of(model, cfg, cfg.global_batch_size / world, true),
+        weights_and_table(model),
+        cfg.global_batch_size,
+        world,
+        available,
+    )
+}
+
+fn weights_and_table(model: &ModelConfig) -> u64 {
+    memory::weight_bytes(model).saturating_add(memory::table_bytes(model))
+}
+
+fn state_verdict(need: Need, weights: u64, global_batch: usize, world: usize, available: Available) -> Result<()> {
+    let total = weights.saturating_add(need.train(1));
+    if total <= available.bytes {
+        return Ok(());
+    }
+    bail!(
+        "this run would run out of memory before its first step ({}): its weights and puzzle-embedding table ({}), gradients and \
+         optimiser state ({}) and carry ({}) with one row of its training pass ({}) need about {}, and {}\n{}\n({HOW_SURE})",
+        available.past_it(),
+        size(weights),
+        size(need.optimiser),
+        size(need.carry),
+        size(need.train_row),
+        size(total),
+        available.said(&size(available.bytes)),
+        one_row_advice(need, weights, global_batch, world, available)
+    )
+}
+
+/// What to change when not even one row at a time fits: the global batch, when the carry (which
+/// grows with it) is most of what is needed, else the model or the machine.
+fn one_row_advice(need: Need, weights: u64, global_batch: usize, world: usize, available: Available) -> String {
+    let share = (global_batch / world.max(1)).max(1) as u64;
+    let carry_row = need.carry / share; // the carry of one row of the rank's share (0 when resumed)
+    let rest = weights.saturating_add(need.optimiser).saturating_add(need.train_row);
+    if carry_row > 0 && need.carry >= rest {
+        let room = (SUGGEST_WITHIN * available.bytes as f64) as u64;
+        let rows = room.saturating_sub(rest) / carry_row;
+        // Fewer rows than the rank has: else the carry is not what keeps the run from fitting.
+        if rows >= 1 && rows < share {
+            let g = rows as usize * world;
+            return format!(
+                "most of it is the carry that each of the rank's {share} rows hands from one supervision step to the next \
+                 ({} a row): a smaller batch fits, such as {} (a different update: the learning rate was tuned for the batch \
+                 it was given)",
+                size(carry_row),
+                setting("global_batch_size", g)
+            );
+        }
+    }
+    "even one row at a time does not fit: train a smaller model or on a machine with more memory".into()
+}
+
 /// Checks a run of `cfg` on backend `B` against the memory available, when this engine has an
-/// estimate and this platform reports the memory (`util::host_memory`). `new_carry`: the run has
-/// no carry yet (a new run makes it at its first step). Batches that do not split as they must
-/// are left to `setup::Plan`, which says so.
-pub fn check<B: Backend>(cfg: &TrainConfig, model: &ModelConfig, test: Option<&Split>, world: usize, new_carry: bool) -> Result<()> {
-    let passes = Passes::of(cfg, test, world);
-    if passes.micro_batch == 0 || !passes.share.is_multiple_of(passes.micro_batch) {
+/// estimate and this platform reports the memory (`util::host_memory`). `trains`: a step is left
+/// to run; `test`: the test split when the run will evaluate. `new_carry`: the run has no carry
+/// yet (a new run makes it at its first step). Batches that do not split as they must are left
+/// to `setup::Plan`, which says so.
+pub fn check<B: Backend>(
+    cfg: &TrainConfig,
+    model: &ModelConfig,
+    trains: bool,
+    test: Option<&Split>,
+    world: usize,
+    new_carry: bool,
+) -> Result<()> {
+    let passes = Passes::of(cfg, trains, test, world);
+    if passes.micro_batch.is_some_and(|m| m == 0 || !passes.share.is_multiple_of(m)) {
         return Ok(());
     }
     let Some(available) = available_to::<B>(model) else { return Ok(()) };
@@ -85,7 +170,7 @@ pub fn check<B: Backend>(cfg: &TrainConfig, model: &ModelConfig, test: Option<&S
 
 /// The memory available, where `model` on backend `B` runs on the engine the estimate is for
 /// (the fused float32 CPU block) and this platform reports it; else None: nothing to check.
-fn available_to<B: Backend>(model: &ModelConfig) -> Option<u64> {
+fn available_to<B: Backend>(model: &ModelConfig) -> Option<Available> {
     crate::model::cpu::covers::<B>(model).then(crate::util::host_memory::available).flatten()
 }
 
@@ -95,24 +180,25 @@ fn available_to<B: Backend>(model: &ModelConfig) -> Option<u64> {
 pub fn check_eval<B: Backend>(model: &ModelConfig, rows: usize) -> Result<()> {
     let Some(available) = available_to::<B>(model) else { return Ok(()) };
     // The weights and the puzzle table are read after this check.
-    let weights = memory::weight_bytes(model).saturating_add(memory::table_bytes(model));
-    eval_verdict(memory::eval_bytes_per_row(model), weights, rows, available)
+    eval_verdict(memory::eval_bytes_per_row(model), weights_and_table(model), rows, available)
 }
 
-fn eval_verdict(row: u64, weights: u64, rows: usize, available: u64) -> Result<()> {
+fn eval_verdict(row: u64, weights: u64, rows: usize, available: Available) -> Result<()> {
     let need = |r: usize| weights.saturating_add(row.saturating_mul(r as u64));
-    if need(rows) <= available {
+    if need(rows) <= available.bytes {
         return Ok(());
     }
     let advice = match (1..rows).rev().find(|&r| fits_suggestion(need(r), available)) {
-        Some(r) => format!("pass --batch {r} (about {})", gib(need(r))),
+        Some(r) => format!("pass --batch {r} (about {})", size(need(r))),
         None => "even one row at a time does not fit: evaluate on a machine with more memory".into(),
     };
     bail!(
-        "this evaluation would run out of memory (the system would end it with no message): {rows} rows at a time need about {} ({:.0} MiB a row), and this machine has {} available; {advice}\n({HOW_SURE})",
-        gib(need(rows)),
-        row as f64 / MIB,
-        gib(available)
+        "this evaluation would run out of memory ({}): {} at a time need about {} ({} a row), and {}; {advice}\n({HOW_SURE})",
+        available.past_it(),
+        rows_of(rows),
+        size(need(rows)),
+        size(row),
+        available.said(&size(available.bytes))
     )
 }
 
@@ -121,11 +207,30 @@ fn setting(key: &str, value: usize) -> String {
     format!("`{key}={value}` (trm adapt: `--set {key}={value}`)")
 }
 
-const GIB: f64 = (1u64 << 30) as f64;
-const MIB: f64 = (1u64 << 20) as f64;
+/// "1 row", "768 rows".
+pub fn rows_of(n: usize) -> String {
+    format!("{n} row{}", if n == 1 { "" } else { "s" })
+}
 
-fn gib(b: u64) -> String {
-    format!("{:.1} GiB", b as f64 / GIB)
+/// A size in bytes to three significant figures in the unit that keeps it at 1 or more:
+/// "717 MiB", "4.18 MiB", "37.9 GiB" (so that two sizes a message compares never print alike
+/// while they differ by more than 1%).
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let (mut v, mut unit) = (bytes as f64, 0);
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    // Rounded first, so that 99.96 prints as "100", not "100.0".
+    let digits = if unit == 0 || (v * 10.0).round() >= 1000.0 {
+        0
+    } else if (v * 100.0).round() >= 1000.0 {
+        1
+    } else {
+        2
+    };
+    format!("{v:.digits$} {}", UNITS[unit])
 }
 
 /// What the estimate is and how to run anyway, said once at the end of every refusal.
@@ -136,69 +241,78 @@ const HOW_SURE: &str = "an estimate from what the blocks keep, measured from 1% 
 /// for the estimate's error and for other processes.
 const SUGGEST_WITHIN: f64 = 0.9;
 
-fn fits_suggestion(bytes: u64, available: u64) -> bool {
-    bytes as f64 <= SUGGEST_WITHIN * available as f64
+fn fits_suggestion(bytes: u64, available: Available) -> bool {
+    bytes as f64 <= SUGGEST_WITHIN * available.bytes as f64
 }
 
 /// The decision on numbers alone: Ok, a note when the run comes within 10% of what is
 /// available, or the refusal.
-fn verdict(need: Need, p: Passes, available: u64) -> Result<()> {
-    let train = need.train(p.micro_batch);
+fn verdict(need: Need, p: Passes, available: Available) -> Result<()> {
+    let train = p.micro_batch.map(|m| need.train(m));
     let eval = p.eval_rows.map(|r| need.eval(r));
-    let peak = train.max(eval.unwrap_or(0));
-    if peak <= available {
-        if peak as f64 > 0.9 * available as f64 {
+    let peak = train.unwrap_or(0).max(eval.unwrap_or(0));
+    let have = size(available.bytes);
+    if peak <= available.bytes {
+        if peak as f64 > 0.9 * available.bytes as f64 {
             eprintln!(
-                "note: this run needs about {} of the {} this machine has available (an estimate; docs/reliability.md, \"Memory\")",
-                gib(peak),
-                gib(available)
+                "note: this run needs about {} where {} (an estimate; docs/reliability.md, \"Memory\")",
+                size(peak),
+                available.said(&have)
             );
         }
         return Ok(());
     }
     let mut lines = Vec::new();
     let ranks = if p.world > 1 { format!(" on each of {} ranks", p.world) } else { String::new() };
-    if train > available {
+    if let (Some(m), Some(t)) = (p.micro_batch, train)
+        && t > available.bytes
+    {
         lines.push(format!(
-            "its training pass of {} rows{ranks} needs about {} ({:.0} MiB a row, and {} of gradients, optimiser state and carry), and this machine has {} available",
-            p.micro_batch,
-            gib(train),
-            need.train_row as f64 / MIB,
-            gib(need.fixed),
-            gib(available)
+            "its training pass of {}{ranks} needs about {} ({} a row, and {} of gradients and optimiser state{}), and {}",
+            rows_of(m),
+            size(t),
+            size(need.train_row),
+            size(need.optimiser),
+            if need.carry > 0 { format!(", {} of carry", size(need.carry)) } else { String::new() },
+            available.said(&have)
         ));
         // The largest divisor of the rank's share that fits: micro-batches must divide it.
-        match (1..p.micro_batch).rev().find(|&m| p.share.is_multiple_of(m) && fits_suggestion(need.train(m), available)) {
-            Some(m) => lines.push(format!(
-                "the same update in passes of {m} rows needs about {}: add {} (each pass's gradients are summed; only the time per step grows)",
-                gib(need.train(m)),
-                setting("micro_batch_size", m)
+        match (1..m).rev().find(|&r| p.share.is_multiple_of(r) && fits_suggestion(need.train(r), available)) {
+            Some(r) => lines.push(format!(
+                "the same update in passes of {} needs about {}: add {} (each pass's gradients are summed; only the time per step grows)",
+                rows_of(r),
+                size(need.train(r)),
+                setting("micro_batch_size", r)
             )),
-            None => lines.push("even one row at a time does not fit: train a smaller model or on a machine with more memory".into()),
+            // The weights are in memory already, out of what is available.
+            None => lines.push(one_row_advice(need, 0, p.share * p.world, p.world, available)),
         }
     }
     if let (Some(rows), Some(e)) = (p.eval_rows, eval)
-        && e > available
+        && e > available.bytes
     {
         lines.push(format!(
-            "its evaluation pass of {rows} rows{ranks} needs about {} ({:.0} MiB a row), and this machine has {} available",
-            gib(e),
-            need.eval_row as f64 / MIB,
-            gib(available)
+            "its evaluation pass of {}{ranks} needs about {} ({} a row), and {}",
+            rows_of(rows),
+            size(e),
+            size(need.eval_row),
+            available.said(&have)
         ));
         // eval_batch_size is the global batch, split over the ranks.
         match (1..rows).rev().find(|&r| fits_suggestion(need.eval(r), available)) {
             Some(r) => lines.push(format!(
-                "evaluating {r} rows at a time needs about {}: add {}",
-                gib(need.eval(r)),
+                "evaluating {} at a time needs about {}: add {}",
+                rows_of(r),
+                size(need.eval(r)),
                 setting("eval_batch_size", r * p.world)
             )),
             None => lines.push("even one row at a time does not fit in the evaluation: train on a machine with more memory".into()),
         }
     }
     bail!(
-        "this run would run out of memory in {} (the system would end it with no message):\n{}\n({HOW_SURE})",
-        if train > available { "its first step" } else { "its first evaluation" },
+        "this run would run out of memory in {} ({}):\n{}\n({HOW_SURE})",
+        if train.is_some_and(|t| t > available.bytes) { "its first step" } else { "its first evaluation" },
+        available.past_it(),
         lines.join("\n")
     )
 }
@@ -206,30 +320,36 @@ fn verdict(need: Need, p: Passes, available: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::host_memory::Bound;
 
     const MB: u64 = 1 << 20;
 
     fn need() -> Need {
-        Need { fixed: 100 * MB, train_row: 50 * MB, eval_row: 4 * MB }
+        Need { optimiser: 100 * MB, carry: 0, train_row: 50 * MB, eval_row: 4 * MB }
     }
 
     fn passes(micro_batch: usize, eval_rows: Option<usize>) -> Passes {
-        Passes { world: 1, share: 768, micro_batch, eval_rows }
+        Passes { world: 1, share: 768, micro_batch: Some(micro_batch), eval_rows }
+    }
+
+    fn machine(bytes: u64) -> Available {
+        Available { bytes, bound: Bound::Machine }
     }
 
     #[test]
     fn a_run_that_fits_passes() {
         // 100 + 64 x 50 = 3300 MiB; eval 100 + 256 x 4 = 1124 MiB.
-        verdict(need(), passes(64, Some(256)), 4000 * MB).unwrap();
+        verdict(need(), passes(64, Some(256)), machine(4000 * MB)).unwrap();
     }
 
     #[test]
     fn a_training_pass_too_large_names_the_largest_micro_batch_that_fits() {
         // 768 rows: 37.6 GiB; 21 GiB available -> 384 rows (18.8 GiB, within 90% of it) fit;
         // no divisor of 768 lies between 384 and 768.
-        let e = verdict(need(), passes(768, Some(64)), 21 << 30).unwrap_err().to_string();
-        assert!(e.contains("its first step"), "{e}");
-        assert!(e.contains("training pass of 768 rows needs about 37.6 GiB"), "{e}");
+        let e = verdict(need(), passes(768, Some(64)), machine(21 << 30)).unwrap_err().to_string();
+        assert!(e.contains("its first step (the system would end it with no message)"), "{e}");
+        assert!(e.contains("training pass of 768 rows needs about 37.6 GiB (50.0 MiB a row"), "{e}");
+        assert!(e.contains("and this machine has 21.0 GiB available"), "{e}");
         assert!(e.contains("add `micro_batch_size=384`"), "{e}");
         assert!(!e.contains("eval_batch_size"), "{e}");
         assert!(e.contains("--no-memory-check"), "{e}");
@@ -239,15 +359,18 @@ mod tests {
     #[test]
     fn the_suggested_micro_batch_divides_the_share() {
         // 670 MiB (603 within 90%): 100 + 10 x 50 fits, but 10 does not divide 768: 8 does.
-        let e = verdict(need(), passes(768, None), 670 * MB).unwrap_err().to_string();
+        let e = verdict(need(), passes(768, None), machine(670 * MB)).unwrap_err().to_string();
         assert!(e.contains("`micro_batch_size=8`"), "{e}");
+        // One row is "1 row".
+        let e = verdict(need(), passes(768, None), machine(170 * MB)).unwrap_err().to_string();
+        assert!(e.contains("passes of 1 row needs about 150 MiB"), "{e}");
     }
 
     #[test]
     fn an_evaluation_too_large_names_an_eval_batch_that_fits_and_splits_over_the_ranks() {
         // Training 100 + 16 x 50 = 900 MiB fits 2000 MiB; eval 100 + 768 x 4 = 3172 does not.
-        let p = Passes { world: 2, share: 16, micro_batch: 16, eval_rows: Some(768) };
-        let e = verdict(need(), p, 2000 * MB).unwrap_err().to_string();
+        let p = Passes { world: 2, share: 16, micro_batch: Some(16), eval_rows: Some(768) };
+        let e = verdict(need(), p, machine(2000 * MB)).unwrap_err().to_string();
         assert!(e.contains("its first evaluation"), "{e}");
         assert!(e.contains("evaluation pass of 768 rows on each of 2 ranks"), "{e}");
         // (0.9 x 2000 - 100) / 4 = 425 rows a rank -> eval_batch_size 850.
@@ -256,29 +379,89 @@ mod tests {
     }
 
     #[test]
+    fn a_run_with_no_step_left_checks_only_its_evaluation() {
+        // A resumed run at its last step: a training pass that would not fit is not refused.
+        let p = Passes { world: 1, share: 768, micro_batch: None, eval_rows: None };
+        verdict(need(), p, machine(120 * MB)).unwrap();
+        let p = Passes { eval_rows: Some(768), ..p };
+        let e = verdict(need(), p, machine(2000 * MB)).unwrap_err().to_string();
+        assert!(e.contains("its first evaluation") && !e.contains("training pass"), "{e}");
+    }
+
+    #[test]
     fn an_evaluation_batch_too_large_names_the_batch_that_fits() {
         // 10 + 256 x 4 = 1034 MiB; 500 MiB available, 450 within 90% -> 110 rows (450 MiB).
-        eval_verdict(4 * MB, 10 * MB, 100, 500 * MB).unwrap();
-        let e = eval_verdict(4 * MB, 10 * MB, 256, 500 * MB).unwrap_err().to_string();
-        assert!(e.contains("256 rows at a time need about 1.0 GiB (4 MiB a row)"), "{e}");
-        assert!(e.contains("pass --batch 110 (about 0.4 GiB)"), "{e}");
+        eval_verdict(4 * MB, 10 * MB, 100, machine(500 * MB)).unwrap();
+        let e = eval_verdict(4 * MB, 10 * MB, 256, machine(500 * MB)).unwrap_err().to_string();
+        assert!(e.contains("256 rows at a time need about 1.01 GiB (4.00 MiB a row)"), "{e}");
+        assert!(e.contains("pass --batch 110 (about 450 MiB)"), "{e}");
         assert!(e.contains("--no-memory-check"), "{e}");
-        let e = eval_verdict(4 * MB, 10 * MB, 256, 12 * MB).unwrap_err().to_string();
+        let e = eval_verdict(4 * MB, 10 * MB, 256, machine(12 * MB)).unwrap_err().to_string();
         assert!(e.contains("even one row at a time does not fit"), "{e}");
+    }
+
+    #[test]
+    fn a_process_limit_is_named_as_what_sets_the_figure() {
+        let limited = Available { bytes: 500 * MB, bound: Bound::ProcessLimit("-v") };
+        let e = eval_verdict(4 * MB, 10 * MB, 256, limited).unwrap_err().to_string();
+        assert!(e.contains("`ulimit -v` leaves this process 500 MiB"), "{e}");
+        assert!(e.contains("an allocation would fail and end it") && !e.contains("this machine"), "{e}");
+        let cgroup = Available { bytes: 500 * MB, bound: Bound::Cgroup };
+        let e = verdict(need(), passes(768, None), cgroup).unwrap_err().to_string();
+        assert!(e.contains("memory cgroup (its container's limit) leaves it 500 MiB"), "{e}");
     }
 
     #[test]
     fn sizes_past_u64_saturate_instead_of_overflowing() {
-        let huge = Need { fixed: 1, train_row: u64::MAX / 2, eval_row: u64::MAX / 2 };
-        let e = verdict(huge, passes(768, Some(768)), 1 << 40).unwrap_err().to_string();
+        let huge = Need { optimiser: 1, carry: 0, train_row: u64::MAX / 2, eval_row: u64::MAX / 2 };
+        let e = verdict(huge, passes(768, Some(768)), machine(1 << 40)).unwrap_err().to_string();
         assert!(e.contains("even one row at a time does not fit"), "{e}");
-        let e = eval_verdict(u64::MAX / 2, u64::MAX / 2, 65_536, 1 << 40).unwrap_err().to_string();
+        let e = eval_verdict(u64::MAX / 2, u64::MAX / 2, 65_536, machine(1 << 40)).unwrap_err().to_string();
         assert!(e.contains("even one row at a time does not fit"), "{e}");
+        assert!(e.contains("16.0 EiB"), "{e}");
     }
 
     #[test]
     fn a_model_whose_single_row_does_not_fit_says_so() {
-        let e = verdict(need(), passes(768, None), 120 * MB).unwrap_err().to_string();
+        let e = verdict(need(), passes(768, None), machine(120 * MB)).unwrap_err().to_string();
         assert!(e.contains("even one row at a time does not fit"), "{e}");
+    }
+
+    #[test]
+    fn a_carry_too_large_names_a_global_batch_that_fits() {
+        // 768 rows of carry at 10 MiB: 7680 MiB; with 100 of optimiser state and one 50 MiB row,
+        // nothing fits 2000 MiB; (0.9 x 2000 - 150) / 10 = 165 rows of carry do.
+        let n = Need { carry: 768 * 10 * MB, ..need() };
+        let e = verdict(n, passes(768, None), machine(2000 * MB)).unwrap_err().to_string();
+        assert!(e.contains("most of it is the carry"), "{e}");
+        assert!(e.contains("`global_batch_size=165`"), "{e}");
+        assert!(e.contains("10.0 MiB a row"), "{e}");
+        // Before the weights are made: they count too (200 MiB -> 145 rows).
+        let e = state_verdict(n, 200 * MB, 768, 1, machine(2000 * MB)).unwrap_err().to_string();
+        assert!(e.contains("before its first step"), "{e}");
+        assert!(e.contains("`global_batch_size=145`"), "{e}");
+        // Over 2 ranks the global batch is twice the rank's rows.
+        let e = state_verdict(n, 200 * MB, 1536, 2, machine(2000 * MB)).unwrap_err().to_string();
+        assert!(e.contains("`global_batch_size=290`"), "{e}");
+    }
+
+    #[test]
+    fn a_model_whose_weights_do_not_fit_is_refused_before_they_are_made() {
+        let e = state_verdict(need(), 5 << 30, 768, 1, machine(4 << 30)).unwrap_err().to_string();
+        assert!(e.contains("weights and puzzle-embedding table (5.00 GiB)"), "{e}");
+        assert!(e.contains("train a smaller model"), "{e}");
+        state_verdict(need(), 1 << 30, 768, 1, machine(4 << 30)).unwrap();
+    }
+
+    #[test]
+    fn sizes_keep_three_figures_in_the_unit_that_fits() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(1000), "1000 B");
+        assert_eq!(size(4_383_000), "4.18 MiB");
+        assert_eq!(size(717 * MB), "717 MiB");
+        assert_eq!(size(1023 * MB + MB / 4), "1023 MiB");
+        assert_eq!(size(38500 * MB), "37.6 GiB");
+        assert_eq!(size(MB * 1024 * 99 + MB * 1023), "100 GiB");
+        assert_eq!(size(u64::MAX), "16.0 EiB");
     }
 }

@@ -219,6 +219,10 @@ pub fn open_state<B: Backend>(
     named_data_set(&cfg.data_paths, Some(&job.data))?;
     cfg.data_paths = vec![std::path::absolute(&job.data).unwrap_or(job.data.clone()).display().to_string()];
     let model = model_config(&cfg, train)?;
+    // Before the weights are made: a model whose state alone does not fit would be killed here.
+    if job.memory_check {
+        super::memory_check::check_state::<B>(&cfg, &model, r.world())?;
+    }
     let mut st = fresh_state::<B>(&cfg, &model, device, job.init_from.as_ref(), &job.data, r.rank() == 0)?;
     collective::broadcast_weights(&mut st, r)?;
     st.ema = cfg.ema.then(|| st.params.clone()); // of the broadcast weights

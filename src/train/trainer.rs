@@ -92,7 +92,11 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
     // writes anything: its state (weights, puzzle table, a resumed carry) is in memory by now, so
     // what it needs on top is what the check counts.
     if job.memory_check {
-        super::memory_check::check::<AD>(&cfg, &model, test_split.as_deref(), reducer.world(), st.carry.is_none())?;
+        // A resumed run at its last step trains nothing, and evaluates only when that step's
+        // evaluation is not logged yet (`finish`).
+        let trains = st.step < plan.stop_at;
+        let test = test_split.as_deref().filter(|_| trains || st.evaluated_step != Some(st.step));
+        super::memory_check::check::<AD>(&cfg, &model, trains, test, reducer.world(), st.carry.is_none())?;
     }
     let ropes = Ropes::<AD>::new(&model, device);
     let mut log = open_run_log(job, &cfg, &model, &st, &plan, reducer)?;

@@ -183,6 +183,28 @@ pub fn remove_if_only_lock(dir: &Path) {
     }
 }
 
+/// `dir` and those of its parent folders that do not exist yet, `dir` first: what
+/// `create_dir_all(dir)` would make.
+pub fn missing_folders(dir: &Path) -> Vec<std::path::PathBuf> {
+    dir.ancestors().take_while(|p| !p.as_os_str().is_empty() && p.symlink_metadata().is_err()).map(Path::to_path_buf).collect()
+}
+
+/// After a command failed before writing anything: removes the folders it made (`made`, from
+/// `missing_folders` before it ran) when the first holds nothing but a run lock, then each parent
+/// it made while it is empty. Best effort; a folder that holds anything else is kept.
+pub fn remove_made_folders(made: &[std::path::PathBuf]) {
+    let Some((dir, parents)) = made.split_first() else { return };
+    remove_if_only_lock(dir);
+    if dir.symlink_metadata().is_ok() {
+        return;
+    }
+    for parent in parents {
+        if std::fs::remove_dir(parent).is_err() {
+            break;
+        }
+    }
+}
+
 /// Refuses a `dir` that exists and was not made by `maker` (what `fresh_own_folder` would remove),
 /// so that a command checks all its folders before it changes any.
 pub fn check_own_folder(dir: &Path, maker: &str) -> Result<()> {

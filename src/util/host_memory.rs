@@ -12,10 +12,48 @@
 //!   reported almost nothing available under Wine in CI (2026-12-06), which refused every run;
 //!   until it is tried on a real Windows machine, Windows is not checked.
 
-/// Bytes this process can still allocate without the system reclaiming memory it cannot, or
-/// `None` where that is not known.
+/// What this process can still take, and what sets that figure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Available {
+    pub bytes: u64,
+    pub bound: Bound,
+}
+
+/// The tightest of the limits `available` reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Bound {
+    /// The machine's own memory (MemAvailable): past it the system ends a process.
+    Machine,
+    /// A memory cgroup the process runs in (a container's limit): past it the kernel ends it.
+    Cgroup,
+    /// `ulimit -v` (RLIMIT_AS) or `ulimit -d` (RLIMIT_DATA): past it an allocation fails. Named
+    /// as the shell's flag.
+    ProcessLimit(&'static str),
+}
+
+impl Available {
+    /// "this machine has 21.2 GiB available", said with the size written by `size`.
+    pub fn said(&self, size: &str) -> String {
+        match self.bound {
+            Bound::Machine => format!("this machine has {size} available"),
+            Bound::Cgroup => format!("this process's memory cgroup (its container's limit) leaves it {size}"),
+            Bound::ProcessLimit(flag) => format!("`ulimit {flag}` leaves this process {size}"),
+        }
+    }
+    /// What happens to a process that goes past the bound.
+    pub fn past_it(&self) -> &'static str {
+        match self.bound {
+            Bound::Machine | Bound::Cgroup => "the system would end it with no message",
+            Bound::ProcessLimit(_) => "an allocation would fail and end it",
+        }
+    }
+}
+
+/// Bytes this process can still allocate without the system reclaiming memory it cannot (or an
+/// allocation failing under a process limit), and which limit that is; `None` where that is not
+/// known.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-pub fn available() -> Option<u64> {
+pub fn available() -> Option<Available> {
     let system = meminfo_available(&std::fs::read_to_string("/proc/meminfo").ok()?)?;
     let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let room = cgroup_dirs(std::path::Path::new("/sys/fs/cgroup"), &cgroups).iter().filter_map(|d| cgroup_room(d)).min();
@@ -27,21 +65,23 @@ pub fn available() -> Option<u64> {
         // SAFETY: getrlimit fills the struct it is given and keeps no pointer.
         (unsafe { libc::getrlimit(resource, &mut r) } == 0 && r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur as u64)
     };
-    let limits = [(libc::RLIMIT_AS, "VmSize:"), (libc::RLIMIT_DATA, "VmData:")]
-        .into_iter()
-        .filter_map(|(resource, used)| Some(rlimit(resource)?.saturating_sub(status_kib(&status, used)? * 1024)));
-    Some(limits.chain(room).fold(system, u64::min))
+    let limits =
+        [(libc::RLIMIT_AS, "VmSize:", "-v"), (libc::RLIMIT_DATA, "VmData:", "-d")].into_iter().filter_map(|(resource, used, flag)| {
+            Some(Available { bytes: rlimit(resource)?.saturating_sub(status_kib(&status, used)? * 1024), bound: Bound::ProcessLimit(flag) })
+        });
+    let cgroup = room.map(|bytes| Available { bytes, bound: Bound::Cgroup });
+    Some(limits.chain(cgroup).fold(Available { bytes: system, bound: Bound::Machine }, |a, b| if b.bytes < a.bytes { b } else { a }))
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn available() -> Option<Available> {
+    None
 }
 
 /// A `Key:   N kB` value of /proc/self/status, in KiB.
 #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
 fn status_kib(status: &str, key: &str) -> Option<u64> {
     status.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub fn available() -> Option<u64> {
-    None
 }
 
 /// `MemAvailable` of a /proc/meminfo text, in bytes.
@@ -179,6 +219,8 @@ mod tests {
             // SAFETY: setrlimit reads the struct it is given.
             assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) }, 0);
             let a = available().unwrap();
+            assert_eq!(a.bound, Bound::ProcessLimit("-v"), "{a:?}");
+            let a = a.bytes;
             let system = meminfo_available(&std::fs::read_to_string("/proc/meminfo").unwrap()).unwrap();
             assert!(a <= 1 << 30, "{a} bytes available under a 1 GiB allowance");
             // The allowance less what the process grew by since it was set.
@@ -200,7 +242,7 @@ mod tests {
     #[test]
     #[cfg(target_os = "linux")]
     fn this_machine_reports_some_memory_available() {
-        let a = available().expect("a figure on this platform");
+        let a = available().expect("a figure on this platform").bytes;
         assert!(a > 0);
         #[cfg(target_os = "linux")]
         {
