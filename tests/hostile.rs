@@ -536,12 +536,14 @@ fn a_new_run_never_writes_over_a_users_files() {
     let (ok, out) = trm(&[args.clone(), vec![failed.display().to_string(), "--init-from".into(), "nowhere.safetensors".into()]].concat());
     assert!(!ok && out.contains("nowhere.safetensors"), "{out}");
     assert!(!failed.exists(), "a failed start left {}", failed.display());
-    // Nor the parent folders it made for it; a parent that was there already stays.
-    let nested = d.path().join("made/for/the/run");
+    // Nor the parent folders it made for it; an empty parent that was there already stays.
+    let kept = d.path().join("kept");
+    std::fs::create_dir(&kept).unwrap();
+    let nested = kept.join("made/for/the/run");
     let (ok, out) = trm(&[args, vec![nested.display().to_string(), "--init-from".into(), "nowhere.safetensors".into()]].concat());
     assert!(!ok && out.contains("nowhere.safetensors"), "{out}");
-    assert!(!d.path().join("made").exists(), "a failed start left {}", d.path().join("made").display());
-    assert!(d.path().exists());
+    assert!(!kept.join("made").exists(), "a failed start left {}", kept.join("made").display());
+    assert!(kept.is_dir(), "a failed start removed {}, which it did not make", kept.display());
 }
 
 /// A data set whose test split is empty: `trm eval` says there is nothing to evaluate (no accuracy

@@ -45,6 +45,11 @@ impl Need {
             eval_row: memory::eval_bytes_per_row(model),
         }
     }
+    /// A resumed run with no step left: no gradients are made, and the moments and EMA it read
+    /// are out of the memory available already.
+    pub fn with_no_step_left(self) -> Need {
+        Need { optimiser: 0, carry: 0, ..self }
+    }
     /// Held for the whole run, whatever the passes.
     pub fn fixed(&self) -> u64 {
         self.optimiser.saturating_add(self.carry)
@@ -60,25 +65,38 @@ impl Need {
 /// The rows of one pass on this rank: training (`micro_batch_size` or the rank's share of
 /// `global_batch_size`; `None` when no step is left to run), and evaluation (`eval_batch_size`'s
 /// share, at most the examples an evaluation takes: the test split's, capped by
-/// `eval_max_examples`; `None` when the run evaluates nothing).
+/// `eval_max_examples`; `None` when the run evaluates nothing); and what the configuration sets
+/// itself, which a suggested smaller batch must keep to.
 #[derive(Debug, Clone, Copy)]
 pub struct Passes {
     pub world: usize,
     pub share: usize,
     pub micro_batch: Option<usize>,
     pub eval_rows: Option<usize>,
+    /// `micro_batch_size` as set (a suggested batch must be a multiple of it).
+    pub micro_set: Option<usize>,
+    /// `eval_batch_size`'s share of the ranks, as set (else the evaluation takes the batch).
+    pub eval_set: Option<usize>,
+    /// The examples one evaluation gives this rank at most (`None`: the run evaluates nothing).
+    pub eval_cap: Option<usize>,
 }
 
 impl Passes {
     fn of(cfg: &TrainConfig, trains: bool, test: Option<&Split>, world: usize) -> Passes {
         let share = cfg.global_batch_size / world;
+        let eval_set = cfg.eval_batch_size.map(|b| b / world);
+        let eval_cap = test.map(|t| cfg.eval_max_examples.map_or(t.num_examples(), |m| m.min(t.num_examples())).div_ceil(world));
         // `eval::evaluate` does not pad a small split to the batch.
-        let eval_rows = test.map(|t| {
-            let batch = cfg.eval_batch_size.unwrap_or(cfg.global_batch_size) / world;
-            let examples = cfg.eval_max_examples.map_or(t.num_examples(), |m| m.min(t.num_examples()));
-            batch.min(examples.div_ceil(world)).max(1)
-        });
-        Passes { world, share, micro_batch: trains.then(|| cfg.micro_batch_size.unwrap_or(share)), eval_rows }
+        let eval_rows = eval_cap.map(|cap| eval_set.unwrap_or(share).min(cap).max(1));
+        Passes {
+            world,
+            share,
+            micro_batch: trains.then(|| cfg.micro_batch_size.unwrap_or(share)),
+            eval_rows,
+            micro_set: cfg.micro_batch_size,
+            eval_set,
+            eval_cap,
+        }
     }
 }
 
@@ -86,25 +104,20 @@ impl Passes {
 /// optimiser state and carry) and one row of its training pass fit at all, on backend `B` when
 /// this engine has an estimate and this platform reports the memory. Else a model too large for
 /// the machine would be killed while its weights are made, before `check` could say so.
-pub fn check_state<B: Backend>(cfg: &TrainConfig, model: &ModelConfig, world: usize) -> Result<()> {
+pub fn check_state<B: Backend>(cfg: &TrainConfig, model: &ModelConfig, test: Option<&Split>, world: usize) -> Result<()> {
     if world == 0 || cfg.global_batch_size < world {
         return Ok(()); // left to `setup::Plan`, which says what is wrong
     }
     let Some(available) = available_to::<B>(model) else { return Ok(()) };
-    state_verdict(
-        Need::of(model, cfg, cfg.global_batch_size / world, true),
-        weights_and_table(model),
-        cfg.global_batch_size,
-        world,
-        available,
-    )
+    let passes = Passes::of(cfg, true, test, world);
+    state_verdict(Need::of(model, cfg, passes.share, true), weights_and_table(model), passes, available)
 }
 
 fn weights_and_table(model: &ModelConfig) -> u64 {
     memory::weight_bytes(model).saturating_add(memory::table_bytes(model))
 }
 
-fn state_verdict(need: Need, weights: u64, global_batch: usize, world: usize, available: Available) -> Result<()> {
+fn state_verdict(need: Need, weights: u64, p: Passes, available: Available) -> Result<()> {
     let total = weights.saturating_add(need.train(1));
     if total <= available.bytes {
         return Ok(());
@@ -119,32 +132,63 @@ fn state_verdict(need: Need, weights: u64, global_batch: usize, world: usize, av
         size(need.train_row),
         size(total),
         available.said(&size(available.bytes)),
-        one_row_advice(need, weights, global_batch, world, available)
+        one_row_advice(need, weights, p, available)
     )
 }
 
-/// What to change when not even one row at a time fits: the global batch, when the carry (which
-/// grows with it) is most of what is needed, else the model or the machine.
-fn one_row_advice(need: Need, weights: u64, global_batch: usize, world: usize, available: Available) -> String {
-    let share = (global_batch / world.max(1)).max(1) as u64;
-    let carry_row = need.carry / share; // the carry of one row of the rank's share (0 when resumed)
-    let rest = weights.saturating_add(need.optimiser).saturating_add(need.train_row);
-    if carry_row > 0 && need.carry >= rest {
-        let room = (SUGGEST_WITHIN * available.bytes as f64) as u64;
-        let rows = room.saturating_sub(rest) / carry_row;
-        // Fewer rows than the rank has: else the carry is not what keeps the run from fitting.
-        if rows >= 1 && rows < share {
-            let g = rows as usize * world;
-            return format!(
-                "most of it is the carry that each of the rank's {share} rows hands from one supervision step to the next \
-                 ({} a row): a smaller batch fits, such as {} (a different update: the learning rate was tuned for the batch \
-                 it was given)",
-                size(carry_row),
-                setting("global_batch_size", g)
-            );
+/// What to change when not even one row at a time fits: a smaller batch, whose carry (which
+/// grows with the batch) leaves room for a pass, else the model or the machine.
+fn one_row_advice(need: Need, weights: u64, p: Passes, available: Available) -> String {
+    let Some(batch) = smaller_batch(need, weights, p, available) else {
+        return "even one row at a time does not fit: train a smaller model or on a machine with more memory".into();
+    };
+    let whose = if p.world > 1 { "the rank's" } else { "the batch's" };
+    format!(
+        "the carry that each of {whose} {} hands from one supervision step to the next takes {} ({} a row): a smaller batch \
+         fits: add {} (a different update: the learning rate was tuned for the batch it was given)",
+        rows_of(p.share),
+        size(need.carry),
+        size(need.carry / p.share.max(1) as u64),
+        settings(&batch)
+    )
+}
+
+/// The largest global batch (a multiple of the ranks and of `micro_batch_size` where it is set)
+/// whose carry leaves room, within 90% of the memory available, for a training pass, with the
+/// `micro_batch_size` and `eval_batch_size` that then fit where the configuration leaves them
+/// unset or too large; `None` when the carry is not what keeps the run from fitting.
+fn smaller_batch(need: Need, weights: u64, p: Passes, available: Available) -> Option<Vec<(&'static str, usize)>> {
+    let carry_row = need.carry / p.share.max(1) as u64; // 0 when the run holds its carry already
+    if carry_row == 0 {
+        return None;
+    }
+    let room = suggestion_room(available);
+    let base = weights.saturating_add(need.optimiser);
+    let pass = p.micro_set.unwrap_or(1) as u64;
+    let rows = room.checked_sub(base.saturating_add(need.train_row.saturating_mul(pass)))? / carry_row;
+    let rows = (rows / pass * pass) as usize; // a multiple of a micro_batch_size that is set
+    if rows == 0 || rows >= p.share {
+        return None;
+    }
+    let left = room - base - carry_row * rows as u64; // what the passes may take
+    let mut out = vec![("global_batch_size", rows * p.world)];
+    if p.micro_set.is_none() {
+        let m = (1..=rows).rev().find(|&m| rows.is_multiple_of(m) && need.train_row.saturating_mul(m as u64) <= left)?;
+        if m < rows {
+            out.push(("micro_batch_size", m));
         }
     }
-    "even one row at a time does not fit: train a smaller model or on a machine with more memory".into()
+    if let Some(cap) = p.eval_cap {
+        let eval_rows = p.eval_set.unwrap_or(rows).min(cap).max(1);
+        if need.eval_row.saturating_mul(eval_rows as u64) > left {
+            let r = (left / need.eval_row.max(1)) as usize;
+            if r == 0 {
+                return None;
+            }
+            out.push(("eval_batch_size", r * p.world));
+        }
+    }
+    Some(out)
 }
 
 /// Checks a run of `cfg` on backend `B` against the memory available, when this engine has an
@@ -165,7 +209,11 @@ pub fn check<B: Backend>(
         return Ok(());
     }
     let Some(available) = available_to::<B>(model) else { return Ok(()) };
-    verdict(Need::of(model, cfg, passes.share, new_carry), passes, available)
+    let mut need = Need::of(model, cfg, passes.share, new_carry);
+    if !trains {
+        need = need.with_no_step_left();
+    }
+    verdict(need, passes, available)
 }
 
 /// The memory available, where `model` on backend `B` runs on the engine the estimate is for
@@ -204,7 +252,14 @@ fn eval_verdict(row: u64, weights: u64, rows: usize, available: Available) -> Re
 
 /// A setting to add, as trm train takes it (KEY=VALUE, with or without --resume) and trm adapt.
 fn setting(key: &str, value: usize) -> String {
-    format!("`{key}={value}` (trm adapt: `--set {key}={value}`)")
+    settings(&[(key, value)])
+}
+
+/// Settings to add together, as `setting` writes one.
+fn settings(pairs: &[(&str, usize)]) -> String {
+    let train: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let adapt: Vec<String> = train.iter().map(|kv| format!("--set {kv}")).collect();
+    format!("`{}` (trm adapt: `{}`)", train.join(" "), adapt.join(" "))
 }
 
 /// "1 row", "768 rows".
@@ -237,12 +292,14 @@ pub fn size(bytes: u64) -> String {
 const HOW_SURE: &str = "an estimate from what the blocks keep, measured from 1% below to 16% above trm's real peaks in training, \
     up to 41% above in evaluation (docs/reliability.md, \"Memory\"); --no-memory-check runs it anyway";
 
-/// The share of the memory available that a suggested setting may take: the rest is headroom
-/// for the estimate's error and for other processes.
-const SUGGEST_WITHIN: f64 = 0.9;
+/// What a suggested setting may take: 90% of the memory available (the rest is headroom for the
+/// estimate's error and for other processes), in whole bytes.
+fn suggestion_room(available: Available) -> u64 {
+    available.bytes / 10 * 9
+}
 
 fn fits_suggestion(bytes: u64, available: Available) -> bool {
-    bytes as f64 <= SUGGEST_WITHIN * available.bytes as f64
+    bytes <= suggestion_room(available)
 }
 
 /// The decision on numbers alone: Ok, a note when the run comes within 10% of what is
@@ -285,7 +342,7 @@ fn verdict(need: Need, p: Passes, available: Available) -> Result<()> {
                 setting("micro_batch_size", r)
             )),
             // The weights are in memory already, out of what is available.
-            None => lines.push(one_row_advice(need, 0, p.share * p.world, p.world, available)),
+            None => lines.push(one_row_advice(need, 0, p, available)),
         }
     }
     if let (Some(rows), Some(e)) = (p.eval_rows, eval)
@@ -329,7 +386,7 @@ mod tests {
     }
 
     fn passes(micro_batch: usize, eval_rows: Option<usize>) -> Passes {
-        Passes { world: 1, share: 768, micro_batch: Some(micro_batch), eval_rows }
+        Passes { world: 1, share: 768, micro_batch: Some(micro_batch), eval_rows, micro_set: None, eval_set: None, eval_cap: eval_rows }
     }
 
     fn machine(bytes: u64) -> Available {
@@ -369,7 +426,15 @@ mod tests {
     #[test]
     fn an_evaluation_too_large_names_an_eval_batch_that_fits_and_splits_over_the_ranks() {
         // Training 100 + 16 x 50 = 900 MiB fits 2000 MiB; eval 100 + 768 x 4 = 3172 does not.
-        let p = Passes { world: 2, share: 16, micro_batch: Some(16), eval_rows: Some(768) };
+        let p = Passes {
+            world: 2,
+            share: 16,
+            micro_batch: Some(16),
+            eval_rows: Some(768),
+            micro_set: None,
+            eval_set: None,
+            eval_cap: Some(768),
+        };
         let e = verdict(need(), p, machine(2000 * MB)).unwrap_err().to_string();
         assert!(e.contains("its first evaluation"), "{e}");
         assert!(e.contains("evaluation pass of 768 rows on each of 2 ranks"), "{e}");
@@ -381,11 +446,15 @@ mod tests {
     #[test]
     fn a_run_with_no_step_left_checks_only_its_evaluation() {
         // A resumed run at its last step: a training pass that would not fit is not refused.
-        let p = Passes { world: 1, share: 768, micro_batch: None, eval_rows: None };
-        verdict(need(), p, machine(120 * MB)).unwrap();
-        let p = Passes { eval_rows: Some(768), ..p };
-        let e = verdict(need(), p, machine(2000 * MB)).unwrap_err().to_string();
+        let p = Passes { micro_batch: None, ..passes(768, None) };
+        let n = Need { carry: 768 * MB, ..need() }.with_no_step_left();
+        verdict(n, p, machine(120 * MB)).unwrap();
+        // Its final evaluation is checked without gradients, optimiser state or a new carry:
+        // 768 x 4 = 3072 MiB does not fit 2000 MiB; 450 rows (1800 MiB, 90% of it) do.
+        let p = Passes { eval_rows: Some(768), eval_cap: Some(768), ..p };
+        let e = verdict(n, p, machine(2000 * MB)).unwrap_err().to_string();
         assert!(e.contains("its first evaluation") && !e.contains("training pass"), "{e}");
+        assert!(e.contains("evaluation pass of 768 rows needs about 3.00 GiB") && e.contains("eval_batch_size=450"), "{e}");
     }
 
     #[test]
@@ -427,30 +496,80 @@ mod tests {
         assert!(e.contains("even one row at a time does not fit"), "{e}");
     }
 
+    /// The settings a refusal suggests, as (key, value).
+    fn suggested(e: &str) -> Vec<(String, usize)> {
+        let add = e.split("add `").nth(1).and_then(|r| r.split('`').next()).expect(e);
+        add.split(' ').map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.parse().unwrap())).expect(e)).collect()
+    }
+
+    /// `p` and `n` with the suggested settings applied, as `Passes::of` and `Need::of` would make them.
+    fn with(e: &str, n: Need, p: Passes) -> (Need, Passes) {
+        let mut q = p;
+        for (k, v) in suggested(e) {
+            match k.as_str() {
+                "global_batch_size" => q.share = v / p.world,
+                "micro_batch_size" => q.micro_set = Some(v),
+                "eval_batch_size" => q.eval_set = Some(v / p.world),
+                _ => panic!("{k} in {e}"),
+            }
+        }
+        q.micro_batch = Some(q.micro_set.unwrap_or(q.share));
+        q.eval_rows = q.eval_cap.map(|cap| q.eval_set.unwrap_or(q.share).min(cap).max(1));
+        (Need { carry: n.carry / p.share as u64 * q.share as u64, ..n }, q)
+    }
+
     #[test]
-    fn a_carry_too_large_names_a_global_batch_that_fits() {
+    fn a_carry_too_large_names_a_smaller_batch_that_then_fits() {
         // 768 rows of carry at 10 MiB: 7680 MiB; with 100 of optimiser state and one 50 MiB row,
-        // nothing fits 2000 MiB; (0.9 x 2000 - 150) / 10 = 165 rows of carry do.
+        // nothing fits 2000 MiB; (0.9 x 2000 - 150) / 10 = 165 rows of carry do, in passes of one
+        // row, evaluating (1800 - 100 - 1650) / 4 = 12 rows at a time.
         let n = Need { carry: 768 * 10 * MB, ..need() };
-        let e = verdict(n, passes(768, None), machine(2000 * MB)).unwrap_err().to_string();
-        assert!(e.contains("most of it is the carry"), "{e}");
-        assert!(e.contains("`global_batch_size=165`"), "{e}");
-        assert!(e.contains("10.0 MiB a row"), "{e}");
-        // Before the weights are made: they count too (200 MiB -> 145 rows).
-        let e = state_verdict(n, 200 * MB, 768, 1, machine(2000 * MB)).unwrap_err().to_string();
+        let p = passes(768, Some(256));
+        let e = verdict(n, p, machine(2000 * MB)).unwrap_err().to_string();
+        assert!(e.contains("the carry that each of the batch's 768 rows") && e.contains("(10.0 MiB a row)"), "{e}");
+        assert!(e.contains("add `global_batch_size=165 micro_batch_size=1 eval_batch_size=12`"), "{e}");
+        assert!(e.contains("(trm adapt: `--set global_batch_size=165 --set micro_batch_size=1 --set eval_batch_size=12`)"), "{e}");
+        let (n2, p2) = with(&e, n, p);
+        verdict(n2, p2, machine(2000 * MB)).unwrap();
+
+        // A micro_batch_size that is set is kept: the batch is a multiple of it (4 rows: 200 MiB a
+        // pass; (1800 - 300) / 10 = 150 rows, 148 the multiple of 4). No test split: no eval batch.
+        let p = Passes { micro_batch: Some(4), micro_set: Some(4), eval_rows: None, eval_cap: None, ..p };
+        let e = verdict(n, p, machine(2000 * MB)).unwrap_err().to_string();
+        assert_eq!(suggested(&e), [("global_batch_size".to_string(), 148)], "{e}");
+        let (n2, p2) = with(&e, n, p);
+        verdict(n2, p2, machine(2000 * MB)).unwrap();
+
+        // A carry that is not most of the need is still what a smaller batch saves: 1 GiB of
+        // weights and optimiser state, 1 GiB of carry, 1.8 GiB available.
+        let n = Need { optimiser: 768 * MB, carry: 768 * 4 / 3 * MB, ..need() };
+        let e = verdict(n, passes(768, None), machine(1843 * MB)).unwrap_err().to_string();
+        let (n2, p2) = with(&e, n, passes(768, None));
+        verdict(n2, p2, machine(1843 * MB)).unwrap();
+    }
+
+    #[test]
+    fn a_smaller_batch_before_the_weights_are_made_counts_them_and_splits_over_the_ranks() {
+        // 200 MiB of weights: (1800 - 350) / 10 = 145 rows a rank.
+        let n = Need { carry: 768 * 10 * MB, ..need() };
+        let e = state_verdict(n, 200 * MB, passes(768, None), machine(2000 * MB)).unwrap_err().to_string();
         assert!(e.contains("before its first step"), "{e}");
-        assert!(e.contains("`global_batch_size=145`"), "{e}");
+        assert!(e.contains("`global_batch_size=145 micro_batch_size=1`"), "{e}");
         // Over 2 ranks the global batch is twice the rank's rows.
-        let e = state_verdict(n, 200 * MB, 1536, 2, machine(2000 * MB)).unwrap_err().to_string();
-        assert!(e.contains("`global_batch_size=290`"), "{e}");
+        let p = Passes { world: 2, ..passes(768, None) };
+        let e = state_verdict(n, 200 * MB, p, machine(2000 * MB)).unwrap_err().to_string();
+        assert!(e.contains("each of the rank's 768 rows") && e.contains("`global_batch_size=290 micro_batch_size=1`"), "{e}");
+        // A resumed run holds its carry: no smaller batch is suggested.
+        let e = verdict(need(), passes(768, None), machine(120 * MB)).unwrap_err().to_string();
+        assert!(!e.contains("global_batch_size"), "{e}");
     }
 
     #[test]
     fn a_model_whose_weights_do_not_fit_is_refused_before_they_are_made() {
-        let e = state_verdict(need(), 5 << 30, 768, 1, machine(4 << 30)).unwrap_err().to_string();
+        let e = state_verdict(need(), 5 << 30, passes(768, None), machine(4 << 30)).unwrap_err().to_string();
         assert!(e.contains("weights and puzzle-embedding table (5.00 GiB)"), "{e}");
         assert!(e.contains("train a smaller model"), "{e}");
-        state_verdict(need(), 1 << 30, 768, 1, machine(4 << 30)).unwrap();
+        state_verdict(need(), 1 << 30, passes(768, None), machine(4 << 30)).unwrap();
     }
 
     #[test]

@@ -160,6 +160,7 @@ fn fresh_state<B: Backend>(
 pub fn open_state<B: Backend>(
     job: &TrainJob,
     train: &Split,
+    test: Option<&Split>,
     device: &B::Device,
     r: &mut dyn Reducer,
 ) -> Result<(TrainConfig, TrainState<B>, Option<PathBuf>)> {
@@ -221,7 +222,7 @@ pub fn open_state<B: Backend>(
     let model = model_config(&cfg, train)?;
     // Before the weights are made: a model whose state alone does not fit would be killed here.
     if job.memory_check {
-        super::memory_check::check_state::<B>(&cfg, &model, r.world())?;
+        super::memory_check::check_state::<B>(&cfg, &model, test, r.world())?;
     }
     let mut st = fresh_state::<B>(&cfg, &model, device, job.init_from.as_ref(), &job.data, r.rank() == 0)?;
     collective::broadcast_weights(&mut st, r)?;

@@ -68,7 +68,7 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
     let locked =
         || crate::util::lock::RunLock::acquire(&job.out).and_then(|l| crate::store::checkpoint::clean_leftovers(&job.out).map(|()| l));
     let _lock = collective::lead_result(lead.then(locked), "lock the run folder", reducer)?;
-    let (cfg, mut st, resumed_from) = open_state::<AD::InnerBackend>(job, &train_split, device, reducer)?;
+    let (cfg, mut st, resumed_from) = open_state::<AD::InnerBackend>(job, &train_split, test_split.as_deref(), device, reducer)?;
     collective::check_same_position(st.step, st.position.iteration, st.position.batch, reducer)?;
     let model = model_config(&cfg, &train_split)?;
     if let Some(t) = &test_split {

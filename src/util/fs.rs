@@ -174,15 +174,6 @@ pub fn made_by(dir: &Path, maker: &str) -> bool {
         && std::fs::read_to_string(&marker).is_ok_and(|t| t.trim() == maker)
 }
 
-/// Removes `dir` if it holds nothing but a run lock (`util::lock::LOCK_FILE`): what a command
-/// that made the folder leaves when it fails before writing anything. Best effort.
-pub fn remove_if_only_lock(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    if entries.flatten().all(|e| e.file_name() == crate::util::lock::LOCK_FILE) {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-}
-
 /// `dir` and those of its parent folders that do not exist yet, `dir` first: what
 /// `create_dir_all(dir)` would make.
 pub fn missing_folders(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -190,11 +181,27 @@ pub fn missing_folders(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// After a command failed before writing anything: removes the folders it made (`made`, from
-/// `missing_folders` before it ran) when the first holds nothing but a run lock, then each parent
-/// it made while it is empty. Best effort; a folder that holds anything else is kept.
+/// `missing_folders` before it ran) when the first holds nothing but a run lock that no other
+/// process holds (another run may have started in the same new folder meanwhile: it keeps it),
+/// then each parent it made while it is empty. Best effort; a folder that holds anything else is
+/// kept.
 pub fn remove_made_folders(made: &[std::path::PathBuf]) {
     let Some((dir, parents)) = made.split_first() else { return };
-    remove_if_only_lock(dir);
+    if !dir.is_dir() {
+        return; // (taking the lock would make it)
+    }
+    let Ok(lock) = crate::util::lock::RunLock::acquire(dir) else { return };
+    let only_lock =
+        |d: &Path| std::fs::read_dir(d).is_ok_and(|mut e| e.all(|e| e.is_ok_and(|e| e.file_name() == crate::util::lock::LOCK_FILE)));
+    if !only_lock(dir) {
+        return;
+    }
+    // Removed under the lock where the system allows it (Unix); else (Windows keeps an open file
+    // until it is closed) right after letting it go.
+    if std::fs::remove_dir_all(dir).is_err() {
+        drop(lock);
+        let _ = std::fs::remove_dir_all(dir);
+    }
     if dir.symlink_metadata().is_ok() {
         return;
     }
@@ -373,4 +380,35 @@ pub fn sync_dir(dir: &Path) {
     }
     #[cfg(not(unix))]
     let _ = dir;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a failed start made is removed, parents included, down to what was there before; a
+    /// new folder that another run locked meanwhile, or that holds anything but the lock, stays.
+    #[test]
+    fn a_failed_start_removes_only_the_folders_it_made_and_nobody_holds() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("a/b/c");
+        let made = missing_folders(&out);
+        assert_eq!(made, [d.path().join("a/b/c"), d.path().join("a/b"), d.path().join("a")]);
+        assert!(missing_folders(d.path()).is_empty());
+
+        // Another run took the lock of the new folder: kept (the lock is per open file, so this
+        // process's second open of it is refused as another process's would be).
+        let other = crate::util::lock::RunLock::acquire(&out).unwrap();
+        remove_made_folders(&made);
+        assert!(out.join(crate::util::lock::LOCK_FILE).is_file());
+        drop(other);
+        // A file beside the lock: kept.
+        std::fs::write(out.join("config.toml"), "").unwrap();
+        remove_made_folders(&made);
+        assert!(out.join("config.toml").is_file());
+        std::fs::remove_file(out.join("config.toml")).unwrap();
+        // Only a lock nobody holds: removed, with the parents made for it, not the folder above.
+        remove_made_folders(&made);
+        assert!(!d.path().join("a").exists() && d.path().is_dir());
+    }
 }

@@ -219,9 +219,12 @@ mod tests {
             // SAFETY: setrlimit reads the struct it is given.
             assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) }, 0);
             let a = available().unwrap();
-            assert_eq!(a.bound, Bound::ProcessLimit("-v"), "{a:?}");
-            let a = a.bytes;
             let system = meminfo_available(&std::fs::read_to_string("/proc/meminfo").unwrap()).unwrap();
+            // Named as the bound where the machine (or a cgroup) leaves comfortably more.
+            if system > 2 << 30 && a.bound != Bound::Cgroup {
+                assert_eq!(a.bound, Bound::ProcessLimit("-v"), "{a:?}");
+            }
+            let a = a.bytes;
             assert!(a <= 1 << 30, "{a} bytes available under a 1 GiB allowance");
             // The allowance less what the process grew by since it was set.
             assert!(a > (900 << 20).min(system / 2), "{a} bytes available under a 1 GiB allowance ({system} on the machine)");
