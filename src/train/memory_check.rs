@@ -62,17 +62,16 @@ impl Need {
     }
 }
 
-/// The rows of one pass on this rank: training (`micro_batch_size` or the rank's share of
-/// `global_batch_size`; `None` when no step is left to run), and evaluation (`eval_batch_size`'s
-/// share, at most the examples an evaluation takes: the test split's, capped by
-/// `eval_max_examples`; `None` when the run evaluates nothing); and what the configuration sets
-/// itself, which a suggested smaller batch must keep to.
+/// The rows of one pass on this rank, from what the configuration sets: training
+/// (`micro_batch_size` or the rank's share of `global_batch_size`; `None` when no step is left
+/// to run), and evaluation (`eval_batch_size`'s share, at most the examples an evaluation takes:
+/// the test split's, capped by `eval_max_examples`; `None` when the run evaluates nothing).
 #[derive(Debug, Clone, Copy)]
 pub struct Passes {
     pub world: usize,
     pub share: usize,
-    pub micro_batch: Option<usize>,
-    pub eval_rows: Option<usize>,
+    /// A step is left to run.
+    pub trains: bool,
     /// `micro_batch_size` as set (a suggested batch must be a multiple of it).
     pub micro_set: Option<usize>,
     /// `eval_batch_size`'s share of the ranks, as set (else the evaluation takes the batch).
@@ -83,20 +82,21 @@ pub struct Passes {
 
 impl Passes {
     fn of(cfg: &TrainConfig, trains: bool, test: Option<&Split>, world: usize) -> Passes {
-        let share = cfg.global_batch_size / world;
-        let eval_set = cfg.eval_batch_size.map(|b| b / world);
-        let eval_cap = test.map(|t| cfg.eval_max_examples.map_or(t.num_examples(), |m| m.min(t.num_examples())).div_ceil(world));
-        // `eval::evaluate` does not pad a small split to the batch.
-        let eval_rows = eval_cap.map(|cap| eval_set.unwrap_or(share).min(cap).max(1));
         Passes {
             world,
-            share,
-            micro_batch: trains.then(|| cfg.micro_batch_size.unwrap_or(share)),
-            eval_rows,
+            share: cfg.global_batch_size / world,
+            trains,
             micro_set: cfg.micro_batch_size,
-            eval_set,
-            eval_cap,
+            eval_set: cfg.eval_batch_size.map(|b| b / world),
+            eval_cap: test.map(|t| cfg.eval_max_examples.map_or(t.num_examples(), |m| m.min(t.num_examples())).div_ceil(world)),
         }
+    }
+    fn micro_batch(&self) -> Option<usize> {
+        self.trains.then(|| self.micro_set.unwrap_or(self.share))
+    }
+    fn eval_rows(&self) -> Option<usize> {
+        // `eval::evaluate` does not pad a small split to the batch.
+        self.eval_cap.map(|cap| self.eval_set.unwrap_or(self.share).min(cap).max(1))
     }
 }
 
@@ -178,15 +178,14 @@ fn smaller_batch(need: Need, weights: u64, p: Passes, available: Available) -> O
             out.push(("micro_batch_size", m));
         }
     }
-    if let Some(cap) = p.eval_cap {
-        let eval_rows = p.eval_set.unwrap_or(rows).min(cap).max(1);
-        if need.eval_row.saturating_mul(eval_rows as u64) > left {
-            let r = (left / need.eval_row.max(1)) as usize;
-            if r == 0 {
-                return None;
-            }
-            out.push(("eval_batch_size", r * p.world));
+    if let Some(eval_rows) = (Passes { share: rows, ..p }).eval_rows()
+        && need.eval_row.saturating_mul(eval_rows as u64) > left
+    {
+        let r = (left / need.eval_row.max(1)) as usize;
+        if r == 0 {
+            return None;
         }
+        out.push(("eval_batch_size", r * p.world));
     }
     Some(out)
 }
@@ -205,7 +204,7 @@ pub fn check<B: Backend>(
     new_carry: bool,
 ) -> Result<()> {
     let passes = Passes::of(cfg, trains, test, world);
-    if passes.micro_batch.is_some_and(|m| m == 0 || !passes.share.is_multiple_of(m)) {
+    if passes.micro_batch().is_some_and(|m| m == 0 || !passes.share.is_multiple_of(m)) {
         return Ok(());
     }
     let Some(available) = available_to::<B>(model) else { return Ok(()) };
@@ -305,12 +304,12 @@ fn fits_suggestion(bytes: u64, available: Available) -> bool {
 /// The decision on numbers alone: Ok, a note when the run comes within 10% of what is
 /// available, or the refusal.
 fn verdict(need: Need, p: Passes, available: Available) -> Result<()> {
-    let train = p.micro_batch.map(|m| need.train(m));
-    let eval = p.eval_rows.map(|r| need.eval(r));
+    let train = p.micro_batch().map(|m| need.train(m));
+    let eval = p.eval_rows().map(|r| need.eval(r));
     let peak = train.unwrap_or(0).max(eval.unwrap_or(0));
     let have = size(available.bytes);
     if peak <= available.bytes {
-        if peak as f64 > 0.9 * available.bytes as f64 {
+        if peak > suggestion_room(available) {
             eprintln!(
                 "note: this run needs about {} where {} (an estimate; docs/reliability.md, \"Memory\")",
                 size(peak),
@@ -321,7 +320,7 @@ fn verdict(need: Need, p: Passes, available: Available) -> Result<()> {
     }
     let mut lines = Vec::new();
     let ranks = if p.world > 1 { format!(" on each of {} ranks", p.world) } else { String::new() };
-    if let (Some(m), Some(t)) = (p.micro_batch, train)
+    if let (Some(m), Some(t)) = (p.micro_batch(), train)
         && t > available.bytes
     {
         lines.push(format!(
@@ -345,7 +344,7 @@ fn verdict(need: Need, p: Passes, available: Available) -> Result<()> {
             None => lines.push(one_row_advice(need, 0, p, available)),
         }
     }
-    if let (Some(rows), Some(e)) = (p.eval_rows, eval)
+    if let (Some(rows), Some(e)) = (p.eval_rows(), eval)
         && e > available.bytes
     {
         lines.push(format!(
@@ -385,8 +384,10 @@ mod tests {
         Need { optimiser: 100 * MB, carry: 0, train_row: 50 * MB, eval_row: 4 * MB }
     }
 
+    /// One rank of 768 rows in passes of `micro_batch`, evaluating `eval_rows` examples.
     fn passes(micro_batch: usize, eval_rows: Option<usize>) -> Passes {
-        Passes { world: 1, share: 768, micro_batch: Some(micro_batch), eval_rows, micro_set: None, eval_set: None, eval_cap: eval_rows }
+        let micro_set = (micro_batch != 768).then_some(micro_batch);
+        Passes { world: 1, share: 768, trains: true, micro_set, eval_set: None, eval_cap: eval_rows }
     }
 
     fn machine(bytes: u64) -> Available {
@@ -426,15 +427,7 @@ mod tests {
     #[test]
     fn an_evaluation_too_large_names_an_eval_batch_that_fits_and_splits_over_the_ranks() {
         // Training 100 + 16 x 50 = 900 MiB fits 2000 MiB; eval 100 + 768 x 4 = 3172 does not.
-        let p = Passes {
-            world: 2,
-            share: 16,
-            micro_batch: Some(16),
-            eval_rows: Some(768),
-            micro_set: None,
-            eval_set: None,
-            eval_cap: Some(768),
-        };
+        let p = Passes { world: 2, share: 16, trains: true, micro_set: None, eval_set: Some(768), eval_cap: Some(768) };
         let e = verdict(need(), p, machine(2000 * MB)).unwrap_err().to_string();
         assert!(e.contains("its first evaluation"), "{e}");
         assert!(e.contains("evaluation pass of 768 rows on each of 2 ranks"), "{e}");
@@ -446,12 +439,12 @@ mod tests {
     #[test]
     fn a_run_with_no_step_left_checks_only_its_evaluation() {
         // A resumed run at its last step: a training pass that would not fit is not refused.
-        let p = Passes { micro_batch: None, ..passes(768, None) };
+        let p = Passes { trains: false, ..passes(768, None) };
         let n = Need { carry: 768 * MB, ..need() }.with_no_step_left();
         verdict(n, p, machine(120 * MB)).unwrap();
         // Its final evaluation is checked without gradients, optimiser state or a new carry:
         // 768 x 4 = 3072 MiB does not fit 2000 MiB; 450 rows (1800 MiB, 90% of it) do.
-        let p = Passes { eval_rows: Some(768), eval_cap: Some(768), ..p };
+        let p = Passes { eval_cap: Some(768), ..p };
         let e = verdict(n, p, machine(2000 * MB)).unwrap_err().to_string();
         assert!(e.contains("its first evaluation") && !e.contains("training pass"), "{e}");
         assert!(e.contains("evaluation pass of 768 rows needs about 3.00 GiB") && e.contains("eval_batch_size=450"), "{e}");
@@ -513,8 +506,6 @@ mod tests {
                 _ => panic!("{k} in {e}"),
             }
         }
-        q.micro_batch = Some(q.micro_set.unwrap_or(q.share));
-        q.eval_rows = q.eval_cap.map(|cap| q.eval_set.unwrap_or(q.share).min(cap).max(1));
         (Need { carry: n.carry / p.share as u64 * q.share as u64, ..n }, q)
     }
 
@@ -534,7 +525,7 @@ mod tests {
 
         // A micro_batch_size that is set is kept: the batch is a multiple of it (4 rows: 200 MiB a
         // pass; (1800 - 300) / 10 = 150 rows, 148 the multiple of 4). No test split: no eval batch.
-        let p = Passes { micro_batch: Some(4), micro_set: Some(4), eval_rows: None, eval_cap: None, ..p };
+        let p = Passes { micro_set: Some(4), eval_cap: None, ..p };
         let e = verdict(n, p, machine(2000 * MB)).unwrap_err().to_string();
         assert_eq!(suggested(&e), [("global_batch_size".to_string(), 148)], "{e}");
         let (n2, p2) = with(&e, n, p);

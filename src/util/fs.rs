@@ -191,9 +191,8 @@ pub fn remove_made_folders(made: &[std::path::PathBuf]) {
         return; // (taking the lock would make it)
     }
     let Ok(lock) = crate::util::lock::RunLock::acquire(dir) else { return };
-    let only_lock =
-        |d: &Path| std::fs::read_dir(d).is_ok_and(|mut e| e.all(|e| e.is_ok_and(|e| e.file_name() == crate::util::lock::LOCK_FILE)));
-    if !only_lock(dir) {
+    let only_lock = std::fs::read_dir(dir).is_ok_and(|mut e| e.all(|e| e.is_ok_and(|e| e.file_name() == crate::util::lock::LOCK_FILE)));
+    if !only_lock {
         return;
     }
     // Removed under the lock where the system allows it (Unix); else (Windows keeps an open file

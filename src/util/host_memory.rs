@@ -9,7 +9,8 @@
 //!   what the process's own limits leave (`ulimit -v`, `ulimit -d`: RLIMIT_AS and RLIMIT_DATA
 //!   less the VmSize and VmData of /proc/self/status), where an allocation fails instead.
 //! - Elsewhere: unknown (`None`), and nothing is checked. On Windows, `GlobalMemoryStatusEx`
-//!   reported almost nothing available under Wine in CI (2026-12-06), which refused every run;
+//!   reported almost nothing available in one CI run under Wine (2026-12-06), which refused every
+//!   run, though a small program calling it under the same Wine read the right figure later;
 //!   until it is tried on a real Windows machine, Windows is not checked.
 
 /// What this process can still take, and what sets that figure.
@@ -240,18 +241,14 @@ mod tests {
         assert!(out.status.success() && text.contains("1 passed"), "{text}");
     }
 
-    /// On the platforms that report it, the figure is positive and no larger than the memory
-    /// this machine has.
+    /// On Linux the figure is positive and no larger than the memory this machine has.
     #[test]
     #[cfg(target_os = "linux")]
     fn this_machine_reports_some_memory_available() {
         let a = available().expect("a figure on this platform").bytes;
         assert!(a > 0);
-        #[cfg(target_os = "linux")]
-        {
-            let total = std::fs::read_to_string("/proc/meminfo").unwrap();
-            let kib: u64 = total.lines().next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
-            assert!(a <= kib * 1024, "{a} bytes available of {kib} KiB");
-        }
+        let total = std::fs::read_to_string("/proc/meminfo").unwrap();
+        let kib: u64 = total.lines().next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(a <= kib * 1024, "{a} bytes available of {kib} KiB");
     }
 }
