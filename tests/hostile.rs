@@ -460,7 +460,7 @@ fn the_data_set_is_named_once() {
     };
     let run = d.path().join("by-data-paths");
     let (ok, out) = train(&run, &[format!("data_paths=[{}]", data.display())]);
-    assert!(ok, "{out}");
+    assert!(ok && out.contains("trained 2 steps in") && !out.contains("resumed at"), "{out}");
     let ckpt = trm::store::checkpoint::resolve(&run).unwrap();
     let recorded = trm::store::checkpoint::read_state_json(&ckpt).unwrap().config.data_paths;
     assert_eq!(recorded, vec![std::path::absolute(&data).unwrap().display().to_string()]);
@@ -481,7 +481,8 @@ fn the_data_set_is_named_once() {
     // the one given relative or not: the same folder).
     let again = [format!("data_paths=[{}]", data.display()), "--resume".into(), "max_steps=3".into()];
     let (ok, out) = train(&run, &again);
-    assert!(ok, "{out}");
+    // What this process trained, and where the run is.
+    assert!(ok && out.contains("trained 1 step in") && out.contains("(resumed at step 2, now at step 3)"), "{out}");
     let (ok, out) =
         train(&run, &[format!("data_paths=[{}]", other.display()), "--data".into(), data.display().to_string(), "--resume".into()]);
     assert!(!ok && out.contains("names another data set than --data"), "{out}");

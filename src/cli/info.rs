@@ -144,7 +144,7 @@ pub fn info(name: &str, cfg: &config::TrainConfig, seq_len: usize, vocab: usize,
 fn memory_info(model: &ModelConfig, cfg: &config::TrainConfig) -> MemoryInfo {
     use crate::model::memory;
     const MIB: f64 = (1u64 << 20) as f64;
-    let need = crate::train::memory_check::Need::of(model, cfg, cfg.global_batch_size, true);
+    let need = crate::train::memory_check::Need::of(model, cfg, cfg.global_batch_size, false, true);
     let weights = memory::weight_bytes(model).saturating_add(memory::table_bytes(model));
     let pass_rows = cfg.micro_batch_size.unwrap_or(cfg.global_batch_size);
     MemoryInfo {

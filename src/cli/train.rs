@@ -152,10 +152,12 @@ pub fn train(a: TrainArgs) -> Result<()> {
     if launch.as_ref().is_some_and(|l| l.rank != 0) {
         return Ok(());
     }
+    let trained = s.steps.saturating_sub(s.started_at);
     println!(
-        "trained {} steps in {:.1}s; checkpoint {}",
-        s.steps,
+        "trained {trained} step{} in {:.1}s{}; checkpoint {}",
+        if trained == 1 { "" } else { "s" },
         s.seconds,
+        if s.started_at > 0 { format!(" (resumed at step {}, now at step {})", s.started_at, s.steps) } else { String::new() },
         s.checkpoint.map(|p| p.display().to_string()).unwrap_or_default()
     );
     if let Some((step, r)) = s.evals.last() {

@@ -8,8 +8,9 @@
 //! Engines without an estimate (libtorch, which reports a failed allocation itself,
 //! `util::out_of_memory`; cubecl; bfloat16 emulation) are not checked.
 //!
-//! Two checks: `check_state`, before a new run makes its weights (a model whose state alone
-//! does not fit); `check`, once the run's state is in memory, for its passes.
+//! Three checks: `check_state`, before a new run makes its weights (a model whose state alone
+//! does not fit); `check_resumed`, before a resumed run reads its checkpoint (a run resumed on a
+//! machine too small to hold it); `check`, once the run's state is in memory, for its passes.
 
 use crate::data::format::Split;
 use crate::model::config::ModelConfig;
@@ -18,13 +19,14 @@ use crate::store::config::TrainConfig;
 use crate::util::host_memory::Available;
 use anyhow::{Result, bail};
 use burn::prelude::Backend;
+use std::path::Path;
 
 /// What a run asks of the machine beyond what it holds when it is checked (its weights, puzzle
 /// table and a resumed carry are in memory by then), in bytes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Need {
-    /// Gradients, Adam moments and the EMA copy (counted even when a resumed run has read its
-    /// moments already): held for the whole run.
+    /// Gradients, and a new run's Adam moments and EMA copy (a resumed run has read its own by
+    /// the time it is checked): held for the whole run.
     pub optimiser: u64,
     /// A new run's carry for all of the rank's rows and chains (0 when the run holds its carry):
     /// held for the whole run.
@@ -36,10 +38,12 @@ pub struct Need {
 }
 
 impl Need {
-    pub fn of(model: &ModelConfig, cfg: &TrainConfig, share: usize, new_carry: bool) -> Need {
+    /// `resumed`: the run's moments and EMA were read from its checkpoint (they are out of the
+    /// memory available already); `new_carry`: the run makes its carry at its first step.
+    pub fn of(model: &ModelConfig, cfg: &TrainConfig, share: usize, resumed: bool, new_carry: bool) -> Need {
         let chains = model.arch.wta_chains.max(1) as u64;
         Need {
-            optimiser: memory::optimiser_bytes(model, cfg.ema),
+            optimiser: if resumed { memory::weight_bytes(model) } else { memory::optimiser_bytes(model, cfg.ema) },
             carry: if new_carry { memory::carry_bytes_per_row(model).saturating_mul(chains.saturating_mul(share as u64)) } else { 0 },
             train_row: memory::train_bytes_per_row(model).saturating_mul(chains),
             eval_row: memory::eval_bytes_per_row(model),
@@ -110,7 +114,41 @@ pub fn check_state<B: Backend>(cfg: &TrainConfig, model: &ModelConfig, test: Opt
     }
     let Some(available) = available_to::<B>(model) else { return Ok(()) };
     let passes = Passes::of(cfg, true, test, world);
-    state_verdict(Need::of(model, cfg, passes.share, true), weights_and_table(model), passes, available)
+    state_verdict(Need::of(model, cfg, passes.share, false, true), weights_and_table(model), passes, available)
+}
+
+/// Before a resumed run reads its checkpoint `ckpt` (whose model is `model`): whether reading it
+/// fits, on backend `B` when this engine has an estimate and this platform reports the memory.
+/// While its training state (weights, Adam moments, EMA, carry: `state.safetensors`, float32) is
+/// read, a copy of its values and the tensors made from them are both in memory, beside the
+/// puzzle-embedding table (the file's mapping and its values first, then the values and the
+/// tensors: twice the file either way; measured: 785 MB peak resident for a 387 MB file, the
+/// process and its data set included). Else a run resumed on a smaller machine than the one it
+/// was trained on would be killed while it reads its checkpoint. A missing or unreadable file
+/// is left to the reading, which names it.
+pub fn check_resumed<B: Backend>(ckpt: &Path, model: &ModelConfig) -> Result<()> {
+    let Some(available) = available_to::<B>(model) else { return Ok(()) };
+    let Ok(state) = std::fs::metadata(ckpt.join("state.safetensors")).map(|m| m.len()) else { return Ok(()) };
+    resumed_verdict(state, memory::table_bytes(model), ckpt, available)
+}
+
+fn resumed_verdict(state: u64, table: u64, ckpt: &Path, available: Available) -> Result<()> {
+    let need = table.saturating_add(state.saturating_mul(2));
+    if need <= available.bytes {
+        return Ok(());
+    }
+    bail!(
+        "resuming from {} would run out of memory while the checkpoint is read ({}): its training state (weights, optimiser \
+         state, EMA and carry: {}), held twice while it is read, and its puzzle-embedding table ({}) need about {}, and {}; \
+         resume it on a machine with more memory (its weights alone, model.safetensors, are what trm eval and trm solve \
+         read)\n(an estimate from the checkpoint's size; --no-memory-check reads it anyway)",
+        ckpt.display(),
+        available.past_it(),
+        size(state),
+        size(table),
+        size(need),
+        available.said(&size(available.bytes))
+    )
 }
 
 fn weights_and_table(model: &ModelConfig) -> u64 {
@@ -192,15 +230,16 @@ fn smaller_batch(need: Need, weights: u64, p: Passes, available: Available) -> O
 
 /// Checks a run of `cfg` on backend `B` against the memory available, when this engine has an
 /// estimate and this platform reports the memory (`util::host_memory`). `trains`: a step is left
-/// to run; `test`: the test split when the run will evaluate. `new_carry`: the run has no carry
-/// yet (a new run makes it at its first step). Batches that do not split as they must are left
-/// to `setup::Plan`, which says so.
+/// to run; `test`: the test split when the run will evaluate. `resumed`: the run read its state
+/// from a checkpoint; `new_carry`: the run has no carry yet (a new run makes it at its first
+/// step). Batches that do not split as they must are left to `setup::Plan`, which says so.
 pub fn check<B: Backend>(
     cfg: &TrainConfig,
     model: &ModelConfig,
     trains: bool,
     test: Option<&Split>,
     world: usize,
+    resumed: bool,
     new_carry: bool,
 ) -> Result<()> {
     let passes = Passes::of(cfg, trains, test, world);
@@ -208,7 +247,7 @@ pub fn check<B: Backend>(
         return Ok(());
     }
     let Some(available) = available_to::<B>(model) else { return Ok(()) };
-    let mut need = Need::of(model, cfg, passes.share, new_carry);
+    let mut need = Need::of(model, cfg, passes.share, resumed, new_carry);
     if !trains {
         need = need.with_no_step_left();
     }
@@ -561,6 +600,30 @@ mod tests {
         assert!(e.contains("weights and puzzle-embedding table (5.00 GiB)"), "{e}");
         assert!(e.contains("train a smaller model"), "{e}");
         state_verdict(need(), 1 << 30, passes(768, None), machine(4 << 30)).unwrap();
+    }
+
+    #[test]
+    fn a_checkpoint_too_large_to_read_is_refused_before_it_is_read() {
+        // 1 GiB of training state, held twice while read, and a 100 MiB table: 2.10 GiB.
+        let ckpt = Path::new("run/checkpoints/step_00000100");
+        resumed_verdict(1 << 30, 100 * MB, ckpt, machine(2200 * MB)).unwrap();
+        let e = resumed_verdict(1 << 30, 100 * MB, ckpt, machine(2 << 30)).unwrap_err().to_string();
+        assert!(e.starts_with("resuming from run/checkpoints/step_00000100 would run out of memory while the checkpoint is read"), "{e}");
+        assert!(e.contains("carry: 1.00 GiB), held twice") && e.contains("table (100 MiB) need about 2.10 GiB"), "{e}");
+        assert!(e.contains("this machine has 2.00 GiB available; resume it on a machine with more memory"), "{e}");
+        assert!(e.contains("--no-memory-check"), "{e}");
+        let e = resumed_verdict(u64::MAX, 1, ckpt, machine(1 << 40)).unwrap_err().to_string();
+        assert!(e.contains("need about 16.0 EiB"), "{e}");
+    }
+
+    #[test]
+    fn a_resumed_run_counts_its_gradients_but_not_the_moments_and_ema_it_has_read() {
+        let model = ModelConfig { arch: Default::default(), seq_len: 81, vocab_size: 11, num_puzzle_identifiers: 1 };
+        let cfg = TrainConfig { ema: true, ..Default::default() };
+        let weights = memory::weight_bytes(&model);
+        assert_eq!(Need::of(&model, &cfg, 768, false, true).optimiser, 4 * weights);
+        assert_eq!(Need::of(&model, &cfg, 768, true, false).optimiser, weights);
+        assert_eq!(Need::of(&model, &cfg, 768, true, false).carry, 0);
     }
 
     #[test]

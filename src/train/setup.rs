@@ -167,10 +167,7 @@ pub fn open_state<B: Backend>(
     if job.resume {
         anyhow::ensure!(job.init_from.is_none(), "--init-from starts a new run; it cannot be combined with --resume");
         let ckpt = integrity::resolve_for_resume(&job.out)?;
-        let (js, mut st) = checkpoint::load_state::<B>(&ckpt, device)?;
-        if r.rank() == 0 {
-            eprintln!("resuming from {} (step {})", ckpt.display(), js.step);
-        }
+        let js = checkpoint::read_state_json(&ckpt)?;
         let here = model_config(&js.config, train)?;
         anyhow::ensure!(
             here == js.model,
@@ -184,12 +181,20 @@ pub fn open_state<B: Backend>(
             js.model.num_puzzle_identifiers,
             ckpt.display()
         );
+        let cfg = crate::store::resume::resume_config(&js.config, &job.overrides)?;
+        // Before it is read: a checkpoint too large for this machine would be killed while read.
+        if job.memory_check {
+            super::memory_check::check_resumed::<B>(&ckpt, &js.model)?;
+        }
+        let (js, mut st) = checkpoint::load_state::<B>(&ckpt, device)?;
+        if r.rank() == 0 {
+            eprintln!("resuming from {} (step {})", ckpt.display(), js.step);
+        }
         let recorded = js.config.data_paths.first().map(PathBuf::from);
         let given = std::path::absolute(&job.data).unwrap_or(job.data.clone());
         if r.rank() == 0 && recorded.as_ref().is_some_and(|p| p != &given) {
             eprintln!("note: resuming on {} (the run was started on {})", given.display(), recorded.unwrap().display());
         }
-        let cfg = crate::store::resume::resume_config(&js.config, &job.overrides)?;
         st.carry = st.carry.map(|c| collective::local_carry(c, r.rank(), r.world())).transpose()?;
         return Ok((cfg, st, Some(ckpt)));
     }
@@ -435,7 +440,9 @@ pub(super) struct StepContext<'a, AD: AutodiffBackend> {
     pub(super) device: &'a AD::Device,
     pub(super) plan: &'a Plan,
     pub(super) job: &'a TrainJob,
+    /// When and at which step this process started the run (a resumed run: its checkpoint's).
     pub(super) t0: Instant,
+    pub(super) started_at: u64,
     /// `depth_curriculum`: the recursion depth of each training step.
     pub(super) curriculum: Option<DepthCurriculum>,
 }

@@ -45,7 +45,10 @@ pub use super::setup::TrainJob;
 /// Summary of a finished run.
 #[derive(Debug, Clone)]
 pub struct TrainSummary {
+    /// The step the run is at: its last step trained, in this process or before it.
     pub steps: u64,
+    /// The step this process started from (0 for a new run, the checkpoint's step on --resume).
+    pub started_at: u64,
     pub last_train: Metrics,
     pub evals: Vec<(u64, EvalResult)>,
     pub seconds: f64,
@@ -96,7 +99,7 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
         // evaluation is not logged yet (`finish`).
         let trains = st.step < plan.stop_at;
         let test = test_split.as_deref().filter(|_| trains || st.evaluated_step != Some(st.step));
-        super::memory_check::check::<AD>(&cfg, &model, trains, test, reducer.world(), st.carry.is_none())?;
+        super::memory_check::check::<AD>(&cfg, &model, trains, test, reducer.world(), resumed_from.is_some(), st.carry.is_none())?;
     }
     let ropes = Ropes::<AD>::new(&model, device);
     let mut log = open_run_log(job, &cfg, &model, &st, &plan, reducer)?;
@@ -104,7 +107,7 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
     if curriculum.as_ref().is_some_and(|c| c.stage_index(st.step + 1, plan.total) + 1 < c.stages.len()) {
         progress.starts_shallow();
     }
-    let cx = StepContext { model: &model, cfg: &cfg, ropes: &ropes, device, plan: &plan, job, t0, curriculum };
+    let cx = StepContext { model: &model, cfg: &cfg, ropes: &ropes, device, plan: &plan, job, t0, started_at: st.step, curriculum };
     // The checkpoint resumed from is this run's last one until it writes another.
     let mut run = RunRecord { evals: Vec::new(), last_train: Metrics::default(), last_ckpt: resumed_from.clone(), interrupted: false };
     if resumed_from.is_some() && st.step >= plan.stop_at && lead {
@@ -398,6 +401,7 @@ fn finish<AD: AutodiffBackend>(
     progress.finish();
     Ok(TrainSummary {
         steps: st.step,
+        started_at: cx.started_at,
         last_train: run.last_train,
         evals: run.evals,
         seconds: cx.t0.elapsed().as_secs_f64(),
