@@ -401,6 +401,8 @@ elif [ "$GPUDEV" = 1 ]; then
     [ -n "$out" ] || out='{"error":"no result (crash or time cap; see sampler.jsonl and gpu-check.log)"}'
     record cubecl "$c" "$out"
   done
+else
+  record cubecl skipped '{"error":"cubecl runs on a GPU only (burn'"'"'s CUDA runtime): not run in a CPU rehearsal"}'
 fi
 
 # ---- 8. out of memory ---------------------------------------------------------------------------

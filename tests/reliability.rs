@@ -418,4 +418,8 @@ fn a_run_too_large_for_memory_is_refused_with_a_micro_batch_that_fits() {
     assert!(e.contains("would run out of memory before its first step") && e.contains("weights and puzzle-embedding table"), "{e}");
     assert!(e.contains("train a smaller model"), "{e}");
     assert!(t.elapsed().as_secs() < 10, "the refusal took {:?}", t.elapsed());
+    // A batch that does not split is said first: the memory advice assumes batches that do.
+    let odd = [&wide[..], &["global_batch_size=16", "micro_batch_size=3"]].concat();
+    let e = err(train::<AD>(&job(data.path(), &runs.path().join("odd"), &odd, false), &Default::default()));
+    assert!(e.contains("micro_batch_size 3 does not divide the 16 rows") && !e.contains("memory"), "{e}");
 }

@@ -225,8 +225,10 @@ pub fn open_state<B: Backend>(
     named_data_set(&cfg.data_paths, Some(&job.data))?;
     cfg.data_paths = vec![std::path::absolute(&job.data).unwrap_or(job.data.clone()).display().to_string()];
     let model = model_config(&cfg, train)?;
-    // Before the weights are made: a model whose state alone does not fit would be killed here.
+    // Before the weights are made: a model whose state alone does not fit would be killed here
+    // (after the batches are known to split, which a refusal's advice relies on).
     if job.memory_check {
+        check_batches(&cfg, test.is_some(), r.world())?;
         super::memory_check::check_state::<B>(&cfg, &model, test, r.world())?;
     }
     let mut st = fresh_state::<B>(&cfg, &model, device, job.init_from.as_ref(), &job.data, r.rank() == 0)?;
@@ -332,6 +334,25 @@ pub fn named_data_set(given: &[String], data: Option<&Path>) -> Result<Option<Pa
     }
 }
 
+/// The batches split as they must: the global batch (and an evaluation's) over the ranks, the
+/// rank's share into micro-batches.
+pub fn check_batches(cfg: &TrainConfig, has_test: bool, world: usize) -> Result<()> {
+    let g = cfg.global_batch_size;
+    anyhow::ensure!(g.is_multiple_of(world), "global_batch_size {g} does not split over {world} ranks: make it a multiple of {world}");
+    if has_test && world > 1 {
+        let eb = cfg.eval_batch_size.unwrap_or(g);
+        anyhow::ensure!(eb.is_multiple_of(world), "eval_batch_size {eb} does not split over {world} ranks: make it a multiple of {world}");
+    }
+    let share = g / world;
+    let micro_batch = cfg.micro_batch_size.unwrap_or(share);
+    anyhow::ensure!(
+        share.is_multiple_of(micro_batch),
+        "micro_batch_size {micro_batch} does not divide the {share} rows of global_batch_size {g}{}: make it a divisor of {share}",
+        if world > 1 { format!(" that each of the {world} ranks takes") } else { String::new() }
+    );
+    Ok(())
+}
+
 /// How a run walks its data: this rank's sampler, the iterations, the steps.
 pub struct Plan {
     pub sampler: TrainSampler,
@@ -351,22 +372,10 @@ impl Plan {
     /// The plan of `cfg` over `train`, refusing batches that do not split over the ranks and a
     /// schedule of zero steps.
     pub fn new(cfg: &TrainConfig, train: &Arc<Split>, has_test: bool, rank: usize, world: usize) -> Result<Plan> {
+        check_batches(cfg, has_test, world)?;
         let g = cfg.global_batch_size;
-        anyhow::ensure!(g.is_multiple_of(world), "global_batch_size {g} does not split over {world} ranks: make it a multiple of {world}");
-        if has_test && world > 1 {
-            let eb = cfg.eval_batch_size.unwrap_or(g);
-            anyhow::ensure!(
-                eb.is_multiple_of(world),
-                "eval_batch_size {eb} does not split over {world} ranks: make it a multiple of {world}"
-            );
-        }
         let share = g / world;
         let micro_batch = cfg.micro_batch_size.unwrap_or(share);
-        anyhow::ensure!(
-            share.is_multiple_of(micro_batch),
-            "micro_batch_size {micro_batch} does not divide the {share} rows of global_batch_size {g}{}: make it a divisor of {share}",
-            if world > 1 { format!(" that each of the {world} ranks takes") } else { String::new() }
-        );
         let iterations = (cfg.epochs / cfg.epochs_per_iter()) as u64;
         let mut sampler = TrainSampler {
             split: train.clone(),
