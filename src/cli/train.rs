@@ -322,9 +322,8 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
         crate::eval::evaluate::check_identifiers(&a.data, m.file.parent().expect("a checkpoint folder"))?;
     }
     if !a.no_memory_check {
-        // The plain pass takes --batch rows at a time; --views then runs K rows (a puzzle's views).
         let examples = a.limit.map_or(test.num_examples(), |l| l.min(test.num_examples()));
-        crate::train::memory_check::check_eval::<B>(&m.model, a.batch.min(examples).max(a.views.unwrap_or(0)))?;
+        crate::train::memory_check::check_eval::<B>(&m.model, a.batch.min(examples), a.views)?;
     }
     let (params, table) = checkpoint::load_model::<B>(&m.file, &m.model, device)?;
     let w = Weights::from_named(&m.model, params)?;

@@ -28,6 +28,8 @@ pub struct Need {
     /// Gradients, and a new run's Adam moments and EMA copy (a resumed run has read its own by
     /// the time it is checked): held for the whole run.
     pub optimiser: u64,
+    /// `optimiser` is the gradients alone: the run was resumed.
+    pub resumed: bool,
     /// A new run's carry for all of the rank's rows and chains (0 when the run holds its carry):
     /// held for the whole run.
     pub carry: u64,
@@ -44,6 +46,7 @@ impl Need {
         let chains = model.arch.wta_chains.max(1) as u64;
         Need {
             optimiser: if resumed { memory::weight_bytes(model) } else { memory::optimiser_bytes(model, cfg.ema) },
+            resumed,
             carry: if new_carry { memory::carry_bytes_per_row(model).saturating_mul(chains.saturating_mul(share as u64)) } else { 0 },
             train_row: memory::train_bytes_per_row(model).saturating_mul(chains),
             eval_row: memory::eval_bytes_per_row(model),
@@ -115,40 +118,6 @@ pub fn check_state<B: Backend>(cfg: &TrainConfig, model: &ModelConfig, test: Opt
     let Some(available) = available_to::<B>(model) else { return Ok(()) };
     let passes = Passes::of(cfg, true, test, world);
     state_verdict(Need::of(model, cfg, passes.share, false, true), weights_and_table(model), passes, available)
-}
-
-/// Before a resumed run reads its checkpoint `ckpt` (whose model is `model`): whether reading it
-/// fits, on backend `B` when this engine has an estimate and this platform reports the memory.
-/// While its training state (weights, Adam moments, EMA, carry: `state.safetensors`, float32) is
-/// read, a copy of its values and the tensors made from them are both in memory, beside the
-/// puzzle-embedding table (the file's mapping and its values first, then the values and the
-/// tensors: twice the file either way; measured: 785 MB peak resident for a 387 MB file, the
-/// process and its data set included). Else a run resumed on a smaller machine than the one it
-/// was trained on would be killed while it reads its checkpoint. A missing or unreadable file
-/// is left to the reading, which names it.
-pub fn check_resumed<B: Backend>(ckpt: &Path, model: &ModelConfig) -> Result<()> {
-    let Some(available) = available_to::<B>(model) else { return Ok(()) };
-    let Ok(state) = std::fs::metadata(ckpt.join("state.safetensors")).map(|m| m.len()) else { return Ok(()) };
-    resumed_verdict(state, memory::table_bytes(model), ckpt, available)
-}
-
-fn resumed_verdict(state: u64, table: u64, ckpt: &Path, available: Available) -> Result<()> {
-    let need = table.saturating_add(state.saturating_mul(2));
-    if need <= available.bytes {
-        return Ok(());
-    }
-    bail!(
-        "resuming from {} would run out of memory while the checkpoint is read ({}): its training state (weights, optimiser \
-         state, EMA and carry: {}), held twice while it is read, and its puzzle-embedding table ({}) need about {}, and {}; \
-         resume it on a machine with more memory (its weights alone, model.safetensors, are what trm eval and trm solve \
-         read)\n(an estimate from the checkpoint's size; --no-memory-check reads it anyway)",
-        ckpt.display(),
-        available.past_it(),
-        size(state),
-        size(table),
-        size(need),
-        available.said(&size(available.bytes))
-    )
 }
 
 fn weights_and_table(model: &ModelConfig) -> u64 {
@@ -228,6 +197,57 @@ fn smaller_batch(need: Need, weights: u64, p: Passes, available: Available) -> O
     Some(out)
 }
 
+/// Before a resumed run reads its checkpoint `ckpt` (whose model is `model`): whether reading it
+/// fits, on backend `B` when this engine has an estimate and this platform reports the memory.
+/// Each of its two files is held twice while it is read (the file's mapping and its values
+/// first, then the values and the tensors made from them): first `model.safetensors` (the
+/// weights and the puzzle-embedding table; only the table is kept), then `state.safetensors`
+/// (weights, Adam moments, EMA and carry, float32) beside the table. Measured: 785 MB peak
+/// resident for a 387 MB state file, the process and its data set included. Else a run resumed
+/// on a smaller machine than the one it was trained on would be killed while it reads its
+/// checkpoint. A missing or unreadable file is left to the reading, which names it.
+pub fn check_resumed<B: Backend>(ckpt: &Path, model: &ModelConfig) -> Result<()> {
+    let Some(available) = available_to::<B>(model) else { return Ok(()) };
+    let size_of = |name: &str| std::fs::metadata(ckpt.join(name)).map(|m| m.len());
+    let (Ok(weights), Ok(state)) = (size_of("model.safetensors"), size_of("state.safetensors")) else { return Ok(()) };
+    resumed_verdict(CheckpointFiles { weights, state, table: memory::table_bytes(model) }, ckpt, available)
+}
+
+/// The sizes, in bytes, of a checkpoint's two files and of the puzzle table it keeps.
+struct CheckpointFiles {
+    weights: u64,
+    state: u64,
+    table: u64,
+}
+
+impl CheckpointFiles {
+    /// The peak of reading them: the larger of the two phases.
+    fn peak(&self) -> u64 {
+        self.weights.saturating_mul(2).max(self.table.saturating_add(self.state.saturating_mul(2)))
+    }
+}
+
+fn resumed_verdict(f: CheckpointFiles, ckpt: &Path, available: Available) -> Result<()> {
+    let need = f.peak();
+    if need <= available.bytes {
+        return Ok(());
+    }
+    bail!(
+        "resuming from {} would run out of memory while the checkpoint is read ({}): its files, each held twice while it is \
+         read (model.safetensors, the weights and puzzle-embedding table: {}, of which the table, {}, is kept; then \
+         state.safetensors, the training state: weights, optimiser state, EMA and carry: {}), need about {}, and {}; resume \
+         it on a machine with more memory (its weights alone, model.safetensors, are what trm eval and trm solve read)\n(an \
+         estimate from the checkpoint's sizes; --no-memory-check reads it anyway)",
+        ckpt.display(),
+        available.past_it(),
+        size(f.weights),
+        size(f.table),
+        size(f.state),
+        size(need),
+        available.said(&size(available.bytes))
+    )
+}
+
 /// Checks a run of `cfg` on backend `B` against the memory available, when this engine has an
 /// estimate and this platform reports the memory (`util::host_memory`). `trains`: a step is left
 /// to run; `test`: the test split when the run will evaluate. `resumed`: the run read its state
@@ -260,22 +280,30 @@ fn available_to<B: Backend>(model: &ModelConfig) -> Option<Available> {
     crate::model::cpu::covers::<B>(model).then(crate::util::host_memory::available).flatten()
 }
 
-/// `trm eval`'s check: an evaluation of `rows` rows at a time (its --batch, at most the examples
-/// it evaluates) with the weights of `model` on backend `B`, refused when it does not fit, naming
-/// the --batch that does.
-pub fn check_eval<B: Backend>(model: &ModelConfig, rows: usize) -> Result<()> {
+/// `trm eval`'s check: an evaluation of `batch` rows at a time (its --batch, at most the examples
+/// it evaluates) and, with --views K, of a puzzle's K views together, with the weights of `model`
+/// on backend `B`, refused when the larger does not fit, naming the --batch or --views that does.
+pub fn check_eval<B: Backend>(model: &ModelConfig, batch: usize, views: Option<usize>) -> Result<()> {
     let Some(available) = available_to::<B>(model) else { return Ok(()) };
     // The weights and the puzzle table are read after this check.
-    eval_verdict(memory::eval_bytes_per_row(model), weights_and_table(model), rows, available)
+    eval_verdict(memory::eval_bytes_per_row(model), weights_and_table(model), batch, views, available)
 }
 
-fn eval_verdict(row: u64, weights: u64, rows: usize, available: Available) -> Result<()> {
+fn eval_verdict(row: u64, weights: u64, batch: usize, views: Option<usize>, available: Available) -> Result<()> {
     let need = |r: usize| weights.saturating_add(row.saturating_mul(r as u64));
+    let rows = batch.max(views.unwrap_or(0));
     if need(rows) <= available.bytes {
         return Ok(());
     }
     let advice = match (1..rows).rev().find(|&r| fits_suggestion(need(r), available)) {
-        Some(r) => format!("pass --batch {r} (about {})", size(need(r))),
+        Some(r) => {
+            // Whichever of the two asks for more rows than fit.
+            let flags: Vec<String> = [("--batch", Some(batch)), ("--views", views)]
+                .into_iter()
+                .filter_map(|(flag, v)| v.filter(|&v| v > r).map(|_| format!("{flag} {r}")))
+                .collect();
+            format!("pass {} (about {})", flags.join(" "), size(need(r)))
+        }
         None => "even one row at a time does not fit: evaluate on a machine with more memory".into(),
     };
     bail!(
@@ -363,11 +391,12 @@ fn verdict(need: Need, p: Passes, available: Available) -> Result<()> {
         && t > available.bytes
     {
         lines.push(format!(
-            "its training pass of {}{ranks} needs about {} ({} a row, and {} of gradients and optimiser state{}), and {}",
+            "its training pass of {}{ranks} needs about {} ({} a row, and {} of gradients{}{}), and {}",
             rows_of(m),
             size(t),
             size(need.train_row),
             size(need.optimiser),
+            if need.resumed { "" } else { " and optimiser state" },
             if need.carry > 0 { format!(", {} of carry", size(need.carry)) } else { String::new() },
             available.said(&have)
         ));
@@ -420,7 +449,7 @@ mod tests {
     const MB: u64 = 1 << 20;
 
     fn need() -> Need {
-        Need { optimiser: 100 * MB, carry: 0, train_row: 50 * MB, eval_row: 4 * MB }
+        Need { optimiser: 100 * MB, resumed: false, carry: 0, train_row: 50 * MB, eval_row: 4 * MB }
     }
 
     /// One rank of 768 rows in passes of `micro_batch`, evaluating `eval_rows` examples.
@@ -492,19 +521,26 @@ mod tests {
     #[test]
     fn an_evaluation_batch_too_large_names_the_batch_that_fits() {
         // 10 + 256 x 4 = 1034 MiB; 500 MiB available, 450 within 90% -> 110 rows (450 MiB).
-        eval_verdict(4 * MB, 10 * MB, 100, machine(500 * MB)).unwrap();
-        let e = eval_verdict(4 * MB, 10 * MB, 256, machine(500 * MB)).unwrap_err().to_string();
+        eval_verdict(4 * MB, 10 * MB, 100, None, machine(500 * MB)).unwrap();
+        let e = eval_verdict(4 * MB, 10 * MB, 256, None, machine(500 * MB)).unwrap_err().to_string();
         assert!(e.contains("256 rows at a time need about 1.01 GiB (4.00 MiB a row)"), "{e}");
         assert!(e.contains("pass --batch 110 (about 450 MiB)"), "{e}");
         assert!(e.contains("--no-memory-check"), "{e}");
-        let e = eval_verdict(4 * MB, 10 * MB, 256, machine(12 * MB)).unwrap_err().to_string();
+        let e = eval_verdict(4 * MB, 10 * MB, 256, None, machine(12 * MB)).unwrap_err().to_string();
         assert!(e.contains("even one row at a time does not fit"), "{e}");
+        // With --views K the K views of a puzzle run together: the views are what to lower, and
+        // the batch too where it asks for more than fit.
+        eval_verdict(4 * MB, 10 * MB, 100, Some(64), machine(500 * MB)).unwrap();
+        let e = eval_verdict(4 * MB, 10 * MB, 8, Some(256), machine(500 * MB)).unwrap_err().to_string();
+        assert!(e.contains("256 rows at a time") && e.contains("pass --views 110 (about 450 MiB)"), "{e}");
+        let e = eval_verdict(4 * MB, 10 * MB, 200, Some(256), machine(500 * MB)).unwrap_err().to_string();
+        assert!(e.contains("pass --batch 110 --views 110 (about 450 MiB)"), "{e}");
     }
 
     #[test]
     fn a_process_limit_is_named_as_what_sets_the_figure() {
         let limited = Available { bytes: 500 * MB, bound: Bound::ProcessLimit("-v") };
-        let e = eval_verdict(4 * MB, 10 * MB, 256, limited).unwrap_err().to_string();
+        let e = eval_verdict(4 * MB, 10 * MB, 256, None, limited).unwrap_err().to_string();
         assert!(e.contains("`ulimit -v` leaves this process 500 MiB"), "{e}");
         assert!(e.contains("an allocation would fail and end it") && !e.contains("this machine"), "{e}");
         let cgroup = Available { bytes: 500 * MB, bound: Bound::Cgroup };
@@ -514,10 +550,10 @@ mod tests {
 
     #[test]
     fn sizes_past_u64_saturate_instead_of_overflowing() {
-        let huge = Need { optimiser: 1, carry: 0, train_row: u64::MAX / 2, eval_row: u64::MAX / 2 };
+        let huge = Need { optimiser: 1, resumed: false, carry: 0, train_row: u64::MAX / 2, eval_row: u64::MAX / 2 };
         let e = verdict(huge, passes(768, Some(768)), machine(1 << 40)).unwrap_err().to_string();
         assert!(e.contains("even one row at a time does not fit"), "{e}");
-        let e = eval_verdict(u64::MAX / 2, u64::MAX / 2, 65_536, machine(1 << 40)).unwrap_err().to_string();
+        let e = eval_verdict(u64::MAX / 2, u64::MAX / 2, 65_536, None, machine(1 << 40)).unwrap_err().to_string();
         assert!(e.contains("even one row at a time does not fit"), "{e}");
         assert!(e.contains("16.0 EiB"), "{e}");
     }
@@ -604,15 +640,24 @@ mod tests {
 
     #[test]
     fn a_checkpoint_too_large_to_read_is_refused_before_it_is_read() {
-        // 1 GiB of training state, held twice while read, and a 100 MiB table: 2.10 GiB.
+        // 1 GiB of training state, held twice while read, beside a 100 MiB table: 2.10 GiB.
         let ckpt = Path::new("run/checkpoints/step_00000100");
-        resumed_verdict(1 << 30, 100 * MB, ckpt, machine(2200 * MB)).unwrap();
-        let e = resumed_verdict(1 << 30, 100 * MB, ckpt, machine(2 << 30)).unwrap_err().to_string();
+        let files = || CheckpointFiles { weights: 130 * MB, state: 1 << 30, table: 100 * MB };
+        resumed_verdict(files(), ckpt, machine(2200 * MB)).unwrap();
+        let e = resumed_verdict(files(), ckpt, machine(2 << 30)).unwrap_err().to_string();
         assert!(e.starts_with("resuming from run/checkpoints/step_00000100 would run out of memory while the checkpoint is read"), "{e}");
-        assert!(e.contains("carry: 1.00 GiB), held twice") && e.contains("table (100 MiB) need about 2.10 GiB"), "{e}");
+        assert!(
+            e.contains("table: 130 MiB, of which the table, 100 MiB, is kept") && e.contains("carry: 1.00 GiB), need about 2.10 GiB"),
+            "{e}"
+        );
         assert!(e.contains("this machine has 2.00 GiB available; resume it on a machine with more memory"), "{e}");
         assert!(e.contains("--no-memory-check"), "{e}");
-        let e = resumed_verdict(u64::MAX, 1, ckpt, machine(1 << 40)).unwrap_err().to_string();
+        // A large table (ARC's) makes the weights file the larger phase: 2 x 1.8 GiB.
+        let arc = CheckpointFiles { weights: 1843 * MB, state: 300 * MB, table: 1800 * MB };
+        assert_eq!(arc.peak(), 2 * 1843 * MB);
+        let e = resumed_verdict(arc, ckpt, machine(3 << 30)).unwrap_err().to_string();
+        assert!(e.contains("need about 3.60 GiB"), "{e}");
+        let e = resumed_verdict(CheckpointFiles { weights: 1, state: u64::MAX, table: 1 }, ckpt, machine(1 << 40)).unwrap_err().to_string();
         assert!(e.contains("need about 16.0 EiB"), "{e}");
     }
 
@@ -624,6 +669,11 @@ mod tests {
         assert_eq!(Need::of(&model, &cfg, 768, false, true).optimiser, 4 * weights);
         assert_eq!(Need::of(&model, &cfg, 768, true, false).optimiser, weights);
         assert_eq!(Need::of(&model, &cfg, 768, true, false).carry, 0);
+        // Its refusal says what the figure is.
+        let e = verdict(Need { resumed: true, ..need() }, passes(768, None), machine(2000 * MB)).unwrap_err().to_string();
+        assert!(e.contains("and 100 MiB of gradients), and"), "{e}");
+        let e = verdict(need(), passes(768, None), machine(2000 * MB)).unwrap_err().to_string();
+        assert!(e.contains("and 100 MiB of gradients and optimiser state), and"), "{e}");
     }
 
     #[test]
