@@ -423,3 +423,31 @@ fn a_run_too_large_for_memory_is_refused_with_a_micro_batch_that_fits() {
     let e = err(train::<AD>(&job(data.path(), &runs.path().join("odd"), &odd, false), &Default::default()));
     assert!(e.contains("micro_batch_size 3 does not divide the 16 rows") && !e.contains("memory"), "{e}");
 }
+
+/// `trm bench` on the CPU engine: a step that does not fit is refused at once with the setting
+/// that does, rather than killed by the system mid-step.
+#[test]
+fn a_benchmark_too_large_for_memory_is_refused() {
+    match trm::util::host_memory::available() {
+        Some(a) if a.bytes < 200 << 30 => {}
+        other => return eprintln!("skipped: {other:?} available"),
+    }
+    let arc = trm::bench::shape_for("arc-att", trm::model::architecture::Architecture::Trm).unwrap();
+    if !trm::model::cpu::covers::<burn::backend::Flex>(&arc) {
+        return eprintln!("skipped: the fused CPU block is off here, so nothing is estimated");
+    }
+    let bench = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_trm")).arg("bench").args(args).output().unwrap();
+        (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let t = std::time::Instant::now();
+    // 65,536 ARC rows hold about 229 GiB of carry: no pass fits beside it, a smaller batch does.
+    let (ok, e) = bench(&["--shape", "arc-att", "--batch", "65536", "--mode", "train"]);
+    assert!(!ok && e.contains("this benchmark would run out of memory") && e.contains("of carry)"), "{e}");
+    let b: usize = e.split("pass --batch ").nth(1).and_then(|r| r.split(' ').next()).and_then(|b| b.parse().ok()).expect(&e);
+    assert!(b < 65_536, "{e}");
+    // The forward alone: a smaller --batch.
+    let (ok, e) = bench(&["--shape", "arc-att", "--batch", "65536", "--mode", "eval"]);
+    assert!(!ok && e.contains("this evaluation would run out of memory") && e.contains("pass --batch "), "{e}");
+    assert!(t.elapsed().as_secs() < 10, "the refusals took {:?}", t.elapsed());
+}

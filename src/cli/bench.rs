@@ -59,6 +59,9 @@ pub struct BenchArgs {
     /// kernel time and launches by kind, the busiest kernels, operators per step
     #[arg(long, value_name = "EVENTS_FILE")]
     pub profile: Option<std::path::PathBuf>,
+    /// Run even when the step's memory estimate exceeds the memory available (CPU engine)
+    #[arg(long)]
+    pub no_memory_check: bool,
     /// Print JSON
     #[arg(long)]
     pub json: bool,
@@ -96,6 +99,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     // Refused before the timed steps rather than after them.
     anyhow::ensure!(a.profile.is_none() || a.device.feature() == Some("libtorch"), crate::backend::PROFILE_NEEDS_LIBTORCH);
+    if !a.no_memory_check {
+        // On the CPU engine, a step that does not fit would be killed by the system without a word.
+        let mut model = bench::shape_for(&a.shape, arch)?;
+        model.arch.forward_dtype = dt;
+        let train = a.mode == "train";
+        crate::with_backend!(a.device, B, _device => crate::train::memory_check::check_bench::<B>(&model, train, a.batch, a.micro_batch)?);
+    }
     let products = match a.precision {
         Some(p) => p.apply(a.device, a.mode == "train")?,
         None => None,

@@ -11,6 +11,7 @@
 //! Three checks: `check_state`, before a new run makes its weights (a model whose state alone
 //! does not fit); `check_resumed`, before a resumed run reads its checkpoint (a run resumed on a
 //! machine too small to hold it); `check`, once the run's state is in memory, for its passes.
+//! `check_eval` and `check_bench` do the same for `trm eval` and `trm bench`.
 
 use crate::data::format::Split;
 use crate::model::config::ModelConfig;
@@ -312,6 +313,55 @@ fn eval_verdict(row: u64, weights: u64, batch: usize, views: Option<usize>, avai
         rows_of(rows),
         size(need(rows)),
         size(row),
+        available.said(&size(available.bytes))
+    )
+}
+
+/// `trm bench`'s check: a step of `batch` rows with the weights, puzzle table, Adam moments and
+/// carry it makes (`train`: forward, backward and the optimiser, in passes of `micro_batch`
+/// rows; else forward only), refused when it does not fit, naming the --micro-batch or --batch
+/// that does.
+pub fn check_bench<B: Backend>(model: &ModelConfig, train: bool, batch: usize, micro_batch: Option<usize>) -> Result<()> {
+    let Some(available) = available_to::<B>(model) else { return Ok(()) };
+    let weights = weights_and_table(model);
+    if !train {
+        return eval_verdict(memory::eval_bytes_per_row(model), weights, batch, None, available);
+    }
+    let cfg = TrainConfig { ema: false, ..Default::default() }; // bench keeps no EMA
+    bench_verdict(|rows| Need::of(model, &cfg, rows, false, true), weights, batch, micro_batch, available)
+}
+
+fn bench_verdict(
+    need_of: impl Fn(usize) -> Need,
+    weights: u64,
+    batch: usize,
+    micro_batch: Option<usize>,
+    available: Available,
+) -> Result<()> {
+    // A step of `b` rows in passes of `m`.
+    let need = |b: usize, m: usize| weights.saturating_add(need_of(b).train(m));
+    let m = micro_batch.unwrap_or(batch);
+    if need(batch, m) <= available.bytes {
+        return Ok(());
+    }
+    let n = need_of(batch);
+    let advice = match (1..m).rev().find(|&r| batch.is_multiple_of(r) && fits_suggestion(need(batch, r), available)) {
+        Some(r) => format!("pass --micro-batch {r} (about {}: the same step in passes of {})", size(need(batch, r)), rows_of(r)),
+        None => match (1..batch).rev().find(|&b| fits_suggestion(need(b, b), available)) {
+            Some(b) => format!("the carry of its rows leaves no room for a pass: pass --batch {b} (about {})", size(need(b, b))),
+            None => "even one row does not fit: benchmark a smaller shape or on a machine with more memory".into(),
+        },
+    };
+    bail!(
+        "this benchmark would run out of memory ({}): a training step of {}{} needs about {} ({} a row, {} of weights, \
+         gradients and optimiser state, {} of carry), and {}; {advice}\n({HOW_SURE})",
+        available.past_it(),
+        rows_of(batch),
+        if m < batch { format!(" in passes of {}", rows_of(m)) } else { String::new() },
+        size(need(batch, m)),
+        size(n.train_row),
+        size(weights.saturating_add(n.optimiser)),
+        size(n.carry),
         available.said(&size(available.bytes))
     )
 }
@@ -674,6 +724,23 @@ mod tests {
         assert!(e.contains("and 100 MiB of gradients), and"), "{e}");
         let e = verdict(need(), passes(768, None), machine(2000 * MB)).unwrap_err().to_string();
         assert!(e.contains("and 100 MiB of gradients and optimiser state), and"), "{e}");
+    }
+
+    #[test]
+    fn a_benchmark_too_large_names_the_micro_batch_or_the_batch_that_fits() {
+        // 10 MiB of weights; 100 MiB of optimiser state; 1 MiB of carry and 50 MiB of pass a row.
+        let need_of = |rows: usize| Need { carry: rows as u64 * MB, ..need() };
+        bench_verdict(need_of, 10 * MB, 32, None, machine(2000 * MB)).unwrap();
+        // 64 rows: 110 + 64 + 3200 MiB; 2000 available (1800 within 90%): passes of 32 fit.
+        let e = bench_verdict(need_of, 10 * MB, 64, None, machine(2000 * MB)).unwrap_err().to_string();
+        assert!(e.starts_with("this benchmark would run out of memory"), "{e}");
+        assert!(e.contains("a training step of 64 rows needs about 3.29 GiB"), "{e}");
+        assert!(e.contains("pass --micro-batch 32 (about 1.73 GiB: the same step in passes of 32 rows)"), "{e}");
+        // 4096 rows of carry (4 GiB) leave no room for any pass: (1800 - 110) / 51 = 33 rows.
+        let e = bench_verdict(need_of, 10 * MB, 4096, Some(8), machine(2000 * MB)).unwrap_err().to_string();
+        assert!(e.contains("in passes of 8 rows") && e.contains("pass --batch 33 (about"), "{e}");
+        let e = bench_verdict(need_of, 10 * MB, 4096, None, machine(100 * MB)).unwrap_err().to_string();
+        assert!(e.contains("even one row does not fit"), "{e}");
     }
 
     #[test]
