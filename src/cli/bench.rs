@@ -99,17 +99,18 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     // Refused before the timed steps rather than after them.
     anyhow::ensure!(a.profile.is_none() || a.device.feature() == Some("libtorch"), crate::backend::PROFILE_NEEDS_LIBTORCH);
-    if !a.no_memory_check {
-        // On the CPU engine, a step that does not fit would be killed by the system without a word.
-        let mut model = bench::shape_for(&a.shape, arch)?;
-        model.arch.forward_dtype = dt;
-        let train = a.mode == "train";
-        crate::with_backend!(a.device, B, _device => crate::train::memory_check::check_bench::<B>(&model, train, a.batch, a.micro_batch)?);
-    }
+    anyhow::ensure!(["train", "eval"].contains(&a.mode.as_str()), "unknown --mode `{}` (train or eval)", a.mode);
     let products = match a.precision {
         Some(p) => p.apply(a.device, a.mode == "train")?,
         None => None,
     };
+    // On the CPU engine, a step that does not fit would be killed by the system without a word
+    // (the other engines report a failed allocation themselves).
+    if !a.no_memory_check && a.device == DeviceSpec::Cpu {
+        let mut model = bench::shape_for(&a.shape, arch)?;
+        model.arch.forward_dtype = dt;
+        crate::train::memory_check::check_bench::<crate::backend::Cpu>(&model, a.mode == "train", a.batch, a.micro_batch)?;
+    }
     let mut r = match a.mode.as_str() {
         "train" => crate::with_backend!(a.device, B, device => bench::bench_train::<burn::backend::Autodiff<B>>(&spec, &device)?),
         "eval" => crate::with_backend!(a.device, B, device => bench::bench_eval::<B>(&spec, &device)?),

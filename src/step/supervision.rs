@@ -81,7 +81,13 @@ pub fn micro_batch_step<AD: AutodiffBackend>(
     let n = batch.batch_size;
     let (m, k) = (rows.size.min(n), cfg.arch.wta_chains);
     assert!(m > 0 && n.is_multiple_of(m), "passes of {m} rows over a batch of {n} (callers check the split)");
-    let mut parts = if m == n { vec![carry] } else { (0..n).step_by(m).map(|a| carry.rows(a * k..(a + m) * k)).collect() };
+    let mut parts = if m == n {
+        vec![carry]
+    } else {
+        let parts = (0..n).step_by(m).map(|a| carry.rows(a * k..(a + m) * k)).collect();
+        drop(carry); // not kept beside the new parts and their concatenation
+        parts
+    };
     let mut metrics = Metrics::default();
     let mut grads: Option<LocalGrads<AD::InnerBackend>> = None;
     for (i, part) in parts.iter_mut().enumerate() {

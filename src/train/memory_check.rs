@@ -34,6 +34,10 @@ pub struct Need {
     /// A new run's carry for all of the rank's rows and chains (0 when the run holds its carry):
     /// held for the whole run.
     pub carry: u64,
+    /// The carry of the rank's rows, new or resumed, and the rows: a step in passes of fewer
+    /// rows puts the passes' new carries together into a copy of that size at its end.
+    pub share_carry: u64,
+    pub share: usize,
     /// One row of the training pass (all of its `arch.wta_chains` latent chains) and one row of
     /// the evaluation pass (chain 0 only).
     pub train_row: u64,
@@ -45,10 +49,13 @@ impl Need {
     /// memory available already); `new_carry`: the run makes its carry at its first step.
     pub fn of(model: &ModelConfig, cfg: &TrainConfig, share: usize, resumed: bool, new_carry: bool) -> Need {
         let chains = model.arch.wta_chains.max(1) as u64;
+        let share_carry = memory::carry_bytes_per_row(model).saturating_mul(chains.saturating_mul(share as u64));
         Need {
             optimiser: if resumed { memory::weight_bytes(model) } else { memory::optimiser_bytes(model, cfg.ema) },
             resumed,
-            carry: if new_carry { memory::carry_bytes_per_row(model).saturating_mul(chains.saturating_mul(share as u64)) } else { 0 },
+            carry: if new_carry { share_carry } else { 0 },
+            share_carry,
+            share,
             train_row: memory::train_bytes_per_row(model).saturating_mul(chains),
             eval_row: memory::eval_bytes_per_row(model),
         }
@@ -62,8 +69,10 @@ impl Need {
     pub fn fixed(&self) -> u64 {
         self.optimiser.saturating_add(self.carry)
     }
+    /// A training pass of `rows` rows, with the carry's copy when they are fewer than the share.
     pub fn train(&self, rows: usize) -> u64 {
-        self.fixed().saturating_add(self.train_row.saturating_mul(rows as u64))
+        let joined = if rows < self.share { self.share_carry } else { 0 };
+        self.fixed().saturating_add(self.train_row.saturating_mul(rows as u64)).saturating_add(joined)
     }
     fn eval(&self, rows: usize) -> u64 {
         self.fixed().saturating_add(self.eval_row.saturating_mul(rows as u64))
@@ -170,15 +179,17 @@ fn smaller_batch(need: Need, weights: u64, p: Passes, available: Available) -> O
     if carry_row == 0 {
         return None;
     }
+    // Passes of fewer rows than the batch also make the joined copy of the carry.
+    let per_row = carry_row.saturating_add(need.share_carry / p.share.max(1) as u64);
     let room = suggestion_room(available);
     let base = weights.saturating_add(need.optimiser);
     let pass = p.micro_set.unwrap_or(1) as u64;
-    let rows = room.checked_sub(base.saturating_add(need.train_row.saturating_mul(pass)))? / carry_row;
+    let rows = room.checked_sub(base.saturating_add(need.train_row.saturating_mul(pass)))? / per_row;
     let rows = (rows / pass * pass) as usize; // a multiple of a micro_batch_size that is set
     if rows == 0 || rows >= p.share {
         return None;
     }
-    let left = room - base - carry_row * rows as u64; // what the passes may take
+    let left = room - base - per_row * rows as u64; // what the passes may take
     let mut out = vec![("global_batch_size", rows * p.world)];
     if p.micro_set.is_none() {
         let m = (1..=rows).rev().find(|&m| rows.is_multiple_of(m) && need.train_row.saturating_mul(m as u64) <= left)?;
@@ -287,10 +298,11 @@ fn available_to<B: Backend>(model: &ModelConfig) -> Option<Available> {
 pub fn check_eval<B: Backend>(model: &ModelConfig, batch: usize, views: Option<usize>) -> Result<()> {
     let Some(available) = available_to::<B>(model) else { return Ok(()) };
     // The weights and the puzzle table are read after this check.
-    eval_verdict(memory::eval_bytes_per_row(model), weights_and_table(model), batch, views, available)
+    eval_verdict("this evaluation", memory::eval_bytes_per_row(model), weights_and_table(model), batch, views, available)
 }
 
-fn eval_verdict(row: u64, weights: u64, batch: usize, views: Option<usize>, available: Available) -> Result<()> {
+/// `what`: "this evaluation", as the refusal names it.
+fn eval_verdict(what: &str, row: u64, weights: u64, batch: usize, views: Option<usize>, available: Available) -> Result<()> {
     let need = |r: usize| weights.saturating_add(row.saturating_mul(r as u64));
     let rows = batch.max(views.unwrap_or(0));
     if need(rows) <= available.bytes {
@@ -305,10 +317,10 @@ fn eval_verdict(row: u64, weights: u64, batch: usize, views: Option<usize>, avai
                 .collect();
             format!("pass {} (about {})", flags.join(" "), size(need(r)))
         }
-        None => "even one row at a time does not fit: evaluate on a machine with more memory".into(),
+        None => "even one row at a time does not fit: run it on a machine with more memory".into(),
     };
     bail!(
-        "this evaluation would run out of memory ({}): {} at a time need about {} ({} a row), and {}; {advice}\n({HOW_SURE})",
+        "{what} would run out of memory ({}): {} at a time need about {} ({} a row), and {}; {advice}\n({HOW_SURE})",
         available.past_it(),
         rows_of(rows),
         size(need(rows)),
@@ -325,7 +337,7 @@ pub fn check_bench<B: Backend>(model: &ModelConfig, train: bool, batch: usize, m
     let Some(available) = available_to::<B>(model) else { return Ok(()) };
     let weights = weights_and_table(model);
     if !train {
-        return eval_verdict(memory::eval_bytes_per_row(model), weights, batch, None, available);
+        return eval_verdict("this benchmark's forward pass", memory::eval_bytes_per_row(model), weights, batch, None, available);
     }
     let cfg = TrainConfig { ema: false, ..Default::default() }; // bench keeps no EMA
     bench_verdict(|rows| Need::of(model, &cfg, rows, false, true), weights, batch, micro_batch, available)
@@ -347,10 +359,22 @@ fn bench_verdict(
     let n = need_of(batch);
     let advice = match (1..m).rev().find(|&r| batch.is_multiple_of(r) && fits_suggestion(need(batch, r), available)) {
         Some(r) => format!("pass --micro-batch {r} (about {}: the same step in passes of {})", size(need(batch, r)), rows_of(r)),
-        None => match (1..batch).rev().find(|&b| fits_suggestion(need(b, b), available)) {
-            Some(b) => format!("the carry of its rows leaves no room for a pass: pass --batch {b} (about {})", size(need(b, b))),
-            None => "even one row does not fit: benchmark a smaller shape or on a machine with more memory".into(),
-        },
+        // The largest smaller batch whose carry leaves room for a pass: a multiple of a
+        // --micro-batch that is set, else in the largest passes that then fit.
+        None => {
+            let pass = micro_batch.unwrap_or(1);
+            match (1..batch / pass).rev().map(|i| i * pass).find(|&b| fits_suggestion(need(b, pass), available)) {
+                Some(b) => {
+                    let m = micro_batch.unwrap_or_else(|| {
+                        (1..=b).rev().find(|&m| b.is_multiple_of(m) && fits_suggestion(need(b, m), available)).unwrap_or(1)
+                    });
+                    let flags =
+                        if micro_batch.is_none() && m < b { format!("--batch {b} --micro-batch {m}") } else { format!("--batch {b}") };
+                    format!("the carry of its rows leaves no room for a pass: pass {flags} (about {})", size(need(b, m)))
+                }
+                None => "even one row does not fit: benchmark a smaller shape or on a machine with more memory".into(),
+            }
+        }
     };
     bail!(
         "this benchmark would run out of memory ({}): a training step of {}{} needs about {} ({} a row, {} of weights, \
@@ -499,7 +523,7 @@ mod tests {
     const MB: u64 = 1 << 20;
 
     fn need() -> Need {
-        Need { optimiser: 100 * MB, resumed: false, carry: 0, train_row: 50 * MB, eval_row: 4 * MB }
+        Need { optimiser: 100 * MB, resumed: false, carry: 0, share_carry: 0, share: 768, train_row: 50 * MB, eval_row: 4 * MB }
     }
 
     /// One rank of 768 rows in passes of `micro_batch`, evaluating `eval_rows` examples.
@@ -571,26 +595,26 @@ mod tests {
     #[test]
     fn an_evaluation_batch_too_large_names_the_batch_that_fits() {
         // 10 + 256 x 4 = 1034 MiB; 500 MiB available, 450 within 90% -> 110 rows (450 MiB).
-        eval_verdict(4 * MB, 10 * MB, 100, None, machine(500 * MB)).unwrap();
-        let e = eval_verdict(4 * MB, 10 * MB, 256, None, machine(500 * MB)).unwrap_err().to_string();
+        eval_verdict("this evaluation", 4 * MB, 10 * MB, 100, None, machine(500 * MB)).unwrap();
+        let e = eval_verdict("this evaluation", 4 * MB, 10 * MB, 256, None, machine(500 * MB)).unwrap_err().to_string();
         assert!(e.contains("256 rows at a time need about 1.01 GiB (4.00 MiB a row)"), "{e}");
         assert!(e.contains("pass --batch 110 (about 450 MiB)"), "{e}");
         assert!(e.contains("--no-memory-check"), "{e}");
-        let e = eval_verdict(4 * MB, 10 * MB, 256, None, machine(12 * MB)).unwrap_err().to_string();
+        let e = eval_verdict("this evaluation", 4 * MB, 10 * MB, 256, None, machine(12 * MB)).unwrap_err().to_string();
         assert!(e.contains("even one row at a time does not fit"), "{e}");
         // With --views K the K views of a puzzle run together: the views are what to lower, and
         // the batch too where it asks for more than fit.
-        eval_verdict(4 * MB, 10 * MB, 100, Some(64), machine(500 * MB)).unwrap();
-        let e = eval_verdict(4 * MB, 10 * MB, 8, Some(256), machine(500 * MB)).unwrap_err().to_string();
+        eval_verdict("this evaluation", 4 * MB, 10 * MB, 100, Some(64), machine(500 * MB)).unwrap();
+        let e = eval_verdict("this evaluation", 4 * MB, 10 * MB, 8, Some(256), machine(500 * MB)).unwrap_err().to_string();
         assert!(e.contains("256 rows at a time") && e.contains("pass --views 110 (about 450 MiB)"), "{e}");
-        let e = eval_verdict(4 * MB, 10 * MB, 200, Some(256), machine(500 * MB)).unwrap_err().to_string();
+        let e = eval_verdict("this evaluation", 4 * MB, 10 * MB, 200, Some(256), machine(500 * MB)).unwrap_err().to_string();
         assert!(e.contains("pass --batch 110 --views 110 (about 450 MiB)"), "{e}");
     }
 
     #[test]
     fn a_process_limit_is_named_as_what_sets_the_figure() {
         let limited = Available { bytes: 500 * MB, bound: Bound::ProcessLimit("-v") };
-        let e = eval_verdict(4 * MB, 10 * MB, 256, None, limited).unwrap_err().to_string();
+        let e = eval_verdict("this evaluation", 4 * MB, 10 * MB, 256, None, limited).unwrap_err().to_string();
         assert!(e.contains("`ulimit -v` leaves this process 500 MiB"), "{e}");
         assert!(e.contains("an allocation would fail and end it") && !e.contains("this machine"), "{e}");
         let cgroup = Available { bytes: 500 * MB, bound: Bound::Cgroup };
@@ -600,10 +624,11 @@ mod tests {
 
     #[test]
     fn sizes_past_u64_saturate_instead_of_overflowing() {
-        let huge = Need { optimiser: 1, resumed: false, carry: 0, train_row: u64::MAX / 2, eval_row: u64::MAX / 2 };
+        let huge =
+            Need { optimiser: 1, resumed: false, carry: 0, share_carry: 0, share: 768, train_row: u64::MAX / 2, eval_row: u64::MAX / 2 };
         let e = verdict(huge, passes(768, Some(768)), machine(1 << 40)).unwrap_err().to_string();
         assert!(e.contains("even one row at a time does not fit"), "{e}");
-        let e = eval_verdict(u64::MAX / 2, u64::MAX / 2, 65_536, None, machine(1 << 40)).unwrap_err().to_string();
+        let e = eval_verdict("this evaluation", u64::MAX / 2, u64::MAX / 2, 65_536, None, machine(1 << 40)).unwrap_err().to_string();
         assert!(e.contains("even one row at a time does not fit"), "{e}");
         assert!(e.contains("16.0 EiB"), "{e}");
     }
@@ -631,7 +656,8 @@ mod tests {
                 _ => panic!("{k} in {e}"),
             }
         }
-        (Need { carry: n.carry / p.share as u64 * q.share as u64, ..n }, q)
+        let scaled = |bytes: u64| bytes / p.share as u64 * q.share as u64;
+        (Need { carry: scaled(n.carry), share_carry: scaled(n.share_carry), share: q.share, ..n }, q)
     }
 
     #[test]
@@ -728,17 +754,24 @@ mod tests {
 
     #[test]
     fn a_benchmark_too_large_names_the_micro_batch_or_the_batch_that_fits() {
-        // 10 MiB of weights; 100 MiB of optimiser state; 1 MiB of carry and 50 MiB of pass a row.
-        let need_of = |rows: usize| Need { carry: rows as u64 * MB, ..need() };
+        // 10 MiB of weights; 100 MiB of optimiser state; 1 MiB of carry and 50 MiB of pass a row;
+        // passes of fewer rows than the batch join their carries into a copy of it.
+        let need_of = |rows: usize| Need { carry: rows as u64 * MB, share_carry: rows as u64 * MB, share: rows, ..need() };
         bench_verdict(need_of, 10 * MB, 32, None, machine(2000 * MB)).unwrap();
-        // 64 rows: 110 + 64 + 3200 MiB; 2000 available (1800 within 90%): passes of 32 fit.
+        // 64 rows: 110 + 64 + 3200 MiB; 2000 available (1800 within 90%): passes of 32 rows
+        // (110 + 64 + 1600 + 64 = 1838) do not fit, passes of 16 (1038 MiB) do.
         let e = bench_verdict(need_of, 10 * MB, 64, None, machine(2000 * MB)).unwrap_err().to_string();
         assert!(e.starts_with("this benchmark would run out of memory"), "{e}");
         assert!(e.contains("a training step of 64 rows needs about 3.29 GiB"), "{e}");
-        assert!(e.contains("pass --micro-batch 32 (about 1.73 GiB: the same step in passes of 32 rows)"), "{e}");
-        // 4096 rows of carry (4 GiB) leave no room for any pass: (1800 - 110) / 51 = 33 rows.
+        assert!(e.contains("pass --micro-batch 16 (about 1.01 GiB: the same step in passes of 16 rows)"), "{e}");
+        // 4096 rows of carry (4 GiB) leave no room for any pass: in passes of the 8 rows set,
+        // 110 + 400 + 2 x b <= 1800 gives b = 645, 640 the multiple of 8.
         let e = bench_verdict(need_of, 10 * MB, 4096, Some(8), machine(2000 * MB)).unwrap_err().to_string();
-        assert!(e.contains("in passes of 8 rows") && e.contains("pass --batch 33 (about"), "{e}");
+        assert!(e.contains("in passes of 8 rows") && e.contains("pass --batch 640 (about"), "{e}");
+        // With none set: 110 + 50 + 2 x b <= 1800 gives 820 rows, in passes of 1 (a pass of 2
+        // would not fit beside their carry).
+        let e = bench_verdict(need_of, 10 * MB, 4096, None, machine(2000 * MB)).unwrap_err().to_string();
+        assert!(e.contains("pass --batch 820 --micro-batch 1 (about 1.76 GiB)"), "{e}");
         let e = bench_verdict(need_of, 10 * MB, 4096, None, machine(100 * MB)).unwrap_err().to_string();
         assert!(e.contains("even one row does not fit"), "{e}");
     }
