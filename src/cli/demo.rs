@@ -123,7 +123,7 @@ fn train_model(a: &DemoArgs, data: &Path, run: &Path) -> Result<u64> {
         memory_check: true,
     };
     let s = trainer::train::<CpuAutodiff>(&job, &Default::default())?;
-    let trained = s.steps - s.started_at; // 0: the demo starts a new run
+    let trained = s.trained();
     println!("      {trained} optimiser steps in {:.0}s ({:.2} s per step)", s.seconds, s.seconds / trained.max(1) as f64);
     Ok(s.steps)
 }

@@ -152,7 +152,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     if launch.as_ref().is_some_and(|l| l.rank != 0) {
         return Ok(());
     }
-    let trained = s.steps.saturating_sub(s.started_at);
+    let trained = s.trained();
     println!(
         "trained {trained} step{} in {:.1}s{}; checkpoint {}",
         if trained == 1 { "" } else { "s" },

@@ -121,10 +121,8 @@ impl Passes {
 /// optimiser state and carry) and one row of its training pass fit at all, on backend `B` when
 /// this engine has an estimate and this platform reports the memory. Else a model too large for
 /// the machine would be killed while its weights are made, before `check` could say so.
+/// The caller has checked that the batches split (`setup::check_batches`).
 pub fn check_state<B: Backend>(cfg: &TrainConfig, model: &ModelConfig, test: Option<&Split>, world: usize) -> Result<()> {
-    if world == 0 || cfg.global_batch_size < world {
-        return Ok(()); // left to `setup::Plan`, which says what is wrong
-    }
     let Some(available) = available_to::<B>(model) else { return Ok(()) };
     let passes = Passes::of(cfg, true, test, world);
     state_verdict(Need::of(model, cfg, passes.share, false, true), weights_and_table(model), passes, available)
@@ -264,7 +262,7 @@ fn resumed_verdict(f: CheckpointFiles, ckpt: &Path, available: Available) -> Res
 /// estimate and this platform reports the memory (`util::host_memory`). `trains`: a step is left
 /// to run; `test`: the test split when the run will evaluate. `resumed`: the run read its state
 /// from a checkpoint; `new_carry`: the run has no carry yet (a new run makes it at its first
-/// step). Batches that do not split as they must are left to `setup::Plan`, which says so.
+/// step). The caller's `setup::Plan` has checked that the batches split.
 pub fn check<B: Backend>(
     cfg: &TrainConfig,
     model: &ModelConfig,
@@ -275,9 +273,6 @@ pub fn check<B: Backend>(
     new_carry: bool,
 ) -> Result<()> {
     let passes = Passes::of(cfg, trains, test, world);
-    if passes.micro_batch().is_some_and(|m| m == 0 || !passes.share.is_multiple_of(m)) {
-        return Ok(());
-    }
     let Some(available) = available_to::<B>(model) else { return Ok(()) };
     let mut need = Need::of(model, cfg, passes.share, resumed, new_carry);
     if !trains {

@@ -55,6 +55,13 @@ pub struct TrainSummary {
     pub checkpoint: Option<PathBuf>,
 }
 
+impl TrainSummary {
+    /// The steps this process trained.
+    pub fn trained(&self) -> u64 {
+        self.steps - self.started_at
+    }
+}
+
 /// Runs (or resumes) a training job in this process alone.
 pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result<TrainSummary> {
     train_with::<AD>(job, device, &mut Single)
