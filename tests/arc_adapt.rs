@@ -74,11 +74,17 @@ fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
     let base_data = dir.path().join("base-data");
     arc::build_tasks(&base_data, vec![(pick("0d3d703e"), true), (pick("6150a2bd"), true)], vec!["<blank>".into()], &opt).unwrap();
     let base_run = dir.path().join("base-run");
-    let base_ckpt = train_base(&base_data, &base_run, &["max_steps=30", "epochs=50", "eval_interval=50"]);
+    // Without the ARC evaluator (the reference's `evaluators=[]`): no ARC scores, no submission.
+    let base_ckpt = train_base(&base_data, &base_run, &["max_steps=30", "epochs=50", "eval_interval=50", "evaluators=[]"]);
+    let metrics = std::fs::read_to_string(base_run.join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains("\"exact_accuracy\"") && !metrics.contains("ARC/pass@"), "{metrics}");
+    assert!(!base_run.join("submission.json").exists());
+    assert!(checkpoint::read_state_json(&base_ckpt).unwrap().config.evaluators.is_empty());
     let old_names = checkpoint::read_identifiers(&base_ckpt).unwrap();
     assert_eq!(old_names.len(), 1 + 2 * 4, "blank + 2 tasks x (identity + 3 augmentations)");
 
-    // 2. Adapt to a task it never saw, network frozen: only the new embedding rows may move.
+    // 2. Adapt to a task it never saw, network frozen: only the new embedding rows may move. Its
+    // evaluation scores with the ARC evaluator whatever the base run's `evaluators` were (step 4).
     let new_task = pick("25ff71a9"); // two test inputs: fractional credit applies
     let frozen = AdaptJob {
         checkpoint: base_run.clone(),

@@ -65,6 +65,10 @@ fn resume_is_exact() {
     let job = |out: &str, steps: u64, resume: bool| steps_job(data.path(), runs.path(), out, steps, resume, &[]);
     let straight = train::<AD>(&job("straight", n, false), &Default::default()).unwrap();
     assert_eq!(straight.steps, n);
+    // The ARC evaluator (the default) has nothing to score on Sudoku data: the run records none.
+    assert_eq!(job("straight", n, false).config.evaluators, [config::ARC_EVALUATOR]);
+    let recorded = trm::store::checkpoint::read_state_json(&trm::store::checkpoint::resolve(&runs.path().join("straight")).unwrap());
+    assert!(recorded.unwrap().config.evaluators.is_empty());
     train::<AD>(&job("split", n / 2, false), &Default::default()).unwrap();
     let resumed = train::<AD>(&job("split", n, true), &Default::default()).unwrap();
     assert_eq!(resumed.steps, n);

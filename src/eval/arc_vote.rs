@@ -170,6 +170,11 @@ pub fn submission(votes: &Votes, tasks: &[Task], attempts: usize) -> Value {
     json!(out)
 }
 
+/// `data` is an ARC data set: it has the test tasks' answers (`test_puzzles.json`) to score on.
+pub fn is_arc_data(data: &std::path::Path) -> bool {
+    data.join("test_puzzles.json").exists()
+}
+
 /// Everything needed to score an ARC test split while it is evaluated: identifier names, the
 /// tasks of `test_puzzles.json`, and the vote pool.
 pub struct ArcEval {
@@ -179,9 +184,9 @@ pub struct ArcEval {
 }
 
 impl ArcEval {
-    /// Some(..) when `data` is an ARC data set (it has `test_puzzles.json`).
+    /// Some(..) when `data` is an ARC data set (`is_arc_data`).
     pub fn open(data: &std::path::Path) -> Result<Option<ArcEval>> {
-        if !data.join("test_puzzles.json").exists() {
+        if !is_arc_data(data) {
             return Ok(None);
         }
         let path = data.join("identifiers.json");

@@ -11,6 +11,9 @@ use crate::step::optim::OptimizerKind;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
+/// The reference's name of its ARC evaluator (`evaluators/arc.py`, class `ARC`), the one trm has.
+pub const ARC_EVALUATOR: &str = "arc@ARC";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
@@ -19,6 +22,13 @@ pub struct TrainConfig {
     /// as a key, it must name the same folder as `--data`; several folders are refused (not
     /// implemented).
     pub data_paths: Vec<String>,
+    /// The data set whose test split the run evaluates on: empty (the reference's default) is the
+    /// training data set's `test/`. Another folder is refused (not implemented).
+    pub data_paths_test: Vec<String>,
+    /// What scores each evaluation besides the loss and accuracies, by the reference's names:
+    /// `arc@ARC` (the reference's default: ARC pass@k and a submission, on ARC data sets only) or
+    /// none (`evaluators=[]`, as the reference's Sudoku and Maze commands give).
+    pub evaluators: Vec<String>,
     /// Rows per optimiser step over all ranks (the reference's G).
     pub global_batch_size: usize,
     /// Passes over the puzzle groups (one random augmentation of each original per epoch).
@@ -90,6 +100,8 @@ impl Default for TrainConfig {
         TrainConfig {
             arch: ArchConfig::default(),
             data_paths: vec![],
+            data_paths_test: vec![],
+            evaluators: vec![ARC_EVALUATOR.to_string()],
             global_batch_size: 768,
             epochs: 100_000,
             eval_interval: Some(10_000),
@@ -264,6 +276,25 @@ impl TrainConfig {
         }
         anyhow::ensure!((0.0..=1.0).contains(&self.ema_rate), "ema_rate must be in [0, 1], not {}", self.ema_rate);
         anyhow::ensure!(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1");
+        for e in &self.evaluators {
+            anyhow::ensure!(
+                e == ARC_EVALUATOR,
+                "evaluators: trm has no evaluator `{e}`; it has {ARC_EVALUATOR} (ARC pass@k and a submission, the reference's default), \
+                 or none: evaluators=[]"
+            );
+        }
+        anyhow::ensure!(
+            self.evaluators.len() <= 1,
+            "evaluators lists {ARC_EVALUATOR} {} times: each evaluation would score the same predictions again; list it once",
+            self.evaluators.len()
+        );
+        anyhow::ensure!(
+            self.data_paths_test.is_empty(),
+            "data_paths_test={}: evaluating on another data set's test split during training is not implemented; trm evaluates on \
+             the training data set's test/ folder. Drop the key, and evaluate the run's checkpoints on the other data set with \
+             `trm eval --checkpoint RUN --data DIR`",
+            self.data_paths_test.join(",")
+        );
         if let Some(spec) = &self.depth_curriculum {
             crate::step::curriculum::DepthCurriculum::parse(spec, &self.arch)?;
         }
@@ -344,6 +375,23 @@ mod tests {
         assert_eq!(c.lr, 1.0);
         assert_eq!(c.run_name.as_deref(), Some("x"));
         assert_eq!(c.arch.pos_encodings, crate::model::config::PosEncoding::None);
+    }
+
+    /// The reference README's Sudoku-MLP command, its overrides as the shell hands them over
+    /// (`evaluators="[]"` arrives as `evaluators=[]`), on the attention preset: the MLP preset's
+    /// training, with no evaluator.
+    #[test]
+    fn the_reference_readme_sudoku_command_runs_verbatim() {
+        let line = "arch=trm data_paths=[data/sudoku-extreme-1k-aug-1000] evaluators=[] epochs=50000 eval_interval=5000 lr=1e-4 \
+                    puzzle_emb_lr=1e-4 weight_decay=1.0 puzzle_emb_weight_decay=1.0 arch.mlp_t=True arch.pos_encodings=none \
+                    arch.L_layers=2 arch.H_cycles=3 arch.L_cycles=6 +run_name=pretrain_mlp_t_sudoku ema=True";
+        let ov: Vec<String> = line.split_whitespace().map(String::from).collect();
+        let c = resolve("sudoku-att", &ov).unwrap();
+        let preset = resolve("sudoku-mlp", &[]).unwrap();
+        assert!(c.evaluators.is_empty());
+        assert_eq!(c.data_paths, ["data/sudoku-extreme-1k-aug-1000"]);
+        assert_eq!(c.arch, preset.arch);
+        assert_eq!((c.epochs, c.eval_interval, c.lr, c.weight_decay, c.ema), (50000, Some(5000), 1e-4, 1.0, true));
     }
 
     #[test]
@@ -427,10 +475,27 @@ mod tests {
     }
 
     #[test]
-    fn the_reference_evaluator_keys_are_refused_with_the_reason() {
-        for ov in ["evaluators=[]", "evaluators=\"[]\"", "data_paths_test=[]"] {
-            let e = format!("{:#}", resolve("sudoku-att", &[ov.into()]).unwrap_err());
-            assert!(e.contains("picks the evaluator from the data set") && e.contains("Drop"), "{e}");
+    fn the_reference_evaluator_keys_are_read_as_its_commands_give_them() {
+        // The reference's Sudoku and Maze commands: no evaluator, in every quoting.
+        for ov in ["evaluators=[]", "evaluators=\"[]\"", "evaluators='[]'"] {
+            assert!(resolve("sudoku-att", &[ov.into()]).unwrap().evaluators.is_empty(), "{ov}");
         }
+        assert_eq!(resolve("sudoku-att", &[]).unwrap().evaluators, [ARC_EVALUATOR], "the reference's default");
+        for ov in ["evaluators=[arc@ARC]", "evaluators=\"[{name: arc@ARC}]\"", "evaluators=[{name: 'arc@ARC'}]", "+evaluators=arc@ARC"] {
+            assert_eq!(resolve("sudoku-att", &[ov.into()]).unwrap().evaluators, [ARC_EVALUATOR], "{ov}");
+        }
+        let refused = |ov: &str| format!("{:#}", resolve("sudoku-att", &[ov.into()]).unwrap_err());
+        let e = refused("evaluators=[{name: arc@ARC, submission_K: 3}]");
+        assert!(e.contains("arguments are not implemented") && e.contains("evaluators=[arc@ARC]"), "{e}");
+        let e = refused("evaluators=[sudoku@Exact]");
+        assert!(e.contains("no evaluator `sudoku@Exact`") && e.contains("evaluators=[]"), "{e}");
+        assert!(refused("evaluators=[arc@ARC,arc@ARC]").contains("list it once"));
+        // data_paths_test: empty (the training set's test/) is the reference's default; another
+        // folder is not implemented.
+        for ov in ["data_paths_test=[]", "data_paths_test=\"[]\""] {
+            assert!(resolve("sudoku-att", &[ov.into()]).unwrap().data_paths_test.is_empty(), "{ov}");
+        }
+        let e = refused("data_paths_test=[data/other]");
+        assert!(e.contains("data_paths_test=data/other") && e.contains("not implemented") && e.contains("trm eval"), "{e}");
     }
 }

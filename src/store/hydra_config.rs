@@ -292,8 +292,17 @@ fn emit(map: &BTreeMap<String, Node>, indent: usize, out: &mut String) -> Result
                 for item in items {
                     match item {
                         Node::Scalar(s) => out.push_str(&format!("{pad}- {s}\n")),
-                        // Nested lists and maps in lists do not occur in a trm config.
-                        _ => bail!("{k}: a list of lists or tables, which all_config.yaml never holds"),
+                        // A map of scalars (an evaluator): its first key on the item's line.
+                        Node::Map(m) if !m.is_empty() => {
+                            for (i, (mk, mv)) in m.iter().enumerate() {
+                                let Node::Scalar(mv) = mv else {
+                                    bail!("{k}.{mk}: a table in a list's table, which all_config.yaml never holds")
+                                };
+                                out.push_str(&format!("{pad}{}{mk}: {mv}\n", if i == 0 { "- " } else { "  " }));
+                            }
+                        }
+                        // Nested lists, and maps of more than scalars, do not occur in a trm config.
+                        _ => bail!("{k}: a list of lists or nested tables, which all_config.yaml never holds"),
                     }
                 }
             }
@@ -304,7 +313,7 @@ fn emit(map: &BTreeMap<String, Node>, indent: usize, out: &mut String) -> Result
 
 /// `cfg` as the reference's `all_config.yaml`: its keys only (trm's own, such as `optimizer` or
 /// `max_steps`, are left out), sorted, in PyYAML's block style; bookkeeping the reference keeps
-/// and trm does not (checkpoint paths, evaluators) is written as its defaults.
+/// and trm does not (checkpoint paths, saved outputs) is written as its defaults.
 pub fn to_yaml(cfg: &TrainConfig) -> Result<String> {
     let t = toml::Table::try_from(cfg).context("serialising the configuration")?;
     let defaults = cfg.arch.name.defaults_table();
@@ -354,9 +363,11 @@ pub fn to_yaml(cfg: &TrainConfig) -> Result<String> {
     for key in from_cfg {
         top.insert(key.into(), t.get(key).map_or(Node::Scalar("null".into()), node));
     }
-    for key in ["data_paths_test", "evaluators", "eval_save_outputs"] {
-        top.insert(key.into(), Node::List(vec![]));
-    }
+    // The reference's evaluators are maps: `- name: arc@ARC`.
+    let evaluators = cfg.evaluators.iter().map(|e| Node::Map(BTreeMap::from([("name".to_string(), Node::Scalar(e.clone()))]))).collect();
+    top.insert("evaluators".into(), Node::List(evaluators));
+    top.insert("data_paths_test".into(), Node::List(cfg.data_paths_test.iter().map(|p| Node::Scalar(p.clone())).collect()));
+    top.insert("eval_save_outputs".into(), Node::List(vec![]));
     for key in ["checkpoint_path", "load_checkpoint"] {
         top.insert(key.into(), Node::Scalar("null".into()));
     }
@@ -401,7 +412,9 @@ mod tests {
         for name in ["trm", "hrm"] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/all_config").join(format!("{name}.yaml"));
             let (mut ov, _) = overrides_from_file(&path).unwrap();
-            ov.push("data_paths=[data/sudoku-extreme-1k-aug-1000]".into()); // bookkeeping, not read
+            // Bookkeeping, not read from the file; the run's own (a Sudoku run: no evaluator).
+            ov.push("data_paths=[data/sudoku-extreme-1k-aug-1000]".into());
+            ov.push("evaluators=[]".into());
             let cfg = super::super::config::resolve("arc1", &ov).unwrap();
             assert_eq!(to_yaml(&cfg).unwrap(), std::fs::read_to_string(&path).unwrap(), "{name}");
         }
@@ -419,6 +432,19 @@ mod tests {
             let back = super::super::config::resolve("sudoku-att", &ov).unwrap_or_else(|e| panic!("{}: {e:#}", arch.name()));
             assert_eq!(back.arch, cfg.arch, "{}", arch.name());
         }
+    }
+
+    /// The run's evaluators are written as the reference writes its default, a list of maps, and
+    /// read back by the same parser.
+    #[test]
+    fn the_evaluators_are_written_as_the_references() {
+        let cfg = super::super::config::resolve("arc1", &["data_paths=[d]".into()]).unwrap();
+        let text = to_yaml(&cfg).unwrap();
+        assert!(text.contains("\nevaluators:\n- name: arc@ARC\nfreeze_weights:"), "{text}");
+        let e = parse(&text).unwrap();
+        assert!(e.contains(&("evaluators[0].name".to_string(), Some("arc@ARC".to_string()))), "{e:?}");
+        let none = super::super::config::resolve("arc1", &["data_paths=[d]".into(), "evaluators=[]".into()]).unwrap();
+        assert!(to_yaml(&none).unwrap().contains("\nevaluators: []\n"));
     }
 
     #[test]

@@ -71,6 +71,31 @@ pub fn data_paths_value(raw: &str) -> Vec<String> {
     }
 }
 
+/// One item of `evaluators=[...]` (`raw`, the whole value): a name, or the reference's
+/// `{name: arc@ARC}`. Arguments beside the name are refused: trm's ARC evaluator has the
+/// reference's `submission_K` and `pass_Ks` and votes over each evaluation alone.
+fn evaluator_name(item: &str, raw: &str) -> Result<String> {
+    let item = item.trim();
+    if !item.contains([':', '{', '}']) {
+        return Ok(item.to_string());
+    }
+    if let Some(inner) = item.strip_prefix('{').and_then(|r| r.strip_suffix('}'))
+        && let Some((key, name)) = inner.split_once(':')
+        && key.trim() == "name"
+        && !name.contains(':')
+    {
+        return Ok(name.trim().trim_matches(['"', '\'']).to_string());
+    }
+    bail!(
+        "evaluators={}: an evaluator's arguments are not implemented; trm's {} scores pass@1, 2, 5, 10, 100 and 1000, writes 2 \
+         attempts per test input, and votes over the predictions of each evaluation alone (the reference's aggregated_voting=False). \
+         Give the names only: evaluators=[{}], or evaluators=[] for none",
+        raw.trim(),
+        super::config::ARC_EVALUATOR,
+        super::config::ARC_EVALUATOR
+    )
+}
+
 /// The architecture an `arch` table names (`trm` when it names none).
 pub(super) fn arch_of(t: &toml::Table) -> Result<Architecture> {
     match t.get("arch").and_then(|a| a.get("name")) {
@@ -123,10 +148,13 @@ pub fn apply(base: &mut toml::Table, overrides: &[String], known: &[String]) -> 
             continue;
         }
         if key == "evaluators" || key == "data_paths_test" {
-            bail!(
-                "`{key}` is the reference's; trm does not take it: it picks the evaluator from the data set (ARC data: pass@k and a \
-                 submission; other data: none) and evaluates on the data set's test/ folder. Drop `{key}=...`"
-            );
+            let items = data_paths_value(value);
+            let items = match key {
+                "evaluators" => items.iter().map(|i| evaluator_name(i, value)).collect::<Result<Vec<_>>>()?,
+                _ => items,
+            };
+            set(base, key, toml::Value::Array(items.into_iter().map(toml::Value::String).collect()));
+            continue;
         }
         if !known.iter().any(|k| k == key) {
             let mut close: Vec<(usize, &String)> = known.iter().map(|k| (edit_distance(k, key), k)).collect();

@@ -94,13 +94,17 @@ fn adapt_config(base: &TrainConfig, job: &AdaptJob, data: &std::path::Path, epoc
     // The checkpoint's model is trained to its depth: adaptation runs at it, unweighted.
     c.depth_curriculum = None;
     c.supervision_decay = 1.0;
+    // Its score is what adaptation reports.
+    c.evaluators = vec![crate::store::config::ARC_EVALUATOR.to_string()];
+    c.data_paths_test = vec![];
     for o in &job.overrides {
         let key = o.split('=').next().unwrap_or_default().trim().trim_start_matches(['+', '~']);
         let why = match key {
             "max_steps" => "trm adapt trains the steps --steps gives: pass --steps N",
             "global_batch_size" => "trm adapt trains at the batch --batch gives: pass --batch N",
             "epochs" | "eval_interval" | "min_eval_interval" => "trm adapt sizes its epochs from --steps and evaluates once, at the end",
-            "data_paths" => "trm adapt trains on the data it builds from --tasks",
+            "data_paths" | "data_paths_test" => "trm adapt trains and evaluates on the data it builds from --tasks",
+            "evaluators" => "trm adapt scores the tasks it adapts to with the ARC evaluator, always",
             _ => continue,
         };
         bail!("--set {o}: {why}");

@@ -15,6 +15,7 @@ use crate::step::curriculum::DepthCurriculum;
 use crate::step::optim::AdamState;
 use crate::step::supervision::Ropes;
 use crate::store::checkpoint::{self, TrainState};
+use crate::store::config::ARC_EVALUATOR;
 use crate::store::config::TrainConfig;
 use crate::store::integrity;
 use crate::store::puzzle_rows::{NewRows, start_table};
@@ -224,6 +225,10 @@ pub fn open_state<B: Backend>(
     // Recorded, as an absolute path, so that `--resume` and `trm report` find the data again.
     named_data_set(&cfg.data_paths, Some(&job.data))?;
     cfg.data_paths = vec![std::path::absolute(&job.data).unwrap_or(job.data.clone()).display().to_string()];
+    // The ARC evaluator scores ARC data sets only: on others the run records that none ran.
+    if !crate::eval::arc_vote::is_arc_data(&job.data) {
+        cfg.evaluators.retain(|e| e != ARC_EVALUATOR);
+    }
     let model = model_config(&cfg, train)?;
     // Before the weights are made: a model whose state alone does not fit would be killed here
     // (after the batches are known to split, which a refusal's advice relies on).
@@ -271,7 +276,8 @@ pub fn eval_and_log<B: Backend>(
     let w_eval = Weights::from_named(model, st.ema.clone().unwrap_or_else(|| st.params.clone()))?;
     let eb = cfg.eval_batch_size.unwrap_or(cfg.global_batch_size);
     // ARC: votes of this evaluation only (the reference's aggregated_voting=False), on rank 0.
-    let mut arc = if r.rank() == 0 { ArcEval::open(data)? } else { None };
+    let scores_arc = cfg.evaluators.iter().any(|e| e == ARC_EVALUATOR);
+    let mut arc = if r.rank() == 0 && scores_arc { ArcEval::open(data)? } else { None };
     let mut arc_err = Ok(());
     let table = st.table.as_ref();
     let done = evaluate(model, &w_eval, table, test.clone(), eb, model.arch.halt_max_steps, cfg.eval_max_examples, r, |b, p, q, n| {
