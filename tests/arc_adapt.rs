@@ -293,6 +293,16 @@ fn fine_tuning_on_other_tasks_keeps_each_embedding_row_with_its_puzzle() {
     assert!(kept >= 2 && kept < new_names.len(), "{kept} of {}", new_names.len());
     assert!(old.iter().skip(1).any(|r| r.iter().any(|&x| x != 0.0)), "the base model's rows were trained");
     assert!(err.contains(&format!("{kept} of the data set's {} puzzle identifiers keep", new_names.len())), "{err}");
+
+    // The reference's `load_checkpoint=PATH` is --init-from PATH: the same table.
+    let by_key = dir.path().join("fine-tune-load-checkpoint");
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_trm"));
+    c.args(["train", "--quiet", "--threads", "1", "--config", "demo", "--data"]).arg(&other_data).arg("--out").arg(&by_key);
+    c.arg(format!("load_checkpoint={}", base_run.display())).args(TINY);
+    c.args(["max_steps=1", "epochs=50", "eval_interval=50", "lr=0", "puzzle_emb_lr=0"]);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(table(&checkpoint::resolve(&by_key).unwrap()), new);
 }
 
 /// `trm adapt` trains the steps it is asked for and evaluates every new test input, whatever the

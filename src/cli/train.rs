@@ -43,7 +43,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub resume: bool,
     /// Start from the weights of a checkpoint (a run or checkpoint folder, a model.safetensors, or
-    /// a reference torch.save file)
+    /// a reference torch.save file), at step 0 with a fresh optimiser; the reference's
+    /// `load_checkpoint=PATH` is the same
     #[arg(long)]
     pub init_from: Option<PathBuf>,
     /// cpu, torch-cpu (libtorch on the CPU), cuda[:N] (libtorch on a GPU), cubecl[:N] or cubecl-unfused[:N] (burn's CUDA backend)
@@ -105,12 +106,13 @@ pub fn train(a: TrainArgs) -> Result<()> {
     if a.resume {
         ov.retain(|o| !is_data_paths(o));
     }
+    let init_path = init_from_of(&a, &mut ov)?;
     // A resumed run takes its configuration from its checkpoint (overrides: store::resume::resume_config).
     if let (true, Some(c)) = (a.resume, &a.config) {
         eprintln!("note: --config {c} is not read on --resume: the run continues with the configuration saved in its checkpoint");
     }
     let cfg = if a.resume { config::TrainConfig::default() } else { config::resolve(a.config.as_deref().unwrap_or("sudoku-tiny"), &ov)? };
-    let init_from = match &a.init_from {
+    let init_from = match &init_path {
         Some(p) if p.is_dir() => Some(checkpoint::resolve(p)?.join("model.safetensors")),
         other => other.clone(),
     };
@@ -167,6 +169,32 @@ pub fn train(a: TrainArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The weights a new run starts from: `--init-from`, or the reference's `load_checkpoint=PATH`
+/// (taken out of `ov`), which is the same: the weights and the puzzle table (rows matched as
+/// `store::puzzle_rows` says), step 0, fresh optimiser moments.
+fn init_from_of(a: &TrainArgs, ov: &mut Vec<String>) -> Result<Option<PathBuf>> {
+    let key = |o: &String| o.split_once('=').map(|(k, _)| k.trim().trim_start_matches('+').to_string());
+    let given = ov.iter().rfind(|o| key(o).as_deref() == Some("load_checkpoint")).map(|o| {
+        let v = o.split_once('=').map_or("", |(_, v)| v).trim().trim_matches(['"', '\'']);
+        (!matches!(v, "" | "null" | "None" | "~")).then(|| PathBuf::from(v))
+    });
+    ov.retain(|o| key(o).as_deref() != Some("load_checkpoint"));
+    let Some(Some(load)) = given else { return Ok(a.init_from.clone()) };
+    if a.resume {
+        bail!(
+            "load_checkpoint={} starts a new run from those weights (as --init-from does), with a fresh optimiser; it cannot be \
+             combined with --resume, which continues the run in --out exactly",
+            load.display()
+        );
+    }
+    match &a.init_from {
+        Some(p) if std::path::absolute(p).ok() != std::path::absolute(&load).ok() => {
+            bail!("load_checkpoint={} and --init-from {} name two different starting weights; give one", load.display(), p.display())
+        }
+        _ => Ok(Some(load)),
+    }
 }
 
 /// Trains `job` as `a` asks: one process, or one rank of a launcher's world over NCCL.

@@ -377,6 +377,15 @@ mod tests {
         assert_eq!(c.arch.pos_encodings, crate::model::config::PosEncoding::None);
     }
 
+    #[test]
+    fn the_reference_bookkeeping_keys_say_what_trm_does_instead() {
+        resolve("sudoku-att", &["arch.loss.name=losses@ACTLossHead".into()]).unwrap();
+        let e = format!("{:#}", resolve("sudoku-att", &["arch.loss.name=losses@Other".into()]).unwrap_err());
+        assert!(e.contains("losses@ACTLossHead only"), "{e}");
+        let e = format!("{:#}", resolve("sudoku-att", &["checkpoint_path=ckpt/x".into()]).unwrap_err());
+        assert!(e.contains("pass --out instead"), "{e}");
+    }
+
     /// The reference README's Sudoku-MLP command, its overrides as the shell hands them over
     /// (`evaluators="[]"` arrives as `evaluators=[]`), on the attention preset: the MLP preset's
     /// training, with no evaluator.

@@ -147,6 +147,18 @@ pub fn apply(base: &mut toml::Table, overrides: &[String], known: &[String]) -> 
             set(base, "arch.loss_type", parse_value(value));
             continue;
         }
+        if key == "arch.loss.name" {
+            // The reference's loss head, which is trm's one: the key says what trm does.
+            let name = value.trim().trim_matches(['"', '\'']);
+            anyhow::ensure!(name == "losses@ACTLossHead", "arch.loss.name={name}: trm implements the reference's losses@ACTLossHead only");
+            continue;
+        }
+        if key == "checkpoint_path" {
+            bail!(
+                "checkpoint_path={}: trm writes a run (its checkpoints, metrics and config) to --out DIR; pass --out instead",
+                value.trim()
+            );
+        }
         if key == "evaluators" || key == "data_paths_test" {
             let items = data_paths_value(value);
             let items = match key {
