@@ -108,6 +108,26 @@ fn train_resume_eval_and_solve_on_libtorch_cpu() {
         assert!((x - y).abs() <= 1e-3 * y.abs().max(1.0), "{key}: torch-cpu {x}, cpu {y}");
     }
 
+    // The outputs an evaluation saves load in PyTorch itself (`torch.load`, whose default since
+    // torch 2.6 reads only plain tensors), with the reference's dtypes. PyTorch is installed
+    // wherever this test builds (the libtorch feature links pip's torch).
+    let saved = runs.path().join("outputs.pt");
+    let saved_arg = saved.to_str().unwrap();
+    let args = ["eval", "--device", "torch-cpu", "--checkpoint", straight.to_str().unwrap(), "--data", d, "--save-outputs", saved_arg];
+    trm(&[&args[..], &["--outputs", "inputs,labels,preds,logits,q_halt_logits"]].concat());
+    let script = "import sys, torch\n\
+                  d = torch.load(sys.argv[1])\n\
+                  print(' '.join(f'{k}:{str(v.dtype)[6:]}:{list(v.shape)}' for k, v in d.items()))\n\
+                  assert bool((d['logits'].argmax(-1) == d['preds']).all())\n\
+                  assert bool((d['labels'] != -100).any())";
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let o = std::process::Command::new(&python).args(["-c", script, saved_arg]).output().unwrap();
+    assert!(o.status.success(), "{python}: {}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "inputs:int32:[16, 81] labels:int32:[16, 81] preds:int64:[16, 81] logits:float32:[16, 81, 11] q_halt_logits:float32:[16]"
+    );
+
     // The bundled model solves the published puzzle on libtorch as on the CPU backend, with views.
     let puzzle = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79";
     let solve = |device: &str| -> serde_json::Value {

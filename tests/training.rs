@@ -419,19 +419,51 @@ fn eval_losses_agree_across_batch_sizes(overrides: &[&str]) {
     let run = dir.path().join("run");
     let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).chain(["max_steps=4".to_string()]).collect();
     let mut job = common::tiny_job(&data, &run, &[], false);
-    job.config = trm::store::config::resolve("sudoku-tiny", &overrides).unwrap();
+    // Every evaluation also saves every output of each example (checked against trm eval's below).
+    let all = "eval_save_outputs=[inputs,labels,puzzle_identifiers,preds,logits,q_halt_logits,q_continue_logits]";
+    job.config = trm::store::config::resolve("sudoku-tiny", &[&overrides[..], &[all.to_string()]].concat()).unwrap();
     train::<AD>(&job, &Default::default()).unwrap();
-    let eval = |batch: &str| -> serde_json::Value {
+    let eval = |batch: &str, extra: &[&str]| -> serde_json::Value {
         let args = ["eval", "--checkpoint", run.to_str().unwrap(), "--data", data.to_str().unwrap(), "--json", "--batch", batch];
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm")).args(args).output().unwrap();
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm")).args(args).args(extra).output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         serde_json::from_slice(&o.stdout).unwrap()
     };
     // 16 test puzzles: one full batch; a last batch of 1 real row and 4 padding rows; 240 padding rows.
-    let whole = eval("16");
+    let whole = eval("16", &[]);
     assert_eq!(whole["count"], 16);
+
+    // The outputs trm eval saves (batches of 5: padding rows are not saved) are the training
+    // run's own evaluation's, and agree with the metrics: the saved answers score as reported.
+    let saved = dir.path().join("outputs.pt");
+    let keys = ["inputs", "labels", "puzzle_identifiers", "preds", "logits", "q_halt_logits", "q_continue_logits"];
+    eval("5", &["--save-outputs", saved.to_str().unwrap(), "--outputs", &keys.join(",")]);
+    let (mine, trained) = (saved_outputs(&saved, &keys), saved_outputs(&run.join("step_4_all_preds.0"), &keys));
+    for k in keys {
+        let (a, b) = (&mine[k], &trained[k]);
+        assert!(a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs())), "{k} differs");
+    }
+    let (preds, labels, logits) = (&mine["preds"], &mine["labels"], &mine["logits"]);
+    let (s, v) = (labels.len() / 16, logits.len() / labels.len());
+    assert_eq!((mine["puzzle_identifiers"].len(), mine["q_halt_logits"].len(), s * 16), (16, 16, preds.len()));
+    let (mut exact, mut token) = (0.0, 0.0);
+    for r in 0..16 {
+        let row = r * s..(r + 1) * s;
+        let supervised: Vec<usize> = row.filter(|&i| labels[i] != -100.0).collect();
+        let right = supervised.iter().filter(|&&i| preds[i] == labels[i]).count();
+        exact += (right == supervised.len()) as u8 as f64 / 16.0;
+        token += right as f64 / supervised.len().max(1) as f64 / 16.0;
+    }
+    assert!((exact - whole["exact_accuracy"].as_f64().unwrap()).abs() < 1e-9, "exact accuracy {exact} against {}", whole["exact_accuracy"]);
+    assert!((token - whole["accuracy"].as_f64().unwrap()).abs() < 1e-9, "token accuracy {token} against {}", whole["accuracy"]);
+    for (i, p) in preds.iter().enumerate() {
+        let l = &logits[i * v..(i + 1) * v];
+        let best = (0..v).fold(0, |b, j| if l[j] > l[b] { j } else { b });
+        assert_eq!(best as f64, *p, "the answer is the logits' argmax");
+    }
+
     for batch in ["5", "256"] {
-        let other = eval(batch);
+        let other = eval(batch, &[]);
         for key in ["lm_loss", "q_halt_loss", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps"] {
             let (a, b) = (whole[key].as_f64().unwrap(), other[key].as_f64().unwrap());
             assert!((a - b).abs() <= 1e-9 * a.abs().max(1.0), "{key}: {a} in one batch of 16, {b} in batches of {batch}");
@@ -456,6 +488,25 @@ fn eval_losses_agree_across_batch_sizes(overrides: &[&str]) {
             }
         }
     }
+}
+
+/// The tensors of a saved-outputs file (`keys`, in the order they were asked for), as f64: read
+/// from the archive's raw little-endian data entries, int32, int64 or float32 by the output.
+fn saved_outputs(path: &Path, keys: &[&str]) -> std::collections::BTreeMap<String, Vec<f64>> {
+    let mut z = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    let archive = path.file_stem().unwrap().to_str().unwrap().to_string();
+    let mut out = std::collections::BTreeMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        let mut b = vec![];
+        std::io::Read::read_to_end(&mut z.by_name(&format!("{archive}/data/{i}")).unwrap(), &mut b).unwrap();
+        let values: Vec<f64> = match *k {
+            "inputs" | "labels" | "puzzle_identifiers" => b.chunks(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+            "preds" => b.chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+            _ => b.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        };
+        out.insert(k.to_string(), values);
+    }
+    out
 }
 
 /// A run that its time limit stops after every step, resumed each time, logs each step's

@@ -141,6 +141,8 @@ fn evaluate_model(a: &DemoArgs, data: &Path, run: &Path, held_out: usize, traine
         set: vec![],
         json: false,
         submission: None,
+        save_outputs: None,
+        outputs: vec![],
         force: false,
         device: crate::backend::DeviceSpec::Cpu,
         threads: None,

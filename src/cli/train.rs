@@ -7,6 +7,7 @@ use crate::eval::evaluate::{EvalResult, evaluate};
 use crate::model::weights::Weights;
 use crate::store::checkpoint;
 use crate::store::config;
+use crate::store::eval_outputs::{Output, Recorder};
 use crate::store::integrity;
 use crate::train::trainer::{self, TrainJob};
 use crate::util::fs::{Protected, check_output};
@@ -304,8 +305,18 @@ pub struct EvalArgs {
     /// [default: submission.json in the run folder, or beside a bare .safetensors; replaced there]
     #[arg(long)]
     pub submission: Option<PathBuf>,
-    /// Replace an existing file named by --submission
-    #[arg(long, requires = "submission")]
+    /// Save every evaluated example's outputs to FILE, a torch.save dict as the reference's
+    /// `eval_save_outputs` writes (`torch.load(FILE)` in Python; docs/evaluation.md); --outputs
+    /// picks them
+    #[arg(long, value_name = "FILE")]
+    pub save_outputs: Option<PathBuf>,
+    /// With --save-outputs: the outputs, comma-separated, of inputs, labels, puzzle_identifiers,
+    /// preds, logits, q_halt_logits, q_continue_logits (logits are seq_len x vocab floats an
+    /// example) [default: all but logits]
+    #[arg(long, value_delimiter = ',', requires = "save_outputs")]
+    pub outputs: Vec<String>,
+    /// Replace an existing file named by --submission or --save-outputs
+    #[arg(long)]
     pub force: bool,
     /// The CPU engine's matrix products: float32, or bfloat16 operands with float32 sums on
     /// Intel AMX tiles or with AVX512-BF16 (refused on a CPU with neither); auto takes bfloat16
@@ -359,13 +370,34 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     let mut arc = ArcEval::open(&a.data)?;
     let mut arc_err = Ok(());
     let mut single = crate::parallel::Single;
-    let mut r = evaluate(&m.model, &w, table.as_ref(), test.clone(), a.batch, steps, a.limit, &mut single, |b, p, q, n| {
-        if let (Some(v), Ok(())) = (arc.as_mut(), &arc_err) {
-            arc_err = v.on_batch(b, p, q, n);
-        }
-    })?
-    .context("the evaluation was interrupted")?;
+    let mut outputs = match &a.save_outputs {
+        Some(_) => Some(Recorder::new(output_keys(a)?, m.model.seq_len, m.model.vocab_size)),
+        None => None,
+    };
+    if let Some(o) = &outputs {
+        let examples = a.limit.map_or(test.num_examples(), |l| l.min(test.num_examples()));
+        eprintln!(
+            "note: the outputs of {examples} examples are kept in memory until written: about {}",
+            crate::train::memory_check::size((examples * o.bytes_per_example()) as u64)
+        );
+    }
+    let mut r =
+        evaluate(&m.model, &w, table.as_ref(), test.clone(), a.batch, steps, a.limit, &mut single, outputs.as_mut(), |b, p, q, n| {
+            if let (Some(v), Ok(())) = (arc.as_mut(), &arc_err) {
+                arc_err = v.on_batch(b, p, q, n);
+            }
+        })?
+        .context("the evaluation was interrupted")?;
     arc_err?;
+    if let (Some(o), Some(path)) = (&outputs, &a.save_outputs) {
+        o.write(path).with_context(|| format!("--save-outputs {}", path.display()))?;
+        eprintln!(
+            "wrote {} ({} examples: {})",
+            path.display(),
+            o.rows(),
+            output_keys(a)?.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+        );
+    }
     if let Some(k) = a.views {
         let view_steps = a.view_steps.unwrap_or(steps);
         let seed = a.seed.unwrap_or(0);
@@ -448,8 +480,31 @@ fn write_arc_submission(a: &EvalArgs, m: &EvalModel, v: ArcEval) -> Result<crate
     Ok(v.score())
 }
 
+/// The outputs `trm eval --save-outputs` saves: `--outputs`, else all but the logits.
+fn output_keys(a: &EvalArgs) -> Result<Vec<Output>> {
+    if a.outputs.is_empty() {
+        return Ok(Output::ALL.into_iter().filter(|&o| o != Output::Logits).collect());
+    }
+    Output::parse(&a.outputs, "--outputs")
+}
+
 pub fn eval(a: EvalArgs) -> Result<()> {
     set_threads(a.threads);
+    anyhow::ensure!(
+        !a.force || a.submission.is_some() || a.save_outputs.is_some(),
+        "--force replaces the file that --submission or --save-outputs names; without either it would do nothing"
+    );
+    if let Some(path) = &a.save_outputs {
+        output_keys(&a)?;
+        anyhow::ensure!(
+            a.views.is_none(),
+            "--save-outputs with --views: saving the outputs of test-time-scaled evaluation is not implemented; the plain \
+             evaluation's are saved without --views"
+        );
+        let model = a.checkpoint.clone().unwrap_or_default();
+        let protected = [Protected { path: &model, what: "the model being evaluated" }, Protected { path: &a.data, what: "the data set" }];
+        check_output(path, "--save-outputs", &protected, a.force)?;
+    }
     if let Some(path) = &a.submission {
         // Checked before the evaluation too, so a wrong path fails at once, not after it.
         // (The run's own submission.json, named explicitly, is checked with the model, below.)

@@ -17,6 +17,7 @@ use crate::model::weights::Weights;
 use crate::parallel::Reducer;
 use crate::step::loss::Metrics;
 use crate::step::supervision::eval_forward;
+use crate::store::eval_outputs::{BatchOutputs, Recorder};
 use anyhow::Result;
 use burn::prelude::*;
 use serde::Serialize;
@@ -144,6 +145,7 @@ pub fn evaluate<B: Backend>(
     max_steps: usize,
     max_examples: Option<usize>,
     reducer: &mut dyn Reducer,
+    mut outputs: Option<&mut Recorder>,
     mut on_batch: impl FnMut(&Batch, &[i64], &[f32], usize),
 ) -> Result<Option<EvalResult>> {
     let t0 = std::time::Instant::now();
@@ -176,8 +178,13 @@ pub fn evaluate<B: Backend>(
             batch.labels[real * batch.seq_len..].fill(IGNORE_LABEL);
         }
         batch.global_effective = window;
-        let (answers, answer_q) = run_batch(cfg, w, table, &rope, &batch, max_steps, real, &mut tally);
-        hand_over(&batch, &answers, &answer_q, real, window, reducer, &mut on_batch)?;
+        let keep_logits = outputs.as_ref().is_some_and(|o| o.wants_logits());
+        let a = run_batch(cfg, w, table, &rope, &batch, max_steps, real, keep_logits, &mut tally);
+        if let Some(o) = outputs.as_deref_mut() {
+            let logits = a.logits.as_deref();
+            o.add(&BatchOutputs { batch: &batch, real, preds: &a.preds, q_halt: &a.q_halt, q_continue: &a.q_continue, logits })?;
+        }
+        hand_over(&batch, &a.preds, &a.q_halt, real, window, reducer, &mut on_batch)?;
         seen += window;
     }
     if !reducer.is_single() {
@@ -243,8 +250,20 @@ impl Tally {
     }
 }
 
-/// Up to `max_steps` supervision steps on one batch, tallied; returns each row's answer and its
-/// q_halt (adaptive: taken at the row's first halt and then left alone; else the last step's).
+/// Each row's answer and the model's values with it.
+struct Answers {
+    /// `[rows, seq_len]`
+    preds: Vec<i64>,
+    q_halt: Vec<f32>,
+    q_continue: Vec<f32>,
+    /// `[rows, seq_len, vocab]`, when asked for.
+    logits: Option<Vec<f32>>,
+}
+
+/// Up to `max_steps` supervision steps on one batch, tallied; returns each row's answer with its
+/// q logits (and logits, with `keep_logits`), taken at the row's first halt and then left alone
+/// where evaluation halts adaptively, else at the last step.
+#[allow(clippy::too_many_arguments)]
 fn run_batch<B: Backend>(
     cfg: &ModelConfig,
     w: &Weights<B>,
@@ -253,19 +272,23 @@ fn run_batch<B: Backend>(
     batch: &Batch,
     max_steps: usize,
     real: usize,
+    keep_logits: bool,
     tally: &mut Tally,
-) -> (Vec<i64>, Vec<f32>) {
+) -> Answers {
     let (adaptive, rule) = (cfg.arch.adaptive_in_eval(), cfg.arch.halt_rule());
     let (n, s) = (batch.batch_size, batch.seq_len);
     let mut carry = Carry::<B>::new(cfg, n, &w.device());
     let mut first_halt = vec![0usize; n];
     let mut last = None;
     let (mut done, mut at_halt) = (vec![false; n], Metrics::default());
-    let (mut answers, mut answer_q) = (vec![0i64; n * s], vec![0f32; n]);
+    let (mut answers, mut answer_q, mut answer_qc) = (vec![0i64; n * s], vec![0f32; n], vec![0f32; n]);
+    let vocab = cfg.vocab_size;
+    let mut answer_logits = keep_logits.then(|| vec![0f32; n * s * vocab]);
     for k in 0..max_steps {
         let (loss, out) = eval_forward(cfg, w, table, &mut carry, batch, rope, max_steps);
         let q = crate::backend::to_host_f32(&out.q_halt);
         let qc = crate::backend::to_host_f32(&out.q_continue);
+        let logits = answer_logits.is_some().then(|| crate::backend::to_host_f32(&out.logits));
         for r in 0..n {
             if first_halt[r] == 0 && rule.fires(q[r], qc[r]) {
                 first_halt[r] = k + 1;
@@ -273,6 +296,11 @@ fn run_batch<B: Backend>(
             if !done[r] {
                 answers[r * s..(r + 1) * s].copy_from_slice(&loss.preds[r * s..(r + 1) * s]);
                 answer_q[r] = q[r];
+                answer_qc[r] = qc[r];
+                if let (Some(all), Some(now)) = (answer_logits.as_mut(), logits.as_ref()) {
+                    let row = r * s * vocab..(r + 1) * s * vocab;
+                    all[row.clone()].copy_from_slice(&now[row]);
+                }
             }
             if adaptive && carry.halted[r] && !done[r] {
                 done[r] = true;
@@ -303,7 +331,7 @@ fn run_batch<B: Backend>(
     for &h in &first_halt[..real] {
         tally.halt_hist[if h == 0 { max_steps } else { h - 1 }] += 1.0;
     }
-    (answers, answer_q)
+    Answers { preds: answers, q_halt: answer_q, q_continue: answer_qc, logits: answer_logits }
 }
 
 /// Gives the batch's answers to `on_batch`: this rank's alone, or with several ranks the whole

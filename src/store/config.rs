@@ -29,6 +29,11 @@ pub struct TrainConfig {
     /// `arc@ARC` (the reference's default: ARC pass@k and a submission, on ARC data sets only) or
     /// none (`evaluators=[]`, as the reference's Sudoku and Maze commands give).
     pub evaluators: Vec<String>,
+    /// What each evaluation saves of every test example, by the reference's names (`inputs`,
+    /// `labels`, `puzzle_identifiers`, `preds`, `logits`, `q_halt_logits`, `q_continue_logits`):
+    /// a torch.save file `step_<N>_all_preds.<rank>` in the run folder (`store::eval_outputs`).
+    /// Empty (the default): nothing is saved.
+    pub eval_save_outputs: Vec<String>,
     /// Rows per optimiser step over all ranks (the reference's G).
     pub global_batch_size: usize,
     /// Passes over the puzzle groups (one random augmentation of each original per epoch).
@@ -102,6 +107,7 @@ impl Default for TrainConfig {
             data_paths: vec![],
             data_paths_test: vec![],
             evaluators: vec![ARC_EVALUATOR.to_string()],
+            eval_save_outputs: vec![],
             global_batch_size: 768,
             epochs: 100_000,
             eval_interval: Some(10_000),
@@ -288,6 +294,7 @@ impl TrainConfig {
             "evaluators lists {ARC_EVALUATOR} {} times: each evaluation would score the same predictions again; list it once",
             self.evaluators.len()
         );
+        super::eval_outputs::Output::parse(&self.eval_save_outputs, "eval_save_outputs")?;
         anyhow::ensure!(
             self.data_paths_test.is_empty(),
             "data_paths_test={}: evaluating on another data set's test split during training is not implemented; trm evaluates on \

@@ -313,7 +313,7 @@ fn emit(map: &BTreeMap<String, Node>, indent: usize, out: &mut String) -> Result
 
 /// `cfg` as the reference's `all_config.yaml`: its keys only (trm's own, such as `optimizer` or
 /// `max_steps`, are left out), sorted, in PyYAML's block style; bookkeeping the reference keeps
-/// and trm does not (checkpoint paths, saved outputs) is written as its defaults.
+/// and trm does not (checkpoint paths) is written as its defaults.
 pub fn to_yaml(cfg: &TrainConfig) -> Result<String> {
     let t = toml::Table::try_from(cfg).context("serialising the configuration")?;
     let defaults = cfg.arch.name.defaults_table();
@@ -367,7 +367,7 @@ pub fn to_yaml(cfg: &TrainConfig) -> Result<String> {
     let evaluators = cfg.evaluators.iter().map(|e| Node::Map(BTreeMap::from([("name".to_string(), Node::Scalar(e.clone()))]))).collect();
     top.insert("evaluators".into(), Node::List(evaluators));
     top.insert("data_paths_test".into(), Node::List(cfg.data_paths_test.iter().map(|p| Node::Scalar(p.clone())).collect()));
-    top.insert("eval_save_outputs".into(), Node::List(vec![]));
+    top.insert("eval_save_outputs".into(), Node::List(cfg.eval_save_outputs.iter().map(|k| Node::Scalar(k.clone())).collect()));
     for key in ["checkpoint_path", "load_checkpoint"] {
         top.insert(key.into(), Node::Scalar("null".into()));
     }

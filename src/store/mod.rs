@@ -1,12 +1,13 @@
 //! The checkpoint store, below training and inference, which both read it: configurations
 //! (presets, `key=value` overrides, the reference's `all_config.yaml`, what a resumed run may
 //! change), checkpoints and their integrity, and the ARC model a `--checkpoint` names with its
-//! identifiers (`arc_model.rs`).
+//! identifiers (`arc_model.rs`), and an evaluation's saved outputs (`eval_outputs.rs`).
 
 pub mod arc_model;
 pub mod carry_rows;
 pub mod checkpoint;
 pub mod config;
+pub mod eval_outputs;
 pub mod hydra_config;
 pub mod integrity;
 pub mod overrides;

@@ -159,7 +159,7 @@ pub fn apply(base: &mut toml::Table, overrides: &[String], known: &[String]) -> 
                 value.trim()
             );
         }
-        if key == "evaluators" || key == "data_paths_test" {
+        if key == "evaluators" || key == "data_paths_test" || key == "eval_save_outputs" {
             let items = data_paths_value(value);
             let items = match key {
                 "evaluators" => items.iter().map(|i| evaluator_name(i, value)).collect::<Result<Vec<_>>>()?,

@@ -97,6 +97,7 @@ fn adapt_config(base: &TrainConfig, job: &AdaptJob, data: &std::path::Path, epoc
     // Its score is what adaptation reports.
     c.evaluators = vec![crate::store::config::ARC_EVALUATOR.to_string()];
     c.data_paths_test = vec![];
+    c.eval_save_outputs = vec![];
     for o in &job.overrides {
         let key = o.split('=').next().unwrap_or_default().trim().trim_start_matches(['+', '~']);
         let why = match key {

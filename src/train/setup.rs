@@ -17,6 +17,7 @@ use crate::step::supervision::Ropes;
 use crate::store::checkpoint::{self, TrainState};
 use crate::store::config::ARC_EVALUATOR;
 use crate::store::config::TrainConfig;
+use crate::store::eval_outputs::Recorder;
 use crate::store::integrity;
 use crate::store::puzzle_rows::{NewRows, start_table};
 use anyhow::{Context, Result, bail};
@@ -280,12 +281,27 @@ pub fn eval_and_log<B: Backend>(
     let mut arc = if r.rank() == 0 && scores_arc { ArcEval::open(data)? } else { None };
     let mut arc_err = Ok(());
     let table = st.table.as_ref();
-    let done = evaluate(model, &w_eval, table, test.clone(), eb, model.arch.halt_max_steps, cfg.eval_max_examples, r, |b, p, q, n| {
+    let keys = crate::store::eval_outputs::Output::parse(&cfg.eval_save_outputs, "eval_save_outputs")?;
+    let mut outputs = (!keys.is_empty()).then(|| Recorder::new(keys, model.seq_len, model.vocab_size));
+    let (steps, limit) = (model.arch.halt_max_steps, cfg.eval_max_examples);
+    let done = evaluate(model, &w_eval, table, test.clone(), eb, steps, limit, r, outputs.as_mut(), |b, p, q, n| {
         if let (Some(a), Ok(())) = (arc.as_mut(), &arc_err) {
             arc_err = a.on_batch(b, p, q, n);
         }
     })?;
     let Some(mut res) = done else { return Ok(None) };
+    if let Some(o) = &outputs {
+        // Every rank its own examples, named as the reference names them. Bookkeeping, as the
+        // ARC scoring: a full disk here must not end a long run (its checkpoint comes next).
+        let file = out.join(format!("step_{}_all_preds.{}", st.step, r.rank()));
+        if let Err(e) = o.write(&file) {
+            eprintln!(
+                "warning: the evaluation's outputs (eval_save_outputs) at step {} were not saved to {}: {e:#}",
+                st.step,
+                file.display()
+            );
+        }
+    }
     if let Err(e) = arc_err {
         // Scoring is bookkeeping: a bad identifier name must not end a long training run.
         eprintln!("warning: ARC scoring skipped at step {}: {e:#}", st.step);
