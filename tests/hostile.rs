@@ -488,6 +488,40 @@ fn the_data_set_is_named_once() {
     assert!(!ok && out.contains("names another data set than --data"), "{out}");
 }
 
+/// The reference's `load_checkpoint=PATH` is `--init-from PATH`: its empty values (`null`, `None`,
+/// `~`) start from fresh weights, a quoted path is the path, and it is refused with `--resume`
+/// (not a resume) and beside an `--init-from` of other weights, but not of the same ones.
+#[test]
+fn load_checkpoint_is_init_from() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    common::tiny_data(&data);
+    let mut args: Vec<String> = ["train", "--config", "sudoku-tiny", "--quiet", "--threads", "1", "--data"].map(String::from).to_vec();
+    args.push(data.display().to_string());
+    args.extend(common::TINY.iter().map(|s| s.to_string()));
+    args.extend(["max_steps=1", "eval_max_examples=8"].map(String::from));
+    let with = |extra: &[String]| trm(&[args.clone(), extra.to_vec()].concat());
+    let out = |name: &str| vec!["--out".to_string(), d.path().join(name).display().to_string()];
+    // A base run, started with an empty load_checkpoint: fresh weights.
+    for (i, empty) in ["null", "None", "~"].iter().enumerate() {
+        let (ok, o) = with(&[out(&format!("base{i}")), vec![format!("load_checkpoint={empty}")]].concat());
+        assert!(ok, "load_checkpoint={empty}: {o}");
+    }
+    let base = d.path().join("base0");
+    let base_weights = trm::store::checkpoint::resolve(&base).unwrap().join("model.safetensors");
+    // Quoted, and beside an --init-from of the same weights (the run folder and its weights file).
+    let quoted = format!("load_checkpoint=\"{}\"", base.display());
+    let (ok, o) = with(&[out("ft"), vec![quoted.clone(), "--init-from".into(), base_weights.display().to_string()]].concat());
+    assert!(ok, "{o}");
+    let (ok, o) = with(&[out("ft2"), vec![quoted.clone(), "--init-from".into(), d.path().join("base1").display().to_string()]].concat());
+    assert!(!ok && o.contains("name two different starting weights"), "{o}");
+    let (ok, o) = trm(&["train".to_string(), "--resume".into(), "--out".into(), d.path().join("ft").display().to_string(), quoted]);
+    assert!(!ok && o.contains("cannot be combined with --resume"), "{o}");
+    let missing = format!("load_checkpoint={}", d.path().join("nowhere.safetensors").display());
+    let (ok, o) = with(&[out("ft3"), vec![missing]].concat());
+    assert!(!ok && o.contains("nowhere.safetensors"), "{o}");
+}
+
 /// `trm train --out DIR` into a folder that holds someone's files (no checkpoint, so nothing to
 /// resume) is refused and leaves every file as it was; an empty folder is a fine start.
 #[test]

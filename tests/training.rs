@@ -152,6 +152,23 @@ fn a_depth_curriculum_trains_its_stages_and_resumes_exactly() {
     assert!(format!("{e:#}").contains("the schedule has 24 steps, too few for its last stage"), "{e:#}");
 }
 
+/// The reference's `data_paths_test` naming the training data set is its test split, recorded as
+/// the reference's default `[]`; another data set's test split is refused before training.
+#[test]
+fn data_paths_test_names_the_training_data_set_or_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    tiny_data(data.path());
+    let runs = tempfile::tempdir().unwrap();
+    let same = format!("data_paths_test=[{}]", data.path().display());
+    train::<AD>(&steps_job(data.path(), runs.path(), "same", 1, false, &[&same]), &Default::default()).unwrap();
+    let ckpt = trm::store::checkpoint::resolve(&runs.path().join("same")).unwrap();
+    assert!(trm::store::checkpoint::read_state_json(&ckpt).unwrap().config.data_paths_test.is_empty());
+    let other = format!("data_paths_test=[{}]", runs.path().display());
+    let e = train::<AD>(&steps_job(data.path(), runs.path(), "other", 1, false, &[&other]), &Default::default()).unwrap_err();
+    assert!(format!("{e:#}").contains("is not implemented"), "{e:#}");
+    assert!(!runs.path().join("other").join("checkpoints").exists());
+}
+
 #[test]
 fn a_second_run_into_the_same_folder_needs_resume() {
     let data = tempfile::tempdir().unwrap();

@@ -52,7 +52,13 @@ pub fn run(a: ExportArgs) -> Result<()> {
     check_output(&a.out, "--out", &protected, a.force)?;
     let yaml_path = a.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("all_config.yaml");
     let state = checkpoint::read_state_json(&ckpt)?;
-    let yaml = crate::store::hydra_config::to_yaml(&state.config)?;
+    let mut config = state.config.clone();
+    // A checkpoint written before trm recorded its evaluators reads as the default, arc@ARC,
+    // which only ever ran on ARC data.
+    if config.data_paths.first().map(Path::new).is_some_and(|d| d.is_dir() && !crate::eval::arc_vote::is_arc_data(d)) {
+        config.evaluators.retain(|e| e != crate::store::config::ARC_EVALUATOR);
+    }
+    let yaml = crate::store::hydra_config::to_yaml(&config)?;
     let same_yaml = std::fs::read(&yaml_path).is_ok_and(|old| old == yaml.as_bytes());
     if !same_yaml {
         check_output(&yaml_path, "all_config.yaml beside --out", &protected, a.force).map_err(|e| {

@@ -131,6 +131,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
         None if a.resume => recorded_data(&a.out)?,
         None => bail!("which data set? pass --data DIR (a folder made by `trm data`), or the reference's data_paths=[DIR]"),
     };
+    if !a.resume {
+        crate::train::setup::named_test_set(&cfg.data_paths_test, &data)?;
+    }
     crate::util::interrupt::install()?;
     let job = TrainJob {
         config: cfg,
@@ -190,8 +193,13 @@ fn init_from_of(a: &TrainArgs, ov: &mut Vec<String>) -> Result<Option<PathBuf>> 
             load.display()
         );
     }
+    // Compared as the weights files they name (a run folder names its newest checkpoint's).
+    let weights = |p: &std::path::Path| -> Option<PathBuf> {
+        let file = if p.is_dir() { checkpoint::resolve(p).ok()?.join("model.safetensors") } else { p.to_path_buf() };
+        file.canonicalize().ok().or_else(|| std::path::absolute(&file).ok())
+    };
     match &a.init_from {
-        Some(p) if std::path::absolute(p).ok() != std::path::absolute(&load).ok() => {
+        Some(p) if weights(p) != weights(&load) => {
             bail!("load_checkpoint={} and --init-from {} name two different starting weights; give one", load.display(), p.display())
         }
         _ => Ok(Some(load)),
@@ -315,7 +323,8 @@ pub struct EvalArgs {
     /// example) [default: all but logits]
     #[arg(long, value_delimiter = ',', requires = "save_outputs")]
     pub outputs: Vec<String>,
-    /// Replace an existing file named by --submission or --save-outputs
+    /// Replace the existing files named by --submission and --save-outputs (both, when both are
+    /// given)
     #[arg(long)]
     pub force: bool,
     /// The CPU engine's matrix products: float32, or bfloat16 operands with float32 sums on
@@ -389,12 +398,13 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
         })?
         .context("the evaluation was interrupted")?;
     arc_err?;
-    if let (Some(o), Some(path)) = (&outputs, &a.save_outputs) {
+    if let (Some(o), Some(path)) = (outputs, &a.save_outputs) {
+        let rows = o.rows();
         o.write(path).with_context(|| format!("--save-outputs {}", path.display()))?;
         eprintln!(
             "wrote {} ({} examples: {})",
             path.display(),
-            o.rows(),
+            rows,
             output_keys(a)?.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
         );
     }
@@ -504,6 +514,14 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         let model = a.checkpoint.clone().unwrap_or_default();
         let protected = [Protected { path: &model, what: "the model being evaluated" }, Protected { path: &a.data, what: "the data set" }];
         check_output(path, "--save-outputs", &protected, a.force)?;
+        // On ARC data the submission is written after the outputs: never into the same file.
+        let same = |p: &std::path::Path| std::path::absolute(p).ok() == std::path::absolute(path).ok();
+        anyhow::ensure!(
+            !crate::eval::arc_vote::is_arc_data(&a.data)
+                || !(a.submission.as_deref().is_some_and(same) || path.file_name().is_some_and(|n| n == "submission.json")),
+            "--save-outputs {}: that is where the ARC submission goes; name the outputs' file otherwise",
+            path.display()
+        );
     }
     if let Some(path) = &a.submission {
         // Checked before the evaluation too, so a wrong path fails at once, not after it.

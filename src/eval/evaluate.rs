@@ -288,7 +288,9 @@ fn run_batch<B: Backend>(
         let (loss, out) = eval_forward(cfg, w, table, &mut carry, batch, rope, max_steps);
         let q = crate::backend::to_host_f32(&out.q_halt);
         let qc = crate::backend::to_host_f32(&out.q_continue);
-        let logits = answer_logits.is_some().then(|| crate::backend::to_host_f32(&out.logits));
+        // Off the device only when some row may still take them: every step where rows halt
+        // adaptively, else the last step alone.
+        let logits = (answer_logits.is_some() && (adaptive || k + 1 == max_steps)).then(|| crate::backend::to_host_f32(&out.logits));
         for r in 0..n {
             if first_halt[r] == 0 && rule.fires(q[r], qc[r]) {
                 first_halt[r] = k + 1;

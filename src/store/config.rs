@@ -3,16 +3,13 @@
 //! `trm train --config sudoku-mlp --data DIR arch.L_cycles=6 ema=True lr=1e-4`.
 //! Named presets live in `configs/` and are compiled into the binary (`presets.rs`).
 
-pub use super::overrides::data_paths_value;
+pub use super::overrides::{ARC_EVALUATOR, data_paths_value};
 use super::overrides::{OPTIONAL_KEYS, arch_of};
 use crate::model::architecture::Architecture;
 use crate::model::config::ArchConfig;
 use crate::step::optim::OptimizerKind;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
-
-/// The reference's name of its ARC evaluator (`evaluators/arc.py`, class `ARC`), the one trm has.
-pub const ARC_EVALUATOR: &str = "arc@ARC";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -23,7 +20,8 @@ pub struct TrainConfig {
     /// implemented).
     pub data_paths: Vec<String>,
     /// The data set whose test split the run evaluates on: empty (the reference's default) is the
-    /// training data set's `test/`. Another folder is refused (not implemented).
+    /// training data set's `test/`, as is the training data set named here (a run records it
+    /// empty). Another folder is refused (not implemented; `train::setup::named_test_set`).
     pub data_paths_test: Vec<String>,
     /// What scores each evaluation besides the loss and accuracies, by the reference's names:
     /// `arc@ARC` (the reference's default: ARC pass@k and a submission, on ARC data sets only) or
@@ -296,10 +294,9 @@ impl TrainConfig {
         );
         super::eval_outputs::Output::parse(&self.eval_save_outputs, "eval_save_outputs")?;
         anyhow::ensure!(
-            self.data_paths_test.is_empty(),
-            "data_paths_test={}: evaluating on another data set's test split during training is not implemented; trm evaluates on \
-             the training data set's test/ folder. Drop the key, and evaluate the run's checkpoints on the other data set with \
-             `trm eval --checkpoint RUN --data DIR`",
+            self.data_paths_test.len() <= 1,
+            "data_paths_test={}: evaluating on several data sets' test splits is not implemented; trm evaluates on the training \
+             data set's test/ folder. Drop the key, and evaluate the run's checkpoints on each with `trm eval --checkpoint RUN --data DIR`",
             self.data_paths_test.join(",")
         );
         if let Some(spec) = &self.depth_curriculum {
@@ -391,6 +388,7 @@ mod tests {
         assert!(e.contains("losses@ACTLossHead only"), "{e}");
         let e = format!("{:#}", resolve("sudoku-att", &["checkpoint_path=ckpt/x".into()]).unwrap_err());
         assert!(e.contains("pass --out instead"), "{e}");
+        resolve("sudoku-att", &["checkpoint_path=null".into()]).unwrap();
     }
 
     /// The reference README's Sudoku-MLP command, its overrides as the shell hands them over
@@ -497,7 +495,14 @@ mod tests {
             assert!(resolve("sudoku-att", &[ov.into()]).unwrap().evaluators.is_empty(), "{ov}");
         }
         assert_eq!(resolve("sudoku-att", &[]).unwrap().evaluators, [ARC_EVALUATOR], "the reference's default");
-        for ov in ["evaluators=[arc@ARC]", "evaluators=\"[{name: arc@ARC}]\"", "evaluators=[{name: 'arc@ARC'}]", "+evaluators=arc@ARC"] {
+        assert!(resolve("sudoku-att", &["evaluators=null".into()]).unwrap().evaluators.is_empty(), "null: none");
+        for ov in [
+            "evaluators=[arc@ARC]",
+            "evaluators=\"[{name: arc@ARC}]\"",
+            "evaluators=[{name: 'arc@ARC'}]",
+            "evaluators=[{\"name\": \"arc@ARC\"}]",
+            "+evaluators=arc@ARC",
+        ] {
             assert_eq!(resolve("sudoku-att", &[ov.into()]).unwrap().evaluators, [ARC_EVALUATOR], "{ov}");
         }
         let refused = |ov: &str| format!("{:#}", resolve("sudoku-att", &[ov.into()]).unwrap_err());
@@ -511,7 +516,9 @@ mod tests {
         for ov in ["data_paths_test=[]", "data_paths_test=\"[]\""] {
             assert!(resolve("sudoku-att", &[ov.into()]).unwrap().data_paths_test.is_empty(), "{ov}");
         }
-        let e = refused("data_paths_test=[data/other]");
-        assert!(e.contains("data_paths_test=data/other") && e.contains("not implemented") && e.contains("trm eval"), "{e}");
+        let e = refused("data_paths_test=[data/a,data/b]");
+        assert!(e.contains("data_paths_test=data/a,data/b") && e.contains("not implemented") && e.contains("trm eval"), "{e}");
+        // One folder is checked against the training data set when the run starts.
+        assert_eq!(resolve("sudoku-att", &["data_paths_test=[d]".into()]).unwrap().data_paths_test, ["d"]);
     }
 }

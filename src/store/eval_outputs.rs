@@ -177,26 +177,30 @@ impl Recorder {
         self.rows
     }
 
-    /// The tensors, named as the reference names them, in the order asked for.
-    pub fn entries(&self) -> Vec<Entry> {
+    /// The tensors, named as the reference names them, in the order asked for (moved, not copied:
+    /// they can be gigabytes).
+    pub fn into_entries(mut self) -> Vec<Entry> {
         let (n, s, v) = (self.rows, self.seq_len, self.vocab);
-        self.keys
-            .iter()
-            .map(|&o| match o {
-                Output::Inputs => Entry::i32(o.name(), vec![n, s], &self.inputs),
-                Output::Labels => Entry::i32(o.name(), vec![n, s], &self.labels),
-                Output::PuzzleIdentifiers => Entry::i32(o.name(), vec![n], &self.ids),
-                Output::Preds => Entry::i64(o.name(), vec![n, s], self.preds.clone()),
-                Output::Logits => Entry::f32(o.name(), vec![n, s, v], self.logits.clone()),
-                Output::QHaltLogits => Entry::f32(o.name(), vec![n], self.q_halt.clone()),
-                Output::QContinueLogits => Entry::f32(o.name(), vec![n], self.q_continue.clone()),
-            })
-            .collect()
+        let mut out = Vec::with_capacity(self.keys.len());
+        for o in std::mem::take(&mut self.keys) {
+            let take_i32 = |x: &mut Vec<i32>| std::mem::take(x);
+            out.push(match o {
+                Output::Inputs => Entry::i32(o.name(), vec![n, s], take_i32(&mut self.inputs)),
+                Output::Labels => Entry::i32(o.name(), vec![n, s], take_i32(&mut self.labels)),
+                Output::PuzzleIdentifiers => Entry::i32(o.name(), vec![n], take_i32(&mut self.ids)),
+                Output::Preds => Entry::i64(o.name(), vec![n, s], std::mem::take(&mut self.preds)),
+                Output::Logits => Entry::f32(o.name(), vec![n, s, v], std::mem::take(&mut self.logits)),
+                Output::QHaltLogits => Entry::f32(o.name(), vec![n], std::mem::take(&mut self.q_halt)),
+                Output::QContinueLogits => Entry::f32(o.name(), vec![n], std::mem::take(&mut self.q_continue)),
+            });
+        }
+        out
     }
 
-    /// Writes the outputs to `path` (atomically: a stop leaves no partial file).
-    pub fn write(&self, path: &std::path::Path) -> Result<()> {
-        crate::util::torch_zip_write::write(path, &self.entries())
+    /// Writes the outputs to `path`, atomically: a stop or an error leaves no partial file. The
+    /// peak memory is the outputs themselves (`bytes_per_example` each) and a small buffer.
+    pub fn write(self, path: &std::path::Path) -> Result<()> {
+        crate::util::torch_zip_write::write(path, &self.into_entries())
     }
 }
 
@@ -235,15 +239,15 @@ mod tests {
             r.add(&o).unwrap();
         }
         assert_eq!(r.rows(), 3);
-        let e = r.entries();
+        assert_eq!(r.bytes_per_example(), 4 * 2 + 4 * 2 + 4 + 8 * 2 + 4 * 2 * 3 + 4 + 4);
+        let e = r.into_entries();
         let get = |name: &str| e.iter().find(|x| x.name == name).unwrap();
         assert_eq!(get("inputs").shape, [3, 2]);
-        assert_eq!(get("inputs").values, Values::Int(vec![10, 11, 12, 13, 20, 21]));
-        assert_eq!(get("puzzle_identifiers").values, Values::Int(vec![10, 11, 20]));
-        assert_eq!(get("preds").values, Values::Int(vec![1, 2, 3, 4, 1, 2]));
+        assert_eq!(get("inputs").values, Values::I32(vec![10, 11, 12, 13, 20, 21]));
+        assert_eq!(get("puzzle_identifiers").values, Values::I32(vec![10, 11, 20]));
+        assert_eq!(get("preds").values, Values::I64(vec![1, 2, 3, 4, 1, 2]));
         assert_eq!(get("logits").shape, [3, 2, 3]);
-        assert_eq!(get("logits").values, Values::Float([&logits[..], &logits[..6]].concat()));
-        assert_eq!(get("q_continue_logits").values, Values::Float(vec![1.5, -1.5, 1.5]));
-        assert_eq!(r.bytes_per_example(), 4 * 2 + 4 * 2 + 4 + 8 * 2 + 4 * 2 * 3 + 4 + 4);
+        assert_eq!(get("logits").values, Values::F32([&logits[..], &logits[..6]].concat()));
+        assert_eq!(get("q_continue_logits").values, Values::F32(vec![1.5, -1.5, 1.5]));
     }
 }

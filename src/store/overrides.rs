@@ -20,6 +20,9 @@ pub(super) const OPTIONAL_KEYS: [&str; 9] = [
     "depth_curriculum",
 ];
 
+/// The reference's name of its ARC evaluator (`evaluators/arc.py`, class `ARC`), the one trm has.
+pub const ARC_EVALUATOR: &str = "arc@ARC";
+
 fn edit_distance(a: &str, b: &str) -> usize {
     let (a, b): (Vec<char>, Vec<char>) = (a.to_lowercase().chars().collect(), b.to_lowercase().chars().collect());
     let mut prev: Vec<usize> = (0..=b.len()).collect();
@@ -81,7 +84,7 @@ fn evaluator_name(item: &str, raw: &str) -> Result<String> {
     }
     if let Some(inner) = item.strip_prefix('{').and_then(|r| r.strip_suffix('}'))
         && let Some((key, name)) = inner.split_once(':')
-        && key.trim() == "name"
+        && key.trim().trim_matches(['"', '\'']) == "name"
         && !name.contains(':')
     {
         return Ok(name.trim().trim_matches(['"', '\'']).to_string());
@@ -91,8 +94,8 @@ fn evaluator_name(item: &str, raw: &str) -> Result<String> {
          attempts per test input, and votes over the predictions of each evaluation alone (the reference's aggregated_voting=False). \
          Give the names only: evaluators=[{}], or evaluators=[] for none",
         raw.trim(),
-        super::config::ARC_EVALUATOR,
-        super::config::ARC_EVALUATOR
+        ARC_EVALUATOR,
+        ARC_EVALUATOR
     )
 }
 
@@ -153,14 +156,20 @@ pub fn apply(base: &mut toml::Table, overrides: &[String], known: &[String]) -> 
             anyhow::ensure!(name == "losses@ACTLossHead", "arch.loss.name={name}: trm implements the reference's losses@ACTLossHead only");
             continue;
         }
+        let null = matches!(value.trim(), "null" | "None" | "~");
         if key == "checkpoint_path" {
+            // The reference's default: its own folder naming, which --out replaces.
+            if null {
+                continue;
+            }
             bail!(
                 "checkpoint_path={}: trm writes a run (its checkpoints, metrics and config) to --out DIR; pass --out instead",
                 value.trim()
             );
         }
         if key == "evaluators" || key == "data_paths_test" || key == "eval_save_outputs" {
-            let items = data_paths_value(value);
+            // `null` is the reference's "none" for these lists.
+            let items = if null { vec![] } else { data_paths_value(value) };
             let items = match key {
                 "evaluators" => items.iter().map(|i| evaluator_name(i, value)).collect::<Result<Vec<_>>>()?,
                 _ => items,

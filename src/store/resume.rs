@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 
 /// Keys a resumed run may change: how long it runs, how often it checkpoints and evaluates, what it
 /// keeps. The continued run is the same training as an uninterrupted one.
-pub const RESUME_SAFE: [&str; 11] = [
+pub const RESUME_SAFE: [&str; 12] = [
     "max_steps",
     "micro_batch_size",
     "checkpoint_interval_steps",
@@ -19,6 +19,7 @@ pub const RESUME_SAFE: [&str; 11] = [
     "eval_max_examples",
     "eval_batch_size",
     "eval_save_outputs",
+    "evaluators",
     "min_eval_interval",
     "run_name",
     "project_name",

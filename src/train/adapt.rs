@@ -106,6 +106,9 @@ fn adapt_config(base: &TrainConfig, job: &AdaptJob, data: &std::path::Path, epoc
             "epochs" | "eval_interval" | "min_eval_interval" => "trm adapt sizes its epochs from --steps and evaluates once, at the end",
             "data_paths" | "data_paths_test" => "trm adapt trains and evaluates on the data it builds from --tasks",
             "evaluators" => "trm adapt scores the tasks it adapts to with the ARC evaluator, always",
+            "eval_save_outputs" => {
+                "trm adapt rebuilds its run folder on every run; save the adapted model's outputs with `trm eval --checkpoint OUT/run --data OUT/data --save-outputs FILE`"
+            }
             _ => continue,
         };
         bail!("--set {o}: {why}");

@@ -183,7 +183,12 @@ pub fn open_state<B: Backend>(
             js.model.num_puzzle_identifiers,
             ckpt.display()
         );
-        let cfg = crate::store::resume::resume_config(&js.config, &job.overrides)?;
+        let mut cfg = crate::store::resume::resume_config(&js.config, &job.overrides)?;
+        // As a new run records (a checkpoint written before trm recorded its evaluators reads as
+        // the default, arc@ARC).
+        if !crate::eval::arc_vote::is_arc_data(&job.data) {
+            cfg.evaluators.retain(|e| e != ARC_EVALUATOR);
+        }
         // Before it is read: a checkpoint too large for this machine would be killed while read.
         if job.memory_check {
             super::memory_check::check_resumed::<B>(&ckpt, &js.model)?;
@@ -225,6 +230,8 @@ pub fn open_state<B: Backend>(
     let mut cfg = job.config.clone();
     // Recorded, as an absolute path, so that `--resume` and `trm report` find the data again.
     named_data_set(&cfg.data_paths, Some(&job.data))?;
+    named_test_set(&cfg.data_paths_test, &job.data)?;
+    cfg.data_paths_test.clear(); // the training data set's, recorded as the reference's default
     cfg.data_paths = vec![std::path::absolute(&job.data).unwrap_or(job.data.clone()).display().to_string()];
     // The ARC evaluator scores ARC data sets only: on others the run records that none ran.
     if !crate::eval::arc_vote::is_arc_data(&job.data) {
@@ -290,7 +297,7 @@ pub fn eval_and_log<B: Backend>(
         }
     })?;
     let Some(mut res) = done else { return Ok(None) };
-    if let Some(o) = &outputs {
+    if let Some(o) = outputs {
         // Every rank its own examples, named as the reference names them. Bookkeeping, as the
         // ARC scoring: a full disk here must not end a long run (its checkpoint comes next).
         let file = out.join(format!("step_{}_all_preds.{}", st.step, r.rank()));
@@ -330,16 +337,21 @@ pub fn eval_and_log<B: Backend>(
     Ok(Some(res))
 }
 
+/// `p` and `q` name the same folder (resolved where they exist, else as absolute paths).
+fn same_folder(p: &Path, q: &Path) -> bool {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    match (p.canonicalize(), q.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => absolute(p) == absolute(q),
+    }
+}
+
 /// The one data set a run trains on, from `--data` (`data`) and the reference's `data_paths`
 /// (`given`); `None` when neither names one. Both given, they must name the same folder: a
 /// different one would be recorded without being trained on. Several folders (the reference
 /// trains on their concatenation) are not implemented.
 pub fn named_data_set(given: &[String], data: Option<&Path>) -> Result<Option<PathBuf>> {
-    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    let same = |p: &Path, q: &Path| match (p.canonicalize(), q.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => absolute(p) == absolute(q),
-    };
+    let same = same_folder;
     match (given, data) {
         ([], d) => Ok(d.map(Path::to_path_buf)),
         ([one], None) => Ok(Some(PathBuf::from(one))),
@@ -352,6 +364,23 @@ pub fn named_data_set(given: &[String], data: Option<&Path>) -> Result<Option<Pa
             "data_paths names {} data sets ({}); trm trains on one data set: training on several at once, as the reference can, is not implemented",
             many.len(),
             many.join(", ")
+        ),
+    }
+}
+
+/// The reference's `data_paths_test` (`given`) for a run on `data`: empty, or `data` itself, is
+/// its test split; another data set's is not implemented.
+pub fn named_test_set(given: &[String], data: &Path) -> Result<()> {
+    match given {
+        [] => Ok(()),
+        [one] if same_folder(Path::new(one), data) => Ok(()),
+        _ => bail!(
+            "data_paths_test={}: evaluating on another data set's test split than the training data set's ({}) is not \
+             implemented; trm evaluates on {}. Drop the key, and evaluate the run's checkpoints on the other data set with \
+             `trm eval --checkpoint RUN --data DIR`",
+            given.join(","),
+            data.display(),
+            data.join("test").display()
         ),
     }
 }

@@ -83,6 +83,16 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
     let model = model_config(&cfg, &train_split)?;
     if let Some(t) = &test_split {
         check_test_split(t, &model, &job.data)?;
+        if lead && !job.quiet && !cfg.eval_save_outputs.is_empty() {
+            let keys = crate::store::eval_outputs::Output::parse(&cfg.eval_save_outputs, "eval_save_outputs")?;
+            let per = crate::store::eval_outputs::Recorder::new(keys, model.seq_len, model.vocab_size).bytes_per_example();
+            let examples = cfg.eval_max_examples.map_or(t.num_examples(), |m| m.min(t.num_examples())).div_ceil(reducer.world());
+            eprintln!(
+                "note: eval_save_outputs: each evaluation keeps the outputs of {examples} examples in memory until it writes them to \
+                 step_<N>_all_preds.{{rank}} (about {} a rank; not counted by the memory check)",
+                super::memory_check::size((examples * per) as u64)
+            );
+        }
     }
     if crate::model::precision::bf16_falls_back::<AD>(&model) {
         eprintln!(

@@ -77,11 +77,14 @@ pub fn stage_with(path: &Path, fill: impl FnOnce(&mut BufWriter<File>) -> Result
     }
     let file =
         std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    // From here the guard removes the temporary file if writing fails (a full disk must not be
+    // left fuller by a partial file).
+    let staged = Staged { tmp, path: path.to_path_buf() };
     let mut w = BufWriter::with_capacity(1 << 20, file);
     fill(&mut w).with_context(|| format!("while writing {}", path.display()))?;
-    let file = w.into_inner().map_err(|e| e.into_error()).with_context(|| format!("cannot flush {}", tmp.display()))?;
-    file.sync_all().with_context(|| format!("cannot sync {}", tmp.display()))?;
-    Ok(Staged { tmp, path: path.to_path_buf() })
+    let file = w.into_inner().map_err(|e| e.into_error()).with_context(|| format!("cannot flush {}", staged.tmp.display()))?;
+    file.sync_all().with_context(|| format!("cannot sync {}", staged.tmp.display()))?;
+    Ok(staged)
 }
 
 /// Writes bytes atomically.

@@ -2,7 +2,7 @@
 //! tensor), so the reference's own code loads a model trained in trm: `torch.load(path)` gives an
 //! `OrderedDict` of CPU tensors under the names given, each float32 or bfloat16 as asked
 //! (`trm export --format torch`), or int32 and int64 (an evaluation's saved outputs,
-//! `eval::outputs`).
+//! `store::eval_outputs`).
 
 use anyhow::{Context, Result};
 use std::io::Write;
@@ -72,20 +72,29 @@ impl Stored {
             Stored::Int64 => "LongStorage",
         }
     }
+    fn bytes_per_value(self) -> usize {
+        match self {
+            Stored::Bfloat16 => 2,
+            Stored::Float32 | Stored::Int32 => 4,
+            Stored::Int64 => 8,
+        }
+    }
 }
 
-/// A tensor's values: float ones (stored float32 or bfloat16) or integers (int32 or int64).
+/// A tensor's values: floats (stored float32 or bfloat16), or int32 or int64 integers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Values {
-    Float(Vec<f32>),
-    Int(Vec<i64>),
+    F32(Vec<f32>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
 }
 
 impl Values {
     fn len(&self) -> usize {
         match self {
-            Values::Float(v) => v.len(),
-            Values::Int(v) => v.len(),
+            Values::F32(v) => v.len(),
+            Values::I32(v) => v.len(),
+            Values::I64(v) => v.len(),
         }
     }
 }
@@ -102,38 +111,48 @@ pub struct Entry {
 impl Entry {
     /// A float32 tensor.
     pub fn f32(name: impl Into<String>, shape: Vec<usize>, values: Vec<f32>) -> Self {
-        Entry { name: name.into(), shape, values: Values::Float(values), stored: Stored::Float32 }
+        Entry { name: name.into(), shape, values: Values::F32(values), stored: Stored::Float32 }
     }
     /// An int32 tensor.
-    pub fn i32(name: impl Into<String>, shape: Vec<usize>, values: &[i32]) -> Self {
-        Entry { name: name.into(), shape, values: Values::Int(values.iter().map(|&v| v as i64).collect()), stored: Stored::Int32 }
+    pub fn i32(name: impl Into<String>, shape: Vec<usize>, values: Vec<i32>) -> Self {
+        Entry { name: name.into(), shape, values: Values::I32(values), stored: Stored::Int32 }
     }
     /// An int64 tensor.
     pub fn i64(name: impl Into<String>, shape: Vec<usize>, values: Vec<i64>) -> Self {
-        Entry { name: name.into(), shape, values: Values::Int(values), stored: Stored::Int64 }
+        Entry { name: name.into(), shape, values: Values::I64(values), stored: Stored::Int64 }
     }
-    fn bytes(&self) -> Result<Vec<u8>> {
-        Ok(match (&self.values, self.stored) {
-            (Values::Float(v), Stored::Float32) => v.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            (Values::Float(v), Stored::Bfloat16) => v.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
-            (Values::Int(v), Stored::Int64) => v.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            (Values::Int(v), Stored::Int32) => {
-                let mut out = Vec::with_capacity(4 * v.len());
-                for &x in v {
-                    let x = i32::try_from(x).map_err(|_| anyhow::anyhow!("{}: {x} does not fit int32", self.name))?;
-                    out.extend_from_slice(&x.to_le_bytes());
-                }
-                out
+
+    /// The values and the storage agree, and fill the shape.
+    fn check(&self) -> Result<()> {
+        let n: usize = self.shape.iter().product();
+        anyhow::ensure!(self.values.len() == n, "{}: {} values for the shape {:?}", self.name, self.values.len(), self.shape);
+        let fits = matches!(
+            (&self.values, self.stored),
+            (Values::F32(_), Stored::Float32 | Stored::Bfloat16) | (Values::I32(_), Stored::Int32) | (Values::I64(_), Stored::Int64)
+        );
+        anyhow::ensure!(fits, "{}: these values cannot be stored as {:?}", self.name, self.stored);
+        Ok(())
+    }
+
+    /// The raw little-endian storage, written a slice at a time (a tensor of gigabytes is never
+    /// copied whole).
+    fn write_data(&self, w: &mut dyn Write) -> Result<()> {
+        const SLICE: usize = 1 << 14;
+        let mut buf = Vec::with_capacity(SLICE * 8);
+        let mut put = |bytes: &mut dyn Iterator<Item = u8>, w: &mut dyn Write| -> Result<()> {
+            buf.clear();
+            buf.extend(bytes);
+            w.write_all(&buf)?;
+            Ok(())
+        };
+        match (&self.values, self.stored) {
+            (Values::F32(v), Stored::Bfloat16) => {
+                v.chunks(SLICE).try_for_each(|c| put(&mut c.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()), w))
             }
-            (_, stored) => anyhow::bail!(
-                "{}: {} values cannot be stored as {stored:?}",
-                self.name,
-                match self.values {
-                    Values::Float(_) => "float",
-                    Values::Int(_) => "integer",
-                }
-            ),
-        })
+            (Values::F32(v), _) => v.chunks(SLICE).try_for_each(|c| put(&mut c.iter().flat_map(|x| x.to_le_bytes()), w)),
+            (Values::I32(v), _) => v.chunks(SLICE).try_for_each(|c| put(&mut c.iter().flat_map(|x| x.to_le_bytes()), w)),
+            (Values::I64(v), _) => v.chunks(SLICE).try_for_each(|c| put(&mut c.iter().flat_map(|x| x.to_le_bytes()), w)),
+        }
     }
 }
 
@@ -149,9 +168,9 @@ pub fn stage(path: &Path, tensors: &[Entry]) -> Result<crate::util::fs::Staged> 
     let mut p = Pickle(vec![0x80, 2]);
     p.ordered_dict();
     p.op(b'(');
-    for (i, Entry { name, shape, stored, values }) in tensors.iter().enumerate() {
+    for (i, t @ Entry { name, shape, stored, .. }) in tensors.iter().enumerate() {
+        t.check()?;
         let n: usize = shape.iter().product();
-        anyhow::ensure!(values.len() == n, "{name}: {} values for the shape {shape:?}", values.len());
         p.str(name);
         // torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks)
         p.global("torch._utils", "_rebuild_tensor_v2");
@@ -181,17 +200,22 @@ pub fn stage(path: &Path, tensors: &[Entry]) -> Result<crate::util::fs::Staged> 
     crate::util::fs::stage_with(path, |w| {
         let mut z = zip::ZipWriter::new(w);
         let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).with_alignment(64);
-        let mut entry = |name: String, bytes: &[u8]| -> Result<()> {
-            z.start_file(name.clone(), opts).with_context(|| format!("zip entry {name}"))?;
-            z.write_all(bytes)?;
+        // An entry of 4 GiB or more (the logits of a whole ARC test split) needs zip64.
+        let mut entry = |name: String, len: usize, data: &dyn Fn(&mut dyn Write) -> Result<()>| -> Result<()> {
+            z.start_file(name.clone(), opts.large_file(len as u64 >= u32::MAX as u64)).with_context(|| format!("zip entry {name}"))?;
+            data(&mut z)?;
             Ok(())
         };
-        entry(format!("{archive}/data.pkl"), &p.0)?;
-        entry(format!("{archive}/byteorder"), b"little")?;
+        let raw = |bytes: &[u8]| {
+            let bytes = bytes.to_vec();
+            move |w: &mut dyn Write| -> Result<()> { Ok(w.write_all(&bytes)?) }
+        };
+        entry(format!("{archive}/data.pkl"), p.0.len(), &raw(&p.0))?;
+        entry(format!("{archive}/byteorder"), 6, &raw(b"little"))?;
         for (i, t) in tensors.iter().enumerate() {
-            entry(format!("{archive}/data/{i}"), &t.bytes()?)?;
+            entry(format!("{archive}/data/{i}"), t.values.len() * t.stored.bytes_per_value(), &|w: &mut dyn Write| t.write_data(w))?;
         }
-        entry(format!("{archive}/version"), b"3\n")?;
+        entry(format!("{archive}/version"), 2, &raw(b"3\n"))?;
         z.finish()?;
         Ok(())
     })
@@ -217,7 +241,7 @@ mod tests {
         super::write(&f, &tensors).unwrap();
         let back = crate::util::torch_zip::read(&f, "").unwrap();
         for t in &tensors[..2] {
-            assert_eq!((&back[&t.name].shape, Values::Float(back[&t.name].values.clone())), (&t.shape, t.values.clone()), "{}", t.name);
+            assert_eq!((&back[&t.name].shape, Values::F32(back[&t.name].values.clone())), (&t.shape, t.values.clone()), "{}", t.name);
         }
         let h = &back["model.inner.H_init"];
         assert_eq!((&h.shape, &h.values), (&vec![3], &vec![1.0, 1.0 + 4.0 / 256.0, -0.5]));
@@ -231,7 +255,8 @@ mod tests {
     fn integer_tensors_are_written_as_torch_stores_them() {
         let t = tempfile::tempdir().unwrap();
         let f = t.path().join("step_3_all_preds.0");
-        let tensors = vec![Entry::i32("inputs", vec![2, 2], &[1, -100, 7, i32::MAX]), Entry::i64("preds", vec![3], vec![5, -1, i64::MAX])];
+        let tensors =
+            vec![Entry::i32("inputs", vec![2, 2], vec![1, -100, 7, i32::MAX]), Entry::i64("preds", vec![3], vec![5, -1, i64::MAX])];
         super::write(&f, &tensors).unwrap();
         let mut z = zip::ZipArchive::new(std::fs::File::open(&f).unwrap()).unwrap();
         let mut entry = |name: &str| {
@@ -246,12 +271,13 @@ mod tests {
         assert_eq!(ints, [1, -100, 7, i32::MAX]);
         let longs: Vec<i64> = entry("step_3_all_preds/data/1").chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
         assert_eq!(longs, [5, -1, i64::MAX]);
-        // A value int32 cannot hold, or values that do not fill the shape: an error, no file.
+        // Values of another type than the storage, or that do not fill the shape: an error, and no
+        // file, not even the temporary one beside it.
         let g = t.path().join("bad");
         let e = super::write(&g, &[Entry { stored: Stored::Int32, ..Entry::i64("x", vec![1], vec![1 << 40]) }]).unwrap_err();
-        assert!(format!("{e:#}").contains("does not fit int32"), "{e:#}");
+        assert!(format!("{e:#}").contains("cannot be stored as Int32"), "{e:#}");
         let e = super::write(&g, &[Entry::i64("x", vec![2, 2], vec![1])]).unwrap_err();
         assert!(format!("{e:#}").contains("1 values for the shape [2, 2]"), "{e:#}");
-        assert!(!g.exists());
+        assert!(!g.exists() && !t.path().join("bad.tmp").exists());
     }
 }
