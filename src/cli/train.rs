@@ -369,9 +369,17 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     if !checkpoint::is_weights_file(&m.spec) {
         crate::eval::evaluate::check_identifiers(&a.data, m.file.parent().expect("a checkpoint folder"))?;
     }
+    let examples = a.limit.map_or(test.num_examples(), |l| l.min(test.num_examples()));
+    let outputs_keys = a.save_outputs.as_ref().map(|_| output_keys(a)).transpose()?;
     if !a.no_memory_check {
-        let examples = a.limit.map_or(test.num_examples(), |l| l.min(test.num_examples()));
-        crate::train::memory_check::check_eval::<B>(&m.model, a.batch.min(examples), a.views)?;
+        let held = match &outputs_keys {
+            Some(keys) => {
+                let per = Recorder::new(keys.clone(), m.model.seq_len, m.model.vocab_size).bytes_per_example() as u64;
+                crate::train::memory_check::check_outputs::<B>(&m.model, examples, per, keys.contains(&Output::Logits))?
+            }
+            None => 0,
+        };
+        crate::train::memory_check::check_eval::<B>(&m.model, a.batch.min(examples), a.views, held)?;
     }
     let (params, table) = checkpoint::load_model::<B>(&m.file, &m.model, device)?;
     let w = Weights::from_named(&m.model, params)?;
@@ -379,12 +387,8 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     let mut arc = ArcEval::open(&a.data)?;
     let mut arc_err = Ok(());
     let mut single = crate::parallel::Single;
-    let mut outputs = match &a.save_outputs {
-        Some(_) => Some(Recorder::new(output_keys(a)?, m.model.seq_len, m.model.vocab_size)),
-        None => None,
-    };
+    let mut outputs = outputs_keys.map(|keys| Recorder::new(keys, m.model.seq_len, m.model.vocab_size));
     if let Some(o) = &outputs {
-        let examples = a.limit.map_or(test.num_examples(), |l| l.min(test.num_examples()));
         eprintln!(
             "note: the outputs of {examples} examples are kept in memory until written: about {}",
             crate::train::memory_check::size((examples * o.bytes_per_example()) as u64)

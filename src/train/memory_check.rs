@@ -287,13 +287,54 @@ fn available_to<B: Backend>(model: &ModelConfig) -> Option<Available> {
     crate::model::cpu::covers::<B>(model).then(crate::util::host_memory::available).flatten()
 }
 
+/// `trm eval --save-outputs`'s check: the outputs of `examples` examples (`per_example` bytes
+/// each, held until written) beside the weights of `model` and a row's evaluation, refused when
+/// they do not fit, naming the --limit that does (and the logits, when `with_logits`). Returns
+/// the bytes they hold, for the evaluation's own check (`check_eval`'s `held`).
+pub fn check_outputs<B: Backend>(model: &ModelConfig, examples: usize, per_example: u64, with_logits: bool) -> Result<u64> {
+    let held = per_example.saturating_mul(examples as u64);
+    let Some(available) = available_to::<B>(model) else { return Ok(held) };
+    let base = weights_and_table(model).saturating_add(memory::eval_bytes_per_row(model));
+    outputs_verdict(base, examples, per_example, with_logits, available)?;
+    Ok(held)
+}
+
+fn outputs_verdict(base: u64, examples: usize, per: u64, with_logits: bool, available: Available) -> Result<()> {
+    let need = |n: usize| base.saturating_add(per.saturating_mul(n as u64));
+    if need(examples) <= available.bytes {
+        return Ok(());
+    }
+    // The most examples whose outputs fit (the need grows with them).
+    let (mut lo, mut hi) = (0usize, examples);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if fits_suggestion(need(mid), available) { lo = mid } else { hi = mid - 1 }
+    }
+    let logits = if with_logits { ", or leave logits out of --outputs (a token's logits are a float per vocabulary entry)" } else { "" };
+    let advice = match lo {
+        0 => format!("not even one example's fits beside the model: run it on a machine with more memory{logits}"),
+        n => format!("pass --limit {n} (about {}){logits}", size(need(n))),
+    };
+    bail!(
+        "saving the outputs of {examples} examples would run out of memory ({}): they are held until the file is written, about {} \
+         ({} an example), beside the model and its evaluation ({}), and {}; {advice}\n({HOW_SURE})",
+        available.past_it(),
+        size(per.saturating_mul(examples as u64)),
+        size(per),
+        size(base),
+        available.said(&size(available.bytes))
+    )
+}
+
 /// `trm eval`'s check: an evaluation of `batch` rows at a time (its --batch, at most the examples
 /// it evaluates) and, with --views K, of a puzzle's K views together, with the weights of `model`
 /// on backend `B`, refused when the larger does not fit, naming the --batch or --views that does.
-pub fn check_eval<B: Backend>(model: &ModelConfig, batch: usize, views: Option<usize>) -> Result<()> {
+/// `held`: bytes the evaluation keeps besides (its saved outputs, `check_outputs`).
+pub fn check_eval<B: Backend>(model: &ModelConfig, batch: usize, views: Option<usize>, held: u64) -> Result<()> {
     let Some(available) = available_to::<B>(model) else { return Ok(()) };
     // The weights and the puzzle table are read after this check.
-    eval_verdict("this evaluation", memory::eval_bytes_per_row(model), weights_and_table(model), batch, views, available)
+    let fixed = weights_and_table(model).saturating_add(held);
+    eval_verdict("this evaluation", memory::eval_bytes_per_row(model), fixed, batch, views, available)
 }
 
 /// `what`: "this evaluation", as the refusal names it.
@@ -604,6 +645,20 @@ mod tests {
         assert!(e.contains("256 rows at a time") && e.contains("pass --views 110 (about 450 MiB)"), "{e}");
         let e = eval_verdict("this evaluation", 4 * MB, 10 * MB, 200, Some(256), machine(500 * MB)).unwrap_err().to_string();
         assert!(e.contains("pass --batch 110 --views 110 (about 450 MiB)"), "{e}");
+    }
+
+    #[test]
+    fn saved_outputs_too_large_for_memory_name_the_limit_that_fits() {
+        // 10 MiB of model and a row, 1 MiB an example: 1000 examples need 1010 MiB; 500 MiB
+        // available, 450 within 90% -> 440 examples.
+        outputs_verdict(10 * MB, 400, MB, false, machine(500 * MB)).unwrap();
+        let e = outputs_verdict(10 * MB, 1000, MB, false, machine(500 * MB)).unwrap_err().to_string();
+        assert!(e.contains("saving the outputs of 1000 examples") && e.contains("about 1000 MiB (1.00 MiB an example)"), "{e}");
+        assert!(e.contains("pass --limit 440 (about 450 MiB)") && !e.contains("logits"), "{e}");
+        let e = outputs_verdict(10 * MB, 1000, MB, true, machine(500 * MB)).unwrap_err().to_string();
+        assert!(e.contains("pass --limit 440 (about 450 MiB), or leave logits out of --outputs"), "{e}");
+        let e = outputs_verdict(10 * MB, 1000, MB, false, machine(10 * MB)).unwrap_err().to_string();
+        assert!(e.contains("not even one example's fits"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod np_random;
 pub mod out_of_memory;
 pub mod pyjson;
 pub mod rng;
+pub mod stored_zip;
 pub mod tensors;
 pub mod torch_pickle;
 pub mod torch_zip;

@@ -198,24 +198,20 @@ pub fn stage(path: &Path, tensors: &[Entry]) -> Result<crate::util::fs::Staged> 
     p.op(b'u');
     p.op(b'.');
     crate::util::fs::stage_with(path, |w| {
-        let mut z = zip::ZipWriter::new(w);
-        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).with_alignment(64);
-        // An entry of 4 GiB or more (the logits of a whole ARC test split) needs zip64.
-        let mut entry = |name: String, len: usize, data: &dyn Fn(&mut dyn Write) -> Result<()>| -> Result<()> {
-            z.start_file(name.clone(), opts.large_file(len as u64 >= u32::MAX as u64)).with_context(|| format!("zip entry {name}"))?;
-            data(&mut z)?;
-            Ok(())
+        let mut z = super::stored_zip::StoredZip::new(w);
+        let small = |z: &mut super::stored_zip::StoredZip<_>, name: String, bytes: &[u8]| -> Result<()> {
+            let crc = super::stored_zip::crc_of(|w| Ok(w.write_all(bytes)?))?;
+            z.entry(&name, bytes.len() as u64, crc, |w| Ok(w.write_all(bytes)?))
         };
-        let raw = |bytes: &[u8]| {
-            let bytes = bytes.to_vec();
-            move |w: &mut dyn Write| -> Result<()> { Ok(w.write_all(&bytes)?) }
-        };
-        entry(format!("{archive}/data.pkl"), p.0.len(), &raw(&p.0))?;
-        entry(format!("{archive}/byteorder"), 6, &raw(b"little"))?;
+        small(&mut z, format!("{archive}/data.pkl"), &p.0)?;
+        small(&mut z, format!("{archive}/byteorder"), b"little")?;
         for (i, t) in tensors.iter().enumerate() {
-            entry(format!("{archive}/data/{i}"), t.values.len() * t.stored.bytes_per_value(), &|w: &mut dyn Write| t.write_data(w))?;
+            // The CRC first (a pass over the values), then the data: nothing is held whole.
+            let crc = super::stored_zip::crc_of(|w| t.write_data(w))?;
+            let len = (t.values.len() * t.stored.bytes_per_value()) as u64;
+            z.entry(&format!("{archive}/data/{i}"), len, crc, |w| t.write_data(w)).with_context(|| format!("tensor {}", t.name))?;
         }
-        entry(format!("{archive}/version"), 2, &raw(b"3\n"))?;
+        small(&mut z, format!("{archive}/version"), b"3\n")?;
         z.finish()?;
         Ok(())
     })
@@ -279,5 +275,31 @@ mod tests {
         let e = super::write(&g, &[Entry::i64("x", vec![2, 2], vec![1])]).unwrap_err();
         assert!(format!("{e:#}").contains("1 values for the shape [2, 2]"), "{e:#}");
         assert!(!g.exists() && !t.path().join("bad.tmp").exists());
+    }
+
+    /// A tensor of 4 GiB or more goes into a zip64 entry (without it, the zip writer refuses the
+    /// entry once 4 GiB are written). Needs 4.3 GB of memory and of disk, so it is run by hand:
+    /// `cargo test --release --lib -- --ignored a_tensor_of_four_gib`; TRM_KEEP_BIG_FILE=PATH
+    /// writes the file there instead (to `torch.load` it).
+    #[test]
+    #[ignore]
+    fn a_tensor_of_four_gib_or_more_is_written_and_reads_back() {
+        let t = tempfile::tempdir().unwrap();
+        let f = std::env::var_os("TRM_KEEP_BIG_FILE").map_or_else(|| t.path().join("big"), std::path::PathBuf::from);
+        let n = (1usize << 30) + 16; // float32 values: 4 GiB and 64 bytes
+        let values: Vec<f32> = (0..n).map(|i| (i % 1009) as f32).collect();
+        super::write(&f, &[Entry::f32("logits", vec![n], values)]).unwrap();
+        let mut z = zip::ZipArchive::new(std::fs::File::open(&f).unwrap()).unwrap();
+        let archive = f.file_stem().unwrap().to_str().unwrap().to_string();
+        let mut e = z.by_name(&format!("{archive}/data/0")).unwrap();
+        assert_eq!(e.size(), 4 * n as u64);
+        // The last values, after the 4 GiB mark.
+        use std::io::Read;
+        std::io::copy(&mut e.by_ref().take(4 * (n as u64 - 4)), &mut std::io::sink()).unwrap();
+        let mut tail = [0u8; 16];
+        e.read_exact(&mut tail).unwrap();
+        let last: Vec<f32> = tail.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let want: Vec<f32> = (n - 4..n).map(|i| (i % 1009) as f32).collect();
+        assert_eq!(last, want);
     }
 }
