@@ -387,7 +387,11 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     let mut arc = ArcEval::open(&a.data)?;
     let mut arc_err = Ok(());
     let mut single = crate::parallel::Single;
-    let mut outputs = outputs_keys.map(|keys| Recorder::new(keys, m.model.seq_len, m.model.vocab_size));
+    let mut outputs = outputs_keys.map(|keys| {
+        let mut o = Recorder::new(keys, m.model.seq_len, m.model.vocab_size);
+        o.reserve(examples);
+        o
+    });
     if let Some(o) = &outputs {
         eprintln!(
             "note: the outputs of {examples} examples are kept in memory until written: about {}",

@@ -119,6 +119,23 @@ impl Recorder {
         }
     }
 
+    /// Room for `examples` examples, allocated once: grown batch by batch, the buffers would
+    /// reach up to twice that, and hold both copies while they move.
+    pub fn reserve(&mut self, examples: usize) {
+        let (s, v) = (self.seq_len, self.vocab);
+        for o in self.keys.clone() {
+            match o {
+                Output::Inputs => self.inputs.reserve_exact(examples * s),
+                Output::Labels => self.labels.reserve_exact(examples * s),
+                Output::PuzzleIdentifiers => self.ids.reserve_exact(examples),
+                Output::Preds => self.preds.reserve_exact(examples * s),
+                Output::Logits => self.logits.reserve_exact(examples * s * v),
+                Output::QHaltLogits => self.q_halt.reserve_exact(examples),
+                Output::QContinueLogits => self.q_continue.reserve_exact(examples),
+            }
+        }
+    }
+
     fn wants(&self, o: Output) -> bool {
         self.keys.contains(&o)
     }

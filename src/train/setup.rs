@@ -289,7 +289,14 @@ pub fn eval_and_log<B: Backend>(
     let mut arc_err = Ok(());
     let table = st.table.as_ref();
     let keys = crate::store::eval_outputs::Output::parse(&cfg.eval_save_outputs, "eval_save_outputs")?;
-    let mut outputs = (!keys.is_empty()).then(|| Recorder::new(keys, model.seq_len, model.vocab_size));
+    let mut outputs = (!keys.is_empty()).then(|| {
+        let mut o = Recorder::new(keys, model.seq_len, model.vocab_size);
+        // This rank's share of the examples evaluated, and a batch's share more: the last batch
+        // may give this rank more than its share.
+        let examples = cfg.eval_max_examples.map_or(test.num_examples(), |m| m.min(test.num_examples()));
+        o.reserve(examples.div_ceil(r.world()) + if r.world() > 1 { eb.div_ceil(r.world()) } else { 0 });
+        o
+    });
     let (steps, limit) = (model.arch.halt_max_steps, cfg.eval_max_examples);
     let done = evaluate(model, &w_eval, table, test.clone(), eb, steps, limit, r, outputs.as_mut(), |b, p, q, n| {
         if let (Some(a), Ok(())) = (arc.as_mut(), &arc_err) {
