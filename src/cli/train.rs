@@ -375,7 +375,8 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
         let held = match &outputs_keys {
             Some(keys) => {
                 let per = Recorder::new(keys.clone(), m.model.seq_len, m.model.vocab_size).bytes_per_example() as u64;
-                crate::train::memory_check::check_outputs::<B>(&m.model, examples, per, keys.contains(&Output::Logits))?
+                let batch = a.batch.min(examples);
+                crate::train::memory_check::check_outputs::<B>(&m.model, examples, batch, per, keys.contains(&Output::Logits))?
             }
             None => 0,
         };
@@ -387,11 +388,14 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     let mut arc = ArcEval::open(&a.data)?;
     let mut arc_err = Ok(());
     let mut single = crate::parallel::Single;
-    let mut outputs = outputs_keys.map(|keys| {
-        let mut o = Recorder::new(keys, m.model.seq_len, m.model.vocab_size);
-        o.reserve(examples);
-        o
-    });
+    let mut outputs = match outputs_keys {
+        Some(keys) => {
+            let mut o = Recorder::new(keys, m.model.seq_len, m.model.vocab_size);
+            o.reserve(examples).context("--save-outputs")?;
+            Some(o)
+        }
+        None => None,
+    };
     if let Some(o) = &outputs {
         eprintln!(
             "note: the outputs of {examples} examples are kept in memory until written: about {}",

@@ -119,21 +119,28 @@ impl Recorder {
         }
     }
 
-    /// Room for `examples` examples, allocated once: grown batch by batch, the buffers would
-    /// reach up to twice that, and hold both copies while they move.
-    pub fn reserve(&mut self, examples: usize) {
+    /// Room for `examples` examples, reserved once: grown batch by batch, the buffers' size (what
+    /// `ulimit -v` counts) would reach up to twice the outputs. An error, not an abort, when the
+    /// memory is not there.
+    pub fn reserve(&mut self, examples: usize) -> Result<()> {
         let (s, v) = (self.seq_len, self.vocab);
+        let n = |per: usize| {
+            examples.checked_mul(per).ok_or_else(|| anyhow::anyhow!("the outputs of {examples} examples: more than memory can address"))
+        };
+        let failed =
+            |e: std::collections::TryReserveError| anyhow::anyhow!("cannot reserve memory for the outputs of {examples} examples: {e}");
         for o in self.keys.clone() {
             match o {
-                Output::Inputs => self.inputs.reserve_exact(examples * s),
-                Output::Labels => self.labels.reserve_exact(examples * s),
-                Output::PuzzleIdentifiers => self.ids.reserve_exact(examples),
-                Output::Preds => self.preds.reserve_exact(examples * s),
-                Output::Logits => self.logits.reserve_exact(examples * s * v),
-                Output::QHaltLogits => self.q_halt.reserve_exact(examples),
-                Output::QContinueLogits => self.q_continue.reserve_exact(examples),
+                Output::Inputs => self.inputs.try_reserve_exact(n(s)?).map_err(failed)?,
+                Output::Labels => self.labels.try_reserve_exact(n(s)?).map_err(failed)?,
+                Output::PuzzleIdentifiers => self.ids.try_reserve_exact(examples).map_err(failed)?,
+                Output::Preds => self.preds.try_reserve_exact(n(s)?).map_err(failed)?,
+                Output::Logits => self.logits.try_reserve_exact(n(s.saturating_mul(v))?).map_err(failed)?,
+                Output::QHaltLogits => self.q_halt.try_reserve_exact(examples).map_err(failed)?,
+                Output::QContinueLogits => self.q_continue.try_reserve_exact(examples).map_err(failed)?,
             }
         }
+        Ok(())
     }
 
     fn wants(&self, o: Output) -> bool {

@@ -288,19 +288,31 @@ fn available_to<B: Backend>(model: &ModelConfig) -> Option<Available> {
 }
 
 /// `trm eval --save-outputs`'s check: the outputs of `examples` examples (`per_example` bytes
-/// each, held until written) beside the weights of `model` and a row's evaluation, refused when
-/// they do not fit, naming the --limit that does (and the logits, when `with_logits`). Returns
-/// the bytes they hold, for the evaluation's own check (`check_eval`'s `held`).
-pub fn check_outputs<B: Backend>(model: &ModelConfig, examples: usize, per_example: u64, with_logits: bool) -> Result<u64> {
+/// each, held until written) beside the weights of `model` and the evaluation of `batch` rows at
+/// a time, refused when they do not fit, naming the --limit that does (and the logits, when
+/// `with_logits`). Returns the bytes they hold, for the evaluation's own check (`check_eval`'s
+/// `held`).
+pub fn check_outputs<B: Backend>(model: &ModelConfig, examples: usize, batch: usize, per_example: u64, with_logits: bool) -> Result<u64> {
     let held = per_example.saturating_mul(examples as u64);
     let Some(available) = available_to::<B>(model) else { return Ok(held) };
-    let base = weights_and_table(model).saturating_add(memory::eval_bytes_per_row(model));
-    outputs_verdict(base, examples, per_example, with_logits, available)?;
+    let held_by = Outputs { examples, per: per_example, with_logits };
+    outputs_verdict(weights_and_table(model), memory::eval_bytes_per_row(model), batch, held_by, available)?;
     Ok(held)
 }
 
-fn outputs_verdict(base: u64, examples: usize, per: u64, with_logits: bool, available: Available) -> Result<()> {
-    let need = |n: usize| base.saturating_add(per.saturating_mul(n as u64));
+/// The saved outputs an evaluation holds.
+struct Outputs {
+    examples: usize,
+    /// Bytes an example.
+    per: u64,
+    with_logits: bool,
+}
+
+fn outputs_verdict(weights: u64, row: u64, batch: usize, o: Outputs, available: Available) -> Result<()> {
+    let (examples, per, with_logits) = (o.examples, o.per, o.with_logits);
+    // n examples' outputs, beside the evaluation of at most `batch` of them at a time.
+    let eval = |n: usize| weights.saturating_add(row.saturating_mul(batch.min(n).max(1) as u64));
+    let need = |n: usize| eval(n).saturating_add(per.saturating_mul(n as u64));
     if need(examples) <= available.bytes {
         return Ok(());
     }
@@ -317,11 +329,12 @@ fn outputs_verdict(base: u64, examples: usize, per: u64, with_logits: bool, avai
     };
     bail!(
         "saving the outputs of {examples} examples would run out of memory ({}): they are held until the file is written, about {} \
-         ({} an example), beside the model and its evaluation ({}), and {}; {advice}\n({HOW_SURE})",
+         ({} an example), beside the model and its evaluation of {} at a time ({}), and {}; {advice}\n({HOW_SURE})",
         available.past_it(),
         size(per.saturating_mul(examples as u64)),
         size(per),
-        size(base),
+        rows_of(batch.min(examples).max(1)),
+        size(eval(examples)),
         available.said(&size(available.bytes))
     )
 }
@@ -649,16 +662,21 @@ mod tests {
 
     #[test]
     fn saved_outputs_too_large_for_memory_name_the_limit_that_fits() {
-        // 10 MiB of model and a row, 1 MiB an example: 1000 examples need 1010 MiB; 500 MiB
-        // available, 450 within 90% -> 440 examples.
-        outputs_verdict(10 * MB, 400, MB, false, machine(500 * MB)).unwrap();
-        let e = outputs_verdict(10 * MB, 1000, MB, false, machine(500 * MB)).unwrap_err().to_string();
+        let outputs = |examples: usize, with_logits: bool| Outputs { examples, per: MB, with_logits };
+        // 9 MiB of model, 1 MiB a row one at a time, 1 MiB an example: 1000 examples need 1010
+        // MiB; 500 MiB available, 450 within 90% -> 440 examples.
+        outputs_verdict(9 * MB, MB, 1, outputs(400, false), machine(500 * MB)).unwrap();
+        let e = outputs_verdict(9 * MB, MB, 1, outputs(1000, false), machine(500 * MB)).unwrap_err().to_string();
         assert!(e.contains("saving the outputs of 1000 examples") && e.contains("about 1000 MiB (1.00 MiB an example)"), "{e}");
+        assert!(e.contains("evaluation of 1 row at a time (10.0 MiB)"), "{e}");
         assert!(e.contains("pass --limit 440 (about 450 MiB)") && !e.contains("logits"), "{e}");
-        let e = outputs_verdict(10 * MB, 1000, MB, true, machine(500 * MB)).unwrap_err().to_string();
+        let e = outputs_verdict(9 * MB, MB, 1, outputs(1000, true), machine(500 * MB)).unwrap_err().to_string();
         assert!(e.contains("pass --limit 440 (about 450 MiB), or leave logits out of --outputs"), "{e}");
-        let e = outputs_verdict(10 * MB, 1000, MB, false, machine(10 * MB)).unwrap_err().to_string();
+        let e = outputs_verdict(9 * MB, MB, 1, outputs(1000, false), machine(10 * MB)).unwrap_err().to_string();
         assert!(e.contains("not even one example's fits"), "{e}");
+        // Evaluated 100 at a time, the batch's rows count too: 9 + 100 + n <= 450 -> 341.
+        let e = outputs_verdict(9 * MB, MB, 100, outputs(1000, false), machine(500 * MB)).unwrap_err().to_string();
+        assert!(e.contains("pass --limit 341 (about 450 MiB)"), "{e}");
     }
 
     #[test]

@@ -289,14 +289,19 @@ pub fn eval_and_log<B: Backend>(
     let mut arc_err = Ok(());
     let table = st.table.as_ref();
     let keys = crate::store::eval_outputs::Output::parse(&cfg.eval_save_outputs, "eval_save_outputs")?;
-    let mut outputs = (!keys.is_empty()).then(|| {
-        let mut o = Recorder::new(keys, model.seq_len, model.vocab_size);
-        // This rank's share of the examples evaluated, and a batch's share more: the last batch
-        // may give this rank more than its share.
+    let mut outputs = (!keys.is_empty()).then(|| Recorder::new(keys, model.seq_len, model.vocab_size));
+    if let Some(o) = outputs.as_mut() {
+        // This rank's share of the examples evaluated, and a batch's share more for each set (the
+        // last batch of a set may give this rank more than its share).
         let examples = cfg.eval_max_examples.map_or(test.num_examples(), |m| m.min(test.num_examples()));
-        o.reserve(examples.div_ceil(r.world()) + if r.world() > 1 { eb.div_ceil(r.world()) } else { 0 });
-        o
-    });
+        let w = r.world();
+        let room = examples.div_ceil(w) + if w > 1 { test.sets.len() * eb.div_ceil(w) } else { 0 };
+        if let Err(e) = o.reserve(room) {
+            // Bookkeeping, as the file's writing below: the run goes on without it.
+            eprintln!("warning: the evaluation's outputs (eval_save_outputs) at step {} are not saved: {e:#}", st.step);
+            outputs = None;
+        }
+    }
     let (steps, limit) = (model.arch.halt_max_steps, cfg.eval_max_examples);
     let done = evaluate(model, &w_eval, table, test.clone(), eb, steps, limit, r, outputs.as_mut(), |b, p, q, n| {
         if let (Some(a), Ok(())) = (arc.as_mut(), &arc_err) {

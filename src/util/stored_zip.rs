@@ -61,9 +61,12 @@ impl<W: Write> StoredZip<W> {
 
     /// Writes an entry of `len` bytes whose CRC-32 is `crc`; `data` writes exactly those bytes.
     pub fn entry(&mut self, name: &str, len: u64, crc: u32, data: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
-        ensure!(name.len() < 0xffff, "zip entry name of {} bytes", name.len());
+        ensure!(name.len() <= 0xffff, "zip entry name of {} bytes", name.len());
         let offset = self.at;
         let zip64 = len >= MAX32;
+        // Needed to extract: zip64 (4.5) where the sizes or the offset need it, as the central
+        // record says.
+        let needed = if zip64 || offset >= MAX32 { 45 } else { 20 };
         let mut extra = Vec::new();
         if zip64 {
             extra.extend(u16le(1));
@@ -79,7 +82,7 @@ impl<W: Write> StoredZip<W> {
         extra.extend(std::iter::repeat_n(0u8, pad as usize));
         let mut h = Vec::with_capacity(30 + name.len() + extra.len());
         h.extend(u32le(0x0403_4b50));
-        h.extend(u16le(if zip64 { 45 } else { 20 }));
+        h.extend(u16le(needed));
         h.extend(u16le(0)); // flags
         h.extend(u16le(0)); // stored
         h.extend(u16le(0)); // time
@@ -245,5 +248,35 @@ mod tests {
         let mut z = StoredZip::new(Vec::new());
         let e = z.entry("x", 4, 0, |w| Ok(w.write_all(b"abc")?)).unwrap_err();
         assert!(e.to_string().contains("3 bytes written for 4"), "{e}");
+    }
+
+    /// The zip64 fields at the 4 GiB edge, byte by byte (a file that large is only written by
+    /// hand, `torch_zip_write`'s ignored test): the central record holds exactly the fields that
+    /// are at 0xFFFFFFFF, in the order uncompressed, compressed, offset; a directory past the
+    /// edge gets the zip64 end record and its locator.
+    #[test]
+    fn zip64_fields_appear_exactly_where_values_reach_four_gib() {
+        let u16_at = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+        let u64_at = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+        let record = |len: u64, offset: u64| central_record(&Written { name: "a".into(), crc: 7, len, offset });
+        let r = record(MAX32 - 1, MAX32 - 1);
+        assert_eq!((u16_at(&r, 30), u32_at(&r, 20), u32_at(&r, 42), u16_at(&r, 6)), (0, 0xffff_fffe, 0xffff_fffe, 20));
+        let r = record(MAX32, 1 << 32);
+        assert_eq!((u32_at(&r, 20), u32_at(&r, 24), u32_at(&r, 42), u16_at(&r, 6)), (MAX32 as u32, MAX32 as u32, MAX32 as u32, 45));
+        assert_eq!((u16_at(&r, 30), u16_at(&r, 47), u16_at(&r, 49)), (28, 1, 24));
+        assert_eq!((u64_at(&r, 51), u64_at(&r, 59), u64_at(&r, 67)), (MAX32, MAX32, 1 << 32));
+        let r = record(5, MAX32);
+        assert_eq!((u16_at(&r, 30), u16_at(&r, 49), u64_at(&r, 51), u32_at(&r, 20)), (12, 8, MAX32, 5));
+        // The end records of a directory that starts past the edge (here an empty one).
+        let mut z = StoredZip::new(Vec::new());
+        z.at = 1 << 32;
+        let out = z.finish().unwrap();
+        assert_eq!((u32_at(&out, 0), u64_at(&out, 4), u64_at(&out, 48)), (0x0606_4b50, 44, 1 << 32));
+        assert_eq!((u32_at(&out, 56), u64_at(&out, 64), u32_at(&out, 72)), (0x0706_4b50, 1 << 32, 1));
+        assert_eq!((u32_at(&out, 76), u32_at(&out, 92), out.len()), (0x0605_4b50, MAX32 as u32, 98));
+        // Below it, the plain end record alone.
+        let out = StoredZip::new(Vec::new()).finish().unwrap();
+        assert_eq!((u32_at(&out, 0), out.len()), (0x0605_4b50, 22));
     }
 }

@@ -277,8 +277,8 @@ mod tests {
         assert!(!g.exists() && !t.path().join("bad.tmp").exists());
     }
 
-    /// A tensor of 4 GiB or more goes into a zip64 entry (without it, the zip writer refuses the
-    /// entry once 4 GiB are written). Needs 4.3 GB of memory and of disk, so it is run by hand:
+    /// A tensor of 4 GiB or more goes into a zip64 entry, which `torch.load` reads (checked by
+    /// hand with TRM_KEEP_BIG_FILE). Needs 4.3 GB of memory and of disk, so it is run by hand:
     /// `cargo test --release --lib -- --ignored a_tensor_of_four_gib`; TRM_KEEP_BIG_FILE=PATH
     /// writes the file there instead (to `torch.load` it).
     #[test]
