@@ -370,13 +370,16 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
         crate::eval::evaluate::check_identifiers(&a.data, m.file.parent().expect("a checkpoint folder"))?;
     }
     let examples = a.limit.map_or(test.num_examples(), |l| l.min(test.num_examples()));
-    let outputs_keys = a.save_outputs.as_ref().map(|_| output_keys(a)).transpose()?;
+    // Made once: its size an example is what the memory check counts; its room is reserved after.
+    let mut outputs = match &a.save_outputs {
+        Some(_) => Some(Recorder::new(output_keys(a)?, m.model.seq_len, m.model.vocab_size)),
+        None => None,
+    };
     if !a.no_memory_check {
-        let held = match &outputs_keys {
-            Some(keys) => {
-                let per = Recorder::new(keys.clone(), m.model.seq_len, m.model.vocab_size).bytes_per_example() as u64;
-                let batch = a.batch.min(examples);
-                crate::train::memory_check::check_outputs::<B>(&m.model, examples, batch, per, keys.contains(&Output::Logits))?
+        let held = match &outputs {
+            Some(o) => {
+                let (per, batch) = (o.bytes_per_example() as u64, a.batch.min(examples));
+                crate::train::memory_check::check_outputs::<B>(&m.model, examples, batch, per, o.wants_logits())?
             }
             None => 0,
         };
@@ -388,14 +391,9 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     let mut arc = ArcEval::open(&a.data)?;
     let mut arc_err = Ok(());
     let mut single = crate::parallel::Single;
-    let mut outputs = match outputs_keys {
-        Some(keys) => {
-            let mut o = Recorder::new(keys, m.model.seq_len, m.model.vocab_size);
-            o.reserve(examples).context("--save-outputs")?;
-            Some(o)
-        }
-        None => None,
-    };
+    if let Some(o) = outputs.as_mut() {
+        o.reserve(examples).context("--save-outputs")?;
+    }
     if let Some(o) = &outputs {
         eprintln!(
             "note: the outputs of {examples} examples are kept in memory until written: about {}",
