@@ -385,3 +385,95 @@ fn eval_and_report_refuse_data_whose_identifiers_name_other_puzzles() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("name it .html"), "{e}");
 }
+
+/// The reference's default `aggregated_voting`: every ARC evaluation of a run adds its votes to
+/// one pool, and `ARC/pass@k` and `submission.json` are the pool's; `ARC/this_evaluation/pass@k`
+/// is the evaluation's own, which is what a run with `aggregated_voting: False` reports. The pool
+/// is in every checkpoint, so a run stopped after its second evaluation and resumed logs what an
+/// uninterrupted one does and ends with the same pool, to the byte.
+#[test]
+fn arc_evaluations_vote_together_across_a_run_and_resume_with_their_votes() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = training_tasks();
+    let pick = |n: &str| all.iter().find(|t| t.name == n).unwrap().clone();
+    let opt = BuildOptions { input_prefix: String::new(), subsets: vec![], test_sets: vec![], num_aug: 3, seed: 0, translate: true };
+    let data = dir.path().join("data");
+    arc::build_tasks(&data, vec![(pick("0d3d703e"), true), (pick("25ff71a9"), true)], vec!["<blank>".into()], &opt).unwrap();
+    let job = |out: &str, extra: &[&str], resume: bool| {
+        let ov: Vec<String> = TINY.iter().chain(&["epochs=40", "eval_interval=10"]).chain(extra).map(|s| s.to_string()).collect();
+        trainer::TrainJob {
+            config: config::resolve("demo", &ov).unwrap(),
+            data: data.clone(),
+            out: dir.path().join(out),
+            resume,
+            overrides: if resume { extra.iter().map(|s| s.to_string()).collect() } else { vec![] },
+            quiet: true,
+            init_from: None,
+            time_limit: None,
+            engine_flags: String::new(),
+            memory_check: true,
+        }
+    };
+    let evals = |out: &str| -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(dir.path().join(out).join("metrics.jsonl")).unwrap();
+        text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|v| v["split"] == "eval").collect()
+    };
+    let pooled = trainer::train::<B>(&job("pooled", &[], false), &Default::default()).unwrap();
+    trainer::train::<B>(&job("alone", &["evaluators=[{name: arc@ARC, aggregated_voting: False}]"], false), &Default::default()).unwrap();
+    let (ep, ea) = (evals("pooled"), evals("alone"));
+    assert_eq!(ep.len(), 4, "an evaluation every 10 of 40 epochs");
+    assert_eq!(ea.len(), ep.len());
+    for (p, a) in ep.iter().zip(&ea) {
+        assert_eq!(p["step"], a["step"]);
+        for k in [1, 2, 5, 10, 100, 1000] {
+            // The evaluation's own votes are the same predictions as the run that votes alone.
+            assert_eq!(p[format!("ARC/this_evaluation/pass@{k}")], a[format!("ARC/pass@{k}")], "step {}", p["step"]);
+            assert!(p[format!("ARC/pass@{k}")].is_f64());
+        }
+        assert!(a.get("ARC/this_evaluation/pass@2").is_none());
+    }
+    // The pool holds every evaluation's votes: one per test example evaluated, or an empty grid.
+    let ckpt = checkpoint::resolve(&pooled.checkpoint.clone().unwrap()).unwrap();
+    let pool = checkpoint::read_arc_votes(&ckpt).unwrap().expect("the pooled run's checkpoint holds its votes");
+    let tasks = arc::read_test_puzzles(&data).unwrap();
+    let votes: usize =
+        tasks.iter().flat_map(|t| t.test.iter().map(|p| pool.ranked(&t.name, &p.input).iter().map(|c| c.votes).sum::<usize>())).sum();
+    let examples: f64 = ep.iter().map(|e| e["count"].as_f64().unwrap()).sum();
+    assert_eq!((votes + pool.empty) as f64, examples, "every evaluation's votes are in the pool");
+    assert!(examples > 4.0 * 8.0, "the test split has the two tasks' three test inputs in 4 views each");
+    let last = pooled.evals.last().unwrap().1.arc.clone().unwrap();
+    let sub: serde_json::Value = trm::util::fs::read_json(&dir.path().join("pooled/submission.json")).unwrap();
+    let direct = trm::eval::arc_vote::submission(&pool, &tasks, 2);
+    assert_eq!(sub, direct, "the submission is the pool's");
+    assert_eq!(last.pass_at, trm::eval::arc_vote::score(&pool, &tasks, &[1, 2, 5, 10, 100, 1000]).pass_at);
+    assert!(checkpoint::read_arc_votes(&checkpoint::resolve(&dir.path().join("alone")).unwrap()).unwrap().is_none());
+
+    // Stopped at its second evaluation, then resumed: the same logs and the same pool.
+    let second = ep[1]["step"].as_u64().unwrap();
+    trainer::train::<B>(&job("split", &[&format!("max_steps={second}")], false), &Default::default()).unwrap();
+    let resumed = trainer::train::<B>(&job("split", &["max_steps=null"], true), &Default::default()).unwrap();
+    assert_eq!(resumed.steps, pooled.steps);
+    let es = evals("split");
+    assert_eq!(es.len(), ep.len());
+    for (s, p) in es.iter().zip(&ep) {
+        let arc = |v: &serde_json::Value| {
+            v.as_object().unwrap().iter().filter(|(k, _)| k.starts_with("ARC/")).map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>()
+        };
+        assert_eq!((s["step"].clone(), arc(s)), (p["step"].clone(), arc(p)));
+    }
+    let file = trm::store::arc_votes::FILE;
+    let split_ckpt = checkpoint::resolve(&dir.path().join("split")).unwrap();
+    assert_eq!(std::fs::read(split_ckpt.join(file)).unwrap(), std::fs::read(ckpt.join(file)).unwrap());
+    // `trm export` says how the run voted, as the reference's all_config.yaml would.
+    let bare = dir.path().join("alone-export/step");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
+        .args(["export", "--checkpoint"])
+        .arg(dir.path().join("alone"))
+        .arg("--out")
+        .arg(&bare)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let yaml = std::fs::read_to_string(dir.path().join("alone-export/all_config.yaml")).unwrap();
+    assert!(yaml.contains("evaluators:\n- aggregated_voting: false\n  name: arc@ARC\n"), "{yaml}");
+}

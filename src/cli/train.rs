@@ -388,7 +388,8 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     let (params, table) = checkpoint::load_model::<B>(&m.file, &m.model, device)?;
     let w = Weights::from_named(&m.model, params)?;
     let steps = a.steps.unwrap_or(m.model.arch.halt_max_steps);
-    let mut arc = ArcEval::open(&a.data)?;
+    // One evaluation, scored with the reference's pass@k list and two attempts.
+    let mut arc = ArcEval::open(&a.data, &crate::store::config::ArcEvaluatorArgs::default())?;
     let mut arc_err = Ok(());
     let mut single = crate::parallel::Single;
     if let Some(o) = outputs.as_mut() {

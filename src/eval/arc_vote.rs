@@ -8,75 +8,13 @@
 //! One deliberate difference: a prediction with no colour in its top-left cell (an empty grid) is
 //! not a candidate, since it can never be right; the reference stores it as an empty grid.
 
-use crate::data::arc_task::{Grid, Task, from_canvas, parse_name};
+use crate::data::arc_task::{Grid, Task};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use std::collections::HashMap;
 
-/// The reference's pass@k list.
-pub const PASS_KS: [usize; 6] = [1, 2, 5, 10, 100, 1000];
-
-/// One distinct predicted grid for one test input, with its votes.
-#[derive(Debug, Clone)]
-pub struct Candidate {
-    pub grid: Grid,
-    pub votes: usize,
-    /// Sum of sigmoid(q_halt) over the votes (mean = q_sum / votes).
-    pub q_sum: f64,
-}
-
-impl Candidate {
-    pub fn mean_q(&self) -> f64 {
-        self.q_sum / self.votes as f64
-    }
-}
-
-/// Vote pool: (original task, hash of the un-augmented test input) -> candidates by grid hash.
-#[derive(Debug, Default, Clone)]
-pub struct Votes {
-    pool: HashMap<(String, [u8; 32]), HashMap<[u8; 32], Candidate>>,
-    /// Test inputs that were evaluated (with or without a usable answer).
-    seen: std::collections::HashSet<(String, [u8; 32])>,
-    /// Predictions that decoded to no grid at all.
-    pub empty: usize,
-}
-
-impl Votes {
-    /// Adds the model's answer for one augmented test example: `name` is its identifier name
-    /// (`task|||tN|||map` or `task`), `input`/`pred` are 900-token canvases, `q` = sigmoid(q_halt).
-    pub fn add(&mut self, name: &str, input: &[u8], pred: &[u8], q: f64) -> Result<()> {
-        let (task, aug) = parse_name(name)?;
-        let shown = from_canvas(input).with_context(|| format!("test example of `{name}`: its input canvas holds no grid"))?;
-        let key = (task, shown.unaugment(&aug).hash());
-        self.seen.insert(key.clone());
-        let Some(pred) = from_canvas(pred) else {
-            self.empty += 1;
-            return Ok(());
-        };
-        self.add_grid(key, pred.unaugment(&aug), q);
-        Ok(())
-    }
-
-    /// Adds one vote for `grid` (already in the original frame) as the answer to `key`.
-    pub fn add_grid(&mut self, key: (String, [u8; 32]), grid: Grid, q: f64) {
-        self.seen.insert(key.clone());
-        let c = self.pool.entry(key).or_default().entry(grid.hash()).or_insert(Candidate { grid, votes: 0, q_sum: 0.0 });
-        c.votes += 1;
-        c.q_sum += q;
-    }
-
-    /// Candidates for one test input, best first: more votes, then higher mean q; the grid hash
-    /// orders exact ties so the ranking never depends on the order votes arrived in.
-    pub fn ranked(&self, task: &str, input: &Grid) -> Vec<&Candidate> {
-        let Some(m) = self.pool.get(&(task.to_string(), input.hash())) else {
-            return vec![];
-        };
-        let mut v: Vec<(&[u8; 32], &Candidate)> = m.iter().collect();
-        v.sort_by(|(ha, a), (hb, b)| b.votes.cmp(&a.votes).then(b.mean_q().total_cmp(&a.mean_q())).then(ha.cmp(hb)));
-        v.into_iter().map(|(_, c)| c).collect()
-    }
-}
+pub use crate::store::arc_votes::{Candidate, Votes};
+use crate::store::config::ArcEvaluatorArgs;
 
 /// pass@k over a task list.
 #[derive(Debug, Clone, Serialize)]
@@ -108,7 +46,7 @@ pub fn score(votes: &Votes, tasks: &[Task], ks: &[usize]) -> ArcScore {
     let (mut n_tasks, mut n_inputs, mut answered, mut skipped) = (0, 0, 0, 0);
     let mut per_task = Vec::new();
     for t in tasks {
-        if !votes.seen.is_empty() && !t.test.iter().all(|p| votes.seen.contains(&(t.name.clone(), p.input.hash()))) {
+        if votes.evaluated_any() && !t.test.iter().all(|p| votes.evaluated(&t.name, &p.input)) {
             skipped += 1;
             continue;
         }
@@ -176,16 +114,18 @@ pub fn is_arc_data(data: &std::path::Path) -> bool {
 }
 
 /// Everything needed to score an ARC test split while it is evaluated: identifier names, the
-/// tasks of `test_puzzles.json`, and the vote pool.
+/// tasks of `test_puzzles.json`, the evaluator's arguments, and this evaluation's votes.
 pub struct ArcEval {
     names: Vec<String>,
     pub tasks: Vec<Task>,
+    pub args: ArcEvaluatorArgs,
     pub votes: Votes,
 }
 
 impl ArcEval {
-    /// Some(..) when `data` is an ARC data set (`is_arc_data`).
-    pub fn open(data: &std::path::Path) -> Result<Option<ArcEval>> {
+    /// Some(..) when `data` is an ARC data set (`is_arc_data`). `args`' aggregated_voting is the
+    /// caller's: this evaluation's votes are its own.
+    pub fn open(data: &std::path::Path, args: &ArcEvaluatorArgs) -> Result<Option<ArcEval>> {
         if !is_arc_data(data) {
             return Ok(None);
         }
@@ -200,7 +140,7 @@ impl ArcEval {
             names.len()
         );
         let tasks = crate::data::arc::read_test_puzzles(data)?;
-        Ok(Some(ArcEval { names, tasks, votes: Votes::default() }))
+        Ok(Some(ArcEval { names, tasks, args: args.clone(), votes: Votes::default() }))
     }
 
     /// Takes the final predictions of one evaluation batch (`q_logits` = q_halt logits).
@@ -221,11 +161,19 @@ impl ArcEval {
         Ok(())
     }
 
+    /// pass@k of `votes` (this evaluation's, or a pool they were merged into) on these tasks.
+    pub fn score_of(&self, votes: &Votes) -> ArcScore {
+        score(votes, &self.tasks, &self.args.pass_ks)
+    }
+    /// The submission (`submission_K` attempts per test input) of `votes`.
+    pub fn submission_of(&self, votes: &Votes) -> Value {
+        submission(votes, &self.tasks, self.args.submission_k)
+    }
     pub fn score(&self) -> ArcScore {
-        score(&self.votes, &self.tasks, &PASS_KS)
+        self.score_of(&self.votes)
     }
     pub fn submission(&self) -> Value {
-        submission(&self.votes, &self.tasks, 2)
+        self.submission_of(&self.votes)
     }
 }
 
@@ -307,7 +255,7 @@ mod tests {
         for (k, grid, n) in [(key("B", &ib), x.clone(), 2), (key("B", &ib), y.clone(), 1)] {
             (0..n).for_each(|_| v.add_grid(k.clone(), grid.clone(), 0.5));
         }
-        v.seen.insert(key("C", &ic)); // evaluated, but every copy decoded to no grid
+        v.mark_evaluated(key("C", &ic)); // evaluated, but every copy decoded to no grid
         let tasks =
             vec![task("A", vec![(ia1, x.clone()), (ia2, w.clone())]), task("B", vec![(ib, y.clone())]), task("C", vec![(ic, x.clone())])];
         let s = score(&v, &tasks, &[1, 2, 3, 1000]);
@@ -354,7 +302,7 @@ mod tests {
             }
             let ranks: Vec<Vec<(Grid, usize)>> =
                 (0..4).map(|i| v.ranked(&format!("t{i}"), &inputs[i]).iter().map(|c| (c.grid.clone(), c.votes)).collect()).collect();
-            (ranks, score(&v, &tasks, &PASS_KS).pass_at, submission(&v, &tasks, 2))
+            (ranks, score(&v, &tasks, &ArcEvaluatorArgs::default().pass_ks).pass_at, submission(&v, &tasks, 2))
         };
         let base = run(&events);
         for _ in 0..10 {

@@ -5,6 +5,8 @@
 //!                                                  puzzle table, reference names `model.inner.*`
 //! RUN/checkpoints/step_00001234/state.safetensors  raw weights, Adam moments, EMA shadow, carry
 //! RUN/checkpoints/step_00001234/state.json         step, loader position, RNG, carry rows, config
+//! RUN/checkpoints/step_00001234/arc_votes.jsonl.gz the ARC vote pool of a run that pools its
+//!                                                  evaluations (`arc_votes.rs`), when it has one
 //! RUN/checkpoints/step_00001234/SHA256SUMS         checksums of the files above (integrity.rs)
 //! RUN/checkpoints/latest                           name of the newest complete checkpoint
 //! ```
@@ -52,6 +54,9 @@ pub struct TrainState<B: Backend> {
     /// The last step whose evaluation was logged (so a resumed run that is already at its end
     /// does not evaluate and log it again).
     pub evaluated_step: Option<u64>,
+    /// The votes of every ARC evaluation so far, in a run that pools them (the reference's
+    /// `aggregated_voting`); rank 0's only. Shared, so that cloning the state copies no votes.
+    pub arc_votes: Option<std::sync::Arc<super::arc_votes::Votes>>,
 }
 
 /// The lengths in bytes of a run's `metrics.jsonl` and TensorBoard file at a checkpoint: a run
@@ -183,6 +188,9 @@ pub fn save<B: Backend>(run: &Path, st: &TrainState<B>, cfg: &TrainConfig, model
         evaluated_step: st.evaluated_step,
     };
     crate::util::fs::write_json(&tmp.join("state.json"), &js)?;
+    if let Some(v) = &st.arc_votes {
+        v.write(&tmp.join(super::arc_votes::FILE))?;
+    }
     // Checksums last, then read everything back against them before the folder counts.
     integrity::write_sums(&tmp)?;
     integrity::forget(&tmp);
@@ -449,6 +457,15 @@ fn load_model_impl<B: Backend>(
     Ok((params, table))
 }
 
+/// The ARC vote pool a checkpoint holds (None: it holds none).
+pub fn read_arc_votes(ckpt: &Path) -> Result<Option<super::arc_votes::Votes>> {
+    let file = ckpt.join(super::arc_votes::FILE);
+    if !file.exists() {
+        return Ok(None);
+    }
+    super::arc_votes::Votes::read(&file).map(Some)
+}
+
 /// Restores the full training state of a checkpoint folder.
 pub fn load_state<B: Backend>(ckpt: &Path, device: &B::Device) -> Result<(StateJson, TrainState<B>)> {
     integrity::verify(ckpt)?;
@@ -518,6 +535,7 @@ pub fn load_state<B: Backend>(ckpt: &Path, device: &B::Device) -> Result<(StateJ
         skipped: js.skipped_batches,
         log_mark: js.logs,
         evaluated_step: js.evaluated_step,
+        arc_votes: read_arc_votes(ckpt)?.map(std::sync::Arc::new),
     };
     Ok((js, st))
 }

@@ -3,7 +3,8 @@
 //! `trm train --config sudoku-mlp --data DIR arch.L_cycles=6 ema=True lr=1e-4`.
 //! Named presets live in `configs/` and are compiled into the binary (`presets.rs`).
 
-pub use super::overrides::{ARC_EVALUATOR, data_paths_value};
+pub use super::arc_evaluator::{ARC_EVALUATOR, ArcEvaluatorArgs};
+pub use super::overrides::data_paths_value;
 use super::overrides::{OPTIONAL_KEYS, arch_of};
 use crate::model::architecture::Architecture;
 use crate::model::config::ArchConfig;
@@ -27,6 +28,12 @@ pub struct TrainConfig {
     /// `arc@ARC` (the reference's default: ARC pass@k and a submission, on ARC data sets only) or
     /// none (`evaluators=[]`, as the reference's Sudoku and Maze commands give).
     pub evaluators: Vec<String>,
+    /// The ARC evaluator's arguments (`aggregated_voting`, `submission_K`, `pass_Ks`), given in
+    /// the list as the reference's are: `evaluators=[{name: arc@ARC, aggregated_voting: False}]`.
+    /// A checkpoint of a trm version that did not record them reads as what that version did
+    /// (`ArcEvaluatorArgs::unrecorded`); a new configuration has the reference's defaults.
+    #[serde(default = "ArcEvaluatorArgs::unrecorded")]
+    pub arc_evaluator: ArcEvaluatorArgs,
     /// What each evaluation saves of every test example, by the reference's names (`inputs`,
     /// `labels`, `puzzle_identifiers`, `preds`, `logits`, `q_halt_logits`, `q_continue_logits`):
     /// a torch.save file `step_<N>_all_preds.<rank>` in the run folder (`store::eval_outputs`).
@@ -105,6 +112,7 @@ impl Default for TrainConfig {
             data_paths: vec![],
             data_paths_test: vec![],
             evaluators: vec![ARC_EVALUATOR.to_string()],
+            arc_evaluator: ArcEvaluatorArgs::default(),
             eval_save_outputs: vec![],
             global_batch_size: 768,
             epochs: 100_000,
@@ -220,6 +228,11 @@ pub fn from_table(mut t: toml::Table) -> Result<TrainConfig> {
     }
     t.insert("arch".into(), toml::Value::Table(arch.full_table(&given)));
     let defaults = toml::Table::try_from(TrainConfig::default())?;
+    // A new configuration's evaluator arguments are the reference's defaults (only a state.json
+    // without them reads as `unrecorded`).
+    if !t.contains_key("arc_evaluator") {
+        t.insert("arc_evaluator".into(), defaults["arc_evaluator"].clone());
+    }
     widen_numbers(&mut t, &defaults);
     // Through text, so that a value of the wrong type is reported with the key that holds it.
     let text = toml::to_string(&t).context("serialising the configuration")?;
@@ -292,6 +305,7 @@ impl TrainConfig {
             "evaluators lists {ARC_EVALUATOR} {} times: each evaluation would score the same predictions again; list it once",
             self.evaluators.len()
         );
+        self.arc_evaluator.validate()?;
         super::eval_outputs::Output::parse(&self.eval_save_outputs, "eval_save_outputs")?;
         anyhow::ensure!(
             self.data_paths_test.len() <= 1,
@@ -506,8 +520,20 @@ mod tests {
             assert_eq!(resolve("sudoku-att", &[ov.into()]).unwrap().evaluators, [ARC_EVALUATOR], "{ov}");
         }
         let refused = |ov: &str| format!("{:#}", resolve("sudoku-att", &[ov.into()]).unwrap_err());
-        let e = refused("evaluators=[{name: arc@ARC, submission_K: 3}]");
-        assert!(e.contains("arguments are not implemented") && e.contains("evaluators=[arc@ARC]"), "{e}");
+        // The ARC evaluator's arguments: the reference's defaults unless the list gives them;
+        // a state.json that lacks them (older trm) reads as what that version did.
+        assert_eq!(resolve("sudoku-att", &[]).unwrap().arc_evaluator, ArcEvaluatorArgs::default());
+        let c = resolve("sudoku-att", &["evaluators=[{name: arc@ARC, aggregated_voting: False, pass_Ks: [2]}]".into()]).unwrap();
+        assert_eq!(c.arc_evaluator, ArcEvaluatorArgs { aggregated_voting: false, submission_k: 2, pass_ks: vec![2] });
+        let mut old = serde_json::to_value(&c).unwrap();
+        old.as_object_mut().unwrap().remove("arc_evaluator");
+        let old: TrainConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(old.arc_evaluator, ArcEvaluatorArgs::unrecorded());
+        assert!(!old.arc_evaluator.aggregated_voting);
+        let e = refused("evaluators=[{name: arc@ARC, submission_K: 0}]");
+        assert!(e.contains("submission_K must be at least 1"), "{e}");
+        let e = refused("evaluators.0.aggregated_voting=False");
+        assert!(e.contains("given with the list") && e.contains("aggregated_voting: False"), "{e}");
         let e = refused("evaluators=[sudoku@Exact]");
         assert!(e.contains("no evaluator `sudoku@Exact`") && e.contains("evaluators=[]"), "{e}");
         assert!(refused("evaluators=[arc@ARC,arc@ARC]").contains("list it once"));

@@ -292,13 +292,23 @@ fn emit(map: &BTreeMap<String, Node>, indent: usize, out: &mut String) -> Result
                 for item in items {
                     match item {
                         Node::Scalar(s) => out.push_str(&format!("{pad}- {s}\n")),
-                        // A map of scalars (an evaluator): its first key on the item's line.
+                        // A map of scalars and lists of scalars (an evaluator): its first key on
+                        // the item's line, a list's items below its key, as PyYAML indents them.
                         Node::Map(m) if !m.is_empty() => {
                             for (i, (mk, mv)) in m.iter().enumerate() {
-                                let Node::Scalar(mv) = mv else {
-                                    bail!("{k}.{mk}: a table in a list's table, which all_config.yaml never holds")
-                                };
-                                out.push_str(&format!("{pad}{}{mk}: {mv}\n", if i == 0 { "- " } else { "  " }));
+                                let lead = if i == 0 { "- " } else { "  " };
+                                match mv {
+                                    Node::Scalar(mv) => out.push_str(&format!("{pad}{lead}{mk}: {mv}\n")),
+                                    Node::List(l) if !l.is_empty() && l.iter().all(|x| matches!(x, Node::Scalar(_))) => {
+                                        out.push_str(&format!("{pad}{lead}{mk}:\n"));
+                                        for x in l {
+                                            if let Node::Scalar(x) = x {
+                                                out.push_str(&format!("{pad}  - {x}\n"));
+                                            }
+                                        }
+                                    }
+                                    _ => bail!("{k}.{mk}: a table, or an empty list, in a list's table, which all_config.yaml never holds"),
+                                }
                             }
                         }
                         // Nested lists, and maps of more than scalars, do not occur in a trm config.
@@ -363,8 +373,26 @@ pub fn to_yaml(cfg: &TrainConfig) -> Result<String> {
     for key in from_cfg {
         top.insert(key.into(), t.get(key).map_or(Node::Scalar("null".into()), node));
     }
-    // The reference's evaluators are maps: `- name: arc@ARC`.
-    let evaluators = cfg.evaluators.iter().map(|e| Node::Map(BTreeMap::from([("name".to_string(), Node::Scalar(e.clone()))]))).collect();
+    // The reference's evaluators are maps: `- name: arc@ARC`, with the arguments that differ
+    // from its defaults.
+    let evaluators = cfg
+        .evaluators
+        .iter()
+        .map(|e| {
+            let (args, default) = (&cfg.arc_evaluator, super::arc_evaluator::ArcEvaluatorArgs::default());
+            let mut m = BTreeMap::from([("name".to_string(), Node::Scalar(e.clone()))]);
+            if args.aggregated_voting != default.aggregated_voting {
+                m.insert("aggregated_voting".into(), Node::Scalar(args.aggregated_voting.to_string()));
+            }
+            if args.submission_k != default.submission_k {
+                m.insert("submission_K".into(), Node::Scalar(args.submission_k.to_string()));
+            }
+            if args.pass_ks != default.pass_ks {
+                m.insert("pass_Ks".into(), Node::List(args.pass_ks.iter().map(|k| Node::Scalar(k.to_string())).collect()));
+            }
+            Node::Map(m)
+        })
+        .collect();
     top.insert("evaluators".into(), Node::List(evaluators));
     top.insert("data_paths_test".into(), Node::List(cfg.data_paths_test.iter().map(|p| Node::Scalar(p.clone())).collect()));
     top.insert("eval_save_outputs".into(), Node::List(cfg.eval_save_outputs.iter().map(|k| Node::Scalar(k.clone())).collect()));
@@ -443,6 +471,19 @@ mod tests {
         assert!(text.contains("\nevaluators:\n- name: arc@ARC\nfreeze_weights:"), "{text}");
         let e = parse(&text).unwrap();
         assert!(e.contains(&("evaluators[0].name".to_string(), Some("arc@ARC".to_string()))), "{e:?}");
+        // Arguments other than the reference's defaults are written, in PyYAML's block style,
+        // and read back.
+        let ov = "evaluators=[{name: arc@ARC, aggregated_voting: False, pass_Ks: [1,3]}]";
+        let args = super::super::config::resolve("arc1", &["data_paths=[d]".into(), ov.into()]).unwrap();
+        let text = to_yaml(&args).unwrap();
+        assert!(
+            text.contains("\nevaluators:\n- aggregated_voting: false\n  name: arc@ARC\n  pass_Ks:\n  - 1\n  - 3\nfreeze_weights:"),
+            "{text}"
+        );
+        let e = parse(&text).unwrap();
+        for (k, v) in [("evaluators[0].aggregated_voting", "false"), ("evaluators[0].pass_Ks[1]", "3"), ("evaluators[0].name", "arc@ARC")] {
+            assert!(e.contains(&(k.to_string(), Some(v.to_string()))), "{k} in {e:?}");
+        }
         let none = super::super::config::resolve("arc1", &["data_paths=[d]".into(), "evaluators=[]".into()]).unwrap();
         assert!(to_yaml(&none).unwrap().contains("\nevaluators: []\n"));
     }

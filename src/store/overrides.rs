@@ -3,6 +3,7 @@
 //! is read (`config.rs`, which gives the known keys). Every key is checked against them; a near miss
 //! is suggested.
 
+use super::arc_evaluator::{ARC_EVALUATOR, ArcEvaluatorArgs, parse_evaluators};
 use crate::model::architecture::Architecture;
 use anyhow::{Result, anyhow, bail};
 
@@ -19,9 +20,6 @@ pub(super) const OPTIONAL_KEYS: [&str; 9] = [
     "batch_order",
     "depth_curriculum",
 ];
-
-/// The reference's name of its ARC evaluator (`evaluators/arc.py`, class `ARC`), the one trm has.
-pub const ARC_EVALUATOR: &str = "arc@ARC";
 
 fn edit_distance(a: &str, b: &str) -> usize {
     let (a, b): (Vec<char>, Vec<char>) = (a.to_lowercase().chars().collect(), b.to_lowercase().chars().collect());
@@ -72,31 +70,6 @@ pub fn data_paths_value(raw: &str) -> Vec<String> {
         toml::Value::String(s) => vec![s],
         other => vec![other.to_string()],
     }
-}
-
-/// One item of `evaluators=[...]` (`raw`, the whole value): a name, or the reference's
-/// `{name: arc@ARC}`. Arguments beside the name are refused: trm's ARC evaluator has the
-/// reference's `submission_K` and `pass_Ks` and votes over each evaluation alone.
-fn evaluator_name(item: &str, raw: &str) -> Result<String> {
-    let item = item.trim();
-    if !item.contains([':', '{', '}']) {
-        return Ok(item.to_string());
-    }
-    if let Some(inner) = item.strip_prefix('{').and_then(|r| r.strip_suffix('}'))
-        && let Some((key, name)) = inner.split_once(':')
-        && key.trim().trim_matches(['"', '\'']) == "name"
-        && !name.contains(':')
-    {
-        return Ok(name.trim().trim_matches(['"', '\'']).to_string());
-    }
-    bail!(
-        "evaluators={}: an evaluator's arguments are not implemented; trm's {} scores pass@1, 2, 5, 10, 100 and 1000, writes 2 \
-         attempts per test input, and votes over the predictions of each evaluation alone (the reference's aggregated_voting=False). \
-         Give the names only: evaluators=[{}], or evaluators=[] for none",
-        raw.trim(),
-        ARC_EVALUATOR,
-        ARC_EVALUATOR
-    )
 }
 
 /// The architecture an `arch` table names (`trm` when it names none).
@@ -167,15 +140,24 @@ pub fn apply(base: &mut toml::Table, overrides: &[String], known: &[String]) -> 
                 value.trim()
             );
         }
-        if key == "evaluators" || key == "data_paths_test" || key == "eval_save_outputs" {
+        if key == "evaluators" {
+            // The whole list, as hydra replaces it: the arguments it leaves out are the defaults.
+            let (names, args) = if null { (vec![], ArcEvaluatorArgs::default()) } else { parse_evaluators(value)? };
+            set(base, key, toml::Value::Array(names.into_iter().map(toml::Value::String).collect()));
+            base.insert("arc_evaluator".into(), toml::Value::try_from(args)?);
+            continue;
+        }
+        if key == "data_paths_test" || key == "eval_save_outputs" {
             // `null` is the reference's "none" for these lists.
             let items = if null { vec![] } else { data_paths_value(value) };
-            let items = match key {
-                "evaluators" => items.iter().map(|i| evaluator_name(i, value)).collect::<Result<Vec<_>>>()?,
-                _ => items,
-            };
             set(base, key, toml::Value::Array(items.into_iter().map(toml::Value::String).collect()));
             continue;
+        }
+        if key.starts_with("evaluators.") || key.starts_with("evaluators[") || key.starts_with("arc_evaluator") {
+            bail!(
+                "{key}: the ARC evaluator's arguments are given with the list, as the reference's command line gives them: \
+                 evaluators=\"[{{name: {ARC_EVALUATOR}, aggregated_voting: False, submission_K: 2, pass_Ks: [1,2,5]}}]\""
+            );
         }
         if !known.iter().any(|k| k == key) {
             let mut close: Vec<(usize, &String)> = known.iter().map(|k| (edit_distance(k, key), k)).collect();

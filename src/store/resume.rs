@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 
 /// Keys a resumed run may change: how long it runs, how often it checkpoints and evaluates, what it
 /// keeps. The continued run is the same training as an uninterrupted one.
-pub const RESUME_SAFE: [&str; 12] = [
+pub const RESUME_SAFE: [&str; 15] = [
     "max_steps",
     "micro_batch_size",
     "checkpoint_interval_steps",
@@ -20,6 +20,10 @@ pub const RESUME_SAFE: [&str; 12] = [
     "eval_batch_size",
     "eval_save_outputs",
     "evaluators",
+    // Given with `evaluators=[{name: arc@ARC, ...}]`.
+    "arc_evaluator.aggregated_voting",
+    "arc_evaluator.submission_K",
+    "arc_evaluator.pass_Ks",
     "min_eval_interval",
     "run_name",
     "project_name",

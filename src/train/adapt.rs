@@ -96,6 +96,7 @@ fn adapt_config(base: &TrainConfig, job: &AdaptJob, data: &std::path::Path, epoc
     c.supervision_decay = 1.0;
     // Its score is what adaptation reports.
     c.evaluators = vec![crate::store::config::ARC_EVALUATOR.to_string()];
+    c.arc_evaluator = crate::store::config::ArcEvaluatorArgs::default();
     c.data_paths_test = vec![];
     c.eval_save_outputs = vec![];
     for o in &job.overrides {

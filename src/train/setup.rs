@@ -6,7 +6,7 @@ use super::collective;
 use super::logging::MetricsLog;
 use crate::data::format::{self, Split};
 use crate::data::loader::{Position, RecordedOrder, TrainSampler, total_steps};
-use crate::eval::arc_vote::ArcEval;
+use crate::eval::arc_vote::{ArcEval, Votes};
 use crate::eval::evaluate::{EvalResult, evaluate};
 use crate::model::config::ModelConfig;
 use crate::model::weights::{self, Weights};
@@ -155,6 +155,7 @@ fn fresh_state<B: Backend>(
         skipped: 0,
         log_mark: None,
         evaluated_step: None,
+        arc_votes: None,
     })
 }
 
@@ -203,6 +204,7 @@ pub fn open_state<B: Backend>(
             eprintln!("note: resuming on {} (the run was started on {})", given.display(), recorded.unwrap().display());
         }
         st.carry = st.carry.map(|c| collective::local_carry(c, r.rank(), r.world())).transpose()?;
+        st.arc_votes = vote_pool(&cfg, st.arc_votes.take(), st.evaluated_step.is_some(), r.rank());
         return Ok((cfg, st, Some(ckpt)));
     }
     if job.out.join("checkpoints").join("latest").exists() || !integrity::checkpoints(&job.out).is_empty() {
@@ -247,7 +249,25 @@ pub fn open_state<B: Backend>(
     let mut st = fresh_state::<B>(&cfg, &model, device, job.init_from.as_ref(), &job.data, r.rank() == 0)?;
     collective::broadcast_weights(&mut st, r)?;
     st.ema = cfg.ema.then(|| st.params.clone()); // of the broadcast weights
+    st.arc_votes = vote_pool(&cfg, None, false, r.rank());
     Ok((cfg, st, None))
+}
+
+/// The ARC vote pool this rank keeps: rank 0's, in a run whose ARC evaluations vote together
+/// (`aggregated_voting`), starting from the one its checkpoint saved (`saved`). `evaluated`: the
+/// run evaluated before, so a pool it lacks is a pool that starts now.
+fn vote_pool(cfg: &TrainConfig, saved: Option<Arc<Votes>>, evaluated: bool, rank: usize) -> Option<Arc<Votes>> {
+    let pools = rank == 0 && cfg.evaluators.iter().any(|e| e == ARC_EVALUATOR) && cfg.arc_evaluator.aggregated_voting;
+    if !pools {
+        return None;
+    }
+    if saved.is_none() && evaluated {
+        eprintln!(
+            "note: the ARC evaluations vote together (aggregated_voting) from here on; the checkpoint resumed from holds no votes of \
+             the evaluations before it, so the pool starts with the next one"
+        );
+    }
+    Some(saved.unwrap_or_default())
 }
 
 /// The test split fits the model built from the train split.
@@ -273,7 +293,7 @@ pub fn check_test_split(test: &Split, model: &ModelConfig, data: &Path) -> Resul
 pub fn eval_and_log<B: Backend>(
     model: &ModelConfig,
     cfg: &TrainConfig,
-    st: &TrainState<B>,
+    st: &mut TrainState<B>,
     test: &Arc<Split>,
     data: &Path,
     out: &Path,
@@ -283,9 +303,9 @@ pub fn eval_and_log<B: Backend>(
     let t_eval = std::time::Instant::now();
     let w_eval = Weights::from_named(model, st.ema.clone().unwrap_or_else(|| st.params.clone()))?;
     let eb = cfg.eval_batch_size.unwrap_or(cfg.global_batch_size);
-    // ARC: votes of this evaluation only (the reference's aggregated_voting=False), on rank 0.
+    // ARC: this evaluation's votes, on rank 0 (merged into the run's pool below when it keeps one).
     let scores_arc = cfg.evaluators.iter().any(|e| e == ARC_EVALUATOR);
-    let mut arc = if r.rank() == 0 && scores_arc { ArcEval::open(data)? } else { None };
+    let mut arc = if r.rank() == 0 && scores_arc { ArcEval::open(data, &cfg.arc_evaluator)? } else { None };
     let mut arc_err = Ok(());
     let table = st.table.as_ref();
     let keys = crate::store::eval_outputs::Output::parse(&cfg.eval_save_outputs, "eval_save_outputs")?;
@@ -326,6 +346,24 @@ pub fn eval_and_log<B: Backend>(
         eprintln!("warning: ARC scoring skipped at step {}: {e:#}", st.step);
         arc = None;
     }
+    // pass@k and the submission: of the run's pool with this evaluation's votes in it, when it
+    // keeps one (the reference's aggregated_voting), else of this evaluation's alone.
+    let mut arc_fields = vec![];
+    if let Some(a) = &arc {
+        let this = a.score();
+        let (score, submission) = match st.arc_votes.as_mut() {
+            Some(pool) => {
+                let pool = Arc::make_mut(pool);
+                pool.merge(&a.votes);
+                arc_fields.extend(this.pass_at.iter().map(|(k, v)| (format!("ARC/this_evaluation/pass@{k}"), *v)));
+                (a.score_of(pool), a.submission_of(pool))
+            }
+            None => (this, a.submission()),
+        };
+        arc_fields.extend(score.pass_at.iter().map(|(k, v)| (format!("ARC/pass@{k}"), *v)));
+        crate::util::fs::write_json(&out.join("submission.json"), &submission)?;
+        res.arc = Some(score);
+    }
     let Some(log) = log else { return Ok(Some(res)) };
     let mut fields = vec![
         ("accuracy".to_string(), res.accuracy),
@@ -338,12 +376,7 @@ pub fn eval_and_log<B: Backend>(
         // The evaluation's wall time (the ARC scoring below aside).
         ("eval_seconds".to_string(), t_eval.elapsed().as_secs_f64()),
     ];
-    if let Some(a) = arc {
-        crate::util::fs::write_json(&out.join("submission.json"), &a.submission())?;
-        let s = a.score();
-        fields.extend(s.pass_at.iter().map(|(k, v)| (format!("ARC/pass@{k}"), *v)));
-        res.arc = Some(s);
-    }
+    fields.extend(arc_fields);
     let refs: Vec<(&str, f64)> = fields.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     log.log(st.step, "eval", &refs)?;
     Ok(Some(res))
