@@ -103,7 +103,7 @@ impl Precision {
     after_help = "Environment variables (all optional): RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, TORCHELASTIC_RUN_ID (torchrun, trm launch); \
 SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID, SLURM_JOB_ID, SLURM_STEP_ID (srun); TRM_RENDEZVOUS_PORT, TRM_RENDEZVOUS_TIMEOUT, TRM_RENDEZVOUS_TOKEN, TRM_NCCL_LIB, \
 LD_LIBRARY_PATH (docs/distributed.md); CUBLAS_WORKSPACE_CONFIG (--deterministic, docs/gpu.md); TRM_CPU_BF16, TRM_FUSED_CPU, TRM_FUSED_TORCH, TRM_FUSED_ATTENTION, \
-TRM_MALLOC_DEFAULT, TRM_NO_FONT (src/util/env.rs)."
+TRM_MALLOC_DEFAULT, TRM_NO_FONT, MALLOC_ARENA_MAX (src/util/env.rs)."
 )]
 pub struct Cli {
     #[command(subcommand)]
