@@ -447,6 +447,14 @@ fn arc_evaluations_vote_together_across_a_run_and_resume_with_their_votes() {
     assert_eq!(sub, direct, "the submission is the pool's");
     assert_eq!(last.pass_at, trm::eval::arc_vote::score(&pool, &tasks, &[1, 2, 5, 10, 100, 1000]).pass_at);
     assert!(checkpoint::read_arc_votes(&checkpoint::resolve(&dir.path().join("alone")).unwrap()).unwrap().is_none());
+    assert!(pooled.arc_pooled && trm::train::trainer::arc_summary(&pooled.evals[0].1, true).contains("of every evaluation so far"));
+    // The report draws the pool's pass@k and the evaluation's own pass@2 beside it.
+    let html = dir.path().join("report.html");
+    let o =
+        trm::report::ReportOptions { run: dir.path().join("pooled"), out: html.clone(), data: None, puzzles: 0, steps: None, png: false };
+    trm::report::write_report(&o).unwrap();
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("pass@2 (pooled)") && page.contains("pass@2 (this evaluation)"), "the ARC chart's series");
 
     // Stopped at its second evaluation, then resumed: the same logs and the same pool.
     let second = ep[1]["step"].as_u64().unwrap();

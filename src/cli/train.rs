@@ -168,8 +168,11 @@ pub fn train(a: TrainArgs) -> Result<()> {
     );
     if let Some((step, r)) = s.evals.last() {
         println!(
-            "final eval (step {step}): token accuracy {:.4}, exact accuracy {:.4} on {} examples",
-            r.accuracy, r.exact_accuracy, r.count
+            "final eval (step {step}): token accuracy {:.4}, exact accuracy {:.4} on {} examples{}",
+            r.accuracy,
+            r.exact_accuracy,
+            r.count,
+            crate::train::trainer::arc_summary(r, s.arc_pooled)
         );
     }
     Ok(())

@@ -115,8 +115,14 @@ pub fn chart_specs(m: &Metrics) -> Vec<(String, Vec<Series>)> {
     if !memory.is_empty() {
         out.push(("peak memory, MiB".to_string(), memory));
     }
-    let arc: Vec<Series> =
+    let mut arc: Vec<Series> =
         [1, 2, 10].iter().enumerate().map(|(i, k)| s(&format!("pass@{k}"), i + 2, m.curve("eval", &format!("ARC/pass@{k}")))).collect();
+    // A run that pools its evaluations' votes: pass@2 of each evaluation's own votes beside it.
+    let own = m.curve("eval", "ARC/this_evaluation/pass@2");
+    if !own.is_empty() {
+        arc.iter_mut().for_each(|x| x.label = format!("{} (pooled)", x.label));
+        arc.push(s("pass@2 (this evaluation)", 5, own));
+    }
     if arc.iter().any(|x| !x.points.is_empty()) {
         out.push(("ARC pass@k (test)".to_string(), arc));
     }

@@ -53,6 +53,8 @@ pub struct TrainSummary {
     pub evals: Vec<(u64, EvalResult)>,
     pub seconds: f64,
     pub checkpoint: Option<PathBuf>,
+    /// Its ARC scores are those of a pool of every evaluation's votes (`aggregated_voting`).
+    pub arc_pooled: bool,
 }
 
 impl TrainSummary {
@@ -354,8 +356,14 @@ fn end_of_iteration<AD: AutodiffBackend>(
             return Ok(false);
         };
         progress.println(format!(
-            "eval @ step {}: token accuracy {:.4}, exact accuracy {:.4} (95% CI {:.4}-{:.4}) on {} examples",
-            st.step, r.accuracy, r.exact_accuracy, r.exact_accuracy_ci95.0, r.exact_accuracy_ci95.1, r.count
+            "eval @ step {}: token accuracy {:.4}, exact accuracy {:.4} (95% CI {:.4}-{:.4}) on {} examples{}",
+            st.step,
+            r.accuracy,
+            r.exact_accuracy,
+            r.exact_accuracy_ci95.0,
+            r.exact_accuracy_ci95.1,
+            r.count,
+            arc_summary(&r, st.arc_votes.is_some())
         ));
         run.evals.push((st.step, r));
         st.evaluated_step = Some(st.step);
@@ -366,6 +374,15 @@ fn end_of_iteration<AD: AutodiffBackend>(
         run.last_ckpt = Some(save(cx.job, st, cx.cfg, cx.model, log, reducer)?);
     }
     Ok(true)
+}
+
+/// `; ARC pass@2 X` (the first k listed when 2 is not), and whose votes those are, for the
+/// evaluation line; empty without an ARC score.
+pub fn arc_summary(r: &EvalResult, pooled: bool) -> String {
+    let Some(s) = &r.arc else { return String::new() };
+    let Some((k, v)) = s.at(2).map(|v| (2, v)).or_else(|| s.pass_at.first().copied()) else { return String::new() };
+    let whose = if pooled { "the votes of every evaluation so far" } else { "this evaluation's votes" };
+    format!("; ARC pass@{k} {v:.4} ({whose})")
 }
 
 /// After the loop: a run cut short by max_steps still ends with an evaluation of its final
@@ -423,6 +440,7 @@ fn finish<AD: AutodiffBackend>(
         evals: run.evals,
         seconds: cx.t0.elapsed().as_secs_f64(),
         checkpoint: run.last_ckpt,
+        arc_pooled: st.arc_votes.is_some(),
     })
 }
 
