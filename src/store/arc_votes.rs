@@ -282,6 +282,36 @@ mod tests {
         assert!(a.evaluated("y", &g(&[&[1]])));
     }
 
+    /// A pool of paper scale at its worst (ARC-1's 419 test inputs, 1000 distinct 15x15 grids
+    /// each: every view of every input predicted differently), written and read back; prints
+    /// the file's size and the times. A measurement: `cargo test --release --lib
+    /// large_pool -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn a_large_pool_writes_and_reads_back() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut v = Votes::default();
+        for i in 0..419u32 {
+            let key = (format!("task{}", i / 2), g(&[&[(i % 10) as u8, (i / 10 % 10) as u8]]).hash());
+            for _ in 0..1000 {
+                let cells: Vec<u8> = (0..225).map(|_| rng.random_range(0..10u8)).collect();
+                v.add_grid(key.clone(), Grid { h: 15, w: 15, cells }, rng.random_range(0.0..1.0));
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        let t = std::time::Instant::now();
+        v.write(&path).unwrap();
+        let written = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        let back = Votes::read(&path).unwrap();
+        let read = t.elapsed().as_secs_f64();
+        assert_eq!(back, v);
+        let mib = std::fs::metadata(&path).unwrap().len() as f64 / (1 << 20) as f64;
+        eprintln!("{}: {mib:.1} MiB, written in {written:.2} s, read in {read:.2} s", describe(&v));
+    }
+
     #[test]
     fn a_damaged_pool_file_is_refused_with_its_line() {
         let dir = tempfile::tempdir().unwrap();
