@@ -44,22 +44,38 @@ fn training_tasks() -> Vec<trm::data::arc_task::Task> {
     read_tasks(&arc_dir.join("arc-agi_training_challenges.json"), Some(&arc_dir.join("arc-agi_training_solutions.json"))).unwrap()
 }
 
-/// Trains the tiny model on `data` into `out` (TINY, then `extra`) and returns its newest checkpoint.
-fn train_base(data: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> std::path::PathBuf {
+/// A quiet job training the tiny model on `data` into `out` (TINY, then `extra`); resumed, `extra`
+/// is also the resume's overrides.
+fn tiny_job(data: &std::path::Path, out: &std::path::Path, extra: &[&str], resume: bool) -> trainer::TrainJob {
     let ov: Vec<String> = TINY.iter().chain(extra).map(|s| s.to_string()).collect();
-    let job = trainer::TrainJob {
+    trainer::TrainJob {
         config: config::resolve("demo", &ov).unwrap(),
         data: data.to_path_buf(),
         out: out.to_path_buf(),
-        resume: false,
-        overrides: vec![],
+        resume,
+        overrides: if resume { extra.iter().map(|s| s.to_string()).collect() } else { vec![] },
         quiet: true,
         init_from: None,
         time_limit: None,
         engine_flags: String::new(),
         memory_check: true,
-    };
-    trainer::train::<B>(&job, &Default::default()).unwrap();
+    }
+}
+
+/// A data set of the named training tasks (each with 3 augmentations besides the original) in
+/// `dir/name`.
+fn two_task_data(dir: &std::path::Path, name: &str, tasks: [&str; 2]) -> std::path::PathBuf {
+    let all = training_tasks();
+    let pick = |n: &str| all.iter().find(|t| t.name == n).unwrap().clone();
+    let opt = BuildOptions { input_prefix: String::new(), subsets: vec![], test_sets: vec![], num_aug: 3, seed: 0, translate: true };
+    let data = dir.join(name);
+    arc::build_tasks(&data, tasks.iter().map(|t| (pick(t), true)).collect(), vec!["<blank>".into()], &opt).unwrap();
+    data
+}
+
+/// Trains the tiny model on `data` into `out` (TINY, then `extra`) and returns its newest checkpoint.
+fn train_base(data: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> std::path::PathBuf {
+    trainer::train::<B>(&tiny_job(data, out, extra, false), &Default::default()).unwrap();
     checkpoint::resolve(out).unwrap()
 }
 
@@ -70,9 +86,7 @@ fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
     let pick = |n: &str| all.iter().find(|t| t.name == n).unwrap().clone();
 
     // 1. A "pre-trained" model: a few steps on two small tasks.
-    let opt = BuildOptions { input_prefix: String::new(), subsets: vec![], test_sets: vec![], num_aug: 3, seed: 0, translate: true };
-    let base_data = dir.path().join("base-data");
-    arc::build_tasks(&base_data, vec![(pick("0d3d703e"), true), (pick("6150a2bd"), true)], vec!["<blank>".into()], &opt).unwrap();
+    let base_data = two_task_data(dir.path(), "base-data", ["0d3d703e", "6150a2bd"]);
     let base_run = dir.path().join("base-run");
     // Without the ARC evaluator (the reference's `evaluators=[]`): no ARC scores, no submission.
     let base_ckpt = train_base(&base_data, &base_run, &["max_steps=30", "epochs=50", "eval_interval=50", "evaluators=[]"]);
@@ -394,25 +408,10 @@ fn eval_and_report_refuse_data_whose_identifiers_name_other_puzzles() {
 #[test]
 fn arc_evaluations_vote_together_across_a_run_and_resume_with_their_votes() {
     let dir = tempfile::tempdir().unwrap();
-    let all = training_tasks();
-    let pick = |n: &str| all.iter().find(|t| t.name == n).unwrap().clone();
-    let opt = BuildOptions { input_prefix: String::new(), subsets: vec![], test_sets: vec![], num_aug: 3, seed: 0, translate: true };
-    let data = dir.path().join("data");
-    arc::build_tasks(&data, vec![(pick("0d3d703e"), true), (pick("25ff71a9"), true)], vec!["<blank>".into()], &opt).unwrap();
+    let data = two_task_data(dir.path(), "data", ["0d3d703e", "25ff71a9"]);
     let job = |out: &str, extra: &[&str], resume: bool| {
-        let ov: Vec<String> = TINY.iter().chain(&["epochs=40", "eval_interval=10"]).chain(extra).map(|s| s.to_string()).collect();
-        trainer::TrainJob {
-            config: config::resolve("demo", &ov).unwrap(),
-            data: data.clone(),
-            out: dir.path().join(out),
-            resume,
-            overrides: if resume { extra.iter().map(|s| s.to_string()).collect() } else { vec![] },
-            quiet: true,
-            init_from: None,
-            time_limit: None,
-            engine_flags: String::new(),
-            memory_check: true,
-        }
+        let every_10_of_40: Vec<&str> = ["epochs=40", "eval_interval=10"].into_iter().chain(extra.iter().copied()).collect();
+        tiny_job(&data, &dir.path().join(out), if resume { extra } else { &every_10_of_40 }, resume)
     };
     let evals = |out: &str| -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(dir.path().join(out).join("metrics.jsonl")).unwrap();
@@ -456,12 +455,18 @@ fn arc_evaluations_vote_together_across_a_run_and_resume_with_their_votes() {
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("pass@2 (pooled)") && page.contains("pass@2 (this evaluation)"), "the ARC chart's series");
 
-    // Stopped at its second evaluation, then resumed: the same logs and the same pool.
+    // Stopped one step after its second evaluation, then resumed: the stopped run's last
+    // evaluation, off the schedule, is scored with the pool but not kept in it, so the resumed
+    // run logs what the uninterrupted one does at every scheduled evaluation and ends with the
+    // same pool.
     let second = ep[1]["step"].as_u64().unwrap();
-    trainer::train::<B>(&job("split", &[&format!("max_steps={second}")], false), &Default::default()).unwrap();
+    trainer::train::<B>(&job("split", &[&format!("max_steps={}", second + 1)], false), &Default::default()).unwrap();
     let resumed = trainer::train::<B>(&job("split", &["max_steps=null"], true), &Default::default()).unwrap();
     assert_eq!(resumed.steps, pooled.steps);
-    let es = evals("split");
+    let mut es = evals("split");
+    let off = es.iter().position(|e| e["step"] == second + 1).expect("the stopped run evaluated its last step");
+    assert!(es[off]["ARC/this_evaluation/pass@2"].is_f64());
+    es.remove(off);
     assert_eq!(es.len(), ep.len());
     for (s, p) in es.iter().zip(&ep) {
         let arc = |v: &serde_json::Value| {

@@ -78,7 +78,7 @@ fn unquote(s: &str) -> &str {
     let s = s.trim();
     for q in ['"', '\''] {
         if let Some(inner) = s.strip_prefix(q).and_then(|r| r.strip_suffix(q)) {
-            return inner;
+            return inner.trim();
         }
     }
     s
@@ -104,15 +104,17 @@ pub fn parse_evaluators(raw: &str) -> Result<(Vec<String>, ArcEvaluatorArgs)> {
             let Some((key, value)) = pair.split_once(':') else {
                 bail!("evaluators={}: `{pair}` is not `key: value`", raw.trim());
             };
-            let (key, value) = (unquote(key), unquote(value));
-            let what = || format!("evaluators={}: {key}: {value}", raw.trim());
+            let (key, raw_value, value) = (unquote(key), value.trim(), unquote(value));
+            let what = || format!("evaluators={}: {key}: {raw_value}", raw.trim());
             match key {
                 "name" => name = Some(value.to_string()),
                 "aggregated_voting" => {
-                    args.aggregated_voting = match value {
-                        "True" | "true" => true,
-                        "False" | "false" => false,
-                        _ => bail!("{}: give True or False", what()),
+                    // Unquoted, as hydra reads a boolean (quoted, "False" is a string, which the
+                    // reference's evaluator would take as true).
+                    args.aggregated_voting = match raw_value.to_ascii_lowercase().as_str() {
+                        "true" => true,
+                        "false" => false,
+                        _ => bail!("{}: give True or False, unquoted", what()),
                     }
                 }
                 "submission_K" => args.submission_k = value.parse().map_err(|_| anyhow::anyhow!("{}: give a whole number", what()))?,
@@ -165,6 +167,8 @@ mod tests {
         let err = |ov: &str| parse_evaluators(ov).unwrap_err().to_string();
         assert!(err("[{name: arc@ARC, votes: 3}]").contains("no argument `votes`"));
         assert!(err("[{name: arc@ARC, aggregated_voting: maybe}]").contains("True or False"));
+        assert!(err("[{name: arc@ARC, aggregated_voting: 'False'}]").contains("unquoted"));
+        assert!(!parse_evaluators("\" [{name: arc@ARC, aggregated_voting: FALSE}] \"").unwrap().1.aggregated_voting);
         assert!(err("[{name: arc@ARC, submission_K: two}]").contains("whole number"));
         assert!(err("[{name: arc@ARC, submission_K: 0}]").contains("at least 1"));
         assert!(err("[{name: arc@ARC, pass_Ks: 3}]").contains("list of whole numbers"));

@@ -53,6 +53,8 @@ impl Votes {
     /// Adds the model's answer for one augmented test example: `name` is its identifier name
     /// (`task|||tN|||map` or `task`), `input`/`pred` are 900-token canvases, `q` = sigmoid(q_halt).
     pub fn add(&mut self, name: &str, input: &[u8], pred: &[u8], q: f64) -> Result<()> {
+        // A NaN (diverged weights) would make the ranking meaningless and the pool unwritable.
+        ensure!((0.0..=1.0).contains(&q), "test example of `{name}`: its Q-halt probability is {q}");
         let (task, aug) = parse_name(name)?;
         let shown = from_canvas(input).with_context(|| format!("test example of `{name}`: its input canvas holds no grid"))?;
         let key = (task, shown.unaugment(&aug).hash());
@@ -124,6 +126,9 @@ impl Votes {
         let mut keys: Vec<&InputKey> = self.seen.iter().chain(self.pool.keys()).collect();
         keys.sort();
         keys.dedup();
+        if let Some((c, key)) = self.pool.iter().flat_map(|(k, m)| m.values().map(move |c| (c, k))).find(|(c, _)| !c.q_sum.is_finite()) {
+            bail!("the ARC vote pool holds a Q sum of {} for a test input of `{}`; not written", c.q_sum, key.0);
+        }
         crate::util::fs::write_atomic_with(path, |w| {
             let mut z = flate2::write::GzEncoder::new(w, flate2::Compression::fast());
             let header = Header { format: FORMAT.into(), empty: self.empty, inputs: keys.len() };
@@ -263,6 +268,25 @@ mod tests {
         back.write(&dir.path().join("again.gz")).unwrap();
         assert_eq!(std::fs::read(dir.path().join("again.gz")).unwrap(), bytes);
         assert_eq!(describe(&v), "3 candidates for 3 test inputs of 3 tasks");
+    }
+
+    #[test]
+    fn a_q_that_is_not_a_probability_casts_no_vote_and_is_never_written() {
+        let mut v = Votes::default();
+        let canvas = |c: u8| {
+            let mut x = vec![0u8; 900];
+            x[0] = c;
+            x
+        };
+        let e = v.add("t", &canvas(3), &canvas(4), f64::NAN).unwrap_err().to_string();
+        assert!(e.contains("Q-halt probability is NaN"), "{e}");
+        assert!(!v.evaluated_any());
+        v.add("t", &canvas(3), &canvas(4), 1.0).unwrap();
+        v.add_grid(("u".into(), g(&[&[1]]).hash()), g(&[&[2]]), f64::NAN);
+        let dir = tempfile::tempdir().unwrap();
+        let e = v.write(&dir.path().join(FILE)).unwrap_err().to_string();
+        assert!(e.contains("Q sum of NaN") && e.contains("`u`"), "{e}");
+        assert!(!dir.path().join(FILE).exists());
     }
 
     #[test]

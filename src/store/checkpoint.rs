@@ -535,7 +535,8 @@ pub fn load_state<B: Backend>(ckpt: &Path, device: &B::Device) -> Result<(StateJ
         skipped: js.skipped_batches,
         log_mark: js.logs,
         evaluated_step: js.evaluated_step,
-        arc_votes: read_arc_votes(ckpt)?.map(std::sync::Arc::new),
+        // Rank 0's alone: `train::setup` reads it there.
+        arc_votes: None,
     };
     Ok((js, st))
 }

@@ -80,7 +80,8 @@ pub fn resume_config(saved: &TrainConfig, overrides: &[String]) -> Result<TrainC
         bail!(
             "--resume continues the run with its saved configuration; these keys cannot change: {}. Keys that can: {}, {}",
             refused.join(", "),
-            RESUME_SAFE.join(", "),
+            // The evaluator's arguments are given with `evaluators`, not by these names.
+            RESUME_SAFE.iter().filter(|k| !k.starts_with("arc_evaluator.")).copied().collect::<Vec<_>>().join(", "),
             RESUME_CHANGES_TRAINING.join(", ")
         );
     }

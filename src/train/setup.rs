@@ -204,7 +204,7 @@ pub fn open_state<B: Backend>(
             eprintln!("note: resuming on {} (the run was started on {})", given.display(), recorded.unwrap().display());
         }
         st.carry = st.carry.map(|c| collective::local_carry(c, r.rank(), r.world())).transpose()?;
-        st.arc_votes = vote_pool(&cfg, st.arc_votes.take(), st.evaluated_step.is_some(), r.rank());
+        st.arc_votes = vote_pool(&cfg, Some(&ckpt), st.evaluated_step.is_some(), r.rank())?;
         return Ok((cfg, st, Some(ckpt)));
     }
     if job.out.join("checkpoints").join("latest").exists() || !integrity::checkpoints(&job.out).is_empty() {
@@ -249,25 +249,35 @@ pub fn open_state<B: Backend>(
     let mut st = fresh_state::<B>(&cfg, &model, device, job.init_from.as_ref(), &job.data, r.rank() == 0)?;
     collective::broadcast_weights(&mut st, r)?;
     st.ema = cfg.ema.then(|| st.params.clone()); // of the broadcast weights
-    st.arc_votes = vote_pool(&cfg, None, false, r.rank());
+    st.arc_votes = vote_pool(&cfg, None, false, r.rank())?;
     Ok((cfg, st, None))
 }
 
 /// The ARC vote pool this rank keeps: rank 0's, in a run whose ARC evaluations vote together
-/// (`aggregated_voting`), starting from the one its checkpoint saved (`saved`). `evaluated`: the
-/// run evaluated before, so a pool it lacks is a pool that starts now.
-fn vote_pool(cfg: &TrainConfig, saved: Option<Arc<Votes>>, evaluated: bool, rank: usize) -> Option<Arc<Votes>> {
-    let pools = rank == 0 && cfg.evaluators.iter().any(|e| e == ARC_EVALUATOR) && cfg.arc_evaluator.aggregated_voting;
-    if !pools {
-        return None;
+/// (`aggregated_voting`), starting from the one the checkpoint resumed from holds (read here, on
+/// rank 0 only). `evaluated`: the run evaluated before, so a pool it lacks starts now.
+fn vote_pool(cfg: &TrainConfig, resumed: Option<&Path>, evaluated: bool, rank: usize) -> Result<Option<Arc<Votes>>> {
+    if rank != 0 {
+        return Ok(None);
     }
-    if saved.is_none() && evaluated {
-        eprintln!(
+    let pools = cfg.evaluators.iter().any(|e| e == ARC_EVALUATOR) && cfg.arc_evaluator.aggregated_voting;
+    let saved = match resumed {
+        Some(ckpt) => checkpoint::read_arc_votes(ckpt)?,
+        None => None,
+    };
+    match (&saved, pools) {
+        (Some(v), false) => eprintln!(
+            "note: the ARC evaluations of this run now vote alone (evaluators without aggregated_voting); the votes of the \
+             evaluations before ({}) are not kept, and pooling again later starts a new pool",
+            crate::store::arc_votes::describe(v)
+        ),
+        (None, true) if evaluated => eprintln!(
             "note: the ARC evaluations vote together (aggregated_voting) from here on; the checkpoint resumed from holds no votes of \
              the evaluations before it, so the pool starts with the next one"
-        );
+        ),
+        _ => {}
     }
-    Some(saved.unwrap_or_default())
+    Ok(pools.then(|| Arc::new(saved.unwrap_or_default())))
 }
 
 /// The test split fits the model built from the train split.
@@ -299,6 +309,7 @@ pub fn eval_and_log<B: Backend>(
     out: &Path,
     log: Option<&mut MetricsLog>,
     r: &mut dyn Reducer,
+    keep_votes: bool,
 ) -> Result<Option<EvalResult>> {
     let t_eval = std::time::Instant::now();
     let w_eval = Weights::from_named(model, st.ema.clone().unwrap_or_else(|| st.params.clone()))?;
@@ -346,14 +357,24 @@ pub fn eval_and_log<B: Backend>(
         eprintln!("warning: ARC scoring skipped at step {}: {e:#}", st.step);
         arc = None;
     }
+    // The evaluation's wall time (the ARC scoring below aside).
+    let eval_seconds = t_eval.elapsed().as_secs_f64();
     // pass@k and the submission: of the run's pool with this evaluation's votes in it, when it
-    // keeps one (the reference's aggregated_voting), else of this evaluation's alone.
+    // keeps one (the reference's aggregated_voting), else of this evaluation's alone. Votes of an
+    // evaluation off the schedule (`keep_votes` false: the last one of a run stopped between
+    // evaluations) count in its score but are not kept, so a resumed run votes as one never stopped.
     let mut arc_fields = vec![];
     if let Some(a) = &arc {
         let this = a.score();
         let (score, submission) = match st.arc_votes.as_mut() {
             Some(pool) => {
-                let pool = Arc::make_mut(pool);
+                let mut scratch;
+                let pool = if keep_votes {
+                    Arc::make_mut(pool)
+                } else {
+                    scratch = Votes::clone(pool);
+                    &mut scratch
+                };
                 pool.merge(&a.votes);
                 arc_fields.extend(this.pass_at.iter().map(|(k, v)| (format!("ARC/this_evaluation/pass@{k}"), *v)));
                 (a.score_of(pool), a.submission_of(pool))
@@ -373,8 +394,7 @@ pub fn eval_and_log<B: Backend>(
         ("q_halt_loss".to_string(), res.q_halt_loss),
         ("steps".to_string(), res.steps),
         ("count".to_string(), res.count as f64),
-        // The evaluation's wall time (the ARC scoring below aside).
-        ("eval_seconds".to_string(), t_eval.elapsed().as_secs_f64()),
+        ("eval_seconds".to_string(), eval_seconds),
     ];
     fields.extend(arc_fields);
     let refs: Vec<(&str, f64)> = fields.iter().map(|(k, v)| (k.as_str(), *v)).collect();

@@ -350,7 +350,7 @@ fn end_of_iteration<AD: AutodiffBackend>(
     let evaluated_before = st.evaluated_step == Some(st.step);
     let mut evaluated = false;
     if let Some(test) = test.filter(|_| !evaluated_before) {
-        let Some(r) = eval_and_log(cx.model, cx.cfg, st, test, &cx.job.data, &cx.job.out, log.as_mut(), reducer)? else {
+        let Some(r) = eval_and_log(cx.model, cx.cfg, st, test, &cx.job.data, &cx.job.out, log.as_mut(), reducer, true)? else {
             st.position = end_of_batches;
             run.interrupted = true;
             return Ok(false);
@@ -401,7 +401,8 @@ fn finish<AD: AutodiffBackend>(
     // Not when this step's evaluation is logged already (by the loop, or before the checkpoint a
     // resumed run started from).
     if let (Some(test), false, false) = (test, run.interrupted, st.evaluated_step == Some(st.step)) {
-        match eval_and_log(model, cfg, st, test, &job.data, &job.out, log.as_mut(), reducer)? {
+        // Off the schedule (a run stopped between evaluations): its ARC votes are not pooled.
+        match eval_and_log(model, cfg, st, test, &job.data, &job.out, log.as_mut(), reducer, false)? {
             Some(r) => {
                 run.evals.push((st.step, r));
                 st.evaluated_step = Some(st.step);

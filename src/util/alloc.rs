@@ -12,17 +12,22 @@
 /// Keep freed memory for reuse (glibc on Linux; a no-op elsewhere). Call once, first thing.
 /// `TRM_MALLOC_DEFAULT=1` leaves glibc's defaults (to compare, or to return memory early).
 ///
-/// Under an address-space limit (`ulimit -v`), one malloc arena: glibc gives each thread that
-/// allocates its own arena, reserving 64 MiB of address space for each, which the limit counts
-/// and the memory checks do not (measured: `trm eval --batch 250` on the demo's tiny model passed
-/// its check under `ulimit -v 300000` and then failed to allocate 32 MiB; with one arena it ran).
-/// A `MALLOC_ARENA_MAX` the user set is kept.
+/// Under an address-space limit (`ulimit -v`), fewer malloc arenas: glibc gives each thread that
+/// allocates its own arena (up to 8 per core), reserving 64 MiB of address space for each, which
+/// the limit counts and the memory checks do not (measured: `trm eval --batch 250` on the demo's
+/// tiny model passed its check under `ulimit -v 300000` and then failed to allocate 32 MiB; with
+/// one arena it ran). `arenas_within` keeps their reservations to an eighth of the limit. A
+/// `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES` arena setting of the user's is kept.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if address_space_limited() && !crate::util::env::malloc_arena_max_set() {
-        // SAFETY: as below; 1 is within glibc's range for M_ARENA_MAX.
+    if !crate::util::env::malloc_default()
+        && !crate::util::env::malloc_arenas_set()
+        && let Some(arenas) =
+            address_space_limit().and_then(|l| arenas_within(l, std::thread::available_parallelism().map_or(1, |n| n.get())))
+    {
+        // SAFETY: as below; M_ARENA_MAX takes any positive count.
         unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 1);
+            libc::mallopt(libc::M_ARENA_MAX, arenas as libc::c_int);
         }
     }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -38,12 +43,22 @@ pub fn keep_freed_memory() {
     }
 }
 
-/// Whether this process has an address-space limit (RLIMIT_AS, `ulimit -v`).
+/// This process's address-space limit in bytes (RLIMIT_AS, `ulimit -v`), if it has one.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn address_space_limited() -> bool {
+#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+fn address_space_limit() -> Option<u64> {
     let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit fills the struct it is given and keeps no pointer.
-    unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut r) == 0 && r.rlim_cur != libc::RLIM_INFINITY }
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut r) } == 0;
+    (ok && r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur as u64)
+}
+
+/// The malloc arenas whose 64 MiB reservations fit in an eighth of an address-space `limit`
+/// (at least 1), when that is fewer than glibc's default of 8 per core; None when the default fits.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
+fn arenas_within(limit: u64, cores: usize) -> Option<usize> {
+    let fit = ((limit / 8) >> 26).max(1) as usize;
+    (fit < 8 * cores).then_some(fit)
 }
 
 /// Peak resident set size of this process, in bytes: Linux's (and Android's) `VmHWM`, macOS's `ru_maxrss`,
@@ -83,6 +98,18 @@ pub fn peak_rss() -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use super::arenas_within;
+
+    #[test]
+    fn arenas_are_capped_only_where_the_limit_is_tight() {
+        // 300,000 KiB (the measured failure): one arena; 4 GiB: 8; a limit that fits the
+        // default 8 per core of 2 cores (16 arenas: 1 GiB of reservations, 8 GiB of limit): none.
+        assert_eq!(arenas_within(300_000 << 10, 2), Some(1));
+        assert_eq!(arenas_within(4 << 30, 2), Some(8));
+        assert_eq!(arenas_within(8 << 30, 2), None);
+        assert_eq!(arenas_within(8 << 30, 64), Some(16));
+    }
+
     /// The peak covers memory this process wrote to (on the platforms that report one).
     #[test]
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "macos", windows))]

@@ -18,7 +18,7 @@
 //! | `TRM_FUSED_TORCH=0` | turn off libtorch's fused block (each block's ops through burn's autodiff instead), for comparing the two |
 //! | `TRM_FUSED_ATTENTION=0` | turn off libtorch's fused attention (SDPA; burn's generic QKᵀ, softmax, ·V instead), and with it the fused block of attention models, for comparing the two |
 //! | `TRM_MALLOC_DEFAULT=1` | keep glibc's default malloc thresholds |
-//! | `MALLOC_ARENA_MAX` | glibc's own; read only to see whether it is set: under `ulimit -v` trm uses one malloc arena unless it is |
+//! | `MALLOC_ARENA_MAX`, `GLIBC_TUNABLES` | glibc's own; read only to see whether they set the malloc arenas: under a tight `ulimit -v` trm uses fewer arenas unless they do |
 //! | `TRM_NO_FONT=1` | PNG charts without text |
 //! | `CUBLAS_WORKSPACE_CONFIG` | cuBLAS's workspace layout; `--deterministic` on libtorch sets `:4096:8` (what deterministic cuBLAS needs) when it is unset, keeps `:4096:8` or `:16:8`, and refuses any other value |
 
@@ -52,9 +52,10 @@ pub fn malloc_default() -> bool {
     flag("TRM_MALLOC_DEFAULT", "1")
 }
 
-/// glibc's `MALLOC_ARENA_MAX` is set (glibc reads its value; trm keeps it).
-pub fn malloc_arena_max_set() -> bool {
-    var("MALLOC_ARENA_MAX").is_some()
+/// The user set glibc's malloc arenas (`MALLOC_ARENA_MAX`, or `glibc.malloc.arena_max` in
+/// `GLIBC_TUNABLES`); glibc reads the value, trm keeps it.
+pub fn malloc_arenas_set() -> bool {
+    var("MALLOC_ARENA_MAX").is_some() || var("GLIBC_TUNABLES").is_some_and(|t| t.contains("glibc.malloc.arena_max"))
 }
 
 pub fn no_font() -> bool {
