@@ -579,8 +579,8 @@ pub fn eval(a: EvalArgs) -> Result<()> {
                 "ARC: {} tasks, {} test inputs ({} with a prediction), after voting over augmentations:",
                 s.tasks, s.test_inputs, s.answered_inputs
             );
-            for (k, v) in &s.pass_at {
-                println!("  pass@{k:<5} {v:.4}");
+            for ((k, v), (_, every)) in s.pass_at.iter().zip(&s.pass_at_every_input) {
+                println!("  pass@{k:<5} {v:.4}   (every test input of the task right, HRM's credit: {every:.4})");
             }
         }
         if let Some(s) = &r.scaled {

@@ -27,6 +27,9 @@ pub struct ArcScore {
     pub answered_inputs: usize,
     /// (k, score): mean over tasks of the fraction of the task's test outputs found in the top k.
     pub pass_at: Vec<(usize, f64)>,
+    /// (k, score): the fraction of tasks with every test output in the top k, HRM's credit (its
+    /// `arc_eval.ipynb`: no partial credit for a task with several test inputs).
+    pub pass_at_every_input: Vec<(usize, f64)>,
     /// Per task: (name, fraction right at k = 2).
     pub per_task_pass2: Vec<(String, f64)>,
 }
@@ -43,6 +46,7 @@ impl ArcScore {
 /// counts.
 pub fn score(votes: &Votes, tasks: &[Task], ks: &[usize]) -> ArcScore {
     let mut sums = vec![0.0; ks.len()];
+    let mut whole = vec![0usize; ks.len()];
     let (mut n_tasks, mut n_inputs, mut answered, mut skipped) = (0, 0, 0, 0);
     let mut per_task = Vec::new();
     for t in tasks {
@@ -68,6 +72,7 @@ pub fn score(votes: &Votes, tasks: &[Task], ks: &[usize]) -> ArcScore {
         }
         for i in 0..ks.len() {
             sums[i] += right[i] as f64 / pairs.len() as f64;
+            whole[i] += (right[i] == pairs.len()) as usize;
         }
         let k2 = ks.iter().position(|&k| k == 2);
         per_task.push((t.name.clone(), k2.map_or(0.0, |i| right[i] as f64 / pairs.len() as f64)));
@@ -79,6 +84,7 @@ pub fn score(votes: &Votes, tasks: &[Task], ks: &[usize]) -> ArcScore {
         test_inputs: n_inputs,
         answered_inputs: answered,
         pass_at: ks.iter().zip(&sums).map(|(&k, &s)| (k, s / n)).collect(),
+        pass_at_every_input: ks.iter().zip(&whole).map(|(&k, &w)| (k, w as f64 / n)).collect(),
         per_task_pass2: per_task,
     }
 }
@@ -267,6 +273,8 @@ mod tests {
             assert!((got - w).abs() < 1e-12, "pass@{k}: {got} vs {w}");
         }
         assert_eq!((s.tasks, s.test_inputs, s.answered_inputs, s.tasks_not_evaluated), (3, 4, 3, 0));
+        // HRM's credit: A counts only once both its inputs are right (from k = 3), B from k = 2.
+        assert_eq!(s.pass_at_every_input, vec![(1, 0.0), (2, 1.0 / 3.0), (3, 2.0 / 3.0), (1000, 2.0 / 3.0)]);
         // A task the evaluation never reached is left out rather than scored 0.
         let s = score(&v, &[tasks.clone(), vec![task("D", vec![(g(&[&[9]]), x.clone())])]].concat(), &[1000]);
         assert_eq!((s.tasks, s.tasks_not_evaluated), (3, 1));
