@@ -418,7 +418,11 @@ fn arc_evaluations_vote_together_across_a_run_and_resume_with_their_votes() {
         text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|v| v["split"] == "eval").collect()
     };
     let pooled = trainer::train::<B>(&job("pooled", &[], false), &Default::default()).unwrap();
-    trainer::train::<B>(&job("alone", &["evaluators=[{name: arc@ARC, aggregated_voting: False}]"], false), &Default::default()).unwrap();
+    trainer::train::<B>(
+        &job("alone", &["evaluators=[{name: arc@ARC, aggregated_voting: False, submission_K: 3}]"], false),
+        &Default::default(),
+    )
+    .unwrap();
     let (ep, ea) = (evals("pooled"), evals("alone"));
     assert_eq!(ep.len(), 4, "an evaluation every 10 of 40 epochs");
     assert_eq!(ea.len(), ep.len());
@@ -488,5 +492,20 @@ fn arc_evaluations_vote_together_across_a_run_and_resume_with_their_votes() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let yaml = std::fs::read_to_string(dir.path().join("alone-export/all_config.yaml")).unwrap();
-    assert!(yaml.contains("evaluators:\n- aggregated_voting: false\n  name: arc@ARC\n"), "{yaml}");
+    assert!(yaml.contains("evaluators:\n- aggregated_voting: false\n  name: arc@ARC\n  submission_K: 3\n"), "{yaml}");
+    // `trm eval` on the run writes the run's number of attempts (submission_K).
+    let sub = |run: &str| -> serde_json::Value { trm::util::fs::read_json(&dir.path().join(run).join("submission.json")).unwrap() };
+    let attempts = |v: &serde_json::Value| v["25ff71a9"][1].as_object().unwrap().len();
+    assert_eq!(attempts(&sub("alone")), 3, "the run's own submission");
+    std::fs::remove_file(dir.path().join("alone/submission.json")).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
+        .args(["eval", "--steps", "1", "--checkpoint"])
+        .arg(dir.path().join("alone"))
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("3 attempts per test input"));
+    assert_eq!(attempts(&sub("alone")), 3, "trm eval's");
 }

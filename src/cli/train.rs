@@ -7,6 +7,7 @@ use crate::eval::evaluate::{EvalResult, evaluate};
 use crate::model::weights::Weights;
 use crate::store::checkpoint;
 use crate::store::config;
+use crate::store::config::ArcEvaluatorArgs;
 use crate::store::eval_outputs::{Output, Recorder};
 use crate::store::integrity;
 use crate::train::trainer::{self, TrainJob};
@@ -312,7 +313,7 @@ pub struct EvalArgs {
     /// Print the metrics as JSON
     #[arg(long)]
     pub json: bool,
-    /// ARC data: where to write the Kaggle submission (two attempts per test input)
+    /// ARC data: where to write the Kaggle submission (the run's submission_K attempts per test input, two by default)
     /// [default: submission.json in the run folder, or beside a bare .safetensors; replaced there]
     #[arg(long)]
     pub submission: Option<PathBuf>,
@@ -391,8 +392,8 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     let (params, table) = checkpoint::load_model::<B>(&m.file, &m.model, device)?;
     let w = Weights::from_named(&m.model, params)?;
     let steps = a.steps.unwrap_or(m.model.arch.halt_max_steps);
-    // One evaluation, scored with the reference's pass@k list and two attempts.
-    let mut arc = ArcEval::open(&a.data, &crate::store::config::ArcEvaluatorArgs::default())?;
+    // One evaluation (its votes alone), with the run's pass@k list and attempts.
+    let mut arc = ArcEval::open(&a.data, &m.arc_args)?;
     let mut arc_err = Ok(());
     let mut single = crate::parallel::Single;
     if let Some(o) = outputs.as_mut() {
@@ -443,6 +444,9 @@ struct EvalModel {
     model: crate::model::config::ModelConfig,
     /// Its model.safetensors (or torch file).
     file: PathBuf,
+    /// The ARC evaluator's pass@k list and attempts: the run's (`evaluators=[{name: arc@ARC,
+    /// pass_Ks: ..., submission_K: ...}]`), the reference's defaults for a bare weights file.
+    arc_args: ArcEvaluatorArgs,
     /// The bundled model's private folder, kept until the command ends.
     _bundled: Option<crate::infer::bundled::BundledFiles>,
 }
@@ -471,14 +475,15 @@ impl EvalModel {
             bare || (a.config.is_none() && a.set.is_empty()),
             "--config/--set describe a bare weights file; a run or checkpoint folder carries its own configuration"
         );
-        let (model, file) = if bare {
+        let (model, file, arc_args) = if bare {
             let cfg = crate::store::hydra_config::resolve_for_weights(&spec, a.config.as_deref(), &a.set)?;
-            (crate::train::setup::model_config(&cfg, test)?, spec.clone())
+            (crate::train::setup::model_config(&cfg, test)?, spec.clone(), ArcEvaluatorArgs::default())
         } else {
             let ckpt = checkpoint::resolve(&spec)?;
-            (checkpoint::read_state_json(&ckpt)?.model, ckpt.join("model.safetensors"))
+            let js = checkpoint::read_state_json(&ckpt)?;
+            (js.model, ckpt.join("model.safetensors"), js.config.arc_evaluator)
         };
-        Ok(Self { spec, model, file, _bundled: bundled })
+        Ok(Self { spec, model, file, arc_args, _bundled: bundled })
     }
 }
 
@@ -500,7 +505,7 @@ fn write_arc_submission(a: &EvalArgs, m: &EvalModel, v: ArcEval) -> Result<crate
         check_output(&path, "--submission", &[Protected { path: &m.spec, what: "the model being evaluated" }, data], a.force)?;
     }
     crate::util::fs::write_json(&path, &v.submission())?;
-    eprintln!("wrote {} ({} tasks, two attempts per test input)", path.display(), v.tasks.len());
+    eprintln!("wrote {} ({} tasks, {} attempts per test input)", path.display(), v.tasks.len(), v.args.submission_k);
     Ok(v.score())
 }
 
