@@ -482,30 +482,30 @@ fn arc_evaluations_vote_together_across_a_run_and_resume_with_their_votes() {
     let split_ckpt = checkpoint::resolve(&dir.path().join("split")).unwrap();
     assert_eq!(std::fs::read(split_ckpt.join(file)).unwrap(), std::fs::read(ckpt.join(file)).unwrap());
     // `trm export` says how the run voted, as the reference's all_config.yaml would.
+    let trm_bin = |args: &[&std::ffi::OsStr]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm")).args(args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o
+    };
+    let alone = dir.path().join("alone");
     let bare = dir.path().join("alone-export/step");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
-        .args(["export", "--checkpoint"])
-        .arg(dir.path().join("alone"))
-        .arg("--out")
-        .arg(&bare)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    trm_bin(&["export".as_ref(), "--checkpoint".as_ref(), alone.as_os_str(), "--out".as_ref(), bare.as_os_str()]);
     let yaml = std::fs::read_to_string(dir.path().join("alone-export/all_config.yaml")).unwrap();
     assert!(yaml.contains("evaluators:\n- aggregated_voting: false\n  name: arc@ARC\n  submission_K: 3\n"), "{yaml}");
     // `trm eval` on the run writes the run's number of attempts (submission_K).
     let sub = |run: &str| -> serde_json::Value { trm::util::fs::read_json(&dir.path().join(run).join("submission.json")).unwrap() };
     let attempts = |v: &serde_json::Value| v["25ff71a9"][1].as_object().unwrap().len();
     assert_eq!(attempts(&sub("alone")), 3, "the run's own submission");
-    std::fs::remove_file(dir.path().join("alone/submission.json")).unwrap();
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
-        .args(["eval", "--steps", "1", "--checkpoint"])
-        .arg(dir.path().join("alone"))
-        .arg("--data")
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_file(alone.join("submission.json")).unwrap();
+    let o = trm_bin(&[
+        "eval".as_ref(),
+        "--steps".as_ref(),
+        "1".as_ref(),
+        "--checkpoint".as_ref(),
+        alone.as_os_str(),
+        "--data".as_ref(),
+        data.as_os_str(),
+    ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("3 attempts per test input"));
     assert_eq!(attempts(&sub("alone")), 3, "trm eval's");
 }
