@@ -261,17 +261,19 @@ fn vote_pool(cfg: &TrainConfig, resumed: Option<&Path>, evaluated: bool, rank: u
         return Ok(None);
     }
     let pools = cfg.evaluators.iter().any(|e| e == ARC_EVALUATOR) && cfg.arc_evaluator.aggregated_voting;
+    // Read only when kept: a pool that is dropped is only named.
+    let held = resumed.is_some_and(|ckpt| ckpt.join(crate::store::arc_votes::FILE).exists());
     let saved = match resumed {
-        Some(ckpt) => checkpoint::read_arc_votes(ckpt)?,
-        None => None,
+        Some(ckpt) if pools => checkpoint::read_arc_votes(ckpt)?,
+        _ => None,
     };
-    match (&saved, pools) {
-        (Some(v), false) => eprintln!(
+    match (held, pools) {
+        (true, false) => eprintln!(
             "note: the ARC evaluations of this run now vote alone (evaluators without aggregated_voting); the votes of the \
-             evaluations before ({}) are not kept, and pooling again later starts a new pool",
-            crate::store::arc_votes::describe(v)
+             evaluations before (the checkpoint's {}) are not kept, and pooling again later starts a new pool",
+            crate::store::arc_votes::FILE
         ),
-        (None, true) if evaluated => eprintln!(
+        (false, true) if evaluated => eprintln!(
             "note: the ARC evaluations vote together (aggregated_voting) from here on; the checkpoint resumed from holds no votes of \
              the evaluations before it, so the pool starts with the next one"
         ),
