@@ -75,6 +75,16 @@ if ((full)); then
   RUSTFLAGS="-D warnings" cargo test --target $win --target-dir "$dir"
 else
   echo "-- $win: the platform-sensitive integration tests under Wine"
-  RUSTFLAGS="-D warnings" cargo test --target $win --target-dir "$dir" \
-    --test parity --test reliability --test solve --test distributed
+  files=(parity reliability solve distributed)
+  RUSTFLAGS="-D warnings" cargo test --target $win --target-dir "$dir" --no-run $(printf -- '--test %s ' "${files[@]}")
+  # A file that fails runs once more, one test at a time, and must pass then. Wine itself fails
+  # now and then: one CI run (stop 49) saw a test's spawn of trm.exe fail with "Internal error"
+  # (os error 1359, Wine's CreateProcess) while the file's tests ran in parallel, where every
+  # earlier run passed. A real fault fails both times; the first failure stays in the log.
+  for file in "${files[@]}"; do
+    RUSTFLAGS="-D warnings" cargo test --target $win --target-dir "$dir" --test "$file" && continue
+    echo "   WARNING: $file failed under Wine; running it once more, one test at a time (see the failure above)" >&2
+    wineserver -k 2>/dev/null || true # with whatever the failed run left running
+    RUSTFLAGS="-D warnings" cargo test --target $win --target-dir "$dir" --test "$file" -- --test-threads=1
+  done
 fi
