@@ -527,9 +527,9 @@ fn saved_outputs(path: &Path, keys: &[&str]) -> std::collections::BTreeMap<Strin
 }
 
 /// A run that its time limit stops after every step, resumed each time, logs each step's
-/// evaluation once, the uninterrupted run's among them. When time ran out on an iteration's last batch, the run
-/// evaluated that step before its checkpoint, and the resumed run once evaluated (and logged) it
-/// again at the iteration's end.
+/// evaluation once, the uninterrupted run's among them. (A stop on an iteration's last batch ends
+/// with the iteration's own evaluation; a trm that evaluated it off the schedule once logged it
+/// again on resume.)
 #[test]
 fn a_run_stopped_by_its_time_limit_at_every_step_logs_each_evaluation_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -314,7 +314,8 @@ pub struct EvalArgs {
     #[arg(long)]
     pub json: bool,
     /// ARC data: where to write the Kaggle submission (the run's submission_K attempts per test input, two by default)
-    /// [default: submission.json in the run folder, or beside a bare .safetensors; replaced there]
+    /// [default: submission.json in the run folder, or beside a bare .safetensors; replaced there.
+    /// eval_submission.json in a run that pooled its votes, whose submission.json is the pool's and kept]
     #[arg(long)]
     pub submission: Option<PathBuf>,
     /// Save every evaluated example's outputs to FILE, a torch.save dict as the reference's
@@ -447,6 +448,9 @@ struct EvalModel {
     /// The ARC evaluator's pass@k list and attempts: the run's (`evaluators=[{name: arc@ARC,
     /// pass_Ks: ..., submission_K: ...}]`), the reference's defaults for a bare weights file.
     arc_args: ArcEvaluatorArgs,
+    /// A run (or its checkpoint) whose training pooled its ARC votes: its `submission.json` is the
+    /// pool's, which no single evaluation can make again, so `trm eval` writes beside it.
+    pooled_run: bool,
     /// The bundled model's private folder, kept until the command ends.
     _bundled: Option<crate::infer::bundled::BundledFiles>,
 }
@@ -475,28 +479,30 @@ impl EvalModel {
             bare || (a.config.is_none() && a.set.is_empty()),
             "--config/--set describe a bare weights file; a run or checkpoint folder carries its own configuration"
         );
-        let (model, file, arc_args) = if bare {
+        let (model, file, arc_args, pooled_run) = if bare {
             let cfg = crate::store::hydra_config::resolve_for_weights(&spec, a.config.as_deref(), &a.set)?;
-            (crate::train::setup::model_config(&cfg, test)?, spec.clone(), ArcEvaluatorArgs::default())
+            (crate::train::setup::model_config(&cfg, test)?, spec.clone(), ArcEvaluatorArgs::default(), false)
         } else {
             let ckpt = checkpoint::resolve(&spec)?;
             let js = checkpoint::read_state_json(&ckpt)?;
-            (js.model, ckpt.join("model.safetensors"), js.config.arc_evaluator)
+            let pooled = !js.config.evaluators.is_empty() && js.config.arc_evaluator.aggregated_voting;
+            (js.model, ckpt.join("model.safetensors"), js.config.arc_evaluator, pooled)
         };
-        Ok(Self { spec, model, file, arc_args, _bundled: bundled })
+        Ok(Self { spec, model, file, arc_args, pooled_run, _bundled: bundled })
     }
 }
 
 /// The test split speaks the model's vocabulary and has no puzzle the model has no embedding for.
 /// ARC: writes the two-attempt submission (beside the model unless --submission names a file)
-/// and returns the voted pass@k.
+/// and returns the voted pass@k. Beside a run that pooled its votes the file is
+/// `eval_submission.json`: the run's `submission.json` is the pool's, and is never replaced.
 fn write_arc_submission(a: &EvalArgs, m: &EvalModel, v: ArcEval) -> Result<crate::eval::arc_vote::ArcScore> {
     let dir = if checkpoint::is_weights_file(&m.spec) { m.file.parent().map(PathBuf::from).unwrap_or_default() } else { m.spec.clone() };
-    let default = dir.join("submission.json");
+    let default = dir.join(if m.pooled_run { "eval_submission.json" } else { "submission.json" });
     let path = a.submission.clone().unwrap_or_else(|| default.clone());
-    // The default submission.json is trm's own output beside the model, and is replaced (also
-    // when --submission names it); a file the user named only with --force, and never one of the
-    // model's. Never the data's files.
+    // The default file is `trm eval`'s own output beside the model, and is replaced (also when
+    // --submission names it); a file the user named only with --force, and never one of the
+    // model's (a pooled run's submission.json among them). Never the data's files.
     let data = Protected { path: &a.data, what: "the data set" };
     let same = |p: &std::path::Path, q: &std::path::Path| std::path::absolute(p).ok() == std::path::absolute(q).ok();
     if same(&path, &default) {

@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 /// The reference's name of its ARC evaluator, the one trm has.
 pub const ARC_EVALUATOR: &str = "arc@ARC";
 
+/// The most attempts per test input `submission.json` may hold: each test input's list has
+/// exactly `submission_K` entries, so a huge one would fill memory and disk with blank attempts.
+pub const MAX_SUBMISSION_K: usize = 1000;
+
 /// The arguments of the ARC evaluator, by the reference's names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,7 +46,11 @@ impl ArcEvaluatorArgs {
     }
 
     pub fn validate(&self) -> Result<()> {
-        ensure!(self.submission_k >= 1, "evaluators: submission_K must be at least 1, not {}", self.submission_k);
+        ensure!(
+            (1..=MAX_SUBMISSION_K).contains(&self.submission_k),
+            "evaluators: submission_K must be from 1 to {MAX_SUBMISSION_K} (attempts per test input; Kaggle scores 2), not {}",
+            self.submission_k
+        );
         ensure!(!self.pass_ks.is_empty(), "evaluators: pass_Ks is empty; give the k of each pass@k to report, e.g. pass_Ks: [1,2]");
         ensure!(self.pass_ks.iter().all(|&k| k >= 1), "evaluators: every k of pass_Ks must be at least 1, not {:?}", self.pass_ks);
         let mut seen = self.pass_ks.clone();
@@ -117,13 +125,16 @@ pub fn parse_evaluators(raw: &str) -> Result<(Vec<String>, ArcEvaluatorArgs)> {
                         _ => bail!("{}: give True or False, unquoted", what()),
                     }
                 }
-                "submission_K" => args.submission_k = value.parse().map_err(|_| anyhow::anyhow!("{}: give a whole number", what()))?,
+                // Numbers unquoted too: quoted, hydra gives the reference's evaluator a string.
+                "submission_K" => {
+                    args.submission_k = raw_value.parse().map_err(|_| anyhow::anyhow!("{}: give a whole number, unquoted", what()))?
+                }
                 "pass_Ks" => {
-                    let list = value.strip_prefix('[').and_then(|r| r.strip_suffix(']'));
+                    let list = raw_value.strip_prefix('[').and_then(|r| r.strip_suffix(']'));
                     let ks = list.map(|l| split_top(l).iter().map(|k| k.parse::<usize>()).collect::<Result<Vec<_>, _>>());
                     args.pass_ks = match ks {
                         Some(Ok(ks)) => ks,
-                        _ => bail!("{}: give a list of whole numbers, such as [1,2,5]", what()),
+                        _ => bail!("{}: give a list of whole numbers, unquoted, such as [1,2,5]", what()),
                     };
                 }
                 "data_path" | "eval_metadata" => {
@@ -170,7 +181,12 @@ mod tests {
         assert!(err("[{name: arc@ARC, aggregated_voting: 'False'}]").contains("unquoted"));
         assert!(!parse_evaluators("\" [{name: arc@ARC, aggregated_voting: FALSE}] \"").unwrap().1.aggregated_voting);
         assert!(err("[{name: arc@ARC, submission_K: two}]").contains("whole number"));
-        assert!(err("[{name: arc@ARC, submission_K: 0}]").contains("at least 1"));
+        assert!(err("[{name: arc@ARC, submission_K: 0}]").contains("from 1 to 1000"));
+        assert!(err("[{name: arc@ARC, submission_K: 1001}]").contains("from 1 to 1000"));
+        assert_eq!(parse_evaluators("[{name: arc@ARC, submission_K: 1000}]").unwrap().1.submission_k, 1000);
+        assert!(err("[{name: arc@ARC, submission_K: '3'}]").contains("unquoted"));
+        assert!(err("[{name: arc@ARC, pass_Ks: '[1,2]'}]").contains("unquoted"));
+        assert!(err("[{name: arc@ARC, pass_Ks: [1, '2']}]").contains("unquoted"));
         assert!(err("[{name: arc@ARC, pass_Ks: 3}]").contains("list of whole numbers"));
         assert!(err("[{name: arc@ARC, pass_Ks: []}]").contains("pass_Ks is empty"));
         assert!(err("[{name: arc@ARC, pass_Ks: [1,1]}]").contains("twice"));

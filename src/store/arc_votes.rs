@@ -257,10 +257,21 @@ mod tests {
         let back = Votes::read(&dir.path().join(FILE)).unwrap();
         assert_eq!(back, v);
         assert!(back.evaluated("c", &g(&[&[1, 2]])) && back.ranked("c", &g(&[&[1, 2]])).is_empty());
-        // The same pool makes the same bytes, whatever the order its votes came in.
+        // The same pool makes the same bytes, read back or built with its votes in another order.
         let bytes = std::fs::read(dir.path().join(FILE)).unwrap();
         back.write(&dir.path().join("again.gz")).unwrap();
         assert_eq!(std::fs::read(dir.path().join("again.gz")).unwrap(), bytes);
+        let mut reversed = Votes::default();
+        let (i1, i2) = (g(&[&[1, 2]]), g(&[&[3], &[4]]));
+        reversed.mark_evaluated(("c".into(), i1.hash()));
+        reversed.add_grid(("b".into(), i2.hash()), g(&[&[7]]), 1.0 / 3.0);
+        reversed.add_grid(("a".into(), i1.hash()), g(&[&[0, 9], &[9, 0]]), 0.7);
+        reversed.add_grid(("a".into(), i1.hash()), g(&[&[5]]), 0.1 + 0.2);
+        reversed.add_grid(("a".into(), i1.hash()), g(&[&[5]]), 0.25);
+        reversed.empty = 4;
+        assert_eq!(reversed, v);
+        reversed.write(&dir.path().join("reversed.gz")).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("reversed.gz")).unwrap(), bytes);
     }
 
     #[test]

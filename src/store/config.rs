@@ -531,7 +531,7 @@ mod tests {
         assert_eq!(old.arc_evaluator, ArcEvaluatorArgs::unrecorded());
         assert!(!old.arc_evaluator.aggregated_voting);
         let e = refused("evaluators=[{name: arc@ARC, submission_K: 0}]");
-        assert!(e.contains("submission_K must be at least 1"), "{e}");
+        assert!(e.contains("submission_K must be from 1 to 1000"), "{e}");
         let e = refused("evaluators.0.aggregated_voting=False");
         assert!(e.contains("given with the list") && e.contains("aggregated_voting: False"), "{e}");
         let e = refused("evaluators=[sudoku@Exact]");

@@ -384,7 +384,12 @@ pub fn eval_and_log<B: Backend>(
             None => (this, a.submission()),
         };
         arc_fields.extend(score.pass_at.iter().map(|(k, v)| (format!("ARC/pass@{k}"), *v)));
-        crate::util::fs::write_json(&out.join("submission.json"), &submission)?;
+        // Bookkeeping too: the next evaluation writes it again (a full disk stops the run at its
+        // checkpoint, with that error).
+        let file = out.join("submission.json");
+        if let Err(e) = crate::util::fs::write_json(&file, &submission) {
+            eprintln!("warning: the ARC submission at step {} was not written to {}: {e:#}", st.step, file.display());
+        }
         res.arc = Some(score);
     }
     let Some(log) = log else { return Ok(Some(res)) };

@@ -139,7 +139,8 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
     'outer: for iteration in st.position.iteration..plan.iterations {
         let start = if iteration == st.position.iteration { st.position } else { Position { iteration, batch: 0 } };
         st.position = start;
-        for batch in prefetch(plan.sampler.iteration(start), 4) {
+        let mut batches = prefetch(plan.sampler.iteration(start), 4).peekable();
+        while let Some(batch) = batches.next() {
             if st.step >= plan.stop_at {
                 break 'outer;
             }
@@ -166,6 +167,11 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
                 break 'outer;
             }
             if stop.time_up {
+                // On an iteration's last batch the run ends as an uninterrupted one goes on: with
+                // the iteration's scheduled evaluation, whose ARC votes join the pool.
+                if batches.peek().is_none() {
+                    end_of_iteration(&cx, &mut st, iteration, test_split.as_ref(), &mut log, &progress, &mut run, reducer)?;
+                }
                 break 'outer;
             }
         }
@@ -345,8 +351,9 @@ fn end_of_iteration<AD: AutodiffBackend>(
     if (iteration as usize) < cx.cfg.min_eval_interval {
         return Ok(true);
     }
-    // A run stopped by its time limit on an iteration's last batch evaluated that step before its
-    // checkpoint; resumed there, it must not evaluate (and log) the same step again.
+    // A run of an older trm stopped by its time limit on an iteration's last batch evaluated that
+    // step (off the schedule) before its checkpoint; resumed there, it must not evaluate (and
+    // log) the same step again.
     let evaluated_before = st.evaluated_step == Some(st.step);
     let mut evaluated = false;
     if let Some(test) = test.filter(|_| !evaluated_before) {

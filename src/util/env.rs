@@ -17,7 +17,7 @@
 //! | `TRM_FUSED_CPU=0` | turn off the fused CPU transformer block (burn's ops instead) |
 //! | `TRM_FUSED_TORCH=0` | turn off libtorch's fused block (each block's ops through burn's autodiff instead), for comparing the two |
 //! | `TRM_FUSED_ATTENTION=0` | turn off libtorch's fused attention (SDPA; burn's generic QKᵀ, softmax, ·V instead), and with it the fused block of attention models, for comparing the two |
-//! | `TRM_MALLOC_DEFAULT=1` | keep glibc's default malloc thresholds |
+//! | `TRM_MALLOC_DEFAULT=1` | keep glibc's default malloc settings (thresholds, and arenas under a tight `ulimit -v`) |
 //! | `MALLOC_ARENA_MAX`, `GLIBC_TUNABLES` | glibc's own; read only to see whether they set the malloc arenas: under a tight `ulimit -v` trm uses fewer arenas unless they do |
 //! | `TRM_NO_FONT=1` | PNG charts without text |
 //! | `CUBLAS_WORKSPACE_CONFIG` | cuBLAS's workspace layout; `--deterministic` on libtorch sets `:4096:8` (what deterministic cuBLAS needs) when it is unset, keeps `:4096:8` or `:16:8`, and refuses any other value |
@@ -55,7 +55,25 @@ pub fn malloc_default() -> bool {
 /// The user set glibc's malloc arenas (`MALLOC_ARENA_MAX`, or `glibc.malloc.arena_max` in
 /// `GLIBC_TUNABLES`); glibc reads the value, trm keeps it.
 pub fn malloc_arenas_set() -> bool {
-    var("MALLOC_ARENA_MAX").is_some() || var("GLIBC_TUNABLES").is_some_and(|t| t.contains("glibc.malloc.arena_max"))
+    arenas_set_by(var("MALLOC_ARENA_MAX").as_deref(), var("GLIBC_TUNABLES").as_deref())
+}
+
+/// Whether these values set glibc's arena count: a count of at least 1 (decimal, or 0x hex as
+/// glibc's parser also takes), in `MALLOC_ARENA_MAX` or as the `glibc.malloc.arena_max` entry of
+/// `GLIBC_TUNABLES` (`name=value` entries joined by `:`). glibc ignores 0, an empty value or a
+/// word, so those leave the choice to trm.
+fn arenas_set_by(malloc_arena_max: Option<&str>, tunables: Option<&str>) -> bool {
+    let count = |v: &str| {
+        let v = v.trim();
+        let n = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => v.parse::<u64>().ok(),
+        };
+        n.is_some_and(|n| n >= 1)
+    };
+    malloc_arena_max.is_some_and(count)
+        || tunables
+            .is_some_and(|t| t.split(':').filter_map(|e| e.split_once('=')).any(|(k, v)| k.trim() == "glibc.malloc.arena_max" && count(v)))
 }
 
 pub fn no_font() -> bool {
@@ -190,6 +208,22 @@ pub fn launch_from(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Launch
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn only_a_count_glibc_takes_sets_the_arenas() {
+        assert!(!arenas_set_by(None, None));
+        for v in ["4", " 2 ", "0x10"] {
+            assert!(arenas_set_by(Some(v), None), "MALLOC_ARENA_MAX={v}");
+        }
+        for v in ["0", "", "four", "-1"] {
+            assert!(!arenas_set_by(Some(v), None), "MALLOC_ARENA_MAX={v}");
+        }
+        assert!(arenas_set_by(None, Some("glibc.malloc.check=3:glibc.malloc.arena_max=2")));
+        assert!(arenas_set_by(None, Some("glibc.malloc.arena_max=1")));
+        for t in ["glibc.malloc.arena_max=0", "glibc.malloc.arena_max=", "glibc.malloc.arena_test=2", "glibc.malloc.arena_max"] {
+            assert!(!arenas_set_by(None, Some(t)), "GLIBC_TUNABLES={t}");
+        }
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Result<Option<Launch>> {
         let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
