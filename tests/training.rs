@@ -564,4 +564,21 @@ fn a_run_stopped_by_its_time_limit_at_every_step_logs_each_evaluation_once() {
     assert!(evals.len() >= 2, "{evals:?}");
     assert!(stopped_evals.windows(2).all(|w| w[0] < w[1]), "a step evaluated twice: {stopped_evals:?}");
     assert!(evals.iter().all(|e| stopped_evals.contains(e)), "{evals:?} not all in {stopped_evals:?}");
+
+    // A run that ends at its first iteration's end, where a checkpoint of that step
+    // (checkpoint_interval_steps) came before the iteration's evaluation and no scheduled one
+    // after it (checkpoint_every_eval=False, not the last iteration): its final checkpoint still
+    // holds the evaluation, so a resume has nothing to evaluate again.
+    let first = evals[0];
+    let ended = dir.path().join("ended");
+    let ov: Vec<String> = ov
+        .iter()
+        .cloned()
+        .chain(["checkpoint_every_eval=False".into(), format!("checkpoint_interval_steps={first}"), format!("max_steps={first}")])
+        .collect();
+    let s = train::<AD>(&common::tiny_job(&data, &ended, &ov, false), &Default::default()).unwrap();
+    assert_eq!(s.evals.iter().map(|e| e.0).collect::<Vec<_>>(), [first]);
+    let again = train::<AD>(&common::tiny_job(&data, &ended, &ov, true), &Default::default()).unwrap();
+    assert_eq!((again.steps, again.evals.len()), (first, 0), "the resumed run evaluated step {first} again");
+    assert_eq!(records(&ended, "eval"), [first]);
 }

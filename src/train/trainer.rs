@@ -128,7 +128,13 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
     }
     let cx = StepContext { model: &model, cfg: &cfg, ropes: &ropes, device, plan: &plan, job, t0, started_at: st.step, curriculum };
     // The checkpoint resumed from is this run's last one until it writes another.
-    let mut run = RunRecord { evals: Vec::new(), last_train: Metrics::default(), last_ckpt: resumed_from.clone(), interrupted: false };
+    let mut run = RunRecord {
+        evals: Vec::new(),
+        last_train: Metrics::default(),
+        last_ckpt: resumed_from.clone(),
+        evaluated_since_save: false,
+        interrupted: false,
+    };
     if resumed_from.is_some() && st.step >= plan.stop_at && lead {
         eprintln!(
             "note: the run is already at step {}, where it ends (max_steps / total_steps {}): nothing to train; pass max_steps=N to go on",
@@ -160,7 +166,7 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
                 }
             };
             if cfg.checkpoint_interval_steps > 0 && st.step % cfg.checkpoint_interval_steps == 0 {
-                run.last_ckpt = Some(save(job, &mut st, &cfg, &model, &mut log, reducer)?);
+                run.saved(save(job, &mut st, &cfg, &model, &mut log, reducer)?);
             }
             if stop.interrupt {
                 run.interrupted = true; // the step is done; checkpoint below
@@ -190,6 +196,8 @@ struct RunRecord {
     evals: Vec<(u64, EvalResult)>,
     last_train: Metrics,
     last_ckpt: Option<PathBuf>,
+    /// An evaluation was logged after the newest checkpoint (also the one resumed from).
+    evaluated_since_save: bool,
     interrupted: bool,
 }
 
@@ -197,6 +205,16 @@ impl RunRecord {
     /// Whether the newest checkpoint is of `step`.
     fn saved_at(&self, step: u64) -> bool {
         self.last_ckpt.as_ref().is_some_and(|p| p.ends_with(format!("step_{step:08}")))
+    }
+    /// Whether the newest checkpoint holds all the run has done at `step`: it is of that step,
+    /// and no evaluation was logged after it (its log mark, evaluated step and ARC vote pool
+    /// would leave that evaluation out, and a resume would cut it and run it again).
+    fn up_to_date(&self, step: u64) -> bool {
+        self.saved_at(step) && !self.evaluated_since_save
+    }
+    fn saved(&mut self, at: PathBuf) {
+        self.last_ckpt = Some(at);
+        self.evaluated_since_save = false;
     }
 }
 
@@ -355,7 +373,6 @@ fn end_of_iteration<AD: AutodiffBackend>(
     // step (off the schedule) before its checkpoint; resumed there, it must not evaluate (and
     // log) the same step again.
     let evaluated_before = st.evaluated_step == Some(st.step);
-    let mut evaluated = false;
     if let Some(test) = test.filter(|_| !evaluated_before) {
         let Some(r) = eval_and_log(cx.model, cx.cfg, st, test, &cx.job.data, &cx.job.out, log.as_mut(), reducer, true)? else {
             st.position = end_of_batches;
@@ -374,11 +391,11 @@ fn end_of_iteration<AD: AutodiffBackend>(
         ));
         run.evals.push((st.step, r));
         st.evaluated_step = Some(st.step);
-        evaluated = true;
+        run.evaluated_since_save = true;
     }
     // A checkpoint of this step stands unless an evaluation was logged after it (as in `finish`).
-    if (cx.cfg.checkpoint_every_eval || iteration + 1 == cx.plan.iterations) && (evaluated || !run.saved_at(st.step)) {
-        run.last_ckpt = Some(save(cx.job, st, cx.cfg, cx.model, log, reducer)?);
+    if (cx.cfg.checkpoint_every_eval || iteration + 1 == cx.plan.iterations) && !run.up_to_date(st.step) {
+        run.saved(save(cx.job, st, cx.cfg, cx.model, log, reducer)?);
     }
     Ok(true)
 }
@@ -404,7 +421,6 @@ fn finish<AD: AutodiffBackend>(
     reducer: &mut dyn Reducer,
 ) -> Result<TrainSummary> {
     let (job, model, cfg) = (cx.job, cx.model, cx.cfg);
-    let mut evaluated = false;
     // Not when this step's evaluation is logged already (by the loop, or before the checkpoint a
     // resumed run started from).
     if let (Some(test), false, false) = (test, run.interrupted, st.evaluated_step == Some(st.step)) {
@@ -413,7 +429,7 @@ fn finish<AD: AutodiffBackend>(
             Some(r) => {
                 run.evals.push((st.step, r));
                 st.evaluated_step = Some(st.step);
-                evaluated = true;
+                run.evaluated_since_save = true;
             }
             None => run.interrupted = true,
         }
@@ -433,12 +449,13 @@ fn finish<AD: AutodiffBackend>(
         ))
         .into());
     }
-    // A checkpoint of this step already written stands, unless the final evaluation was logged
-    // after it: its log mark must include that, or a resume would cut it. (Every rank knows both,
-    // so all of them take part in the save, a collective, or none.)
+    // A checkpoint of this step already written stands, unless an evaluation (this one, or the
+    // iteration's own when no scheduled checkpoint followed it) was logged after it: its log
+    // mark must include that, or a resume would cut it. (Every rank knows both, so all of them
+    // take part in the save, a collective, or none.)
     flush(&mut log)?;
-    if !run.saved_at(st.step) || evaluated {
-        run.last_ckpt = Some(save(job, st, cfg, model, &mut log, reducer)?);
+    if !run.up_to_date(st.step) {
+        run.saved(save(job, st, cfg, model, &mut log, reducer)?);
     }
     progress.finish();
     Ok(TrainSummary {

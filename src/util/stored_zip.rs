@@ -96,9 +96,13 @@ impl<W: Write> StoredZip<W> {
         h.extend(extra);
         self.put(&h)?;
         debug_assert_eq!(self.at % ALIGN, 0);
-        let mut counted = Counted { w: &mut self.w, n: 0 };
+        let mut counted = Counted { w: &mut self.w, n: 0, crc: crc32fast::Hasher::new() };
         data(&mut counted)?;
         ensure!(counted.n == len, "zip entry {name}: {} bytes written for {len}", counted.n);
+        // The header's CRC was computed before (`crc_of`, a first pass): the bytes written must
+        // be those, or readers that check it refuse the entry.
+        let written = counted.crc.finalize();
+        ensure!(written == crc, "zip entry {name}: the bytes written have CRC-32 {written:08x}, not the {crc:08x} its header holds");
         self.at += len;
         self.written.push(Written { name: name.to_string(), crc, len, offset });
         Ok(())
@@ -190,12 +194,14 @@ fn central_record(f: &Written) -> Vec<u8> {
 struct Counted<'a, W: Write> {
     w: &'a mut W,
     n: u64,
+    crc: crc32fast::Hasher,
 }
 
 impl<W: Write> Write for Counted<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let k = self.w.write(buf)?;
         self.n += k as u64;
+        self.crc.update(&buf[..k]);
         Ok(k)
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -254,6 +260,16 @@ mod tests {
     /// hand, `torch_zip_write`'s ignored test): the central record holds exactly the fields that
     /// are at 0xFFFFFFFF, in the order uncompressed, compressed, offset; a directory past the
     /// edge gets the zip64 end record and its locator.
+    #[test]
+    fn bytes_that_differ_from_their_crc_or_length_are_refused() {
+        let mut z = StoredZip::new(Vec::new());
+        let crc = crc_of(|w| Ok(w.write_all(b"abc")?)).unwrap();
+        let e = z.entry("a/data/0", 3, crc, |w| Ok(w.write_all(b"abd")?)).unwrap_err().to_string();
+        assert!(e.contains("CRC-32") && e.contains("a/data/0"), "{e}");
+        let e = z.entry("a/data/1", 3, crc, |w| Ok(w.write_all(b"ab")?)).unwrap_err().to_string();
+        assert!(e.contains("2 bytes written for 3"), "{e}");
+    }
+
     #[test]
     fn zip64_fields_appear_exactly_where_values_reach_four_gib() {
         let u16_at = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]);

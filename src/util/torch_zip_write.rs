@@ -124,7 +124,8 @@ impl Entry {
 
     /// The values and the storage agree, and fill the shape.
     fn check(&self) -> Result<()> {
-        let n: usize = self.shape.iter().product();
+        let n = self.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        let Some(n) = n else { anyhow::bail!("{}: the shape {:?} holds more values than memory can address", self.name, self.shape) };
         anyhow::ensure!(self.values.len() == n, "{}: {} values for the shape {:?}", self.name, self.values.len(), self.shape);
         let fits = matches!(
             (&self.values, self.stored),
@@ -187,7 +188,8 @@ pub fn stage(path: &Path, tensors: &[Entry]) -> Result<crate::util::fs::Staged> 
         p.tuple_of(shape);
         let mut stride = vec![1usize; shape.len()];
         for d in (0..shape.len().saturating_sub(1)).rev() {
-            stride[d] = stride[d + 1] * shape[d + 1];
+            // As torch: a dimension of size 0 counts as 1 in the strides before it.
+            stride[d] = stride[d + 1] * shape[d + 1].max(1);
         }
         p.tuple_of(&stride);
         p.op(0x89); // requires_grad False
