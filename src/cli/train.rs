@@ -485,7 +485,7 @@ impl EvalModel {
         } else {
             let ckpt = checkpoint::resolve(&spec)?;
             let js = checkpoint::read_state_json(&ckpt)?;
-            let pooled = !js.config.evaluators.is_empty() && js.config.arc_evaluator.aggregated_voting;
+            let pooled = js.config.pools_arc_votes();
             (js.model, ckpt.join("model.safetensors"), js.config.arc_evaluator, pooled)
         };
         Ok(Self { spec, model, file, arc_args, pooled_run, _bundled: bundled })

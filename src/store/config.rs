@@ -266,6 +266,12 @@ fn named_error(text: &str, e: &toml::de::Error) -> String {
 }
 
 impl TrainConfig {
+    /// The run's ARC evaluations add their votes to one pool (`aggregated_voting`, the
+    /// reference's default), whose `submission.json` no single evaluation can make again.
+    pub fn pools_arc_votes(&self) -> bool {
+        self.evaluators.iter().any(|e| e == ARC_EVALUATOR) && self.arc_evaluator.aggregated_voting
+    }
+
     pub fn validate(&self) -> Result<()> {
         anyhow::ensure!(self.global_batch_size > 0, "global_batch_size must be positive");
         anyhow::ensure!(self.epochs > 0, "epochs must be positive");

@@ -260,7 +260,7 @@ fn vote_pool(cfg: &TrainConfig, resumed: Option<&Path>, evaluated: bool, rank: u
     if rank != 0 {
         return Ok(None);
     }
-    let pools = cfg.evaluators.iter().any(|e| e == ARC_EVALUATOR) && cfg.arc_evaluator.aggregated_voting;
+    let pools = cfg.pools_arc_votes();
     // Read only when kept: a pool that is dropped is only named.
     let held = resumed.is_some_and(|ckpt| ckpt.join(crate::store::arc_votes::FILE).exists());
     let saved = match resumed {

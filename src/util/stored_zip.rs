@@ -256,20 +256,18 @@ mod tests {
         assert!(e.to_string().contains("3 bytes written for 4"), "{e}");
     }
 
-    /// The zip64 fields at the 4 GiB edge, byte by byte (a file that large is only written by
-    /// hand, `torch_zip_write`'s ignored test): the central record holds exactly the fields that
-    /// are at 0xFFFFFFFF, in the order uncompressed, compressed, offset; a directory past the
-    /// edge gets the zip64 end record and its locator.
     #[test]
-    fn bytes_that_differ_from_their_crc_or_length_are_refused() {
+    fn bytes_that_differ_from_their_crc_are_refused() {
         let mut z = StoredZip::new(Vec::new());
         let crc = crc_of(|w| Ok(w.write_all(b"abc")?)).unwrap();
         let e = z.entry("a/data/0", 3, crc, |w| Ok(w.write_all(b"abd")?)).unwrap_err().to_string();
         assert!(e.contains("CRC-32") && e.contains("a/data/0"), "{e}");
-        let e = z.entry("a/data/1", 3, crc, |w| Ok(w.write_all(b"ab")?)).unwrap_err().to_string();
-        assert!(e.contains("2 bytes written for 3"), "{e}");
     }
 
+    /// The zip64 fields at the 4 GiB edge, byte by byte (a file that large is only written by
+    /// hand, `torch_zip_write`'s ignored test): the central record holds exactly the fields that
+    /// are at 0xFFFFFFFF, in the order uncompressed, compressed, offset; a directory past the
+    /// edge gets the zip64 end record and its locator.
     #[test]
     fn zip64_fields_appear_exactly_where_values_reach_four_gib() {
         let u16_at = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
