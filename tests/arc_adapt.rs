@@ -514,6 +514,32 @@ fn arc_evaluations_vote_together_across_a_run_and_resume_with_their_votes() {
     }
     let timed_ckpt = checkpoint::resolve(&dir.path().join("timed")).unwrap();
     assert_eq!(std::fs::read(timed_ckpt.join(file)).unwrap(), std::fs::read(ckpt.join(file)).unwrap());
+    // Stopped one batch before the first iteration's end, whose last batch the resumed run then
+    // skips as non-finite (`skip_nonfinite_batches`; written into the checkpoint here, as no
+    // batch of this data diverges): the stopped run evaluated that step off the schedule, so the
+    // resumed run evaluates it again at the iteration's end, and that evaluation's votes join the
+    // pool.
+    let first = ep[0]["step"].as_u64().unwrap();
+    assert!(first >= 2, "the first iteration has {first} batches");
+    trainer::train::<B>(&job("skipped", &[&format!("max_steps={}", first - 1)], false), &Default::default()).unwrap();
+    let stopped = checkpoint::resolve(&dir.path().join("skipped")).unwrap();
+    let mut state: serde_json::Value = trm::util::fs::read_json(&stopped.join("state.json")).unwrap();
+    assert_eq!(state["evaluated_off_schedule"], true, "{state}");
+    state["position"]["batch"] = (state["position"]["batch"].as_u64().unwrap() + 1).into();
+    state["skipped_batches"] = 1.into();
+    trm::util::fs::write_json(&stopped.join("state.json"), &state).unwrap();
+    trm::store::integrity::write_sums(&stopped).unwrap();
+    trm::store::integrity::forget(&stopped);
+    trainer::train::<B>(&job("skipped", &["max_steps=null"], true), &Default::default()).unwrap();
+    let es = evals("skipped");
+    let at_stop: Vec<_> = es.iter().filter(|e| e["step"] == first - 1).collect();
+    assert_eq!(at_stop.len(), 2, "the step evaluated off the schedule, then at its iteration's end");
+    assert_eq!(at_stop[0]["ARC/this_evaluation/pass@2"], at_stop[1]["ARC/this_evaluation/pass@2"], "the same weights");
+    let pool = checkpoint::read_arc_votes(&checkpoint::resolve(&dir.path().join("skipped")).unwrap()).unwrap().unwrap();
+    let votes: usize =
+        tasks.iter().flat_map(|t| t.test.iter().map(|p| pool.ranked(&t.name, &p.input).iter().map(|c| c.votes).sum::<usize>())).sum();
+    let scheduled: f64 = es.iter().map(|e| e["count"].as_f64().unwrap()).sum::<f64>() - at_stop[0]["count"].as_f64().unwrap();
+    assert_eq!((votes + pool.empty) as f64, scheduled, "every evaluation's votes but the one off the schedule");
     // `trm export` says how the run voted, as the reference's all_config.yaml would.
     let trm_bin = |args: &[&std::ffi::OsStr]| {
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm")).args(args).output().unwrap();

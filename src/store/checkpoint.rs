@@ -54,6 +54,9 @@ pub struct TrainState<B: Backend> {
     /// The last step whose evaluation was logged (so a resumed run that is already at its end
     /// does not evaluate and log it again).
     pub evaluated_step: Option<u64>,
+    /// That evaluation was off the schedule (the last one of a run stopped between evaluations),
+    /// so its ARC votes were not pooled.
+    pub evaluated_off_schedule: bool,
     /// The votes of every ARC evaluation so far, in a run that pools them (the reference's
     /// `aggregated_voting`); rank 0's only. Shared, so that cloning the state copies no votes.
     pub arc_votes: Option<std::sync::Arc<super::arc_votes::Votes>>,
@@ -90,6 +93,9 @@ pub struct StateJson {
     /// The last step whose evaluation was logged before this checkpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluated_step: Option<u64>,
+    /// That evaluation was off the schedule (absent: on it, or written by an older trm).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub evaluated_off_schedule: bool,
 }
 
 fn named_entries<B: Backend>(prefix: &str, v: &[Named<B>]) -> Vec<(String, Vec<usize>, Vec<f32>)> {
@@ -186,6 +192,7 @@ pub fn save<B: Backend>(run: &Path, st: &TrainState<B>, cfg: &TrainConfig, model
         model_is_ema: st.ema.is_some(),
         logs: st.log_mark,
         evaluated_step: st.evaluated_step,
+        evaluated_off_schedule: st.evaluated_off_schedule,
     };
     crate::util::fs::write_json(&tmp.join("state.json"), &js)?;
     if let Some(v) = &st.arc_votes {
@@ -535,6 +542,7 @@ pub fn load_state<B: Backend>(ckpt: &Path, device: &B::Device) -> Result<(StateJ
         skipped: js.skipped_batches,
         log_mark: js.logs,
         evaluated_step: js.evaluated_step,
+        evaluated_off_schedule: js.evaluated_off_schedule,
         // Rank 0's alone: `train::setup` reads it there.
         arc_votes: None,
     };

@@ -155,6 +155,7 @@ fn fresh_state<B: Backend>(
         skipped: 0,
         log_mark: None,
         evaluated_step: None,
+        evaluated_off_schedule: false,
         arc_votes: None,
     })
 }

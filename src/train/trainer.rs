@@ -369,10 +369,13 @@ fn end_of_iteration<AD: AutodiffBackend>(
     if (iteration as usize) < cx.cfg.min_eval_interval {
         return Ok(true);
     }
-    // A run of an older trm stopped by its time limit on an iteration's last batch evaluated that
-    // step (off the schedule) before its checkpoint; resumed there, it must not evaluate (and
-    // log) the same step again.
-    let evaluated_before = st.evaluated_step == Some(st.step);
+    // A resumed run may find this step's evaluation logged already: off the schedule, by a run
+    // stopped one batch before the iteration's end whose last batch is then skipped as
+    // non-finite, or by an older trm stopped on the iteration's last batch. It stands for this
+    // one (the same weights), except that its ARC votes were not pooled: a run that pools them
+    // evaluates again, so that its pool is an uninterrupted run's. (A checkpoint of an older trm
+    // does not say, and counts as on the schedule.)
+    let evaluated_before = st.evaluated_step == Some(st.step) && !(st.evaluated_off_schedule && cx.cfg.pools_arc_votes());
     if let Some(test) = test.filter(|_| !evaluated_before) {
         let Some(r) = eval_and_log(cx.model, cx.cfg, st, test, &cx.job.data, &cx.job.out, log.as_mut(), reducer, true)? else {
             st.position = end_of_batches;
@@ -391,6 +394,7 @@ fn end_of_iteration<AD: AutodiffBackend>(
         ));
         run.evals.push((st.step, r));
         st.evaluated_step = Some(st.step);
+        st.evaluated_off_schedule = false;
         run.evaluated_since_save = true;
     }
     // A checkpoint of this step stands unless an evaluation was logged after it (as in `finish`).
@@ -429,6 +433,7 @@ fn finish<AD: AutodiffBackend>(
             Some(r) => {
                 run.evals.push((st.step, r));
                 st.evaluated_step = Some(st.step);
+                st.evaluated_off_schedule = true;
                 run.evaluated_since_save = true;
             }
             None => run.interrupted = true,
