@@ -567,4 +567,18 @@ fn arc_evaluations_vote_together_across_a_run_and_resume_with_their_votes() {
     ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("3 attempts per test input"));
     assert_eq!(attempts(&sub("alone")), 3, "trm eval's");
+    // So does `trm eval` on the exported weights alone: the evaluator's arguments come from the
+    // all_config.yaml beside them.
+    let o = trm_bin(&[
+        "eval".as_ref(),
+        "--steps".as_ref(),
+        "1".as_ref(),
+        "--checkpoint".as_ref(),
+        bare.as_os_str(),
+        "--data".as_ref(),
+        data.as_os_str(),
+    ]);
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(said.contains("3 attempts per test input") && !said.contains("evaluators"), "{said}");
+    assert_eq!(attempts(&sub("alone-export")), 3, "trm eval's, on the bare weights");
 }

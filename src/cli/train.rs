@@ -446,7 +446,8 @@ struct EvalModel {
     /// Its model.safetensors (or torch file).
     file: PathBuf,
     /// The ARC evaluator's pass@k list and attempts: the run's (`evaluators=[{name: arc@ARC,
-    /// pass_Ks: ..., submission_K: ...}]`), the reference's defaults for a bare weights file.
+    /// pass_Ks: ..., submission_K: ...}]`); a bare weights file's from the `all_config.yaml`
+    /// beside it (the reference's defaults with `--config`).
     arc_args: ArcEvaluatorArgs,
     /// A run (or its checkpoint) whose training pooled its ARC votes: its `submission.json` is the
     /// pool's, which no single evaluation can make again, so `trm eval` writes beside it.
@@ -481,7 +482,7 @@ impl EvalModel {
         );
         let (model, file, arc_args, pooled_run) = if bare {
             let cfg = crate::store::hydra_config::resolve_for_weights(&spec, a.config.as_deref(), &a.set)?;
-            (crate::train::setup::model_config(&cfg, test)?, spec.clone(), ArcEvaluatorArgs::default(), false)
+            (crate::train::setup::model_config(&cfg, test)?, spec.clone(), cfg.arc_evaluator, false)
         } else {
             let ckpt = checkpoint::resolve(&spec)?;
             let js = checkpoint::read_state_json(&ckpt)?;

@@ -9,13 +9,14 @@
 //!
 //! Keys map to trm's own through the usual override path, so an unknown key is refused with its
 //! name. `arch.name` (`recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1`) picks the
-//! architecture; the reference's run bookkeeping (paths, evaluators, checkpoint loading) is left
-//! out, with a note.
+//! architecture; the reference's run bookkeeping (paths, checkpoint loading) is left out, with a
+//! note. Its `evaluators` list is read (the ARC evaluator's arguments are how `trm eval` scores the
+//! weights); evaluators trm does not have are left out, with a note.
 //!
 //! `to_yaml` writes the same file for a trm run (`trm export --format torch` puts it beside the
 //! weights), so an exported model carries its configuration as the reference's do.
 
-use super::config::TrainConfig;
+use super::config::{ARC_EVALUATOR, TrainConfig};
 use crate::model::architecture::Architecture;
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::BTreeMap;
@@ -26,7 +27,9 @@ type Entry = (String, Option<String>);
 
 /// Keys of the reference's run bookkeeping: where data and checkpoints were, what evaluated them.
 /// They do not describe the model or its training, and trm takes them from its own options.
-const BOOKKEEPING: [&str; 6] = ["checkpoint_path", "data_paths", "data_paths_test", "evaluators", "eval_save_outputs", "load_checkpoint"];
+/// (`evaluators` is read apart: its ARC evaluator's arguments are how the weights' run scored
+/// them, which `trm eval` scores them with.)
+const BOOKKEEPING: [&str; 5] = ["checkpoint_path", "data_paths", "data_paths_test", "eval_save_outputs", "load_checkpoint"];
 
 /// Largest `all_config.yaml` read (the reference's are about 2 KB).
 pub const MAX_YAML_BYTES: u64 = 1 << 20;
@@ -75,8 +78,13 @@ pub fn resolve_for_weights(file: &std::path::Path, preset: Option<&str>, set: &[
 
 fn to_overrides(entries: &[Entry]) -> Result<(Vec<String>, Vec<String>)> {
     let (mut out, mut skipped) = (Vec::new(), Vec::new());
+    let (evaluators, others) = evaluators_override(entries)?;
+    out.extend(evaluators);
     for (key, value) in entries {
         let top = key.split(['.', '[']).next().unwrap_or(key);
+        if top == "evaluators" {
+            continue;
+        }
         if BOOKKEEPING.contains(&top) {
             if !skipped.iter().any(|s| s == top) {
                 skipped.push(top.to_string());
@@ -118,8 +126,70 @@ fn to_overrides(entries: &[Entry]) -> Result<(Vec<String>, Vec<String>)> {
             missing.join(", ")
         );
     }
-    let notes = if skipped.is_empty() { vec![] } else { vec![format!("left out the reference's run bookkeeping: {}", skipped.join(", "))] };
+    let mut notes =
+        if skipped.is_empty() { vec![] } else { vec![format!("left out the reference's run bookkeeping: {}", skipped.join(", "))] };
+    if !others.is_empty() {
+        notes.push(format!("left out the evaluators trm does not have: {} (it has {ARC_EVALUATOR})", others.join(", ")));
+    }
     Ok((out, notes))
+}
+
+/// The file's `evaluators` list as one `evaluators=` override, in hydra's syntax
+/// (`[{name: arc@ARC, submission_K: 3, pass_Ks: [1, 2]}]`), checked by the configuration like any
+/// override; and the names of evaluators trm does not have, which are left out. None when the
+/// file has no list (or `null`).
+fn evaluators_override(entries: &[Entry]) -> Result<(Option<String>, Vec<String>)> {
+    // Per item: its name, its `key: value` arguments and its lists, in the file's order.
+    #[derive(Default)]
+    struct Item {
+        name: Option<String>,
+        args: Vec<(String, String)>,
+        lists: Vec<(String, Vec<String>)>,
+    }
+    let mut items: BTreeMap<usize, Item> = BTreeMap::new();
+    let mut listed = false;
+    for (key, value) in entries {
+        let Some(rest) = key.strip_prefix("evaluators") else { continue };
+        if rest.is_empty() {
+            // `evaluators: []`, or `null` (none).
+            listed |= value.as_deref() == Some("[]");
+            continue;
+        }
+        let bad = || anyhow!("{key}: the evaluators are a list (`- name: {ARC_EVALUATOR}`), as the reference writes them");
+        let (index, field) = rest.strip_prefix('[').and_then(|r| r.split_once(']')).ok_or_else(bad)?;
+        let item = items.entry(index.parse().map_err(|_| bad())?).or_default();
+        listed = true;
+        let value = value.clone().unwrap_or_else(|| "null".into());
+        match field.strip_prefix('.') {
+            None if field.is_empty() => item.name = Some(value),
+            Some("name") => item.name = Some(value),
+            Some(f) => match f.split_once('[') {
+                None => item.args.push((f.to_string(), value)),
+                Some((list, _)) => match item.lists.iter_mut().find(|(k, _)| k == list) {
+                    Some((_, l)) => l.push(value),
+                    None => item.lists.push((list.to_string(), vec![value])),
+                },
+            },
+            None => return Err(bad()),
+        }
+    }
+    if !listed {
+        return Ok((None, vec![]));
+    }
+    let mut kept = vec![];
+    let mut others = vec![];
+    for item in items.into_values() {
+        match item.name {
+            Some(n) if n != ARC_EVALUATOR => others.push(n),
+            name => {
+                let name = name.map(|n| format!("name: {n}"));
+                let args = item.args.into_iter().map(|(k, v)| format!("{k}: {v}"));
+                let lists = item.lists.into_iter().map(|(k, l)| format!("{k}: [{}]", l.join(", ")));
+                kept.push(format!("{{{}}}", name.into_iter().chain(args).chain(lists).collect::<Vec<_>>().join(", ")));
+            }
+        }
+    }
+    Ok((Some(format!("evaluators=[{}]", kept.join(", "))), others))
 }
 
 /// `recursive_reasoning.<module>@<class>` -> trm's architecture name.
@@ -424,8 +494,9 @@ mod tests {
         let (ov, notes) = to_overrides(&e).unwrap();
         assert_eq!(ov[0], "arch=trm");
         assert!(ov.contains(&"arch.loss.loss_type=stablemax_cross_entropy".to_string()) && ov.contains(&"beta1=0.9".to_string()));
-        assert!(!ov.iter().any(|o| o.starts_with("data_paths") || o.starts_with("evaluators")));
-        assert!(notes[0].contains("data_paths") && notes[0].contains("evaluators"), "{notes:?}");
+        assert!(!ov.iter().any(|o| o.starts_with("data_paths")));
+        assert!(ov.contains(&"evaluators=[{name: arc@ARC, submission_K: 2}]".to_string()), "{ov:?}");
+        assert!(notes[0].contains("data_paths") && !notes[0].contains("evaluators"), "{notes:?}");
         // A key the model needs, missing: named, never taken from a preset.
         let e = parse(&text.replace("  L_cycles: 6\n", "")).unwrap();
         let err = to_overrides(&e).unwrap_err().to_string();
@@ -486,6 +557,39 @@ mod tests {
         }
         let none = super::super::config::resolve("arc1", &["data_paths=[d]".into(), "evaluators=[]".into()]).unwrap();
         assert!(to_yaml(&none).unwrap().contains("\nevaluators: []\n"));
+    }
+
+    /// The file's evaluators are read back as the run's: `trm eval` on the bare weights scores
+    /// them with the run's pass@k and attempts. Evaluators trm does not have are left out, with a
+    /// note; an argument the ARC evaluator does not have is an error naming it.
+    #[test]
+    fn the_evaluators_are_read_back_with_their_arguments() {
+        let back = |text: &str| -> Result<(TrainConfig, Vec<String>)> {
+            let (mut ov, notes) = to_overrides(&parse(text)?)?;
+            ov.push("data_paths=[d]".into());
+            Ok((super::super::config::resolve("arc1", &ov)?, notes))
+        };
+        let ov = "evaluators=[{name: arc@ARC, aggregated_voting: False, submission_K: 3, pass_Ks: [1,3]}]";
+        let cfg = super::super::config::resolve("arc1", &["data_paths=[d]".into(), ov.into()]).unwrap();
+        let (read, notes) = back(&to_yaml(&cfg).unwrap()).unwrap();
+        assert_eq!(read.evaluators, [ARC_EVALUATOR]);
+        assert_eq!(read.arc_evaluator, cfg.arc_evaluator);
+        assert_eq!((read.arc_evaluator.submission_k, read.arc_evaluator.pass_ks.clone()), (3, vec![1, 3]));
+        assert!(!notes.iter().any(|n| n.contains("evaluators")), "{notes:?}");
+        // The model's keys alone (`arch:` comes first, `beta1` after it), then each list.
+        let model = to_yaml(&cfg).unwrap().split("\nbeta1").next().unwrap().to_string() + "\n";
+        assert!(model.starts_with("arch:\n") && !model.contains("evaluators"), "{model}");
+        for (evaluators, names, k) in [
+            ("evaluators: []\n", vec![], 2),
+            ("evaluators:\n- arc@ARC\n", vec![ARC_EVALUATOR], 2),
+            ("evaluators:\n- name: other@X\n- name: arc@ARC\n  submission_K: 5\n", vec![ARC_EVALUATOR], 5),
+        ] {
+            let (read, notes) = back(&format!("{model}{evaluators}")).unwrap_or_else(|e| panic!("{evaluators}: {e:#}"));
+            assert_eq!((read.evaluators, read.arc_evaluator.submission_k), (names.iter().map(|s| s.to_string()).collect(), k));
+            assert_eq!(notes.iter().any(|n| n.contains("other@X")), evaluators.contains("other@X"), "{notes:?}");
+        }
+        let e = format!("{:#}", back(&format!("{model}evaluators:\n- name: arc@ARC\n  votes: 3\n")).unwrap_err());
+        assert!(e.contains("no argument `votes`"), "{e}");
     }
 
     #[test]
