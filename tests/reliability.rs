@@ -251,12 +251,26 @@ fn ctrl_c_checkpoints_and_the_run_resumes_exactly() {
     let (a, b) = (checkpoint::resolve(&out).unwrap(), checkpoint::resolve(&straight).unwrap());
     assert_eq!(std::fs::read(a.join("state.safetensors")).unwrap(), std::fs::read(b.join("state.safetensors")).unwrap());
 
-    // SIGTERM twice: the second exits at once, and the last complete checkpoint is intact.
+    // SIGTERM twice at once (a job manager signals every process of a job, and `trm launch`
+    // passes its own on to its ranks): one stop, with its checkpoint.
+    let out = runs.path().join("told-twice");
+    let child = trm_train(data.path(), &out, &[]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for("3 steps", || logged_steps(&out) >= 3);
+    signal(&child, "-TERM");
+    signal(&child, "-TERM");
+    let o = child.wait_with_output().unwrap();
+    let msg = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{msg}");
+    assert!(msg.contains("interrupted at step"), "the run stopped without its checkpoint: {msg}");
+    assert_eq!(step_of(&checkpoint::resolve(&out).unwrap()), logged_steps(&out));
+    // A second SIGTERM a second or more after the first exits at once (unless the stop was done
+    // by then), and the last complete checkpoint is intact.
     let out = runs.path().join("term");
     let mut child =
         trm_train(data.path(), &out, &["checkpoint_interval_steps=1"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     wait_for("3 steps", || logged_steps(&out) >= 3);
     signal(&child, "-TERM");
+    std::thread::sleep(trm::util::interrupt::SAME_STOP + Duration::from_millis(100));
     signal(&child, "-TERM");
     assert_eq!(child.wait().unwrap().code(), Some(130));
     let c = checkpoint::resolve(&out).unwrap();

@@ -2,8 +2,9 @@
 //! GPU, with the torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT),
 //! and waits for them. A rank that fails stops the others (SIGTERM, then SIGKILL after a grace
 //! period). Ctrl-C or SIGTERM to the launcher is passed on as one SIGTERM per rank, so each
-//! finishes its step and rank 0 writes a checkpoint. For several machines use torchrun or srun
-//! (docs/distributed.md).
+//! finishes its step and rank 0 writes a checkpoint; a second one, as SIGKILL. A launcher that is
+//! killed or loses its terminal stops its ranks as a Ctrl-C does (Linux's parent-death signal).
+//! For several machines use torchrun or srun (docs/distributed.md).
 
 use anyhow::{Context, Result, bail};
 use clap::builder::TypedValueParser as _;
@@ -46,6 +47,12 @@ fn check(a: &LaunchArgs) -> Result<()> {
     if !spec.built() {
         return Err(crate::backend::not_built(spec));
     }
+    // One rank per GPU: every rank's GPU must be there (a rank that cannot open its GPU would
+    // leave the others waiting for it).
+    #[cfg(feature = "libtorch")]
+    if matches!(spec, crate::backend::DeviceSpec::Cuda(_)) {
+        crate::backend::torch::check_cuda(a.nproc - 1).with_context(|| format!("trm launch --nproc {}: one rank per GPU", a.nproc))?;
+    }
     Ok(())
 }
 
@@ -84,12 +91,45 @@ fn terminate(children: &mut [(usize, Child)], hard: bool) {
     }
 }
 
+/// Ends the ranks started so far, at once (the launch failed before they could work).
+fn abandon(children: &mut Vec<(usize, Child)>, link: Option<&std::path::Path>) {
+    terminate(children, true);
+    for (_, c) in children.iter_mut() {
+        c.wait().ok();
+    }
+    children.clear();
+    if let Some(dir) = link {
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
 /// Seconds the ranks get to stop by themselves after a rank failed, before SIGKILL.
 const GRACE_S: u64 = 60;
 
+/// `s` as a shell reads it back: as is when plain, else single-quoted.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_./=:,@%+-".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The command that continues an interrupted launch.
+fn resume_command(a: &LaunchArgs) -> String {
+    let mut words: Vec<String> = a.command.iter().map(|w| shell_word(w)).collect();
+    if !a.command.iter().any(|w| w == "--resume") {
+        words.push("--resume".into());
+    }
+    let port = a.master_port.map(|p| format!(" --master-port {p}")).unwrap_or_default();
+    format!("trm launch --nproc {}{port} -- {}", a.nproc, words.join(" "))
+}
+
 pub fn run(a: LaunchArgs) -> Result<()> {
     check(&a)?;
-    crate::util::interrupt::install()?;
+    // Signals are passed on to the ranks, never the launcher's end alone (that would leave them
+    // running): the first as one SIGTERM each, a later one as SIGKILL.
+    crate::util::interrupt::install_passing_on()?;
     let exe = std::env::current_exe().context("cannot find the trm executable")?;
     let port = match a.master_port {
         Some(p) => p,
@@ -102,6 +142,8 @@ pub fn run(a: LaunchArgs) -> Result<()> {
         let mut r = rand::rng();
         (0..32).map(|_| format!("{:x}", r.random_range(0..16u8))).collect()
     };
+    #[cfg(target_os = "linux")]
+    let launcher = std::process::id();
     let mut children = Vec::new();
     for rank in 0..a.nproc {
         let mut c = Command::new(&exe);
@@ -109,13 +151,32 @@ pub fn run(a: LaunchArgs) -> Result<()> {
         // one SIGTERM (two signals would make a rank exit without its checkpoint).
         #[cfg(unix)]
         std::os::unix::process::CommandExt::process_group(&mut c, 0);
+        // A launcher that ends any other way (killed, its terminal closed) stops its ranks: each
+        // gets SIGTERM, finishes its step and rank 0 writes a checkpoint.
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut c, move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() as u32 != launcher {
+                    return Err(std::io::Error::other("the launcher ended before the rank started"));
+                }
+                Ok(())
+            });
+        }
         c.args(&a.command)
             .env("RANK", rank.to_string())
             .env("WORLD_SIZE", a.nproc.to_string())
             .env("LOCAL_RANK", rank.to_string())
             .env("MASTER_ADDR", "127.0.0.1")
             .env("MASTER_PORT", port.to_string())
-            .env("TRM_RENDEZVOUS_TOKEN", &token);
+            .env("TRM_RENDEZVOUS_TOKEN", &token)
+            // The port is the launcher's (`--master-port` or a free one): a rendezvous port
+            // or a torchrun marker left in the shell would move it.
+            .env_remove("TRM_RENDEZVOUS_PORT")
+            .env_remove("TORCHELASTIC_RUN_ID");
         if let Some(dir) = &link {
             let path = match crate::util::env::library_path() {
                 Some(old) => format!("{}:{old}", dir.display()),
@@ -123,15 +184,29 @@ pub fn run(a: LaunchArgs) -> Result<()> {
             };
             c.env("LD_LIBRARY_PATH", path);
         }
-        children.push((rank, c.spawn().with_context(|| format!("cannot start rank {rank}"))?));
+        match c.spawn() {
+            Ok(child) => children.push((rank, child)),
+            Err(e) => {
+                abandon(&mut children, link.as_deref());
+                return Err(e).with_context(|| format!("cannot start rank {rank}"));
+            }
+        }
     }
     let mut failed: Option<(usize, std::process::ExitStatus)> = None;
-    let mut forwarded = false;
+    let mut interrupted = None;
+    // Stops passed on to the ranks: 1, one SIGTERM each; 2, SIGKILL.
+    let mut passed_on = 0;
     let mut since: Option<std::time::Instant> = None;
     while !children.is_empty() {
-        if crate::util::interrupt::requested() && !forwarded {
-            terminate(&mut children, false);
-            forwarded = true;
+        let stops = if crate::util::interrupt::requested() { 1 + crate::util::interrupt::repeated() } else { 0 };
+        if stops > passed_on && passed_on < 2 {
+            terminate(&mut children, passed_on == 1);
+            if passed_on == 0 {
+                eprintln!(
+                    "trm launch: stopping: each rank finishes its step, then rank 0 writes a checkpoint (a second Ctrl-C stops them at once)"
+                );
+            }
+            passed_on += 1;
         }
         if since.is_some_and(|t| t.elapsed() > Duration::from_secs(GRACE_S)) {
             eprintln!("trm launch: {} rank(s) still running {GRACE_S} s after the failure; killing them", children.len());
@@ -140,17 +215,28 @@ pub fn run(a: LaunchArgs) -> Result<()> {
         }
         let mut i = 0;
         while i < children.len() {
-            match children[i].1.try_wait()? {
-                Some(status) => {
-                    let (rank, _) = children.remove(i);
-                    if !status.success() && failed.is_none() {
-                        failed = Some((rank, status));
-                        eprintln!("trm launch: rank {rank} ended with {status}; stopping the others");
-                        terminate(&mut children, false);
-                        since = Some(std::time::Instant::now());
-                    }
+            let status = match children[i].1.try_wait() {
+                Ok(s) => s,
+                Err(e) => {
+                    abandon(&mut children, link.as_deref());
+                    return Err(e).context("cannot wait for the ranks");
                 }
-                None => i += 1,
+            };
+            let Some(status) = status else {
+                i += 1;
+                continue;
+            };
+            let (rank, _) = children.remove(i);
+            // After a stop was passed on, a rank that ends with the interrupt's code (or, after
+            // the second, killed) is stopping as asked, not failing.
+            let stopping = passed_on > 0 && (status.code() == Some(crate::util::interrupt::EXIT_CODE) || status.code().is_none());
+            if stopping {
+                interrupted.get_or_insert(rank);
+            } else if !status.success() && failed.is_none() {
+                failed = Some((rank, status));
+                eprintln!("trm launch: rank {rank} ended with {status}; stopping the others");
+                terminate(&mut children, false);
+                since = Some(std::time::Instant::now());
             }
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -158,13 +244,22 @@ pub fn run(a: LaunchArgs) -> Result<()> {
     if let Some(dir) = link {
         std::fs::remove_dir_all(dir).ok();
     }
-    match failed {
-        Some((rank, status)) if status.code() == Some(crate::util::interrupt::EXIT_CODE) => {
-            Err(crate::util::interrupt::Interrupted(format!("rank {rank} was interrupted; resume with the same command and --resume"))
-                .into())
+    let resume = resume_command(&a);
+    match (failed, interrupted) {
+        (Some((rank, status)), _) if status.code() == Some(crate::util::interrupt::EXIT_CODE) => {
+            Err(crate::util::interrupt::Interrupted(format!("rank {rank} was interrupted; continue with `{resume}`")).into())
         }
-        Some((rank, status)) => bail!("rank {rank} failed ({status}); see its error above"),
-        None => Ok(()),
+        (Some((rank, status)), _) if status.code().is_none() => bail!(
+            "rank {rank} was killed ({status}) without an error of its own: by the system's out-of-memory killer (see `dmesg`), \
+             or by a signal from outside the launch"
+        ),
+        (Some((rank, status)), _) => bail!("rank {rank} failed ({status}); see its error above"),
+        (None, Some(_)) => Err(crate::util::interrupt::Interrupted(format!(
+            "stopped{}; continue with `{resume}`",
+            if passed_on > 1 { " at once (the last checkpoint stands)" } else { ": rank 0 wrote a checkpoint" }
+        ))
+        .into()),
+        (None, None) => Ok(()),
     }
 }
 
@@ -174,6 +269,22 @@ mod tests {
 
     fn args(cmd: &[&str]) -> LaunchArgs {
         LaunchArgs { nproc: 2, master_port: None, command: cmd.iter().map(|s| s.to_string()).collect() }
+    }
+
+    /// The command an interrupted launch prints reads back in a shell as the launch's own, with
+    /// `--resume`.
+    #[test]
+    fn an_interrupted_launch_names_the_command_that_continues_it() {
+        let mut a = args(&["train", "--device", "cuda", "--out", "runs/my run", "lr=1e-4"]);
+        assert_eq!(resume_command(&a), "trm launch --nproc 2 -- train --device cuda --out 'runs/my run' lr=1e-4 --resume");
+        a.command.push("--resume".into());
+        a.master_port = Some(29600);
+        assert_eq!(
+            resume_command(&a),
+            "trm launch --nproc 2 --master-port 29600 -- train --device cuda --out 'runs/my run' lr=1e-4 --resume"
+        );
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word(""), "''");
     }
 
     #[test]
@@ -186,7 +297,15 @@ mod tests {
         assert!(format!("{:#}", check(&args(&["train", "--device=cuda:1"])).unwrap_err()).contains("LOCAL_RANK"));
         let linux = cfg!(target_os = "linux");
         let cuda = check(&args(&["train", "--device", "cuda"]));
-        assert_eq!(cuda.is_ok(), cfg!(feature = "libtorch") && linux, "{cuda:?}");
+        if cfg!(feature = "libtorch") && linux {
+            // Two ranks need two GPUs: on a machine without them, refused before anything starts.
+            if let Err(e) = &cuda {
+                let e = format!("{e:#}");
+                assert!(e.contains("--nproc 2: one rank per GPU") && e.contains("CUDA device"), "{e}");
+            }
+        } else {
+            assert!(cuda.is_err());
+        }
         let cubecl = check(&args(&["train", "--device", "cubecl"]));
         assert_eq!(cubecl.is_ok(), cfg!(feature = "cubecl") && linux, "{cubecl:?}");
         if !linux {

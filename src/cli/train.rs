@@ -447,7 +447,7 @@ struct EvalModel {
     file: PathBuf,
     /// The ARC evaluator's pass@k list and attempts: the run's (`evaluators=[{name: arc@ARC,
     /// pass_Ks: ..., submission_K: ...}]`); a bare weights file's from the `all_config.yaml`
-    /// beside it (the reference's defaults with `--config`).
+    /// beside it, or from `--config`.
     arc_args: ArcEvaluatorArgs,
     /// A run (or its checkpoint) whose training pooled its ARC votes: its `submission.json` is the
     /// pool's, which no single evaluation can make again, so `trm eval` writes beside it.

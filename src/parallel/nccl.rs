@@ -37,8 +37,18 @@ impl NcclReducer {
     /// Joins the communicator described by the launch environment.
     pub fn new(l: &Launch, timeout: std::time::Duration) -> Result<Self> {
         check_library()?;
-        let ctx =
-            CudaContext::new(l.local_rank).with_context(|| format!("rank {}: cannot open cuda:{} (LOCAL_RANK)", l.rank, l.local_rank))?;
+        let ctx = CudaContext::new(l.local_rank).with_context(|| {
+            format!(
+                "rank {}: cannot open cuda:{} (LOCAL_RANK){}",
+                l.rank,
+                l.local_rank,
+                if l.local_rank > 0 {
+                    " (under Slurm with --gpus-per-task=1 or --gpu-bind, each task sees its one GPU as cuda:0: see docs/distributed.md)"
+                } else {
+                    ""
+                }
+            )
+        })?;
         let stream = ctx.default_stream();
         let id = if l.rank == 0 { Some(Id::new().map_err(|e| anyhow!("ncclGetUniqueId: {e:?}"))?) } else { None };
         let bytes: Option<Vec<u8>> = id.map(|id| id.internal().iter().map(|&c| c as u8).collect());

@@ -25,7 +25,7 @@ use std::path::Path;
 /// One scalar of the file, by its dotted key: `None` for `null`.
 type Entry = (String, Option<String>);
 
-/// Keys of the reference's run bookkeeping: where data and checkpoints were, what evaluated them.
+/// Keys of the reference's run bookkeeping: where data and checkpoints were, what was saved.
 /// They do not describe the model or its training, and trm takes them from its own options.
 /// (`evaluators` is read apart: its ARC evaluator's arguments are how the weights' run scored
 /// them, which `trm eval` scores them with.)
@@ -78,7 +78,7 @@ pub fn resolve_for_weights(file: &std::path::Path, preset: Option<&str>, set: &[
 
 fn to_overrides(entries: &[Entry]) -> Result<(Vec<String>, Vec<String>)> {
     let (mut out, mut skipped) = (Vec::new(), Vec::new());
-    let (evaluators, others) = evaluators_override(entries)?;
+    let (evaluators, mut notes) = evaluators_override(entries);
     out.extend(evaluators);
     for (key, value) in entries {
         let top = key.split(['.', '[']).next().unwrap_or(key);
@@ -126,19 +126,46 @@ fn to_overrides(entries: &[Entry]) -> Result<(Vec<String>, Vec<String>)> {
             missing.join(", ")
         );
     }
-    let mut notes =
-        if skipped.is_empty() { vec![] } else { vec![format!("left out the reference's run bookkeeping: {}", skipped.join(", "))] };
-    if !others.is_empty() {
-        notes.push(format!("left out the evaluators trm does not have: {} (it has {ARC_EVALUATOR})", others.join(", ")));
+    if !skipped.is_empty() {
+        notes.insert(0, format!("left out the reference's run bookkeeping: {}", skipped.join(", ")));
     }
     Ok((out, notes))
 }
 
 /// The file's `evaluators` list as one `evaluators=` override, in hydra's syntax
-/// (`[{name: arc@ARC, submission_K: 3, pass_Ks: [1, 2]}]`), checked by the configuration like any
-/// override; and the names of evaluators trm does not have, which are left out. None when the
-/// file has no list (or `null`).
-fn evaluators_override(entries: &[Entry]) -> Result<(Option<String>, Vec<String>)> {
+/// (`[{name: arc@ARC, submission_K: 3, pass_Ks: [1, 2]}]`), and notes on what was left out:
+/// evaluators trm does not have, or the whole list when trm cannot take it (the ARC evaluator's
+/// arguments are then the reference's defaults). The list is how the weights' run scored them,
+/// which only `trm eval` uses, so a list trm cannot take never keeps the model from loading.
+/// None when the file has no list; `null` is none, as in an override.
+fn evaluators_override(entries: &[Entry]) -> (Option<String>, Vec<String>) {
+    let left_out = |e: anyhow::Error| format!("left out the evaluators list ({e:#}): ARC is scored with the reference's default arguments");
+    let (value, others) = match evaluators_list(entries) {
+        Ok(Some(list)) => list,
+        Ok(None) => return (None, vec![]),
+        Err(e) => return (None, vec![left_out(e)]),
+    };
+    let mut notes = vec![];
+    if !others.is_empty() {
+        notes.push(format!("left out the evaluators trm does not have: {} (it has {ARC_EVALUATOR})", others.join(", ")));
+    }
+    // Checked as the configuration checks the override, so that it cannot fail there.
+    let checked = super::arc_evaluator::parse_evaluators(&value).and_then(|(names, _)| {
+        anyhow::ensure!(names.len() <= 1, "it lists {ARC_EVALUATOR} {} times", names.len());
+        Ok(())
+    });
+    match checked {
+        Ok(()) => (Some(format!("evaluators={value}")), notes),
+        Err(e) => {
+            notes.push(left_out(e));
+            (None, notes)
+        }
+    }
+}
+
+/// The file's `evaluators` entries as an override's value (`[...]`; `[]` for none, `null`
+/// included), with the names of the evaluators trm does not have, which it leaves out.
+fn evaluators_list(entries: &[Entry]) -> Result<Option<(String, Vec<String>)>> {
     // Per item: its name, its `key: value` arguments and its lists, in the file's order.
     #[derive(Default)]
     struct Item {
@@ -149,16 +176,15 @@ fn evaluators_override(entries: &[Entry]) -> Result<(Option<String>, Vec<String>
     let mut items: BTreeMap<usize, Item> = BTreeMap::new();
     let mut listed = false;
     for (key, value) in entries {
-        let Some(rest) = key.strip_prefix("evaluators") else { continue };
+        let Some(rest) = key.strip_prefix("evaluators").filter(|r| r.is_empty() || r.starts_with(['.', '['])) else { continue };
+        listed = true;
         if rest.is_empty() {
-            // `evaluators: []`, or `null` (none).
-            listed |= value.as_deref() == Some("[]");
+            // `evaluators: []`, or `null`: none.
             continue;
         }
         let bad = || anyhow!("{key}: the evaluators are a list (`- name: {ARC_EVALUATOR}`), as the reference writes them");
         let (index, field) = rest.strip_prefix('[').and_then(|r| r.split_once(']')).ok_or_else(bad)?;
         let item = items.entry(index.parse().map_err(|_| bad())?).or_default();
-        listed = true;
         let value = value.clone().unwrap_or_else(|| "null".into());
         match field.strip_prefix('.') {
             None if field.is_empty() => item.name = Some(value),
@@ -174,10 +200,9 @@ fn evaluators_override(entries: &[Entry]) -> Result<(Option<String>, Vec<String>
         }
     }
     if !listed {
-        return Ok((None, vec![]));
+        return Ok(None);
     }
-    let mut kept = vec![];
-    let mut others = vec![];
+    let (mut kept, mut others) = (vec![], vec![]);
     for item in items.into_values() {
         match item.name {
             Some(n) if n != ARC_EVALUATOR => others.push(n),
@@ -189,7 +214,7 @@ fn evaluators_override(entries: &[Entry]) -> Result<(Option<String>, Vec<String>
             }
         }
     }
-    Ok((Some(format!("evaluators=[{}]", kept.join(", "))), others))
+    Ok(Some((format!("[{}]", kept.join(", ")), others)))
 }
 
 /// `recursive_reasoning.<module>@<class>` -> trm's architecture name.
@@ -561,7 +586,8 @@ mod tests {
 
     /// The file's evaluators are read back as the run's: `trm eval` on the bare weights scores
     /// them with the run's pass@k and attempts. Evaluators trm does not have are left out, with a
-    /// note; an argument the ARC evaluator does not have is an error naming it.
+    /// note; so is a list trm cannot take (an argument the ARC evaluator does not have, the
+    /// evaluator listed twice), which must not keep the model from loading for `trm solve`.
     #[test]
     fn the_evaluators_are_read_back_with_their_arguments() {
         let back = |text: &str| -> Result<(TrainConfig, Vec<String>)> {
@@ -582,14 +608,23 @@ mod tests {
         for (evaluators, names, k) in [
             ("evaluators: []\n", vec![], 2),
             ("evaluators:\n- arc@ARC\n", vec![ARC_EVALUATOR], 2),
+            ("evaluators: null\n", vec![], 2),
             ("evaluators:\n- name: other@X\n- name: arc@ARC\n  submission_K: 5\n", vec![ARC_EVALUATOR], 5),
         ] {
             let (read, notes) = back(&format!("{model}{evaluators}")).unwrap_or_else(|e| panic!("{evaluators}: {e:#}"));
             assert_eq!((read.evaluators, read.arc_evaluator.submission_k), (names.iter().map(|s| s.to_string()).collect(), k));
             assert_eq!(notes.iter().any(|n| n.contains("other@X")), evaluators.contains("other@X"), "{notes:?}");
         }
-        let e = format!("{:#}", back(&format!("{model}evaluators:\n- name: arc@ARC\n  votes: 3\n")).unwrap_err());
-        assert!(e.contains("no argument `votes`"), "{e}");
+        for (evaluators, why) in [
+            ("evaluators:\n- name: arc@ARC\n  votes: 3\n", "no argument `votes`"),
+            ("evaluators:\n- name: arc@ARC\n  submission_K: 5\n- name: arc@ARC\n", "lists arc@ARC 2 times"),
+            ("evaluators:\n- name: arc@ARC\n  submission_K: 0\n", "submission_K"),
+            ("evaluators:\n  name: arc@ARC\n", "are a list"),
+        ] {
+            let (read, notes) = back(&format!("{model}{evaluators}")).unwrap_or_else(|e| panic!("{evaluators}: {e:#}"));
+            assert_eq!((read.evaluators, read.arc_evaluator), (vec![ARC_EVALUATOR.to_string()], Default::default()), "{evaluators}");
+            assert!(notes.iter().any(|n| n.contains("left out the evaluators list") && n.contains(why)), "{evaluators}: {notes:?}");
+        }
     }
 
     #[test]

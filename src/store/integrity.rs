@@ -230,8 +230,8 @@ pub fn holds_no_checkpoint(run: &Path) -> bool {
 }
 
 /// The checkpoint a resumed run continues from: `latest` if it verifies, else the newest intact
-/// checkpoint (saying so).
-pub fn resolve_for_resume(run: &Path) -> Result<PathBuf> {
+/// checkpoint (saying so, when `say`: rank 0 of a launch says it once for all ranks).
+pub fn resolve_for_resume(run: &Path, say: bool) -> Result<PathBuf> {
     let why = match latest_of(run) {
         Ok(dir) => match verify(&dir) {
             Ok(Integrity::Verified) => return Ok(dir),
@@ -251,7 +251,9 @@ pub fn resolve_for_resume(run: &Path) -> Result<PathBuf> {
             if none_yet { start_over_hint(run) } else { "" }
         )
     })?;
-    eprintln!("warning: {why}; resuming from the newest intact checkpoint, {}", dir.display());
+    if say {
+        eprintln!("warning: {why}; resuming from the newest intact checkpoint, {}", dir.display());
+    }
     Ok(dir)
 }
 
@@ -279,7 +281,7 @@ mod tests {
         VERIFIED.lock().unwrap().take();
         let e = format!("{:#}", resolve(run).unwrap_err());
         assert!(e.contains("checksum mismatch") && e.contains(&old.display().to_string()), "{e}");
-        assert_eq!(resolve_for_resume(run).unwrap(), old);
+        assert_eq!(resolve_for_resume(run, true).unwrap(), old);
         // A dangling or empty `latest` falls back for readers too.
         for body in ["step_00000009", "", "  \n"] {
             std::fs::write(run.join("checkpoints/latest"), body).unwrap();
@@ -291,6 +293,6 @@ mod tests {
         assert!(format!("{:#}", verify(&old).unwrap_err()).contains("missing"));
         std::fs::write(old.join(SUMS), "abc model.safetensors\n").unwrap();
         assert!(format!("{:#}", verify(&old).unwrap_err()).contains("SHA256SUMS:1"));
-        assert!(resolve_for_resume(run).is_err());
+        assert!(resolve_for_resume(run, true).is_err());
     }
 }

@@ -86,7 +86,8 @@ pub fn model_config(cfg: &TrainConfig, split: &Split) -> Result<ModelConfig> {
 
 /// The train split and, when the data set has a `test/` folder, the test split (present but
 /// unreadable is an error: a long run must not silently skip its evaluations).
-pub fn read_splits(data: &Path) -> Result<(Arc<Split>, Option<Arc<Split>>)> {
+/// `lead`: this process is rank 0, which alone says what it finds.
+pub fn read_splits(data: &Path, lead: bool) -> Result<(Arc<Split>, Option<Arc<Split>>)> {
     let train = Arc::new(format::read_dataset_split(data, "train")?);
     anyhow::ensure!(
         train.num_examples() > 0,
@@ -96,12 +97,16 @@ pub fn read_splits(data: &Path) -> Result<(Arc<Split>, Option<Arc<Split>>)> {
     let test = if data.join("test").exists() {
         let test = format::read_dataset_split(data, "test").context("the test split exists but cannot be read")?;
         if test.num_examples() == 0 {
-            eprintln!("warning: {} holds no examples: training without evaluation", data.join("test").display());
+            if lead {
+                eprintln!("warning: {} holds no examples: training without evaluation", data.join("test").display());
+            }
             return Ok((train, None));
         }
         Some(Arc::new(test))
     } else {
-        eprintln!("warning: {} has no test split: training without evaluation", data.display());
+        if lead {
+            eprintln!("warning: {} has no test split: training without evaluation", data.display());
+        }
         None
     };
     Ok((train, test))
@@ -170,7 +175,7 @@ pub fn open_state<B: Backend>(
 ) -> Result<(TrainConfig, TrainState<B>, Option<PathBuf>)> {
     if job.resume {
         anyhow::ensure!(job.init_from.is_none(), "--init-from starts a new run; it cannot be combined with --resume");
-        let ckpt = integrity::resolve_for_resume(&job.out)?;
+        let ckpt = integrity::resolve_for_resume(&job.out, r.rank() == 0)?;
         let js = checkpoint::read_state_json(&ckpt)?;
         let here = model_config(&js.config, train)?;
         anyhow::ensure!(
@@ -205,7 +210,9 @@ pub fn open_state<B: Backend>(
             eprintln!("note: resuming on {} (the run was started on {})", given.display(), recorded.unwrap().display());
         }
         st.carry = st.carry.map(|c| collective::local_carry(c, r.rank(), r.world())).transpose()?;
-        st.arc_votes = vote_pool(&cfg, Some(&ckpt), st.evaluated_step.is_some(), r.rank())?;
+        // Read on rank 0 alone: agreed, so that a bad file stops every rank.
+        let pool = (r.rank() == 0).then(|| vote_pool(&cfg, Some(&ckpt), st.evaluated_step.is_some()));
+        st.arc_votes = collective::lead_result(pool, "read the checkpoint's ARC vote pool", r)?.flatten();
         return Ok((cfg, st, Some(ckpt)));
     }
     if job.out.join("checkpoints").join("latest").exists() || !integrity::checkpoints(&job.out).is_empty() {
@@ -250,17 +257,14 @@ pub fn open_state<B: Backend>(
     let mut st = fresh_state::<B>(&cfg, &model, device, job.init_from.as_ref(), &job.data, r.rank() == 0)?;
     collective::broadcast_weights(&mut st, r)?;
     st.ema = cfg.ema.then(|| st.params.clone()); // of the broadcast weights
-    st.arc_votes = vote_pool(&cfg, None, false, r.rank())?;
+    st.arc_votes = if r.rank() == 0 { vote_pool(&cfg, None, false)? } else { None };
     Ok((cfg, st, None))
 }
 
-/// The ARC vote pool this rank keeps: rank 0's, in a run whose ARC evaluations vote together
-/// (`aggregated_voting`), starting from the one the checkpoint resumed from holds (read here, on
-/// rank 0 only). `evaluated`: the run evaluated before, so a pool it lacks starts now.
-fn vote_pool(cfg: &TrainConfig, resumed: Option<&Path>, evaluated: bool, rank: usize) -> Result<Option<Arc<Votes>>> {
-    if rank != 0 {
-        return Ok(None);
-    }
+/// Rank 0's ARC vote pool (no other rank keeps one), in a run whose ARC evaluations vote
+/// together (`aggregated_voting`), starting from the one the checkpoint resumed from holds.
+/// `evaluated`: the run evaluated before, so a pool it lacks starts now.
+fn vote_pool(cfg: &TrainConfig, resumed: Option<&Path>, evaluated: bool) -> Result<Option<Arc<Votes>>> {
     let pools = cfg.pools_arc_votes();
     // Read only when kept: a pool that is dropped is only named.
     let held = resumed.is_some_and(|ckpt| ckpt.join(crate::store::arc_votes::FILE).exists());
@@ -319,7 +323,16 @@ pub fn eval_and_log<B: Backend>(
     let eb = cfg.eval_batch_size.unwrap_or(cfg.global_batch_size);
     // ARC: this evaluation's votes, on rank 0 (merged into the run's pool below when it keeps one).
     let scores_arc = cfg.evaluators.iter().any(|e| e == ARC_EVALUATOR);
-    let mut arc = if r.rank() == 0 && scores_arc { ArcEval::open(data, &cfg.arc_evaluator)? } else { None };
+    // Rank 0's alone, so a failure is a warning: an error there would leave the other ranks
+    // waiting in the evaluation's collectives.
+    let mut arc = match (r.rank() == 0 && scores_arc).then(|| ArcEval::open(data, &cfg.arc_evaluator)) {
+        Some(Ok(a)) => a,
+        Some(Err(e)) => {
+            eprintln!("warning: ARC scoring skipped at step {}: {e:#}", st.step);
+            None
+        }
+        None => None,
+    };
     let mut arc_err = Ok(());
     let table = st.table.as_ref();
     let keys = crate::store::eval_outputs::Output::parse(&cfg.eval_save_outputs, "eval_save_outputs")?;

@@ -74,7 +74,7 @@ pub fn train<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device) -> Result
 pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, reducer: &mut dyn Reducer) -> Result<TrainSummary> {
     let t0 = Instant::now();
     let lead = reducer.rank() == 0;
-    let (train_split, test_split) = read_splits(&job.data)?;
+    let (train_split, test_split) = read_splits(&job.data, lead)?;
     // One writer per run folder, held until this function returns (or the process dies); what an
     // interrupted save left behind is removed first, under the lock, with a note.
     let locked =
@@ -117,7 +117,7 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
         // A resumed run at its last step trains nothing, and evaluates only when that step's
         // evaluation is not logged yet (`finish`).
         let trains = st.step < plan.stop_at;
-        let test = test_split.as_deref().filter(|_| trains || st.evaluated_step != Some(st.step));
+        let test = test_split.as_deref().filter(|_| trains || !step_evaluated(&st, &cfg));
         super::memory_check::check::<AD>(&cfg, &model, trains, test, reducer.world(), resumed_from.is_some(), st.carry.is_none())?;
     }
     let ropes = Ropes::<AD>::new(&model, device);
@@ -369,14 +369,7 @@ fn end_of_iteration<AD: AutodiffBackend>(
     if (iteration as usize) < cx.cfg.min_eval_interval {
         return Ok(true);
     }
-    // A resumed run may find this step's evaluation logged already: off the schedule, by a run
-    // stopped one batch before the iteration's end whose last batch is then skipped as
-    // non-finite, or by an older trm stopped on the iteration's last batch. It stands for this
-    // one (the same weights), except that its ARC votes were not pooled: a run that pools them
-    // evaluates again, so that its pool is an uninterrupted run's. (A checkpoint of an older trm
-    // does not say, and counts as on the schedule.)
-    let evaluated_before = st.evaluated_step == Some(st.step) && !(st.evaluated_off_schedule && cx.cfg.pools_arc_votes());
-    if let Some(test) = test.filter(|_| !evaluated_before) {
+    if let Some(test) = test.filter(|_| !step_evaluated(st, cx.cfg)) {
         let Some(r) = eval_and_log(cx.model, cx.cfg, st, test, &cx.job.data, &cx.job.out, log.as_mut(), reducer, true)? else {
             st.position = end_of_batches;
             run.interrupted = true;
@@ -402,6 +395,17 @@ fn end_of_iteration<AD: AutodiffBackend>(
         run.saved(save(cx.job, st, cx.cfg, cx.model, log, reducer)?);
     }
     Ok(true)
+}
+
+/// The iteration's evaluation of the current step is logged already, so its end evaluates
+/// nothing. A resumed run may find it so: off the schedule, by a run stopped before the
+/// iteration's end whose remaining batches are then all skipped as non-finite, or by an older trm
+/// stopped on the iteration's last batch. That evaluation stands for the iteration's (the same
+/// weights), except that its ARC votes were not pooled: a run that pools them evaluates again, so
+/// that its pool is an uninterrupted run's. (A checkpoint of an older trm does not say, and counts
+/// as on the schedule.) Every rank decides alike: the configuration and the state are theirs all.
+fn step_evaluated<B: burn::prelude::Backend>(st: &TrainState<B>, cfg: &TrainConfig) -> bool {
+    st.evaluated_step == Some(st.step) && !(st.evaluated_off_schedule && cfg.pools_arc_votes())
 }
 
 /// `; ARC pass@2 X` (the first k listed when 2 is not), and whose votes those are, for the

@@ -1,34 +1,61 @@
 //! Clean interrupts. `install` makes the first SIGINT (Ctrl-C) or SIGTERM (on Windows: Ctrl-C or
 //! Ctrl-Break) only raise a flag:
 //! training finishes the step it is in, writes a checkpoint and exits with code 130, saying how to
-//! resume. A second signal exits at once (code 130); checkpoints are written atomically, so the
-//! last complete one is still there. Without `install` (library use, tests) the signals keep
-//! their default meaning and `requested` is always false. A closed output (the reader of stdout
-//! gone) ends a command quietly too (`end_on_closed_output`).
+//! resume. A second signal, a second or more after the first, exits at once (code 130);
+//! checkpoints are written atomically, so the last complete one is still there. Signals within a
+//! second of the first are the same stop told twice, not a second one: a job manager (Slurm's
+//! `scancel` or time limit, `systemctl stop`) signals every process of a job, the ranks of
+//! `trm launch` and the launcher too, and the launcher then passes its own signal on to them.
+//! Without `install` (library use, tests) the signals keep their default meaning and `requested`
+//! is always false. A closed output (the reader of stdout gone) ends a command quietly too
+//! (`end_on_closed_output`).
 
-use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// Exit code of a run stopped by a signal (128 + SIGINT, as shells report Ctrl-C).
 pub const EXIT_CODE: i32 = 130;
 
-static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+/// Signals this soon after the first are the same stop, told again (see the module's text).
+pub const SAME_STOP: Duration = Duration::from_secs(1);
+
+/// When `install` ran: the clock the first signal's time is kept in.
+static INSTALLED: OnceLock<Instant> = OnceLock::new();
+/// Nanoseconds from `INSTALLED` to the first signal, plus one; 0 while none came.
+static FIRST: AtomicU64 = AtomicU64::new(0);
+
+/// What a signal does: the first raises the flag; one within `SAME_STOP` of it does nothing
+/// more; a later one exits at once (true). Called in the signal handler: atomics and the
+/// monotonic clock only (clock_gettime is async-signal-safe).
+fn on_signal() -> bool {
+    let Some(t0) = INSTALLED.get() else { return false };
+    let now = (t0.elapsed().as_nanos() as u64).saturating_add(1);
+    match FIRST.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => false,
+        Err(first) => now.saturating_sub(first) >= SAME_STOP.as_nanos() as u64,
+    }
+}
 
 /// Routes SIGINT and SIGTERM (on Windows: Ctrl-C and Ctrl-Break) to the flag (first signal) and
-/// to an immediate exit (second).
+/// to an immediate exit (a second, `SAME_STOP` or more after the first).
 pub fn install() -> anyhow::Result<()> {
-    if FLAG.get().is_some() {
+    if INSTALLED.get().is_some() {
         return Ok(());
     }
-    let flag = Arc::new(AtomicBool::new(false));
+    INSTALLED.set(Instant::now()).ok();
     #[cfg(unix)]
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // Registered first, so it sees the flag as it was before this signal set it.
-        signal_hook::flag::register_conditional_shutdown(sig, EXIT_CODE, flag.clone())?;
-        signal_hook::flag::register(sig, flag.clone())?;
+        // SAFETY: the action only touches atomics and reads the monotonic clock, and `_exit` is
+        // async-signal-safe (checkpoints are atomic, so skipping the clean-up loses nothing).
+        unsafe {
+            signal_hook::low_level::register(sig, || {
+                if on_signal() {
+                    signal_hook::low_level::exit(EXIT_CODE);
+                }
+            })?;
+        }
     }
-    FLAG.set(flag).ok();
     #[cfg(windows)]
     {
         // SAFETY: registers a handler with the signature the console expects; it only touches
@@ -40,16 +67,15 @@ pub fn install() -> anyhow::Result<()> {
 }
 
 /// Windows' console handler, run on a thread of its own: the first Ctrl-C or Ctrl-Break raises
-/// the flag, the second exits at once; other events (closing the window, logging off) keep their
-/// default, as the console ends the process after them anyway.
+/// the flag, a second (`SAME_STOP` or more after it) exits at once; other events (closing the
+/// window, logging off) keep their default, as the console ends the process after them anyway.
 #[cfg(windows)]
 unsafe extern "system" fn on_console_ctrl(event: u32) -> windows_sys::core::BOOL {
     use windows_sys::Win32::System::Console::{CTRL_BREAK_EVENT, CTRL_C_EVENT};
     if event != CTRL_C_EVENT && event != CTRL_BREAK_EVENT {
         return 0;
     }
-    let Some(flag) = FLAG.get() else { return 0 };
-    if flag.swap(true, Ordering::SeqCst) {
+    if on_signal() {
         // At once, as `_exit` on Unix: no DLL detach, which could wait on a lock held by a thread
         // this ends (the checkpoints are atomic, so nothing is lost by skipping the clean-up).
         use windows_sys::Win32::System::Threading::{GetCurrentProcess, TerminateProcess};
@@ -58,9 +84,44 @@ unsafe extern "system" fn on_console_ctrl(event: u32) -> windows_sys::core::BOOL
     1
 }
 
+/// Signals that came `SAME_STOP` or more after the first, in a process that passes them on
+/// (`install_passing_on`) instead of exiting.
+static REPEATED: AtomicU64 = AtomicU64::new(0);
+
+/// As `install`, for `trm launch`, whose ranks run in their own process group: no signal ends
+/// the launcher at once (its ranks would be left running); a later signal is counted instead
+/// (`repeated`), and the launcher passes it on before it ends. (Unix; elsewhere `install`.)
+pub fn install_passing_on() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        if INSTALLED.get().is_some() {
+            return Ok(());
+        }
+        INSTALLED.set(Instant::now()).ok();
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            // SAFETY: the action only touches atomics and reads the monotonic clock.
+            unsafe {
+                signal_hook::low_level::register(sig, || {
+                    if on_signal() {
+                        REPEATED.fetch_add(1, Ordering::SeqCst);
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    install()
+}
+
+/// How many signals came `SAME_STOP` or more after the first (`install_passing_on`).
+pub fn repeated() -> u64 {
+    REPEATED.load(Ordering::SeqCst)
+}
+
 /// Whether a stop was asked for.
 pub fn requested() -> bool {
-    FLAG.get().is_some_and(|f| f.load(Ordering::SeqCst))
+    FIRST.load(Ordering::SeqCst) != 0
 }
 
 /// The error of a run stopped by a signal after writing its checkpoint; `main` exits with
