@@ -115,11 +115,19 @@ fn shell_word(s: &str) -> String {
     }
 }
 
-/// The command that continues an interrupted launch.
+/// The command that continues an interrupted launch: the launch's own, resumed (`--resume` right
+/// after `train`, so that it is never taken for an override), without what a resumed run refuses
+/// or does not read (`--init-from`, `load_checkpoint=`, `--config`).
 fn resume_command(a: &LaunchArgs) -> String {
-    let mut words: Vec<String> = a.command.iter().map(|w| shell_word(w)).collect();
-    if !a.command.iter().any(|w| w == "--resume") {
-        words.push("--resume".into());
+    let mut words = vec!["train".to_string(), "--resume".to_string()];
+    let mut args = a.command.iter().skip(1);
+    while let Some(w) = args.next() {
+        let key = w.trim_start_matches(['+', '~']);
+        if w == "--init-from" || w == "--config" {
+            args.next();
+        } else if !(w == "--resume" || w.starts_with("--init-from=") || w.starts_with("--config=") || key.starts_with("load_checkpoint=")) {
+            words.push(shell_word(w));
+        }
     }
     let port = a.master_port.map(|p| format!(" --master-port {p}")).unwrap_or_default();
     format!("trm launch --nproc {}{port} -- {}", a.nproc, words.join(" "))
@@ -192,74 +200,126 @@ pub fn run(a: LaunchArgs) -> Result<()> {
             }
         }
     }
-    let mut failed: Option<(usize, std::process::ExitStatus)> = None;
-    let mut interrupted = None;
-    // Stops passed on to the ranks: 1, one SIGTERM each; 2, SIGKILL.
-    let mut passed_on = 0;
-    let mut since: Option<std::time::Instant> = None;
-    while !children.is_empty() {
-        let stops = if crate::util::interrupt::requested() { 1 + crate::util::interrupt::repeated() } else { 0 };
-        if stops > passed_on && passed_on < 2 {
-            terminate(&mut children, passed_on == 1);
-            if passed_on == 0 {
-                eprintln!(
-                    "trm launch: stopping: each rank finishes its step, then rank 0 writes a checkpoint (a second Ctrl-C stops them at once)"
-                );
-            }
-            passed_on += 1;
-        }
-        if since.is_some_and(|t| t.elapsed() > Duration::from_secs(GRACE_S)) {
-            eprintln!("trm launch: {} rank(s) still running {GRACE_S} s after the failure; killing them", children.len());
-            terminate(&mut children, true);
-            since = None;
-        }
-        let mut i = 0;
-        while i < children.len() {
-            let status = match children[i].1.try_wait() {
-                Ok(s) => s,
-                Err(e) => {
-                    abandon(&mut children, link.as_deref());
-                    return Err(e).context("cannot wait for the ranks");
-                }
-            };
-            let Some(status) = status else {
-                i += 1;
-                continue;
-            };
-            let (rank, _) = children.remove(i);
-            // After a stop was passed on, a rank that ends with the interrupt's code (or, after
-            // the second, killed) is stopping as asked, not failing.
-            let stopping = passed_on > 0 && (status.code() == Some(crate::util::interrupt::EXIT_CODE) || status.code().is_none());
-            if stopping {
-                interrupted.get_or_insert(rank);
-            } else if !status.success() && failed.is_none() {
-                failed = Some((rank, status));
-                eprintln!("trm launch: rank {rank} ended with {status}; stopping the others");
-                terminate(&mut children, false);
-                since = Some(std::time::Instant::now());
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let stops = || if crate::util::interrupt::requested() { 1 + crate::util::interrupt::repeated() } else { 0 };
+    let ended = supervise(&mut children, &stops, Duration::from_secs(GRACE_S));
+    if ended.is_err() {
+        abandon(&mut children, link.as_deref());
     }
     if let Some(dir) = link {
         std::fs::remove_dir_all(dir).ok();
     }
     let resume = resume_command(&a);
-    match (failed, interrupted) {
-        (Some((rank, status)), _) if status.code() == Some(crate::util::interrupt::EXIT_CODE) => {
+    match ended? {
+        Ended::Failed(rank, status) if status.code() == Some(crate::util::interrupt::EXIT_CODE) => {
             Err(crate::util::interrupt::Interrupted(format!("rank {rank} was interrupted; continue with `{resume}`")).into())
         }
-        (Some((rank, status)), _) if status.code().is_none() => bail!(
+        Ended::Failed(rank, status) if status.code().is_none() => bail!(
             "rank {rank} was killed ({status}) without an error of its own: by the system's out-of-memory killer (see `dmesg`), \
              or by a signal from outside the launch"
         ),
-        (Some((rank, status)), _) => bail!("rank {rank} failed ({status}); see its error above"),
-        (None, Some(_)) => Err(crate::util::interrupt::Interrupted(format!(
-            "stopped{}; continue with `{resume}`",
-            if passed_on > 1 { " at once (the last checkpoint stands)" } else { ": rank 0 wrote a checkpoint" }
+        Ended::Failed(rank, status) => bail!("rank {rank} failed ({status}); see its error above"),
+        Ended::Stopped { rank0_checkpointed: true } => {
+            Err(crate::util::interrupt::Interrupted(format!("stopped: rank 0 wrote a checkpoint; continue with `{resume}`")).into())
+        }
+        Ended::Stopped { rank0_checkpointed: false } => Err(crate::util::interrupt::Interrupted(format!(
+            "stopped at once, without a checkpoint of this step: the run's last checkpoint (if it has one) stands; continue with \
+             `{resume}` (or start the run again if it has none)"
         ))
         .into()),
-        (None, None) => Ok(()),
+        Ended::Done => Ok(()),
+    }
+}
+
+/// How the ranks ended.
+#[derive(Debug, PartialEq)]
+enum Ended {
+    /// All of them well.
+    Done,
+    /// The first that failed (the others were then stopped).
+    Failed(usize, std::process::ExitStatus),
+    /// As a stop asked (`rank0_checkpointed`: rank 0 ended with the interrupt's code, so it wrote
+    /// a checkpoint).
+    Stopped { rank0_checkpointed: bool },
+}
+
+/// Waits for every rank. `stops` says how many stops were asked for so far: the first is passed on
+/// as one SIGTERM per rank, the second as SIGKILL. A rank that fails has the others get SIGTERM,
+/// and SIGKILL after `grace`. An error (a rank that cannot be waited for) leaves the ranks still
+/// running in `children`.
+fn supervise(children: &mut Vec<(usize, Child)>, stops: &dyn Fn() -> u64, grace: Duration) -> Result<Ended> {
+    let mut failed: Option<(usize, std::process::ExitStatus)> = None;
+    let (mut stopped, mut rank0_checkpointed) = (false, false);
+    // Stops passed on to the ranks: 1, one SIGTERM each; 2, SIGKILL.
+    let mut passed_on = 0;
+    let mut since: Option<std::time::Instant> = None;
+    while !children.is_empty() {
+        let asked = stops();
+        if asked > passed_on && passed_on < 2 {
+            if let (0, Some((rank, _))) = (passed_on, failed) {
+                // The ranks got their SIGTERM when a rank failed: this stop is that one.
+                eprintln!(
+                    "trm launch: the ranks are already stopping after rank {rank}'s failure (a second Ctrl-C, a second or more later, \
+                     kills them)"
+                );
+            } else {
+                terminate(children, passed_on == 1);
+                if passed_on == 0 {
+                    eprintln!(
+                        "trm launch: stopping: each rank finishes its step, then rank 0 writes a checkpoint (a second Ctrl-C, a second or \
+                         more later, stops them at once)"
+                    );
+                }
+            }
+            passed_on += 1;
+        }
+        if since.is_some_and(|t| t.elapsed() > grace) {
+            eprintln!("trm launch: {} rank(s) still running {} s after the failure; killing them", children.len(), grace.as_secs());
+            terminate(children, true);
+            since = None;
+        }
+        let mut i = 0;
+        while i < children.len() {
+            let Some(status) = children[i].1.try_wait().context("cannot wait for the ranks")? else {
+                i += 1;
+                continue;
+            };
+            let (rank, _) = children.remove(i);
+            // After a stop (passed on, or a job manager's that reached the ranks first), a rank
+            // that ends with the interrupt's code, or by the signal the stop sends (SIGTERM
+            // before its handler was installed; SIGKILL after a second stop), is stopping as
+            // asked. Anything else is a failure.
+            let code_130 = status.code() == Some(crate::util::interrupt::EXIT_CODE);
+            if (passed_on > 0 || stops() > 0) && (code_130 || stop_signal(&status, passed_on)) {
+                stopped = true;
+                rank0_checkpointed |= rank == 0 && code_130;
+            } else if !status.success() && failed.is_none() {
+                failed = Some((rank, status));
+                eprintln!("trm launch: rank {rank} ended with {status}; stopping the others");
+                terminate(children, false);
+                since = Some(std::time::Instant::now());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(match failed {
+        Some((rank, status)) => Ended::Failed(rank, status),
+        None if stopped => Ended::Stopped { rank0_checkpointed },
+        None => Ended::Done,
+    })
+}
+
+/// A rank ended by the signal a stop sends: SIGTERM (before the rank installed its handler), or
+/// SIGKILL once a second stop was passed on.
+fn stop_signal(status: &std::process::ExitStatus, passed_on: u64) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        status.signal().is_some_and(|s| s == libc::SIGTERM || (passed_on > 1 && s == libc::SIGKILL))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (status, passed_on);
+        false
     }
 }
 
@@ -271,17 +331,67 @@ mod tests {
         LaunchArgs { nproc: 2, master_port: None, command: cmd.iter().map(|s| s.to_string()).collect() }
     }
 
+    /// Ranks played by shells: `on_term` is what one does on SIGTERM (`exit 130`, as trm after
+    /// its checkpoint; `''`, ignore it), `then` what it does after a moment.
+    #[cfg(unix)]
+    fn ranks(parts: &[(&str, &str)]) -> Vec<(usize, Child)> {
+        parts
+            .iter()
+            .enumerate()
+            .map(|(rank, (on_term, then))| {
+                let script = format!("trap {on_term} TERM; sleep 0.8; {then}; while :; do sleep 0.05; done");
+                (rank, Command::new("sh").args(["-c", &script]).spawn().unwrap())
+            })
+            .collect()
+    }
+
+    /// The launcher's supervision, on ranks played by shells: a stop is passed on and the ranks
+    /// that end as asked are no failure; a second stop kills; a failure stops the others, and
+    /// kills after the grace period those that do not stop; a rank killed by anything other than
+    /// the stop's own signal is a failure even during a stop.
+    #[cfg(unix)]
+    #[test]
+    fn the_launcher_passes_stops_on_and_tells_a_stop_from_a_failure() {
+        use std::os::unix::process::ExitStatusExt;
+        use std::time::Instant;
+        // The n-th stop asked for `ms[n]` milliseconds after the call (the shells set their trap
+        // long before the first).
+        let after = |ms: &[u64]| {
+            let (ms, t0) = (ms.to_vec(), Instant::now());
+            move || ms.iter().filter(|&&m| t0.elapsed() >= Duration::from_millis(m)).count() as u64
+        };
+        let grace = Duration::from_secs(30);
+        let keep = "'exit 130'";
+        let all_well = supervise(&mut ranks(&[(keep, "exit 0"), (keep, "exit 0")]), &|| 0, grace).unwrap();
+        assert_eq!(all_well, Ended::Done);
+        let t0 = Instant::now();
+        let stopped = supervise(&mut ranks(&[(keep, ":"), (keep, ":")]), &after(&[500]), grace).unwrap();
+        assert_eq!(stopped, Ended::Stopped { rank0_checkpointed: true });
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        let killed = supervise(&mut ranks(&[("''", ":"), ("''", ":")]), &after(&[500, 1500]), grace).unwrap();
+        assert_eq!(killed, Ended::Stopped { rank0_checkpointed: false });
+        let failed = supervise(&mut ranks(&[(keep, ":"), (keep, "exit 3")]), &|| 0, grace).unwrap();
+        assert!(matches!(failed, Ended::Failed(1, s) if s.code() == Some(3)), "{failed:?}");
+        let t0 = Instant::now();
+        let stuck = supervise(&mut ranks(&[("''", ":"), (keep, "exit 3")]), &|| 0, Duration::from_secs(1)).unwrap();
+        assert!(matches!(stuck, Ended::Failed(1, s) if s.code() == Some(3)), "{stuck:?}");
+        assert!(t0.elapsed() >= Duration::from_secs(1), "rank 0 ignores SIGTERM: it ends when the grace period is over");
+        // During a stop, a rank killed by SIGKILL that no stop sent (the out-of-memory killer).
+        let oom = supervise(&mut ranks(&[(keep, ":"), ("''", "kill -KILL $$")]), &after(&[400]), grace).unwrap();
+        assert!(matches!(oom, Ended::Failed(1, s) if s.signal() == Some(libc::SIGKILL)), "{oom:?}");
+    }
+
     /// The command an interrupted launch prints reads back in a shell as the launch's own, with
     /// `--resume`.
     #[test]
     fn an_interrupted_launch_names_the_command_that_continues_it() {
-        let mut a = args(&["train", "--device", "cuda", "--out", "runs/my run", "lr=1e-4"]);
-        assert_eq!(resume_command(&a), "trm launch --nproc 2 -- train --device cuda --out 'runs/my run' lr=1e-4 --resume");
-        a.command.push("--resume".into());
+        let mut a = args(&["train", "--device", "cuda", "--config", "arc1", "--out", "runs/my run", "lr=1e-4"]);
+        assert_eq!(resume_command(&a), "trm launch --nproc 2 -- train --resume --device cuda --out 'runs/my run' lr=1e-4");
+        a.command.extend(["--resume", "--init-from", "old/run", "--init-from=x", "+load_checkpoint=y", "--config=z"].map(String::from));
         a.master_port = Some(29600);
         assert_eq!(
             resume_command(&a),
-            "trm launch --nproc 2 --master-port 29600 -- train --device cuda --out 'runs/my run' lr=1e-4 --resume"
+            "trm launch --nproc 2 --master-port 29600 -- train --resume --device cuda --out 'runs/my run' lr=1e-4"
         );
         assert_eq!(shell_word("it's"), r"'it'\''s'");
         assert_eq!(shell_word(""), "''");

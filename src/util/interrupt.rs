@@ -90,7 +90,8 @@ static REPEATED: AtomicU64 = AtomicU64::new(0);
 
 /// As `install`, for `trm launch`, whose ranks run in their own process group: no signal ends
 /// the launcher at once (its ranks would be left running); a later signal is counted instead
-/// (`repeated`), and the launcher passes it on before it ends. (Unix; elsewhere `install`.)
+/// (`repeated`), and the launcher passes it on before it ends. SIGHUP (its terminal closed) is a
+/// stop too, so that the launcher stays to stop its ranks. (Unix; elsewhere `install`.)
 pub fn install_passing_on() -> anyhow::Result<()> {
     #[cfg(unix)]
     {
@@ -98,7 +99,7 @@ pub fn install_passing_on() -> anyhow::Result<()> {
             return Ok(());
         }
         INSTALLED.set(Instant::now()).ok();
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
             // SAFETY: the action only touches atomics and reads the monotonic clock.
             unsafe {
                 signal_hook::low_level::register(sig, || {
