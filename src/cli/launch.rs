@@ -103,6 +103,15 @@ fn abandon(children: &mut Vec<(usize, Child)>, link: Option<&std::path::Path>) {
     }
 }
 
+/// The launcher's own line on standard error. Never a panic: after its terminal closed (SIGHUP,
+/// a stop it passes on) a write fails, and the launcher must stay to wait for its ranks.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 /// Seconds the ranks get to stop by themselves after a rank failed, before SIGKILL.
 const GRACE_S: u64 = 60;
 
@@ -122,10 +131,16 @@ fn resume_command(a: &LaunchArgs) -> String {
     let mut words = vec!["train".to_string(), "--resume".to_string()];
     let mut args = a.command.iter().skip(1);
     while let Some(w) = args.next() {
-        let key = w.trim_start_matches(['+', '~']);
-        if w == "--init-from" || w == "--config" {
+        let loads = |w: &str| w.trim_start_matches(['+', '~']).starts_with("load_checkpoint=");
+        // A flag whose value goes too (`--set load_checkpoint=...` included).
+        if w == "--init-from" || w == "--config" || (w == "--set" && args.clone().next().is_some_and(|v| loads(v))) {
             args.next();
-        } else if !(w == "--resume" || w.starts_with("--init-from=") || w.starts_with("--config=") || key.starts_with("load_checkpoint=")) {
+        } else if !(w == "--resume"
+            || w.starts_with("--init-from=")
+            || w.starts_with("--config=")
+            || loads(w)
+            || w.strip_prefix("--set=").is_some_and(loads))
+        {
             words.push(shell_word(w));
         }
     }
@@ -257,14 +272,14 @@ fn supervise(children: &mut Vec<(usize, Child)>, stops: &dyn Fn() -> u64, grace:
         if asked > passed_on && passed_on < 2 {
             if let (0, Some((rank, _))) = (passed_on, failed) {
                 // The ranks got their SIGTERM when a rank failed: this stop is that one.
-                eprintln!(
+                say!(
                     "trm launch: the ranks are already stopping after rank {rank}'s failure (a second Ctrl-C, a second or more later, \
                      kills them)"
                 );
             } else {
                 terminate(children, passed_on == 1);
                 if passed_on == 0 {
-                    eprintln!(
+                    say!(
                         "trm launch: stopping: each rank finishes its step, then rank 0 writes a checkpoint (a second Ctrl-C, a second or \
                          more later, stops them at once)"
                     );
@@ -273,7 +288,7 @@ fn supervise(children: &mut Vec<(usize, Child)>, stops: &dyn Fn() -> u64, grace:
             passed_on += 1;
         }
         if since.is_some_and(|t| t.elapsed() > grace) {
-            eprintln!("trm launch: {} rank(s) still running {} s after the failure; killing them", children.len(), grace.as_secs());
+            say!("trm launch: {} rank(s) still running {} s after the failure; killing them", children.len(), grace.as_secs());
             terminate(children, true);
             since = None;
         }
@@ -288,14 +303,21 @@ fn supervise(children: &mut Vec<(usize, Child)>, stops: &dyn Fn() -> u64, grace:
             // that ends with the interrupt's code, or by the signal the stop sends (SIGTERM
             // before its handler was installed; SIGKILL after a second stop), is stopping as
             // asked. Anything else is a failure.
+            // Rank 0 ending with 130 wrote its checkpoint; ending well, its final one.
             let code_130 = status.code() == Some(crate::util::interrupt::EXIT_CODE);
             if (passed_on > 0 || stops() > 0) && (code_130 || stop_signal(&status, passed_on)) {
                 stopped = true;
                 rank0_checkpointed |= rank == 0 && code_130;
-            } else if !status.success() && failed.is_none() {
+            } else if status.success() {
+                rank0_checkpointed |= rank == 0;
+            } else if failed.is_none() {
                 failed = Some((rank, status));
-                eprintln!("trm launch: rank {rank} ended with {status}; stopping the others");
-                terminate(children, false);
+                say!("trm launch: rank {rank} ended with {status}; stopping the others");
+                // Not when a stop was passed on: they have their SIGTERM, and a second one, a
+                // second or more later, would end them at once (rank 0 in its checkpoint).
+                if passed_on == 0 {
+                    terminate(children, false);
+                }
                 since = Some(std::time::Instant::now());
             }
         }
@@ -339,7 +361,10 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(rank, (on_term, then))| {
-                let script = format!("trap {on_term} TERM; sleep 0.8; {then}; while :; do sleep 0.05; done");
+                // Bounded (about 15 s), so that a launcher that fails to stop them fails the test
+                // instead of hanging it.
+                let script =
+                    format!("trap {on_term} TERM; sleep 0.8; {then}; n=0; while [ $n -lt 300 ]; do sleep 0.05; n=$((n+1)); done; exit 99");
                 (rank, Command::new("sh").args(["-c", &script]).spawn().unwrap())
             })
             .collect()
@@ -375,7 +400,21 @@ mod tests {
         let t0 = Instant::now();
         let stuck = supervise(&mut ranks(&[("''", ":"), (keep, "exit 3")]), &|| 0, Duration::from_secs(1)).unwrap();
         assert!(matches!(stuck, Ended::Failed(1, s) if s.code() == Some(3)), "{stuck:?}");
-        assert!(t0.elapsed() >= Duration::from_secs(1), "rank 0 ignores SIGTERM: it ends when the grace period is over");
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(8),
+            "rank 0 ignores SIGTERM: killed after the grace period, not {took:?}"
+        );
+        // A failure during a stop: the others, stopping, get no second SIGTERM (which would end
+        // them at once, rank 0 in its checkpoint).
+        // Rank 0 notes a second SIGTERM in a file; rank 1 fails after the stop.
+        let dir = tempfile::tempdir().unwrap();
+        let second = dir.path().join("second-sigterm");
+        let note = format!("'[ -n \"$t\" ] && touch {}; t=1'", second.display());
+        let finish = "while [ -z \"$t\" ]; do sleep 0.05; done; sleep 1; exit 130";
+        let during = supervise(&mut ranks(&[(&note, finish), ("''", "exit 3")]), &after(&[400]), grace).unwrap();
+        assert!(matches!(during, Ended::Failed(1, s) if s.code() == Some(3)), "{during:?}");
+        assert!(!second.exists(), "rank 0 got a second SIGTERM while it stopped");
         // During a stop, a rank killed by SIGKILL that no stop sent (the out-of-memory killer).
         let oom = supervise(&mut ranks(&[(keep, ":"), ("''", "kill -KILL $$")]), &after(&[400]), grace).unwrap();
         assert!(matches!(oom, Ended::Failed(1, s) if s.signal() == Some(libc::SIGKILL)), "{oom:?}");
@@ -387,11 +426,15 @@ mod tests {
     fn an_interrupted_launch_names_the_command_that_continues_it() {
         let mut a = args(&["train", "--device", "cuda", "--config", "arc1", "--out", "runs/my run", "lr=1e-4"]);
         assert_eq!(resume_command(&a), "trm launch --nproc 2 -- train --resume --device cuda --out 'runs/my run' lr=1e-4");
-        a.command.extend(["--resume", "--init-from", "old/run", "--init-from=x", "+load_checkpoint=y", "--config=z"].map(String::from));
+        a.command.extend(
+            ["--resume", "--init-from", "old/run", "--init-from=x", "+load_checkpoint=y", "--config=z", "--set", "load_checkpoint=v"]
+                .map(String::from),
+        );
+        a.command.extend(["--set=load_checkpoint=w", "--set", "lr=1e-4"].map(String::from));
         a.master_port = Some(29600);
         assert_eq!(
             resume_command(&a),
-            "trm launch --nproc 2 --master-port 29600 -- train --resume --device cuda --out 'runs/my run' lr=1e-4"
+            "trm launch --nproc 2 --master-port 29600 -- train --resume --device cuda --out 'runs/my run' lr=1e-4 --set lr=1e-4"
         );
         assert_eq!(shell_word("it's"), r"'it'\''s'");
         assert_eq!(shell_word(""), "''");

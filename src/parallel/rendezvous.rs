@@ -93,6 +93,7 @@ fn serve(l: &Launch, payload: &[u8], timeout: Duration) -> Result<()> {
                 });
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                stopped_while_waiting(0)?;
                 if t0.elapsed() > timeout {
                     let missing: Vec<String> =
                         arrived.lock().unwrap().iter().enumerate().filter(|(_, a)| !**a).map(|(r, _)| r.to_string()).collect();
@@ -179,6 +180,7 @@ fn fetch(l: &Launch, timeout: Duration) -> Result<Vec<u8>> {
                 Err(e) => last_err = format!("{a}: {e}"),
             }
         }
+        stopped_while_waiting(l.rank)?;
         if t0.elapsed() > timeout {
             bail!(
                 "rank {}: cannot reach rank 0 at {target} within {:.0} s (TRM_RENDEZVOUS_TIMEOUT; last error: {last_err}); is rank 0 running, and are MASTER_ADDR/MASTER_PORT right?",
@@ -188,6 +190,17 @@ fn fetch(l: &Launch, timeout: Duration) -> Result<Vec<u8>> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A stop (Ctrl-C, or a launcher passing one on) during the rendezvous ends the wait: nothing
+/// was trained yet, so there is nothing to save. An error, not an interrupt: no checkpoint was
+/// written, so there is nothing to resume.
+fn stopped_while_waiting(rank: usize) -> Result<()> {
+    anyhow::ensure!(
+        !crate::util::interrupt::requested(),
+        "rank {rank}: stopped while the ranks were meeting, before any step (nothing was written to resume)"
+    );
+    Ok(())
 }
 
 enum AskError {

@@ -91,7 +91,8 @@ static REPEATED: AtomicU64 = AtomicU64::new(0);
 /// As `install`, for `trm launch`, whose ranks run in their own process group: no signal ends
 /// the launcher at once (its ranks would be left running); a later signal is counted instead
 /// (`repeated`), and the launcher passes it on before it ends. SIGHUP (its terminal closed) is a
-/// stop too, so that the launcher stays to stop its ranks. (Unix; elsewhere `install`.)
+/// stop too, so that the launcher stays to stop its ranks, unless it was started ignoring SIGHUP
+/// (`nohup`), which it then goes on doing. (Unix; elsewhere `install`.)
 pub fn install_passing_on() -> anyhow::Result<()> {
     #[cfg(unix)]
     {
@@ -99,7 +100,13 @@ pub fn install_passing_on() -> anyhow::Result<()> {
             return Ok(());
         }
         INSTALLED.set(Instant::now()).ok();
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+        // SAFETY: sigaction with no new action only reads the current one into `old`.
+        let hangup_ignored = unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+        };
+        let hangup = (!hangup_ignored).then_some(signal_hook::consts::SIGHUP);
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM].into_iter().chain(hangup) {
             // SAFETY: the action only touches atomics and reads the monotonic clock.
             unsafe {
                 signal_hook::low_level::register(sig, || {
