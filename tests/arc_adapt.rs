@@ -530,7 +530,9 @@ fn arc_evaluations_vote_together_across_a_run_and_resume_with_their_votes() {
     trm::util::fs::write_json(&stopped.join("state.json"), &state).unwrap();
     trm::store::integrity::write_sums(&stopped).unwrap();
     trm::store::integrity::forget(&stopped);
-    trainer::train::<B>(&job("skipped", &["max_steps=null"], true), &Default::default()).unwrap();
+    // Resumed to the same step: no batch is left to train, only the iteration's end (its
+    // evaluation) to run.
+    trainer::train::<B>(&job("skipped", &[&format!("max_steps={}", first - 1)], true), &Default::default()).unwrap();
     let es = evals("skipped");
     let at_stop: Vec<_> = es.iter().filter(|e| e["step"] == first - 1).collect();
     assert_eq!(at_stop.len(), 2, "the step evaluated off the schedule, then at its iteration's end");
