@@ -218,7 +218,7 @@ pub fn run(a: LaunchArgs) -> Result<()> {
     let stops = || if crate::util::interrupt::requested() { 1 + crate::util::interrupt::repeated() } else { 0 };
     let ended = supervise(&mut children, &stops, Duration::from_secs(GRACE_S));
     if ended.is_err() {
-        abandon(&mut children, link.as_deref());
+        abandon(&mut children, None);
     }
     if let Some(dir) = link {
         std::fs::remove_dir_all(dir).ok();
@@ -302,8 +302,8 @@ fn supervise(children: &mut Vec<(usize, Child)>, stops: &dyn Fn() -> u64, grace:
             // After a stop (passed on, or a job manager's that reached the ranks first), a rank
             // that ends with the interrupt's code, or by the signal the stop sends (SIGTERM
             // before its handler was installed; SIGKILL after a second stop), is stopping as
-            // asked. Anything else is a failure.
-            // Rank 0 ending with 130 wrote its checkpoint; ending well, its final one.
+            // asked; one that ends well has finished; anything else is a failure. Rank 0 ending
+            // with 130 wrote its checkpoint; ending well, its final one.
             let code_130 = status.code() == Some(crate::util::interrupt::EXIT_CODE);
             if (passed_on > 0 || stops() > 0) && (code_130 || stop_signal(&status, passed_on)) {
                 stopped = true;

@@ -44,18 +44,13 @@ pub fn install() -> anyhow::Result<()> {
         return Ok(());
     }
     INSTALLED.set(Instant::now()).ok();
+    // `_exit` is async-signal-safe (checkpoints are atomic, so skipping the clean-up loses nothing).
     #[cfg(unix)]
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // SAFETY: the action only touches atomics and reads the monotonic clock, and `_exit` is
-        // async-signal-safe (checkpoints are atomic, so skipping the clean-up loses nothing).
-        unsafe {
-            signal_hook::low_level::register(sig, || {
-                if on_signal() {
-                    signal_hook::low_level::exit(EXIT_CODE);
-                }
-            })?;
+    register(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM], || {
+        if on_signal() {
+            signal_hook::low_level::exit(EXIT_CODE);
         }
-    }
+    })?;
     #[cfg(windows)]
     {
         // SAFETY: registers a handler with the signature the console expects; it only touches
@@ -84,6 +79,16 @@ unsafe extern "system" fn on_console_ctrl(event: u32) -> windows_sys::core::BOOL
     1
 }
 
+/// Runs `action` on each of `signals`. It must be async-signal-safe: `on_signal`, atomics, `_exit`.
+#[cfg(unix)]
+fn register(signals: &[i32], action: fn()) -> anyhow::Result<()> {
+    for &sig in signals {
+        // SAFETY: the callers' actions touch atomics and the monotonic clock only, or `_exit`.
+        unsafe { signal_hook::low_level::register(sig, action)? };
+    }
+    Ok(())
+}
+
 /// Signals that came `SAME_STOP` or more after the first, in a process that passes them on
 /// (`install_passing_on`) instead of exiting.
 static REPEATED: AtomicU64 = AtomicU64::new(0);
@@ -106,17 +111,12 @@ pub fn install_passing_on() -> anyhow::Result<()> {
             libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
         };
         let hangup = (!hangup_ignored).then_some(signal_hook::consts::SIGHUP);
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM].into_iter().chain(hangup) {
-            // SAFETY: the action only touches atomics and reads the monotonic clock.
-            unsafe {
-                signal_hook::low_level::register(sig, || {
-                    if on_signal() {
-                        REPEATED.fetch_add(1, Ordering::SeqCst);
-                    }
-                })?;
+        let signals: Vec<i32> = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM].into_iter().chain(hangup).collect();
+        register(&signals, || {
+            if on_signal() {
+                REPEATED.fetch_add(1, Ordering::SeqCst);
             }
-        }
-        Ok(())
+        })
     }
     #[cfg(not(unix))]
     install()
