@@ -418,8 +418,8 @@ fn arc_evaluations_vote_together_across_a_run_and_resume_with_their_votes() {
     let dir = tempfile::tempdir().unwrap();
     let data = two_task_data(dir.path(), "data", ["0d3d703e", "25ff71a9"]);
     let job = |out: &str, extra: &[&str], resume: bool| {
-        let every_10_of_30: Vec<&str> = ["epochs=30", "eval_interval=10"].into_iter().chain(extra.iter().copied()).collect();
-        tiny_job(&data, &dir.path().join(out), if resume { extra } else { &every_10_of_30 }, resume)
+        let every_5_of_15: Vec<&str> = ["epochs=15", "eval_interval=5"].into_iter().chain(extra.iter().copied()).collect();
+        tiny_job(&data, &dir.path().join(out), if resume { extra } else { &every_5_of_15 }, resume)
     };
     let evals = |out: &str| -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(dir.path().join(out).join("metrics.jsonl")).unwrap();
@@ -432,7 +432,7 @@ fn arc_evaluations_vote_together_across_a_run_and_resume_with_their_votes() {
     )
     .unwrap();
     let (ep, ea) = (evals("pooled"), evals("alone"));
-    assert_eq!(ep.len(), 3, "an evaluation every 10 of 30 epochs");
+    assert_eq!(ep.len(), 3, "an evaluation every 5 of 15 epochs");
     assert_eq!(ea.len(), ep.len());
     for (i, (p, a)) in ep.iter().zip(&ea).enumerate() {
         assert_eq!(p["step"], a["step"]);

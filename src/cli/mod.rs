@@ -101,7 +101,7 @@ impl Precision {
     before_help = "Start here: `trm demo` (the whole pipeline in 4 to 14 minutes on a 2-core CPU), or \
 `trm solve --sudoku '53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79'` (the bundled model).",
     after_help = "Environment variables (all optional): RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, TORCHELASTIC_RUN_ID (torchrun, trm launch); \
-SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID, SLURM_JOB_ID, SLURM_STEP_ID (srun); TRM_RENDEZVOUS_PORT, TRM_RENDEZVOUS_TIMEOUT, TRM_RENDEZVOUS_TOKEN, TRM_NCCL_LIB, \
+SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID, SLURM_JOB_ID, SLURM_STEP_ID (srun); TRM_RENDEZVOUS_PORT, TRM_RENDEZVOUS_TIMEOUT, TRM_RENDEZVOUS_TOKEN, TRM_COLLECTIVE_TIMEOUT, TRM_NCCL_LIB, \
 LD_LIBRARY_PATH (docs/distributed.md); CUBLAS_WORKSPACE_CONFIG (--deterministic, docs/gpu.md); TRM_CPU_BF16, TRM_FUSED_CPU, TRM_FUSED_TORCH, TRM_FUSED_ATTENTION, \
 TRM_MALLOC_DEFAULT, TRM_NO_FONT, MALLOC_ARENA_MAX, GLIBC_TUNABLES (src/util/env.rs)."
 )]

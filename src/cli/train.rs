@@ -631,7 +631,16 @@ pub fn eval(a: EvalArgs) -> Result<()> {
 /// The NCCL reducer of a launched rank (a GPU engine's build), or a clear error.
 fn nccl_reducer(l: &crate::util::env::Launch) -> Result<Box<dyn crate::parallel::Reducer>> {
     #[cfg(any(feature = "libtorch", feature = "cubecl"))]
-    return Ok(Box::new(crate::parallel::nccl::NcclReducer::new(l, crate::util::env::rendezvous_timeout()?)?));
+    {
+        use crate::parallel::watchdog::{Watchdog, end_process};
+        let deadline = crate::util::env::collective_timeout()?;
+        let nccl = Box::new(crate::parallel::nccl::NcclReducer::new(l, crate::util::env::rendezvous_timeout()?)?);
+        // Every collective under the deadline, so that a dead or stalled rank ends the job.
+        Ok(match deadline {
+            Some(t) => Box::new(Watchdog::new(nccl, t, end_process())?),
+            None => nccl,
+        })
+    }
     #[cfg(not(any(feature = "libtorch", feature = "cubecl")))]
     bail!("rank {}: NCCL needs a GPU engine: rebuild with --features libtorch", l.rank)
 }

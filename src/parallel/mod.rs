@@ -4,7 +4,8 @@
 //! ```text
 //! Single         one process: every collective is the identity (no copies)
 //! ThreadReducer  in-process ranks on threads (CPU tests and experiments)
-//! NcclReducer    one process per GPU over NCCL (a GPU engine's build; nccl.rs)
+//! NcclReducer    one process per GPU over NCCL (a GPU engine's build; nccl.rs), behind a
+//!                Watchdog that ends a rank whose collective waits past a deadline (watchdog.rs)
 //! ```
 //! The training loop calls the same collectives whatever the implementation, so it does not
 //! know whether it runs alone (`step::update::apply_gradients`, `train::trainer`).
@@ -13,6 +14,7 @@
 
 pub mod rendezvous;
 pub mod threads;
+pub mod watchdog;
 
 #[cfg(any(feature = "libtorch", feature = "cubecl"))]
 pub mod nccl;

@@ -9,6 +9,7 @@
 //! | `TRM_RENDEZVOUS_PORT` | the port of that hand-off when not MASTER_PORT (default: MASTER_PORT + 1 under torchrun, whose own store holds MASTER_PORT) |
 //! | `SLURM_PROCID`, `SLURM_STEP_NUM_TASKS`, `SLURM_LOCALID` | the same under `srun` (a step's tasks), when `RANK`/`WORLD_SIZE` are not set |
 //! | `TRM_RENDEZVOUS_TIMEOUT` | seconds to wait for every rank to arrive (default 300) |
+//! | `TRM_COLLECTIVE_TIMEOUT` | seconds one collective (NCCL) may wait for the other ranks before this rank reports it and ends, so that a job with a dead or stalled rank ends instead of hanging (default 1800; 0: no limit) |
 //! | `TRM_RENDEZVOUS_TOKEN` | the launch's shared secret: rank 0 hands the NCCL id only to ranks that prove they hold it (`trm launch` makes a random one; on a shared cluster, set one per job). Unset: a token derived from the launch's environment (job id, MASTER_ADDR/PORT, WORLD_SIZE), which keeps launches apart but is no secret |
 //! | `TORCHELASTIC_RUN_ID`, `SLURM_JOB_ID`, `SLURM_STEP_ID` | read, never required: under torchrun (`TORCHELASTIC_RUN_ID` set) the hand-off moves to MASTER_PORT + 1; all three go into the derived token below |
 //! | `TRM_NCCL_LIB` | path of the NCCL library when it is only present as `libnccl.so.2` (`trm launch`) |
@@ -123,6 +124,22 @@ pub fn rendezvous_timeout() -> Result<std::time::Duration> {
     }
 }
 
+/// How long one collective of a multi-process run may wait for the other ranks before the rank
+/// ends (`TRM_COLLECTIVE_TIMEOUT`, seconds; default 1800; 0: no limit).
+pub fn collective_timeout() -> Result<Option<std::time::Duration>> {
+    match var("TRM_COLLECTIVE_TIMEOUT") {
+        None => Ok(Some(std::time::Duration::from_secs(1800))),
+        Some(v) => {
+            let s: f64 = v.parse().with_context(|| format!("TRM_COLLECTIVE_TIMEOUT={v}: not a number of seconds"))?;
+            anyhow::ensure!(s.is_finite() && s >= 0.0, "TRM_COLLECTIVE_TIMEOUT={v}: must be 0 (no limit) or a positive number of seconds");
+            if s == 0.0 {
+                return Ok(None);
+            }
+            std::time::Duration::try_from_secs_f64(s).map(Some).map_err(|_| anyhow::anyhow!("TRM_COLLECTIVE_TIMEOUT={v}: too many seconds"))
+        }
+    }
+}
+
 /// Where this process sits in a multi-process run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Launch {
@@ -138,7 +155,8 @@ pub struct Launch {
     pub token: String,
 }
 
-/// The launch environment, or None for a plain single process (no WORLD_SIZE, no srun step).
+/// The launch environment, or None for a plain single process (no WORLD_SIZE, RANK or LOCAL_RANK,
+/// no srun step of several tasks).
 /// `trm launch` and torchrun set `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`,
 /// `MASTER_PORT`; under `srun`, `SLURM_PROCID`, `SLURM_STEP_NUM_TASKS` and `SLURM_LOCALID` stand
 /// in for the first three (`SLURM_STEP_NUM_TASKS`, not `SLURM_NTASKS`: a batch script itself, run
@@ -156,6 +174,13 @@ pub fn launch_from(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Launch
     let (rank, world, local, source) = if let Some(world) = num("WORLD_SIZE")? {
         let rank = num("RANK")?.context("WORLD_SIZE is set but RANK is not")?;
         (rank, world, num("LOCAL_RANK")?.unwrap_or(rank), "torchrun")
+    } else if let Some(name) = ["RANK", "LOCAL_RANK"].into_iter().find(|n| get(n).is_some()) {
+        // torchrun and `trm launch` set all three: a rank without a world size is a launch gone
+        // wrong, and training on as a lone rank 0 would write over the run the real rank 0 writes.
+        bail!(
+            "{name} is set but WORLD_SIZE is not: set WORLD_SIZE to the number of ranks (torchrun and `trm launch` set both), \
+             or unset {name} for a single process"
+        );
     } else if let Some(world) = num("SLURM_STEP_NUM_TASKS")? {
         if world <= 1 {
             return Ok(None); // a single srun task is a plain process
@@ -254,6 +279,8 @@ mod tests {
         for (bad, want) in [
             (vec![("RANK", "2"), ("WORLD_SIZE", "2")], "below the world size"),
             (vec![("WORLD_SIZE", "2")], "RANK is not"),
+            (vec![("RANK", "1")], "RANK is set but WORLD_SIZE is not"),
+            (vec![("LOCAL_RANK", "0"), ("SLURM_STEP_NUM_TASKS", "2")], "LOCAL_RANK is set but WORLD_SIZE is not"),
             (vec![("RANK", "x"), ("WORLD_SIZE", "2")], "RANK=x"),
             (vec![("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "a"), ("MASTER_PORT", "99999")], "MASTER_PORT"),
             (vec![("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "a"), ("MASTER_PORT", "0")], "is 0"),
