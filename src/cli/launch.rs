@@ -288,7 +288,14 @@ fn supervise(children: &mut Vec<(usize, Child)>, stops: &dyn Fn() -> u64, grace:
             passed_on += 1;
         }
         if since.is_some_and(|t| t.elapsed() > grace) {
-            say!("trm launch: {} rank(s) still running {} s after the failure; killing them", children.len(), grace.as_secs());
+            // A rank whose collective timed out (parallel::watchdog) fails while the rank that
+            // stalled runs on: name the ones still running, as the stalled one is among them.
+            let running: Vec<String> = children.iter().map(|(r, _)| r.to_string()).collect();
+            say!(
+                "trm launch: rank(s) {} still running {} s after the failure (a rank that stalled would be among them); killing them",
+                running.join(", "),
+                grace.as_secs()
+            );
             terminate(children, true);
             since = None;
         }

@@ -83,16 +83,19 @@ pub struct TrainArgs {
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
+    // Under a launcher every rank does the same before the ranks meet: rank 0 alone says so (an
+    // environment that does not read is refused below, where the ranks are set up).
+    let speaks = crate::util::env::launch().ok().flatten().is_none_or(|l| l.rank == 0);
     if a.deterministic {
         let how = crate::backend::make_deterministic(a.device)?;
-        // Under a launcher every rank does the same: rank 0 says so.
-        if crate::util::env::launch().ok().flatten().is_none_or(|l| l.rank == 0) {
+        if speaks {
             eprintln!("{how}");
         }
     }
     set_threads(a.threads);
     if let Some(p) = a.precision.unwrap_or(super::Precision::Float32).apply(a.device, true)?
         && p != super::Precision::Float32
+        && speaks
     {
         eprintln!("products: {} in the forward pass and the linear layers' backward", p.name());
     }
@@ -110,7 +113,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     }
     let init_path = init_from_of(&a, &mut ov)?;
     // A resumed run takes its configuration from its checkpoint (overrides: store::resume::resume_config).
-    if let (true, Some(c)) = (a.resume, &a.config) {
+    if let (true, Some(c), true) = (a.resume, &a.config, speaks) {
         eprintln!("note: --config {c} is not read on --resume: the run continues with the configuration saved in its checkpoint");
     }
     let cfg = if a.resume { config::TrainConfig::default() } else { config::resolve(a.config.as_deref().unwrap_or("sudoku-tiny"), &ov)? };
@@ -129,7 +132,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let given = if a.resume { resume_paths.unwrap_or_default() } else { cfg.data_paths.clone() };
     let data = match crate::train::setup::named_data_set(&given, a.data.as_deref())? {
         Some(d) => d,
-        None if a.resume => recorded_data(&a.out)?,
+        None if a.resume => recorded_data(&a.out, speaks)?,
         None => bail!("which data set? pass --data DIR (a folder made by `trm data`), or the reference's data_paths=[DIR]"),
     };
     if !a.resume {
@@ -242,9 +245,9 @@ fn run_job(a: &TrainArgs, job: &TrainJob) -> Result<(trainer::TrainSummary, Opti
 }
 
 /// The data set a run recorded (`data_paths`, the same in all its checkpoints), for `--resume`
-/// without `--data`. Only a state.json is read: the resume itself picks and verifies the
+/// without `--data`, named on standard error if `speaks`. Only a state.json is read: the resume itself picks and verifies the
 /// checkpoint (train::setup::open_state), once.
-fn recorded_data(run: &std::path::Path) -> Result<PathBuf> {
+fn recorded_data(run: &std::path::Path, speaks: bool) -> Result<PathBuf> {
     let js = checkpoint::newest_state_json(run).with_context(|| {
         if integrity::holds_no_checkpoint(run) {
             format!("cannot resume {}: it holds no checkpoint to continue from{}", run.display(), integrity::start_over_hint(run))
@@ -258,7 +261,9 @@ fn recorded_data(run: &std::path::Path) -> Result<PathBuf> {
     })?;
     let data = js.config.data_paths.first().map(PathBuf::from);
     let data = data.with_context(|| format!("{}: the run recorded no data set; pass --data", run.display()))?;
-    eprintln!("data: {} (recorded by the run)", data.display());
+    if speaks {
+        eprintln!("data: {} (recorded by the run)", data.display());
+    }
     Ok(data)
 }
 
@@ -635,7 +640,8 @@ fn nccl_reducer(l: &crate::util::env::Launch) -> Result<Box<dyn crate::parallel:
         use crate::parallel::watchdog::{Watchdog, end_process};
         let deadline = crate::util::env::collective_timeout()?;
         let nccl = Box::new(crate::parallel::nccl::NcclReducer::new(l, crate::util::env::rendezvous_timeout()?)?);
-        // Every collective under the deadline, so that a dead or stalled rank ends the job.
+        // Every collective under the deadline, so that the ranks waiting for a dead or stalled
+        // rank end.
         Ok(match deadline {
             Some(t) => Box::new(Watchdog::new(nccl, t, end_process())?),
             None => nccl,

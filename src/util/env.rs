@@ -9,7 +9,7 @@
 //! | `TRM_RENDEZVOUS_PORT` | the port of that hand-off when not MASTER_PORT (default: MASTER_PORT + 1 under torchrun, whose own store holds MASTER_PORT) |
 //! | `SLURM_PROCID`, `SLURM_STEP_NUM_TASKS`, `SLURM_LOCALID` | the same under `srun` (a step's tasks), when `RANK`/`WORLD_SIZE` are not set |
 //! | `TRM_RENDEZVOUS_TIMEOUT` | seconds to wait for every rank to arrive (default 300) |
-//! | `TRM_COLLECTIVE_TIMEOUT` | seconds one collective (NCCL) may wait for the other ranks before this rank reports it and ends, so that a job with a dead or stalled rank ends instead of hanging (default 1800; 0: no limit) |
+//! | `TRM_COLLECTIVE_TIMEOUT` | seconds one collective (NCCL) may wait for the other ranks before this rank reports it and ends, so that the ranks waiting for a dead or stalled rank end instead of hanging (default 1800; 0: no limit) |
 //! | `TRM_RENDEZVOUS_TOKEN` | the launch's shared secret: rank 0 hands the NCCL id only to ranks that prove they hold it (`trm launch` makes a random one; on a shared cluster, set one per job). Unset: a token derived from the launch's environment (job id, MASTER_ADDR/PORT, WORLD_SIZE), which keeps launches apart but is no secret |
 //! | `TORCHELASTIC_RUN_ID`, `SLURM_JOB_ID`, `SLURM_STEP_ID` | read, never required: under torchrun (`TORCHELASTIC_RUN_ID` set) the hand-off moves to MASTER_PORT + 1; all three go into the derived token below |
 //! | `TRM_NCCL_LIB` | path of the NCCL library when it is only present as `libnccl.so.2` (`trm launch`) |
@@ -171,9 +171,13 @@ pub fn launch_from(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Launch
     let num = |name: &str| -> Result<Option<usize>> {
         get(name).map(|v| v.trim().parse::<usize>().with_context(|| format!("{name}={v}: not a non-negative integer"))).transpose()
     };
+    let slurm_world = num("SLURM_STEP_NUM_TASKS")?.filter(|&w| w > 1); // a single srun task is a plain process
     let (rank, world, local, source) = if let Some(world) = num("WORLD_SIZE")? {
         let rank = num("RANK")?.context("WORLD_SIZE is set but RANK is not")?;
         (rank, world, num("LOCAL_RANK")?.unwrap_or(rank), "torchrun")
+    } else if let Some(world) = slurm_world {
+        let rank = num("SLURM_PROCID")?.context("SLURM_STEP_NUM_TASKS is set but SLURM_PROCID is not")?;
+        (rank, world, num("SLURM_LOCALID")?.unwrap_or(0), "slurm")
     } else if let Some(name) = ["RANK", "LOCAL_RANK"].into_iter().find(|n| get(n).is_some()) {
         // torchrun and `trm launch` set all three: a rank without a world size is a launch gone
         // wrong, and training on as a lone rank 0 would write over the run the real rank 0 writes.
@@ -181,12 +185,6 @@ pub fn launch_from(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Launch
             "{name} is set but WORLD_SIZE is not: set WORLD_SIZE to the number of ranks (torchrun and `trm launch` set both), \
              or unset {name} for a single process"
         );
-    } else if let Some(world) = num("SLURM_STEP_NUM_TASKS")? {
-        if world <= 1 {
-            return Ok(None); // a single srun task is a plain process
-        }
-        let rank = num("SLURM_PROCID")?.context("SLURM_STEP_NUM_TASKS is set but SLURM_PROCID is not")?;
-        (rank, world, num("SLURM_LOCALID")?.unwrap_or(0), "slurm")
     } else {
         return Ok(None);
     };
@@ -266,6 +264,12 @@ mod tests {
             env(&[("SLURM_PROCID", "5"), ("SLURM_STEP_NUM_TASKS", "16"), ("SLURM_LOCALID", "1"), ("MASTER_ADDR", "n1")]).unwrap().unwrap();
         assert_eq!((l.rank, l.world, l.local_rank, l.master_port, l.source), (5, 16, 1, 29500, "slurm"));
         assert_eq!(env(&[("SLURM_PROCID", "0"), ("SLURM_STEP_NUM_TASKS", "1")]).unwrap(), None);
+        // Under srun, Slurm gives the world size: a LOCAL_RANK set beside it (by a job script) is
+        // no launch gone wrong.
+        assert_eq!(
+            env(&[("SLURM_PROCID", "1"), ("SLURM_STEP_NUM_TASKS", "2"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "n")]).unwrap().unwrap().rank,
+            1
+        );
         // A batch script (SLURM_NTASKS, no srun step) is a plain process.
         assert_eq!(env(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "8")]).unwrap(), None);
         // torchrun variables win over Slurm's; under torchrun the hand-off avoids its store's port.
@@ -280,7 +284,7 @@ mod tests {
             (vec![("RANK", "2"), ("WORLD_SIZE", "2")], "below the world size"),
             (vec![("WORLD_SIZE", "2")], "RANK is not"),
             (vec![("RANK", "1")], "RANK is set but WORLD_SIZE is not"),
-            (vec![("LOCAL_RANK", "0"), ("SLURM_STEP_NUM_TASKS", "2")], "LOCAL_RANK is set but WORLD_SIZE is not"),
+            (vec![("LOCAL_RANK", "0"), ("SLURM_STEP_NUM_TASKS", "1")], "LOCAL_RANK is set but WORLD_SIZE is not"),
             (vec![("RANK", "x"), ("WORLD_SIZE", "2")], "RANK=x"),
             (vec![("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "a"), ("MASTER_PORT", "99999")], "MASTER_PORT"),
             (vec![("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "a"), ("MASTER_PORT", "0")], "is 0"),
