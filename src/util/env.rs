@@ -112,32 +112,35 @@ pub fn library_path() -> Option<String> {
     var("LD_LIBRARY_PATH")
 }
 
-/// How long ranks wait for each other at start-up.
+/// How long ranks wait for each other at start-up (`TRM_RENDEZVOUS_TIMEOUT`, seconds; default 300).
 pub fn rendezvous_timeout() -> Result<std::time::Duration> {
-    match var("TRM_RENDEZVOUS_TIMEOUT") {
-        None => Ok(std::time::Duration::from_secs(300)),
-        Some(v) => {
-            let s: f64 = v.parse().with_context(|| format!("TRM_RENDEZVOUS_TIMEOUT={v}: not a number of seconds"))?;
-            anyhow::ensure!(s.is_finite() && s > 0.0, "TRM_RENDEZVOUS_TIMEOUT={v}: must be positive");
-            std::time::Duration::try_from_secs_f64(s).map_err(|_| anyhow::anyhow!("TRM_RENDEZVOUS_TIMEOUT={v}: too many seconds"))
-        }
-    }
+    let limit = seconds("TRM_RENDEZVOUS_TIMEOUT", var("TRM_RENDEZVOUS_TIMEOUT").as_deref(), 300.0, false)?;
+    limit.context("TRM_RENDEZVOUS_TIMEOUT: no limit is not an option")
 }
 
 /// How long one collective of a multi-process run may wait for the other ranks before the rank
 /// ends (`TRM_COLLECTIVE_TIMEOUT`, seconds; default 1800; 0: no limit).
 pub fn collective_timeout() -> Result<Option<std::time::Duration>> {
-    match var("TRM_COLLECTIVE_TIMEOUT") {
-        None => Ok(Some(std::time::Duration::from_secs(1800))),
-        Some(v) => {
-            let s: f64 = v.parse().with_context(|| format!("TRM_COLLECTIVE_TIMEOUT={v}: not a number of seconds"))?;
-            anyhow::ensure!(s.is_finite() && s >= 0.0, "TRM_COLLECTIVE_TIMEOUT={v}: must be 0 (no limit) or a positive number of seconds");
-            if s == 0.0 {
-                return Ok(None);
-            }
-            std::time::Duration::try_from_secs_f64(s).map(Some).map_err(|_| anyhow::anyhow!("TRM_COLLECTIVE_TIMEOUT={v}: too many seconds"))
-        }
+    seconds("TRM_COLLECTIVE_TIMEOUT", var("TRM_COLLECTIVE_TIMEOUT").as_deref(), 1800.0, true)
+}
+
+/// A duration in seconds from variable `name`'s `value` (`default` when unset): positive, or 0
+/// for no limit (None) where `no_limit` allows it.
+fn seconds(name: &str, value: Option<&str>, default: f64, no_limit: bool) -> Result<Option<std::time::Duration>> {
+    let s = match value {
+        None => default,
+        Some(v) => v.trim().parse::<f64>().with_context(|| format!("{name}={v}: not a number of seconds"))?,
+    };
+    let shown = value.unwrap_or_default();
+    if no_limit {
+        anyhow::ensure!(s.is_finite() && s >= 0.0, "{name}={shown}: must be 0 (no limit) or a positive number of seconds");
+    } else {
+        anyhow::ensure!(s.is_finite() && s > 0.0, "{name}={shown}: must be a positive number of seconds");
     }
+    if s == 0.0 {
+        return Ok(None);
+    }
+    std::time::Duration::try_from_secs_f64(s).map(Some).map_err(|_| anyhow::anyhow!("{name}={shown}: too many seconds"))
 }
 
 /// Where this process sits in a multi-process run.
@@ -231,6 +234,24 @@ pub fn launch_from(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Launch
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn timeouts_read_as_seconds_with_clear_errors() {
+        let secs = |v: Option<&str>, no_limit| seconds("TRM_X", v, 300.0, no_limit).map(|d| d.map(|d| d.as_secs_f64()));
+        assert_eq!(secs(None, false).unwrap(), Some(300.0));
+        assert_eq!(secs(Some(" 1.5 "), false).unwrap(), Some(1.5));
+        assert_eq!(secs(Some("0"), true).unwrap(), None, "0: no limit");
+        for (v, no_limit, want) in [
+            ("0", false, "TRM_X=0: must be a positive number"),
+            ("-1", true, "TRM_X=-1: must be 0 (no limit)"),
+            ("inf", true, "TRM_X=inf: must be 0"),
+            ("10m", true, "TRM_X=10m: not a number of seconds"),
+            ("1e300", true, "TRM_X=1e300: too many seconds"),
+        ] {
+            let e = format!("{:#}", secs(Some(v), no_limit).unwrap_err());
+            assert!(e.contains(want), "{v}: {e}");
+        }
+    }
 
     #[test]
     fn only_a_count_glibc_takes_sets_the_arenas() {
