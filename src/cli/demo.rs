@@ -131,7 +131,7 @@ fn train_model(a: &DemoArgs, data: &Path, run: &Path) -> Result<u64> {
 /// Step 3: exact accuracy on the held-out puzzles, and a note when the model is undertrained.
 fn evaluate_model(a: &DemoArgs, data: &Path, run: &Path, held_out: usize, trained: u64) -> Result<()> {
     println!("[3/6] evaluating on {held_out} held-out puzzles");
-    let args = super::train::EvalArgs {
+    let args = super::eval::EvalArgs {
         checkpoint: Some(run.to_path_buf()),
         data: data.to_path_buf(),
         steps: None,
@@ -154,7 +154,7 @@ fn evaluate_model(a: &DemoArgs, data: &Path, run: &Path, held_out: usize, traine
         precision: None,
         no_memory_check: false,
     };
-    let r = super::train::eval_checkpoint::<crate::backend::Cpu>(&args, &Default::default())?;
+    let r = super::eval::eval_checkpoint::<crate::backend::Cpu>(&args, &Default::default())?;
     println!(
         "      token accuracy {:.3}, exact accuracy {:.3} (95% CI {:.3}-{:.3}); per step exact: {}",
         r.accuracy,

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod data;
 pub mod data_show;
 pub mod demo;
+pub mod eval;
 pub mod export;
 pub mod info;
 pub mod launch;
@@ -137,7 +138,7 @@ trm launch --nproc 4 -- train --device cuda --config arc1 --data data/arc1 --out
         after_help = "Examples: trm eval --data data/sudoku-gen --views 8   (the bundled Sudoku model, after the `trm data generate` example)\n\
           trm eval --checkpoint runs/tiny --data data/sudoku-gen   (a run of yours)"
     )]
-    Eval(train::EvalArgs),
+    Eval(eval::EvalArgs),
     /// Solve one new puzzle and show how the answer forms step by step
     #[command(after_help = "Example (the bundled Sudoku model, no download or training): \
 trm solve --sudoku '53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79'")]
@@ -208,7 +209,7 @@ pub fn run() -> Result<()> {
         Command::Train(a) => train::train(a),
         Command::Launch(a) => launch::run(a),
         Command::Export(a) => export::run(a),
-        Command::Eval(a) => train::eval(a),
+        Command::Eval(a) => eval::eval(a),
     }
 }
 

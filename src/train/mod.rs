@@ -3,6 +3,7 @@
 
 pub mod adapt;
 pub mod collective;
+pub mod evaluation;
 pub mod logging;
 pub mod memory_check;
 pub mod progress;
