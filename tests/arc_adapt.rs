@@ -460,7 +460,7 @@ fn arc_evaluations_vote_together_across_a_run_and_resume_with_their_votes() {
     let sub: serde_json::Value = trm::util::fs::read_json(&dir.path().join("pooled/submission.json")).unwrap();
     let direct = trm::eval::arc_vote::submission(&pool, &tasks, 2);
     assert_eq!(sub, direct, "the submission is the pool's");
-    assert_eq!(last.pass_at, trm::eval::arc_vote::score(&pool, &tasks, &[1, 2, 5, 10, 100, 1000]).pass_at);
+    assert_eq!(last.pass_at, trm::eval::arc_vote::score(&pool, &tasks, &[1, 2, 5, 10, 100, 1000], false).pass_at);
     assert!(checkpoint::read_arc_votes(&checkpoint::resolve(&dir.path().join("alone")).unwrap()).unwrap().is_none());
     assert!(pooled.arc_pooled && trm::train::trainer::arc_summary(&pooled.evals[0].1, true).contains("of every evaluation so far"));
     // The report draws the pool's pass@k and the evaluation's own pass@2 beside it.

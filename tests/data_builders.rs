@@ -107,12 +107,20 @@ fn bad_sudoku_csv_names_file_and_line() {
 #[test]
 fn bad_maze_csv_names_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), "m.csv", "question,answer\n\"# SG\",\"#oSG\"\n\"# S\",\"# S\"\n");
+    let p = write(dir.path(), "m.csv", "question,answer\n\"# SG\",\"# SG\"\n\"# S\",\"# S\"\n");
     let e = err_of(maze::read_csv(&p));
     assert!(e.contains("m.csv:3") && e.contains("not a square"), "{e}");
-    let p = write(dir.path(), "m2.csv", "question,answer\n\"# SX\",\"# SG\"\n");
-    let e = err_of(maze::read_csv(&p));
-    assert!(e.contains("m2.csv:2") && e.contains("row 2, column 2"), "{e}");
+    // Answers that are no path through their question's maze (3x3: S top middle, a wall below
+    // it, G bottom right; the path S, (1,3), (2,3), G): a wall opened, no path at all, path cells
+    // off the path. The first row's answer is the path.
+    let q = "#S  #   G";
+    for (answer, says) in
+        [("#So o   G", "changed from '#' to 'o'"), ("#S  #   G", "breaks at (1, 2)"), ("#So #oooG", "2 path cells are not on")]
+    {
+        let p = write(dir.path(), "p.csv", &format!("question,answer\n\"{q}\",\"#So #o  G\"\n\"{q}\",\"{answer}\"\n"));
+        let e = err_of(maze::read_csv(&p));
+        assert!(e.contains("p.csv:3") && e.contains("not a path from S to G") && e.contains(says), "{answer}: {e}");
+    }
 }
 
 #[test]
@@ -137,6 +145,69 @@ fn bad_arc_json_names_file_and_task() {
     write(dir.path(), "x_c_challenges.json", &format!(r#"{{"t3": {{"train": [{{"input": {big}, "output": [[2]]}}], "test": []}}}}"#));
     let e = err_of(arc_task::load_subset(&prefix, "c"));
     assert!(e.contains("task t3") && e.contains("31 columns"), "{e}");
+}
+
+/// A task name in two subsets: the same task (its pairs in another order, as ARC-AGI-2 lists most
+/// of ARC-1's tasks again) builds as in the reference, with one entry in test_puzzles.json; two
+/// different tasks in two test sets are refused, naming both files; elsewhere they build.
+#[test]
+fn a_task_name_in_two_subsets_needs_the_same_task_in_two_test_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("x").to_string_lossy().to_string();
+    let (p1, p2) = (r#"{"input": [[1]], "output": [[2]]}"#, r#"{"input": [[6]], "output": [[7]]}"#);
+    let other = r#"{"input": [[1]], "output": [[4]]}"#;
+    for (subset, train) in [("a", [p1, p2]), ("b", [other, p2]), ("c", [p2, p1])] {
+        let task = format!(r#"{{"t1": {{"train": [{}, {}], "test": [{{"input": [[3]]}}]}}}}"#, train[0], train[1]);
+        write(dir.path(), &format!("x_{subset}_challenges.json"), &task);
+        write(dir.path(), &format!("x_{subset}_solutions.json"), r#"{"t1": [[[5]]]}"#);
+    }
+    let opt = |subsets: [&str; 2], test_sets: &[&str]| arc::BuildOptions {
+        input_prefix: prefix.clone(),
+        subsets: subsets.map(String::from).to_vec(),
+        test_sets: test_sets.iter().map(|s| s.to_string()).collect(),
+        num_aug: 0,
+        seed: 42,
+        translate: true,
+    };
+    let out = tempfile::tempdir().unwrap();
+    let e = err_of(arc::build(&out.path().join("ab"), &opt(["a", "b"], &["a", "b"])));
+    assert!(e.contains("task `t1` is in the test sets `a` and `b` with different pairs") && e.contains("x_b_challenges.json"), "{e}");
+    assert!(!out.path().join("ab").exists());
+    // Different, one of them in a test set: built, sharing the identifier.
+    let s = arc::build(&out.path().join("ab1"), &opt(["a", "b"], &["b"])).unwrap();
+    assert_eq!((s.train.groups, s.test.groups, s.identifiers), (2, 1, 2));
+    // The same task, its pairs reordered, in two test sets: one entry in test_puzzles.json.
+    let s = arc::build(&out.path().join("ac"), &opt(["a", "c"], &["a", "c"])).unwrap();
+    assert_eq!((s.train.groups, s.test.groups, s.identifiers), (2, 2, 2));
+    let text = std::fs::read_to_string(out.path().join("ac/test_puzzles.json")).unwrap();
+    assert_eq!(text.matches("\"t1\"").count(), 1, "{text}");
+}
+
+/// identifiers.json names every puzzle identifier of the data set, no fewer and no more: a list
+/// of another build is refused wherever it is read.
+#[test]
+fn identifiers_json_must_name_each_identifier_once() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny_data(dir.path());
+    assert_eq!(format::read_identifiers(dir.path()).unwrap(), vec!["<blank>".to_string()]);
+    for names in ["[]", r#"["<blank>", "a", "b"]"#] {
+        write(dir.path(), "identifiers.json", names);
+        let e = err_of(format::read_identifiers(dir.path()));
+        assert!(e.contains("identifiers.json") && e.contains("names for 1 puzzle identifiers"), "{names}: {e}");
+    }
+}
+
+/// A set named twice in dataset.json would be read, and trained on, twice: refused.
+#[test]
+fn a_set_named_twice_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny_data(dir.path());
+    let meta = dir.path().join("train/dataset.json");
+    let mut js: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    js["sets"] = serde_json::json!(["all", "all"]);
+    std::fs::write(&meta, js.to_string()).unwrap();
+    let e = err_of(format::read_dataset_split(dir.path(), "train"));
+    assert!(e.contains("train/dataset.json") && e.contains("sets names `all` twice (entries 1 and 2)"), "{e}");
 }
 
 #[test]
@@ -213,7 +284,7 @@ fn mazes_need_one_start_and_one_goal_and_arc_tasks_need_pairs() {
         ("\"# S \",\"# S \"", "exactly one goal G, found 0"),
         ("\"#oSG\",\"#oSG\"", "already contains path cells"),
     ] {
-        let p = write(dir.path(), "m.csv", &format!("question,answer\n\"# SG\",\"#oSG\"\n{row}\n"));
+        let p = write(dir.path(), "m.csv", &format!("question,answer\n\"# SG\",\"# SG\"\n{row}\n"));
         let e = err_of(maze::read_csv(&p));
         assert!(e.contains("m.csv:3") && e.contains(want), "{row}: {e}");
     }

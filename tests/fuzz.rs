@@ -108,7 +108,7 @@ fn fuzz_sudoku_csv_rows() {
 #[test]
 fn fuzz_maze_csv_rows_and_maze_files() {
     let dir = tempfile::tempdir().unwrap();
-    let seed = "source,question,answer,rating\nx,\"# SG\",\"#oSG\",2\nx,\"S  G\",\"SooG\",1\n";
+    let seed = "source,question,answer,rating\nx,\"# SG\",\"# SG\",2\nx,\"S  G\",\"So G\",1\n";
     let maze = "#S#\n   \n#G#\n";
     trm::data::maze::read_csv(&in_file(dir.path(), "m.csv", seed.as_bytes())).expect("the seed CSV reads");
     trm::cli::solve::maze_tokens(&in_file(dir.path(), "m.txt", maze.as_bytes())).expect("the seed maze reads");

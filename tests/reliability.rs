@@ -120,6 +120,47 @@ fn a_non_finite_checkpoint_is_refused_on_load() {
     assert!(e.contains("lm_head.weight") && e.contains("non-finite"), "{e}");
 }
 
+/// A state.json whose config's architecture differs from the one it records for its weights
+/// (edited by hand, checksums written again) is refused naming the key, not the data set.
+#[test]
+fn a_state_json_at_odds_with_itself_names_the_architecture_key() {
+    let (data, runs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    tiny_data(data.path());
+    train::<AD>(&job(data.path(), runs.path(), &["max_steps=2"], false), &Default::default()).unwrap();
+    let ckpt = checkpoint::resolve(runs.path()).unwrap();
+    let file = ckpt.join("state.json");
+    let mut js: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    js["config"]["arch"]["hidden_size"] = serde_json::json!(32);
+    std::fs::write(&file, serde_json::to_vec(&js).unwrap()).unwrap();
+    trm::store::integrity::write_sums(&ckpt).unwrap();
+    trm::store::integrity::forget(&ckpt);
+    let e = err(train::<AD>(&job(data.path(), runs.path(), &["max_steps=3"], true), &Default::default()));
+    assert!(e.contains("arch.hidden_size 32 (config), 16 (model)") && e.contains("state.json"), "{e}");
+    assert!(!e.contains("does not describe the data set"), "{e}");
+}
+
+/// A state.json's step must be its folder's, and its format the one trm writes (both edited by
+/// hand here, checksums written again).
+#[test]
+fn a_state_json_with_another_step_or_format_is_refused() {
+    let (data, runs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    tiny_data(data.path());
+    train::<AD>(&job(data.path(), runs.path(), &["max_steps=2"], false), &Default::default()).unwrap();
+    let ckpt = checkpoint::resolve(runs.path()).unwrap();
+    let file = ckpt.join("state.json");
+    let good = std::fs::read(&file).unwrap();
+    for (key, value, says) in [
+        ("step", serde_json::json!(u64::MAX), "step 18446744073709551615 in a checkpoint of step 2"),
+        ("format", serde_json::json!("trm-checkpoint-9"), "format `trm-checkpoint-9` is not the one this trm reads"),
+    ] {
+        let mut js: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        js[key] = value;
+        std::fs::write(&file, serde_json::to_vec(&js).unwrap()).unwrap();
+        let e = err(checkpoint::read_state_json(&ckpt));
+        assert!(e.contains("state.json") && e.contains(says), "{key}: {e}");
+    }
+}
+
 #[test]
 fn a_corrupt_checkpoint_is_refused_and_resume_falls_back_to_the_intact_one() {
     let (data, runs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

@@ -169,6 +169,22 @@ fn data_paths_test_names_the_training_data_set_or_is_refused() {
     assert!(!runs.path().join("other").join("checkpoints").exists());
 }
 
+/// Heads 1 wide (as many heads as hidden units), with learned or no position encodings, train:
+/// the rope tables, made whatever the encoding, once divided by the half width, 0 there.
+#[test]
+fn heads_one_wide_train() {
+    let data = tempfile::tempdir().unwrap();
+    tiny_data(data.path());
+    let runs = tempfile::tempdir().unwrap();
+    for (out, extra) in [
+        ("attention", ["arch.num_heads=16", "arch.pos_encodings=learned", "arch.mlp_t=False"]),
+        ("mlp_t", ["arch.num_heads=16", "arch.pos_encodings=none", "arch.mlp_t=True"]),
+    ] {
+        let s = train::<AD>(&steps_job(data.path(), runs.path(), out, 2, false, &extra), &Default::default()).unwrap();
+        assert_eq!(s.steps, 2, "{out}");
+    }
+}
+
 #[test]
 fn a_second_run_into_the_same_folder_needs_resume() {
     let data = tempfile::tempdir().unwrap();

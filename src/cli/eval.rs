@@ -147,7 +147,7 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     let w = Weights::from_named(&m.model, params)?;
     let steps = a.steps.unwrap_or(m.model.arch.halt_max_steps);
     // One evaluation (its votes alone), with the run's pass@k list and attempts.
-    let mut arc = ArcEval::open(&a.data, &m.arc_args)?;
+    let mut arc = ArcEval::open(&a.data, &m.arc_args, a.limit.is_some_and(|l| l < test.num_examples()))?;
     let mut arc_err = Ok(());
     let mut single = crate::parallel::Single;
     if let Some(o) = outputs.as_mut() {
@@ -266,7 +266,11 @@ fn write_arc_submission(a: &EvalArgs, m: &EvalModel, v: ArcEval) -> Result<crate
     }
     crate::util::fs::write_json(&path, &v.submission())?;
     eprintln!("wrote {} ({} tasks, {} attempts per test input)", path.display(), v.tasks.len(), v.args.submission_k);
-    Ok(v.score())
+    let score = v.score();
+    if let Some(m) = score.mismatch() {
+        eprintln!("warning: {m}");
+    }
+    Ok(score)
 }
 
 /// The outputs `trm eval --save-outputs` saves: `--outputs`, else all but the logits.
@@ -344,6 +348,9 @@ pub fn eval(a: EvalArgs) -> Result<()> {
                 "ARC: {} tasks, {} test inputs ({} with a prediction), after voting over augmentations:",
                 s.tasks, s.test_inputs, s.answered_inputs
             );
+            if s.limited && s.tasks_not_evaluated > 0 {
+                println!("  ({} tasks not reached within --limit are left out)", s.tasks_not_evaluated);
+            }
             for ((k, v), (_, every)) in s.pass_at.iter().zip(&s.pass_at_every_input) {
                 println!("  pass@{k:<5} {v:.4}   (every test input of the task right, HRM's credit: {every:.4})");
             }

@@ -156,12 +156,53 @@ pub fn build(out: &Path, opt: &BuildOptions) -> Result<BuildSummary> {
             bail!("test set `{t}` is not one of the subsets {:?}", opt.subsets);
         }
     }
-    let mut subsets = Vec::new();
-    for subset in &opt.subsets {
+    let mut subsets: Vec<Vec<(Task, bool)>> = Vec::new();
+    let mut seen: HashMap<String, (usize, usize)> = HashMap::new(); // task name -> (subset, index)
+    for (si, subset) in opt.subsets.iter().enumerate() {
         let is_test = opt.test_sets.contains(subset);
-        subsets.push(arc_task::load_subset(&opt.input_prefix, subset)?.into_iter().map(|t| (t, is_test)).collect());
+        let tasks = arc_task::load_subset(&opt.input_prefix, subset)?;
+        // A name in two subsets is one puzzle identifier and one entry of test_puzzles.json, as in
+        // the reference, which builds both silently. The same task (ARC-AGI-2 lists most of ARC-1's
+        // tasks again, their pairs in another order) is built twice, as there. Two different
+        // tasks in two test sets are refused: test_puzzles.json would hold one, the test split
+        // both. Elsewhere they share an embedding, with a warning.
+        for (ti, t) in tasks.iter().enumerate() {
+            let Some(&(sj, tj)) = seen.get(&t.name) else {
+                seen.insert(t.name.clone(), (si, ti));
+                continue;
+            };
+            let (first, first_is_test) = &subsets[sj][tj];
+            if same_pairs(first, t) {
+                continue;
+            }
+            let (other, files) =
+                (&opt.subsets[sj], format!("{0}_{1}_challenges.json, {0}_{subset}_challenges.json", opt.input_prefix, opt.subsets[sj]));
+            if *first_is_test && is_test {
+                bail!(
+                    "task `{}` is in the test sets `{other}` and `{subset}` with different pairs ({files}): test_puzzles.json \
+                     would hold one of them and the test split both. Build such subsets into separate data sets",
+                    t.name
+                );
+            }
+            eprintln!(
+                "warning: task `{}` is in subsets `{other}` and `{subset}` with different pairs ({files}); as in the reference, the \
+                 two share one puzzle identifier",
+                t.name
+            );
+        }
+        subsets.push(tasks.into_iter().map(|t| (t, is_test)).collect());
     }
     build_subsets(out, subsets, vec!["<blank>".to_string()], opt)
+}
+
+/// The two tasks hold the same pairs, in whatever order.
+fn same_pairs(a: &Task, b: &Task) -> bool {
+    let key = |pairs: &[arc_task::Pair]| {
+        let mut k: Vec<([u8; 32], [u8; 32])> = pairs.iter().map(|p| (p.input.hash(), p.output.hash())).collect();
+        k.sort_unstable();
+        k
+    };
+    key(&a.train) == key(&b.train) && key(&a.test) == key(&b.test)
 }
 
 /// Builds the data set from tasks in memory: `(task, its test pairs go to the test split)`, as
@@ -202,9 +243,16 @@ fn build_subsets(out: &Path, subsets: Vec<Vec<(Task, bool)>>, mut names: Vec<Str
         }
     }
     pb.finish();
-    // The test puzzles, in processing order, as the reference's dict.
-    let test_puzzles: Vec<(&str, arc_task::TaskJson)> =
-        groups.iter().filter(|g| g.test_to_test_split).map(|g| (g.task.name.as_str(), arc_task::TaskJson(&g.task))).collect();
+    // The test puzzles, in processing order, as the reference's dict: a name listed again keeps
+    // its first place and takes the later task.
+    let mut test_puzzles: Vec<(&str, arc_task::TaskJson)> = Vec::new();
+    for g in groups.iter().filter(|g| g.test_to_test_split) {
+        let entry = (g.task.name.as_str(), arc_task::TaskJson(&g.task));
+        match test_puzzles.iter().position(|(n, _)| *n == entry.0) {
+            Some(i) => test_puzzles[i] = entry,
+            None => test_puzzles.push(entry),
+        }
+    }
     let groups_below_full = groups.iter().filter(|g| g.members.len() < opt.num_aug + 1).count();
 
     // 3. Identifiers in order of first appearance, train split first.

@@ -195,9 +195,28 @@ pub fn write_identifiers(dir: &Path, names: &[String]) -> Result<()> {
     crate::util::pyjson::write(&dir.join("identifiers.json"), names)
 }
 
+/// Reads the data set `dir`'s `identifiers.json`: one name for each puzzle identifier its splits
+/// have (`num_puzzle_identifiers` in their dataset.json), checked, so that a list from another
+/// build of the data set is not read as this one's.
 pub fn read_identifiers(dir: &Path) -> Result<Vec<String>> {
     let path = dir.join("identifiers.json");
-    crate::util::fs::read_json(&path).with_context(|| format!("{}: a JSON list of identifier names", path.display()))
+    let names: Vec<String> =
+        crate::util::fs::read_json(&path).with_context(|| format!("{}: a JSON list of identifier names", path.display()))?;
+    for split in ["train", "test"] {
+        let split_dir = dir.join(split);
+        if split_dir.join("dataset.json").is_file() {
+            let n = read_metadata(&split_dir)?.num_puzzle_identifiers;
+            ensure!(
+                names.len() == n,
+                "{}: {} names for {n} puzzle identifiers (num_puzzle_identifiers in {}): the list belongs to another \
+                 build of the data set? Rebuild it",
+                path.display(),
+                names.len(),
+                split_dir.join("dataset.json").display()
+            );
+        }
+    }
+    Ok(names)
 }
 
 pub fn read_metadata(split_dir: &Path) -> Result<Metadata> {
@@ -230,6 +249,10 @@ impl Metadata {
             self.pad_id,
             self.vocab_size
         );
+        // A set named twice would be read, and trained on, twice.
+        if let Some((i, set)) = self.sets.iter().enumerate().find(|(i, set)| self.sets[..*i].contains(set)) {
+            bail!("sets names `{set}` twice (entries {} and {})", self.sets[..i].iter().position(|s| s == set).unwrap_or(0) + 1, i + 1);
+        }
         let ids = self.num_puzzle_identifiers.max(1) as i64;
         ensure!(
             (0..ids).contains(&(self.blank_identifier_id as i64)),

@@ -73,6 +73,10 @@ pub fn read_csv(path: &Path) -> Result<Vec<Maze>> {
         check_endpoints(&question, &format!("{at}: question"))?;
         check_endpoints(&answer, &format!("{at}: answer"))?;
         anyhow::ensure!(!question.contains(&PATH), "{at}: the question already contains path cells 'o'");
+        // A label that is no path through its own maze would be learned as one.
+        if let Err(e) = check_path(side, &question, &answer) {
+            bail!("{at}: the answer is not a path from S to G through the question's maze: {e}");
+        }
         if let Some(first) = out.first().filter(|m| m.side != side) {
             bail!("{at}: maze is {side}x{side} but earlier mazes are {0}x{0}", first.side);
         }

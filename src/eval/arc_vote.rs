@@ -20,8 +20,16 @@ use crate::store::config::ArcEvaluatorArgs;
 #[derive(Debug, Clone, Serialize)]
 pub struct ArcScore {
     pub tasks: usize,
-    /// Tasks left out because the evaluation never reached them (`--limit`, `eval_max_examples`).
+    /// Tasks with a test input the evaluation never ran. A limited evaluation (`--limit`,
+    /// `eval_max_examples`) leaves them out of the score; a full one scores those inputs as
+    /// wrong, and its test split and `test_puzzles.json` do not match (`mismatch`).
     pub tasks_not_evaluated: usize,
+    /// The first of them, in `test_puzzles.json`'s order.
+    pub first_not_evaluated: Option<String>,
+    /// Inputs evaluated that are no test input of any task: not scored.
+    pub stray_inputs: usize,
+    /// The evaluation was limited to part of the test split.
+    pub limited: bool,
     pub test_inputs: usize,
     /// Test inputs that received at least one (non-empty) prediction.
     pub answered_inputs: usize,
@@ -38,21 +46,48 @@ impl ArcScore {
     pub fn at(&self, k: usize) -> Option<f64> {
         self.pass_at.iter().find(|(kk, _)| *kk == k).map(|(_, s)| *s)
     }
+
+    /// What says that the test split evaluated and `test_puzzles.json` (the tasks scored) do not
+    /// describe the same test inputs, if anything does: a data set edited or assembled by hand.
+    pub fn mismatch(&self) -> Option<String> {
+        let mut parts = vec![];
+        if !self.limited && self.tasks_not_evaluated > 0 {
+            parts.push(format!(
+                "{} task(s) of test_puzzles.json have a test input that is not in the test split (first: `{}`), scored as \
+                 wrong",
+                self.tasks_not_evaluated,
+                self.first_not_evaluated.as_deref().unwrap_or("?")
+            ));
+        }
+        if self.stray_inputs > 0 {
+            parts.push(format!(
+                "{} input(s) of the test split are no test input of test_puzzles.json, and are not scored",
+                self.stray_inputs
+            ));
+        }
+        (!parts.is_empty()).then(|| {
+            format!("the ARC test split and test_puzzles.json do not match: {}. Rebuild the data set (`trm data arc`)", parts.join("; "))
+        })
+    }
 }
 
-/// Scores `votes` against the tasks' test outputs. A limited evaluation leaves out the tasks it
-/// did not reach, and those it reached in part (a limit that falls between a task's test inputs
-/// would otherwise score the inputs it never ran as failures); in a full evaluation every task
-/// counts.
-pub fn score(votes: &Votes, tasks: &[Task], ks: &[usize]) -> ArcScore {
+/// Scores `votes` against the tasks' test outputs. A `limited` evaluation leaves out the tasks
+/// it did not reach, and those it reached in part (a limit that falls between a task's test
+/// inputs would otherwise score the inputs it never ran as failures); in a full evaluation every
+/// task counts, and an input never run is wrong.
+pub fn score(votes: &Votes, tasks: &[Task], ks: &[usize], limited: bool) -> ArcScore {
     let mut sums = vec![0.0; ks.len()];
     let mut whole = vec![0usize; ks.len()];
     let (mut n_tasks, mut n_inputs, mut answered, mut skipped) = (0, 0, 0, 0);
+    let mut first_skipped = None;
     let mut per_task = Vec::new();
     for t in tasks {
-        if votes.evaluated_any() && !t.test.iter().all(|p| votes.evaluated(&t.name, &p.input)) {
+        if !t.test.iter().all(|p| votes.evaluated(&t.name, &p.input)) {
             skipped += 1;
-            continue;
+            first_skipped.get_or_insert_with(|| t.name.clone());
+            if limited {
+                continue;
+            }
         }
         let pairs: Vec<_> = t.test.iter().map(|p| (&p.input, &p.output)).collect();
         if pairs.is_empty() {
@@ -77,10 +112,16 @@ pub fn score(votes: &Votes, tasks: &[Task], ks: &[usize]) -> ArcScore {
         let k2 = ks.iter().position(|&k| k == 2);
         per_task.push((t.name.clone(), k2.map_or(0.0, |i| right[i] as f64 / pairs.len() as f64)));
     }
+    let inputs: std::collections::HashSet<(&str, [u8; 32])> =
+        tasks.iter().flat_map(|t| t.test.iter().map(|p| (t.name.as_str(), p.input.hash()))).collect();
+    let stray_inputs = votes.evaluated_inputs().filter(|(name, h)| !inputs.contains(&(name.as_str(), *h))).count();
     let n = n_tasks.max(1) as f64;
     ArcScore {
         tasks: n_tasks,
         tasks_not_evaluated: skipped,
+        first_not_evaluated: first_skipped,
+        stray_inputs,
+        limited,
         test_inputs: n_inputs,
         answered_inputs: answered,
         pass_at: ks.iter().zip(&sums).map(|(&k, &s)| (k, s / n)).collect(),
@@ -126,27 +167,28 @@ pub struct ArcEval {
     pub tasks: Vec<Task>,
     pub args: ArcEvaluatorArgs,
     pub votes: Votes,
+    /// The evaluation runs on part of the test split (`--limit`, `eval_max_examples`).
+    limited: bool,
 }
 
 impl ArcEval {
     /// Some(..) when `data` is an ARC data set (`is_arc_data`). `args`' aggregated_voting is the
-    /// caller's: this evaluation's votes are its own.
-    pub fn open(data: &std::path::Path, args: &ArcEvaluatorArgs) -> Result<Option<ArcEval>> {
+    /// caller's: this evaluation's votes are its own. `limited`: the evaluation runs on part of
+    /// the test split.
+    pub fn open(data: &std::path::Path, args: &ArcEvaluatorArgs, limited: bool) -> Result<Option<ArcEval>> {
         if !is_arc_data(data) {
             return Ok(None);
         }
-        let path = data.join("identifiers.json");
+        // Checked against the splits' identifiers before any evaluation runs: a short list would
+        // fail only at the first answer.
         let names = crate::data::format::read_identifiers(data)?;
-        // Checked before any evaluation runs: a short list would fail only at the first answer.
-        let needed = crate::data::format::read_metadata(&data.join("test"))?.num_puzzle_identifiers;
-        anyhow::ensure!(
-            names.len() >= needed,
-            "{}: {} names for {needed} puzzle identifiers (num_puzzle_identifiers in test/dataset.json)",
-            path.display(),
-            names.len()
-        );
         let tasks = crate::data::arc::read_test_puzzles(data)?;
-        Ok(Some(ArcEval { names, tasks, args: args.clone(), votes: Votes::default() }))
+        anyhow::ensure!(
+            !tasks.is_empty(),
+            "{}: no tasks to score the ARC test split on (rebuild the data set with `trm data arc`)",
+            data.join("test_puzzles.json").display()
+        );
+        Ok(Some(ArcEval { names, tasks, args: args.clone(), votes: Votes::default(), limited }))
     }
 
     /// Takes the final predictions of one evaluation batch (`q_logits` = q_halt logits).
@@ -169,7 +211,7 @@ impl ArcEval {
 
     /// pass@k of `votes` (this evaluation's, or a pool they were merged into) on these tasks.
     pub fn score_of(&self, votes: &Votes) -> ArcScore {
-        score(votes, &self.tasks, &self.args.pass_ks)
+        score(votes, &self.tasks, &self.args.pass_ks, self.limited)
     }
     /// The submission (`submission_K` attempts per test input) of `votes`.
     pub fn submission_of(&self, votes: &Votes) -> Value {
@@ -238,7 +280,7 @@ mod tests {
         assert_eq!(r, vec![a.clone(), b.clone(), c.clone()]);
         assert!((v.ranked("t", &i)[0].mean_q() - 0.15).abs() < 1e-12);
         // pass@1 needs the top candidate, pass@2 the top two
-        let s = score(&v, &[task("t", vec![(i.clone(), b.clone())])], &[1, 2, 3]);
+        let s = score(&v, &[task("t", vec![(i.clone(), b.clone())])], &[1, 2, 3], false);
         assert_eq!(s.pass_at, vec![(1, 0.0), (2, 1.0), (3, 1.0)]);
         let sub = submission(&v, &[task("t", vec![(i.clone(), b)])], 2);
         assert_eq!(sub["t"][0]["attempt_1"], a.to_json());
@@ -264,7 +306,7 @@ mod tests {
         v.mark_evaluated(key("C", &ic)); // evaluated, but every copy decoded to no grid
         let tasks =
             vec![task("A", vec![(ia1, x.clone()), (ia2, w.clone())]), task("B", vec![(ib, y.clone())]), task("C", vec![(ic, x.clone())])];
-        let s = score(&v, &tasks, &[1, 2, 3, 1000]);
+        let s = score(&v, &tasks, &[1, 2, 3, 1000], false);
         // pass@1: A 1/2, B 0, C 0 -> 0.5/3; pass@2: A 1/2, B 1 -> 1.5/3; pass@3: A 1, B 1 -> 2/3
         let want = [(1, 0.5 / 3.0), (2, 1.5 / 3.0), (3, 2.0 / 3.0), (1000, 2.0 / 3.0)];
         assert_eq!(s.pass_at.len(), want.len());
@@ -272,19 +314,34 @@ mod tests {
             assert_eq!(*k, wk);
             assert!((got - w).abs() < 1e-12, "pass@{k}: {got} vs {w}");
         }
-        assert_eq!((s.tasks, s.test_inputs, s.answered_inputs, s.tasks_not_evaluated), (3, 4, 3, 0));
+        assert_eq!((s.tasks, s.test_inputs, s.answered_inputs, s.tasks_not_evaluated, s.stray_inputs), (3, 4, 3, 0, 0));
+        assert_eq!(s.mismatch(), None);
         // HRM's credit: A counts only once both its inputs are right (from k = 3), B from k = 2.
         assert_eq!(s.pass_at_every_input, vec![(1, 0.0), (2, 1.0 / 3.0), (3, 2.0 / 3.0), (1000, 2.0 / 3.0)]);
-        // A task the evaluation never reached is left out rather than scored 0.
-        let s = score(&v, &[tasks.clone(), vec![task("D", vec![(g(&[&[9]]), x.clone())])]].concat(), &[1000]);
+        // A task a limited evaluation never reached is left out rather than scored 0.
+        let with_d = [tasks.clone(), vec![task("D", vec![(g(&[&[9]]), x.clone())])]].concat();
+        let s = score(&v, &with_d, &[1000], true);
         assert_eq!((s.tasks, s.tasks_not_evaluated), (3, 1));
         assert!((s.pass_at[0].1 - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(s.mismatch(), None);
+        // In a full evaluation it counts, as wrong, and the mismatch is named.
+        let s = score(&v, &with_d, &[1000], false);
+        assert_eq!((s.tasks, s.tasks_not_evaluated, s.first_not_evaluated.as_deref()), (4, 1, Some("D")));
+        assert!((s.pass_at[0].1 - 2.0 / 4.0).abs() < 1e-12);
+        assert!(s.mismatch().is_some_and(|m| m.contains("(first: `D`)")), "{:?}", s.mismatch());
+        // An input evaluated that no task lists (the test split's copy of an input edited in
+        // test_puzzles.json) is named too.
+        let mut stray = v.clone();
+        stray.add_grid(key("B", &g(&[&[7]])), y.clone(), 0.5);
+        let s = score(&stray, &tasks, &[1000], false);
+        assert_eq!((s.tasks, s.stray_inputs), (3, 1));
+        assert!(s.mismatch().is_some_and(|m| m.contains("1 input(s) of the test split")), "{:?}", s.mismatch());
         // So is a task reached in part: E's second test input was never run, and E is not scored
         // 1/2 for the input it got right.
         let ie = g(&[&[5]]);
         v.add_grid(key("E", &ie), y.clone(), 0.5);
         let e = task("E", vec![(ie, y.clone()), (g(&[&[8]]), x.clone())]);
-        let s = score(&v, &[tasks.clone(), vec![e]].concat(), &[1000]);
+        let s = score(&v, &[tasks.clone(), vec![e]].concat(), &[1000], true);
         assert_eq!((s.tasks, s.tasks_not_evaluated), (3, 1));
         assert!((s.pass_at[0].1 - 2.0 / 3.0).abs() < 1e-12);
         let sub = submission(&v, &tasks, 2);
@@ -310,7 +367,7 @@ mod tests {
             }
             let ranks: Vec<Vec<(Grid, usize)>> =
                 (0..4).map(|i| v.ranked(&format!("t{i}"), &inputs[i]).iter().map(|c| (c.grid.clone(), c.votes)).collect()).collect();
-            (ranks, score(&v, &tasks, &ArcEvaluatorArgs::default().pass_ks).pass_at, submission(&v, &tasks, 2))
+            (ranks, score(&v, &tasks, &ArcEvaluatorArgs::default().pass_ks, false).pass_at, submission(&v, &tasks, 2))
         };
         let base = run(&events);
         for _ in 0..10 {

@@ -54,11 +54,13 @@ pub fn check_data_fits(data: &std::path::Path, test: &Split, model: &ModelConfig
 /// same range, and every embedding row would then serve the wrong puzzle without a word.
 /// `ckpt` is the model's checkpoint folder (its identifier map, or its run's).
 pub fn check_identifiers(data: &std::path::Path, ckpt: &std::path::Path) -> Result<()> {
-    // Without names on either side only the range check (`check_data_fits`) applies.
-    let (Ok(data_names), Ok(model_names)) = (crate::data::format::read_identifiers(data), crate::store::checkpoint::read_identifiers(ckpt))
-    else {
-        return Ok(());
+    // Without names on either side only the range check (`check_data_fits`) applies; the data
+    // set's list, when there, must read (and name each of its identifiers once).
+    let data_names = match data.join("identifiers.json").exists() {
+        true => crate::data::format::read_identifiers(data)?,
+        false => return Ok(()),
     };
+    let Ok(model_names) = crate::store::checkpoint::read_identifiers(ckpt) else { return Ok(()) };
     if let Some(i) = (0..data_names.len().min(model_names.len())).find(|&i| data_names[i] != model_names[i]) {
         anyhow::bail!(
             "{}: identifier {i} is `{}`, but the model's ({}) is `{}`: the data set was built from other tasks, \

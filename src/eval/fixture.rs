@@ -137,9 +137,11 @@ pub(super) struct Fixture<B: Backend> {
 }
 
 pub(super) fn read_fixture<B: Backend>(dir: &Path, device: &B::Device) -> Result<Fixture<B>> {
-    let cfg_json: Value = crate::util::fs::read_json(&dir.join("config.json"))?;
-    let cfg = model_config(&cfg_json)?;
-    let p = cfg_json.get("pretrain_config").context("config.json: no pretrain_config")?;
+    let file = dir.join("config.json");
+    let cfg_json: Value = crate::util::fs::read_json(&file)?;
+    // The errors below name `config.json`; the folder is named here.
+    let cfg = model_config(&cfg_json).with_context(|| format!("fixture {}", dir.display()))?;
+    let p = cfg_json.get("pretrain_config").with_context(|| format!("{}: no pretrain_config", file.display()))?;
     let h = Hyper {
         global_batch: num(p, "global_batch_size")? as usize,
         lr: num(p, "lr")?,

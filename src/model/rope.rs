@@ -26,11 +26,14 @@ impl<B: Backend> Rope<B> {
     pub fn new(cfg: &ModelConfig, device: &B::Device) -> Self {
         let (t, d) = (cfg.total_len(), cfg.head_dim());
         let base = cfg.arch.rope_theta as f32;
-        let inv: Vec<f32> = (0..d / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32)).collect();
+        // A head 1 wide (learned or no position encodings: rope is refused an odd width) has no
+        // rotation pair; its tables are made, but never read.
+        let half = (d / 2).max(1);
+        let inv: Vec<f32> = (0..half).map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32)).collect();
         let (mut cos, mut sin) = (Vec::with_capacity(t * d), Vec::with_capacity(t * d));
         for p in 0..t {
             for k in 0..d {
-                let f = p as f32 * inv[k % (d / 2)];
+                let f = p as f32 * inv[k % half];
                 cos.push(f.cos());
                 sin.push(f.sin());
             }

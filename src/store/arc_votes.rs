@@ -85,6 +85,11 @@ impl Votes {
         !self.seen.is_empty()
     }
 
+    /// Every test input evaluated: its task and the hash of its grid.
+    pub fn evaluated_inputs(&self) -> impl Iterator<Item = &InputKey> {
+        self.seen.iter()
+    }
+
     /// Whether the test input `input` of `task` was evaluated.
     pub fn evaluated(&self, task: &str, input: &Grid) -> bool {
         self.seen.contains(&(task.to_string(), input.hash()))

@@ -181,7 +181,7 @@ pub fn save<B: Backend>(run: &Path, st: &TrainState<B>, cfg: &TrainConfig, model
     ensure_finite(&entries, &format!("refusing to save the checkpoint of step {}", st.step))?;
     write_safetensors(&tmp.join("state.safetensors"), &entries, None)?;
     let js = StateJson {
-        format: "trm-checkpoint-1".into(),
+        format: STATE_FORMAT.into(),
         step: st.step,
         adam_step: st.adam.step,
         position: st.position,
@@ -289,9 +289,30 @@ pub fn newest_state_json(run: &Path) -> Option<StateJson> {
     integrity::checkpoints(run).iter().find_map(|c| read_state_json(c).ok())
 }
 
+/// The `format` of the state.json trm writes, and the one it reads.
+const STATE_FORMAT: &str = "trm-checkpoint-1";
+
 pub fn read_state_json(ckpt: &Path) -> Result<StateJson> {
     let file = ckpt.join("state.json");
     let mut js: StateJson = crate::util::fs::read_json(&file)?;
+    anyhow::ensure!(
+        js.format == STATE_FORMAT,
+        "{}: format `{}` is not the one this trm reads ({STATE_FORMAT}): written by another version of trm?",
+        file.display(),
+        js.format
+    );
+    // The folder's name is the step (`save`): another step in the file was edited by hand.
+    let named = ckpt.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("step_")).and_then(|n| n.parse::<u64>().ok());
+    if let Some(named) = named {
+        anyhow::ensure!(
+            js.step == named,
+            "{}: step {} in a checkpoint of step {named} (its folder's name): a checkpoint copied under another name? Its \
+             folder would be step_{:08}",
+            file.display(),
+            js.step,
+            js.step
+        );
+    }
     // Runs of trm before 2026-12-05 accepted a puzzle_emb_len with puzzle_emb_ndim=0, where it
     // did nothing (no prefix); it reads as the 0 that new runs must give.
     for arch in [&mut js.model.arch, &mut js.config.arch] {

@@ -38,7 +38,9 @@ pub fn eval_and_log<B: Backend>(
     let scores_arc = cfg.evaluators.iter().any(|e| e == ARC_EVALUATOR);
     // Rank 0's alone, so a failure is a warning: an error there would leave the other ranks
     // waiting in the evaluation's collectives.
-    let mut arc = match (r.rank() == 0 && scores_arc).then(|| ArcEval::open(data, &cfg.arc_evaluator)) {
+    let mut arc = match (r.rank() == 0 && scores_arc)
+        .then(|| ArcEval::open(data, &cfg.arc_evaluator, cfg.eval_max_examples.is_some_and(|m| m < test.num_examples())))
+    {
         Some(Ok(a)) => a,
         Some(Err(e)) => {
             eprintln!("warning: ARC scoring skipped at step {}: {e:#}", st.step);
@@ -95,6 +97,9 @@ pub fn eval_and_log<B: Backend>(
     let mut arc_fields = vec![];
     if let Some(a) = &arc {
         let this = a.score();
+        if let Some(m) = this.mismatch() {
+            eprintln!("warning: step {}: {m}", st.step);
+        }
         let (score, submission) = match st.arc_votes.as_mut() {
             Some(pool) => {
                 let mut scratch;

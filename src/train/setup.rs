@@ -175,6 +175,16 @@ pub fn open_state<B: Backend>(
         let ckpt = integrity::resolve_for_resume(&job.out, r.rank() == 0)?;
         let js = checkpoint::read_state_json(&ckpt)?;
         let here = model_config(&js.config, train)?;
+        // The architecture state.json's config gives against the one it records for its weights:
+        // a file edited by hand, not a question of the data set.
+        anyhow::ensure!(
+            here.arch == js.model.arch,
+            "{}: its config's architecture differs from the one it records for its weights (`model.arch`): {}; the \
+             file was edited or damaged. Restore it, or move that checkpoint's folder out of checkpoints/: --resume then \
+             continues from the one before it",
+            ckpt.join("state.json").display(),
+            arch_difference(&here.arch, &js.model.arch)
+        );
         anyhow::ensure!(
             here == js.model,
             "{} does not describe the data set this run trained on (seq_len/vocab/identifiers {}/{}/{} here, {}/{}/{} in {})",
@@ -299,6 +309,19 @@ pub fn check_test_split(test: &Split, model: &ModelConfig, data: &Path) -> Resul
         model.num_puzzle_identifiers
     );
     Ok(())
+}
+
+/// The keys in which two architectures differ: "arch.hidden_size 32 (config), 64 (model)".
+fn arch_difference(config: &crate::model::config::ArchConfig, model: &crate::model::config::ArchConfig) -> String {
+    let (a, b) = (serde_json::to_value(config).unwrap_or_default(), serde_json::to_value(model).unwrap_or_default());
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else { return String::new() };
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let null = serde_json::Value::Null;
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("arch.{k} {} (config), {} (model)", a.get(k).unwrap_or(&null), b.get(k).unwrap_or(&null)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `p` and `q` name the same folder (resolved where they exist, else as absolute paths).

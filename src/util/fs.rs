@@ -7,6 +7,9 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
+/// Made where the lock files are made (`util::lock`, below this module).
+pub use super::lock::create_folder;
+
 fn temp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".tmp");
@@ -67,7 +70,7 @@ pub fn stage(path: &Path, bytes: &[u8]) -> Result<Staged> {
 /// place by `Staged::commit`.
 pub fn stage_with(path: &Path, fill: impl FnOnce(&mut BufWriter<File>) -> Result<()>) -> Result<Staged> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create folder {}", parent.display()))?;
+        create_folder(parent)?;
     }
     let tmp = temp_path(path);
     // A leftover of an interrupted write (or a planted link) is removed, never followed: the
@@ -233,7 +236,7 @@ pub fn fresh_own_folder(dir: &Path, maker: &str) -> Result<()> {
         check_own_folder(dir, maker)?;
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    create_folder(dir)?;
     write_atomic(&dir.join(MADE_BY), maker.as_bytes())
 }
 
@@ -387,6 +390,20 @@ pub fn sync_dir(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_folder_where_a_file_is_is_named_as_such() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("notes.txt");
+        std::fs::write(&file, "mine").unwrap();
+        for dir in [file.clone(), file.join("run")] {
+            let e = format!("{:#}", create_folder(&dir).unwrap_err());
+            assert!(e.contains(&format!("{} is a file, not a folder", file.display())), "{e}");
+        }
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+        create_folder(&d.path().join("a/b")).unwrap();
+        assert!(d.path().join("a/b").is_dir());
+    }
 
     /// What a failed start made is removed, parents included, down to what was there before; a
     /// new folder that another run locked meanwhile, or that holds anything but the lock, stays.

@@ -9,12 +9,20 @@ use std::path::Path;
 
 pub const LOCK_FILE: &str = ".lock";
 
+/// Makes the folder `dir` and its parents where missing; a file in its place is named as such.
+pub fn create_folder(dir: &Path) -> Result<()> {
+    if let Some(file) = dir.ancestors().find(|a| a.is_file()) {
+        anyhow::bail!("cannot create the folder {}: {} is a file, not a folder", dir.display(), file.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the folder {}", dir.display()))
+}
+
 /// Opens (creating it and its folder) a file that a process locks: never through a link, since a
 /// planted `.lock -> ~/file` would otherwise be truncated, and only a regular file. Used by the
 /// run lock and by a data set build's marker (`data::format::Building`).
 pub fn open_lock_file(path: &Path) -> Result<File> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        create_folder(dir)?;
     }
     let mut opts = OpenOptions::new();
     opts.read(true).write(true).create(true).truncate(false);
