@@ -713,3 +713,20 @@ fn numbers_that_index_the_model_are_checked_where_they_are_read() {
     let (ok, out) = trm(&resume);
     assert!(!ok && out.contains("`adam_m.lm_head.weight` has shape [4], its weight has"), "{out}");
 }
+
+/// `trm demo` and `trm adapt` clear their --out's data and run: while another command holds that
+/// folder (here this test, as a running demo would), a second one is refused before it deletes
+/// anything (two into one folder wrecked each other and both exited 0).
+#[test]
+fn a_demo_into_a_folder_in_use_is_refused_before_it_clears_anything() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("demo");
+    std::fs::create_dir_all(out.join("run")).unwrap();
+    std::fs::write(out.join("run").join(".made-by"), "trm demo").unwrap();
+    std::fs::write(out.join("run").join("metrics.jsonl"), "{}\n").unwrap();
+    let held = trm::util::lock::RunLock::acquire_output(&out, "trm demo").unwrap();
+    let (ok, msg) = trm(&[os("demo".as_ref()), "--steps".as_ref(), "1".as_ref(), "--out".as_ref(), os(&out)]);
+    assert!(!ok && msg.contains(&format!("is in use by another trm process (pid {})", std::process::id())), "{msg}");
+    assert!(out.join("run").join("metrics.jsonl").exists(), "the first one's files are kept");
+    drop(held);
+}

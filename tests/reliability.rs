@@ -508,3 +508,19 @@ fn a_benchmark_too_large_for_memory_is_refused() {
     assert!(!ok && e.contains("this benchmark's forward pass would run out of memory") && e.contains("pass --batch "), "{e}");
     assert!(t.elapsed().as_secs() < 10, "the refusals took {:?}", t.elapsed());
 }
+
+/// A checkpoint whose identifier map names another number of identifiers than its model has rows
+/// (a run folder two commands wrote at once) is refused by `trm eval` and `trm report`'s check.
+#[test]
+fn an_identifier_map_of_another_length_than_the_model_is_refused() {
+    let (data, runs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    tiny_data(data.path());
+    train::<AD>(&job(data.path(), runs.path(), &["max_steps=1"], false), &Default::default()).unwrap();
+    let ckpt = checkpoint::resolve(runs.path()).unwrap();
+    let js = checkpoint::read_state_json(&ckpt).unwrap();
+    trm::eval::evaluate::check_identifiers(data.path(), &ckpt, &js.model).unwrap();
+    let map = if ckpt.join("identifiers.json").exists() { ckpt.join("identifiers.json") } else { runs.path().join("identifiers.json") };
+    std::fs::write(&map, r#"["<blank>", "t1"]"#).unwrap();
+    let e = err(trm::eval::evaluate::check_identifiers(data.path(), &ckpt, &js.model));
+    assert!(e.contains("names 2 puzzle identifiers, the model has 1 rows"), "{e}");
+}

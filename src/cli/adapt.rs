@@ -28,7 +28,8 @@ pub struct AdaptArgs {
     /// Kaggle solutions file `{name: [grid, ...]}`, to score the adapted model
     #[arg(long)]
     pub solutions: Option<PathBuf>,
-    /// Output folder: data/, run/ (metrics, checkpoint, submission.json)
+    /// Output folder: data/, run/ (metrics, checkpoint, submission.json). An earlier `trm adapt`'s
+    /// data/ and run/ there are replaced; anything else is refused, never deleted
     #[arg(long)]
     pub out: PathBuf,
     /// Augmented copies per task

@@ -32,7 +32,8 @@ pub struct DemoArgs {
     /// demo says that the model is undertrained
     #[arg(long)]
     pub minutes: Option<f64>,
-    /// Output folder (data/, run/)
+    /// Output folder (data/, run/, report.html): an earlier demo's are replaced; anything else
+    /// there is refused, never deleted
     #[arg(long, default_value = "runs/demo")]
     pub out: PathBuf,
     /// Givens per generated puzzle (more = easier): a number, or a range like 24-40
@@ -54,6 +55,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     }
     crate::util::interrupt::install()?;
     set_threads(a.threads);
+    let _out_held = crate::util::lock::RunLock::acquire_output(&a.out, "trm demo")?;
     let data = a.out.join("data");
     let run = a.out.join("run");
     // A previous demo's data, run and report are replaced; anything else there is refused, never

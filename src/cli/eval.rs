@@ -125,7 +125,7 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     let m = EvalModel::open(a, &test)?;
     crate::eval::evaluate::check_data_fits(&a.data, &test, &m.model)?;
     if !checkpoint::is_weights_file(&m.spec) {
-        crate::eval::evaluate::check_identifiers(&a.data, m.file.parent().expect("a checkpoint folder"))?;
+        crate::eval::evaluate::check_identifiers(&a.data, m.file.parent().expect("a checkpoint folder"), &m.model)?;
     }
     let examples = a.limit.map_or(test.num_examples(), |l| l.min(test.num_examples()));
     // Made once: its size an example is what the memory check counts; its room is reserved after.

@@ -52,8 +52,9 @@ pub fn check_data_fits(data: &std::path::Path, test: &Split, model: &ModelConfig
 /// Refuses a data set whose puzzle identifiers name other puzzles than the model's rows do: an ARC
 /// data set built from other tasks, in another order or with another seed has identifiers of the
 /// same range, and every embedding row would then serve the wrong puzzle without a word.
-/// `ckpt` is the model's checkpoint folder (its identifier map, or its run's).
-pub fn check_identifiers(data: &std::path::Path, ckpt: &std::path::Path) -> Result<()> {
+/// `ckpt` is the model's checkpoint folder (its identifier map, or its run's), `model` its
+/// configuration: the map must name each of its rows.
+pub fn check_identifiers(data: &std::path::Path, ckpt: &std::path::Path, model: &ModelConfig) -> Result<()> {
     // Without names on either side only the range check (`check_data_fits`) applies; the data
     // set's list, when there, must read (and name each of its identifiers once).
     let data_names = match data.join("identifiers.json").exists() {
@@ -61,6 +62,14 @@ pub fn check_identifiers(data: &std::path::Path, ckpt: &std::path::Path) -> Resu
         false => return Ok(()),
     };
     let Ok(model_names) = crate::store::checkpoint::read_identifiers(ckpt) else { return Ok(()) };
+    anyhow::ensure!(
+        model_names.len() == model.num_puzzle_identifiers,
+        "{}: its identifier map names {} puzzle identifiers, the model has {} rows: the map belongs to another model \
+         (a run folder written by two commands at once?)",
+        ckpt.display(),
+        model_names.len(),
+        model.num_puzzle_identifiers
+    );
     if let Some(i) = (0..data_names.len().min(model_names.len())).find(|&i| data_names[i] != model_names[i]) {
         anyhow::bail!(
             "{}: identifier {i} is `{}`, but the model's ({}) is `{}`: the data set was built from other tasks, \

@@ -344,7 +344,7 @@ fn speed_and_memory(m: &Metrics) -> Option<String> {
 fn puzzles_step_by_step(html: &mut String, ckpt: &Path, st: &checkpoint::StateJson, data: &Path, o: &ReportOptions) -> Result<usize> {
     let test = format::read_dataset_split(data, "test")?;
     crate::eval::evaluate::check_data_fits(data, &test, &st.model)?;
-    crate::eval::evaluate::check_identifiers(data, ckpt)?;
+    crate::eval::evaluate::check_identifiers(data, ckpt, &st.model)?;
     let kind = PuzzleKind::of_split(&test);
     let device = Default::default();
     let (params, table) = checkpoint::load_model::<Flex>(&ckpt.join("model.safetensors"), &st.model, &device)?;

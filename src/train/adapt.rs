@@ -133,6 +133,7 @@ pub fn adapt<AD: AutodiffBackend>(job: &AdaptJob, device: &AD::Device) -> Result
     let old = source.identifiers.len();
 
     let out = std::path::absolute(&job.out)?;
+    let _out_held = crate::util::lock::RunLock::acquire_output(&out, "trm adapt")?;
     let (data, run) = (out.join("data"), out.join("run"));
     // A previous adaptation's data and run are replaced; anything else there is refused, never
     // deleted, and so is an --out that holds what this adaptation reads (the checkpoint as

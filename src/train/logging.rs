@@ -11,6 +11,9 @@ use std::path::Path;
 pub struct MetricsLog {
     jsonl: File,
     tb: File,
+    /// Their paths, for the errors (a full disk names the file).
+    jsonl_path: std::path::PathBuf,
+    tb_path: std::path::PathBuf,
 }
 
 /// Splits an event file into its complete, checksum-valid records (a kill can tear the last one).
@@ -125,7 +128,8 @@ impl MetricsLog {
         if let Some((step, mark)) = resume {
             truncate_logs(dir, &tb_path, step, mark)?;
         }
-        let jsonl = OpenOptions::new().create(true).append(true).open(dir.join("metrics.jsonl")).context("cannot open metrics.jsonl")?;
+        let jsonl_path = dir.join("metrics.jsonl");
+        let jsonl = OpenOptions::new().create(true).append(true).open(&jsonl_path).context("cannot open metrics.jsonl")?;
         let fresh = !tb_path.exists();
         let mut tb = OpenOptions::new().create(true).append(true).open(&tb_path).context("cannot open the TensorBoard event file")?;
         if fresh {
@@ -133,9 +137,9 @@ impl MetricsLog {
             let mut ev = Vec::new();
             put_double(&mut ev, 1, now());
             put_bytes(&mut ev, 3, b"brain.Event:2");
-            write_record(&mut tb, &ev)?;
+            write_record(&mut tb, &ev).with_context(|| format!("cannot write {}", tb_path.display()))?;
         }
-        Ok(MetricsLog { jsonl, tb })
+        Ok(MetricsLog { jsonl, tb, jsonl_path, tb_path })
     }
 
     /// Logs `values` under `prefix/` (e.g. `train/lm_loss`) at `step`.
@@ -147,7 +151,8 @@ impl MetricsLog {
         for (k, v) in values {
             obj.insert((*k).into(), serde_json::Number::from_f64(*v).map_or(serde_json::Value::Null, serde_json::Value::Number));
         }
-        writeln!(self.jsonl, "{}", serde_json::Value::Object(obj))?;
+        writeln!(self.jsonl, "{}", serde_json::Value::Object(obj))
+            .with_context(|| format!("cannot write {}", self.jsonl_path.display()))?;
         // Event { wall_time = 1, step = 2, summary = 5 { value = 1 { tag = 1, simple_value = 2 } } }
         let mut summary = Vec::new();
         for (k, v) in values {
@@ -161,13 +166,13 @@ impl MetricsLog {
         put_double(&mut ev, 1, now());
         put_varint_field(&mut ev, 2, step);
         put_bytes(&mut ev, 5, &summary);
-        write_record(&mut self.tb, &ev)?;
+        write_record(&mut self.tb, &ev).with_context(|| format!("cannot write {}", self.tb_path.display()))?;
         Ok(())
     }
 
     pub fn flush(&mut self) -> Result<()> {
-        self.jsonl.flush()?;
-        self.tb.flush()?;
+        self.jsonl.flush().with_context(|| format!("cannot write {}", self.jsonl_path.display()))?;
+        self.tb.flush().with_context(|| format!("cannot write {}", self.tb_path.display()))?;
         Ok(())
     }
 

@@ -162,12 +162,14 @@ pub fn train_with<AD: AutodiffBackend>(job: &TrainJob, device: &AD::Device, redu
                 Outcome::Done { metrics, stop, lr } => {
                     run.last_train = metrics;
                     let seconds = t_step.elapsed().as_secs_f64();
-                    log_train_step(&cx, st.step, &metrics, lr, seconds, &mut log, &mut progress)?;
+                    log_train_step(&cx, st.step, &metrics, lr, seconds, &mut log, &mut progress)
+                        .map_err(|e| stopped_writing(e, st.step, last_good, job))?;
                     stop
                 }
             };
             if cfg.checkpoint_interval_steps > 0 && st.step % cfg.checkpoint_interval_steps == 0 {
-                run.saved(save(job, &mut st, &cfg, &model, &mut log, reducer)?);
+                let saved = save(job, &mut st, &cfg, &model, &mut log, reducer).map_err(|e| stopped_writing(e, st.step, last_good, job))?;
+                run.saved(saved);
             }
             if stop.interrupt {
                 run.interrupted = true; // the step is done; checkpoint below
@@ -255,6 +257,16 @@ fn step_out_of_memory<AD: AutodiffBackend>(
     anyhow::anyhow!(
         "{what}\nsmaller passes need less memory for the same update (micro_batch_size; docs/gpu.md, \"Less GPU memory\"): {how}"
     )
+}
+
+/// A log or checkpoint that could not be written (a full disk) ends the run: what is intact, and
+/// how to go on.
+fn stopped_writing(e: anyhow::Error, step: u64, last_good: Option<&Path>, job: &TrainJob) -> anyhow::Error {
+    let how = match last_good {
+        Some(ckpt) => format!("its checkpoint {} is intact: free space, then continue with `--resume`", ckpt.display()),
+        None => format!("no checkpoint was written yet: free space, then run the same command again ({} starts over)", job.out.display()),
+    };
+    e.context(format!("the run stopped at step {step}: {how}"))
 }
 
 /// How one optimiser step ended.
@@ -445,7 +457,7 @@ fn finish<AD: AutodiffBackend>(
         }
     }
     if run.interrupted {
-        let at = save(job, st, cfg, model, &mut log, reducer)?;
+        let at = save(job, st, cfg, model, &mut log, reducer).map_err(|e| stopped_writing(e, st.step, run.last_ckpt.as_deref(), job))?;
         progress.finish();
         let resume = format!("train --data {} --out {} --resume{}", job.data.display(), job.out.display(), job.engine_flags);
         let how = match reducer.world() {
@@ -465,7 +477,8 @@ fn finish<AD: AutodiffBackend>(
     // take part in the save, a collective, or none.)
     flush(&mut log)?;
     if !run.up_to_date(st.step) {
-        run.saved(save(job, st, cfg, model, &mut log, reducer)?);
+        let saved = save(job, st, cfg, model, &mut log, reducer).map_err(|e| stopped_writing(e, st.step, run.last_ckpt.as_deref(), job))?;
+        run.saved(saved);
     }
     progress.finish();
     Ok(TrainSummary {

@@ -48,6 +48,29 @@ pub struct RunLock {
 impl RunLock {
     /// Takes the lock of `dir` (created if needed), or says who holds it.
     pub fn acquire(dir: &Path) -> Result<RunLock> {
+        Self::acquire_with(dir, |who| {
+            format!(
+                "{} is in use by {who}: two processes writing one run folder would overwrite each other's checkpoints. \
+                 Wait for it to finish or stop it (Ctrl-C checkpoints it), then --resume; or choose another --out",
+                dir.display()
+            )
+        })
+    }
+
+    /// The lock of the folder `command` (`trm demo`, `trm adapt`) clears and fills, taken before it
+    /// clears anything and held until it ends: a second such command into the folder is refused
+    /// rather than deleting the first one's files under it.
+    pub fn acquire_output(dir: &Path, command: &str) -> Result<RunLock> {
+        Self::acquire_with(dir, |who| {
+            format!(
+                "{} is in use by {who}: a second `{command}` there would delete the first one's data and run while it \
+                 works. Wait for it to finish, or choose another --out",
+                dir.display()
+            )
+        })
+    }
+
+    fn acquire_with(dir: &Path, refusal: impl FnOnce(&str) -> String) -> Result<RunLock> {
         let path = dir.join(LOCK_FILE);
         let mut file = open_lock_file(&path)?;
         // A lock released an instant ago can still be held for a moment by a process being
@@ -71,11 +94,7 @@ impl RunLock {
                     "" => "another process".to_string(),
                     pid => format!("another trm process (pid {pid})"),
                 };
-                bail!(
-                    "{} is in use by {who}: two processes writing one run folder would overwrite each other's checkpoints. \
-                     Wait for it to finish or stop it (Ctrl-C checkpoints it), then --resume; or choose another --out",
-                    dir.display()
-                );
+                bail!("{}", refusal(&who));
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("cannot lock {}", path.display())),
         }
