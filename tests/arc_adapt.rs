@@ -209,6 +209,11 @@ fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
         a.extend([spec.as_os_str(), "--arc-task".as_ref(), task_file.as_os_str()]);
         trm_bin(&a)
     };
+    // The export wrote the run's identifier map beside the weights; without it, solving asks for
+    // --identifiers.
+    let ids = bare_dir.join("identifiers.json");
+    assert_eq!(std::fs::read(&ids).unwrap(), std::fs::read(r.data.join("identifiers.json")).unwrap());
+    std::fs::rename(&ids, bare_dir.join("identifiers.away")).unwrap();
     let no_ids = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
         .args(["solve", "--checkpoint"])
         .arg(&bare)
@@ -218,7 +223,7 @@ fn adapt_learns_a_new_task_embedding_and_writes_a_submission() {
         .unwrap();
     let e = String::from_utf8_lossy(&no_ids.stderr);
     assert!(!no_ids.status.success() && e.contains("--identifiers"), "{e}");
-    std::fs::copy(r.data.join("identifiers.json"), bare_dir.join("identifiers.json")).unwrap();
+    std::fs::rename(bare_dir.join("identifiers.away"), &ids).unwrap();
     assert_eq!(solve(&bare), solve(&r.run), "the bare file answers as the run folder");
     let from_bare = AdaptJob { checkpoint: bare.clone(), out: dir.path().join("adapt-bare"), steps: 2, ..aj };
     let rb = adapt::<B>(&from_bare, &Default::default()).unwrap();

@@ -5,8 +5,9 @@
 //! configuration beside it as the reference's `all_config.yaml`, which `trm eval`/`solve` read
 //! back when given the bare file without `--config`. The `all_config.yaml` beside the weights
 //! always describes them: an identical one is kept, another one is replaced only with `--force`.
-//! Neither file may be one of the checkpoint's own files, a folder, pipe or device; an existing
-//! file is replaced only with `--force`.
+//! The run's identifier map goes beside them too (`identifiers.json`, as an ARC model's rows are
+//! named), kept or replaced in the same way. No file may be one of the checkpoint's own files, a
+//! folder, pipe or device; an existing file is replaced only with `--force`.
 
 use crate::model::config::ForwardDtype;
 use crate::store::checkpoint;
@@ -65,6 +66,21 @@ pub fn run(a: ExportArgs) -> Result<()> {
             e.context("the weights' configuration goes there, and a config that describes other weights would make a later solve run them wrongly")
         })?;
     }
+    // The identifier map (an ARC model's rows by task and augmentation): beside the weights, where
+    // `trm solve --arc-task` and `trm adapt` look for it; the reference keeps it only with the
+    // data set. Handled as all_config.yaml.
+    let ids_path = yaml_path.with_file_name("identifiers.json");
+    let has_map = ckpt.join("identifiers.json").exists()
+        || ckpt.parent().and_then(Path::parent).is_some_and(|run| run.join("identifiers.json").exists());
+    // None: a run of a data set without one (HRM's builders).
+    let names = has_map.then(|| checkpoint::read_identifiers(&ckpt)).transpose()?;
+    let ids_json = names.as_ref().map(crate::util::pyjson::to_string).transpose()?;
+    // The same names there (in whatever layout: the run's own map, when --out is in the run) stay.
+    let same_ids = names.as_ref().is_none_or(|n| crate::util::fs::read_json::<Vec<String>>(&ids_path).is_ok_and(|old| &old == n));
+    if !same_ids {
+        check_output(&ids_path, "identifiers.json beside --out", &protected, a.force)
+            .map_err(|e| e.context("the weights' identifier map goes there, and another model's would name their rows wrongly"))?;
+    }
     let model = state.model;
     // Every tensor the model has, verified and finite, in the reference's names (EMA weights when
     // the run kept an EMA: they are what model.safetensors holds and what evaluation uses).
@@ -93,13 +109,23 @@ pub fn run(a: ExportArgs) -> Result<()> {
     // configuration, which they would run wrongly.
     let weights = crate::util::torch_zip_write::stage(&a.out, &tensors)?;
     let config = (!same_yaml).then(|| crate::util::fs::stage(&yaml_path, yaml.as_bytes())).transpose()?;
-    if config.is_some() && yaml_path.symlink_metadata().is_ok() {
-        std::fs::remove_file(&yaml_path).with_context(|| format!("cannot remove the old {}", yaml_path.display()))?;
+    let ids = match (&ids_json, same_ids) {
+        (Some(j), false) => Some(crate::util::fs::stage(&ids_path, j.as_bytes())?),
+        _ => None,
+    };
+    for (staged, path) in [(config.is_some(), &yaml_path), (ids.is_some(), &ids_path)] {
+        if staged && path.symlink_metadata().is_ok() {
+            std::fs::remove_file(path).with_context(|| format!("cannot remove the old {}", path.display()))?;
+        }
     }
     weights.commit()?;
     if let Some(config) = config {
         config.commit()?;
         println!("wrote {} (the run's configuration, as the reference writes it)", yaml_path.display());
+    }
+    if let Some(ids) = ids {
+        ids.commit()?;
+        println!("wrote {} (the model's identifier map: its puzzle-embedding rows by name)", ids_path.display());
     }
     println!(
         "wrote {} ({} tensors, float32{}, keys {}*): load it with model.load_state_dict(torch.load(path)) in the reference's code",
