@@ -70,10 +70,8 @@ pub fn run(a: ExportArgs) -> Result<()> {
     // `trm solve --arc-task` and `trm adapt` look for it; the reference keeps it only with the
     // data set. Handled as all_config.yaml.
     let ids_path = yaml_path.with_file_name("identifiers.json");
-    let has_map = ckpt.join("identifiers.json").exists()
-        || ckpt.parent().and_then(Path::parent).is_some_and(|run| run.join("identifiers.json").exists());
     // None: a run of a data set without one (HRM's builders).
-    let names = has_map.then(|| checkpoint::read_identifiers(&ckpt)).transpose()?;
+    let names: Option<Vec<String>> = checkpoint::identifiers_path(&ckpt).map(|p| crate::util::fs::read_json(&p)).transpose()?;
     let ids_json = names.as_ref().map(crate::util::pyjson::to_string).transpose()?;
     // The same names there (in whatever layout: the run's own map, when --out is in the run) stay.
     let same_ids = names.as_ref().is_none_or(|n| crate::util::fs::read_json::<Vec<String>>(&ids_path).is_ok_and(|old| &old == n));

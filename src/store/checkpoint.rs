@@ -274,13 +274,17 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
 
 /// The identifier map of a checkpoint folder (its own copy, else the run folder's).
 pub fn read_identifiers(ckpt: &Path) -> Result<Vec<String>> {
-    let own = ckpt.join("identifiers.json");
-    let run = ckpt.parent().and_then(Path::parent).map(|r| r.join("identifiers.json"));
-    match run {
-        _ if own.exists() => crate::util::fs::read_json(&own),
-        Some(r) if r.exists() => crate::util::fs::read_json(&r),
-        _ => anyhow::bail!("{}: no identifiers.json in the checkpoint or its run folder", ckpt.display()),
+    match identifiers_path(ckpt) {
+        Some(path) => crate::util::fs::read_json(&path),
+        None => anyhow::bail!("{}: no identifiers.json in the checkpoint or its run folder", ckpt.display()),
     }
+}
+
+/// The checkpoint's identifier map: its own `identifiers.json`, else its run folder's (None: it
+/// has none, as a run of a data set without one).
+pub fn identifiers_path(ckpt: &Path) -> Option<PathBuf> {
+    let run = ckpt.parent().and_then(Path::parent).map(|r| r.join("identifiers.json"));
+    std::iter::once(ckpt.join("identifiers.json")).chain(run).find(|p| p.exists())
 }
 
 /// The state.json of a run's newest checkpoint that has a readable one, read without verifying
