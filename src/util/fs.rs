@@ -1,6 +1,8 @@
-//! Crash-safe file writes: everything is written to `<name>.tmp` in the same folder, flushed,
-//! synced, then renamed over the destination, so a reader never sees half a file. The same
-//! rename is what lets large files be read by mapping them (`map_read_only`).
+//! Crash-safe file writes: everything is written to a temporary file of the writer's own in the
+//! same folder (`<name>.<pid>.<n>.tmp`), flushed, synced, then renamed over the destination, so a
+//! reader never sees half a file, and two writers of one file at once each put a whole file in
+//! place (the last rename wins). The same rename is what lets large files be read by mapping them
+//! (`map_read_only`).
 
 use anyhow::{Context, Result};
 use std::fs::File;
@@ -10,10 +12,76 @@ use std::path::{Path, PathBuf};
 /// Made where the lock files are made (`util::lock`, below this module).
 pub use super::lock::create_folder;
 
+/// The temporary file one write of `path` stages it in: `<name>.<pid>.<n>.tmp`, this process's
+/// n-th, so that no other writer of `path` (another process, another thread) ever opens, removes
+/// or renames it.
 fn temp_path(path: &Path) -> PathBuf {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".tmp");
+    name.push(format!(".{}.{n}.tmp", std::process::id()));
     path.with_file_name(name)
+}
+
+/// Removes what killed writes of `path` left beside it: `<name>.<pid>.<n>.tmp` of a process that
+/// no longer runs, and `<name>.tmp` (trm before 2026-12-07 staged every write there). A leftover
+/// is removed, never followed (it may be a planted link); one another writer removes first is
+/// no error.
+fn remove_leftovers(path: &Path) -> Result<()> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { return Ok(()) };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    let prefix = format!("{name}.");
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let leftover = rest == "tmp"
+            || rest.strip_suffix(".tmp").and_then(|r| r.split_once('.')).is_some_and(|(pid, n)| {
+                digits(pid) && digits(n) && pid.parse::<u32>().map_or(true, |pid| pid != std::process::id() && !process_running(pid))
+            });
+        if !leftover {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot remove the leftover {}", entry.path().display()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether a process with this id runs (or may: where that cannot be told, it is taken to run,
+/// so that its temporary files are kept).
+#[cfg(unix)]
+fn process_running(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else { return false };
+    // SAFETY: signal 0 only asks whether the process exists; pid > 0 names one process.
+    pid > 0 && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
+#[cfg(windows)]
+fn process_running(pid: u32) -> bool {
+    use windows_sys::Win32::Foundation::{CloseHandle, ERROR_ACCESS_DENIED, GetLastError, STILL_ACTIVE};
+    use windows_sys::Win32::System::Threading::{GetExitCodeProcess, OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION};
+    // SAFETY: the handle is checked before use and closed once.
+    unsafe {
+        let handle = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid);
+        if handle.is_null() {
+            return GetLastError() == ERROR_ACCESS_DENIED;
+        }
+        let mut code = 0u32;
+        let asked = GetExitCodeProcess(handle, &mut code);
+        CloseHandle(handle);
+        asked == 0 || code == STILL_ACTIVE as u32
+    }
+}
+
+#[cfg(not(any(unix, windows)))]
+fn process_running(_pid: u32) -> bool {
+    true
 }
 
 /// `file` mapped read-only, or None where it cannot be (not a regular file, empty, a file system
@@ -72,12 +140,9 @@ pub fn stage_with(path: &Path, fill: impl FnOnce(&mut BufWriter<File>) -> Result
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         create_folder(parent)?;
     }
+    remove_leftovers(path)?;
+    // Created fresh and exclusively: never through a link planted at its name.
     let tmp = temp_path(path);
-    // A leftover of an interrupted write (or a planted link) is removed, never followed: the
-    // temporary file is created fresh and exclusively.
-    if tmp.symlink_metadata().is_ok() {
-        std::fs::remove_file(&tmp).with_context(|| format!("cannot remove the leftover {}", tmp.display()))?;
-    }
     let file =
         std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     // From here the guard removes the temporary file if writing fails (a full disk must not be
@@ -429,5 +494,82 @@ mod tests {
         // Only a lock nobody holds: removed, with the parents made for it, not the folder above.
         remove_made_folders(&made);
         assert!(!d.path().join("a").exists() && d.path().is_dir());
+    }
+
+    /// Many writers of one file at once: each write succeeds and puts a whole file in place, a
+    /// reader never sees a mixture, and no temporary file stays (trm before 2026-12-07 shared one
+    /// temporary name, so two `trm report --out X --force` at once could end in a rename error).
+    #[test]
+    fn writers_of_one_file_at_once_never_meet() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("out.json");
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(bytes) = std::fs::read(&path) {
+                        assert!(!bytes.is_empty() && bytes.len() == 4096 * bytes[0] as usize, "a reader saw a torn file");
+                        assert!(bytes.iter().all(|&b| b == bytes[0]), "a reader saw two writes mixed");
+                    }
+                }
+            });
+            let writers: Vec<_> = (1..=6u8)
+                .map(|i| {
+                    let path = &path;
+                    s.spawn(move || (0..40).map(|_| write_atomic(path, &vec![i; 4096 * i as usize])).collect::<Result<Vec<()>>>())
+                })
+                .collect();
+            let ended: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            for result in ended {
+                result.map_err(|e| format!("{e:#}")).unwrap();
+            }
+        });
+        let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["out.json"]);
+    }
+
+    /// A write removes what killed writes of the same file left beside it, and nothing else.
+    #[test]
+    fn leftovers_of_killed_writers_are_removed_and_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        let at = |n: &str| d.path().join(n);
+        // A process that has ended: its id names no running process (short of reuse).
+        let mut child =
+            std::process::Command::new(std::env::current_exe().unwrap()).arg("--list").stdout(std::process::Stdio::null()).spawn().unwrap();
+        let ended = child.id();
+        child.wait().unwrap();
+        let own = std::process::id();
+        let gone = [format!("out.json.{ended}.0.tmp"), "out.json.tmp".to_string()];
+        let kept =
+            [format!("out.json.{own}.999999.tmp"), "out.jsonx.tmp".into(), "out.json.a.1.tmp".into(), format!("other.{ended}.0.tmp")];
+        for name in gone.iter().chain(&kept) {
+            std::fs::write(at(name), "left").unwrap();
+        }
+        #[cfg(unix)]
+        let live = {
+            let mut sleeper = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+            std::fs::write(at(&format!("out.json.{}.3.tmp", sleeper.id())), "in flight").unwrap();
+            // A link planted at a leftover's name is removed, not followed.
+            std::fs::write(at("victim"), "keep me").unwrap();
+            std::os::unix::fs::symlink(at("victim"), at(&format!("out.json.{ended}.1.tmp"))).unwrap();
+            write_atomic(&at("out.json"), b"{}").unwrap();
+            assert!(at(&format!("out.json.{}.3.tmp", sleeper.id())).exists(), "a running writer's file was removed");
+            assert!(at(&format!("out.json.{ended}.1.tmp")).symlink_metadata().is_err());
+            assert_eq!(std::fs::read_to_string(at("victim")).unwrap(), "keep me");
+            sleeper.kill().unwrap();
+            sleeper.wait().unwrap();
+            sleeper.id()
+        };
+        write_atomic(&at("out.json"), b"{}").unwrap();
+        assert_eq!(std::fs::read_to_string(at("out.json")).unwrap(), "{}");
+        for name in &gone {
+            assert!(!at(name).exists(), "{name} stayed");
+        }
+        for name in &kept {
+            assert!(at(name).exists(), "{name} was removed");
+        }
+        #[cfg(unix)]
+        assert!(!at(&format!("out.json.{live}.3.tmp")).exists(), "the ended writer's file stayed");
     }
 }
