@@ -348,6 +348,7 @@ fn flags_and_inputs_past_their_limits_are_refused_at_once() {
         (vec!["info", "--config", "sudoku-tiny", "arch.H_cycles=100000000"], "above 1024"),
         (vec!["bench", "--shape", "sudoku-mlp", "--reps", "0"], "at least one timed step"),
         (vec!["bench", "--shape", "sudoku-mlp", "--peak-tflops", "nan"], "positive number of TFLOP/s"),
+        (vec!["bench", "--shape", "sudoku-mlp", "--reps", "1", "--warmup", "18446744073709551615"], "0..=1000000"),
         (vec!["train", "--data", "nowhere", "--out", "nowhere", "--time-limit", "1e300"], "too many minutes"),
         (vec!["demo", "--out", "nowhere", "--minutes", "1e300"], "too many minutes"),
         (vec!["data", "generate", "--out", "nowhere", "--train", "100000000000"], "at most 10,000,000"),

@@ -215,4 +215,14 @@ fn solve_maze_runs_plain_and_with_views() {
         let said = if extra.is_empty() { out.contains("valid") } else { out.contains("checked") && out.contains("8 views x") };
         assert!(said, "{extra:?}: {out}");
     }
+    // A maze's views are fixed: `trm eval --seed` is refused there, as `trm solve --seed` is.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
+        .args(["eval", "--views", "8", "--seed", "5", "--checkpoint"])
+        .arg(run.path())
+        .arg("--data")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("nothing random to seed"), "{err}");
 }

@@ -170,7 +170,8 @@ fn data_paths_test_names_the_training_data_set_or_is_refused() {
 }
 
 /// Heads 1 wide (as many heads as hidden units), with learned or no position encodings, train:
-/// the rope tables, made whatever the encoding, once divided by the half width, 0 there.
+/// the rope tables, made whatever the encoding, once divided by the half width, 0 there. So do
+/// heads of odd width under mlp_t with rope configured.
 #[test]
 fn heads_one_wide_train() {
     let data = tempfile::tempdir().unwrap();
@@ -179,10 +180,40 @@ fn heads_one_wide_train() {
     for (out, extra) in [
         ("attention", ["arch.num_heads=16", "arch.pos_encodings=learned", "arch.mlp_t=False"]),
         ("mlp_t", ["arch.num_heads=16", "arch.pos_encodings=none", "arch.mlp_t=True"]),
+        // rope from a config file under mlp_t, heads 5 wide: rope is never applied (no attention),
+        // so its even-width rule does not hold the model back.
+        ("mlp_t rope", ["arch.hidden_size=20", "arch.pos_encodings=rope", "arch.mlp_t=True"]),
     ] {
         let s = train::<AD>(&steps_job(data.path(), runs.path(), out, 2, false, &extra), &Default::default()).unwrap();
         assert_eq!(s.steps, 2, "{out}");
     }
+}
+
+/// A key given on the command line that the run would not use is refused, not recorded and
+/// ignored; so is an iteration too long to hold its draw order.
+#[test]
+fn command_line_keys_that_would_change_nothing_are_refused() {
+    let data = tempfile::tempdir().unwrap();
+    tiny_data(data.path());
+    let runs = tempfile::tempdir().unwrap();
+    let refused = |out: &str, given: &[&str]| {
+        let mut job = steps_job(data.path(), runs.path(), out, 1, false, given);
+        job.overrides.extend(given.iter().map(|s| s.to_string()));
+        format!("{:#}", train::<AD>(&job, &Default::default()).unwrap_err())
+    };
+    let e = refused("arc", &["evaluators=[{name: arc@ARC, submission_K: 3}]"]);
+    assert!(e.contains("is not an ARC data set"), "{e}");
+    let e = refused("frozen", &["freeze_weights=True", "lr=0.5"]);
+    assert!(e.starts_with("lr=0.5 would change nothing: freeze_weights=True trains only the puzzle embeddings"), "{e}");
+    let e = refused("mlp", &["arch.mlp_t=True", "arch.pos_encodings=none", "arch.num_heads=1"]);
+    assert!(e.contains("no heads"), "{e}");
+    // 10^11 epochs in one iteration: an order of draws no machine holds (it was an abort, or an
+    // overflow panic, before the first step).
+    let e = refused("long", &["epochs=100000000000", "eval_interval=100000000000"]);
+    assert!(e.contains("evaluate more often") && e.contains("100000000000 epochs"), "{e}");
+    // The preset's arc@ARC on Sudoku data is left out (the run records none), as before.
+    let s = train::<AD>(&steps_job(data.path(), runs.path(), "default", 1, false, &[]), &Default::default()).unwrap();
+    assert_eq!(s.steps, 1);
 }
 
 #[test]

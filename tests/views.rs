@@ -223,6 +223,9 @@ fn eval_reports_scaled_accuracy_beside_the_plain_one() {
         let o = eval(&alone);
         assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--views"), "{alone:?}");
     }
+    // A lifetime that cannot end within the steps (a fresh view needs 4 steps left) would do nothing.
+    let o = eval(&["--views", "3", "--view-steps", "5", "--view-lifetime", "2"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("give at most 1"), "{}", String::from_utf8_lossy(&o.stderr));
     // The same through the bundled model (no --checkpoint), which solves some of these puzzles:
     // right equals checked when neither is 0.
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
@@ -243,7 +246,7 @@ fn eval_reports_scaled_accuracy_beside_the_plain_one() {
 fn the_bundled_model_solves_a_published_puzzle() {
     let (c, w, table) = trm::infer::bundled::load::<B>(&Default::default()).unwrap();
     let q = trm::data::sudoku_solver::parse_grid(trm::cli::demo::PUBLISHED).unwrap();
-    let plan = SearchPlan::checked(trm::cli::solve::BUNDLED_STEPS, None, &c);
+    let plan = SearchPlan::checked(trm::cli::solve::BUNDLED_STEPS, None, &c).unwrap();
     let r = solve_sudoku(&c, &w, table.as_ref(), &q, trm::cli::solve::BUNDLED_VIEWS, 0, plan);
     let truth = trm::data::sudoku_solver::solve(&q, 2);
     assert_eq!(truth.count, 1);

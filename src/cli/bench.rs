@@ -25,10 +25,10 @@ pub struct BenchArgs {
     #[arg(long, default_value = "train")]
     pub mode: String,
     /// Untimed steps first
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=super::limits::MAX_BENCH_STEPS).map(|v| v as usize))]
     pub warmup: usize,
     /// Timed steps
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=super::limits::MAX_BENCH_STEPS).map(|v| v as usize))]
     pub reps: usize,
     /// Forward dtype: float32, or bfloat16 as the reference trains (on CPU bfloat16 is only
     /// emulated, and runs in float32 unless TRM_CPU_BF16=1; the output says which ran)

@@ -118,6 +118,11 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
         "--view-steps, --seed, --view-lifetime and --drawn-latents go with --views (test-time scaling); without it they would do nothing"
     );
     anyhow::ensure!(
+        a.seed.is_none() || !matches!(crate::data::kind::PuzzleKind::of_split(&test), crate::data::kind::PuzzleKind::Maze { .. }),
+        "--seed: a maze's views are its 8 fixed transforms; there is nothing random to seed ({} is maze data)",
+        a.data.display()
+    );
+    anyhow::ensure!(
         (a.view_lifetime.is_none() && !a.drawn_latents) || crate::data::kind::PuzzleKind::of_split(&test).has_fresh_views(),
         "--view-lifetime and --drawn-latents: Sudoku only (fresh views, drawn latents); {} is not Sudoku data",
         a.data.display()
@@ -181,7 +186,7 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
         let view_steps = a.view_steps.unwrap_or(steps);
         let seed = a.seed.unwrap_or(0);
         let plan =
-            crate::infer::views::SearchPlan::checked(view_steps, a.view_lifetime, &m.model).drawing_latents(a.drawn_latents, &m.model)?;
+            crate::infer::views::SearchPlan::checked(view_steps, a.view_lifetime, &m.model)?.drawing_latents(a.drawn_latents, &m.model)?;
         r.scaled = Some(crate::eval::scaled::evaluate_scaled(&m.model, &w, table.as_ref(), &test, k, seed, plan, a.limit)?);
     }
     if let Some(v) = arc {
@@ -324,6 +329,13 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         );
     }
     let r = crate::with_backend!(a.device, B, device => eval_checkpoint::<B>(&a, &device)?);
+    if !r.lm_loss.is_finite() {
+        eprintln!(
+            "warning: the model's loss on this data is {}: its weights are finite, but its outputs are not (weights grown huge \
+             by a diverging run, or an input the model overflows on); its accuracies are not to be trusted",
+            r.lm_loss
+        );
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

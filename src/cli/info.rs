@@ -199,7 +199,10 @@ pub fn run(a: InfoArgs) -> Result<()> {
     let mut ov = a.set.clone();
     ov.extend(a.overrides.iter().cloned());
     let cfg = config::resolve(&a.config, &ov)?;
-    let (seq_len, vocab, ids) = match &a.data {
+    crate::store::idle_keys::refuse_idle(&cfg, &ov)?;
+    // --data, or the reference's data_paths=[DIR], as `trm train` reads them.
+    let data = crate::train::setup::named_data_set(&cfg.data_paths, a.data.as_deref())?;
+    let (seq_len, vocab, ids) = match &data {
         Some(dir) => {
             let m = format::read_metadata(&dir.join("train")).with_context(|| format!("cannot read the metadata of {}", dir.display()))?;
             (m.seq_len, m.vocab_size, m.num_puzzle_identifiers)

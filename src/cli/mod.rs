@@ -33,6 +33,8 @@ pub mod limits {
     pub const MAX_PUZZLES: u64 = 100;
     /// trm data --num-aug: augmentations per puzzle or task (the reference uses 1000).
     pub const MAX_AUG: u64 = 1_000_000;
+    /// trm bench --warmup / --reps: untimed and timed steps.
+    pub const MAX_BENCH_STEPS: u64 = 1_000_000;
 }
 
 /// `--precision` of `trm solve`, `eval`, `train` and `bench`: the CPU engine's matrix products.

@@ -411,7 +411,7 @@ fn maze_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: &[
 fn sudoku_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: &[u8], k: usize, steps: usize) -> Result<()> {
     let q: sudoku_solver::Grid = std::array::from_fn(|i| input[i] - 1);
     let t0 = std::time::Instant::now();
-    let plan = crate::infer::views::SearchPlan::checked(steps, a.view_lifetime, m.cfg).drawing_latents(a.drawn_latents, m.cfg)?;
+    let plan = crate::infer::views::SearchPlan::checked(steps, a.view_lifetime, m.cfg)?.drawing_latents(a.drawn_latents, m.cfg)?;
     let r = crate::infer::views::solve_sudoku(m.cfg, m.w, m.table, &q, k, a.seed.unwrap_or(0), plan);
     let secs = t0.elapsed().as_secs_f64();
     let text = sudoku_solver::format_grid;

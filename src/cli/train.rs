@@ -160,6 +160,14 @@ pub fn train(a: TrainArgs) -> Result<()> {
         if s.started_at > 0 { format!(" (resumed at step {}, now at step {})", s.started_at, s.steps) } else { String::new() },
         s.checkpoint.map(|p| p.display().to_string()).unwrap_or_default()
     );
+    if s.skipped > 0 {
+        eprintln!(
+            "warning: {} batch{} skipped in this run (their loss or update was not finite; skip_nonfinite_batches): \
+             skipped batches take no step, so the run can end short of max_steps; metrics.jsonl names each",
+            s.skipped,
+            if s.skipped == 1 { " was" } else { "es were" }
+        );
+    }
     if let Some((step, r)) = s.evals.last() {
         println!(
             "final eval (step {step}): token accuracy {:.4}, exact accuracy {:.4} on {} examples{}",
@@ -168,6 +176,13 @@ pub fn train(a: TrainArgs) -> Result<()> {
             r.count,
             crate::train::trainer::arc_summary(r, s.arc_pooled)
         );
+        if !r.lm_loss.is_finite() {
+            eprintln!(
+                "warning: the final evaluation's loss is {}: the weights are finite but the model's outputs are not (weights \
+                 grown huge); these accuracies are not to be trusted",
+                r.lm_loss
+            );
+        }
     }
     Ok(())
 }

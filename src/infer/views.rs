@@ -103,13 +103,27 @@ pub struct SearchPlan {
 impl SearchPlan {
     /// The search `trm solve` and `trm eval` run: answers checked, up to `max_steps` steps, and
     /// `--view-lifetime` (`lifetime`) as given, by default the model's own `halt_max_steps` (the
-    /// steps it was trained to answer in); 0 never replaces a view.
-    pub fn checked(max_steps: usize, lifetime: Option<usize>, model: &ModelConfig) -> Self {
+    /// steps it was trained to answer in); 0 never replaces a view. A lifetime given that could
+    /// never end within `max_steps` (a fresh view starts only while `MIN_STEPS_FOR_A_FRESH_VIEW`
+    /// steps remain) is refused: it would be accepted and do nothing.
+    pub fn checked(max_steps: usize, lifetime: Option<usize>, model: &ModelConfig) -> anyhow::Result<Self> {
+        let latest = max_steps.saturating_sub(MIN_STEPS_FOR_A_FRESH_VIEW);
+        if let Some(life) = lifetime.filter(|&l| l > latest) {
+            anyhow::bail!(
+                "--view-lifetime {life} never replaces a view in {max_steps} steps: a fresh view starts only while \
+                 {MIN_STEPS_FOR_A_FRESH_VIEW} steps remain, so {}",
+                if latest == 0 {
+                    "no lifetime can (give more steps, or drop the flag)".to_string()
+                } else {
+                    format!("give at most {latest} (or more steps)")
+                }
+            );
+        }
         let lifetime = match lifetime.unwrap_or(model.arch.halt_max_steps) {
             0 => None,
             p => Some(p),
         };
-        SearchPlan { max_steps, check: true, lifetime, drawn_latents: false }
+        Ok(SearchPlan { max_steps, check: true, lifetime, drawn_latents: false })
     }
 
     /// The same plan with views starting from drawn latents (`--drawn-latents`); refused for a

@@ -253,7 +253,7 @@ impl ModelConfig {
         ensure!(a.expansion.is_finite() && a.expansion > 0.0, "arch.expansion must be a positive number, not {}", a.expansion);
         ensure!(a.expansion <= 64.0, "arch.expansion {} is above 64, the largest trm builds", a.expansion);
         ensure!(
-            self.head_dim().is_multiple_of(2) || a.pos_encodings != PosEncoding::Rope,
+            self.head_dim().is_multiple_of(2) || a.pos_encodings != PosEncoding::Rope || a.mlp_t,
             "arch.pos_encodings=rope needs an even head width, and arch.hidden_size {} / arch.num_heads {} gives {}: \
              change either, or use arch.pos_encodings=learned",
             a.hidden_size,

@@ -42,7 +42,9 @@ pub fn divergence_message(step: u64, what: &str, value: f64, last_checkpoint: Op
     };
     format!(
         "training diverged at step {step}: the {what} is {value}; the weights were not updated with it, and {ckpt}. \
-         Lower the learning rate (lr is {lr:e} at this step) or set skip_nonfinite_batches=N to skip up to N such batches"
+         Lower the learning rate (lr is {lr:e} at this step) or set skip_nonfinite_batches=N to skip up to N such batches. \
+         Finite weights can still be ruined by the steps before a divergence (grown huge): if a run resumed from that \
+         checkpoint diverges at once even at a lower learning rate, start a new run"
     )
 }
 

@@ -45,7 +45,8 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Epochs between evaluations; must divide `epochs` (None = only at the end).
     pub eval_interval: Option<usize>,
-    /// First iteration index at which evaluation and checkpointing happen.
+    /// First iteration index at which the iterations' evaluations and checkpoints happen (the
+    /// run's end is evaluated and checkpointed all the same, as every trm run ends).
     pub min_eval_interval: usize,
     pub lr: f64,
     /// Cosine floor as a fraction of `lr` (1.0 = constant after warmup, the reference default).
@@ -210,7 +211,10 @@ pub fn from_table(mut t: toml::Table) -> Result<TrainConfig> {
     let given = match t.remove("arch") {
         Some(toml::Value::Table(a)) => a,
         None => toml::Table::new(),
-        Some(v) => bail!("`arch` must be a table or an architecture name, not {v}"),
+        Some(v) => bail!(
+            "arch = {v}: in a config file the architecture is a table, `[arch]` with `name = \"hrm\"` (or another name) and its \
+             keys; `arch=NAME` selects one on the command line"
+        ),
     };
     let keys = arch.defaults_table();
     let mut foreign: Vec<&String> = given.keys().filter(|k| !keys.contains_key(*k)).collect();
@@ -298,6 +302,11 @@ impl TrainConfig {
             anyhow::ensure!((0.0..1.0).contains(&v), "{key} must be in [0, 1), not {v}");
         }
         anyhow::ensure!((0.0..=1.0).contains(&self.ema_rate), "ema_rate must be in [0, 1], not {}", self.ema_rate);
+        anyhow::ensure!(
+            !(self.ema && self.ema_rate == 1.0),
+            "ema=True with ema_rate=1: the average never moves from the initial weights, which every evaluation and checkpoint \
+             would then hold; give a rate below 1 (the reference's is 0.999), or ema=False"
+        );
         anyhow::ensure!(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1");
         for e in &self.evaluators {
             anyhow::ensure!(
@@ -499,6 +508,22 @@ mod tests {
         assert!(e.contains("arch.H_cycles: invalid type: string \"x\""), "{e}");
         let e = format!("{:#}", resolve("sudoku-tiny", &["lr=abc".into()]).unwrap_err());
         assert!(e.contains("lr: invalid type: string \"abc\""), "{e}");
+        // Past TOML's integers: the limit named, not "invalid type".
+        let e = format!("{:#}", resolve("sudoku-tiny", &["max_steps=18446744073709551615".into()]).unwrap_err());
+        assert!(e.contains("max_steps=18446744073709551615: above 9223372036854775807"), "{e}");
+        // Numbers as Python writes them.
+        for (given, lr) in [("lr=.5e-3", 0.0005), ("lr=5.", 5.0), ("lr=1.e-4", 1e-4)] {
+            let got = resolve("sudoku-tiny", &[given.into()]).map(|c| c.lr);
+            assert!(got.as_ref().is_ok_and(|&l| l == lr), "{given}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn an_average_that_never_moves_is_refused() {
+        let e = format!("{:#}", resolve("sudoku-tiny", &["ema=True".into(), "ema_rate=1".into()]).unwrap_err());
+        assert!(e.contains("never moves"), "{e}");
+        resolve("sudoku-tiny", &["ema=False".into(), "ema_rate=1".into()]).unwrap();
+        resolve("sudoku-tiny", &["ema=True".into(), "ema_rate=0.999".into()]).unwrap();
     }
 
     #[test]

@@ -48,14 +48,24 @@ pub fn overrides_from_file(path: &Path) -> Result<(Vec<String>, Vec<String>)> {
 pub fn resolve_for_weights(file: &std::path::Path, preset: Option<&str>, set: &[String]) -> Result<TrainConfig> {
     // Only the model's keys describe weights; a training key here would be accepted and ignored.
     for ov in set {
-        let key = ov.split_once('=').map_or(ov.as_str(), |(k, _)| k).trim().trim_start_matches('+');
-        if !(key == "arch" || key.starts_with("arch.") || key == "loss_type") {
+        let key = super::idle_keys::override_key(ov);
+        if !(key == "arch" || key.starts_with("arch.") || key == "loss_type") || TRAINING_ONLY_ARCH_KEYS.contains(&key) {
             bail!(
                 "--set {ov}: only the model's keys (arch=NAME, arch.*) describe a weights file; `{key}` is a training setting and \
                  would change nothing here (the evaluation's own settings are flags: --limit, --batch, --steps, see --help)"
             );
         }
     }
+    let cfg = resolve_weights_config(file, preset, set)?;
+    super::idle_keys::refuse_idle(&cfg, set).context("--set")?;
+    Ok(cfg)
+}
+
+/// `arch.*` keys that only training reads: halting exploration, winner-take-all chains, the
+/// gradient's cut, adaptive halting in training.
+const TRAINING_ONLY_ARCH_KEYS: [&str; 4] = ["arch.halt_exploration_prob", "arch.wta_chains", "arch.one_step_grad", "arch.act_enabled"];
+
+fn resolve_weights_config(file: &std::path::Path, preset: Option<&str>, set: &[String]) -> Result<TrainConfig> {
     if let Some(p) = preset {
         return super::config::resolve(p, set);
     }
@@ -650,5 +660,20 @@ mod tests {
             let msg = format!("{:#}", e.unwrap_err());
             assert!(msg.contains(what), "{text:?}: {msg}");
         }
+    }
+
+    /// `--set` on a weights file: a key only training reads, or one the model would not use, is
+    /// refused rather than accepted and ignored.
+    #[test]
+    fn set_on_weights_refuses_what_would_change_nothing() {
+        let weights = Path::new("no-such-dir/model.safetensors");
+        let e = |set: &str| format!("{:#}", resolve_for_weights(weights, Some("sudoku-tiny"), &[set.to_string()]).unwrap_err());
+        for key in TRAINING_ONLY_ARCH_KEYS {
+            assert!(e(&format!("{key}=1")).contains("is a training setting"), "{key}");
+        }
+        assert!(e("lr=1").contains("is a training setting"));
+        assert!(e("arch.num_heads=2").contains("arch.mlp_t=True"));
+        let cfg = resolve_for_weights(weights, Some("sudoku-tiny"), &["arch.halt_max_steps=4".into()]).unwrap();
+        assert_eq!(cfg.arch.halt_max_steps, 4);
     }
 }

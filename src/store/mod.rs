@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod eval_outputs;
 pub mod hydra_config;
+pub mod idle_keys;
 pub mod integrity;
 pub mod overrides;
 pub mod presets;

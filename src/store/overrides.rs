@@ -54,6 +54,14 @@ fn parse_value_nested(raw: &str, depth: usize) -> toml::Value {
     if let Ok(t) = format!("x = {v}").parse::<toml::Table>() {
         return t["x"].clone();
     }
+    // Numbers Python and hydra read that TOML does not: `.5e-3`, `5.`, `1.e-4`.
+    if v.bytes().all(|b| b.is_ascii_digit() || b".eE+-".contains(&b))
+        && v.bytes().any(|b| b.is_ascii_digit())
+        && v.contains('.')
+        && let Ok(x) = v.parse::<f64>()
+    {
+        return toml::Value::Float(x);
+    }
     if v.starts_with('[') && v.ends_with(']') && depth < MAX_LIST_DEPTH {
         let items =
             v[1..v.len() - 1].split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| parse_value_nested(s, depth + 1)).collect();
@@ -178,6 +186,10 @@ pub fn apply(base: &mut toml::Table, overrides: &[String], known: &[String]) -> 
             }
             base.remove(key);
             continue;
+        }
+        let digits = value.trim().strip_prefix('-').unwrap_or(value.trim());
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && value.trim().parse::<i64>().is_err() {
+            bail!("{key}={}: above {}, the largest integer a configuration holds", value.trim(), i64::MAX);
         }
         let mut v = parse_value(value);
         // `data_paths=dir` is a one-element list; numbers where floats are expected stay numbers.

@@ -16,7 +16,7 @@ use crate::data::arc_task::Task;
 use crate::eval::arc_vote::ArcScore;
 use crate::store::config::{TrainConfig, apply_overrides, from_table};
 use crate::store::puzzle_rows::NewRows;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use std::path::PathBuf;
 
@@ -107,6 +107,8 @@ fn adapt_config(base: &TrainConfig, job: &AdaptJob, data: &std::path::Path, epoc
             "epochs" | "eval_interval" | "min_eval_interval" => "trm adapt sizes its epochs from --steps and evaluates once, at the end",
             "data_paths" | "data_paths_test" => "trm adapt trains and evaluates on the data it builds from --tasks",
             "evaluators" => "trm adapt scores the tasks it adapts to with the ARC evaluator, always",
+            "freeze_weights" => "trm adapt tunes only the puzzle embeddings unless --all-weights: pass --all-weights to tune every weight",
+            "seed" => "--seed N seeds both the augmentations trm adapt makes and its training run: pass --seed N",
             "eval_save_outputs" => {
                 "trm adapt rebuilds its run folder on every run; save the adapted model's outputs with `trm eval --checkpoint OUT/run --data OUT/data --save-outputs FILE`"
             }
@@ -117,6 +119,12 @@ fn adapt_config(base: &TrainConfig, job: &AdaptJob, data: &std::path::Path, epoc
     let mut t = c.to_table();
     apply_overrides(&mut t, &job.overrides)?;
     let c = from_table(t)?;
+    crate::store::idle_keys::refuse_idle(&c, &job.overrides).with_context(|| {
+        format!(
+            "--set (trm adapt {})",
+            if job.all_weights { "--all-weights" } else { "tunes only the puzzle embeddings unless --all-weights" }
+        )
+    })?;
     anyhow::ensure!(
         c.depth_curriculum.is_none(),
         "depth_curriculum: trm adapt runs at the trained model's depth (its schedule is sized by --steps, not by epochs); drop the key"
@@ -179,4 +187,45 @@ pub fn adapt<AD: AutodiffBackend>(job: &AdaptJob, device: &AD::Device) -> Result
     let summary = train::<AD>(&tj, device)?;
     let score = summary.evals.last().and_then(|(_, r)| r.arc.clone());
     Ok(AdaptResult { train: summary, score, new_identifiers, data, run })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adapted(all_weights: bool, overrides: &[&str]) -> Result<TrainConfig> {
+        let job = AdaptJob {
+            checkpoint: "run".into(),
+            config: None,
+            identifiers: None,
+            tasks: vec![],
+            task_files: vec![],
+            out: "out".into(),
+            num_aug: 1,
+            steps: 10,
+            all_weights,
+            batch: None,
+            overrides: overrides.iter().map(|s| s.to_string()).collect(),
+            seed: 3,
+            quiet: true,
+            engine_flags: String::new(),
+            memory_check: false,
+        };
+        let base = crate::store::config::resolve("arc1", &[])?;
+        adapt_config(&base, &job, std::path::Path::new("data"), EpochSize { examples: 100.0, largest_puzzle: 4 })
+    }
+
+    /// What the flags say is not overridden by --set, and a key the adaptation would not use is
+    /// refused: the network's optimiser keys while only the puzzle embeddings learn.
+    #[test]
+    fn set_may_not_contradict_the_flags_or_name_an_idle_key() {
+        let e = |all, ov: &[&str]| format!("{:#}", adapted(all, ov).unwrap_err());
+        assert!(e(true, &["freeze_weights=True"]).contains("--all-weights"));
+        assert!(e(false, &["seed=5"]).contains("pass --seed N"));
+        let idle = e(false, &["lr=0.001"]);
+        assert!(idle.contains("unless --all-weights") && idle.contains("lr=0.001 would change nothing: freeze_weights=True"), "{idle}");
+        let c = adapted(true, &["lr=0.001"]).unwrap();
+        assert!(!c.freeze_weights && c.lr == 0.001 && c.seed == 3);
+        assert_eq!(adapted(false, &["puzzle_emb_lr=0.05"]).unwrap().puzzle_emb_lr, 0.05);
+    }
 }

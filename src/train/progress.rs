@@ -47,11 +47,6 @@ impl Progress {
         }
     }
 
-    /// A line above the bar (shown only where the bar is).
-    pub fn println(&self, line: String) {
-        self.pb.println(line);
-    }
-
     /// The first steps run shallower than the rest (a depth curriculum): the early estimate says so.
     pub fn starts_shallow(&mut self) {
         self.shallow_start = true;

@@ -198,6 +198,7 @@ pub fn open_state<B: Backend>(
             ckpt.display()
         );
         let mut cfg = crate::store::resume::resume_config(&js.config, &job.overrides)?;
+        crate::store::idle_keys::refuse_idle(&cfg, &job.overrides)?;
         // As a new run records (a checkpoint written before trm recorded its evaluators reads as
         // the default, arc@ARC).
         if !crate::eval::arc_vote::is_arc_data(&job.data) {
@@ -245,13 +246,26 @@ pub fn open_state<B: Backend>(
         );
     }
     let mut cfg = job.config.clone();
+    crate::store::idle_keys::refuse_idle(&cfg, &job.overrides)?;
+    if let (Some(note), 0) = (crate::store::idle_keys::idle_default_note(&cfg), r.rank()) {
+        eprintln!("note: {note}");
+    }
     // Recorded, as an absolute path, so that `--resume` and `trm report` find the data again.
     named_data_set(&cfg.data_paths, Some(&job.data))?;
     named_test_set(&cfg.data_paths_test, &job.data)?;
     cfg.data_paths_test.clear(); // the training data set's, recorded as the reference's default
     cfg.data_paths = vec![std::path::absolute(&job.data).unwrap_or(job.data.clone()).display().to_string()];
-    // The ARC evaluator scores ARC data sets only: on others the run records that none ran.
+    // The ARC evaluator scores ARC data sets only: on others the run records that none ran (the
+    // preset's); one given on the command line is refused there, not dropped.
     if !crate::eval::arc_vote::is_arc_data(&job.data) {
+        let given = job.overrides.iter().any(|o| crate::store::idle_keys::override_key(o) == "evaluators");
+        if given && cfg.evaluators.iter().any(|e| e == ARC_EVALUATOR) {
+            bail!(
+                "evaluators lists {ARC_EVALUATOR}, which scores ARC tasks, and {} is not an ARC data set (made by `trm data arc`): \
+                 drop the key, or give evaluators=[]",
+                job.data.display()
+            );
+        }
         cfg.evaluators.retain(|e| e != ARC_EVALUATOR);
     }
     let model = model_config(&cfg, train)?;
@@ -259,6 +273,10 @@ pub fn open_state<B: Backend>(
     // (after the batches are known to split, which a refusal's advice relies on).
     if job.memory_check {
         check_batches(&cfg, test.is_some(), r.world())?;
+        // A batch larger than the data is refused as such, not sized down to another too large.
+        if examples_per_iteration(&cfg, train) < cfg.global_batch_size as u64 {
+            return Err(zero_steps(&cfg, train));
+        }
         super::memory_check::check_state::<B>(&cfg, &model, test, r.world())?;
     }
     let mut st = fresh_state::<B>(&cfg, &model, device, job.init_from.as_ref(), &job.data, r.rank() == 0)?;
@@ -415,6 +433,7 @@ impl Plan {
         let share = g / world;
         let micro_batch = cfg.micro_batch_size.unwrap_or(share);
         let iterations = (cfg.epochs / cfg.epochs_per_iter()) as u64;
+        check_group_order(cfg, train)?;
         let mut sampler = TrainSampler {
             split: train.clone(),
             global_batch: g,
@@ -435,17 +454,56 @@ impl Plan {
         }
         let total = total_steps(train, cfg.epochs, g);
         if total == 0 || !sampler.has_batches() {
-            let m = &train.metadata;
-            bail!(
-                "this run would take 0 optimiser steps: global_batch_size={g} is larger than the {} examples that one iteration ({} epoch(s)) of {} puzzle groups gives; lower global_batch_size or raise eval_interval/epochs",
-                (cfg.epochs_per_iter() as f64 * m.total_groups as f64 * m.mean_puzzle_examples) as u64,
-                cfg.epochs_per_iter(),
-                m.total_groups
-            );
+            return Err(zero_steps(cfg, train));
         }
         let stop_at = cfg.max_steps.map_or(total, |m| m.min(total));
         Ok(Plan { sampler, iterations, total, stop_at, first_row: rank * share, micro_batch })
     }
+}
+
+/// The error of a run whose global batch is larger than an iteration of its data.
+fn zero_steps(cfg: &TrainConfig, train: &Split) -> anyhow::Error {
+    let m = &train.metadata;
+    anyhow::anyhow!(
+        "this run would take 0 optimiser steps: global_batch_size={} is larger than the {} examples that one iteration ({} epoch(s)) of {} puzzle groups gives; lower global_batch_size or raise eval_interval/epochs",
+        cfg.global_batch_size,
+        examples_per_iteration(cfg, train),
+        cfg.epochs_per_iter(),
+        m.total_groups
+    )
+}
+
+/// About how many examples one iteration draws (`epochs_per_iter` × groups × examples a puzzle).
+fn examples_per_iteration(cfg: &TrainConfig, train: &Split) -> u64 {
+    let m = &train.metadata;
+    (cfg.epochs_per_iter() as f64 * m.total_groups as f64 * m.mean_puzzle_examples) as u64
+}
+
+/// Refuses an iteration whose order of puzzle groups (`eval_interval` epochs × groups entries,
+/// which the sampler holds as the reference does) cannot be held: its count overflows, or it
+/// takes more than this machine has (an allocation failure ends a process with no message).
+fn check_group_order(cfg: &TrainConfig, train: &Split) -> Result<()> {
+    let epochs = cfg.epochs_per_iter();
+    let groups = train.sets.iter().map(|(_, set)| set.num_groups()).max().unwrap_or(0);
+    let bytes = groups.checked_mul(epochs).and_then(|n| n.checked_mul(std::mem::size_of::<usize>())).map(|b| b as u64);
+    let available = crate::util::host_memory::available();
+    // Where the memory is not known, a bound far above any real schedule (ARC's: 320 MB).
+    const MAX_ORDER_BYTES: u64 = 1 << 40;
+    let fits = bytes.is_some_and(|b| b <= MAX_ORDER_BYTES && available.is_none_or(|a| b <= a.bytes / 2));
+    anyhow::ensure!(
+        fits,
+        "an iteration of {epochs} epochs (eval_interval, else epochs) over {groups} puzzle groups is an order of {} draws ({}), {}: \
+         evaluate more often (a smaller eval_interval that divides epochs)",
+        groups as u128 * epochs as u128,
+        bytes.map_or("more than any memory".to_string(), super::memory_check::size),
+        match available {
+            Some(a) if bytes.is_some_and(|b| b <= MAX_ORDER_BYTES) => {
+                format!("more than half of the memory here ({})", a.said(&super::memory_check::size(a.bytes)))
+            }
+            _ => "which trm does not hold".to_string(),
+        }
+    );
+    Ok(())
 }
 
 /// The run's depth curriculum, if it has one, refused when its schedule is too short to reach the

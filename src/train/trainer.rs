@@ -56,6 +56,8 @@ pub struct TrainSummary {
     pub checkpoint: Option<PathBuf>,
     /// Its ARC scores are those of a pool of every evaluation's votes (`aggregated_voting`).
     pub arc_pooled: bool,
+    /// Batches the divergence guard skipped over the whole run (`skip_nonfinite_batches`).
+    pub skipped: u64,
 }
 
 impl TrainSummary {
@@ -348,7 +350,7 @@ fn skip_or_stop<B: burn::prelude::Backend>(
     if st.skipped < cfg.skip_nonfinite_batches {
         st.skipped += 1;
         st.position.batch += 1;
-        progress.println(format!(
+        progress.note(format!(
             "warning: skipped batch {} of iteration {iteration} (step {}): the {what} is {value} ({} of skip_nonfinite_batches={} skipped)",
             st.position.batch,
             st.step + 1,
@@ -388,7 +390,7 @@ fn end_of_iteration<AD: AutodiffBackend>(
             run.interrupted = true;
             return Ok(false);
         };
-        progress.println(format!(
+        progress.note(format!(
             "eval @ step {}: token accuracy {:.4}, exact accuracy {:.4} (95% CI {:.4}-{:.4}) on {} examples{}",
             st.step,
             r.accuracy,
@@ -489,6 +491,7 @@ fn finish<AD: AutodiffBackend>(
         seconds: cx.t0.elapsed().as_secs_f64(),
         checkpoint: run.last_ckpt,
         arc_pooled: st.arc_votes.is_some(),
+        skipped: st.skipped,
     })
 }
 
