@@ -121,7 +121,7 @@ impl Passes {
 /// optimiser state and carry) and one row of its training pass fit at all, on backend `B` when
 /// this engine has an estimate and this platform reports the memory. Else a model too large for
 /// the machine would be killed while its weights are made, before `check` could say so.
-/// The caller has checked that the batches split (`setup::check_batches`).
+/// The caller has checked that the batches split (`plan::check_batches`).
 pub fn check_state<B: Backend>(cfg: &TrainConfig, model: &ModelConfig, test: Option<&Split>, world: usize) -> Result<()> {
     let Some(available) = available_to::<B>(model) else { return Ok(()) };
     let passes = Passes::of(cfg, true, test, world);
@@ -262,7 +262,7 @@ fn resumed_verdict(f: CheckpointFiles, ckpt: &Path, available: Available) -> Res
 /// estimate and this platform reports the memory (`util::host_memory`). `trains`: a step is left
 /// to run; `test`: the test split when the run will evaluate. `resumed`: the run read its state
 /// from a checkpoint; `new_carry`: the run has no carry yet (a new run makes it at its first
-/// step). The caller's `setup::Plan` has checked that the batches split.
+/// step). The caller's `plan::Plan` has checked that the batches split.
 pub fn check<B: Backend>(
     cfg: &TrainConfig,
     model: &ModelConfig,

@@ -6,6 +6,7 @@ pub mod collective;
 pub mod evaluation;
 pub mod logging;
 pub mod memory_check;
+pub mod plan;
 pub mod progress;
 mod records;
 pub mod setup;

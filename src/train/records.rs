@@ -4,8 +4,9 @@
 
 use super::collective;
 use super::logging::MetricsLog;
+use super::plan::Plan;
 use super::progress::{Progress, StepFigures};
-use super::setup::{Plan, StepContext, TrainJob};
+use super::setup::{StepContext, TrainJob};
 use crate::data::format;
 use crate::model::config::ModelConfig;
 use crate::model::weights::Weights;

@@ -19,9 +19,10 @@
 use super::collective::{self, Stop};
 use super::evaluation::eval_and_log;
 use super::logging::MetricsLog;
+use super::plan::{Plan, depth_curriculum};
 use super::progress::Progress;
 use super::records::{log_train_step, open_run_log};
-use super::setup::{Plan, StepContext, check_test_split, depth_curriculum, model_config, open_state, read_splits};
+use super::setup::{StepContext, check_test_split, model_config, open_state, read_splits};
 use crate::data::format::Split;
 use crate::data::loader::{Batch, Position, prefetch};
 use crate::eval::evaluate::EvalResult;
