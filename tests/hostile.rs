@@ -276,9 +276,10 @@ fn outputs_never_eat_inputs() {
     // Exported again beside its own config: no --force needed for the config.
     let (ok, out) = export(&fresh, false);
     assert!(ok, "{out}");
-    // Writing the new weights fails (here a folder where their temporary file goes; a kill
-    // while they are written is the same window): the files are written in full before either
-    // is put in place, so the old pair stands as it was.
+    // Writing the new weights fails (here a folder at the temporary name of trm before
+    // 2026-12-07, which a write must remove first; a kill while they are written is the same
+    // window): the files are written in full before either is put in place, so the old pair
+    // stands as it was.
     std::fs::write(&other, trm::infer::bundled::CONFIG).unwrap();
     let fresh_before = sha(&fresh);
     std::fs::create_dir(user.path().join("fresh.pt.tmp")).unwrap();

@@ -171,7 +171,7 @@ fn data_paths_test_names_the_training_data_set_or_is_refused() {
 
 /// Heads 1 wide (as many heads as hidden units), with learned or no position encodings, train:
 /// the rope tables, made whatever the encoding, once divided by the half width, 0 there. So do
-/// heads of odd width under mlp_t with rope configured.
+/// heads of odd width under mlp_t with rope configured, and more heads than units there.
 #[test]
 fn heads_one_wide_train() {
     let data = tempfile::tempdir().unwrap();
@@ -183,6 +183,9 @@ fn heads_one_wide_train() {
         // rope from a config file under mlp_t, heads 5 wide: rope is never applied (no attention),
         // so its even-width rule does not hold the model back.
         ("mlp_t rope", ["arch.hidden_size=20", "arch.pos_encodings=rope", "arch.mlp_t=True"]),
+        // More heads than units: nothing splits under mlp_t (was refused, and the idle-key check
+        // then refused the arch.num_heads that would have fixed it).
+        ("mlp_t heads", ["arch.hidden_size=8", "arch.num_heads=16", "arch.mlp_t=True"]),
     ] {
         let s = train::<AD>(&steps_job(data.path(), runs.path(), out, 2, false, &extra), &Default::default()).unwrap();
         assert_eq!(s.steps, 2, "{out}");

@@ -200,8 +200,13 @@ pub fn run(a: InfoArgs) -> Result<()> {
     ov.extend(a.overrides.iter().cloned());
     let cfg = config::resolve(&a.config, &ov)?;
     crate::store::idle_keys::refuse_idle(&cfg, &ov)?;
-    // --data, or the reference's data_paths=[DIR], as `trm train` reads them.
-    let data = crate::train::setup::named_data_set(&cfg.data_paths, a.data.as_deref())?;
+    // --data, or the reference's data_paths=[DIR] given here (not a config file's record of
+    // where a run's data was), as `trm train` reads them.
+    let given = ov.iter().rev().find_map(|o| match o.split_once('=') {
+        Some((k, v)) if crate::store::idle_keys::override_key(k) == "data_paths" => Some(config::data_paths_value(v)),
+        _ => None,
+    });
+    let data = crate::train::setup::named_data_set(&given.unwrap_or_default(), a.data.as_deref())?;
     let (seq_len, vocab, ids) = match &data {
         Some(dir) => {
             let m = format::read_metadata(&dir.join("train")).with_context(|| format!("cannot read the metadata of {}", dir.display()))?;

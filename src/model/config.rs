@@ -225,10 +225,13 @@ impl ModelConfig {
         use anyhow::ensure;
         let a = &self.arch;
         ensure!(a.hidden_size > 0 && a.num_heads > 0, "arch.hidden_size and arch.num_heads must be positive");
-        ensure!(a.num_heads <= a.hidden_size, "arch.num_heads {} exceeds arch.hidden_size {}", a.num_heads, a.hidden_size);
+        // Heads split attention's width; an MLP-mixing model has none (its tables of rope, never
+        // read, are made one head wide).
+        ensure!(a.mlp_t || a.num_heads <= a.hidden_size, "arch.num_heads {} exceeds arch.hidden_size {}", a.num_heads, a.hidden_size);
         // Bounds far above any model of the field, so that every size and count stays in range.
         for (key, v, max) in [
             ("arch.hidden_size", a.hidden_size, 1 << 16),
+            ("arch.num_heads", a.num_heads, 1 << 16),
             ("arch.H_cycles", a.h_cycles, 1024),
             ("arch.L_cycles", a.l_cycles, 1024),
             ("arch.H_layers", a.h_layers, 256),

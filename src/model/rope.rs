@@ -24,10 +24,13 @@ pub struct Rope<B: Backend> {
 
 impl<B: Backend> Rope<B> {
     pub fn new(cfg: &ModelConfig, device: &B::Device) -> Self {
-        let (t, d) = (cfg.total_len(), cfg.head_dim());
+        // An MLP-mixing model's tables are never read; its arch.num_heads may exceed its width
+        // (nothing splits), so they are made for at most one head per unit.
+        let heads = cfg.arch.num_heads.clamp(1, cfg.d().max(1));
+        let (t, d) = (cfg.total_len(), (cfg.d() / heads).max(1));
         let base = cfg.arch.rope_theta as f32;
-        // A head 1 wide (learned or no position encodings: rope is refused an odd width) has no
-        // rotation pair; its tables are made, but never read.
+        // A head 1 wide (learned or no position encodings; rope is refused an odd width with
+        // attention) has no rotation pair; its tables are made, but never read.
         let half = (d / 2).max(1);
         let inv: Vec<f32> = (0..half).map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32)).collect();
         let (mut cos, mut sin) = (Vec::with_capacity(t * d), Vec::with_capacity(t * d));
@@ -38,7 +41,6 @@ impl<B: Backend> Rope<B> {
                 sin.push(f.sin());
             }
         }
-        let heads = cfg.arch.num_heads.max(1);
         let repeat = |table: &[f32]| -> Vec<f32> {
             let mut v = Vec::with_capacity(t * heads * d);
             for row in table.chunks(d) {

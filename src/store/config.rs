@@ -510,7 +510,10 @@ mod tests {
         assert!(e.contains("lr: invalid type: string \"abc\""), "{e}");
         // Past TOML's integers: the limit named, not "invalid type".
         let e = format!("{:#}", resolve("sudoku-tiny", &["max_steps=18446744073709551615".into()]).unwrap_err());
-        assert!(e.contains("max_steps=18446744073709551615: above 9223372036854775807"), "{e}");
+        assert!(e.contains("max_steps=18446744073709551615: past -9223372036854775808..=9223372036854775807"), "{e}");
+        // Text keys keep digits as text.
+        let c = resolve("sudoku-tiny", &["+run_name=18446744073709551615".into(), "project_name=2024.".into()]).unwrap();
+        assert_eq!((c.run_name.as_deref(), c.project_name.as_deref()), (Some("18446744073709551615"), Some("2024.")));
         // Numbers as Python writes them.
         for (given, lr) in [("lr=.5e-3", 0.0005), ("lr=5.", 5.0), ("lr=1.e-4", 1e-4)] {
             let got = resolve("sudoku-tiny", &[given.into()]).map(|c| c.lr);

@@ -49,6 +49,18 @@ pub fn refuse_idle(cfg: &TrainConfig, overrides: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The overrides of a resumed run that change its saved configuration (`saved`): one repeated at
+/// its saved value changes nothing and is passed over, whatever it is.
+pub fn changing(saved: &TrainConfig, resumed: &TrainConfig, overrides: &[String]) -> Vec<String> {
+    let (before, after) = (saved.to_table(), resumed.to_table());
+    let at = |t: &toml::Table, key: &str| {
+        let mut parts = key.split('.');
+        let first = t.get(parts.next()?)?;
+        parts.try_fold(first, |v, k| v.get(k)).cloned()
+    };
+    overrides.iter().filter(|o| at(&before, override_key(o)) != at(&after, override_key(o))).cloned().collect()
+}
+
 /// A note where `cfg` carries rope under mlp_t from its preset (not given: `refuse_idle` refuses
 /// that): the run behaves as with `arch.pos_encodings=none` and records rope.
 pub fn idle_default_note(cfg: &TrainConfig) -> Option<String> {

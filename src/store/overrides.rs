@@ -54,14 +54,6 @@ fn parse_value_nested(raw: &str, depth: usize) -> toml::Value {
     if let Ok(t) = format!("x = {v}").parse::<toml::Table>() {
         return t["x"].clone();
     }
-    // Numbers Python and hydra read that TOML does not: `.5e-3`, `5.`, `1.e-4`.
-    if v.bytes().all(|b| b.is_ascii_digit() || b".eE+-".contains(&b))
-        && v.bytes().any(|b| b.is_ascii_digit())
-        && v.contains('.')
-        && let Ok(x) = v.parse::<f64>()
-    {
-        return toml::Value::Float(x);
-    }
     if v.starts_with('[') && v.ends_with(']') && depth < MAX_LIST_DEPTH {
         let items =
             v[1..v.len() - 1].split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| parse_value_nested(s, depth + 1)).collect();
@@ -187,11 +179,12 @@ pub fn apply(base: &mut toml::Table, overrides: &[String], known: &[String]) -> 
             base.remove(key);
             continue;
         }
-        let digits = value.trim().strip_prefix('-').unwrap_or(value.trim());
-        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && value.trim().parse::<i64>().is_err() {
-            bail!("{key}={}: above {}, the largest integer a configuration holds", value.trim(), i64::MAX);
-        }
-        let mut v = parse_value(value);
+        let mut v = match TEXT_KEYS.contains(&key) {
+            // A name or path that looks like a number stays text.
+            true if !value.trim().starts_with('[') => toml::Value::String(value.trim().trim_matches(['"', '\'']).to_string()),
+            true => parse_value(value),
+            false => number_or_value(key, value)?,
+        };
         // `data_paths=dir` is a one-element list; numbers where floats are expected stay numbers.
         if key == "data_paths" && !v.is_array() {
             v = toml::Value::Array(vec![v]);
@@ -199,6 +192,29 @@ pub fn apply(base: &mut toml::Table, overrides: &[String], known: &[String]) -> 
         set(base, key, v);
     }
     Ok(notes)
+}
+
+/// Keys whose values are text (names, paths, specs), never numbers.
+const TEXT_KEYS: [&str; 8] =
+    ["run_name", "project_name", "data_paths", "data_paths_test", "eval_save_outputs", "batch_order", "depth_curriculum", "arch.loss_type"];
+
+/// A value of a key that is not text: numbers as Python and hydra write them that TOML does not
+/// read (`.5e-3`, `5.`), and an integer past TOML's named as such; anything else as `parse_value`.
+fn number_or_value(key: &str, value: &str) -> Result<toml::Value> {
+    let v = value.trim();
+    let digits = v.strip_prefix('-').unwrap_or(v);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && v.parse::<i64>().is_err() {
+        bail!("{key}={v}: past {}..={}, the integers a configuration holds", i64::MIN, i64::MAX);
+    }
+    let numeric = v.bytes().all(|b| b.is_ascii_digit() || b".eE+-".contains(&b)) && v.bytes().any(|b| b.is_ascii_digit());
+    if numeric
+        && v.contains('.')
+        && format!("x = {v}").parse::<toml::Table>().is_err()
+        && let Ok(x) = v.parse::<f64>()
+    {
+        return Ok(toml::Value::Float(x));
+    }
+    Ok(parse_value(value))
 }
 
 fn set(t: &mut toml::Table, key: &str, v: toml::Value) {

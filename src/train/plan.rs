@@ -94,7 +94,7 @@ pub(super) fn zero_steps(cfg: &TrainConfig, train: &Split) -> anyhow::Error {
 }
 
 /// About how many examples one iteration draws (`epochs_per_iter` × groups × examples a puzzle).
-pub(super) fn examples_per_iteration(cfg: &TrainConfig, train: &Split) -> u64 {
+fn examples_per_iteration(cfg: &TrainConfig, train: &Split) -> u64 {
     let m = &train.metadata;
     (cfg.epochs_per_iter() as f64 * m.total_groups as f64 * m.mean_puzzle_examples) as u64
 }
@@ -103,6 +103,9 @@ pub(super) fn examples_per_iteration(cfg: &TrainConfig, train: &Split) -> u64 {
 /// which the sampler holds as the reference does) cannot be held: its count overflows, or it
 /// takes more than this machine has (an allocation failure ends a process with no message).
 fn check_group_order(cfg: &TrainConfig, train: &Split) -> Result<()> {
+    if cfg.batch_order.is_some() {
+        return Ok(()); // a recorded order is replayed, none drawn
+    }
     let epochs = cfg.epochs_per_iter();
     let groups = train.sets.iter().map(|(_, set)| set.num_groups()).max().unwrap_or(0);
     let bytes = groups.checked_mul(epochs).and_then(|n| n.checked_mul(std::mem::size_of::<usize>())).map(|b| b as u64);

@@ -3,9 +3,9 @@
 //! this rank's rows of its carry); the batches' plan is `plan.rs`.
 
 use super::collective;
-use super::plan::{Plan, check_batches, examples_per_iteration, zero_steps};
+use super::plan::{Plan, check_batches, zero_steps};
 use crate::data::format::{self, Split};
-use crate::data::loader::Position;
+use crate::data::loader::{Position, total_steps};
 use crate::eval::arc_vote::Votes;
 use crate::model::config::ModelConfig;
 use crate::model::weights;
@@ -199,7 +199,7 @@ pub fn open_state<B: Backend>(
             ckpt.display()
         );
         let mut cfg = crate::store::resume::resume_config(&js.config, &job.overrides)?;
-        crate::store::idle_keys::refuse_idle(&cfg, &job.overrides)?;
+        crate::store::idle_keys::refuse_idle(&cfg, &crate::store::idle_keys::changing(&js.config, &cfg, &job.overrides))?;
         // As a new run records (a checkpoint written before trm recorded its evaluators reads as
         // the default, arc@ARC).
         if !crate::eval::arc_vote::is_arc_data(&job.data) {
@@ -272,12 +272,13 @@ pub fn open_state<B: Backend>(
     let model = model_config(&cfg, train)?;
     // Before the weights are made: a model whose state alone does not fit would be killed here
     // (after the batches are known to split, which a refusal's advice relies on).
+    // A batch larger than all the data is refused as such (as `Plan::new` would), not sized down
+    // by the memory check's advice to another still too large.
+    if total_steps(train, cfg.epochs, cfg.global_batch_size) == 0 {
+        return Err(zero_steps(&cfg, train));
+    }
     if job.memory_check {
         check_batches(&cfg, test.is_some(), r.world())?;
-        // A batch larger than the data is refused as such, not sized down to another too large.
-        if examples_per_iteration(&cfg, train) < cfg.global_batch_size as u64 {
-            return Err(zero_steps(&cfg, train));
-        }
         super::memory_check::check_state::<B>(&cfg, &model, test, r.world())?;
     }
     let mut st = fresh_state::<B>(&cfg, &model, device, job.init_from.as_ref(), &job.data, r.rank() == 0)?;

@@ -12,42 +12,70 @@ use std::path::{Path, PathBuf};
 /// Made where the lock files are made (`util::lock`, below this module).
 pub use super::lock::create_folder;
 
-/// The temporary file one write of `path` stages it in: `<name>.<pid>.<n>.tmp`, this process's
-/// n-th, so that no other writer of `path` (another process, another thread) ever opens, removes
-/// or renames it.
+/// This process's mark in the names of its temporary files: its id and a random token, since a
+/// later process can be given the same id (a container's command is PID 1 on every run).
+fn writer_mark() -> &'static (u32, String) {
+    static MARK: std::sync::OnceLock<(u32, String)> = std::sync::OnceLock::new();
+    MARK.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let token = std::collections::hash_map::RandomState::new().build_hasher().finish() as u32;
+        (std::process::id(), format!("{token:08x}"))
+    })
+}
+
+/// The temporary file one write of `path` stages it in: `<name>.<pid>.<token>.<n>.tmp`, this
+/// process's n-th, so that no other writer of `path` (another process, another thread) ever
+/// opens, removes or renames it.
 fn temp_path(path: &Path) -> PathBuf {
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (pid, token) = writer_mark();
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".{}.{n}.tmp", std::process::id()));
+    name.push(format!(".{pid}.{token}.{n}.tmp"));
     path.with_file_name(name)
 }
 
-/// Removes what killed writes of `path` left beside it: `<name>.<pid>.<n>.tmp` of a process that
-/// no longer runs, and `<name>.tmp` (trm before 2026-12-07 staged every write there). A leftover
-/// is removed, never followed (it may be a planted link); one another writer removes first is
-/// no error.
+/// A killed write's temporary file is removed once it is this old: a writer touches its file as
+/// it goes, and a younger file may be a live writer's on another machine (or in another PID
+/// namespace) sharing the folder, whose process id says nothing here.
+const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes what killed writes of `path` left beside it, never following a link: the temporary
+/// files of writers that no longer run (another process id that runs no process, or this id with
+/// another token), once `LEFTOVER_AGE` old, as far as they can be removed; and `<name>.tmp`, where
+/// trm before 2026-12-07 staged every write, which is an error to leave (as it was then).
 fn remove_leftovers(path: &Path) -> Result<()> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { return Ok(()) };
     let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
     let prefix = format!("{name}.");
+    let (own_pid, own_token) = writer_mark();
     for entry in entries.flatten() {
         let file_name = entry.file_name();
         let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
+        if rest == "tmp" {
+            match std::fs::remove_file(entry.path()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("cannot remove the leftover {}", entry.path().display()));
+                }
+                _ => continue,
+            }
+        }
+        let Some(mark) = rest.strip_suffix(".tmp") else { continue };
+        let parts: Vec<&str> = mark.split('.').collect();
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        let leftover = rest == "tmp"
-            || rest.strip_suffix(".tmp").and_then(|r| r.split_once('.')).is_some_and(|(pid, n)| {
-                digits(pid) && digits(n) && pid.parse::<u32>().map_or(true, |pid| pid != std::process::id() && !process_running(pid))
-            });
-        if !leftover {
+        let [pid, token, n] = parts[..] else { continue };
+        if !(digits(pid) && digits(n) && token.len() == 8 && token.bytes().all(|b| b.is_ascii_hexdigit())) {
             continue;
         }
-        match std::fs::remove_file(entry.path()) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("cannot remove the leftover {}", entry.path().display()));
-            }
-            _ => {}
+        let ended = match pid.parse::<u32>() {
+            Ok(pid) if pid == *own_pid => token != own_token,
+            Ok(pid) => !process_running(pid),
+            Err(_) => true,
+        };
+        let old = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= LEFTOVER_AGE));
+        if ended && old {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
     Ok(())
@@ -141,10 +169,17 @@ pub fn stage_with(path: &Path, fill: impl FnOnce(&mut BufWriter<File>) -> Result
         create_folder(parent)?;
     }
     remove_leftovers(path)?;
-    // Created fresh and exclusively: never through a link planted at its name.
-    let tmp = temp_path(path);
-    let file =
-        std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    // Created fresh and exclusively: never through a link planted at its name (a name taken,
+    // which no live writer of this process holds, is passed over for the next).
+    let mut tries = 0;
+    let (tmp, file) = loop {
+        let tmp = temp_path(path);
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            Ok(file) => break (tmp, file),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 8 => tries += 1,
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", tmp.display())),
+        }
+    };
     // From here the guard removes the temporary file if writing fails (a full disk must not be
     // left fuller by a partial file).
     let staged = Staged { tmp, path: path.to_path_buf() };
@@ -529,47 +564,73 @@ mod tests {
         assert_eq!(names, ["out.json"]);
     }
 
-    /// A write removes what killed writes of the same file left beside it, and nothing else.
+    /// A write removes what killed writes of the same file left beside it, once old enough, and
+    /// nothing else.
     #[test]
     fn leftovers_of_killed_writers_are_removed_and_nothing_else() {
         let d = tempfile::tempdir().unwrap();
         let at = |n: &str| d.path().join(n);
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let plant = |name: &str, old: bool| {
+            std::fs::write(at(name), "left").unwrap();
+            if old {
+                std::fs::File::options().write(true).open(at(name)).unwrap().set_modified(hour_ago).unwrap();
+            }
+        };
         // A process that has ended: its id names no running process (short of reuse).
         let mut child =
             std::process::Command::new(std::env::current_exe().unwrap()).arg("--list").stdout(std::process::Stdio::null()).spawn().unwrap();
         let ended = child.id();
         child.wait().unwrap();
-        let own = std::process::id();
-        let gone = [format!("out.json.{ended}.0.tmp"), "out.json.tmp".to_string()];
-        let kept =
-            [format!("out.json.{own}.999999.tmp"), "out.jsonx.tmp".into(), "out.json.a.1.tmp".into(), format!("other.{ended}.0.tmp")];
-        for name in gone.iter().chain(&kept) {
-            std::fs::write(at(name), "left").unwrap();
-        }
+        let (own, token) = writer_mark();
+        let other_token = if token == "0123abcd" { "4567ef01" } else { "0123abcd" };
+        let gone = [
+            format!("out.json.{ended}.0123abcd.0.tmp"),
+            // This process's id with another token: an earlier process given the same id.
+            format!("out.json.{own}.{other_token}.0.tmp"),
+            "out.json.tmp".to_string(),
+        ];
+        let kept_old = [
+            format!("out.json.{own}.{token}.999999.tmp"),
+            "out.jsonx.tmp".into(),
+            "out.json.a.0123abcd.1.tmp".into(),
+            format!("other.{ended}.0123abcd.0.tmp"),
+            format!("out.json.{ended}.0.tmp"),
+        ];
+        // Young: perhaps a live writer on another machine sharing the folder.
+        let young = format!("out.json.{ended}.0123abcd.5.tmp");
+        gone.iter().chain(&kept_old).for_each(|n| plant(n, true));
+        plant(&young, false);
         #[cfg(unix)]
         let live = {
             let mut sleeper = std::process::Command::new("sleep").arg("30").spawn().unwrap();
-            std::fs::write(at(&format!("out.json.{}.3.tmp", sleeper.id())), "in flight").unwrap();
+            let live = format!("out.json.{}.0123abcd.3.tmp", sleeper.id());
+            plant(&live, true);
             // A link planted at a leftover's name is removed, not followed.
             std::fs::write(at("victim"), "keep me").unwrap();
-            std::os::unix::fs::symlink(at("victim"), at(&format!("out.json.{ended}.1.tmp"))).unwrap();
+            let link = at(&format!("out.json.{ended}.0123abcd.1.tmp"));
+            std::os::unix::fs::symlink(at("victim"), &link).unwrap();
+            let path = std::ffi::CString::new(link.as_os_str().as_encoded_bytes()).unwrap();
+            let t = libc::timespec { tv_sec: hour_ago.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as _, tv_nsec: 0 };
+            // SAFETY: a valid path and two timespecs; the link itself is touched, not its target.
+            assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, path.as_ptr(), [t, t].as_ptr(), libc::AT_SYMLINK_NOFOLLOW) }, 0);
             write_atomic(&at("out.json"), b"{}").unwrap();
-            assert!(at(&format!("out.json.{}.3.tmp", sleeper.id())).exists(), "a running writer's file was removed");
-            assert!(at(&format!("out.json.{ended}.1.tmp")).symlink_metadata().is_err());
+            assert!(at(&live).exists(), "a running writer's file was removed");
+            assert!(link.symlink_metadata().is_err(), "the planted link stayed");
             assert_eq!(std::fs::read_to_string(at("victim")).unwrap(), "keep me");
             sleeper.kill().unwrap();
             sleeper.wait().unwrap();
-            sleeper.id()
+            live
         };
         write_atomic(&at("out.json"), b"{}").unwrap();
         assert_eq!(std::fs::read_to_string(at("out.json")).unwrap(), "{}");
         for name in &gone {
             assert!(!at(name).exists(), "{name} stayed");
         }
-        for name in &kept {
+        for name in kept_old.iter().chain([&young]) {
             assert!(at(name).exists(), "{name} was removed");
         }
         #[cfg(unix)]
-        assert!(!at(&format!("out.json.{live}.3.tmp")).exists(), "the ended writer's file stayed");
+        assert!(!at(&live).exists(), "the ended writer's file stayed");
     }
 }
