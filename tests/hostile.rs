@@ -353,6 +353,7 @@ fn flags_and_inputs_past_their_limits_are_refused_at_once() {
         (vec!["train", "--data", "nowhere", "--out", "nowhere", "--time-limit", "1e300"], "too many minutes"),
         (vec!["demo", "--out", "nowhere", "--minutes", "1e300"], "too many minutes"),
         (vec!["data", "generate", "--out", "nowhere", "--train", "100000000000"], "at most 10,000,000"),
+        (vec!["data", "generate", "--out", "nowhere", "--train", "0"], "needs training puzzles"),
         (vec!["data", "generate", "--out", "nowhere", "--num-aug", "1000001"], "0..=1000000"),
         (vec!["data", "generate", "--out", "nowhere", "--train", "10000000", "--num-aug", "1000"], "int32 offsets"),
         (vec!["eval", "--data", "nowhere", "--threads", "0"], "1..=4096"),

@@ -524,3 +524,25 @@ fn an_identifier_map_of_another_length_than_the_model_is_refused() {
     let e = err(trm::eval::evaluate::check_identifiers(data.path(), &ckpt, &js.model));
     assert!(e.contains("names 2 puzzle identifiers, the model has 1 rows"), "{e}");
 }
+
+/// The temporary file of a write killed in another process is removed by the next write of the
+/// same file once it is old, on every platform (this file runs under Wine in CI, where the
+/// process lookup is Windows'); a young one (perhaps a live writer elsewhere) is kept.
+#[test]
+fn a_killed_writes_temporary_file_is_removed_by_the_next_write() {
+    let t = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap()).arg("--list").stdout(Stdio::null()).spawn().unwrap();
+    let ended = child.id();
+    child.wait().unwrap();
+    let (old, young) =
+        (t.path().join(format!("out.json.{ended}.0123abcd.0.tmp")), t.path().join(format!("out.json.{ended}.0123abcd.1.tmp")));
+    for f in [&old, &young] {
+        std::fs::write(f, "half a file").unwrap();
+    }
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options().write(true).open(&old).unwrap().set_modified(hour_ago).unwrap();
+    trm::util::fs::write_atomic(&t.path().join("out.json"), b"{}").unwrap();
+    assert!(!old.exists(), "the killed write's old temporary file stayed");
+    assert!(young.exists(), "a young temporary file was removed");
+    assert_eq!(std::fs::read_to_string(t.path().join("out.json")).unwrap(), "{}");
+}

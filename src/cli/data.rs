@@ -177,6 +177,8 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             for (flag, n) in [("--train", a.train), ("--test", a.test)] {
                 anyhow::ensure!(n <= 10_000_000, "{flag} {n}: at most 10,000,000 puzzles are generated at once");
             }
+            // A data set without training puzzles is one no command can use (train and eval refuse it).
+            anyhow::ensure!(a.train >= 1, "--train 0: a data set needs training puzzles; give at least 1");
             sudoku::check_size(a.train, a.num_aug)?;
             crate::util::fs::check_data_out(&a.out, a.force)?;
             if a.csv {
