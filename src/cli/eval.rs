@@ -29,7 +29,7 @@ pub struct EvalArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=super::limits::MAX_STEPS).map(|v| v as usize))]
     pub steps: Option<usize>,
     /// Evaluate at most N test examples (the first N)
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
+    #[arg(long, value_parser = super::limits::at_least_one)]
     pub limit: Option<usize>,
     /// Also report test-time-scaled accuracy (Sudoku and maze data): K validity-preserving views
     /// per puzzle, answers checked against the rules and the givens (never the labels), stopping

@@ -202,10 +202,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
     crate::store::idle_keys::refuse_idle(&cfg, &ov)?;
     // --data, or the reference's data_paths=[DIR] given here (not a config file's record of
     // where a run's data was), as `trm train` reads them.
-    let given = ov.iter().rev().find_map(|o| match o.split_once('=') {
-        Some((k, v)) if crate::store::idle_keys::override_key(k) == "data_paths" => Some(config::data_paths_value(v)),
-        _ => None,
-    });
+    let given = crate::store::overrides::given_data_paths(&ov);
     let data = crate::train::setup::named_data_set(&given.unwrap_or_default(), a.data.as_deref())?;
     let (seq_len, vocab, ids) = match &data {
         Some(dir) => {

@@ -35,6 +35,16 @@ pub mod limits {
     pub const MAX_AUG: u64 = 1_000_000;
     /// trm bench --warmup / --reps: untimed and timed steps.
     pub const MAX_BENCH_STEPS: u64 = 1_000_000;
+
+    /// A count of 1 or more with no upper limit of its own (`--limit`): clap's range would print
+    /// 2^64 - 1 as the bound.
+    pub fn at_least_one(s: &str) -> Result<usize, String> {
+        match s.trim().parse::<usize>() {
+            Ok(0) => Err("must be at least 1".into()),
+            Ok(n) => Ok(n),
+            Err(e) => Err(format!("{e} (a whole number, at least 1)")),
+        }
+    }
 }
 
 /// `--precision` of `trm solve`, `eval`, `train` and `bench`: the CPU engine's matrix products.

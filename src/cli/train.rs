@@ -4,6 +4,7 @@ use crate::backend::{DeviceSpec, set_threads};
 use crate::store::checkpoint;
 use crate::store::config;
 use crate::store::integrity;
+use crate::store::overrides;
 use crate::train::trainer::{self, TrainJob};
 use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
@@ -93,14 +94,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
     ov.extend(a.overrides.iter().cloned());
     // On --resume, the reference's `data_paths=[DIR]` names the data as --data does (the run's
     // recorded path is not a key to change).
-    let is_data_paths = |o: &String| o.split_once('=').is_some_and(|(k, _)| k.trim().trim_start_matches('+') == "data_paths");
     let resume_paths = match a.resume {
-        true => ov.iter().rfind(|o| is_data_paths(o)).map(|o| config::data_paths_value(o.split_once('=').unwrap().1)),
+        true => overrides::take_key(&mut ov, "data_paths").map(|v| config::data_paths_value(&v)),
         false => None,
     };
-    if a.resume {
-        ov.retain(|o| !is_data_paths(o));
-    }
     let init_path = init_from_of(&a, &mut ov)?;
     // A resumed run takes its configuration from its checkpoint (overrides: store::resume::resume_config).
     if let (true, Some(c), true) = (a.resume, &a.config, speaks) {
@@ -191,12 +188,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
 /// (taken out of `ov`), which is the same: the weights and the puzzle table (rows matched as
 /// `store::puzzle_rows` says), step 0, fresh optimiser moments.
 fn init_from_of(a: &TrainArgs, ov: &mut Vec<String>) -> Result<Option<PathBuf>> {
-    let key = |o: &String| o.split_once('=').map(|(k, _)| k.trim().trim_start_matches('+').to_string());
-    let given = ov.iter().rfind(|o| key(o).as_deref() == Some("load_checkpoint")).map(|o| {
-        let v = o.split_once('=').map_or("", |(_, v)| v).trim().trim_matches(['"', '\'']);
+    let given = overrides::take_key(ov, "load_checkpoint").map(|v| {
+        let v = v.trim().trim_matches(['"', '\'']);
         (!matches!(v, "" | "null" | "None" | "~")).then(|| PathBuf::from(v))
     });
-    ov.retain(|o| key(o).as_deref() != Some("load_checkpoint"));
     let Some(Some(load)) = given else { return Ok(a.init_from.clone()) };
     if a.resume {
         bail!(

@@ -48,7 +48,7 @@ pub fn overrides_from_file(path: &Path) -> Result<(Vec<String>, Vec<String>)> {
 pub fn resolve_for_weights(file: &std::path::Path, preset: Option<&str>, set: &[String]) -> Result<TrainConfig> {
     // Only the model's keys describe weights; a training key here would be accepted and ignored.
     for ov in set {
-        let key = super::idle_keys::override_key(ov);
+        let key = super::overrides::override_key(ov);
         if !(key == "arch" || key.starts_with("arch.") || key == "loss_type") || TRAINING_ONLY_ARCH_KEYS.contains(&key) {
             bail!(
                 "--set {ov}: only the model's keys (arch=NAME, arch.*) describe a weights file; `{key}` is a training setting and \

@@ -2,16 +2,13 @@
 //! attention setting of an MLP-mixing model, a learning rate of frozen weights. Accepted, such a
 //! key would be recorded in the run and change nothing, so it is refused, naming what makes it
 //! idle. Keys from presets, TOML files and the reference's `all_config.yaml` are not checked:
-//! the reference writes every key of its model family, used or not.
+//! the reference writes every key of its model family, used or not. A resumed run checks only the
+//! keys that change its saved value (`resume::resume_config`).
 
 use super::config::TrainConfig;
+use super::overrides::override_key;
 use crate::model::config::PosEncoding;
 use anyhow::{Result, bail};
-
-/// The key of a `key=value` override, as `overrides::apply` reads it.
-pub fn override_key(ov: &str) -> &str {
-    ov.split_once('=').map_or(ov, |(k, _)| k).trim().trim_start_matches('+')
-}
 
 /// Why `key` changes nothing in `cfg`, or None where it does (or may).
 fn idle_because(cfg: &TrainConfig, key: &str) -> Option<String> {
@@ -47,18 +44,6 @@ pub fn refuse_idle(cfg: &TrainConfig, overrides: &[String]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The overrides of a resumed run that change its saved configuration (`saved`): one repeated at
-/// its saved value changes nothing and is passed over, whatever it is.
-pub fn changing(saved: &TrainConfig, resumed: &TrainConfig, overrides: &[String]) -> Vec<String> {
-    let (before, after) = (saved.to_table(), resumed.to_table());
-    let at = |t: &toml::Table, key: &str| {
-        let mut parts = key.split('.');
-        let first = t.get(parts.next()?)?;
-        parts.try_fold(first, |v, k| v.get(k)).cloned()
-    };
-    overrides.iter().filter(|o| at(&before, override_key(o)) != at(&after, override_key(o))).cloned().collect()
 }
 
 /// A note where `cfg` carries rope under mlp_t from its preset (not given: `refuse_idle` refuses
@@ -99,7 +84,6 @@ mod tests {
         for ok in [
             &["arch.num_heads=4"][..],
             &["arch.rope_theta=7"],
-            &["arch.mlp_t=True", "arch.pos_encodings=none", "arch.num_heads=8"][..1],
             &["arch.halt_exploration_prob=0.5"],
             &["puzzle_emb_lr=0.1", "lr=0.001"],
             &["freeze_weights=True", "puzzle_emb_lr=0.1"],

@@ -62,6 +62,35 @@ fn parse_value_nested(raw: &str, depth: usize) -> toml::Value {
     toml::Value::String(v.trim_matches('"').trim_matches('\'').to_string())
 }
 
+/// The key and value of a `key=value` override (`+key=value`, hydra's way to add a key its
+/// configuration lacks, is the same here: trm knows every key); None where there is no `=`.
+pub fn split_override(ov: &str) -> Option<(&str, &str)> {
+    ov.split_once('=').map(|(k, v)| (k.trim().trim_start_matches('+'), v))
+}
+
+/// The key of an override, as `apply` reads it (the whole text where there is no `=`).
+pub fn override_key(ov: &str) -> &str {
+    split_override(ov).map_or_else(|| ov.trim().trim_start_matches('+'), |(k, _)| k)
+}
+
+/// The value given last for `key` among `overrides` (the last one wins, as in `apply`).
+pub fn last_value<'a>(overrides: &'a [String], key: &str) -> Option<&'a str> {
+    overrides.iter().rev().find_map(|o| split_override(o).filter(|(k, _)| *k == key).map(|(_, v)| v))
+}
+
+/// Takes every `key=...` out of `overrides`, returning the value given last.
+pub fn take_key(overrides: &mut Vec<String>, key: &str) -> Option<String> {
+    let last = last_value(overrides, key).map(str::to_string);
+    overrides.retain(|o| split_override(o).is_none_or(|(k, _)| k != key));
+    last
+}
+
+/// The folders a `data_paths=[...]` given among `overrides` names (the reference's way to name
+/// the data, which trm's commands read as `--data`); None where none is given.
+pub fn given_data_paths(overrides: &[String]) -> Option<Vec<String>> {
+    last_value(overrides, "data_paths").map(data_paths_value)
+}
+
 /// The folders a `data_paths=...` value names (`[a,b]`, `"[a]"` or a bare `a`).
 pub fn data_paths_value(raw: &str) -> Vec<String> {
     let v = raw.trim().trim_matches('"').trim_matches('\'');
@@ -92,8 +121,7 @@ pub fn apply(base: &mut toml::Table, overrides: &[String], known: &[String]) -> 
     let mut notes = Vec::new();
     let mut pairs = Vec::new();
     for ov in overrides {
-        let (key, value) = ov.split_once('=').ok_or_else(|| anyhow!("override `{ov}` is not key=value"))?;
-        pairs.push((key.trim().trim_start_matches('+'), value));
+        pairs.push(split_override(ov).ok_or_else(|| anyhow!("override `{ov}` is not key=value"))?);
     }
     // Group selection first.
     for (_, value) in pairs.iter().filter(|(k, _)| *k == "arch") {

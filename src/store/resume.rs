@@ -6,6 +6,8 @@
 //! value.
 
 use super::config::{TrainConfig, apply_overrides, from_table};
+use super::idle_keys::refuse_idle;
+use super::overrides::override_key;
 use anyhow::{Context, Result, bail};
 
 /// Keys a resumed run may change: how long it runs, how often it checkpoints and evaluates, what it
@@ -58,11 +60,13 @@ pub fn resume_config(saved: &TrainConfig, overrides: &[String]) -> Result<TrainC
     flatten(&new.to_table(), "", &mut b);
     let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     let mut refused = vec![];
+    let mut changed = std::collections::BTreeSet::new();
     for k in keys {
         let (old, now) = (a.get(k), b.get(k));
         if old == now {
             continue;
         }
+        changed.insert(k.as_str());
         let show = |v: Option<&toml::Value>| v.map_or("unset".to_string(), |v| v.to_string());
         if RESUME_SAFE.contains(&k.as_str()) {
             eprintln!("note: resuming with {k} = {} (was {})", show(now), show(old));
@@ -85,5 +89,35 @@ pub fn resume_config(saved: &TrainConfig, overrides: &[String]) -> Result<TrainC
             RESUME_CHANGES_TRAINING.join(", ")
         );
     }
+    // A key repeated at its saved value changes nothing and is passed over, whatever it is.
+    let changing: Vec<String> = overrides.iter().filter(|o| changed.contains(override_key(o))).cloned().collect();
+    refuse_idle(&new, &changing)?;
     Ok(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::resolve;
+    use super::*;
+
+    fn resumed(saved: &TrainConfig, ov: &[String]) -> Result<TrainConfig, String> {
+        resume_config(saved, ov).map_err(|e| format!("{e:#}"))
+    }
+
+    #[test]
+    fn a_resume_changes_only_what_may_change_and_refuses_idle_changes() {
+        let saved = resolve("sudoku-att", &["freeze_weights=True".into()]).unwrap();
+        // A key that may change: changed.
+        assert_eq!(resumed(&saved, &["max_steps=7".into()]).unwrap().max_steps, Some(7));
+        // One that may not: refused, naming old and new values.
+        let e = resumed(&saved, &["arch.hidden_size=8".into()]).unwrap_err();
+        assert!(e.contains("arch.hidden_size (512 -> 8)"), "{e}");
+        // lr may change on resume, but frozen weights do not use it.
+        let e = resumed(&saved, &["lr=0.5".into()]).unwrap_err();
+        assert!(e.starts_with("lr=0.5 would change nothing: freeze_weights=True"), "{e}");
+        // The same lr repeated at its saved value (as a rerun of the first command line gives
+        // it) changes nothing, so it is not refused.
+        let again = format!("lr={}", saved.lr);
+        assert_eq!(resumed(&saved, &[again.clone(), "+run_name=x".into()]).unwrap().lr, saved.lr);
+    }
 }

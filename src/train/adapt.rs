@@ -100,7 +100,7 @@ fn adapt_config(base: &TrainConfig, job: &AdaptJob, data: &std::path::Path, epoc
     c.data_paths_test = vec![];
     c.eval_save_outputs = vec![];
     for o in &job.overrides {
-        let key = o.split('=').next().unwrap_or_default().trim().trim_start_matches(['+', '~']);
+        let key = crate::store::overrides::override_key(o).trim_start_matches('~');
         let why = match key {
             "max_steps" => "trm adapt trains the steps --steps gives: pass --steps N",
             "global_batch_size" => "trm adapt trains at the batch --batch gives: pass --batch N",

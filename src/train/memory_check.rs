@@ -460,6 +460,10 @@ pub fn rows_of(n: usize) -> String {
 /// "717 MiB", "4.18 MiB", "37.9 GiB" (so that two sizes a message compares never print alike
 /// while they differ by more than 1%).
 pub fn size(bytes: u64) -> String {
+    // Where a sum saturated: the true size is past what a u64 counts.
+    if bytes == u64::MAX {
+        return "more than 16 EiB".into();
+    }
     const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     let (mut v, mut unit) = (bytes as f64, 0);
     while v >= 1024.0 && unit + 1 < UNITS.len() {
@@ -853,6 +857,8 @@ mod tests {
         assert_eq!(size(1023 * MB + MB / 4), "1023 MiB");
         assert_eq!(size(38500 * MB), "37.6 GiB");
         assert_eq!(size(MB * 1024 * 99 + MB * 1023), "100 GiB");
-        assert_eq!(size(u64::MAX), "16.0 EiB");
+        // A saturated sum is past counting, not 16 EiB.
+        assert_eq!(size(u64::MAX), "more than 16 EiB");
+        assert_eq!(size(u64::MAX - (1 << 20)), "16.0 EiB");
     }
 }

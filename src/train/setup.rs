@@ -199,7 +199,6 @@ pub fn open_state<B: Backend>(
             ckpt.display()
         );
         let mut cfg = crate::store::resume::resume_config(&js.config, &job.overrides)?;
-        crate::store::idle_keys::refuse_idle(&cfg, &crate::store::idle_keys::changing(&js.config, &cfg, &job.overrides))?;
         // As a new run records (a checkpoint written before trm recorded its evaluators reads as
         // the default, arc@ARC).
         if !crate::eval::arc_vote::is_arc_data(&job.data) {
@@ -259,7 +258,7 @@ pub fn open_state<B: Backend>(
     // The ARC evaluator scores ARC data sets only: on others the run records that none ran (the
     // preset's); one given on the command line is refused there, not dropped.
     if !crate::eval::arc_vote::is_arc_data(&job.data) {
-        let given = job.overrides.iter().any(|o| crate::store::idle_keys::override_key(o) == "evaluators");
+        let given = job.overrides.iter().any(|o| crate::store::overrides::override_key(o) == "evaluators");
         if given && cfg.evaluators.iter().any(|e| e == ARC_EVALUATOR) {
             bail!(
                 "evaluators lists {ARC_EVALUATOR}, which scores ARC tasks, and {} is not an ARC data set (made by `trm data arc`): \
