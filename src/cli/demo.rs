@@ -13,8 +13,8 @@ use std::time::Duration;
 
 /// An ordinary published Sudoku (30 givens): the example puzzle of Wikipedia's "Sudoku" article,
 /// whose image is in the public domain.
-/// The demo's default work budget: on a quiet 2-core machine (2026-11-27) 1213 steps gave an
-/// exact accuracy of 0.867 on the held-out puzzles.
+/// The demo's default work budget: on a quiet 2-core machine (2026-11-27) 1177 steps in 4 minutes gave
+/// an exact accuracy of 0.863 on the held-out puzzles (docs/benchmarks.md).
 pub const DEMO_STEPS: u64 = 1200;
 
 /// Exact accuracy below which the demo's model is called undertrained.
