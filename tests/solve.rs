@@ -104,6 +104,14 @@ fn solve_and_friends_refuse_flags_that_would_do_nothing() {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm")).args(["info", "--list", "--json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["presets"].as_array().unwrap().iter().any(|p| p == "sudoku-mlp") && !v["paper_rows"].as_array().unwrap().is_empty());
+    // A reference command line's load_checkpoint=PATH (what trm train starts from) is shown, not
+    // refused as an unknown key.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))
+        .args(["info", "--config", "sudoku-tiny", "load_checkpoint=runs/x/step_1/model.safetensors", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    assert_eq!(v["starts_from"], "runs/x/step_1/model.safetensors");
 }
 
 /// A command whose reader has gone (`trm info --list | head -1`) ends quietly with 141, as a

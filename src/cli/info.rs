@@ -66,6 +66,9 @@ pub struct Info {
     pub paper: Option<PaperComparison>,
     /// What a run of this configuration needs on the CPU engine (`model::memory`).
     pub memory: MemoryInfo,
+    /// The weights a run starts from (the reference's `load_checkpoint=PATH`, as `trm train
+    /// --init-from`).
+    pub starts_from: Option<String>,
 }
 
 /// The CPU engine's memory estimate, in MiB: per row of a training and an evaluation pass, the
@@ -138,6 +141,7 @@ pub fn info(name: &str, cfg: &config::TrainConfig, seq_len: usize, vocab: usize,
         curriculum_work_ratio: curriculum.as_ref().map(|c| c.work_ratio(&model.arch)),
         paper,
         memory: memory_info(&model, cfg),
+        starts_from: None,
     })
 }
 
@@ -198,6 +202,8 @@ pub fn run(a: InfoArgs) -> Result<()> {
     }
     let mut ov = a.set.clone();
     ov.extend(a.overrides.iter().cloned());
+    // The reference's load_checkpoint=PATH (what `trm train` starts from): shown, not a key.
+    let starts_from = crate::store::overrides::take_load_checkpoint(&mut ov).flatten().map(|p| p.display().to_string());
     let cfg = config::resolve(&a.config, &ov)?;
     crate::store::idle_keys::refuse_idle(&cfg, &ov)?;
     // --data, or the reference's data_paths=[DIR] given here (not a config file's record of
@@ -219,7 +225,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
             (s, v, 1)
         }
     };
-    let i = info(&a.config, &cfg, seq_len, vocab, ids)?;
+    let i = Info { starts_from, ..info(&a.config, &cfg, seq_len, vocab, ids)? };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&i)?);
         return Ok(());
@@ -231,6 +237,9 @@ pub fn run(a: InfoArgs) -> Result<()> {
     let nets: Vec<String> = i.networks.iter().map(|(n, l)| format!("{n} ({l} {block} blocks)")).collect();
     println!("  networks: {}", nets.join(", "));
     println!("  parameters: {} ({}), puzzle-embedding table excluded", grouped(i.params), millions(i.params));
+    if let Some(p) = &i.starts_from {
+        println!("  starts from the weights in {p} (load_checkpoint: as trm train --init-from, at step 0 with a fresh optimiser)");
+    }
     println!(
         "  per supervision step: T = {}, n = {}: {} network applications, {} differentiated ({} blocks)",
         i.h_cycles, i.l_cycles, i.applications, i.differentiated_applications, i.differentiated_blocks

@@ -188,10 +188,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
 /// (taken out of `ov`), which is the same: the weights and the puzzle table (rows matched as
 /// `store::puzzle_rows` says), step 0, fresh optimiser moments.
 fn init_from_of(a: &TrainArgs, ov: &mut Vec<String>) -> Result<Option<PathBuf>> {
-    let given = overrides::take_key(ov, "load_checkpoint").map(|v| {
-        let v = v.trim().trim_matches(['"', '\'']);
-        (!matches!(v, "" | "null" | "None" | "~")).then(|| PathBuf::from(v))
-    });
+    let given = overrides::take_load_checkpoint(ov);
     let Some(Some(load)) = given else { return Ok(a.init_from.clone()) };
     if a.resume {
         bail!(

@@ -85,6 +85,15 @@ pub fn take_key(overrides: &mut Vec<String>, key: &str) -> Option<String> {
     last
 }
 
+/// Takes the reference's `load_checkpoint=PATH` out of `overrides` (the weights a new run starts
+/// from, as `trm train --init-from`): Some(None) where it is given empty (`null`, `None`, `~`).
+pub fn take_load_checkpoint(overrides: &mut Vec<String>) -> Option<Option<std::path::PathBuf>> {
+    take_key(overrides, "load_checkpoint").map(|v| {
+        let v = v.trim().trim_matches(['"', '\'']);
+        (!matches!(v, "" | "null" | "None" | "~")).then(|| std::path::PathBuf::from(v))
+    })
+}
+
 /// The folders a `data_paths=[...]` given among `overrides` names (the reference's way to name
 /// the data, which trm's commands read as `--data`); None where none is given.
 pub fn given_data_paths(overrides: &[String]) -> Option<Vec<String>> {
