@@ -735,3 +735,84 @@ fn a_demo_into_a_folder_in_use_is_refused_before_it_clears_anything() {
     assert!(out.join("run").join("metrics.jsonl").exists(), "the first one's files are kept");
     drop(held);
 }
+
+/// A run's own files replaced by a device (a link to /dev/zero, as a pipe in their place would
+/// be) are refused when read, not read until memory runs out (or forever); a log that a damaged
+/// disk or a diverged run left odd is still reported; and a command given one checkpoint of a
+/// run never writes over the rest of the run. Found by a review on 2026-12-08: each of these hung,
+/// filled memory, or replaced the run's log.
+#[test]
+fn run_files_that_are_devices_are_refused_and_the_whole_run_is_protected() {
+    let (data, run, user) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    common::tiny_data(data.path());
+    let ov: Vec<String> = ["max_steps=2", "epochs=4", "eval_interval=2", "eval_max_examples=8"].map(String::from).to_vec();
+    trm::train::trainer::train::<AD>(&common::tiny_job(data.path(), run.path(), &ov, false), &Default::default()).unwrap();
+    let ckpt = trm::store::checkpoint::resolve(run.path()).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    // Each file, in turn, a link to /dev/zero: (file, command, what the refusal says).
+    let html = s(&user.path().join("r.html"));
+    let report = vec!["report".to_string(), "--run".into(), s(run.path()), "--out".into(), html.clone(), "--puzzles".into(), "0".into()];
+    let export = vec!["export".to_string(), "--checkpoint".into(), s(run.path()), "--out".into(), s(&user.path().join("w.pt"))];
+    let cases = [
+        (run.path().join("metrics.jsonl"), report.clone(), "metrics.jsonl is not a regular file"),
+        (ckpt.join("SHA256SUMS"), export.clone(), "SHA256SUMS is not a regular file"),
+        (user.path().join("all_config.yaml"), export.clone(), "pipe or device"),
+        // `latest` unreadable: the newest checkpoint is found without it.
+        (run.path().join("checkpoints/latest"), export.clone(), ""),
+    ];
+    for (file, args, says) in cases {
+        let kept = file.with_extension("kept");
+        if file.exists() {
+            std::fs::rename(&file, &kept).unwrap();
+        }
+        std::os::unix::fs::symlink("/dev/zero", &file).unwrap();
+        let (code, out) = trm_capped(&args);
+        match says {
+            "" => assert_eq!(code, Some(0), "{}: {out}", file.display()),
+            _ => assert!(code == Some(1) && out.contains(says), "{}: {code:?} {out}", file.display()),
+        }
+        std::fs::remove_file(&file).unwrap();
+        if kept.exists() {
+            std::fs::rename(&kept, &file).unwrap();
+        }
+        let _ = std::fs::remove_file(user.path().join("w.pt"));
+        let _ = std::fs::remove_file(user.path().join("all_config.yaml"));
+    }
+    // A line that is not UTF-8, and a loss of 1e308 (whose chart's span overflowed and whose PNG
+    // never ended): reported, the line skipped with its number.
+    let log = run.path().join("metrics.jsonl");
+    let before = std::fs::read(&log).unwrap();
+    let mut odd = before.clone();
+    odd.extend_from_slice(b"\xff\xfe{\"x\n{\"lm_loss\":1.7976931348623157e308,\"split\":\"train\",\"step\":3}\n");
+    std::fs::write(&log, &odd).unwrap();
+    let lines = before.iter().filter(|&&b| b == b'\n').count();
+    let (code, out) = trm_capped(&report);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("metrics.jsonl:{}: skipped a line that is not JSON", lines + 1)), "{out}");
+    assert!(Path::new(&html).with_extension("png").is_file());
+    std::fs::write(&log, &before).unwrap();
+    // Given one checkpoint folder, the run around it is still protected, --force or not.
+    for target in [log.clone(), run.path().join("checkpoints/latest")] {
+        let (ok, out) =
+            trm(&[os("export".as_ref()), "--checkpoint".as_ref(), os(&ckpt), "--out".as_ref(), os(&target), "--force".as_ref()]);
+        assert!(!ok && out.contains("belongs to the run of the checkpoint being exported"), "{out}");
+    }
+    let (ok, out) = trm(&[
+        os("eval".as_ref()),
+        "--checkpoint".as_ref(),
+        os(&ckpt.join("model.safetensors")),
+        "--data".as_ref(),
+        os(data.path()),
+        "--save-outputs".as_ref(),
+        os(&log),
+        "--force".as_ref(),
+    ]);
+    assert!(!ok && out.contains("belongs to the run of the model being evaluated"), "{out}");
+    assert_eq!(std::fs::read(&log).unwrap(), before);
+    // An --out that names a folder (`new/`): refused before any work, naming the flag.
+    let (ok, out) = trm(&[os("export".as_ref()), "--checkpoint".as_ref(), os(run.path()), "--out".as_ref(), "newdir/".as_ref()]);
+    assert!(!ok && out.contains("--out newdir/: ends with a path separator"), "{out}");
+    // A configuration file that is a device.
+    let (code, out) = trm_capped(&["info", "--config", "/dev/zero"]);
+    assert!(code == Some(1) && out.contains("/dev/zero is not a regular file"), "{code:?} {out}");
+}

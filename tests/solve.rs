@@ -28,6 +28,25 @@ fn sudoku_text_becomes_tokens_with_blanks_as_1() {
     let short = write(dir.path(), "short.txt", &PUZZLE[..70]);
     let e = err(sudoku_tokens(short.to_str().unwrap()));
     assert!(e.contains("--sudoku") && e.contains("short.txt") && e.contains("81 cells, got 70"), "{e}");
+    // A file saved with a byte-order mark (Windows editors write one) reads the same: the mark
+    // was counted as an 82nd cell.
+    let bom = write(dir.path(), "bom.txt", &format!("\u{feff}{spaced}"));
+    assert_eq!(sudoku_tokens(bom.to_str().unwrap()).unwrap().1, tokens);
+}
+
+/// Givens that break no rule can still leave no solution: refused at once (it ran 64 views for
+/// 16 steps and printed an answer that did not check).
+#[test]
+fn a_sudoku_or_maze_with_no_solution_is_refused() {
+    let dead = format!("12345678.........9{}", ".".repeat(63));
+    let e = err(sudoku_tokens(&dead));
+    assert!(e.contains("no solution") && e.contains("no two givens clash"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let walled = write(dir.path(), "walled.txt", "#####\n#S# #\n### #\n#  G#\n#####\n");
+    let e = err(maze_tokens(&walled));
+    assert!(e.contains("walled.txt") && e.contains("no path"), "{e}");
+    let bom = write(dir.path(), "bom.txt", "\u{feff}#####\n#S  #\n# # #\n#  G#\n#####\n");
+    assert_eq!(maze_tokens(&bom).unwrap().0, 5);
 }
 
 #[test]
@@ -86,7 +105,10 @@ fn solve_and_friends_refuse_flags_that_would_do_nothing() {
     let empty = write(dir.path(), "empty.json", "{}");
     let maze = maze.to_str().unwrap();
     let (task, empty) = (task.to_str().unwrap(), empty.to_str().unwrap());
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 9] = [
+        // One view, the puzzle itself, never replaced within 4 steps: nothing to seed or draw.
+        (&["solve", "--sudoku", PUZZLE, "--views", "1", "--steps", "4", "--seed", "5"], "nothing is drawn at random"),
+        (&["solve", "--sudoku", PUZZLE, "--views", "1", "--steps", "4", "--drawn-latents"], "--drawn-latents: with --views 1"),
         (&["solve", "--sudoku", PUZZLE, "--task", "foo"], "--arc-task"),
         (&["solve", "--arc-task", task, "--views", "8"], "--views"),
         (&["solve", "--maze", maze, "--views", "4", "--seed", "7"], "--seed"),
@@ -112,6 +134,13 @@ fn solve_and_friends_refuse_flags_that_would_do_nothing() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
     assert_eq!(v["starts_from"], "runs/x/step_1/model.safetensors");
+    // --halt with the bundled model runs the plain model (its default 64 views do not combine
+    // with --halt; it was refused, naming --views, which was never given).
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm")).args(["solve", "--sudoku", PUZZLE, "--halt", "--json"]).output().unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{e}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v.get("views").is_none() && v.get("steps").is_some(), "{v}");
 }
 
 /// A command whose reader has gone (`trm info --list | head -1`) ends quietly with 141, as a

@@ -187,6 +187,7 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
         let seed = a.seed.unwrap_or(0);
         let plan =
             crate::infer::views::SearchPlan::checked(view_steps, a.view_lifetime, &m.model)?.drawing_latents(a.drawn_latents, &m.model)?;
+        plan.refuse_idle_draws(k, a.seed.is_some())?;
         r.scaled = Some(crate::eval::scaled::evaluate_scaled(&m.model, &w, table.as_ref(), &test, k, seed, plan, a.limit)?);
     }
     if let Some(v) = arc {
@@ -267,7 +268,14 @@ fn write_arc_submission(a: &EvalArgs, m: &EvalModel, v: ArcEval) -> Result<crate
     if same(&path, &default) {
         check_output(&path, "--submission", &[data], true)?;
     } else {
-        check_output(&path, "--submission", &[Protected { path: &m.spec, what: "the model being evaluated" }, data], a.force)?;
+        let run = crate::store::integrity::run_holding(&m.spec).unwrap_or_else(|| m.spec.clone());
+        let model = Protected { path: &m.spec, what: "the model being evaluated" };
+        check_output(
+            &path,
+            "--submission",
+            &[model, Protected { path: &run, what: "the run of the model being evaluated" }, data],
+            a.force,
+        )?;
     }
     crate::util::fs::write_json(&path, &v.submission())?;
     eprintln!("wrote {} ({} tasks, {} attempts per test input)", path.display(), v.tasks.len(), v.args.submission_k);
@@ -300,7 +308,12 @@ pub fn eval(a: EvalArgs) -> Result<()> {
              evaluation's are saved without --views"
         );
         let model = a.checkpoint.clone().unwrap_or_default();
-        let protected = [Protected { path: &model, what: "the model being evaluated" }, Protected { path: &a.data, what: "the data set" }];
+        let run = crate::store::integrity::run_holding(&model).unwrap_or_else(|| model.clone());
+        let protected = [
+            Protected { path: &model, what: "the model being evaluated" },
+            Protected { path: &run, what: "the run of the model being evaluated" },
+            Protected { path: &a.data, what: "the data set" },
+        ];
         check_output(path, "--save-outputs", &protected, a.force)?;
         // On ARC data the submission is written after the outputs: never into the same file.
         let same = |p: &std::path::Path| std::path::absolute(p).ok() == std::path::absolute(path).ok();
@@ -316,7 +329,12 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         // (The run's own submission.json, named explicitly, is checked with the model, below.)
         let model = a.checkpoint.clone().unwrap_or_default();
         let own = model.is_dir() && std::path::absolute(path).ok() == std::path::absolute(model.join("submission.json")).ok();
-        let protected = [Protected { path: &model, what: "the model being evaluated" }, Protected { path: &a.data, what: "the data set" }];
+        let run = crate::store::integrity::run_holding(&model).unwrap_or_else(|| model.clone());
+        let protected = [
+            Protected { path: &model, what: "the model being evaluated" },
+            Protected { path: &run, what: "the run of the model being evaluated" },
+            Protected { path: &a.data, what: "the data set" },
+        ];
         if !own {
             check_output(path, "--submission", &protected, a.force)?;
         }

@@ -40,9 +40,11 @@ pub fn run(a: ExportArgs) -> Result<()> {
         );
     }
     let ckpt = checkpoint::resolve(&a.checkpoint)?;
+    let run = crate::store::integrity::run_holding(&ckpt).unwrap_or_else(|| ckpt.clone());
     let protected = [
         Protected { path: &a.checkpoint, what: "the run being exported" },
         Protected { path: &ckpt, what: "the checkpoint being exported" },
+        Protected { path: &run, what: "the run of the checkpoint being exported" },
     ];
     if a.out.file_name().is_some_and(|n| n == "all_config.yaml") {
         bail!(
@@ -60,7 +62,9 @@ pub fn run(a: ExportArgs) -> Result<()> {
         config.evaluators.retain(|e| e != crate::store::config::ARC_EVALUATOR);
     }
     let yaml = crate::store::hydra_config::to_yaml(&config)?;
-    let same_yaml = std::fs::read(&yaml_path).is_ok_and(|old| old == yaml.as_bytes());
+    // Compared only where it is a regular file of about the size (a pipe there is refused below).
+    let same_yaml =
+        crate::util::fs::read_bytes_capped(&yaml_path, 2 * yaml.len() as u64 + 4096, "a config").is_ok_and(|old| old == yaml.as_bytes());
     if !same_yaml {
         check_output(&yaml_path, "all_config.yaml beside --out", &protected, a.force).map_err(|e| {
             e.context("the weights' configuration goes there, and a config that describes other weights would make a later solve run them wrongly")

@@ -134,6 +134,11 @@ pub fn sudoku_tokens(text: &str) -> Result<(sudoku_solver::Grid, Vec<u8>)> {
     if let Some(v) = sudoku_solver::violations(&g).first() {
         bail!("{from}: the givens break the rules: {v}");
     }
+    // Givens that break no rule may still leave a cell no digit fits: no answer could check.
+    anyhow::ensure!(
+        sudoku_solver::solve(&g, 1).count == 1,
+        "{from}: the puzzle has no solution (a complete search found none, though no two givens clash): there is no answer to find"
+    );
     Ok((g, g.iter().map(|&d| d + 1).collect()))
 }
 
@@ -155,6 +160,11 @@ pub fn maze_tokens(path: &std::path::Path) -> Result<(usize, Vec<u8>)> {
             cell % side + 1
         );
     }
+    anyhow::ensure!(
+        maze::shortest_len(side, &tokens).is_some(),
+        "{}: no path of open cells leads from S to G: there is no answer to find",
+        path.display()
+    );
     Ok((side, tokens))
 }
 
@@ -218,7 +228,8 @@ pub fn run(mut a: SolveArgs) -> Result<()> {
                 "--checkpoint names the model; trm bundles only a Sudoku model, used when --sudoku has no --checkpoint"
             );
             anyhow::ensure!(a.config.is_none() && a.set.is_empty(), "--config/--set describe a weights file given with --checkpoint");
-            if a.views.is_none() && a.steps.is_none() {
+            // --halt asks for the plain model's own halting, which views do not combine with.
+            if a.views.is_none() && a.steps.is_none() && !a.halt {
                 (a.views, a.steps) = (Some(BUNDLED_VIEWS), Some(BUNDLED_STEPS));
             }
             if !a.json {
@@ -241,6 +252,10 @@ pub fn run(mut a: SolveArgs) -> Result<()> {
         "--view-lifetime replaces spent views of --views; without --views it would do nothing"
     );
     anyhow::ensure!(!a.drawn_latents || a.views.is_some(), "--drawn-latents starts views of --views; without --views it would do nothing");
+    anyhow::ensure!(
+        !(a.halt && a.views.is_some()),
+        "--views stops when an answer checks; --halt (the model's own halting) does not combine with it"
+    );
     if let Some(file) = &a.arc_task {
         let source = crate::store::arc_model::open_arc(&spec, a.config.as_deref(), &a.set, a.identifiers.as_deref())?;
         return super::solve_arc::run(&source, file, a.task.as_deref(), a.steps, a.halt, a.json, a.device);
@@ -347,9 +362,6 @@ fn solve_on<B: burn::prelude::Backend>(
     let w = Weights::from_named(model, params)?;
     let steps = a.steps.unwrap_or(model.arch.halt_max_steps);
     let m = Loaded { cfg: model, w: &w, table: table.as_ref() };
-    if a.views.is_some() {
-        anyhow::ensure!(!a.halt, "--views stops when an answer checks; --halt (the model's own halting) does not combine with it");
-    }
     match (a.views, puzzle) {
         (Some(k), Puzzle::Maze { side }) => maze_views(a, &m, input, side, k, steps),
         (Some(k), Puzzle::Sudoku) => sudoku_views(a, &m, input, k, steps),
@@ -412,6 +424,7 @@ fn sudoku_views<B: burn::prelude::Backend>(a: &SolveArgs, m: &Loaded<B>, input: 
     let q: sudoku_solver::Grid = std::array::from_fn(|i| input[i] - 1);
     let t0 = std::time::Instant::now();
     let plan = crate::infer::views::SearchPlan::checked(steps, a.view_lifetime, m.cfg)?.drawing_latents(a.drawn_latents, m.cfg)?;
+    plan.refuse_idle_draws(k, a.seed.is_some())?;
     let r = crate::infer::views::solve_sudoku(m.cfg, m.w, m.table, &q, k, a.seed.unwrap_or(0), plan);
     let secs = t0.elapsed().as_secs_f64();
     let text = sudoku_solver::format_grid;

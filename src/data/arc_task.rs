@@ -224,7 +224,7 @@ pub fn load_subset(prefix: &str, subset: &str) -> Result<Vec<Task>> {
     let challenges: Value = crate::util::fs::read_json(Path::new(&ch_path))?;
     // serde_json's objects are sorted; the reference keeps the file's order (tasks, then each
     // task's lists), which decides the shuffle and the order of examples.
-    let text = std::fs::read_to_string(&ch_path).with_context(|| format!("cannot read {ch_path}"))?;
+    let text = crate::util::fs::read_text_capped(Path::new(&ch_path), crate::util::fs::MAX_JSON_BYTES, "a JSON file")?;
     let FileOrder(order) = serde_json::from_str(&text).with_context(|| format!("{ch_path}: invalid JSON"))?;
     let solutions: Option<Value> = if Path::new(&sol_path).exists() {
         Some(crate::util::fs::read_json(Path::new(&sol_path))?)

@@ -126,6 +126,32 @@ impl SearchPlan {
         Ok(SearchPlan { max_steps, check: true, lifetime, drawn_latents: false })
     }
 
+    /// Whether a search of `views` Sudoku views draws anything at random: a transformed view (every
+    /// view but the first, the puzzle itself), or a fresh view replacing a spent one. Where it
+    /// draws nothing, `--seed` and `--drawn-latents` would do nothing, and `refuse_idle_draws`
+    /// says so.
+    pub fn draws(&self, views: usize) -> bool {
+        views > 1 || self.lifetime.is_some_and(|l| l <= self.max_steps.saturating_sub(MIN_STEPS_FOR_A_FRESH_VIEW))
+    }
+
+    /// Refuses `--seed` and `--drawn-latents` (`seed_given`, `self.drawn_latents`) with a search of
+    /// `views` views that draws nothing.
+    pub fn refuse_idle_draws(&self, views: usize, seed_given: bool) -> anyhow::Result<()> {
+        if self.draws(views) || !(seed_given || self.drawn_latents) {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "{}: with --views {views} the one view is the puzzle itself and none is replaced within {} steps, so nothing \
+             is drawn at random; give --views 2 or more",
+            match (seed_given, self.drawn_latents) {
+                (true, true) => "--seed and --drawn-latents",
+                (true, false) => "--seed",
+                _ => "--drawn-latents",
+            },
+            self.max_steps
+        )
+    }
+
     /// The same plan with views starting from drawn latents (`--drawn-latents`); refused for a
     /// model that carries no latent z.
     pub fn drawing_latents(self, on: bool, model: &ModelConfig) -> anyhow::Result<Self> {

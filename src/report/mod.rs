@@ -11,7 +11,7 @@ use crate::data::kind::PuzzleKind;
 use crate::infer::solve::{StepTrace, solve_tokens};
 use crate::model::weights::Weights;
 use crate::store::checkpoint;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::backend::Flex;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -41,20 +41,31 @@ pub struct Metrics {
     rows: Vec<Value>,
 }
 
+/// The largest metrics.jsonl `trm report` reads: a million steps logged at about 500 bytes each
+/// is 500 MB.
+const MAX_METRICS_BYTES: u64 = 4 << 30;
+
 impl Metrics {
     pub fn read(run: &Path) -> Result<Metrics> {
         let path = run.join("metrics.jsonl");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes = crate::util::fs::read_bytes_capped(&path, MAX_METRICS_BYTES, "a run's metrics.jsonl")?;
         let mut rows = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
+        for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+            if line.trim_ascii().is_empty() {
                 continue;
             }
-            // A run killed mid-write may leave a torn line: skip it and say so.
-            match serde_json::from_str::<Value>(line) {
+            // A run killed mid-write may leave a torn line, a damaged disk bytes that are not
+            // text: skip it and say so.
+            match std::str::from_utf8(line)
+                .map_err(|e| e.to_string())
+                .and_then(|l| serde_json::from_str::<Value>(l).map_err(|e| e.to_string()))
+            {
                 Ok(v) => rows.push(v),
                 Err(e) => eprintln!("warning: {}:{}: skipped a line that is not JSON ({e})", path.display(), i + 1),
             }
+        }
+        if !rows.iter().any(|r| r.get("step").is_some()) {
+            eprintln!("warning: {} logs no step yet: the charts have no data", path.display());
         }
         Ok(Metrics { rows })
     }
@@ -247,9 +258,20 @@ pub fn write_report(o: &ReportOptions) -> Result<usize> {
         html.push_str(&svg::line_chart(t, "optimiser step", series, 440.0, 260.0));
     }
     html.push_str("</div>");
-    let data = o.data.clone().or_else(|| state.as_ref().and_then(|s| s.config.data_paths.first().map(PathBuf::from)));
+    let recorded = state.as_ref().and_then(|s| s.config.data_paths.first().map(PathBuf::from));
+    let data = o.data.clone().or(recorded);
     let drawn = match (&ckpt, &state, data) {
         _ if o.puzzles == 0 => 0, // --puzzles 0: none asked for
+        // A run moved or copied without its data: the curves are still worth a report.
+        (Some(_), Some(_), Some(data)) if o.data.is_none() && !data.is_dir() => {
+            eprintln!(
+                "warning: the data set this run recorded, {}, is not there (moved or deleted): no puzzles drawn; pass --data DIR \
+                 to draw them from a copy",
+                data.display()
+            );
+            html.push_str("<p class=note>The run's data set is not there: puzzles not drawn (pass --data).</p>");
+            0
+        }
         (Some(ckpt), Some(st), Some(data)) => puzzles_step_by_step(&mut html, ckpt, st, &data, o)?,
         _ => {
             html.push_str("<p class=note>No checkpoint or test data found: puzzles not drawn (pass --data).</p>");
@@ -257,9 +279,16 @@ pub fn write_report(o: &ReportOptions) -> Result<usize> {
         }
     };
     html.push_str("</body></html>\n");
-    crate::util::fs::write_atomic(&o.out, html.as_bytes())?;
-    if o.png {
-        png::write_charts(&o.out.with_extension("png"), &specs)?;
+    // Both written in full before either is put in place: a report stopped while the charts
+    // are drawn leaves the previous page and charts, not a new page beside old charts.
+    let page = crate::util::fs::stage(&o.out, html.as_bytes())?;
+    let charts = match o.png {
+        true => Some(crate::util::fs::stage(&o.out.with_extension("png"), &png::charts_png(&specs)?)?),
+        false => None,
+    };
+    page.commit()?;
+    if let Some(charts) = charts {
+        charts.commit()?;
     }
     Ok(drawn)
 }

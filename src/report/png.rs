@@ -5,7 +5,7 @@
 use super::svg::Series;
 use anyhow::{Context, Result, anyhow};
 use plotters::prelude::*;
-use std::path::Path;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::sync::OnceLock;
 
 /// Debian and Ubuntu, Arch, Fedora, then macOS (Supplemental: macOS 10.15 and later).
@@ -47,35 +47,36 @@ fn draw_chart<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>
 where
     DB::ErrorType: 'static,
 {
-    let finite = || series.iter().flat_map(|s| s.points.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in finite() {
-        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
-    }
-    if x0 > x1 {
+    let Some((x0, x1, y0, y1)) = super::svg::axis_bounds(series) else {
+        // As the HTML's chart says it: the title, and that there is nothing to draw yet.
+        if text {
+            let area = area.titled(title, ("sans-serif", 18)).map_err(|e| anyhow!("{title}: {e}"))?;
+            let (w, h) = area.dim_in_pixel();
+            let style = ("sans-serif", 16).into_text_style(&area).pos(Pos::new(HPos::Center, VPos::Center));
+            area.draw_text("no data yet", &style, ((w / 2) as i32, (h / 2) as i32)).map_err(|e| anyhow!("{title}: {e}"))?;
+        }
         return Ok(());
-    }
-    if x1 == x0 {
-        x1 += 1.0;
-    }
-    if y1 == y0 {
-        (y0, y1) = (y0 - 0.5, y1 + 0.5);
-    }
-    let pad = (y1 - y0) * 0.05;
+    };
     let mut b = ChartBuilder::on(area);
     b.margin(10);
     if text {
         b.caption(title, ("sans-serif", 18)).x_label_area_size(30).y_label_area_size(55);
     }
-    let mut chart = b.build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad)).map_err(|e| anyhow!("{title}: {e}"))?;
+    let mut chart = b.build_cartesian_2d(x0..x1, y0..y1).map_err(|e| anyhow!("{title}: {e}"))?;
     let mut mesh = chart.configure_mesh();
+    let tick = |v: &f64| super::svg::fmt_tick(*v);
+    mesh.x_label_formatter(&tick).y_label_formatter(&tick);
     if !text {
         mesh.x_labels(0).y_labels(0);
     }
     mesh.light_line_style(RGBColor(238, 238, 238)).draw().map_err(|e| anyhow!("{title}: {e}"))?;
     for s in series.iter().filter(|s| !s.points.is_empty()) {
         let c = rgb(s.colour);
-        let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+        // Points past the axis limit (`svg::axis_bounds`) are drawn at its edge.
+        let pts: Vec<(f64, f64)> = (s.points.iter().copied())
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .map(|(x, y)| (x.clamp(x0, x1), y.clamp(y0, y1)))
+            .collect();
         let drawn = chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2))).map_err(|e| anyhow!("{title}: {e}"))?;
         if text {
             drawn.label(s.label.clone()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], c.stroke_width(2)));
@@ -95,8 +96,8 @@ where
     Ok(())
 }
 
-/// Draws the charts in a grid of 3 columns and writes them as an RGB PNG.
-pub fn write_charts(path: &Path, specs: &[(String, Vec<Series>)]) -> Result<()> {
+/// Draws the charts in a grid of 3 columns: the bytes of an RGB PNG.
+pub fn charts_png(specs: &[(String, Vec<Series>)]) -> Result<Vec<u8>> {
     let cols = 3usize;
     let rows = specs.len().div_ceil(cols).max(1);
     let (w, h) = (cols as u32 * 480, rows as u32 * 300);
@@ -118,5 +119,31 @@ pub fn write_charts(path: &Path, specs: &[(String, Vec<Series>)]) -> Result<()> 
         let mut wr = enc.write_header().context("png header")?;
         wr.write_image_data(&buf).context("png data")?;
     }
-    crate::util::fs::write_atomic(path, &bytes)
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::svg::PALETTE;
+
+    /// A loss of 1e308 beside 2.5 (a diverged run's log) once made the chart's span infinite and
+    /// its ticks never ended: `trm report` hung with no output. Charts without a point are drawn
+    /// with their title.
+    #[test]
+    fn charts_of_extreme_or_no_values_are_drawn_and_end() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let series = |points: Vec<(f64, f64)>| vec![Series { label: "lm_loss".into(), colour: PALETTE[0], points }];
+            let specs = vec![
+                ("loss".to_string(), series(vec![(1.0, f64::MAX), (2.0, 2.5)])),
+                ("steps".to_string(), series(vec![(-1.7e308, 1.0), (1.7e308, 2.0)])),
+                ("lr".to_string(), series(vec![(0.0, 1e-4), (200000.0, 1e-4)])),
+                ("empty".to_string(), series(vec![])),
+            ];
+            tx.send(charts_png(&specs).map_err(|e| format!("{e:#}"))).unwrap();
+        });
+        let png = rx.recv_timeout(std::time::Duration::from_secs(120)).expect("the charts did not end within 2 minutes").unwrap();
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 1000);
+    }
 }

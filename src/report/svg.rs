@@ -24,37 +24,63 @@ fn tick_step(span: f64, target: usize) -> f64 {
     [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * p).find(|s| *s >= raw).unwrap_or(10.0 * p)
 }
 
-fn fmt_tick(v: f64) -> String {
+/// A tick's label: plain where short, else a mantissa of up to three figures ("1.5e5", "2e-5":
+/// one figure printed 150000 as "2e5").
+pub(super) fn fmt_tick(v: f64) -> String {
     let v = if v.abs() < 1e-12 { 0.0 } else { v }; // no "-0"
-    if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e5) { format!("{v:.0e}") } else { format!("{}", (v * 1e6).round() / 1e6) }
+    if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e5) {
+        let s = format!("{v:.2e}");
+        let (mantissa, exponent) = s.split_once('e').unwrap_or((&s, "0"));
+        let mantissa = if mantissa.contains('.') { mantissa.trim_end_matches('0').trim_end_matches('.') } else { mantissa };
+        format!("{mantissa}e{exponent}")
+    } else {
+        format!("{}", (v * 1e6).round() / 1e6)
+    }
+}
+
+/// The largest magnitude an axis shows: a span between two such values, padded, stays finite (a
+/// diverged loss of 1e308 beside 2.5 made the span infinite, and the PNG's ticks never ended).
+const AXIS_LIMIT: f64 = f64::MAX / 8.0;
+
+/// The axes' ranges for `series` (x0, x1, y0, y1), the y range padded by 5% and a constant series
+/// given a range around its value; None where no point is finite.
+pub(super) fn axis_bounds(series: &[Series]) -> Option<(f64, f64, f64, f64)> {
+    let pts = series.iter().flat_map(|s| s.points.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in pts {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    if x0 > x1 {
+        return None;
+    }
+    let limit = |v: f64| v.clamp(-AXIS_LIMIT, AXIS_LIMIT);
+    (x0, x1, y0, y1) = (limit(x0), limit(x1), limit(y0), limit(y1));
+    if x1 == x0 {
+        x1 = if x0 + 1.0 > x0 { x0 + 1.0 } else { x0 + x0.abs() * 0.1 };
+    }
+    if y1 == y0 {
+        // A constant learning rate of 1e-4 on an axis of -0.5..0.5 drew a line at 0.
+        let half = if y0 == 0.0 { 0.5 } else { y0.abs() * 0.1 };
+        (y0, y1) = (y0 - half, y1 + half);
+    }
+    let pad = (y1 - y0) * 0.05;
+    Some((x0, x1, y0 - pad, y1 + pad))
 }
 
 /// A line chart `w`×`h` pixels with axes, ticks, grid lines and a legend. Points with a
 /// non-finite value are skipped.
 pub fn line_chart(title: &str, x_label: &str, series: &[Series], w: f64, h: f64) -> String {
     let (l, r, t, b) = (56.0, 12.0, 28.0, 40.0);
-    let pts = || series.iter().flat_map(|s| s.points.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in pts() {
-        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
-    }
     let mut s = String::new();
     let _ = write!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" class="chart">"#);
     let _ = write!(s, r#"<text x="{}" y="18" text-anchor="middle" class="title">{}</text>"#, w / 2.0, esc(title));
-    if x0 > x1 {
+    let Some((x0, x1, y0, y1)) = axis_bounds(series) else {
         let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="middle">no data yet</text></svg>"#, w / 2.0, h / 2.0);
         return s;
-    }
-    if x1 == x0 {
-        x1 = x0 + 1.0;
-    }
-    if y1 == y0 {
-        (y0, y1) = (y0 - 0.5, y1 + 0.5);
-    }
-    let pad = (y1 - y0) * 0.05;
-    (y0, y1) = (y0 - pad, y1 + pad);
-    let px = |x: f64| l + (x - x0) / (x1 - x0) * (w - l - r);
-    let py = |y: f64| h - b - (y - y0) / (y1 - y0) * (h - t - b);
+    };
+    // Points past the axis limit are drawn at its edge.
+    let px = |x: f64| l + (x.clamp(x0, x1) - x0) / (x1 - x0) * (w - l - r);
+    let py = |y: f64| h - b - (y.clamp(y0, y1) - y0) / (y1 - y0) * (h - t - b);
     let ys = tick_step(y1 - y0, 5);
     // Ticks by integer index: a float accumulator can stall when |y| >> step (diverged losses).
     let y_first = (y0 / ys).ceil();
@@ -159,6 +185,29 @@ mod tests {
         assert_eq!(tick_step(1.0, 5), 0.2);
         assert_eq!(tick_step(730.0, 6), 200.0);
         assert_eq!(tick_step(0.03, 5), 0.01);
+        // Labels keep the figures that tell ticks apart (150000 was "2e5", as 200000 was).
+        let labels: Vec<String> = [150000.0, 200000.0, 1.5e-5, 2e-5, 0.25, -0.0, 1e-13].map(fmt_tick).into();
+        assert_eq!(labels, ["1.5e5", "2e5", "1.5e-5", "2e-5", "0.25", "0", "0"]);
+        assert_eq!(fmt_tick(123456.0), "1.23e5");
+    }
+
+    #[test]
+    fn axes_stay_finite_and_show_a_constant_series_around_its_value() {
+        let one = |points: Vec<(f64, f64)>| vec![Series { label: "x".into(), colour: PALETTE[0], points }];
+        // A constant learning rate of 1e-4: an axis around it, not -0.5..0.5.
+        let (_, _, y0, y1) = axis_bounds(&one(vec![(0.0, 1e-4), (5.0, 1e-4)])).unwrap();
+        assert!(y0 > 0.0 && y0 < 1e-4 && y1 > 1e-4 && y1 < 2e-4, "{y0} {y1}");
+        // A diverged loss beside an ordinary one, at both ends of the doubles: finite spans.
+        for (a, b) in [(f64::MAX, 2.5), (-f64::MAX, f64::MAX)] {
+            let (x0, x1, y0, y1) = axis_bounds(&one(vec![(a, a), (b, b)])).unwrap();
+            assert!((x1 - x0).is_finite() && (y1 - y0).is_finite() && x1 > x0 && y1 > y0, "{a} {b}");
+        }
+        // One point far out: a range of its own.
+        let (x0, x1, ..) = axis_bounds(&one(vec![(1e300, 1.0)])).unwrap();
+        assert!(x1 > x0);
+        assert!(axis_bounds(&one(vec![(f64::NAN, 1.0)])).is_none());
+        let huge = one(vec![(1.0, f64::MAX), (2.0, 2.5)]);
+        assert!(line_chart("huge", "step", &huge, 100.0, 100.0).ends_with("</svg>"));
     }
 
     #[test]

@@ -86,7 +86,7 @@ pub fn verify(dir: &Path) -> Result<Integrity> {
         }
         return Ok(Integrity::Unverified);
     }
-    let text = std::fs::read_to_string(&sums).with_context(|| format!("cannot read {}", sums.display()))?;
+    let text = crate::util::fs::read_text_capped(&sums, 1 << 20, "a checkpoint's SHA256SUMS (a line per file)")?;
     let mut listed = HashSet::new();
     for (i, line) in text.lines().enumerate() {
         // `sha256sum` writes "<hash>  <name>" (text mode) or "<hash> *<name>" (binary mode).
@@ -156,6 +156,15 @@ fn is_checkpoint_folder(path: &Path) -> bool {
         && (path.join("state.json").exists() || path.join("model.safetensors").exists() || path.join(SUMS).exists())
 }
 
+/// The run a checkpoint folder, or a file in one, belongs to (`RUN/checkpoints/step_N[/FILE]`):
+/// what a command given the checkpoint must not write into either (its log, its other
+/// checkpoints, its `latest`).
+pub fn run_holding(path: &Path) -> Option<PathBuf> {
+    let abs = std::path::absolute(path).ok()?;
+    let ckpts = abs.ancestors().take(3).find(|p| p.file_name().is_some_and(|n| n == "checkpoints"))?;
+    ckpts.parent().map(Path::to_path_buf)
+}
+
 fn run_of(ckpt: &Path) -> Option<&Path> {
     ckpt.parent().filter(|p| p.file_name().is_some_and(|n| n == "checkpoints")).and_then(Path::parent)
 }
@@ -170,7 +179,10 @@ fn intact_hint(run: Option<&Path>, except: &Path) -> String {
 /// What `latest` names, if it names an existing folder.
 fn latest_of(run: &Path) -> Result<PathBuf, String> {
     let latest = run.join("checkpoints").join("latest");
-    let name = std::fs::read_to_string(&latest).map_err(|_| format!("{} is missing", latest.display()))?;
+    if !latest.exists() {
+        return Err(format!("{} is missing", latest.display()));
+    }
+    let name = crate::util::fs::read_text_capped(&latest, 4096, "the name of a checkpoint folder").map_err(|e| format!("{e:#}"))?;
     let name = name.trim();
     if !name.starts_with("step_") || name.contains(['/', '\\', '.']) {
         return Err(format!("{} is empty or invalid", latest.display()));

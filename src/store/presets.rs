@@ -2,7 +2,7 @@
 //! README's runs, HRM's, and small CPU ones) and the rows of the TRM paper's tables
 //! (`configs/paper.toml`: a base preset plus overrides each, with the numbers the paper prints).
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -80,12 +80,15 @@ pub fn load_base(preset_or_file: &str) -> Result<(toml::Table, Vec<String>)> {
         overrides.extend(row.overrides.iter().cloned());
         return Ok((t, overrides));
     }
-    let text = std::fs::read_to_string(preset_or_file).map_err(|e| {
-        anyhow!(
-            "`{preset_or_file}` is neither a preset ({}, or a paper row: trm info --list) nor a readable TOML file: {e}",
+    let path = std::path::Path::new(preset_or_file);
+    if !path.exists() {
+        bail!(
+            "`{preset_or_file}` is neither a preset ({}, or a paper row: trm info --list) nor a readable TOML file: no such file",
             PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
-        )
-    })?;
+        );
+    }
+    // A configuration is a few KB; a pipe or /dev/zero is refused before it is read.
+    let text = crate::util::fs::read_text_capped(path, 1 << 20, "a TOML configuration")?;
     Ok((text.parse::<toml::Table>().with_context(|| format!("{preset_or_file}: invalid TOML"))?, vec![]))
 }
 

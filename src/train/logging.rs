@@ -224,7 +224,7 @@ fn write_record(w: &mut impl Write, data: &[u8]) -> Result<()> {
 
 /// Reads back the scalar values of an event file: (step, tag, value). Used by tests and `trm report`.
 pub fn read_events(path: &Path) -> Result<Vec<(u64, String, f32)>> {
-    let bytes = std::fs::read(path)?;
+    let bytes = crate::util::fs::read_bytes_capped(path, 4 << 30, "a TensorBoard event file")?;
     let mut out = Vec::new();
     for rec in records(&bytes) {
         let data = &rec[12..rec.len() - 4];

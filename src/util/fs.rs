@@ -142,7 +142,7 @@ pub struct Staged {
 impl Staged {
     pub fn commit(mut self) -> Result<()> {
         std::fs::rename(&self.tmp, &self.path)
-            .with_context(|| format!("cannot rename {} to {}", self.tmp.display(), self.path.display()))?;
+            .with_context(|| format!("cannot write {} (the rename of its temporary file {})", self.path.display(), self.tmp.display()))?;
         self.tmp = PathBuf::new();
         Ok(())
     }
@@ -177,7 +177,8 @@ pub fn stage_with(path: &Path, fill: impl FnOnce(&mut BufWriter<File>) -> Result
         match std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp) {
             Ok(file) => break (tmp, file),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 8 => tries += 1,
-            Err(e) => return Err(e).with_context(|| format!("cannot create {}", tmp.display())),
+            // Named by the file being written (the temporary name means nothing to the user).
+            Err(e) => return Err(e).with_context(|| format!("cannot write {} (its temporary file {})", path.display(), tmp.display())),
         }
     };
     // From here the guard removes the temporary file if writing fails (a full disk must not be
@@ -219,6 +220,14 @@ pub struct Protected<'a> {
 /// protected file counts) and is replaced only with `force`. A folder, pipe or device is never a
 /// target. A protected file is refused even with `force`.
 pub fn check_output(path: &Path, flag: &str, protected: &[Protected], force: bool) -> Result<()> {
+    // `out/` names a folder, which a file cannot be written as (the rename to it failed, after
+    // all the work, naming a temporary file).
+    let text = path.as_os_str().to_string_lossy();
+    anyhow::ensure!(
+        !(text.ends_with('/') || cfg!(windows) && text.ends_with('\\')),
+        "{flag} {}: ends with a path separator, so it names a folder; give a file path",
+        path.display()
+    );
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -450,6 +459,18 @@ pub fn claim_unmarked_data_folder(data: &Path, run: &Path, maker: &str) -> Resul
 /// (a pipe, a device such as /dev/zero) or is larger than `max` bytes (`what` says what it should
 /// be, for the message).
 pub fn read_text_capped(path: &Path, max: u64, what: &str) -> Result<String> {
+    let bytes = read_bytes_capped(path, max, what)?;
+    let text = String::from_utf8(bytes).map_err(|e| anyhow::anyhow!("cannot read {} as text: {e}", path.display()))?;
+    // A byte-order mark (Windows editors write one) is no character of the text.
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    })
+}
+
+/// The bytes of a file the user named or a run folder holds, as `read_text_capped` reads text:
+/// a link to /dev/zero or a pipe in its place is refused, not read until memory runs out.
+pub fn read_bytes_capped(path: &Path, max: u64, what: &str) -> Result<Vec<u8>> {
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     anyhow::ensure!(meta.is_file(), "{} is not a regular file (a folder, pipe or device): give {what}", path.display());
     anyhow::ensure!(
@@ -459,12 +480,12 @@ pub fn read_text_capped(path: &Path, max: u64, what: &str) -> Result<String> {
         meta.len(),
         max >> 10
     );
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     File::open(path)
-        .and_then(|f| std::io::Read::take(f, max + 1).read_to_string(&mut text))
-        .with_context(|| format!("cannot read {} as text", path.display()))?;
-    anyhow::ensure!(text.len() as u64 <= max, "{} grew past {} KB while being read", path.display(), max >> 10);
-    Ok(text)
+        .and_then(|f| std::io::Read::take(f, max + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    anyhow::ensure!(bytes.len() as u64 <= max, "{} grew past {} KB while being read", path.display(), max >> 10);
+    Ok(bytes)
 }
 
 /// Opens a text file for reading, transparently gunzipping names ending in `.gz`.
