@@ -195,6 +195,13 @@ fn identifiers_json_must_name_each_identifier_once() {
         let e = err_of(format::read_identifiers(dir.path()));
         assert!(e.contains("identifiers.json") && e.contains("names for 1 puzzle identifiers"), "{names}: {e}");
     }
+    // Identifier 0 is the blank one; no name twice (a task named twice is looked up as its first).
+    write(dir.path(), "identifiers.json", r#"["x"]"#);
+    let e = err_of(format::read_identifiers(dir.path()));
+    assert!(e.contains("identifier 0 must be the blank one, `<blank>` (it is `x`)"), "{e}");
+    let names: Vec<String> = ["<blank>", "t1|||0", "t2|||0", "t1|||0"].map(String::from).into();
+    let e = err_of(format::check_identifier_names(&names, std::path::Path::new("ids.json")));
+    assert_eq!(e, "ids.json: `t1|||0` names identifiers 1 and 3; each name must be given once");
 }
 
 /// A set named twice in dataset.json would be read, and trained on, twice: refused.

@@ -195,6 +195,25 @@ pub fn write_identifiers(dir: &Path, names: &[String]) -> Result<()> {
     crate::util::pyjson::write(&dir.join("identifiers.json"), names)
 }
 
+/// Checks an identifier map as read from `path`: identifier 0 is the blank one (`<blank>`, which
+/// pads batches), and no name is given twice (a task named twice would be looked up as its first
+/// row, whatever the second was trained as).
+pub fn check_identifier_names(names: &[String], path: &Path) -> Result<()> {
+    ensure!(
+        names.first().is_some_and(|n| n == "<blank>"),
+        "{}: identifier 0 must be the blank one, `<blank>` (it is {}): not an identifier map trm or the reference wrote",
+        path.display(),
+        names.first().map_or("missing".to_string(), |n| format!("`{n}`"))
+    );
+    let mut seen = std::collections::HashMap::with_capacity(names.len());
+    for (i, n) in names.iter().enumerate() {
+        if let Some(first) = seen.insert(n.as_str(), i) {
+            bail!("{}: `{n}` names identifiers {first} and {i}; each name must be given once", path.display());
+        }
+    }
+    Ok(())
+}
+
 /// Reads the data set `dir`'s `identifiers.json`: one name for each puzzle identifier its splits
 /// have (`num_puzzle_identifiers` in their dataset.json), checked, so that a list from another
 /// build of the data set is not read as this one's.
@@ -216,6 +235,7 @@ pub fn read_identifiers(dir: &Path) -> Result<Vec<String>> {
             );
         }
     }
+    check_identifier_names(&names, &path)?;
     Ok(names)
 }
 

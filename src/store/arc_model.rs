@@ -42,6 +42,7 @@ pub fn open_arc(spec: &Path, config: Option<&str>, set: &[String], identifiers: 
         let names: Vec<String> = crate::util::fs::read_json(&ids_path)?;
         // Identifier 0 is the blank one that pads batches, never a task's.
         anyhow::ensure!(!names.is_empty(), "{}: no identifiers (the first is the blank one, `<blank>`)", ids_path.display());
+        crate::data::format::check_identifier_names(&names, &ids_path)?;
         // The names must be the ones the weights' embedding rows were trained for: one per row.
         let (file, tensors) = checkpoint::read_weights(spec)?;
         if let Some(rows) = tensors.get("puzzle_emb.weights").and_then(|t| t.shape.first()).filter(|&&r| r != names.len()) {

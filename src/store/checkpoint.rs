@@ -275,7 +275,11 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
 /// The identifier map of a checkpoint folder (its own copy, else the run folder's).
 pub fn read_identifiers(ckpt: &Path) -> Result<Vec<String>> {
     match identifiers_path(ckpt) {
-        Some(path) => crate::util::fs::read_json(&path),
+        Some(path) => {
+            let names: Vec<String> = crate::util::fs::read_json(&path)?;
+            crate::data::format::check_identifier_names(&names, &path)?;
+            Ok(names)
+        }
         None => anyhow::bail!("{}: no identifiers.json in the checkpoint or its run folder", ckpt.display()),
     }
 }
