@@ -6,7 +6,7 @@
 //! autodiff leaves (`require_grad`) for the differentiated cycle. Optimisers, EMA and
 //! checkpoints work on the flat `named` list.
 
-use super::config::{ModelConfig, PosEncoding};
+use super::config::{ForwardDtype, ModelConfig, PosEncoding};
 use super::schedule::Schedule;
 use burn::prelude::*;
 use burn::tensor::TensorData;
@@ -297,7 +297,14 @@ pub fn init<B: Backend>(cfg: &ModelConfig, rng: &mut impl Rng, device: &B::Devic
             } else if name.ends_with("embedding_weight") {
                 trunc_normal(rng, n, 1.0 / (cfg.d() as f64).sqrt())
             } else if is_init_buffer(&name) {
-                trunc_normal(rng, n, 1.0)
+                // The reference makes these in the forward dtype: under bfloat16 their values are
+                // bfloat16's, whatever engine runs them (a float32 CPU run included), so an
+                // export in the reference's dtypes keeps them exactly.
+                let v = trunc_normal(rng, n, 1.0);
+                match cfg.arch.forward_dtype {
+                    ForwardDtype::Bfloat16 => v.into_iter().map(|x| half::bf16::from_f32(x).to_f32()).collect(),
+                    ForwardDtype::Float32 => v,
+                }
             } else {
                 trunc_normal(rng, n, 1.0 / (shape[1] as f64).sqrt()) // LeCun: 1/sqrt(fan_in)
             };
@@ -313,6 +320,22 @@ pub fn init<B: Backend>(cfg: &ModelConfig, rng: &mut impl Rng, device: &B::Devic
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn init_buffers_hold_the_forward_dtypes_values() {
+        type B = burn::backend::Flex;
+        let mut cfg = crate::model::config::block_test_config(PosEncoding::Rope, false, 64, 4, 19);
+        let buffers = |cfg: &ModelConfig| -> Vec<f32> {
+            let w = init::<B>(cfg, &mut crate::util::rng::derive(1, &[]), &Default::default()).into_named();
+            w.into_iter().filter(|n| !n.trainable).flat_map(|n| crate::backend::to_host_f32(&n.tensor)).collect()
+        };
+        let is_bf16 = |x: &f32| half::bf16::from_f32(*x).to_f32() == *x;
+        cfg.arch.forward_dtype = ForwardDtype::Bfloat16;
+        let v = buffers(&cfg);
+        assert!(!v.is_empty() && v.iter().all(is_bf16));
+        cfg.arch.forward_dtype = ForwardDtype::Float32;
+        assert!(!buffers(&cfg).iter().all(is_bf16), "float32 buffers keep float32's values");
+    }
 
     #[test]
     fn reference_trm_weights_under_a_nonzero_h_layers_name_the_fix() {
