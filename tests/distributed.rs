@@ -245,6 +245,24 @@ fn launching_processes_on_the_cpu_is_a_clear_refusal_not_a_hang() {
     let o = c.output().unwrap();
     let msg = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && msg.contains("asks for 2 ranks"), "{msg}");
+    // A variable that is not UTF-8 was read as unset: this rank 1 trained alone as rank 0.
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let mut c = std::process::Command::new(bin);
+        c.env("RANK", "1").env("WORLD_SIZE", std::ffi::OsStr::from_bytes(b"2\xff"));
+        train(&mut c);
+        let o = c.output().unwrap();
+        let msg = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && msg.contains("WORLD_SIZE=2\u{fffd}: not text"), "{msg}");
+    }
+    // trm launch in each task of a multi-task srun step would start separate worlds.
+    let mut c = std::process::Command::new(bin);
+    c.env("SLURM_STEP_NUM_TASKS", "2").env("SLURM_PROCID", "0").args(["launch", "--nproc", "2", "--"]);
+    train(&mut c);
+    let o = c.output().unwrap();
+    let msg = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && msg.contains("this srun step runs 2 tasks"), "{msg}");
     assert!(t0.elapsed().as_secs() < 60, "refused at once");
     assert!(!runs.path().join("r").join("checkpoints").exists(), "nothing was trained");
 }

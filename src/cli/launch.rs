@@ -29,6 +29,14 @@ fn check(a: &LaunchArgs) -> Result<()> {
     if a.command.first().map(String::as_str) != Some("train") {
         bail!("trm launch runs `train` ranks: trm launch --nproc {} -- train --device cuda ...", a.nproc);
     }
+    // One launch per task of a multi-task step would start that many separate worlds.
+    if let Some(tasks) = crate::util::env::srun_tasks() {
+        bail!(
+            "trm launch starts the ranks of one machine, and this srun step runs {tasks} tasks, each of which would start a world \
+             of its own: run `srun ... trm train --device cuda ...` instead (trm reads the step's SLURM_PROCID and \
+             SLURM_STEP_NUM_TASKS), or one trm launch in a step of one task"
+        );
+    }
     let device = a.command.iter().position(|x| x == "--device").and_then(|i| a.command.get(i + 1)).map(String::as_str);
     let device = a.command.iter().find_map(|x| x.strip_prefix("--device=")).or(device).unwrap_or("cpu");
     let spec: crate::backend::DeviceSpec = device.parse().map_err(anyhow::Error::msg)?;

@@ -221,9 +221,10 @@ fn run_job(a: &TrainArgs, job: &TrainJob) -> Result<(trainer::TrainSummary, Opti
                 bail!(
                     "the {} environment asks for {} ranks, but ranks in separate processes talk through NCCL, which needs CUDA GPUs \
                      (--device cuda and a trm built with --features libtorch). On the CPU one process already uses every core: run \
-                     `trm train` without a launcher (or unset WORLD_SIZE/RANK)",
+                     `trm train` without a launcher ({})",
                     l.source,
-                    l.world
+                    l.world,
+                    if l.source == "slurm" { "outside srun, or in a step of one task" } else { "or unset WORLD_SIZE/RANK" }
                 )
             };
             // One GPU per rank: cuda:LOCAL_RANK.

@@ -166,8 +166,42 @@ pub struct Launch {
 /// once, also has `SLURM_NTASKS`). torchrun's own store listens on `MASTER_PORT`, so under torchrun
 /// (`TORCHELASTIC_RUN_ID` set) the hand-off uses `MASTER_PORT + 1`; `TRM_RENDEZVOUS_PORT` overrides.
 pub fn launch() -> Result<Option<Launch>> {
+    // A value that is not UTF-8 read as unset would make a rank train alone as rank 0.
+    for name in LAUNCH_VARS {
+        if let Some(v) = std::env::var_os(name).filter(|v| v.to_str().is_none()) {
+            bail!("{name}={}: not text (bytes that are not UTF-8); set it to what the launcher means", v.to_string_lossy());
+        }
+    }
     launch_from(&|name| var(name))
 }
+
+/// The variables `launch` reads.
+const LAUNCH_VARS: [&str; 15] = [
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TRM_RENDEZVOUS_PORT",
+    "TRM_RENDEZVOUS_TOKEN",
+    "TORCHELASTIC_RUN_ID",
+    "SLURM_PROCID",
+    "SLURM_STEP_NUM_TASKS",
+    "SLURM_LOCALID",
+    "SLURM_JOB_ID",
+    "SLURM_STEP_ID",
+    "TRM_RENDEZVOUS_TIMEOUT",
+    "TRM_COLLECTIVE_TIMEOUT",
+];
+
+/// The tasks of the srun step this process runs in, where it has several (`SLURM_STEP_NUM_TASKS`).
+pub fn srun_tasks() -> Option<usize> {
+    var("SLURM_STEP_NUM_TASKS").and_then(|v| v.trim().parse().ok()).filter(|&n| n > 1)
+}
+
+/// The most ranks a launch may name: far above any machine, below what the hand-off's per-rank
+/// bookkeeping could not hold.
+pub const MAX_WORLD: usize = 65_536;
 
 /// `launch` over any variable source (tests).
 pub fn launch_from(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Launch>> {
@@ -177,6 +211,18 @@ pub fn launch_from(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Launch
     let slurm_world = num("SLURM_STEP_NUM_TASKS")?.filter(|&w| w > 1); // a single srun task is a plain process
     let (rank, world, local, source) = if let Some(world) = num("WORLD_SIZE")? {
         let rank = num("RANK")?.context("WORLD_SIZE is set but RANK is not")?;
+        // Inside an srun step of several tasks, torchrun variables that disagree with the step's
+        // would train each task as a world of its own (torchrun under srun sets
+        // TORCHELASTIC_RUN_ID, and its own numbering then holds).
+        if let (Some(tasks), None) = (slurm_world, get("TORCHELASTIC_RUN_ID")) {
+            let task = num("SLURM_PROCID")?;
+            anyhow::ensure!(
+                tasks == world && task.is_none_or(|t| t == rank),
+                "WORLD_SIZE={world} RANK={rank} disagree with this srun step (SLURM_STEP_NUM_TASKS={tasks}{}): under srun, unset \
+                 WORLD_SIZE and RANK (trm reads the step's own), or launch with torchrun",
+                task.map_or(String::new(), |t| format!(", SLURM_PROCID={t}"))
+            );
+        }
         (rank, world, num("LOCAL_RANK")?.unwrap_or(rank), "torchrun")
     } else if let Some(world) = slurm_world {
         let rank = num("SLURM_PROCID")?.context("SLURM_STEP_NUM_TASKS is set but SLURM_PROCID is not")?;
@@ -191,8 +237,11 @@ pub fn launch_from(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Launch
     } else {
         return Ok(None);
     };
-    if world == 0 || rank >= world {
-        bail!("rank {rank} of world size {world} ({source} environment): the rank must be below the world size");
+    let (world_var, rank_var) = if source == "slurm" { ("SLURM_STEP_NUM_TASKS", "SLURM_PROCID") } else { ("WORLD_SIZE", "RANK") };
+    anyhow::ensure!(world >= 1, "{world_var}=0: a launch has at least one rank");
+    anyhow::ensure!(world <= MAX_WORLD, "{world_var}={world}: more ranks than trm takes ({MAX_WORLD})");
+    if rank >= world {
+        bail!("{rank_var}={rank} with {world_var}={world} ({source} environment): the rank must be below the world size");
     }
     let port = match get("MASTER_PORT") {
         None => 29500,
@@ -293,16 +342,27 @@ mod tests {
         );
         // A batch script (SLURM_NTASKS, no srun step) is a plain process.
         assert_eq!(env(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "8")]).unwrap(), None);
-        // torchrun variables win over Slurm's; under torchrun the hand-off avoids its store's port.
-        assert_eq!(
-            env(&[("RANK", "0"), ("WORLD_SIZE", "1"), ("SLURM_STEP_NUM_TASKS", "4"), ("SLURM_PROCID", "2")]).unwrap().unwrap().world,
-            1
-        );
+        // torchrun under srun (TORCHELASTIC_RUN_ID set) numbers the ranks its own way; torchrun
+        // variables that agree with the step are the step's.
+        let step = [("SLURM_STEP_NUM_TASKS", "4"), ("SLURM_PROCID", "2"), ("MASTER_ADDR", "h")];
+        let torchrun = [("RANK", "5"), ("WORLD_SIZE", "16"), ("TORCHELASTIC_RUN_ID", "j")];
+        assert_eq!(env(&[&step[..], &torchrun].concat()).unwrap().unwrap().world, 16);
+        assert_eq!(env(&[&step[..], &[("RANK", "2"), ("WORLD_SIZE", "4")]].concat()).unwrap().unwrap().rank, 2);
+        // Without torchrun, variables that disagree with the step (a job script's WORLD_SIZE=1 under
+        // srun -n4) would train each task as a world of its own: refused (they used to win).
+        for (rank, world) in [("0", "1"), ("0", "4")] {
+            let e = format!("{:#}", env(&[&step[..], &[("RANK", rank), ("WORLD_SIZE", world)]].concat()).unwrap_err());
+            assert!(e.contains("disagree with this srun step (SLURM_STEP_NUM_TASKS=4, SLURM_PROCID=2)"), "{e}");
+        }
+        // under torchrun the hand-off avoids its store's port.
         let t = [("RANK", "1"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "29500"), ("TORCHELASTIC_RUN_ID", "x")];
         assert_eq!(env(&t).unwrap().unwrap().master_port, 29501);
         assert_eq!(env(&[t.as_slice(), &[("TRM_RENDEZVOUS_PORT", "4000")]].concat()).unwrap().unwrap().master_port, 4000);
         for (bad, want) in [
-            (vec![("RANK", "2"), ("WORLD_SIZE", "2")], "below the world size"),
+            (vec![("RANK", "2"), ("WORLD_SIZE", "2")], "RANK=2 with WORLD_SIZE=2 (torchrun environment): the rank must be below"),
+            (vec![("SLURM_PROCID", "5"), ("SLURM_STEP_NUM_TASKS", "2")], "SLURM_PROCID=5 with SLURM_STEP_NUM_TASKS=2"),
+            (vec![("RANK", "0"), ("WORLD_SIZE", "0")], "WORLD_SIZE=0: a launch has at least one rank"),
+            (vec![("RANK", "0"), ("WORLD_SIZE", "1000000000000")], "more ranks than trm takes (65536)"),
             (vec![("WORLD_SIZE", "2")], "RANK is not"),
             (vec![("RANK", "1")], "RANK is set but WORLD_SIZE is not"),
             (vec![("LOCAL_RANK", "0"), ("SLURM_STEP_NUM_TASKS", "1")], "LOCAL_RANK is set but WORLD_SIZE is not"),
