@@ -202,6 +202,9 @@ fn identifiers_json_must_name_each_identifier_once() {
     let names: Vec<String> = ["<blank>", "t1|||0", "t2|||0", "t1|||0"].map(String::from).into();
     let e = err_of(format::check_identifier_names(&names, std::path::Path::new("ids.json")));
     assert_eq!(e, "ids.json: `t1|||0` names identifiers 1 and 3; each name must be given once");
+    // The reference's builder with puzzle_identifiers_start=3 names identifiers 0 to 2 `<blank>`.
+    let names: Vec<String> = ["<blank>", "<blank>", "<blank>", "t1|||0"].map(String::from).into();
+    format::check_identifier_names(&names, std::path::Path::new("ids.json")).unwrap();
 }
 
 /// A set named twice in dataset.json would be read, and trained on, twice: refused.

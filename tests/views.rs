@@ -226,6 +226,10 @@ fn eval_reports_scaled_accuracy_beside_the_plain_one() {
     // A lifetime that cannot end within the steps (a fresh view needs 4 steps left) would do nothing.
     let o = eval(&["--views", "3", "--view-steps", "5", "--view-lifetime", "2"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("give at most 1"), "{}", String::from_utf8_lossy(&o.stderr));
+    // One view, never replaced in 4 steps: nothing to seed (refused before the plain evaluation
+    // runs, which it used to finish first).
+    let o = eval(&["--views", "1", "--view-steps", "4", "--seed", "5"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("nothing is drawn at random"));
     // The same through the bundled model (no --checkpoint), which solves some of these puzzles:
     // right equals checked when neither is 0.
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_trm"))

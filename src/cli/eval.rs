@@ -129,6 +129,18 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     );
     let m = EvalModel::open(a, &test)?;
     crate::eval::evaluate::check_data_fits(&a.data, &test, &m.model)?;
+    let steps = a.steps.unwrap_or(m.model.arch.halt_max_steps);
+    // The test-time-scaled search, checked before any evaluation runs (a refusal after the plain
+    // evaluation threw its work away).
+    let views_plan = match a.views {
+        Some(k) => {
+            let plan = crate::infer::views::SearchPlan::checked(a.view_steps.unwrap_or(steps), a.view_lifetime, &m.model)?
+                .drawing_latents(a.drawn_latents, &m.model)?;
+            plan.refuse_idle_draws(k, a.seed.is_some())?;
+            Some((k, plan))
+        }
+        None => None,
+    };
     if !checkpoint::is_weights_file(&m.spec) {
         crate::eval::evaluate::check_identifiers(&a.data, m.file.parent().expect("a checkpoint folder"), &m.model)?;
     }
@@ -150,7 +162,6 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     }
     let (params, table) = checkpoint::load_model::<B>(&m.file, &m.model, device)?;
     let w = Weights::from_named(&m.model, params)?;
-    let steps = a.steps.unwrap_or(m.model.arch.halt_max_steps);
     // One evaluation (its votes alone), with the run's pass@k list and attempts.
     let mut arc = ArcEval::open(&a.data, &m.arc_args, a.limit.is_some_and(|l| l < test.num_examples()))?;
     let mut arc_err = Ok(());
@@ -182,12 +193,8 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
             output_keys(a)?.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
         );
     }
-    if let Some(k) = a.views {
-        let view_steps = a.view_steps.unwrap_or(steps);
+    if let Some((k, plan)) = views_plan {
         let seed = a.seed.unwrap_or(0);
-        let plan =
-            crate::infer::views::SearchPlan::checked(view_steps, a.view_lifetime, &m.model)?.drawing_latents(a.drawn_latents, &m.model)?;
-        plan.refuse_idle_draws(k, a.seed.is_some())?;
         r.scaled = Some(crate::eval::scaled::evaluate_scaled(&m.model, &w, table.as_ref(), &test, k, seed, plan, a.limit)?);
     }
     if let Some(v) = arc {

@@ -238,7 +238,8 @@ pub fn run(a: InfoArgs) -> Result<()> {
     println!("  networks: {}", nets.join(", "));
     println!("  parameters: {} ({}), puzzle-embedding table excluded", grouped(i.params), millions(i.params));
     if let Some(p) = &i.starts_from {
-        println!("  starts from the weights in {p} (load_checkpoint: as trm train --init-from, at step 0 with a fresh optimiser)");
+        let here = if std::path::Path::new(p.split('#').next().unwrap_or(p)).exists() { "" } else { "; no such file here" };
+        println!("  starts from the weights in {p} (load_checkpoint: as trm train --init-from, at step 0 with a fresh optimiser{here})");
     }
     println!(
         "  per supervision step: T = {}, n = {}: {} network applications, {} differentiated ({} blocks)",

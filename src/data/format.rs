@@ -196,8 +196,9 @@ pub fn write_identifiers(dir: &Path, names: &[String]) -> Result<()> {
 }
 
 /// Checks an identifier map as read from `path`: identifier 0 is the blank one (`<blank>`, which
-/// pads batches), and no name is given twice (a task named twice would be looked up as its first
-/// row, whatever the second was trained as).
+/// pads batches), and no other name is given twice (a task named twice would be looked up as its
+/// first row, whatever the second was trained as). `<blank>` may repeat: the reference's builder
+/// names every identifier below its `puzzle_identifiers_start` so.
 pub fn check_identifier_names(names: &[String], path: &Path) -> Result<()> {
     ensure!(
         names.first().is_some_and(|n| n == "<blank>"),
@@ -206,7 +207,8 @@ pub fn check_identifier_names(names: &[String], path: &Path) -> Result<()> {
         names.first().map_or("missing".to_string(), |n| format!("`{n}`"))
     );
     let mut seen = std::collections::HashMap::with_capacity(names.len());
-    for (i, n) in names.iter().enumerate() {
+    // The reference's builder names every identifier below `puzzle_identifiers_start` `<blank>`.
+    for (i, n) in names.iter().enumerate().filter(|(_, n)| *n != "<blank>") {
         if let Some(first) = seen.insert(n.as_str(), i) {
             bail!("{}: `{n}` names identifiers {first} and {i}; each name must be given once", path.display());
         }

@@ -60,7 +60,7 @@ pub(super) fn axis_bounds(series: &[Series]) -> Option<(f64, f64, f64, f64)> {
     }
     if y1 == y0 {
         // A constant learning rate of 1e-4 on an axis of -0.5..0.5 drew a line at 0.
-        let half = if y0 == 0.0 { 0.5 } else { y0.abs() * 0.1 };
+        let half = if y0.abs() * 0.1 > f64::MIN_POSITIVE { y0.abs() * 0.1 } else { 0.5 };
         (y0, y1) = (y0 - half, y1 + half);
     }
     let pad = (y1 - y0) * 0.05;

@@ -159,10 +159,15 @@ fn is_checkpoint_folder(path: &Path) -> bool {
 /// The run a checkpoint folder, or a file in one, belongs to (`RUN/checkpoints/step_N[/FILE]`):
 /// what a command given the checkpoint must not write into either (its log, its other
 /// checkpoints, its `latest`).
+/// Only a real checkpoint folder counts (a user's folder that happens to be called `checkpoints`
+/// does not make its parent a run); None for anything else.
 pub fn run_holding(path: &Path) -> Option<PathBuf> {
-    let abs = std::path::absolute(path).ok()?;
-    let ckpts = abs.ancestors().take(3).find(|p| p.file_name().is_some_and(|n| n == "checkpoints"))?;
-    ckpts.parent().map(Path::to_path_buf)
+    let folder = if path.is_file() { path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")) } else { path };
+    if !is_checkpoint_folder(folder) {
+        return None;
+    }
+    let abs = std::path::absolute(folder).ok()?;
+    run_of(&abs).map(Path::to_path_buf)
 }
 
 fn run_of(ckpt: &Path) -> Option<&Path> {
@@ -272,6 +277,23 @@ pub fn resolve_for_resume(run: &Path, say: bool) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The run around a checkpoint is found only from a real checkpoint folder: a user's folder
+    /// that happens to be called `checkpoints` (`--out checkpoints/sudoku1`) makes nothing above
+    /// it a run (a review found `trm eval --save-outputs` refused in such a layout).
+    #[test]
+    fn the_run_around_a_checkpoint_is_found_only_from_a_real_checkpoint() {
+        let home = tempfile::tempdir().unwrap();
+        let run = home.path().join("checkpoints/sudoku1");
+        let c = ckpt(&run, 3, "w");
+        assert_eq!(run_holding(&c), Some(std::path::absolute(&run).unwrap()));
+        assert_eq!(run_holding(&c.join("model.safetensors")), Some(std::path::absolute(&run).unwrap()));
+        // The run folder itself is no checkpoint: nothing above it is protected.
+        assert_eq!(run_holding(&run), None);
+        // A weights file in a plain folder called checkpoints is no checkpoint either.
+        std::fs::write(home.path().join("checkpoints/model.safetensors"), "w").unwrap();
+        assert_eq!(run_holding(&home.path().join("checkpoints/model.safetensors")), None);
+    }
 
     fn ckpt(run: &Path, step: u64, body: &str) -> PathBuf {
         let d = run.join("checkpoints").join(format!("step_{step:08}"));

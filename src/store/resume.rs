@@ -115,6 +115,8 @@ mod tests {
         // lr may change on resume, but frozen weights do not use it.
         let e = resumed(&saved, &["lr=0.5".into()]).unwrap_err();
         assert!(e.starts_with("lr=0.5 would change nothing: freeze_weights=True"), "{e}");
+        let e = resumed(&saved, &["+lr=0.5".into()]).unwrap_err();
+        assert!(e.starts_with("+lr=0.5 would change nothing"), "{e}");
         // The same lr repeated at its saved value (as a rerun of the first command line gives
         // it) changes nothing, so it is not refused.
         let again = format!("lr={}", saved.lr);
