@@ -105,7 +105,14 @@ fn solve_and_friends_refuse_flags_that_would_do_nothing() {
     let empty = write(dir.path(), "empty.json", "{}");
     let maze = maze.to_str().unwrap();
     let (task, empty) = (task.to_str().unwrap(), empty.to_str().unwrap());
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 15] = [
+        // Found by a read-only audit of every flag (2026-12-08): each was accepted and did nothing.
+        (&["data", "maze", "--train", "m.csv", "--test", "m.csv", "--out", "o", "--seed", "5"], "draws nothing at random"),
+        (&["data", "sudoku", "--train", "s.csv", "--test", "s.csv", "--out", "o", "--seed", "5"], "--seed draws --subsample"),
+        (&["data", "inspect", ".", "--split", "test"], "without --show it would do nothing"),
+        (&["info", "--list", "--shape", "arc"], "cannot be used with"),
+        (&["report", "--run", ".", "--out", "r.html", "--puzzles", "0", "--steps", "3"], "with --puzzles 0 none are drawn"),
+        (&["bench", "--shape", "sudoku-mlp", "--batch", "2", "--dtype", "bfloat16"], "this would time float32"),
         // One view, the puzzle itself, never replaced within 4 steps: nothing to seed or draw.
         (&["solve", "--sudoku", PUZZLE, "--views", "1", "--steps", "4", "--seed", "5"], "nothing is drawn at random"),
         (&["solve", "--sudoku", PUZZLE, "--views", "1", "--steps", "4", "--drawn-latents"], "--drawn-latents: with --views 1"),

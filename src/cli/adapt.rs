@@ -135,6 +135,7 @@ fn report(r: &AdaptResult, known: bool) {
 }
 
 pub fn run(a: AdaptArgs) -> Result<()> {
+    super::refuse_cpu_engine_flags(a.device, None, a.no_memory_check)?;
     if a.deterministic {
         eprintln!("{}", crate::backend::make_deterministic(a.device)?);
     }

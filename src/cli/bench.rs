@@ -30,8 +30,8 @@ pub struct BenchArgs {
     /// Timed steps
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=super::limits::MAX_BENCH_STEPS).map(|v| v as usize))]
     pub reps: usize,
-    /// Forward dtype: float32, or bfloat16 as the reference trains (on CPU bfloat16 is only
-    /// emulated, and runs in float32 unless TRM_CPU_BF16=1; the output says which ran)
+    /// Forward dtype: float32, or bfloat16 as the reference trains (on --device cpu bfloat16 is
+    /// only emulated: refused unless TRM_CPU_BF16=1 asks for the emulation)
     #[arg(long, default_value = "float32")]
     pub dtype: String,
     /// On --device cpu: the CPU engine's products, float32 or bfloat16 on Intel AMX tiles or with
@@ -100,10 +100,18 @@ pub fn run(a: BenchArgs) -> Result<()> {
     // Refused before the timed steps rather than after them.
     anyhow::ensure!(a.profile.is_none() || a.device.feature() == Some("libtorch"), crate::backend::PROFILE_NEEDS_LIBTORCH);
     anyhow::ensure!(["train", "eval"].contains(&a.mode.as_str()), "unknown --mode `{}` (train or eval)", a.mode);
+    super::refuse_cpu_engine_flags(a.device, a.precision, a.no_memory_check)?;
     let products = match a.precision {
         Some(p) => p.apply(a.device, a.mode == "train")?,
         None => None,
     };
+    // The CPU engine runs a bfloat16 forward in float32 unless asked to emulate it: a benchmark
+    // of bfloat16 would time float32.
+    anyhow::ensure!(
+        !(dt == ForwardDtype::Bfloat16 && a.device == DeviceSpec::Cpu && !crate::util::env::cpu_bf16()),
+        "--dtype bfloat16 on --device cpu: the CPU engine runs a bfloat16 forward in float32 (bfloat16 is only emulated there), so \
+         this would time float32. For bfloat16 products give --precision bfloat16; to time the emulation, set TRM_CPU_BF16=1"
+    );
     // On the CPU engine, a step that does not fit would be killed by the system without a word
     // (the other engines report a failed allocation themselves).
     if !a.no_memory_check && a.device == DeviceSpec::Cpu {

@@ -25,9 +25,9 @@ pub enum DataCommand {
         /// Print N examples of --split, spread evenly over it, with their identifiers' names
         #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=super::limits::MAX_PUZZLES).map(|v| v as usize))]
         show: usize,
-        /// The split --show draws from
-        #[arg(long, default_value = "train", value_parser = ["train", "test"])]
-        split: String,
+        /// The split --show draws from [default: train]
+        #[arg(long, value_parser = ["train", "test"])]
+        split: Option<String>,
     },
 }
 
@@ -51,9 +51,10 @@ pub struct SudokuArgs {
     /// Random validity-preserving shuffles per training puzzle (reference README: 1000)
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=super::limits::MAX_AUG).map(|v| v as usize))]
     pub num_aug: usize,
-    /// Seed of every random choice (same seed, byte-identical output)
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed of every random choice: --subsample, --test-subsample and the --num-aug shuffles (same
+    /// seed, byte-identical output) [default: 0]
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Replace a data set already in the output folder
     #[arg(long)]
     pub force: bool,
@@ -73,9 +74,10 @@ pub struct MazeArgs {
     /// Add the 8 dihedral transforms of each training maze
     #[arg(long)]
     pub aug: bool,
-    /// Seed (accepted for a uniform command line; maze augmentation is deterministic)
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Refused: the maze builder draws nothing at random (its augmentation is the 8 fixed
+    /// transforms); kept so that a command line with it says why
+    #[arg(long, hide = true)]
+    pub seed: Option<u64>,
     /// Replace a data set already in the output folder
     #[arg(long)]
     pub force: bool,
@@ -142,12 +144,21 @@ pub fn run(cmd: DataCommand) -> Result<()> {
     let t0 = Instant::now();
     match cmd {
         DataCommand::Sudoku(a) => {
+            anyhow::ensure!(
+                a.seed.is_none() || a.subsample.is_some() || a.test_subsample.is_some() || a.num_aug > 0,
+                "--seed draws --subsample, --test-subsample and the --num-aug shuffles; without any of them it would do nothing"
+            );
             crate::util::fs::check_data_out(&a.out, a.force)?;
-            let opt = sudoku::BuildOptions { subsample: a.subsample, test_subsample: a.test_subsample, num_aug: a.num_aug, seed: a.seed };
+            let seed = a.seed.unwrap_or(0);
+            let opt = sudoku::BuildOptions { subsample: a.subsample, test_subsample: a.test_subsample, num_aug: a.num_aug, seed };
             sudoku::build(&a.train, &a.test, &a.out, &opt)?;
             print_summary(&a.out)?;
         }
         DataCommand::Maze(a) => {
+            anyhow::ensure!(
+                a.seed.is_none(),
+                "--seed: the maze builder draws nothing at random (--aug adds the 8 fixed dihedral transforms); drop it"
+            );
             crate::util::fs::check_data_out(&a.out, a.force)?;
             maze::build(&a.train, &a.test, &a.out, a.aug)?;
             print_summary(&a.out)?;
@@ -200,6 +211,8 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             print_summary(&a.out)?;
         }
         DataCommand::Inspect { dir, show, split } => {
+            anyhow::ensure!(split.is_none() || show > 0, "--split picks the split --show N draws from; without --show it would do nothing");
+            let split = split.unwrap_or_else(|| "train".into());
             let (kept, names) = inspect(&dir, (show > 0).then_some(split.as_str()))?;
             if show > 0 {
                 // The split was read and checked once, above, unless it is neither train nor test.

@@ -106,6 +106,7 @@ pub struct EvalArgs {
 /// Evaluates a checkpoint on a data set's test split: plainly, then with views if asked, then
 /// ARC's voting and submission on ARC data.
 pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<EvalResult> {
+    super::refuse_cpu_engine_flags(a.device, a.precision, a.no_memory_check)?;
     let precision = a.precision.unwrap_or(super::Precision::Float32).apply(a.device, false)?;
     let test = Arc::new(format::read_dataset_split(&a.data, "test")?);
     anyhow::ensure!(

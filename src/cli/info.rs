@@ -31,7 +31,7 @@ pub struct InfoArgs {
     #[arg(long)]
     pub shape: Option<String>,
     /// List the presets and the paper's rows
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["config", "overrides", "set", "data", "shape"])]
     pub list: bool,
     /// Print JSON
     #[arg(long)]
@@ -210,6 +210,10 @@ pub fn run(a: InfoArgs) -> Result<()> {
     // where a run's data was), as `trm train` reads them.
     let given = crate::store::overrides::given_data_paths(&ov);
     let data = crate::train::setup::named_data_set(&given.unwrap_or_default(), a.data.as_deref())?;
+    anyhow::ensure!(
+        data.is_none() || a.shape.is_none(),
+        "--shape gives the sequence and vocabulary when no data set is named; data_paths=... names one, whose shape is read"
+    );
     let (seq_len, vocab, ids) = match &data {
         Some(dir) => {
             let m = format::read_metadata(&dir.join("train")).with_context(|| format!("cannot read the metadata of {}", dir.display()))?;

@@ -187,6 +187,28 @@ fn threads(s: &str) -> Result<usize, String> {
 
 /// The engine flags of a training command, as its resume must be given them again (they choose
 /// how the run computes and are not saved in it): "" for the defaults, else " --device cuda ...".
+/// Refuses the CPU engine's own flags given for another device, where they would do nothing:
+/// `--precision` (libtorch and cubecl follow the model's `arch.forward_dtype`: `--precision
+/// float32` there ran bfloat16) and `--no-memory-check` (those engines make no estimate; they
+/// report a failed allocation themselves).
+fn refuse_cpu_engine_flags(device: crate::backend::DeviceSpec, precision: Option<Precision>, no_memory_check: bool) -> Result<()> {
+    if device == crate::backend::DeviceSpec::Cpu {
+        return Ok(());
+    }
+    if let Some(p) = precision {
+        anyhow::bail!(
+            "--precision {} is the CPU engine's (--device cpu); --device {device} follows the model's arch.forward_dtype",
+            p.name()
+        );
+    }
+    anyhow::ensure!(
+        !no_memory_check,
+        "--no-memory-check turns off the CPU engine's memory estimate, which --device {device} does not make (its engine reports a \
+         failed allocation itself)"
+    );
+    Ok(())
+}
+
 fn engine_flags(device: crate::backend::DeviceSpec, precision: Option<Precision>, deterministic: bool, threads: Option<usize>) -> String {
     let mut flags = String::new();
     if device != crate::backend::DeviceSpec::Cpu {
@@ -227,6 +249,20 @@ pub fn run() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    /// `--precision` and `--no-memory-check` are the CPU engine's: off it they did nothing
+    /// (`--precision float32` on cuda ran the model's bfloat16), and are refused.
+    #[test]
+    fn cpu_engine_flags_are_refused_on_other_engines() {
+        for device in [DeviceSpec::TorchCpu, DeviceSpec::Cuda(0), DeviceSpec::Cubecl(1)] {
+            let e = format!("{:#}", super::refuse_cpu_engine_flags(device, Some(super::Precision::Float32), false).unwrap_err());
+            assert!(e.starts_with("--precision float32 is the CPU engine's") && e.contains(&format!("--device {device}")), "{e}");
+            let e = format!("{:#}", super::refuse_cpu_engine_flags(device, None, true).unwrap_err());
+            assert!(e.contains("--no-memory-check turns off the CPU engine's memory estimate"), "{e}");
+            super::refuse_cpu_engine_flags(device, None, false).unwrap();
+        }
+        super::refuse_cpu_engine_flags(DeviceSpec::Cpu, Some(super::Precision::Bfloat16), true).unwrap();
+    }
     use super::*;
     use crate::backend::DeviceSpec;
 

@@ -36,6 +36,10 @@ pub struct ReportArgs {
 
 pub fn run(a: ReportArgs) -> Result<()> {
     crate::backend::set_threads(a.threads);
+    anyhow::ensure!(
+        a.puzzles > 0 || (a.data.is_none() && a.steps.is_none()),
+        "--data and --steps are for the puzzles drawn step by step; with --puzzles 0 none are drawn"
+    );
     // The data set drawn from: --data, else the one the run recorded (never written over either).
     let data = a.data.clone().or_else(|| crate::report::recorded_data(&a.run)).unwrap_or_default();
     // A run's own files are never written over, but an earlier report inside it (`--out

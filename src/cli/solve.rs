@@ -218,6 +218,7 @@ pub fn run(mut a: SolveArgs) -> Result<()> {
         "--seed: a maze's views are its 8 fixed transforms; there is nothing random to seed"
     );
     // From here on `a.precision` is what runs (None: not the CPU engine's choice).
+    super::refuse_cpu_engine_flags(a.device, a.precision, false)?;
     a.precision = a.precision.unwrap_or(super::Precision::Auto).apply(a.device, false)?;
     // The bundled model's private folder, kept until the command ends.
     let mut _bundled = None;

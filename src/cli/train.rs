@@ -84,6 +84,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         }
     }
     set_threads(a.threads);
+    super::refuse_cpu_engine_flags(a.device, a.precision, a.no_memory_check)?;
     if let Some(p) = a.precision.unwrap_or(super::Precision::Float32).apply(a.device, true)?
         && p != super::Precision::Float32
         && speaks

@@ -273,8 +273,13 @@ pub fn write_report(o: &ReportOptions) -> Result<usize> {
             0
         }
         (Some(ckpt), Some(st), Some(data)) => puzzles_step_by_step(&mut html, ckpt, st, &data, o)?,
-        _ => {
-            html.push_str("<p class=note>No checkpoint or test data found: puzzles not drawn (pass --data).</p>");
+        (ckpt, _, data) => {
+            // Said where the user looks too, naming what is missing.
+            let missing = if ckpt.is_none() { "no checkpoint in the run" } else { "no test data (pass --data)" };
+            if data.is_some() || ckpt.is_none() {
+                eprintln!("warning: no puzzles in the report: {missing}");
+            }
+            let _ = write!(html, "<p class=note>Puzzles not drawn: {missing}.</p>");
             0
         }
     };
