@@ -135,6 +135,7 @@ pub fn eval_checkpoint<B: Backend>(a: &EvalArgs, device: &B::Device) -> Result<E
     // evaluation threw its work away).
     let views_plan = match a.views {
         Some(k) => {
+            crate::eval::scaled::scaled_kind(&m.model, k)?;
             let plan = crate::infer::views::SearchPlan::checked(a.view_steps.unwrap_or(steps), a.view_lifetime, &m.model)?
                 .drawing_latents(a.drawn_latents, &m.model)?;
             plan.refuse_idle_draws(k, a.seed.is_some())?;

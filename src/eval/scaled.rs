@@ -42,17 +42,9 @@ pub struct ScaledResult {
 }
 
 /// Solves up to `limit` test puzzles with `views` views and up to `max_steps` steps each.
-pub fn evaluate_scaled<B: Backend>(
-    model: &ModelConfig,
-    w: &Weights<B>,
-    table: Option<&Tensor<B, 2>>,
-    test: &Split,
-    views: usize,
-    seed: u64,
-    plan: SearchPlan,
-    limit: Option<usize>,
-) -> Result<ScaledResult> {
-    let max_steps = plan.max_steps;
+/// The kind of puzzle `model` solves, where `views` views of it can be searched (Sudoku, a maze of
+/// at most 8 views); refused otherwise. `trm eval` asks before its plain evaluation runs.
+pub fn scaled_kind(model: &ModelConfig, views: usize) -> Result<PuzzleKind> {
     let s = model.seq_len;
     let kind = match PuzzleKind::of(s, model.vocab_size) {
         k @ (PuzzleKind::Sudoku | PuzzleKind::Maze { .. }) => k,
@@ -65,6 +57,22 @@ pub fn evaluate_scaled<B: Backend>(
     if let PuzzleKind::Maze { .. } = kind {
         anyhow::ensure!(views <= 8, "--views {views}: a maze has 8 views (its dihedral transforms)");
     }
+    Ok(kind)
+}
+
+pub fn evaluate_scaled<B: Backend>(
+    model: &ModelConfig,
+    w: &Weights<B>,
+    table: Option<&Tensor<B, 2>>,
+    test: &Split,
+    views: usize,
+    seed: u64,
+    plan: SearchPlan,
+    limit: Option<usize>,
+) -> Result<ScaledResult> {
+    let max_steps = plan.max_steps;
+    let s = model.seq_len;
+    let kind = scaled_kind(model, views)?;
     let t0 = std::time::Instant::now();
     let (mut count, mut right, mut checked, mut steps, mut view_steps, mut tried) = (0usize, 0usize, 0usize, 0usize, 0usize, 0usize);
     'sets: for (_, set) in &test.sets {
