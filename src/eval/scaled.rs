@@ -41,7 +41,6 @@ pub struct ScaledResult {
     pub seconds: f64,
 }
 
-/// Solves up to `limit` test puzzles with `views` views and up to `max_steps` steps each.
 /// The kind of puzzle `model` solves, where `views` views of it can be searched (Sudoku, a maze of
 /// at most 8 views); refused otherwise. `trm eval` asks before its plain evaluation runs.
 pub fn scaled_kind(model: &ModelConfig, views: usize) -> Result<PuzzleKind> {
@@ -60,6 +59,7 @@ pub fn scaled_kind(model: &ModelConfig, views: usize) -> Result<PuzzleKind> {
     Ok(kind)
 }
 
+/// Solves up to `limit` test puzzles with `views` views and up to `max_steps` steps each.
 pub fn evaluate_scaled<B: Backend>(
     model: &ModelConfig,
     w: &Weights<B>,
