@@ -203,13 +203,19 @@ fn sha(p: &Path) -> Vec<u8> {
     sha2::Sha256::digest(std::fs::read(p).unwrap()).to_vec()
 }
 
-#[test]
-fn outputs_never_eat_inputs() {
+/// A data set, a run of 2 steps trained on it, a folder of the user's, and the run's checkpoint.
+fn trained_run() -> (tempfile::TempDir, tempfile::TempDir, tempfile::TempDir, PathBuf) {
     let (data, run, user) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     common::tiny_data(data.path());
     let ov: Vec<String> = ["max_steps=2", "epochs=4", "eval_interval=2", "eval_max_examples=8"].map(String::from).to_vec();
     trm::train::trainer::train::<AD>(&common::tiny_job(data.path(), run.path(), &ov, false), &Default::default()).unwrap();
     let ckpt = trm::store::checkpoint::resolve(run.path()).unwrap();
+    (data, run, user, ckpt)
+}
+
+#[test]
+fn outputs_never_eat_inputs() {
+    let (data, run, user, ckpt) = trained_run();
     let weights = ckpt.join("model.safetensors");
     let log = run.path().join("metrics.jsonl");
     let before = (sha(&weights), sha(&log));
@@ -743,11 +749,7 @@ fn a_demo_into_a_folder_in_use_is_refused_before_it_clears_anything() {
 /// filled memory, or replaced the run's log.
 #[test]
 fn run_files_that_are_devices_are_refused_and_the_whole_run_is_protected() {
-    let (data, run, user) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    common::tiny_data(data.path());
-    let ov: Vec<String> = ["max_steps=2", "epochs=4", "eval_interval=2", "eval_max_examples=8"].map(String::from).to_vec();
-    trm::train::trainer::train::<AD>(&common::tiny_job(data.path(), run.path(), &ov, false), &Default::default()).unwrap();
-    let ckpt = trm::store::checkpoint::resolve(run.path()).unwrap();
+    let (data, run, user, ckpt) = trained_run();
     let s = |p: &Path| p.to_str().unwrap().to_string();
     // Each file, in turn, a link to /dev/zero: (file, command, what the refusal says).
     let html = s(&user.path().join("r.html"));

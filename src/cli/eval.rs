@@ -12,7 +12,7 @@ use crate::util::fs::{Protected, check_output};
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use clap::builder::TypedValueParser as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(clap::Args, Debug)]
@@ -277,14 +277,8 @@ fn write_arc_submission(a: &EvalArgs, m: &EvalModel, v: ArcEval) -> Result<crate
     if same(&path, &default) {
         check_output(&path, "--submission", &[data], true)?;
     } else {
-        let run = crate::store::integrity::run_holding(&m.spec).unwrap_or_else(|| m.spec.clone());
-        let model = Protected { path: &m.spec, what: "the model being evaluated" };
-        check_output(
-            &path,
-            "--submission",
-            &[model, Protected { path: &run, what: "the run of the model being evaluated" }, data],
-            a.force,
-        )?;
+        let run = crate::store::integrity::run_holding(&m.spec);
+        check_output(&path, "--submission", &inputs(&m.spec, run.as_deref(), &a.data), a.force)?;
     }
     crate::util::fs::write_json(&path, &v.submission())?;
     eprintln!("wrote {} ({} tasks, {} attempts per test input)", path.display(), v.tasks.len(), v.args.submission_k);
@@ -293,6 +287,15 @@ fn write_arc_submission(a: &EvalArgs, m: &EvalModel, v: ArcEval) -> Result<crate
         eprintln!("warning: {m}");
     }
     Ok(score)
+}
+
+/// What an output of `trm eval` never replaces: the model, the run around it (`run`, where the
+/// model is a checkpoint of one) and the data set.
+fn inputs<'a>(model: &'a Path, run: Option<&'a Path>, data: &'a Path) -> Vec<Protected<'a>> {
+    let mut p = vec![Protected { path: model, what: "the model being evaluated" }];
+    p.extend(run.map(|path| Protected { path, what: "the run of the model being evaluated" }));
+    p.push(Protected { path: data, what: "the data set" });
+    p
 }
 
 /// The outputs `trm eval --save-outputs` saves: `--outputs`, else all but the logits.
@@ -309,6 +312,9 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         !a.force || a.submission.is_some() || a.save_outputs.is_some(),
         "--force replaces the file that --submission or --save-outputs names; without either it would do nothing"
     );
+    let model = a.checkpoint.clone().unwrap_or_default();
+    let run = crate::store::integrity::run_holding(&model);
+    let protected = inputs(&model, run.as_deref(), &a.data);
     if let Some(path) = &a.save_outputs {
         output_keys(&a)?;
         anyhow::ensure!(
@@ -316,13 +322,6 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             "--save-outputs with --views: saving the outputs of test-time-scaled evaluation is not implemented; the plain \
              evaluation's are saved without --views"
         );
-        let model = a.checkpoint.clone().unwrap_or_default();
-        let run = crate::store::integrity::run_holding(&model).unwrap_or_else(|| model.clone());
-        let protected = [
-            Protected { path: &model, what: "the model being evaluated" },
-            Protected { path: &run, what: "the run of the model being evaluated" },
-            Protected { path: &a.data, what: "the data set" },
-        ];
         check_output(path, "--save-outputs", &protected, a.force)?;
         // On ARC data the submission is written after the outputs: never into the same file.
         let same = |p: &std::path::Path| std::path::absolute(p).ok() == std::path::absolute(path).ok();
@@ -336,14 +335,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     if let Some(path) = &a.submission {
         // Checked before the evaluation too, so a wrong path fails at once, not after it.
         // (The run's own submission.json, named explicitly, is checked with the model, below.)
-        let model = a.checkpoint.clone().unwrap_or_default();
         let own = model.is_dir() && std::path::absolute(path).ok() == std::path::absolute(model.join("submission.json")).ok();
-        let run = crate::store::integrity::run_holding(&model).unwrap_or_else(|| model.clone());
-        let protected = [
-            Protected { path: &model, what: "the model being evaluated" },
-            Protected { path: &run, what: "the run of the model being evaluated" },
-            Protected { path: &a.data, what: "the data set" },
-        ];
         if !own {
             check_output(path, "--submission", &protected, a.force)?;
         }

@@ -40,11 +40,14 @@ pub fn run(a: ExportArgs) -> Result<()> {
         );
     }
     let ckpt = checkpoint::resolve(&a.checkpoint)?;
-    let run = crate::store::integrity::run_holding(&ckpt).unwrap_or_else(|| ckpt.clone());
+    // The run around the checkpoint holds it; a checkpoint alone is the checkpoint.
+    let run = crate::store::integrity::run_holding(&ckpt);
     let protected = [
         Protected { path: &a.checkpoint, what: "the run being exported" },
-        Protected { path: &ckpt, what: "the checkpoint being exported" },
-        Protected { path: &run, what: "the run of the checkpoint being exported" },
+        match &run {
+            Some(path) => Protected { path, what: "the run of the checkpoint being exported" },
+            None => Protected { path: &ckpt, what: "the checkpoint being exported" },
+        },
     ];
     if a.out.file_name().is_some_and(|n| n == "all_config.yaml") {
         bail!(

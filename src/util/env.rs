@@ -29,6 +29,17 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// `var` for the variables a launch reads: a value that is not UTF-8 is an error naming it, not
+/// unset (read as unset, it made a rank train alone as rank 0).
+fn launch_var(name: &str) -> Result<Option<String>> {
+    match std::env::var(name) {
+        Err(std::env::VarError::NotUnicode(v)) => {
+            bail!("{name}={}: not text (bytes that are not UTF-8); set it to what the launcher means", v.to_string_lossy())
+        }
+        _ => Ok(var(name)),
+    }
+}
+
 fn flag(name: &str, on: &str) -> bool {
     var(name).is_some_and(|v| v == on)
 }
@@ -114,14 +125,14 @@ pub fn library_path() -> Option<String> {
 
 /// How long ranks wait for each other at start-up (`TRM_RENDEZVOUS_TIMEOUT`, seconds; default 300).
 pub fn rendezvous_timeout() -> Result<std::time::Duration> {
-    let limit = seconds("TRM_RENDEZVOUS_TIMEOUT", var("TRM_RENDEZVOUS_TIMEOUT").as_deref(), 300.0, false)?;
+    let limit = seconds("TRM_RENDEZVOUS_TIMEOUT", launch_var("TRM_RENDEZVOUS_TIMEOUT")?.as_deref(), 300.0, false)?;
     limit.context("TRM_RENDEZVOUS_TIMEOUT: no limit is not an option")
 }
 
 /// How long one collective of a multi-process run may wait for the other ranks before the rank
 /// ends (`TRM_COLLECTIVE_TIMEOUT`, seconds; default 1800; 0: no limit).
 pub fn collective_timeout() -> Result<Option<std::time::Duration>> {
-    seconds("TRM_COLLECTIVE_TIMEOUT", var("TRM_COLLECTIVE_TIMEOUT").as_deref(), 1800.0, true)
+    seconds("TRM_COLLECTIVE_TIMEOUT", launch_var("TRM_COLLECTIVE_TIMEOUT")?.as_deref(), 1800.0, true)
 }
 
 /// A duration in seconds from variable `name`'s `value` (`default` when unset): positive, or 0
@@ -166,33 +177,19 @@ pub struct Launch {
 /// once, also has `SLURM_NTASKS`). torchrun's own store listens on `MASTER_PORT`, so under torchrun
 /// (`TORCHELASTIC_RUN_ID` set) the hand-off uses `MASTER_PORT + 1`; `TRM_RENDEZVOUS_PORT` overrides.
 pub fn launch() -> Result<Option<Launch>> {
-    // A value that is not UTF-8 read as unset would make a rank train alone as rank 0.
-    for name in LAUNCH_VARS {
-        if let Some(v) = std::env::var_os(name).filter(|v| v.to_str().is_none()) {
-            bail!("{name}={}: not text (bytes that are not UTF-8); set it to what the launcher means", v.to_string_lossy());
-        }
+    // The first variable that is not text is named, whatever the reading made of it.
+    let bad = std::cell::RefCell::new(None);
+    let found = launch_from(&|name| {
+        launch_var(name).unwrap_or_else(|e| {
+            bad.borrow_mut().get_or_insert(e);
+            None
+        })
+    });
+    match bad.into_inner() {
+        Some(e) => Err(e),
+        None => found,
     }
-    launch_from(&|name| var(name))
 }
-
-/// The variables `launch` reads.
-const LAUNCH_VARS: [&str; 15] = [
-    "RANK",
-    "WORLD_SIZE",
-    "LOCAL_RANK",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "TRM_RENDEZVOUS_PORT",
-    "TRM_RENDEZVOUS_TOKEN",
-    "TORCHELASTIC_RUN_ID",
-    "SLURM_PROCID",
-    "SLURM_STEP_NUM_TASKS",
-    "SLURM_LOCALID",
-    "SLURM_JOB_ID",
-    "SLURM_STEP_ID",
-    "TRM_RENDEZVOUS_TIMEOUT",
-    "TRM_COLLECTIVE_TIMEOUT",
-];
 
 /// The tasks of the srun step this process runs in, where it has several (`SLURM_STEP_NUM_TASKS`).
 pub fn srun_tasks() -> Option<usize> {

@@ -234,7 +234,15 @@ pub fn check_output(path: &Path, flag: &str, protected: &[Protected], force: boo
         Err(e) => return Err(e).with_context(|| format!("{flag} {}: cannot check the target", path.display())),
     };
     anyhow::ensure!(meta.is_file(), "{flag} {}: a folder, pipe or device, not a file trm can write; give a file path", path.display());
+    // A folder named twice (a run given as the model and found around its checkpoint) is
+    // searched once.
+    let mut searched = Vec::with_capacity(protected.len());
     for p in protected {
+        let at = std::path::absolute(p.path).unwrap_or_else(|_| p.path.to_path_buf());
+        if searched.contains(&at) {
+            continue;
+        }
+        searched.push(at);
         if holds(p.path, &meta, 3) {
             anyhow::bail!(
                 "{flag} {}: that file belongs to {} ({}), which this command reads; writing over it would destroy it. \
@@ -460,12 +468,12 @@ pub fn claim_unmarked_data_folder(data: &Path, run: &Path, maker: &str) -> Resul
 /// be, for the message).
 pub fn read_text_capped(path: &Path, max: u64, what: &str) -> Result<String> {
     let bytes = read_bytes_capped(path, max, what)?;
-    let text = String::from_utf8(bytes).map_err(|e| anyhow::anyhow!("cannot read {} as text: {e}", path.display()))?;
+    let mut text = String::from_utf8(bytes).map_err(|e| anyhow::anyhow!("cannot read {} as text: {e}", path.display()))?;
     // A byte-order mark (Windows editors write one) is no character of the text.
-    Ok(match text.strip_prefix('\u{feff}') {
-        Some(rest) => rest.to_string(),
-        None => text,
-    })
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
+    Ok(text)
 }
 
 /// The bytes of a file the user named or a run folder holds, as `read_text_capped` reads text:
